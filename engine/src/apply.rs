@@ -1,0 +1,308 @@
+//! Carrying out a mirror [`Plan`]: the only code that changes a destination, and only
+//! through the safe primitives of [`fsops`].
+//!
+//! Each action is checked against the destination as it is right now (a file changed
+//! since the scan is not overwritten), every file is written to a temporary name, flushed
+//! and renamed, and a source file that changes while it is copied is left for the next
+//! pass. A failure on one entry is recorded and the rest goes on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::fsops::{self, Root, Stat};
+use crate::mirror::{Action, Op, Plan};
+use crate::names::display;
+use crate::tree::{under_any, Entry, Kind};
+
+/// Where the bytes come from and how far to trust the plan's metadata.
+pub struct ApplyOptions<'a> {
+    /// The source root (files are read from `src_root/<path>`).
+    pub src_root: &'a Path,
+    /// Written in log lines: e.g. "SOURCE -> BACKUP".
+    pub direction: &'a str,
+    /// Use the plan's mode and mtime for files (restore from a manifest) instead of the
+    /// source file's own.
+    pub meta_from_plan: bool,
+    /// The bytes read must hash to the plan's hash (restore: detects a damaged store).
+    pub verify_hash: bool,
+    /// Checked between files and between chunks of a file.
+    pub stop: &'a (dyn Fn() -> bool + Sync),
+}
+
+/// Counts of what a pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub by_verb: BTreeMap<&'static str, u64>,
+    pub bytes: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, verb: &'static str) {
+        *self.by_verb.entry(verb).or_default() += 1;
+    }
+
+    /// Total operations, not counting directory metadata fix-ups.
+    pub fn operations(&self) -> u64 {
+        self.by_verb
+            .iter()
+            .filter(|(v, _)| **v != "dirmeta")
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    pub fn merge(&mut self, other: &Counts) {
+        for (v, n) in &other.by_verb {
+            *self.by_verb.entry(v).or_default() += n;
+        }
+        self.bytes += other.bytes;
+    }
+
+    /// "copy 3, remove 1" (or "nothing to do").
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = self
+            .by_verb
+            .iter()
+            .filter(|(v, _)| **v != "dirmeta")
+            .map(|(v, n)| format!("{v} {n}"))
+            .collect();
+        if parts.is_empty() {
+            "nothing to do".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// What an apply did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Destination entries created or replaced, with hash and inode as written.
+    pub written: BTreeMap<PathBuf, Entry>,
+    /// Destination files whose metadata was changed in place.
+    pub meta: BTreeMap<PathBuf, Entry>,
+    /// Destination paths removed (whole subtrees for directories).
+    pub removed: Vec<PathBuf>,
+    /// Source files read, with the hash and stat of what was read.
+    pub read: BTreeMap<PathBuf, (crate::tree::Digest, Stat)>,
+    /// Paths whose action failed; their destination state is unknown.
+    pub failed: BTreeSet<PathBuf>,
+    pub errors: Vec<Error>,
+    pub counts: Counts,
+    /// The stop flag was seen before the plan was done.
+    pub interrupted: bool,
+}
+
+/// Logs an action line: UTC time is added by the logger.
+pub fn log_action(verb: &str, path: &Path, direction: &str, dry_run: bool) {
+    let shown = if path.as_os_str().is_empty() {
+        ".".to_string()
+    } else {
+        display(path)
+    };
+    if dry_run {
+        log::info!(target: "action", "would {verb:<8} {shown}  ({direction})");
+    } else if verb == "dirmeta" {
+        log::debug!(target: "action", "{verb:<8} {shown}  ({direction})");
+    } else {
+        log::info!(target: "action", "{verb:<8} {shown}  ({direction})");
+    }
+}
+
+/// Prints a plan as a dry run: the same actions, nothing done.
+pub fn print_plan(plan: &Plan, direction: &str) -> Counts {
+    let mut counts = Counts::default();
+    for a in &plan.actions {
+        if a.op != Op::SetDirMeta {
+            log_action(a.op.verb(), &a.path, direction, true);
+        }
+        counts.add(a.op.verb());
+        if matches!(a.op, Op::Copy { .. }) {
+            counts.bytes += a.src.as_ref().map_or(0, |s| s.size);
+        }
+    }
+    counts
+}
+
+/// Carries out `plan` on `dst`.
+pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
+    let mut out = Applied::default();
+    let mut failed_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for action in &plan.actions {
+        if (opts.stop)() {
+            out.interrupted = true;
+            break;
+        }
+        if under_any(&failed_dirs, &action.path) && !action.path.as_os_str().is_empty() {
+            out.failed.insert(action.path.clone());
+            continue;
+        }
+        match run(action, dst, opts, &mut out) {
+            Ok(()) => {
+                log_action(action.op.verb(), &action.path, opts.direction, false);
+                out.counts.add(action.op.verb());
+            }
+            Err(Error::Entry { reason, .. }) if reason == "interrupted" => {
+                out.interrupted = true;
+                break;
+            }
+            Err(e) => {
+                log::error!("{e}");
+                if matches!(action.op, Op::Mkdir) {
+                    failed_dirs.insert(action.path.clone());
+                }
+                out.failed.insert(action.path.clone());
+                out.errors.push(e);
+            }
+        }
+    }
+    out
+}
+
+fn src_of(action: &Action) -> Result<&Entry, Error> {
+    action
+        .src
+        .as_ref()
+        .ok_or_else(|| Error::entry(action.path.clone(), "BUG: action without a source entry"))
+}
+
+/// The destination still looks as it did when it was scanned.
+fn unchanged_since_scan(dst: &mut Root, action: &Action) -> Result<(), Error> {
+    let now = dst.stat(&action.path)?;
+    let same = match (&action.dst, now) {
+        (None, None) => true,
+        (Some(e), Some(st)) => {
+            st.kind == Some(e.kind)
+                && (e.kind != Kind::File
+                    || (st.size == e.size && st.mtime == e.mtime && st.ino == e.ino))
+        }
+        _ => false,
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(Error::entry(
+            dst.abs(&action.path),
+            "changed on the destination during the pass; left for the next pass",
+        ))
+    }
+}
+
+fn run(action: &Action, dst: &mut Root, opts: &ApplyOptions<'_>, out: &mut Applied) -> Result<(), Error> {
+    let path = &action.path;
+    match &action.op {
+        Op::RemoveLeftover => dst.remove(path),
+        Op::Remove { .. } => {
+            unchanged_since_scan(dst, action)?;
+            dst.remove(path)?;
+            out.removed.push(path.clone());
+            Ok(())
+        }
+        Op::Mkdir => {
+            dst.mkdir(path)?;
+            let s = src_of(action)?;
+            out.written.insert(path.clone(), s.clone());
+            Ok(())
+        }
+        Op::SetDirMeta => {
+            let s = src_of(action)?;
+            dst.set_dir_meta(path, s.mode, s.mtime)
+        }
+        Op::Symlink { .. } => {
+            let s = src_of(action)?;
+            unchanged_since_scan(dst, action)?;
+            let target = s
+                .target
+                .as_deref()
+                .ok_or_else(|| Error::entry(path.clone(), "BUG: symlink without target"))?;
+            dst.symlink(path, target, s.mtime)?;
+            out.written.insert(path.clone(), s.clone());
+            Ok(())
+        }
+        Op::SetFileMeta => {
+            let s = src_of(action)?;
+            unchanged_since_scan(dst, action)?;
+            if dst.set_file_meta_if_unshared(path, s.mode, s.mtime)? {
+                let mut e = action.dst.clone().unwrap_or_else(|| s.clone());
+                e.mode = s.mode;
+                e.mtime = s.mtime;
+                out.meta.insert(path.clone(), e);
+                Ok(())
+            } else {
+                // Shared with a version (or not ours to open): never change it in place.
+                copy(action, dst, opts, out)
+            }
+        }
+        Op::Copy { .. } => copy(action, dst, opts, out),
+    }
+}
+
+fn copy(action: &Action, dst: &mut Root, opts: &ApplyOptions<'_>, out: &mut Applied) -> Result<(), Error> {
+    let path = &action.path;
+    let s = src_of(action)?;
+    let src_abs = opts.src_root.join(path);
+    let (mut file, before) = fsops::open_regular(&src_abs)?;
+    let (mode, mtime) = if opts.meta_from_plan {
+        (s.mode, s.mtime)
+    } else {
+        (before.mode, before.mtime)
+    };
+    let (temp, digest, n) = dst.write_temp(path, &mut file, mode, mtime, opts.stop)?;
+    let after = fsops::fstat(&file, &src_abs)?;
+    if !before.same_content_stamp(&after) || n != before.size {
+        return Err(Error::entry(
+            src_abs,
+            "changed while being copied; left for the next pass",
+        ));
+    }
+    if opts.verify_hash && s.hash.is_some_and(|h| h != digest) {
+        return Err(Error::entry(
+            src_abs,
+            "stored copy does not match its recorded SHA-256 (damaged); not restored",
+        ));
+    }
+    let new = temp.stat()?;
+    unchanged_since_scan(dst, action)?;
+    temp.commit()?;
+    out.counts.bytes += n;
+    out.read.insert(path.clone(), (digest, before));
+    out.written.insert(
+        path.clone(),
+        Entry {
+            kind: Kind::File,
+            size: n,
+            mode,
+            mtime,
+            ino: new.ino,
+            nlink: new.nlink,
+            target: None,
+            hash: Some(digest),
+        },
+    );
+    Ok(())
+}
+
+/// The destination tree after `applied`: the scanned tree with removals, writes and
+/// metadata changes folded in (so the destination need not be scanned again).
+pub fn tree_after(before: crate::tree::Tree, applied: &Applied) -> crate::tree::Tree {
+    let mut t = before;
+    let removed: BTreeSet<PathBuf> = applied.removed.iter().cloned().collect();
+    if !removed.is_empty() {
+        t.entries.retain(|p, _| !under_any(&removed, p));
+    }
+    for (p, e) in &applied.written {
+        let mut e = e.clone();
+        if e.kind == Kind::Dir {
+            e.ino = 0;
+        }
+        t.entries.insert(p.clone(), e);
+    }
+    for (p, e) in &applied.meta {
+        t.entries.insert(p.clone(), e.clone());
+    }
+    for p in &applied.failed {
+        t.unknown.insert(p.clone());
+    }
+    t.leftovers.clear();
+    t
+}

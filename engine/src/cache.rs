@@ -1,0 +1,222 @@
+//! The stat cache: for each replica root, the SHA-256 of every file whose size, mtime and
+//! inode are unchanged since it was last hashed, so a pass over unchanged files hashes
+//! nothing. A missing or unreadable cache only costs re-hashing; it is never trusted
+//! over the disk, and a file modified in the same timestamp tick as its hashing ("racy")
+//! is not cached.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext};
+use crate::fsops;
+use crate::pathser::PathRepr;
+use crate::tree::{Digest, Entry, Kind, MTime, Tree};
+
+/// Files modified this close (seconds) to the moment they were scanned are not cached.
+const RACY_SECS: i64 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cached {
+    size: u64,
+    mtime: MTime,
+    ino: u64,
+    hash: Digest,
+}
+
+/// A stat cache for one root.
+#[derive(Debug, Default, Clone)]
+pub struct StatCache {
+    map: HashMap<PathBuf, Cached>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OnDisk {
+    format: u32,
+    root: PathRepr,
+    /// `[path, size, mtime_sec, mtime_nsec, inode, sha256-hex]`
+    files: Vec<(PathRepr, u64, i64, u32, u64, String)>,
+}
+
+const FORMAT: u32 = 1;
+
+impl StatCache {
+    /// Loads the cache at `file`; empty if it is missing, damaged or for another root.
+    pub fn load(file: &Path, root: &Path) -> StatCache {
+        let Ok(bytes) = std::fs::read(file) else {
+            return StatCache::default();
+        };
+        let Ok(disk) = serde_json::from_slice::<OnDisk>(&bytes) else {
+            log::debug!("stat cache {} is damaged; re-hashing", file.display());
+            return StatCache::default();
+        };
+        if disk.format != FORMAT || disk.root.into_path() != root {
+            return StatCache::default();
+        }
+        let map = disk
+            .files
+            .into_iter()
+            .filter_map(|(p, size, sec, nsec, ino, hex)| {
+                let hash = Digest::from_hex(&hex)?;
+                Some((
+                    p.into_path(),
+                    Cached {
+                        size,
+                        mtime: MTime::new(sec, nsec),
+                        ino,
+                        hash,
+                    },
+                ))
+            })
+            .collect();
+        StatCache { map }
+    }
+
+    /// The cached hash of `rel` if `entry`'s stat still matches.
+    pub fn lookup(&self, rel: &Path, entry: &Entry) -> Option<Digest> {
+        let c = self.map.get(rel)?;
+        (entry.kind == Kind::File
+            && c.size == entry.size
+            && c.mtime == entry.mtime
+            && c.ino == entry.ino)
+            .then_some(c.hash)
+    }
+
+    /// Fills in the hash of every file of `tree` whose stat matches the cache.
+    pub fn fill(&self, tree: &mut Tree) {
+        for (rel, e) in tree.entries.iter_mut() {
+            if e.kind == Kind::File && e.hash.is_none() {
+                e.hash = self.lookup(rel, e);
+            }
+        }
+    }
+
+    /// A cache of every hashed file of `tree` that was not modified within the racy
+    /// window before `scanned_at` (seconds since the epoch).
+    pub fn from_tree(tree: &Tree, scanned_at: i64) -> StatCache {
+        let map = tree
+            .entries
+            .iter()
+            .filter(|(_, e)| e.kind == Kind::File && e.mtime.sec < scanned_at - RACY_SECS)
+            .filter_map(|(p, e)| {
+                Some((
+                    p.clone(),
+                    Cached {
+                        size: e.size,
+                        mtime: e.mtime,
+                        ino: e.ino,
+                        hash: e.hash?,
+                    },
+                ))
+            })
+            .collect();
+        StatCache { map }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Writes the cache atomically.
+    pub fn save(&self, file: &Path, root: &Path) -> Result<(), Error> {
+        let mut files: Vec<_> = self
+            .map
+            .iter()
+            .map(|(p, c)| {
+                (
+                    PathRepr::from_path(p),
+                    c.size,
+                    c.mtime.sec,
+                    c.mtime.nsec,
+                    c.ino,
+                    c.hash.to_hex(),
+                )
+            })
+            .collect();
+        files.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let disk = OnDisk {
+            format: FORMAT,
+            root: PathRepr::from_path(root),
+            files,
+        };
+        let bytes = serde_json::to_vec(&disk)
+            .map_err(|e| Error::io("encode", file, std::io::Error::other(e)))?;
+        fsops::write_atomic(file, &bytes)
+    }
+}
+
+/// Seconds since the epoch now.
+pub fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Hashes every file of `tree` whose hash is still unknown (reading from `root`), on
+/// `threads` threads; a file that fails becomes unknown and its error is returned.
+pub fn hash_missing(root: &Path, tree: &mut Tree, threads: usize) -> Vec<Error> {
+    let todo: Vec<PathBuf> = tree
+        .entries
+        .iter()
+        .filter(|(p, e)| e.kind == Kind::File && e.hash.is_none() && !tree.unknown.contains(*p))
+        .map(|(p, _)| p.clone())
+        .collect();
+    let results = crate::hash::hash_many(root, &todo, threads);
+    let mut errors = Vec::new();
+    for (rel, r) in todo.into_iter().zip(results) {
+        match r {
+            Ok((digest, st)) => {
+                if let Some(e) = tree.entries.get_mut(&rel) {
+                    // Keep the stat the hash belongs to, so the cache never pairs a
+                    // hash with a newer stat.
+                    e.size = st.size;
+                    e.mtime = st.mtime;
+                    e.ino = st.ino;
+                    e.hash = Some(digest);
+                }
+            }
+            Err(err) => {
+                errors.push(err);
+                tree.unknown.insert(rel);
+            }
+        }
+    }
+    errors
+}
+
+/// Makes sure the directory of the cache exists (for a caller about to save).
+pub fn ensure_parent(file: &Path) -> Result<(), Error> {
+    if let Some(p) = file.parent() {
+        std::fs::create_dir_all(p).ctx("mkdir", p)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_round_trips_and_rejects_changed_stat() {
+        let d = tempfile::tempdir().unwrap();
+        let mut tree = Tree::default();
+        let mut e = Entry::file(3, 0o644, MTime::new(1000, 1), Some(Digest([7; 32])));
+        e.ino = 42;
+        tree.entries.insert(PathBuf::from("a"), e.clone());
+        let racy = Entry::file(3, 0o644, MTime::new(now_secs(), 0), Some(Digest([8; 32])));
+        tree.entries.insert(PathBuf::from("racy"), racy);
+        let c = StatCache::from_tree(&tree, now_secs());
+        assert_eq!(c.len(), 1, "a file modified just now is not cached");
+        let file = d.path().join("c.json");
+        c.save(&file, Path::new("/r")).unwrap();
+        let back = StatCache::load(&file, Path::new("/r"));
+        assert_eq!(back.lookup(Path::new("a"), &e), Some(Digest([7; 32])));
+        let mut touched = e.clone();
+        touched.mtime = MTime::new(1000, 2);
+        assert_eq!(back.lookup(Path::new("a"), &touched), None);
+        assert!(StatCache::load(&file, Path::new("/other")).is_empty());
+    }
+}

@@ -1,0 +1,178 @@
+//! The JSON config file shared by every tool: parsed strictly (an unknown key or a wrong
+//! type is refused, naming the key), then merged under the command-line flags by each
+//! binary. `config.example.json` at the top of the repository documents every key.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::Refusal;
+use crate::names::display;
+
+/// How versions are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VersionMode {
+    /// No store is written.
+    Off,
+    /// Hard-link snapshots where the store shares the replica's filesystem (default).
+    #[default]
+    Link,
+    /// Always copies (reflinked where the filesystem can).
+    Copy,
+}
+
+impl<'de> Deserialize<'de> for VersionMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = VersionMode;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false or \"copy\"")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<VersionMode, E> {
+                Ok(if b { VersionMode::Link } else { VersionMode::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<VersionMode, E> {
+                match s {
+                    "copy" => Ok(VersionMode::Copy),
+                    "link" => Ok(VersionMode::Link),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// How `twoway` settles a conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum ConflictPolicy {
+    /// The later mtime wins; equal mtimes: A wins.
+    #[default]
+    #[serde(rename = "newer")]
+    Newer,
+    #[serde(rename = "prefer-a")]
+    PreferA,
+    #[serde(rename = "prefer-b")]
+    PreferB,
+}
+
+impl std::str::FromStr for ConflictPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "newer" => Ok(ConflictPolicy::Newer),
+            "prefer-a" => Ok(ConflictPolicy::PreferA),
+            "prefer-b" => Ok(ConflictPolicy::PreferB),
+            _ => Err(format!("{s:?} is not one of newer, prefer-a, prefer-b")),
+        }
+    }
+}
+
+/// The config file's keys; every one optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Seconds between passes.
+    pub interval: Option<u64>,
+    /// Log file (relative paths are relative to the config file).
+    pub log: Option<PathBuf>,
+    /// Store directory for versions.
+    pub store: Option<PathBuf>,
+    /// true, false or "copy".
+    pub versions: Option<VersionMode>,
+    /// Glob patterns left out of every pass.
+    pub exclude: Option<Vec<String>>,
+    /// Re-hash every file instead of trusting the stat cache.
+    pub checksum: Option<bool>,
+    /// Mtimes within this many seconds are equal.
+    pub modify_window: Option<u64>,
+    /// twoway: newer, prefer-a or prefer-b.
+    pub conflict: Option<ConflictPolicy>,
+    /// twoway: refuse a pass that deletes more than this percent of a replica's files.
+    pub max_delete: Option<f64>,
+}
+
+impl Config {
+    /// Reads and validates a config file; any problem is a refusal naming the key.
+    pub fn load(path: &Path) -> Result<Config, Refusal> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Refusal::new(format!("cannot read config file {}: {e}", display(path)))
+        })?;
+        let de = &mut serde_json::Deserializer::from_str(&text);
+        let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            if key == "." {
+                Refusal::new(format!("invalid config file {}: {}", display(path), e.inner()))
+            } else {
+                Refusal::new(format!(
+                    "invalid config file {}: key \"{key}\": {}",
+                    display(path),
+                    e.inner()
+                ))
+            }
+        })?;
+        if let Some(i) = cfg.interval {
+            if i == 0 {
+                return Err(Refusal::new(format!(
+                    "invalid config file {}: key \"interval\": must be at least 1 second",
+                    display(path)
+                )));
+            }
+        }
+        if let Some(m) = cfg.max_delete {
+            if !(0.0..=100.0).contains(&m) {
+                return Err(Refusal::new(format!(
+                    "invalid config file {}: key \"max_delete\": must be a percentage from 0 to 100",
+                    display(path)
+                )));
+            }
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.log, &mut cfg.store].into_iter().flatten() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, Refusal> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.json");
+        std::fs::write(&p, text).unwrap();
+        Config::load(&p)
+    }
+
+    #[test]
+    fn unknown_key_is_refused_by_name() {
+        let e = load(r#"{"intervall": 5}"#).unwrap_err();
+        assert!(e.to_string().contains("intervall"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_refused_by_name() {
+        let e = load(r#"{"interval": "soon"}"#).unwrap_err();
+        assert!(e.to_string().contains("\"interval\""), "{e}");
+        let e = load(r#"{"versions": "maybe"}"#).unwrap_err();
+        assert!(e.to_string().contains("\"versions\""), "{e}");
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let c = load(
+            r#"{"interval": 5, "log": "x.log", "store": "/s", "versions": "copy",
+                "exclude": ["*.tmp"], "checksum": true, "modify_window": 2,
+                "conflict": "prefer-b", "max_delete": 25}"#,
+        )
+        .unwrap();
+        assert_eq!(c.versions, Some(VersionMode::Copy));
+        assert_eq!(c.conflict, Some(ConflictPolicy::PreferB));
+        assert!(c.log.unwrap().is_absolute());
+    }
+}

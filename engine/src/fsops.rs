@@ -1,0 +1,692 @@
+//! The safe file primitives: the only code in the suite that writes into a replica, a
+//! store or a restore target.
+//!
+//! Every write goes through a [`Root`]: directories are opened one component at a time
+//! with `O_NOFOLLOW`, so a symlink planted inside a root is never followed and no path
+//! escapes it. Files reach their final name only by `rename` from a temporary file in the
+//! same directory, after their bytes and metadata are complete and flushed. Nothing here
+//! decides *what* to write; the planners do.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
+
+use crate::error::{Error, IoContext};
+use crate::names;
+use crate::tree::{Digest, Entry, Kind, MTime};
+
+const DIR_CACHE_LIMIT: usize = 128;
+
+/// What a single `stat` tells about an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub kind: Option<Kind>,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime: MTime,
+    pub ino: u64,
+    pub dev: u64,
+    pub nlink: u64,
+}
+
+impl Stat {
+    pub fn from_raw(st: &rfs::Stat) -> Stat {
+        let ft = rfs::FileType::from_raw_mode(st.st_mode);
+        let kind = match ft {
+            rfs::FileType::RegularFile => Some(Kind::File),
+            rfs::FileType::Directory => Some(Kind::Dir),
+            rfs::FileType::Symlink => Some(Kind::Symlink),
+            _ => None,
+        };
+        Stat {
+            kind,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            mode: u32::from(st.st_mode) & 0o7777,
+            mtime: MTime::new(
+                i64::from(st.st_mtime),
+                u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+            ),
+            ino: u64::from(st.st_ino),
+            dev: u64::from(st.st_dev),
+            nlink: u64::from(st.st_nlink),
+        }
+    }
+
+    /// True if size and mtime are the same: the file was not changed between the two stats.
+    pub fn same_content_stamp(&self, other: &Stat) -> bool {
+        self.kind == other.kind
+            && self.size == other.size
+            && self.mtime == other.mtime
+            && self.ino == other.ino
+    }
+}
+
+/// `lstat` of an absolute path.
+pub fn lstat(path: &Path) -> Result<Stat, Error> {
+    rfs::lstat(path)
+        .map(|st| Stat::from_raw(&st))
+        .ctx("stat", path)
+}
+
+fn timespec(t: MTime) -> Timespec {
+    Timespec {
+        tv_sec: t.sec,
+        tv_nsec: t.nsec.into(),
+    }
+}
+
+fn times(mtime: MTime) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: rfs::UTIME_OMIT,
+        },
+        last_modification: timespec(mtime),
+    }
+}
+
+/// Opens a file for reading without following a symlink and without blocking on a fifo;
+/// refuses anything that is not a regular file.
+pub fn open_regular(path: &Path) -> Result<(File, Stat), Error> {
+    let fd = rfs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx("open", path)?;
+    let st = Stat::from_raw(&rfs::fstat(&fd).ctx("stat", path)?);
+    if st.kind != Some(Kind::File) {
+        return Err(Error::entry(path, "not a regular file any more"));
+    }
+    Ok((File::from(fd), st))
+}
+
+/// `fstat` of an open file.
+pub fn fstat(file: &File, path: &Path) -> Result<Stat, Error> {
+    rfs::fstat(file)
+        .map(|st| Stat::from_raw(&st))
+        .ctx("stat", path)
+}
+
+/// Splits a relative path into its parent and its last component, refusing anything that
+/// could leave the root (`..`, absolute paths, empty names).
+fn split(rel: &Path) -> Result<(&Path, &OsStr), Error> {
+    for c in rel.components() {
+        if !matches!(c, Component::Normal(_)) {
+            return Err(Error::entry(rel, "path would leave the root"));
+        }
+    }
+    let name = rel
+        .file_name()
+        .ok_or_else(|| Error::entry(rel, "empty path"))?;
+    Ok((rel.parent().unwrap_or(Path::new("")), name))
+}
+
+/// A directory tree we write into, opened once; all writes are relative to it.
+#[derive(Debug)]
+pub struct Root {
+    path: PathBuf,
+    fd: OwnedFd,
+    dirs: HashMap<PathBuf, OwnedFd>,
+}
+
+impl Root {
+    /// Opens an existing directory as a root to write into.
+    pub fn open(path: &Path) -> Result<Root, Error> {
+        let fd = rfs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx("open", path)?;
+        Ok(Root {
+            path: path.to_path_buf(),
+            fd,
+            dirs: HashMap::new(),
+        })
+    }
+
+    /// The root's absolute path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The absolute path of `rel` under this root (for messages and reads only).
+    pub fn abs(&self, rel: &Path) -> PathBuf {
+        if rel.as_os_str().is_empty() {
+            self.path.clone()
+        } else {
+            self.path.join(rel)
+        }
+    }
+
+    /// A handle on the directory `rel`, opened component by component without following
+    /// any symlink.
+    fn dir(&mut self, rel: &Path) -> Result<BorrowedFd<'_>, Error> {
+        if rel.as_os_str().is_empty() {
+            return Ok(self.fd.as_fd());
+        }
+        if !self.dirs.contains_key(rel) {
+            if self.dirs.len() >= DIR_CACHE_LIMIT {
+                self.dirs.clear();
+            }
+            let fd = {
+                let mut start: Option<&OwnedFd> = None;
+                let mut rest: Vec<&OsStr> = Vec::new();
+                let mut cur = rel;
+                loop {
+                    if let Some(fd) = self.dirs.get(cur) {
+                        start = Some(fd);
+                        break;
+                    }
+                    match (cur.parent(), cur.file_name()) {
+                        (Some(parent), Some(name)) => {
+                            rest.push(name);
+                            cur = parent;
+                            if cur.as_os_str().is_empty() {
+                                break;
+                            }
+                        }
+                        _ => return Err(Error::entry(rel, "path would leave the root")),
+                    }
+                }
+                let mut fd: Option<OwnedFd> = None;
+                for name in rest.iter().rev() {
+                    if name.as_bytes() == b".." || name.as_bytes() == b"." {
+                        return Err(Error::entry(rel, "path would leave the root"));
+                    }
+                    let base: BorrowedFd<'_> = match (&fd, start) {
+                        (Some(f), _) => f.as_fd(),
+                        (None, Some(s)) => s.as_fd(),
+                        (None, None) => self.fd.as_fd(),
+                    };
+                    let next = rfs::openat(
+                        base,
+                        *name,
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| {
+                        let path = self.path.join(rel);
+                        if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
+                            Error::entry(path, "a parent is a symlink or not a directory; refusing to follow it")
+                        } else {
+                            Error::io("open dir", path, e.into())
+                        }
+                    })?;
+                    fd = Some(next);
+                }
+                fd.expect("BUG: a non-empty relative path has at least one component")
+            };
+            self.dirs.insert(rel.to_path_buf(), fd);
+        }
+        Ok(self.dirs[rel].as_fd())
+    }
+
+    /// Forgets cached handles at or under `rel` (after it was removed or replaced).
+    fn forget(&mut self, rel: &Path) {
+        self.dirs.retain(|k, _| !k.starts_with(rel));
+    }
+
+    /// `lstat` of `rel` without following a final symlink; `None` if it does not exist.
+    pub fn stat(&mut self, rel: &Path) -> Result<Option<Stat>, Error> {
+        if rel.as_os_str().is_empty() {
+            return rfs::fstat(&self.fd)
+                .map(|s| Some(Stat::from_raw(&s)))
+                .ctx("stat", &self.path);
+        }
+        let (parent, name) = split(rel)?;
+        let abs = self.abs(rel);
+        let dir = match self.dir(parent) {
+            Ok(d) => d,
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(Stat::from_raw(&st))),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(Error::io("stat", abs, e.into())),
+        }
+    }
+
+    /// Starts a new file that will replace `rel` when committed.
+    pub fn create_temp(&mut self, rel: &Path) -> Result<TempFile, Error> {
+        let (parent, name) = split(rel)?;
+        let final_name = name.to_os_string();
+        let abs = self.abs(rel);
+        let dir = self.dir(parent)?;
+        let dir = rfs::openat(
+            dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx("open dir", &abs)?;
+        let temp = OsString::from(names::temp_name());
+        let fd = rfs::openat(
+            &dir,
+            &temp,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .ctx("create", &abs)?;
+        Ok(TempFile {
+            dir,
+            temp,
+            final_name,
+            abs,
+            file: Some(File::from(fd)),
+        })
+    }
+
+    /// Writes a whole file from `reader` through a temporary file, hashing what it writes,
+    /// and returns the temporary file ready to commit.
+    pub fn write_temp(
+        &mut self,
+        rel: &Path,
+        reader: &mut dyn Read,
+        mode: u32,
+        mtime: MTime,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(TempFile, Digest, u64), Error> {
+        let mut temp = self.create_temp(rel)?;
+        let (digest, n) = crate::hash::copy_hashing(reader, temp.file_mut(), stop)
+            .map_err(|e| match e {
+                crate::hash::CopyError::Read(e) => Error::io("read", self.abs(rel), e),
+                crate::hash::CopyError::Write(e) => Error::io("write", self.abs(rel), e),
+                crate::hash::CopyError::Stopped => Error::entry(self.abs(rel), "interrupted"),
+            })?;
+        temp.finish(mode, mtime)?;
+        Ok((temp, digest, n))
+    }
+
+    /// Creates (or atomically replaces) the symlink `rel` pointing at `target`.
+    pub fn symlink(&mut self, rel: &Path, target: &Path, mtime: MTime) -> Result<(), Error> {
+        let (parent, name) = split(rel)?;
+        let abs = self.abs(rel);
+        let dir = self.dir(parent)?;
+        let temp = names::temp_name();
+        rfs::symlinkat(target, dir, temp.as_str()).ctx("symlink", &abs)?;
+        let done = rfs::utimensat(dir, temp.as_str(), &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+            .ctx("set times", &abs)
+            .and_then(|_| rfs::renameat(dir, temp.as_str(), dir, name).ctx("rename", &abs));
+        if done.is_err() {
+            let _ = rfs::unlinkat(dir, temp.as_str(), AtFlags::empty());
+        }
+        done
+    }
+
+    /// Creates the directory `rel` (owner-writable until its metadata is set at the end).
+    pub fn mkdir(&mut self, rel: &Path) -> Result<(), Error> {
+        let (parent, name) = split(rel)?;
+        let abs = self.abs(rel);
+        let dir = self.dir(parent)?;
+        match rfs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::EXIST) => match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            {
+                Ok(st) if Stat::from_raw(&st).kind == Some(Kind::Dir) => Ok(()),
+                _ => Err(Error::entry(abs, "exists and is not a directory")),
+            },
+            Err(e) => Err(Error::io("mkdir", abs, e.into())),
+        }
+    }
+
+    /// Creates `rel` and every missing parent.
+    pub fn mkdir_all(&mut self, rel: &Path) -> Result<(), Error> {
+        let mut acc = PathBuf::new();
+        for c in rel.components() {
+            acc.push(c);
+            self.mkdir(&acc)?;
+        }
+        Ok(())
+    }
+
+    /// Sets a directory's permission bits and mtime (dirs are never shared with a version,
+    /// so changing them in place is safe). `rel` may be empty for the root itself.
+    pub fn set_dir_meta(&mut self, rel: &Path, mode: u32, mtime: MTime) -> Result<(), Error> {
+        let abs = self.abs(rel);
+        let dir = self.dir(rel)?;
+        rfs::fchmod(dir, Mode::from_raw_mode(mode)).ctx("chmod", &abs)?;
+        rfs::futimens(dir, &times(mtime)).ctx("set times", &abs)
+    }
+
+    /// Changes a file's mode and mtime in place, but only if no other name (such as a
+    /// version in the store) shares its inode; returns false if it is shared, and then the
+    /// caller must replace the file instead.
+    pub fn set_file_meta_if_unshared(
+        &mut self,
+        rel: &Path,
+        mode: u32,
+        mtime: MTime,
+    ) -> Result<bool, Error> {
+        let (parent, name) = split(rel)?;
+        let abs = self.abs(rel);
+        let dir = self.dir(parent)?;
+        let fd = match rfs::openat(
+            dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::ACCESS) | Err(rustix::io::Errno::PERM) => return Ok(false),
+            Err(e) => return Err(Error::io("open", abs, e.into())),
+        };
+        let st = Stat::from_raw(&rfs::fstat(&fd).ctx("stat", &abs)?);
+        if st.kind != Some(Kind::File) || st.nlink > 1 {
+            return Ok(false);
+        }
+        rfs::fchmod(&fd, Mode::from_raw_mode(mode)).ctx("chmod", &abs)?;
+        rfs::futimens(&fd, &times(mtime)).ctx("set times", &abs)?;
+        Ok(true)
+    }
+
+    /// Removes `rel` (a whole subtree for a directory) without following symlinks.
+    pub fn remove(&mut self, rel: &Path) -> Result<(), Error> {
+        let (parent, name) = split(rel)?;
+        let abs = self.abs(rel);
+        self.forget(rel);
+        let dir = self.dir(parent)?;
+        remove_at(dir, name, &abs)
+    }
+
+    /// Hard-links `src_rel` of `src` as `rel` here. Fails with `EXDEV` across filesystems.
+    pub fn link_from(&mut self, src: &mut Root, src_rel: &Path, rel: &Path) -> Result<(), Error> {
+        let (sp, sn) = split(src_rel)?;
+        let (dp, dn) = split(rel)?;
+        let abs = self.abs(rel);
+        let sdir = src.dir(sp)?;
+        let sdir = rfs::openat(
+            sdir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx("open dir", &abs)?;
+        let ddir = self.dir(dp)?;
+        rfs::linkat(&sdir, sn, ddir, dn, AtFlags::empty()).ctx("link", &abs)
+    }
+
+    /// Renames `from` to `to` inside this root (both relative).
+    pub fn rename(&mut self, from: &Path, to: &Path) -> Result<(), Error> {
+        let (fp, fname) = split(from)?;
+        let (tp, tname) = split(to)?;
+        let abs = self.abs(to);
+        self.forget(from);
+        self.forget(to);
+        let fdir = self.dir(fp)?;
+        let fdir = rfs::openat(
+            fdir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx("open dir", &abs)?;
+        let tdir = self.dir(tp)?;
+        rfs::renameat(&fdir, fname, tdir, tname).ctx("rename", &abs)
+    }
+
+    /// Opens `rel` for reading (no symlink followed anywhere on the way).
+    pub fn open_read(&mut self, rel: &Path) -> Result<(File, Stat), Error> {
+        let (parent, name) = split(rel)?;
+        let abs = self.abs(rel);
+        let dir = self.dir(parent)?;
+        let fd = rfs::openat(
+            dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx("open", &abs)?;
+        let st = Stat::from_raw(&rfs::fstat(&fd).ctx("stat", &abs)?);
+        if st.kind != Some(Kind::File) {
+            return Err(Error::entry(abs, "not a regular file"));
+        }
+        Ok((File::from(fd), st))
+    }
+
+    /// Flushes the whole filesystem this root lives on (one `syncfs` for a batch).
+    pub fn sync_fs(&self) -> Result<(), Error> {
+        rfs::syncfs(&self.fd).ctx("sync", &self.path)
+    }
+
+    /// The filesystem's magic number (to recognise FAT/exFAT and SMB destinations).
+    pub fn fs_magic(&self) -> Option<i64> {
+        rfs::fstatfs(&self.fd)
+            .ok()
+            .map(|s| i64::try_from(s.f_type).unwrap_or(0))
+    }
+}
+
+/// Removes the entry `name` of `dir`, recursing into directories without following links.
+fn remove_at(dir: BorrowedFd<'_>, name: &OsStr, abs: &Path) -> Result<(), Error> {
+    match rfs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) => return Ok(()),
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => {}
+        Err(e) => return Err(Error::io("remove", abs, e.into())),
+    }
+    let sub = rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    );
+    let sub = match sub {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::ACCESS) => {
+            // A directory we may not list: make it ours to list, it is going away anyway.
+            rfs::chmodat(dir, name, Mode::from_raw_mode(0o700), AtFlags::empty())
+                .ctx("chmod", abs)?;
+            rfs::openat(
+                dir,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ctx("open dir", abs)?
+        }
+        Err(e) => return Err(Error::io("open dir", abs, e.into())),
+    };
+    let mut children = Vec::new();
+    for ent in rfs::Dir::read_from(&sub).ctx("read dir", abs)? {
+        let ent = ent.ctx("read dir", abs)?;
+        let n = ent.file_name().to_bytes();
+        if n == b"." || n == b".." {
+            continue;
+        }
+        children.push(OsStr::from_bytes(n).to_os_string());
+    }
+    if !children.is_empty() {
+        let st = Stat::from_raw(&rfs::fstat(&sub).ctx("stat", abs)?);
+        if st.mode & 0o700 != 0o700 {
+            rfs::fchmod(&sub, Mode::from_raw_mode(0o700)).ctx("chmod", abs)?;
+        }
+    }
+    for child in children {
+        remove_at(sub.as_fd(), &child, &abs.join(&child))?;
+    }
+    drop(sub);
+    rfs::unlinkat(dir, name, AtFlags::REMOVEDIR).ctx("remove", abs)
+}
+
+/// A file being written under a temporary name; removed on drop unless committed.
+#[derive(Debug)]
+pub struct TempFile {
+    dir: OwnedFd,
+    temp: OsString,
+    final_name: OsString,
+    abs: PathBuf,
+    file: Option<File>,
+}
+
+impl TempFile {
+    pub fn file_mut(&mut self) -> &mut File {
+        self.file
+            .as_mut()
+            .expect("BUG: the file is open until commit")
+    }
+
+    /// Sets mode and mtime and flushes the bytes to disk.
+    pub fn finish(&mut self, mode: u32, mtime: MTime) -> Result<(), Error> {
+        let abs = self.abs.clone();
+        let f = self.file_mut();
+        f.flush().ctx("write", &abs)?;
+        rfs::fchmod(&*f, Mode::from_raw_mode(mode)).ctx("chmod", &abs)?;
+        rfs::futimens(&*f, &times(mtime)).ctx("set times", &abs)?;
+        f.sync_all().ctx("fsync", &abs)
+    }
+
+    /// The inode of the new file (it keeps it after the rename).
+    pub fn stat(&self) -> Result<Stat, Error> {
+        let f = self
+            .file
+            .as_ref()
+            .expect("BUG: the file is open until commit");
+        fstat(f, &self.abs)
+    }
+
+    /// Renames the finished file over its final name.
+    pub fn commit(mut self) -> Result<(), Error> {
+        self.file = None;
+        let r = rfs::renameat(&self.dir, &self.temp, &self.dir, &self.final_name)
+            .ctx("rename", &self.abs);
+        if r.is_ok() {
+            self.temp.clear();
+        }
+        r
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.temp.is_empty() {
+            let _ = rfs::unlinkat(&self.dir, &self.temp, AtFlags::empty());
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename,
+/// fsync of the directory). For the tool's own small files: state, registry, manifests.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let parent = path
+        .parent()
+        .ok_or_else(|| Error::entry(path, "no parent directory"))?;
+    std::fs::create_dir_all(parent).ctx("mkdir", parent)?;
+    let tmp = parent.join(names::temp_name());
+    let res = (|| {
+        let mut f = File::create(&tmp).ctx("create", &tmp)?;
+        f.write_all(bytes).ctx("write", &tmp)?;
+        f.sync_all().ctx("fsync", &tmp)?;
+        std::fs::rename(&tmp, path).ctx("rename", path)?;
+        if let Ok(d) = File::open(parent) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Builds an [`Entry`] from a stat (and link target).
+pub fn entry_from_stat(st: &Stat, target: Option<PathBuf>) -> Option<Entry> {
+    let kind = st.kind?;
+    Some(Entry {
+        kind,
+        size: if kind == Kind::File { st.size } else { 0 },
+        mode: st.mode,
+        mtime: st.mtime,
+        ino: st.ino,
+        nlink: st.nlink,
+        target,
+        hash: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn refuses_to_write_through_a_symlinked_parent() {
+        let outside = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        symlink(outside.path(), root.path().join("link")).unwrap();
+        let mut r = Root::open(root.path()).unwrap();
+        let err = r.create_temp(Path::new("link/file")).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn refuses_paths_that_leave_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let mut r = Root::open(root.path()).unwrap();
+        assert!(r.mkdir(Path::new("../escape")).is_err());
+        assert!(r.create_temp(Path::new("/etc/passwd")).is_err());
+    }
+
+    #[test]
+    fn temp_file_is_removed_unless_committed() {
+        let root = tempfile::tempdir().unwrap();
+        let mut r = Root::open(root.path()).unwrap();
+        {
+            let mut t = r.create_temp(Path::new("a")).unwrap();
+            t.file_mut().write_all(b"partial").unwrap();
+        }
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+        let (t, _, n) = r
+            .write_temp(
+                Path::new("a"),
+                &mut &b"hello"[..],
+                0o640,
+                MTime::new(1000, 5),
+                &|| false,
+            )
+            .unwrap();
+        assert_eq!(n, 5);
+        t.commit().unwrap();
+        let st = lstat(&root.path().join("a")).unwrap();
+        assert_eq!((st.mode, st.mtime), (0o640, MTime::new(1000, 5)));
+    }
+
+    #[test]
+    fn shared_inode_is_not_changed_in_place() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("a"), b"x").unwrap();
+        std::fs::hard_link(root.path().join("a"), root.path().join("b")).unwrap();
+        let mut r = Root::open(root.path()).unwrap();
+        assert!(!r
+            .set_file_meta_if_unshared(Path::new("a"), 0o600, MTime::new(5, 0))
+            .unwrap());
+        std::fs::remove_file(root.path().join("b")).unwrap();
+        assert!(r
+            .set_file_meta_if_unshared(Path::new("a"), 0o600, MTime::new(5, 0))
+            .unwrap());
+    }
+
+    #[test]
+    fn remove_does_not_follow_symlinks() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), b"x").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("d")).unwrap();
+        symlink(outside.path(), root.path().join("d/link")).unwrap();
+        let mut r = Root::open(root.path()).unwrap();
+        r.remove(Path::new("d")).unwrap();
+        assert!(outside.path().join("keep").exists());
+        assert!(!root.path().join("d").exists());
+    }
+}

@@ -1,0 +1,202 @@
+//! Content hashes: SHA-256 of a file (computed while copying, so a file is read once),
+//! and the directory SHA-256 of a tree exactly as the SPEC defines it (the text GNU
+//! `sha256sum` prints for every regular file, in byte order of the relative path).
+//! This module reads; it never writes into a replica.
+
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::error::Error;
+use crate::fsops;
+use crate::tree::{Digest, Kind, Tree};
+
+const BUF: usize = 256 * 1024;
+
+/// Why a hashing copy stopped.
+#[derive(Debug)]
+pub enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+    Stopped,
+}
+
+/// Copies `reader` to `writer`, hashing the bytes on the way; checks `stop` between chunks.
+pub fn copy_hashing(
+    reader: &mut dyn Read,
+    writer: &mut dyn Write,
+    stop: &dyn Fn() -> bool,
+) -> Result<(Digest, u64), CopyError> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; BUF];
+    let mut total = 0u64;
+    loop {
+        if stop() {
+            return Err(CopyError::Stopped);
+        }
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        hasher.update(&buf[..n]);
+        writer.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        total += n as u64;
+    }
+    Ok((Digest(hasher.finalize().into()), total))
+}
+
+/// SHA-256 of everything `reader` yields.
+pub fn hash_reader(reader: &mut dyn Read) -> io::Result<(Digest, u64)> {
+    copy_hashing(reader, &mut io::sink(), &|| false).map_err(|e| match e {
+        CopyError::Read(e) | CopyError::Write(e) => e,
+        CopyError::Stopped => io::Error::new(io::ErrorKind::Interrupted, "stopped"),
+    })
+}
+
+/// SHA-256 of the regular file at `path` (never following a symlink), with the stat
+/// taken when it was opened; fails if the file changed while it was read.
+pub fn hash_file(path: &Path) -> Result<(Digest, fsops::Stat), Error> {
+    let (mut f, before) = fsops::open_regular(path)?;
+    let (digest, _) = hash_reader(&mut f).map_err(|e| Error::io("read", path, e))?;
+    let after = fsops::fstat(&f, path)?;
+    if !before.same_content_stamp(&after) {
+        return Err(Error::entry(path, "changed while being read"));
+    }
+    Ok((digest, before))
+}
+
+/// Hashes the files `rels` under `root`, on up to `threads` threads; results in input order.
+pub fn hash_many(
+    root: &Path,
+    rels: &[PathBuf],
+    threads: usize,
+) -> Vec<Result<(Digest, fsops::Stat), Error>> {
+    let threads = threads.clamp(1, 16).min(rels.len().max(1));
+    if threads <= 1 {
+        return rels.iter().map(|r| hash_file(&root.join(r))).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<Option<Result<(Digest, fsops::Stat), Error>>> =
+        (0..rels.len()).map(|_| None).collect();
+    let chunks: Vec<Vec<(usize, Result<(Digest, fsops::Stat), Error>)>> =
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut out = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if i >= rels.len() {
+                                break;
+                            }
+                            out.push((i, hash_file(&root.join(&rels[i]))));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("BUG: hashing threads do not panic"))
+                .collect()
+        });
+    for (i, r) in chunks.into_iter().flatten() {
+        results[i] = Some(r);
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("BUG: every index is hashed once"))
+        .collect()
+}
+
+/// The number of worker threads for hashing and copying.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8)
+}
+
+/// One line of `sha256sum` output for `rel`, escaped as GNU coreutils does.
+fn sha256sum_line(out: &mut Vec<u8>, digest: &Digest, rel: &Path) {
+    let name = rel.as_os_str().as_bytes();
+    let escape = name.iter().any(|&b| b == b'\\' || b == b'\n' || b == b'\r');
+    if escape {
+        out.push(b'\\');
+    }
+    out.extend_from_slice(digest.to_hex().as_bytes());
+    out.extend_from_slice(b"  ");
+    for &b in name {
+        match b {
+            b'\\' if escape => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+    out.push(b'\n');
+}
+
+/// Directory SHA-256 over `(relative path, file digest)` pairs; `None` if any is unknown.
+pub fn dir_sha256<'a>(files: impl Iterator<Item = (&'a Path, Option<Digest>)>) -> Option<Digest> {
+    let mut files: Vec<(&Path, Option<Digest>)> = files.collect();
+    files.sort_by(|a, b| crate::names::byte_order(a.0, b.0));
+    let mut text = Vec::with_capacity(files.len() * 100);
+    for (rel, d) in files {
+        sha256sum_line(&mut text, &d?, rel);
+    }
+    Some(Digest(Sha256::digest(&text).into()))
+}
+
+/// Directory SHA-256 of a scanned tree; `None` if a file's hash is unknown or the tree
+/// has unreadable parts.
+pub fn tree_sha256(tree: &Tree) -> Option<Digest> {
+    if !tree.unknown.is_empty() {
+        return None;
+    }
+    dir_sha256(
+        tree.entries
+            .iter()
+            .filter(|(_, e)| e.kind == Kind::File)
+            .map(|(p, e)| (p.as_path(), e.hash)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn sha256sum_lines_escape_like_coreutils() {
+        let d = Digest([0u8; 32]);
+        let mut out = Vec::new();
+        sha256sum_line(&mut out, &d, Path::new(OsStr::from_bytes(b"a\\b\nc")));
+        let expected = format!("\\{}  a\\\\b\\nc\n", "0".repeat(64));
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+        let mut out = Vec::new();
+        sha256sum_line(&mut out, &d, Path::new("plain name"));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("{}  plain name\n", "0".repeat(64))
+        );
+    }
+
+    #[test]
+    fn empty_tree_hash_is_hash_of_nothing() {
+        let d = dir_sha256(std::iter::empty()).unwrap();
+        assert_eq!(
+            d.to_hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn unknown_file_hash_gives_no_dir_hash() {
+        assert!(dir_sha256([(Path::new("a"), None)].into_iter()).is_none());
+    }
+}

@@ -1,0 +1,190 @@
+//! The data home (`$TWOWAY_HOME`, else `$XDG_DATA_HOME/twoway`, else
+//! `~/.local/share/twoway`): where the registry, stat caches, sync state and locks live.
+//! This module only names files and takes locks; what goes into them belongs to others.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{Error, IoContext, Refusal};
+use crate::names::display;
+
+/// The data home directory.
+#[derive(Debug, Clone)]
+pub struct DataHome {
+    path: PathBuf,
+}
+
+impl DataHome {
+    /// Finds the data home from the environment (it is created on first write).
+    pub fn locate() -> Result<DataHome, Refusal> {
+        let from_env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let path = if let Some(p) = from_env("TWOWAY_HOME") {
+            p
+        } else if let Some(p) = from_env("XDG_DATA_HOME") {
+            p.join("twoway")
+        } else if let Some(h) = from_env("HOME") {
+            h.join(".local/share/twoway")
+        } else {
+            return Err(Refusal::new(
+                "cannot find a data home: set TWOWAY_HOME (or XDG_DATA_HOME or HOME)",
+            ));
+        };
+        let path = if path.is_absolute() {
+            path
+        } else {
+            std::env::current_dir()
+                .map_err(|e| Refusal::new(format!("current directory: {e}")))?
+                .join(path)
+        };
+        Ok(DataHome { path })
+    }
+
+    /// A data home at an explicit path (tests, tools).
+    pub fn at(path: impl Into<PathBuf>) -> DataHome {
+        DataHome { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The registry of versioned directories.
+    pub fn registry_file(&self) -> PathBuf {
+        self.path.join(".info.json")
+    }
+
+    /// The stat cache of one replica root.
+    pub fn cache_file(&self, root: &Path) -> PathBuf {
+        self.path
+            .join("cache")
+            .join(format!("{}.json", path_key(root)))
+    }
+
+    /// The sync state of a pair of replicas.
+    pub fn state_file(&self, a: &Path, b: &Path) -> PathBuf {
+        let mut both = a.as_os_str().as_bytes().to_vec();
+        both.push(0);
+        both.extend_from_slice(b.as_os_str().as_bytes());
+        self.path
+            .join("state")
+            .join(format!("{}.json", short_hash(&both)))
+    }
+
+    /// Takes the lock named `name` (e.g. a replica's key); fails at once if another
+    /// process holds it.
+    pub fn try_lock(&self, name: &str, what: &Path) -> Result<Lock, Refusal> {
+        let dir = self.path.join("locks");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Refusal::new(format!("data home {}: {e}", display(&dir))))?;
+        let path = dir.join(format!("{name}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Refusal::new(format!("lock {}: {e}", display(&path))))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Lock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Refusal::new(format!(
+                "another run is already working on {}; wait for it to finish",
+                display(what)
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(Refusal::new(format!("lock {}: {e}", display(&path))))
+            }
+        }
+    }
+
+    /// Takes the lock named `name`, waiting for another holder to release it.
+    pub fn lock_wait(&self, name: &str) -> Result<Lock, Error> {
+        let dir = self.path.join("locks");
+        std::fs::create_dir_all(&dir).ctx("mkdir", &dir)?;
+        let path = dir.join(format!("{name}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ctx("open", &path)?;
+        file.lock().ctx("lock", &path)?;
+        Ok(Lock { _file: file })
+    }
+}
+
+/// A held lock; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+/// A short stable hash of an absolute path, used to name per-directory files.
+pub fn path_key(p: &Path) -> String {
+    short_hash(p.as_os_str().as_bytes())
+}
+
+fn short_hash(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..8])
+}
+
+/// Makes `p` absolute and lexically clean without touching the disk beyond the current
+/// directory, so a directory that no longer exists can still be named (restore).
+pub fn absolute(p: &Path) -> Result<PathBuf, Refusal> {
+    if let Ok(c) = std::fs::canonicalize(p) {
+        return Ok(c);
+    }
+    let abs = std::path::absolute(p)
+        .map_err(|e| Refusal::new(format!("{}: {e}", display(p))))?;
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    // Resolve the deepest existing ancestor, so /link/gone and /real/gone name the same dir.
+    let mut existing = out.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut base = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
+    for name in rest.into_iter().rev() {
+        base.push(name);
+    }
+    Ok(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_names_a_missing_dir_through_its_existing_parent() {
+        let d = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(d.path()).unwrap();
+        let p = absolute(&d.path().join("gone/../gone2")).unwrap();
+        assert_eq!(p, real.join("gone2"));
+    }
+
+    #[test]
+    fn lock_is_exclusive() {
+        let d = tempfile::tempdir().unwrap();
+        let home = DataHome::at(d.path());
+        let held = home.try_lock("k", Path::new("/x")).unwrap();
+        assert!(home.try_lock("k", Path::new("/x")).is_err());
+        drop(held);
+        assert!(home.try_lock("k", Path::new("/x")).is_ok());
+    }
+}

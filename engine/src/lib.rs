@@ -1,0 +1,27 @@
+//! The sync engine shared by `oneway`, `twoway` and `recovery`.
+//!
+//! Data flows one way: [`scan`] reads a replica into a [`tree::Tree`], the planners
+//! ([`mirror`]) turn trees into a plan, [`apply`] carries a plan out through the safe
+//! primitives of [`fsops`] (the only writer), and the caller records the result (stat
+//! [`cache`], store, registry). [`hash`] computes file and directory SHA-256s,
+//! [`logging`], [`signal`], [`config`] and [`runner`] are the shared edges of every binary.
+
+pub mod apply;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod fsops;
+pub mod hash;
+pub mod home;
+pub mod logging;
+pub mod mirror;
+pub mod names;
+pub mod pathser;
+pub mod runner;
+pub mod scan;
+pub mod signal;
+pub mod tree;
+
+pub use error::{exit, Error, Refusal};
+pub use tree::{Digest, Entry, Kind, MTime, Tree};

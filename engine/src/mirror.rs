@@ -1,0 +1,527 @@
+//! The mirror planner: a pure function from a source tree and a destination tree to the
+//! ordered list of actions that makes the destination equal to the source.
+//!
+//! Used by `oneway` (SOURCE → BACKUP) and by restore (version → directory). It never
+//! touches a disk; `apply` carries the plan out and `--dry-run` prints it.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::tree::{under_any, Entry, Kind, Tree};
+
+/// How the planner compares entries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MirrorOptions {
+    /// Compare file contents by hash (both sides must be hashed) instead of size + mtime.
+    pub checksum: bool,
+    /// Mtimes within this many seconds are equal (0: equal at the coarser precision).
+    pub modify_window: u64,
+    /// The destination folds case: names that differ only in case collide there.
+    pub case_insensitive: bool,
+    /// The destination cannot store permission bits (FAT, SMB): do not compare them.
+    pub ignore_modes: bool,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Create a directory (its metadata is set by a later `SetDirMeta`).
+    Mkdir,
+    /// Copy a file from the source, creating or replacing the destination's.
+    Copy { replace: bool },
+    /// Create or replace a symlink.
+    Symlink { replace: bool },
+    /// The file's content is the same; set mode and mtime.
+    SetFileMeta,
+    /// Remove an entry (a whole subtree for a directory) the source does not have.
+    Remove { kind: Kind },
+    /// Remove a temporary file left by an interrupted pass.
+    RemoveLeftover,
+    /// Set a directory's mode and mtime, after its contents are done.
+    SetDirMeta,
+}
+
+impl Op {
+    /// The word that names this action in logs and dry runs.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Op::Mkdir => "mkdir",
+            Op::Copy { replace: false } => "copy",
+            Op::Copy { replace: true } => "replace",
+            Op::Symlink { replace: false } => "symlink",
+            Op::Symlink { replace: true } => "relink",
+            Op::SetFileMeta => "meta",
+            Op::Remove { .. } => "remove",
+            Op::RemoveLeftover => "cleanup",
+            Op::SetDirMeta => "dirmeta",
+        }
+    }
+}
+
+/// An action: what to do at which relative path ("" is the root itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    pub op: Op,
+    pub path: PathBuf,
+    /// The source entry to reproduce (for creations, copies and metadata).
+    pub src: Option<Entry>,
+    /// The destination entry as scanned (what a replace or remove expects to find).
+    pub dst: Option<Entry>,
+}
+
+/// The ordered actions of a pass, and the entries it could not plan.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub errors: Vec<Error>,
+}
+
+impl Plan {
+    /// Number of actions that change data (not counting directory metadata fix-ups).
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// Destination files this plan overwrites or deletes, with their scanned entries.
+    pub fn displaced_files(&self) -> impl Iterator<Item = (&Path, &Entry)> {
+        self.actions.iter().filter_map(|a| match (&a.op, &a.dst) {
+            (Op::Copy { replace: true }, Some(d)) | (Op::Remove { .. }, Some(d))
+                if d.kind == Kind::File =>
+            {
+                Some((a.path.as_path(), d))
+            }
+            _ => None,
+        })
+    }
+}
+
+fn fold(p: &Path) -> String {
+    p.to_string_lossy().to_lowercase()
+}
+
+/// Plans the actions that make `dst` a mirror of `src`.
+pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
+    let mut plan = Plan::default();
+    let mut src_entries: Cow<'_, BTreeMap<PathBuf, Entry>> = Cow::Borrowed(&src.entries);
+    let mut dst_entries: Cow<'_, BTreeMap<PathBuf, Entry>> = Cow::Borrowed(&dst.entries);
+    let mut skipped: BTreeSet<PathBuf> = BTreeSet::new();
+
+    if opts.case_insensitive {
+        let mut seen: HashMap<String, PathBuf> = HashMap::new();
+        for p in src.entries.keys() {
+            if under_any(&skipped, p) {
+                continue;
+            }
+            let f = fold(p);
+            if let Some(first) = seen.get(&f) {
+                plan.errors.push(Error::entry(
+                    p.clone(),
+                    format!(
+                        "name collides with {} on the case-insensitive destination; not copied",
+                        crate::names::display(first)
+                    ),
+                ));
+                skipped.insert(p.clone());
+            } else {
+                seen.insert(f, p.clone());
+            }
+        }
+        if !skipped.is_empty() {
+            src_entries
+                .to_mut()
+                .retain(|p, _| !under_any(&skipped, p));
+        }
+        // The destination's "README" is the source's "readme" there: match them up.
+        let renamed: Vec<(PathBuf, PathBuf)> = dst
+            .entries
+            .keys()
+            .filter(|p| !src_entries.contains_key(*p))
+            .filter_map(|p| {
+                let s = seen.get(&fold(p))?;
+                (s != p && !dst.entries.contains_key(s)).then(|| (p.clone(), s.clone()))
+            })
+            .collect();
+        if !renamed.is_empty() {
+            let d = dst_entries.to_mut();
+            for (from, to) in renamed {
+                if let Some(e) = d.remove(&from) {
+                    d.insert(to, e);
+                }
+            }
+        }
+    }
+
+
+    // Directories of the destination that hold excluded entries are never removed whole.
+    let mut pinned: BTreeSet<PathBuf> = BTreeSet::new();
+    for ex in &dst.excluded {
+        for a in ex.ancestors().skip(1) {
+            if a.as_os_str().is_empty() {
+                break;
+            }
+            pinned.insert(a.to_path_buf());
+        }
+    }
+
+    let mut dir_meta: BTreeSet<PathBuf> = BTreeSet::new();
+    let touched = |p: &Path, dir_meta: &mut BTreeSet<PathBuf>| {
+        let parent = p.parent().unwrap_or(Path::new(""));
+        dir_meta.insert(parent.to_path_buf());
+    };
+    let mut removed_subtree: Option<PathBuf> = None;
+
+    for leftover in &dst.leftovers {
+        plan.actions.push(Action {
+            op: Op::RemoveLeftover,
+            path: leftover.clone(),
+            src: None,
+            dst: None,
+        });
+        touched(leftover, &mut dir_meta);
+    }
+
+    let keys: BTreeSet<&PathBuf> = src_entries.keys().chain(dst_entries.keys()).collect();
+    for p in keys {
+        if src.is_unknown(p) || under_any(&skipped, p) {
+            continue;
+        }
+        let s = src_entries.get(p);
+        let mut d = dst_entries.get(p);
+        if let Some(r) = &removed_subtree {
+            if p.starts_with(r) {
+                d = None;
+            } else {
+                removed_subtree = None;
+            }
+        }
+        match (s, d) {
+            (None, None) => {}
+            (None, Some(d)) => {
+                if d.kind == Kind::Dir && pinned.contains(p) {
+                    continue;
+                }
+                plan.actions.push(Action {
+                    op: Op::Remove { kind: d.kind },
+                    path: p.clone(),
+                    src: None,
+                    dst: Some(d.clone()),
+                });
+                if d.kind == Kind::Dir {
+                    removed_subtree = Some(p.clone());
+                }
+                touched(p, &mut dir_meta);
+            }
+            (Some(s), None) => {
+                create(&mut plan, p, s, false);
+                if s.kind == Kind::Dir {
+                    dir_meta.insert(p.clone());
+                }
+                touched(p, &mut dir_meta);
+            }
+            (Some(s), Some(d)) if s.kind != d.kind => {
+                if d.kind == Kind::Dir && pinned.contains(p) {
+                    plan.errors.push(Error::entry(
+                        p.clone(),
+                        "cannot replace a directory that holds excluded entries",
+                    ));
+                    continue;
+                }
+                plan.actions.push(Action {
+                    op: Op::Remove { kind: d.kind },
+                    path: p.clone(),
+                    src: None,
+                    dst: Some(d.clone()),
+                });
+                if d.kind == Kind::Dir {
+                    removed_subtree = Some(p.clone());
+                }
+                create(&mut plan, p, s, false);
+                if s.kind == Kind::Dir {
+                    dir_meta.insert(p.clone());
+                }
+                touched(p, &mut dir_meta);
+            }
+            (Some(s), Some(d)) => match s.kind {
+                Kind::Dir => {
+                    if meta_differs(s, d, opts) {
+                        dir_meta.insert(p.clone());
+                    }
+                }
+                Kind::File => {
+                    if content_differs(s, d, opts) {
+                        plan.actions.push(Action {
+                            op: Op::Copy { replace: true },
+                            path: p.clone(),
+                            src: Some(s.clone()),
+                            dst: Some(d.clone()),
+                        });
+                        touched(p, &mut dir_meta);
+                    } else if meta_differs(s, d, opts) {
+                        plan.actions.push(Action {
+                            op: Op::SetFileMeta,
+                            path: p.clone(),
+                            src: Some(s.clone()),
+                            dst: Some(d.clone()),
+                        });
+                        touched(p, &mut dir_meta);
+                    }
+                }
+                Kind::Symlink => {
+                    if s.target != d.target || !s.mtime.same_as(d.mtime, opts.modify_window) {
+                        plan.actions.push(Action {
+                            op: Op::Symlink { replace: true },
+                            path: p.clone(),
+                            src: Some(s.clone()),
+                            dst: Some(d.clone()),
+                        });
+                        touched(p, &mut dir_meta);
+                    }
+                }
+            },
+        }
+    }
+
+    if let (Some(sr), Some(dr)) = (&src.root, &dst.root) {
+        if meta_differs(sr, dr, opts) {
+            dir_meta.insert(PathBuf::new());
+        }
+    }
+    // Directory metadata last, deepest first, and only for directories the source has.
+    for p in dir_meta.into_iter().rev() {
+        let s = if p.as_os_str().is_empty() {
+            src.root.as_ref()
+        } else {
+            src_entries.get(&p)
+        };
+        if let Some(s) = s.filter(|s| s.kind == Kind::Dir) {
+            if src.is_unknown(&p) {
+                continue;
+            }
+            plan.actions.push(Action {
+                op: Op::SetDirMeta,
+                path: p.clone(),
+                src: Some(s.clone()),
+                dst: None,
+            });
+        }
+    }
+    plan
+}
+
+fn create(plan: &mut Plan, p: &Path, s: &Entry, replace: bool) {
+    let op = match s.kind {
+        Kind::Dir => Op::Mkdir,
+        Kind::File => Op::Copy { replace },
+        Kind::Symlink => Op::Symlink { replace },
+    };
+    plan.actions.push(Action {
+        op,
+        path: p.to_path_buf(),
+        src: Some(s.clone()),
+        dst: None,
+    });
+}
+
+/// True if two files' contents differ, as far as the options let us tell.
+pub fn content_differs(s: &Entry, d: &Entry, opts: &MirrorOptions) -> bool {
+    if s.size != d.size {
+        return true;
+    }
+    if let (Some(a), Some(b)) = (s.hash, d.hash) {
+        return a != b;
+    }
+    if opts.checksum {
+        return true;
+    }
+    !s.mtime.same_as(d.mtime, opts.modify_window)
+}
+
+fn meta_differs(s: &Entry, d: &Entry, opts: &MirrorOptions) -> bool {
+    (!opts.ignore_modes && s.mode != d.mode) || !s.mtime.same_as(d.mtime, opts.modify_window)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{Digest, MTime};
+
+    const T: MTime = MTime { sec: 1000, nsec: 0 };
+
+    fn file(content: u8) -> Entry {
+        Entry::file(1, 0o644, T, Some(Digest([content; 32])))
+    }
+    fn exe(content: u8) -> Entry {
+        Entry::file(1, 0o755, T, Some(Digest([content; 32])))
+    }
+    fn dir() -> Entry {
+        Entry::dir(0o755, T)
+    }
+    fn link(t: &str) -> Entry {
+        Entry::symlink(t, T)
+    }
+
+    fn tree(entries: &[(&str, Entry)]) -> Tree {
+        Tree {
+            root: Some(dir()),
+            entries: entries
+                .iter()
+                .map(|(p, e)| (PathBuf::from(p), e.clone()))
+                .collect(),
+            ..Tree::default()
+        }
+    }
+
+    fn ops(plan: &Plan) -> Vec<(String, String)> {
+        plan.actions
+            .iter()
+            .map(|a| (a.op.verb().to_string(), a.path.display().to_string()))
+            .collect()
+    }
+
+    fn run(src: &[(&str, Entry)], dst: &[(&str, Entry)]) -> Vec<(String, String)> {
+        ops(&plan_mirror(&tree(src), &tree(dst), &MirrorOptions::default()))
+    }
+
+    fn v(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn identical_trees_need_nothing() {
+        let t = [("d", dir()), ("d/f", file(1)), ("l", link("d/f"))];
+        assert!(run(&t, &t).is_empty());
+    }
+
+    /// Every pair of entry kinds {missing, file, executable, symlink, dir} at one path.
+    #[test]
+    fn transition_matrix_over_entry_kinds() {
+        let kinds: [(&str, Option<Entry>); 5] = [
+            ("missing", None),
+            ("file", Some(file(1))),
+            ("exe", Some(exe(1))),
+            ("symlink", Some(link("t"))),
+            ("dir", Some(dir())),
+        ];
+        // (source kind, destination kind) → expected verbs at path "x", then the root fix-up.
+        let expected = |s: &str, d: &str| -> Vec<&'static str> {
+            match (s, d) {
+                (s, d) if s == d => vec![],
+                ("missing", _) => vec!["remove", "dirmeta"],
+                ("file", "missing") | ("exe", "missing") => vec!["copy", "dirmeta"],
+                ("file", "exe") | ("exe", "file") => vec!["meta", "dirmeta"],
+                ("symlink", "missing") => vec!["symlink", "dirmeta"],
+                ("dir", "missing") => vec!["mkdir", "dirmeta", "dirmeta"],
+                ("dir", _) => vec!["remove", "mkdir", "dirmeta", "dirmeta"],
+                ("file", _) | ("exe", _) => vec!["remove", "copy", "dirmeta"],
+                ("symlink", _) => vec!["remove", "symlink", "dirmeta"],
+                _ => unreachable!(),
+            }
+        };
+        for (sn, se) in &kinds {
+            for (dn, de) in &kinds {
+                let src: Vec<(&str, Entry)> = se.iter().map(|e| ("x", e.clone())).collect();
+                let dst: Vec<(&str, Entry)> = de.iter().map(|e| ("x", e.clone())).collect();
+                let got: Vec<String> = run(&src, &dst).into_iter().map(|(a, _)| a).collect();
+                assert_eq!(got, expected(sn, dn), "source {sn}, destination {dn}");
+            }
+        }
+    }
+
+    #[test]
+    fn changed_content_is_replaced_and_parent_mtime_fixed() {
+        let got = run(&[("d", dir()), ("d/f", file(2))], &[("d", dir()), ("d/f", file(1))]);
+        assert_eq!(got, v(&[("replace", "d/f"), ("dirmeta", "d")]));
+    }
+
+    #[test]
+    fn same_size_and_mtime_without_hashes_is_unchanged_unless_checksum() {
+        let mut a = file(1);
+        let mut b = file(2);
+        a.hash = None;
+        b.hash = None;
+        assert!(run(&[("f", a.clone())], &[("f", b.clone())]).is_empty());
+        let opts = MirrorOptions {
+            checksum: true,
+            ..Default::default()
+        };
+        let p = plan_mirror(&tree(&[("f", a)]), &tree(&[("f", b)]), &opts);
+        assert_eq!(ops(&p)[0], ("replace".into(), "f".into()));
+    }
+
+    #[test]
+    fn known_different_hashes_replace_even_with_same_stamp() {
+        assert_eq!(run(&[("f", file(1))], &[("f", file(2))])[0].0, "replace");
+    }
+
+    #[test]
+    fn touched_file_with_same_hash_only_gets_metadata() {
+        let mut newer = file(1);
+        newer.mtime = MTime::new(2000, 0);
+        assert_eq!(
+            run(&[("f", newer)], &[("f", file(1))]),
+            v(&[("meta", "f"), ("dirmeta", "")])
+        );
+    }
+
+    #[test]
+    fn extra_directory_is_removed_whole() {
+        let got = run(&[], &[("d", dir()), ("d/a", file(1)), ("d/b", dir()), ("d/b/c", file(1))]);
+        assert_eq!(got, v(&[("remove", "d"), ("dirmeta", "")]));
+    }
+
+    #[test]
+    fn nothing_under_an_unknown_source_path_is_removed() {
+        let mut src = tree(&[("d", dir())]);
+        src.unknown.insert(PathBuf::from("d"));
+        let dst = tree(&[("d", dir()), ("d/a", file(1)), ("e", file(1))]);
+        let got = ops(&plan_mirror(&src, &dst, &MirrorOptions::default()));
+        assert_eq!(got, v(&[("remove", "e"), ("dirmeta", "")]));
+    }
+
+    #[test]
+    fn directory_holding_excluded_entries_is_emptied_not_removed() {
+        let mut dst = tree(&[("d", dir()), ("d/a", file(1))]);
+        dst.excluded.insert(PathBuf::from("d/keep.tmp"));
+        let got = ops(&plan_mirror(&tree(&[]), &dst, &MirrorOptions::default()));
+        assert_eq!(got, v(&[("remove", "d/a")]));
+    }
+
+    #[test]
+    fn leftover_temp_files_are_cleaned_up() {
+        let mut dst = tree(&[]);
+        dst.leftovers.push(PathBuf::from(".twoway-tmp-1"));
+        let got = ops(&plan_mirror(&tree(&[]), &dst, &MirrorOptions::default()));
+        assert_eq!(got, v(&[("cleanup", ".twoway-tmp-1"), ("dirmeta", "")]));
+    }
+
+    #[test]
+    fn case_collisions_are_errors_on_case_insensitive_destinations() {
+        let opts = MirrorOptions {
+            case_insensitive: true,
+            ..Default::default()
+        };
+        let src = tree(&[("A.txt", file(1)), ("a.txt", file(2))]);
+        let p = plan_mirror(&src, &tree(&[]), &opts);
+        assert_eq!(p.errors.len(), 1);
+        assert_eq!(ops(&p), v(&[("copy", "A.txt"), ("dirmeta", "")]));
+        // An existing "readme" on the destination is the source's "README".
+        let p = plan_mirror(
+            &tree(&[("README", file(1))]),
+            &tree(&[("readme", file(1))]),
+            &opts,
+        );
+        assert!(ops(&p).is_empty(), "{:?}", ops(&p));
+    }
+
+    #[test]
+    fn root_metadata_is_mirrored() {
+        let mut src = tree(&[]);
+        src.root = Some(Entry::dir(0o700, T));
+        let got = ops(&plan_mirror(&src, &tree(&[]), &MirrorOptions::default()));
+        assert_eq!(got, v(&[("dirmeta", "")]));
+    }
+}

@@ -1,0 +1,71 @@
+//! The pass loop shared by `oneway` and `twoway`: run a pass, sleep the interval, repeat
+//! until stopped; turn what happened into the exit status and the final log line.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{exit, Refusal};
+use crate::signal;
+
+/// What one pass reports to the loop.
+#[derive(Debug, Default)]
+pub struct PassOutcome {
+    /// Operations carried out (or planned, in a dry run).
+    pub operations: u64,
+    /// Per-file errors.
+    pub errors: usize,
+    /// The pass was cut short by a stop request.
+    pub interrupted: bool,
+}
+
+/// Runs `pass` once (`interval` = None) or every `interval` until a stop is requested.
+/// A refusal of the first pass ends the run with status 2; a later one (a drive that was
+/// unplugged) is logged and retried at the next interval.
+pub fn run_passes(
+    interval: Option<Duration>,
+    mut pass: impl FnMut(u64) -> Result<PassOutcome, Refusal>,
+) -> i32 {
+    let mut total_ops = 0u64;
+    let mut n = 0u64;
+    let finish = |n: u64, total: u64, status: i32| {
+        log::info!("stopped after {n} pass(es): {total} operations in total");
+        status
+    };
+    loop {
+        n += 1;
+        match pass(n) {
+            Err(refusal) => {
+                log::error!("{refusal}");
+                if interval.is_none() || n == 1 {
+                    return exit::REFUSED;
+                }
+            }
+            Ok(out) => {
+                total_ops += out.operations;
+                if out.interrupted {
+                    return finish(n, total_ops, exit::INTERRUPTED);
+                }
+                if interval.is_none() {
+                    let status = if out.errors > 0 {
+                        exit::PER_FILE_ERRORS
+                    } else {
+                        exit::OK
+                    };
+                    return finish(n, total_ops, status);
+                }
+            }
+        }
+        let Some(every) = interval else {
+            return finish(n, total_ops, exit::REFUSED);
+        };
+        let until = Instant::now() + every;
+        while Instant::now() < until {
+            if signal::stop_requested() {
+                return finish(n, total_ops, exit::OK);
+            }
+            std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+        }
+        if signal::stop_requested() {
+            return finish(n, total_ops, exit::OK);
+        }
+    }
+}

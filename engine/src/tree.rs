@@ -1,0 +1,233 @@
+//! What a scan sees: one [`Entry`] per path of a replica, keyed by its relative path.
+//!
+//! A `Tree` is plain data: it is built by `scan` (or from a version manifest) and read by
+//! the planners. It never touches the disk.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+/// The kinds of entry the suite syncs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "dir",
+            Kind::Symlink => "symlink",
+        }
+    }
+}
+
+/// A modification time with nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MTime {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+impl MTime {
+    pub fn new(sec: i64, nsec: u32) -> Self {
+        MTime { sec, nsec }
+    }
+
+    fn as_nanos(self) -> i128 {
+        self.sec as i128 * 1_000_000_000 + self.nsec as i128
+    }
+
+    /// The coarsest step this timestamp could have been rounded to: a destination that
+    /// keeps only seconds (or 100 ns, like NTFS) shows zeros at the end.
+    fn step(self) -> i128 {
+        let mut step = 1i128;
+        let mut n = self.nsec;
+        if n == 0 {
+            return 1_000_000_000;
+        }
+        while n % 10 == 0 {
+            n /= 10;
+            step *= 10;
+        }
+        step
+    }
+
+    /// Equal within `window_secs` (when > 0), else equal at the coarser precision of the
+    /// two, so a copy to a filesystem that keeps fewer digits still compares equal.
+    pub fn same_as(self, other: MTime, window_secs: u64) -> bool {
+        let (a, b) = (self.as_nanos(), other.as_nanos());
+        if window_secs > 0 {
+            return (a - b).abs() <= window_secs as i128 * 1_000_000_000;
+        }
+        if a == b {
+            return true;
+        }
+        let step = self.step().max(other.step());
+        a.div_euclid(step) == b.div_euclid(step)
+    }
+}
+
+/// A SHA-256 digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    pub fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<Digest> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Digest(out))
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", &self.to_hex()[..12])
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// One entry of a replica as seen by a single `lstat`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: Kind,
+    pub size: u64,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    pub mtime: MTime,
+    pub ino: u64,
+    pub nlink: u64,
+    /// The link target, for symlinks.
+    pub target: Option<PathBuf>,
+    /// The content hash, for files, when known (stat cache, checksum or copy).
+    pub hash: Option<Digest>,
+}
+
+impl Entry {
+    pub fn dir(mode: u32, mtime: MTime) -> Self {
+        Entry {
+            kind: Kind::Dir,
+            size: 0,
+            mode,
+            mtime,
+            ino: 0,
+            nlink: 1,
+            target: None,
+            hash: None,
+        }
+    }
+
+    pub fn file(size: u64, mode: u32, mtime: MTime, hash: Option<Digest>) -> Self {
+        Entry {
+            kind: Kind::File,
+            size,
+            mode,
+            mtime,
+            ino: 0,
+            nlink: 1,
+            target: None,
+            hash,
+        }
+    }
+
+    pub fn symlink(target: impl Into<PathBuf>, mtime: MTime) -> Self {
+        Entry {
+            kind: Kind::Symlink,
+            size: 0,
+            mode: 0o777,
+            mtime,
+            ino: 0,
+            nlink: 1,
+            target: Some(target.into()),
+            hash: None,
+        }
+    }
+}
+
+/// A scanned replica: entries by relative path, plus what could not be seen.
+#[derive(Debug, Default)]
+pub struct Tree {
+    /// The root directory's own metadata.
+    pub root: Option<Entry>,
+    pub entries: BTreeMap<PathBuf, Entry>,
+    /// Paths whose state is unknown (unreadable directory, skipped special file, entry
+    /// that failed to stat): nothing at or under them may be deleted on the other side.
+    pub unknown: BTreeSet<PathBuf>,
+    /// Paths left out by `--exclude` (the top-most excluded path of each subtree).
+    pub excluded: BTreeSet<PathBuf>,
+    /// Our own temporary files left by an interrupted pass.
+    pub leftovers: Vec<PathBuf>,
+    /// Special files (fifos, sockets, devices), skipped with a warning.
+    pub specials: Vec<PathBuf>,
+    /// Per-entry errors met while scanning.
+    pub errors: Vec<Error>,
+}
+
+impl Tree {
+    /// True if `path` is at or under an unknown path.
+    pub fn is_unknown(&self, path: &Path) -> bool {
+        under_any(&self.unknown, path)
+    }
+
+    /// Regular files and their sizes.
+    pub fn file_count(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|e| e.kind == Kind::File)
+            .count()
+    }
+}
+
+/// True if `path` equals or lies under one of `set`.
+pub fn under_any(set: &BTreeSet<PathBuf>, path: &Path) -> bool {
+    if set.is_empty() {
+        return false;
+    }
+    path.ancestors()
+        .filter(|a| !a.as_os_str().is_empty())
+        .any(|a| set.contains(a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtimes_compare_at_the_coarser_precision() {
+        let fine = MTime::new(100, 123_456_789);
+        assert!(fine.same_as(MTime::new(100, 0), 0));
+        assert!(fine.same_as(MTime::new(100, 123_456_700), 0));
+        assert!(!fine.same_as(MTime::new(100, 123_456_788), 0));
+        assert!(!fine.same_as(MTime::new(101, 0), 0));
+    }
+
+    #[test]
+    fn modify_window_allows_seconds_of_difference() {
+        assert!(MTime::new(100, 0).same_as(MTime::new(101, 999_999_999), 2));
+        assert!(!MTime::new(100, 0).same_as(MTime::new(103, 0), 2));
+    }
+
+    #[test]
+    fn unknown_covers_descendants() {
+        let mut t = Tree::default();
+        t.unknown.insert(PathBuf::from("a/b"));
+        assert!(t.is_unknown(Path::new("a/b/c")));
+        assert!(t.is_unknown(Path::new("a/b")));
+        assert!(!t.is_unknown(Path::new("a/bc")));
+        assert!(!t.is_unknown(Path::new("a")));
+    }
+}

@@ -1,0 +1,92 @@
+//! The `oneway` command line: parse flags, turn them into validated settings, run the
+//! passes or a restore, map the outcome to an exit status.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use engine::cli::{PassArgs, RestoreArgs, Settings};
+use engine::error::{exit, Refusal};
+use engine::home::DataHome;
+use engine::{logging, runner, signal};
+
+use crate::pass::Job;
+
+const EXAMPLES: &str = "\
+Examples:
+  oneway ~/Photos /media/usb/photos --once        one mirror pass, then exit
+  oneway ~/Projects /mnt/backup/projects          a pass every 60 s until Ctrl+C
+  oneway ~/Docs /mnt/b/docs --dry-run --once      show what a pass would do
+  oneway ~/Docs /mnt/b/docs --exclude '*.tmp' --exclude 'cache/' --log ~/oneway.log
+  oneway ~/Docs --restore                         bring back ~/Docs from its latest version
+  oneway ~/Docs --restore --version previous --to /tmp/docs-before
+
+After a pass BACKUP holds exactly SOURCE's files, directories (empty ones too) and
+symlinks, with the same bytes, permission bits and mtimes; entries BACKUP has and SOURCE
+lacks are removed, except BACKUP/__versions__ (the versions) and excluded paths.
+BACKUP must exist: a missing BACKUP usually means an unmounted drive, so create it once
+by hand.
+
+Exit status: 0 success, 1 per-file errors (logged with the path), 2 refused (nothing
+changed), 130 interrupted during a pass.";
+
+/// Mirrors SOURCE into BACKUP, once or on an interval, keeping versions of SOURCE.
+#[derive(Parser, Debug)]
+#[command(name = "oneway", disable_version_flag = true, after_help = EXAMPLES)]
+pub struct Cli {
+    /// SOURCE and BACKUP; with --restore, only DIR.
+    #[arg(value_name = "SOURCE BACKUP", num_args = 0..=2)]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub pass: PassArgs,
+    #[command(flatten)]
+    pub restore: RestoreArgs,
+}
+
+/// Runs the `oneway` binary; returns the exit status.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    if cli.restore.version.as_deref() == Some("") && !cli.restore.restore {
+        println!("oneway {}", env!("CARGO_PKG_VERSION"));
+        return exit::OK;
+    }
+    match run(cli) {
+        Ok(code) => code,
+        Err(r) => {
+            if log::max_level() == log::LevelFilter::Off {
+                eprintln!("oneway: {r}");
+            } else {
+                log::error!("{r}");
+            }
+            exit::REFUSED
+        }
+    }
+}
+
+fn usage(msg: &str) -> Refusal {
+    Refusal::new(format!("{msg} (see oneway --help)"))
+}
+
+fn run(cli: Cli) -> Result<i32, Refusal> {
+    if cli.restore.restore {
+        let [dir] = <[PathBuf; 1]>::try_from(cli.paths)
+            .map_err(|_| usage("--restore takes exactly one directory: oneway DIR --restore"))?;
+        let settings = Settings::resolve(&cli.pass, None, None)?;
+        logging::init(settings.verbosity, if settings.dry_run { None } else { settings.log.as_deref() })?;
+        return Ok(recovery::cli::run_restore(dir, &cli.restore, settings.dry_run));
+    }
+    if cli.restore.to.is_some() || cli.restore.force || cli.restore.path.is_some() || cli.restore.version.is_some() {
+        return Err(usage("--to, --force, --path and --version go with --restore"));
+    }
+    let [source, backup] = <[PathBuf; 2]>::try_from(cli.paths)
+        .map_err(|_| usage("oneway needs SOURCE and BACKUP"))?;
+    let settings = Settings::resolve(&cli.pass, None, None)?;
+    // A dry run leaves the log file alone too.
+    let log_file = if settings.dry_run { None } else { settings.log.clone() };
+    logging::init(settings.verbosity, log_file.as_deref())?;
+    signal::install()?;
+    let home = DataHome::locate()?;
+    let interval = settings.interval;
+    let job = Job::new(&source, &backup, settings, home)?;
+    Ok(runner::run_passes(interval, |n| job.run_pass(n)))
+}

@@ -1,0 +1,318 @@
+//! One `oneway` pass: scan SOURCE and BACKUP, plan the mirror, apply it, then record
+//! (stat caches, a new version when the content changed, the summary line).
+//!
+//! This module orders the engine's steps and owns the refusals of the SPEC; it writes
+//! nothing itself: the engine's `apply` and the recovery store do.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use engine::apply::{self, ApplyOptions, Counts};
+use engine::cache::{self, StatCache};
+use engine::cli::Settings;
+use engine::config::VersionMode;
+use engine::error::Refusal;
+use engine::fsops::Root;
+use engine::hash;
+use engine::home::{path_key, DataHome, Lock};
+use engine::mirror::{self, MirrorOptions};
+use engine::names::{display, VERSIONS_DIR};
+use engine::runner::PassOutcome;
+use engine::scan::{self, ScanOptions};
+use engine::signal;
+use engine::tree::{Digest, Kind};
+
+use recovery::store::VersionedDir;
+
+/// A mirror job: validated roots and settings.
+#[derive(Debug)]
+pub struct Job {
+    pub source: PathBuf,
+    pub backup: PathBuf,
+    pub settings: Settings,
+    pub home: DataHome,
+    /// The versioned directory (SOURCE) and its store, when versions are on.
+    pub versioned: Option<VersionedDir>,
+    _lock: Option<Lock>,
+}
+
+/// Filesystems whose names fold case and whose timestamps are coarse.
+const MSDOS_MAGIC: i64 = 0x4d44;
+const EXFAT_MAGIC: i64 = 0x2011_bab0;
+const SMB_MAGICS: [i64; 3] = [0x517b, 0xfe53_4d42u32 as i64, 0xff53_4d42u32 as i64];
+
+impl Job {
+    /// Checks the roots and everything the SPEC says to refuse before changing anything.
+    pub fn new(source: &Path, backup: &Path, settings: Settings, home: DataHome) -> Result<Job, Refusal> {
+        let source_c = scan::check_root(source, "SOURCE")?;
+        let backup_c = check_backup(backup)?;
+        if source_c == backup_c {
+            return Err(Refusal::new(format!(
+                "SOURCE and BACKUP are the same directory ({})",
+                display(&source_c)
+            )));
+        }
+        if source_c.starts_with(&backup_c) {
+            return Err(Refusal::new(format!(
+                "SOURCE {} is inside BACKUP {}; mirroring would delete it",
+                display(&source_c),
+                display(&backup_c)
+            )));
+        }
+        let versioned = match settings.versions {
+            VersionMode::Off => None,
+            mode => {
+                let store = match &settings.store {
+                    Some(s) => engine::home::absolute(s)?,
+                    None => backup_c.join(VERSIONS_DIR),
+                };
+                if store == source_c
+                    || source_c.starts_with(&store)
+                    || store == backup_c
+                    || backup_c.starts_with(&store)
+                {
+                    return Err(Refusal::new(format!(
+                        "the store {} must not be or contain SOURCE or BACKUP",
+                        display(&store)
+                    )));
+                }
+                Some(VersionedDir::new(&source_c, &store, mode, vec![backup_c.clone()]))
+            }
+        };
+        let lock = if settings.dry_run {
+            None
+        } else {
+            Some(home.try_lock(&path_key(&backup_c), &backup_c)?)
+        };
+        Ok(Job {
+            source: source_c,
+            backup: backup_c,
+            settings,
+            home,
+            versioned,
+            _lock: lock,
+        })
+    }
+
+    fn scan_options(&self) -> (ScanOptions, ScanOptions) {
+        let mut src = ScanOptions {
+            excludes: self.settings.excludes.clone(),
+            skip: vec![self.backup.clone()],
+        };
+        let mut dst = ScanOptions {
+            excludes: self.settings.excludes.clone(),
+            skip: Vec::new(),
+        };
+        if let Some(v) = &self.versioned {
+            src.skip.push(v.store().to_path_buf());
+            dst.skip.push(v.store().to_path_buf());
+        }
+        (src, dst)
+    }
+
+    /// Runs one pass.
+    pub fn run_pass(&self, n: u64) -> Result<PassOutcome, Refusal> {
+        let started = Instant::now();
+        // The roots may have gone since the last pass (an unplugged drive).
+        scan::check_root(&self.source, "SOURCE")?;
+        check_backup(&self.backup)?;
+        let dry = self.settings.dry_run;
+        let scanned_at = cache::now_secs();
+        let (src_opts, dst_opts) = self.scan_options();
+        let mut src = scan::scan(&self.source, &src_opts)
+            .map_err(|e| Refusal::new(format!("SOURCE cannot be read: {e}")))?;
+        let mut dst = scan::scan(&self.backup, &dst_opts)
+            .map_err(|e| Refusal::new(format!("BACKUP cannot be read: {e}")))?;
+        let mut errors: Vec<engine::Error> = Vec::new();
+        errors.append(&mut src.errors);
+        errors.append(&mut dst.errors);
+        for e in &errors {
+            log::error!("{e}");
+        }
+        for p in &src.specials {
+            log::warn!("skipping special file {} (fifo, socket or device)", display(p));
+        }
+
+        let threads = hash::default_threads();
+        let src_cache_file = self.home.cache_file(&self.source);
+        let dst_cache_file = self.home.cache_file(&self.backup);
+        if !self.settings.checksum {
+            StatCache::load(&src_cache_file, &self.source).fill(&mut src);
+            StatCache::load(&dst_cache_file, &self.backup).fill(&mut dst);
+        } else {
+            for e in cache::hash_missing(&self.source, &mut src, threads)
+                .into_iter()
+                .chain(cache::hash_missing(&self.backup, &mut dst, threads))
+            {
+                log::error!("{e}");
+                errors.push(e);
+            }
+        }
+
+        let root = Root::open(&self.backup)
+            .map_err(|e| Refusal::new(format!("BACKUP cannot be opened: {e}")))?;
+        let magic = root.fs_magic();
+        let coarse = matches!(magic, Some(MSDOS_MAGIC) | Some(EXFAT_MAGIC));
+        let smb = magic.is_some_and(|m| SMB_MAGICS.contains(&m));
+        let opts = MirrorOptions {
+            checksum: self.settings.checksum,
+            modify_window: self
+                .settings
+                .modify_window
+                .unwrap_or(if coarse { 2 } else { 0 }),
+            case_insensitive: coarse || smb,
+            ignore_modes: coarse || smb,
+        };
+        let plan = mirror::plan_mirror(&src, &dst, &opts);
+        for e in plan.errors.iter() {
+            log::error!("{e}");
+        }
+        let direction = "SOURCE -> BACKUP";
+
+        if dry {
+            let counts = apply::print_plan(&plan, direction);
+            let errs = errors.len() + plan.errors.len();
+            if let Some(v) = &self.versioned {
+                v.describe_dry_run();
+            }
+            log::info!(
+                "pass {n} (dry run): would {} · {} bytes · {errs} errors · {:.2}s",
+                counts.summary(),
+                counts.bytes,
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(PassOutcome {
+                operations: counts.operations(),
+                errors: errs,
+                interrupted: false,
+            });
+        }
+
+        // No data loss: content the pass would overwrite or delete that no version holds
+        // is snapshotted first.
+        if let Some(v) = &self.versioned {
+            let mut displaced: Vec<(PathBuf, Option<Digest>)> = plan
+                .displaced_files()
+                .map(|(p, e)| (p.to_path_buf(), e.hash))
+                .collect();
+            // Removed directories take their files with them.
+            for a in &plan.actions {
+                if let (mirror::Op::Remove { kind: Kind::Dir }, _) = (&a.op, &a.dst) {
+                    displaced.extend(
+                        dst.entries
+                            .range(a.path.clone()..)
+                            .take_while(|(p, _)| p.starts_with(&a.path))
+                            .filter(|(_, e)| e.kind == Kind::File)
+                            .map(|(p, e)| (p.clone(), e.hash)),
+                    );
+                }
+            }
+            if !displaced.is_empty() {
+                if let Err(e) = v.preserve_before_change(&self.home, &self.backup, &mut dst, &displaced) {
+                    return Err(Refusal::new(format!(
+                        "cannot save BACKUP's current contents before changing them, so nothing was changed: {e}"
+                    )));
+                }
+            }
+        }
+
+        let stop = || signal::stop_requested();
+        let mut root = root;
+        let applied = apply::apply(
+            &plan,
+            &mut root,
+            &ApplyOptions {
+                src_root: &self.source,
+                direction,
+                meta_from_plan: false,
+                verify_hash: false,
+                stop: &stop,
+            },
+        );
+        errors.extend(plan.errors);
+        let interrupted = applied.interrupted;
+
+        // Record: every file's hash, on both sides, for the caches and the summary.
+        for (p, (digest, st)) in &applied.read {
+            if let Some(e) = src.entries.get_mut(p) {
+                if e.kind == Kind::File {
+                    e.size = st.size;
+                    e.mtime = st.mtime;
+                    e.ino = st.ino;
+                    e.hash = Some(*digest);
+                }
+            }
+        }
+        let counts: Counts = applied.counts.clone();
+        let mut after = apply::tree_after(dst, &applied);
+        if !interrupted {
+            for e in cache::hash_missing(&self.source, &mut src, threads)
+                .into_iter()
+                .chain(cache::hash_missing(&self.backup, &mut after, threads))
+            {
+                log::error!("{e}");
+                errors.push(e);
+            }
+        }
+        if let Err(e) = root.sync_fs() {
+            log::error!("{e}");
+            errors.push(e);
+        }
+        for (file, tree, rootp) in [
+            (&src_cache_file, &src, &self.source),
+            (&dst_cache_file, &after, &self.backup),
+        ] {
+            if let Err(e) = StatCache::from_tree(tree, scanned_at).save(file, rootp) {
+                log::warn!("stat cache not saved: {e}");
+            }
+        }
+
+        let src_sha = hash::tree_sha256(&src);
+        let dst_sha = hash::tree_sha256(&after);
+        let mut version_note = String::new();
+        if let (Some(v), false) = (&self.versioned, interrupted) {
+            match v.record(&self.home, &self.backup, &after) {
+                Ok(Some(info)) => version_note = format!(" · new version {}", info),
+                Ok(None) => {}
+                Err(e) => {
+                    log::error!("version not saved: {e}");
+                    errors.push(e);
+                }
+            }
+        }
+        let total_errors = errors.len() + applied.errors.len();
+        log::info!(
+            "pass {n}{}: {} · {} bytes · {total_errors} errors · {:.2}s · SOURCE sha256 {} · BACKUP sha256 {}{version_note}",
+            if interrupted { " (interrupted)" } else { "" },
+            counts.summary(),
+            counts.bytes,
+            started.elapsed().as_secs_f64(),
+            sha_text(src_sha),
+            sha_text(dst_sha),
+        );
+        Ok(PassOutcome {
+            operations: counts.operations(),
+            errors: total_errors,
+            interrupted,
+        })
+    }
+}
+
+fn sha_text(d: Option<Digest>) -> String {
+    d.map(|d| d.to_hex())
+        .unwrap_or_else(|| "incomplete".to_string())
+}
+
+/// BACKUP must exist and be a readable directory; a missing one is most likely an
+/// unmounted drive, so it is never created for the user.
+fn check_backup(backup: &Path) -> Result<PathBuf, Refusal> {
+    match std::fs::symlink_metadata(backup) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Refusal::new(format!(
+            "BACKUP {} does not exist; a missing backup usually means an unmounted drive. \
+             If this is a new backup, create it once by hand: mkdir -p {}",
+            display(backup),
+            display(backup)
+        ))),
+        _ => scan::check_root(backup, "BACKUP"),
+    }
+}

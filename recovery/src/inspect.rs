@@ -1,0 +1,168 @@
+//! `recovery list` and `recovery verify`: reading the store, never changing it.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use engine::error::Refusal;
+use engine::hash;
+use engine::home::{absolute, DataHome};
+use engine::names::display;
+use engine::tree::Digest;
+
+use crate::manifest::Manifest;
+use crate::registry::{RegEntry, Registry};
+use crate::store::VersionedDir;
+
+#[derive(Serialize, Debug)]
+struct VersionRow {
+    which: &'static str,
+    made: String,
+    files: u64,
+    bytes: u64,
+    dir_sha256: String,
+    path: String,
+}
+
+#[derive(Serialize, Debug)]
+struct DirRow {
+    dir: String,
+    store: String,
+    name: String,
+    versions: Vec<VersionRow>,
+}
+
+fn selected(home: &DataHome, dir: Option<&Path>) -> Result<Vec<RegEntry>, Refusal> {
+    let reg = Registry::load(home).map_err(Refusal::from)?;
+    match dir {
+        Some(d) => {
+            let d = absolute(d)?;
+            let e = reg.find(&d).ok_or_else(|| {
+                Refusal::new(format!(
+                    "no versions are known for {}; run `recovery list` to see the directories that have versions",
+                    display(&d)
+                ))
+            })?;
+            Ok(vec![e.clone()])
+        }
+        None => Ok(reg.versioned().cloned().collect()),
+    }
+}
+
+fn versions_of(vd: &VersionedDir) -> Vec<(&'static str, PathBuf)> {
+    let view = vd.view();
+    [("latest", view.latest), ("previous", view.previous)]
+        .into_iter()
+        .filter_map(|(w, p)| Some((w, p?)))
+        .collect()
+}
+
+/// Prints the versions of `dir` (or of every registered directory).
+pub fn list(home: &DataHome, dir: Option<&Path>, json: bool) -> Result<i32, Refusal> {
+    let mut rows = Vec::new();
+    for e in selected(home, dir)? {
+        let vd = VersionedDir::from_registry(&e);
+        let versions = versions_of(&vd)
+            .into_iter()
+            .filter_map(|(which, p)| {
+                let m = Manifest::load(&p).ok()?;
+                Some(VersionRow {
+                    which,
+                    made: m.made,
+                    files: m.files,
+                    bytes: m.bytes,
+                    dir_sha256: m.dir_sha256,
+                    path: p.to_string_lossy().into_owned(),
+                })
+            })
+            .collect();
+        rows.push(DirRow {
+            dir: e.path.to_string_lossy().into_owned(),
+            store: e.store.to_string_lossy().into_owned(),
+            name: e.name.clone(),
+            versions,
+        });
+    }
+    if json {
+        let text = serde_json::to_string_pretty(&serde_json::json!({ "dirs": rows }))
+            .map_err(|e| Refusal::new(e.to_string()))?;
+        println!("{text}");
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        println!("no versioned directories yet (data home {})", display(home.path()));
+    }
+    for r in rows {
+        println!("{}  (store {})", r.dir, r.store);
+        if r.versions.is_empty() {
+            println!("  no versions");
+        }
+        for v in r.versions {
+            println!(
+                "  {:<8}  {}  {} files  {} bytes  sha256 {}",
+                v.which, v.made, v.files, v.bytes, v.dir_sha256
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// Re-hashes every stored file against its manifest; 1 if anything is damaged or missing.
+pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
+    let mut problems = 0usize;
+    let (mut files, mut versions) = (0usize, 0usize);
+    for e in selected(home, dir)? {
+        let vd = VersionedDir::from_registry(&e);
+        for (which, vdir) in versions_of(&vd) {
+            versions += 1;
+            let m = match Manifest::load(&vdir) {
+                Ok(m) => m,
+                Err(err) => {
+                    println!("DAMAGED  {} ({which} version of {}): {err}", display(&vdir), display(&e.path));
+                    problems += 1;
+                    continue;
+                }
+            };
+            let entries: Vec<_> = m.entries.iter().filter(|x| x.kind == "file").collect();
+            let rels: Vec<PathBuf> = entries.iter().map(|x| x.path.clone()).collect();
+            let results = hash::hash_many(&vdir, &rels, hash::default_threads());
+            for (x, r) in entries.iter().zip(results) {
+                files += 1;
+                let expected = x.sha256.as_deref().and_then(Digest::from_hex);
+                let shown = display(&vdir.join(&x.path));
+                match r {
+                    Ok((d, _)) if Some(d) == expected => {}
+                    Ok((d, _)) => {
+                        problems += 1;
+                        println!(
+                            "DAMAGED  {shown}: expected sha256 {}, found {d}",
+                            x.sha256.as_deref().unwrap_or("?")
+                        );
+                    }
+                    Err(err) => {
+                        problems += 1;
+                        let missing = matches!(&err, engine::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
+                        if missing {
+                            println!("MISSING  {shown}");
+                        } else {
+                            println!("DAMAGED  {shown}: {err}");
+                        }
+                    }
+                }
+            }
+            for x in m.entries.iter().filter(|x| x.kind != "file") {
+                let p = vdir.join(&x.path);
+                let ok = match x.kind.as_str() {
+                    "dir" => p.is_dir(),
+                    _ => std::fs::read_link(&p).ok() == x.target,
+                };
+                if !ok {
+                    problems += 1;
+                    println!("MISSING  {}", display(&p));
+                }
+            }
+        }
+    }
+    println!("verified {files} files in {versions} versions: {problems} problems");
+    Ok(if problems > 0 { 1 } else { 0 })
+}

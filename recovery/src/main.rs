@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(recovery::cli::main());
+}

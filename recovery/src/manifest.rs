@@ -1,0 +1,178 @@
+//! A version's manifest: every entry of the versioned tree with its SHA-256, size, mode,
+//! mtime and link target, the directory SHA-256 and when it was made. Restore rebuilds
+//! from it and `verify` re-checks the stored bytes against it. Stored as
+//! `.twoway-manifest.json` at the top of the version; written once, never modified.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use engine::error::Error;
+use engine::fsops;
+use engine::hash;
+use engine::pathser;
+use engine::tree::{Digest, Entry, Kind, MTime, Tree};
+
+/// The manifest's file name inside a version directory.
+pub const MANIFEST: &str = engine::names::MANIFEST_NAME;
+
+const FORMAT: u32 = 1;
+
+/// One entry of a version.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ManifestEntry {
+    #[serde(with = "pathser")]
+    pub path: PathBuf,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub size: u64,
+    pub mode: u32,
+    pub mtime: (i64, u32),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "pathser::opt")]
+    pub target: Option<PathBuf>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A version's manifest.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Manifest {
+    pub format: u32,
+    /// The versioned directory.
+    #[serde(with = "pathser")]
+    pub dir: PathBuf,
+    /// When the version was made (RFC 3339, UTC).
+    pub made: String,
+    pub dir_sha256: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub root_mode: u32,
+    pub root_mtime: (i64, u32),
+    pub entries: Vec<ManifestEntry>,
+}
+
+impl Manifest {
+    /// The manifest of `tree` (every file must be hashed; unknown paths are left out).
+    pub fn from_tree(dir: &Path, tree: &Tree) -> Manifest {
+        let mut entries = Vec::with_capacity(tree.entries.len());
+        let (mut files, mut bytes) = (0u64, 0u64);
+        for (p, e) in &tree.entries {
+            if tree.is_unknown(p) || (e.kind == Kind::File && e.hash.is_none()) {
+                continue;
+            }
+            if e.kind == Kind::File {
+                files += 1;
+                bytes += e.size;
+            }
+            entries.push(ManifestEntry {
+                path: p.clone(),
+                kind: e.kind.name().to_string(),
+                size: e.size,
+                mode: e.mode,
+                mtime: (e.mtime.sec, e.mtime.nsec),
+                sha256: e.hash.map(Digest::to_hex),
+                target: e.target.clone(),
+            });
+        }
+        let sha = hash::dir_sha256(
+            entries
+                .iter()
+                .filter(|e| e.kind == "file")
+                .map(|e| (e.path.as_path(), e.sha256.as_deref().and_then(Digest::from_hex))),
+        )
+        .expect("BUG: every file in a manifest has a hash");
+        let root = tree.root.clone().unwrap_or_else(|| Entry::dir(0o755, MTime::default()));
+        Manifest {
+            format: FORMAT,
+            dir: dir.to_path_buf(),
+            made: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            dir_sha256: sha.to_hex(),
+            files,
+            bytes,
+            root_mode: root.mode,
+            root_mtime: (root.mtime.sec, root.mtime.nsec),
+            entries,
+        }
+    }
+
+    /// The version as a tree the mirror planner can restore from.
+    pub fn to_tree(&self) -> Tree {
+        let mut t = Tree {
+            root: Some(Entry::dir(
+                self.root_mode,
+                MTime::new(self.root_mtime.0, self.root_mtime.1),
+            )),
+            ..Tree::default()
+        };
+        for e in &self.entries {
+            let mtime = MTime::new(e.mtime.0, e.mtime.1);
+            let entry = match e.kind.as_str() {
+                "dir" => Entry::dir(e.mode, mtime),
+                "symlink" => Entry::symlink(e.target.clone().unwrap_or_default(), mtime),
+                _ => Entry::file(
+                    e.size,
+                    e.mode,
+                    mtime,
+                    e.sha256.as_deref().and_then(Digest::from_hex),
+                ),
+            };
+            t.entries.insert(e.path.clone(), entry);
+        }
+        t
+    }
+
+    /// Every file hash the version holds.
+    pub fn hashes(&self) -> impl Iterator<Item = Digest> + '_ {
+        self.entries
+            .iter()
+            .filter_map(|e| e.sha256.as_deref().and_then(Digest::from_hex))
+    }
+
+    /// Reads the manifest of the version at `version_dir`.
+    pub fn load(version_dir: &Path) -> Result<Manifest, Error> {
+        let path = version_dir.join(MANIFEST);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::entry(path, format!("damaged manifest: {e}")))
+    }
+
+    /// Writes the manifest into `version_dir` (atomically, flushed).
+    pub fn save(&self, version_dir: &Path) -> Result<(), Error> {
+        let path = version_dir.join(MANIFEST);
+        let bytes = serde_json::to_vec(self)
+            .map_err(|e| Error::io("encode", &path, std::io::Error::other(e)))?;
+        fsops::write_atomic(&path, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_round_trips_a_tree() {
+        let mut t = Tree {
+            root: Some(Entry::dir(0o750, MTime::new(5, 6))),
+            ..Tree::default()
+        };
+        t.entries.insert("d".into(), Entry::dir(0o700, MTime::new(1, 2)));
+        t.entries.insert(
+            "d/f".into(),
+            Entry::file(3, 0o600, MTime::new(3, 4), Some(Digest([1; 32]))),
+        );
+        t.entries
+            .insert("l".into(), Entry::symlink("d/f", MTime::new(7, 8)));
+        let m = Manifest::from_tree(Path::new("/x"), &t);
+        let json = serde_json::to_string(&m).unwrap();
+        let back: Manifest = serde_json::from_str(&json).unwrap();
+        let t2 = back.to_tree();
+        assert_eq!(t2.entries, t.entries);
+        assert_eq!(t2.root, t.root);
+        assert_eq!(back.files, 1);
+        assert_eq!(Some(Digest::from_hex(&back.dir_sha256).unwrap()), hash::tree_sha256(&t));
+    }
+}

@@ -1,0 +1,147 @@
+//! The registry `.info.json` in the data home: for every versioned directory (by absolute
+//! path), where its store is and the name of its versions there, so that a restore finds
+//! them even when the directory itself is gone. Every change is a read-modify-write under
+//! a lock, written atomically, so concurrent runs on other directories keep their entries.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use engine::error::Error;
+use engine::fsops;
+use engine::home::DataHome;
+use engine::pathser;
+
+/// One registered directory.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RegEntry {
+    /// The directory's absolute path (exact bytes).
+    #[serde(with = "pathser")]
+    pub path: PathBuf,
+    /// The store holding its versions (absolute).
+    #[serde(with = "pathser")]
+    pub store: PathBuf,
+    /// `<store>/<name>_1` and `<store>/<name>_0` are its versions.
+    pub name: String,
+    /// For a path under which the versions are also found (oneway's BACKUP): the
+    /// versioned directory itself.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "pathser::opt")]
+    pub alias_of: Option<PathBuf>,
+    /// When the latest version was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated: Option<String>,
+}
+
+/// The registry file's contents.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct Registry {
+    #[serde(default)]
+    pub dirs: BTreeMap<String, RegEntry>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+fn key(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+impl Registry {
+    /// Reads the registry (empty if there is none yet).
+    pub fn load(home: &DataHome) -> Result<Registry, Error> {
+        let file = home.registry_file();
+        match std::fs::read(&file) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::entry(file, format!("damaged registry: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registry::default()),
+            Err(e) => Err(Error::io("read", file, e)),
+        }
+    }
+
+    /// The entry for `dir`, following an alias to the versioned directory.
+    pub fn find(&self, dir: &Path) -> Option<&RegEntry> {
+        let k = key(dir);
+        let hit = self.dirs.get(&k).filter(|e| e.path == dir).or_else(|| {
+            self.dirs.values().find(|e| e.path == dir)
+        })?;
+        match &hit.alias_of {
+            Some(real) => self.dirs.values().find(|e| &e.path == real && e.alias_of.is_none()).or(Some(hit)),
+            None => Some(hit),
+        }
+    }
+
+    /// Every versioned directory (aliases left out).
+    pub fn versioned(&self) -> impl Iterator<Item = &RegEntry> {
+        self.dirs.values().filter(|e| e.alias_of.is_none())
+    }
+
+    /// Changes the registry under its lock and writes it back atomically.
+    pub fn update(home: &DataHome, change: impl FnOnce(&mut Registry)) -> Result<(), Error> {
+        let _lock = home.lock_wait("registry")?;
+        let mut reg = Registry::load(home)?;
+        change(&mut reg);
+        let file = home.registry_file();
+        let bytes = serde_json::to_vec_pretty(&reg)
+            .map_err(|e| Error::io("encode", &file, std::io::Error::other(e)))?;
+        fsops::write_atomic(&file, &bytes)
+    }
+
+    /// Adds or replaces the entry for `entry.path`.
+    pub fn insert(&mut self, entry: RegEntry) {
+        let mut k = key(&entry.path);
+        // Two different non-UTF-8 paths may show the same: keep both.
+        while self.dirs.get(&k).is_some_and(|e| e.path != entry.path) {
+            k.push('~');
+        }
+        self.dirs.insert(k, entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_updates_keep_every_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let home = DataHome::at(d.path());
+        std::thread::scope(|s| {
+            for i in 0..8 {
+                let home = home.clone();
+                s.spawn(move || {
+                    Registry::update(&home, |r| {
+                        r.insert(RegEntry {
+                            path: PathBuf::from(format!("/dir{i}")),
+                            store: PathBuf::from("/s"),
+                            name: format!("dir{i}"),
+                            alias_of: None,
+                            updated: None,
+                        })
+                    })
+                    .unwrap();
+                });
+            }
+        });
+        assert_eq!(Registry::load(&home).unwrap().dirs.len(), 8);
+    }
+
+    #[test]
+    fn alias_leads_to_the_versioned_directory() {
+        let mut r = Registry::default();
+        let e = RegEntry {
+            path: "/src".into(),
+            store: "/b/__versions__".into(),
+            name: "src".into(),
+            alias_of: None,
+            updated: None,
+        };
+        r.insert(e.clone());
+        r.insert(RegEntry {
+            path: "/b".into(),
+            alias_of: Some("/src".into()),
+            ..e.clone()
+        });
+        assert_eq!(r.find(Path::new("/b")).unwrap().path, PathBuf::from("/src"));
+        assert_eq!(r.versioned().count(), 1);
+    }
+}

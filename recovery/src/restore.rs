@@ -1,0 +1,327 @@
+//! Restore: bring a directory (or one file or subdirectory of it) back from a version.
+//!
+//! A restore is a mirror from the version's manifest onto the target, through the same
+//! planner and apply as a `oneway` pass, with every byte checked against the manifest's
+//! SHA-256 and modes and mtimes taken from it. Into a non-empty directory it needs
+//! `--force`, and then the directory's current contents are first saved as a new
+//! version, so that the restore itself can be undone.
+
+use std::path::{Component, Path, PathBuf};
+
+use engine::apply::{self, ApplyOptions};
+use engine::cache;
+use engine::cli::Which;
+use engine::error::{Error, Refusal};
+use engine::fsops::Root;
+use engine::hash;
+use engine::home::{absolute, DataHome};
+use engine::mirror::{self, MirrorOptions};
+use engine::names::display;
+use engine::scan::{self, ScanOptions};
+use engine::signal;
+use engine::tree::Tree;
+
+use crate::manifest::Manifest;
+use crate::registry::Registry;
+use crate::store::{remove_tree, VersionedDir};
+
+/// What to restore, and where.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreRequest {
+    pub dir: PathBuf,
+    pub which: Which,
+    pub to: Option<PathBuf>,
+    pub subpath: Option<PathBuf>,
+    pub force: bool,
+    pub dry_run: bool,
+}
+
+/// How a restore ended.
+#[derive(Debug, Default)]
+pub struct RestoreOutcome {
+    pub errors: usize,
+    pub interrupted: bool,
+}
+
+fn which_name(w: Which) -> &'static str {
+    match w {
+        Which::Latest => "latest",
+        Which::Previous => "previous",
+    }
+}
+
+/// Finds the versioned directory `dir` is registered under.
+pub fn find_versioned(home: &DataHome, dir: &Path) -> Result<VersionedDir, Refusal> {
+    let reg = Registry::load(home).map_err(Refusal::from)?;
+    let entry = reg.find(dir).ok_or_else(|| {
+        Refusal::new(format!(
+            "no versions are known for {}; run `recovery list` to see the directories that have versions",
+            display(dir)
+        ))
+    })?;
+    Ok(VersionedDir::from_registry(entry))
+}
+
+fn is_empty_dir(p: &Path, store: &Path) -> Result<bool, Refusal> {
+    let rd = std::fs::read_dir(p)
+        .map_err(|e| Refusal::new(format!("cannot read {}: {e}", display(p))))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| Refusal::new(format!("cannot read {}: {e}", display(p))))?;
+        let path = ent.path();
+        if path == store || engine::names::is_reserved_top(&ent.file_name()) {
+            continue;
+        }
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Restores as `req` asks.
+pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, Refusal> {
+    let dir = absolute(&req.dir)?;
+    let vd = find_versioned(home, &dir)?;
+    let view = vd.view();
+    let version = match req.which {
+        Which::Latest => view.latest,
+        Which::Previous => view.previous,
+    }
+    .ok_or_else(|| {
+        Refusal::new(format!(
+            "{} has no {} version; `recovery list {}` shows the versions there are",
+            display(&dir),
+            which_name(req.which),
+            display(&dir)
+        ))
+    })?;
+    let manifest = Manifest::load(&version).map_err(Refusal::from)?;
+    let mut vtree = manifest.to_tree();
+
+    if let Some(sub) = &req.subpath {
+        if sub.as_os_str().is_empty() || !sub.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(Refusal::new(format!(
+                "--path {} must be a relative path inside the directory",
+                display(sub)
+            )));
+        }
+        if !vtree.entries.contains_key(sub) {
+            return Err(Refusal::new(format!(
+                "{} is not in the {} version of {}; `recovery list {}` shows the versions",
+                display(sub),
+                which_name(req.which),
+                display(&dir),
+                display(&dir)
+            )));
+        }
+        vtree.entries.retain(|p, _| p.starts_with(sub));
+        vtree.root = None;
+    }
+
+    let in_place = req.to.is_none();
+    let target = match &req.to {
+        Some(t) => absolute(t)?,
+        None => dir.clone(),
+    };
+    if target.starts_with(vd.store()) {
+        return Err(Refusal::new(format!(
+            "cannot restore into the store itself ({})",
+            display(&target)
+        )));
+    }
+    let target_meta = std::fs::symlink_metadata(&target).ok();
+    if target_meta.as_ref().is_some_and(|m| !m.is_dir()) {
+        return Err(Refusal::new(format!(
+            "{} exists and is not a directory",
+            display(&target)
+        )));
+    }
+    // What the restore would replace: the whole target, or just the sub-path.
+    let occupied = match (&target_meta, &req.subpath) {
+        (None, _) => false,
+        (Some(_), None) => !is_empty_dir(&target, vd.store())?,
+        (Some(_), Some(sub)) => {
+            let p = target.join(sub);
+            match std::fs::symlink_metadata(&p) {
+                Err(_) => false,
+                Ok(m) if m.is_dir() => !is_empty_dir(&p, vd.store())?,
+                Ok(_) => true,
+            }
+        }
+    };
+    if occupied && !in_place {
+        return Err(Refusal::new(format!(
+            "--to {} must be a new or empty directory",
+            display(&target)
+        )));
+    }
+    if occupied && !req.force {
+        let what = match &req.subpath {
+            Some(sub) => display(&target.join(sub)),
+            None => display(&target),
+        };
+        return Err(Refusal::new(format!(
+            "{what} is not empty; add --force to replace it (its current contents are saved as a new version first), or --to PATH to restore elsewhere"
+        )));
+    }
+
+    if req.dry_run {
+        log::info!(
+            "would restore {} from its {} version ({}, {} files, sha256 {})",
+            display(&target),
+            which_name(req.which),
+            manifest.made,
+            manifest.files,
+            manifest.dir_sha256
+        );
+        if occupied {
+            log::info!("would first save the current contents of {} as a new version", display(&target));
+        }
+        let ttree = if target_meta.is_some() {
+            scan_target(&target, &vd, req.subpath.as_deref())?
+        } else {
+            Tree::default()
+        };
+        let plan = mirror::plan_mirror(&vtree, &ttree, &restore_options(occupied));
+        apply::print_plan(&plan, "VERSION -> DIR");
+        return Ok(RestoreOutcome::default());
+    }
+
+    // With --force, stage the chosen version (hard links inside the store) before saving
+    // the current contents, because saving rotates the versions.
+    let mut staged: Option<PathBuf> = None;
+    if occupied {
+        let stage = vd.store().join(format!("{}.restore", vd.name()));
+        {
+            let _lock = vd.lock(home).map_err(Refusal::from)?;
+            if stage.exists() {
+                remove_tree(&stage).map_err(Refusal::from)?;
+            }
+            stage_version(&version, &stage, &manifest).map_err(|e| {
+                Refusal::new(format!("cannot stage the version for restore: {e}"))
+            })?;
+        }
+        staged = Some(stage);
+        let mut current = scan_target(&target, &vd, None)?;
+        let errs = cache::hash_missing(&target, &mut current, hash::default_threads());
+        if let Some(e) = errs.first() {
+            return Err(Refusal::new(format!(
+                "cannot save the current contents of {} before restoring, so nothing was changed: {e}",
+                display(&target)
+            )));
+        }
+        let saving = VersionedDir::new(vd.dir(), vd.store(), engine::config::VersionMode::Link, Vec::new());
+        match saving.record(home, &target, &current) {
+            Ok(Some(made)) => log::info!(
+                "saved the current contents of {} as the latest version {made}",
+                display(&target)
+            ),
+            Ok(None) => log::info!(
+                "the current contents of {} are already the latest version",
+                display(&target)
+            ),
+            Err(e) => {
+                return Err(Refusal::new(format!(
+                    "cannot save the current contents of {} before restoring, so nothing was changed: {e}",
+                    display(&target)
+                )))
+            }
+        }
+    }
+    let source_dir = staged.clone().unwrap_or_else(|| version.clone());
+
+    std::fs::create_dir_all(&target)
+        .map_err(|e| Refusal::new(format!("cannot create {}: {e}", display(&target))))?;
+    let mut root = Root::open(&target).map_err(Refusal::from)?;
+    if let Some(parent) = req.subpath.as_deref().and_then(Path::parent) {
+        if !parent.as_os_str().is_empty() {
+            root.mkdir_all(parent).map_err(Refusal::from)?;
+        }
+    }
+    let mut ttree = scan_target(&target, &vd, req.subpath.as_deref())?;
+    if occupied {
+        for e in cache::hash_missing(&target, &mut ttree, hash::default_threads()) {
+            log::warn!("{e}");
+        }
+    }
+    let plan = mirror::plan_mirror(&vtree, &ttree, &restore_options(occupied));
+    for e in &plan.errors {
+        log::error!("{e}");
+    }
+    let stop = || signal::stop_requested();
+    let applied = apply::apply(
+        &plan,
+        &mut root,
+        &ApplyOptions {
+            src_root: &source_dir,
+            direction: "VERSION -> DIR",
+            meta_from_plan: true,
+            verify_hash: true,
+            stop: &stop,
+        },
+    );
+    if let Err(e) = root.sync_fs() {
+        log::error!("{e}");
+    }
+    if let Some(stage) = staged {
+        if let Err(e) = remove_tree(&stage) {
+            log::warn!("staging area not removed: {e}");
+        }
+    }
+    let errors = applied.errors.len() + plan.errors.len();
+    log::info!(
+        "restored {} from its {} version made {}: {} · {} bytes · {errors} errors · version sha256 {}",
+        display(&target),
+        which_name(req.which),
+        manifest.made,
+        applied.counts.summary(),
+        applied.counts.bytes,
+        match &req.subpath {
+            Some(_) => hash::tree_sha256(&vtree)
+                .map(|d| d.to_hex())
+                .unwrap_or_default(),
+            None => manifest.dir_sha256.clone(),
+        }
+    );
+    Ok(RestoreOutcome {
+        errors,
+        interrupted: applied.interrupted,
+    })
+}
+
+fn restore_options(compare_hashes: bool) -> MirrorOptions {
+    MirrorOptions {
+        checksum: compare_hashes,
+        ..MirrorOptions::default()
+    }
+}
+
+/// Scans the restore target, leaving out the store if it lives inside.
+fn scan_target(target: &Path, vd: &VersionedDir, sub: Option<&Path>) -> Result<Tree, Refusal> {
+    let opts = ScanOptions {
+        skip: vec![vd.store().to_path_buf()],
+        ..ScanOptions::default()
+    };
+    let mut t = scan::scan(target, &opts).map_err(Refusal::from)?;
+    for e in &t.errors {
+        log::error!("{e}");
+    }
+    if let Some(sub) = sub {
+        t.entries.retain(|p, _| p.starts_with(sub));
+        t.root = None;
+    }
+    Ok(t)
+}
+
+/// Hard-links a version's files into `stage` (same store, same filesystem).
+fn stage_version(version: &Path, stage: &Path, manifest: &Manifest) -> Result<(), Error> {
+    std::fs::create_dir(stage).map_err(|e| Error::io("mkdir", stage, e))?;
+    let mut src = Root::open(version)?;
+    let mut dst = Root::open(stage)?;
+    for e in &manifest.entries {
+        match e.kind.as_str() {
+            "dir" => dst.mkdir(&e.path)?,
+            "symlink" => {}
+            _ => dst.link_from(&mut src, &e.path, &e.path)?,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,453 @@
+//! The versioned store: for each versioned directory, two browsable trees
+//! `<store>/<name>_1` (latest) and `<store>/<name>_0` (the one before).
+//!
+//! A version is a hard-link snapshot of the replica (the rsnapshot model): on the same
+//! filesystem its files are links to the replica's files, so it costs directory entries
+//! plus what changed. Across filesystems, or with `"versions": "copy"`, files are copied
+//! (reflinked where possible) and unchanged ones are linked to the previous version.
+//! A version is built as `<name>.new`, completed by writing its manifest, and only then
+//! rotated in: `_0` → `<name>.drop`, `_1` → `_0`, `.new` → `_1`. Every step is a rename,
+//! and [`VersionedDir::repair`] finishes a rotation cut short at any point, so a crash
+//! never loses both versions. Nothing in a finished version is modified afterwards.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use engine::config::VersionMode;
+use engine::error::{Error, IoContext};
+use engine::fsops::{self, Root};
+use engine::hash;
+use engine::home::{path_key, DataHome};
+use engine::names::display;
+use engine::tree::{Digest, Kind, MTime, Tree};
+
+use crate::manifest::{Manifest, MANIFEST};
+use crate::registry::{RegEntry, Registry};
+
+/// A directory whose versions are kept in a store.
+#[derive(Debug, Clone)]
+pub struct VersionedDir {
+    dir: PathBuf,
+    store: PathBuf,
+    name: String,
+    mode: VersionMode,
+    aliases: Vec<PathBuf>,
+}
+
+/// What kind of tree a version is taken from (for messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionSource {
+    /// The replica after a pass.
+    Replica,
+    /// The directory's contents before a restore replaces them.
+    BeforeRestore,
+}
+
+/// The latest and previous version directories, as they stand.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    pub latest: Option<PathBuf>,
+    pub previous: Option<PathBuf>,
+}
+
+/// A short description of a version that was just made.
+#[derive(Debug, Clone)]
+pub struct Made {
+    pub files: u64,
+    pub bytes: u64,
+    pub dir_sha256: String,
+}
+
+impl fmt::Display for Made {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "({} files, {} bytes, sha256 {})",
+            self.files, self.bytes, self.dir_sha256
+        )
+    }
+}
+
+/// The store name of a directory: its basename plus a short hash of its absolute path.
+pub fn version_name(dir: &Path) -> String {
+    let base: String = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "root".to_string())
+        .chars()
+        .map(|c| if c == '\u{fffd}' || c.is_control() { '_' } else { c })
+        .collect();
+    format!("{base}-{}", &path_key(dir)[..8])
+}
+
+impl VersionedDir {
+    /// `dir` is versioned in `store`; `aliases` are other paths under which its versions
+    /// are found (oneway's BACKUP).
+    pub fn new(dir: &Path, store: &Path, mode: VersionMode, aliases: Vec<PathBuf>) -> Self {
+        VersionedDir {
+            dir: dir.to_path_buf(),
+            store: store.to_path_buf(),
+            name: version_name(dir),
+            mode,
+            aliases,
+        }
+    }
+
+    /// The versioned directory as the registry knows it.
+    pub fn from_registry(e: &RegEntry) -> Self {
+        VersionedDir {
+            dir: e.path.clone(),
+            store: e.store.clone(),
+            name: e.name.clone(),
+            mode: VersionMode::Link,
+            aliases: Vec::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn store(&self) -> &Path {
+        &self.store
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn slot(&self, suffix: &str) -> PathBuf {
+        self.store.join(format!("{}{suffix}", self.name))
+    }
+
+    fn lock_name(&self) -> String {
+        format!("store-{}", path_key(&self.dir))
+    }
+
+    /// Takes this directory's store lock (waits for another holder).
+    pub fn lock(&self, home: &DataHome) -> Result<engine::home::Lock, Error> {
+        home.lock_wait(&self.lock_name())
+    }
+
+    /// Where the latest and previous versions are now, reading only (an interrupted
+    /// rotation is interpreted, not repaired).
+    pub fn view(&self) -> View {
+        let new = self.slot(".new");
+        let (one, zero) = (self.slot("_1"), self.slot("_0"));
+        let exists = |p: &Path| p.join(MANIFEST).is_file();
+        if exists(&new) {
+            View {
+                latest: Some(new),
+                previous: if exists(&one) {
+                    Some(one)
+                } else if exists(&zero) {
+                    Some(zero)
+                } else {
+                    None
+                },
+            }
+        } else {
+            View {
+                latest: exists(&one).then_some(one),
+                previous: exists(&zero).then_some(zero),
+            }
+        }
+    }
+
+    /// Finishes a rotation that was cut short and removes unfinished builds.
+    /// Call with the store lock held.
+    pub fn repair(&self) -> Result<(), Error> {
+        let new = self.slot(".new");
+        if new.exists() {
+            if new.join(MANIFEST).is_file() {
+                self.rotate_in(&new)?;
+            } else {
+                remove_tree(&new)?;
+            }
+        }
+        let drop = self.slot(".drop");
+        if drop.exists() {
+            remove_tree(&drop)?;
+        }
+        Ok(())
+    }
+
+    /// `_0` → drop, `_1` → `_0`, `new` → `_1`, then the drop goes. Each step is a rename
+    /// and `repair` can resume after any of them.
+    fn rotate_in(&self, new: &Path) -> Result<(), Error> {
+        let (one, zero, drop) = (self.slot("_1"), self.slot("_0"), self.slot(".drop"));
+        if one.exists() {
+            if zero.exists() {
+                if drop.exists() {
+                    remove_tree(&drop)?;
+                }
+                std::fs::rename(&zero, &drop).ctx("rename", &zero)?;
+            }
+            std::fs::rename(&one, &zero).ctx("rename", &one)?;
+        }
+        std::fs::rename(new, &one).ctx("rename", new)?;
+        sync_dir(&self.store);
+        if drop.exists() {
+            remove_tree(&drop)?;
+        }
+        Ok(())
+    }
+
+    /// The latest version's manifest, if any.
+    pub fn latest_manifest(&self) -> Option<Manifest> {
+        self.view().latest.and_then(|p| Manifest::load(&p).ok())
+    }
+
+    /// Logs what a dry run would do about versions.
+    pub fn describe_dry_run(&self) {
+        log::info!(
+            "would make a new version of {} in {} if its content changed",
+            display(&self.dir),
+            display(&self.store)
+        );
+    }
+
+    /// After a pass: makes a new version from `tree` (the replica at `replica` as it now
+    /// is, every file hashed) if its directory SHA-256 differs from the latest version's.
+    pub fn record(&self, home: &DataHome, replica: &Path, tree: &Tree) -> Result<Option<Made>, Error> {
+        let _lock = self.lock(home)?;
+        self.record_locked(home, replica, tree)
+    }
+
+    fn record_locked(&self, home: &DataHome, replica: &Path, tree: &Tree) -> Result<Option<Made>, Error> {
+        std::fs::create_dir_all(&self.store).ctx("mkdir", &self.store)?;
+        self.repair()?;
+        let mut manifest = Manifest::from_tree(&self.dir, tree);
+        let previous = self.latest_manifest();
+        if previous
+            .as_ref()
+            .is_some_and(|p| p.dir_sha256 == manifest.dir_sha256)
+        {
+            self.register_if_missing(home, previous.as_ref().map(|m| m.made.clone()))?;
+            return Ok(None);
+        }
+        let new = self.slot(".new");
+        std::fs::create_dir(&new).ctx("mkdir", &new)?;
+        self.build(&new, replica, &mut manifest, previous.as_ref())?;
+        manifest.save(&new)?;
+        Root::open(&new)?.sync_fs()?;
+        self.rotate_in(&new)?;
+        self.register(home, Some(manifest.made.clone()))?;
+        Ok(Some(Made {
+            files: manifest.files,
+            bytes: manifest.bytes,
+            dir_sha256: manifest.dir_sha256,
+        }))
+    }
+
+    /// Fills `new` with the manifest's entries, linked or copied from `replica`.
+    fn build(
+        &self,
+        new: &Path,
+        replica: &Path,
+        manifest: &mut Manifest,
+        previous: Option<&Manifest>,
+    ) -> Result<(), Error> {
+        let mut dst = Root::open(new)?;
+        let mut src = Root::open(replica)?;
+        let prev_dir = self.slot("_1");
+        let mut prev_root = if previous.is_some() {
+            Root::open(&prev_dir).ok()
+        } else {
+            None
+        };
+        let prev_files: std::collections::HashMap<&Path, (&str, u32, (i64, u32))> = previous
+            .iter()
+            .flat_map(|m| m.entries.iter())
+            .filter_map(|e| Some((e.path.as_path(), (e.sha256.as_deref()?, e.mode, e.mtime))))
+            .collect();
+        let mut link_ok = self.mode == VersionMode::Link;
+        let mut changed = false;
+        let mut dirs = Vec::new();
+        for e in manifest.entries.iter_mut() {
+            let mtime = MTime::new(e.mtime.0, e.mtime.1);
+            match e.kind.as_str() {
+                "dir" => {
+                    dst.mkdir(&e.path)?;
+                    dirs.push((e.path.clone(), e.mode, mtime));
+                }
+                "symlink" => {
+                    let target = e.target.clone().unwrap_or_default();
+                    dst.symlink(&e.path, &target, mtime)?;
+                }
+                _ => {
+                    if link_ok {
+                        match dst.link_from(&mut src, &e.path, &e.path) {
+                            Ok(()) => {
+                                // The replica's file may have been replaced since it was
+                                // hashed: record what the version really holds.
+                                let st = dst.stat(&e.path)?;
+                                if let Some(st) = st.filter(|st| {
+                                    st.size != e.size || MTime::new(st.mtime.sec, st.mtime.nsec) != mtime
+                                }) {
+                                    let (d, _) = hash::hash_file(&new.join(&e.path))?;
+                                    e.sha256 = Some(d.to_hex());
+                                    e.size = st.size;
+                                    e.mode = st.mode;
+                                    e.mtime = (st.mtime.sec, st.mtime.nsec);
+                                    changed = true;
+                                }
+                                continue;
+                            }
+                            Err(Error::Io { source, .. })
+                                if source.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) =>
+                            {
+                                log::debug!("store is on another filesystem: copying versions");
+                                link_ok = false;
+                            }
+                            Err(err) => return Err(err),
+                        }
+                    }
+                    let unchanged = prev_files.get(e.path.as_path()).is_some_and(|(h, m, t)| {
+                        Some(*h) == e.sha256.as_deref() && *m == e.mode && *t == e.mtime
+                    });
+                    if let (true, Some(prev)) = (unchanged, prev_root.as_mut()) {
+                        if dst.link_from(prev, &e.path, &e.path).is_ok() {
+                            continue;
+                        }
+                    }
+                    copy_into(&mut src, &mut dst, &e.path, e.mode, mtime)?;
+                }
+            }
+        }
+        // Directories stay owner-writable so the version can be dropped later; their
+        // real modes are in the manifest.
+        for (p, mode, mtime) in dirs.into_iter().rev() {
+            dst.set_dir_meta(&p, mode | 0o700, mtime)?;
+        }
+        if changed {
+            let files: Vec<(PathBuf, Option<Digest>)> = manifest
+                .entries
+                .iter()
+                .filter(|e| e.kind == "file")
+                .map(|e| (e.path.clone(), e.sha256.as_deref().and_then(Digest::from_hex)))
+                .collect();
+            if let Some(d) = hash::dir_sha256(files.iter().map(|(p, d)| (p.as_path(), *d))) {
+                manifest.dir_sha256 = d.to_hex();
+            }
+        }
+        Ok(())
+    }
+
+    /// Before a pass overwrites or deletes files of `replica`: if any of them holds
+    /// content that no version has, snapshot the replica as it is first.
+    pub fn preserve_before_change(
+        &self,
+        home: &DataHome,
+        replica: &Path,
+        tree: &mut Tree,
+        displaced: &[(PathBuf, Option<Digest>)],
+    ) -> Result<bool, Error> {
+        let _lock = self.lock(home)?;
+        std::fs::create_dir_all(&self.store).ctx("mkdir", &self.store)?;
+        self.repair()?;
+        let view = self.view();
+        let known: HashSet<Digest> = [view.latest, view.previous]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Manifest::load(&p).ok())
+            .flat_map(|m| m.hashes().collect::<Vec<_>>())
+            .collect();
+        let mut missing = false;
+        for (p, h) in displaced {
+            let h = match h {
+                Some(h) => *h,
+                None => {
+                    let (d, _) = hash::hash_file(&replica.join(p))?;
+                    if let Some(e) = tree.entries.get_mut(p) {
+                        e.hash = Some(d);
+                    }
+                    d
+                }
+            };
+            if !known.contains(&h) {
+                missing = true;
+                break;
+            }
+        }
+        if !missing {
+            return Ok(false);
+        }
+        let errors = engine::cache::hash_missing(replica, tree, hash::default_threads());
+        if let Some(e) = errors.into_iter().next() {
+            return Err(e);
+        }
+        log::info!(
+            "saving {} as a version first: the pass replaces content no version holds",
+            display(replica)
+        );
+        self.record_locked(home, replica, tree)?;
+        Ok(true)
+    }
+
+    fn register_if_missing(&self, home: &DataHome, updated: Option<String>) -> Result<(), Error> {
+        let reg = Registry::load(home)?;
+        let all_there = reg.find(&self.dir).is_some_and(|e| e.store == self.store)
+            && self.aliases.iter().all(|a| reg.find(a).is_some_and(|e| e.store == self.store));
+        if all_there {
+            Ok(())
+        } else {
+            self.register(home, updated)
+        }
+    }
+
+    /// Records this directory (and its aliases) in the registry.
+    pub fn register(&self, home: &DataHome, updated: Option<String>) -> Result<(), Error> {
+        Registry::update(home, |reg| {
+            let entry = RegEntry {
+                path: self.dir.clone(),
+                store: self.store.clone(),
+                name: self.name.clone(),
+                alias_of: None,
+                updated: updated.clone(),
+            };
+            for a in &self.aliases {
+                reg.insert(RegEntry {
+                    path: a.clone(),
+                    alias_of: Some(self.dir.clone()),
+                    ..entry.clone()
+                });
+            }
+            reg.insert(entry);
+        })
+    }
+}
+
+/// Copies one file of the replica into a version, reflinked where the filesystem can.
+fn copy_into(src: &mut Root, dst: &mut Root, rel: &Path, mode: u32, mtime: MTime) -> Result<(), Error> {
+    let (mut file, _) = src.open_read(rel)?;
+    let mut temp = dst.create_temp(rel)?;
+    if rustix::fs::ioctl_ficlone(&*temp.file_mut(), &file).is_err() {
+        std::io::copy(&mut file, temp.file_mut()).ctx("copy", &dst.abs(rel))?;
+    }
+    temp.finish(mode, mtime)?;
+    temp.commit()
+}
+
+/// Removes a whole tree of the store (its directories may be read-only).
+pub fn remove_tree(path: &Path) -> Result<(), Error> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(Error::entry(path, "cannot remove a root"));
+    };
+    Root::open(parent)?.remove(Path::new(name))
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}
+
+/// True if the files of `version` and `other` at `rel` are the same inode.
+pub fn same_inode(a: &Path, b: &Path) -> bool {
+    match (fsops::lstat(a), fsops::lstat(b)) {
+        (Ok(x), Ok(y)) => x.ino == y.ino && x.dev == y.dev && x.kind == Some(Kind::File),
+        _ => false,
+    }
+}

@@ -1,0 +1,1 @@
+//! `twoway DIR_A DIR_B`: two-way reconciliation (issue: not built yet).
