@@ -188,7 +188,12 @@ fn unchanged_since_scan(dst: &mut Root, action: &Action) -> Result<(), Error> {
     }
 }
 
-fn run(action: &Action, dst: &mut Root, opts: &ApplyOptions<'_>, out: &mut Applied) -> Result<(), Error> {
+fn run(
+    action: &Action,
+    dst: &mut Root,
+    opts: &ApplyOptions<'_>,
+    out: &mut Applied,
+) -> Result<(), Error> {
     let path = &action.path;
     match &action.op {
         Op::RemoveLeftover => dst.remove(path),
@@ -237,7 +242,12 @@ fn run(action: &Action, dst: &mut Root, opts: &ApplyOptions<'_>, out: &mut Appli
     }
 }
 
-fn copy(action: &Action, dst: &mut Root, opts: &ApplyOptions<'_>, out: &mut Applied) -> Result<(), Error> {
+fn copy(
+    action: &Action,
+    dst: &mut Root,
+    opts: &ApplyOptions<'_>,
+    out: &mut Applied,
+) -> Result<(), Error> {
     let path = &action.path;
     let s = src_of(action)?;
     let src_abs = opts.src_root.join(path);

@@ -155,9 +155,17 @@ pub fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// What a round of hashing did.
+#[derive(Debug, Default)]
+pub struct Hashed {
+    pub files: u64,
+    pub bytes: u64,
+    pub errors: Vec<Error>,
+}
+
 /// Hashes every file of `tree` whose hash is still unknown (reading from `root`), on
 /// `threads` threads; a file that fails becomes unknown and its error is returned.
-pub fn hash_missing(root: &Path, tree: &mut Tree, threads: usize) -> Vec<Error> {
+pub fn hash_missing(root: &Path, tree: &mut Tree, threads: usize) -> Hashed {
     let todo: Vec<PathBuf> = tree
         .entries
         .iter()
@@ -165,10 +173,12 @@ pub fn hash_missing(root: &Path, tree: &mut Tree, threads: usize) -> Vec<Error> 
         .map(|(p, _)| p.clone())
         .collect();
     let results = crate::hash::hash_many(root, &todo, threads);
-    let mut errors = Vec::new();
+    let mut out = Hashed::default();
     for (rel, r) in todo.into_iter().zip(results) {
         match r {
             Ok((digest, st)) => {
+                out.files += 1;
+                out.bytes += st.size;
                 if let Some(e) = tree.entries.get_mut(&rel) {
                     // Keep the stat the hash belongs to, so the cache never pairs a
                     // hash with a newer stat.
@@ -179,12 +189,12 @@ pub fn hash_missing(root: &Path, tree: &mut Tree, threads: usize) -> Vec<Error> 
                 }
             }
             Err(err) => {
-                errors.push(err);
+                out.errors.push(err);
                 tree.unknown.insert(rel);
             }
         }
     }
-    errors
+    out
 }
 
 /// Makes sure the directory of the cache exists (for a caller about to save).

@@ -99,7 +99,11 @@ pub struct Settings {
 
 impl Settings {
     /// Merges flags over the config file over the defaults.
-    pub fn resolve(args: &PassArgs, extra_conflict: Option<ConflictPolicy>, extra_max_delete: Option<f64>) -> Result<Settings, Refusal> {
+    pub fn resolve(
+        args: &PassArgs,
+        extra_conflict: Option<ConflictPolicy>,
+        extra_max_delete: Option<f64>,
+    ) -> Result<Settings, Refusal> {
         let cfg = match &args.config {
             Some(p) => Config::load(p)?,
             None => Config::default(),
@@ -119,9 +123,13 @@ impl Settings {
         let mut patterns = cfg.exclude.clone().unwrap_or_default();
         patterns.extend(args.exclude.iter().cloned());
         let excludes = Excludes::new(&patterns).map_err(Refusal::new)?;
-        let max_delete = extra_max_delete.or(cfg.max_delete).unwrap_or(DEFAULT_MAX_DELETE);
+        let max_delete = extra_max_delete
+            .or(cfg.max_delete)
+            .unwrap_or(DEFAULT_MAX_DELETE);
         if !(0.0..=100.0).contains(&max_delete) {
-            return Err(Refusal::new("--max-delete must be a percentage from 0 to 100"));
+            return Err(Refusal::new(
+                "--max-delete must be a percentage from 0 to 100",
+            ));
         }
         let absolute = |p: PathBuf| -> Result<PathBuf, Refusal> {
             std::path::absolute(&p).map_err(|e| Refusal::new(format!("{}: {e}", p.display())))

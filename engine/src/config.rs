@@ -30,7 +30,11 @@ impl<'de> Deserialize<'de> for VersionMode {
                 f.write_str("true, false or \"copy\"")
             }
             fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<VersionMode, E> {
-                Ok(if b { VersionMode::Link } else { VersionMode::Off })
+                Ok(if b {
+                    VersionMode::Link
+                } else {
+                    VersionMode::Off
+                })
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<VersionMode, E> {
                 match s {
@@ -96,14 +100,17 @@ pub struct Config {
 impl Config {
     /// Reads and validates a config file; any problem is a refusal naming the key.
     pub fn load(path: &Path) -> Result<Config, Refusal> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Refusal::new(format!("cannot read config file {}: {e}", display(path)))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Refusal::new(format!("cannot read config file {}: {e}", display(path))))?;
         let de = &mut serde_json::Deserializer::from_str(&text);
         let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             if key == "." {
-                Refusal::new(format!("invalid config file {}: {}", display(path), e.inner()))
+                Refusal::new(format!(
+                    "invalid config file {}: {}",
+                    display(path),
+                    e.inner()
+                ))
             } else {
                 Refusal::new(format!(
                     "invalid config file {}: key \"{key}\": {}",

@@ -36,6 +36,8 @@ pub struct Stat {
 }
 
 impl Stat {
+    // Field types differ between rustix backends and architectures: cast explicitly.
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
     pub fn from_raw(st: &rfs::Stat) -> Stat {
         let ft = rfs::FileType::from_raw_mode(st.st_mode);
         let kind = match ft {
@@ -47,14 +49,14 @@ impl Stat {
         Stat {
             kind,
             size: u64::try_from(st.st_size).unwrap_or(0),
-            mode: u32::from(st.st_mode) & 0o7777,
+            mode: st.st_mode as u32 & 0o7777,
             mtime: MTime::new(
-                i64::from(st.st_mtime),
+                st.st_mtime as i64,
                 u32::try_from(st.st_mtime_nsec).unwrap_or(0),
             ),
-            ino: u64::from(st.st_ino),
-            dev: u64::from(st.st_dev),
-            nlink: u64::from(st.st_nlink),
+            ino: st.st_ino as u64,
+            dev: st.st_dev as u64,
+            nlink: st.st_nlink as u64,
         }
     }
 
@@ -215,7 +217,10 @@ impl Root {
                     .map_err(|e| {
                         let path = self.path.join(rel);
                         if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
-                            Error::entry(path, "a parent is a symlink or not a directory; refusing to follow it")
+                            Error::entry(
+                                path,
+                                "a parent is a symlink or not a directory; refusing to follow it",
+                            )
                         } else {
                             Error::io("open dir", path, e.into())
                         }
@@ -298,8 +303,8 @@ impl Root {
         stop: &dyn Fn() -> bool,
     ) -> Result<(TempFile, Digest, u64), Error> {
         let mut temp = self.create_temp(rel)?;
-        let (digest, n) = crate::hash::copy_hashing(reader, temp.file_mut(), stop)
-            .map_err(|e| match e {
+        let (digest, n) =
+            crate::hash::copy_hashing(reader, temp.file_mut(), stop).map_err(|e| match e {
                 crate::hash::CopyError::Read(e) => Error::io("read", self.abs(rel), e),
                 crate::hash::CopyError::Write(e) => Error::io("write", self.abs(rel), e),
                 crate::hash::CopyError::Stopped => Error::entry(self.abs(rel), "interrupted"),
@@ -331,11 +336,12 @@ impl Root {
         let dir = self.dir(parent)?;
         match rfs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
             Ok(()) => Ok(()),
-            Err(rustix::io::Errno::EXIST) => match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-            {
-                Ok(st) if Stat::from_raw(&st).kind == Some(Kind::Dir) => Ok(()),
-                _ => Err(Error::entry(abs, "exists and is not a directory")),
-            },
+            Err(rustix::io::Errno::EXIST) => {
+                match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) if Stat::from_raw(&st).kind == Some(Kind::Dir) => Ok(()),
+                    _ => Err(Error::entry(abs, "exists and is not a directory")),
+                }
+            }
             Err(e) => Err(Error::io("mkdir", abs, e.into())),
         }
     }
@@ -460,10 +466,9 @@ impl Root {
     }
 
     /// The filesystem's magic number (to recognise FAT/exFAT and SMB destinations).
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
     pub fn fs_magic(&self) -> Option<i64> {
-        rfs::fstatfs(&self.fd)
-            .ok()
-            .map(|s| i64::try_from(s.f_type).unwrap_or(0))
+        rfs::fstatfs(&self.fd).ok().map(|s| s.f_type as i64)
     }
 }
 

@@ -69,41 +69,38 @@ pub fn hash_file(path: &Path) -> Result<(Digest, fsops::Stat), Error> {
     Ok((digest, before))
 }
 
+/// The result of hashing one file: its digest and the stat it was read under.
+pub type FileHash = Result<(Digest, fsops::Stat), Error>;
+
 /// Hashes the files `rels` under `root`, on up to `threads` threads; results in input order.
-pub fn hash_many(
-    root: &Path,
-    rels: &[PathBuf],
-    threads: usize,
-) -> Vec<Result<(Digest, fsops::Stat), Error>> {
+pub fn hash_many(root: &Path, rels: &[PathBuf], threads: usize) -> Vec<FileHash> {
     let threads = threads.clamp(1, 16).min(rels.len().max(1));
     if threads <= 1 {
         return rels.iter().map(|r| hash_file(&root.join(r))).collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<Option<Result<(Digest, fsops::Stat), Error>>> =
-        (0..rels.len()).map(|_| None).collect();
-    let chunks: Vec<Vec<(usize, Result<(Digest, fsops::Stat), Error>)>> =
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut out = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if i >= rels.len() {
-                                break;
-                            }
-                            out.push((i, hash_file(&root.join(&rels[i]))));
+    let mut results: Vec<Option<FileHash>> = (0..rels.len()).map(|_| None).collect();
+    let chunks: Vec<Vec<(usize, FileHash)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= rels.len() {
+                            break;
                         }
-                        out
-                    })
+                        out.push((i, hash_file(&root.join(&rels[i]))));
+                    }
+                    out
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("BUG: hashing threads do not panic"))
-                .collect()
-        });
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("BUG: hashing threads do not panic"))
+            .collect()
+    });
     for (i, r) in chunks.into_iter().flatten() {
         results[i] = Some(r);
     }

@@ -20,7 +20,11 @@ pub struct DataHome {
 impl DataHome {
     /// Finds the data home from the environment (it is created on first write).
     pub fn locate() -> Result<DataHome, Refusal> {
-        let from_env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let from_env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let path = if let Some(p) = from_env("TWOWAY_HOME") {
             p
         } else if let Some(p) = from_env("XDG_DATA_HOME") {
@@ -135,8 +139,7 @@ pub fn absolute(p: &Path) -> Result<PathBuf, Refusal> {
     if let Ok(c) = std::fs::canonicalize(p) {
         return Ok(c);
     }
-    let abs = std::path::absolute(p)
-        .map_err(|e| Refusal::new(format!("{}: {e}", display(p))))?;
+    let abs = std::path::absolute(p).map_err(|e| Refusal::new(format!("{}: {e}", display(p))))?;
     let mut out = PathBuf::new();
     for c in abs.components() {
         match c {

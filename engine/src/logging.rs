@@ -28,14 +28,15 @@ fn level(v: Verbosity) -> log::LevelFilter {
 
 /// Installs the logger. `file` is appended to (and created if missing).
 pub fn init(verbosity: Verbosity, file: Option<&Path>) -> Result<(), Refusal> {
-    let format = |out: fern::FormatCallback<'_>, msg: &std::fmt::Arguments<'_>, rec: &log::Record<'_>| {
-        let ts = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
-        match rec.level() {
-            log::Level::Error => out.finish(format_args!("{ts} ERROR {msg}")),
-            log::Level::Warn => out.finish(format_args!("{ts} WARN  {msg}")),
-            _ => out.finish(format_args!("{ts} {msg}")),
-        }
-    };
+    let format =
+        |out: fern::FormatCallback<'_>, msg: &std::fmt::Arguments<'_>, rec: &log::Record<'_>| {
+            let ts = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
+            match rec.level() {
+                log::Level::Error => out.finish(format_args!("{ts} ERROR {msg}")),
+                log::Level::Warn => out.finish(format_args!("{ts} WARN  {msg}")),
+                _ => out.finish(format_args!("{ts} {msg}")),
+            }
+        };
     let console = fern::Dispatch::new()
         .chain(
             fern::Dispatch::new()
@@ -52,9 +53,8 @@ pub fn init(verbosity: Verbosity, file: Option<&Path>) -> Result<(), Refusal> {
         .level(level(verbosity))
         .chain(console);
     if let Some(path) = file {
-        let f = fern::log_file(path).map_err(|e| {
-            Refusal::new(format!("cannot open log file {}: {e}", display(path)))
-        })?;
+        let f = fern::log_file(path)
+            .map_err(|e| Refusal::new(format!("cannot open log file {}: {e}", display(path))))?;
         root = root.chain(f);
     }
     root.apply()

@@ -129,9 +129,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
             }
         }
         if !skipped.is_empty() {
-            src_entries
-                .to_mut()
-                .retain(|p, _| !under_any(&skipped, p));
+            src_entries.to_mut().retain(|p, _| !under_any(&skipped, p));
         }
         // The destination's "README" is the source's "readme" there: match them up.
         let renamed: Vec<(PathBuf, PathBuf)> = dst
@@ -152,7 +150,6 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
             }
         }
     }
-
 
     // Directories of the destination that hold excluded entries are never removed whole.
     let mut pinned: BTreeSet<PathBuf> = BTreeSet::new();
@@ -381,7 +378,11 @@ mod tests {
     }
 
     fn run(src: &[(&str, Entry)], dst: &[(&str, Entry)]) -> Vec<(String, String)> {
-        ops(&plan_mirror(&tree(src), &tree(dst), &MirrorOptions::default()))
+        ops(&plan_mirror(
+            &tree(src),
+            &tree(dst),
+            &MirrorOptions::default(),
+        ))
     }
 
     fn v(list: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -433,7 +434,10 @@ mod tests {
 
     #[test]
     fn changed_content_is_replaced_and_parent_mtime_fixed() {
-        let got = run(&[("d", dir()), ("d/f", file(2))], &[("d", dir()), ("d/f", file(1))]);
+        let got = run(
+            &[("d", dir()), ("d/f", file(2))],
+            &[("d", dir()), ("d/f", file(1))],
+        );
         assert_eq!(got, v(&[("replace", "d/f"), ("dirmeta", "d")]));
     }
 
@@ -469,7 +473,15 @@ mod tests {
 
     #[test]
     fn extra_directory_is_removed_whole() {
-        let got = run(&[], &[("d", dir()), ("d/a", file(1)), ("d/b", dir()), ("d/b/c", file(1))]);
+        let got = run(
+            &[],
+            &[
+                ("d", dir()),
+                ("d/a", file(1)),
+                ("d/b", dir()),
+                ("d/b/c", file(1)),
+            ],
+        );
         assert_eq!(got, v(&[("remove", "d"), ("dirmeta", "")]));
     }
 

@@ -97,9 +97,8 @@ pub fn check_root(root: &Path, role: &str) -> Result<PathBuf, Refusal> {
             names::display(root)
         ))
     })?;
-    let md = std::fs::metadata(&canon).map_err(|e| {
-        Refusal::new(format!("{role} {}: {e}", names::display(root)))
-    })?;
+    let md = std::fs::metadata(&canon)
+        .map_err(|e| Refusal::new(format!("{role} {}: {e}", names::display(root))))?;
     if !md.is_dir() {
         return Err(Refusal::new(format!(
             "{role} {} is not a directory",
@@ -141,10 +140,7 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Tree, Error> {
             if opts.skip.iter().any(|s| s == e.path()) {
                 return false;
             }
-            if opts
-                .excludes
-                .is_excluded(rel, e.file_type().is_dir())
-            {
+            if opts.excludes.is_excluded(rel, e.file_type().is_dir()) {
                 excluded.borrow_mut().push(rel.to_path_buf());
                 return false;
             }
@@ -262,11 +258,19 @@ mod tests {
         std::os::unix::fs::symlink("nowhere", r.join("dangling")).unwrap();
         std::fs::create_dir(r.join("__versions__")).unwrap();
         std::fs::write(r.join("a/.twoway-tmp-1"), b"partial").unwrap();
-        rustix::fs::mkfifoat(rustix::fs::CWD, r.join("fifo"), rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            r.join("fifo"),
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
         let t = scan(r, &ScanOptions::default()).unwrap();
         let keys: Vec<_> = t.entries.keys().map(|k| k.to_str().unwrap()).collect();
         assert_eq!(keys, ["a", "a/empty", "a/f", "dangling"]);
-        assert_eq!(t.entries[Path::new("dangling")].target.as_deref(), Some(Path::new("nowhere")));
+        assert_eq!(
+            t.entries[Path::new("dangling")].target.as_deref(),
+            Some(Path::new("nowhere"))
+        );
         assert_eq!(t.leftovers, [PathBuf::from("a/.twoway-tmp-1")]);
         assert_eq!(t.specials, [PathBuf::from("fifo")]);
         assert!(t.is_unknown(Path::new("fifo")));

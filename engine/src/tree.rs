@@ -51,7 +51,7 @@ impl MTime {
         if n == 0 {
             return 1_000_000_000;
         }
-        while n % 10 == 0 {
+        while n.is_multiple_of(10) {
             n /= 10;
             step *= 10;
         }

@@ -72,17 +72,38 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
         let [dir] = <[PathBuf; 1]>::try_from(cli.paths)
             .map_err(|_| usage("--restore takes exactly one directory: oneway DIR --restore"))?;
         let settings = Settings::resolve(&cli.pass, None, None)?;
-        logging::init(settings.verbosity, if settings.dry_run { None } else { settings.log.as_deref() })?;
-        return Ok(recovery::cli::run_restore(dir, &cli.restore, settings.dry_run));
+        logging::init(
+            settings.verbosity,
+            if settings.dry_run {
+                None
+            } else {
+                settings.log.as_deref()
+            },
+        )?;
+        return Ok(recovery::cli::run_restore(
+            dir,
+            &cli.restore,
+            settings.dry_run,
+        ));
     }
-    if cli.restore.to.is_some() || cli.restore.force || cli.restore.path.is_some() || cli.restore.version.is_some() {
-        return Err(usage("--to, --force, --path and --version go with --restore"));
+    if cli.restore.to.is_some()
+        || cli.restore.force
+        || cli.restore.path.is_some()
+        || cli.restore.version.is_some()
+    {
+        return Err(usage(
+            "--to, --force, --path and --version go with --restore",
+        ));
     }
-    let [source, backup] = <[PathBuf; 2]>::try_from(cli.paths)
-        .map_err(|_| usage("oneway needs SOURCE and BACKUP"))?;
+    let [source, backup] =
+        <[PathBuf; 2]>::try_from(cli.paths).map_err(|_| usage("oneway needs SOURCE and BACKUP"))?;
     let settings = Settings::resolve(&cli.pass, None, None)?;
     // A dry run leaves the log file alone too.
-    let log_file = if settings.dry_run { None } else { settings.log.clone() };
+    let log_file = if settings.dry_run {
+        None
+    } else {
+        settings.log.clone()
+    };
     logging::init(settings.verbosity, log_file.as_deref())?;
     signal::install()?;
     let home = DataHome::locate()?;

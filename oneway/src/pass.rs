@@ -43,7 +43,12 @@ const SMB_MAGICS: [i64; 3] = [0x517b, 0xfe53_4d42u32 as i64, 0xff53_4d42u32 as i
 
 impl Job {
     /// Checks the roots and everything the SPEC says to refuse before changing anything.
-    pub fn new(source: &Path, backup: &Path, settings: Settings, home: DataHome) -> Result<Job, Refusal> {
+    pub fn new(
+        source: &Path,
+        backup: &Path,
+        settings: Settings,
+        home: DataHome,
+    ) -> Result<Job, Refusal> {
         let source_c = scan::check_root(source, "SOURCE")?;
         let backup_c = check_backup(backup)?;
         if source_c == backup_c {
@@ -76,7 +81,12 @@ impl Job {
                         display(&store)
                     )));
                 }
-                Some(VersionedDir::new(&source_c, &store, mode, vec![backup_c.clone()]))
+                Some(VersionedDir::new(
+                    &source_c,
+                    &store,
+                    mode,
+                    vec![backup_c.clone()],
+                ))
             }
         };
         let lock = if settings.dry_run {
@@ -130,22 +140,29 @@ impl Job {
             log::error!("{e}");
         }
         for p in &src.specials {
-            log::warn!("skipping special file {} (fifo, socket or device)", display(p));
+            log::warn!(
+                "skipping special file {} (fifo, socket or device)",
+                display(p)
+            );
         }
 
         let threads = hash::default_threads();
+        let mut hashed_files = 0u64;
         let src_cache_file = self.home.cache_file(&self.source);
         let dst_cache_file = self.home.cache_file(&self.backup);
         if !self.settings.checksum {
             StatCache::load(&src_cache_file, &self.source).fill(&mut src);
             StatCache::load(&dst_cache_file, &self.backup).fill(&mut dst);
         } else {
-            for e in cache::hash_missing(&self.source, &mut src, threads)
-                .into_iter()
-                .chain(cache::hash_missing(&self.backup, &mut dst, threads))
-            {
-                log::error!("{e}");
-                errors.push(e);
+            for side in [
+                cache::hash_missing(&self.source, &mut src, threads),
+                cache::hash_missing(&self.backup, &mut dst, threads),
+            ] {
+                hashed_files += side.files;
+                for e in side.errors {
+                    log::error!("{e}");
+                    errors.push(e);
+                }
             }
         }
 
@@ -208,7 +225,9 @@ impl Job {
                 }
             }
             if !displaced.is_empty() {
-                if let Err(e) = v.preserve_before_change(&self.home, &self.backup, &mut dst, &displaced) {
+                if let Err(e) =
+                    v.preserve_before_change(&self.home, &self.backup, &mut dst, &displaced)
+                {
                     return Err(Refusal::new(format!(
                         "cannot save BACKUP's current contents before changing them, so nothing was changed: {e}"
                     )));
@@ -216,6 +235,16 @@ impl Job {
             }
         }
 
+        // The store exists before the mirror sets BACKUP's own mtime, so making it does not
+        // leave BACKUP's root looking changed.
+        if let Some(v) = &self.versioned {
+            if let Err(e) = std::fs::create_dir_all(v.store()) {
+                return Err(Refusal::new(format!(
+                    "cannot create the store {}: {e}",
+                    display(v.store())
+                )));
+            }
+        }
         let stop = || signal::stop_requested();
         let mut root = root;
         let applied = apply::apply(
@@ -246,12 +275,15 @@ impl Job {
         let counts: Counts = applied.counts.clone();
         let mut after = apply::tree_after(dst, &applied);
         if !interrupted {
-            for e in cache::hash_missing(&self.source, &mut src, threads)
-                .into_iter()
-                .chain(cache::hash_missing(&self.backup, &mut after, threads))
-            {
-                log::error!("{e}");
-                errors.push(e);
+            for side in [
+                cache::hash_missing(&self.source, &mut src, threads),
+                cache::hash_missing(&self.backup, &mut after, threads),
+            ] {
+                hashed_files += side.files;
+                for e in side.errors {
+                    log::error!("{e}");
+                    errors.push(e);
+                }
             }
         }
         if let Err(e) = root.sync_fs() {
@@ -282,7 +314,7 @@ impl Job {
         }
         let total_errors = errors.len() + applied.errors.len();
         log::info!(
-            "pass {n}{}: {} · {} bytes · {total_errors} errors · {:.2}s · SOURCE sha256 {} · BACKUP sha256 {}{version_note}",
+            "pass {n}{}: {} · {} bytes copied · hashed {hashed_files} files · {total_errors} errors · {:.2}s · SOURCE sha256 {} · BACKUP sha256 {}{version_note}",
             if interrupted { " (interrupted)" } else { "" },
             counts.summary(),
             counts.bytes,

@@ -123,7 +123,12 @@ pub fn main() -> i32 {
     }
 }
 
-fn restore_with(home: &DataHome, dir: PathBuf, args: &RestoreArgs, dry_run: bool) -> Result<i32, Refusal> {
+fn restore_with(
+    home: &DataHome,
+    dir: PathBuf,
+    args: &RestoreArgs,
+    dry_run: bool,
+) -> Result<i32, Refusal> {
     engine::signal::install()?;
     let which: Which = args.version.as_deref().unwrap_or("latest").parse()?;
     let out = restore::restore(

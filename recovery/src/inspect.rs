@@ -90,7 +90,10 @@ pub fn list(home: &DataHome, dir: Option<&Path>, json: bool) -> Result<i32, Refu
         return Ok(0);
     }
     if rows.is_empty() {
-        println!("no versioned directories yet (data home {})", display(home.path()));
+        println!(
+            "no versioned directories yet (data home {})",
+            display(home.path())
+        );
     }
     for r in rows {
         println!("{}  (store {})", r.dir, r.store);
@@ -118,7 +121,11 @@ pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
             let m = match Manifest::load(&vdir) {
                 Ok(m) => m,
                 Err(err) => {
-                    println!("DAMAGED  {} ({which} version of {}): {err}", display(&vdir), display(&e.path));
+                    println!(
+                        "DAMAGED  {} ({which} version of {}): {err}",
+                        display(&vdir),
+                        display(&e.path)
+                    );
                     problems += 1;
                     continue;
                 }

@@ -30,7 +30,11 @@ pub struct ManifestEntry {
     pub mtime: (i64, u32),
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "pathser::opt")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "pathser::opt"
+    )]
     pub target: Option<PathBuf>,
 }
 
@@ -78,14 +82,17 @@ impl Manifest {
                 target: e.target.clone(),
             });
         }
-        let sha = hash::dir_sha256(
-            entries
-                .iter()
-                .filter(|e| e.kind == "file")
-                .map(|e| (e.path.as_path(), e.sha256.as_deref().and_then(Digest::from_hex))),
-        )
+        let sha = hash::dir_sha256(entries.iter().filter(|e| e.kind == "file").map(|e| {
+            (
+                e.path.as_path(),
+                e.sha256.as_deref().and_then(Digest::from_hex),
+            )
+        }))
         .expect("BUG: every file in a manifest has a hash");
-        let root = tree.root.clone().unwrap_or_else(|| Entry::dir(0o755, MTime::default()));
+        let root = tree
+            .root
+            .clone()
+            .unwrap_or_else(|| Entry::dir(0o755, MTime::default()));
         Manifest {
             format: FORMAT,
             dir: dir.to_path_buf(),
@@ -159,7 +166,8 @@ mod tests {
             root: Some(Entry::dir(0o750, MTime::new(5, 6))),
             ..Tree::default()
         };
-        t.entries.insert("d".into(), Entry::dir(0o700, MTime::new(1, 2)));
+        t.entries
+            .insert("d".into(), Entry::dir(0o700, MTime::new(1, 2)));
         t.entries.insert(
             "d/f".into(),
             Entry::file(3, 0o600, MTime::new(3, 4), Some(Digest([1; 32]))),
@@ -173,6 +181,9 @@ mod tests {
         assert_eq!(t2.entries, t.entries);
         assert_eq!(t2.root, t.root);
         assert_eq!(back.files, 1);
-        assert_eq!(Some(Digest::from_hex(&back.dir_sha256).unwrap()), hash::tree_sha256(&t));
+        assert_eq!(
+            Some(Digest::from_hex(&back.dir_sha256).unwrap()),
+            hash::tree_sha256(&t)
+        );
     }
 }

@@ -26,7 +26,11 @@ pub struct RegEntry {
     pub name: String,
     /// For a path under which the versions are also found (oneway's BACKUP): the
     /// versioned directory itself.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "pathser::opt")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "pathser::opt"
+    )]
     pub alias_of: Option<PathBuf>,
     /// When the latest version was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,11 +65,17 @@ impl Registry {
     /// The entry for `dir`, following an alias to the versioned directory.
     pub fn find(&self, dir: &Path) -> Option<&RegEntry> {
         let k = key(dir);
-        let hit = self.dirs.get(&k).filter(|e| e.path == dir).or_else(|| {
-            self.dirs.values().find(|e| e.path == dir)
-        })?;
+        let hit = self
+            .dirs
+            .get(&k)
+            .filter(|e| e.path == dir)
+            .or_else(|| self.dirs.values().find(|e| e.path == dir))?;
         match &hit.alias_of {
-            Some(real) => self.dirs.values().find(|e| &e.path == real && e.alias_of.is_none()).or(Some(hit)),
+            Some(real) => self
+                .dirs
+                .values()
+                .find(|e| &e.path == real && e.alias_of.is_none())
+                .or(Some(hit)),
             None => Some(hit),
         }
     }

@@ -97,7 +97,9 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
     let mut vtree = manifest.to_tree();
 
     if let Some(sub) = &req.subpath {
-        if sub.as_os_str().is_empty() || !sub.components().all(|c| matches!(c, Component::Normal(_))) {
+        if sub.as_os_str().is_empty()
+            || !sub.components().all(|c| matches!(c, Component::Normal(_)))
+        {
             return Err(Refusal::new(format!(
                 "--path {} must be a relative path inside the directory",
                 display(sub)
@@ -173,7 +175,10 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
             manifest.dir_sha256
         );
         if occupied {
-            log::info!("would first save the current contents of {} as a new version", display(&target));
+            log::info!(
+                "would first save the current contents of {} as a new version",
+                display(&target)
+            );
         }
         let ttree = if target_meta.is_some() {
             scan_target(&target, &vd, req.subpath.as_deref())?
@@ -195,20 +200,24 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
             if stage.exists() {
                 remove_tree(&stage).map_err(Refusal::from)?;
             }
-            stage_version(&version, &stage, &manifest).map_err(|e| {
-                Refusal::new(format!("cannot stage the version for restore: {e}"))
-            })?;
+            stage_version(&version, &stage, &manifest)
+                .map_err(|e| Refusal::new(format!("cannot stage the version for restore: {e}")))?;
         }
         staged = Some(stage);
         let mut current = scan_target(&target, &vd, None)?;
-        let errs = cache::hash_missing(&target, &mut current, hash::default_threads());
-        if let Some(e) = errs.first() {
+        let hashed = cache::hash_missing(&target, &mut current, hash::default_threads());
+        if let Some(e) = hashed.errors.first() {
             return Err(Refusal::new(format!(
                 "cannot save the current contents of {} before restoring, so nothing was changed: {e}",
                 display(&target)
             )));
         }
-        let saving = VersionedDir::new(vd.dir(), vd.store(), engine::config::VersionMode::Link, Vec::new());
+        let saving = VersionedDir::new(
+            vd.dir(),
+            vd.store(),
+            engine::config::VersionMode::Link,
+            Vec::new(),
+        );
         match saving.record(home, &target, &current) {
             Ok(Some(made)) => log::info!(
                 "saved the current contents of {} as the latest version {made}",
@@ -238,7 +247,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
     }
     let mut ttree = scan_target(&target, &vd, req.subpath.as_deref())?;
     if occupied {
-        for e in cache::hash_missing(&target, &mut ttree, hash::default_threads()) {
+        for e in cache::hash_missing(&target, &mut ttree, hash::default_threads()).errors {
             log::warn!("{e}");
         }
     }

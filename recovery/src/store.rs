@@ -76,7 +76,13 @@ pub fn version_name(dir: &Path) -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "root".to_string())
         .chars()
-        .map(|c| if c == '\u{fffd}' || c.is_control() { '_' } else { c })
+        .map(|c| {
+            if c == '\u{fffd}' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     format!("{base}-{}", &path_key(dir)[..8])
 }
@@ -210,12 +216,22 @@ impl VersionedDir {
 
     /// After a pass: makes a new version from `tree` (the replica at `replica` as it now
     /// is, every file hashed) if its directory SHA-256 differs from the latest version's.
-    pub fn record(&self, home: &DataHome, replica: &Path, tree: &Tree) -> Result<Option<Made>, Error> {
+    pub fn record(
+        &self,
+        home: &DataHome,
+        replica: &Path,
+        tree: &Tree,
+    ) -> Result<Option<Made>, Error> {
         let _lock = self.lock(home)?;
         self.record_locked(home, replica, tree)
     }
 
-    fn record_locked(&self, home: &DataHome, replica: &Path, tree: &Tree) -> Result<Option<Made>, Error> {
+    fn record_locked(
+        &self,
+        home: &DataHome,
+        replica: &Path,
+        tree: &Tree,
+    ) -> Result<Option<Made>, Error> {
         std::fs::create_dir_all(&self.store).ctx("mkdir", &self.store)?;
         self.repair()?;
         let mut manifest = Manifest::from_tree(&self.dir, tree);
@@ -284,7 +300,8 @@ impl VersionedDir {
                                 // hashed: record what the version really holds.
                                 let st = dst.stat(&e.path)?;
                                 if let Some(st) = st.filter(|st| {
-                                    st.size != e.size || MTime::new(st.mtime.sec, st.mtime.nsec) != mtime
+                                    st.size != e.size
+                                        || MTime::new(st.mtime.sec, st.mtime.nsec) != mtime
                                 }) {
                                     let (d, _) = hash::hash_file(&new.join(&e.path))?;
                                     e.sha256 = Some(d.to_hex());
@@ -296,7 +313,8 @@ impl VersionedDir {
                                 continue;
                             }
                             Err(Error::Io { source, .. })
-                                if source.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) =>
+                                if source.raw_os_error()
+                                    == Some(rustix::io::Errno::XDEV.raw_os_error()) =>
                             {
                                 log::debug!("store is on another filesystem: copying versions");
                                 link_ok = false;
@@ -326,7 +344,12 @@ impl VersionedDir {
                 .entries
                 .iter()
                 .filter(|e| e.kind == "file")
-                .map(|e| (e.path.clone(), e.sha256.as_deref().and_then(Digest::from_hex)))
+                .map(|e| {
+                    (
+                        e.path.clone(),
+                        e.sha256.as_deref().and_then(Digest::from_hex),
+                    )
+                })
                 .collect();
             if let Some(d) = hash::dir_sha256(files.iter().map(|(p, d)| (p.as_path(), *d))) {
                 manifest.dir_sha256 = d.to_hex();
@@ -374,8 +397,8 @@ impl VersionedDir {
         if !missing {
             return Ok(false);
         }
-        let errors = engine::cache::hash_missing(replica, tree, hash::default_threads());
-        if let Some(e) = errors.into_iter().next() {
+        let hashed = engine::cache::hash_missing(replica, tree, hash::default_threads());
+        if let Some(e) = hashed.errors.into_iter().next() {
             return Err(e);
         }
         log::info!(
@@ -389,7 +412,10 @@ impl VersionedDir {
     fn register_if_missing(&self, home: &DataHome, updated: Option<String>) -> Result<(), Error> {
         let reg = Registry::load(home)?;
         let all_there = reg.find(&self.dir).is_some_and(|e| e.store == self.store)
-            && self.aliases.iter().all(|a| reg.find(a).is_some_and(|e| e.store == self.store));
+            && self
+                .aliases
+                .iter()
+                .all(|a| reg.find(a).is_some_and(|e| e.store == self.store));
         if all_there {
             Ok(())
         } else {
@@ -420,7 +446,13 @@ impl VersionedDir {
 }
 
 /// Copies one file of the replica into a version, reflinked where the filesystem can.
-fn copy_into(src: &mut Root, dst: &mut Root, rel: &Path, mode: u32, mtime: MTime) -> Result<(), Error> {
+fn copy_into(
+    src: &mut Root,
+    dst: &mut Root,
+    rel: &Path,
+    mode: u32,
+    mtime: MTime,
+) -> Result<(), Error> {
     let (mut file, _) = src.open_read(rel)?;
     let mut temp = dst.create_temp(rel)?;
     if rustix::fs::ioctl_ficlone(&*temp.file_mut(), &file).is_err() {

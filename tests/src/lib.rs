@@ -1,1 +1,365 @@
+//! The test kit every integration test uses: temp environments with their own data home,
+//! the real binaries, trees built from short descriptions and read back as maps, and
+//! tree comparison. Tests never touch the real home directory.
 
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::{Digest, Sha256};
+
+/// The path of a binary of the workspace (built by `cargo test --workspace`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is not built; run `cargo test --workspace` (or `cargo build`) first",
+        p.display()
+    );
+    p
+}
+
+/// A temporary working area with its own data home.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("twoway-test-")
+            .tempdir()
+            .expect("temp dir");
+        fs::create_dir(dir.path().join("home")).unwrap();
+        Env { dir }
+    }
+
+    /// A path inside the environment.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The data home the binaries use.
+    pub fn home(&self) -> PathBuf {
+        self.path("home")
+    }
+
+    /// A command for binary `name` with `TWOWAY_HOME` set to this environment's home.
+    pub fn cmd(&self, name: &str) -> Command {
+        let mut c = Command::new(bin(name));
+        c.env("TWOWAY_HOME", self.home())
+            .env_remove("XDG_DATA_HOME")
+            .env("HOME", self.path("no-home"));
+        c
+    }
+
+    /// Runs binary `name` with `args` and returns its output.
+    pub fn run<I, S>(&self, name: &str, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Run(self.cmd(name).args(args).output().expect("run binary"))
+    }
+
+    /// `oneway SOURCE BACKUP --once` with extra args.
+    pub fn oneway(&self, src: &Path, dst: &Path, extra: &[&str]) -> Run {
+        let mut args: Vec<&OsStr> = vec![src.as_os_str(), dst.as_os_str(), OsStr::new("--once")];
+        args.extend(extra.iter().map(OsStr::new));
+        self.run("oneway", args)
+    }
+}
+
+/// A finished run.
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout(), self.stderr())
+    }
+    /// Asserts the exit status, showing the output if it differs.
+    pub fn expect(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            code,
+            "exit status\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+    /// The 64-hex value after `label` (e.g. "SOURCE sha256 ") in the output.
+    pub fn value_after(&self, label: &str) -> Option<String> {
+        let out = self.stdout();
+        let i = out.rfind(label)? + label.len();
+        Some(
+            out[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_hexdigit())
+                .collect(),
+        )
+    }
+}
+
+/// What a test compares of one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Snap {
+    File {
+        sha256: String,
+        mode: u32,
+        mtime: (i64, i64),
+    },
+    Dir {
+        mode: u32,
+        mtime: (i64, i64),
+    },
+    Symlink {
+        target: PathBuf,
+        mtime: (i64, i64),
+    },
+    Other,
+}
+
+/// Reads a tree back as `path → Snap` (the root itself is ""), leaving out `__versions__`
+/// at the top.
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Snap> {
+    snapshot_with(root, true)
+}
+
+/// Like [`snapshot`], with or without directory mtimes.
+pub fn snapshot_with(root: &Path, dir_mtimes: bool) -> BTreeMap<PathBuf, Snap> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let abs = if rel.as_os_str().is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&rel)
+        };
+        let md = fs::symlink_metadata(&abs).unwrap();
+        let mtime = (md.mtime(), md.mtime_nsec());
+        let mode = md.permissions().mode() & 0o7777;
+        let ft = md.file_type();
+        let snap = if ft.is_symlink() {
+            Snap::Symlink {
+                target: fs::read_link(&abs).unwrap(),
+                mtime,
+            }
+        } else if ft.is_dir() {
+            for e in fs::read_dir(&abs).unwrap() {
+                let e = e.unwrap();
+                if rel.as_os_str().is_empty() && e.file_name() == "__versions__" {
+                    continue;
+                }
+                stack.push(rel.join(e.file_name()));
+            }
+            Snap::Dir {
+                mode,
+                mtime: if dir_mtimes { mtime } else { (0, 0) },
+            }
+        } else if ft.is_file() {
+            Snap::File {
+                sha256: sha256_file(&abs),
+                mode,
+                mtime,
+            }
+        } else {
+            Snap::Other
+        };
+        out.insert(rel, snap);
+    }
+    out
+}
+
+/// Asserts two trees are the same, naming the first difference.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let (sa, sb) = (snapshot(a), snapshot(b));
+    for (p, x) in &sa {
+        match sb.get(p) {
+            None => panic!(
+                "{} is in {} but not in {}",
+                p.display(),
+                a.display(),
+                b.display()
+            ),
+            Some(y) => assert_eq!(x, y, "{} differs", p.display()),
+        }
+    }
+    for p in sb.keys() {
+        assert!(
+            sa.contains_key(p),
+            "{} is in {} but not in {}",
+            p.display(),
+            b.display(),
+            a.display()
+        );
+    }
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(p: &Path) -> String {
+    let bytes = fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+    hex::encode(Sha256::digest(&bytes))
+}
+
+/// Writes `bytes` to `p`, creating parents.
+pub fn write(p: &Path, bytes: impl AsRef<[u8]>) {
+    if let Some(d) = p.parent() {
+        fs::create_dir_all(d).unwrap();
+    }
+    fs::write(p, bytes).unwrap();
+}
+
+/// Sets a path's mtime (not following symlinks).
+pub fn set_mtime(p: &Path, secs: i64, nsec: u32) {
+    filetime::set_symlink_file_times(
+        p,
+        filetime::FileTime::from_unix_time(secs, nsec),
+        filetime::FileTime::from_unix_time(secs, nsec),
+    )
+    .unwrap();
+}
+
+/// Sets permission bits.
+pub fn chmod(p: &Path, mode: u32) {
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A path from raw bytes (for names that are not UTF-8).
+pub fn raw(base: &Path, name: &[u8]) -> PathBuf {
+    base.join(OsStr::from_bytes(name))
+}
+
+/// A small deterministic random generator (xorshift64*).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+    /// `len` pseudo-random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(len + 8);
+        while v.len() < len {
+            v.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        v.truncate(len);
+        v
+    }
+}
+
+/// Writes a file of `len` pseudo-random bytes without holding it all in memory.
+pub fn write_random(p: &Path, len: usize, rng: &mut Rng) {
+    if let Some(d) = p.parent() {
+        fs::create_dir_all(d).unwrap();
+    }
+    let mut f = std::io::BufWriter::new(fs::File::create(p).unwrap());
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(1 << 20);
+        f.write_all(&rng.bytes(n)).unwrap();
+        left -= n;
+    }
+    f.flush().unwrap();
+}
+
+/// A tree of `files` small files in nested directories, for kill and volume tests.
+pub fn make_many(root: &Path, files: usize, max_size: usize, rng: &mut Rng) {
+    for i in 0..files {
+        let p = root.join(format!("d{}/e{}/f{i}.bin", i % 7, i % 13));
+        let len = rng.below(max_size as u64) as usize;
+        write_random(&p, len, rng);
+    }
+}
+
+/// True when running as root (then permission tests must drop privileges).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Makes `p` and everything below it owned by `nobody` (uid/gid 65534).
+pub fn give_to_nobody(p: &Path) {
+    let status = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(p)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A command that runs binary `name` as the unprivileged user `nobody` when we are root.
+pub fn unprivileged(env: &Env, name: &str) -> Command {
+    if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(bin(name))
+            .env("TWOWAY_HOME", env.home())
+            .env("HOME", env.path("no-home"));
+        c
+    } else {
+        env.cmd(name)
+    }
+}
+
+/// Every path under `root` whose name starts with the tool's temporary prefix.
+pub fn temp_leftovers(root: &Path) -> Vec<PathBuf> {
+    snapshot(root)
+        .into_keys()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.as_bytes().starts_with(b".twoway-tmp-"))
+        })
+        .collect()
+}
+
+/// The coreutils pipeline of the SPEC for a directory SHA-256.
+pub fn coreutils_dir_sha(dir: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("find . -type f -print0 | LC_ALL=C sort -z | xargs -0r sha256sum | sed 's|  \\./|  |' | sha256sum")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
