@@ -81,6 +81,8 @@ pub struct Applied {
     pub written: BTreeMap<PathBuf, Entry>,
     /// Destination files whose metadata was changed in place.
     pub meta: BTreeMap<PathBuf, Entry>,
+    /// Directories whose mode and mtime were set ("" is the root).
+    pub dirs: BTreeMap<PathBuf, Entry>,
     /// Destination paths removed (whole subtrees for directories).
     pub removed: Vec<PathBuf>,
     /// Source files read, with the hash and stat of what was read.
@@ -211,7 +213,9 @@ fn run(
         }
         Op::SetDirMeta => {
             let s = src_of(action)?;
-            dst.set_dir_meta(path, s.mode, s.mtime)
+            dst.set_dir_meta(path, s.mode, s.mtime)?;
+            out.dirs.insert(path.clone(), s.clone());
+            Ok(())
         }
         Op::Symlink { .. } => {
             let s = src_of(action)?;
@@ -309,6 +313,17 @@ pub fn tree_after(before: crate::tree::Tree, applied: &Applied) -> crate::tree::
     }
     for (p, e) in &applied.meta {
         t.entries.insert(p.clone(), e.clone());
+    }
+    for (p, e) in &applied.dirs {
+        let slot = if p.as_os_str().is_empty() {
+            t.root.as_mut()
+        } else {
+            t.entries.get_mut(p)
+        };
+        if let Some(d) = slot {
+            d.mode = e.mode;
+            d.mtime = e.mtime;
+        }
     }
     for p in &applied.failed {
         t.unknown.insert(p.clone());

@@ -13,20 +13,33 @@ use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 
-/// The path of a binary of the workspace (built by `cargo test --workspace`).
+/// The path of a binary of the workspace, built (once per test process) so that the
+/// tests never run a stale binary: `cargo test` does not rebuild other packages' binaries.
 pub fn bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/<test> → target/<profile>/<name>
     let dir = exe
         .parent()
         .and_then(Path::parent)
-        .expect("target/<profile> directory");
+        .expect("target/<profile> directory")
+        .to_path_buf();
+    BUILT.call_once(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut c = Command::new(cargo);
+        c.args(["build", "--quiet", "--bins", "--workspace"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            c.arg("--release");
+        }
+        if let Some(target_dir) = dir.parent() {
+            c.arg("--target-dir").arg(target_dir);
+        }
+        c.current_dir(env!("CARGO_MANIFEST_DIR"));
+        let status = c.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --bins failed");
+    });
     let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is not built; run `cargo test --workspace` (or `cargo build`) first",
-        p.display()
-    );
+    assert!(p.exists(), "{} was not built", p.display());
     p
 }
 

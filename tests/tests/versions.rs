@@ -1,0 +1,539 @@
+//! The recovery store end to end: versions made by `oneway`, restore, list, verify.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use integration_tests::*;
+
+const OLD: i64 = 1_600_000_000;
+
+/// (which, version path, directory SHA-256) of every version of `dir`.
+fn versions(env: &Env, dir: &Path) -> Vec<(String, PathBuf, String)> {
+    let run = env.run("recovery", [Path::new("list"), dir, Path::new("--json")]);
+    run.expect(0);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap();
+    v["dirs"][0]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["which"].as_str().unwrap().to_string(),
+                PathBuf::from(x["path"].as_str().unwrap()),
+                x["dir_sha256"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn version(env: &Env, dir: &Path, which: &str) -> (PathBuf, String) {
+    versions(env, dir)
+        .into_iter()
+        .find(|v| v.0 == which)
+        .map(|v| (v.1, v.2))
+        .unwrap_or_else(|| panic!("no {which} version of {}", dir.display()))
+}
+
+fn small_tree(root: &Path) {
+    write(&root.join("docs/a.txt"), "alpha");
+    write(&root.join("docs/deeper/b.txt"), "beta");
+    write(&root.join("run.sh"), "#!/bin/sh\n");
+    chmod(&root.join("run.sh"), 0o755);
+    write(&root.join("private"), "p");
+    chmod(&root.join("private"), 0o600);
+    write(&root.join("name with space"), "s");
+    write(&raw(root, b"raw-\xfe"), "r");
+    fs::create_dir_all(root.join("empty/inner")).unwrap();
+    symlink("docs/a.txt", root.join("link")).unwrap();
+    symlink("gone", root.join("dangling")).unwrap();
+    for p in [
+        "docs/a.txt",
+        "docs/deeper/b.txt",
+        "run.sh",
+        "link",
+        "docs/deeper",
+        "docs",
+        "empty/inner",
+        "empty",
+    ] {
+        set_mtime(&root.join(p), OLD, 42);
+    }
+    set_mtime(root, OLD, 7);
+}
+
+#[test]
+fn deleted_source_is_restored_identically() {
+    let env = Env::new();
+    let (src, dst) = (env.path("photos"), env.path("backup"));
+    small_tree(&src);
+    fs::create_dir(&dst).unwrap();
+    env.oneway(&src, &dst, &[]).expect(0);
+    let before = snapshot(&src);
+    fs::remove_dir_all(&src).unwrap();
+
+    env.run("oneway", [src.as_os_str(), "--restore".as_ref()])
+        .expect(0);
+    assert_eq!(snapshot(&src), before);
+    let (_, sha) = version(&env, &src, "latest");
+    assert_eq!(coreutils_dir_sha(&src), sha);
+    // The versions are found under BACKUP's path too.
+    assert_eq!(version(&env, &dst, "latest").1, sha);
+}
+
+#[test]
+fn latest_and_previous_follow_the_last_two_changes() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    write(&src.join("f"), "state one");
+    env.oneway(&src, &dst, &[]).expect(0);
+    let first = version(&env, &src, "latest").1;
+    write(&src.join("f"), "state two");
+    write(&src.join("g"), "added in two");
+    env.oneway(&src, &dst, &[]).expect(0);
+    let second = snapshot(&src);
+    write(&src.join("f"), "state three, longer");
+    fs::remove_file(src.join("g")).unwrap();
+    env.oneway(&src, &dst, &[]).expect(0);
+    let third = snapshot(&src);
+    let shas: Vec<String> = versions(&env, &src).into_iter().map(|v| v.2).collect();
+
+    let unchanged = env.oneway(&src, &dst, &[]);
+    unchanged.expect(0);
+    assert!(
+        !unchanged.stdout().contains("new version"),
+        "{}",
+        unchanged.stdout()
+    );
+    let after: Vec<String> = versions(&env, &src).into_iter().map(|v| v.2).collect();
+    assert_eq!(after, shas, "an unchanged pass made a version");
+    assert!(!after.contains(&first), "the first state should be gone");
+
+    let (prev_to, latest_to) = (env.path("prev"), env.path("latest"));
+    env.run(
+        "recovery",
+        [
+            "restore".as_ref(),
+            src.as_os_str(),
+            "--version".as_ref(),
+            "previous".as_ref(),
+            "--to".as_ref(),
+            prev_to.as_os_str(),
+        ],
+    )
+    .expect(0);
+    env.run(
+        "recovery",
+        [
+            "restore".as_ref(),
+            src.as_os_str(),
+            "--to".as_ref(),
+            latest_to.as_os_str(),
+        ],
+    )
+    .expect(0);
+    let strip_root = |m: BTreeMap<PathBuf, Snap>| -> BTreeMap<PathBuf, Snap> {
+        m.into_iter()
+            .filter(|(p, _)| !p.as_os_str().is_empty())
+            .collect()
+    };
+    assert_eq!(strip_root(snapshot(&prev_to)), strip_root(second));
+    assert_eq!(strip_root(snapshot(&latest_to)), strip_root(third));
+}
+
+fn inode(p: &Path) -> u64 {
+    fs::symlink_metadata(p).unwrap().ino()
+}
+
+#[test]
+fn versions_are_hard_link_snapshots() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    write(&src.join("same"), "unchanged");
+    write(&src.join("changes"), "v1");
+    env.oneway(&src, &dst, &[]).expect(0);
+    write(&src.join("changes"), "v2");
+    env.oneway(&src, &dst, &[]).expect(0);
+    let (one, _) = version(&env, &src, "latest");
+    let (zero, _) = version(&env, &src, "previous");
+    assert_eq!(inode(&one.join("same")), inode(&zero.join("same")));
+    assert_ne!(inode(&one.join("changes")), inode(&zero.join("changes")));
+    assert_eq!(inode(&one.join("same")), inode(&dst.join("same")));
+    assert_eq!(inode(&one.join("changes")), inode(&dst.join("changes")));
+    assert_eq!(fs::read_to_string(zero.join("changes")).unwrap(), "v1");
+}
+
+fn copy_mode_checks(env: &Env, src: &Path, dst: &Path, extra: &[&str]) {
+    write(&src.join("same"), "unchanged");
+    write(&src.join("changes"), "v1");
+    set_mtime(&src.join("same"), OLD, 0);
+    env.oneway(src, dst, extra).expect(0);
+    write(&src.join("changes"), "v2");
+    env.oneway(src, dst, extra).expect(0);
+    let (one, _) = version(env, src, "latest");
+    let (zero, _) = version(env, src, "previous");
+    assert_ne!(
+        inode(&one.join("same")),
+        inode(&dst.join("same")),
+        "copy mode linked BACKUP"
+    );
+    assert_eq!(
+        inode(&one.join("same")),
+        inode(&zero.join("same")),
+        "unchanged files not shared"
+    );
+    assert_eq!(fs::read_to_string(zero.join("changes")).unwrap(), "v1");
+    let before = snapshot(src);
+    fs::remove_dir_all(src).unwrap();
+    env.run("recovery", ["restore".as_ref(), src.as_os_str()])
+        .expect(0);
+    assert_eq!(snapshot(src), before);
+}
+
+#[test]
+fn copy_mode_copies_versions_and_still_restores() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    let cfg = env.path("copy.json");
+    write(&cfg, r#"{"versions": "copy"}"#);
+    copy_mode_checks(&env, &src, &dst, &["--config", cfg.to_str().unwrap()]);
+}
+
+#[test]
+fn store_on_another_filesystem_is_copied() {
+    let shm = Path::new("/dev/shm");
+    let env = Env::new();
+    if !shm.is_dir()
+        || fs::metadata(shm).unwrap().dev() == fs::metadata(env.dir.path()).unwrap().dev()
+    {
+        eprintln!(
+            "no second filesystem here; covered by copy_mode_copies_versions_and_still_restores"
+        );
+        return;
+    }
+    let store = tempfile::tempdir_in(shm).unwrap();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    copy_mode_checks(
+        &env,
+        &src,
+        &dst,
+        &["--store", store.path().to_str().unwrap()],
+    );
+}
+
+#[test]
+fn metadata_only_change_keeps_the_old_metadata_in_the_version() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    for f in ["chmodded", "touched"] {
+        write(&src.join(f), "same bytes");
+        chmod(&src.join(f), 0o644);
+        set_mtime(&src.join(f), OLD, 0);
+    }
+    write(&src.join("other"), "1");
+    env.oneway(&src, &dst, &[]).expect(0);
+    chmod(&src.join("chmodded"), 0o600);
+    set_mtime(&src.join("touched"), OLD + 100, 0);
+    write(&src.join("other"), "2");
+    env.oneway(&src, &dst, &[]).expect(0);
+    let (zero, _) = version(&env, &src, "previous");
+    for f in ["chmodded", "touched"] {
+        let md = fs::metadata(zero.join(f)).unwrap();
+        assert_eq!(
+            (md.mode() & 0o7777, md.mtime()),
+            (0o644, OLD),
+            "{f}: the inode shared with the version was changed in place"
+        );
+    }
+    let c = fs::metadata(dst.join("chmodded")).unwrap();
+    assert_eq!((c.mode() & 0o7777, c.mtime()), (0o600, OLD));
+    let t = fs::metadata(dst.join("touched")).unwrap();
+    assert_eq!((t.mode() & 0o7777, t.mtime()), (0o644, OLD + 100));
+}
+
+/// Bytes on disk of everything under `root`, each inode counted once (like `du`).
+fn disk_usage(root: &Path) -> u64 {
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let md = fs::symlink_metadata(&p).unwrap();
+        if seen.insert(md.ino()) {
+            total += md.blocks() * 512;
+        }
+        if md.is_dir() {
+            for e in fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn a_version_after_a_small_change_costs_the_changed_bytes_plus_directories() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    let mut rng = Rng::new(9);
+    for i in 0..2000 {
+        write_random(&src.join(format!("d{}/f{i}", i % 40)), 8192, &mut rng);
+    }
+    env.oneway(&src, &dst, &[]).expect(0);
+    env.oneway(&src, &dst, &[]).expect(0);
+    let before = disk_usage(&dst);
+    let mut changed = 0;
+    for i in (0..2000).step_by(100) {
+        write_random(&src.join(format!("d{}/f{i}", i % 40)), 8192, &mut rng);
+        changed += 8192;
+    }
+    env.oneway(&src, &dst, &[]).expect(0);
+    let growth = disk_usage(&dst).saturating_sub(before);
+    let (one, _) = version(&env, &src, "latest");
+    let manifest = fs::metadata(one.join(".twoway-manifest.json"))
+        .unwrap()
+        .blocks()
+        * 512;
+    let dirs = 41 * 4096;
+    assert!(
+        growth <= changed + dirs + manifest + 64 * 1024,
+        "store grew by {growth} bytes for {changed} changed bytes"
+    );
+    // And far less than a second copy.
+    assert!(growth < 2000 * 8192 / 4, "growth {growth}");
+}
+
+#[test]
+fn restore_into_non_empty_dir_needs_force_and_can_be_undone() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    write(&src.join("f"), "synced");
+    env.oneway(&src, &dst, &[]).expect(0);
+    let synced = snapshot(&src);
+    write(&src.join("f"), "edited after the sync");
+    write(&src.join("new"), "also new");
+    let edited = snapshot(&src);
+
+    let refused = env.run("oneway", [src.as_os_str(), "--restore".as_ref()]);
+    refused.expect(2);
+    assert!(refused.all().contains("--force"), "{}", refused.all());
+    assert_eq!(snapshot(&src), edited);
+
+    env.run(
+        "oneway",
+        [src.as_os_str(), "--restore".as_ref(), "--force".as_ref()],
+    )
+    .expect(0);
+    let strip_root = |m: BTreeMap<PathBuf, Snap>| -> BTreeMap<PathBuf, Snap> {
+        m.into_iter()
+            .filter(|(p, _)| !p.as_os_str().is_empty())
+            .collect()
+    };
+    assert_eq!(strip_root(snapshot(&src)), strip_root(synced));
+    // The replaced contents are the latest version now: restore them back.
+    env.run(
+        "recovery",
+        ["restore".as_ref(), src.as_os_str(), "--force".as_ref()],
+    )
+    .expect(0);
+    assert_eq!(strip_root(snapshot(&src)), strip_root(edited));
+}
+
+#[test]
+fn killed_during_versioning_leaves_a_verifiable_restorable_store() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    let mut rng = Rng::new(5);
+    make_many(&src, 3000, 2000, &mut rng);
+    env.oneway(&src, &dst, &[]).expect(0);
+    let mut killed = 0;
+    for round in 0..10u64 {
+        write(&src.join(format!("round-{round}")), format!("{round}"));
+        let mut child = env
+            .cmd("oneway")
+            .arg(&src)
+            .arg(&dst)
+            .arg("--once")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(30 + rng.below(200)));
+        let _ = child.kill();
+        if child.wait().unwrap().code().is_none() {
+            killed += 1;
+        }
+        let verify = env.run("recovery", ["verify"]);
+        assert_eq!(verify.code(), 0, "round {round}: {}", verify.all());
+        let to = env.path(&format!("restored-{round}"));
+        env.run(
+            "recovery",
+            [
+                "restore".as_ref(),
+                src.as_os_str(),
+                "--to".as_ref(),
+                to.as_os_str(),
+            ],
+        )
+        .expect(0);
+        let (_, sha) = version(&env, &src, "latest");
+        assert_eq!(coreutils_dir_sha(&to), sha, "round {round}");
+        fs::remove_dir_all(&to).unwrap();
+    }
+    assert!(killed >= 3, "only {killed} runs were cut short");
+    env.oneway(&src, &dst, &[]).expect(0);
+    env.run("recovery", ["verify"]).expect(0);
+}
+
+#[test]
+fn verify_names_a_damaged_stored_file() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    write(&src.join("good"), "fine");
+    write(&src.join("sub/bad"), "will rot");
+    env.oneway(&src, &dst, &[]).expect(0);
+    env.run("recovery", ["verify"]).expect(0);
+    let (one, _) = version(&env, &src, "latest");
+    fs::write(one.join("sub/bad"), "has rot!").unwrap();
+    let run = env.run("recovery", ["verify".as_ref(), src.as_os_str()]);
+    run.expect(1);
+    assert!(run.stdout().contains("sub/bad"), "{}", run.stdout());
+    assert!(!run.stdout().contains("good"), "{}", run.stdout());
+}
+
+#[test]
+fn path_restores_one_file_and_to_leaves_dir_alone() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    write(&src.join("docs/keep.txt"), "kept");
+    write(&src.join("docs/lost.txt"), "lost then found");
+    env.oneway(&src, &dst, &[]).expect(0);
+    fs::remove_file(src.join("docs/lost.txt")).unwrap();
+    write(&src.join("docs/keep.txt"), "edited, not restored");
+    env.run(
+        "recovery",
+        [
+            "restore".as_ref(),
+            src.as_os_str(),
+            "--path".as_ref(),
+            "docs/lost.txt".as_ref(),
+        ],
+    )
+    .expect(0);
+    assert_eq!(
+        fs::read_to_string(src.join("docs/lost.txt")).unwrap(),
+        "lost then found"
+    );
+    assert_eq!(
+        fs::read_to_string(src.join("docs/keep.txt")).unwrap(),
+        "edited, not restored"
+    );
+
+    let before = snapshot(&src);
+    let elsewhere = env.path("elsewhere");
+    env.run(
+        "recovery",
+        [
+            "restore".as_ref(),
+            src.as_os_str(),
+            "--to".as_ref(),
+            elsewhere.as_os_str(),
+        ],
+    )
+    .expect(0);
+    assert_eq!(snapshot(&src), before, "--to changed DIR");
+    assert_eq!(
+        fs::read_to_string(elsewhere.join("docs/keep.txt")).unwrap(),
+        "kept"
+    );
+    // --to into a non-empty directory is refused.
+    env.run(
+        "recovery",
+        [
+            "restore".as_ref(),
+            src.as_os_str(),
+            "--to".as_ref(),
+            elsewhere.as_os_str(),
+        ],
+    )
+    .expect(2);
+}
+
+#[test]
+fn unknown_dir_or_missing_version_is_refused_with_a_hint() {
+    let env = Env::new();
+    let run = env.run("recovery", ["restore", "/no/such/dir"]);
+    run.expect(2);
+    assert!(run.all().contains("recovery list"), "{}", run.all());
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    write(&src.join("f"), "one version only");
+    env.oneway(&src, &dst, &[]).expect(0);
+    let run = env.run(
+        "recovery",
+        [
+            "restore".as_ref(),
+            src.as_os_str(),
+            "--version".as_ref(),
+            "previous".as_ref(),
+            "--to".as_ref(),
+            env.path("x").as_os_str(),
+        ],
+    );
+    run.expect(2);
+    assert!(run.all().contains("recovery list"), "{}", run.all());
+}
+
+#[test]
+fn concurrent_runs_sharing_a_data_home_keep_both_registry_entries() {
+    let env = Env::new();
+    let mut children = Vec::new();
+    for i in 0..6 {
+        let (src, dst) = (env.path(&format!("s{i}")), env.path(&format!("d{i}")));
+        write(&src.join("f"), format!("{i}"));
+        fs::create_dir(&dst).unwrap();
+        children.push(
+            env.cmd("oneway")
+                .arg(&src)
+                .arg(&dst)
+                .arg("--once")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let reg: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.home().join(".info.json")).unwrap()).unwrap();
+    for i in 0..6 {
+        let p = fs::canonicalize(env.path(&format!("s{i}"))).unwrap();
+        assert!(
+            reg["dirs"].get(p.to_str().unwrap()).is_some(),
+            "s{i} missing from the registry: {reg}"
+        );
+    }
+}
+
+#[test]
+fn no_versions_writes_no_store() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    write(&src.join("f"), "x");
+    env.oneway(&src, &dst, &["--no-versions"]).expect(0);
+    assert!(!dst.join("__versions__").exists());
+    assert!(!env.home().join(".info.json").exists());
+}
