@@ -243,6 +243,45 @@ fn run(
             }
         }
         Op::Copy { .. } => copy(action, dst, opts, out),
+        Op::Rmdir => {
+            dst.rmdir(path)?;
+            out.removed.push(path.clone());
+            Ok(())
+        }
+        Op::Preserve => {
+            let s = src_of(action)?;
+            let from = action
+                .from
+                .as_deref()
+                .ok_or_else(|| Error::entry(path.clone(), "BUG: preserve without an original"))?;
+            if dst.stat(path)?.is_some() {
+                return Err(Error::entry(
+                    dst.abs(path),
+                    "already exists; not overwritten",
+                ));
+            }
+            match s.kind {
+                Kind::Symlink => {
+                    let target = s.target.as_deref().unwrap_or(Path::new(""));
+                    dst.symlink(path, target, s.mtime)?;
+                }
+                _ => {
+                    if dst.link_within(from, path).is_err() {
+                        // No hard links here (FAT, some shares): copy within the tree.
+                        let (mut file, st) = dst.open_read(from)?;
+                        let (temp, _, _) =
+                            dst.write_temp(path, &mut file, st.mode, st.mtime, opts.stop)?;
+                        temp.commit()?;
+                    }
+                }
+            }
+            let mut e = s.clone();
+            if let Some(st) = dst.stat(path)? {
+                e.ino = st.ino;
+            }
+            out.written.insert(path.clone(), e);
+            Ok(())
+        }
     }
 }
 
@@ -254,7 +293,7 @@ fn copy(
 ) -> Result<(), Error> {
     let path = &action.path;
     let s = src_of(action)?;
-    let src_abs = opts.src_root.join(path);
+    let src_abs = opts.src_root.join(action.from.as_deref().unwrap_or(path));
     let (mut file, before) = fsops::open_regular(&src_abs)?;
     let (mode, mtime) = if opts.meta_from_plan {
         (s.mode, s.mtime)

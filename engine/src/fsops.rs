@@ -405,6 +405,40 @@ impl Root {
         remove_at(dir, name, &abs)
     }
 
+    /// Removes the directory `rel` only if it is empty.
+    pub fn rmdir(&mut self, rel: &Path) -> Result<(), Error> {
+        let (parent, name) = split(rel)?;
+        let abs = self.abs(rel);
+        self.forget(rel);
+        let dir = self.dir(parent)?;
+        match rfs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(rustix::io::Errno::NOTEMPTY) | Err(rustix::io::Errno::EXIST) => Err(Error::entry(
+                abs,
+                "directory is not empty (something was added during the pass); left for the next pass",
+            )),
+            Err(e) => Err(Error::io("remove", abs, e.into())),
+        }
+    }
+
+    /// Makes `to` a second name (hard link) of `from` inside this root; fails if `to`
+    /// exists.
+    pub fn link_within(&mut self, from: &Path, to: &Path) -> Result<(), Error> {
+        let (fp, fname) = split(from)?;
+        let (tp, tname) = split(to)?;
+        let abs = self.abs(to);
+        let fdir = self.dir(fp)?;
+        let fdir = rfs::openat(
+            fdir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx("open dir", &abs)?;
+        let tdir = self.dir(tp)?;
+        rfs::linkat(&fdir, fname, tdir, tname, AtFlags::empty()).ctx("link", &abs)
+    }
+
     /// Hard-links `src_rel` of `src` as `rel` here. Fails with `EXDEV` across filesystems.
     pub fn link_from(&mut self, src: &mut Root, src_rel: &Path, rel: &Path) -> Result<(), Error> {
         let (sp, sn) = split(src_rel)?;

@@ -41,6 +41,12 @@ pub enum Op {
     RemoveLeftover,
     /// Set a directory's mode and mtime, after its contents are done.
     SetDirMeta,
+    /// Remove a directory only if it is empty (its entries were removed one by one, so
+    /// anything that appeared since the scan is kept).
+    Rmdir,
+    /// Keep a second copy of an entry of the same tree under a new name (a conflict copy),
+    /// hard-linked where possible; `Action::from` names the original.
+    Preserve,
 }
 
 impl Op {
@@ -56,6 +62,8 @@ impl Op {
             Op::Remove { .. } => "remove",
             Op::RemoveLeftover => "cleanup",
             Op::SetDirMeta => "dirmeta",
+            Op::Rmdir => "rmdir",
+            Op::Preserve => "keep-conflict",
         }
     }
 }
@@ -69,6 +77,22 @@ pub struct Action {
     pub src: Option<Entry>,
     /// The destination entry as scanned (what a replace or remove expects to find).
     pub dst: Option<Entry>,
+    /// Where the bytes come from when it is not `path` (relative to the source root, or
+    /// to the destination root for `Preserve`).
+    pub from: Option<PathBuf>,
+}
+
+impl Action {
+    /// An action at `path` with no source-path override.
+    pub fn new(op: Op, path: impl Into<PathBuf>, src: Option<Entry>, dst: Option<Entry>) -> Action {
+        Action {
+            op,
+            path: path.into(),
+            src,
+            dst,
+            from: None,
+        }
+    }
 }
 
 /// The ordered actions of a pass, and the entries it could not plan.
@@ -175,6 +199,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
             path: leftover.clone(),
             src: None,
             dst: None,
+            from: None,
         });
         touched(leftover, &mut dir_meta);
     }
@@ -204,6 +229,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                     path: p.clone(),
                     src: None,
                     dst: Some(d.clone()),
+                    from: None,
                 });
                 if d.kind == Kind::Dir {
                     removed_subtree = Some(p.clone());
@@ -230,6 +256,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                     path: p.clone(),
                     src: None,
                     dst: Some(d.clone()),
+                    from: None,
                 });
                 if d.kind == Kind::Dir {
                     removed_subtree = Some(p.clone());
@@ -253,6 +280,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                             path: p.clone(),
                             src: Some(s.clone()),
                             dst: Some(d.clone()),
+                            from: None,
                         });
                         touched(p, &mut dir_meta);
                     } else if meta_differs(s, d, opts) {
@@ -261,6 +289,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                             path: p.clone(),
                             src: Some(s.clone()),
                             dst: Some(d.clone()),
+                            from: None,
                         });
                         touched(p, &mut dir_meta);
                     }
@@ -272,6 +301,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                             path: p.clone(),
                             src: Some(s.clone()),
                             dst: Some(d.clone()),
+                            from: None,
                         });
                         touched(p, &mut dir_meta);
                     }
@@ -301,6 +331,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                 path: p.clone(),
                 src: Some(s.clone()),
                 dst: None,
+                from: None,
             });
         }
     }
@@ -318,6 +349,7 @@ fn create(plan: &mut Plan, p: &Path, s: &Entry, replace: bool) {
         path: p.to_path_buf(),
         src: Some(s.clone()),
         dst: None,
+        from: None,
     });
 }
 

@@ -1,1 +1,5 @@
-//! `twoway DIR_A DIR_B`: two-way reconciliation (issue: not built yet).
+//! `twoway DIR_A DIR_B`: two-way reconciliation that never loses an update. The
+//! [`plan`] is a pure function of the last sync's [`state`] and the two scans; a
+//! [`pass::Job`] runs the engine's scan → plan → apply → record on both replicas.
+
+pub mod plan;

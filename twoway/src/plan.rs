@@ -1,0 +1,460 @@
+//! The reconciliation planner: a pure function from the state of the last successful sync
+//! and the two scanned replicas to the actions on each side, the conflicts, and the state
+//! to record if every action succeeds.
+//!
+//! Per path: changed on one side only → propagated (deletions too); changed on both to the
+//! same thing → nothing; changed on both differently → conflict, and the loser is kept as
+//! a conflict copy on both sides. A modification beats a deletion, and a directory that
+//! still holds something is never deleted. Paths unknown on either side are left alone.
+//! Nothing here touches a disk.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use chrono::TimeZone;
+
+use engine::config::ConflictPolicy;
+use engine::mirror::{Action, Op, Plan};
+use engine::tree::{Entry, Kind, Tree};
+
+/// One of the two replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::A => "A",
+            Side::B => "B",
+        }
+    }
+}
+
+/// How the planner compares and settles.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncOptions {
+    pub policy: ConflictPolicy,
+    /// Mtimes within this many seconds are equal (0: equal at the coarser precision).
+    pub modify_window: u64,
+}
+
+/// A path changed on both sides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub path: PathBuf,
+    /// Whose version stays at `path`.
+    pub winner: Side,
+    /// Where the loser is kept (on both sides).
+    pub copy: PathBuf,
+}
+
+/// What a pass does.
+#[derive(Debug, Default)]
+pub struct SyncPlan {
+    /// Conflict copies made on the loser's own side first (before anything is replaced).
+    pub keep_a: Plan,
+    pub keep_b: Plan,
+    /// Actions on A (bytes read from B) and on B (bytes read from A).
+    pub to_a: Plan,
+    pub to_b: Plan,
+    pub conflicts: Vec<Conflict>,
+    /// The state to record for each path, if its actions succeed.
+    pub state: BTreeMap<PathBuf, Entry>,
+    /// Files each side would lose (removed or replaced by a directory).
+    pub deletes_a: usize,
+    pub deletes_b: usize,
+}
+
+impl SyncPlan {
+    pub fn is_noop(&self) -> bool {
+        self.keep_a.actions.is_empty()
+            && self.keep_b.actions.is_empty()
+            && self.to_a.actions.is_empty()
+            && self.to_b.actions.is_empty()
+    }
+
+    pub fn plan_for(&self, side: Side) -> (&Plan, &Plan) {
+        match side {
+            Side::A => (&self.keep_a, &self.to_a),
+            Side::B => (&self.keep_b, &self.to_b),
+        }
+    }
+}
+
+/// Same content: kind, and bytes or link target.
+fn same_content(x: &Entry, y: &Entry) -> bool {
+    x.kind == y.kind
+        && match x.kind {
+            Kind::File => x.size == y.size && x.hash.is_some() && x.hash == y.hash,
+            Kind::Symlink => x.target == y.target,
+            Kind::Dir => true,
+        }
+}
+
+/// Same as far as syncing goes: content, mode, and mtime. Directory mtimes follow from
+/// their contents and are not compared (they are set after the contents, to the winner's).
+fn same(x: Option<&Entry>, y: Option<&Entry>, window: u64) -> bool {
+    match (x, y) {
+        (None, None) => true,
+        (Some(x), Some(y)) => {
+            same_content(x, y)
+                && match x.kind {
+                    Kind::File => x.mode == y.mode && x.mtime.same_as(y.mtime, window),
+                    Kind::Dir => x.mode == y.mode,
+                    Kind::Symlink => x.mtime.same_as(y.mtime, window),
+                }
+        }
+        _ => false,
+    }
+}
+
+fn winner(policy: ConflictPolicy, a: &Entry, b: &Entry) -> Side {
+    match policy {
+        ConflictPolicy::PreferA => Side::A,
+        ConflictPolicy::PreferB => Side::B,
+        ConflictPolicy::Newer => {
+            if b.mtime > a.mtime {
+                Side::B
+            } else {
+                Side::A
+            }
+        }
+    }
+}
+
+/// `<stem>.conflict-<YYYYMMDD-HHMMSS><.ext>` beside `path`, in local time of `mtime_secs`,
+/// with `-2`, `-3`… added until the name is free.
+pub fn conflict_name(path: &Path, mtime_secs: i64, taken: &dyn Fn(&Path) -> bool) -> PathBuf {
+    let name = path.file_name().map(|n| n.as_bytes()).unwrap_or(b"file");
+    let split = name
+        .iter()
+        .rposition(|&c| c == b'.')
+        .filter(|&i| i > 0 && i + 1 < name.len());
+    let (stem, ext) = match split {
+        Some(i) => (&name[..i], &name[i..]),
+        None => (name, &b""[..]),
+    };
+    let ts = chrono::Local
+        .timestamp_opt(mtime_secs, 0)
+        .single()
+        .map(|t| t.format("%Y%m%d-%H%M%S").to_string())
+        .unwrap_or_else(|| "00000000-000000".to_string());
+    let parent = path.parent().unwrap_or(Path::new(""));
+    for n in 1u32.. {
+        let mut bytes = stem.to_vec();
+        bytes.extend_from_slice(b".conflict-");
+        bytes.extend_from_slice(ts.as_bytes());
+        if n > 1 {
+            bytes.extend_from_slice(format!("-{n}").as_bytes());
+        }
+        bytes.extend_from_slice(ext);
+        let candidate = parent.join(OsString::from_vec(bytes));
+        if !taken(&candidate) {
+            return candidate;
+        }
+    }
+    unreachable!("BUG: some conflict name is free")
+}
+
+/// The final state of a path: which side's entry ends up on both.
+#[derive(Debug, Clone)]
+struct Final {
+    from: Side,
+    entry: Entry,
+    /// For a conflict copy: the path of the original on `from`'s side.
+    copy_of: Option<PathBuf>,
+}
+
+/// Plans one two-way pass.
+pub fn plan_sync(
+    base: &BTreeMap<PathBuf, Entry>,
+    a: &Tree,
+    b: &Tree,
+    opts: &SyncOptions,
+) -> SyncPlan {
+    let w = opts.modify_window;
+    let side_tree = |s: Side| if s == Side::A { a } else { b };
+    let unknown = |p: &Path| a.is_unknown(p) || b.is_unknown(p);
+
+    let paths: BTreeSet<&PathBuf> = base
+        .keys()
+        .chain(a.entries.keys())
+        .chain(b.entries.keys())
+        .filter(|p| !unknown(p))
+        .collect();
+    let mut taken: HashSet<PathBuf> = paths.iter().map(|p| (*p).clone()).collect();
+    let mut finals: BTreeMap<PathBuf, Option<Final>> = BTreeMap::new();
+    let mut conflicts = Vec::new();
+
+    let keep = |side: Side, e: &Entry| {
+        Some(Final {
+            from: side,
+            entry: e.clone(),
+            copy_of: None,
+        })
+    };
+    let mut add_copy = |p: &Path,
+                        loser: Side,
+                        e: &Entry,
+                        winner_side: Side,
+                        taken: &mut HashSet<PathBuf>,
+                        finals: &mut BTreeMap<PathBuf, Option<Final>>| {
+        let copy = conflict_name(p, e.mtime.sec, &|c| taken.contains(c));
+        taken.insert(copy.clone());
+        finals.insert(
+            copy.clone(),
+            Some(Final {
+                from: loser,
+                entry: e.clone(),
+                copy_of: Some(p.to_path_buf()),
+            }),
+        );
+        conflicts.push(Conflict {
+            path: p.to_path_buf(),
+            winner: winner_side,
+            copy,
+        });
+    };
+
+    for p in &paths {
+        let p: &Path = p;
+        let (s, x, y) = (base.get(p), a.entries.get(p), b.entries.get(p));
+        if same(x, y, w) {
+            finals.insert(p.to_path_buf(), x.and_then(|e| keep(Side::A, e)));
+            continue;
+        }
+        let (ca, cb) = (!same(s, x, w), !same(s, y, w));
+        let f = match (ca, cb, x, y) {
+            (true, false, _, _) => x.and_then(|e| keep(Side::A, e)),
+            (false, true, _, _) => y.and_then(|e| keep(Side::B, e)),
+            // Changed on both sides (or no common base): a modification beats a deletion.
+            (_, _, None, Some(e)) => keep(Side::B, e),
+            (_, _, Some(e), None) => keep(Side::A, e),
+            (_, _, Some(ex), Some(ey)) => {
+                if ex.kind == Kind::Dir && ey.kind != Kind::Dir {
+                    add_copy(p, Side::B, ey, Side::A, &mut taken, &mut finals);
+                    keep(Side::A, ex)
+                } else if ey.kind == Kind::Dir && ex.kind != Kind::Dir {
+                    add_copy(p, Side::A, ex, Side::B, &mut taken, &mut finals);
+                    keep(Side::B, ey)
+                } else {
+                    let win = winner(opts.policy, ex, ey);
+                    let (we, le) = if win == Side::A { (ex, ey) } else { (ey, ex) };
+                    if !same_content(ex, ey) {
+                        add_copy(p, win.other(), le, win, &mut taken, &mut finals);
+                    }
+                    keep(win, we)
+                }
+            }
+            (_, _, None, None) => None,
+        };
+        finals.insert(p.to_path_buf(), f);
+    }
+
+    // A directory that still holds something must exist on both sides, whatever was
+    // decided for it; a file or link in its way is kept as a conflict copy.
+    let mut needs_dir: BTreeSet<PathBuf> = BTreeSet::new();
+    let held = a
+        .unknown
+        .iter()
+        .chain(&b.unknown)
+        .chain(&a.excluded)
+        .chain(&b.excluded)
+        .map(|p| (p, true));
+    for (p, f) in finals.iter().map(|(p, f)| (p, f.is_some())).chain(held) {
+        if f {
+            for anc in p.ancestors().skip(1) {
+                if anc.as_os_str().is_empty() {
+                    break;
+                }
+                needs_dir.insert(anc.to_path_buf());
+            }
+        }
+    }
+    for d in needs_dir {
+        let is_dir = matches!(finals.get(&d), Some(Some(f)) if f.entry.kind == Kind::Dir);
+        if is_dir {
+            continue;
+        }
+        let dir_side = [Side::A, Side::B].into_iter().find(|s| {
+            side_tree(*s)
+                .entries
+                .get(&d)
+                .is_some_and(|e| e.kind == Kind::Dir)
+        });
+        let Some(ds) = dir_side else { continue };
+        let dir_entry = side_tree(ds).entries[&d].clone();
+        for s in [Side::A, Side::B] {
+            if let Some(e) = side_tree(s).entries.get(&d).filter(|e| e.kind != Kind::Dir) {
+                add_copy(&d, s, e, ds, &mut taken, &mut finals);
+            }
+        }
+        finals.insert(d.clone(), keep(ds, &dir_entry));
+    }
+
+    let mut plan = SyncPlan {
+        conflicts,
+        ..SyncPlan::default()
+    };
+    for side in [Side::A, Side::B] {
+        let (keep_plan, to_plan, deletes) = actions_for(side, &finals, side_tree(side));
+        match side {
+            Side::A => {
+                plan.keep_a = keep_plan;
+                plan.to_a = to_plan;
+                plan.deletes_a = deletes;
+            }
+            Side::B => {
+                plan.keep_b = keep_plan;
+                plan.to_b = to_plan;
+                plan.deletes_b = deletes;
+            }
+        }
+    }
+    for (p, f) in finals {
+        if let Some(f) = f {
+            let mut e = f.entry;
+            e.ino = 0;
+            e.nlink = 1;
+            plan.state.insert(p, e);
+        }
+    }
+    plan
+}
+
+/// The actions that bring `side` (scanned as `cur`) to the final state.
+fn actions_for(
+    side: Side,
+    finals: &BTreeMap<PathBuf, Option<Final>>,
+    cur: &Tree,
+) -> (Plan, Plan, usize) {
+    let mut keep = Plan::default();
+    let mut to = Plan::default();
+    let mut rmdirs: Vec<Action> = Vec::new();
+    let mut dir_meta: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut deletes = 0usize;
+    let mut cleared: Option<PathBuf> = None;
+    let touched = |p: &Path, dir_meta: &mut BTreeSet<PathBuf>| {
+        if let Some(parent) = p.parent().filter(|q| !q.as_os_str().is_empty()) {
+            dir_meta.insert(parent.to_path_buf());
+        }
+    };
+
+    for (p, f) in finals {
+        if cleared.as_ref().is_some_and(|c| p.starts_with(c) && p != c) {
+            continue;
+        }
+        let c = cur.entries.get(p);
+        match f {
+            None => {
+                if let Some(c) = c {
+                    if c.kind == Kind::Dir {
+                        rmdirs.push(Action::new(Op::Rmdir, p, None, Some(c.clone())));
+                    } else {
+                        deletes += usize::from(c.kind == Kind::File);
+                        to.actions.push(Action::new(
+                            Op::Remove { kind: c.kind },
+                            p,
+                            None,
+                            Some(c.clone()),
+                        ));
+                    }
+                    touched(p, &mut dir_meta);
+                }
+            }
+            Some(f) if f.from == side => {
+                if let Some(orig) = &f.copy_of {
+                    let mut act = Action::new(Op::Preserve, p, Some(f.entry.clone()), None);
+                    act.from = Some(orig.clone());
+                    keep.actions.push(act);
+                    touched(p, &mut dir_meta);
+                }
+            }
+            Some(f) => {
+                let e = &f.entry;
+                if same(c, Some(e), 0)
+                    && (e.kind != Kind::Dir || c.is_some_and(|c| c.mtime == e.mtime))
+                {
+                    continue;
+                }
+                if let Some(cv) = c.filter(|cv| cv.kind != e.kind) {
+                    if cv.kind == Kind::Dir {
+                        // Nothing below survives (else it would stay a directory): remove
+                        // what the scan saw there, one by one, deepest first, then the dir.
+                        let below: Vec<(&PathBuf, &Entry)> = cur
+                            .entries
+                            .range(p.clone()..)
+                            .take_while(|(q, _)| q.starts_with(p))
+                            .collect();
+                        for (q, qe) in below.iter().rev() {
+                            let op = if qe.kind == Kind::Dir {
+                                Op::Rmdir
+                            } else {
+                                deletes += usize::from(qe.kind == Kind::File);
+                                Op::Remove { kind: qe.kind }
+                            };
+                            to.actions
+                                .push(Action::new(op, *q, None, Some((*qe).clone())));
+                        }
+                        cleared = Some(p.clone());
+                    } else {
+                        deletes += usize::from(cv.kind == Kind::File);
+                        to.actions.push(Action::new(
+                            Op::Remove { kind: cv.kind },
+                            p,
+                            None,
+                            Some(cv.clone()),
+                        ));
+                    }
+                }
+                let c = c.filter(|cv| cv.kind == e.kind);
+                let op = match (e.kind, c) {
+                    (Kind::Dir, None) => Op::Mkdir,
+                    (Kind::Dir, Some(_)) => {
+                        dir_meta.insert(p.clone());
+                        continue;
+                    }
+                    (Kind::File, None) => Op::Copy { replace: false },
+                    (Kind::File, Some(cv)) if same_content(cv, e) => Op::SetFileMeta,
+                    (Kind::File, Some(_)) => Op::Copy { replace: true },
+                    (Kind::Symlink, c) => Op::Symlink {
+                        replace: c.is_some(),
+                    },
+                };
+                if op == Op::Mkdir {
+                    dir_meta.insert(p.clone());
+                }
+                to.actions
+                    .push(Action::new(op, p, Some(e.clone()), c.cloned()));
+                touched(p, &mut dir_meta);
+            }
+        }
+    }
+    // Directories go after their contents, deepest first.
+    rmdirs.sort_by(|x, y| y.path.cmp(&x.path));
+    to.actions.extend(rmdirs);
+    for d in dir_meta.into_iter().rev() {
+        if let Some(Some(f)) = finals.get(&d) {
+            if f.entry.kind == Kind::Dir {
+                to.actions
+                    .push(Action::new(Op::SetDirMeta, &d, Some(f.entry.clone()), None));
+            }
+        }
+    }
+    (keep, to, deletes)
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

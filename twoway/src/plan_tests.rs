@@ -1,0 +1,436 @@
+//! The reconciliation planner as tables and properties, checked by carrying plans out on
+//! in-memory trees.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use engine::mirror::{Op, Plan};
+use engine::tree::{Digest, Entry, Kind, MTime, Tree};
+use proptest::prelude::*;
+
+use super::*;
+
+type Map = BTreeMap<PathBuf, Entry>;
+
+fn file(content: u8, mtime: i64) -> Entry {
+    Entry::file(
+        content as u64,
+        0o644,
+        MTime::new(mtime, 0),
+        Some(Digest([content; 32])),
+    )
+}
+fn dir(mode: u32, mtime: i64) -> Entry {
+    Entry::dir(mode, MTime::new(mtime, 0))
+}
+fn link(t: &str, mtime: i64) -> Entry {
+    Entry::symlink(t, MTime::new(mtime, 0))
+}
+
+fn tree(m: &Map) -> Tree {
+    Tree {
+        entries: m.clone(),
+        ..Tree::default()
+    }
+}
+
+fn parent_ok(m: &Map, p: &Path) -> bool {
+    match p.parent() {
+        Some(q) if !q.as_os_str().is_empty() => m.get(q).is_some_and(|e| e.kind == Kind::Dir),
+        _ => true,
+    }
+}
+
+/// Carries a plan out on an in-memory tree, checking every precondition the real apply
+/// relies on; `src` is the other side as it is at that moment.
+fn run(plan: &Plan, dst: &mut Map, src: Option<&Map>) {
+    for act in &plan.actions {
+        let p = &act.path;
+        match &act.op {
+            Op::Preserve => {
+                let from = act.from.as_ref().unwrap();
+                let e = dst
+                    .get(from)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("preserve: {from:?} missing"));
+                assert!(!dst.contains_key(p), "preserve over {p:?}");
+                assert!(parent_ok(dst, p));
+                dst.insert(p.clone(), e);
+            }
+            Op::Copy { .. } | Op::Symlink { .. } => {
+                let want = act.src.clone().unwrap();
+                let from = act.from.clone().unwrap_or_else(|| p.clone());
+                let have = src
+                    .unwrap()
+                    .get(&from)
+                    .unwrap_or_else(|| panic!("copy: source {from:?} missing"));
+                assert_eq!(have.hash, want.hash, "copy of {p:?} would read other bytes");
+                assert_eq!(have.target, want.target);
+                assert!(parent_ok(dst, p), "copy into missing parent: {p:?}");
+                if let Some(c) = dst.get(p) {
+                    assert_ne!(c.kind, Kind::Dir, "copy over a directory {p:?}");
+                }
+                dst.insert(p.clone(), want);
+            }
+            Op::Mkdir => {
+                assert!(parent_ok(dst, p), "mkdir in missing parent {p:?}");
+                assert!(!dst.contains_key(p), "mkdir over {p:?}");
+                dst.insert(p.clone(), act.src.clone().unwrap());
+            }
+            Op::SetFileMeta | Op::SetDirMeta => {
+                let s = act.src.clone().unwrap();
+                let e = dst
+                    .get_mut(p)
+                    .unwrap_or_else(|| panic!("meta of missing {p:?}"));
+                e.mode = s.mode;
+                e.mtime = s.mtime;
+            }
+            Op::Remove { .. } => {
+                assert!(dst.remove(p).is_some(), "remove of missing {p:?}");
+                assert!(
+                    !dst.keys().any(|q| q.starts_with(p) && q != p),
+                    "remove leaves children of {p:?}"
+                );
+            }
+            Op::Rmdir => {
+                assert!(
+                    !dst.keys().any(|q| q.starts_with(p) && q != p),
+                    "rmdir of non-empty {p:?}"
+                );
+                dst.remove(p);
+            }
+            Op::RemoveLeftover => {}
+        }
+    }
+}
+
+fn simulate(plan: &SyncPlan, a: &Map, b: &Map) -> (Map, Map) {
+    let (mut ma, mut mb) = (a.clone(), b.clone());
+    run(&plan.keep_a, &mut ma, None);
+    run(&plan.keep_b, &mut mb, None);
+    run(&plan.to_a, &mut ma, Some(&mb));
+    run(&plan.to_b, &mut mb, Some(&ma));
+    (ma, mb)
+}
+
+/// What must be equal on both sides: kind, bytes, link target, mode, mtime.
+type Seen = (Kind, Option<Digest>, Option<PathBuf>, u32, MTime);
+
+fn norm(m: &Map) -> BTreeMap<PathBuf, Seen> {
+    m.iter()
+        .map(|(p, e)| {
+            (
+                p.clone(),
+                (e.kind, e.hash, e.target.clone(), e.mode, e.mtime),
+            )
+        })
+        .collect()
+}
+
+fn contents(m: &Map) -> BTreeSet<(Option<Digest>, Option<PathBuf>)> {
+    m.values()
+        .filter(|e| e.kind != Kind::Dir)
+        .map(|e| (e.hash, e.target.clone()))
+        .collect()
+}
+
+/// One pass, checked: equal replicas, no content lost, and a second pass that does nothing.
+fn check_pass(base: &Map, a: &Map, b: &Map, policy: ConflictPolicy) -> (SyncPlan, Map) {
+    let opts = SyncOptions {
+        policy,
+        modify_window: 0,
+    };
+    let plan = plan_sync(base, &tree(a), &tree(b), &opts);
+    let (na, nb) = simulate(&plan, a, b);
+    assert_eq!(norm(&na), norm(&nb), "replicas differ after the pass");
+    let after: BTreeSet<_> = contents(&na);
+    let kept: BTreeSet<_> = after.union(&contents(base)).cloned().collect();
+    for c in contents(a).union(&contents(b)) {
+        assert!(kept.contains(c), "content {c:?} was lost");
+    }
+    let again = plan_sync(&plan.state, &tree(&na), &tree(&nb), &opts);
+    assert!(again.is_noop(), "second pass is not a no-op: {again:?}");
+    (plan, na)
+}
+
+/// The state of one side relative to the base.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Change {
+    Unchanged,
+    Created,
+    Modified,
+    Deleted,
+    TypeChanged,
+}
+
+fn variant(kind: Kind, change: Change, side: Side) -> Option<Entry> {
+    // B's edits are newer than A's, so `newer` picks B in a conflict.
+    let t = if side == Side::A { 200 } else { 300 };
+    let base = match kind {
+        Kind::File => file(1, 100),
+        Kind::Dir => dir(0o755, 100),
+        Kind::Symlink => link("base", 100),
+    };
+    match change {
+        Change::Unchanged => Some(base),
+        Change::Deleted => None,
+        Change::Created | Change::Modified => Some(match kind {
+            Kind::File => file(if side == Side::A { 2 } else { 3 }, t),
+            Kind::Dir => dir(if side == Side::A { 0o700 } else { 0o750 }, t),
+            Kind::Symlink => link(if side == Side::A { "to-a" } else { "to-b" }, t),
+        }),
+        Change::TypeChanged => Some(match kind {
+            Kind::File => link("was-a-file", 150),
+            Kind::Dir => file(9, 150),
+            Kind::Symlink => file(8, 150),
+        }),
+    }
+}
+
+/// The full matrix: {unchanged, created, modified, deleted, type-changed} on A × the same
+/// on B, for files, dirs and symlinks. Expected: what ends up at the path ("base", "A",
+/// "B" or "none") and whether a conflict copy is made.
+#[test]
+fn reconciliation_matrix() {
+    use Change::*;
+    let rows: &[(Change, Change, &str, bool)] = &[
+        (Unchanged, Unchanged, "base", false),
+        (Unchanged, Modified, "B", false),
+        (Modified, Unchanged, "A", false),
+        (Unchanged, Deleted, "none", false),
+        (Deleted, Unchanged, "none", false),
+        (Unchanged, TypeChanged, "B", false),
+        (TypeChanged, Unchanged, "A", false),
+        (Modified, Modified, "B", true),
+        (Modified, Deleted, "A", false),
+        (Deleted, Modified, "B", false),
+        (Modified, TypeChanged, "?", true),
+        (TypeChanged, Modified, "?", true),
+        (Deleted, Deleted, "none", false),
+        (Deleted, TypeChanged, "B", false),
+        (TypeChanged, Deleted, "A", false),
+        (TypeChanged, TypeChanged, "A", false),
+        (Created, Deleted, "A", false),
+        (Deleted, Created, "B", false),
+        (Created, Created, "B", true),
+    ];
+    for kind in [Kind::File, Kind::Dir, Kind::Symlink] {
+        for &(ca, cb, expect, conflict) in rows {
+            let p = PathBuf::from("x");
+            let created = ca == Created || cb == Created;
+            let mut base = Map::new();
+            if !created {
+                base.insert(p.clone(), variant(kind, Unchanged, Side::A).unwrap());
+            }
+            let side = |c: Change, s: Side| -> Map {
+                let e = if created && c == Deleted {
+                    None
+                } else {
+                    variant(kind, c, s)
+                };
+                e.into_iter().map(|e| (p.clone(), e)).collect()
+            };
+            let (a, b) = (side(ca, Side::A), side(cb, Side::B));
+            let (plan, after) = check_pass(&base, &a, &b, ConflictPolicy::Newer);
+            let got = after.get(&p);
+            let what = format!("{kind:?}: A {ca:?}, B {cb:?}");
+            match expect {
+                "base" => assert_eq!(got, base.get(&p), "{what}"),
+                "A" => assert_eq!(
+                    got.map(|e| (e.kind, e.hash, &e.target)),
+                    a.get(&p).map(|e| (e.kind, e.hash, &e.target)),
+                    "{what}"
+                ),
+                "B" => assert_eq!(
+                    got.map(|e| (e.kind, e.hash, &e.target)),
+                    b.get(&p).map(|e| (e.kind, e.hash, &e.target)),
+                    "{what}"
+                ),
+                "none" => assert!(got.is_none(), "{what}: {got:?}"),
+                _ => assert!(got.is_some(), "{what}"),
+            }
+            // Two directories never conflict: only their metadata differs.
+            let expect_copy = conflict
+                && !(kind == Kind::Dir
+                    && matches!((ca, cb), (Modified, Modified) | (Created, Created)));
+            assert_eq!(
+                !plan.conflicts.is_empty(),
+                expect_copy,
+                "{what}: {:?}",
+                plan.conflicts
+            );
+        }
+    }
+}
+
+#[test]
+fn policies_choose_the_winner_and_keep_the_loser() {
+    let base: Map = [("f".into(), file(1, 100))].into();
+    let a: Map = [("f".into(), file(2, 300))].into();
+    let b: Map = [("f".into(), file(3, 200))].into();
+    for (policy, win) in [
+        (ConflictPolicy::Newer, 2),
+        (ConflictPolicy::PreferA, 2),
+        (ConflictPolicy::PreferB, 3),
+    ] {
+        let (plan, after) = check_pass(&base, &a, &b, policy);
+        assert_eq!(
+            after[Path::new("f")].hash,
+            Some(Digest([win; 32])),
+            "{policy:?}"
+        );
+        let c = &plan.conflicts[0];
+        let loser = if win == 2 { 3 } else { 2 };
+        assert_eq!(after[&c.copy].hash, Some(Digest([loser; 32])));
+    }
+    // Equal mtimes: A wins under `newer`.
+    let b_same_time: Map = [("f".into(), file(3, 300))].into();
+    let (_, after) = check_pass(&base, &a, &b_same_time, ConflictPolicy::Newer);
+    assert_eq!(after[Path::new("f")].hash, Some(Digest([2; 32])));
+}
+
+#[test]
+fn deleting_a_dir_on_one_side_keeps_a_file_edited_inside_on_the_other() {
+    let base: Map = [
+        ("d".into(), dir(0o755, 100)),
+        ("d/e".into(), dir(0o755, 100)),
+        ("d/e/f".into(), file(1, 100)),
+        ("d/g".into(), file(2, 100)),
+    ]
+    .into();
+    let a = Map::new();
+    let mut b = base.clone();
+    b.insert("d/e/f".into(), file(5, 200));
+    let (_, after) = check_pass(&base, &a, &b, ConflictPolicy::Newer);
+    assert_eq!(after[Path::new("d/e/f")].hash, Some(Digest([5; 32])));
+    assert!(after.contains_key(Path::new("d/e")));
+    assert!(
+        !after.contains_key(Path::new("d/g")),
+        "the unchanged sibling is deleted"
+    );
+}
+
+#[test]
+fn first_sync_is_a_union_and_deletes_nothing() {
+    let a: Map = [
+        ("only-a".into(), file(1, 100)),
+        ("both".into(), file(2, 100)),
+    ]
+    .into();
+    let b: Map = [
+        ("only-b".into(), file(3, 100)),
+        ("both".into(), file(4, 200)),
+    ]
+    .into();
+    let (plan, after) = check_pass(&Map::new(), &a, &b, ConflictPolicy::Newer);
+    assert_eq!(plan.deletes_a + plan.deletes_b, 0);
+    assert!(after.contains_key(Path::new("only-a")) && after.contains_key(Path::new("only-b")));
+    assert_eq!(plan.conflicts.len(), 1);
+}
+
+#[test]
+fn unknown_paths_are_left_alone() {
+    let base: Map = [("d".into(), dir(0o755, 100)), ("d/f".into(), file(1, 100))].into();
+    let mut a = tree(&base);
+    a.entries.remove(Path::new("d/f"));
+    a.unknown.insert("d".into());
+    let b = tree(&base);
+    let plan = plan_sync(&base, &a, &b, &SyncOptions::default());
+    assert!(plan.is_noop(), "{plan:?}");
+}
+
+#[test]
+fn conflict_names_follow_the_pattern_and_avoid_clashes() {
+    let taken: BTreeSet<PathBuf> = BTreeSet::new();
+    let n = conflict_name(Path::new("dir/report.final.pdf"), 0, &|p| taken.contains(p));
+    let s = n.to_str().unwrap();
+    assert!(
+        s.starts_with("dir/report.final.conflict-") && s.ends_with(".pdf"),
+        "{s}"
+    );
+    let first = n.clone();
+    let n2 = conflict_name(Path::new("dir/report.final.pdf"), 0, &|p| p == first);
+    assert!(n2.to_str().unwrap().ends_with("-2.pdf"), "{n2:?}");
+    let dot = conflict_name(Path::new(".bashrc"), 0, &|_| false);
+    assert!(
+        dot.to_str().unwrap().starts_with(".bashrc.conflict-"),
+        "{dot:?}"
+    );
+}
+
+const NAMES: [&str; 3] = ["a", "b", "c"];
+
+fn universe() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for x in NAMES {
+        v.push(PathBuf::from(x));
+        for y in NAMES {
+            v.push(PathBuf::from(format!("{x}/{y}")));
+        }
+    }
+    v
+}
+
+/// Builds a consistent tree (parents are directories) from one code per universe path.
+fn build(codes: &[u8], mtime: i64) -> Map {
+    let mut m = Map::new();
+    for (p, &c) in universe().iter().zip(codes) {
+        if !parent_ok(&m, p) {
+            continue;
+        }
+        let e = match c % 7 {
+            0 => continue,
+            1 => dir(0o755, mtime),
+            2 => file(1, mtime),
+            3 => file(2, mtime),
+            4 => {
+                let mut e = file(3, mtime);
+                e.mode = 0o755;
+                e
+            }
+            5 => link("t1", mtime),
+            _ => link("t2", mtime),
+        };
+        m.insert(p.clone(), e);
+    }
+    m
+}
+
+fn mutate(base: &[u8], edits: &[(usize, u8)]) -> Vec<u8> {
+    let mut v = base.to_vec();
+    for &(i, c) in edits {
+        let n = v.len();
+        v[i % n] = c;
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(600))]
+
+    #[test]
+    fn any_pass_converges_loses_nothing_and_then_rests(
+        base in proptest::collection::vec(0u8..7, 12),
+        ea in proptest::collection::vec((0usize..12, 0u8..7), 0..5),
+        eb in proptest::collection::vec((0usize..12, 0u8..7), 0..5),
+        ta in 150i64..160,
+        tb in 150i64..160,
+        with_base in any::<bool>(),
+        policy in prop_oneof![Just(ConflictPolicy::Newer), Just(ConflictPolicy::PreferA), Just(ConflictPolicy::PreferB)],
+    ) {
+        let base_map = if with_base { build(&base, 100) } else { Map::new() };
+        let mut a = build(&base, 100);
+        let mut b = build(&base, 100);
+        // Edited entries get the side's own mtime.
+        let am = build(&mutate(&base, &ea), ta);
+        let bm = build(&mutate(&base, &eb), tb);
+        for (m, edited, orig) in [(&mut a, am, base_map.clone()), (&mut b, bm, base_map.clone())] {
+            *m = edited.into_iter().map(|(p, e)| {
+                let keep_time = orig.get(&p).is_some_and(|o| o.kind == e.kind && o.hash == e.hash && o.target == e.target && o.mode == e.mode);
+                let e = if keep_time { orig[&p].clone() } else { e };
+                (p, e)
+            }).collect();
+        }
+        check_pass(&base_map, &a, &b, policy);
+    }
+}
