@@ -206,8 +206,8 @@ fn run(
             Ok(())
         }
         Op::Mkdir => {
-            dst.mkdir(path)?;
             let s = src_of(action)?;
+            dst.mkdir(path, s.mode)?;
             out.written.insert(path.clone(), s.clone());
             Ok(())
         }
@@ -311,7 +311,7 @@ fn copy(
     if opts.verify_hash && s.hash.is_some_and(|h| h != digest) {
         return Err(Error::entry(
             src_abs,
-            "stored copy does not match its recorded SHA-256 (damaged); not restored",
+            "does not match the SHA-256 it was planned with (changed since the scan, or damaged); left as it was",
         ));
     }
     let new = temp.stat()?;

@@ -329,13 +329,25 @@ impl Root {
         done
     }
 
-    /// Creates the directory `rel` (owner-writable until its metadata is set at the end).
-    pub fn mkdir(&mut self, rel: &Path) -> Result<(), Error> {
+    /// Creates the directory `rel` with permission bits `mode` plus owner rwx (so it can
+    /// be filled; the exact mode is set after its contents), whatever the umask. A run
+    /// killed before that leaves the directory with nearly its final mode, never a
+    /// stray 0700 that a two-way sync would take for a change.
+    pub fn mkdir(&mut self, rel: &Path, mode: u32) -> Result<(), Error> {
         let (parent, name) = split(rel)?;
         let abs = self.abs(rel);
         let dir = self.dir(parent)?;
         match rfs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                let fd = rfs::openat(
+                    dir,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .ctx("open dir", &abs)?;
+                rfs::fchmod(&fd, Mode::from_raw_mode((mode & 0o7777) | 0o700)).ctx("chmod", &abs)
+            }
             Err(rustix::io::Errno::EXIST) => {
                 match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
                     Ok(st) if Stat::from_raw(&st).kind == Some(Kind::Dir) => Ok(()),
@@ -351,7 +363,7 @@ impl Root {
         let mut acc = PathBuf::new();
         for c in rel.components() {
             acc.push(c);
-            self.mkdir(&acc)?;
+            self.mkdir(&acc, 0o755)?;
         }
         Ok(())
     }
@@ -673,7 +685,7 @@ mod tests {
     fn refuses_paths_that_leave_the_root() {
         let root = tempfile::tempdir().unwrap();
         let mut r = Root::open(root.path()).unwrap();
-        assert!(r.mkdir(Path::new("../escape")).is_err());
+        assert!(r.mkdir(Path::new("../escape"), 0o755).is_err());
         assert!(r.create_temp(Path::new("/etc/passwd")).is_err());
     }
 

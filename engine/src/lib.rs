@@ -18,6 +18,8 @@ pub mod logging;
 pub mod mirror;
 pub mod names;
 pub mod pathser;
+pub mod record;
+pub mod replica;
 pub mod runner;
 pub mod scan;
 pub mod signal;

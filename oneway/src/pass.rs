@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use engine::apply::{self, ApplyOptions, Counts};
-use engine::cache::{self, StatCache};
+use engine::cache;
 use engine::cli::Settings;
 use engine::config::VersionMode;
 use engine::error::Refusal;
@@ -17,6 +17,7 @@ use engine::hash;
 use engine::home::{path_key, DataHome, Lock};
 use engine::mirror::{self, MirrorOptions};
 use engine::names::{display, VERSIONS_DIR};
+use engine::replica::Replica;
 use engine::runner::PassOutcome;
 use engine::scan::{self, ScanOptions};
 use engine::signal;
@@ -129,40 +130,23 @@ impl Job {
         let dry = self.settings.dry_run;
         let scanned_at = cache::now_secs();
         let (src_opts, dst_opts) = self.scan_options();
-        let mut src = scan::scan(&self.source, &src_opts)
-            .map_err(|e| Refusal::new(format!("SOURCE cannot be read: {e}")))?;
-        let mut dst = scan::scan(&self.backup, &dst_opts)
-            .map_err(|e| Refusal::new(format!("BACKUP cannot be read: {e}")))?;
+        let (source, backup) = (
+            Replica::new(&self.source, "SOURCE", &self.home),
+            Replica::new(&self.backup, "BACKUP", &self.home),
+        );
+        let mut src = source.scan(&src_opts)?;
+        let mut dst = backup.scan(&dst_opts)?;
         let mut errors: Vec<engine::Error> = Vec::new();
         errors.append(&mut src.errors);
         errors.append(&mut dst.errors);
-        for e in &errors {
-            log::error!("{e}");
-        }
-        for p in &src.specials {
-            log::warn!(
-                "skipping special file {} (fifo, socket or device)",
-                display(p)
-            );
-        }
-
-        let threads = hash::default_threads();
         let mut hashed_files = 0u64;
-        let src_cache_file = self.home.cache_file(&self.source);
-        let dst_cache_file = self.home.cache_file(&self.backup);
-        if !self.settings.checksum {
-            StatCache::load(&src_cache_file, &self.source).fill(&mut src);
-            StatCache::load(&dst_cache_file, &self.backup).fill(&mut dst);
-        } else {
-            for side in [
-                cache::hash_missing(&self.source, &mut src, threads),
-                cache::hash_missing(&self.backup, &mut dst, threads),
-            ] {
-                hashed_files += side.files;
-                for e in side.errors {
-                    log::error!("{e}");
-                    errors.push(e);
-                }
+        source.load_hashes(&mut src, self.settings.checksum);
+        backup.load_hashes(&mut dst, self.settings.checksum);
+        if self.settings.checksum {
+            for (r, t) in [(&source, &mut src), (&backup, &mut dst)] {
+                let h = r.hash_rest(t);
+                hashed_files += h.files;
+                errors.extend(h.errors);
             }
         }
 
@@ -275,29 +259,18 @@ impl Job {
         let counts: Counts = applied.counts.clone();
         let mut after = apply::tree_after(dst, &applied);
         if !interrupted {
-            for side in [
-                cache::hash_missing(&self.source, &mut src, threads),
-                cache::hash_missing(&self.backup, &mut after, threads),
-            ] {
-                hashed_files += side.files;
-                for e in side.errors {
-                    log::error!("{e}");
-                    errors.push(e);
-                }
+            for (r, t) in [(&source, &mut src), (&backup, &mut after)] {
+                let h = r.hash_rest(t);
+                hashed_files += h.files;
+                errors.extend(h.errors);
             }
         }
         if let Err(e) = root.sync_fs() {
             log::error!("{e}");
             errors.push(e);
         }
-        for (file, tree, rootp) in [
-            (&src_cache_file, &src, &self.source),
-            (&dst_cache_file, &after, &self.backup),
-        ] {
-            if let Err(e) = StatCache::from_tree(tree, scanned_at).save(file, rootp) {
-                log::warn!("stat cache not saved: {e}");
-            }
-        }
+        source.save_cache(&src, scanned_at);
+        backup.save_cache(&after, scanned_at);
 
         let src_sha = hash::tree_sha256(&src);
         let dst_sha = hash::tree_sha256(&after);

@@ -19,28 +19,7 @@ pub const MANIFEST: &str = engine::names::MANIFEST_NAME;
 const FORMAT: u32 = 1;
 
 /// One entry of a version.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct ManifestEntry {
-    #[serde(with = "pathser")]
-    pub path: PathBuf,
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub size: u64,
-    pub mode: u32,
-    pub mtime: (i64, u32),
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "pathser::opt"
-    )]
-    pub target: Option<PathBuf>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
+pub type ManifestEntry = engine::record::EntryRecord;
 
 /// A version's manifest.
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -72,15 +51,7 @@ impl Manifest {
                 files += 1;
                 bytes += e.size;
             }
-            entries.push(ManifestEntry {
-                path: p.clone(),
-                kind: e.kind.name().to_string(),
-                size: e.size,
-                mode: e.mode,
-                mtime: (e.mtime.sec, e.mtime.nsec),
-                sha256: e.hash.map(Digest::to_hex),
-                target: e.target.clone(),
-            });
+            entries.push(ManifestEntry::new(p.clone(), e));
         }
         let sha = hash::dir_sha256(entries.iter().filter(|e| e.kind == "file").map(|e| {
             (
@@ -116,18 +87,7 @@ impl Manifest {
             ..Tree::default()
         };
         for e in &self.entries {
-            let mtime = MTime::new(e.mtime.0, e.mtime.1);
-            let entry = match e.kind.as_str() {
-                "dir" => Entry::dir(e.mode, mtime),
-                "symlink" => Entry::symlink(e.target.clone().unwrap_or_default(), mtime),
-                _ => Entry::file(
-                    e.size,
-                    e.mode,
-                    mtime,
-                    e.sha256.as_deref().and_then(Digest::from_hex),
-                ),
-            };
-            t.entries.insert(e.path.clone(), entry);
+            t.entries.insert(e.path.clone(), e.to_entry());
         }
         t
     }

@@ -327,7 +327,7 @@ fn stage_version(version: &Path, stage: &Path, manifest: &Manifest) -> Result<()
     let mut dst = Root::open(stage)?;
     for e in &manifest.entries {
         match e.kind.as_str() {
-            "dir" => dst.mkdir(&e.path)?,
+            "dir" => dst.mkdir(&e.path, e.mode)?,
             "symlink" => {}
             _ => dst.link_from(&mut src, &e.path, &e.path)?,
         }

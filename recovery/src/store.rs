@@ -285,7 +285,7 @@ impl VersionedDir {
             let mtime = MTime::new(e.mtime.0, e.mtime.1);
             match e.kind.as_str() {
                 "dir" => {
-                    dst.mkdir(&e.path)?;
+                    dst.mkdir(&e.path, e.mode)?;
                     dirs.push((e.path.clone(), e.mode, mtime));
                 }
                 "symlink" => {

@@ -313,6 +313,18 @@ pub fn write_random(p: &Path, len: usize, rng: &mut Rng) {
     f.flush().unwrap();
 }
 
+/// Replaces `p` with `len` new random bytes the way careful editors save: a new file
+/// renamed over the old one (an in-place write would also change every hard link,
+/// including a version's).
+pub fn replace_random(p: &Path, len: usize, rng: &mut Rng) {
+    let tmp = p.with_file_name(format!(
+        "{}.editor-save",
+        p.file_name().unwrap().to_string_lossy()
+    ));
+    write_random(&tmp, len, rng);
+    fs::rename(&tmp, p).unwrap();
+}
+
 /// A tree of `files` small files in nested directories, for kill and volume tests.
 pub fn make_many(root: &Path, files: usize, max_size: usize, rng: &mut Rng) {
     for i in 0..files {

@@ -2,4 +2,7 @@
 //! [`plan`] is a pure function of the last sync's [`state`] and the two scans; a
 //! [`pass::Job`] runs the engine's scan → plan → apply → record on both replicas.
 
+pub mod cli;
+pub mod pass;
 pub mod plan;
+pub mod state;

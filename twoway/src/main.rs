@@ -1,4 +1,3 @@
 fn main() {
-    eprintln!("twoway: two-way sync is not built yet; use oneway for a mirror (see README)");
-    std::process::exit(2);
+    std::process::exit(twoway::cli::main());
 }

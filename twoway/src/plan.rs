@@ -350,6 +350,12 @@ fn actions_for(
             dir_meta.insert(parent.to_path_buf());
         }
     };
+    // Temporary files of an interrupted pass go first.
+    for l in &cur.leftovers {
+        to.actions
+            .push(Action::new(Op::RemoveLeftover, l, None, None));
+        touched(l, &mut dir_meta);
+    }
 
     for (p, f) in finals {
         if cleared.as_ref().is_some_and(|c| p.starts_with(c) && p != c) {

@@ -1,0 +1,440 @@
+//! `twoway` end to end, with the real binary.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use integration_tests::*;
+
+const OLD: i64 = 1_600_000_000;
+
+fn sync(env: &Env, a: &Path, b: &Path, extra: &[&str]) -> Run {
+    let mut args: Vec<&std::ffi::OsStr> = vec![a.as_os_str(), b.as_os_str(), "--once".as_ref()];
+    args.extend(extra.iter().map(|s| std::ffi::OsStr::new(*s)));
+    env.run("twoway", args)
+}
+
+fn pair(env: &Env) -> (PathBuf, PathBuf) {
+    let (a, b) = (env.path("a"), env.path("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    (a, b)
+}
+
+/// Both replicas hold the same entries (bytes, modes, file and link mtimes, targets).
+fn assert_in_sync(a: &Path, b: &Path) {
+    let strip = |m: std::collections::BTreeMap<PathBuf, Snap>| {
+        m.into_iter()
+            .filter(|(p, _)| !p.as_os_str().is_empty())
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (sa, sb) = (
+        strip(snapshot_with(a, false)),
+        strip(snapshot_with(b, false)),
+    );
+    for (p, x) in &sa {
+        assert_eq!(
+            Some(x),
+            sb.get(p),
+            "{} differs between the replicas",
+            p.display()
+        );
+    }
+    for p in sb.keys() {
+        assert!(
+            sa.contains_key(p),
+            "{} is only in {}",
+            p.display(),
+            b.display()
+        );
+    }
+}
+
+/// Every file content under `root` (bytes hashes), store and our temporary files excluded.
+fn contents(root: &Path) -> BTreeSet<String> {
+    let temps = temp_leftovers(root);
+    snapshot(root)
+        .into_iter()
+        .filter(|(p, _)| !temps.contains(p))
+        .filter_map(|(_, s)| match s {
+            Snap::File { sha256, .. } => Some(sha256),
+            _ => None,
+        })
+        .collect()
+}
+
+fn conflict_copies(root: &Path) -> Vec<PathBuf> {
+    snapshot(root)
+        .into_keys()
+        .filter(|p| p.to_string_lossy().contains(".conflict-"))
+        .collect()
+}
+
+#[test]
+fn first_sync_is_a_union_then_one_sided_edits_propagate() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    write(&a.join("docs/a.txt"), "from a");
+    write(&b.join("docs/b.txt"), "from b");
+    fs::create_dir_all(a.join("empty/inner")).unwrap();
+    write(&a.join("run.sh"), "#!/bin/sh");
+    chmod(&a.join("run.sh"), 0o755);
+    symlink("docs/a.txt", a.join("link")).unwrap();
+    write(&raw(&b, b"bytes-\xff"), "non-utf8");
+    write(&b.join("name with\nnewline"), "nl");
+    sync(&env, &a, &b, &[]).expect(0);
+    assert_in_sync(&a, &b);
+    assert!(a.join("docs/b.txt").exists() && b.join("empty/inner").is_dir());
+
+    // Edits on both sides, to different paths.
+    write(&a.join("docs/a.txt"), "edited on a");
+    fs::remove_file(b.join("docs/b.txt")).unwrap();
+    chmod(&b.join("run.sh"), 0o700);
+    fs::remove_file(a.join("link")).unwrap();
+    symlink("run.sh", a.join("link")).unwrap();
+    sync(&env, &a, &b, &[]).expect(0);
+    assert_in_sync(&a, &b);
+    assert_eq!(
+        fs::read_to_string(b.join("docs/a.txt")).unwrap(),
+        "edited on a"
+    );
+    assert!(!a.join("docs/b.txt").exists());
+    assert_eq!(
+        fs::read_link(b.join("link")).unwrap(),
+        PathBuf::from("run.sh")
+    );
+    let second = sync(&env, &a, &b, &[]);
+    second.expect(0);
+    assert!(
+        second.stdout().contains("nothing to do"),
+        "{}",
+        second.stdout()
+    );
+}
+
+fn conflict_case(policy: &str, a_newer: bool) -> (String, String, Vec<PathBuf>) {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    write(&a.join("notes.txt"), "base");
+    sync(&env, &a, &b, &[]).expect(0);
+    write(&a.join("notes.txt"), "edit on a");
+    write(&b.join("notes.txt"), "edit on b");
+    let (ta, tb) = if a_newer {
+        (OLD + 20, OLD + 10)
+    } else {
+        (OLD + 10, OLD + 20)
+    };
+    set_mtime(&a.join("notes.txt"), ta, 0);
+    set_mtime(&b.join("notes.txt"), tb, 0);
+    let run = sync(&env, &a, &b, &["--conflict", policy]);
+    run.expect(0);
+    assert!(run.all().contains("conflict"), "{}", run.all());
+    assert_in_sync(&a, &b);
+    let copies = conflict_copies(&a);
+    let kept = fs::read_to_string(a.join("notes.txt")).unwrap();
+    let other = fs::read_to_string(a.join(&copies[0])).unwrap();
+    (kept, other, copies)
+}
+
+#[test]
+fn conflicts_follow_the_policy_and_keep_the_loser_on_both_sides() {
+    let (kept, other, copies) = conflict_case("newer", false);
+    assert_eq!((kept.as_str(), other.as_str()), ("edit on b", "edit on a"));
+    assert_eq!(copies.len(), 1);
+    let name = copies[0].to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("notes.conflict-") && name.ends_with(".txt"),
+        "{name}"
+    );
+    assert_eq!(
+        "notes.conflict-YYYYMMDD-HHMMSS.txt".len(),
+        name.len(),
+        "{name}"
+    );
+
+    let (kept, other, _) = conflict_case("newer", true);
+    assert_eq!((kept.as_str(), other.as_str()), ("edit on a", "edit on b"));
+    let (kept, other, _) = conflict_case("prefer-a", false);
+    assert_eq!((kept.as_str(), other.as_str()), ("edit on a", "edit on b"));
+    let (kept, other, _) = conflict_case("prefer-b", true);
+    assert_eq!((kept.as_str(), other.as_str()), ("edit on b", "edit on a"));
+}
+
+#[test]
+fn modification_beats_deletion_and_dir_delete_keeps_edited_file() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    write(&a.join("f"), "v1");
+    write(&a.join("dir/sub/edited.txt"), "v1");
+    write(&a.join("dir/plain.txt"), "p");
+    sync(&env, &a, &b, &[]).expect(0);
+    fs::remove_file(a.join("f")).unwrap();
+    write(&b.join("f"), "v2 on b");
+    fs::remove_dir_all(b.join("dir")).unwrap();
+    write(&a.join("dir/sub/edited.txt"), "v2 on a");
+    sync(&env, &a, &b, &["--max-delete", "100"]).expect(0);
+    assert_in_sync(&a, &b);
+    assert_eq!(fs::read_to_string(a.join("f")).unwrap(), "v2 on b");
+    assert_eq!(
+        fs::read_to_string(b.join("dir/sub/edited.txt")).unwrap(),
+        "v2 on a"
+    );
+    assert!(
+        !a.join("dir/plain.txt").exists(),
+        "the unchanged sibling follows the delete"
+    );
+}
+
+#[test]
+fn rename_on_one_side_loses_nothing() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    for i in 0..4 {
+        write(&a.join(format!("f{i}")), format!("content {i}"));
+    }
+    sync(&env, &a, &b, &[]).expect(0);
+    fs::rename(a.join("f0"), a.join("renamed")).unwrap();
+    sync(&env, &a, &b, &[]).expect(0);
+    assert_in_sync(&a, &b);
+    assert_eq!(fs::read_to_string(b.join("renamed")).unwrap(), "content 0");
+    assert!(!b.join("f0").exists());
+}
+
+#[test]
+fn refusals_change_nothing() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    for i in 0..10 {
+        write(&a.join(format!("f{i}")), format!("{i}"));
+    }
+    sync(&env, &a, &b, &[]).expect(0);
+
+    // Unmounted replica: its root is missing.
+    let gone = env.path("unmounted");
+    let run = sync(&env, &a, &gone, &[]);
+    run.expect(2);
+    assert!(run.all().contains("unmounted"), "{}", run.all());
+    // Nested replicas.
+    fs::create_dir_all(a.join("inner")).unwrap();
+    sync(&env, &a, &a.join("inner"), &[]).expect(2);
+    fs::remove_dir(a.join("inner")).unwrap();
+    sync(&env, &a, &a, &[]).expect(2);
+    let (sa, sb) = (snapshot(&a), snapshot(&b));
+    // Deleting 8 of 10 files on one side.
+    for i in 0..8 {
+        fs::remove_file(b.join(format!("f{i}"))).unwrap();
+    }
+    let sb_edited = snapshot(&b);
+    let run = sync(&env, &a, &b, &[]);
+    run.expect(2);
+    assert!(run.all().contains("--max-delete"), "{}", run.all());
+    assert_eq!(snapshot(&a), sa);
+    assert_eq!(snapshot(&b), sb_edited);
+    assert_ne!(sb, sb_edited);
+    // Allowed explicitly.
+    sync(&env, &a, &b, &["--max-delete", "100"]).expect(0);
+    assert_in_sync(&a, &b);
+}
+
+#[test]
+fn unreadable_subdirectory_is_unknown_not_deleted() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    write(&a.join("sub/kept.txt"), "k");
+    write(&a.join("other.txt"), "o");
+    chmod(env.dir.path(), 0o755);
+    give_to_nobody(env.dir.path());
+    let run_once = || {
+        Run(unprivileged(&env, "twoway")
+            .arg(&a)
+            .arg(&b)
+            .args(["--once", "--max-delete", "100"])
+            .output()
+            .unwrap())
+    };
+    run_once().expect(0);
+    chmod(&a.join("sub"), 0o000);
+    run_once().expect(1);
+    chmod(&a.join("sub"), 0o755);
+    assert!(
+        b.join("sub/kept.txt").exists(),
+        "deleted on B what A could not read"
+    );
+    assert!(a.join("sub/kept.txt").exists());
+}
+
+#[test]
+fn killed_repeatedly_converges_without_partial_files_or_loss() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    let mut rng = Rng::new(11);
+    make_many(&a, 200, 150_000, &mut rng);
+    make_many(&b.join("from-b"), 100, 150_000, &mut rng);
+    write_random(&a.join("big.bin"), 20 << 20, &mut rng);
+    let mut seen: BTreeSet<String> = contents(&a).union(&contents(&b)).cloned().collect();
+    let mut killed = 0;
+    for round in 0..8u64 {
+        // New edits on both sides every round.
+        let files: Vec<PathBuf> = snapshot(&a)
+            .into_keys()
+            .filter(|p| p.extension().is_some())
+            .collect();
+        for _ in 0..10 {
+            let p = &files[rng.below(files.len() as u64) as usize];
+            let side = if rng.below(2) == 0 { &a } else { &b };
+            if side.join(p).parent().is_some_and(|d| d.is_dir()) {
+                replace_random(&side.join(p), rng.below(200_000) as usize, &mut rng);
+            }
+        }
+        seen.extend(contents(&a));
+        seen.extend(contents(&b));
+        let mut child = env
+            .cmd("twoway")
+            .arg(&a)
+            .arg(&b)
+            .args(["--once", "--max-delete", "100"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20 + rng.below(200)));
+        let _ = child.kill();
+        if child.wait().unwrap().code().is_none() {
+            killed += 1;
+        }
+        for root in [&a, &b] {
+            let temps = temp_leftovers(root);
+            for (p, s) in snapshot(root) {
+                if let Snap::File { sha256, .. } = s {
+                    if !temps.contains(&p) {
+                        assert!(
+                            seen.contains(&sha256),
+                            "round {round}: {} is partial",
+                            p.display()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(killed >= 3, "only {killed} passes were cut short");
+    let before_final: BTreeSet<String> = contents(&a).union(&contents(&b)).cloned().collect();
+    sync(&env, &a, &b, &["--max-delete", "100"]).expect(0);
+    assert_in_sync(&a, &b);
+    assert!(temp_leftovers(&a).is_empty() && temp_leftovers(&b).is_empty());
+    let again = sync(&env, &a, &b, &[]);
+    again.expect(0);
+    assert!(
+        again.stdout().contains("nothing to do"),
+        "{}",
+        again.stdout()
+    );
+    // Nothing was lost: what either side held is in a replica or one of its versions.
+    let mut everywhere = contents(&a);
+    for root in [&a, &b] {
+        everywhere.extend(contents(&root.join("__versions__")));
+    }
+    for c in &before_final {
+        assert!(everywhere.contains(c), "content {c} was lost");
+    }
+    env.run("recovery", ["verify"]).expect(0);
+}
+
+#[test]
+fn a_change_made_on_the_destination_during_the_pass_is_not_overwritten() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    let mut rng = Rng::new(2);
+    write_random(&a.join("big.bin"), 1 << 20, &mut rng);
+    sync(&env, &a, &b, &[]).expect(0);
+    write_random(&a.join("big.bin"), 300 << 20, &mut rng);
+    let mut child = env
+        .cmd("twoway")
+        .arg(&a)
+        .arg(&b)
+        .arg("--once")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the copy into B is under way, then edit B's file.
+    let start = Instant::now();
+    let mut edited = false;
+    while start.elapsed() < Duration::from_secs(60) {
+        if !temp_names(&b).is_empty() {
+            fs::write(b.join("big.bin.tmpedit"), b"x").unwrap();
+            fs::rename(b.join("big.bin.tmpedit"), b.join("big.bin")).unwrap();
+            edited = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let status = child.wait().unwrap();
+    assert!(edited, "the copy was never seen in flight");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "the pass should report the file it left alone"
+    );
+    assert_eq!(
+        fs::read(b.join("big.bin")).unwrap(),
+        b"x",
+        "B's edit was overwritten"
+    );
+    // The next pass sees a conflict and keeps both.
+    sync(&env, &a, &b, &[]).expect(0);
+    assert_in_sync(&a, &b);
+    let all = contents(&a);
+    assert!(all.contains(&sha256_file(&b.join("big.bin"))));
+    assert_eq!(conflict_copies(&a).len(), 1);
+}
+
+fn temp_names(root: &Path) -> Vec<PathBuf> {
+    fs::read_dir(root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".twoway-tmp-"))
+        })
+        .collect()
+}
+
+#[test]
+fn restore_works_for_either_replica() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    write(&a.join("x/y.txt"), "y");
+    sync(&env, &a, &b, &[]).expect(0);
+    let before = snapshot_with(&b, true);
+    fs::remove_dir_all(b.join("x")).unwrap();
+    env.run(
+        "twoway",
+        [b.as_os_str(), "--restore".as_ref(), "--force".as_ref()],
+    )
+    .expect(0);
+    assert_eq!(
+        fs::read_to_string(b.join("x/y.txt")).unwrap(),
+        "y",
+        "{:?}",
+        before.keys().collect::<Vec<_>>()
+    );
+    let to = env.path("copy-of-a");
+    env.run(
+        "twoway",
+        [
+            a.as_os_str(),
+            "--restore".as_ref(),
+            "--to".as_ref(),
+            to.as_os_str(),
+        ],
+    )
+    .expect(0);
+    assert_eq!(fs::read_to_string(to.join("x/y.txt")).unwrap(), "y");
+}

@@ -1,0 +1,111 @@
+//! The `twoway` command line: parse flags, turn them into validated settings, run the
+//! passes or a restore, map the outcome to an exit status.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use engine::cli::{PassArgs, RestoreArgs, Settings};
+use engine::config::ConflictPolicy;
+use engine::error::{exit, Refusal};
+use engine::home::DataHome;
+use engine::{logging, runner, signal};
+
+use crate::pass::Job;
+
+const EXAMPLES: &str = "\
+Examples:
+  twoway ~/Notes /media/usb/notes --once          one sync pass, then exit
+  twoway ~/Notes /mnt/share/notes                 a pass every 60 s until Ctrl+C
+  twoway ~/Notes /mnt/share/notes --dry-run --once
+  twoway ~/Notes /mnt/share/notes --conflict prefer-a --max-delete 20
+  twoway ~/Notes --restore --version previous --to /tmp/notes-before
+
+A change made on one side since the last sync is copied to the other, deletions too.
+A file changed on both sides is a conflict: the newer one (--conflict newer, the
+default; equal mtimes: DIR_A) or the preferred side's stays, and the other is kept
+beside it on both sides as <stem>.conflict-<YYYYMMDD-HHMMSS><.ext>. A modification
+always beats a deletion. The first sync of a pair is a union: nothing is deleted.
+Each replica keeps its last two versions in its own __versions__ directory.
+
+Exit status: 0 success, 1 per-file errors (logged with the path), 2 refused (nothing
+changed), 130 interrupted during a pass.";
+
+/// Keeps two directories in sync in both directions, never losing an update.
+#[derive(Parser, Debug)]
+#[command(name = "twoway", disable_version_flag = true, after_help = EXAMPLES)]
+pub struct Cli {
+    /// DIR_A and DIR_B; with --restore, only DIR.
+    #[arg(value_name = "DIR_A DIR_B", num_args = 0..=2)]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub pass: PassArgs,
+    /// Who wins a conflict: newer (default), prefer-a or prefer-b. The loser is kept.
+    #[arg(long, value_name = "newer|prefer-a|prefer-b")]
+    pub conflict: Option<ConflictPolicy>,
+    /// Refuse a pass that would delete more than PERCENT of a replica's files (default 50).
+    #[arg(long, value_name = "PERCENT")]
+    pub max_delete: Option<f64>,
+    #[command(flatten)]
+    pub restore: RestoreArgs,
+}
+
+/// Runs the `twoway` binary; returns the exit status.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    if cli.restore.version.as_deref() == Some("") && !cli.restore.restore {
+        println!("twoway {}", env!("CARGO_PKG_VERSION"));
+        return exit::OK;
+    }
+    match run(cli) {
+        Ok(code) => code,
+        Err(r) => {
+            if log::max_level() == log::LevelFilter::Off {
+                eprintln!("twoway: {r}");
+            } else {
+                log::error!("{r}");
+            }
+            exit::REFUSED
+        }
+    }
+}
+
+fn usage(msg: &str) -> Refusal {
+    Refusal::new(format!("{msg} (see twoway --help)"))
+}
+
+fn run(cli: Cli) -> Result<i32, Refusal> {
+    let settings = Settings::resolve(&cli.pass, cli.conflict, cli.max_delete)?;
+    let log_file = if settings.dry_run {
+        None
+    } else {
+        settings.log.clone()
+    };
+    if cli.restore.restore {
+        let [dir] = <[PathBuf; 1]>::try_from(cli.paths)
+            .map_err(|_| usage("--restore takes exactly one directory: twoway DIR --restore"))?;
+        logging::init(settings.verbosity, log_file.as_deref())?;
+        return Ok(recovery::cli::run_restore(
+            dir,
+            &cli.restore,
+            settings.dry_run,
+        ));
+    }
+    if cli.restore.to.is_some()
+        || cli.restore.force
+        || cli.restore.path.is_some()
+        || cli.restore.version.is_some()
+    {
+        return Err(usage(
+            "--to, --force, --path and --version go with --restore",
+        ));
+    }
+    let [a, b] =
+        <[PathBuf; 2]>::try_from(cli.paths).map_err(|_| usage("twoway needs DIR_A and DIR_B"))?;
+    logging::init(settings.verbosity, log_file.as_deref())?;
+    signal::install()?;
+    let home = DataHome::locate()?;
+    let interval = settings.interval;
+    let job = Job::new(&a, &b, settings, home)?;
+    Ok(runner::run_passes(interval, |n| job.run_pass(n)))
+}

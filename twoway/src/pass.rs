@@ -1,0 +1,431 @@
+//! One `twoway` pass: scan and hash both replicas, plan against the last sync's state,
+//! refuse what the guards forbid, keep conflict copies, apply to each side, then record
+//! (state, stat caches, versions of both replicas, the summary line).
+//!
+//! This module orders the steps and owns the refusals; the engine's `apply` and the
+//! recovery store do every write.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use engine::apply::{self, Applied, ApplyOptions, Counts};
+use engine::cache;
+use engine::cli::Settings;
+use engine::config::VersionMode;
+use engine::error::Refusal;
+use engine::fsops::Root;
+use engine::hash;
+use engine::home::{DataHome, Lock};
+use engine::names::{display, VERSIONS_DIR};
+use engine::replica::Replica;
+use engine::runner::PassOutcome;
+use engine::scan::{self, ScanOptions};
+use engine::signal;
+use engine::tree::{Digest, Entry, Tree};
+
+use recovery::store::VersionedDir;
+
+use crate::plan::{self, Side, SyncOptions, SyncPlan};
+use crate::state;
+
+/// A two-way sync job: validated replicas and settings.
+#[derive(Debug)]
+pub struct Job {
+    pub a: PathBuf,
+    pub b: PathBuf,
+    pub settings: Settings,
+    pub home: DataHome,
+    versions: Option<[VersionedDir; 2]>,
+    state_file: PathBuf,
+    _lock: Option<Lock>,
+}
+
+const MSDOS_MAGIC: i64 = 0x4d44;
+const EXFAT_MAGIC: i64 = 0x2011_bab0;
+
+fn check_replica(p: &Path, label: &str) -> Result<PathBuf, Refusal> {
+    match std::fs::symlink_metadata(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Refusal::new(format!(
+            "{label} {} does not exist; a missing replica usually means an unmounted drive, \
+             and syncing against it would look like everything was deleted. If this is a new \
+             replica, create it once by hand: mkdir -p {}",
+            display(p),
+            display(p)
+        ))),
+        _ => scan::check_root(p, label),
+    }
+}
+
+impl Job {
+    /// Checks the replicas and everything the SPEC says to refuse before changing anything.
+    pub fn new(a: &Path, b: &Path, settings: Settings, home: DataHome) -> Result<Job, Refusal> {
+        let a = check_replica(a, "DIR_A")?;
+        let b = check_replica(b, "DIR_B")?;
+        if a == b {
+            return Err(Refusal::new(format!(
+                "DIR_A and DIR_B are the same directory ({})",
+                display(&a)
+            )));
+        }
+        if a.starts_with(&b) || b.starts_with(&a) {
+            return Err(Refusal::new(format!(
+                "replicas must not be nested: {} and {}",
+                display(&a),
+                display(&b)
+            )));
+        }
+        let versions = match settings.versions {
+            VersionMode::Off => None,
+            mode => {
+                let store_for = |r: &Path| -> Result<PathBuf, Refusal> {
+                    match &settings.store {
+                        Some(s) => engine::home::absolute(s),
+                        None => Ok(r.join(VERSIONS_DIR)),
+                    }
+                };
+                let (sa, sb) = (store_for(&a)?, store_for(&b)?);
+                for s in [&sa, &sb] {
+                    if a.starts_with(s) || b.starts_with(s) {
+                        return Err(Refusal::new(format!(
+                            "the store {} must not contain a replica",
+                            display(s)
+                        )));
+                    }
+                }
+                Some([
+                    VersionedDir::new(&a, &sa, mode, Vec::new()),
+                    VersionedDir::new(&b, &sb, mode, Vec::new()),
+                ])
+            }
+        };
+        let state_file = home.state_file(&a, &b);
+        let lock = if settings.dry_run {
+            None
+        } else {
+            let key = state_file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Some(home.try_lock(&format!("pair-{key}"), &a)?)
+        };
+        Ok(Job {
+            a,
+            b,
+            settings,
+            home,
+            versions,
+            state_file,
+            _lock: lock,
+        })
+    }
+
+    fn root(&self, side: Side) -> &Path {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+
+    fn scan_options(&self) -> ScanOptions {
+        let mut skip = Vec::new();
+        if let Some(vs) = &self.versions {
+            skip.extend(vs.iter().map(|v| v.store().to_path_buf()));
+        }
+        ScanOptions {
+            excludes: self.settings.excludes.clone(),
+            skip,
+        }
+    }
+
+    /// Runs one pass.
+    pub fn run_pass(&self, n: u64) -> Result<PassOutcome, Refusal> {
+        let started = Instant::now();
+        check_replica(&self.a, "DIR_A")?;
+        check_replica(&self.b, "DIR_B")?;
+        let dry = self.settings.dry_run;
+        let scanned_at = cache::now_secs();
+        let opts = self.scan_options();
+        let reps = [
+            Replica::new(&self.a, "DIR_A", &self.home),
+            Replica::new(&self.b, "DIR_B", &self.home),
+        ];
+        let mut trees: Vec<Tree> = Vec::with_capacity(2);
+        let mut errors: Vec<engine::Error> = Vec::new();
+        let mut hashed_files = 0u64;
+        for r in &reps {
+            let mut t = r.scan(&opts)?;
+            errors.append(&mut t.errors);
+            r.load_hashes(&mut t, self.settings.checksum);
+            let h = r.hash_rest(&mut t);
+            hashed_files += h.files;
+            errors.extend(h.errors);
+            trees.push(t);
+        }
+        let (tb, ta) = (
+            trees.pop().expect("BUG: two trees"),
+            trees.pop().expect("BUG: two trees"),
+        );
+
+        let coarse = [&self.a, &self.b].iter().any(|r| {
+            Root::open(r)
+                .ok()
+                .and_then(|root| root.fs_magic())
+                .is_some_and(|m| m == MSDOS_MAGIC || m == EXFAT_MAGIC)
+        });
+        let base = state::load(&self.state_file, &self.a, &self.b);
+        let first = base.is_none();
+        let base = base.unwrap_or_default();
+        let plan = plan::plan_sync(
+            &base,
+            &ta,
+            &tb,
+            &SyncOptions {
+                policy: self.settings.conflict,
+                modify_window: self
+                    .settings
+                    .modify_window
+                    .unwrap_or(if coarse { 2 } else { 0 }),
+            },
+        );
+        self.check_max_delete(&plan, &ta, &tb)?;
+        for c in &plan.conflicts {
+            log::warn!(
+                "conflict: {} changed on both sides; kept {}'s version there, the other is kept as {}",
+                display(&c.path),
+                c.winner.name(),
+                display(&c.copy)
+            );
+        }
+
+        if dry {
+            let mut counts = Counts::default();
+            for (side, dir) in [(Side::A, "B -> A"), (Side::B, "A -> B")] {
+                let (keep, to) = plan.plan_for(side);
+                counts.merge(&apply::print_plan(keep, dir));
+                counts.merge(&apply::print_plan(to, dir));
+            }
+            if let Some(vs) = &self.versions {
+                vs.iter().for_each(VersionedDir::describe_dry_run);
+            }
+            log::info!(
+                "pass {n} (dry run){}: would {} · {} conflicts · {} errors · {:.2}s",
+                if first { ", first sync" } else { "" },
+                counts.summary(),
+                plan.conflicts.len(),
+                errors.len(),
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(PassOutcome {
+                operations: counts.operations(),
+                errors: errors.len(),
+                interrupted: false,
+            });
+        }
+
+        // No data loss: what a side is about to lose must be in one of its versions.
+        let mut trees = [ta, tb];
+        if let Some(vs) = &self.versions {
+            for (i, side) in [Side::A, Side::B].into_iter().enumerate() {
+                let (_, to) = plan.plan_for(side);
+                let displaced: Vec<(PathBuf, Option<Digest>)> = to
+                    .displaced_files()
+                    .map(|(p, e)| (p.to_path_buf(), e.hash))
+                    .collect();
+                std::fs::create_dir_all(vs[i].store()).map_err(|e| {
+                    Refusal::new(format!(
+                        "cannot create the store {}: {e}",
+                        display(vs[i].store())
+                    ))
+                })?;
+                if !displaced.is_empty() {
+                    vs[i]
+                        .preserve_before_change(
+                            &self.home,
+                            self.root(side),
+                            &mut trees[i],
+                            &displaced,
+                        )
+                        .map_err(|e| {
+                            Refusal::new(format!(
+                                "cannot save {} before changing it, so nothing was changed: {e}",
+                                display(self.root(side))
+                            ))
+                        })?;
+                }
+            }
+        }
+
+        let (applied, interrupted) = self.apply(&plan)?;
+        let mut counts = Counts::default();
+        let mut failed: Vec<PathBuf> = Vec::new();
+        for a in applied.iter().flatten() {
+            counts.merge(&a.counts);
+            failed.extend(a.failed.iter().cloned());
+            errors.extend(a.errors.iter().map(|e| engine::Error::Other(e.to_string())));
+        }
+        let [ta, tb] = trees;
+        let mut afters = Vec::new();
+        for (i, t) in [ta, tb].into_iter().enumerate() {
+            let mut t = t;
+            for a in applied[i].iter() {
+                t = apply::tree_after(t, a);
+            }
+            afters.push(t);
+        }
+        for (r, t) in reps.iter().zip(afters.iter_mut()) {
+            if let Ok(root) = Root::open(&r.root) {
+                if let Err(e) = root.sync_fs() {
+                    log::error!("{e}");
+                }
+            }
+            if !interrupted {
+                let h = r.hash_rest(t);
+                hashed_files += h.files;
+                errors.extend(h.errors);
+            }
+            r.save_cache(t, scanned_at);
+        }
+
+        // The state: what both sides now agree on; a path whose action failed keeps its
+        // old state so the next pass looks at it again. An interrupted pass keeps the old
+        // state entirely.
+        if !interrupted {
+            let new_state = merge_state(&base, plan.state.clone(), &failed);
+            if let Err(e) = state::save(&self.state_file, &self.a, &self.b, &new_state) {
+                log::error!("sync state not saved: {e}");
+                errors.push(e);
+            }
+        }
+
+        let mut notes = String::new();
+        if let (Some(vs), false) = (&self.versions, interrupted) {
+            for (i, v) in vs.iter().enumerate() {
+                match v.record(&self.home, v.dir(), &afters[i]) {
+                    Ok(Some(made)) => {
+                        notes.push_str(&format!(" · new version of {} {made}", ["A", "B"][i]))
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        log::error!("version not saved: {e}");
+                        errors.push(e);
+                    }
+                }
+            }
+        }
+        log::info!(
+            "pass {n}{}{}: {} · {} bytes copied · {} conflicts · hashed {hashed_files} files · {} errors · {:.2}s · A sha256 {} · B sha256 {}{notes}",
+            if first { " (first sync)" } else { "" },
+            if interrupted { " (interrupted)" } else { "" },
+            counts.summary(),
+            counts.bytes,
+            plan.conflicts.len(),
+            errors.len(),
+            started.elapsed().as_secs_f64(),
+            sha_text(hash::tree_sha256(&afters[0])),
+            sha_text(hash::tree_sha256(&afters[1])),
+        );
+        Ok(PassOutcome {
+            operations: counts.operations(),
+            errors: errors.len(),
+            interrupted,
+        })
+    }
+
+    /// Refuses a pass that would delete more than `--max-delete` percent of a replica.
+    fn check_max_delete(&self, plan: &SyncPlan, ta: &Tree, tb: &Tree) -> Result<(), Refusal> {
+        for (label, deletes, tree) in [("DIR_A", plan.deletes_a, ta), ("DIR_B", plan.deletes_b, tb)]
+        {
+            let files = tree.file_count();
+            if files == 0 || deletes == 0 {
+                continue;
+            }
+            let pct = deletes as f64 * 100.0 / files as f64;
+            if pct > self.settings.max_delete {
+                return Err(Refusal::new(format!(
+                    "this pass would delete {deletes} of the {files} files in {label} ({pct:.0}%), more than --max-delete {}%; \
+                     nothing was changed. If that is intended, run again with --max-delete 100",
+                    self.settings.max_delete
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Conflict copies first (on each loser's own side), then each side's actions.
+    fn apply(&self, plan: &SyncPlan) -> Result<([Vec<Applied>; 2], bool), Refusal> {
+        let stop = || signal::stop_requested();
+        let mut roots = [
+            Root::open(&self.a).map_err(Refusal::from)?,
+            Root::open(&self.b).map_err(Refusal::from)?,
+        ];
+        let mut out: [Vec<Applied>; 2] = [Vec::new(), Vec::new()];
+        let steps = [
+            (Side::A, true),
+            (Side::B, true),
+            (Side::A, false),
+            (Side::B, false),
+        ];
+        for (side, keep_step) in steps {
+            let i = if side == Side::A { 0 } else { 1 };
+            let (keep, to) = plan.plan_for(side);
+            let (p, src_root, direction) = if keep_step {
+                (
+                    keep,
+                    self.root(side),
+                    if side == Side::A { "A" } else { "B" },
+                )
+            } else {
+                (
+                    to,
+                    self.root(side.other()),
+                    if side == Side::A { "B -> A" } else { "A -> B" },
+                )
+            };
+            if p.actions.is_empty() {
+                continue;
+            }
+            let applied = apply::apply(
+                p,
+                &mut roots[i],
+                &ApplyOptions {
+                    src_root,
+                    direction,
+                    meta_from_plan: false,
+                    verify_hash: true,
+                    stop: &stop,
+                },
+            );
+            let interrupted = applied.interrupted;
+            out[i].push(applied);
+            if interrupted {
+                return Ok((out, true));
+            }
+        }
+        Ok((out, false))
+    }
+}
+
+/// The planned state, except that failed paths (and everything under them) keep what the
+/// base said.
+fn merge_state(
+    base: &BTreeMap<PathBuf, Entry>,
+    mut planned: BTreeMap<PathBuf, Entry>,
+    failed: &[PathBuf],
+) -> BTreeMap<PathBuf, Entry> {
+    for f in failed {
+        planned.retain(|p, _| !p.starts_with(f));
+        for (p, e) in base
+            .range(f.clone()..)
+            .take_while(|(p, _)| p.starts_with(f))
+        {
+            planned.insert(p.clone(), e.clone());
+        }
+    }
+    planned
+}
+
+fn sha_text(d: Option<Digest>) -> String {
+    d.map(|d| d.to_hex())
+        .unwrap_or_else(|| "incomplete".to_string())
+}
