@@ -438,3 +438,23 @@ fn restore_works_for_either_replica() {
     .expect(0);
     assert_eq!(fs::read_to_string(to.join("x/y.txt")).unwrap(), "y");
 }
+
+#[test]
+fn dry_run_changes_nothing_and_version_flag_works() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    write(&a.join("f"), "a");
+    write(&b.join("g"), "b");
+    let (sa, sb) = (snapshot(&a), snapshot(&b));
+    let run = sync(&env, &a, &b, &["--dry-run"]);
+    run.expect(0);
+    assert!(run.stdout().contains("would copy"), "{}", run.stdout());
+    assert_eq!((snapshot(&a), snapshot(&b)), (sa, sb));
+    assert!(
+        fs::read_dir(env.home()).unwrap().next().is_none(),
+        "dry run wrote into the data home"
+    );
+    let v = env.run("twoway", ["--version"]);
+    v.expect(0);
+    assert!(v.stdout().starts_with("twoway "));
+}
