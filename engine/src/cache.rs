@@ -26,7 +26,7 @@ struct Cached {
 }
 
 /// A stat cache for one root.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct StatCache {
     map: HashMap<PathBuf, Cached>,
 }

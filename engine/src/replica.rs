@@ -3,6 +3,7 @@
 //! Shared by every pass tool so there is one way to read a replica.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::cache::{self, Hashed, StatCache};
 use crate::error::Refusal;
@@ -12,11 +13,13 @@ use crate::scan::{self, ScanOptions};
 use crate::tree::Tree;
 
 /// One replica root and its stat cache.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Replica {
     pub root: PathBuf,
     pub label: &'static str,
     cache_file: PathBuf,
+    /// The cache as loaded, so an unchanged one is not written again.
+    loaded: OnceLock<StatCache>,
 }
 
 impl Replica {
@@ -25,7 +28,16 @@ impl Replica {
             root: root.to_path_buf(),
             label,
             cache_file: home.cache_file(root),
+            loaded: OnceLock::new(),
         }
+    }
+
+    /// Scans the replica and takes known hashes from its stat cache (none with
+    /// `checksum`).
+    pub fn read(&self, opts: &ScanOptions, checksum: bool) -> Result<Tree, Refusal> {
+        let mut tree = self.scan(opts)?;
+        self.load_hashes(&mut tree, checksum);
+        Ok(tree)
     }
 
     /// Scans the replica; a root that cannot be read refuses the pass.
@@ -47,8 +59,11 @@ impl Replica {
 
     /// Takes known hashes from the stat cache (none with `checksum`).
     pub fn load_hashes(&self, tree: &mut Tree, checksum: bool) {
+        let cache = self
+            .loaded
+            .get_or_init(|| StatCache::load(&self.cache_file, &self.root));
         if !checksum {
-            StatCache::load(&self.cache_file, &self.root).fill(tree);
+            cache.fill(tree);
         }
     }
 
@@ -63,8 +78,26 @@ impl Replica {
 
     /// Saves what is known of the tree's hashes for the next pass.
     pub fn save_cache(&self, tree: &Tree, scanned_at: i64) {
-        if let Err(e) = StatCache::from_tree(tree, scanned_at).save(&self.cache_file, &self.root) {
+        let cache = StatCache::from_tree(tree, scanned_at);
+        if self.loaded.get() == Some(&cache) {
+            return;
+        }
+        if let Err(e) = cache.save(&self.cache_file, &self.root) {
             log::warn!("stat cache of {} not saved: {e}", self.label);
         }
     }
+}
+
+/// Reads two replicas at once (scan and cache on one thread each).
+pub fn read_both(
+    a: (&Replica, &ScanOptions),
+    b: (&Replica, &ScanOptions),
+    checksum: bool,
+) -> Result<(Tree, Tree), Refusal> {
+    let (ta, tb) = std::thread::scope(|s| {
+        let ha = s.spawn(|| a.0.read(a.1, checksum));
+        let tb = b.0.read(b.1, checksum);
+        (ha.join().expect("BUG: a scan thread does not panic"), tb)
+    });
+    Ok((ta?, tb?))
 }

@@ -17,7 +17,7 @@ use engine::hash;
 use engine::home::{path_key, DataHome, Lock};
 use engine::mirror::{self, MirrorOptions};
 use engine::names::{display, VERSIONS_DIR};
-use engine::replica::Replica;
+use engine::replica::{self, Replica};
 use engine::runner::PassOutcome;
 use engine::scan::{self, ScanOptions};
 use engine::signal;
@@ -134,14 +134,15 @@ impl Job {
             Replica::new(&self.source, "SOURCE", &self.home),
             Replica::new(&self.backup, "BACKUP", &self.home),
         );
-        let mut src = source.scan(&src_opts)?;
-        let mut dst = backup.scan(&dst_opts)?;
+        let (mut src, mut dst) = replica::read_both(
+            (&source, &src_opts),
+            (&backup, &dst_opts),
+            self.settings.checksum,
+        )?;
         let mut errors: Vec<engine::Error> = Vec::new();
         errors.append(&mut src.errors);
         errors.append(&mut dst.errors);
         let mut hashed_files = 0u64;
-        source.load_hashes(&mut src, self.settings.checksum);
-        backup.load_hashes(&mut dst, self.settings.checksum);
         if self.settings.checksum {
             for (r, t) in [(&source, &mut src), (&backup, &mut dst)] {
                 let h = r.hash_rest(t);

@@ -235,14 +235,19 @@ impl VersionedDir {
         std::fs::create_dir_all(&self.store).ctx("mkdir", &self.store)?;
         self.repair()?;
         let mut manifest = Manifest::from_tree(&self.dir, tree);
-        let previous = self.latest_manifest();
-        if previous
-            .as_ref()
-            .is_some_and(|p| p.dir_sha256 == manifest.dir_sha256)
-        {
-            self.register_if_missing(home, previous.as_ref().map(|m| m.made.clone()))?;
+        let latest = self.view().latest;
+        let latest_sha = latest.as_deref().and_then(|p| {
+            Manifest::peek_dir_sha256(p).or_else(|| Manifest::load(p).ok().map(|m| m.dir_sha256))
+        });
+        if latest_sha.as_deref() == Some(manifest.dir_sha256.as_str()) {
+            self.register_if_missing(home, None)?;
             return Ok(None);
         }
+        // Only a copying store needs the previous version's list (to share unchanged files).
+        let previous = match self.mode {
+            VersionMode::Copy => self.latest_manifest(),
+            _ => None,
+        };
         let new = self.slot(".new");
         std::fs::create_dir(&new).ctx("mkdir", &new)?;
         self.build(&new, replica, &mut manifest, previous.as_ref())?;
@@ -268,7 +273,7 @@ impl VersionedDir {
         let mut dst = Root::open(new)?;
         let mut src = Root::open(replica)?;
         let prev_dir = self.slot("_1");
-        let mut prev_root = if previous.is_some() {
+        let mut prev_root = if self.mode == VersionMode::Copy {
             Root::open(&prev_dir).ok()
         } else {
             None

@@ -18,7 +18,7 @@ use engine::fsops::Root;
 use engine::hash;
 use engine::home::{DataHome, Lock};
 use engine::names::{display, VERSIONS_DIR};
-use engine::replica::Replica;
+use engine::replica::{self, Replica};
 use engine::runner::PassOutcome;
 use engine::scan::{self, ScanOptions};
 use engine::signal;
@@ -150,22 +150,19 @@ impl Job {
             Replica::new(&self.a, "DIR_A", &self.home),
             Replica::new(&self.b, "DIR_B", &self.home),
         ];
-        let mut trees: Vec<Tree> = Vec::with_capacity(2);
         let mut errors: Vec<engine::Error> = Vec::new();
         let mut hashed_files = 0u64;
-        for r in &reps {
-            let mut t = r.scan(&opts)?;
+        let (mut ta, mut tb) = replica::read_both(
+            (&reps[0], &opts),
+            (&reps[1], &opts),
+            self.settings.checksum,
+        )?;
+        for (r, t) in reps.iter().zip([&mut ta, &mut tb]) {
             errors.append(&mut t.errors);
-            r.load_hashes(&mut t, self.settings.checksum);
-            let h = r.hash_rest(&mut t);
+            let h = r.hash_rest(t);
             hashed_files += h.files;
             errors.extend(h.errors);
-            trees.push(t);
         }
-        let (tb, ta) = (
-            trees.pop().expect("BUG: two trees"),
-            trees.pop().expect("BUG: two trees"),
-        );
 
         let coarse = [&self.a, &self.b].iter().any(|r| {
             Root::open(r)

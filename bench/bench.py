@@ -1,0 +1,432 @@
+#!/usr/bin/env python3
+"""Benchmarks of oneway / twoway / recovery against cp, rsync, rclone and Unison.
+
+Generates deterministic trees (fixed seeds) under BENCH_DIR (default /dev/shm, a tmpfs:
+the shared disks here are too noisy to compare tools on), runs every case for every
+installed tool, alternating the tools run by run, checks that each tool's result is
+correct (trees equal), and prints a table of medians: wall seconds, peak RSS, and our
+time / peer time.
+
+Usage: bench/run.sh [--quick] [--runs N] [--cases a,b,...] [--bench-dir DIR]
+"""
+
+import argparse
+import hashlib
+import math
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL = os.path.join(ROOT, "target", "release")
+OLD_MTIME = 1_600_000_000
+
+
+def ours(name):
+    return os.path.join(REL, name)
+
+
+# ---------------------------------------------------------------------------- trees
+
+
+def gen_tree(root, files, dirs, mean_size, seed, links=True):
+    """`files` files in `dirs` directories, log-normal sizes around `mean_size`, names
+    with spaces and Unicode, some empty directories and symlinks."""
+    rng = random.Random(seed)
+    os.makedirs(root)
+    dir_paths = []
+    for d in range(dirs):
+        depth = 1 + d % 3
+        parts = [f"dir {d % 50}", f"sub-{d % 7}ü", f"d{d}"][:depth]
+        p = os.path.join(root, *parts)
+        dir_paths.append(p)
+        os.makedirs(p, exist_ok=True)
+    mu = math.log(mean_size) - 0.245  # sigma 0.7: mean ≈ mean_size
+    for i in range(files):
+        d = dir_paths[i % len(dir_paths)]
+        name = f"file {i} é.dat" if i % 10 == 0 else f"f{i}.bin"
+        size = min(int(rng.lognormvariate(mu, 0.7)), 4 << 20)
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(rng.randbytes(size))
+    for e in range(dirs // 20):
+        os.makedirs(os.path.join(root, f"empty {e}", "inner"), exist_ok=True)
+    if links:
+        for s in range(min(50, len(dir_paths))):
+            os.symlink(f"../f{s}.bin", os.path.join(dir_paths[s], f"link{s}"))
+            os.symlink("nowhere", os.path.join(dir_paths[s], f"dangling{s}"))
+    set_old_mtimes(root)
+
+
+def gen_large(root, count, size, seed):
+    rng = random.Random(seed)
+    os.makedirs(root)
+    for i in range(count):
+        with open(os.path.join(root, f"large{i}.bin"), "wb") as f:
+            left = size
+            while left:
+                n = min(left, 16 << 20)
+                f.write(rng.randbytes(n))
+                left -= n
+    set_old_mtimes(root)
+
+
+def set_old_mtimes(root):
+    for d, dirs, files in os.walk(root, topdown=False):
+        for n in files + dirs:
+            os.utime(os.path.join(d, n), (OLD_MTIME, OLD_MTIME), follow_symlinks=False)
+    os.utime(root, (OLD_MTIME, OLD_MTIME))
+
+
+def list_files(root):
+    out = []
+    for d, dirs, files in os.walk(root):
+        if d == root and "__versions__" in dirs:
+            dirs.remove("__versions__")
+        for n in files:
+            p = os.path.join(d, n)
+            if not os.path.islink(p):
+                out.append(p)
+    out.sort()
+    return out
+
+
+def mutate(root, seed, fraction=0.01, skip=None):
+    """Rewrites, appends to, deletes and adds `fraction` of the files (a quarter each)."""
+    rng = random.Random(seed)
+    files = list_files(root)
+    if skip is not None:
+        files = [f for f in files if f not in skip]
+    n = max(4, int(len(files) * fraction))
+    picked = rng.sample(files, n)
+    q = n // 4
+    for p in picked[:q]:
+        with open(p, "wb") as f:
+            f.write(rng.randbytes(rng.randint(100, 20000)))
+    for p in picked[q : 2 * q]:
+        with open(p, "ab") as f:
+            f.write(rng.randbytes(rng.randint(10, 5000)))
+    for p in picked[2 * q : 3 * q]:
+        os.remove(p)
+    for i, p in enumerate(picked[3 * q :]):
+        with open(os.path.join(os.path.dirname(p), f"new-{seed}-{i}.bin"), "wb") as f:
+            f.write(rng.randbytes(rng.randint(100, 20000)))
+    # Old mtimes on the changes too, as a user's edits made a while ago.
+    for p in picked[:q] + picked[q : 2 * q]:
+        os.utime(p, (OLD_MTIME + 100, OLD_MTIME + 100))
+    return set(picked)
+
+
+def digest_tree(root, modes=True):
+    """path → (kind, mode, mtime seconds, sha256 or target), __versions__ left out."""
+    out = {}
+    for d, dirs, files in os.walk(root):
+        if d == root:
+            dirs[:] = [x for x in dirs if x not in ("__versions__", ".unison")]
+        rel_d = os.path.relpath(d, root)
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            rel = os.path.normpath(os.path.join(rel_d, n))
+            st = os.lstat(p)
+            if os.path.islink(p):
+                out[rel] = ("l", os.readlink(p))
+            elif os.path.isdir(p):
+                out[rel] = ("d", st.st_mode & 0o7777 if modes else 0)
+            else:
+                h = hashlib.sha256()
+                with open(p, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+                out[rel] = ("f", st.st_mode & 0o7777 if modes else 0, int(st.st_mtime), h.hexdigest())
+    return out
+
+
+def same_tree(a, b, modes=True):
+    """Equal trees; `modes=False` for a peer that does not keep permission bits."""
+    da, db = digest_tree(a, modes), digest_tree(b, modes)
+    if da == db:
+        return True, ""
+    for k in sorted(set(da) | set(db)):
+        if da.get(k) != db.get(k):
+            return False, f"{k}: {da.get(k)} vs {db.get(k)}"
+    return False, "?"
+
+
+# ---------------------------------------------------------------------------- running
+
+
+GNU_TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
+
+
+def run(cmd, env=None):
+    """Runs `cmd`; returns (wall seconds, peak RSS in MiB). The RSS comes from GNU time,
+    whose small process is the tool's parent: measured from Python, a child's peak RSS
+    would include the Python process it was forked from."""
+    rss_file = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"bench-rss-{os.getpid()}")
+    full = [GNU_TIME, "-f", "%M", "-o", rss_file, *cmd] if GNU_TIME else cmd
+    t0 = time.perf_counter()
+    p = subprocess.run(full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        err = p.stderr.decode(errors="replace")
+        raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {err[-2000:]}")
+    rss = float("nan")
+    if GNU_TIME:
+        with open(rss_file) as f:
+            rss = int(f.read().split()[-1]) / 1024
+    return wall, rss
+
+
+def env_for(home):
+    e = dict(os.environ)
+    e["TWOWAY_HOME"] = home
+    e["UNISON"] = os.path.join(home, "unison")
+    e["RCLONE_CONFIG"] = os.path.join(home, "rclone.conf")
+    return e
+
+
+def mirror_cmd(tool, src, dst, extra=()):
+    if tool == "oneway":
+        return [ours("oneway"), src, dst, "--once", "-q", *extra]
+    if tool == "rsync":
+        return ["rsync", "-a", "--delete", src + "/", dst + "/"]
+    if tool == "rclone":
+        return ["rclone", "sync", "--links", "--create-empty-src-dirs", src, dst]
+    if tool == "cp":
+        return ["cp", "-a", src + "/.", dst]
+    raise ValueError(tool)
+
+
+def sync_cmd(tool, a, b):
+    if tool == "twoway":
+        return [ours("twoway"), a, b, "--once", "-q", "--max-delete", "100"]
+    if tool == "unison":
+        return ["unison", a, b, "-batch", "-auto", "-times", "-prefer", "newer", "-silent", "-links", "true"]
+    raise ValueError(tool)
+
+
+class Results:
+    def __init__(self):
+        self.rows = {}  # (case, tool) -> list of (wall, rss)
+
+    def add(self, case, tool, wall, rss):
+        self.rows.setdefault((case, tool), []).append((wall, rss))
+
+    def med(self, case, tool):
+        v = self.rows.get((case, tool))
+        if not v:
+            return None
+        return statistics.median(w for w, _ in v), max(r for _, r in v)
+
+
+def fresh(path):
+    if os.path.exists(path):
+        subprocess.run(["rm", "-rf", path], check=True)
+    os.makedirs(path)
+
+
+def copy_tree(src, dst):
+    if os.path.exists(dst):
+        subprocess.run(["rm", "-rf", dst], check=True)
+    subprocess.run(["cp", "-a", src, dst], check=True)
+
+
+def check(ok_msg, case, tool):
+    ok, msg = ok_msg
+    if not ok:
+        raise RuntimeError(f"{case} / {tool}: result differs: {msg}")
+
+
+# ---------------------------------------------------------------------------- cases
+
+
+def mirror_cases(R, base, tree, label, tools, runs, work):
+    """initial, no change, after 1% change, for a one-way mirror."""
+    for r in range(runs):
+        order = tools if r % 2 == 0 else list(reversed(tools))
+        for tool in order:
+            home = os.path.join(work, f"home-{tool}")
+            fresh(home)
+            src, dst = os.path.join(work, "src"), os.path.join(work, "dst")
+            copy_tree(tree, src)
+            fresh(dst)
+            env = env_for(home)
+            w, m = run(mirror_cmd(tool, src, dst), env)
+            R.add(f"{label} mirror initial", tool, w, m)
+            check(same_tree(src, dst, tool != "rclone"), "initial", tool)
+            if tool == "cp":
+                continue
+            w, m = run(mirror_cmd(tool, src, dst), env)
+            R.add(f"{label} mirror no change", tool, w, m)
+            mutate(src, seed=100 + r)
+            w, m = run(mirror_cmd(tool, src, dst), env)
+            R.add(f"{label} mirror 1% change", tool, w, m)
+            check(same_tree(src, dst, tool != "rclone"), "1%", tool)
+
+
+def versions_case(R, tree, runs, work):
+    """A 1%-change pass with versions on vs off (oneway)."""
+    for r in range(runs):
+        for mode in (["--no-versions"], []) if r % 2 == 0 else ([], ["--no-versions"]):
+            home = os.path.join(work, "home-v")
+            fresh(home)
+            src, dst = os.path.join(work, "src"), os.path.join(work, "dst")
+            copy_tree(tree, src)
+            fresh(dst)
+            env = env_for(home)
+            run(mirror_cmd("oneway", src, dst, mode), env)
+            mutate(src, seed=300 + r)
+            w, m = run(mirror_cmd("oneway", src, dst, mode), env)
+            R.add("W1 1% pass, versions on/off", "oneway (versions)" if not mode else "oneway --no-versions", w, m)
+
+
+def restore_case(R, tree, runs, work):
+    """Bring back a deleted W1 SOURCE: recovery restore vs cp -a from the backup."""
+    home = os.path.join(work, "home-r")
+    fresh(home)
+    src, dst = os.path.join(work, "src"), os.path.join(work, "dst")
+    copy_tree(tree, src)
+    fresh(dst)
+    env = env_for(home)
+    run(mirror_cmd("oneway", src, dst), env)
+    for r in range(runs):
+        for tool in (["recovery", "cp"] if r % 2 == 0 else ["cp", "recovery"]):
+            subprocess.run(["rm", "-rf", src], check=True)
+            if tool == "recovery":
+                w, m = run([ours("recovery"), "restore", src, "-q"], env)
+            else:
+                os.makedirs(src)
+                w, m = run(["cp", "-a", dst + "/.", src], env)
+                subprocess.run(["rm", "-rf", os.path.join(src, "__versions__")], check=True)
+            R.add("W1 restore deleted dir", tool, w, m)
+            check(same_tree(tree, src), "restore", tool)
+
+
+def sync_cases(R, tree, tools, runs, work):
+    for r in range(runs):
+        order = tools if r % 2 == 0 else list(reversed(tools))
+        for tool in order:
+            home = os.path.join(work, f"home-{tool}")
+            fresh(home)
+            a, b = os.path.join(work, "a"), os.path.join(work, "b")
+            copy_tree(tree, a)
+            fresh(b)
+            env = env_for(home)
+            w, m = run(sync_cmd(tool, a, b), env)
+            R.add("W1 two-way initial", tool, w, m)
+            check(same_tree(a, b), "two-way initial", tool)
+            w, m = run(sync_cmd(tool, a, b), env)
+            R.add("W1 two-way no change", tool, w, m)
+            touched = mutate(a, seed=200 + r)
+            mutate(b, seed=250 + r, skip=touched | {p.replace(a, b, 1) for p in touched})
+            w, m = run(sync_cmd(tool, a, b), env)
+            R.add("W1 two-way 1% both sides", tool, w, m)
+            check(same_tree(a, b), "two-way 1%", tool)
+
+
+# ---------------------------------------------------------------------------- report
+
+PEERS = {
+    "mirror initial": ["cp", "rsync", "rclone"],
+    "mirror no change": ["rsync", "rclone"],
+    "mirror 1% change": ["rsync", "rclone"],
+    "two-way": ["unison"],
+    "restore": ["cp"],
+}
+
+
+def report(R, machine):
+    lines = [
+        f"Machine: {machine}",
+        "",
+        "| case | tool | wall s (median) | peak RSS MiB | ours / this tool |",
+        "|---|---|---|---|---|",
+    ]
+    cases = []
+    for case, _ in R.rows:
+        if case not in cases:
+            cases.append(case)
+    for case in cases:
+        tools = [t for c, t in R.rows if c == case]
+        mine = next((t for t in tools if t in ("oneway", "twoway", "recovery", "oneway (versions)")), None)
+        mine_med = R.med(case, mine) if mine else None
+        for t in tools:
+            w, m = R.med(case, t)
+            ratio = ""
+            if mine_med and t != mine and w > 0:
+                ratio = f"{mine_med[0] / w:.2f}×"
+            lines.append(f"| {case} | {t} | {w:.3f} | {m:.0f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="small trees (a smoke test)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--cases", default="mirror,large,versions,restore,twoway,scale")
+    ap.add_argument("--bench-dir", default=os.environ.get("BENCH_DIR", "/dev/shm"))
+    args = ap.parse_args()
+    cases = set(args.cases.split(","))
+
+    base = os.path.join(args.bench_dir, f"twoway-bench-{os.getpid()}")
+    os.makedirs(base)
+    try:
+        fs = subprocess.run(["stat", "-f", "-c", "%T", base], capture_output=True, text=True).stdout.strip()
+        machine = f"{os.cpu_count()} cores, {fs} at {args.bench_dir}, python {sys.version.split()[0]}"
+        scale = 0.02 if args.quick else 1.0
+        w1 = os.path.join(base, "W1")
+        t0 = time.time()
+        gen_tree(w1, int(50_000 * scale), max(30, int(1_500 * scale)), 8192, seed=1)
+        print(f"generated W1 in {time.time() - t0:.1f}s", file=sys.stderr)
+        work = os.path.join(base, "work")
+        os.makedirs(work)
+        have = {t: shutil.which(t) is not None for t in ("rsync", "rclone", "unison", "cp")}
+        R = Results()
+        if "mirror" in cases:
+            tools = ["oneway"] + [t for t in ("rsync", "rclone", "cp") if have[t]]
+            mirror_cases(R, base, w1, "W1", tools, args.runs, work)
+        if "versions" in cases:
+            versions_case(R, w1, args.runs, work)
+        if "restore" in cases:
+            restore_case(R, w1, args.runs, work)
+        if "twoway" in cases:
+            tools = ["twoway"] + (["unison"] if have["unison"] else [])
+            sync_cases(R, w1, tools, args.runs, work)
+        if "large" in cases:
+            w2 = os.path.join(base, "W2")
+            gen_large(w2, 16, int((128 << 20) * (0.05 if args.quick else 1)), seed=2)
+            for r in range(args.runs):
+                for tool in (["oneway", "cp", "rsync"] if r % 2 == 0 else ["rsync", "cp", "oneway"]):
+                    if not have.get(tool, True):
+                        continue
+                    home = os.path.join(work, f"home-{tool}")
+                    fresh(home)
+                    dst = os.path.join(work, "dst")
+                    fresh(dst)
+                    w, m = run(mirror_cmd(tool, w2, dst), env_for(home))
+                    R.add("W2 large files initial", tool, w, m)
+            subprocess.run(["rm", "-rf", w2], check=True)
+        if "scale" in cases:
+            w3 = os.path.join(base, "W3")
+            gen_tree(w3, int(200_000 * scale), max(30, int(6_000 * scale)), 2048, seed=3)
+            for r in range(args.runs):
+                for tool in ["oneway"] + (["rsync"] if have["rsync"] else []):
+                    home = os.path.join(work, f"home-{tool}")
+                    fresh(home)
+                    dst = os.path.join(work, "dst")
+                    fresh(dst)
+                    w, m = run(mirror_cmd(tool, w3, dst), env_for(home))
+                    R.add("W3 (200k files) mirror initial", tool, w, m)
+                    w, m = run(mirror_cmd(tool, w3, dst), env_for(home))
+                    R.add("W3 (200k files) mirror no change", tool, w, m)
+        print(report(R, machine))
+    finally:
+        subprocess.run(["rm", "-rf", base])
+
+
+if __name__ == "__main__":
+    main()
