@@ -126,20 +126,106 @@ pub fn print_plan(plan: &Plan, direction: &str) -> Counts {
     counts
 }
 
-/// Carries out `plan` on `dst`.
+/// Carries out `plan` on `dst`, in three phases that keep every ordering the plan relies
+/// on: first every action that is not a file copy, in plan order (removals before what
+/// replaces them, directories before their contents); then the file copies, which are
+/// independent of each other by then, on `threads` threads; then directory metadata.
 pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
     let mut out = Applied::default();
     let mut failed_dirs: BTreeSet<PathBuf> = BTreeSet::new();
-    for action in &plan.actions {
+    let is_copy = |a: &Action| matches!(a.op, Op::Copy { .. });
+    let first: Vec<&Action> = plan
+        .actions
+        .iter()
+        .filter(|a| !is_copy(a) && a.op != Op::SetDirMeta)
+        .collect();
+    let copies: Vec<&Action> = plan.actions.iter().filter(|a| is_copy(a)).collect();
+    let last: Vec<&Action> = plan
+        .actions
+        .iter()
+        .filter(|a| a.op == Op::SetDirMeta)
+        .collect();
+
+    run_sequence(&first, dst, opts, &mut out, &mut failed_dirs);
+    if !out.interrupted && !copies.is_empty() {
+        let copies: Vec<&Action> = copies
+            .into_iter()
+            .filter(|a| {
+                let skip = under_any(&failed_dirs, &a.path);
+                if skip {
+                    out.failed.insert(a.path.clone());
+                }
+                !skip
+            })
+            .collect();
+        let threads = crate::hash::default_threads().min(copies.len()).max(1);
+        if threads <= 1 {
+            run_sequence(&copies, dst, opts, &mut out, &mut failed_dirs);
+        } else {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let results: Vec<Applied> = std::thread::scope(|s| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|_| {
+                        s.spawn(|| {
+                            let mut part = Applied::default();
+                            let mut root = match Root::open(dst.path()) {
+                                Ok(r) => r,
+                                Err(e) => {
+                                    part.errors.push(e);
+                                    return part;
+                                }
+                            };
+                            let mut no_dirs = BTreeSet::new();
+                            loop {
+                                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                if i >= copies.len() || part.interrupted {
+                                    break;
+                                }
+                                run_sequence(
+                                    &copies[i..=i],
+                                    &mut root,
+                                    opts,
+                                    &mut part,
+                                    &mut no_dirs,
+                                );
+                            }
+                            part
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| w.join().expect("BUG: copy workers do not panic"))
+                    .collect()
+            });
+            for part in results {
+                out.merge(part);
+            }
+        }
+    }
+    if !out.interrupted {
+        run_sequence(&last, dst, opts, &mut out, &mut failed_dirs);
+    }
+    out
+}
+
+fn run_sequence(
+    actions: &[&Action],
+    dst: &mut Root,
+    opts: &ApplyOptions<'_>,
+    out: &mut Applied,
+    failed_dirs: &mut BTreeSet<PathBuf>,
+) {
+    for action in actions {
         if (opts.stop)() {
             out.interrupted = true;
             break;
         }
-        if under_any(&failed_dirs, &action.path) && !action.path.as_os_str().is_empty() {
+        if under_any(failed_dirs, &action.path) && !action.path.as_os_str().is_empty() {
             out.failed.insert(action.path.clone());
             continue;
         }
-        match run(action, dst, opts, &mut out) {
+        match run(action, dst, opts, out) {
             Ok(()) => {
                 log_action(action.op.verb(), &action.path, opts.direction, false);
                 out.counts.add(action.op.verb());
@@ -158,7 +244,21 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
             }
         }
     }
-    out
+}
+
+impl Applied {
+    /// Folds in what another worker did.
+    fn merge(&mut self, other: Applied) {
+        self.written.extend(other.written);
+        self.meta.extend(other.meta);
+        self.dirs.extend(other.dirs);
+        self.removed.extend(other.removed);
+        self.read.extend(other.read);
+        self.failed.extend(other.failed);
+        self.errors.extend(other.errors);
+        self.counts.merge(&other.counts);
+        self.interrupted |= other.interrupted;
+    }
 }
 
 fn src_of(action: &Action) -> Result<&Entry, Error> {

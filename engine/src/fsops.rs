@@ -14,6 +14,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
 
@@ -135,7 +136,7 @@ fn split(rel: &Path) -> Result<(&Path, &OsStr), Error> {
 pub struct Root {
     path: PathBuf,
     fd: OwnedFd,
-    dirs: HashMap<PathBuf, OwnedFd>,
+    dirs: HashMap<PathBuf, Arc<OwnedFd>>,
 }
 
 impl Root {
@@ -179,7 +180,7 @@ impl Root {
                 self.dirs.clear();
             }
             let fd = {
-                let mut start: Option<&OwnedFd> = None;
+                let mut start: Option<&Arc<OwnedFd>> = None;
                 let mut rest: Vec<&OsStr> = Vec::new();
                 let mut cur = rel;
                 loop {
@@ -229,9 +230,19 @@ impl Root {
                 }
                 fd.expect("BUG: a non-empty relative path has at least one component")
             };
-            self.dirs.insert(rel.to_path_buf(), fd);
+            self.dirs.insert(rel.to_path_buf(), Arc::new(fd));
         }
         Ok(self.dirs[rel].as_fd())
+    }
+
+    /// A shared handle on the directory `rel` (kept by a file being written in it).
+    fn dir_shared(&mut self, rel: &Path) -> Result<Arc<OwnedFd>, Error> {
+        if rel.as_os_str().is_empty() {
+            let fd = self.fd.try_clone().ctx("dup", &self.path)?;
+            return Ok(Arc::new(fd));
+        }
+        self.dir(rel)?;
+        Ok(Arc::clone(&self.dirs[rel]))
     }
 
     /// Forgets cached handles at or under `rel` (after it was removed or replaced).
@@ -267,17 +278,10 @@ impl Root {
         let (parent, name) = split(rel)?;
         let final_name = name.to_os_string();
         let abs = self.abs(rel);
-        let dir = self.dir(parent)?;
-        let dir = rfs::openat(
-            dir,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ctx("open dir", &abs)?;
+        let dir = self.dir_shared(parent)?;
         let temp = OsString::from(names::temp_name());
         let fd = rfs::openat(
-            &dir,
+            &*dir,
             &temp,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
@@ -573,7 +577,7 @@ fn remove_at(dir: BorrowedFd<'_>, name: &OsStr, abs: &Path) -> Result<(), Error>
 /// A file being written under a temporary name; removed on drop unless committed.
 #[derive(Debug)]
 pub struct TempFile {
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     temp: OsString,
     final_name: OsString,
     abs: PathBuf,
@@ -609,7 +613,7 @@ impl TempFile {
     /// Renames the finished file over its final name.
     pub fn commit(mut self) -> Result<(), Error> {
         self.file = None;
-        let r = rfs::renameat(&self.dir, &self.temp, &self.dir, &self.final_name)
+        let r = rfs::renameat(&*self.dir, &self.temp, &*self.dir, &self.final_name)
             .ctx("rename", &self.abs);
         if r.is_ok() {
             self.temp.clear();
@@ -621,7 +625,7 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.temp.is_empty() {
-            let _ = rfs::unlinkat(&self.dir, &self.temp, AtFlags::empty());
+            let _ = rfs::unlinkat(&*self.dir, &self.temp, AtFlags::empty());
         }
     }
 }

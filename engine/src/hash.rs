@@ -29,14 +29,27 @@ pub fn copy_hashing(
     writer: &mut dyn Write,
     stop: &dyn Fn() -> bool,
 ) -> Result<(Digest, u64), CopyError> {
+    thread_local! {
+        // One buffer per thread: zeroing 256 KiB for every small file costs more than
+        // copying it.
+        static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; BUF]);
+    }
+    BUFFER.with(|b| copy_with(reader, writer, stop, &mut b.borrow_mut()))
+}
+
+fn copy_with(
+    reader: &mut dyn Read,
+    writer: &mut dyn Write,
+    stop: &dyn Fn() -> bool,
+    buf: &mut [u8],
+) -> Result<(Digest, u64), CopyError> {
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; BUF];
     let mut total = 0u64;
     loop {
         if stop() {
             return Err(CopyError::Stopped);
         }
-        let n = match reader.read(&mut buf) {
+        let n = match reader.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::tree::{under_any, Entry, Kind, Tree};
+use crate::tree::{under_any, zip_paths, Entry, Kind, Tree};
 
 /// How the planner compares entries.
 #[derive(Debug, Clone, Copy, Default)]
@@ -204,13 +204,10 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
         touched(leftover, &mut dir_meta);
     }
 
-    let keys: BTreeSet<&PathBuf> = src_entries.keys().chain(dst_entries.keys()).collect();
-    for p in keys {
+    for (p, s, mut d) in zip_paths(&src_entries, &dst_entries) {
         if src.is_unknown(p) || under_any(&skipped, p) {
             continue;
         }
-        let s = src_entries.get(p);
-        let mut d = dst_entries.get(p);
         if let Some(r) = &removed_subtree {
             if p.starts_with(r) {
                 d = None;

@@ -192,6 +192,30 @@ impl Tree {
     }
 }
 
+/// Walks two path-keyed maps together in key order, yielding every path once with its
+/// entry on each side (one comparison per step instead of two lookups per path).
+pub fn zip_paths<'a, V>(
+    x: &'a BTreeMap<PathBuf, V>,
+    y: &'a BTreeMap<PathBuf, V>,
+) -> impl Iterator<Item = (&'a PathBuf, Option<&'a V>, Option<&'a V>)> {
+    let mut xi = x.iter().peekable();
+    let mut yi = y.iter().peekable();
+    std::iter::from_fn(move || match (xi.peek(), yi.peek()) {
+        (None, None) => None,
+        (Some(_), None) => xi.next().map(|(p, v)| (p, Some(v), None)),
+        (None, Some(_)) => yi.next().map(|(p, v)| (p, None, Some(v))),
+        (Some((px, _)), Some((py, _))) => match px.cmp(py) {
+            std::cmp::Ordering::Less => xi.next().map(|(p, v)| (p, Some(v), None)),
+            std::cmp::Ordering::Greater => yi.next().map(|(p, v)| (p, None, Some(v))),
+            std::cmp::Ordering::Equal => {
+                let (p, v) = xi.next().expect("BUG: peeked");
+                let (_, w) = yi.next().expect("BUG: peeked");
+                Some((p, Some(v), Some(w)))
+            }
+        },
+    })
+}
+
 /// True if `path` equals or lies under one of `set`.
 pub fn under_any(set: &BTreeSet<PathBuf>, path: &Path) -> bool {
     if set.is_empty() {
@@ -219,6 +243,24 @@ mod tests {
     fn modify_window_allows_seconds_of_difference() {
         assert!(MTime::new(100, 0).same_as(MTime::new(101, 999_999_999), 2));
         assert!(!MTime::new(100, 0).same_as(MTime::new(103, 0), 2));
+    }
+
+    #[test]
+    fn zip_paths_yields_each_path_once_in_order() {
+        let x: BTreeMap<PathBuf, u8> = [("a".into(), 1), ("a/b".into(), 2), ("c".into(), 3)].into();
+        let y: BTreeMap<PathBuf, u8> = [("a".into(), 9), ("a-b".into(), 8), ("c".into(), 7)].into();
+        let got: Vec<_> = zip_paths(&x, &y)
+            .map(|(p, a, b)| (p.to_str().unwrap().to_string(), a.copied(), b.copied()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a".to_string(), Some(1), Some(9)),
+                ("a/b".to_string(), Some(2), None),
+                ("a-b".to_string(), None, Some(8)),
+                ("c".to_string(), Some(3), Some(7)),
+            ]
+        );
     }
 
     #[test]

@@ -139,6 +139,7 @@ impl Job {
             (&backup, &dst_opts),
             self.settings.checksum,
         )?;
+        log::debug!("read both trees: {:.3}s", started.elapsed().as_secs_f64());
         let mut errors: Vec<engine::Error> = Vec::new();
         errors.append(&mut src.errors);
         errors.append(&mut dst.errors);
@@ -166,6 +167,11 @@ impl Job {
             ignore_modes: coarse || smb,
         };
         let plan = mirror::plan_mirror(&src, &dst, &opts);
+        log::debug!(
+            "planned {} actions: {:.3}s",
+            plan.actions.len(),
+            started.elapsed().as_secs_f64()
+        );
         for e in plan.errors.iter() {
             log::error!("{e}");
         }
@@ -245,6 +251,7 @@ impl Job {
         );
         errors.extend(plan.errors);
         let interrupted = applied.interrupted;
+        log::debug!("applied: {:.3}s", started.elapsed().as_secs_f64());
 
         // Record: every file's hash, on both sides, for the caches and the summary.
         for (p, (digest, st)) in &applied.read {
@@ -272,6 +279,10 @@ impl Job {
         }
         source.save_cache(&src, scanned_at);
         backup.save_cache(&after, scanned_at);
+        log::debug!(
+            "hashed the rest and saved caches: {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
 
         let src_sha = hash::tree_sha256(&src);
         let dst_sha = hash::tree_sha256(&after);

@@ -77,6 +77,17 @@ impl Manifest {
         }
     }
 
+    /// The directory SHA-256 a manifest of `tree` would record, without building it.
+    pub fn dir_sha256_of(tree: &Tree) -> Digest {
+        hash::dir_sha256(
+            tree.entries
+                .iter()
+                .filter(|(p, e)| e.kind == Kind::File && e.hash.is_some() && !tree.is_unknown(p))
+                .map(|(p, e)| (p.as_path(), e.hash)),
+        )
+        .expect("BUG: only hashed files are listed")
+    }
+
     /// The version as a tree the mirror planner can restore from.
     pub fn to_tree(&self) -> Tree {
         let mut t = Tree {

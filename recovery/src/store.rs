@@ -200,6 +200,16 @@ impl VersionedDir {
         Ok(())
     }
 
+    /// True if versions of `replica` are copies: by choice, or because the store is on
+    /// another filesystem (hard links cannot cross).
+    fn copies_files(&self, replica: &Path) -> bool {
+        self.mode == VersionMode::Copy
+            || match (fsops::lstat(&self.store), fsops::lstat(replica)) {
+                (Ok(s), Ok(r)) => s.dev != r.dev,
+                _ => false,
+            }
+    }
+
     /// The latest version's manifest, if any.
     pub fn latest_manifest(&self) -> Option<Manifest> {
         self.view().latest.and_then(|p| Manifest::load(&p).ok())
@@ -234,19 +244,21 @@ impl VersionedDir {
     ) -> Result<Option<Made>, Error> {
         std::fs::create_dir_all(&self.store).ctx("mkdir", &self.store)?;
         self.repair()?;
-        let mut manifest = Manifest::from_tree(&self.dir, tree);
         let latest = self.view().latest;
         let latest_sha = latest.as_deref().and_then(|p| {
             Manifest::peek_dir_sha256(p).or_else(|| Manifest::load(p).ok().map(|m| m.dir_sha256))
         });
-        if latest_sha.as_deref() == Some(manifest.dir_sha256.as_str()) {
+        if latest_sha == Some(Manifest::dir_sha256_of(tree).to_hex()) {
             self.register_if_missing(home, None)?;
             return Ok(None);
         }
+        let mut manifest = Manifest::from_tree(&self.dir, tree);
         // Only a copying store needs the previous version's list (to share unchanged files).
-        let previous = match self.mode {
-            VersionMode::Copy => self.latest_manifest(),
-            _ => None,
+        let copying = self.copies_files(replica);
+        let previous = if copying {
+            self.latest_manifest()
+        } else {
+            None
         };
         let new = self.slot(".new");
         std::fs::create_dir(&new).ctx("mkdir", &new)?;
@@ -273,7 +285,7 @@ impl VersionedDir {
         let mut dst = Root::open(new)?;
         let mut src = Root::open(replica)?;
         let prev_dir = self.slot("_1");
-        let mut prev_root = if self.mode == VersionMode::Copy {
+        let mut prev_root = if previous.is_some() {
             Root::open(&prev_dir).ok()
         } else {
             None
@@ -283,7 +295,7 @@ impl VersionedDir {
             .flat_map(|m| m.entries.iter())
             .filter_map(|e| Some((e.path.as_path(), (e.sha256.as_deref()?, e.mode, e.mtime))))
             .collect();
-        let mut link_ok = self.mode == VersionMode::Link;
+        let mut link_ok = previous.is_none() && self.mode == VersionMode::Link;
         let mut changed = false;
         let mut dirs = Vec::new();
         for e in manifest.entries.iter_mut() {

@@ -152,11 +152,8 @@ impl Job {
         ];
         let mut errors: Vec<engine::Error> = Vec::new();
         let mut hashed_files = 0u64;
-        let (mut ta, mut tb) = replica::read_both(
-            (&reps[0], &opts),
-            (&reps[1], &opts),
-            self.settings.checksum,
-        )?;
+        let (mut ta, mut tb) =
+            replica::read_both((&reps[0], &opts), (&reps[1], &opts), self.settings.checksum)?;
         for (r, t) in reps.iter().zip([&mut ta, &mut tb]) {
             errors.append(&mut t.errors);
             let h = r.hash_rest(t);
