@@ -268,8 +268,24 @@ def mirror_cases(R, base, tree, label, tools, runs, work):
             check(same_tree(src, dst, tool != "rclone"), "1%", tool)
 
 
-def versions_case(R, tree, runs, work):
-    """A 1%-change pass with versions on vs off (oneway)."""
+def disk_usage(root):
+    """Bytes on disk under `root`, each inode once (like du)."""
+    seen, total = set(), 0
+    for d, dirs, files in os.walk(root):
+        for n in [d] + [os.path.join(d, f) for f in files]:
+            st = os.lstat(n)
+            if st.st_ino not in seen:
+                seen.add(st.st_ino)
+                total += st.st_blocks * 512
+    return total
+
+
+def changed_bytes(root, picked):
+    return sum(os.path.getsize(p) for p in picked if os.path.exists(p))
+
+
+def versions_case(R, tree, runs, work, notes):
+    """A 1%-change pass with versions on vs off (oneway), and what the version cost."""
     for r in range(runs):
         for mode in (["--no-versions"], []) if r % 2 == 0 else ([], ["--no-versions"]):
             home = os.path.join(work, "home-v")
@@ -279,8 +295,18 @@ def versions_case(R, tree, runs, work):
             fresh(dst)
             env = env_for(home)
             run(mirror_cmd("oneway", src, dst, mode), env)
-            mutate(src, seed=300 + r)
+            before = disk_usage(dst) if not mode else 0
+            picked = mutate(src, seed=300 + r)
             w, m = run(mirror_cmd("oneway", src, dst, mode), env)
+            if not mode and r == 0:
+                grown = disk_usage(dst) - before
+                new_files = [p for p in list_files(src) if "/new-" in p]
+                changed = changed_bytes(src, picked) + sum(os.path.getsize(p) for p in new_files)
+                notes.append(
+                    f"Store growth after a 1% change of W1 with versions on: {grown / 1e6:.1f} MB on disk "
+                    f"(BACKUP and store together), for {changed / 1e6:.1f} MB of changed or added files; "
+                    f"a second full copy would be {disk_usage(src) / 1e6:.0f} MB."
+                )
             R.add("W1 1% pass, versions on/off", "oneway (versions)" if not mode else "oneway --no-versions", w, m)
 
 
@@ -386,11 +412,12 @@ def main():
         os.makedirs(work)
         have = {t: shutil.which(t) is not None for t in ("rsync", "rclone", "unison", "cp")}
         R = Results()
+        notes = []
         if "mirror" in cases:
             tools = ["oneway"] + [t for t in ("rsync", "rclone", "cp") if have[t]]
             mirror_cases(R, base, w1, "W1", tools, args.runs, work)
         if "versions" in cases:
-            versions_case(R, w1, args.runs, work)
+            versions_case(R, w1, args.runs, work, notes)
         if "restore" in cases:
             restore_case(R, w1, args.runs, work)
         if "twoway" in cases:
@@ -424,6 +451,9 @@ def main():
                     w, m = run(mirror_cmd(tool, w3, dst), env_for(home))
                     R.add("W3 (200k files) mirror no change", tool, w, m)
         print(report(R, machine))
+        for n in notes:
+            print()
+            print(n)
     finally:
         subprocess.run(["rm", "-rf", base])
 
