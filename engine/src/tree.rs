@@ -194,10 +194,10 @@ impl Tree {
 
 /// Walks two path-keyed maps together in key order, yielding every path once with its
 /// entry on each side (one comparison per step instead of two lookups per path).
-pub fn zip_paths<'a, V>(
+pub fn zip_paths<'a, V, W>(
     x: &'a BTreeMap<PathBuf, V>,
-    y: &'a BTreeMap<PathBuf, V>,
-) -> impl Iterator<Item = (&'a PathBuf, Option<&'a V>, Option<&'a V>)> {
+    y: &'a BTreeMap<PathBuf, W>,
+) -> impl Iterator<Item = (&'a PathBuf, Option<&'a V>, Option<&'a W>)> {
     let mut xi = x.iter().peekable();
     let mut yi = y.iter().peekable();
     std::iter::from_fn(move || match (xi.peek(), yi.peek()) {
@@ -211,6 +211,30 @@ pub fn zip_paths<'a, V>(
                 let (p, v) = xi.next().expect("BUG: peeked");
                 let (_, w) = yi.next().expect("BUG: peeked");
                 Some((p, Some(v), Some(w)))
+            }
+        },
+    })
+}
+
+/// Walks three path-keyed maps together in key order (see [`zip_paths`]).
+pub fn zip3_paths<'a, V>(
+    x: &'a BTreeMap<PathBuf, V>,
+    y: &'a BTreeMap<PathBuf, V>,
+    z: &'a BTreeMap<PathBuf, V>,
+) -> impl Iterator<Item = (&'a PathBuf, Option<&'a V>, Option<&'a V>, Option<&'a V>)> {
+    let mut xy = zip_paths(x, y).peekable();
+    let mut zi = z.iter().peekable();
+    std::iter::from_fn(move || match (xy.peek(), zi.peek()) {
+        (None, None) => None,
+        (Some(_), None) => xy.next().map(|(p, a, b)| (p, a, b, None)),
+        (None, Some(_)) => zi.next().map(|(p, c)| (p, None, None, Some(c))),
+        (Some((p1, _, _)), Some((p2, _))) => match (*p1).cmp(*p2) {
+            std::cmp::Ordering::Less => xy.next().map(|(p, a, b)| (p, a, b, None)),
+            std::cmp::Ordering::Greater => zi.next().map(|(p, c)| (p, None, None, Some(c))),
+            std::cmp::Ordering::Equal => {
+                let (p, a, b) = xy.next().expect("BUG: peeked");
+                let (_, c) = zi.next().expect("BUG: peeked");
+                Some((p, a, b, Some(c)))
             }
         },
     })

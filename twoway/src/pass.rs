@@ -161,6 +161,10 @@ impl Job {
             errors.extend(h.errors);
         }
 
+        log::debug!(
+            "read and hashed both replicas: {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
         let coarse = [&self.a, &self.b].iter().any(|r| {
             Root::open(r)
                 .ok()
@@ -168,6 +172,10 @@ impl Job {
                 .is_some_and(|m| m == MSDOS_MAGIC || m == EXFAT_MAGIC)
         });
         let base = state::load(&self.state_file, &self.a, &self.b);
+        log::debug!(
+            "loaded the sync state: {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
         let first = base.is_none();
         let base = base.unwrap_or_default();
         let plan = plan::plan_sync(
@@ -182,6 +190,7 @@ impl Job {
                     .unwrap_or(if coarse { 2 } else { 0 }),
             },
         );
+        log::debug!("planned: {:.3}s", started.elapsed().as_secs_f64());
         self.check_max_delete(&plan, &ta, &tb)?;
         for c in &plan.conflicts {
             log::warn!(
@@ -251,6 +260,7 @@ impl Job {
         }
 
         let (applied, interrupted) = self.apply(&plan)?;
+        log::debug!("applied: {:.3}s", started.elapsed().as_secs_f64());
         let mut counts = Counts::default();
         let mut failed: Vec<PathBuf> = Vec::new();
         for a in applied.iter().flatten() {
@@ -284,14 +294,19 @@ impl Job {
         // The state: what both sides now agree on; a path whose action failed keeps its
         // old state so the next pass looks at it again. An interrupted pass keeps the old
         // state entirely.
+        log::debug!("recorded caches: {:.3}s", started.elapsed().as_secs_f64());
         if !interrupted {
             let new_state = merge_state(&base, plan.state.clone(), &failed);
-            if let Err(e) = state::save(&self.state_file, &self.a, &self.b, &new_state) {
+            let unchanged = !first && new_state == base;
+            if unchanged {
+                log::debug!("sync state unchanged");
+            } else if let Err(e) = state::save(&self.state_file, &self.a, &self.b, &new_state) {
                 log::error!("sync state not saved: {e}");
                 errors.push(e);
             }
         }
 
+        log::debug!("recorded state: {:.3}s", started.elapsed().as_secs_f64());
         let mut notes = String::new();
         if let (Some(vs), false) = (&self.versions, interrupted) {
             for (i, v) in vs.iter().enumerate() {

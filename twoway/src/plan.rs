@@ -17,7 +17,7 @@ use chrono::TimeZone;
 
 use engine::config::ConflictPolicy;
 use engine::mirror::{Action, Op, Plan};
-use engine::tree::{Entry, Kind, Tree};
+use engine::tree::{zip3_paths, zip_paths, Entry, Kind, Tree};
 
 /// One of the two replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -187,14 +187,13 @@ pub fn plan_sync(
     let side_tree = |s: Side| if s == Side::A { a } else { b };
     let unknown = |p: &Path| a.is_unknown(p) || b.is_unknown(p);
 
-    let paths: BTreeSet<&PathBuf> = base
-        .keys()
-        .chain(a.entries.keys())
-        .chain(b.entries.keys())
-        .filter(|p| !unknown(p))
-        .collect();
-    let mut taken: HashSet<PathBuf> = paths.iter().map(|p| (*p).clone()).collect();
-    let mut finals: BTreeMap<PathBuf, Option<Final>> = BTreeMap::new();
+    // Names a conflict copy may not take: every path either side or the base has, and
+    // the copies named so far.
+    let mut new_names: HashSet<PathBuf> = HashSet::new();
+    let exists =
+        |c: &Path| base.contains_key(c) || a.entries.contains_key(c) || b.entries.contains_key(c);
+    let mut decided: Vec<(PathBuf, Option<Final>)> = Vec::new();
+    let mut copies: BTreeMap<PathBuf, Option<Final>> = BTreeMap::new();
     let mut conflicts = Vec::new();
 
     let keep = |side: Side, e: &Entry| {
@@ -210,7 +209,7 @@ pub fn plan_sync(
                         winner_side: Side,
                         taken: &mut HashSet<PathBuf>,
                         finals: &mut BTreeMap<PathBuf, Option<Final>>| {
-        let copy = conflict_name(p, e.mtime.sec, &|c| taken.contains(c));
+        let copy = conflict_name(p, e.mtime.sec, &|c| taken.contains(c) || exists(c));
         taken.insert(copy.clone());
         finals.insert(
             copy.clone(),
@@ -227,11 +226,12 @@ pub fn plan_sync(
         });
     };
 
-    for p in &paths {
-        let p: &Path = p;
-        let (s, x, y) = (base.get(p), a.entries.get(p), b.entries.get(p));
+    for (p, x, y, s) in zip3_paths(&a.entries, &b.entries, base) {
+        if unknown(p) {
+            continue;
+        }
         if same(x, y, w) {
-            finals.insert(p.to_path_buf(), x.and_then(|e| keep(Side::A, e)));
+            decided.push((p.clone(), x.and_then(|e| keep(Side::A, e))));
             continue;
         }
         let (ca, cb) = (!same(s, x, w), !same(s, y, w));
@@ -243,24 +243,27 @@ pub fn plan_sync(
             (_, _, Some(e), None) => keep(Side::A, e),
             (_, _, Some(ex), Some(ey)) => {
                 if ex.kind == Kind::Dir && ey.kind != Kind::Dir {
-                    add_copy(p, Side::B, ey, Side::A, &mut taken, &mut finals);
+                    add_copy(p, Side::B, ey, Side::A, &mut new_names, &mut copies);
                     keep(Side::A, ex)
                 } else if ey.kind == Kind::Dir && ex.kind != Kind::Dir {
-                    add_copy(p, Side::A, ex, Side::B, &mut taken, &mut finals);
+                    add_copy(p, Side::A, ex, Side::B, &mut new_names, &mut copies);
                     keep(Side::B, ey)
                 } else {
                     let win = winner(opts.policy, ex, ey);
                     let (we, le) = if win == Side::A { (ex, ey) } else { (ey, ex) };
                     if !same_content(ex, ey) {
-                        add_copy(p, win.other(), le, win, &mut taken, &mut finals);
+                        add_copy(p, win.other(), le, win, &mut new_names, &mut copies);
                     }
                     keep(win, we)
                 }
             }
             (_, _, None, None) => None,
         };
-        finals.insert(p.to_path_buf(), f);
+        decided.push((p.clone(), f));
     }
+    // Sorted already: a bulk build. Conflict copies have names no path had.
+    let mut finals: BTreeMap<PathBuf, Option<Final>> = decided.into_iter().collect();
+    finals.append(&mut copies);
 
     // A directory that still holds something must exist on both sides, whatever was
     // decided for it; a file or link in its way is kept as a conflict copy.
@@ -272,8 +275,16 @@ pub fn plan_sync(
         .chain(&a.excluded)
         .chain(&b.excluded)
         .map(|p| (p, true));
+    let parent_is_dir = |p: &Path| match p.parent() {
+        Some(q) if !q.as_os_str().is_empty() => {
+            matches!(finals.get(q), Some(Some(f)) if f.entry.kind == Kind::Dir)
+        }
+        _ => true,
+    };
     for (p, f) in finals.iter().map(|(p, f)| (p, f.is_some())).chain(held) {
-        if f {
+        // Parents come before children: a path whose parent stays a directory has all
+        // its ancestors settled already.
+        if f && !parent_is_dir(p) {
             for anc in p.ancestors().skip(1) {
                 if anc.as_os_str().is_empty() {
                     break;
@@ -297,7 +308,7 @@ pub fn plan_sync(
         let dir_entry = side_tree(ds).entries[&d].clone();
         for s in [Side::A, Side::B] {
             if let Some(e) = side_tree(s).entries.get(&d).filter(|e| e.kind != Kind::Dir) {
-                add_copy(&d, s, e, ds, &mut taken, &mut finals);
+                add_copy(&d, s, e, ds, &mut new_names, &mut finals);
             }
         }
         finals.insert(d.clone(), keep(ds, &dir_entry));
@@ -357,11 +368,11 @@ fn actions_for(
         touched(l, &mut dir_meta);
     }
 
-    for (p, f) in finals {
+    for (p, f, c) in zip_paths(finals, &cur.entries) {
+        let Some(f) = f else { continue };
         if cleared.as_ref().is_some_and(|c| p.starts_with(c) && p != c) {
             continue;
         }
-        let c = cur.entries.get(p);
         match f {
             None => {
                 if let Some(c) = c {
