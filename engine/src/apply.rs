@@ -299,6 +299,22 @@ fn run(
     let path = &action.path;
     match &action.op {
         Op::RemoveLeftover => dst.remove(path),
+        Op::Remove { .. } if action.dst.is_none() => {
+            // A special file the scan skipped: remove it only if it still is one.
+            match dst.stat(path)? {
+                Some(st) if st.kind.is_none() => {}
+                None => return Ok(()),
+                Some(_) => {
+                    return Err(Error::entry(
+                        dst.abs(path),
+                        "changed on the destination during the pass; left for the next pass",
+                    ))
+                }
+            }
+            dst.remove(path)?;
+            out.removed.push(path.clone());
+            Ok(())
+        }
         Op::Remove { .. } => {
             unchanged_since_scan(dst, action)?;
             dst.remove(path)?;

@@ -193,6 +193,20 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
     };
     let mut removed_subtree: Option<PathBuf> = None;
 
+    // Fifos, sockets and devices in the destination: the source never has them.
+    for special in &dst.specials {
+        if src.is_unknown(special) || under_any(&skipped, special) {
+            continue;
+        }
+        plan.actions.push(Action {
+            op: Op::Remove { kind: Kind::File },
+            path: special.clone(),
+            src: None,
+            dst: None,
+            from: None,
+        });
+        touched(special, &mut dir_meta);
+    }
     for leftover in &dst.leftovers {
         plan.actions.push(Action {
             op: Op::RemoveLeftover,
@@ -529,6 +543,14 @@ mod tests {
         dst.excluded.insert(PathBuf::from("d/keep.tmp"));
         let got = ops(&plan_mirror(&tree(&[]), &dst, &MirrorOptions::default()));
         assert_eq!(got, v(&[("remove", "d/a")]));
+    }
+
+    #[test]
+    fn special_files_in_the_destination_are_removed() {
+        let mut dst = tree(&[]);
+        dst.specials.push(PathBuf::from("fifo"));
+        let got = ops(&plan_mirror(&tree(&[("fifo", file(1))]), &dst, &MirrorOptions::default()));
+        assert_eq!(got, v(&[("remove", "fifo"), ("copy", "fifo"), ("dirmeta", "")]));
     }
 
     #[test]

@@ -563,6 +563,15 @@ fn special_files_are_skipped_with_a_warning() {
     assert!(run.stderr().contains("pipe"), "{}", run.all());
     assert!(!dst.join("pipe").exists());
     assert!(dst.join("a").exists());
+    // Special files in BACKUP are extras like any other: removed, or replaced.
+    for name in ["stray-fifo", "a"] {
+        let p = dst.join(name);
+        let _ = fs::remove_file(&p);
+        rustix::fs::mkfifoat(rustix::fs::CWD, &p, rustix::fs::Mode::from_raw_mode(0o644)).unwrap();
+    }
+    env.oneway(&src, &dst, &[]).expect(0);
+    assert!(!dst.join("stray-fifo").exists());
+    assert_eq!(fs::read_to_string(dst.join("a")).unwrap(), "a");
 }
 
 #[test]
