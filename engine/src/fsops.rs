@@ -280,12 +280,14 @@ impl Root {
         let abs = self.abs(rel);
         let dir = self.dir_shared(parent)?;
         let temp = OsString::from(names::temp_name());
-        let fd = rfs::openat(
-            &*dir,
-            &temp,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
+        let fd = in_writable(dir.as_fd(), || {
+            rfs::openat(
+                &*dir,
+                &temp,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+        })
         .ctx("create", &abs)?;
         Ok(TempFile {
             dir,
@@ -323,7 +325,7 @@ impl Root {
         let abs = self.abs(rel);
         let dir = self.dir(parent)?;
         let temp = names::temp_name();
-        rfs::symlinkat(target, dir, temp.as_str()).ctx("symlink", &abs)?;
+        in_writable(dir, || rfs::symlinkat(target, dir, temp.as_str())).ctx("symlink", &abs)?;
         let done = rfs::utimensat(dir, temp.as_str(), &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
             .ctx("set times", &abs)
             .and_then(|_| rfs::renameat(dir, temp.as_str(), dir, name).ctx("rename", &abs));
@@ -341,7 +343,7 @@ impl Root {
         let (parent, name) = split(rel)?;
         let abs = self.abs(rel);
         let dir = self.dir(parent)?;
-        match rfs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
+        match in_writable(dir, || rfs::mkdirat(dir, name, Mode::from_raw_mode(0o700))) {
             Ok(()) => {
                 let fd = rfs::openat(
                     dir,
@@ -427,7 +429,7 @@ impl Root {
         let abs = self.abs(rel);
         self.forget(rel);
         let dir = self.dir(parent)?;
-        match rfs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
+        match in_writable(dir, || rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)) {
             Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
             Err(rustix::io::Errno::NOTEMPTY) | Err(rustix::io::Errno::EXIST) => Err(Error::entry(
                 abs,
@@ -522,9 +524,29 @@ impl Root {
     }
 }
 
+/// Runs `op` on an entry of `dir`; if it is refused because the directory is read-only
+/// (a mirrored 0555 directory), makes the directory owner-writable and tries once more.
+/// The planner sets the directory's real mode again after its contents.
+fn in_writable<T>(
+    dir: BorrowedFd<'_>,
+    op: impl Fn() -> rustix::io::Result<T>,
+) -> rustix::io::Result<T> {
+    match op() {
+        Err(rustix::io::Errno::ACCESS) => {
+            let st = Stat::from_raw(&rfs::fstat(dir)?);
+            if st.mode & 0o200 != 0 {
+                return Err(rustix::io::Errno::ACCESS);
+            }
+            rfs::fchmod(dir, Mode::from_raw_mode(st.mode | 0o200))?;
+            op()
+        }
+        other => other,
+    }
+}
+
 /// Removes the entry `name` of `dir`, recursing into directories without following links.
 fn remove_at(dir: BorrowedFd<'_>, name: &OsStr, abs: &Path) -> Result<(), Error> {
-    match rfs::unlinkat(dir, name, AtFlags::empty()) {
+    match in_writable(dir, || rfs::unlinkat(dir, name, AtFlags::empty())) {
         Ok(()) => return Ok(()),
         Err(rustix::io::Errno::NOENT) => return Ok(()),
         Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => {}
@@ -571,7 +593,7 @@ fn remove_at(dir: BorrowedFd<'_>, name: &OsStr, abs: &Path) -> Result<(), Error>
         remove_at(sub.as_fd(), &child, &abs.join(&child))?;
     }
     drop(sub);
-    rfs::unlinkat(dir, name, AtFlags::REMOVEDIR).ctx("remove", abs)
+    in_writable(dir, || rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)).ctx("remove", abs)
 }
 
 /// A file being written under a temporary name; removed on drop unless committed.

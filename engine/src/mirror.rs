@@ -549,8 +549,15 @@ mod tests {
     fn special_files_in_the_destination_are_removed() {
         let mut dst = tree(&[]);
         dst.specials.push(PathBuf::from("fifo"));
-        let got = ops(&plan_mirror(&tree(&[("fifo", file(1))]), &dst, &MirrorOptions::default()));
-        assert_eq!(got, v(&[("remove", "fifo"), ("copy", "fifo"), ("dirmeta", "")]));
+        let got = ops(&plan_mirror(
+            &tree(&[("fifo", file(1))]),
+            &dst,
+            &MirrorOptions::default(),
+        ));
+        assert_eq!(
+            got,
+            v(&[("remove", "fifo"), ("copy", "fifo"), ("dirmeta", "")])
+        );
     }
 
     #[test]

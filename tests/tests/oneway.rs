@@ -599,3 +599,39 @@ fn version_flag_and_help_work() {
     h.expect(0);
     assert!(h.stdout().contains("Examples"));
 }
+
+#[test]
+fn read_only_directories_are_mirrored_and_still_updated_as_a_user() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    write(&src.join("ro/first"), "1");
+    fs::create_dir(&dst).unwrap();
+    chmod(env.dir.path(), 0o755);
+    give_to_nobody(env.dir.path());
+    chmod(&src.join("ro"), 0o555);
+    let run_once = || {
+        Run(unprivileged(&env, "oneway")
+            .arg(&src)
+            .arg(&dst)
+            .args(["--once", "--no-versions"])
+            .output()
+            .unwrap())
+    };
+    run_once().expect(0);
+    // The user adds a file to the read-only directory (briefly making it writable).
+    chmod(&src.join("ro"), 0o755);
+    write(&src.join("ro/second"), "2");
+    give_to_nobody(&src.join("ro/second"));
+    chmod(&src.join("ro"), 0o555);
+    run_once().expect(0);
+    assert_eq!(fs::read_to_string(dst.join("ro/second")).unwrap(), "2");
+    assert_same_tree(&src, &dst);
+    fs::remove_file(src.join("ro/first")).unwrap_or_else(|_| {
+        chmod(&src.join("ro"), 0o755);
+        fs::remove_file(src.join("ro/first")).unwrap();
+        chmod(&src.join("ro"), 0o555);
+    });
+    run_once().expect(0);
+    assert!(!dst.join("ro/first").exists());
+    assert_same_tree(&src, &dst);
+}
