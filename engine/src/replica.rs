@@ -35,8 +35,17 @@ impl Replica {
     /// Scans the replica and takes known hashes from its stat cache (none with
     /// `checksum`).
     pub fn read(&self, opts: &ScanOptions, checksum: bool) -> Result<Tree, Refusal> {
+        let t0 = std::time::Instant::now();
         let mut tree = self.scan(opts)?;
+        let scanned = t0.elapsed();
         self.load_hashes(&mut tree, checksum);
+        log::debug!(
+            "{}: scanned {} entries in {:.3}s, stat cache {:.3}s",
+            self.label,
+            tree.entries.len(),
+            scanned.as_secs_f64(),
+            (t0.elapsed() - scanned).as_secs_f64()
+        );
         Ok(tree)
     }
 

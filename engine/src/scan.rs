@@ -4,9 +4,12 @@
 //! The scan only reads. A failure on one entry is a value in `Tree::errors`, and the
 //! path is marked unknown so no planner deletes anything at or under it.
 
-use std::cell::RefCell;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+
+use rustix::fs as rfs;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
@@ -115,97 +118,220 @@ pub fn check_root(root: &Path, role: &str) -> Result<PathBuf, Refusal> {
 }
 
 /// Scans `root` (canonical). Fails only if the root itself cannot be read.
+///
+/// Directories are read through handles (`getdents`, then one `fstatat` per entry
+/// relative to its directory, never following a symlink), each directory's names in
+/// byte order, depth first: entries come out in path order without sorting. The
+/// top-level directories are shared out between threads.
 pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Tree, Error> {
     let root_stat = fsops::lstat(root)?;
-    let mut tree = Tree {
+    let root_fd = open_dir_at(rfs::CWD, root.as_os_str())
+        .map_err(|e| Error::io("read dir", root, e.into()))?;
+    let names = read_names(&root_fd).map_err(|e| Error::io("read dir", root, e.into()))?;
+    let walker = Walker { root, opts };
+
+    // The top level on this thread; its directories become units of work.
+    let mut top = Partial::default();
+    let mut units: Vec<(usize, PathBuf, OwnedFd)> = Vec::new();
+    for name in names {
+        if let Some((rel, fd)) = walker.visit(&root_fd, Path::new(""), &name, 0, &mut top) {
+            units.push((top.entries.len(), rel, fd));
+        }
+    }
+    let threads = crate::hash::default_threads().min(units.len()).max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let units_ref = &units;
+    let mut parts: Vec<(usize, Partial)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((_, rel, fd)) = units_ref.get(i) else {
+                            break;
+                        };
+                        let mut part = Partial::default();
+                        walker.walk(fd, rel, 1, &mut part);
+                        done.push((i, part));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("BUG: scan workers do not panic"))
+            .collect()
+    });
+    parts.sort_by_key(|(i, _)| *i);
+
+    // Each subtree goes right after its directory's own entry.
+    let mut entries: Vec<(PathBuf, Entry)> = Vec::with_capacity(
+        top.entries.len() + parts.iter().map(|(_, p)| p.entries.len()).sum::<usize>(),
+    );
+    let mut top_entries = std::mem::take(&mut top.entries).into_iter();
+    let mut taken = 0usize;
+    for (i, part) in parts {
+        let upto = units[i].0;
+        entries.extend(top_entries.by_ref().take(upto - taken));
+        taken = upto;
+        top.absorb(part, &mut entries);
+    }
+    entries.extend(top_entries);
+
+    Ok(Tree {
         root: fsops::entry_from_stat(&root_stat, None),
-        ..Tree::default()
-    };
-    let excluded = RefCell::new(Vec::new());
-    let leftovers = RefCell::new(Vec::new());
-    let walker = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .min_depth(1)
-        .into_iter()
-        .filter_entry(|e| {
-            let rel = e.path().strip_prefix(root).unwrap_or(e.path());
-            let name = e.file_name();
-            if names::is_temp_name(name) {
-                leftovers.borrow_mut().push(rel.to_path_buf());
-                return false;
+        // In path order already: the B-tree is built without comparisons beyond a check.
+        entries: entries.into_iter().collect(),
+        unknown: top.unknown.into_iter().collect(),
+        excluded: top.excluded.into_iter().collect(),
+        leftovers: top.leftovers,
+        specials: top.specials,
+        errors: top.errors,
+    })
+}
+
+/// What one thread found under one directory.
+#[derive(Default)]
+struct Partial {
+    entries: Vec<(PathBuf, Entry)>,
+    unknown: Vec<PathBuf>,
+    excluded: Vec<PathBuf>,
+    leftovers: Vec<PathBuf>,
+    specials: Vec<PathBuf>,
+    errors: Vec<Error>,
+}
+
+impl Partial {
+    /// Takes everything but the entries from `other`, whose entries go to `entries`.
+    fn absorb(&mut self, other: Partial, entries: &mut Vec<(PathBuf, Entry)>) {
+        entries.extend(other.entries);
+        self.unknown.extend(other.unknown);
+        self.excluded.extend(other.excluded);
+        self.leftovers.extend(other.leftovers);
+        self.specials.extend(other.specials);
+        self.errors.extend(other.errors);
+    }
+}
+
+struct Walker<'a> {
+    root: &'a Path,
+    opts: &'a ScanOptions,
+}
+
+impl Walker<'_> {
+    /// Every entry below the directory `fd` (at `rel`), depth first, in path order.
+    fn walk(&self, fd: &OwnedFd, rel: &Path, depth: usize, out: &mut Partial) {
+        let names = match read_names(fd) {
+            Ok(n) => n,
+            Err(e) => {
+                out.errors
+                    .push(Error::io("read dir", self.root.join(rel), e.into()));
+                out.unknown.push(rel.to_path_buf());
+                return;
             }
-            if e.depth() == 1 && names::is_reserved_top(name) {
-                return false;
-            }
-            if opts.skip.iter().any(|s| s == e.path()) {
-                return false;
-            }
-            if opts.excludes.is_excluded(rel, e.file_type().is_dir()) {
-                excluded.borrow_mut().push(rel.to_path_buf());
-                return false;
-            }
-            true
-        });
-    for item in walker {
-        match item {
-            Ok(ent) => {
-                let rel = ent
-                    .path()
-                    .strip_prefix(root)
-                    .expect("BUG: walkdir yields paths under its root")
-                    .to_path_buf();
-                match stat_entry(ent.path(), ent.file_type().is_symlink()) {
-                    Ok(Some(entry)) => {
-                        tree.entries.insert(rel, entry);
-                    }
-                    Ok(None) => {
-                        tree.specials.push(rel.clone());
-                        tree.unknown.insert(rel);
-                    }
-                    Err(e) => {
-                        tree.errors.push(e);
-                        tree.unknown.insert(rel);
-                    }
-                }
-            }
-            Err(err) => {
-                let path = err.path().map(Path::to_path_buf);
-                let rel = path
-                    .as_deref()
-                    .and_then(|p| p.strip_prefix(root).ok())
-                    .map(Path::to_path_buf)
-                    .unwrap_or_default();
-                if rel.as_os_str().is_empty() {
-                    return Err(Error::io(
-                        "read dir",
-                        root,
-                        err.into_io_error()
-                            .unwrap_or_else(|| std::io::Error::other("walk error")),
-                    ));
-                }
-                let abs = root.join(&rel);
-                let source = err
-                    .into_io_error()
-                    .unwrap_or_else(|| std::io::Error::other("filesystem loop"));
-                tree.errors.push(Error::io("read dir", abs, source));
-                tree.unknown.insert(rel);
+        };
+        for name in names {
+            if let Some((child, sub)) = self.visit(fd, rel, &name, depth, out) {
+                self.walk(&sub, &child, depth + 1, out);
             }
         }
     }
-    tree.excluded = excluded.into_inner().into_iter().collect();
-    tree.leftovers = leftovers.into_inner();
-    Ok(tree)
+
+    /// Records the entry `name` of the directory `fd`; returns the handle of a directory
+    /// to descend into.
+    fn visit(
+        &self,
+        fd: &OwnedFd,
+        rel: &Path,
+        name: &OsStr,
+        depth: usize,
+        out: &mut Partial,
+    ) -> Option<(PathBuf, OwnedFd)> {
+        let child = rel.join(name);
+        if names::is_temp_name(name) {
+            out.leftovers.push(child);
+            return None;
+        }
+        if depth == 0 && names::is_reserved_top(name) {
+            return None;
+        }
+        let st = match rfs::statat(fd, name, rfs::AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Stat::from_raw(&st),
+            Err(e) => {
+                out.errors
+                    .push(Error::io("stat", self.root.join(&child), e.into()));
+                out.unknown.push(child);
+                return None;
+            }
+        };
+        let is_dir = st.kind == Some(Kind::Dir);
+        if is_dir
+            && !self.opts.skip.is_empty()
+            && self.opts.skip.iter().any(|s| *s == self.root.join(&child))
+        {
+            return None;
+        }
+        if self.opts.excludes.is_excluded(&child, is_dir) {
+            out.excluded.push(child);
+            return None;
+        }
+        let target = if st.kind == Some(Kind::Symlink) {
+            match rfs::readlinkat(fd, name, Vec::new()) {
+                Ok(t) => Some(PathBuf::from(OsStr::from_bytes(t.as_bytes()))),
+                Err(e) => {
+                    out.errors
+                        .push(Error::io("readlink", self.root.join(&child), e.into()));
+                    out.unknown.push(child);
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        let Some(entry) = fsops::entry_from_stat(&st, target) else {
+            out.specials.push(child.clone());
+            out.unknown.push(child);
+            return None;
+        };
+        out.entries.push((child.clone(), entry));
+        if !is_dir {
+            return None;
+        }
+        match open_dir_at(fd.as_fd(), name) {
+            Ok(sub) => Some((child, sub)),
+            Err(e) => {
+                out.errors
+                    .push(Error::io("read dir", self.root.join(&child), e.into()));
+                out.unknown.push(child);
+                None
+            }
+        }
+    }
 }
 
-/// One `lstat` (and `readlink` for a symlink); `None` for a special file.
-fn stat_entry(path: &Path, is_link: bool) -> Result<Option<Entry>, Error> {
-    let st: Stat = fsops::lstat(path)?;
-    let target = if is_link || st.kind == Some(Kind::Symlink) {
-        Some(std::fs::read_link(path).map_err(|e| Error::io("readlink", path, e))?)
-    } else {
-        None
-    };
-    Ok(fsops::entry_from_stat(&st, target))
+fn open_dir_at<Fd: AsFd>(dir: Fd, name: &OsStr) -> rustix::io::Result<OwnedFd> {
+    rfs::openat(
+        dir,
+        name,
+        rfs::OFlags::RDONLY | rfs::OFlags::DIRECTORY | rfs::OFlags::NOFOLLOW | rfs::OFlags::CLOEXEC,
+        rfs::Mode::empty(),
+    )
+}
+
+/// The names in a directory (not `.` and `..`), in byte order.
+fn read_names(fd: &OwnedFd) -> rustix::io::Result<Vec<OsString>> {
+    let mut names = Vec::new();
+    for ent in rfs::Dir::read_from(fd)? {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(OsString::from_vec(n.to_vec()));
+        }
+    }
+    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
 }
 
 /// True if `inner` is `outer` or lies inside it (both canonical).
