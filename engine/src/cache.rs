@@ -5,13 +5,14 @@
 //! is not cached.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext};
 use crate::fsops;
-use crate::pathser::PathRepr;
 use crate::tree::{Digest, Entry, Kind, MTime, Tree};
 
 /// Files modified this close (seconds) to the moment they were scanned are not cached.
@@ -28,18 +29,25 @@ struct Cached {
 /// A stat cache for one root.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct StatCache {
-    map: HashMap<PathBuf, Cached>,
+    /// Keyed by the path's bytes: hashing a `Path` walks its components, hashing bytes
+    /// does not.
+    map: HashMap<OsString, Cached>,
 }
 
+/// The cache file: compact binary (postcard), because it is read and written on every
+/// pass and holds an entry per file (JSON with hex digests took most of an unchanged
+/// pass over 50,000 files).
 #[derive(Serialize, Deserialize)]
 struct OnDisk {
     format: u32,
-    root: PathRepr,
-    /// `[path, size, mtime_sec, mtime_nsec, inode, sha256-hex]`
-    files: Vec<(PathRepr, u64, i64, u32, u64, String)>,
+    root: Vec<u8>,
+    files: Vec<Record>,
 }
 
-const FORMAT: u32 = 1;
+/// `(path, size, mtime_sec, mtime_nsec, inode, sha256)`
+type Record = (Vec<u8>, u64, i64, u32, u64, [u8; 32]);
+
+const FORMAT: u32 = 2;
 
 impl StatCache {
     /// Loads the cache at `file`; empty if it is missing, damaged or for another root.
@@ -47,27 +55,26 @@ impl StatCache {
         let Ok(bytes) = std::fs::read(file) else {
             return StatCache::default();
         };
-        let Ok(disk) = serde_json::from_slice::<OnDisk>(&bytes) else {
+        let Ok(disk) = postcard::from_bytes::<OnDisk>(&bytes) else {
             log::debug!("stat cache {} is damaged; re-hashing", file.display());
             return StatCache::default();
         };
-        if disk.format != FORMAT || disk.root.into_path() != root {
+        if disk.format != FORMAT || disk.root != root.as_os_str().as_bytes() {
             return StatCache::default();
         }
         let map = disk
             .files
             .into_iter()
-            .filter_map(|(p, size, sec, nsec, ino, hex)| {
-                let hash = Digest::from_hex(&hex)?;
-                Some((
-                    p.into_path(),
+            .map(|(p, size, sec, nsec, ino, hash)| {
+                (
+                    OsString::from_vec(p),
                     Cached {
                         size,
                         mtime: MTime::new(sec, nsec),
                         ino,
-                        hash,
+                        hash: Digest(hash),
                     },
-                ))
+                )
             })
             .collect();
         StatCache { map }
@@ -75,7 +82,7 @@ impl StatCache {
 
     /// The cached hash of `rel` if `entry`'s stat still matches.
     pub fn lookup(&self, rel: &Path, entry: &Entry) -> Option<Digest> {
-        let c = self.map.get(rel)?;
+        let c = self.map.get(rel.as_os_str())?;
         (entry.kind == Kind::File
             && c.size == entry.size
             && c.mtime == entry.mtime
@@ -101,7 +108,7 @@ impl StatCache {
             .filter(|(_, e)| e.kind == Kind::File && e.mtime.sec < scanned_at - RACY_SECS)
             .filter_map(|(p, e)| {
                 Some((
-                    p.clone(),
+                    p.as_os_str().to_os_string(),
                     Cached {
                         size: e.size,
                         mtime: e.mtime,
@@ -124,27 +131,26 @@ impl StatCache {
 
     /// Writes the cache atomically.
     pub fn save(&self, file: &Path, root: &Path) -> Result<(), Error> {
-        let mut files: Vec<_> = self
+        let files: Vec<_> = self
             .map
             .iter()
             .map(|(p, c)| {
                 (
-                    PathRepr::from_path(p),
+                    p.as_os_str().as_bytes().to_vec(),
                     c.size,
                     c.mtime.sec,
                     c.mtime.nsec,
                     c.ino,
-                    c.hash.to_hex(),
+                    c.hash.0,
                 )
             })
             .collect();
-        files.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let disk = OnDisk {
             format: FORMAT,
-            root: PathRepr::from_path(root),
+            root: root.as_os_str().as_bytes().to_vec(),
             files,
         };
-        let bytes = serde_json::to_vec(&disk)
+        let bytes = postcard::to_allocvec(&disk)
             .map_err(|e| Error::io("encode", file, std::io::Error::other(e)))?;
         fsops::write_atomic(file, &bytes)
     }
@@ -220,7 +226,7 @@ mod tests {
         tree.entries.insert(PathBuf::from("racy"), racy);
         let c = StatCache::from_tree(&tree, now_secs());
         assert_eq!(c.len(), 1, "a file modified just now is not cached");
-        let file = d.path().join("c.json");
+        let file = d.path().join("c.bin");
         c.save(&file, Path::new("/r")).unwrap();
         let back = StatCache::load(&file, Path::new("/r"));
         assert_eq!(back.lookup(Path::new("a"), &e), Some(Digest([7; 32])));

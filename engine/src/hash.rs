@@ -138,7 +138,9 @@ fn sha256sum_line(out: &mut Vec<u8>, digest: &Digest, rel: &Path) {
     if escape {
         out.push(b'\\');
     }
-    out.extend_from_slice(digest.to_hex().as_bytes());
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(digest.0, &mut hex).expect("BUG: 32 bytes are 64 hex digits");
+    out.extend_from_slice(&hex);
     out.extend_from_slice(b"  ");
     for &b in name {
         match b {

@@ -64,7 +64,7 @@ impl DataHome {
     pub fn cache_file(&self, root: &Path) -> PathBuf {
         self.path
             .join("cache")
-            .join(format!("{}.json", path_key(root)))
+            .join(format!("{}.bin", path_key(root)))
     }
 
     /// The sync state of a pair of replicas.

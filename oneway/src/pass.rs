@@ -288,7 +288,11 @@ impl Job {
         let dst_sha = hash::tree_sha256(&after);
         let mut version_note = String::new();
         if let (Some(v), false) = (&self.versioned, interrupted) {
-            match v.record(&self.home, &self.backup, &after) {
+            let recorded = match dst_sha {
+                Some(sha) => v.record_with_sha(&self.home, &self.backup, &after, sha),
+                None => v.record(&self.home, &self.backup, &after),
+            };
+            match recorded {
                 Ok(Some(info)) => version_note = format!(" · new version {}", info),
                 Ok(None) => {}
                 Err(e) => {

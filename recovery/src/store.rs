@@ -233,7 +233,20 @@ impl VersionedDir {
         tree: &Tree,
     ) -> Result<Option<Made>, Error> {
         let _lock = self.lock(home)?;
-        self.record_locked(home, replica, tree)
+        self.record_locked(home, replica, tree, None)
+    }
+
+    /// [`record`](Self::record) with the tree's directory SHA-256 already known (the
+    /// pass computed it for its summary).
+    pub fn record_with_sha(
+        &self,
+        home: &DataHome,
+        replica: &Path,
+        tree: &Tree,
+        sha: Digest,
+    ) -> Result<Option<Made>, Error> {
+        let _lock = self.lock(home)?;
+        self.record_locked(home, replica, tree, Some(sha))
     }
 
     fn record_locked(
@@ -241,6 +254,7 @@ impl VersionedDir {
         home: &DataHome,
         replica: &Path,
         tree: &Tree,
+        known_sha: Option<Digest>,
     ) -> Result<Option<Made>, Error> {
         std::fs::create_dir_all(&self.store).ctx("mkdir", &self.store)?;
         self.repair()?;
@@ -248,7 +262,8 @@ impl VersionedDir {
         let latest_sha = latest.as_deref().and_then(|p| {
             Manifest::peek_dir_sha256(p).or_else(|| Manifest::load(p).ok().map(|m| m.dir_sha256))
         });
-        if latest_sha == Some(Manifest::dir_sha256_of(tree).to_hex()) {
+        let sha = known_sha.unwrap_or_else(|| Manifest::dir_sha256_of(tree));
+        if latest_sha == Some(sha.to_hex()) {
             self.register_if_missing(home, None)?;
             return Ok(None);
         }
@@ -422,7 +437,7 @@ impl VersionedDir {
             "saving {} as a version first: the pass replaces content no version holds",
             display(replica)
         );
-        self.record_locked(home, replica, tree)?;
+        self.record_locked(home, replica, tree, None)?;
         Ok(true)
     }
 

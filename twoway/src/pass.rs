@@ -307,10 +307,15 @@ impl Job {
         }
 
         log::debug!("recorded state: {:.3}s", started.elapsed().as_secs_f64());
+        let shas = [hash::tree_sha256(&afters[0]), hash::tree_sha256(&afters[1])];
         let mut notes = String::new();
         if let (Some(vs), false) = (&self.versions, interrupted) {
             for (i, v) in vs.iter().enumerate() {
-                match v.record(&self.home, v.dir(), &afters[i]) {
+                let recorded = match shas[i] {
+                    Some(sha) => v.record_with_sha(&self.home, v.dir(), &afters[i], sha),
+                    None => v.record(&self.home, v.dir(), &afters[i]),
+                };
+                match recorded {
                     Ok(Some(made)) => {
                         notes.push_str(&format!(" · new version of {} {made}", ["A", "B"][i]))
                     }
@@ -331,8 +336,8 @@ impl Job {
             plan.conflicts.len(),
             errors.len(),
             started.elapsed().as_secs_f64(),
-            sha_text(hash::tree_sha256(&afters[0])),
-            sha_text(hash::tree_sha256(&afters[1])),
+            sha_text(shas[0]),
+            sha_text(shas[1]),
         );
         Ok(PassOutcome {
             operations: counts.operations(),
