@@ -22,7 +22,7 @@ use engine::home::{path_key, DataHome};
 use engine::names::display;
 use engine::tree::{Digest, Kind, MTime, Tree};
 
-use crate::manifest::{Manifest, MANIFEST};
+use crate::manifest::{Manifest, ManifestEntry, MANIFEST};
 use crate::registry::{RegEntry, Registry};
 
 /// A directory whose versions are kept in a store.
@@ -276,12 +276,22 @@ impl VersionedDir {
             None
         };
         let new = self.slot(".new");
+        let t0 = std::time::Instant::now();
         std::fs::create_dir(&new).ctx("mkdir", &new)?;
         self.build(&new, replica, &mut manifest, previous.as_ref())?;
+        let built = t0.elapsed().as_secs_f64();
         manifest.save(&new)?;
+        let saved = t0.elapsed().as_secs_f64();
         Root::open(&new)?.sync_fs()?;
         self.rotate_in(&new)?;
+        let rotated = t0.elapsed().as_secs_f64();
         self.register(home, Some(manifest.made.clone()))?;
+        log::debug!(
+            "version of {}: built {built:.3}s, manifest {:.3}s, synced and rotated {:.3}s",
+            display(&self.dir),
+            saved - built,
+            rotated - saved
+        );
         Ok(Some(Made {
             files: manifest.files,
             bytes: manifest.bytes,
@@ -290,6 +300,8 @@ impl VersionedDir {
     }
 
     /// Fills `new` with the manifest's entries, linked or copied from `replica`.
+    /// Fills `new` with the manifest's entries, linked or copied from `replica`:
+    /// directories first, then files and links on every core.
     fn build(
         &self,
         new: &Path,
@@ -298,72 +310,69 @@ impl VersionedDir {
         previous: Option<&Manifest>,
     ) -> Result<(), Error> {
         let mut dst = Root::open(new)?;
-        let mut src = Root::open(replica)?;
-        let prev_dir = self.slot("_1");
-        let mut prev_root = if previous.is_some() {
-            Root::open(&prev_dir).ok()
-        } else {
-            None
-        };
+        let mut dirs = Vec::new();
+        for e in manifest.entries.iter().filter(|e| e.kind == "dir") {
+            dst.mkdir(&e.path, e.mode)?;
+            dirs.push((e.path.clone(), e.mode, MTime::new(e.mtime.0, e.mtime.1)));
+        }
         let prev_files: std::collections::HashMap<&Path, (&str, u32, (i64, u32))> = previous
             .iter()
             .flat_map(|m| m.entries.iter())
             .filter_map(|e| Some((e.path.as_path(), (e.sha256.as_deref()?, e.mode, e.mtime))))
             .collect();
-        let mut link_ok = previous.is_none() && self.mode == VersionMode::Link;
-        let mut changed = false;
-        let mut dirs = Vec::new();
-        for e in manifest.entries.iter_mut() {
-            let mtime = MTime::new(e.mtime.0, e.mtime.1);
-            match e.kind.as_str() {
-                "dir" => {
-                    dst.mkdir(&e.path, e.mode)?;
-                    dirs.push((e.path.clone(), e.mode, mtime));
-                }
-                "symlink" => {
-                    let target = e.target.clone().unwrap_or_default();
-                    dst.symlink(&e.path, &target, mtime)?;
-                }
-                _ => {
-                    if link_ok {
-                        match dst.link_from(&mut src, &e.path, &e.path) {
-                            Ok(()) => {
-                                // The replica's file may have been replaced since it was
-                                // hashed: record what the version really holds.
-                                let st = dst.stat(&e.path)?;
-                                if let Some(st) = st.filter(|st| {
-                                    st.size != e.size
-                                        || MTime::new(st.mtime.sec, st.mtime.nsec) != mtime
-                                }) {
-                                    let (d, _) = hash::hash_file(&new.join(&e.path))?;
-                                    e.sha256 = Some(d.to_hex());
-                                    e.size = st.size;
-                                    e.mode = st.mode;
-                                    e.mtime = (st.mtime.sec, st.mtime.nsec);
-                                    changed = true;
-                                }
-                                continue;
+        let link_ok = std::sync::atomic::AtomicBool::new(
+            previous.is_none() && self.mode == VersionMode::Link,
+        );
+        let work: Vec<&ManifestEntry> = manifest
+            .entries
+            .iter()
+            .filter(|e| e.kind != "dir")
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let threads = hash::default_threads().min(work.len()).max(1);
+        let prev_dir = self.slot("_1");
+        type Fix = (usize, Digest, fsops::Stat);
+        let results: Vec<Result<Vec<Fix>, Error>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| -> Result<Vec<Fix>, Error> {
+                        let mut dst = Root::open(new)?;
+                        let mut src = Root::open(replica)?;
+                        let mut prev_root = if previous.is_some() {
+                            Root::open(&prev_dir).ok()
+                        } else {
+                            None
+                        };
+                        let mut fixes = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(e) = work.get(i) else { break };
+                            if let Some(fix) = self.put_entry(
+                                e,
+                                new,
+                                &mut dst,
+                                &mut src,
+                                prev_root.as_mut(),
+                                &prev_files,
+                                &link_ok,
+                            )? {
+                                fixes.push((i, fix.0, fix.1));
                             }
-                            Err(Error::Io { source, .. })
-                                if source.raw_os_error()
-                                    == Some(rustix::io::Errno::XDEV.raw_os_error()) =>
-                            {
-                                log::debug!("store is on another filesystem: copying versions");
-                                link_ok = false;
-                            }
-                            Err(err) => return Err(err),
                         }
-                    }
-                    let unchanged = prev_files.get(e.path.as_path()).is_some_and(|(h, m, t)| {
-                        Some(*h) == e.sha256.as_deref() && *m == e.mode && *t == e.mtime
-                    });
-                    if let (true, Some(prev)) = (unchanged, prev_root.as_mut()) {
-                        if dst.link_from(prev, &e.path, &e.path).is_ok() {
-                            continue;
-                        }
-                    }
-                    copy_into(&mut src, &mut dst, &e.path, e.mode, mtime)?;
-                }
+                        Ok(fixes)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("BUG: version workers do not panic"))
+                .collect()
+        });
+        let mut fixes: std::collections::HashMap<PathBuf, (Digest, fsops::Stat)> =
+            Default::default();
+        for r in results {
+            for (i, d, st) in r? {
+                fixes.insert(work[i].path.clone(), (d, st));
             }
         }
         // Directories stay owner-writable so the version can be dropped later; their
@@ -371,7 +380,17 @@ impl VersionedDir {
         for (p, mode, mtime) in dirs.into_iter().rev() {
             dst.set_dir_meta(&p, mode | 0o700, mtime)?;
         }
-        if changed {
+        if !fixes.is_empty() {
+            // A replica file was replaced after it was hashed: record what the version
+            // really holds.
+            for e in manifest.entries.iter_mut() {
+                if let Some((d, st)) = fixes.get(&e.path) {
+                    e.sha256 = Some(d.to_hex());
+                    e.size = st.size;
+                    e.mode = st.mode;
+                    e.mtime = (st.mtime.sec, st.mtime.nsec);
+                }
+            }
             let files: Vec<(PathBuf, Option<Digest>)> = manifest
                 .entries
                 .iter()
@@ -388,6 +407,57 @@ impl VersionedDir {
             }
         }
         Ok(())
+    }
+
+    /// Puts one file or link of a version in place; returns the real hash and stat of a
+    /// file that changed since it was hashed.
+    #[allow(clippy::too_many_arguments)]
+    fn put_entry(
+        &self,
+        e: &ManifestEntry,
+        new: &Path,
+        dst: &mut Root,
+        src: &mut Root,
+        prev_root: Option<&mut Root>,
+        prev_files: &std::collections::HashMap<&Path, (&str, u32, (i64, u32))>,
+        link_ok: &std::sync::atomic::AtomicBool,
+    ) -> Result<Option<(Digest, fsops::Stat)>, Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mtime = MTime::new(e.mtime.0, e.mtime.1);
+        if e.kind == "symlink" {
+            let target = e.target.clone().unwrap_or_default();
+            dst.symlink(&e.path, &target, mtime)?;
+            return Ok(None);
+        }
+        if link_ok.load(Relaxed) {
+            match dst.link_from(src, &e.path, &e.path) {
+                Ok(()) => {
+                    let st = dst.stat(&e.path)?;
+                    if let Some(st) = st.filter(|st| st.size != e.size || st.mtime != mtime) {
+                        let (d, _) = hash::hash_file(&new.join(&e.path))?;
+                        return Ok(Some((d, st)));
+                    }
+                    return Ok(None);
+                }
+                Err(Error::Io { source, .. })
+                    if source.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) =>
+                {
+                    log::debug!("store is on another filesystem: copying versions");
+                    link_ok.store(false, Relaxed);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        let unchanged = prev_files.get(e.path.as_path()).is_some_and(|(h, m, t)| {
+            Some(*h) == e.sha256.as_deref() && *m == e.mode && *t == e.mtime
+        });
+        if let (true, Some(prev)) = (unchanged, prev_root) {
+            if dst.link_from(prev, &e.path, &e.path).is_ok() {
+                return Ok(None);
+            }
+        }
+        copy_into(src, dst, &e.path, e.mode, mtime)?;
+        Ok(None)
     }
 
     /// Before a pass overwrites or deletes files of `replica`: if any of them holds
@@ -495,10 +565,35 @@ fn copy_into(
 }
 
 /// Removes a whole tree of the store (its directories may be read-only).
+/// Removes a whole tree of the store (its directories may be read-only); its top-level
+/// entries are shared out between threads, since a version holds an entry per file.
 pub fn remove_tree(path: &Path) -> Result<(), Error> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(Error::entry(path, "cannot remove a root"));
     };
+    if let Ok(rd) = std::fs::read_dir(path) {
+        let children: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| PathBuf::from(e.file_name()))
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let threads = hash::default_threads().min(children.len()).max(1);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    let Ok(mut root) = Root::open(path) else {
+                        return;
+                    };
+                    while let Some(c) =
+                        children.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        // A failure here shows again in the removal of the whole tree.
+                        let _ = root.remove(c);
+                    }
+                });
+            }
+        });
+    }
     Root::open(parent)?.remove(Path::new(name))
 }
 
