@@ -26,6 +26,10 @@ pub struct EntryRecord {
         with = "pathser::opt"
     )]
     pub target: Option<PathBuf>,
+    /// The inode the file had in its replica (lets a later version reuse this one's
+    /// link when the replica still holds that very file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ino: Option<u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -43,6 +47,7 @@ impl EntryRecord {
             mtime: (e.mtime.sec, e.mtime.nsec),
             sha256: e.hash.map(Digest::to_hex),
             target: e.target.clone(),
+            ino: (e.kind == Kind::File && e.ino != 0).then_some(e.ino),
         }
     }
 

@@ -277,8 +277,25 @@ impl VersionedDir {
         };
         let new = self.slot(".new");
         let t0 = std::time::Instant::now();
-        std::fs::create_dir(&new).ctx("mkdir", &new)?;
-        self.build(&new, replica, &mut manifest, previous.as_ref())?;
+        // The previous version (_0) is dropped by this rotation anyway: when hard links
+        // are possible, it is recycled as the new version and only what changed in two
+        // passes is relinked, so a version costs in proportion to the changes.
+        let zero = self.slot("_0");
+        let recycled = if !copying && self.mode == VersionMode::Link {
+            match Manifest::load(&zero) {
+                Ok(old) if std::fs::rename(&zero, &new).is_ok() => Some(old),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        match recycled {
+            Some(old) => self.patch(&new, replica, &mut manifest, &old)?,
+            None => {
+                std::fs::create_dir(&new).ctx("mkdir", &new)?;
+                self.build(&new, replica, &mut manifest, previous.as_ref())?;
+            }
+        }
         let built = t0.elapsed().as_secs_f64();
         manifest.save(&new)?;
         let saved = t0.elapsed().as_secs_f64();
@@ -375,8 +392,102 @@ impl VersionedDir {
                 fixes.insert(work[i].path.clone(), (d, st));
             }
         }
-        // Directories stay owner-writable so the version can be dropped later; their
-        // real modes are in the manifest.
+        self.finish_tree(&mut dst, dirs, manifest, fixes)
+    }
+
+    /// Turns the recycled version tree at `new` (described by `old`) into the one
+    /// `manifest` describes: a file stays when it is still the replica's very inode with
+    /// the same bytes and metadata; everything else is removed and linked again.
+    fn patch(
+        &self,
+        new: &Path,
+        replica: &Path,
+        manifest: &mut Manifest,
+        old: &Manifest,
+    ) -> Result<(), Error> {
+        // The old manifest's own file goes: a new one is written when the tree is done.
+        let _ = std::fs::remove_file(new.join(MANIFEST));
+        let old_map: std::collections::BTreeMap<PathBuf, &ManifestEntry> =
+            old.entries.iter().map(|e| (e.path.clone(), e)).collect();
+        let new_map: std::collections::BTreeMap<PathBuf, &ManifestEntry> = manifest
+            .entries
+            .iter()
+            .map(|e| (e.path.clone(), e))
+            .collect();
+        let keeps = |o: &ManifestEntry, n: &ManifestEntry| -> bool {
+            o.kind == n.kind
+                && match n.kind.as_str() {
+                    "dir" => true,
+                    "symlink" => o.target == n.target && o.mtime == n.mtime,
+                    _ => {
+                        o.ino.is_some()
+                            && o.ino == n.ino
+                            && o.sha256 == n.sha256
+                            && o.mode == n.mode
+                            && o.mtime == n.mtime
+                            && o.size == n.size
+                    }
+                }
+        };
+        let mut dst = Root::open(new)?;
+        let mut src = Root::open(replica)?;
+        let mut removed_dir: Option<PathBuf> = None;
+        let mut puts: Vec<&ManifestEntry> = Vec::new();
+        for (p, o, n) in engine::tree::zip_paths(&old_map, &new_map) {
+            if removed_dir.as_ref().is_some_and(|d| p.starts_with(d)) {
+                if let Some(n) = n {
+                    puts.push(n);
+                }
+                continue;
+            }
+            removed_dir = None;
+            match (o, n) {
+                (Some(o), Some(n)) if keeps(o, n) => {}
+                (Some(o), n) => {
+                    dst.remove(p)?;
+                    if o.kind == "dir" {
+                        removed_dir = Some(p.clone());
+                    }
+                    if let Some(n) = n {
+                        puts.push(n);
+                    }
+                }
+                (None, Some(n)) => puts.push(n),
+                (None, None) => {}
+            }
+        }
+        let no_prev = std::collections::HashMap::new();
+        let link_ok = std::sync::atomic::AtomicBool::new(true);
+        let mut fixes: std::collections::HashMap<PathBuf, (Digest, fsops::Stat)> =
+            Default::default();
+        for n in puts {
+            if n.kind == "dir" {
+                dst.mkdir(&n.path, n.mode)?;
+            } else if let Some(fix) =
+                self.put_entry(n, new, &mut dst, &mut src, None, &no_prev, &link_ok)?
+            {
+                fixes.insert(n.path.clone(), fix);
+            }
+        }
+        let dirs: Vec<(PathBuf, u32, MTime)> = manifest
+            .entries
+            .iter()
+            .filter(|e| e.kind == "dir")
+            .map(|e| (e.path.clone(), e.mode, MTime::new(e.mtime.0, e.mtime.1)))
+            .collect();
+        self.finish_tree(&mut dst, dirs, manifest, fixes)
+    }
+
+    /// Sets the version's directory modes and mtimes (owner-writable, so the version can be
+    /// dropped later; the real modes are in the manifest) and records what changed while
+    /// the version was made.
+    fn finish_tree(
+        &self,
+        dst: &mut Root,
+        dirs: Vec<(PathBuf, u32, MTime)>,
+        manifest: &mut Manifest,
+        fixes: std::collections::HashMap<PathBuf, (Digest, fsops::Stat)>,
+    ) -> Result<(), Error> {
         for (p, mode, mtime) in dirs.into_iter().rev() {
             dst.set_dir_meta(&p, mode | 0o700, mtime)?;
         }
@@ -389,6 +500,7 @@ impl VersionedDir {
                     e.size = st.size;
                     e.mode = st.mode;
                     e.mtime = (st.mtime.sec, st.mtime.nsec);
+                    e.ino = Some(st.ino);
                 }
             }
             let files: Vec<(PathBuf, Option<Digest>)> = manifest

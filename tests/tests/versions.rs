@@ -165,6 +165,25 @@ fn versions_are_hard_link_snapshots() {
     assert_eq!(inode(&one.join("same")), inode(&dst.join("same")));
     assert_eq!(inode(&one.join("changes")), inode(&dst.join("changes")));
     assert_eq!(fs::read_to_string(zero.join("changes")).unwrap(), "v1");
+
+    // Later versions reuse the dropped one's tree: the same guarantees hold.
+    for (i, v) in ["v3", "v4", "v5"].iter().enumerate() {
+        write(&src.join("changes"), v);
+        write(&src.join(format!("added-{i}")), v);
+        if i == 1 {
+            fs::remove_file(src.join("added-0")).unwrap();
+        }
+        env.oneway(&src, &dst, &[]).expect(0);
+        let (one, _) = version(&env, &src, "latest");
+        let (zero, _) = version(&env, &src, "previous");
+        assert_eq!(inode(&one.join("same")), inode(&zero.join("same")));
+        assert_eq!(inode(&one.join("same")), inode(&dst.join("same")));
+        assert_eq!(fs::read_to_string(one.join("changes")).unwrap(), *v);
+        let before = if i == 0 { "v2" } else { ["v3", "v4"][i - 1] };
+        assert_eq!(fs::read_to_string(zero.join("changes")).unwrap(), before);
+        assert_eq!(one.join("added-0").exists(), i != 1 && i != 2);
+    }
+    env.run("recovery", ["verify"]).expect(0);
 }
 
 fn copy_mode_checks(env: &Env, src: &Path, dst: &Path, extra: &[&str]) {
