@@ -112,12 +112,15 @@ def mutate(root, seed, fraction=0.01, skip=None):
             f.write(rng.randbytes(rng.randint(10, 5000)))
     for p in picked[2 * q : 3 * q]:
         os.remove(p)
+    added = []
     for i, p in enumerate(picked[3 * q :]):
-        with open(os.path.join(os.path.dirname(p), f"new-{seed}-{i}.bin"), "wb") as f:
+        added.append(os.path.join(os.path.dirname(p), f"new-{seed}-{i}.bin"))
+        with open(added[-1], "wb") as f:
             f.write(rng.randbytes(rng.randint(100, 20000)))
-    # Old mtimes on the changes too, as a user's edits made a while ago.
-    for p in picked[:q] + picked[q : 2 * q]:
-        os.utime(p, (OLD_MTIME + 100, OLD_MTIME + 100))
+    # Mtimes a while ago on the changes too (a user's edits, not ones made this very
+    # second, which no tool's stat cache may trust).
+    for p in picked[:q] + picked[q : 2 * q] + added:
+        os.utime(p, (OLD_MTIME + 100 + seed, OLD_MTIME + 100 + seed))
     return set(picked)
 
 
@@ -295,6 +298,10 @@ def versions_case(R, tree, runs, work, notes):
             fresh(dst)
             env = env_for(home)
             run(mirror_cmd("oneway", src, dst, mode), env)
+            if not mode:
+                # Steady state: both versions exist, so the rotation recycles _0.
+                mutate(src, seed=400 + r)
+                run(mirror_cmd("oneway", src, dst, mode), env)
             before = disk_usage(dst) if not mode else 0
             picked = mutate(src, seed=300 + r)
             w, m = run(mirror_cmd("oneway", src, dst, mode), env)
@@ -303,7 +310,8 @@ def versions_case(R, tree, runs, work, notes):
                 new_files = [p for p in list_files(src) if "/new-" in p]
                 changed = changed_bytes(src, picked) + sum(os.path.getsize(p) for p in new_files)
                 notes.append(
-                    f"Store growth after a 1% change of W1 with versions on: {grown / 1e6:.1f} MB on disk "
+                    f"Store growth after a 1% change of W1 with versions on (steady state: both versions "
+                    f"exist): {grown / 1e6:.1f} MB on disk "
                     f"(BACKUP and store together), for {changed / 1e6:.1f} MB of changed or added files; "
                     f"a second full copy would be {disk_usage(src) / 1e6:.0f} MB."
                 )
