@@ -277,8 +277,10 @@ impl Job {
             log::error!("{e}");
             errors.push(e);
         }
-        source.save_cache(&src, scanned_at);
-        backup.save_cache(&after, scanned_at);
+        std::thread::scope(|s| {
+            s.spawn(|| source.save_cache(&src, scanned_at));
+            backup.save_cache(&after, scanned_at);
+        });
         log::debug!(
             "hashed the rest and saved caches: {:.3}s",
             started.elapsed().as_secs_f64()

@@ -277,18 +277,36 @@ impl Job {
             }
             afters.push(t);
         }
-        for (r, t) in reps.iter().zip(afters.iter_mut()) {
-            if let Ok(root) = Root::open(&r.root) {
-                if let Err(e) = root.sync_fs() {
-                    log::error!("{e}");
-                }
-            }
-            if !interrupted {
-                let h = r.hash_rest(t);
-                hashed_files += h.files;
-                errors.extend(h.errors);
-            }
-            r.save_cache(t, scanned_at);
+        // Both replicas at once: flush, hash what is still unknown, save the stat cache.
+        let finished: Vec<engine::cache::Hashed> = std::thread::scope(|s| {
+            let workers: Vec<_> = reps
+                .iter()
+                .zip(afters.iter_mut())
+                .map(|(r, t)| {
+                    s.spawn(move || {
+                        if let Ok(root) = Root::open(&r.root) {
+                            if let Err(e) = root.sync_fs() {
+                                log::error!("{e}");
+                            }
+                        }
+                        let h = if interrupted {
+                            engine::cache::Hashed::default()
+                        } else {
+                            r.hash_rest(t)
+                        };
+                        r.save_cache(t, scanned_at);
+                        h
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("BUG: record workers do not panic"))
+                .collect()
+        });
+        for h in finished {
+            hashed_files += h.files;
+            errors.extend(h.errors);
         }
 
         // The state: what both sides now agree on; a path whose action failed keeps its
@@ -310,12 +328,26 @@ impl Job {
         let shas = [hash::tree_sha256(&afters[0]), hash::tree_sha256(&afters[1])];
         let mut notes = String::new();
         if let (Some(vs), false) = (&self.versions, interrupted) {
-            for (i, v) in vs.iter().enumerate() {
-                let recorded = match shas[i] {
-                    Some(sha) => v.record_with_sha(&self.home, v.dir(), &afters[i], sha),
-                    None => v.record(&self.home, v.dir(), &afters[i]),
-                };
-                match recorded {
+            // Each replica's version on its own thread: they share nothing.
+            let recorded: Vec<_> = std::thread::scope(|s| {
+                let workers: Vec<_> = vs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let (home, tree, sha) = (&self.home, &afters[i], shas[i]);
+                        s.spawn(move || match sha {
+                            Some(sha) => v.record_with_sha(home, v.dir(), tree, sha),
+                            None => v.record(home, v.dir(), tree),
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| w.join().expect("BUG: version workers do not panic"))
+                    .collect()
+            });
+            for (i, r) in recorded.into_iter().enumerate() {
+                match r {
                     Ok(Some(made)) => {
                         notes.push_str(&format!(" · new version of {} {made}", ["A", "B"][i]))
                     }
