@@ -176,3 +176,42 @@ impl std::str::FromStr for Which {
         }
     }
 }
+
+impl RestoreArgs {
+    /// `--version` alone asks for the program's version (with `--restore` it picks one of
+    /// the stored versions).
+    pub fn wants_program_version(&self) -> bool {
+        self.version.as_deref() == Some("") && !self.restore
+    }
+
+    /// Refuses restore-only flags given without `--restore`.
+    pub fn check_unused(&self, program: &str) -> Result<(), Refusal> {
+        if self.to.is_some() || self.force || self.path.is_some() || self.version.is_some() {
+            return Err(usage(
+                program,
+                "--to, --force, --path and --version go with --restore",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A usage refusal that points at `--help`.
+pub fn usage(program: &str, msg: &str) -> Refusal {
+    Refusal::new(format!("{msg} (see {program} --help)"))
+}
+
+/// The exit status of a binary's run; a refusal is reported as one line.
+pub fn exit_status(program: &str, outcome: Result<i32, Refusal>) -> i32 {
+    match outcome {
+        Ok(code) => code,
+        Err(r) => {
+            if log::max_level() == log::LevelFilter::Off {
+                eprintln!("{program}: {r}");
+            } else {
+                log::error!("{r}");
+            }
+            crate::error::exit::REFUSED
+        }
+    }
+}

@@ -135,7 +135,7 @@ fn split(rel: &Path) -> Result<(&Path, &OsStr), Error> {
 #[derive(Debug)]
 pub struct Root {
     path: PathBuf,
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
     dirs: HashMap<PathBuf, Arc<OwnedFd>>,
 }
 
@@ -150,7 +150,7 @@ impl Root {
         .ctx("open", path)?;
         Ok(Root {
             path: path.to_path_buf(),
-            fd,
+            fd: Arc::new(fd),
             dirs: HashMap::new(),
         })
     }
@@ -238,8 +238,7 @@ impl Root {
     /// A shared handle on the directory `rel` (kept by a file being written in it).
     fn dir_shared(&mut self, rel: &Path) -> Result<Arc<OwnedFd>, Error> {
         if rel.as_os_str().is_empty() {
-            let fd = self.fd.try_clone().ctx("dup", &self.path)?;
-            return Ok(Arc::new(fd));
+            return Ok(Arc::clone(&self.fd));
         }
         self.dir(rel)?;
         Ok(Arc::clone(&self.dirs[rel]))
@@ -253,7 +252,7 @@ impl Root {
     /// `lstat` of `rel` without following a final symlink; `None` if it does not exist.
     pub fn stat(&mut self, rel: &Path) -> Result<Option<Stat>, Error> {
         if rel.as_os_str().is_empty() {
-            return rfs::fstat(&self.fd)
+            return rfs::fstat(&*self.fd)
                 .map(|s| Some(Stat::from_raw(&s)))
                 .ctx("stat", &self.path);
         }
@@ -445,16 +444,9 @@ impl Root {
         let (fp, fname) = split(from)?;
         let (tp, tname) = split(to)?;
         let abs = self.abs(to);
-        let fdir = self.dir(fp)?;
-        let fdir = rfs::openat(
-            fdir,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ctx("open dir", &abs)?;
+        let fdir = self.dir_shared(fp)?;
         let tdir = self.dir(tp)?;
-        rfs::linkat(&fdir, fname, tdir, tname, AtFlags::empty()).ctx("link", &abs)
+        rfs::linkat(&*fdir, fname, tdir, tname, AtFlags::empty()).ctx("link", &abs)
     }
 
     /// Hard-links `src_rel` of `src` as `rel` here. Fails with `EXDEV` across filesystems.
@@ -462,16 +454,9 @@ impl Root {
         let (sp, sn) = split(src_rel)?;
         let (dp, dn) = split(rel)?;
         let abs = self.abs(rel);
-        let sdir = src.dir(sp)?;
-        let sdir = rfs::openat(
-            sdir,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ctx("open dir", &abs)?;
+        let sdir = src.dir_shared(sp)?;
         let ddir = self.dir(dp)?;
-        rfs::linkat(&sdir, sn, ddir, dn, AtFlags::empty()).ctx("link", &abs)
+        rfs::linkat(&*sdir, sn, ddir, dn, AtFlags::empty()).ctx("link", &abs)
     }
 
     /// Renames `from` to `to` inside this root (both relative).
@@ -481,16 +466,9 @@ impl Root {
         let abs = self.abs(to);
         self.forget(from);
         self.forget(to);
-        let fdir = self.dir(fp)?;
-        let fdir = rfs::openat(
-            fdir,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ctx("open dir", &abs)?;
+        let fdir = self.dir_shared(fp)?;
         let tdir = self.dir(tp)?;
-        rfs::renameat(&fdir, fname, tdir, tname).ctx("rename", &abs)
+        rfs::renameat(&*fdir, fname, tdir, tname).ctx("rename", &abs)
     }
 
     /// Opens `rel` for reading (no symlink followed anywhere on the way).
@@ -514,13 +492,13 @@ impl Root {
 
     /// Flushes the whole filesystem this root lives on (one `syncfs` for a batch).
     pub fn sync_fs(&self) -> Result<(), Error> {
-        rfs::syncfs(&self.fd).ctx("sync", &self.path)
+        rfs::syncfs(&*self.fd).ctx("sync", &self.path)
     }
 
     /// The filesystem's magic number (to recognise FAT/exFAT and SMB destinations).
     #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
     pub fn fs_magic(&self) -> Option<i64> {
-        rfs::fstatfs(&self.fd).ok().map(|s| s.f_type as i64)
+        rfs::fstatfs(&*self.fd).ok().map(|s| s.f_type as i64)
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use engine::cli::{PassArgs, RestoreArgs, Settings};
+use engine::cli::{self, usage, PassArgs, RestoreArgs, Settings};
 use engine::error::{exit, Refusal};
 use engine::home::DataHome;
 use engine::{logging, runner, signal};
@@ -46,31 +46,21 @@ pub struct Cli {
 /// Runs the `oneway` binary; returns the exit status.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    if cli.restore.version.as_deref() == Some("") && !cli.restore.restore {
+    if cli.restore.wants_program_version() {
         println!("oneway {}", env!("CARGO_PKG_VERSION"));
         return exit::OK;
     }
-    match run(cli) {
-        Ok(code) => code,
-        Err(r) => {
-            if log::max_level() == log::LevelFilter::Off {
-                eprintln!("oneway: {r}");
-            } else {
-                log::error!("{r}");
-            }
-            exit::REFUSED
-        }
-    }
-}
-
-fn usage(msg: &str) -> Refusal {
-    Refusal::new(format!("{msg} (see oneway --help)"))
+    cli::exit_status("oneway", run(cli))
 }
 
 fn run(cli: Cli) -> Result<i32, Refusal> {
     if cli.restore.restore {
-        let [dir] = <[PathBuf; 1]>::try_from(cli.paths)
-            .map_err(|_| usage("--restore takes exactly one directory: oneway DIR --restore"))?;
+        let [dir] = <[PathBuf; 1]>::try_from(cli.paths).map_err(|_| {
+            usage(
+                "oneway",
+                "--restore takes exactly one directory: oneway DIR --restore",
+            )
+        })?;
         let settings = Settings::resolve(&cli.pass, None, None)?;
         logging::init(
             settings.verbosity,
@@ -86,17 +76,9 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
             settings.dry_run,
         ));
     }
-    if cli.restore.to.is_some()
-        || cli.restore.force
-        || cli.restore.path.is_some()
-        || cli.restore.version.is_some()
-    {
-        return Err(usage(
-            "--to, --force, --path and --version go with --restore",
-        ));
-    }
-    let [source, backup] =
-        <[PathBuf; 2]>::try_from(cli.paths).map_err(|_| usage("oneway needs SOURCE and BACKUP"))?;
+    cli.restore.check_unused("oneway")?;
+    let [source, backup] = <[PathBuf; 2]>::try_from(cli.paths)
+        .map_err(|_| usage("oneway", "oneway needs SOURCE and BACKUP"))?;
     let settings = Settings::resolve(&cli.pass, None, None)?;
     // A dry run leaves the log file alone too.
     let log_file = if settings.dry_run {

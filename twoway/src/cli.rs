@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use engine::cli::{PassArgs, RestoreArgs, Settings};
+use engine::cli::{self, usage, PassArgs, RestoreArgs, Settings};
 use engine::config::ConflictPolicy;
 use engine::error::{exit, Refusal};
 use engine::home::DataHome;
@@ -53,25 +53,11 @@ pub struct Cli {
 /// Runs the `twoway` binary; returns the exit status.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    if cli.restore.version.as_deref() == Some("") && !cli.restore.restore {
+    if cli.restore.wants_program_version() {
         println!("twoway {}", env!("CARGO_PKG_VERSION"));
         return exit::OK;
     }
-    match run(cli) {
-        Ok(code) => code,
-        Err(r) => {
-            if log::max_level() == log::LevelFilter::Off {
-                eprintln!("twoway: {r}");
-            } else {
-                log::error!("{r}");
-            }
-            exit::REFUSED
-        }
-    }
-}
-
-fn usage(msg: &str) -> Refusal {
-    Refusal::new(format!("{msg} (see twoway --help)"))
+    cli::exit_status("twoway", run(cli))
 }
 
 fn run(cli: Cli) -> Result<i32, Refusal> {
@@ -82,8 +68,12 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
         settings.log.clone()
     };
     if cli.restore.restore {
-        let [dir] = <[PathBuf; 1]>::try_from(cli.paths)
-            .map_err(|_| usage("--restore takes exactly one directory: twoway DIR --restore"))?;
+        let [dir] = <[PathBuf; 1]>::try_from(cli.paths).map_err(|_| {
+            usage(
+                "twoway",
+                "--restore takes exactly one directory: twoway DIR --restore",
+            )
+        })?;
         logging::init(settings.verbosity, log_file.as_deref())?;
         return Ok(recovery::cli::run_restore(
             dir,
@@ -91,17 +81,9 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
             settings.dry_run,
         ));
     }
-    if cli.restore.to.is_some()
-        || cli.restore.force
-        || cli.restore.path.is_some()
-        || cli.restore.version.is_some()
-    {
-        return Err(usage(
-            "--to, --force, --path and --version go with --restore",
-        ));
-    }
-    let [a, b] =
-        <[PathBuf; 2]>::try_from(cli.paths).map_err(|_| usage("twoway needs DIR_A and DIR_B"))?;
+    cli.restore.check_unused("twoway")?;
+    let [a, b] = <[PathBuf; 2]>::try_from(cli.paths)
+        .map_err(|_| usage("twoway", "twoway needs DIR_A and DIR_B"))?;
     logging::init(settings.verbosity, log_file.as_deref())?;
     signal::install()?;
     let home = DataHome::locate()?;
