@@ -146,7 +146,9 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
         .filter(|a| a.op == Op::SetDirMeta)
         .collect();
 
-    run_sequence(&first, dst, opts, &mut out, &mut failed_dirs);
+    // Bytes are read through directory handles too, never following a symlink.
+    let mut src = Root::open(opts.src_root).ok();
+    run_sequence(&first, dst, &mut src, opts, &mut out, &mut failed_dirs);
     if !out.interrupted && !copies.is_empty() {
         let copies: Vec<&Action> = copies
             .into_iter()
@@ -160,7 +162,7 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
             .collect();
         let threads = crate::hash::default_threads().min(copies.len()).max(1);
         if threads <= 1 {
-            run_sequence(&copies, dst, opts, &mut out, &mut failed_dirs);
+            run_sequence(&copies, dst, &mut src, opts, &mut out, &mut failed_dirs);
         } else {
             let next = std::sync::atomic::AtomicUsize::new(0);
             let results: Vec<Applied> = std::thread::scope(|s| {
@@ -175,6 +177,7 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
                                     return part;
                                 }
                             };
+                            let mut src = Root::open(opts.src_root).ok();
                             let mut no_dirs = BTreeSet::new();
                             loop {
                                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -184,6 +187,7 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
                                 run_sequence(
                                     &copies[i..=i],
                                     &mut root,
+                                    &mut src,
                                     opts,
                                     &mut part,
                                     &mut no_dirs,
@@ -204,7 +208,7 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
         }
     }
     if !out.interrupted {
-        run_sequence(&last, dst, opts, &mut out, &mut failed_dirs);
+        run_sequence(&last, dst, &mut src, opts, &mut out, &mut failed_dirs);
     }
     out
 }
@@ -212,6 +216,7 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
 fn run_sequence(
     actions: &[&Action],
     dst: &mut Root,
+    src: &mut Option<Root>,
     opts: &ApplyOptions<'_>,
     out: &mut Applied,
     failed_dirs: &mut BTreeSet<PathBuf>,
@@ -225,7 +230,7 @@ fn run_sequence(
             out.failed.insert(action.path.clone());
             continue;
         }
-        match run(action, dst, opts, out) {
+        match run(action, dst, src, opts, out) {
             Ok(()) => {
                 log_action(action.op.verb(), &action.path, opts.direction, false);
                 out.counts.add(action.op.verb());
@@ -293,6 +298,7 @@ fn unchanged_since_scan(dst: &mut Root, action: &Action) -> Result<(), Error> {
 fn run(
     action: &Action,
     dst: &mut Root,
+    src: &mut Option<Root>,
     opts: &ApplyOptions<'_>,
     out: &mut Applied,
 ) -> Result<(), Error> {
@@ -355,10 +361,10 @@ fn run(
                 Ok(())
             } else {
                 // Shared with a version (or not ours to open): never change it in place.
-                copy(action, dst, opts, out)
+                copy(action, dst, src, opts, out)
             }
         }
-        Op::Copy { .. } => copy(action, dst, opts, out),
+        Op::Copy { .. } => copy(action, dst, src, opts, out),
         Op::Rmdir => {
             dst.rmdir(path)?;
             out.removed.push(path.clone());
@@ -404,13 +410,18 @@ fn run(
 fn copy(
     action: &Action,
     dst: &mut Root,
+    src: &mut Option<Root>,
     opts: &ApplyOptions<'_>,
     out: &mut Applied,
 ) -> Result<(), Error> {
     let path = &action.path;
     let s = src_of(action)?;
-    let src_abs = opts.src_root.join(action.from.as_deref().unwrap_or(path));
-    let (mut file, before) = fsops::open_regular(&src_abs)?;
+    let from = action.from.as_deref().unwrap_or(path);
+    let src_abs = opts.src_root.join(from);
+    let (mut file, before) = match src.as_mut() {
+        Some(root) => root.open_read(from)?,
+        None => fsops::open_regular(&src_abs)?,
+    };
     let (mode, mtime) = if opts.meta_from_plan {
         (s.mode, s.mtime)
     } else {
@@ -431,8 +442,13 @@ fn copy(
         ));
     }
     let new = temp.stat()?;
-    unchanged_since_scan(dst, action)?;
-    temp.commit()?;
+    if action.dst.is_none() {
+        // A new file: the rename itself refuses to replace anything that appeared.
+        temp.commit_new()?;
+    } else {
+        unchanged_since_scan(dst, action)?;
+        temp.commit()?;
+    }
     out.counts.bytes += n;
     out.read.insert(path.clone(), (digest, before));
     out.written.insert(

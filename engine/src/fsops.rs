@@ -610,6 +610,43 @@ impl TempFile {
         fstat(f, &self.abs)
     }
 
+    /// Renames the finished file to its final name, which must not exist: something
+    /// that appeared there since the scan is never replaced.
+    pub fn commit_new(mut self) -> Result<(), Error> {
+        self.file = None;
+        let r = match rfs::renameat_with(
+            &*self.dir,
+            &self.temp,
+            &*self.dir,
+            &self.final_name,
+            rfs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::EXIST) => Err(Error::entry(
+                self.abs.clone(),
+                "appeared on the destination during the pass; left for the next pass",
+            )),
+            // No renameat2 here (some network filesystems): check, then rename.
+            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+                match rfs::statat(&*self.dir, &self.final_name, AtFlags::SYMLINK_NOFOLLOW) {
+                    Err(rustix::io::Errno::NOENT) => {
+                        rfs::renameat(&*self.dir, &self.temp, &*self.dir, &self.final_name)
+                            .ctx("rename", &self.abs)
+                    }
+                    _ => Err(Error::entry(
+                        self.abs.clone(),
+                        "appeared on the destination during the pass; left for the next pass",
+                    )),
+                }
+            }
+            Err(e) => Err(Error::io("rename", self.abs.clone(), e.into())),
+        };
+        if r.is_ok() {
+            self.temp.clear();
+        }
+        r
+    }
+
     /// Renames the finished file over its final name.
     pub fn commit(mut self) -> Result<(), Error> {
         self.file = None;
@@ -715,6 +752,32 @@ mod tests {
         t.commit().unwrap();
         let st = lstat(&root.path().join("a")).unwrap();
         assert_eq!((st.mode, st.mtime), (0o640, MTime::new(1000, 5)));
+    }
+
+    #[test]
+    fn a_new_file_never_replaces_one_that_appeared_meanwhile() {
+        let root = tempfile::tempdir().unwrap();
+        let mut r = Root::open(root.path()).unwrap();
+        let (t, _, _) = r
+            .write_temp(
+                Path::new("a"),
+                &mut &b"ours"[..],
+                0o644,
+                MTime::new(1, 0),
+                &|| false,
+            )
+            .unwrap();
+        std::fs::write(root.path().join("a"), b"someone else's").unwrap();
+        assert!(t.commit_new().is_err());
+        assert_eq!(
+            std::fs::read(root.path().join("a")).unwrap(),
+            b"someone else's"
+        );
+        assert_eq!(
+            std::fs::read_dir(root.path()).unwrap().count(),
+            1,
+            "temp file left"
+        );
     }
 
     #[test]
