@@ -8,4 +8,5 @@ pub mod inspect;
 pub mod manifest;
 pub mod registry;
 pub mod restore;
+mod snapshot;
 pub mod store;

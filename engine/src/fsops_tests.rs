@@ -1,0 +1,102 @@
+//! The safe primitives against planted symlinks, escaping paths, interrupted writes
+//! and shared inodes.
+
+use super::*;
+use std::os::unix::fs::symlink;
+
+#[test]
+fn refuses_to_write_through_a_symlinked_parent() {
+    let outside = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    symlink(outside.path(), root.path().join("link")).unwrap();
+    let mut r = Root::open(root.path()).unwrap();
+    let err = r.create_temp(Path::new("link/file")).unwrap_err();
+    assert!(err.to_string().contains("symlink"), "{err}");
+    assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn refuses_paths_that_leave_the_root() {
+    let root = tempfile::tempdir().unwrap();
+    let mut r = Root::open(root.path()).unwrap();
+    assert!(r.mkdir(Path::new("../escape"), 0o755).is_err());
+    assert!(r.create_temp(Path::new("/etc/passwd")).is_err());
+}
+
+#[test]
+fn temp_file_is_removed_unless_committed() {
+    let root = tempfile::tempdir().unwrap();
+    let mut r = Root::open(root.path()).unwrap();
+    {
+        let mut t = r.create_temp(Path::new("a")).unwrap();
+        t.file_mut().write_all(b"partial").unwrap();
+    }
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    let (t, _, n) = r
+        .write_temp(
+            Path::new("a"),
+            &mut &b"hello"[..],
+            0o640,
+            MTime::new(1000, 5),
+            &|| false,
+        )
+        .unwrap();
+    assert_eq!(n, 5);
+    t.commit().unwrap();
+    let st = lstat(&root.path().join("a")).unwrap();
+    assert_eq!((st.mode, st.mtime), (0o640, MTime::new(1000, 5)));
+}
+
+#[test]
+fn a_new_file_never_replaces_one_that_appeared_meanwhile() {
+    let root = tempfile::tempdir().unwrap();
+    let mut r = Root::open(root.path()).unwrap();
+    let (t, _, _) = r
+        .write_temp(
+            Path::new("a"),
+            &mut &b"ours"[..],
+            0o644,
+            MTime::new(1, 0),
+            &|| false,
+        )
+        .unwrap();
+    std::fs::write(root.path().join("a"), b"someone else's").unwrap();
+    assert!(t.commit_new().is_err());
+    assert_eq!(
+        std::fs::read(root.path().join("a")).unwrap(),
+        b"someone else's"
+    );
+    assert_eq!(
+        std::fs::read_dir(root.path()).unwrap().count(),
+        1,
+        "temp file left"
+    );
+}
+
+#[test]
+fn shared_inode_is_not_changed_in_place() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("a"), b"x").unwrap();
+    std::fs::hard_link(root.path().join("a"), root.path().join("b")).unwrap();
+    let mut r = Root::open(root.path()).unwrap();
+    assert!(!r
+        .set_file_meta_if_unshared(Path::new("a"), 0o600, MTime::new(5, 0))
+        .unwrap());
+    std::fs::remove_file(root.path().join("b")).unwrap();
+    assert!(r
+        .set_file_meta_if_unshared(Path::new("a"), 0o600, MTime::new(5, 0))
+        .unwrap());
+}
+
+#[test]
+fn remove_does_not_follow_symlinks() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("keep"), b"x").unwrap();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("d")).unwrap();
+    symlink(outside.path(), root.path().join("d/link")).unwrap();
+    let mut r = Root::open(root.path()).unwrap();
+    r.remove(Path::new("d")).unwrap();
+    assert!(outside.path().join("keep").exists());
+    assert!(!root.path().join("d").exists());
+}

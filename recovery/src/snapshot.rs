@@ -1,0 +1,277 @@
+//! Building a version's tree in the store: from scratch (hard links to the replica's
+//! files, or copies — reflinked where possible — sharing unchanged files with the previous
+//! version), or by patching the version being dropped so that only what changed is
+//! linked again. The tree is finished by its manifest elsewhere; this module never
+//! touches a replica except to read it.
+
+use std::path::{Path, PathBuf};
+
+use engine::error::{Error, IoContext};
+use engine::fsops::{self, Root};
+use engine::hash;
+use engine::tree::{Digest, MTime};
+
+use crate::manifest::{Manifest, ManifestEntry, MANIFEST};
+
+/// Fills `new` with the manifest's entries, linked or copied from `replica`:
+/// directories first, then files and links on every core.
+pub(crate) fn build(
+    new: &Path,
+    replica: &Path,
+    manifest: &mut Manifest,
+    previous: Option<&Manifest>,
+    link_first: bool,
+    prev_dir: &Path,
+) -> Result<(), Error> {
+    let mut dst = Root::open(new)?;
+    let mut dirs = Vec::new();
+    for e in manifest.entries.iter().filter(|e| e.kind == "dir") {
+        dst.mkdir(&e.path, e.mode)?;
+        dirs.push((e.path.clone(), e.mode, MTime::new(e.mtime.0, e.mtime.1)));
+    }
+    let prev_files: std::collections::HashMap<&Path, (&str, u32, (i64, u32))> = previous
+        .iter()
+        .flat_map(|m| m.entries.iter())
+        .filter_map(|e| Some((e.path.as_path(), (e.sha256.as_deref()?, e.mode, e.mtime))))
+        .collect();
+    let link_ok = std::sync::atomic::AtomicBool::new(previous.is_none() && link_first);
+    let work: Vec<&ManifestEntry> = manifest
+        .entries
+        .iter()
+        .filter(|e| e.kind != "dir")
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = hash::default_threads().min(work.len()).max(1);
+    type Fix = (usize, Digest, fsops::Stat);
+    let results: Vec<Result<Vec<Fix>, Error>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<Vec<Fix>, Error> {
+                    let mut dst = Root::open(new)?;
+                    let mut src = Root::open(replica)?;
+                    let mut prev_root = if previous.is_some() {
+                        Root::open(prev_dir).ok()
+                    } else {
+                        None
+                    };
+                    let mut fixes = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(e) = work.get(i) else { break };
+                        if let Some(fix) = put_entry(
+                            e,
+                            new,
+                            &mut dst,
+                            &mut src,
+                            prev_root.as_mut(),
+                            &prev_files,
+                            &link_ok,
+                        )? {
+                            fixes.push((i, fix.0, fix.1));
+                        }
+                    }
+                    Ok(fixes)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("BUG: version workers do not panic"))
+            .collect()
+    });
+    let mut fixes: std::collections::HashMap<PathBuf, (Digest, fsops::Stat)> = Default::default();
+    for r in results {
+        for (i, d, st) in r? {
+            fixes.insert(work[i].path.clone(), (d, st));
+        }
+    }
+    finish_tree(&mut dst, dirs, manifest, fixes)
+}
+
+/// Turns the recycled version tree at `new` (described by `old`) into the one
+/// `manifest` describes: a file stays when it is still the replica's very inode with
+/// the same bytes and metadata; everything else is removed and linked again.
+pub(crate) fn patch(
+    new: &Path,
+    replica: &Path,
+    manifest: &mut Manifest,
+    old: &Manifest,
+) -> Result<(), Error> {
+    // The old manifest's own file goes: a new one is written when the tree is done.
+    let _ = std::fs::remove_file(new.join(MANIFEST));
+    let old_map: std::collections::BTreeMap<PathBuf, &ManifestEntry> =
+        old.entries.iter().map(|e| (e.path.clone(), e)).collect();
+    let new_map: std::collections::BTreeMap<PathBuf, &ManifestEntry> = manifest
+        .entries
+        .iter()
+        .map(|e| (e.path.clone(), e))
+        .collect();
+    let keeps = |o: &ManifestEntry, n: &ManifestEntry| -> bool {
+        o.kind == n.kind
+            && match n.kind.as_str() {
+                "dir" => true,
+                "symlink" => o.target == n.target && o.mtime == n.mtime,
+                _ => {
+                    o.ino.is_some()
+                        && o.ino == n.ino
+                        && o.sha256 == n.sha256
+                        && o.mode == n.mode
+                        && o.mtime == n.mtime
+                        && o.size == n.size
+                }
+            }
+    };
+    let mut dst = Root::open(new)?;
+    let mut src = Root::open(replica)?;
+    let mut removed_dir: Option<PathBuf> = None;
+    let mut puts: Vec<&ManifestEntry> = Vec::new();
+    for (p, o, n) in engine::tree::zip_paths(&old_map, &new_map) {
+        if removed_dir.as_ref().is_some_and(|d| p.starts_with(d)) {
+            if let Some(n) = n {
+                puts.push(n);
+            }
+            continue;
+        }
+        removed_dir = None;
+        match (o, n) {
+            (Some(o), Some(n)) if keeps(o, n) => {}
+            (Some(o), n) => {
+                dst.remove(p)?;
+                if o.kind == "dir" {
+                    removed_dir = Some(p.clone());
+                }
+                if let Some(n) = n {
+                    puts.push(n);
+                }
+            }
+            (None, Some(n)) => puts.push(n),
+            (None, None) => {}
+        }
+    }
+    let no_prev = std::collections::HashMap::new();
+    let link_ok = std::sync::atomic::AtomicBool::new(true);
+    let mut fixes: std::collections::HashMap<PathBuf, (Digest, fsops::Stat)> = Default::default();
+    for n in puts {
+        if n.kind == "dir" {
+            dst.mkdir(&n.path, n.mode)?;
+        } else if let Some(fix) = put_entry(n, new, &mut dst, &mut src, None, &no_prev, &link_ok)? {
+            fixes.insert(n.path.clone(), fix);
+        }
+    }
+    let dirs: Vec<(PathBuf, u32, MTime)> = manifest
+        .entries
+        .iter()
+        .filter(|e| e.kind == "dir")
+        .map(|e| (e.path.clone(), e.mode, MTime::new(e.mtime.0, e.mtime.1)))
+        .collect();
+    finish_tree(&mut dst, dirs, manifest, fixes)
+}
+
+/// Sets the version's directory modes and mtimes (owner-writable, so the version can be
+/// dropped later; the real modes are in the manifest) and records what changed while
+/// the version was made.
+fn finish_tree(
+    dst: &mut Root,
+    dirs: Vec<(PathBuf, u32, MTime)>,
+    manifest: &mut Manifest,
+    fixes: std::collections::HashMap<PathBuf, (Digest, fsops::Stat)>,
+) -> Result<(), Error> {
+    for (p, mode, mtime) in dirs.into_iter().rev() {
+        dst.set_dir_meta(&p, mode | 0o700, mtime)?;
+    }
+    if !fixes.is_empty() {
+        // A replica file was replaced after it was hashed: record what the version
+        // really holds.
+        for e in manifest.entries.iter_mut() {
+            if let Some((d, st)) = fixes.get(&e.path) {
+                e.sha256 = Some(d.to_hex());
+                e.size = st.size;
+                e.mode = st.mode;
+                e.mtime = (st.mtime.sec, st.mtime.nsec);
+                e.ino = Some(st.ino);
+            }
+        }
+        let files: Vec<(PathBuf, Option<Digest>)> = manifest
+            .entries
+            .iter()
+            .filter(|e| e.kind == "file")
+            .map(|e| {
+                (
+                    e.path.clone(),
+                    e.sha256.as_deref().and_then(Digest::from_hex),
+                )
+            })
+            .collect();
+        if let Some(d) = hash::dir_sha256(files.iter().map(|(p, d)| (p.as_path(), *d))) {
+            manifest.dir_sha256 = d.to_hex();
+        }
+    }
+    Ok(())
+}
+
+/// Puts one file or link of a version in place; returns the real hash and stat of a
+/// file that changed since it was hashed.
+#[allow(clippy::too_many_arguments)]
+fn put_entry(
+    e: &ManifestEntry,
+    new: &Path,
+    dst: &mut Root,
+    src: &mut Root,
+    prev_root: Option<&mut Root>,
+    prev_files: &std::collections::HashMap<&Path, (&str, u32, (i64, u32))>,
+    link_ok: &std::sync::atomic::AtomicBool,
+) -> Result<Option<(Digest, fsops::Stat)>, Error> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mtime = MTime::new(e.mtime.0, e.mtime.1);
+    if e.kind == "symlink" {
+        let target = e.target.clone().unwrap_or_default();
+        dst.symlink(&e.path, &target, mtime)?;
+        return Ok(None);
+    }
+    if link_ok.load(Relaxed) {
+        match dst.link_from(src, &e.path, &e.path) {
+            Ok(()) => {
+                let st = dst.stat(&e.path)?;
+                if let Some(st) = st.filter(|st| st.size != e.size || st.mtime != mtime) {
+                    let (d, _) = hash::hash_file(&new.join(&e.path))?;
+                    return Ok(Some((d, st)));
+                }
+                return Ok(None);
+            }
+            Err(Error::Io { source, .. })
+                if source.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) =>
+            {
+                log::debug!("store is on another filesystem: copying versions");
+                link_ok.store(false, Relaxed);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let unchanged = prev_files
+        .get(e.path.as_path())
+        .is_some_and(|(h, m, t)| Some(*h) == e.sha256.as_deref() && *m == e.mode && *t == e.mtime);
+    if let (true, Some(prev)) = (unchanged, prev_root) {
+        if dst.link_from(prev, &e.path, &e.path).is_ok() {
+            return Ok(None);
+        }
+    }
+    copy_into(src, dst, &e.path, e.mode, mtime)?;
+    Ok(None)
+}
+
+/// Copies one file of the replica into a version, reflinked where the filesystem can.
+fn copy_into(
+    src: &mut Root,
+    dst: &mut Root,
+    rel: &Path,
+    mode: u32,
+    mtime: MTime,
+) -> Result<(), Error> {
+    let (mut file, _) = src.open_read(rel)?;
+    let mut temp = dst.create_temp(rel)?;
+    if rustix::fs::ioctl_ficlone(&*temp.file_mut(), &file).is_err() {
+        std::io::copy(&mut file, temp.file_mut()).ctx("copy", &dst.abs(rel))?;
+    }
+    temp.finish(mode, mtime)?;
+    temp.commit()
+}
