@@ -238,10 +238,8 @@ fn put_entry(
                 }
                 return Ok(None);
             }
-            Err(Error::Io { source, .. })
-                if source.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) =>
-            {
-                log::debug!("store is on another filesystem: copying versions");
+            Err(Error::Io { source, .. }) if cannot_link(&source) => {
+                log::debug!("no hard links into this store ({source}): copying versions");
                 link_ok.store(false, Relaxed);
             }
             Err(err) => return Err(err),
@@ -274,4 +272,13 @@ fn copy_into(
     }
     temp.finish(mode, mtime)?;
     temp.commit()
+}
+
+/// Errors that mean "no hard link possible here" rather than a failure: another
+/// filesystem, or one without hard links (FAT, exFAT, some network shares).
+fn cannot_link(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::XDEV, Errno::PERM, Errno::OPNOTSUPP, Errno::MLINK]
+        .iter()
+        .any(|x| e.raw_os_error() == Some(x.raw_os_error()))
 }
