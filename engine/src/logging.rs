@@ -38,6 +38,7 @@ pub fn init(verbosity: Verbosity, file: Option<&Path>) -> Result<(), Refusal> {
             }
         };
     let console = fern::Dispatch::new()
+        .level(level(verbosity))
         .chain(
             fern::Dispatch::new()
                 .filter(|m| m.level() > log::Level::Warn)
@@ -48,14 +49,21 @@ pub fn init(verbosity: Verbosity, file: Option<&Path>) -> Result<(), Refusal> {
                 .filter(|m| m.level() <= log::Level::Warn)
                 .chain(std::io::stderr()),
         );
+    // -q quiets the console only: the log file keeps every action and summary.
+    let file_level = level(verbosity).max(log::LevelFilter::Info);
     let mut root = fern::Dispatch::new()
         .format(format)
-        .level(level(verbosity))
+        // Without a file, nothing below the console's level is even formatted.
+        .level(if file.is_some() {
+            file_level
+        } else {
+            level(verbosity)
+        })
         .chain(console);
     if let Some(path) = file {
         let f = fern::log_file(path)
             .map_err(|e| Refusal::new(format!("cannot open log file {}: {e}", display(path))))?;
-        root = root.chain(f);
+        root = root.chain(fern::Dispatch::new().level(file_level).chain(f));
     }
     root.apply()
         .map_err(|e| Refusal::new(format!("logger: {e}")))
