@@ -97,6 +97,14 @@ pub struct Applied {
 
 /// Logs an action line: UTC time is added by the logger.
 pub fn log_action(verb: &str, path: &Path, direction: &str, dry_run: bool) {
+    let lvl = if verb == "dirmeta" && !dry_run {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    };
+    if !log::log_enabled!(target: "action", lvl) {
+        return;
+    }
     let shown = if path.as_os_str().is_empty() {
         ".".to_string()
     } else {
