@@ -37,11 +37,6 @@ pub struct Job {
     _lock: Option<Lock>,
 }
 
-/// Filesystems whose names fold case and whose timestamps are coarse.
-const MSDOS_MAGIC: i64 = 0x4d44;
-const EXFAT_MAGIC: i64 = 0x2011_bab0;
-const SMB_MAGICS: [i64; 3] = [0x517b, 0xfe53_4d42u32 as i64, 0xff53_4d42u32 as i64];
-
 impl Job {
     /// Checks the roots and everything the SPEC says to refuse before changing anything.
     pub fn new(
@@ -154,17 +149,16 @@ impl Job {
 
         let root = Root::open(&self.backup)
             .map_err(|e| Refusal::new(format!("BACKUP cannot be opened: {e}")))?;
-        let magic = root.fs_magic();
-        let coarse = matches!(magic, Some(MSDOS_MAGIC) | Some(EXFAT_MAGIC));
-        let smb = magic.is_some_and(|m| SMB_MAGICS.contains(&m));
+        let fs = root.fs_traits();
         let opts = MirrorOptions {
             checksum: self.settings.checksum,
-            modify_window: self
-                .settings
-                .modify_window
-                .unwrap_or(if coarse { 2 } else { 0 }),
-            case_insensitive: coarse || smb,
-            ignore_modes: coarse || smb,
+            modify_window: self.settings.modify_window.unwrap_or(if fs.coarse_times {
+                2
+            } else {
+                0
+            }),
+            case_insensitive: fs.folds_case,
+            ignore_modes: fs.no_modes,
         };
         let plan = mirror::plan_mirror(&src, &dst, &opts);
         log::debug!(

@@ -41,9 +41,6 @@ pub struct Job {
     _lock: Option<Lock>,
 }
 
-const MSDOS_MAGIC: i64 = 0x4d44;
-const EXFAT_MAGIC: i64 = 0x2011_bab0;
-
 fn check_replica(p: &Path, label: &str) -> Result<PathBuf, Refusal> {
     match std::fs::symlink_metadata(p) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Refusal::new(format!(
@@ -168,8 +165,7 @@ impl Job {
         let coarse = [&self.a, &self.b].iter().any(|r| {
             Root::open(r)
                 .ok()
-                .and_then(|root| root.fs_magic())
-                .is_some_and(|m| m == MSDOS_MAGIC || m == EXFAT_MAGIC)
+                .is_some_and(|root| root.fs_traits().coarse_times)
         });
         let base = state::load(&self.state_file, &self.a, &self.b);
         log::debug!(
