@@ -334,6 +334,19 @@ pub fn make_many(root: &Path, files: usize, max_size: usize, rng: &mut Rng) {
     }
 }
 
+/// Starts `cmd` with its output discarded, kills it with SIGKILL after `after`, and
+/// says whether it was still running then (cut short) rather than already finished.
+pub fn kill_after(mut cmd: Command, after: std::time::Duration) -> bool {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(after);
+    let _ = child.kill();
+    child.wait().expect("wait").code().is_none()
+}
+
 /// True when running as root (then permission tests must drop privileges).
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()

@@ -170,18 +170,9 @@ fn killed_repeatedly_never_leaves_a_partial_file_and_converges() {
                 seen.entry(p).or_default().push(sha256);
             }
         }
-        let mut child = env
-            .cmd("oneway")
-            .arg(&src)
-            .arg(&dst)
-            .arg("--once")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(10 + rng.below(150)));
-        let _ = child.kill();
-        if child.wait().unwrap().code().is_none() {
+        let mut cmd = env.cmd("oneway");
+        cmd.arg(&src).arg(&dst).arg("--once");
+        if kill_after(cmd, Duration::from_millis(10 + rng.below(150))) {
             killed += 1;
         }
         let temps = temp_leftovers(&dst);

@@ -290,18 +290,9 @@ fn killed_repeatedly_converges_without_partial_files_or_loss() {
         }
         seen.extend(contents(&a));
         seen.extend(contents(&b));
-        let mut child = env
-            .cmd("twoway")
-            .arg(&a)
-            .arg(&b)
-            .args(["--once", "--max-delete", "100"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(20 + rng.below(200)));
-        let _ = child.kill();
-        if child.wait().unwrap().code().is_none() {
+        let mut cmd = env.cmd("twoway");
+        cmd.arg(&a).arg(&b).args(["--once", "--max-delete", "100"]);
+        if kill_after(cmd, Duration::from_millis(20 + rng.below(200))) {
             killed += 1;
         }
         for root in [&a, &b] {

@@ -377,18 +377,9 @@ fn killed_during_versioning_leaves_a_verifiable_restorable_store() {
     let mut killed = 0;
     for round in 0..10u64 {
         write(&src.join(format!("round-{round}")), format!("{round}"));
-        let mut child = env
-            .cmd("oneway")
-            .arg(&src)
-            .arg(&dst)
-            .arg("--once")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(30 + rng.below(200)));
-        let _ = child.kill();
-        if child.wait().unwrap().code().is_none() {
+        let mut cmd = env.cmd("oneway");
+        cmd.arg(&src).arg(&dst).arg("--once");
+        if kill_after(cmd, Duration::from_millis(30 + rng.below(200))) {
             killed += 1;
         }
         let verify = env.run("recovery", ["verify"]);
