@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext};
+use crate::error::Error;
 use crate::fsops;
 use crate::tree::{Digest, Entry, Kind, MTime, Tree};
 
@@ -201,14 +201,6 @@ pub fn hash_missing(root: &Path, tree: &mut Tree, threads: usize) -> Hashed {
         }
     }
     out
-}
-
-/// Makes sure the directory of the cache exists (for a caller about to save).
-pub fn ensure_parent(file: &Path) -> Result<(), Error> {
-    if let Some(p) = file.parent() {
-        std::fs::create_dir_all(p).ctx("mkdir", p)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

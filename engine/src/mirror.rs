@@ -103,11 +103,6 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Number of actions that change data (not counting directory metadata fix-ups).
-    pub fn is_empty(&self) -> bool {
-        self.actions.is_empty()
-    }
-
     /// Destination files this plan overwrites or deletes, with their scanned entries.
     pub fn displaced_files(&self) -> impl Iterator<Item = (&Path, &Entry)> {
         self.actions.iter().filter_map(|a| match (&a.op, &a.dst) {

@@ -334,16 +334,6 @@ fn read_names(fd: &OwnedFd) -> rustix::io::Result<Vec<OsString>> {
     Ok(names)
 }
 
-/// True if `inner` is `outer` or lies inside it (both canonical).
-pub fn is_within(inner: &Path, outer: &Path) -> bool {
-    inner.starts_with(outer)
-}
-
-/// The name of a path's last component, for messages.
-pub fn base_name(p: &Path) -> &OsStr {
-    p.file_name().unwrap_or(p.as_os_str())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,7 @@ use engine::fsops::{self, Root};
 use engine::hash;
 use engine::home::{path_key, DataHome};
 use engine::names::display;
-use engine::tree::{Digest, Kind, Tree};
+use engine::tree::{Digest, Tree};
 
 use crate::manifest::{Manifest, MANIFEST};
 use crate::registry::{RegEntry, Registry};
@@ -448,13 +448,5 @@ pub fn remove_tree(path: &Path) -> Result<(), Error> {
 fn sync_dir(dir: &Path) {
     if let Ok(f) = std::fs::File::open(dir) {
         let _ = f.sync_all();
-    }
-}
-
-/// True if the files of `version` and `other` at `rel` are the same inode.
-pub fn same_inode(a: &Path, b: &Path) -> bool {
-    match (fsops::lstat(a), fsops::lstat(b)) {
-        (Ok(x), Ok(y)) => x.ino == y.ino && x.dev == y.dev && x.kind == Some(Kind::File),
-        _ => false,
     }
 }
