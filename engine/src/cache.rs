@@ -15,8 +15,12 @@ use crate::error::Error;
 use crate::fsops;
 use crate::tree::{Digest, Entry, Kind, MTime, Tree};
 
-/// Files modified this close (seconds) to the moment they were scanned are not cached.
-const RACY_SECS: i64 = 2;
+/// A file whose mtime is this close to the moment the pass began may still be written
+/// within the same timestamp tick without its stat changing: it is not cached. Kernel
+/// timestamps move in ticks of at most 10 ms; filesystems that keep whole seconds (their
+/// mtimes have no nanoseconds) move in steps of up to 2 s.
+const RACY_FINE_NS: i128 = 100_000_000;
+const RACY_COARSE_NS: i128 = 2_000_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Cached {
@@ -100,12 +104,22 @@ impl StatCache {
     }
 
     /// A cache of every hashed file of `tree` that was not modified within the racy
-    /// window before `scanned_at` (seconds since the epoch).
-    pub fn from_tree(tree: &Tree, scanned_at: i64) -> StatCache {
+    /// window before `scanned_at` (when the pass began; see [`now`]).
+    pub fn from_tree(tree: &Tree, scanned_at: MTime) -> StatCache {
+        let start = scanned_at.sec as i128 * 1_000_000_000 + scanned_at.nsec as i128;
+        let settled = |m: MTime| {
+            let t = m.sec as i128 * 1_000_000_000 + m.nsec as i128;
+            let window = if m.nsec == 0 {
+                RACY_COARSE_NS
+            } else {
+                RACY_FINE_NS
+            };
+            t < start - window
+        };
         let map = tree
             .entries
             .iter()
-            .filter(|(_, e)| e.kind == Kind::File && e.mtime.sec < scanned_at - RACY_SECS)
+            .filter(|(_, e)| e.kind == Kind::File && settled(e.mtime))
             .filter_map(|(p, e)| {
                 Some((
                     p.as_os_str().to_os_string(),
@@ -156,9 +170,10 @@ impl StatCache {
     }
 }
 
-/// Seconds since the epoch now.
-pub fn now_secs() -> i64 {
-    chrono::Utc::now().timestamp()
+/// The time now, to compare with mtimes.
+pub fn now() -> MTime {
+    let t = chrono::Utc::now();
+    MTime::new(t.timestamp(), t.timestamp_subsec_nanos())
 }
 
 /// What a round of hashing did.
@@ -172,10 +187,22 @@ pub struct Hashed {
 /// Hashes every file of `tree` whose hash is still unknown (reading from `root`), on
 /// `threads` threads; a file that fails becomes unknown and its error is returned.
 pub fn hash_missing(root: &Path, tree: &mut Tree, threads: usize) -> Hashed {
+    hash_missing_where(root, tree, threads, |_| true)
+}
+
+/// [`hash_missing`] for the files `wanted` picks.
+pub fn hash_missing_where(
+    root: &Path,
+    tree: &mut Tree,
+    threads: usize,
+    wanted: impl Fn(&Path) -> bool,
+) -> Hashed {
     let todo: Vec<PathBuf> = tree
         .entries
         .iter()
-        .filter(|(p, e)| e.kind == Kind::File && e.hash.is_none() && !tree.unknown.contains(*p))
+        .filter(|(p, e)| {
+            e.kind == Kind::File && e.hash.is_none() && !tree.unknown.contains(*p) && wanted(p)
+        })
         .map(|(p, _)| p.clone())
         .collect();
     let results = crate::hash::hash_many(root, &todo, threads);
@@ -214,9 +241,9 @@ mod tests {
         let mut e = Entry::file(3, 0o644, MTime::new(1000, 1), Some(Digest([7; 32])));
         e.ino = 42;
         tree.entries.insert(PathBuf::from("a"), e.clone());
-        let racy = Entry::file(3, 0o644, MTime::new(now_secs(), 0), Some(Digest([8; 32])));
+        let racy = Entry::file(3, 0o644, now(), Some(Digest([8; 32])));
         tree.entries.insert(PathBuf::from("racy"), racy);
-        let c = StatCache::from_tree(&tree, now_secs());
+        let c = StatCache::from_tree(&tree, now());
         assert_eq!(c.len(), 1, "a file modified just now is not cached");
         let file = d.path().join("c.bin");
         c.save(&file, Path::new("/r")).unwrap();
@@ -226,5 +253,24 @@ mod tests {
         touched.mtime = MTime::new(1000, 2);
         assert_eq!(back.lookup(Path::new("a"), &touched), None);
         assert!(StatCache::load(&file, Path::new("/other")).is_empty());
+    }
+
+    #[test]
+    fn the_racy_window_follows_the_timestamp_precision() {
+        let start = MTime::new(10_000, 500_000_000);
+        let entry = |m: MTime| {
+            let mut t = Tree::default();
+            t.entries.insert(
+                PathBuf::from("f"),
+                Entry::file(1, 0o644, m, Some(Digest([1; 32]))),
+            );
+            StatCache::from_tree(&t, start).len()
+        };
+        // Nanosecond timestamps: a second ago is settled, 50 ms ago is not.
+        assert_eq!(entry(MTime::new(9_999, 500_000_001)), 1);
+        assert_eq!(entry(MTime::new(10_000, 450_000_000)), 0);
+        // Whole seconds (FAT, ext3): within 2 s is not settled.
+        assert_eq!(entry(MTime::new(9_999, 0)), 0);
+        assert_eq!(entry(MTime::new(9_998, 0)), 1);
     }
 }

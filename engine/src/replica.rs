@@ -85,8 +85,17 @@ impl Replica {
         hashed
     }
 
+    /// Hashes the files `wanted` picks whose hash is still unknown.
+    pub fn hash_where(&self, tree: &mut Tree, wanted: impl Fn(&Path) -> bool) -> Hashed {
+        let hashed = cache::hash_missing_where(&self.root, tree, hash::default_threads(), wanted);
+        for e in &hashed.errors {
+            log::error!("{e}");
+        }
+        hashed
+    }
+
     /// Saves what is known of the tree's hashes for the next pass.
-    pub fn save_cache(&self, tree: &Tree, scanned_at: i64) {
+    pub fn save_cache(&self, tree: &Tree, scanned_at: crate::tree::MTime) {
         let cache = StatCache::from_tree(tree, scanned_at);
         if self.loaded.get() == Some(&cache) {
             return;

@@ -21,7 +21,7 @@ use engine::replica::{self, Replica};
 use engine::runner::PassOutcome;
 use engine::scan::{self, ScanOptions};
 use engine::signal;
-use engine::tree::{Digest, Kind};
+use engine::tree::{zip_paths, Digest, Kind};
 
 use recovery::store::VersionedDir;
 
@@ -123,7 +123,7 @@ impl Job {
         scan::check_root(&self.source, "SOURCE")?;
         check_backup(&self.backup)?;
         let dry = self.settings.dry_run;
-        let scanned_at = cache::now_secs();
+        let scanned_at = cache::now();
         let (src_opts, dst_opts) = self.scan_options();
         let (source, backup) = (
             Replica::new(&self.source, "SOURCE", &self.home),
@@ -160,6 +160,28 @@ impl Job {
             case_insensitive: fs.folds_case,
             ignore_modes: fs.no_modes,
         };
+        if !self.settings.checksum {
+            // Size and mtime alone are not proof when either side's hash is not cached
+            // (a file written in the same timestamp tick as its last hashing keeps both):
+            // such pairs are hashed now. Each would be hashed after the pass anyway.
+            let unsure: std::collections::HashSet<PathBuf> = zip_paths(&src.entries, &dst.entries)
+                .filter_map(|(p, s, d)| {
+                    let (s, d) = (s?, d?);
+                    let stat_equal = s.kind == Kind::File
+                        && d.kind == Kind::File
+                        && s.size == d.size
+                        && s.mtime.same_as(d.mtime, opts.modify_window);
+                    (stat_equal && (s.hash.is_none() || d.hash.is_none())).then(|| p.clone())
+                })
+                .collect();
+            if !unsure.is_empty() {
+                for (r, t) in [(&source, &mut src), (&backup, &mut dst)] {
+                    let h = r.hash_where(t, |p| unsure.contains(p));
+                    hashed_files += h.files;
+                    errors.extend(h.errors);
+                }
+            }
+        }
         let plan = mirror::plan_mirror(&src, &dst, &opts);
         log::debug!(
             "planned {} actions: {:.3}s",
