@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::Error;
 use crate::fsops::{self, Root, Stat};
@@ -169,37 +170,23 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
             })
             .collect();
         let threads = crate::hash::default_threads().min(copies.len()).max(1);
+        let next = AtomicUsize::new(0);
         if threads <= 1 {
-            run_sequence(&copies, dst, &mut src, opts, &mut out, &mut failed_dirs);
+            copy_worker(&copies, &next, dst, &mut src, opts, &mut out);
         } else {
-            let next = std::sync::atomic::AtomicUsize::new(0);
             let results: Vec<Applied> = std::thread::scope(|s| {
                 let workers: Vec<_> = (0..threads)
                     .map(|_| {
                         s.spawn(|| {
                             let mut part = Applied::default();
-                            let mut root = match Root::open(dst.path()) {
-                                Ok(r) => r,
-                                Err(e) => {
-                                    part.errors.push(e);
-                                    return part;
+                            match Root::open(dst.path()) {
+                                Ok(mut root) => {
+                                    let mut src = Root::open(opts.src_root).ok();
+                                    copy_worker(
+                                        &copies, &next, &mut root, &mut src, opts, &mut part,
+                                    );
                                 }
-                            };
-                            let mut src = Root::open(opts.src_root).ok();
-                            let mut no_dirs = BTreeSet::new();
-                            loop {
-                                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                if i >= copies.len() || part.interrupted {
-                                    break;
-                                }
-                                run_sequence(
-                                    &copies[i..=i],
-                                    &mut root,
-                                    &mut src,
-                                    opts,
-                                    &mut part,
-                                    &mut no_dirs,
-                                );
+                                Err(e) => part.errors.push(e),
                             }
                             part
                         })
@@ -219,6 +206,94 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
         run_sequence(&last, dst, &mut src, opts, &mut out, &mut failed_dirs);
     }
     out
+}
+
+/// Files written per batch before one filesystem-wide flush, and bytes.
+const BATCH_FILES: usize = 256;
+const BATCH_BYTES: u64 = 256 << 20;
+
+/// Takes copies from `copies` (shared with the other workers through `next`) and does
+/// them in batches: each file is written to its temporary name and checked, the batch is
+/// flushed to disk with one `syncfs` — the same guarantee as an `fsync` per file, since
+/// every byte of every temporary file is on disk when it returns — and only then is each
+/// file renamed to its final name. An interrupted batch is rolled back (its temporary
+/// files are removed); files of earlier batches are complete where they are.
+fn copy_worker(
+    copies: &[&Action],
+    next: &AtomicUsize,
+    dst: &mut Root,
+    src: &mut Option<Root>,
+    opts: &ApplyOptions<'_>,
+    out: &mut Applied,
+) {
+    let mut pending: Vec<(&Action, Prepared)> = Vec::new();
+    let mut pending_bytes = 0u64;
+    loop {
+        if (opts.stop)() {
+            out.interrupted = true;
+            break;
+        }
+        let Some(action) = copies.get(next.fetch_add(1, Ordering::Relaxed)) else {
+            break;
+        };
+        match prepare_copy(action, dst, src, opts, false) {
+            Ok(mut p) => {
+                p.temp.close();
+                pending_bytes += p.n;
+                pending.push((action, p));
+            }
+            Err(Error::Entry { reason, .. }) if reason == "interrupted" => {
+                out.interrupted = true;
+                break;
+            }
+            Err(e) => {
+                log::error!("{e}");
+                out.failed.insert(action.path.clone());
+                out.errors.push(e);
+            }
+        }
+        if pending.len() >= BATCH_FILES || pending_bytes >= BATCH_BYTES {
+            install_batch(&mut pending, dst, opts, out);
+            pending_bytes = 0;
+        }
+    }
+    if !out.interrupted {
+        install_batch(&mut pending, dst, opts, out);
+    }
+}
+
+/// Flushes a batch of prepared copies to disk, then renames each into place.
+fn install_batch(
+    pending: &mut Vec<(&Action, Prepared)>,
+    dst: &mut Root,
+    opts: &ApplyOptions<'_>,
+    out: &mut Applied,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    if let Err(e) = dst.sync_fs() {
+        // Without the flush no file of the batch may appear at its final name.
+        log::error!("{e}");
+        for (action, _) in pending.drain(..) {
+            out.failed.insert(action.path.clone());
+        }
+        out.errors.push(e);
+        return;
+    }
+    for (action, p) in pending.drain(..) {
+        match commit_copy(action, p, dst, out) {
+            Ok(()) => {
+                log_action(action.op.verb(), &action.path, opts.direction, false);
+                out.counts.add(action.op.verb());
+            }
+            Err(e) => {
+                log::error!("{e}");
+                out.failed.insert(action.path.clone());
+                out.errors.push(e);
+            }
+        }
+    }
 }
 
 fn run_sequence(
@@ -400,7 +475,7 @@ fn run(
                         // No hard links here (FAT, some shares): copy within the tree.
                         let (mut file, st) = dst.open_read(from)?;
                         let (temp, _, _) =
-                            dst.write_temp(path, &mut file, st.mode, st.mtime, opts.stop)?;
+                            dst.write_temp(path, &mut file, st.mode, st.mtime, opts.stop, true)?;
                         temp.commit()?;
                     }
                 }
@@ -415,13 +490,25 @@ fn run(
     }
 }
 
-fn copy(
+/// A file copied to its temporary name, checked, waiting to be installed.
+struct Prepared {
+    temp: fsops::TempFile,
+    digest: crate::tree::Digest,
+    before: Stat,
+    n: u64,
+    mode: u32,
+    mtime: crate::tree::MTime,
+}
+
+/// Copies one file to a temporary name beside its destination and checks it: the source
+/// did not change while it was read, and (restore, twoway) its bytes are the planned ones.
+fn prepare_copy(
     action: &Action,
     dst: &mut Root,
     src: &mut Option<Root>,
     opts: &ApplyOptions<'_>,
-    out: &mut Applied,
-) -> Result<(), Error> {
+    durable: bool,
+) -> Result<Prepared, Error> {
     let path = &action.path;
     let s = src_of(action)?;
     let from = action.from.as_deref().unwrap_or(path);
@@ -435,7 +522,7 @@ fn copy(
     } else {
         (before.mode, before.mtime)
     };
-    let (temp, digest, n) = dst.write_temp(path, &mut file, mode, mtime, opts.stop)?;
+    let (temp, digest, n) = dst.write_temp(path, &mut file, mode, mtime, opts.stop, durable)?;
     let after = fsops::fstat(&file, &src_abs)?;
     if !before.same_content_stamp(&after) || n != before.size {
         return Err(Error::entry(
@@ -449,30 +536,60 @@ fn copy(
             "does not match the SHA-256 it was planned with (changed since the scan, or damaged); left as it was",
         ));
     }
-    let new = temp.stat()?;
+    Ok(Prepared {
+        temp,
+        digest,
+        before,
+        n,
+        mode,
+        mtime,
+    })
+}
+
+/// Installs a prepared copy at its final name (its bytes are on disk by now).
+fn commit_copy(
+    action: &Action,
+    p: Prepared,
+    dst: &mut Root,
+    out: &mut Applied,
+) -> Result<(), Error> {
+    let path = &action.path;
+    let new = p.temp.stat()?;
     if action.dst.is_none() {
         // A new file: the rename itself refuses to replace anything that appeared.
-        temp.commit_new()?;
+        p.temp.commit_new()?;
     } else {
         unchanged_since_scan(dst, action)?;
-        temp.commit()?;
+        p.temp.commit()?;
     }
-    out.counts.bytes += n;
-    out.read.insert(path.clone(), (digest, before));
+    out.counts.bytes += p.n;
+    out.read.insert(path.clone(), (p.digest, p.before));
     out.written.insert(
         path.clone(),
         Entry {
             kind: Kind::File,
-            size: n,
-            mode,
-            mtime,
+            size: p.n,
+            mode: p.mode,
+            mtime: p.mtime,
             ino: new.ino,
             nlink: new.nlink,
             target: None,
-            hash: Some(digest),
+            hash: Some(p.digest),
         },
     );
     Ok(())
+}
+
+/// One file copy, flushed on its own.
+fn copy(
+    action: &Action,
+    dst: &mut Root,
+    src: &mut Option<Root>,
+    opts: &ApplyOptions<'_>,
+    out: &mut Applied,
+) -> Result<(), Error> {
+    let p = prepare_copy(action, dst, src, opts, true)?;
+    commit_copy(action, p, dst, out)
 }
 
 /// The destination tree after `applied`: the scanned tree with removals, writes and

@@ -309,7 +309,9 @@ impl Root {
     }
 
     /// Writes a whole file from `reader` through a temporary file, hashing what it writes,
-    /// and returns the temporary file ready to commit.
+    /// and returns the temporary file ready to commit. With `durable`, its bytes are
+    /// flushed to disk now; without, the caller flushes a whole batch at once
+    /// ([`Root::sync_fs`]) before committing any of it.
     pub fn write_temp(
         &mut self,
         rel: &Path,
@@ -317,6 +319,7 @@ impl Root {
         mode: u32,
         mtime: MTime,
         stop: &dyn Fn() -> bool,
+        durable: bool,
     ) -> Result<(TempFile, Digest, u64), Error> {
         let mut temp = self.create_temp(rel)?;
         let (digest, n) =
@@ -325,7 +328,10 @@ impl Root {
                 crate::hash::CopyError::Write(e) => Error::io("write", self.abs(rel), e),
                 crate::hash::CopyError::Stopped => Error::entry(self.abs(rel), "interrupted"),
             })?;
-        temp.finish(mode, mtime)?;
+        temp.set_meta(mode, mtime)?;
+        if durable {
+            temp.sync()?;
+        }
         Ok((temp, digest, n))
     }
 
@@ -612,23 +618,41 @@ impl TempFile {
             .expect("BUG: the file is open until commit")
     }
 
-    /// Sets mode and mtime and flushes the bytes to disk.
-    pub fn finish(&mut self, mode: u32, mtime: MTime) -> Result<(), Error> {
+    /// Sets mode and mtime.
+    pub fn set_meta(&mut self, mode: u32, mtime: MTime) -> Result<(), Error> {
         let abs = self.abs.clone();
         let f = self.file_mut();
         f.flush().ctx("write", &abs)?;
         rfs::fchmod(&*f, Mode::from_raw_mode(mode)).ctx("chmod", &abs)?;
-        rfs::futimens(&*f, &times(mtime)).ctx("set times", &abs)?;
-        f.sync_all().ctx("fsync", &abs)
+        rfs::futimens(&*f, &times(mtime)).ctx("set times", &abs)
+    }
+
+    /// Flushes the file's bytes to disk.
+    pub fn sync(&mut self) -> Result<(), Error> {
+        let abs = self.abs.clone();
+        self.file_mut().sync_all().ctx("fsync", &abs)
+    }
+
+    /// Sets mode and mtime and flushes the bytes to disk.
+    pub fn finish(&mut self, mode: u32, mtime: MTime) -> Result<(), Error> {
+        self.set_meta(mode, mtime)?;
+        self.sync()
+    }
+
+    /// Closes the file, keeping only its name until it is committed or dropped (so a batch
+    /// waiting for one flush holds no file descriptors).
+    pub fn close(&mut self) {
+        self.file = None;
     }
 
     /// The inode of the new file (it keeps it after the rename).
     pub fn stat(&self) -> Result<Stat, Error> {
-        let f = self
-            .file
-            .as_ref()
-            .expect("BUG: the file is open until commit");
-        fstat(f, &self.abs)
+        match &self.file {
+            Some(f) => fstat(f, &self.abs),
+            None => rfs::statat(&*self.dir, &self.temp, AtFlags::SYMLINK_NOFOLLOW)
+                .map(|st| Stat::from_raw(&st))
+                .ctx("stat", &self.abs),
+        }
     }
 
     /// Renames the finished file to its final name, which must not exist: something

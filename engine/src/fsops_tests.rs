@@ -39,6 +39,7 @@ fn temp_file_is_removed_unless_committed() {
             0o640,
             MTime::new(1000, 5),
             &|| false,
+            true,
         )
         .unwrap();
     assert_eq!(n, 5);
@@ -58,6 +59,7 @@ fn a_new_file_never_replaces_one_that_appeared_meanwhile() {
             0o644,
             MTime::new(1, 0),
             &|| false,
+            true,
         )
         .unwrap();
     std::fs::write(root.path().join("a"), b"someone else's").unwrap();

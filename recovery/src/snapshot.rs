@@ -270,7 +270,8 @@ fn copy_into(
     if rustix::fs::ioctl_ficlone(&*temp.file_mut(), &file).is_err() {
         std::io::copy(&mut file, temp.file_mut()).ctx("copy", &dst.abs(rel))?;
     }
-    temp.finish(mode, mtime)?;
+    // Flushed with the whole tree before its manifest is written.
+    temp.set_meta(mode, mtime)?;
     temp.commit()
 }
 

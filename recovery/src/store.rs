@@ -305,9 +305,11 @@ impl VersionedDir {
             }
         }
         let built = t0.elapsed().as_secs_f64();
+        // Everything in the tree is on disk before the manifest says it is complete.
+        let root = Root::open(&new)?;
+        root.sync_fs()?;
         manifest.save(&new)?;
         let saved = t0.elapsed().as_secs_f64();
-        Root::open(&new)?.sync_fs()?;
         self.rotate_in(&new)?;
         let rotated = t0.elapsed().as_secs_f64();
         self.register(home, Some(manifest.made.clone()))?;
