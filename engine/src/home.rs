@@ -74,7 +74,7 @@ impl DataHome {
         both.extend_from_slice(b.as_os_str().as_bytes());
         self.path
             .join("state")
-            .join(format!("{}.json", short_hash(&both)))
+            .join(format!("{}.bin", short_hash(&both)))
     }
 
     /// Takes the lock named `name` (e.g. a replica's key); fails at once if another

@@ -174,7 +174,7 @@ impl Job {
         );
         let first = base.is_none();
         let base = base.unwrap_or_default();
-        let plan = plan::plan_sync(
+        let mut plan = plan::plan_sync(
             &base,
             &ta,
             &tb,
@@ -310,7 +310,7 @@ impl Job {
         // state entirely.
         log::debug!("recorded caches: {:.3}s", started.elapsed().as_secs_f64());
         if !interrupted {
-            let new_state = merge_state(&base, plan.state.clone(), &failed);
+            let new_state = merge_state(&base, std::mem::take(&mut plan.state), &failed);
             let unchanged = !first && new_state == base;
             if unchanged {
                 log::debug!("sync state unchanged");

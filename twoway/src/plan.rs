@@ -333,14 +333,16 @@ pub fn plan_sync(
             }
         }
     }
-    for (p, f) in finals {
-        if let Some(f) = f {
-            let mut e = f.entry;
+    // In path order already: a bulk build.
+    plan.state = finals
+        .into_iter()
+        .filter_map(|(p, f)| {
+            let mut e = f?.entry;
             e.ino = 0;
             e.nlink = 1;
-            plan.state.insert(p, e);
-        }
-    }
+            Some((p, e))
+        })
+        .collect();
     plan
 }
 

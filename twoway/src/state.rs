@@ -3,32 +3,82 @@
 //! pair and rewritten atomically only after a pass, so a killed pass leaves the old one.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use engine::error::Error;
 use engine::fsops;
-use engine::pathser::PathRepr;
-use engine::record::EntryRecord;
-use engine::tree::Entry;
+use engine::tree::{Digest, Entry, Kind, MTime};
 
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
+/// The state file: compact binary (postcard), read and written on every pass with one
+/// record per path.
 #[derive(Serialize, Deserialize)]
 struct OnDisk {
     format: u32,
-    a: PathRepr,
-    b: PathRepr,
-    entries: Vec<EntryRecord>,
+    a: Vec<u8>,
+    b: Vec<u8>,
+    entries: Vec<Record>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    path: Vec<u8>,
+    /// 0 file, 1 dir, 2 symlink.
+    kind: u8,
+    size: u64,
+    mode: u32,
+    mtime: (i64, u32),
+    hash: Option<[u8; 32]>,
+    target: Option<Vec<u8>>,
+}
+
+fn bytes(p: &Path) -> Vec<u8> {
+    p.as_os_str().as_bytes().to_vec()
+}
+
+fn path(b: Vec<u8>) -> PathBuf {
+    PathBuf::from(OsString::from_vec(b))
+}
+
+impl Record {
+    fn new(p: &Path, e: &Entry) -> Record {
+        Record {
+            path: bytes(p),
+            kind: match e.kind {
+                Kind::File => 0,
+                Kind::Dir => 1,
+                Kind::Symlink => 2,
+            },
+            size: e.size,
+            mode: e.mode,
+            mtime: (e.mtime.sec, e.mtime.nsec),
+            hash: e.hash.map(|d| d.0),
+            target: e.target.as_deref().map(bytes),
+        }
+    }
+
+    fn into_entry(self) -> (PathBuf, Entry) {
+        let mtime = MTime::new(self.mtime.0, self.mtime.1);
+        let e = match self.kind {
+            1 => Entry::dir(self.mode, mtime),
+            2 => Entry::symlink(path(self.target.unwrap_or_default()), mtime),
+            _ => Entry::file(self.size, self.mode, mtime, self.hash.map(Digest)),
+        };
+        (path(self.path), e)
+    }
 }
 
 /// Reads the state of the pair (a, b); `None` if there is none yet (first sync). A
 /// damaged or foreign state file is treated as none, which is safe: a first sync
 /// deletes nothing.
 pub fn load(file: &Path, a: &Path, b: &Path) -> Option<BTreeMap<PathBuf, Entry>> {
-    let bytes = std::fs::read(file).ok()?;
-    let disk: OnDisk = match serde_json::from_slice(&bytes) {
+    let raw = std::fs::read(file).ok()?;
+    let disk: OnDisk = match postcard::from_bytes(&raw) {
         Ok(d) => d,
         Err(e) => {
             log::warn!(
@@ -38,15 +88,10 @@ pub fn load(file: &Path, a: &Path, b: &Path) -> Option<BTreeMap<PathBuf, Entry>>
             return None;
         }
     };
-    if disk.format != FORMAT || disk.a.into_path() != a || disk.b.into_path() != b {
+    if disk.format != FORMAT || disk.a != bytes(a) || disk.b != bytes(b) {
         return None;
     }
-    Some(
-        disk.entries
-            .into_iter()
-            .map(|r| (r.path.clone(), r.to_entry()))
-            .collect(),
-    )
+    Some(disk.entries.into_iter().map(Record::into_entry).collect())
 }
 
 /// Writes the state atomically.
@@ -58,16 +103,13 @@ pub fn save(
 ) -> Result<(), Error> {
     let disk = OnDisk {
         format: FORMAT,
-        a: PathRepr::from_path(a),
-        b: PathRepr::from_path(b),
-        entries: state
-            .iter()
-            .map(|(p, e)| EntryRecord::new(p.clone(), e))
-            .collect(),
+        a: bytes(a),
+        b: bytes(b),
+        entries: state.iter().map(|(p, e)| Record::new(p, e)).collect(),
     };
-    let bytes = serde_json::to_vec(&disk)
+    let raw = postcard::to_allocvec(&disk)
         .map_err(|e| Error::io("encode", file, std::io::Error::other(e)))?;
-    fsops::write_atomic(file, &bytes)
+    fsops::write_atomic(file, &raw)
 }
 
 #[cfg(test)]
