@@ -476,7 +476,7 @@ fn run(
                         let (mut file, st) = dst.open_read(from)?;
                         let (temp, _, _) =
                             dst.write_temp(path, &mut file, st.mode, st.mtime, opts.stop, true)?;
-                        temp.commit()?;
+                        temp.commit_new()?;
                     }
                 }
             }
