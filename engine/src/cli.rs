@@ -98,6 +98,15 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The file to log to: none in a dry run, which leaves the log file alone too.
+    pub fn log_file(&self) -> Option<&std::path::Path> {
+        if self.dry_run {
+            None
+        } else {
+            self.log.as_deref()
+        }
+    }
+
     /// Merges flags over the config file over the defaults.
     pub fn resolve(
         args: &PassArgs,

@@ -54,39 +54,14 @@ pub fn main() -> i32 {
 }
 
 fn run(cli: Cli) -> Result<i32, Refusal> {
+    let settings = Settings::resolve(&cli.pass, None, None)?;
     if cli.restore.restore {
-        let [dir] = <[PathBuf; 1]>::try_from(cli.paths).map_err(|_| {
-            usage(
-                "oneway",
-                "--restore takes exactly one directory: oneway DIR --restore",
-            )
-        })?;
-        let settings = Settings::resolve(&cli.pass, None, None)?;
-        logging::init(
-            settings.verbosity,
-            if settings.dry_run {
-                None
-            } else {
-                settings.log.as_deref()
-            },
-        )?;
-        return Ok(recovery::cli::run_restore(
-            dir,
-            &cli.restore,
-            settings.dry_run,
-        ));
+        return recovery::cli::restore_command("oneway", cli.paths, &cli.restore, &settings);
     }
     cli.restore.check_unused("oneway")?;
     let [source, backup] = <[PathBuf; 2]>::try_from(cli.paths)
         .map_err(|_| usage("oneway", "oneway needs SOURCE and BACKUP"))?;
-    let settings = Settings::resolve(&cli.pass, None, None)?;
-    // A dry run leaves the log file alone too.
-    let log_file = if settings.dry_run {
-        None
-    } else {
-        settings.log.clone()
-    };
-    logging::init(settings.verbosity, log_file.as_deref())?;
+    logging::init(settings.verbosity, settings.log_file())?;
     signal::install()?;
     let home = DataHome::locate()?;
     let interval = settings.interval;

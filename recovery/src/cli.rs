@@ -151,14 +151,21 @@ fn restore_with(
     })
 }
 
-/// `oneway DIR --restore …` and `twoway DIR --restore …`: the logger is already set up.
-pub fn run_restore(dir: PathBuf, args: &RestoreArgs, dry_run: bool) -> i32 {
-    let res = DataHome::locate().and_then(|home| restore_with(&home, dir, args, dry_run));
-    match res {
-        Ok(code) => code,
-        Err(r) => {
-            log::error!("{r}");
-            exit::REFUSED
-        }
-    }
+/// `oneway DIR --restore …` and `twoway DIR --restore …`: checks that one directory was
+/// named, sets up the logger and restores.
+pub fn restore_command(
+    program: &str,
+    paths: Vec<PathBuf>,
+    args: &RestoreArgs,
+    settings: &engine::cli::Settings,
+) -> Result<i32, Refusal> {
+    let [dir] = <[PathBuf; 1]>::try_from(paths).map_err(|_| {
+        engine::cli::usage(
+            program,
+            &format!("--restore takes exactly one directory: {program} DIR --restore"),
+        )
+    })?;
+    logging::init(settings.verbosity, settings.log_file())?;
+    let home = DataHome::locate()?;
+    restore_with(&home, dir, args, settings.dry_run)
 }

@@ -62,29 +62,13 @@ pub fn main() -> i32 {
 
 fn run(cli: Cli) -> Result<i32, Refusal> {
     let settings = Settings::resolve(&cli.pass, cli.conflict, cli.max_delete)?;
-    let log_file = if settings.dry_run {
-        None
-    } else {
-        settings.log.clone()
-    };
     if cli.restore.restore {
-        let [dir] = <[PathBuf; 1]>::try_from(cli.paths).map_err(|_| {
-            usage(
-                "twoway",
-                "--restore takes exactly one directory: twoway DIR --restore",
-            )
-        })?;
-        logging::init(settings.verbosity, log_file.as_deref())?;
-        return Ok(recovery::cli::run_restore(
-            dir,
-            &cli.restore,
-            settings.dry_run,
-        ));
+        return recovery::cli::restore_command("twoway", cli.paths, &cli.restore, &settings);
     }
     cli.restore.check_unused("twoway")?;
     let [a, b] = <[PathBuf; 2]>::try_from(cli.paths)
         .map_err(|_| usage("twoway", "twoway needs DIR_A and DIR_B"))?;
-    logging::init(settings.verbosity, log_file.as_deref())?;
+    logging::init(settings.verbosity, settings.log_file())?;
     signal::install()?;
     let home = DataHome::locate()?;
     let interval = settings.interval;
