@@ -596,9 +596,21 @@ fn copy(
 /// metadata changes folded in (so the destination need not be scanned again).
 pub fn tree_after(before: crate::tree::Tree, applied: &Applied) -> crate::tree::Tree {
     let mut t = before;
-    let removed: BTreeSet<PathBuf> = applied.removed.iter().cloned().collect();
-    if !removed.is_empty() {
-        t.entries.retain(|p, _| !under_any(&removed, p));
+    for r in &applied.removed {
+        // The removed path and everything under it: a range of the sorted map.
+        let gone: Vec<PathBuf> = t
+            .entries
+            .range::<Path, _>((
+                std::ops::Bound::Included(r.as_path()),
+                std::ops::Bound::Unbounded,
+            ))
+            .map(|(p, _)| p)
+            .take_while(|p| p.starts_with(r))
+            .cloned()
+            .collect();
+        for p in gone {
+            t.entries.remove(&p);
+        }
     }
     for (p, e) in &applied.written {
         let mut e = e.clone();

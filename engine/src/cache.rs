@@ -4,16 +4,15 @@
 //! over the disk, and a file modified in the same timestamp tick as its hashing ("racy")
 //! is not cached.
 
-use std::collections::HashMap;
-use std::ffi::OsString;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::fsops;
-use crate::tree::{Digest, Entry, Kind, MTime, Tree};
+use crate::tree::{Digest, Kind, MTime, Tree};
 
 /// A file whose mtime is this close to the moment the pass began may still be written
 /// within the same timestamp tick without its stat changing: it is not cached. Kernel
@@ -22,90 +21,93 @@ use crate::tree::{Digest, Entry, Kind, MTime, Tree};
 const RACY_FINE_NS: i128 = 100_000_000;
 const RACY_COARSE_NS: i128 = 2_000_000_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Cached {
-    size: u64,
-    mtime: MTime,
-    ino: u64,
-    hash: Digest,
-}
-
-/// A stat cache for one root.
+/// A stat cache for one root, as the bytes of its file: records are read in place,
+/// never copied into a map, and a pass that would write the same bytes writes nothing.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct StatCache {
-    /// Keyed by the path's bytes: hashing a `Path` walks its components, hashing bytes
-    /// does not.
-    map: HashMap<OsString, Cached>,
+    bytes: Vec<u8>,
 }
 
 /// The cache file: compact binary (postcard), because it is read and written on every
 /// pass and holds an entry per file (JSON with hex digests took most of an unchanged
-/// pass over 50,000 files).
+/// pass over 50,000 files). Records are in the tree's path order, so filling a scanned
+/// tree is one merge over both, with no per-path allocation.
 #[derive(Serialize, Deserialize)]
-struct OnDisk {
+struct OnDisk<'a> {
     format: u32,
-    root: Vec<u8>,
-    files: Vec<Record>,
+    #[serde(borrow)]
+    root: &'a [u8],
+    #[serde(borrow)]
+    files: Vec<Record<'a>>,
 }
 
 /// `(path, size, mtime_sec, mtime_nsec, inode, sha256)`
-type Record = (Vec<u8>, u64, i64, u32, u64, [u8; 32]);
+type Record<'a> = (&'a [u8], u64, i64, u32, u64, [u8; 32]);
 
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 impl StatCache {
-    /// Loads the cache at `file`; empty if it is missing, damaged or for another root.
-    pub fn load(file: &Path, root: &Path) -> StatCache {
-        let Ok(bytes) = std::fs::read(file) else {
-            return StatCache::default();
-        };
-        let Ok(disk) = postcard::from_bytes::<OnDisk>(&bytes) else {
-            log::debug!("stat cache {} is damaged; re-hashing", file.display());
-            return StatCache::default();
-        };
-        if disk.format != FORMAT || disk.root != root.as_os_str().as_bytes() {
-            return StatCache::default();
+    /// Loads the cache at `file`; empty if it is missing (a damaged one or one for
+    /// another root is found out by [`StatCache::fill`] and only costs re-hashing).
+    pub fn load(file: &Path) -> StatCache {
+        StatCache {
+            bytes: std::fs::read(file).unwrap_or_default(),
         }
-        let map = disk
-            .files
-            .into_iter()
-            .map(|(p, size, sec, nsec, ino, hash)| {
-                (
-                    OsString::from_vec(p),
-                    Cached {
-                        size,
-                        mtime: MTime::new(sec, nsec),
-                        ino,
-                        hash: Digest(hash),
-                    },
-                )
-            })
-            .collect();
-        StatCache { map }
     }
 
-    /// The cached hash of `rel` if `entry`'s stat still matches.
-    pub fn lookup(&self, rel: &Path, entry: &Entry) -> Option<Digest> {
-        let c = self.map.get(rel.as_os_str())?;
-        (entry.kind == Kind::File
-            && c.size == entry.size
-            && c.mtime == entry.mtime
-            && c.ino == entry.ino)
-            .then_some(c.hash)
-    }
-
-    /// Fills in the hash of every file of `tree` whose stat matches the cache.
-    pub fn fill(&self, tree: &mut Tree) {
-        for (rel, e) in tree.entries.iter_mut() {
-            if e.kind == Kind::File && e.hash.is_none() {
-                e.hash = self.lookup(rel, e);
+    /// The records, if the bytes are a cache of `root` in this format.
+    fn records(&self, root: &Path) -> Vec<Record<'_>> {
+        if self.bytes.is_empty() {
+            return Vec::new();
+        }
+        match postcard::from_bytes::<OnDisk>(&self.bytes) {
+            Ok(d) if d.format == FORMAT && d.root == root.as_os_str().as_bytes() => d.files,
+            Ok(_) => Vec::new(),
+            Err(_) => {
+                log::debug!("stat cache of {} is damaged; re-hashing", root.display());
+                Vec::new()
             }
         }
     }
 
+    /// Fills in the hash of every file of `tree` whose size, mtime and inode match
+    /// its record. Returns how many were filled.
+    pub fn fill(&self, root: &Path, tree: &mut Tree) -> usize {
+        let records = self.records(root);
+        let mut recs = records.iter().peekable();
+        let mut filled = 0;
+        for (rel, e) in tree.entries.iter_mut() {
+            let key = rel.as_os_str().as_bytes();
+            // Records follow the tree's order; skip those of paths that are gone.
+            while let Some(r) = recs.peek() {
+                if r.0 == key || Path::new(OsStr::from_bytes(r.0)) >= rel.as_path() {
+                    break;
+                }
+                recs.next();
+            }
+            let Some(&&(p, size, sec, nsec, ino, hash)) = recs.peek() else {
+                break;
+            };
+            if p != key {
+                continue;
+            }
+            recs.next();
+            if e.kind == Kind::File
+                && e.hash.is_none()
+                && size == e.size
+                && MTime::new(sec, nsec) == e.mtime
+                && ino == e.ino
+            {
+                e.hash = Some(Digest(hash));
+                filled += 1;
+            }
+        }
+        filled
+    }
+
     /// A cache of every hashed file of `tree` that was not modified within the racy
     /// window before `scanned_at` (when the pass began; see [`now`]).
-    pub fn from_tree(tree: &Tree, scanned_at: MTime) -> StatCache {
+    pub fn from_tree(root: &Path, tree: &Tree, scanned_at: MTime) -> StatCache {
         let start = scanned_at.sec as i128 * 1_000_000_000 + scanned_at.nsec as i128;
         let settled = |m: MTime| {
             let t = m.sec as i128 * 1_000_000_000 + m.nsec as i128;
@@ -116,57 +118,40 @@ impl StatCache {
             };
             t < start - window
         };
-        let map = tree
+        let files = tree
             .entries
             .iter()
             .filter(|(_, e)| e.kind == Kind::File && settled(e.mtime))
             .filter_map(|(p, e)| {
+                let h = e.hash?;
                 Some((
-                    p.as_os_str().to_os_string(),
-                    Cached {
-                        size: e.size,
-                        mtime: e.mtime,
-                        ino: e.ino,
-                        hash: e.hash?,
-                    },
+                    p.as_os_str().as_bytes(),
+                    e.size,
+                    e.mtime.sec,
+                    e.mtime.nsec,
+                    e.ino,
+                    h.0,
                 ))
-            })
-            .collect();
-        StatCache { map }
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    /// Writes the cache atomically.
-    pub fn save(&self, file: &Path, root: &Path) -> Result<(), Error> {
-        let files: Vec<_> = self
-            .map
-            .iter()
-            .map(|(p, c)| {
-                (
-                    p.as_os_str().as_bytes().to_vec(),
-                    c.size,
-                    c.mtime.sec,
-                    c.mtime.nsec,
-                    c.ino,
-                    c.hash.0,
-                )
             })
             .collect();
         let disk = OnDisk {
             format: FORMAT,
-            root: root.as_os_str().as_bytes().to_vec(),
+            root: root.as_os_str().as_bytes(),
             files,
         };
-        let bytes = postcard::to_allocvec(&disk)
-            .map_err(|e| Error::io("encode", file, std::io::Error::other(e)))?;
-        fsops::write_atomic(file, &bytes)
+        StatCache {
+            bytes: postcard::to_allocvec(&disk).expect("BUG: encoding to memory cannot fail"),
+        }
+    }
+
+    /// How many files the cache holds (for tests and logs).
+    pub fn len(&self, root: &Path) -> usize {
+        self.records(root).len()
+    }
+
+    /// Writes the cache atomically.
+    pub fn save(&self, file: &Path) -> Result<(), Error> {
+        fsops::write_atomic(file, &self.bytes)
     }
 }
 
@@ -234,25 +219,54 @@ pub fn hash_missing_where(
 mod tests {
     use super::*;
 
+    use crate::tree::Entry;
+
+    fn file(ino: u64, sec: i64, hash: Option<u8>) -> Entry {
+        let mut e = Entry::file(3, 0o644, MTime::new(sec, 1), hash.map(|h| Digest([h; 32])));
+        e.ino = ino;
+        e
+    }
+
     #[test]
     fn cache_round_trips_and_rejects_changed_stat() {
         let d = tempfile::tempdir().unwrap();
+        let root = Path::new("/r");
         let mut tree = Tree::default();
-        let mut e = Entry::file(3, 0o644, MTime::new(1000, 1), Some(Digest([7; 32])));
-        e.ino = 42;
-        tree.entries.insert(PathBuf::from("a"), e.clone());
+        tree.entries.insert("a".into(), file(42, 1000, Some(7)));
+        tree.entries.insert("a/b".into(), file(43, 1000, Some(8)));
+        tree.entries.insert("a-b".into(), file(44, 1000, Some(9)));
+        tree.entries.insert("z".into(), file(45, 1000, Some(6)));
         let racy = Entry::file(3, 0o644, now(), Some(Digest([8; 32])));
         tree.entries.insert(PathBuf::from("racy"), racy);
-        let c = StatCache::from_tree(&tree, now());
-        assert_eq!(c.len(), 1, "a file modified just now is not cached");
-        let file = d.path().join("c.bin");
-        c.save(&file, Path::new("/r")).unwrap();
-        let back = StatCache::load(&file, Path::new("/r"));
-        assert_eq!(back.lookup(Path::new("a"), &e), Some(Digest([7; 32])));
-        let mut touched = e.clone();
-        touched.mtime = MTime::new(1000, 2);
-        assert_eq!(back.lookup(Path::new("a"), &touched), None);
-        assert!(StatCache::load(&file, Path::new("/other")).is_empty());
+        let c = StatCache::from_tree(root, &tree, now());
+        assert_eq!(c.len(root), 4, "a file modified just now is not cached");
+        let file_path = d.path().join("c.bin");
+        c.save(&file_path).unwrap();
+        let back = StatCache::load(&file_path);
+        assert_eq!(back, c);
+
+        // A later scan: "a" touched, "a/b" gone, "a-a" new, "z" unchanged.
+        let mut later = Tree::default();
+        later.entries.insert("a".into(), file(42, 1001, None));
+        later.entries.insert("a-a".into(), file(50, 1000, None));
+        later.entries.insert("a-b".into(), file(44, 1000, None));
+        later.entries.insert("racy".into(), file(46, 1000, None));
+        later.entries.insert("z".into(), file(45, 1000, None));
+        assert_eq!(back.fill(root, &mut later), 2);
+        let hash = |p: &str| later.entries[Path::new(p)].hash;
+        assert_eq!(hash("a"), None, "a changed mtime is not trusted");
+        assert_eq!(hash("a-a"), None);
+        assert_eq!(hash("a-b"), Some(Digest([9; 32])));
+        assert_eq!(hash("racy"), None);
+        assert_eq!(hash("z"), Some(Digest([6; 32])));
+
+        let mut other = Tree::default();
+        other.entries.insert("z".into(), file(45, 1000, None));
+        assert_eq!(back.fill(Path::new("/other"), &mut other), 0);
+        let damaged = StatCache {
+            bytes: back.bytes[..back.bytes.len() / 2].to_vec(),
+        };
+        assert_eq!(damaged.fill(root, &mut other), 0);
     }
 
     #[test]
@@ -264,7 +278,7 @@ mod tests {
                 PathBuf::from("f"),
                 Entry::file(1, 0o644, m, Some(Digest([1; 32]))),
             );
-            StatCache::from_tree(&t, start).len()
+            StatCache::from_tree(Path::new("/r"), &t, start).len(Path::new("/r"))
         };
         // Nanosecond timestamps: a second ago is settled, 50 ms ago is not.
         assert_eq!(entry(MTime::new(9_999, 500_000_001)), 1);

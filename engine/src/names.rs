@@ -12,7 +12,7 @@ use std::path::Path;
 /// The store directory kept at the top of a replica by default.
 pub const VERSIONS_DIR: &str = "__versions__";
 /// A version's manifest, at the top of each version in a store.
-pub const MANIFEST_NAME: &str = ".twoway-manifest.json";
+pub const MANIFEST_NAME: &str = ".twoway-manifest";
 /// Prefix of every temporary file or directory the tool creates.
 pub const TEMP_PREFIX: &str = ".twoway-tmp-";
 

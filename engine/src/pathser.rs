@@ -1,5 +1,6 @@
-//! How paths are written into the tool's JSON files: as a string when the path is valid
-//! UTF-8, else as an array of bytes, so that no name is ever changed on the way.
+//! How paths are written into the tool's files, so that no name is ever changed on the
+//! way: in JSON as a string when the path is valid UTF-8, else as an array of bytes; in
+//! binary files ([`bytes`]) as the raw bytes.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -61,6 +62,65 @@ pub mod opt {
     }
 }
 
+/// Paths as raw bytes, for the tool's binary files (postcard): `#[serde(with =
+/// "crate::pathser::bytes")]`.
+pub mod bytes {
+    use super::*;
+
+    struct Visitor;
+
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = PathBuf;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a path as bytes")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<PathBuf, E> {
+            Ok(PathBuf::from(OsString::from_vec(v.to_vec())))
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<PathBuf, E> {
+            Ok(PathBuf::from(OsString::from_vec(v)))
+        }
+    }
+
+    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(p.as_os_str().as_bytes())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        d.deserialize_bytes(Visitor)
+    }
+
+    /// The same for `Option<PathBuf>`.
+    pub mod opt {
+        use super::*;
+
+        #[derive(Serialize, Deserialize)]
+        struct Wrap(#[serde(with = "super")] PathBuf);
+
+        pub fn serialize<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+            match p {
+                Some(p) => s.serialize_some(&Ref(p)),
+                None => s.serialize_none(),
+            }
+        }
+
+        struct Ref<'a>(&'a Path);
+
+        impl Serialize for Ref<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                super::serialize(self.0, s)
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+            Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +133,25 @@ mod tests {
         assert_eq!(back.into_path(), p);
         let json = serde_json::to_string(&PathRepr::from_path(Path::new("x y"))).unwrap();
         assert_eq!(json, "\"x y\"");
+    }
+
+    #[test]
+    fn paths_round_trip_as_bytes() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct T {
+            #[serde(with = "bytes")]
+            p: PathBuf,
+            #[serde(with = "bytes::opt")]
+            q: Option<PathBuf>,
+            #[serde(with = "bytes::opt")]
+            r: Option<PathBuf>,
+        }
+        let t = T {
+            p: PathBuf::from(OsString::from_vec(b"a\xffb".to_vec())),
+            q: Some("x/y z".into()),
+            r: None,
+        };
+        let back: T = postcard::from_bytes(&postcard::to_allocvec(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
     }
 }

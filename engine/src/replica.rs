@@ -70,9 +70,9 @@ impl Replica {
     pub fn load_hashes(&self, tree: &mut Tree, checksum: bool) {
         let cache = self
             .loaded
-            .get_or_init(|| StatCache::load(&self.cache_file, &self.root));
+            .get_or_init(|| StatCache::load(&self.cache_file));
         if !checksum {
-            cache.fill(tree);
+            cache.fill(&self.root, tree);
         }
     }
 
@@ -96,11 +96,11 @@ impl Replica {
 
     /// Saves what is known of the tree's hashes for the next pass.
     pub fn save_cache(&self, tree: &Tree, scanned_at: crate::tree::MTime) {
-        let cache = StatCache::from_tree(tree, scanned_at);
+        let cache = StatCache::from_tree(&self.root, tree, scanned_at);
         if self.loaded.get() == Some(&cache) {
             return;
         }
-        if let Err(e) = cache.save(&self.cache_file, &self.root) {
+        if let Err(e) = cache.save(&self.cache_file) {
             log::warn!("stat cache of {} not saved: {e}", self.label);
         }
     }

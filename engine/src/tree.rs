@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use crate::error::Error;
 
 /// The kinds of entry the suite syncs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Kind {
     File,
     Dir,
@@ -74,7 +76,9 @@ impl MTime {
 }
 
 /// A SHA-256 digest.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Digest(pub [u8; 32]);
 
 impl Digest {
@@ -198,21 +202,41 @@ pub fn zip_paths<'a, V, W>(
     x: &'a BTreeMap<PathBuf, V>,
     y: &'a BTreeMap<PathBuf, W>,
 ) -> impl Iterator<Item = (&'a PathBuf, Option<&'a V>, Option<&'a W>)> {
-    let mut xi = x.iter().peekable();
-    let mut yi = y.iter().peekable();
+    zip_sorted(x.iter(), y.iter())
+}
+
+/// [`zip_paths`] for any two sequences of `(path, item)` already in path order.
+pub fn zip_sorted<'a, P, V, W>(
+    x: impl Iterator<Item = (&'a P, V)>,
+    y: impl Iterator<Item = (&'a P, W)>,
+) -> impl Iterator<Item = (&'a P, Option<V>, Option<W>)>
+where
+    P: AsRef<Path> + ?Sized + 'a,
+{
+    let mut xi = x.peekable();
+    let mut yi = y.peekable();
     std::iter::from_fn(move || match (xi.peek(), yi.peek()) {
         (None, None) => None,
         (Some(_), None) => xi.next().map(|(p, v)| (p, Some(v), None)),
         (None, Some(_)) => yi.next().map(|(p, v)| (p, None, Some(v))),
-        (Some((px, _)), Some((py, _))) => match px.cmp(py) {
-            std::cmp::Ordering::Less => xi.next().map(|(p, v)| (p, Some(v), None)),
-            std::cmp::Ordering::Greater => yi.next().map(|(p, v)| (p, None, Some(v))),
-            std::cmp::Ordering::Equal => {
-                let (p, v) = xi.next().expect("BUG: peeked");
-                let (_, w) = yi.next().expect("BUG: peeked");
-                Some((p, Some(v), Some(w)))
+        (Some((px, _)), Some((py, _))) => {
+            let (a, b) = ((*px).as_ref(), (*py).as_ref());
+            // Equal bytes are equal paths: the common case costs one memcmp.
+            let order = if a.as_os_str() == b.as_os_str() {
+                std::cmp::Ordering::Equal
+            } else {
+                a.cmp(b)
+            };
+            match order {
+                std::cmp::Ordering::Less => xi.next().map(|(p, v)| (p, Some(v), None)),
+                std::cmp::Ordering::Greater => yi.next().map(|(p, v)| (p, None, Some(v))),
+                std::cmp::Ordering::Equal => {
+                    let (p, v) = xi.next().expect("BUG: peeked");
+                    let (_, w) = yi.next().expect("BUG: peeked");
+                    Some((p, Some(v), Some(w)))
+                }
             }
-        },
+        }
     })
 }
 

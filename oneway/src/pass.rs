@@ -293,17 +293,19 @@ impl Job {
             log::error!("{e}");
             errors.push(e);
         }
-        std::thread::scope(|s| {
-            s.spawn(|| source.save_cache(&src, scanned_at));
+        let (src_sha, dst_sha) = std::thread::scope(|s| {
+            let src_side = s.spawn(|| {
+                source.save_cache(&src, scanned_at);
+                hash::tree_sha256(&src)
+            });
             backup.save_cache(&after, scanned_at);
+            let dst_sha = hash::tree_sha256(&after);
+            (src_side.join().expect("BUG: no panic"), dst_sha)
         });
         log::debug!(
-            "hashed the rest and saved caches: {:.3}s",
+            "hashed the rest, saved caches, directory SHA-256: {:.3}s",
             started.elapsed().as_secs_f64()
         );
-
-        let src_sha = hash::tree_sha256(&src);
-        let dst_sha = hash::tree_sha256(&after);
         let mut version_note = String::new();
         if let (Some(v), false) = (&self.versioned, interrupted) {
             let recorded = match dst_sha {

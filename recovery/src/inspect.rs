@@ -8,7 +8,7 @@ use engine::error::Refusal;
 use engine::hash;
 use engine::home::{absolute, DataHome};
 use engine::names::display;
-use engine::tree::Digest;
+use engine::tree::Kind;
 
 use crate::manifest::Manifest;
 use crate::registry::{RegEntry, Registry};
@@ -130,12 +130,12 @@ pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
                     continue;
                 }
             };
-            let entries: Vec<_> = m.entries.iter().filter(|x| x.kind == "file").collect();
+            let entries: Vec<_> = m.entries.iter().filter(|x| x.kind == Kind::File).collect();
             let rels: Vec<PathBuf> = entries.iter().map(|x| x.path.clone()).collect();
             let results = hash::hash_many(&vdir, &rels, hash::default_threads());
             for (x, r) in entries.iter().zip(results) {
                 files += 1;
-                let expected = x.sha256.as_deref().and_then(Digest::from_hex);
+                let expected = x.sha256;
                 let shown = display(&vdir.join(&x.path));
                 match r {
                     Ok((d, _)) if Some(d) == expected => {}
@@ -143,7 +143,7 @@ pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
                         problems += 1;
                         println!(
                             "DAMAGED  {shown}: expected sha256 {}, found {d}",
-                            x.sha256.as_deref().unwrap_or("?")
+                            x.sha256.map(|d| d.to_hex()).unwrap_or_else(|| "?".into())
                         );
                     }
                     Err(err) => {
@@ -157,10 +157,10 @@ pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
                     }
                 }
             }
-            for x in m.entries.iter().filter(|x| x.kind != "file") {
+            for x in m.entries.iter().filter(|x| x.kind != Kind::File) {
                 let p = vdir.join(&x.path);
-                let ok = match x.kind.as_str() {
-                    "dir" => p.is_dir(),
+                let ok = match x.kind {
+                    Kind::Dir => p.is_dir(),
                     _ => std::fs::read_link(&p).ok() == x.target,
                 };
                 if !ok {

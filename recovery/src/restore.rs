@@ -19,7 +19,7 @@ use engine::mirror::{self, MirrorOptions};
 use engine::names::display;
 use engine::scan::{self, ScanOptions};
 use engine::signal;
-use engine::tree::Tree;
+use engine::tree::{Kind, Tree};
 
 use crate::manifest::Manifest;
 use crate::registry::Registry;
@@ -326,10 +326,10 @@ fn stage_version(version: &Path, stage: &Path, manifest: &Manifest) -> Result<()
     let mut src = Root::open(version)?;
     let mut dst = Root::open(stage)?;
     for e in &manifest.entries {
-        match e.kind.as_str() {
-            "dir" => dst.mkdir(&e.path, e.mode)?,
-            "symlink" => {}
-            _ => dst.link_from(&mut src, &e.path, &e.path)?,
+        match e.kind {
+            Kind::Dir => dst.mkdir(&e.path, e.mode)?,
+            Kind::Symlink => {}
+            Kind::File => dst.link_from(&mut src, &e.path, &e.path)?,
         }
     }
     Ok(())

@@ -9,12 +9,15 @@ use std::path::{Path, PathBuf};
 use engine::error::{Error, IoContext};
 use engine::fsops::{self, Root};
 use engine::hash;
-use engine::tree::{Digest, MTime};
+use engine::tree::{Digest, Kind, MTime};
 
 use crate::manifest::{Manifest, ManifestEntry, MANIFEST};
 
 /// Fills `new` with the manifest's entries, linked or copied from `replica`:
 /// directories first, then files and links on every core.
+/// The previous version's files: hash, mode and mtime by path.
+type PrevFiles<'a> = std::collections::HashMap<&'a Path, (Digest, u32, (i64, u32))>;
+
 pub(crate) fn build(
     new: &Path,
     replica: &Path,
@@ -25,20 +28,20 @@ pub(crate) fn build(
 ) -> Result<(), Error> {
     let mut dst = Root::open(new)?;
     let mut dirs = Vec::new();
-    for e in manifest.entries.iter().filter(|e| e.kind == "dir") {
+    for e in manifest.entries.iter().filter(|e| e.kind == Kind::Dir) {
         dst.mkdir(&e.path, e.mode)?;
         dirs.push((e.path.clone(), e.mode, MTime::new(e.mtime.0, e.mtime.1)));
     }
-    let prev_files: std::collections::HashMap<&Path, (&str, u32, (i64, u32))> = previous
+    let prev_files: PrevFiles = previous
         .iter()
         .flat_map(|m| m.entries.iter())
-        .filter_map(|e| Some((e.path.as_path(), (e.sha256.as_deref()?, e.mode, e.mtime))))
+        .filter_map(|e| Some((e.path.as_path(), (e.sha256?, e.mode, e.mtime))))
         .collect();
     let link_ok = std::sync::atomic::AtomicBool::new(previous.is_none() && link_first);
     let work: Vec<&ManifestEntry> = manifest
         .entries
         .iter()
-        .filter(|e| e.kind != "dir")
+        .filter(|e| e.kind != Kind::Dir)
         .collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let threads = hash::default_threads().min(work.len()).max(1);
@@ -99,19 +102,12 @@ pub(crate) fn patch(
 ) -> Result<(), Error> {
     // The old manifest's own file goes: a new one is written when the tree is done.
     let _ = std::fs::remove_file(new.join(MANIFEST));
-    let old_map: std::collections::BTreeMap<PathBuf, &ManifestEntry> =
-        old.entries.iter().map(|e| (e.path.clone(), e)).collect();
-    let new_map: std::collections::BTreeMap<PathBuf, &ManifestEntry> = manifest
-        .entries
-        .iter()
-        .map(|e| (e.path.clone(), e))
-        .collect();
     let keeps = |o: &ManifestEntry, n: &ManifestEntry| -> bool {
         o.kind == n.kind
-            && match n.kind.as_str() {
-                "dir" => true,
-                "symlink" => o.target == n.target && o.mtime == n.mtime,
-                _ => {
+            && match n.kind {
+                Kind::Dir => true,
+                Kind::Symlink => o.target == n.target && o.mtime == n.mtime,
+                Kind::File => {
                     o.ino.is_some()
                         && o.ino == n.ino
                         && o.sha256 == n.sha256
@@ -125,7 +121,10 @@ pub(crate) fn patch(
     let mut src = Root::open(replica)?;
     let mut removed_dir: Option<PathBuf> = None;
     let mut puts: Vec<&ManifestEntry> = Vec::new();
-    for (p, o, n) in engine::tree::zip_paths(&old_map, &new_map) {
+    // Both manifests list their entries in path order.
+    let olds = old.entries.iter().map(|e| (&e.path, e));
+    let news = manifest.entries.iter().map(|e| (&e.path, e));
+    for (p, o, n) in engine::tree::zip_sorted(olds, news) {
         if removed_dir.as_ref().is_some_and(|d| p.starts_with(d)) {
             if let Some(n) = n {
                 puts.push(n);
@@ -137,7 +136,7 @@ pub(crate) fn patch(
             (Some(o), Some(n)) if keeps(o, n) => {}
             (Some(o), n) => {
                 dst.remove(p)?;
-                if o.kind == "dir" {
+                if o.kind == Kind::Dir {
                     removed_dir = Some(p.clone());
                 }
                 if let Some(n) = n {
@@ -152,7 +151,7 @@ pub(crate) fn patch(
     let link_ok = std::sync::atomic::AtomicBool::new(true);
     let mut fixes: std::collections::HashMap<PathBuf, (Digest, fsops::Stat)> = Default::default();
     for n in puts {
-        if n.kind == "dir" {
+        if n.kind == Kind::Dir {
             dst.mkdir(&n.path, n.mode)?;
         } else if let Some(fix) = put_entry(n, new, &mut dst, &mut src, None, &no_prev, &link_ok)? {
             fixes.insert(n.path.clone(), fix);
@@ -161,7 +160,7 @@ pub(crate) fn patch(
     let dirs: Vec<(PathBuf, u32, MTime)> = manifest
         .entries
         .iter()
-        .filter(|e| e.kind == "dir")
+        .filter(|e| e.kind == Kind::Dir)
         .map(|e| (e.path.clone(), e.mode, MTime::new(e.mtime.0, e.mtime.1)))
         .collect();
     finish_tree(&mut dst, dirs, manifest, fixes)
@@ -184,7 +183,7 @@ fn finish_tree(
         // really holds.
         for e in manifest.entries.iter_mut() {
             if let Some((d, st)) = fixes.get(&e.path) {
-                e.sha256 = Some(d.to_hex());
+                e.sha256 = Some(*d);
                 e.size = st.size;
                 e.mode = st.mode;
                 e.mtime = (st.mtime.sec, st.mtime.nsec);
@@ -194,13 +193,8 @@ fn finish_tree(
         let files: Vec<(PathBuf, Option<Digest>)> = manifest
             .entries
             .iter()
-            .filter(|e| e.kind == "file")
-            .map(|e| {
-                (
-                    e.path.clone(),
-                    e.sha256.as_deref().and_then(Digest::from_hex),
-                )
-            })
+            .filter(|e| e.kind == Kind::File)
+            .map(|e| (e.path.clone(), e.sha256))
             .collect();
         if let Some(d) = hash::dir_sha256(files.iter().map(|(p, d)| (p.as_path(), *d))) {
             manifest.dir_sha256 = d.to_hex();
@@ -218,12 +212,12 @@ fn put_entry(
     dst: &mut Root,
     src: &mut Root,
     prev_root: Option<&mut Root>,
-    prev_files: &std::collections::HashMap<&Path, (&str, u32, (i64, u32))>,
+    prev_files: &PrevFiles,
     link_ok: &std::sync::atomic::AtomicBool,
 ) -> Result<Option<(Digest, fsops::Stat)>, Error> {
     use std::sync::atomic::Ordering::Relaxed;
     let mtime = MTime::new(e.mtime.0, e.mtime.1);
-    if e.kind == "symlink" {
+    if e.kind == Kind::Symlink {
         let target = e.target.clone().unwrap_or_default();
         dst.symlink(&e.path, &target, mtime)?;
         return Ok(None);
@@ -247,7 +241,7 @@ fn put_entry(
     }
     let unchanged = prev_files
         .get(e.path.as_path())
-        .is_some_and(|(h, m, t)| Some(*h) == e.sha256.as_deref() && *m == e.mode && *t == e.mtime);
+        .is_some_and(|(h, m, t)| Some(*h) == e.sha256 && *m == e.mode && *t == e.mtime);
     if let (true, Some(prev)) = (unchanged, prev_root) {
         if dst.link_from(prev, &e.path, &e.path).is_ok() {
             return Ok(None);

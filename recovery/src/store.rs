@@ -20,7 +20,7 @@ use engine::fsops::{self, Root};
 use engine::hash;
 use engine::home::{path_key, DataHome};
 use engine::names::display;
-use engine::tree::{Digest, Tree};
+use engine::tree::{Digest, Kind, Tree};
 
 use crate::manifest::{Manifest, MANIFEST};
 use crate::registry::{RegEntry, Registry};
@@ -340,14 +340,37 @@ impl VersionedDir {
         std::fs::create_dir_all(&self.store).ctx("mkdir", &self.store)?;
         self.repair()?;
         let view = self.view();
-        let known: HashSet<Digest> = [view.latest, view.previous]
-            .into_iter()
-            .flatten()
-            .filter_map(|p| Manifest::load(&p).ok())
+        let versions: Vec<PathBuf> = [view.latest, view.previous].into_iter().flatten().collect();
+        // A hard-link version holds a displaced file when the file is the very inode the
+        // version has at that path (the tool never changes such a file in place): a stat
+        // each, instead of reading the manifests.
+        let replica_dev = fsops::lstat(replica).map(|s| s.dev).ok();
+        let linked = |p: &Path| -> bool {
+            let Some(ino) = tree
+                .entries
+                .get(p)
+                .filter(|e| e.kind == Kind::File)
+                .map(|e| e.ino)
+            else {
+                return false;
+            };
+            versions.iter().any(|v| {
+                fsops::lstat(&v.join(p))
+                    .is_ok_and(|st| st.ino == ino && Some(st.dev) == replica_dev)
+            })
+        };
+        let rest: Vec<&(PathBuf, Option<Digest>)> =
+            displaced.iter().filter(|(p, _)| !linked(p)).collect();
+        if rest.is_empty() {
+            return Ok(false);
+        }
+        let known: HashSet<Digest> = versions
+            .iter()
+            .filter_map(|p| Manifest::load(p).ok())
             .flat_map(|m| m.hashes().collect::<Vec<_>>())
             .collect();
         let mut missing = false;
-        for (p, h) in displaced {
+        for (p, h) in rest {
             let h = match h {
                 Some(h) => *h,
                 None => {

@@ -401,3 +401,18 @@ pub fn coreutils_dir_sha(dir: &Path) -> String {
         .unwrap()
         .to_string()
 }
+
+/// True if some regular file under `dir` (a store) holds exactly `bytes`.
+pub fn store_holds(dir: &Path, bytes: &[u8]) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    rd.flatten().any(|e| {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => store_holds(&p, bytes),
+            Ok(t) if t.is_file() => std::fs::read(&p).is_ok_and(|b| b == bytes),
+            _ => false,
+        }
+    })
+}

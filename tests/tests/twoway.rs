@@ -449,3 +449,27 @@ fn dry_run_changes_nothing_and_version_flag_works() {
     v.expect(0);
     assert!(v.stdout().starts_with("twoway "));
 }
+
+#[test]
+fn a_pass_with_versions_saves_content_no_version_holds_before_replacing_it() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    write(&a.join("f"), "original");
+    write(&a.join("gone"), "deleted on a");
+    sync(&env, &a, &b, &["--no-versions"]).expect(0);
+    assert!(!b.join("__versions__").exists());
+    write(&a.join("f"), "changed on a");
+    set_mtime(&a.join("f"), OLD + 10, 0);
+    fs::remove_file(a.join("gone")).unwrap();
+
+    sync(&env, &a, &b, &[]).expect(0);
+    assert_in_sync(&a, &b);
+    assert_eq!(fs::read(b.join("f")).unwrap(), b"changed on a");
+    let store = b.join("__versions__");
+    for content in ["original", "deleted on a"] {
+        assert!(
+            store_holds(&store, content.as_bytes()),
+            "{content:?} was lost: B's store does not hold it"
+        );
+    }
+}

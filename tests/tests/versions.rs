@@ -316,10 +316,7 @@ fn a_version_after_a_small_change_costs_the_changed_bytes_plus_directories() {
     env.oneway(&src, &dst, &[]).expect(0);
     let growth = disk_usage(&dst).saturating_sub(before);
     let (one, _) = version(&env, &src, "latest");
-    let manifest = fs::metadata(one.join(".twoway-manifest.json"))
-        .unwrap()
-        .blocks()
-        * 512;
+    let manifest = fs::metadata(one.join(".twoway-manifest")).unwrap().blocks() * 512;
     let dirs = 41 * 4096;
     assert!(
         growth <= changed + dirs + manifest + 64 * 1024,
@@ -546,4 +543,52 @@ fn no_versions_writes_no_store() {
     env.oneway(&src, &dst, &["--no-versions"]).expect(0);
     assert!(!dst.join("__versions__").exists());
     assert!(!env.home().join(".info.json").exists());
+}
+
+#[test]
+fn content_found_only_in_backup_is_versioned_before_a_pass_replaces_or_deletes_it() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    write(&src.join("f"), "one");
+    write(&src.join("g"), "g one");
+    env.oneway(&src, &dst, &[]).expect(0);
+    let store = dst.join("__versions__");
+
+    // In BACKUP: f replaced by a new file (no version has it), g edited in place (the
+    // latest version shares its inode).
+    let tmp = dst.join("f.new");
+    write(&tmp, "edited in backup");
+    fs::rename(&tmp, dst.join("f")).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(dst.join("g"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"g edited in place"))
+        .unwrap();
+    write(&src.join("f"), "two, from source");
+    write(&src.join("g"), "g two");
+    set_mtime(&src.join("f"), OLD + 10, 0);
+    set_mtime(&src.join("g"), OLD + 10, 0);
+    assert!(!store_holds(&store, b"edited in backup"));
+    env.oneway(&src, &dst, &[]).expect(0);
+    assert_eq!(fs::read(dst.join("f")).unwrap(), b"two, from source");
+    assert_eq!(fs::read(dst.join("g")).unwrap(), b"g two");
+    for content in ["edited in backup", "g edited in place"] {
+        assert!(
+            store_holds(&store, content.as_bytes()),
+            "{content:?} was lost: no version holds it"
+        );
+    }
+
+    // A file added to BACKUP by hand is deleted by the next pass, after it is saved.
+    write(&dst.join("h"), "stray in backup");
+    env.oneway(&src, &dst, &[]).expect(0);
+    assert!(!dst.join("h").exists());
+    assert!(
+        store_holds(&store, b"stray in backup"),
+        "a deleted file was lost: no version holds it"
+    );
+    env.run("recovery", ["verify".as_ref(), src.as_os_str()])
+        .expect(0);
 }
