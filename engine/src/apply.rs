@@ -78,16 +78,17 @@ impl Counts {
 /// What an apply did.
 #[derive(Debug, Default)]
 pub struct Applied {
-    /// Destination entries created or replaced, with hash and inode as written.
-    pub written: BTreeMap<PathBuf, Entry>,
+    /// Destination entries created or replaced, with hash and inode as written (each
+    /// path once; in no particular order, like the other lists here).
+    pub written: Vec<(PathBuf, Entry)>,
     /// Destination files whose metadata was changed in place.
-    pub meta: BTreeMap<PathBuf, Entry>,
+    pub meta: Vec<(PathBuf, Entry)>,
     /// Directories whose mode and mtime were set ("" is the root).
-    pub dirs: BTreeMap<PathBuf, Entry>,
+    pub dirs: Vec<(PathBuf, Entry)>,
     /// Destination paths removed (whole subtrees for directories).
     pub removed: Vec<PathBuf>,
     /// Source files read, with the hash and stat of what was read.
-    pub read: BTreeMap<PathBuf, (crate::tree::Digest, Stat)>,
+    pub read: Vec<(PathBuf, (crate::tree::Digest, Stat))>,
     /// Paths whose action failed; their destination state is unknown.
     pub failed: BTreeSet<PathBuf>,
     pub errors: Vec<Error>,
@@ -413,13 +414,13 @@ fn run(
         Op::Mkdir => {
             let s = src_of(action)?;
             dst.mkdir(path, s.mode)?;
-            out.written.insert(path.clone(), s.clone());
+            out.written.push((path.clone(), s.clone()));
             Ok(())
         }
         Op::SetDirMeta => {
             let s = src_of(action)?;
             dst.set_dir_meta(path, s.mode, s.mtime)?;
-            out.dirs.insert(path.clone(), s.clone());
+            out.dirs.push((path.clone(), s.clone()));
             Ok(())
         }
         Op::Symlink { .. } => {
@@ -430,7 +431,7 @@ fn run(
                 .as_deref()
                 .ok_or_else(|| Error::entry(path.clone(), "BUG: symlink without target"))?;
             dst.symlink(path, target, s.mtime)?;
-            out.written.insert(path.clone(), s.clone());
+            out.written.push((path.clone(), s.clone()));
             Ok(())
         }
         Op::SetFileMeta => {
@@ -440,7 +441,7 @@ fn run(
                 let mut e = action.dst.clone().unwrap_or_else(|| s.clone());
                 e.mode = s.mode;
                 e.mtime = s.mtime;
-                out.meta.insert(path.clone(), e);
+                out.meta.push((path.clone(), e));
                 Ok(())
             } else {
                 // Shared with a version (or not ours to open): never change it in place.
@@ -484,7 +485,7 @@ fn run(
             if let Some(st) = dst.stat(path)? {
                 e.ino = st.ino;
             }
-            out.written.insert(path.clone(), e);
+            out.written.push((path.clone(), e));
             Ok(())
         }
     }
@@ -493,6 +494,8 @@ fn run(
 /// A file copied to its temporary name, checked, waiting to be installed.
 struct Prepared {
     temp: fsops::TempFile,
+    /// The new file's own stat (its inode stays through the rename).
+    new: Stat,
     digest: crate::tree::Digest,
     before: Stat,
     n: u64,
@@ -513,7 +516,7 @@ fn prepare_copy(
     let s = src_of(action)?;
     let from = action.from.as_deref().unwrap_or(path);
     let src_abs = opts.src_root.join(from);
-    let (mut file, before) = match src.as_mut() {
+    let (file, before) = match src.as_mut() {
         Some(root) => root.open_read(from)?,
         None => fsops::open_regular(&src_abs)?,
     };
@@ -522,8 +525,13 @@ fn prepare_copy(
     } else {
         (before.mode, before.mtime)
     };
-    let (temp, digest, n) = dst.write_temp(path, &mut file, mode, mtime, opts.stop, durable)?;
+    // Read no further than the size the file had when opened: a file that grows or
+    // changes meanwhile shows it in the stat after (checked below), so the read that
+    // would only find the end is saved.
+    let mut limited = std::io::Read::take(&file, before.size);
+    let (temp, digest, n) = dst.write_temp(path, &mut limited, mode, mtime, opts.stop, durable)?;
     let after = fsops::fstat(&file, &src_abs)?;
+    let new = temp.stat()?;
     if !before.same_content_stamp(&after) || n != before.size {
         return Err(Error::entry(
             src_abs,
@@ -538,6 +546,7 @@ fn prepare_copy(
     }
     Ok(Prepared {
         temp,
+        new,
         digest,
         before,
         n,
@@ -554,7 +563,7 @@ fn commit_copy(
     out: &mut Applied,
 ) -> Result<(), Error> {
     let path = &action.path;
-    let new = p.temp.stat()?;
+    let new = p.new;
     if action.dst.is_none() {
         // A new file: the rename itself refuses to replace anything that appeared.
         p.temp.commit_new()?;
@@ -563,8 +572,8 @@ fn commit_copy(
         p.temp.commit()?;
     }
     out.counts.bytes += p.n;
-    out.read.insert(path.clone(), (p.digest, p.before));
-    out.written.insert(
+    out.read.push((path.clone(), (p.digest, p.before)));
+    out.written.push((
         path.clone(),
         Entry {
             kind: Kind::File,
@@ -576,7 +585,7 @@ fn commit_copy(
             target: None,
             hash: Some(p.digest),
         },
-    );
+    ));
     Ok(())
 }
 
@@ -612,15 +621,45 @@ pub fn tree_after(before: crate::tree::Tree, applied: &Applied) -> crate::tree::
             t.entries.remove(&p);
         }
     }
-    for (p, e) in &applied.written {
-        let mut e = e.clone();
-        if e.kind == Kind::Dir {
-            e.ino = 0;
+    let mut changes: Vec<(&PathBuf, Entry)> = applied
+        .written
+        .iter()
+        .chain(&applied.meta)
+        .map(|(p, e)| {
+            let mut e = e.clone();
+            if e.kind == Kind::Dir {
+                e.ino = 0;
+            }
+            (p, e)
+        })
+        .collect();
+    if changes.len() < 64 || changes.len() < t.entries.len() / 16 {
+        for (p, e) in changes {
+            t.entries.insert(p.clone(), e);
         }
-        t.entries.insert(p.clone(), e);
-    }
-    for (p, e) in &applied.meta {
-        t.entries.insert(p.clone(), e.clone());
+    } else {
+        // Many changes (a first sync): one merge of two sorted lists, then a bulk build.
+        crate::tree::sort_by_path(&mut changes);
+        let old = std::mem::take(&mut t.entries);
+        let mut merged: Vec<(PathBuf, Entry)> = Vec::with_capacity(old.len() + changes.len());
+        let mut news = changes.into_iter().peekable();
+        for (p, e) in old {
+            let mut replaced = false;
+            while let Some((q, _)) = news.peek() {
+                let order = crate::tree::path_order(q, &p);
+                if order.is_gt() {
+                    break;
+                }
+                let (q, ne) = news.next().expect("BUG: peeked");
+                replaced |= order.is_eq();
+                merged.push((q.clone(), ne));
+            }
+            if !replaced {
+                merged.push((p, e));
+            }
+        }
+        merged.extend(news.map(|(q, e)| (q.clone(), e)));
+        t.entries = merged.into_iter().collect();
     }
     for (p, e) in &applied.dirs {
         let slot = if p.as_os_str().is_empty() {
@@ -638,4 +677,42 @@ pub fn tree_after(before: crate::tree::Tree, applied: &Applied) -> crate::tree::
     }
     t.leftovers.clear();
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{MTime, Tree};
+
+    /// The bulk merge (many changes) and one insert per change give the same tree.
+    #[test]
+    fn tree_after_folds_in_many_or_few_changes_alike() {
+        for n in [3usize, 500] {
+            let mut before = Tree::default();
+            for i in 0..300 {
+                let e = Entry::file(i, 0o644, MTime::new(1, 0), None);
+                before.entries.insert(format!("d{}/f{i}", i % 9).into(), e);
+            }
+            before
+                .entries
+                .insert("gone".into(), Entry::dir(0o755, MTime::new(1, 0)));
+            before.entries.insert(
+                "gone/x".into(),
+                Entry::file(1, 0o644, MTime::new(1, 0), None),
+            );
+            let mut applied = Applied::default();
+            applied.removed.push("gone".into());
+            let mut expected = before.entries.clone();
+            expected.remove(Path::new("gone"));
+            expected.remove(Path::new("gone/x"));
+            for i in (0..n).rev() {
+                let p = PathBuf::from(format!("d{}/f{}", i % 11, i * 2));
+                let e = Entry::file(i as u64 + 1000, 0o600, MTime::new(2, 0), None);
+                expected.insert(p.clone(), e.clone());
+                applied.written.push((p, e));
+            }
+            let after = tree_after(before, &applied);
+            assert_eq!(after.entries, expected, "{n} changes");
+        }
+    }
 }

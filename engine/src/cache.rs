@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::fsops;
-use crate::tree::{Digest, Kind, MTime, Tree};
+use crate::tree::{path_order, Digest, Kind, MTime, Tree};
 
 /// A file whose mtime is this close to the moment the pass began may still be written
 /// within the same timestamp tick without its stat changing: it is not cached. Kernel
@@ -80,7 +80,7 @@ impl StatCache {
             let key = rel.as_os_str().as_bytes();
             // Records follow the tree's order; skip those of paths that are gone.
             while let Some(r) = recs.peek() {
-                if r.0 == key || Path::new(OsStr::from_bytes(r.0)) >= rel.as_path() {
+                if path_order(Path::new(OsStr::from_bytes(r.0)), rel).is_ge() {
                     break;
                 }
                 recs.next();

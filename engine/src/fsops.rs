@@ -285,6 +285,13 @@ impl Root {
 
     /// Starts a new file that will replace `rel` when committed.
     pub fn create_temp(&mut self, rel: &Path) -> Result<TempFile, Error> {
+        self.create_temp_mode(rel, 0o600)
+    }
+
+    /// [`create_temp`](Self::create_temp) with the permission bits the file will have
+    /// (the umask may take some away; [`TempFile::set_meta`] sets them exactly, and
+    /// skips the `fchmod` when creation already gave them).
+    fn create_temp_mode(&mut self, rel: &Path, mode: u32) -> Result<TempFile, Error> {
         let (parent, name) = split(rel)?;
         let final_name = name.to_os_string();
         let abs = self.abs(rel);
@@ -295,16 +302,18 @@ impl Root {
                 &*dir,
                 &temp,
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
+                Mode::from_raw_mode(mode & 0o777),
             )
         })
         .ctx("create", &abs)?;
+        let umask = process_umask();
         Ok(TempFile {
             dir,
             temp,
             final_name,
             abs,
             file: Some(File::from(fd)),
+            created_mode: umask.map(|u| mode & 0o777 & !u),
         })
     }
 
@@ -321,7 +330,7 @@ impl Root {
         stop: &dyn Fn() -> bool,
         durable: bool,
     ) -> Result<(TempFile, Digest, u64), Error> {
-        let mut temp = self.create_temp(rel)?;
+        let mut temp = self.create_temp_mode(rel, mode)?;
         let (digest, n) =
             crate::hash::copy_hashing(reader, temp.file_mut(), stop).map_err(|e| match e {
                 crate::hash::CopyError::Read(e) => Error::io("read", self.abs(rel), e),
@@ -609,6 +618,8 @@ pub struct TempFile {
     final_name: OsString,
     abs: PathBuf,
     file: Option<File>,
+    /// The permission bits the file was created with, when known.
+    created_mode: Option<u32>,
 }
 
 impl TempFile {
@@ -623,7 +634,11 @@ impl TempFile {
         let abs = self.abs.clone();
         let f = self.file_mut();
         f.flush().ctx("write", &abs)?;
-        rfs::fchmod(&*f, Mode::from_raw_mode(mode)).ctx("chmod", &abs)?;
+        if self.created_mode != Some(mode) {
+            let f = self.file_mut();
+            rfs::fchmod(&*f, Mode::from_raw_mode(mode)).ctx("chmod", &abs)?;
+        }
+        let f = self.file_mut();
         rfs::futimens(&*f, &times(mtime)).ctx("set times", &abs)
     }
 
@@ -734,6 +749,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         let _ = std::fs::remove_file(&tmp);
     }
     res
+}
+
+/// The process's umask, read once from `/proc/self/status` (setting and restoring it
+/// to read it would race with files other threads create meanwhile); `None` if unknown.
+fn process_umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
 }
 
 /// Builds an [`Entry`] from a stat (and link target).

@@ -36,7 +36,9 @@ pub fn temp_name() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{TEMP_PREFIX}{}-{n}-{nanos:x}", std::process::id())
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let pid = *PID.get_or_init(std::process::id);
+    format!("{TEMP_PREFIX}{pid}-{n}-{nanos:x}")
 }
 
 /// A path as one printable line: control characters and bytes that are not UTF-8 are

@@ -196,6 +196,57 @@ impl Tree {
     }
 }
 
+/// The order of `Path::cmp` (component by component) for the relative, normalized paths
+/// of a tree, computed on the bytes: a `/` sorts before every other byte, since a shorter
+/// component sorts first. One `memcmp`-like pass instead of splitting both paths into
+/// components, which was a third of the CPU time of a pass that copies many files.
+pub fn path_order(a: &Path, b: &Path) -> std::cmp::Ordering {
+    use std::os::unix::ffi::OsStrExt;
+    let (a, b) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
+    let rank = |c: u8| if c == b'/' { 0 } else { c };
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => rank(a[i]).cmp(&rank(b[i])),
+        None => a.len().cmp(&b.len()),
+    }
+}
+
+/// Sorts `(path, item)` pairs into path order.
+pub fn sort_by_path<P: AsRef<Path>, T>(v: &mut [(P, T)]) {
+    v.sort_unstable_by(|x, y| path_order(x.0.as_ref(), y.0.as_ref()));
+}
+
+/// Applies `update` to the entry of `map` at each path of `updates` that `map` has,
+/// sorting `updates` first: one merge over both instead of a B-tree search per path.
+pub fn update_each<V, U>(
+    map: &mut BTreeMap<PathBuf, V>,
+    updates: &mut [(PathBuf, U)],
+    mut update: impl FnMut(&mut V, &U),
+) {
+    if updates.len() < 64 || updates.len() < map.len() / 16 {
+        for (p, u) in updates.iter() {
+            if let Some(v) = map.get_mut(p) {
+                update(v, u);
+            }
+        }
+        return;
+    }
+    sort_by_path(updates);
+    let mut ups = updates.iter().peekable();
+    for (p, v) in map.iter_mut() {
+        while ups
+            .peek()
+            .is_some_and(|(q, _)| path_order(q, p) == std::cmp::Ordering::Less)
+        {
+            ups.next();
+        }
+        match ups.peek() {
+            Some((q, u)) if q == p => update(v, u),
+            Some(_) => {}
+            None => break,
+        }
+    }
+}
+
 /// Walks two path-keyed maps together in key order, yielding every path once with its
 /// entry on each side (one comparison per step instead of two lookups per path).
 pub fn zip_paths<'a, V, W>(
@@ -219,24 +270,15 @@ where
         (None, None) => None,
         (Some(_), None) => xi.next().map(|(p, v)| (p, Some(v), None)),
         (None, Some(_)) => yi.next().map(|(p, v)| (p, None, Some(v))),
-        (Some((px, _)), Some((py, _))) => {
-            let (a, b) = ((*px).as_ref(), (*py).as_ref());
-            // Equal bytes are equal paths: the common case costs one memcmp.
-            let order = if a.as_os_str() == b.as_os_str() {
-                std::cmp::Ordering::Equal
-            } else {
-                a.cmp(b)
-            };
-            match order {
-                std::cmp::Ordering::Less => xi.next().map(|(p, v)| (p, Some(v), None)),
-                std::cmp::Ordering::Greater => yi.next().map(|(p, v)| (p, None, Some(v))),
-                std::cmp::Ordering::Equal => {
-                    let (p, v) = xi.next().expect("BUG: peeked");
-                    let (_, w) = yi.next().expect("BUG: peeked");
-                    Some((p, Some(v), Some(w)))
-                }
+        (Some((px, _)), Some((py, _))) => match path_order((*px).as_ref(), (*py).as_ref()) {
+            std::cmp::Ordering::Less => xi.next().map(|(p, v)| (p, Some(v), None)),
+            std::cmp::Ordering::Greater => yi.next().map(|(p, v)| (p, None, Some(v))),
+            std::cmp::Ordering::Equal => {
+                let (p, v) = xi.next().expect("BUG: peeked");
+                let (_, w) = yi.next().expect("BUG: peeked");
+                Some((p, Some(v), Some(w)))
             }
-        }
+        },
     })
 }
 
@@ -309,6 +351,52 @@ mod tests {
                 ("c".to_string(), Some(3), Some(7)),
             ]
         );
+    }
+
+    #[test]
+    fn path_order_is_the_order_of_path_components() {
+        let names = ["a", "b", "a-b", "a b", "ab", "a.b", "é", "A", "~", "0"];
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let paths: Vec<PathBuf> = (0..400)
+            .map(|_| (0..1 + next(4)).map(|_| names[next(names.len())]).collect())
+            .collect();
+        for x in &paths {
+            for y in &paths {
+                assert_eq!(path_order(x, y), x.cmp(y), "{x:?} vs {y:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn update_each_touches_exactly_the_paths_given() {
+        let mut map: BTreeMap<PathBuf, u32> = (0..200)
+            .map(|i| (PathBuf::from(format!("d{}/f{i}", i % 7)), 0))
+            .collect();
+        let mut ups: Vec<(PathBuf, u32)> = (0..200)
+            .rev()
+            .step_by(2)
+            .map(|i| (PathBuf::from(format!("d{}/f{i}", i % 7)), i))
+            .chain([(PathBuf::from("missing"), 1)])
+            .collect();
+        update_each(&mut map, &mut ups, |v, u| *v = *u + 1);
+        for (p, v) in &map {
+            let i: u32 = p
+                .to_str()
+                .unwrap()
+                .rsplit('f')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(*v, if i % 2 == 1 { i + 1 } else { 0 }, "{p:?}");
+        }
+        assert!(!map.contains_key(Path::new("missing")));
     }
 
     #[test]

@@ -254,7 +254,7 @@ impl Job {
         }
         let stop = || signal::stop_requested();
         let mut root = root;
-        let applied = apply::apply(
+        let mut applied = apply::apply(
             &plan,
             &mut root,
             &ApplyOptions {
@@ -270,16 +270,15 @@ impl Job {
         log::debug!("applied: {:.3}s", started.elapsed().as_secs_f64());
 
         // Record: every file's hash, on both sides, for the caches and the summary.
-        for (p, (digest, st)) in &applied.read {
-            if let Some(e) = src.entries.get_mut(p) {
-                if e.kind == Kind::File {
-                    e.size = st.size;
-                    e.mtime = st.mtime;
-                    e.ino = st.ino;
-                    e.hash = Some(*digest);
-                }
+        let mut read = std::mem::take(&mut applied.read);
+        engine::tree::update_each(&mut src.entries, &mut read, |e, (digest, st)| {
+            if e.kind == Kind::File {
+                e.size = st.size;
+                e.mtime = st.mtime;
+                e.ino = st.ino;
+                e.hash = Some(*digest);
             }
-        }
+        });
         let counts: Counts = applied.counts.clone();
         let mut after = apply::tree_after(dst, &applied);
         if !interrupted {

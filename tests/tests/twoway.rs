@@ -288,11 +288,14 @@ fn killed_repeatedly_converges_without_partial_files_or_loss() {
                 replace_random(&side.join(p), rng.below(200_000) as usize, &mut rng);
             }
         }
+        // And a new bulky file, so every pass has a long copy to be cut short in.
+        let side = if round % 2 == 0 { &a } else { &b };
+        write_random(&side.join(format!("bulk-{round}.bin")), 8 << 20, &mut rng);
         seen.extend(contents(&a));
         seen.extend(contents(&b));
         let mut cmd = env.cmd("twoway");
         cmd.arg(&a).arg(&b).args(["--once", "--max-delete", "100"]);
-        if kill_after(cmd, Duration::from_millis(20 + rng.below(200))) {
+        if kill_after(cmd, Duration::from_millis(10 + rng.below(120))) {
             killed += 1;
         }
         for root in [&a, &b] {
