@@ -294,7 +294,7 @@ pub fn zip3_paths<'a, V>(
         (None, None) => None,
         (Some(_), None) => xy.next().map(|(p, a, b)| (p, a, b, None)),
         (None, Some(_)) => zi.next().map(|(p, c)| (p, None, None, Some(c))),
-        (Some((p1, _, _)), Some((p2, _))) => match (*p1).cmp(*p2) {
+        (Some((p1, _, _)), Some((p2, _))) => match path_order(p1, p2) {
             std::cmp::Ordering::Less => xy.next().map(|(p, a, b)| (p, a, b, None)),
             std::cmp::Ordering::Greater => zi.next().map(|(p, c)| (p, None, None, Some(c))),
             std::cmp::Ordering::Equal => {

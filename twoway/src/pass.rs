@@ -151,15 +151,35 @@ impl Job {
         let mut hashed_files = 0u64;
         let (mut ta, mut tb) =
             replica::read_both((&reps[0], &opts), (&reps[1], &opts), self.settings.checksum)?;
-        for (r, t) in reps.iter().zip([&mut ta, &mut tb]) {
+        let base = state::load(&self.state_file, &self.a, &self.b);
+        log::debug!(
+            "read both replicas and the sync state: {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
+        let first = base.is_none();
+        let base = base.unwrap_or_default();
+        // The planner compares contents only where a file meets a file of the same size
+        // (on the other side or in the state); only those need a hash now. Every other
+        // file is hashed while it is copied, or after the pass.
+        let needed = if self.settings.checksum {
+            None
+        } else {
+            Some(files_to_compare(&ta, &tb, &base))
+        };
+        for (i, (r, t)) in reps.iter().zip([&mut ta, &mut tb]).enumerate() {
             errors.append(&mut t.errors);
-            let h = r.hash_rest(t);
+            let h = match &needed {
+                None => r.hash_rest(t),
+                Some(n) => r.hash_where(t, |p| {
+                    n[i].binary_search_by(|q| engine::tree::path_order(q, p))
+                        .is_ok()
+                }),
+            };
             hashed_files += h.files;
             errors.extend(h.errors);
         }
-
         log::debug!(
-            "read and hashed both replicas: {:.3}s",
+            "hashed what the plan compares: {:.3}s",
             started.elapsed().as_secs_f64()
         );
         let coarse = [&self.a, &self.b].iter().any(|r| {
@@ -167,13 +187,6 @@ impl Job {
                 .ok()
                 .is_some_and(|root| root.fs_traits().coarse_times)
         });
-        let base = state::load(&self.state_file, &self.a, &self.b);
-        log::debug!(
-            "loaded the sync state: {:.3}s",
-            started.elapsed().as_secs_f64()
-        );
-        let first = base.is_none();
-        let base = base.unwrap_or_default();
         let mut plan = plan::plan_sync(
             &base,
             &ta,
@@ -255,7 +268,7 @@ impl Job {
             }
         }
 
-        let (applied, interrupted) = self.apply(&plan)?;
+        let (mut applied, interrupted) = self.apply(&plan)?;
         log::debug!("applied: {:.3}s", started.elapsed().as_secs_f64());
         let mut counts = Counts::default();
         let mut failed: Vec<PathBuf> = Vec::new();
@@ -272,6 +285,22 @@ impl Job {
                 t = apply::tree_after(t, a);
             }
             afters.push(t);
+        }
+        // What a side's copies read from the other side was hashed on the way: those
+        // files of the other side are not hashed again.
+        for i in 0..2 {
+            let mut read: Vec<_> = applied[i]
+                .iter_mut()
+                .flat_map(|a| std::mem::take(&mut a.read))
+                .collect();
+            engine::tree::update_each(&mut afters[1 - i].entries, &mut read, |e, (d, st)| {
+                if e.kind == engine::tree::Kind::File && e.hash.is_none() {
+                    e.size = st.size;
+                    e.mtime = st.mtime;
+                    e.ino = st.ino;
+                    e.hash = Some(*d);
+                }
+            });
         }
         // Both replicas at once: flush, hash what is still unknown, save the stat cache.
         let finished: Vec<engine::cache::Hashed> = std::thread::scope(|s| {
@@ -310,7 +339,9 @@ impl Job {
         // state entirely.
         log::debug!("recorded caches: {:.3}s", started.elapsed().as_secs_f64());
         if !interrupted {
-            let new_state = merge_state(&base, std::mem::take(&mut plan.state), &failed);
+            let mut planned = std::mem::take(&mut plan.state);
+            fill_state_hashes(&mut planned, &afters);
+            let new_state = merge_state(&base, planned, &failed);
             let unchanged = !first && new_state == base;
             if unchanged {
                 log::debug!("sync state unchanged");
@@ -465,6 +496,50 @@ fn merge_state(
         }
     }
     planned
+}
+
+/// For each side, the files (in path order) whose content the planner compares: a file
+/// with a file of the same size at its path on the other side or in the state, and no
+/// hash from the stat cache.
+fn files_to_compare(a: &Tree, b: &Tree, base: &BTreeMap<PathBuf, Entry>) -> [Vec<PathBuf>; 2] {
+    fn file(e: Option<&Entry>) -> Option<&Entry> {
+        e.filter(|e| e.kind == engine::tree::Kind::File)
+    }
+    let mut out = [Vec::new(), Vec::new()];
+    for (p, x, y, s) in engine::tree::zip3_paths(&a.entries, &b.entries, base) {
+        let (x, y, s) = (file(x), file(y), file(s));
+        let meets = |e: &Entry, others: [Option<&Entry>; 2]| {
+            e.hash.is_none() && others.iter().flatten().any(|o| o.size == e.size)
+        };
+        if x.is_some_and(|x| meets(x, [y, s])) {
+            out[0].push(p.clone());
+        }
+        if y.is_some_and(|y| meets(y, [x, s])) {
+            out[1].push(p.clone());
+        }
+    }
+    out
+}
+
+/// The planned state takes its files' hashes from the replicas after the pass (a file
+/// synced without being compared was hashed by its copy or after the pass). A hash is
+/// taken only from an entry with the state's size and mtime.
+fn fill_state_hashes(state: &mut BTreeMap<PathBuf, Entry>, afters: &[Tree]) {
+    for t in afters {
+        let zipped = engine::tree::zip_sorted(state.iter_mut(), t.entries.iter());
+        for (_, s, e) in zipped {
+            if let (Some(s), Some(e)) = (s, e) {
+                if s.kind == engine::tree::Kind::File
+                    && s.hash.is_none()
+                    && e.kind == s.kind
+                    && e.size == s.size
+                    && e.mtime == s.mtime
+                {
+                    s.hash = e.hash;
+                }
+            }
+        }
+    }
 }
 
 fn sha_text(d: Option<Digest>) -> String {

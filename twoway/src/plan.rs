@@ -9,7 +9,7 @@
 //! Nothing here touches a disk.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
@@ -275,10 +275,14 @@ pub fn plan_sync(
         .chain(&a.excluded)
         .chain(&b.excluded)
         .map(|p| (p, true));
+    // One set lookup per path instead of a search of the B-tree.
+    let final_dirs: HashSet<&OsStr> = finals
+        .iter()
+        .filter(|(_, f)| matches!(f, Some(f) if f.entry.kind == Kind::Dir))
+        .map(|(p, _)| p.as_os_str())
+        .collect();
     let parent_is_dir = |p: &Path| match p.parent() {
-        Some(q) if !q.as_os_str().is_empty() => {
-            matches!(finals.get(q), Some(Some(f)) if f.entry.kind == Kind::Dir)
-        }
+        Some(q) if !q.as_os_str().is_empty() => final_dirs.contains(q.as_os_str()),
         _ => true,
     };
     for (p, f) in finals.iter().map(|(p, f)| (p, f.is_some())).chain(held) {
@@ -293,6 +297,7 @@ pub fn plan_sync(
             }
         }
     }
+    drop(final_dirs);
     for d in needs_dir {
         let is_dir = matches!(finals.get(&d), Some(Some(f)) if f.entry.kind == Kind::Dir);
         if is_dir {
