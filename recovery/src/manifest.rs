@@ -55,7 +55,8 @@ pub struct Manifest {
 
 impl Manifest {
     /// The manifest of `tree` (every file must be hashed; unknown paths are left out).
-    pub fn from_tree(dir: &Path, tree: &Tree) -> Manifest {
+    /// `sha`: the tree's directory SHA-256 when the caller knows it already.
+    pub fn from_tree(dir: &Path, tree: &Tree, sha: Option<Digest>) -> Manifest {
         let mut entries = Vec::with_capacity(tree.entries.len());
         let (mut files, mut bytes) = (0u64, 0u64);
         for (p, e) in &tree.entries {
@@ -68,13 +69,15 @@ impl Manifest {
             }
             entries.push(ManifestEntry::new(p.clone(), e));
         }
-        let sha = hash::dir_sha256(
-            entries
-                .iter()
-                .filter(|e| e.kind == Kind::File)
-                .map(|e| (e.path.as_path(), e.sha256)),
-        )
-        .expect("BUG: every file in a manifest has a hash");
+        let sha = sha.unwrap_or_else(|| {
+            hash::dir_sha256(
+                entries
+                    .iter()
+                    .filter(|e| e.kind == Kind::File)
+                    .map(|e| (e.path.as_path(), e.sha256)),
+            )
+            .expect("BUG: every file in a manifest has a hash")
+        });
         let root = tree
             .root
             .clone()
@@ -178,7 +181,9 @@ mod tests {
         );
         t.entries
             .insert("l".into(), Entry::symlink("d/f", MTime::new(7, 8)));
-        let m = Manifest::from_tree(Path::new("/x"), &t);
+        let m = Manifest::from_tree(Path::new("/x"), &t, None);
+        let known = Manifest::from_tree(Path::new("/x"), &t, hash::tree_sha256(&t));
+        assert_eq!(known.dir_sha256, m.dir_sha256);
         let d = tempfile::tempdir().unwrap();
         m.save(d.path()).unwrap();
         let back = Manifest::load(d.path()).unwrap();

@@ -121,6 +121,12 @@ pub(crate) fn patch(
     let mut src = Root::open(replica)?;
     let mut removed_dir: Option<PathBuf> = None;
     let mut puts: Vec<&ManifestEntry> = Vec::new();
+    // Directories whose mode or mtime must be set again: changed in the manifest, or an
+    // entry was removed from or put into them (which moves their mtime).
+    let mut touched: std::collections::HashSet<&Path> = Default::default();
+    fn parent(p: &Path) -> Option<&Path> {
+        p.parent().filter(|q| !q.as_os_str().is_empty())
+    }
     // Both manifests list their entries in path order.
     let olds = old.entries.iter().map(|e| (&e.path, e));
     let news = manifest.entries.iter().map(|e| (&e.path, e));
@@ -133,8 +139,13 @@ pub(crate) fn patch(
         }
         removed_dir = None;
         match (o, n) {
-            (Some(o), Some(n)) if keeps(o, n) => {}
+            (Some(o), Some(n)) if keeps(o, n) => {
+                if n.kind == Kind::Dir && (o.mode != n.mode || o.mtime != n.mtime) {
+                    touched.insert(p);
+                }
+            }
             (Some(o), n) => {
+                touched.extend(parent(p));
                 dst.remove(p)?;
                 if o.kind == Kind::Dir {
                     removed_dir = Some(p.clone());
@@ -150,6 +161,12 @@ pub(crate) fn patch(
     let no_prev = std::collections::HashMap::new();
     let link_ok = std::sync::atomic::AtomicBool::new(true);
     let mut fixes: std::collections::HashMap<PathBuf, (Digest, fsops::Stat)> = Default::default();
+    for n in &puts {
+        touched.extend(parent(&n.path));
+        if n.kind == Kind::Dir {
+            touched.insert(&n.path);
+        }
+    }
     for n in puts {
         if n.kind == Kind::Dir {
             dst.mkdir(&n.path, n.mode)?;
@@ -160,9 +177,10 @@ pub(crate) fn patch(
     let dirs: Vec<(PathBuf, u32, MTime)> = manifest
         .entries
         .iter()
-        .filter(|e| e.kind == Kind::Dir)
+        .filter(|e| e.kind == Kind::Dir && touched.contains(e.path.as_path()))
         .map(|e| (e.path.clone(), e.mode, MTime::new(e.mtime.0, e.mtime.1)))
         .collect();
+    drop(touched);
     finish_tree(&mut dst, dirs, manifest, fixes)
 }
 

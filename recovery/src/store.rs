@@ -268,7 +268,7 @@ impl VersionedDir {
             self.register_if_missing(home, None)?;
             return Ok(None);
         }
-        let mut manifest = Manifest::from_tree(&self.dir, tree);
+        let mut manifest = Manifest::from_tree(&self.dir, tree, Some(sha));
         // Only a copying store needs the previous version's list (to share unchanged files).
         let copying = self.copies_files(replica);
         let previous = if copying {
