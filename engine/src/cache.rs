@@ -144,6 +144,12 @@ impl StatCache {
         }
     }
 
+    /// The SHA-256 of the cache's bytes (to tell whether it changed).
+    pub fn digest(&self) -> Digest {
+        use sha2::Digest as _;
+        Digest(sha2::Sha256::digest(&self.bytes).into())
+    }
+
     /// How many files the cache holds (for tests and logs).
     pub fn len(&self, root: &Path) -> usize {
         self.records(root).len()

@@ -10,7 +10,7 @@ use crate::error::Refusal;
 use crate::hash;
 use crate::home::DataHome;
 use crate::scan::{self, ScanOptions};
-use crate::tree::Tree;
+use crate::tree::{Digest, Tree};
 
 /// One replica root and its stat cache.
 #[derive(Debug)]
@@ -18,8 +18,9 @@ pub struct Replica {
     pub root: PathBuf,
     pub label: &'static str,
     cache_file: PathBuf,
-    /// The cache as loaded, so an unchanged one is not written again.
-    loaded: OnceLock<StatCache>,
+    /// The SHA-256 of the cache as loaded, so an unchanged one is not written again
+    /// (its bytes are dropped once the scanned tree has its hashes).
+    loaded: OnceLock<Digest>,
 }
 
 impl Replica {
@@ -68,9 +69,8 @@ impl Replica {
 
     /// Takes known hashes from the stat cache (none with `checksum`).
     pub fn load_hashes(&self, tree: &mut Tree, checksum: bool) {
-        let cache = self
-            .loaded
-            .get_or_init(|| StatCache::load(&self.cache_file));
+        let cache = StatCache::load(&self.cache_file);
+        let _ = self.loaded.set(cache.digest());
         if !checksum {
             cache.fill(&self.root, tree);
         }
@@ -97,7 +97,7 @@ impl Replica {
     /// Saves what is known of the tree's hashes for the next pass.
     pub fn save_cache(&self, tree: &Tree, scanned_at: crate::tree::MTime) {
         let cache = StatCache::from_tree(&self.root, tree, scanned_at);
-        if self.loaded.get() == Some(&cache) {
+        if self.loaded.get() == Some(&cache.digest()) {
             return;
         }
         if let Err(e) = cache.save(&self.cache_file) {

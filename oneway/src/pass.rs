@@ -266,6 +266,8 @@ impl Job {
             },
         );
         errors.extend(plan.errors);
+        // The plan holds a copy of every entry it acts on: gone before the record step.
+        drop(plan.actions);
         let interrupted = applied.interrupted;
         log::debug!("applied: {:.3}s", started.elapsed().as_secs_f64());
 
@@ -281,6 +283,8 @@ impl Job {
         });
         let counts: Counts = applied.counts.clone();
         let mut after = apply::tree_after(dst, &applied);
+        let applied_errors = applied.errors.len();
+        drop(applied);
         if !interrupted {
             for (r, t) in [(&source, &mut src), (&backup, &mut after)] {
                 let h = r.hash_rest(t);
@@ -320,7 +324,7 @@ impl Job {
                 }
             }
         }
-        let total_errors = errors.len() + applied.errors.len();
+        let total_errors = errors.len() + applied_errors;
         log::info!(
             "pass {n}{}: {} · {} bytes copied · hashed {hashed_files} files · {total_errors} errors · {:.2}s · SOURCE sha256 {} · BACKUP sha256 {}{version_note}",
             if interrupted { " (interrupted)" } else { "" },
