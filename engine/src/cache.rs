@@ -118,30 +118,35 @@ impl StatCache {
             };
             t < start - window
         };
-        let files = tree
-            .entries
-            .iter()
-            .filter(|(_, e)| e.kind == Kind::File && settled(e.mtime))
-            .filter_map(|(p, e)| {
-                let h = e.hash?;
-                Some((
-                    p.as_os_str().as_bytes(),
-                    e.size,
-                    e.mtime.sec,
-                    e.mtime.nsec,
-                    e.ino,
-                    h.0,
-                ))
-            })
-            .collect();
-        let disk = OnDisk {
-            format: FORMAT,
-            root: root.as_os_str().as_bytes(),
-            files,
+        let records = || {
+            tree.entries
+                .iter()
+                .filter(move |(_, e)| e.kind == Kind::File && settled(e.mtime))
+                .filter_map(|(p, e)| {
+                    let h = e.hash?;
+                    let r: Record = (
+                        p.as_os_str().as_bytes(),
+                        e.size,
+                        e.mtime.sec,
+                        e.mtime.nsec,
+                        e.ino,
+                        h.0,
+                    );
+                    Some(r)
+                })
         };
-        StatCache {
-            bytes: postcard::to_allocvec(&disk).expect("BUG: encoding to memory cannot fail"),
+        // Encoded record by record into one buffer of about the right size, as `OnDisk`
+        // would be (its fields in order, then the count and each record), without a
+        // vector of every record first.
+        let count = records().count();
+        let root = root.as_os_str().as_bytes();
+        let mut bytes = Vec::with_capacity(16 + root.len() + count * 80);
+        let enc = "BUG: encoding to memory cannot fail";
+        bytes = postcard::to_extend(&(FORMAT, root, count), bytes).expect(enc);
+        for r in records() {
+            bytes = postcard::to_extend(&r, bytes).expect(enc);
         }
+        StatCache { bytes }
     }
 
     /// The SHA-256 of the cache's bytes (to tell whether it changed).

@@ -249,7 +249,10 @@ impl Walker<'_> {
         depth: usize,
         out: &mut Partial,
     ) -> Option<(PathBuf, OwnedFd)> {
-        let child = rel.join(name);
+        // Sized exactly: a tree keeps one of these per entry (`join` leaves slack).
+        let mut child = PathBuf::with_capacity(rel.as_os_str().len() + 1 + name.len());
+        child.push(rel);
+        child.push(name);
         if names::is_temp_name(name) {
             out.leftovers.push(child);
             return None;

@@ -149,9 +149,17 @@ impl Job {
         ];
         let mut errors: Vec<engine::Error> = Vec::new();
         let mut hashed_files = 0u64;
-        let (mut ta, mut tb) =
-            replica::read_both((&reps[0], &opts), (&reps[1], &opts), self.settings.checksum)?;
-        let base = state::load(&self.state_file, &self.a, &self.b);
+        // The sync state loads while both replicas are scanned.
+        let (read, base) = std::thread::scope(|s| {
+            let base = s.spawn(|| state::load(&self.state_file, &self.a, &self.b));
+            let read =
+                replica::read_both((&reps[0], &opts), (&reps[1], &opts), self.settings.checksum);
+            (
+                read,
+                base.join().expect("BUG: loading the state does not panic"),
+            )
+        });
+        let (mut ta, mut tb) = read?;
         log::debug!(
             "read both replicas and the sync state: {:.3}s",
             started.elapsed().as_secs_f64()
@@ -302,6 +310,16 @@ impl Job {
                 }
             });
         }
+        // The actions and what they did are folded in: gone before the record step.
+        drop(applied);
+        for p in [
+            &mut plan.keep_a,
+            &mut plan.keep_b,
+            &mut plan.to_a,
+            &mut plan.to_b,
+        ] {
+            *p = engine::mirror::Plan::default();
+        }
         // Both replicas at once: flush, hash what is still unknown, save the stat cache.
         let finished: Vec<engine::cache::Hashed> = std::thread::scope(|s| {
             let workers: Vec<_> = reps
@@ -352,7 +370,11 @@ impl Job {
         }
 
         log::debug!("recorded state: {:.3}s", started.elapsed().as_secs_f64());
-        let shas = [hash::tree_sha256(&afters[0]), hash::tree_sha256(&afters[1])];
+        let shas = std::thread::scope(|s| {
+            let a = s.spawn(|| hash::tree_sha256(&afters[0]));
+            let b = hash::tree_sha256(&afters[1]);
+            [a.join().expect("BUG: hashing does not panic"), b]
+        });
         let mut notes = String::new();
         if let (Some(vs), false) = (&self.versions, interrupted) {
             // Each replica's version on its own thread: they share nothing.

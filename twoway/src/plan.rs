@@ -169,18 +169,20 @@ pub fn conflict_name(path: &Path, mtime_secs: i64, taken: &dyn Fn(&Path) -> bool
 
 /// The final state of a path: which side's entry ends up on both.
 #[derive(Debug, Clone)]
-struct Final {
+struct Final<'a> {
     from: Side,
-    entry: Entry,
+    /// The entry as scanned on `from`'s side (borrowed: a plan over 50,000 paths would
+    /// otherwise hold a copy of each).
+    entry: &'a Entry,
     /// For a conflict copy: the path of the original on `from`'s side.
     copy_of: Option<PathBuf>,
 }
 
 /// Plans one two-way pass.
-pub fn plan_sync(
-    base: &BTreeMap<PathBuf, Entry>,
-    a: &Tree,
-    b: &Tree,
+pub fn plan_sync<'a>(
+    base: &'a BTreeMap<PathBuf, Entry>,
+    a: &'a Tree,
+    b: &'a Tree,
     opts: &SyncOptions,
 ) -> SyncPlan {
     let w = opts.modify_window;
@@ -196,26 +198,26 @@ pub fn plan_sync(
     let mut copies: BTreeMap<PathBuf, Option<Final>> = BTreeMap::new();
     let mut conflicts = Vec::new();
 
-    let keep = |side: Side, e: &Entry| {
+    fn keep(side: Side, e: &Entry) -> Option<Final<'_>> {
         Some(Final {
             from: side,
-            entry: e.clone(),
+            entry: e,
             copy_of: None,
         })
-    };
+    }
     let mut add_copy = |p: &Path,
                         loser: Side,
-                        e: &Entry,
+                        e: &'a Entry,
                         winner_side: Side,
                         taken: &mut HashSet<PathBuf>,
-                        finals: &mut BTreeMap<PathBuf, Option<Final>>| {
+                        finals: &mut BTreeMap<PathBuf, Option<Final<'a>>>| {
         let copy = conflict_name(p, e.mtime.sec, &|c| taken.contains(c) || exists(c));
         taken.insert(copy.clone());
         finals.insert(
             copy.clone(),
             Some(Final {
                 from: loser,
-                entry: e.clone(),
+                entry: e,
                 copy_of: Some(p.to_path_buf()),
             }),
         );
@@ -310,13 +312,13 @@ pub fn plan_sync(
                 .is_some_and(|e| e.kind == Kind::Dir)
         });
         let Some(ds) = dir_side else { continue };
-        let dir_entry = side_tree(ds).entries[&d].clone();
+        let dir_entry = &side_tree(ds).entries[&d];
         for s in [Side::A, Side::B] {
             if let Some(e) = side_tree(s).entries.get(&d).filter(|e| e.kind != Kind::Dir) {
                 add_copy(&d, s, e, ds, &mut new_names, &mut finals);
             }
         }
-        finals.insert(d.clone(), keep(ds, &dir_entry));
+        finals.insert(d.clone(), keep(ds, dir_entry));
     }
 
     let mut plan = SyncPlan {
@@ -342,7 +344,7 @@ pub fn plan_sync(
     plan.state = finals
         .into_iter()
         .filter_map(|(p, f)| {
-            let mut e = f?.entry;
+            let mut e = f?.entry.clone();
             e.ino = 0;
             e.nlink = 1;
             Some((p, e))
@@ -406,7 +408,7 @@ fn actions_for(
                 }
             }
             Some(f) => {
-                let e = &f.entry;
+                let e = f.entry;
                 if same(c, Some(e), 0)
                     && (e.kind != Kind::Dir || c.is_some_and(|c| c.mtime == e.mtime))
                 {
