@@ -209,6 +209,9 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
     out
 }
 
+/// Consecutive copies a worker takes at once.
+const COPY_RUN: usize = 32;
+
 /// Files written per batch before one filesystem-wide flush, and bytes.
 const BATCH_FILES: usize = 256;
 const BATCH_BYTES: u64 = 256 << 20;
@@ -229,12 +232,19 @@ fn copy_worker(
 ) {
     let mut pending: Vec<(&Action, Prepared)> = Vec::new();
     let mut pending_bytes = 0u64;
+    // Copies are taken a run at a time: neighbours in path order share a directory,
+    // and two threads creating files in one directory wait on its lock.
+    let mut run = 0..0;
     loop {
         if (opts.stop)() {
             out.interrupted = true;
             break;
         }
-        let Some(action) = copies.get(next.fetch_add(1, Ordering::Relaxed)) else {
+        if run.is_empty() {
+            let start = next.fetch_add(COPY_RUN, Ordering::Relaxed);
+            run = start..(start + COPY_RUN).min(copies.len());
+        }
+        let Some(action) = run.next().and_then(|i| copies.get(i)) else {
             break;
         };
         match prepare_copy(action, dst, src, opts, false) {

@@ -15,6 +15,9 @@ use crate::manifest::{Manifest, ManifestEntry, MANIFEST};
 
 /// Fills `new` with the manifest's entries, linked or copied from `replica`:
 /// directories first, then files and links on every core.
+/// Entries a worker takes at once.
+const RUN: usize = 32;
+
 /// The previous version's files: hash, mode and mtime by path.
 type PrevFiles<'a> = std::collections::HashMap<&'a Path, (Digest, u32, (i64, u32))>;
 
@@ -58,9 +61,16 @@ pub(crate) fn build(
                         None
                     };
                     let mut fixes = Vec::new();
+                    // A run of neighbours at a time: they share a directory, and two
+                    // threads linking into one directory wait on its lock.
+                    let mut run = 0..0;
                     loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(e) = work.get(i) else { break };
+                        if run.is_empty() {
+                            let start = next.fetch_add(RUN, std::sync::atomic::Ordering::Relaxed);
+                            run = start..(start + RUN).min(work.len());
+                        }
+                        let Some(i) = run.next() else { break };
+                        let e = work[i];
                         if let Some(fix) = put_entry(
                             e,
                             new,
