@@ -209,8 +209,11 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
     out
 }
 
-/// Consecutive copies a worker takes at once.
-const COPY_RUN: usize = 32;
+/// How many consecutive items a worker takes at once out of `total`: up to 32, but
+/// few enough that every thread gets a share (16 large files must not all go to one).
+pub fn run_length(total: usize) -> usize {
+    (total / (crate::hash::default_threads() * 8)).clamp(1, 32)
+}
 
 /// Files written per batch before one filesystem-wide flush, and bytes.
 const BATCH_FILES: usize = 256;
@@ -241,8 +244,9 @@ fn copy_worker(
             break;
         }
         if run.is_empty() {
-            let start = next.fetch_add(COPY_RUN, Ordering::Relaxed);
-            run = start..(start + COPY_RUN).min(copies.len());
+            let len = run_length(copies.len());
+            let start = next.fetch_add(len, Ordering::Relaxed);
+            run = start..(start + len).min(copies.len());
         }
         let Some(action) = run.next().and_then(|i| copies.get(i)) else {
             break;

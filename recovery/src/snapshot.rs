@@ -15,9 +15,6 @@ use crate::manifest::{Manifest, ManifestEntry, MANIFEST};
 
 /// Fills `new` with the manifest's entries, linked or copied from `replica`:
 /// directories first, then files and links on every core.
-/// Entries a worker takes at once.
-const RUN: usize = 32;
-
 /// The previous version's files: hash, mode and mtime by path.
 type PrevFiles<'a> = std::collections::HashMap<&'a Path, (Digest, u32, (i64, u32))>;
 
@@ -66,8 +63,9 @@ pub(crate) fn build(
                     let mut run = 0..0;
                     loop {
                         if run.is_empty() {
-                            let start = next.fetch_add(RUN, std::sync::atomic::Ordering::Relaxed);
-                            run = start..(start + RUN).min(work.len());
+                            let len = engine::apply::run_length(work.len());
+                            let start = next.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+                            run = start..(start + len).min(work.len());
                         }
                         let Some(i) = run.next() else { break };
                         let e = work[i];
