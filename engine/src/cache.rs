@@ -149,10 +149,9 @@ impl StatCache {
         StatCache { bytes }
     }
 
-    /// The SHA-256 of the cache's bytes (to tell whether it changed).
-    pub fn digest(&self) -> Digest {
-        use sha2::Digest as _;
-        Digest(sha2::Sha256::digest(&self.bytes).into())
+    /// True if there was no cache to load.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
     }
 
     /// How many files the cache holds (for tests and logs).

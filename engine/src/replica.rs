@@ -10,7 +10,7 @@ use crate::error::Refusal;
 use crate::hash;
 use crate::home::DataHome;
 use crate::scan::{self, ScanOptions};
-use crate::tree::{Digest, Tree};
+use crate::tree::Tree;
 
 /// One replica root and its stat cache.
 #[derive(Debug)]
@@ -18,9 +18,8 @@ pub struct Replica {
     pub root: PathBuf,
     pub label: &'static str,
     cache_file: PathBuf,
-    /// The SHA-256 of the cache as loaded, so an unchanged one is not written again
-    /// (its bytes are dropped once the scanned tree has its hashes).
-    loaded: OnceLock<Digest>,
+    /// Whether a cache file was there when the pass began (else it is always written).
+    loaded: OnceLock<bool>,
 }
 
 impl Replica {
@@ -70,7 +69,7 @@ impl Replica {
     /// Takes known hashes from the stat cache (none with `checksum`).
     pub fn load_hashes(&self, tree: &mut Tree, checksum: bool) {
         let cache = StatCache::load(&self.cache_file);
-        let _ = self.loaded.set(cache.digest());
+        let _ = self.loaded.set(!cache.is_empty());
         if !checksum {
             cache.fill(&self.root, tree);
         }
@@ -97,7 +96,9 @@ impl Replica {
     /// Saves what is known of the tree's hashes for the next pass.
     pub fn save_cache(&self, tree: &Tree, scanned_at: crate::tree::MTime) {
         let cache = StatCache::from_tree(&self.root, tree, scanned_at);
-        if self.loaded.get() == Some(&cache.digest()) {
+        // An unchanged cache is not written again: the file is read back and compared
+        // (cheaper than hashing both, and nothing is held in memory during the pass).
+        if self.loaded.get() == Some(&true) && StatCache::load(&self.cache_file) == cache {
             return;
         }
         if let Err(e) = cache.save(&self.cache_file) {
