@@ -210,6 +210,16 @@ pub fn path_order(a: &Path, b: &Path) -> std::cmp::Ordering {
     }
 }
 
+/// The parent of a tree's relative path (`""` for a top-level name), found from the
+/// bytes: `Path::parent` parses components from the back, and planners ask for the
+/// parent of every path.
+pub fn parent_of(p: &Path) -> &Path {
+    use std::os::unix::ffi::OsStrExt;
+    let b = p.as_os_str().as_bytes();
+    let end = b.iter().rposition(|&c| c == b'/').unwrap_or(0);
+    Path::new(std::ffi::OsStr::from_bytes(&b[..end]))
+}
+
 /// Sorts `(path, item)` pairs into path order.
 pub fn sort_by_path<P: AsRef<Path>, T>(v: &mut [(P, T)]) {
     v.sort_unstable_by(|x, y| path_order(x.0.as_ref(), y.0.as_ref()));
@@ -370,6 +380,17 @@ mod tests {
             for y in &paths {
                 assert_eq!(path_order(x, y), x.cmp(y), "{x:?} vs {y:?}");
             }
+        }
+    }
+
+    #[test]
+    fn parent_of_matches_path_parent() {
+        for p in ["a", "a/b", "a b/c d/e", "x/y.z"] {
+            assert_eq!(
+                parent_of(Path::new(p)),
+                Path::new(p).parent().unwrap(),
+                "{p}"
+            );
         }
     }
 

@@ -283,9 +283,9 @@ pub fn plan_sync<'a>(
         .filter(|(_, f)| matches!(f, Some(f) if f.entry.kind == Kind::Dir))
         .map(|(p, _)| p.as_os_str())
         .collect();
-    let parent_is_dir = |p: &Path| match p.parent() {
-        Some(q) if !q.as_os_str().is_empty() => final_dirs.contains(q.as_os_str()),
-        _ => true,
+    let parent_is_dir = |p: &Path| {
+        let q = engine::tree::parent_of(p);
+        q.as_os_str().is_empty() || final_dirs.contains(q.as_os_str())
     };
     for (p, f) in finals.iter().map(|(p, f)| (p, f.is_some())).chain(held) {
         // Parents come before children: a path whose parent stays a directory has all
@@ -366,7 +366,8 @@ fn actions_for(
     let mut deletes = 0usize;
     let mut cleared: Option<PathBuf> = None;
     let touched = |p: &Path, dir_meta: &mut BTreeSet<PathBuf>| {
-        if let Some(parent) = p.parent().filter(|q| !q.as_os_str().is_empty()) {
+        if let Some(parent) = Some(engine::tree::parent_of(p)).filter(|q| !q.as_os_str().is_empty())
+        {
             dir_meta.insert(parent.to_path_buf());
         }
     };
