@@ -356,8 +356,14 @@ impl Job {
         // old state so the next pass looks at it again. An interrupted pass keeps the old
         // state entirely.
         log::debug!("recorded caches: {:.3}s", started.elapsed().as_secs_f64());
-        if !interrupted {
-            let mut planned = std::mem::take(&mut plan.state);
+        if !interrupted && plan.state_unchanged && !first {
+            log::debug!("sync state unchanged (nothing changed since the last sync)");
+        } else if !interrupted {
+            let mut planned = if plan.state_unchanged {
+                base.clone()
+            } else {
+                std::mem::take(&mut plan.state)
+            };
             fill_state_hashes(&mut planned, &afters);
             let new_state = merge_state(&base, planned, &failed);
             let unchanged = !first && new_state == base;

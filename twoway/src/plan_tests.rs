@@ -135,12 +135,39 @@ fn contents(m: &Map) -> BTreeSet<(Option<Digest>, Option<PathBuf>)> {
 }
 
 /// One pass, checked: equal replicas, no content lost, and a second pass that does nothing.
+/// `plan_sync`, checking that whenever it takes the shortcut for an unchanged pair the
+/// full planner would have planned nothing and recorded the base again.
+fn plan_checked(base: &Map, a: &Tree, b: &Tree, opts: &SyncOptions) -> SyncPlan {
+    let plan = plan_sync(base, a, b, opts);
+    if plan.state_unchanged {
+        let full = plan_sync_full(base, a, b, opts);
+        assert!(
+            full.is_noop() && full.conflicts.is_empty(),
+            "shortcut taken, but the full planner acts: {full:?}"
+        );
+        assert_eq!(
+            &full.state, base,
+            "shortcut taken, but the state would change"
+        );
+    }
+    plan
+}
+
+/// The state a pass records.
+fn recorded(plan: &SyncPlan, base: &Map) -> Map {
+    if plan.state_unchanged {
+        base.clone()
+    } else {
+        plan.state.clone()
+    }
+}
+
 fn check_pass(base: &Map, a: &Map, b: &Map, policy: ConflictPolicy) -> (SyncPlan, Map) {
     let opts = SyncOptions {
         policy,
         modify_window: 0,
     };
-    let plan = plan_sync(base, &tree(a), &tree(b), &opts);
+    let plan = plan_checked(base, &tree(a), &tree(b), &opts);
     let (na, nb) = simulate(&plan, a, b);
     assert_eq!(norm(&na), norm(&nb), "replicas differ after the pass");
     let after: BTreeSet<_> = contents(&na);
@@ -148,8 +175,13 @@ fn check_pass(base: &Map, a: &Map, b: &Map, policy: ConflictPolicy) -> (SyncPlan
     for c in contents(a).union(&contents(b)) {
         assert!(kept.contains(c), "content {c:?} was lost");
     }
-    let again = plan_sync(&plan.state, &tree(&na), &tree(&nb), &opts);
+    let state = recorded(&plan, base);
+    let again = plan_checked(&state, &tree(&na), &tree(&nb), &opts);
     assert!(again.is_noop(), "second pass is not a no-op: {again:?}");
+    assert!(
+        again.state_unchanged,
+        "a pass right after a sync should find nothing changed"
+    );
     (plan, na)
 }
 
@@ -335,8 +367,51 @@ fn unknown_paths_are_left_alone() {
     a.entries.remove(Path::new("d/f"));
     a.unknown.insert("d".into());
     let b = tree(&base);
-    let plan = plan_sync(&base, &a, &b, &SyncOptions::default());
+    let plan = plan_checked(&base, &a, &b, &SyncOptions::default());
     assert!(plan.is_noop(), "{plan:?}");
+}
+
+#[test]
+fn the_unchanged_shortcut_is_taken_only_when_nothing_differs() {
+    let mut base = Map::new();
+    base.insert("d".into(), dir(0o755, 100));
+    base.insert("d/f".into(), file(1, 100));
+    base.insert("l".into(), link("t", 100));
+    let opts = SyncOptions::default();
+    let same = plan_checked(&base, &tree(&base), &tree(&base), &opts);
+    assert!(same.state_unchanged && same.is_noop());
+
+    // A directory mtime, a mode, a missing hash or a leftover: the full planner runs.
+    let mut dir_time = base.clone();
+    dir_time.get_mut(Path::new("d")).unwrap().mtime = MTime::new(101, 0);
+    let mut mode = base.clone();
+    mode.get_mut(Path::new("d/f")).unwrap().mode = 0o600;
+    let mut unhashed = base.clone();
+    unhashed.get_mut(Path::new("d/f")).unwrap().hash = None;
+    for (name, b) in [
+        ("dir mtime", &dir_time),
+        ("mode", &mode),
+        ("hash", &unhashed),
+    ] {
+        let plan = plan_checked(&base, &tree(&base), &tree(b), &opts);
+        assert!(!plan.state_unchanged, "{name}: shortcut taken");
+    }
+    // Both sides hold the same new bytes (same size and mtime): the state must learn them.
+    let mut both = base.clone();
+    both.get_mut(Path::new("d/f")).unwrap().hash = Some(Digest([9; 32]));
+    let plan = plan_checked(&base, &tree(&both), &tree(&both), &opts);
+    assert!(!plan.state_unchanged && plan.is_noop());
+    assert_eq!(plan.state, both);
+    let mut leftover = tree(&base);
+    leftover.leftovers.push(".twoway-tmp-1".into());
+    let plan = plan_checked(&base, &tree(&base), &leftover, &opts);
+    assert!(
+        !plan.state_unchanged && !plan.is_noop(),
+        "leftover: {plan:?}"
+    );
+    let mut excluded = tree(&base);
+    excluded.excluded.insert("d/skip.tmp".into());
+    assert!(plan_checked(&base, &excluded, &tree(&base), &opts).state_unchanged);
 }
 
 #[test]
