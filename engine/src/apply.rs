@@ -489,7 +489,7 @@ fn run(
                     if dst.link_within(from, path).is_err() {
                         // No hard links here (FAT, some shares): copy within the tree.
                         let (mut file, st) = dst.open_read(from)?;
-                        let (temp, _, _) =
+                        let (temp, _, _, _) =
                             dst.write_temp(path, &mut file, st.mode, st.mtime, opts.stop, true)?;
                         temp.commit_new()?;
                     }
@@ -543,9 +543,9 @@ fn prepare_copy(
     // changes meanwhile shows it in the stat after (checked below), so the read that
     // would only find the end is saved.
     let mut limited = std::io::Read::take(&file, before.size);
-    let (temp, digest, n) = dst.write_temp(path, &mut limited, mode, mtime, opts.stop, durable)?;
+    let (temp, digest, n, new) =
+        dst.write_temp(path, &mut limited, mode, mtime, opts.stop, durable)?;
     let after = fsops::fstat(&file, &src_abs)?;
-    let new = temp.stat()?;
     if !before.same_content_stamp(&after) || n != before.size {
         return Err(Error::entry(
             src_abs,

@@ -289,8 +289,8 @@ impl Root {
     }
 
     /// [`create_temp`](Self::create_temp) with the permission bits the file will have
-    /// (the umask may take some away; [`TempFile::set_meta`] sets them exactly, and
-    /// skips the `fchmod` when creation already gave them).
+    /// (the umask or a default ACL may change them; `write_temp` checks the file's real
+    /// mode and sets it exactly when it differs).
     fn create_temp_mode(&mut self, rel: &Path, mode: u32) -> Result<TempFile, Error> {
         let (parent, name) = split(rel)?;
         let final_name = name.to_os_string();
@@ -306,21 +306,19 @@ impl Root {
             )
         })
         .ctx("create", &abs)?;
-        let umask = process_umask();
         Ok(TempFile {
             dir,
             temp,
             final_name,
             abs,
             file: Some(File::from(fd)),
-            created_mode: umask.map(|u| mode & 0o777 & !u),
         })
     }
 
     /// Writes a whole file from `reader` through a temporary file, hashing what it writes,
-    /// and returns the temporary file ready to commit. With `durable`, its bytes are
-    /// flushed to disk now; without, the caller flushes a whole batch at once
-    /// ([`Root::sync_fs`]) before committing any of it.
+    /// and returns the temporary file ready to commit, with its stat (mode and mtime as
+    /// set). With `durable`, its bytes are flushed to disk now; without, the caller
+    /// flushes a whole batch at once ([`Root::sync_fs`]) before committing any of it.
     pub fn write_temp(
         &mut self,
         rel: &Path,
@@ -329,7 +327,7 @@ impl Root {
         mtime: MTime,
         stop: &dyn Fn() -> bool,
         durable: bool,
-    ) -> Result<(TempFile, Digest, u64), Error> {
+    ) -> Result<(TempFile, Digest, u64, Stat), Error> {
         let mut temp = self.create_temp_mode(rel, mode)?;
         let (digest, n) =
             crate::hash::copy_hashing(reader, temp.file_mut(), stop).map_err(|e| match e {
@@ -337,11 +335,22 @@ impl Root {
                 crate::hash::CopyError::Write(e) => Error::io("write", self.abs(rel), e),
                 crate::hash::CopyError::Stopped => Error::entry(self.abs(rel), "interrupted"),
             })?;
-        temp.set_meta(mode, mtime)?;
+        // Created with the wanted permission bits, the file usually has them already
+        // (the umask or a default ACL may have taken some): the one stat a copy needs
+        // anyway (for its inode) tells whether the `fchmod` is needed.
+        let mut st = temp.stat()?;
+        let abs = self.abs(rel);
+        let f = temp.file_mut();
+        if st.mode != mode {
+            rfs::fchmod(&*f, Mode::from_raw_mode(mode)).ctx("chmod", &abs)?;
+            st.mode = mode;
+        }
+        rfs::futimens(&*f, &times(mtime)).ctx("set times", &abs)?;
+        st.mtime = mtime;
         if durable {
             temp.sync()?;
         }
-        Ok((temp, digest, n))
+        Ok((temp, digest, n, st))
     }
 
     /// Creates (or atomically replaces) the symlink `rel` pointing at `target`.
@@ -618,8 +627,6 @@ pub struct TempFile {
     final_name: OsString,
     abs: PathBuf,
     file: Option<File>,
-    /// The permission bits the file was created with, when known.
-    created_mode: Option<u32>,
 }
 
 impl TempFile {
@@ -634,11 +641,7 @@ impl TempFile {
         let abs = self.abs.clone();
         let f = self.file_mut();
         f.flush().ctx("write", &abs)?;
-        if self.created_mode != Some(mode) {
-            let f = self.file_mut();
-            rfs::fchmod(&*f, Mode::from_raw_mode(mode)).ctx("chmod", &abs)?;
-        }
-        let f = self.file_mut();
+        rfs::fchmod(&*f, Mode::from_raw_mode(mode)).ctx("chmod", &abs)?;
         rfs::futimens(&*f, &times(mtime)).ctx("set times", &abs)
     }
 
@@ -749,17 +752,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         let _ = std::fs::remove_file(&tmp);
     }
     res
-}
-
-/// The process's umask, read once from `/proc/self/status` (setting and restoring it
-/// to read it would race with files other threads create meanwhile); `None` if unknown.
-fn process_umask() -> Option<u32> {
-    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-    *UMASK.get_or_init(|| {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-        u32::from_str_radix(line.trim(), 8).ok()
-    })
 }
 
 /// Builds an [`Entry`] from a stat (and link target).

@@ -32,27 +32,31 @@ fn temp_file_is_removed_unless_committed() {
         t.file_mut().write_all(b"partial").unwrap();
     }
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
-    let (t, _, n) = r
-        .write_temp(
-            Path::new("a"),
-            &mut &b"hello"[..],
-            0o640,
-            MTime::new(1000, 5),
-            &|| false,
-            true,
-        )
-        .unwrap();
-    assert_eq!(n, 5);
-    t.commit().unwrap();
-    let st = lstat(&root.path().join("a")).unwrap();
-    assert_eq!((st.mode, st.mtime), (0o640, MTime::new(1000, 5)));
+    // 0o666: more than the usual umask lets a new file have; the mode is set exactly.
+    for (name, mode) in [("a", 0o640), ("b", 0o666)] {
+        let (t, _, n, got) = r
+            .write_temp(
+                Path::new(name),
+                &mut &b"hello"[..],
+                mode,
+                MTime::new(1000, 5),
+                &|| false,
+                true,
+            )
+            .unwrap();
+        assert_eq!(n, 5);
+        t.commit().unwrap();
+        let st = lstat(&root.path().join(name)).unwrap();
+        assert_eq!((st.mode, st.mtime), (mode, MTime::new(1000, 5)));
+        assert_eq!((got.ino, got.mode, got.mtime), (st.ino, st.mode, st.mtime));
+    }
 }
 
 #[test]
 fn a_new_file_never_replaces_one_that_appeared_meanwhile() {
     let root = tempfile::tempdir().unwrap();
     let mut r = Root::open(root.path()).unwrap();
-    let (t, _, _) = r
+    let (t, _, _, _) = r
         .write_temp(
             Path::new("a"),
             &mut &b"ours"[..],

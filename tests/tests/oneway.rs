@@ -649,3 +649,39 @@ fn a_rewrite_within_the_same_timestamp_tick_is_not_missed() {
     env.oneway(&src, &dst, &["--no-versions"]).expect(0);
     assert_eq!(fs::read_to_string(dst.join("f")).unwrap(), "other version");
 }
+
+/// Mode bits of `p` (not following a symlink).
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn copies_get_their_exact_modes_under_a_default_acl() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    write(&src.join("f"), "f");
+    chmod(&src.join("f"), 0o644);
+    write(&src.join("sub/g"), "g");
+    chmod(&src.join("sub/g"), 0o664);
+    fs::create_dir(&dst).unwrap();
+    // New files in BACKUP get their permissions from this default ACL, not the umask
+    // (CI installs `acl` for setfacl).
+    let acl = std::process::Command::new("setfacl")
+        .args(["-d", "-m", "u::rw,g::r,o::-,m::r"])
+        .arg(&dst)
+        .status()
+        .expect("setfacl (package acl) is needed for this test");
+    assert!(acl.success(), "setfacl failed");
+    write(&dst.join("probe"), "p");
+    assert_eq!(
+        mode_of(&dst.join("probe")),
+        0o640,
+        "the default ACL does not apply here; the test would test nothing"
+    );
+    fs::remove_file(dst.join("probe")).unwrap();
+
+    env.oneway(&src, &dst, &["--no-versions"]).expect(0);
+    assert_eq!(mode_of(&dst.join("f")), 0o644);
+    assert_eq!(mode_of(&dst.join("sub/g")), 0o664);
+}
