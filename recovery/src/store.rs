@@ -344,8 +344,10 @@ impl VersionedDir {
         // A hard-link version holds a displaced file when the file is the very inode the
         // version has at that path (the tool never changes such a file in place): a stat
         // each, instead of reading the manifests.
+        // Each path is looked up without following a symlink on the way.
         let replica_dev = fsops::lstat(replica).map(|s| s.dev).ok();
-        let linked = |p: &Path| -> bool {
+        let mut roots: Vec<Root> = versions.iter().filter_map(|v| Root::open(v).ok()).collect();
+        let mut linked = |p: &Path| -> bool {
             let Some(ino) = tree
                 .entries
                 .get(p)
@@ -354,13 +356,13 @@ impl VersionedDir {
             else {
                 return false;
             };
-            versions.iter().any(|v| {
-                fsops::lstat(&v.join(p))
-                    .is_ok_and(|st| st.ino == ino && Some(st.dev) == replica_dev)
+            roots.iter_mut().any(|r| {
+                matches!(r.stat(p), Ok(Some(st)) if st.ino == ino && Some(st.dev) == replica_dev)
             })
         };
         let rest: Vec<&(PathBuf, Option<Digest>)> =
             displaced.iter().filter(|(p, _)| !linked(p)).collect();
+        drop(roots);
         if rest.is_empty() {
             return Ok(false);
         }
