@@ -32,27 +32,10 @@ impl Replica {
         }
     }
 
-    /// Scans the replica and takes known hashes from its stat cache (none with
-    /// `checksum`).
-    pub fn read(&self, opts: &ScanOptions, checksum: bool) -> Result<Tree, Refusal> {
-        let t0 = std::time::Instant::now();
-        let mut tree = self.scan(opts)?;
-        let scanned = t0.elapsed();
-        self.load_hashes(&mut tree, checksum);
-        log::debug!(
-            "{}: scanned {} entries in {:.3}s, stat cache {:.3}s",
-            self.label,
-            tree.entries.len(),
-            scanned.as_secs_f64(),
-            (t0.elapsed() - scanned).as_secs_f64()
-        );
-        Ok(tree)
-    }
-
-    /// Scans the replica; a root that cannot be read refuses the pass.
-    pub fn scan(&self, opts: &ScanOptions) -> Result<Tree, Refusal> {
-        let tree = scan::scan(&self.root, opts)
-            .map_err(|e| Refusal::new(format!("{} cannot be read: {e}", self.label)))?;
+    /// What a scan of this replica found, with its errors and skipped special files
+    /// logged; a root that cannot be read refuses the pass.
+    fn scanned(&self, tree: Result<Tree, crate::error::Error>) -> Result<Tree, Refusal> {
+        let tree = tree.map_err(|e| Refusal::new(format!("{} cannot be read: {e}", self.label)))?;
         for e in &tree.errors {
             log::error!("{e}");
         }
@@ -107,16 +90,31 @@ impl Replica {
     }
 }
 
-/// Reads two replicas at once (scan and cache on one thread each).
+/// Reads two replicas at once: both scanned by one set of threads, then each takes
+/// its known hashes from its stat cache (none with `checksum`), the two side by side.
 pub fn read_both(
     a: (&Replica, &ScanOptions),
     b: (&Replica, &ScanOptions),
     checksum: bool,
 ) -> Result<(Tree, Tree), Refusal> {
-    let (ta, tb) = std::thread::scope(|s| {
-        let ha = s.spawn(|| a.0.read(a.1, checksum));
-        let tb = b.0.read(b.1, checksum);
-        (ha.join().expect("BUG: a scan thread does not panic"), tb)
+    let t0 = std::time::Instant::now();
+    let mut trees = scan::scan_many(&[(&a.0.root, a.1), (&b.0.root, b.1)]).into_iter();
+    let (ta, tb) = (
+        trees.next().expect("BUG: one tree per root"),
+        trees.next().expect("BUG: one tree per root"),
+    );
+    let (mut ta, mut tb) = (a.0.scanned(ta)?, b.0.scanned(tb)?);
+    let scanned = t0.elapsed();
+    std::thread::scope(|s| {
+        s.spawn(|| a.0.load_hashes(&mut ta, checksum));
+        b.0.load_hashes(&mut tb, checksum);
     });
-    Ok((ta?, tb?))
+    log::debug!(
+        "scanned {} and {} entries in {:.3}s, stat caches {:.3}s",
+        ta.entries.len(),
+        tb.entries.len(),
+        scanned.as_secs_f64(),
+        (t0.elapsed() - scanned).as_secs_f64()
+    );
+    Ok((ta, tb))
 }

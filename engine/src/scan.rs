@@ -124,36 +124,74 @@ pub fn check_root(root: &Path, role: &str) -> Result<PathBuf, Refusal> {
 /// byte order, depth first: entries come out in path order without sorting. The
 /// top-level directories are shared out between threads.
 pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Tree, Error> {
+    scan_many(&[(root, opts)])
+        .pop()
+        .expect("BUG: one result per root")
+}
+
+/// The top level of one root, read on the calling thread; its directories become units
+/// of work for the threads.
+struct Started<'a> {
+    walker: Walker<'a>,
+    root_stat: Stat,
+    top: Partial,
+    /// (entries of `top` before it, its path, its handle)
+    units: Vec<(usize, PathBuf, OwnedFd)>,
+}
+
+fn start<'a>(root: &'a Path, opts: &'a ScanOptions) -> Result<Started<'a>, Error> {
     let root_stat = fsops::lstat(root)?;
     let root_fd = open_dir_at(rfs::CWD, root.as_os_str())
         .map_err(|e| Error::io("read dir", root, e.into()))?;
     let names = read_names(&root_fd).map_err(|e| Error::io("read dir", root, e.into()))?;
     let walker = Walker { root, opts };
-
-    // The top level on this thread; its directories become units of work.
     let mut top = Partial::default();
-    let mut units: Vec<(usize, PathBuf, OwnedFd)> = Vec::new();
+    let mut units = Vec::new();
     for name in names {
         if let Some((rel, fd)) = walker.visit(&root_fd, Path::new(""), &name, 0, &mut top) {
             units.push((top.entries.len(), rel, fd));
         }
     }
-    let threads = crate::hash::default_threads().min(units.len()).max(1);
+    Ok(Started {
+        walker,
+        root_stat,
+        top,
+        units,
+    })
+}
+
+/// [`scan`] of several roots at once: the directories of all of them are shared out
+/// between one set of threads, as many as there are cores (a thread per root and per
+/// core would only add malloc arenas, and with them peak memory). One result per root.
+pub fn scan_many(roots: &[(&Path, &ScanOptions)]) -> Vec<Result<Tree, Error>> {
+    let started: Vec<Result<Started, Error>> =
+        roots.iter().map(|(root, opts)| start(root, opts)).collect();
+    let work: Vec<(usize, usize)> = started
+        .iter()
+        .enumerate()
+        .filter_map(|(r, s)| s.as_ref().ok().map(|s| (r, s.units.len())))
+        .flat_map(|(r, n)| (0..n).map(move |u| (r, u)))
+        .collect();
+    let threads = crate::hash::default_threads().min(work.len()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let units_ref = &units;
-    let mut parts: Vec<(usize, Partial)> = std::thread::scope(|s| {
+    let (started_ref, work_ref) = (&started, &work);
+    let done: Vec<(usize, usize, Partial)> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
                     let mut done = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((_, rel, fd)) = units_ref.get(i) else {
+                        let Some(&(r, u)) = work_ref.get(i) else {
                             break;
                         };
+                        let Ok(st) = &started_ref[r] else {
+                            unreachable!("BUG: only started roots have work")
+                        };
+                        let (_, rel, fd) = &st.units[u];
                         let mut part = Partial::default();
-                        walker.walk(fd, rel, 1, &mut part);
-                        done.push((i, part));
+                        st.walker.walk(fd, rel, 1, &mut part);
+                        done.push((r, u, part));
                     }
                     done
                 })
@@ -164,8 +202,26 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Tree, Error> {
             .flat_map(|w| w.join().expect("BUG: scan workers do not panic"))
             .collect()
     });
-    parts.sort_by_key(|(i, _)| *i);
+    let mut parts: Vec<Vec<(usize, Partial)>> = roots.iter().map(|_| Vec::new()).collect();
+    for (r, u, part) in done {
+        parts[r].push((u, part));
+    }
+    started
+        .into_iter()
+        .zip(parts)
+        .map(|(st, parts)| Ok(assemble(st?, parts)))
+        .collect()
+}
 
+/// One root's tree from its top level and its units' parts.
+fn assemble(st: Started, mut parts: Vec<(usize, Partial)>) -> Tree {
+    let Started {
+        root_stat,
+        mut top,
+        units,
+        ..
+    } = st;
+    parts.sort_by_key(|(i, _)| *i);
     // Each subtree goes right after its directory's own entry.
     let mut entries: Vec<(PathBuf, Entry)> = Vec::with_capacity(
         top.entries.len() + parts.iter().map(|(_, p)| p.entries.len()).sum::<usize>(),
@@ -179,8 +235,7 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Tree, Error> {
         top.absorb(part, &mut entries);
     }
     entries.extend(top_entries);
-
-    Ok(Tree {
+    Tree {
         root: fsops::entry_from_stat(&root_stat, None),
         // In path order already: the B-tree is built without comparisons beyond a check.
         entries: entries.into_iter().collect(),
@@ -189,7 +244,7 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Tree, Error> {
         leftovers: top.leftovers,
         specials: top.specials,
         errors: top.errors,
-    })
+    }
 }
 
 /// What one thread found under one directory.
