@@ -685,3 +685,68 @@ fn copies_get_their_exact_modes_under_a_default_acl() {
     assert_eq!(mode_of(&dst.join("f")), 0o644);
     assert_eq!(mode_of(&dst.join("sub/g")), 0o664);
 }
+
+#[test]
+fn a_file_rewritten_while_it_is_copied_is_never_installed_torn() {
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    const LEN: usize = 8 << 20;
+    write(&src.join("big"), vec![0u8; LEN]);
+    write(&src.join("calm"), "calm");
+    let stop = AtomicBool::new(false);
+    /// Stops the writer however the scope ends (a failed assertion included).
+    struct StopOnDrop<'a>(&'a AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let mut outcomes = Vec::new();
+    std::thread::scope(|s| {
+        let _stop_writer = StopOnDrop(&stop);
+        // Rewrites the whole file in place, each time with one byte value: a copy made
+        // from one consistent state holds a single value throughout.
+        s.spawn(|| {
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(src.join("big"))
+                .unwrap();
+            let mut k = 1u8;
+            while !stop.load(Ordering::Relaxed) {
+                f.write_all_at(&vec![k; LEN], 0).unwrap();
+                k = k.wrapping_add(1).max(1);
+            }
+        });
+        for _ in 0..4 {
+            let run = env.oneway(&src, &dst, &["--no-versions"]);
+            assert!(
+                [0, 1].contains(&run.code()),
+                "exit {}: {}",
+                run.code(),
+                run.all()
+            );
+            outcomes.push(run.code());
+            assert_eq!(fs::read(dst.join("calm")).unwrap(), b"calm");
+            if let Ok(copy) = fs::read(dst.join("big")) {
+                assert_eq!(copy.len(), LEN);
+                assert!(
+                    copy.iter().all(|&b| b == copy[0]),
+                    "BACKUP/big mixes two states of the file"
+                );
+            }
+            assert!(temp_leftovers(&dst).is_empty());
+        }
+    });
+    assert!(
+        outcomes.contains(&1),
+        "no pass saw the file change while copying it: the test tested nothing ({outcomes:?})"
+    );
+    env.oneway(&src, &dst, &["--no-versions"]).expect(0);
+    assert_eq!(
+        fs::read(dst.join("big")).unwrap(),
+        fs::read(src.join("big")).unwrap()
+    );
+}
