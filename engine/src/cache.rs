@@ -8,11 +8,11 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::error::Error;
 use crate::fsops;
-use crate::tree::{path_order, Digest, Kind, MTime, Tree};
+use crate::tree::{path_order, Digest, Entry, Kind, MTime, Tree};
 
 /// A file whose mtime is this close to the moment the pass began may still be written
 /// within the same timestamp tick without its stat changing: it is not cached. Kernel
@@ -32,7 +32,7 @@ pub struct StatCache {
 /// pass and holds an entry per file (JSON with hex digests took most of an unchanged
 /// pass over 50,000 files). Records are in the tree's path order, so filling a scanned
 /// tree is one merge over both, with no per-path allocation.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct OnDisk<'a> {
     format: u32,
     #[serde(borrow)]
@@ -135,9 +135,9 @@ impl StatCache {
                     Some(r)
                 })
         };
-        // Encoded record by record into one buffer of about the right size, as `OnDisk`
-        // would be (its fields in order, then the count and each record), without a
-        // vector of every record first.
+        // Encoded record by record into one buffer of about the right size, in the
+        // layout `OnDisk` decodes (its fields in order, then the count and each record),
+        // without a vector of every record first.
         let count = records().count();
         let root = root.as_os_str().as_bytes();
         let mut bytes = Vec::with_capacity(16 + root.len() + count * 80);
@@ -149,11 +149,6 @@ impl StatCache {
         StatCache { bytes }
     }
 
-    /// True if there was no cache to load.
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-
     /// How many files the cache holds (for tests and logs).
     pub fn len(&self, root: &Path) -> usize {
         self.records(root).len()
@@ -163,6 +158,15 @@ impl StatCache {
     pub fn save(&self, file: &Path) -> Result<(), Error> {
         fsops::write_atomic(file, &self.bytes)
     }
+}
+
+/// Records that the file `e` was read as `st` and hashed to `digest`. The entry takes
+/// the stat the hash belongs to, so the cache never pairs a hash with a newer stat.
+pub fn note_hashed(e: &mut Entry, digest: Digest, st: &crate::fsops::Stat) {
+    e.size = st.size;
+    e.mtime = st.mtime;
+    e.ino = st.ino;
+    e.hash = Some(digest);
 }
 
 /// The time now, to compare with mtimes.
@@ -208,12 +212,7 @@ pub fn hash_missing_where(
                 out.files += 1;
                 out.bytes += st.size;
                 if let Some(e) = tree.entries.get_mut(&rel) {
-                    // Keep the stat the hash belongs to, so the cache never pairs a
-                    // hash with a newer stat.
-                    e.size = st.size;
-                    e.mtime = st.mtime;
-                    e.ino = st.ino;
-                    e.hash = Some(digest);
+                    note_hashed(e, digest, &st);
                 }
             }
             Err(err) => {

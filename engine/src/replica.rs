@@ -3,7 +3,6 @@
 //! Shared by every pass tool so there is one way to read a replica.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use crate::cache::{self, Hashed, StatCache};
 use crate::error::Refusal;
@@ -18,8 +17,6 @@ pub struct Replica {
     pub root: PathBuf,
     pub label: &'static str,
     cache_file: PathBuf,
-    /// Whether a cache file was there when the pass began (else it is always written).
-    loaded: OnceLock<bool>,
 }
 
 impl Replica {
@@ -28,7 +25,6 @@ impl Replica {
             root: root.to_path_buf(),
             label,
             cache_file: home.cache_file(root),
-            loaded: OnceLock::new(),
         }
     }
 
@@ -52,7 +48,6 @@ impl Replica {
     /// Takes known hashes from the stat cache (none with `checksum`).
     pub fn load_hashes(&self, tree: &mut Tree, checksum: bool) {
         let cache = StatCache::load(&self.cache_file);
-        let _ = self.loaded.set(!cache.is_empty());
         if !checksum {
             cache.fill(&self.root, tree);
         }
@@ -81,7 +76,7 @@ impl Replica {
         let cache = StatCache::from_tree(&self.root, tree, scanned_at);
         // An unchanged cache is not written again: the file is read back and compared
         // (cheaper than hashing both, and nothing is held in memory during the pass).
-        if self.loaded.get() == Some(&true) && StatCache::load(&self.cache_file) == cache {
+        if StatCache::load(&self.cache_file) == cache {
             return;
         }
         if let Err(e) = cache.save(&self.cache_file) {

@@ -275,10 +275,7 @@ impl Job {
         let mut read = std::mem::take(&mut applied.read);
         engine::tree::update_each(&mut src.entries, &mut read, |e, (digest, st)| {
             if e.kind == Kind::File {
-                e.size = st.size;
-                e.mtime = st.mtime;
-                e.ino = st.ino;
-                e.hash = Some(*digest);
+                cache::note_hashed(e, *digest, st);
             }
         });
         let counts: Counts = applied.counts.clone();

@@ -303,10 +303,7 @@ impl Job {
                 .collect();
             engine::tree::update_each(&mut afters[1 - i].entries, &mut read, |e, (d, st)| {
                 if e.kind == engine::tree::Kind::File && e.hash.is_none() {
-                    e.size = st.size;
-                    e.mtime = st.mtime;
-                    e.ino = st.ino;
-                    e.hash = Some(*d);
+                    cache::note_hashed(e, *d, st);
                 }
             });
         }
