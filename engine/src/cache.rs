@@ -5,10 +5,9 @@
 //! is not cached.
 
 use std::ffi::OsStr;
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-
-use serde::Deserialize;
 
 use crate::error::Error;
 use crate::fsops;
@@ -30,21 +29,37 @@ pub struct StatCache {
 
 /// The cache file: compact binary (postcard), because it is read and written on every
 /// pass and holds an entry per file (JSON with hex digests took most of an unchanged
-/// pass over 50,000 files). Records are in the tree's path order, so filling a scanned
-/// tree is one merge over both, with no per-path allocation.
-#[derive(Deserialize)]
-struct OnDisk<'a> {
-    format: u32,
-    #[serde(borrow)]
-    root: &'a [u8],
-    #[serde(borrow)]
-    files: Vec<Record<'a>>,
-}
+/// pass over 50,000 files). It is a header `(format, root, count)` then `count`
+/// records, in the tree's path order, so filling a scanned tree is one merge over both,
+/// with no per-path allocation, and records are decoded one at a time as the merge
+/// reaches them. The header's digest is the directory SHA-256 of the tree the cache was
+/// saved from, when the cache holds every file of that tree (see [`Filled::sha`]).
+type Header<'a> = (u32, &'a [u8], Option<[u8; 32]>, usize);
 
 /// `(path, size, mtime_sec, mtime_nsec, inode, sha256)`
 type Record<'a> = (&'a [u8], u64, i64, u32, u64, [u8; 32]);
 
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
+
+/// The records of a cache's bytes, decoded as they are read.
+struct Records<'a> {
+    rest: &'a [u8],
+    left: usize,
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Record<'a>;
+
+    fn next(&mut self) -> Option<Record<'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        let (r, rest) = postcard::take_from_bytes::<Record>(self.rest).ok()?;
+        self.rest = rest;
+        self.left -= 1;
+        Some(r)
+    }
+}
 
 impl StatCache {
     /// Loads the cache at `file`; empty if it is missing (a damaged one or one for
@@ -55,28 +70,48 @@ impl StatCache {
         }
     }
 
-    /// The records, if the bytes are a cache of `root` in this format.
-    fn records(&self, root: &Path) -> Vec<Record<'_>> {
+    /// The records, if the bytes are a whole cache of `root` in this format (checked
+    /// to the last byte before any record is used).
+    fn records(&self, root: &Path) -> Option<(Option<Digest>, Records<'_>)> {
         if self.bytes.is_empty() {
-            return Vec::new();
+            return None;
         }
-        match postcard::from_bytes::<OnDisk>(&self.bytes) {
-            Ok(d) if d.format == FORMAT && d.root == root.as_os_str().as_bytes() => d.files,
-            Ok(_) => Vec::new(),
-            Err(_) => {
-                log::debug!("stat cache of {} is damaged; re-hashing", root.display());
-                Vec::new()
+        let whole = || -> Option<(Option<Digest>, Records<'_>)> {
+            let ((format, r, sha, count), rest) =
+                postcard::take_from_bytes::<Header>(&self.bytes).ok()?;
+            if format != FORMAT || r != root.as_os_str().as_bytes() {
+                return None;
             }
+            let records = Records { rest, left: count };
+            let mut check = Records { rest, left: count };
+            let n = check.by_ref().count();
+            (n == count && check.rest.is_empty()).then_some((sha.map(Digest), records))
+        };
+        let records = whole();
+        if records.is_none() {
+            log::debug!(
+                "stat cache of {} is damaged or not ours; re-hashing",
+                root.display()
+            );
         }
+        records
     }
 
     /// Fills in the hash of every file of `tree` whose size, mtime and inode match
-    /// its record. Returns how many were filled.
-    pub fn fill(&self, root: &Path, tree: &mut Tree) -> usize {
-        let records = self.records(root);
-        let mut recs = records.iter().peekable();
-        let mut filled = 0;
+    /// its record.
+    pub fn fill(&self, root: &Path, tree: &mut Tree) -> Filled {
+        let mut out = Filled::default();
+        let Some((sha, records)) = self.records(root) else {
+            return out;
+        };
+        let mut recs = records.peekable();
+        // Files whose hash did not come from a record (or was known before).
+        let mut others = 0usize;
+        let mut skipped = 0usize;
         for (rel, e) in tree.entries.iter_mut() {
+            if e.kind != Kind::File {
+                continue;
+            }
             let key = rel.as_os_str().as_bytes();
             // Records follow the tree's order; skip those of paths that are gone.
             while let Some(r) = recs.peek() {
@@ -84,79 +119,161 @@ impl StatCache {
                     break;
                 }
                 recs.next();
+                skipped += 1;
             }
-            let Some(&&(p, size, sec, nsec, ino, hash)) = recs.peek() else {
-                break;
+            let matched = match recs.peek() {
+                Some(&(p, size, sec, nsec, ino, hash)) if p == key => {
+                    recs.next();
+                    let same = e.hash.is_none()
+                        && size == e.size
+                        && MTime::new(sec, nsec) == e.mtime
+                        && ino == e.ino;
+                    if same {
+                        e.hash = Some(Digest(hash));
+                        out.filled += 1;
+                    }
+                    same
+                }
+                _ => false,
             };
-            if p != key {
-                continue;
-            }
-            recs.next();
-            if e.kind == Kind::File
-                && e.hash.is_none()
-                && size == e.size
-                && MTime::new(sec, nsec) == e.mtime
-                && ino == e.ino
-            {
-                e.hash = Some(Digest(hash));
-                filled += 1;
-            }
+            others += usize::from(!matched);
         }
-        filled
+        skipped += recs.count();
+        // Every file of the tree took its hash from a record and every record was used:
+        // the tree's files and hashes are the very ones the cache was saved from.
+        if others == 0 && skipped == 0 && tree.unknown.is_empty() {
+            out.sha = sha;
+        }
+        out
     }
 
     /// A cache of every hashed file of `tree` that was not modified within the racy
     /// window before `scanned_at` (when the pass began; see [`now`]).
     pub fn from_tree(root: &Path, tree: &Tree, scanned_at: MTime) -> StatCache {
-        let start = scanned_at.sec as i128 * 1_000_000_000 + scanned_at.nsec as i128;
-        let settled = |m: MTime| {
-            let t = m.sec as i128 * 1_000_000_000 + m.nsec as i128;
-            let window = if m.nsec == 0 {
-                RACY_COARSE_NS
-            } else {
-                RACY_FINE_NS
-            };
-            t < start - window
-        };
-        let records = || {
-            tree.entries
-                .iter()
-                .filter(move |(_, e)| e.kind == Kind::File && settled(e.mtime))
-                .filter_map(|(p, e)| {
-                    let h = e.hash?;
-                    let r: Record = (
-                        p.as_os_str().as_bytes(),
-                        e.size,
-                        e.mtime.sec,
-                        e.mtime.nsec,
-                        e.ino,
-                        h.0,
-                    );
-                    Some(r)
-                })
-        };
-        // Encoded record by record into one buffer of about the right size, in the
-        // layout `OnDisk` decodes (its fields in order, then the count and each record),
-        // without a vector of every record first.
-        let count = records().count();
-        let root = root.as_os_str().as_bytes();
-        let mut bytes = Vec::with_capacity(16 + root.len() + count * 80);
-        let enc = "BUG: encoding to memory cannot fail";
-        bytes = postcard::to_extend(&(FORMAT, root, count), bytes).expect(enc);
-        for r in records() {
-            bytes = postcard::to_extend(&r, bytes).expect(enc);
-        }
+        let mut bytes = Vec::new();
+        let sha = crate::hash::tree_sha256(tree);
+        encode(root, tree, scanned_at, sha, &mut bytes)
+            .expect("BUG: writing to memory cannot fail");
         StatCache { bytes }
     }
 
     /// How many files the cache holds (for tests and logs).
     pub fn len(&self, root: &Path) -> usize {
-        self.records(root).len()
+        self.records(root).map_or(0, |(_, r)| r.count())
     }
 
     /// Writes the cache atomically.
     pub fn save(&self, file: &Path) -> Result<(), Error> {
         fsops::write_atomic(file, &self.bytes)
+    }
+
+    /// Saves the cache of `tree` (as [`StatCache::from_tree`] builds it) at `file`,
+    /// unless the file already holds those very bytes. The cache is encoded as it is
+    /// compared or written, a block at a time, never held whole. Returns whether the
+    /// file was written.
+    pub fn save_tree(
+        file: &Path,
+        root: &Path,
+        tree: &Tree,
+        scanned_at: MTime,
+        sha: Option<Digest>,
+    ) -> Result<bool, Error> {
+        if let Ok(f) = std::fs::File::open(file) {
+            let mut same = SameAs {
+                reader: std::io::BufReader::with_capacity(BLOCK, f),
+                scratch: Vec::new(),
+            };
+            if encode(root, tree, scanned_at, sha, &mut same).is_ok() && same.at_end() {
+                return Ok(false);
+            }
+        }
+        fsops::write_atomic_with(file, |w| encode(root, tree, scanned_at, sha, w))?;
+        Ok(true)
+    }
+}
+
+/// Encoding and comparing go a block at a time.
+const BLOCK: usize = 64 * 1024;
+
+/// The cache of `tree` in the layout [`StatCache::records`] reads: every hashed file not
+/// modified within the racy window before `scanned_at`, and `sha` (the tree's directory
+/// SHA-256) if those are all the files of a wholly readable tree.
+fn encode(
+    root: &Path,
+    tree: &Tree,
+    scanned_at: MTime,
+    sha: Option<Digest>,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let start = scanned_at.sec as i128 * 1_000_000_000 + scanned_at.nsec as i128;
+    let settled = |m: MTime| {
+        let t = m.sec as i128 * 1_000_000_000 + m.nsec as i128;
+        let window = if m.nsec == 0 {
+            RACY_COARSE_NS
+        } else {
+            RACY_FINE_NS
+        };
+        t < start - window
+    };
+    let records = || {
+        tree.entries
+            .iter()
+            .filter(move |(_, e)| e.kind == Kind::File && settled(e.mtime))
+            .filter_map(|(p, e)| {
+                let h = e.hash?;
+                let r: Record = (
+                    p.as_os_str().as_bytes(),
+                    e.size,
+                    e.mtime.sec,
+                    e.mtime.nsec,
+                    e.ino,
+                    h.0,
+                );
+                Some(r)
+            })
+    };
+    let count = records().count();
+    let whole = tree.unknown.is_empty() && count == tree.file_count();
+    let sha = sha.filter(|_| whole).map(|d| d.0);
+    let enc = "BUG: encoding to memory cannot fail";
+    let header: Header = (FORMAT, root.as_os_str().as_bytes(), sha, count);
+    let mut buf = postcard::to_extend(&header, Vec::with_capacity(BLOCK + 512)).expect(enc);
+    for r in records() {
+        buf = postcard::to_extend(&r, buf).expect(enc);
+        if buf.len() >= BLOCK {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
+    }
+    out.write_all(&buf)
+}
+
+/// A writer that only compares what is written with what `reader` holds; it fails at
+/// the first difference.
+struct SameAs<R> {
+    reader: R,
+    scratch: Vec<u8>,
+}
+
+impl<R: Read> SameAs<R> {
+    /// True if nothing is left to read.
+    fn at_end(&mut self) -> bool {
+        matches!(self.reader.read(&mut [0u8; 1]), Ok(0))
+    }
+}
+
+impl<R: Read> Write for SameAs<R> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.scratch.resize(buf.len(), 0);
+        self.reader.read_exact(&mut self.scratch)?;
+        if self.scratch != buf {
+            return Err(io::Error::other("differs"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -167,6 +284,17 @@ pub fn note_hashed(e: &mut Entry, digest: Digest, st: &crate::fsops::Stat) {
     e.mtime = st.mtime;
     e.ino = st.ino;
     e.hash = Some(digest);
+}
+
+/// What [`StatCache::fill`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Filled {
+    /// Files whose hash was taken from the cache.
+    pub filled: usize,
+    /// The tree's directory SHA-256, when the cache proves it: every file of the tree
+    /// took its hash from the cache, the cache holds no other file, and the tree has no
+    /// unreadable part. Valid only while the tree is not changed.
+    pub sha: Option<Digest>,
 }
 
 /// The time now, to compare with mtimes.
@@ -261,7 +389,7 @@ mod tests {
         later.entries.insert("a-b".into(), file(44, 1000, None));
         later.entries.insert("racy".into(), file(46, 1000, None));
         later.entries.insert("z".into(), file(45, 1000, None));
-        assert_eq!(back.fill(root, &mut later), 2);
+        assert_eq!(back.fill(root, &mut later).filled, 2);
         let hash = |p: &str| later.entries[Path::new(p)].hash;
         assert_eq!(hash("a"), None, "a changed mtime is not trusted");
         assert_eq!(hash("a-a"), None);
@@ -271,11 +399,94 @@ mod tests {
 
         let mut other = Tree::default();
         other.entries.insert("z".into(), file(45, 1000, None));
-        assert_eq!(back.fill(Path::new("/other"), &mut other), 0);
+        assert_eq!(back.fill(Path::new("/other"), &mut other).filled, 0);
         let damaged = StatCache {
             bytes: back.bytes[..back.bytes.len() / 2].to_vec(),
         };
-        assert_eq!(damaged.fill(root, &mut other), 0);
+        assert_eq!(damaged.fill(root, &mut other).filled, 0);
+    }
+
+    /// A tree of three hashed files and a directory.
+    fn three_files() -> Tree {
+        let mut t = Tree::default();
+        t.entries.insert("a".into(), file(1, 1000, Some(1)));
+        t.entries
+            .insert("d".into(), Entry::dir(0o755, MTime::new(1000, 0)));
+        t.entries.insert("d/b".into(), file(2, 1000, Some(2)));
+        t.entries.insert("d/c".into(), file(3, 1000, Some(3)));
+        t
+    }
+
+    /// The same tree as scanned again: no hashes yet.
+    fn rescanned(t: &Tree) -> Tree {
+        let mut later = Tree::default();
+        for (p, e) in &t.entries {
+            let mut e = e.clone();
+            e.hash = None;
+            later.entries.insert(p.clone(), e);
+        }
+        later
+    }
+
+    #[test]
+    fn saved_cache_bytes_are_not_rewritten_and_a_difference_is() {
+        let d = tempfile::tempdir().unwrap();
+        let (root, file_path) = (Path::new("/r"), d.path().join("c.bin"));
+        let t = three_files();
+        let sha = crate::hash::tree_sha256(&t);
+        assert!(StatCache::save_tree(&file_path, root, &t, now(), sha).unwrap());
+        assert_eq!(
+            StatCache::load(&file_path),
+            StatCache::from_tree(root, &t, now())
+        );
+        assert!(!StatCache::save_tree(&file_path, root, &t, now(), sha).unwrap());
+        let mut changed = t;
+        changed.entries.get_mut(Path::new("d/c")).unwrap().hash = Some(Digest([9; 32]));
+        let sha = crate::hash::tree_sha256(&changed);
+        assert!(StatCache::save_tree(&file_path, root, &changed, now(), sha).unwrap());
+        let mut back = rescanned(&changed);
+        assert_eq!(StatCache::load(&file_path).fill(root, &mut back).sha, sha);
+    }
+
+    #[test]
+    fn the_directory_sha_is_proven_only_for_the_very_tree_saved() {
+        let root = Path::new("/r");
+        let t = three_files();
+        let sha = crate::hash::tree_sha256(&t);
+        assert!(sha.is_some());
+        let c = StatCache::from_tree(root, &t, now());
+        let proven = |tree: &mut Tree| c.fill(root, tree).sha;
+
+        assert_eq!(proven(&mut rescanned(&t)), sha, "the same files and stats");
+        let mut added = rescanned(&t);
+        added.entries.insert("d/new".into(), file(4, 1000, None));
+        assert_eq!(proven(&mut added), None, "a file the cache does not hold");
+        let mut gone = rescanned(&t);
+        gone.entries.remove(Path::new("d/b"));
+        assert_eq!(proven(&mut gone), None, "a file the cache holds is gone");
+        let mut last_gone = rescanned(&t);
+        last_gone.entries.remove(Path::new("d/c"));
+        assert_eq!(proven(&mut last_gone), None, "the last file is gone");
+        let mut touched = rescanned(&t);
+        touched.entries.get_mut(Path::new("a")).unwrap().mtime = MTime::new(1001, 1);
+        assert_eq!(proven(&mut touched), None, "a file's stat changed");
+        let mut hidden = rescanned(&t);
+        hidden.unknown.insert("d".into());
+        assert_eq!(proven(&mut hidden), None, "part of the tree is unreadable");
+        let mut known = rescanned(&t);
+        known.entries.get_mut(Path::new("a")).unwrap().hash = Some(Digest([1; 32]));
+        assert_eq!(proven(&mut known), None, "a hash that came from elsewhere");
+        let mut retyped = rescanned(&t);
+        retyped
+            .entries
+            .insert("d/b".into(), Entry::dir(0o755, MTime::new(1000, 0)));
+        assert_eq!(proven(&mut retyped), None, "a file became a directory");
+
+        // A cache that leaves a file out (modified just now) proves nothing.
+        let mut racy = three_files();
+        racy.entries.get_mut(Path::new("a")).unwrap().mtime = now();
+        let c = StatCache::from_tree(root, &racy, now());
+        assert_eq!(c.fill(root, &mut rescanned(&racy)).sha, None);
     }
 
     #[test]

@@ -733,14 +733,27 @@ impl Drop for TempFile {
 /// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename,
 /// fsync of the directory). For the tool's own small files: state, registry, manifests.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] of the bytes `fill` writes (through a buffer).
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<File>) -> std::io::Result<()>,
+) -> Result<(), Error> {
     let parent = path
         .parent()
         .ok_or_else(|| Error::entry(path, "no parent directory"))?;
     std::fs::create_dir_all(parent).ctx("mkdir", parent)?;
     let tmp = parent.join(names::temp_name());
     let res = (|| {
-        let mut f = File::create(&tmp).ctx("create", &tmp)?;
-        f.write_all(bytes).ctx("write", &tmp)?;
+        let f = File::create(&tmp).ctx("create", &tmp)?;
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, f);
+        fill(&mut w).ctx("write", &tmp)?;
+        let f = w
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .ctx("write", &tmp)?;
         f.sync_all().ctx("fsync", &tmp)?;
         std::fs::rename(&tmp, path).ctx("rename", path)?;
         if let Ok(d) = File::open(parent) {

@@ -9,7 +9,7 @@ use crate::error::Refusal;
 use crate::hash;
 use crate::home::DataHome;
 use crate::scan::{self, ScanOptions};
-use crate::tree::Tree;
+use crate::tree::{Digest, Tree};
 
 /// One replica root and its stat cache.
 #[derive(Debug)]
@@ -45,12 +45,13 @@ impl Replica {
         Ok(tree)
     }
 
-    /// Takes known hashes from the stat cache (none with `checksum`).
-    pub fn load_hashes(&self, tree: &mut Tree, checksum: bool) {
-        let cache = StatCache::load(&self.cache_file);
-        if !checksum {
-            cache.fill(&self.root, tree);
+    /// Takes known hashes from the stat cache (none with `checksum`); returns the
+    /// directory SHA-256 the cache proves (see [`cache::Filled::sha`]).
+    pub fn load_hashes(&self, tree: &mut Tree, checksum: bool) -> Option<Digest> {
+        if checksum {
+            return None;
         }
+        StatCache::load(&self.cache_file).fill(&self.root, tree).sha
     }
 
     /// Hashes every file whose hash is still unknown; failures are logged and returned.
@@ -71,18 +72,41 @@ impl Replica {
         hashed
     }
 
-    /// Saves what is known of the tree's hashes for the next pass.
-    pub fn save_cache(&self, tree: &Tree, scanned_at: crate::tree::MTime) {
-        let cache = StatCache::from_tree(&self.root, tree, scanned_at);
-        // An unchanged cache is not written again: the file is read back and compared
-        // (cheaper than hashing both, and nothing is held in memory during the pass).
-        if StatCache::load(&self.cache_file) == cache {
-            return;
+    /// The pass's last word on this replica: saves the stat cache of `tree` and returns
+    /// the tree's directory SHA-256 (`None` if a file's hash is unknown). `proven`: the
+    /// SHA-256 the stat cache proved when the tree was read, passed only if the tree has
+    /// not changed since; the cache then holds this very tree and is left as it is.
+    pub fn finish(
+        &self,
+        tree: &Tree,
+        scanned_at: crate::tree::MTime,
+        proven: Option<Digest>,
+    ) -> Option<Digest> {
+        if proven.is_some() {
+            return proven;
         }
-        if let Err(e) = cache.save(&self.cache_file) {
+        let sha = hash::tree_sha256(tree);
+        self.save_cache(tree, scanned_at, sha);
+        sha
+    }
+
+    /// Saves what is known of the tree's hashes for the next pass, with the tree's
+    /// directory SHA-256 `sha` when known.
+    pub fn save_cache(&self, tree: &Tree, scanned_at: crate::tree::MTime, sha: Option<Digest>) {
+        // An unchanged cache is not written again: what would be written is compared
+        // with the file, a block at a time.
+        if let Err(e) = StatCache::save_tree(&self.cache_file, &self.root, tree, scanned_at, sha) {
             log::warn!("stat cache of {} not saved: {e}", self.label);
         }
     }
+}
+
+/// Two replicas as [`read_both`] read them.
+pub struct ReadBoth {
+    pub trees: (Tree, Tree),
+    /// For each, the directory SHA-256 its stat cache proves: valid only as long as
+    /// that tree is not changed (see [`cache::Filled::sha`]).
+    pub cached_sha: [Option<Digest>; 2],
 }
 
 /// Reads two replicas at once: both scanned by one set of threads, then each takes
@@ -91,7 +115,7 @@ pub fn read_both(
     a: (&Replica, &ScanOptions),
     b: (&Replica, &ScanOptions),
     checksum: bool,
-) -> Result<(Tree, Tree), Refusal> {
+) -> Result<ReadBoth, Refusal> {
     let t0 = std::time::Instant::now();
     let mut trees = scan::scan_many(&[(&a.0.root, a.1), (&b.0.root, b.1)]).into_iter();
     let (ta, tb) = (
@@ -100,9 +124,10 @@ pub fn read_both(
     );
     let (mut ta, mut tb) = (a.0.scanned(ta)?, b.0.scanned(tb)?);
     let scanned = t0.elapsed();
-    std::thread::scope(|s| {
-        s.spawn(|| a.0.load_hashes(&mut ta, checksum));
-        b.0.load_hashes(&mut tb, checksum);
+    let cached_sha = std::thread::scope(|s| {
+        let sa = s.spawn(|| a.0.load_hashes(&mut ta, checksum));
+        let sb = b.0.load_hashes(&mut tb, checksum);
+        [sa.join().expect("BUG: no panic"), sb]
     });
     log::debug!(
         "scanned {} and {} entries in {:.3}s, stat caches {:.3}s",
@@ -111,5 +136,8 @@ pub fn read_both(
         scanned.as_secs_f64(),
         (t0.elapsed() - scanned).as_secs_f64()
     );
-    Ok((ta, tb))
+    Ok(ReadBoth {
+        trees: (ta, tb),
+        cached_sha,
+    })
 }

@@ -206,11 +206,18 @@ pub fn scan_many(roots: &[(&Path, &ScanOptions)]) -> Vec<Result<Tree, Error>> {
     for (r, u, part) in done {
         parts[r].push((u, part));
     }
-    started
-        .into_iter()
-        .zip(parts)
-        .map(|(st, parts)| Ok(assemble(st?, parts)))
-        .collect()
+    // Each root's B-tree is built on a thread of its own.
+    std::thread::scope(|s| {
+        let builders: Vec<_> = started
+            .into_iter()
+            .zip(parts)
+            .map(|(st, parts)| s.spawn(move || Ok(assemble(st?, parts))))
+            .collect();
+        builders
+            .into_iter()
+            .map(|b| b.join().expect("BUG: building a tree does not panic"))
+            .collect()
+    })
 }
 
 /// One root's tree from its top level and its units' parts.

@@ -13,7 +13,6 @@ use engine::cli::Settings;
 use engine::config::VersionMode;
 use engine::error::Refusal;
 use engine::fsops::Root;
-use engine::hash;
 use engine::home::{path_key, DataHome, Lock};
 use engine::mirror::{self, MirrorOptions};
 use engine::names::{display, VERSIONS_DIR};
@@ -129,7 +128,10 @@ impl Job {
             Replica::new(&self.source, "SOURCE", &self.home),
             Replica::new(&self.backup, "BACKUP", &self.home),
         );
-        let (mut src, mut dst) = replica::read_both(
+        let replica::ReadBoth {
+            trees: (mut src, mut dst),
+            cached_sha,
+        } = replica::read_both(
             (&source, &src_opts),
             (&backup, &dst_opts),
             self.settings.checksum,
@@ -266,6 +268,10 @@ impl Job {
             },
         );
         errors.extend(plan.errors);
+        // With nothing done and nothing hashed, both trees are the ones their stat caches
+        // were read with: the directory SHA-256s the caches proved still hold.
+        let idle = plan.actions.is_empty() && hashed_files == 0;
+        let proven = cached_sha.map(|sha| sha.filter(|_| idle));
         // The plan holds a copy of every entry it acts on: gone before the record step.
         drop(plan.actions);
         let interrupted = applied.interrupted;
@@ -294,12 +300,8 @@ impl Job {
             errors.push(e);
         }
         let (src_sha, dst_sha) = std::thread::scope(|s| {
-            let src_side = s.spawn(|| {
-                source.save_cache(&src, scanned_at);
-                hash::tree_sha256(&src)
-            });
-            backup.save_cache(&after, scanned_at);
-            let dst_sha = hash::tree_sha256(&after);
+            let src_side = s.spawn(|| source.finish(&src, scanned_at, proven[0]));
+            let dst_sha = backup.finish(&after, scanned_at, proven[1]);
             (src_side.join().expect("BUG: no panic"), dst_sha)
         });
         log::debug!(

@@ -487,6 +487,48 @@ fn summary_directory_sha256_matches_coreutils() {
 }
 
 #[test]
+fn unchanged_passes_report_the_same_directory_sha256_and_changes_a_new_one() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    for (name, body) in [("a", "one"), ("d/b", "two"), ("d/c", "three")] {
+        write(&src.join(name), body);
+        // Settled mtimes: the stat cache keeps these files.
+        set_mtime(&src.join(name), 1_600_000_000, 0);
+    }
+    fs::create_dir(&dst).unwrap();
+    let sha = |run: &Run, label: &str| run.value_after(label).unwrap();
+    let first = env.oneway(&src, &dst, &[]);
+    first.expect(0);
+    let want = coreutils_dir_sha(&src);
+    assert_eq!(sha(&first, "SOURCE sha256 "), want);
+    for _ in 0..2 {
+        let again = env.oneway(&src, &dst, &[]);
+        again.expect(0);
+        assert_eq!(sha(&again, "SOURCE sha256 "), want);
+        assert_eq!(sha(&again, "BACKUP sha256 "), want);
+        assert!(!again.all().contains("new version"), "{}", again.all());
+    }
+    // BACKUP changed by hand: its cache no longer holds the tree it sees.
+    fs::remove_file(dst.join("d/b")).unwrap();
+    let repaired = env.oneway(&src, &dst, &[]);
+    repaired.expect(0);
+    assert_eq!(sha(&repaired, "BACKUP sha256 "), want);
+    // SOURCE changed: a new directory SHA-256 and a new version.
+    write(&src.join("d/c"), "three, edited");
+    set_mtime(&src.join("d/c"), 1_600_000_100, 0);
+    let changed = env.oneway(&src, &dst, &[]);
+    changed.expect(0);
+    let now = coreutils_dir_sha(&src);
+    assert_ne!(now, want);
+    assert_eq!(sha(&changed, "SOURCE sha256 "), now);
+    assert_eq!(sha(&changed, "BACKUP sha256 "), now);
+    assert!(changed.all().contains("new version"), "{}", changed.all());
+    let after = env.oneway(&src, &dst, &[]);
+    assert_eq!(sha(&after, "SOURCE sha256 "), now);
+    assert_eq!(sha(&after, "BACKUP sha256 "), now);
+}
+
+#[test]
 fn excluded_paths_are_not_copied_and_not_deleted() {
     let env = Env::new();
     let (src, dst) = (env.path("src"), env.path("dst"));

@@ -15,7 +15,6 @@ use engine::cli::Settings;
 use engine::config::VersionMode;
 use engine::error::Refusal;
 use engine::fsops::Root;
-use engine::hash;
 use engine::home::{DataHome, Lock};
 use engine::names::{display, VERSIONS_DIR};
 use engine::replica::{self, Replica};
@@ -159,7 +158,10 @@ impl Job {
                 base.join().expect("BUG: loading the state does not panic"),
             )
         });
-        let (mut ta, mut tb) = read?;
+        let replica::ReadBoth {
+            trees: (mut ta, mut tb),
+            cached_sha,
+        } = read?;
         log::debug!(
             "read both replicas and the sync state: {:.3}s",
             started.elapsed().as_secs_f64()
@@ -307,6 +309,15 @@ impl Job {
                 }
             });
         }
+        // A side where nothing was done is the tree its stat cache was read with: the
+        // directory SHA-256 the cache proved still holds.
+        let proven: Vec<Option<Digest>> = (0..2)
+            .map(|i| {
+                let (keep, to) = plan.plan_for([Side::A, Side::B][i]);
+                let idle = keep.actions.is_empty() && to.actions.is_empty();
+                cached_sha[i].filter(|_| idle && !interrupted)
+            })
+            .collect();
         // The actions and what they did are folded in: gone before the record step.
         drop(applied);
         for p in [
@@ -318,11 +329,12 @@ impl Job {
             *p = engine::mirror::Plan::default();
         }
         // Both replicas at once: flush, hash what is still unknown, save the stat cache.
-        let finished: Vec<engine::cache::Hashed> = std::thread::scope(|s| {
+        let finished: Vec<(engine::cache::Hashed, Option<Digest>)> = std::thread::scope(|s| {
             let workers: Vec<_> = reps
                 .iter()
                 .zip(afters.iter_mut())
-                .map(|(r, t)| {
+                .zip(proven)
+                .map(|((r, t), proven)| {
                     s.spawn(move || {
                         if let Ok(root) = Root::open(&r.root) {
                             if let Err(e) = root.sync_fs() {
@@ -334,8 +346,7 @@ impl Job {
                         } else {
                             r.hash_rest(t)
                         };
-                        r.save_cache(t, scanned_at);
-                        h
+                        (h, r.finish(t, scanned_at, proven))
                     })
                 })
                 .collect();
@@ -344,9 +355,11 @@ impl Job {
                 .map(|w| w.join().expect("BUG: record workers do not panic"))
                 .collect()
         });
-        for h in finished {
+        let mut shas = [None, None];
+        for (i, (h, sha)) in finished.into_iter().enumerate() {
             hashed_files += h.files;
             errors.extend(h.errors);
+            shas[i] = sha;
         }
 
         // The state: what both sides now agree on; a path whose action failed keeps its
@@ -373,11 +386,6 @@ impl Job {
         }
 
         log::debug!("recorded state: {:.3}s", started.elapsed().as_secs_f64());
-        let shas = std::thread::scope(|s| {
-            let a = s.spawn(|| hash::tree_sha256(&afters[0]));
-            let b = hash::tree_sha256(&afters[1]);
-            [a.join().expect("BUG: hashing does not panic"), b]
-        });
         let mut notes = String::new();
         if let (Some(vs), false) = (&self.versions, interrupted) {
             // Each replica's version on its own thread: they share nothing.
