@@ -617,7 +617,9 @@ fn copy(
 
 /// The destination tree after `applied`: the scanned tree with removals, writes and
 /// metadata changes folded in (so the destination need not be scanned again).
-pub fn tree_after(before: crate::tree::Tree, applied: &Applied) -> crate::tree::Tree {
+///
+/// The entries written and changed are moved out of `applied`, not copied.
+pub fn tree_after(before: crate::tree::Tree, applied: &mut Applied) -> crate::tree::Tree {
     let mut t = before;
     for r in &applied.removed {
         // The removed path and everything under it: a range of the sorted map.
@@ -635,21 +637,16 @@ pub fn tree_after(before: crate::tree::Tree, applied: &Applied) -> crate::tree::
             t.entries.remove(&p);
         }
     }
-    let mut changes: Vec<(&PathBuf, Entry)> = applied
-        .written
-        .iter()
-        .chain(&applied.meta)
-        .map(|(p, e)| {
-            let mut e = e.clone();
-            if e.kind == Kind::Dir {
-                e.ino = 0;
-            }
-            (p, e)
-        })
-        .collect();
+    let mut changes = std::mem::take(&mut applied.written);
+    changes.append(&mut applied.meta);
+    for (_, e) in changes.iter_mut() {
+        if e.kind == Kind::Dir {
+            e.ino = 0;
+        }
+    }
     if changes.len() < 64 || changes.len() < t.entries.len() / 16 {
         for (p, e) in changes {
-            t.entries.insert(p.clone(), e);
+            t.entries.insert(p, e);
         }
     } else {
         // Many changes (a first sync): one merge of two sorted lists, then a bulk build.
@@ -666,13 +663,13 @@ pub fn tree_after(before: crate::tree::Tree, applied: &Applied) -> crate::tree::
                 }
                 let (q, ne) = news.next().expect("BUG: peeked");
                 replaced |= order.is_eq();
-                merged.push((q.clone(), ne));
+                merged.push((q, ne));
             }
             if !replaced {
                 merged.push((p, e));
             }
         }
-        merged.extend(news.map(|(q, e)| (q.clone(), e)));
+        merged.extend(news);
         t.entries = merged.into_iter().collect();
     }
     for (p, e) in &applied.dirs {
@@ -725,7 +722,7 @@ mod tests {
                 expected.insert(p.clone(), e.clone());
                 applied.written.push((p, e));
             }
-            let after = tree_after(before, &applied);
+            let after = tree_after(before, &mut applied);
             assert_eq!(after.entries, expected, "{n} changes");
         }
     }

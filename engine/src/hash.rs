@@ -125,11 +125,17 @@ pub fn hash_many(root: &Path, rels: &[PathBuf], threads: usize) -> Vec<FileHash>
 }
 
 /// The number of worker threads for hashing and copying.
+///
+/// Asked once: `available_parallelism` reads the affinity mask and the cgroup's CPU
+/// quota (a dozen system calls), and the copy workers ask for every run of files.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(8)
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8)
+    })
 }
 
 /// One line of `sha256sum` output for `rel`, escaped as GNU coreutils does.

@@ -181,10 +181,14 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
         }
     }
 
-    let mut dir_meta: BTreeSet<PathBuf> = BTreeSet::new();
-    let touched = |p: &Path, dir_meta: &mut BTreeSet<PathBuf>| {
-        let parent = p.parent().unwrap_or(Path::new(""));
-        dir_meta.insert(parent.to_path_buf());
+    // Directories whose mode and mtime are set after their contents: collected in a
+    // list (neighbouring entries share a parent, which is listed once), sorted at the end.
+    let mut dir_meta: Vec<PathBuf> = Vec::new();
+    let touched = |p: &Path, dir_meta: &mut Vec<PathBuf>| {
+        let parent = crate::tree::parent_of(p);
+        if dir_meta.last().is_none_or(|l| l.as_path() != parent) {
+            dir_meta.push(parent.to_path_buf());
+        }
     };
     let mut removed_subtree: Option<PathBuf> = None;
 
@@ -245,7 +249,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
             (Some(s), None) => {
                 create(&mut plan, p, s, false);
                 if s.kind == Kind::Dir {
-                    dir_meta.insert(p.clone());
+                    dir_meta.push(p.clone());
                 }
                 touched(p, &mut dir_meta);
             }
@@ -269,14 +273,14 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                 }
                 create(&mut plan, p, s, false);
                 if s.kind == Kind::Dir {
-                    dir_meta.insert(p.clone());
+                    dir_meta.push(p.clone());
                 }
                 touched(p, &mut dir_meta);
             }
             (Some(s), Some(d)) => match s.kind {
                 Kind::Dir => {
                     if meta_differs(s, d, opts) {
-                        dir_meta.insert(p.clone());
+                        dir_meta.push(p.clone());
                     }
                 }
                 Kind::File => {
@@ -318,10 +322,12 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
 
     if let (Some(sr), Some(dr)) = (&src.root, &dst.root) {
         if meta_differs(sr, dr, opts) {
-            dir_meta.insert(PathBuf::new());
+            dir_meta.push(PathBuf::new());
         }
     }
     // Directory metadata last, deepest first, and only for directories the source has.
+    crate::tree::sort_by_key_path(&mut dir_meta);
+    dir_meta.dedup();
     for p in dir_meta.into_iter().rev() {
         let s = if p.as_os_str().is_empty() {
             src.root.as_ref()

@@ -93,6 +93,42 @@ pub mod bytes {
         d.deserialize_bytes(Visitor)
     }
 
+    /// A path borrowed from the bytes being decoded (`&'de Path`), in the same
+    /// encoding as [`bytes`](self): `#[serde(borrow, with = "pathser::bytes::borrowed")]`.
+    pub mod borrowed {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+            super::serialize(p, s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<&'de Path, D::Error> {
+            let b = <&'de [u8]>::deserialize(d)?;
+            Ok(Path::new(std::ffi::OsStr::from_bytes(b)))
+        }
+
+        /// The same for `Option<&Path>`.
+        pub mod opt {
+            use super::*;
+
+            #[derive(Serialize, Deserialize)]
+            struct Wrap<'a>(#[serde(borrow, with = "super")] &'a Path);
+
+            pub fn serialize<S: Serializer>(p: &Option<&Path>, s: S) -> Result<S::Ok, S::Error> {
+                match p {
+                    Some(p) => s.serialize_some(&Wrap(p)),
+                    None => s.serialize_none(),
+                }
+            }
+
+            pub fn deserialize<'de, D: Deserializer<'de>>(
+                d: D,
+            ) -> Result<Option<&'de Path>, D::Error> {
+                Ok(Option::<Wrap<'de>>::deserialize(d)?.map(|w| w.0))
+            }
+        }
+    }
+
     /// The same for `Option<PathBuf>`.
     pub mod opt {
         use super::*;

@@ -1,7 +1,7 @@
 //! One entry as the tool writes it into a version manifest: path, kind, size, mode,
 //! mtime, SHA-256, link target and inode. Plain data, stored in binary (postcard).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +47,97 @@ impl EntryRecord {
             Kind::Dir => Entry::dir(self.mode, mtime),
             Kind::Symlink => Entry::symlink(self.target.clone().unwrap_or_default(), mtime),
             Kind::File => Entry::file(self.size, self.mode, mtime, self.sha256),
+        }
+    }
+}
+
+/// [`EntryRecord`] with its paths borrowed (from a tree, or from the bytes of a manifest
+/// being read): the same fields in the same encoding, and no allocation per entry.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryRef<'a> {
+    #[serde(borrow, with = "pathser::bytes::borrowed")]
+    pub path: &'a Path,
+    pub kind: Kind,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime: (i64, u32),
+    pub sha256: Option<Digest>,
+    #[serde(borrow, with = "pathser::bytes::borrowed::opt")]
+    pub target: Option<&'a Path>,
+    pub ino: Option<u64>,
+}
+
+impl<'a> EntryRef<'a> {
+    /// The record of `e` at `path`.
+    pub fn new(path: &'a Path, e: &'a Entry) -> EntryRef<'a> {
+        EntryRef {
+            path,
+            kind: e.kind,
+            size: e.size,
+            mode: e.mode,
+            mtime: (e.mtime.sec, e.mtime.nsec),
+            sha256: e.hash,
+            target: e.target.as_deref(),
+            ino: (e.kind == Kind::File && e.ino != 0).then_some(e.ino),
+        }
+    }
+
+    pub fn mtime(&self) -> MTime {
+        MTime::new(self.mtime.0, self.mtime.1)
+    }
+
+    /// The owned record.
+    pub fn to_owned(&self) -> EntryRecord {
+        EntryRecord {
+            path: self.path.to_path_buf(),
+            kind: self.kind,
+            size: self.size,
+            mode: self.mode,
+            mtime: self.mtime,
+            sha256: self.sha256,
+            target: self.target.map(Path::to_path_buf),
+            ino: self.ino,
+        }
+    }
+}
+
+impl EntryRecord {
+    /// The record borrowed.
+    pub fn as_ref(&self) -> EntryRef<'_> {
+        EntryRef {
+            path: &self.path,
+            kind: self.kind,
+            size: self.size,
+            mode: self.mode,
+            mtime: self.mtime,
+            sha256: self.sha256,
+            target: self.target.as_deref(),
+            ino: self.ino,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn owned_and_borrowed_records_encode_alike() {
+        let odd = Path::new(OsStr::from_bytes(b"d/\xff name"));
+        let mut file = Entry::file(7, 0o640, MTime::new(-3, 9), Some(Digest([5; 32])));
+        file.ino = 42;
+        let link = Entry::symlink(odd, MTime::new(1, 2));
+        for (p, e) in [(odd, &file), (Path::new("l"), &link)] {
+            let r = EntryRef::new(p, e);
+            let owned = EntryRecord::new(p.to_path_buf(), e);
+            let bytes = postcard::to_allocvec(&r).unwrap();
+            assert_eq!(bytes, postcard::to_allocvec(&owned).unwrap());
+            assert_eq!(postcard::from_bytes::<EntryRecord>(&bytes).unwrap(), owned);
+            assert_eq!(postcard::from_bytes::<EntryRef>(&bytes).unwrap(), r);
+            assert_eq!(owned.as_ref(), r);
+            assert_eq!(r.to_owned(), owned);
         }
     }
 }

@@ -196,6 +196,15 @@ impl Tree {
     }
 }
 
+/// Frees `value` on a thread of its own: the trees of a big replica are a hundred
+/// thousand allocations, and the pass need not wait for them to be freed (a process that
+/// exits meanwhile simply ends).
+pub fn drop_later<T: Send + 'static>(value: T) {
+    let _ = std::thread::Builder::new()
+        .name("drop".into())
+        .spawn(move || drop(value));
+}
+
 /// The order of `Path::cmp` (component by component) for the relative, normalized paths
 /// of a tree, computed on the bytes: a `/` sorts before every other byte, since a shorter
 /// component sorts first. One `memcmp`-like pass instead of splitting both paths into
@@ -223,6 +232,11 @@ pub fn parent_of(p: &Path) -> &Path {
 /// Sorts `(path, item)` pairs into path order.
 pub fn sort_by_path<P: AsRef<Path>, T>(v: &mut [(P, T)]) {
     v.sort_unstable_by(|x, y| path_order(x.0.as_ref(), y.0.as_ref()));
+}
+
+/// Sorts paths into path order.
+pub fn sort_by_key_path<P: AsRef<Path>>(v: &mut [P]) {
+    v.sort_unstable_by(|x, y| path_order(x.as_ref(), y.as_ref()));
 }
 
 /// Applies `update` to the entry of `map` at each path of `updates` that `map` has,

@@ -285,7 +285,7 @@ impl Job {
             }
         });
         let counts: Counts = applied.counts.clone();
-        let mut after = apply::tree_after(dst, &applied);
+        let mut after = apply::tree_after(dst, &mut applied);
         let applied_errors = applied.errors.len();
         drop(applied);
         if !interrupted {
@@ -333,6 +333,7 @@ impl Job {
             sha_text(src_sha),
             sha_text(dst_sha),
         );
+        engine::tree::drop_later((src, after));
         Ok(PassOutcome {
             operations: counts.operations(),
             errors: total_errors,

@@ -16,6 +16,7 @@ use engine::error::Error;
 use engine::fsops;
 use engine::hash;
 use engine::pathser;
+use engine::record::EntryRef;
 use engine::tree::{Digest, Entry, Kind, MTime, Tree};
 
 /// The manifest's file name inside a version directory.
@@ -35,6 +36,157 @@ struct Head {
 
 /// One entry of a version.
 pub type ManifestEntry = engine::record::EntryRecord;
+
+/// The fields of a manifest before its entries, in the same order and encoding.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Header {
+    pub format: u32,
+    #[serde(with = "pathser::bytes")]
+    pub dir: PathBuf,
+    pub made: String,
+    pub dir_sha256: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub root_mode: u32,
+    pub root_mtime: (i64, u32),
+}
+
+impl Header {
+    /// The header of a version of `tree` (of the directory `dir`) made now, whose
+    /// entries are `entries` and directory SHA-256 `sha`.
+    pub fn new<'a>(
+        dir: &Path,
+        tree: &Tree,
+        entries: impl Iterator<Item = EntryRef<'a>>,
+        sha: Digest,
+    ) -> Header {
+        let (mut files, mut bytes) = (0u64, 0u64);
+        for e in entries.filter(|e| e.kind == Kind::File) {
+            files += 1;
+            bytes += e.size;
+        }
+        let root = tree
+            .root
+            .clone()
+            .unwrap_or_else(|| Entry::dir(0o755, MTime::default()));
+        Header {
+            format: FORMAT,
+            dir: dir.to_path_buf(),
+            made: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            dir_sha256: sha.to_hex(),
+            files,
+            bytes,
+            root_mode: root.mode,
+            root_mtime: (root.mtime.sec, root.mtime.nsec),
+        }
+    }
+}
+
+/// The entries a version of `tree` lists: everything but unknown paths, every file
+/// with its hash (a file whose hash is unknown is left out).
+pub fn entries_of(tree: &Tree) -> impl Iterator<Item = EntryRef<'_>> {
+    tree.entries
+        .iter()
+        .filter(|(p, e)| !tree.is_unknown(p) && (e.kind != Kind::File || e.hash.is_some()))
+        .map(|(p, e)| EntryRef::new(p, e))
+}
+
+/// The directory SHA-256 of a version's entries (`None` if a file has no hash).
+pub fn sha_of<'a>(entries: impl Iterator<Item = EntryRef<'a>>) -> Option<Digest> {
+    hash::dir_sha256(
+        entries
+            .filter(|e| e.kind == Kind::File)
+            .map(|e| (e.path, e.sha256)),
+    )
+}
+
+/// Writes the manifest of `header` and `entries` (in path order; the function gives
+/// them afresh each time it is called) into `version_dir`, atomically and flushed,
+/// encoded a block at a time.
+pub fn write<'a, I: Iterator<Item = EntryRef<'a>>>(
+    version_dir: &Path,
+    header: &Header,
+    entries: impl Fn() -> I,
+) -> Result<(), Error> {
+    let path = version_dir.join(MANIFEST);
+    let count = entries().count();
+    let enc = |e: postcard::Error| std::io::Error::other(e);
+    fsops::write_atomic_with(&path, |w| {
+        use std::io::Write;
+        let mut buf = postcard::to_extend(header, Vec::with_capacity(70 * 1024)).map_err(enc)?;
+        buf = postcard::to_extend(&count, buf).map_err(enc)?;
+        for e in entries() {
+            buf = postcard::to_extend(&e, buf).map_err(enc)?;
+            if buf.len() >= 64 * 1024 {
+                w.write_all(&buf)?;
+                buf.clear();
+            }
+        }
+        w.write_all(&buf)
+    })
+}
+
+/// A manifest as the bytes of its file: the header decoded, the entries decoded one
+/// at a time as they are read, their paths borrowed from the bytes (a version of
+/// 50,000 files is read without an allocation per entry).
+pub struct ManifestBytes {
+    bytes: Vec<u8>,
+    header: Header,
+    /// Where the entries start, and how many there are.
+    entries_at: usize,
+    count: usize,
+}
+
+impl ManifestBytes {
+    /// Reads the manifest of the version at `version_dir`; every entry is checked to
+    /// decode, so a damaged manifest is refused here, not halfway through a use.
+    pub fn load(version_dir: &Path) -> Result<ManifestBytes, Error> {
+        let path = version_dir.join(MANIFEST);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        let damaged = |e: postcard::Error| Error::entry(&path, format!("damaged manifest: {e}"));
+        let (header, rest) = postcard::take_from_bytes::<Header>(&bytes).map_err(damaged)?;
+        if header.format != FORMAT {
+            return Err(Error::entry(
+                &path,
+                format!(
+                    "manifest format {} is not one this build reads",
+                    header.format
+                ),
+            ));
+        }
+        let (count, mut rest) = postcard::take_from_bytes::<usize>(rest).map_err(damaged)?;
+        let entries_at = bytes.len() - rest.len();
+        for _ in 0..count {
+            rest = postcard::take_from_bytes::<EntryRef>(rest)
+                .map_err(damaged)?
+                .1;
+        }
+        if !rest.is_empty() {
+            return Err(Error::entry(&path, "damaged manifest: bytes after the end"));
+        }
+        Ok(ManifestBytes {
+            header,
+            entries_at,
+            count,
+            bytes,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The entries, in path order.
+    pub fn entries(&self) -> impl Iterator<Item = EntryRef<'_>> {
+        let mut rest = &self.bytes[self.entries_at..];
+        (0..self.count).map(move |_| {
+            let (e, r) = postcard::take_from_bytes::<EntryRef>(rest)
+                .expect("BUG: every entry was decoded when the manifest was loaded");
+            rest = r;
+            e
+        })
+    }
+}
 
 /// A version's manifest.
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -57,53 +209,26 @@ impl Manifest {
     /// The manifest of `tree` (every file must be hashed; unknown paths are left out).
     /// `sha`: the tree's directory SHA-256 when the caller knows it already.
     pub fn from_tree(dir: &Path, tree: &Tree, sha: Option<Digest>) -> Manifest {
-        let mut entries = Vec::with_capacity(tree.entries.len());
-        let (mut files, mut bytes) = (0u64, 0u64);
-        for (p, e) in &tree.entries {
-            if tree.is_unknown(p) || (e.kind == Kind::File && e.hash.is_none()) {
-                continue;
-            }
-            if e.kind == Kind::File {
-                files += 1;
-                bytes += e.size;
-            }
-            entries.push(ManifestEntry::new(p.clone(), e));
-        }
         let sha = sha.unwrap_or_else(|| {
-            hash::dir_sha256(
-                entries
-                    .iter()
-                    .filter(|e| e.kind == Kind::File)
-                    .map(|e| (e.path.as_path(), e.sha256)),
-            )
-            .expect("BUG: every file in a manifest has a hash")
+            sha_of(entries_of(tree)).expect("BUG: every file in a manifest has a hash")
         });
-        let root = tree
-            .root
-            .clone()
-            .unwrap_or_else(|| Entry::dir(0o755, MTime::default()));
+        let h = Header::new(dir, tree, entries_of(tree), sha);
         Manifest {
-            format: FORMAT,
-            dir: dir.to_path_buf(),
-            made: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            dir_sha256: sha.to_hex(),
-            files,
-            bytes,
-            root_mode: root.mode,
-            root_mtime: (root.mtime.sec, root.mtime.nsec),
-            entries,
+            format: h.format,
+            dir: h.dir,
+            made: h.made,
+            dir_sha256: h.dir_sha256,
+            files: h.files,
+            bytes: h.bytes,
+            root_mode: h.root_mode,
+            root_mtime: h.root_mtime,
+            entries: entries_of(tree).map(|e| e.to_owned()).collect(),
         }
     }
 
     /// The directory SHA-256 a manifest of `tree` would record, without building it.
     pub fn dir_sha256_of(tree: &Tree) -> Digest {
-        hash::dir_sha256(
-            tree.entries
-                .iter()
-                .filter(|(p, e)| e.kind == Kind::File && e.hash.is_some() && !tree.is_unknown(p))
-                .map(|(p, e)| (p.as_path(), e.hash)),
-        )
-        .expect("BUG: only hashed files are listed")
+        sha_of(entries_of(tree)).expect("BUG: only hashed files are listed")
     }
 
     /// The version as a tree the mirror planner can restore from.
@@ -119,11 +244,6 @@ impl Manifest {
             t.entries.insert(e.path.clone(), e.to_entry());
         }
         t
-    }
-
-    /// Every file hash the version holds.
-    pub fn hashes(&self) -> impl Iterator<Item = Digest> + '_ {
-        self.entries.iter().filter_map(|e| e.sha256)
     }
 
     /// The directory SHA-256 of the version at `version_dir`, read from the head of its
@@ -156,10 +276,19 @@ impl Manifest {
 
     /// Writes the manifest into `version_dir` (atomically, flushed).
     pub fn save(&self, version_dir: &Path) -> Result<(), Error> {
-        let path = version_dir.join(MANIFEST);
-        let bytes = postcard::to_allocvec(self)
-            .map_err(|e| Error::io("encode", &path, std::io::Error::other(e)))?;
-        fsops::write_atomic(&path, &bytes)
+        let header = Header {
+            format: self.format,
+            dir: self.dir.clone(),
+            made: self.made.clone(),
+            dir_sha256: self.dir_sha256.clone(),
+            files: self.files,
+            bytes: self.bytes,
+            root_mode: self.root_mode,
+            root_mtime: self.root_mtime,
+        };
+        write(version_dir, &header, || {
+            self.entries.iter().map(|e| e.as_ref())
+        })
     }
 }
 
@@ -199,5 +328,53 @@ mod tests {
             Some(Digest::from_hex(&back.dir_sha256).unwrap()),
             hash::tree_sha256(&t)
         );
+    }
+
+    #[test]
+    fn streamed_manifests_read_back_entry_by_entry_and_damage_is_refused() {
+        let mut t = Tree {
+            root: Some(Entry::dir(0o755, MTime::new(1, 0))),
+            ..Tree::default()
+        };
+        for i in 0..3000u32 {
+            let mut e = Entry::file(
+                i as u64,
+                0o644,
+                MTime::new(9, i),
+                Some(Digest([i as u8; 32])),
+            );
+            e.ino = 100 + i as u64;
+            t.entries.insert(format!("d{}/f {i}", i % 7).into(), e);
+        }
+        for d in 0..7 {
+            t.entries
+                .insert(format!("d{d}").into(), Entry::dir(0o700, MTime::new(2, d)));
+        }
+        t.entries
+            .insert("l".into(), Entry::symlink("d1", MTime::new(3, 0)));
+        let m = Manifest::from_tree(Path::new("/x"), &t, None);
+        let d = tempfile::tempdir().unwrap();
+        m.save(d.path()).unwrap();
+        // Written a block at a time, the file is the whole manifest's encoding.
+        let file = std::fs::read(d.path().join(MANIFEST)).unwrap();
+        assert_eq!(file, postcard::to_allocvec(&m).unwrap());
+        let read = ManifestBytes::load(d.path()).unwrap();
+        assert_eq!(read.header().dir_sha256, m.dir_sha256);
+        assert_eq!(read.header().files, 3000);
+        let entries: Vec<ManifestEntry> = read.entries().map(|e| e.to_owned()).collect();
+        assert_eq!(entries, m.entries);
+        assert_eq!(
+            read.entries().collect::<Vec<_>>(),
+            entries_of(&t).collect::<Vec<_>>()
+        );
+
+        for cut in [file.len() - 1, file.len() / 2, 10] {
+            std::fs::write(d.path().join(MANIFEST), &file[..cut]).unwrap();
+            assert!(ManifestBytes::load(d.path()).is_err(), "cut at {cut}");
+        }
+        let mut longer = file.clone();
+        longer.push(0);
+        std::fs::write(d.path().join(MANIFEST), &longer).unwrap();
+        assert!(ManifestBytes::load(d.path()).is_err(), "a byte too many");
     }
 }

@@ -4,33 +4,39 @@
 //! linked again. The tree is finished by its manifest elsewhere; this module never
 //! touches a replica except to read it.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use engine::error::{Error, IoContext};
 use engine::fsops::{self, Root};
 use engine::hash;
+use engine::record::EntryRef;
 use engine::tree::{Digest, Kind, MTime};
 
-use crate::manifest::{Manifest, ManifestEntry, MANIFEST};
+use crate::manifest::{Manifest, MANIFEST};
 
-/// Fills `new` with the manifest's entries, linked or copied from `replica`:
-/// directories first, then files and links on every core.
+/// What a version holds where the replica changed after it was hashed: the real hash
+/// and stat of the file linked or copied, by path.
+pub(crate) type Fixes = HashMap<PathBuf, (Digest, fsops::Stat)>;
+
 /// The previous version's files: hash, mode and mtime by path.
-type PrevFiles<'a> = std::collections::HashMap<&'a Path, (Digest, u32, (i64, u32))>;
+type PrevFiles<'a> = HashMap<&'a Path, (Digest, u32, (i64, u32))>;
 
+/// Fills `new` with `entries` (a version's, in path order), linked or copied from
+/// `replica`: directories first, then files and links on every core.
 pub(crate) fn build(
     new: &Path,
     replica: &Path,
-    manifest: &mut Manifest,
+    entries: &[EntryRef<'_>],
     previous: Option<&Manifest>,
     link_first: bool,
     prev_dir: &Path,
-) -> Result<(), Error> {
+) -> Result<Fixes, Error> {
     let mut dst = Root::open(new)?;
     let mut dirs = Vec::new();
-    for e in manifest.entries.iter().filter(|e| e.kind == Kind::Dir) {
-        dst.mkdir(&e.path, e.mode)?;
-        dirs.push((e.path.clone(), e.mode, MTime::new(e.mtime.0, e.mtime.1)));
+    for e in entries.iter().filter(|e| e.kind == Kind::Dir) {
+        dst.mkdir(e.path, e.mode)?;
+        dirs.push((e.path, e.mode, e.mtime()));
     }
     let prev_files: PrevFiles = previous
         .iter()
@@ -38,11 +44,7 @@ pub(crate) fn build(
         .filter_map(|e| Some((e.path.as_path(), (e.sha256?, e.mode, e.mtime))))
         .collect();
     let link_ok = std::sync::atomic::AtomicBool::new(previous.is_none() && link_first);
-    let work: Vec<&ManifestEntry> = manifest
-        .entries
-        .iter()
-        .filter(|e| e.kind != Kind::Dir)
-        .collect();
+    let work: Vec<&EntryRef> = entries.iter().filter(|e| e.kind != Kind::Dir).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let threads = hash::default_threads().min(work.len()).max(1);
     type Fix = (usize, Digest, fsops::Stat);
@@ -68,9 +70,8 @@ pub(crate) fn build(
                             run = start..(start + len).min(work.len());
                         }
                         let Some(i) = run.next() else { break };
-                        let e = work[i];
                         if let Some(fix) = put_entry(
-                            e,
+                            work[i],
                             new,
                             &mut dst,
                             &mut src,
@@ -90,27 +91,29 @@ pub(crate) fn build(
             .map(|w| w.join().expect("BUG: version workers do not panic"))
             .collect()
     });
-    let mut fixes: std::collections::HashMap<PathBuf, (Digest, fsops::Stat)> = Default::default();
+    let mut fixes = Fixes::new();
     for r in results {
         for (i, d, st) in r? {
-            fixes.insert(work[i].path.clone(), (d, st));
+            fixes.insert(work[i].path.to_path_buf(), (d, st));
         }
     }
-    finish_tree(&mut dst, dirs, manifest, fixes)
+    finish_tree(&mut dst, dirs)?;
+    Ok(fixes)
 }
 
-/// Turns the recycled version tree at `new` (described by `old`) into the one
-/// `manifest` describes: a file stays when it is still the replica's very inode with
-/// the same bytes and metadata; everything else is removed and linked again.
-pub(crate) fn patch(
+/// Turns the recycled version tree at `new`, whose entries were `olds`, into one of
+/// `news` (both in path order; `news` gives them afresh each time it is called): a
+/// file stays when it is still the replica's very inode with the same bytes and
+/// metadata; everything else is removed and linked again.
+pub(crate) fn patch<'n, 'o, I: Iterator<Item = EntryRef<'n>>>(
     new: &Path,
     replica: &Path,
-    manifest: &mut Manifest,
-    old: &Manifest,
-) -> Result<(), Error> {
+    news: impl Fn() -> I,
+    olds: impl Iterator<Item = EntryRef<'o>>,
+) -> Result<Fixes, Error> {
     // The old manifest's own file goes: a new one is written when the tree is done.
     let _ = std::fs::remove_file(new.join(MANIFEST));
-    let keeps = |o: &ManifestEntry, n: &ManifestEntry| -> bool {
+    let keeps = |o: &EntryRef, n: &EntryRef| -> bool {
         o.kind == n.kind
             && match n.kind {
                 Kind::Dir => true,
@@ -127,27 +130,24 @@ pub(crate) fn patch(
     };
     let mut dst = Root::open(new)?;
     let mut src = Root::open(replica)?;
-    let mut removed_dir: Option<PathBuf> = None;
-    let mut puts: Vec<&ManifestEntry> = Vec::new();
+    let mut removed_dir: Option<&Path> = None;
+    let mut puts: Vec<EntryRef> = Vec::new();
     // Directories whose mode or mtime must be set again: changed in the manifest, or an
     // entry was removed from or put into them (which moves their mtime).
-    let mut touched: std::collections::HashSet<&Path> = Default::default();
+    let mut touched: HashSet<&Path> = HashSet::new();
     fn parent(p: &Path) -> Option<&Path> {
-        p.parent().filter(|q| !q.as_os_str().is_empty())
+        Some(engine::tree::parent_of(p)).filter(|q| !q.as_os_str().is_empty())
     }
-    // Both manifests list their entries in path order.
-    let olds = old.entries.iter().map(|e| (&e.path, e));
-    let news = manifest.entries.iter().map(|e| (&e.path, e));
-    for (p, o, n) in engine::tree::zip_sorted(olds, news) {
-        if removed_dir.as_ref().is_some_and(|d| p.starts_with(d)) {
-            if let Some(n) = n {
-                puts.push(n);
-            }
+    let olds = olds.map(|e| (e.path as &Path, e));
+    let newer = news().map(|e| (e.path as &Path, e));
+    for (p, o, n) in engine::tree::zip_sorted(olds, newer) {
+        if removed_dir.is_some_and(|d| p.starts_with(d)) {
+            puts.extend(n);
             continue;
         }
         removed_dir = None;
         match (o, n) {
-            (Some(o), Some(n)) if keeps(o, n) => {
+            (Some(o), Some(n)) if keeps(&o, &n) => {
                 if n.kind == Kind::Dir && (o.mode != n.mode || o.mtime != n.mtime) {
                     touched.insert(p);
                 }
@@ -156,84 +156,64 @@ pub(crate) fn patch(
                 touched.extend(parent(p));
                 dst.remove(p)?;
                 if o.kind == Kind::Dir {
-                    removed_dir = Some(p.clone());
+                    removed_dir = Some(p);
                 }
-                if let Some(n) = n {
-                    puts.push(n);
-                }
+                puts.extend(n);
             }
             (None, Some(n)) => puts.push(n),
             (None, None) => {}
         }
     }
-    let no_prev = std::collections::HashMap::new();
+    let no_prev = HashMap::new();
     let link_ok = std::sync::atomic::AtomicBool::new(true);
-    let mut fixes: std::collections::HashMap<PathBuf, (Digest, fsops::Stat)> = Default::default();
+    let mut fixes = Fixes::new();
     for n in &puts {
-        touched.extend(parent(&n.path));
+        touched.extend(parent(n.path));
         if n.kind == Kind::Dir {
-            touched.insert(&n.path);
+            touched.insert(n.path);
         }
     }
-    for n in puts {
+    for n in &puts {
         if n.kind == Kind::Dir {
-            dst.mkdir(&n.path, n.mode)?;
+            dst.mkdir(n.path, n.mode)?;
         } else if let Some(fix) = put_entry(n, new, &mut dst, &mut src, None, &no_prev, &link_ok)? {
-            fixes.insert(n.path.clone(), fix);
+            fixes.insert(n.path.to_path_buf(), fix);
         }
     }
-    let dirs: Vec<(PathBuf, u32, MTime)> = manifest
-        .entries
-        .iter()
-        .filter(|e| e.kind == Kind::Dir && touched.contains(e.path.as_path()))
-        .map(|e| (e.path.clone(), e.mode, MTime::new(e.mtime.0, e.mtime.1)))
+    let dirs: Vec<(&Path, u32, MTime)> = news()
+        .filter(|e| e.kind == Kind::Dir && touched.contains(e.path))
+        .map(|e| (e.path, e.mode, e.mtime()))
         .collect();
-    drop(touched);
-    finish_tree(&mut dst, dirs, manifest, fixes)
+    finish_tree(&mut dst, dirs)?;
+    Ok(fixes)
 }
 
-/// Sets the version's directory modes and mtimes (owner-writable, so the version can be
-/// dropped later; the real modes are in the manifest) and records what changed while
-/// the version was made.
-fn finish_tree(
-    dst: &mut Root,
-    dirs: Vec<(PathBuf, u32, MTime)>,
-    manifest: &mut Manifest,
-    fixes: std::collections::HashMap<PathBuf, (Digest, fsops::Stat)>,
-) -> Result<(), Error> {
+/// Sets the version's directory modes and mtimes, deepest first (owner-writable, so
+/// the version can be dropped later; the real modes are in the manifest).
+fn finish_tree(dst: &mut Root, dirs: Vec<(&Path, u32, MTime)>) -> Result<(), Error> {
     for (p, mode, mtime) in dirs.into_iter().rev() {
-        dst.set_dir_meta(&p, mode | 0o700, mtime)?;
-    }
-    if !fixes.is_empty() {
-        // A replica file was replaced after it was hashed: record what the version
-        // really holds.
-        for e in manifest.entries.iter_mut() {
-            if let Some((d, st)) = fixes.get(&e.path) {
-                e.sha256 = Some(*d);
-                e.size = st.size;
-                e.mode = st.mode;
-                e.mtime = (st.mtime.sec, st.mtime.nsec);
-                e.ino = Some(st.ino);
-            }
-        }
-        let files: Vec<(PathBuf, Option<Digest>)> = manifest
-            .entries
-            .iter()
-            .filter(|e| e.kind == Kind::File)
-            .map(|e| (e.path.clone(), e.sha256))
-            .collect();
-        if let Some(d) = hash::dir_sha256(files.iter().map(|(p, d)| (p.as_path(), *d))) {
-            manifest.dir_sha256 = d.to_hex();
-        }
+        dst.set_dir_meta(p, mode | 0o700, mtime)?;
     }
     Ok(())
+}
+
+/// `e` as the version holds it, with what `fixes` found.
+pub(crate) fn fixed<'a>(mut e: EntryRef<'a>, fixes: &Fixes) -> EntryRef<'a> {
+    if let Some((d, st)) = fixes.get(e.path) {
+        e.sha256 = Some(*d);
+        e.size = st.size;
+        e.mode = st.mode;
+        e.mtime = (st.mtime.sec, st.mtime.nsec);
+        e.ino = Some(st.ino);
+    }
+    e
 }
 
 /// Puts one file or link of a version in place; returns the real hash and stat of a
 /// file that changed since it was hashed.
 #[allow(clippy::too_many_arguments)]
 fn put_entry(
-    e: &ManifestEntry,
+    e: &EntryRef<'_>,
     new: &Path,
     dst: &mut Root,
     src: &mut Root,
@@ -242,18 +222,17 @@ fn put_entry(
     link_ok: &std::sync::atomic::AtomicBool,
 ) -> Result<Option<(Digest, fsops::Stat)>, Error> {
     use std::sync::atomic::Ordering::Relaxed;
-    let mtime = MTime::new(e.mtime.0, e.mtime.1);
+    let mtime = e.mtime();
     if e.kind == Kind::Symlink {
-        let target = e.target.clone().unwrap_or_default();
-        dst.symlink(&e.path, &target, mtime)?;
+        dst.symlink(e.path, e.target.unwrap_or(Path::new("")), mtime)?;
         return Ok(None);
     }
     if link_ok.load(Relaxed) {
-        match dst.link_from(src, &e.path, &e.path) {
+        match dst.link_from(src, e.path, e.path) {
             Ok(()) => {
-                let st = dst.stat(&e.path)?;
+                let st = dst.stat(e.path)?;
                 if let Some(st) = st.filter(|st| st.size != e.size || st.mtime != mtime) {
-                    let (d, _) = hash::hash_file(&new.join(&e.path))?;
+                    let (d, _) = hash::hash_file(&new.join(e.path))?;
                     return Ok(Some((d, st)));
                 }
                 return Ok(None);
@@ -266,14 +245,14 @@ fn put_entry(
         }
     }
     let unchanged = prev_files
-        .get(e.path.as_path())
+        .get(e.path)
         .is_some_and(|(h, m, t)| Some(*h) == e.sha256 && *m == e.mode && *t == e.mtime);
     if let (true, Some(prev)) = (unchanged, prev_root) {
-        if dst.link_from(prev, &e.path, &e.path).is_ok() {
+        if dst.link_from(prev, e.path, e.path).is_ok() {
             return Ok(None);
         }
     }
-    copy_into(src, dst, &e.path, e.mode, mtime)?;
+    copy_into(src, dst, e.path, e.mode, mtime)?;
     Ok(None)
 }
 

@@ -22,7 +22,7 @@ use engine::home::{path_key, DataHome};
 use engine::names::display;
 use engine::tree::{Digest, Kind, Tree};
 
-use crate::manifest::{Manifest, MANIFEST};
+use crate::manifest::{self, Manifest, ManifestBytes, MANIFEST};
 use crate::registry::{RegEntry, Registry};
 use crate::snapshot;
 
@@ -268,7 +268,9 @@ impl VersionedDir {
             self.register_if_missing(home, None)?;
             return Ok(None);
         }
-        let mut manifest = Manifest::from_tree(&self.dir, tree, Some(sha));
+        // The version's entries, borrowed from the tree: no list of copies is made.
+        let news = || manifest::entries_of(tree);
+        let mut header = manifest::Header::new(&self.dir, tree, news(), sha);
         // Only a copying store needs the previous version's list (to share unchanged files).
         let copying = self.copies_files(replica);
         let previous = if copying {
@@ -283,36 +285,44 @@ impl VersionedDir {
         // passes is relinked, so a version costs in proportion to the changes.
         let zero = self.slot("_0");
         let recycled = if !copying && self.mode == VersionMode::Link {
-            match Manifest::load(&zero) {
+            match ManifestBytes::load(&zero) {
                 Ok(old) if std::fs::rename(&zero, &new).is_ok() => Some(old),
                 _ => None,
             }
         } else {
             None
         };
-        match recycled {
-            Some(old) => snapshot::patch(&new, replica, &mut manifest, &old)?,
+        let fixes = match recycled {
+            Some(old) => snapshot::patch(&new, replica, news, old.entries())?,
             None => {
                 std::fs::create_dir(&new).ctx("mkdir", &new)?;
+                let entries: Vec<_> = news().collect();
                 snapshot::build(
                     &new,
                     replica,
-                    &mut manifest,
+                    &entries,
                     previous.as_ref(),
                     self.mode == VersionMode::Link,
                     &self.slot("_1"),
-                )?;
+                )?
             }
-        }
+        };
         let built = t0.elapsed().as_secs_f64();
+        if !fixes.is_empty() {
+            // A replica file was replaced after it was hashed: the manifest records what
+            // the version really holds.
+            let fixed = || news().map(|e| snapshot::fixed(e, &fixes));
+            let sha = manifest::sha_of(fixed()).expect("BUG: every file in a manifest has a hash");
+            header = manifest::Header::new(&self.dir, tree, fixed(), sha);
+        }
         // Everything in the tree is on disk before the manifest says it is complete.
         let root = Root::open(&new)?;
         root.sync_fs()?;
-        manifest.save(&new)?;
+        manifest::write(&new, &header, || news().map(|e| snapshot::fixed(e, &fixes)))?;
         let saved = t0.elapsed().as_secs_f64();
         self.rotate_in(&new)?;
         let rotated = t0.elapsed().as_secs_f64();
-        self.register(home, Some(manifest.made.clone()))?;
+        self.register(home, Some(header.made.clone()))?;
         log::debug!(
             "version of {}: built {built:.3}s, manifest {:.3}s, synced and rotated {:.3}s",
             display(&self.dir),
@@ -320,9 +330,9 @@ impl VersionedDir {
             rotated - saved
         );
         Ok(Some(Made {
-            files: manifest.files,
-            bytes: manifest.bytes,
-            dir_sha256: manifest.dir_sha256,
+            files: header.files,
+            bytes: header.bytes,
+            dir_sha256: header.dir_sha256,
         }))
     }
 
@@ -366,11 +376,10 @@ impl VersionedDir {
         if rest.is_empty() {
             return Ok(false);
         }
-        let known: HashSet<Digest> = versions
-            .iter()
-            .filter_map(|p| Manifest::load(p).ok())
-            .flat_map(|m| m.hashes().collect::<Vec<_>>())
-            .collect();
+        let mut known: HashSet<Digest> = HashSet::new();
+        for m in versions.iter().filter_map(|p| ManifestBytes::load(p).ok()) {
+            known.extend(m.entries().filter_map(|e| e.sha256));
+        }
         let mut missing = false;
         for (p, h) in rest {
             let h = match h {
@@ -475,5 +484,67 @@ pub fn remove_tree(path: &Path) -> Result<(), Error> {
 fn sync_dir(dir: &Path) {
     if let Ok(f) = std::fs::File::open(dir) {
         let _ = f.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::scan::{self, ScanOptions};
+
+    /// The replica's tree, every file hashed.
+    fn hashed_tree(root: &Path) -> Tree {
+        let mut t = scan::scan(root, &ScanOptions::default()).unwrap();
+        engine::cache::hash_missing(root, &mut t, 1);
+        t
+    }
+
+    /// Writes `bytes` at `p` as a new file (a new inode, as the tool itself writes).
+    fn replace(p: &Path, bytes: &[u8]) {
+        let tmp = p.with_extension("tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, p).unwrap();
+    }
+
+    /// What the version holds for "a", and its directory SHA-256.
+    fn recorded_a(v: &VersionedDir) -> (Digest, u64, String) {
+        let m = ManifestBytes::load(&v.view().latest.unwrap()).unwrap();
+        let a = m.entries().find(|e| e.path == Path::new("a")).unwrap();
+        (a.sha256.unwrap(), a.size, m.header().dir_sha256.clone())
+    }
+
+    #[test]
+    fn a_file_replaced_after_it_was_hashed_is_recorded_as_the_version_holds_it() {
+        let d = tempfile::tempdir().unwrap();
+        let (replica, store) = (d.path().join("r"), d.path().join("store"));
+        std::fs::create_dir_all(replica.join("d")).unwrap();
+        replace(&replica.join("a"), b"old");
+        replace(&replica.join("d/b"), b"b");
+        let home = DataHome::at(d.path().join("home"));
+        let v = VersionedDir::new(&replica, &store, VersionMode::Link, Vec::new());
+
+        // Built from nothing (the first version), then patched (a recycled one).
+        for round in 0..4 {
+            // A file of its own each round: every round makes a version.
+            replace(&replica.join(format!("round {round}")), b"r");
+            let stale = hashed_tree(&replica);
+            let now = format!("bytes of round {round}");
+            replace(&replica.join("a"), now.as_bytes());
+            replace(&replica.join("d/b"), now.as_bytes());
+            v.record(&home, &replica, &stale)
+                .unwrap()
+                .expect("a new version");
+            let (sha, size, dir_sha) = recorded_a(&v);
+            let truth = hashed_tree(&replica);
+            assert_eq!(
+                Some(sha),
+                truth.entries[Path::new("a")].hash,
+                "round {round}"
+            );
+            assert_eq!(size, now.len() as u64);
+            assert_eq!(Some(dir_sha), hash::tree_sha256(&truth).map(|d| d.to_hex()));
+            let held = std::fs::read(v.view().latest.unwrap().join("a")).unwrap();
+            assert_eq!(held, now.as_bytes());
+        }
     }
 }

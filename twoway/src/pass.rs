@@ -287,11 +287,30 @@ impl Job {
             failed.extend(a.failed.iter().cloned());
             errors.extend(a.errors.iter().map(|e| engine::Error::Other(e.to_string())));
         }
+        // A side where nothing was done is the tree its stat cache was read with: the
+        // directory SHA-256 the cache proved still holds.
+        let proven: Vec<Option<Digest>> = (0..2)
+            .map(|i| {
+                let (keep, to) = plan.plan_for([Side::A, Side::B][i]);
+                let idle = keep.actions.is_empty() && to.actions.is_empty();
+                cached_sha[i].filter(|_| idle && !interrupted)
+            })
+            .collect();
+        // The actions hold a copy of every entry they act on: gone before the trees
+        // after the pass are built.
+        for p in [
+            &mut plan.keep_a,
+            &mut plan.keep_b,
+            &mut plan.to_a,
+            &mut plan.to_b,
+        ] {
+            *p = engine::mirror::Plan::default();
+        }
         let [ta, tb] = trees;
         let mut afters = Vec::new();
         for (i, t) in [ta, tb].into_iter().enumerate() {
             let mut t = t;
-            for a in applied[i].iter() {
+            for a in applied[i].iter_mut() {
                 t = apply::tree_after(t, a);
             }
             afters.push(t);
@@ -309,25 +328,8 @@ impl Job {
                 }
             });
         }
-        // A side where nothing was done is the tree its stat cache was read with: the
-        // directory SHA-256 the cache proved still holds.
-        let proven: Vec<Option<Digest>> = (0..2)
-            .map(|i| {
-                let (keep, to) = plan.plan_for([Side::A, Side::B][i]);
-                let idle = keep.actions.is_empty() && to.actions.is_empty();
-                cached_sha[i].filter(|_| idle && !interrupted)
-            })
-            .collect();
-        // The actions and what they did are folded in: gone before the record step.
+        // What the actions did is folded in: gone before the record step.
         drop(applied);
-        for p in [
-            &mut plan.keep_a,
-            &mut plan.keep_b,
-            &mut plan.to_a,
-            &mut plan.to_b,
-        ] {
-            *p = engine::mirror::Plan::default();
-        }
         // Both replicas at once: flush, hash what is still unknown, save the stat cache.
         let finished: Vec<(engine::cache::Hashed, Option<Digest>)> = std::thread::scope(|s| {
             let workers: Vec<_> = reps
@@ -431,6 +433,7 @@ impl Job {
             sha_text(shas[0]),
             sha_text(shas[1]),
         );
+        engine::tree::drop_later((afters, base, plan));
         Ok(PassOutcome {
             operations: counts.operations(),
             errors: errors.len(),

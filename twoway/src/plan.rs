@@ -9,7 +9,7 @@
 //! Nothing here touches a disk.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
@@ -323,36 +323,46 @@ pub(crate) fn plan_sync_full<'a>(
     // A directory that still holds something must exist on both sides, whatever was
     // decided for it; a file or link in its way is kept as a conflict copy.
     let mut needs_dir: BTreeSet<PathBuf> = BTreeSet::new();
-    let held = a
-        .unknown
-        .iter()
-        .chain(&b.unknown)
-        .chain(&a.excluded)
-        .chain(&b.excluded)
-        .map(|p| (p, true));
-    // One set lookup per path instead of a search of the B-tree.
-    let final_dirs: HashSet<&OsStr> = finals
-        .iter()
-        .filter(|(_, f)| matches!(f, Some(f) if f.entry.kind == Kind::Dir))
-        .map(|(p, _)| p.as_os_str())
-        .collect();
-    let parent_is_dir = |p: &Path| {
-        let q = engine::tree::parent_of(p);
-        q.as_os_str().is_empty() || final_dirs.contains(q.as_os_str())
-    };
-    for (p, f) in finals.iter().map(|(p, f)| (p, f.is_some())).chain(held) {
-        // Parents come before children: a path whose parent stays a directory has all
-        // its ancestors settled already.
-        if f && !parent_is_dir(p) {
-            for anc in p.ancestors().skip(1) {
-                if anc.as_os_str().is_empty() {
-                    break;
+    {
+        let held = a
+            .unknown
+            .iter()
+            .chain(&b.unknown)
+            .chain(&a.excluded)
+            .chain(&b.excluded)
+            .map(|p| (p.as_path(), true));
+        // Neighbouring paths share a parent: its answer is kept for the next path.
+        let mut last: Option<(&Path, bool)> = None;
+        for (p, f) in finals
+            .iter()
+            .map(|(p, f)| (p.as_path(), f.is_some()))
+            .chain(held)
+        {
+            let q = engine::tree::parent_of(p);
+            if !f || q.as_os_str().is_empty() {
+                continue;
+            }
+            let parent_is_dir = match last {
+                Some((l, answer)) if l == q => answer,
+                _ => {
+                    let answer =
+                        matches!(finals.get(q), Some(Some(f)) if f.entry.kind == Kind::Dir);
+                    last = Some((q, answer));
+                    answer
                 }
-                needs_dir.insert(anc.to_path_buf());
+            };
+            // Parents come before children: a path whose parent stays a directory has
+            // all its ancestors settled already.
+            if !parent_is_dir {
+                for anc in p.ancestors().skip(1) {
+                    if anc.as_os_str().is_empty() {
+                        break;
+                    }
+                    needs_dir.insert(anc.to_path_buf());
+                }
             }
         }
     }
-    drop(final_dirs);
     for d in needs_dir {
         let is_dir = matches!(finals.get(&d), Some(Some(f)) if f.entry.kind == Kind::Dir);
         if is_dir {
@@ -415,13 +425,15 @@ fn actions_for(
     let mut keep = Plan::default();
     let mut to = Plan::default();
     let mut rmdirs: Vec<Action> = Vec::new();
-    let mut dir_meta: BTreeSet<PathBuf> = BTreeSet::new();
+    // Directories whose mode and mtime are set after their contents: listed as met
+    // (neighbours share a parent, listed once), sorted at the end.
+    let mut dir_meta: Vec<PathBuf> = Vec::new();
     let mut deletes = 0usize;
     let mut cleared: Option<PathBuf> = None;
-    let touched = |p: &Path, dir_meta: &mut BTreeSet<PathBuf>| {
-        if let Some(parent) = Some(engine::tree::parent_of(p)).filter(|q| !q.as_os_str().is_empty())
-        {
-            dir_meta.insert(parent.to_path_buf());
+    let touched = |p: &Path, dir_meta: &mut Vec<PathBuf>| {
+        let parent = engine::tree::parent_of(p);
+        if !parent.as_os_str().is_empty() && dir_meta.last().is_none_or(|l| l != parent) {
+            dir_meta.push(parent.to_path_buf());
         }
     };
     // Temporary files of an interrupted pass go first.
@@ -502,7 +514,7 @@ fn actions_for(
                 let op = match (e.kind, c) {
                     (Kind::Dir, None) => Op::Mkdir,
                     (Kind::Dir, Some(_)) => {
-                        dir_meta.insert(p.clone());
+                        dir_meta.push(p.clone());
                         continue;
                     }
                     (Kind::File, None) => Op::Copy { replace: false },
@@ -513,7 +525,7 @@ fn actions_for(
                     },
                 };
                 if op == Op::Mkdir {
-                    dir_meta.insert(p.clone());
+                    dir_meta.push(p.clone());
                 }
                 to.actions
                     .push(Action::new(op, p, Some(e.clone()), c.cloned()));
@@ -524,6 +536,8 @@ fn actions_for(
     // Directories go after their contents, deepest first.
     rmdirs.sort_by(|x, y| y.path.cmp(&x.path));
     to.actions.extend(rmdirs);
+    engine::tree::sort_by_key_path(&mut dir_meta);
+    dir_meta.dedup();
     for d in dir_meta.into_iter().rev() {
         if let Some(Some(f)) = finals.get(&d) {
             if f.entry.kind == Kind::Dir {
