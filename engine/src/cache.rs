@@ -235,17 +235,8 @@ fn encode(
     let count = records().count();
     let whole = tree.unknown.is_empty() && count == tree.file_count();
     let sha = sha.filter(|_| whole).map(|d| d.0);
-    let enc = "BUG: encoding to memory cannot fail";
     let header: Header = (FORMAT, root.as_os_str().as_bytes(), sha, count);
-    let mut buf = postcard::to_extend(&header, Vec::with_capacity(BLOCK + 512)).expect(enc);
-    for r in records() {
-        buf = postcard::to_extend(&r, buf).expect(enc);
-        if buf.len() >= BLOCK {
-            out.write_all(&buf)?;
-            buf.clear();
-        }
-    }
-    out.write_all(&buf)
+    crate::record::write_seq(out, &header, records())
 }
 
 /// A writer that only compares what is written with what `reader` holds; it fails at

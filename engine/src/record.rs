@@ -117,6 +117,27 @@ impl EntryRecord {
     }
 }
 
+/// Encodes `head`, then `items`, with postcard into `out`, a block at a time: the
+/// tool's record files (stat caches, manifests, sync states) are written without being
+/// held whole in memory. `head` carries the count of `items` where the format has one.
+pub fn write_seq<T: Serialize>(
+    out: &mut impl std::io::Write,
+    head: &impl Serialize,
+    items: impl Iterator<Item = T>,
+) -> std::io::Result<()> {
+    const BLOCK: usize = 64 * 1024;
+    let enc = |e: postcard::Error| std::io::Error::other(e);
+    let mut buf = postcard::to_extend(head, Vec::with_capacity(BLOCK + 1024)).map_err(enc)?;
+    for item in items {
+        buf = postcard::to_extend(&item, buf).map_err(enc)?;
+        if buf.len() >= BLOCK {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
+    }
+    out.write_all(&buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

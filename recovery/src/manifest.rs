@@ -110,19 +110,8 @@ pub fn write<'a, I: Iterator<Item = EntryRef<'a>>>(
 ) -> Result<(), Error> {
     let path = version_dir.join(MANIFEST);
     let count = entries().count();
-    let enc = |e: postcard::Error| std::io::Error::other(e);
     fsops::write_atomic_with(&path, |w| {
-        use std::io::Write;
-        let mut buf = postcard::to_extend(header, Vec::with_capacity(70 * 1024)).map_err(enc)?;
-        buf = postcard::to_extend(&count, buf).map_err(enc)?;
-        for e in entries() {
-            buf = postcard::to_extend(&e, buf).map_err(enc)?;
-            if buf.len() >= 64 * 1024 {
-                w.write_all(&buf)?;
-                buf.clear();
-            }
-        }
-        w.write_all(&buf)
+        engine::record::write_seq(w, &(header, count), entries())
     })
 }
 

@@ -46,6 +46,7 @@ fn path(b: Vec<u8>) -> PathBuf {
 }
 
 impl Record {
+    #[cfg(test)]
     fn new(p: &Path, e: &Entry) -> Record {
         Record {
             path: bytes(p),
@@ -94,22 +95,52 @@ pub fn load(file: &Path, a: &Path, b: &Path) -> Option<BTreeMap<PathBuf, Entry>>
     Some(disk.entries.into_iter().map(Record::into_entry).collect())
 }
 
-/// Writes the state atomically.
+/// [`Record`] with its paths borrowed: the same encoding (a byte string is a sequence
+/// of bytes to postcard either way).
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    path: &'a [u8],
+    kind: u8,
+    size: u64,
+    mode: u32,
+    mtime: (i64, u32),
+    hash: Option<[u8; 32]>,
+    target: Option<&'a [u8]>,
+}
+
+impl<'a> RecordRef<'a> {
+    fn new(p: &'a Path, e: &'a Entry) -> RecordRef<'a> {
+        RecordRef {
+            path: p.as_os_str().as_bytes(),
+            kind: match e.kind {
+                Kind::File => 0,
+                Kind::Dir => 1,
+                Kind::Symlink => 2,
+            },
+            size: e.size,
+            mode: e.mode,
+            mtime: (e.mtime.sec, e.mtime.nsec),
+            hash: e.hash.map(|d| d.0),
+            target: e.target.as_deref().map(|t| t.as_os_str().as_bytes()),
+        }
+    }
+}
+
+/// Writes the state atomically, encoded a block at a time.
 pub fn save(
     file: &Path,
     a: &Path,
     b: &Path,
     state: &BTreeMap<PathBuf, Entry>,
 ) -> Result<(), Error> {
-    let disk = OnDisk {
-        format: FORMAT,
-        a: bytes(a),
-        b: bytes(b),
-        entries: state.iter().map(|(p, e)| Record::new(p, e)).collect(),
-    };
-    let raw = postcard::to_allocvec(&disk)
-        .map_err(|e| Error::io("encode", file, std::io::Error::other(e)))?;
-    fsops::write_atomic(file, &raw)
+    let head = (
+        FORMAT,
+        a.as_os_str().as_bytes(),
+        b.as_os_str().as_bytes(),
+        state.len(),
+    );
+    let records = state.iter().map(|(p, e)| RecordRef::new(p, e));
+    fsops::write_atomic_with(file, |w| engine::record::write_seq(w, &head, records))
 }
 
 #[cfg(test)]
@@ -127,7 +158,19 @@ mod tests {
             Entry::file(1, 0o600, MTime::new(5, 6), Some(Digest([3; 32]))),
         );
         s.insert(PathBuf::from("d"), Entry::dir(0o755, MTime::new(1, 0)));
+        s.insert(PathBuf::from("l"), Entry::symlink("x", MTime::new(2, 3)));
         save(&f, Path::new("/a"), Path::new("/b"), &s).unwrap();
+        // Streamed, it is the encoding of the whole state.
+        let whole = OnDisk {
+            format: FORMAT,
+            a: bytes(Path::new("/a")),
+            b: bytes(Path::new("/b")),
+            entries: s.iter().map(|(p, e)| Record::new(p, e)).collect(),
+        };
+        assert_eq!(
+            std::fs::read(&f).unwrap(),
+            postcard::to_allocvec(&whole).unwrap()
+        );
         assert_eq!(load(&f, Path::new("/a"), Path::new("/b")), Some(s));
         assert_eq!(load(&f, Path::new("/a"), Path::new("/c")), None);
     }
