@@ -257,7 +257,16 @@ impl Root {
 
     /// Forgets cached handles at or under `rel` (after it was removed or replaced).
     fn forget(&mut self, rel: &Path) {
-        self.dirs.retain(|k, _| !k.starts_with(rel));
+        // Compared as bytes: this runs for every entry removed, over every cached handle.
+        let r = rel.as_os_str().as_bytes();
+        if r.is_empty() {
+            self.dirs.clear();
+            return;
+        }
+        self.dirs.retain(|k, _| {
+            let k = k.as_os_str().as_bytes();
+            !(k.starts_with(r) && (k.len() == r.len() || k[r.len()] == b'/'))
+        });
     }
 
     /// `lstat` of `rel` without following a final symlink; `None` if it does not exist.

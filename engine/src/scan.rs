@@ -4,9 +4,9 @@
 //! The scan only reads. A failure on one entry is a value in `Tree::errors`, and the
 //! path is marked unknown so no planner deletes anything at or under it.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs as rfs;
@@ -147,8 +147,8 @@ fn start<'a>(root: &'a Path, opts: &'a ScanOptions) -> Result<Started<'a>, Error
     let walker = Walker { root, opts };
     let mut top = Partial::default();
     let mut units = Vec::new();
-    for name in names {
-        if let Some((rel, fd)) = walker.visit(&root_fd, Path::new(""), &name, 0, &mut top) {
+    for name in names.iter() {
+        if let Some((rel, fd)) = walker.visit(&root_fd, Path::new(""), name, 0, &mut top) {
             units.push((top.entries.len(), rel, fd));
         }
     }
@@ -294,8 +294,8 @@ impl Walker<'_> {
                 return;
             }
         };
-        for name in names {
-            if let Some((child, sub)) = self.visit(fd, rel, &name, depth, out) {
+        for name in names.iter() {
+            if let Some((child, sub)) = self.visit(fd, rel, name, depth, out) {
                 self.walk(&sub, &child, depth + 1, out);
             }
         }
@@ -386,16 +386,50 @@ fn open_dir_at<Fd: AsFd>(dir: Fd, name: &OsStr) -> rustix::io::Result<OwnedFd> {
 }
 
 /// The names in a directory (not `.` and `..`), in byte order.
-fn read_names(fd: &OwnedFd) -> rustix::io::Result<Vec<OsString>> {
-    let mut names = Vec::new();
-    for ent in rfs::Dir::read_from(fd)? {
-        let ent = ent?;
-        let n = ent.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            names.push(OsString::from_vec(n.to_vec()));
-        }
+/// The names of a directory, in byte order, kept in one buffer.
+struct Names {
+    bytes: Vec<u8>,
+    /// (start, length) of each name in `bytes`.
+    spans: Vec<(u32, u32)>,
+}
+
+impl Names {
+    fn iter(&self) -> impl Iterator<Item = &OsStr> + '_ {
+        self.spans
+            .iter()
+            .map(|&(at, len)| OsStr::from_bytes(&self.bytes[at as usize..(at + len) as usize]))
     }
-    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+}
+
+/// Reads the names of the directory `fd` (freshly opened: read from its start) with
+/// `getdents` into a buffer of this thread's, without opening the directory again or
+/// allocating per name.
+fn read_names(fd: &OwnedFd) -> rustix::io::Result<Names> {
+    use std::mem::MaybeUninit;
+    thread_local! {
+        static DENTS: std::cell::RefCell<Vec<MaybeUninit<u8>>> =
+            std::cell::RefCell::new(vec![MaybeUninit::uninit(); 32 * 1024]);
+    }
+    let mut names = Names {
+        bytes: Vec::new(),
+        spans: Vec::new(),
+    };
+    DENTS.with(|buf| -> rustix::io::Result<()> {
+        let mut buf = buf.borrow_mut();
+        let mut dir = rfs::RawDir::new(fd, &mut buf[..]);
+        while let Some(ent) = dir.next() {
+            let ent = ent?;
+            let n = ent.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                names.spans.push((names.bytes.len() as u32, n.len() as u32));
+                names.bytes.extend_from_slice(n);
+            }
+        }
+        Ok(())
+    })?;
+    let bytes = &names.bytes;
+    let name = |&(at, len): &(u32, u32)| &bytes[at as usize..(at + len) as usize];
+    names.spans.sort_unstable_by(|a, b| name(a).cmp(name(b)));
     Ok(names)
 }
 

@@ -17,7 +17,7 @@ use chrono::TimeZone;
 
 use engine::config::ConflictPolicy;
 use engine::mirror::{Action, Op, Plan};
-use engine::tree::{zip3_paths, zip_paths, Entry, Kind, Tree};
+use engine::tree::{zip3_paths, Entry, Kind, Tree};
 
 /// One of the two replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -247,7 +247,8 @@ pub(crate) fn plan_sync_full<'a>(
     let mut new_names: HashSet<PathBuf> = HashSet::new();
     let exists =
         |c: &Path| base.contains_key(c) || a.entries.contains_key(c) || b.entries.contains_key(c);
-    let mut decided: Vec<(PathBuf, Option<Final>)> = Vec::new();
+    let mut decided: Vec<(PathBuf, Option<Final>)> =
+        Vec::with_capacity(a.entries.len().max(b.entries.len()));
     let mut copies: BTreeMap<PathBuf, Option<Final>> = BTreeMap::new();
     let mut conflicts = Vec::new();
 
@@ -316,9 +317,11 @@ pub(crate) fn plan_sync_full<'a>(
         };
         decided.push((p.clone(), f));
     }
-    // Sorted already: a bulk build. Conflict copies have names no path had.
-    let mut finals: BTreeMap<PathBuf, Option<Final>> = decided.into_iter().collect();
-    finals.append(&mut copies);
+    // Conflict copies have names no path had.
+    let mut finals = Finals {
+        decided,
+        added: copies,
+    };
 
     // A directory that still holds something must exist on both sides, whatever was
     // decided for it; a file or link in its way is kept as a conflict copy.
@@ -378,10 +381,10 @@ pub(crate) fn plan_sync_full<'a>(
         let dir_entry = &side_tree(ds).entries[&d];
         for s in [Side::A, Side::B] {
             if let Some(e) = side_tree(s).entries.get(&d).filter(|e| e.kind != Kind::Dir) {
-                add_copy(&d, s, e, ds, &mut new_names, &mut finals);
+                add_copy(&d, s, e, ds, &mut new_names, &mut finals.added);
             }
         }
-        finals.insert(d.clone(), keep(ds, dir_entry));
+        finals.added.insert(d.clone(), keep(ds, dir_entry));
     }
 
     let mut plan = SyncPlan {
@@ -403,25 +406,72 @@ pub(crate) fn plan_sync_full<'a>(
             }
         }
     }
-    // In path order already: a bulk build.
-    plan.state = finals
-        .into_iter()
-        .filter_map(|(p, f)| {
-            let mut e = f?.entry.clone();
+    // In path order already: a bulk build from a list of the exact size.
+    let mut state = Vec::with_capacity(finals.decided.len() + finals.added.len());
+    for (p, f) in finals.into_sorted() {
+        if let Some(f) = f {
+            let mut e = f.entry.clone();
             e.ino = 0;
             e.nlink = 1;
-            Some((p, e))
-        })
-        .collect();
+            state.push((p, e));
+        }
+    }
+    plan.state = state.into_iter().collect();
     plan
 }
 
+/// The final state decided for every path: the sorted list the walk over the three
+/// trees made, and the few paths added or decided again afterwards (conflict copies,
+/// directories that must stay), which take precedence.
+struct Finals<'a> {
+    decided: Vec<(PathBuf, Option<Final<'a>>)>,
+    added: BTreeMap<PathBuf, Option<Final<'a>>>,
+}
+
+impl<'a> Finals<'a> {
+    fn get(&self, p: &Path) -> Option<&Option<Final<'a>>> {
+        if let Some(f) = self.added.get(p) {
+            return Some(f);
+        }
+        let i = self
+            .decided
+            .binary_search_by(|(q, _)| engine::tree::path_order(q, p))
+            .ok()?;
+        Some(&self.decided[i].1)
+    }
+
+    /// Every path once, in path order.
+    fn iter(&self) -> impl Iterator<Item = (&PathBuf, &Option<Final<'a>>)> {
+        let decided = self.decided.iter().map(|(p, f)| (p, f));
+        engine::tree::zip_sorted(decided, self.added.iter())
+            .map(|(p, d, a)| (p, a.or(d).expect("BUG: a path comes from one list or both")))
+    }
+
+    /// Every path once, in path order, taken out.
+    fn into_sorted(self) -> impl Iterator<Item = (PathBuf, Option<Final<'a>>)> {
+        let mut decided = self.decided.into_iter().peekable();
+        let mut added = self.added.into_iter().peekable();
+        std::iter::from_fn(move || {
+            let order = match (decided.peek(), added.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some((p, _)), Some((q, _))) => engine::tree::path_order(p, q),
+            };
+            if order.is_eq() {
+                decided.next();
+            }
+            if order.is_lt() {
+                decided.next()
+            } else {
+                added.next()
+            }
+        })
+    }
+}
+
 /// The actions that bring `side` (scanned as `cur`) to the final state.
-fn actions_for(
-    side: Side,
-    finals: &BTreeMap<PathBuf, Option<Final>>,
-    cur: &Tree,
-) -> (Plan, Plan, usize) {
+fn actions_for(side: Side, finals: &Finals, cur: &Tree) -> (Plan, Plan, usize) {
     let mut keep = Plan::default();
     let mut to = Plan::default();
     let mut rmdirs: Vec<Action> = Vec::new();
@@ -443,7 +493,7 @@ fn actions_for(
         touched(l, &mut dir_meta);
     }
 
-    for (p, f, c) in zip_paths(finals, &cur.entries) {
+    for (p, f, c) in engine::tree::zip_sorted(finals.iter(), cur.entries.iter()) {
         let Some(f) = f else { continue };
         if cleared.as_ref().is_some_and(|c| p.starts_with(c) && p != c) {
             continue;
