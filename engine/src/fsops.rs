@@ -22,7 +22,35 @@ use crate::error::{Error, IoContext};
 use crate::names;
 use crate::tree::{Digest, Entry, Kind, MTime};
 
-const DIR_CACHE_LIMIT: usize = 128;
+/// How many directory handles each [`Root`] keeps open. A pass may have a dozen roots
+/// open at once (copy workers, both sides of a two-way sync, versions), so the open-file
+/// limit is shared out: first raised from its soft value to the hard one (as the
+/// runtimes of Go and Java do), then a sixty-fourth of it per root, between 16 and 1024.
+fn dir_cache_limit() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let mut lim = getrlimit(Resource::Nofile);
+        let wanted = lim.maximum.unwrap_or(1 << 20).min(1 << 20);
+        if lim.current.is_some_and(|c| c < wanted)
+            && setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(wanted),
+                    maximum: lim.maximum,
+                },
+            )
+            .is_ok()
+        {
+            lim.current = Some(wanted);
+        }
+        let soft = lim.current.unwrap_or(1 << 20);
+        (soft / 64).clamp(16, 1024) as usize
+    })
+}
+
+/// Whether `openat2` may be tried (Linux 5.6 and later, unless a sandbox forbids it).
+static OPENAT2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// What a filesystem can keep, as far as a sync must know.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -187,7 +215,7 @@ impl Root {
             return Ok(self.fd.as_fd());
         }
         if !self.dirs.contains_key(rel) {
-            if self.dirs.len() >= DIR_CACHE_LIMIT {
+            if self.dirs.len() >= dir_cache_limit() {
                 self.dirs.clear();
             }
             let fd = {
@@ -210,34 +238,62 @@ impl Root {
                         _ => return Err(Error::entry(rel, "path would leave the root")),
                     }
                 }
-                let mut fd: Option<OwnedFd> = None;
-                for name in rest.iter().rev() {
-                    if name.as_bytes() == b".." || name.as_bytes() == b"." {
-                        return Err(Error::entry(rel, "path would leave the root"));
+                if rest
+                    .iter()
+                    .any(|n| n.as_bytes() == b".." || n.as_bytes() == b".")
+                {
+                    return Err(Error::entry(rel, "path would leave the root"));
+                }
+                let refused = |e: rustix::io::Errno| {
+                    let path = self.path.join(rel);
+                    if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
+                        Error::entry(
+                            path,
+                            "a parent is a symlink or not a directory; refusing to follow it",
+                        )
+                    } else {
+                        Error::io("open dir", path, e.into())
                     }
-                    let base: BorrowedFd<'_> = match (&fd, start) {
-                        (Some(f), _) => f.as_fd(),
-                        (None, Some(s)) => s.as_fd(),
-                        (None, None) => self.fd.as_fd(),
-                    };
-                    let next = rfs::openat(
-                        base,
-                        *name,
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(|e| {
-                        let path = self.path.join(rel);
-                        if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
-                            Error::entry(
-                                path,
-                                "a parent is a symlink or not a directory; refusing to follow it",
-                            )
-                        } else {
-                            Error::io("open dir", path, e.into())
+                };
+                let top: BorrowedFd<'_> = match start {
+                    Some(s) => s.as_fd(),
+                    None => self.fd.as_fd(),
+                };
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                // Several levels at once: one `openat2` that the kernel refuses to take
+                // through any symlink or out of `top`, instead of one `openat` per level.
+                let mut fd: Option<OwnedFd> = None;
+                if rest.len() > 1 && OPENAT2.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut joined = Vec::new();
+                    for name in rest.iter().rev() {
+                        if !joined.is_empty() {
+                            joined.push(b'/');
                         }
-                    })?;
-                    fd = Some(next);
+                        joined.extend_from_slice(name.as_bytes());
+                    }
+                    let how = rfs::ResolveFlags::NO_SYMLINKS
+                        | rfs::ResolveFlags::NO_MAGICLINKS
+                        | rfs::ResolveFlags::BENEATH;
+                    match rfs::openat2(top, OsStr::from_bytes(&joined), flags, Mode::empty(), how) {
+                        Ok(f) => fd = Some(f),
+                        // An older kernel, or a sandbox that forbids the call: level by
+                        // level from now on.
+                        Err(rustix::io::Errno::NOSYS)
+                        | Err(rustix::io::Errno::PERM)
+                        | Err(rustix::io::Errno::INVAL) => {
+                            OPENAT2.store(false, std::sync::atomic::Ordering::Relaxed)
+                        }
+                        Err(e) => return Err(refused(e)),
+                    }
+                }
+                if fd.is_none() {
+                    for name in rest.iter().rev() {
+                        let base: BorrowedFd<'_> = match &fd {
+                            Some(f) => f.as_fd(),
+                            None => top,
+                        };
+                        fd = Some(rfs::openat(base, *name, flags, Mode::empty()).map_err(refused)?);
+                    }
                 }
                 fd.expect("BUG: a non-empty relative path has at least one component")
             };

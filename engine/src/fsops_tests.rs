@@ -16,6 +16,55 @@ fn refuses_to_write_through_a_symlinked_parent() {
 }
 
 #[test]
+fn refuses_a_symlink_anywhere_on_a_deep_path_with_openat2_or_without() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(outside.path().join("sub/deeper")).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("d/e/f")).unwrap();
+    symlink(outside.path(), root.path().join("d/link")).unwrap();
+    symlink(outside.path(), root.path().join("d/e/f/g")).unwrap();
+    for with_openat2 in [true, false] {
+        OPENAT2.store(with_openat2, std::sync::atomic::Ordering::Relaxed);
+        // A fresh root each time: nothing is cached, every level is opened.
+        let mut r = Root::open(root.path()).unwrap();
+        for bad in [
+            "d/link/file",
+            "d/link/sub/file",
+            "d/link/sub/deeper/file",
+            "d/e/f/g/file",
+        ] {
+            let err = r.create_temp(Path::new(bad)).unwrap_err();
+            assert!(err.to_string().contains("symlink"), "{bad}: {err}");
+        }
+        let mut r = Root::open(root.path()).unwrap();
+        r.mkdir(Path::new("d/e/f/h"), 0o755).unwrap();
+        r.create_temp(Path::new("d/e/f/h/ok"))
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert!(root.path().join("d/e/f/h/ok").is_file());
+        std::fs::remove_dir_all(root.path().join("d/e/f/h")).unwrap();
+    }
+    OPENAT2.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written: Vec<_> = walk_files(outside.path());
+    assert!(written.is_empty(), "written outside the root: {written:?}");
+}
+
+/// Every file under `dir`.
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
 fn refuses_paths_that_leave_the_root() {
     let root = tempfile::tempdir().unwrap();
     let mut r = Root::open(root.path()).unwrap();

@@ -82,12 +82,22 @@ impl Replica {
         scanned_at: crate::tree::MTime,
         proven: Option<Digest>,
     ) -> Option<Digest> {
-        if proven.is_some() {
-            return proven;
-        }
-        let sha = hash::tree_sha256(tree);
-        self.save_cache(tree, scanned_at, sha);
+        let sha = proven.or_else(|| hash::tree_sha256(tree));
+        self.keep_cache(tree, scanned_at, proven, sha);
         sha
+    }
+
+    /// [`finish`](Self::finish) with the directory SHA-256 `sha` already known.
+    pub fn keep_cache(
+        &self,
+        tree: &Tree,
+        scanned_at: crate::tree::MTime,
+        proven: Option<Digest>,
+        sha: Option<Digest>,
+    ) {
+        if proven.is_none() {
+            self.save_cache(tree, scanned_at, sha);
+        }
     }
 
     /// Saves what is known of the tree's hashes for the next pass, with the tree's

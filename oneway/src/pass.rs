@@ -299,30 +299,34 @@ impl Job {
             log::error!("{e}");
             errors.push(e);
         }
-        let (src_sha, dst_sha) = std::thread::scope(|s| {
-            let src_side = s.spawn(|| source.finish(&src, scanned_at, proven[0]));
-            let dst_sha = backup.finish(&after, scanned_at, proven[1]);
-            (src_side.join().expect("BUG: no panic"), dst_sha)
-        });
-        log::debug!(
-            "hashed the rest, saved caches, directory SHA-256: {:.3}s",
-            started.elapsed().as_secs_f64()
-        );
+        // The version needs BACKUP's directory SHA-256 only: both stat caches are saved
+        // while it is made.
+        let dst_sha = proven[1].or_else(|| engine::hash::tree_sha256(&after));
         let mut version_note = String::new();
-        if let (Some(v), false) = (&self.versioned, interrupted) {
-            let recorded = match dst_sha {
-                Some(sha) => v.record_with_sha(&self.home, &self.backup, &after, sha),
-                None => v.record(&self.home, &self.backup, &after),
-            };
-            match recorded {
-                Ok(Some(info)) => version_note = format!(" · new version {}", info),
-                Ok(None) => {}
-                Err(e) => {
-                    log::error!("version not saved: {e}");
-                    errors.push(e);
+        let src_sha = std::thread::scope(|s| {
+            let src_side = s.spawn(|| source.finish(&src, scanned_at, proven[0]));
+            let dst_cache = s.spawn(|| backup.keep_cache(&after, scanned_at, proven[1], dst_sha));
+            if let (Some(v), false) = (&self.versioned, interrupted) {
+                let recorded = match dst_sha {
+                    Some(sha) => v.record_with_sha(&self.home, &self.backup, &after, sha),
+                    None => v.record(&self.home, &self.backup, &after),
+                };
+                match recorded {
+                    Ok(Some(info)) => version_note = format!(" · new version {}", info),
+                    Ok(None) => {}
+                    Err(e) => {
+                        log::error!("version not saved: {e}");
+                        errors.push(e);
+                    }
                 }
             }
-        }
+            dst_cache.join().expect("BUG: no panic");
+            src_side.join().expect("BUG: no panic")
+        });
+        log::debug!(
+            "saved caches and version: {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
         let total_errors = errors.len() + applied_errors;
         log::info!(
             "pass {n}{}: {} · {} bytes copied · hashed {hashed_files} files · {total_errors} errors · {:.2}s · SOURCE sha256 {} · BACKUP sha256 {}{version_note}",

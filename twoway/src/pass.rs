@@ -330,12 +330,12 @@ impl Job {
         }
         // What the actions did is folded in: gone before the record step.
         drop(applied);
-        // Both replicas at once: flush, hash what is still unknown, save the stat cache.
+        // Both replicas at once: flush, hash what is still unknown, directory SHA-256.
         let finished: Vec<(engine::cache::Hashed, Option<Digest>)> = std::thread::scope(|s| {
             let workers: Vec<_> = reps
                 .iter()
                 .zip(afters.iter_mut())
-                .zip(proven)
+                .zip(&proven)
                 .map(|((r, t), proven)| {
                     s.spawn(move || {
                         if let Ok(root) = Root::open(&r.root) {
@@ -348,7 +348,7 @@ impl Job {
                         } else {
                             r.hash_rest(t)
                         };
-                        (h, r.finish(t, scanned_at, proven))
+                        (h, proven.or_else(|| engine::hash::tree_sha256(t)))
                     })
                 })
                 .collect();
@@ -363,36 +363,25 @@ impl Job {
             errors.extend(h.errors);
             shas[i] = sha;
         }
+        log::debug!(
+            "flushed and hashed: {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
 
-        // The state: what both sides now agree on; a path whose action failed keeps its
-        // old state so the next pass looks at it again. An interrupted pass keeps the old
-        // state entirely.
-        log::debug!("recorded caches: {:.3}s", started.elapsed().as_secs_f64());
-        if !interrupted && plan.state_unchanged && !first {
-            log::debug!("sync state unchanged (nothing changed since the last sync)");
-        } else if !interrupted {
-            let mut planned = if plan.state_unchanged {
-                base.clone()
-            } else {
-                std::mem::take(&mut plan.state)
-            };
-            fill_state_hashes(&mut planned, &afters);
-            let new_state = merge_state(&base, planned, &failed);
-            let unchanged = !first && new_state == base;
-            if unchanged {
-                log::debug!("sync state unchanged");
-            } else if let Err(e) = state::save(&self.state_file, &self.a, &self.b, &new_state) {
-                log::error!("sync state not saved: {e}");
-                errors.push(e);
-            }
-        }
-
-        log::debug!("recorded state: {:.3}s", started.elapsed().as_secs_f64());
+        // Then everything that is recorded, at once: they share nothing but the trees
+        // they read. The stat caches; each replica's version; and the state: what both
+        // sides now agree on, where a path whose action failed keeps its old state so
+        // the next pass looks at it again (an interrupted pass keeps the old state).
         let mut notes = String::new();
-        if let (Some(vs), false) = (&self.versions, interrupted) {
-            // Each replica's version on its own thread: they share nothing.
-            let recorded: Vec<_> = std::thread::scope(|s| {
-                let workers: Vec<_> = vs
+        let trees = &afters;
+        std::thread::scope(|s| {
+            let afters = trees;
+            for (i, r) in reps.iter().enumerate() {
+                let (tree, proven, sha) = (&afters[i], proven[i], shas[i]);
+                s.spawn(move || r.keep_cache(tree, scanned_at, proven, sha));
+            }
+            let versions: Vec<_> = match (&self.versions, interrupted) {
+                (Some(vs), false) => vs
                     .iter()
                     .enumerate()
                     .map(|(i, v)| {
@@ -402,14 +391,29 @@ impl Job {
                             None => v.record(home, v.dir(), tree),
                         })
                     })
-                    .collect();
-                workers
-                    .into_iter()
-                    .map(|w| w.join().expect("BUG: version workers do not panic"))
-                    .collect()
-            });
-            for (i, r) in recorded.into_iter().enumerate() {
-                match r {
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if !interrupted && plan.state_unchanged && !first {
+                log::debug!("sync state unchanged (nothing changed since the last sync)");
+            } else if !interrupted {
+                let mut planned = if plan.state_unchanged {
+                    base.clone()
+                } else {
+                    std::mem::take(&mut plan.state)
+                };
+                fill_state_hashes(&mut planned, afters);
+                let new_state = merge_state(&base, planned, &failed);
+                let unchanged = !first && new_state == base;
+                if unchanged {
+                    log::debug!("sync state unchanged");
+                } else if let Err(e) = state::save(&self.state_file, &self.a, &self.b, &new_state) {
+                    log::error!("sync state not saved: {e}");
+                    errors.push(e);
+                }
+            }
+            for (i, v) in versions.into_iter().enumerate() {
+                match v.join().expect("BUG: version workers do not panic") {
                     Ok(Some(made)) => {
                         notes.push_str(&format!(" · new version of {} {made}", ["A", "B"][i]))
                     }
@@ -420,7 +424,11 @@ impl Job {
                     }
                 }
             }
-        }
+        });
+        log::debug!(
+            "recorded caches, state and versions: {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
         log::info!(
             "pass {n}{}{}: {} · {} bytes copied · {} conflicts · hashed {hashed_files} files · {} errors · {:.2}s · A sha256 {} · B sha256 {}{notes}",
             if first { " (first sync)" } else { "" },
@@ -461,52 +469,59 @@ impl Job {
         Ok(())
     }
 
-    /// Conflict copies first (on each loser's own side), then each side's actions.
+    /// Conflict copies first (on each loser's own side), then each side's actions. The
+    /// two sides are worked on at once: each path's final state comes from one side, so
+    /// what one side's actions write, the other side's never read.
     fn apply(&self, plan: &SyncPlan) -> Result<([Vec<Applied>; 2], bool), Refusal> {
         let stop = || signal::stop_requested();
-        let mut roots = [
+        let [mut root_a, mut root_b] = [
             Root::open(&self.a).map_err(Refusal::from)?,
             Root::open(&self.b).map_err(Refusal::from)?,
         ];
         let mut out: [Vec<Applied>; 2] = [Vec::new(), Vec::new()];
-        let steps = [
-            (Side::A, true),
-            (Side::B, true),
-            (Side::A, false),
-            (Side::B, false),
-        ];
-        for (side, keep_step) in steps {
-            let i = if side == Side::A { 0 } else { 1 };
-            let (keep, to) = plan.plan_for(side);
-            let (p, src_root, direction) = if keep_step {
-                (
-                    keep,
-                    self.root(side),
-                    if side == Side::A { "A" } else { "B" },
-                )
-            } else {
-                (
-                    to,
-                    self.root(side.other()),
-                    if side == Side::A { "B -> A" } else { "A -> B" },
-                )
+        for keep_step in [true, false] {
+            let step = |side: Side, root: &mut Root| -> Option<Applied> {
+                let (keep, to) = plan.plan_for(side);
+                let (p, src_root, direction) = if keep_step {
+                    (
+                        keep,
+                        self.root(side),
+                        if side == Side::A { "A" } else { "B" },
+                    )
+                } else {
+                    (
+                        to,
+                        self.root(side.other()),
+                        if side == Side::A { "B -> A" } else { "A -> B" },
+                    )
+                };
+                if p.actions.is_empty() {
+                    return None;
+                }
+                Some(apply::apply(
+                    p,
+                    root,
+                    &ApplyOptions {
+                        src_root,
+                        direction,
+                        meta_from_plan: false,
+                        verify_hash: true,
+                        stop: &stop,
+                    },
+                ))
             };
-            if p.actions.is_empty() {
-                continue;
+            let (on_a, on_b) = std::thread::scope(|s| {
+                let on_b = s.spawn(|| step(Side::B, &mut root_b));
+                let on_a = step(Side::A, &mut root_a);
+                (on_a, on_b.join().expect("BUG: apply does not panic"))
+            });
+            let mut interrupted = false;
+            for (i, applied) in [on_a, on_b].into_iter().enumerate() {
+                if let Some(applied) = applied {
+                    interrupted |= applied.interrupted;
+                    out[i].push(applied);
+                }
             }
-            let applied = apply::apply(
-                p,
-                &mut roots[i],
-                &ApplyOptions {
-                    src_root,
-                    direction,
-                    meta_from_plan: false,
-                    verify_hash: true,
-                    stop: &stop,
-                },
-            );
-            let interrupted = applied.interrupted;
-            out[i].push(applied);
             if interrupted {
                 return Ok((out, true));
             }
