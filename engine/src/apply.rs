@@ -172,6 +172,9 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
             .collect();
         let threads = crate::hash::default_threads().min(copies.len()).max(1);
         let next = AtomicUsize::new(0);
+        // A record per copy, in lists of the right size (a first mirror copies every file).
+        out.read.reserve_exact(copies.len());
+        out.written.reserve_exact(copies.len());
         if threads <= 1 {
             copy_worker(&copies, &next, dst, &mut src, opts, &mut out);
         } else {
@@ -180,6 +183,11 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
                     .map(|_| {
                         s.spawn(|| {
                             let mut part = Applied::default();
+                            // Half again a fair share: the workers' shares differ
+                            // with file sizes.
+                            let share = copies.len() * 3 / (2 * threads) + 64;
+                            part.read.reserve_exact(share);
+                            part.written.reserve_exact(share);
                             match Root::open(dst.path()) {
                                 Ok(mut root) => {
                                     let mut src = Root::open(opts.src_root).ok();
@@ -374,7 +382,7 @@ fn src_of(action: &Action) -> Result<&Entry, Error> {
 /// The destination still looks as it did when it was scanned.
 fn unchanged_since_scan(dst: &mut Root, action: &Action) -> Result<(), Error> {
     let now = dst.stat(&action.path)?;
-    let same = match (&action.dst, now) {
+    let same = match (action.dst.as_deref(), now) {
         (None, None) => true,
         (Some(e), Some(st)) => {
             st.kind == Some(e.kind)
@@ -452,7 +460,7 @@ fn run(
             let s = src_of(action)?;
             unchanged_since_scan(dst, action)?;
             if dst.set_file_meta_if_unshared(path, s.mode, s.mtime)? {
-                let mut e = action.dst.clone().unwrap_or_else(|| s.clone());
+                let mut e = action.dst.as_deref().cloned().unwrap_or_else(|| s.clone());
                 e.mode = s.mode;
                 e.mtime = s.mtime;
                 out.meta.push((path.clone(), e));

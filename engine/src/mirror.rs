@@ -75,8 +75,9 @@ pub struct Action {
     pub path: PathBuf,
     /// The source entry to reproduce (for creations, copies and metadata).
     pub src: Option<Entry>,
-    /// The destination entry as scanned (what a replace or remove expects to find).
-    pub dst: Option<Entry>,
+    /// The destination entry as scanned (what a replace or remove expects to find);
+    /// boxed, since most actions (copies into an empty destination) have none.
+    pub dst: Option<Box<Entry>>,
     /// Where the bytes come from when it is not `path` (relative to the source root, or
     /// to the destination root for `Preserve`).
     pub from: Option<PathBuf>,
@@ -89,7 +90,7 @@ impl Action {
             op,
             path: path.into(),
             src,
-            dst,
+            dst: dst.map(Box::new),
             from: None,
         }
     }
@@ -105,14 +106,16 @@ pub struct Plan {
 impl Plan {
     /// Destination files this plan overwrites or deletes, with their scanned entries.
     pub fn displaced_files(&self) -> impl Iterator<Item = (&Path, &Entry)> {
-        self.actions.iter().filter_map(|a| match (&a.op, &a.dst) {
-            (Op::Copy { replace: true }, Some(d)) | (Op::Remove { .. }, Some(d))
-                if d.kind == Kind::File =>
-            {
-                Some((a.path.as_path(), d))
-            }
-            _ => None,
-        })
+        self.actions
+            .iter()
+            .filter_map(|a| match (&a.op, a.dst.as_deref()) {
+                (Op::Copy { replace: true }, Some(d)) | (Op::Remove { .. }, Some(d))
+                    if d.kind == Kind::File =>
+                {
+                    Some((a.path.as_path(), d))
+                }
+                _ => None,
+            })
     }
 }
 
@@ -238,7 +241,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                     op: Op::Remove { kind: d.kind },
                     path: p.clone(),
                     src: None,
-                    dst: Some(d.clone()),
+                    dst: Some(Box::new(d.clone())),
                     from: None,
                 });
                 if d.kind == Kind::Dir {
@@ -265,7 +268,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                     op: Op::Remove { kind: d.kind },
                     path: p.clone(),
                     src: None,
-                    dst: Some(d.clone()),
+                    dst: Some(Box::new(d.clone())),
                     from: None,
                 });
                 if d.kind == Kind::Dir {
@@ -289,7 +292,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                             op: Op::Copy { replace: true },
                             path: p.clone(),
                             src: Some(s.clone()),
-                            dst: Some(d.clone()),
+                            dst: Some(Box::new(d.clone())),
                             from: None,
                         });
                         touched(p, &mut dir_meta);
@@ -298,7 +301,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                             op: Op::SetFileMeta,
                             path: p.clone(),
                             src: Some(s.clone()),
-                            dst: Some(d.clone()),
+                            dst: Some(Box::new(d.clone())),
                             from: None,
                         });
                         touched(p, &mut dir_meta);
@@ -310,7 +313,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                             op: Op::Symlink { replace: true },
                             path: p.clone(),
                             src: Some(s.clone()),
-                            dst: Some(d.clone()),
+                            dst: Some(Box::new(d.clone())),
                             from: None,
                         });
                         touched(p, &mut dir_meta);
@@ -347,6 +350,8 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
             });
         }
     }
+    // A first mirror plans an action per entry: no slack kept.
+    plan.actions.shrink_to_fit();
     plan
 }
 

@@ -220,19 +220,30 @@ impl Manifest {
         sha_of(entries_of(tree)).expect("BUG: only hashed files are listed")
     }
 
-    /// The version as a tree the mirror planner can restore from.
-    pub fn to_tree(&self) -> Tree {
-        let mut t = Tree {
+    /// The version as a tree the mirror planner can restore from; the entries are moved
+    /// out of the manifest (a big version's would otherwise be held twice).
+    pub fn take_tree(&mut self) -> Tree {
+        let mut entries = std::mem::take(&mut self.entries);
+        // Written in path order, but a tree is only ever built from sorted entries.
+        if !entries.is_sorted_by(|x, y| engine::tree::path_order(&x.path, &y.path).is_lt()) {
+            entries.sort_by(|x, y| engine::tree::path_order(&x.path, &y.path));
+            entries.dedup_by(|x, y| x.path == y.path);
+        }
+        Tree {
             root: Some(Entry::dir(
                 self.root_mode,
                 MTime::new(self.root_mtime.0, self.root_mtime.1),
             )),
+            // Sorted: a bulk build.
+            entries: entries
+                .into_iter()
+                .map(|e| {
+                    let entry = e.to_entry();
+                    (e.path, entry)
+                })
+                .collect(),
             ..Tree::default()
-        };
-        for e in &self.entries {
-            t.entries.insert(e.path.clone(), e.to_entry());
         }
-        t
     }
 
     /// The directory SHA-256 of the version at `version_dir`, read from the head of its
@@ -309,7 +320,8 @@ mod tests {
             Manifest::peek_dir_sha256(d.path()).as_deref(),
             Some(m.dir_sha256.as_str())
         );
-        let t2 = back.to_tree();
+        let mut back = back;
+        let t2 = back.take_tree();
         assert_eq!(t2.entries, t.entries);
         assert_eq!(t2.root, t.root);
         assert_eq!(back.files, 1);

@@ -93,8 +93,8 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
             display(&dir)
         ))
     })?;
-    let manifest = Manifest::load(&version).map_err(Refusal::from)?;
-    let mut vtree = manifest.to_tree();
+    let mut manifest = Manifest::load(&version).map_err(Refusal::from)?;
+    let mut vtree = manifest.take_tree();
 
     if let Some(sub) = &req.subpath {
         if sub.as_os_str().is_empty()
@@ -200,7 +200,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
             if stage.exists() {
                 remove_tree(&stage).map_err(Refusal::from)?;
             }
-            stage_version(&version, &stage, &manifest)
+            stage_version(&version, &stage, &vtree)
                 .map_err(|e| Refusal::new(format!("cannot stage the version for restore: {e}")))?;
         }
         staged = Some(stage);
@@ -320,16 +320,31 @@ fn scan_target(target: &Path, vd: &VersionedDir, sub: Option<&Path>) -> Result<T
     Ok(t)
 }
 
-/// Hard-links a version's files into `stage` (same store, same filesystem).
-fn stage_version(version: &Path, stage: &Path, manifest: &Manifest) -> Result<(), Error> {
+/// Hard-links the files of `vtree` (a version's, or the part of it restored) into
+/// `stage` (same store, same filesystem).
+fn stage_version(version: &Path, stage: &Path, vtree: &Tree) -> Result<(), Error> {
     std::fs::create_dir(stage).map_err(|e| Error::io("mkdir", stage, e))?;
     let mut src = Root::open(version)?;
     let mut dst = Root::open(stage)?;
-    for e in &manifest.entries {
+    for (p, e) in &vtree.entries {
+        // With --path, the directories above the part restored are not in the tree.
+        let parent = engine::tree::parent_of(p);
+        if !parent.as_os_str().is_empty() && !vtree.entries.contains_key(parent) {
+            let mut above: Vec<&Path> = parent
+                .ancestors()
+                .take_while(|a| !a.as_os_str().is_empty())
+                .collect();
+            above.reverse();
+            for a in above {
+                if !stage.join(a).is_dir() {
+                    dst.mkdir(a, 0o700)?;
+                }
+            }
+        }
         match e.kind {
-            Kind::Dir => dst.mkdir(&e.path, e.mode)?,
+            Kind::Dir => dst.mkdir(p, e.mode)?,
             Kind::Symlink => {}
-            Kind::File => dst.link_from(&mut src, &e.path, &e.path)?,
+            Kind::File => dst.link_from(&mut src, p, p)?,
         }
     }
     Ok(())

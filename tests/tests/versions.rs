@@ -364,6 +364,37 @@ fn restore_into_non_empty_dir_needs_force_and_can_be_undone() {
 }
 
 #[test]
+fn path_restores_one_deep_file_over_its_edited_self_with_force() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    write(&src.join("a/b/deep.txt"), "as synced");
+    write(&src.join("a/other.txt"), "other");
+    env.oneway(&src, &dst, &[]).expect(0);
+    write(&src.join("a/b/deep.txt"), "edited since");
+    write(&src.join("a/other.txt"), "other, edited");
+    let path = ["restore", "--path", "a/b/deep.txt"].map(std::ffi::OsStr::new);
+    let args = |force: bool| {
+        let mut v = vec![path[0], src.as_os_str(), path[1], path[2]];
+        if force {
+            v.push("--force".as_ref());
+        }
+        v
+    };
+    env.run("recovery", args(false)).expect(2);
+    env.run("recovery", args(true)).expect(0);
+    assert_eq!(
+        fs::read_to_string(src.join("a/b/deep.txt")).unwrap(),
+        "as synced"
+    );
+    assert_eq!(
+        fs::read_to_string(src.join("a/other.txt")).unwrap(),
+        "other, edited",
+        "only the path asked for is restored"
+    );
+}
+
+#[test]
 fn killed_during_versioning_leaves_a_verifiable_restorable_store() {
     let env = Env::new();
     let (src, dst) = (env.path("src"), env.path("dst"));

@@ -596,6 +596,8 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree) -> (Plan, Plan, usize) {
             }
         }
     }
+    // A first sync plans an action per entry: no slack kept.
+    to.actions.shrink_to_fit();
     (keep, to, deletes)
 }
 
