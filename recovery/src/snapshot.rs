@@ -22,6 +22,59 @@ pub(crate) type Fixes = HashMap<PathBuf, (Digest, fsops::Stat)>;
 /// The previous version's files: hash, mode and mtime by path.
 type PrevFiles<'a> = HashMap<&'a Path, (Digest, u32, (i64, u32))>;
 
+/// Runs `work` on every item on every core, a run of neighbours at a time (they share
+/// a directory, and two threads writing into one directory wait on its lock); each
+/// thread first opens what it works with. Returns what `work` found, by item; the first
+/// error stops it.
+fn in_parallel<T: Sync, S, R: Send>(
+    items: &[T],
+    open: impl Fn() -> Result<S, Error> + Sync,
+    work: impl Fn(&mut S, &T) -> Result<Option<R>, Error> + Sync,
+) -> Result<Vec<(usize, R)>, Error> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = hash::default_threads().min(items.len()).max(1);
+    let results: Vec<Result<Vec<(usize, R)>, Error>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut state = open()?;
+                    let mut found = Vec::new();
+                    let mut run = 0..0;
+                    loop {
+                        if run.is_empty() {
+                            let len = engine::apply::run_length(items.len());
+                            let start = next.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+                            run = start..(start + len).min(items.len());
+                        }
+                        let Some(i) = run.next() else { break };
+                        if let Some(r) = work(&mut state, &items[i])? {
+                            found.push((i, r));
+                        }
+                    }
+                    Ok(found)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("BUG: version workers do not panic"))
+            .collect()
+    });
+    let mut all = Vec::new();
+    for r in results {
+        all.extend(r?);
+    }
+    Ok(all)
+}
+
+/// What [`in_parallel`] found for each put, by path.
+fn fixes_of(work: &[&EntryRef<'_>], found: Vec<(usize, (Digest, fsops::Stat))>) -> Fixes {
+    found
+        .into_iter()
+        .map(|(i, fix)| (work[i].path.to_path_buf(), fix))
+        .collect()
+}
+
 /// Fills `new` with `entries` (a version's, in path order), linked or copied from
 /// `replica`: directories first, then files and links on every core.
 pub(crate) fn build(
@@ -45,60 +98,16 @@ pub(crate) fn build(
         .collect();
     let link_ok = std::sync::atomic::AtomicBool::new(previous.is_none() && link_first);
     let work: Vec<&EntryRef> = entries.iter().filter(|e| e.kind != Kind::Dir).collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let threads = hash::default_threads().min(work.len()).max(1);
-    type Fix = (usize, Digest, fsops::Stat);
-    let results: Vec<Result<Vec<Fix>, Error>> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| -> Result<Vec<Fix>, Error> {
-                    let mut dst = Root::open(new)?;
-                    let mut src = Root::open(replica)?;
-                    let mut prev_root = if previous.is_some() {
-                        Root::open(prev_dir).ok()
-                    } else {
-                        None
-                    };
-                    let mut fixes = Vec::new();
-                    // A run of neighbours at a time: they share a directory, and two
-                    // threads linking into one directory wait on its lock.
-                    let mut run = 0..0;
-                    loop {
-                        if run.is_empty() {
-                            let len = engine::apply::run_length(work.len());
-                            let start = next.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
-                            run = start..(start + len).min(work.len());
-                        }
-                        let Some(i) = run.next() else { break };
-                        if let Some(fix) = put_entry(
-                            work[i],
-                            new,
-                            &mut dst,
-                            &mut src,
-                            prev_root.as_mut(),
-                            &prev_files,
-                            &link_ok,
-                        )? {
-                            fixes.push((i, fix.0, fix.1));
-                        }
-                    }
-                    Ok(fixes)
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("BUG: version workers do not panic"))
-            .collect()
-    });
-    let mut fixes = Fixes::new();
-    for r in results {
-        for (i, d, st) in r? {
-            fixes.insert(work[i].path.to_path_buf(), (d, st));
-        }
-    }
+    let fixes = in_parallel(
+        &work,
+        || {
+            let prev = previous.and_then(|_| Root::open(prev_dir).ok());
+            Ok((Root::open(new)?, Root::open(replica)?, prev))
+        },
+        |(dst, src, prev), e| put_entry(e, new, dst, src, prev.as_mut(), &prev_files, &link_ok),
+    )?;
     finish_tree(&mut dst, dirs)?;
-    Ok(fixes)
+    Ok(fixes_of(&work, fixes))
 }
 
 /// Turns the recycled version tree at `new`, whose entries were `olds`, into one of
@@ -128,9 +137,8 @@ pub(crate) fn patch<'n, 'o, I: Iterator<Item = EntryRef<'n>>>(
                 }
             }
     };
-    let mut dst = Root::open(new)?;
-    let mut src = Root::open(replica)?;
     let mut removed_dir: Option<&Path> = None;
+    let mut removes: Vec<&Path> = Vec::new();
     let mut puts: Vec<EntryRef> = Vec::new();
     // Directories whose mode or mtime must be set again: changed in the manifest, or an
     // entry was removed from or put into them (which moves their mtime).
@@ -154,7 +162,7 @@ pub(crate) fn patch<'n, 'o, I: Iterator<Item = EntryRef<'n>>>(
             }
             (Some(o), n) => {
                 touched.extend(parent(p));
-                dst.remove(p)?;
+                removes.push(p);
                 if o.kind == Kind::Dir {
                     removed_dir = Some(p);
                 }
@@ -164,22 +172,30 @@ pub(crate) fn patch<'n, 'o, I: Iterator<Item = EntryRef<'n>>>(
             (None, None) => {}
         }
     }
-    let no_prev = HashMap::new();
-    let link_ok = std::sync::atomic::AtomicBool::new(true);
-    let mut fixes = Fixes::new();
+    // What goes, then the new directories (parents first), then the files and links,
+    // the removals and the puts each on every core.
+    in_parallel(
+        &removes,
+        || Root::open(new),
+        |dst, p| dst.remove(p).map(|_| None::<()>),
+    )?;
+    let mut dst = Root::open(new)?;
     for n in &puts {
         touched.extend(parent(n.path));
         if n.kind == Kind::Dir {
             touched.insert(n.path);
-        }
-    }
-    for n in &puts {
-        if n.kind == Kind::Dir {
             dst.mkdir(n.path, n.mode)?;
-        } else if let Some(fix) = put_entry(n, new, &mut dst, &mut src, None, &no_prev, &link_ok)? {
-            fixes.insert(n.path.to_path_buf(), fix);
         }
     }
+    let no_prev = HashMap::new();
+    let link_ok = std::sync::atomic::AtomicBool::new(true);
+    let work: Vec<&EntryRef> = puts.iter().filter(|e| e.kind != Kind::Dir).collect();
+    let found = in_parallel(
+        &work,
+        || Ok((Root::open(new)?, Root::open(replica)?)),
+        |(dst, src), n| put_entry(n, new, dst, src, None, &no_prev, &link_ok),
+    )?;
+    let fixes = fixes_of(&work, found);
     let dirs: Vec<(&Path, u32, MTime)> = news()
         .filter(|e| e.kind == Kind::Dir && touched.contains(e.path))
         .map(|e| (e.path, e.mode, e.mtime()))
