@@ -6,6 +6,7 @@
 //! [`cache`], store, registry). [`hash`] computes file and directory SHA-256s,
 //! [`logging`], [`signal`], [`config`] and [`runner`] are the shared edges of every binary.
 
+pub mod alloc_tune;
 pub mod apply;
 pub mod cache;
 pub mod cli;

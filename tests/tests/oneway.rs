@@ -792,3 +792,33 @@ fn a_file_rewritten_while_it_is_copied_is_never_installed_torn() {
         fs::read(src.join("big")).unwrap()
     );
 }
+
+#[test]
+fn runs_alike_whatever_allocator_settings_the_user_has() {
+    // The binaries re-execute themselves once with a fixed mmap threshold for glibc's
+    // malloc (engine::alloc_tune); a user's own settings are kept or left to win.
+    for tunables in [
+        None,
+        Some("glibc.malloc.check=0"),
+        Some("glibc.malloc.mmap_threshold=65536"),
+    ] {
+        let env = Env::new();
+        let (src, dst) = (env.path("src"), env.path("dst"));
+        write(&src.join("a/b"), "bytes");
+        fs::create_dir(&dst).unwrap();
+        let mut cmd = env.cmd("oneway");
+        cmd.args([src.as_os_str(), dst.as_os_str(), "--once".as_ref()]);
+        cmd.env_remove("TWOWAY_ALLOCATOR_SET");
+        match tunables {
+            Some(t) => cmd.env("GLIBC_TUNABLES", t),
+            None => cmd.env_remove("GLIBC_TUNABLES"),
+        };
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tunables:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_same_tree(&src, &dst);
+    }
+}
