@@ -45,6 +45,8 @@ const FORMAT: u32 = 4;
 struct Records<'a> {
     rest: &'a [u8],
     left: usize,
+    /// A record did not decode: the bytes are damaged from there on.
+    broken: bool,
 }
 
 impl<'a> Iterator for Records<'a> {
@@ -54,10 +56,25 @@ impl<'a> Iterator for Records<'a> {
         if self.left == 0 {
             return None;
         }
-        let (r, rest) = postcard::take_from_bytes::<Record>(self.rest).ok()?;
-        self.rest = rest;
-        self.left -= 1;
-        Some(r)
+        match postcard::take_from_bytes::<Record>(self.rest) {
+            Ok((r, rest)) => {
+                self.rest = rest;
+                self.left -= 1;
+                Some(r)
+            }
+            Err(_) => {
+                self.left = 0;
+                self.broken = true;
+                None
+            }
+        }
+    }
+}
+
+impl Records<'_> {
+    /// Every record was read, and they were all the bytes held.
+    fn whole(&self) -> bool {
+        !self.broken && self.left == 0 && self.rest.is_empty()
     }
 }
 
@@ -70,24 +87,29 @@ impl StatCache {
         }
     }
 
-    /// The records, if the bytes are a whole cache of `root` in this format (checked
-    /// to the last byte before any record is used).
+    /// The records, if the bytes are a cache of `root` in this format, decoded as they
+    /// are read. Each record is only ever trusted against the stat it names, so a
+    /// damaged cache costs the re-hashing of what follows the damage (the file is written
+    /// whole, atomically, so damage is rare); only a cache read to its last byte proves a
+    /// directory SHA-256 (see [`StatCache::fill`]).
     fn records(&self, root: &Path) -> Option<(Option<Digest>, Records<'_>)> {
         if self.bytes.is_empty() {
             return None;
         }
-        let whole = || -> Option<(Option<Digest>, Records<'_>)> {
+        let header = || -> Option<(Option<Digest>, Records<'_>)> {
             let ((format, r, sha, count), rest) =
                 postcard::take_from_bytes::<Header>(&self.bytes).ok()?;
             if format != FORMAT || r != root.as_os_str().as_bytes() {
                 return None;
             }
-            let records = Records { rest, left: count };
-            let mut check = Records { rest, left: count };
-            let n = check.by_ref().count();
-            (n == count && check.rest.is_empty()).then_some((sha.map(Digest), records))
+            let records = Records {
+                rest,
+                left: count,
+                broken: false,
+            };
+            Some((sha.map(Digest), records))
         };
-        let records = whole();
+        let records = header();
         if records.is_none() {
             log::debug!(
                 "stat cache of {} is damaged or not ours; re-hashing",
@@ -101,10 +123,10 @@ impl StatCache {
     /// its record.
     pub fn fill(&self, root: &Path, tree: &mut Tree) -> Filled {
         let mut out = Filled::default();
-        let Some((sha, records)) = self.records(root) else {
+        let Some((sha, mut records)) = self.records(root) else {
             return out;
         };
-        let mut recs = records.peekable();
+        let mut next = records.next();
         // Files whose hash did not come from a record (or was known before).
         let mut others = 0usize;
         let mut skipped = 0usize;
@@ -114,16 +136,16 @@ impl StatCache {
             }
             let key = rel.as_os_str().as_bytes();
             // Records follow the tree's order; skip those of paths that are gone.
-            while let Some(r) = recs.peek() {
+            while let Some(r) = &next {
                 if path_order(Path::new(OsStr::from_bytes(r.0)), rel).is_ge() {
                     break;
                 }
-                recs.next();
+                next = records.next();
                 skipped += 1;
             }
-            let matched = match recs.peek() {
-                Some(&(p, size, sec, nsec, ino, hash)) if p == key => {
-                    recs.next();
+            let matched = match next {
+                Some((p, size, sec, nsec, ino, hash)) if p == key => {
+                    next = records.next();
                     let same = e.hash.is_none()
                         && size == e.size
                         && MTime::new(sec, nsec) == e.mtime
@@ -138,10 +160,13 @@ impl StatCache {
             };
             others += usize::from(!matched);
         }
-        skipped += recs.count();
-        // Every file of the tree took its hash from a record and every record was used:
-        // the tree's files and hashes are the very ones the cache was saved from.
-        if others == 0 && skipped == 0 && tree.unknown.is_empty() {
+        if next.is_some() {
+            skipped += 1 + records.by_ref().count();
+        }
+        // Every file of the tree took its hash from a record, every record was used,
+        // and the cache was whole: the tree's files and hashes are the very ones the
+        // cache was saved from.
+        if others == 0 && skipped == 0 && records.whole() && tree.unknown.is_empty() {
             out.sha = sha;
         }
         out
@@ -472,6 +497,18 @@ mod tests {
             .entries
             .insert("d/b".into(), Entry::dir(0o755, MTime::new(1000, 0)));
         assert_eq!(proven(&mut retyped), None, "a file became a directory");
+
+        // A damaged cache: what it holds before the damage is still used (each record
+        // is checked against its file's stat), but it proves nothing.
+        let cut = StatCache {
+            bytes: c.bytes[..c.bytes.len() - 10].to_vec(),
+        };
+        let mut again = rescanned(&t);
+        let filled = cut.fill(root, &mut again);
+        assert_eq!((filled.filled, filled.sha), (2, None), "cut short");
+        let mut padded = c.clone();
+        padded.bytes.push(0);
+        assert_eq!(padded.fill(root, &mut rescanned(&t)).sha, None, "a byte too many");
 
         // A cache that leaves a file out (modified just now) proves nothing.
         let mut racy = three_files();
