@@ -508,7 +508,11 @@ mod tests {
         assert_eq!((filled.filled, filled.sha), (2, None), "cut short");
         let mut padded = c.clone();
         padded.bytes.push(0);
-        assert_eq!(padded.fill(root, &mut rescanned(&t)).sha, None, "a byte too many");
+        assert_eq!(
+            padded.fill(root, &mut rescanned(&t)).sha,
+            None,
+            "a byte too many"
+        );
 
         // A cache that leaves a file out (modified just now) proves nothing.
         let mut racy = three_files();

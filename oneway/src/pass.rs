@@ -270,7 +270,8 @@ impl Job {
         errors.extend(plan.errors);
         // With nothing done and nothing hashed, both trees are the ones their stat caches
         // were read with: the directory SHA-256s the caches proved still hold.
-        let idle = plan.actions.is_empty() && hashed_files == 0;
+        let wrote_nothing = plan.actions.is_empty();
+        let idle = wrote_nothing && hashed_files == 0;
         let proven = cached_sha.map(|sha| sha.filter(|_| idle));
         // The plan holds a copy of every entry it acts on: gone before the record step.
         drop(plan.actions);
@@ -295,9 +296,14 @@ impl Job {
                 errors.extend(h.errors);
             }
         }
-        if let Err(e) = root.sync_fs() {
-            log::error!("{e}");
-            errors.push(e);
+        // What the pass wrote is on disk before anything records it; a pass that wrote
+        // nothing has nothing to flush (on a shared disk, `syncfs` also waits for
+        // everyone else's writes).
+        if !wrote_nothing {
+            if let Err(e) = root.sync_fs() {
+                log::error!("{e}");
+                errors.push(e);
+            }
         }
         // The version needs BACKUP's directory SHA-256 only: both stat caches are saved
         // while it is made.

@@ -289,12 +289,15 @@ impl Job {
         }
         // A side where nothing was done is the tree its stat cache was read with: the
         // directory SHA-256 the cache proved still holds.
-        let proven: Vec<Option<Digest>> = (0..2)
-            .map(|i| {
-                let (keep, to) = plan.plan_for([Side::A, Side::B][i]);
-                let idle = keep.actions.is_empty() && to.actions.is_empty();
-                cached_sha[i].filter(|_| idle && !interrupted)
+        let idle: Vec<bool> = [Side::A, Side::B]
+            .into_iter()
+            .map(|side| {
+                let (keep, to) = plan.plan_for(side);
+                keep.actions.is_empty() && to.actions.is_empty()
             })
+            .collect();
+        let proven: Vec<Option<Digest>> = (0..2)
+            .map(|i| cached_sha[i].filter(|_| idle[i] && !interrupted))
             .collect();
         // The actions hold a copy of every entry they act on: gone before the trees
         // after the pass are built.
@@ -335,12 +338,15 @@ impl Job {
             let workers: Vec<_> = reps
                 .iter()
                 .zip(afters.iter_mut())
-                .zip(&proven)
-                .map(|((r, t), proven)| {
+                .zip(proven.iter().zip(&idle))
+                .map(|((r, t), (proven, idle))| {
                     s.spawn(move || {
-                        if let Ok(root) = Root::open(&r.root) {
-                            if let Err(e) = root.sync_fs() {
-                                log::error!("{e}");
+                        // A side nothing was written to has nothing to flush.
+                        if !idle {
+                            if let Ok(root) = Root::open(&r.root) {
+                                if let Err(e) = root.sync_fs() {
+                                    log::error!("{e}");
+                                }
                             }
                         }
                         let h = if interrupted {
