@@ -174,6 +174,7 @@ impl StatCache {
 
     /// A cache of every hashed file of `tree` that was not modified within the racy
     /// window before `scanned_at` (when the pass began; see [`now`]).
+    #[cfg(test)]
     pub fn from_tree(root: &Path, tree: &Tree, scanned_at: MTime) -> StatCache {
         let mut bytes = Vec::new();
         let sha = crate::hash::tree_sha256(tree);
@@ -182,12 +183,14 @@ impl StatCache {
         StatCache { bytes }
     }
 
-    /// How many files the cache holds (for tests and logs).
+    /// How many files the cache holds.
+    #[cfg(test)]
     pub fn len(&self, root: &Path) -> usize {
         self.records(root).map_or(0, |(_, r)| r.count())
     }
 
     /// Writes the cache atomically.
+    #[cfg(test)]
     pub fn save(&self, file: &Path) -> Result<(), Error> {
         fsops::write_atomic(file, &self.bytes)
     }

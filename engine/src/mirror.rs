@@ -329,7 +329,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
         }
     }
     // Directory metadata last, deepest first, and only for directories the source has.
-    crate::tree::sort_by_key_path(&mut dir_meta);
+    crate::tree::sort_paths(&mut dir_meta);
     dir_meta.dedup();
     for p in dir_meta.into_iter().rev() {
         let s = if p.as_os_str().is_empty() {

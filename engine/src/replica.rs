@@ -95,14 +95,9 @@ impl Replica {
         proven: Option<Digest>,
         sha: Option<Digest>,
     ) {
-        if proven.is_none() {
-            self.save_cache(tree, scanned_at, sha);
+        if proven.is_some() {
+            return;
         }
-    }
-
-    /// Saves what is known of the tree's hashes for the next pass, with the tree's
-    /// directory SHA-256 `sha` when known.
-    pub fn save_cache(&self, tree: &Tree, scanned_at: crate::tree::MTime, sha: Option<Digest>) {
         // An unchanged cache is not written again: what would be written is compared
         // with the file, a block at a time.
         if let Err(e) = StatCache::save_tree(&self.cache_file, &self.root, tree, scanned_at, sha) {

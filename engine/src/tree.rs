@@ -235,7 +235,7 @@ pub fn sort_by_path<P: AsRef<Path>, T>(v: &mut [(P, T)]) {
 }
 
 /// Sorts paths into path order.
-pub fn sort_by_key_path<P: AsRef<Path>>(v: &mut [P]) {
+pub fn sort_paths<P: AsRef<Path>>(v: &mut [P]) {
     v.sort_unstable_by(|x, y| path_order(x.as_ref(), y.as_ref()));
 }
 

@@ -68,10 +68,10 @@ pub fn list(home: &DataHome, dir: Option<&Path>, json: bool) -> Result<i32, Refu
                 let m = Manifest::load(&p).ok()?;
                 Some(VersionRow {
                     which,
-                    made: m.made,
-                    files: m.files,
-                    bytes: m.bytes,
-                    dir_sha256: m.dir_sha256,
+                    made: m.head.made,
+                    files: m.head.files,
+                    bytes: m.head.bytes,
+                    dir_sha256: m.head.dir_sha256,
                     path: p.to_string_lossy().into_owned(),
                 })
             })

@@ -24,25 +24,17 @@ pub const MANIFEST: &str = engine::names::MANIFEST_NAME;
 
 const FORMAT: u32 = 2;
 
-/// The head of a manifest: its first fields, in the same order.
-#[derive(Deserialize)]
-struct Head {
-    format: u32,
-    #[serde(with = "pathser::bytes")]
-    _dir: PathBuf,
-    _made: String,
-    dir_sha256: String,
-}
-
 /// One entry of a version.
 pub type ManifestEntry = engine::record::EntryRecord;
 
-/// The fields of a manifest before its entries, in the same order and encoding.
+/// The fields of a manifest before its entries.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct Header {
     pub format: u32,
+    /// The versioned directory.
     #[serde(with = "pathser::bytes")]
     pub dir: PathBuf,
+    /// When the version was made (RFC 3339, UTC).
     pub made: String,
     pub dir_sha256: String,
     pub files: u64,
@@ -180,17 +172,9 @@ impl ManifestBytes {
 /// A version's manifest.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct Manifest {
-    pub format: u32,
-    /// The versioned directory.
-    #[serde(with = "pathser::bytes")]
-    pub dir: PathBuf,
-    /// When the version was made (RFC 3339, UTC).
-    pub made: String,
-    pub dir_sha256: String,
-    pub files: u64,
-    pub bytes: u64,
-    pub root_mode: u32,
-    pub root_mtime: (i64, u32),
+    /// Encoded field by field like the rest, so a manifest is its header's fields and
+    /// then its entries.
+    pub head: Header,
     pub entries: Vec<ManifestEntry>,
 }
 
@@ -201,16 +185,8 @@ impl Manifest {
         let sha = sha.unwrap_or_else(|| {
             sha_of(entries_of(tree)).expect("BUG: every file in a manifest has a hash")
         });
-        let h = Header::new(dir, tree, entries_of(tree), sha);
         Manifest {
-            format: h.format,
-            dir: h.dir,
-            made: h.made,
-            dir_sha256: h.dir_sha256,
-            files: h.files,
-            bytes: h.bytes,
-            root_mode: h.root_mode,
-            root_mtime: h.root_mtime,
+            head: Header::new(dir, tree, entries_of(tree), sha),
             entries: entries_of(tree).map(|e| e.to_owned()).collect(),
         }
     }
@@ -231,8 +207,8 @@ impl Manifest {
         }
         Tree {
             root: Some(Entry::dir(
-                self.root_mode,
-                MTime::new(self.root_mtime.0, self.root_mtime.1),
+                self.head.root_mode,
+                MTime::new(self.head.root_mtime.0, self.head.root_mtime.1),
             )),
             // Sorted: a bulk build.
             entries: entries
@@ -256,7 +232,7 @@ impl Manifest {
             .take(16 * 1024)
             .read_to_end(&mut head)
             .ok()?;
-        let (h, _) = postcard::take_from_bytes::<Head>(&head).ok()?;
+        let (h, _) = postcard::take_from_bytes::<Header>(&head).ok()?;
         (h.format == FORMAT && Digest::from_hex(&h.dir_sha256).is_some()).then_some(h.dir_sha256)
     }
 
@@ -265,10 +241,13 @@ impl Manifest {
         let path = version_dir.join(MANIFEST);
         let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
         match postcard::from_bytes::<Manifest>(&bytes) {
-            Ok(m) if m.format == FORMAT => Ok(m),
+            Ok(m) if m.head.format == FORMAT => Ok(m),
             Ok(m) => Err(Error::entry(
                 path,
-                format!("manifest format {} is not one this build reads", m.format),
+                format!(
+                    "manifest format {} is not one this build reads",
+                    m.head.format
+                ),
             )),
             Err(e) => Err(Error::entry(path, format!("damaged manifest: {e}"))),
         }
@@ -276,17 +255,7 @@ impl Manifest {
 
     /// Writes the manifest into `version_dir` (atomically, flushed).
     pub fn save(&self, version_dir: &Path) -> Result<(), Error> {
-        let header = Header {
-            format: self.format,
-            dir: self.dir.clone(),
-            made: self.made.clone(),
-            dir_sha256: self.dir_sha256.clone(),
-            files: self.files,
-            bytes: self.bytes,
-            root_mode: self.root_mode,
-            root_mtime: self.root_mtime,
-        };
-        write(version_dir, &header, || {
+        write(version_dir, &self.head, || {
             self.entries.iter().map(|e| e.as_ref())
         })
     }
@@ -312,21 +281,21 @@ mod tests {
             .insert("l".into(), Entry::symlink("d/f", MTime::new(7, 8)));
         let m = Manifest::from_tree(Path::new("/x"), &t, None);
         let known = Manifest::from_tree(Path::new("/x"), &t, hash::tree_sha256(&t));
-        assert_eq!(known.dir_sha256, m.dir_sha256);
+        assert_eq!(known.head.dir_sha256, m.head.dir_sha256);
         let d = tempfile::tempdir().unwrap();
         m.save(d.path()).unwrap();
         let back = Manifest::load(d.path()).unwrap();
         assert_eq!(
             Manifest::peek_dir_sha256(d.path()).as_deref(),
-            Some(m.dir_sha256.as_str())
+            Some(m.head.dir_sha256.as_str())
         );
         let mut back = back;
         let t2 = back.take_tree();
         assert_eq!(t2.entries, t.entries);
         assert_eq!(t2.root, t.root);
-        assert_eq!(back.files, 1);
+        assert_eq!(back.head.files, 1);
         assert_eq!(
-            Some(Digest::from_hex(&back.dir_sha256).unwrap()),
+            Some(Digest::from_hex(&back.head.dir_sha256).unwrap()),
             hash::tree_sha256(&t)
         );
     }
@@ -360,7 +329,7 @@ mod tests {
         let file = std::fs::read(d.path().join(MANIFEST)).unwrap();
         assert_eq!(file, postcard::to_allocvec(&m).unwrap());
         let read = ManifestBytes::load(d.path()).unwrap();
-        assert_eq!(read.header().dir_sha256, m.dir_sha256);
+        assert_eq!(read.header().dir_sha256, m.head.dir_sha256);
         assert_eq!(read.header().files, 3000);
         let entries: Vec<ManifestEntry> = read.entries().map(|e| e.to_owned()).collect();
         assert_eq!(entries, m.entries);

@@ -170,9 +170,9 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
             "would restore {} from its {} version ({}, {} files, sha256 {})",
             display(&target),
             which_name(req.which),
-            manifest.made,
-            manifest.files,
-            manifest.dir_sha256
+            manifest.head.made,
+            manifest.head.files,
+            manifest.head.dir_sha256
         );
         if occupied {
             log::info!(
@@ -280,14 +280,14 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
         "restored {} from its {} version made {}: {} · {} bytes · {errors} errors · version sha256 {}",
         display(&target),
         which_name(req.which),
-        manifest.made,
+        manifest.head.made,
         applied.counts.summary(),
         applied.counts.bytes,
         match &req.subpath {
             Some(_) => hash::tree_sha256(&vtree)
                 .map(|d| d.to_hex())
                 .unwrap_or_default(),
-            None => manifest.dir_sha256.clone(),
+            None => manifest.head.dir_sha256.clone(),
         }
     );
     Ok(RestoreOutcome {

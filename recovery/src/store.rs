@@ -261,7 +261,8 @@ impl VersionedDir {
         self.repair()?;
         let latest = self.view().latest;
         let latest_sha = latest.as_deref().and_then(|p| {
-            Manifest::peek_dir_sha256(p).or_else(|| Manifest::load(p).ok().map(|m| m.dir_sha256))
+            Manifest::peek_dir_sha256(p)
+                .or_else(|| Manifest::load(p).ok().map(|m| m.head.dir_sha256))
         });
         let sha = known_sha.unwrap_or_else(|| Manifest::dir_sha256_of(tree));
         if latest_sha == Some(sha.to_hex()) {

@@ -381,9 +381,8 @@ impl Job {
         let mut notes = String::new();
         let trees = &afters;
         std::thread::scope(|s| {
-            let afters = trees;
             for (i, r) in reps.iter().enumerate() {
-                let (tree, proven, sha) = (&afters[i], proven[i], shas[i]);
+                let (tree, proven, sha) = (&trees[i], proven[i], shas[i]);
                 s.spawn(move || r.keep_cache(tree, scanned_at, proven, sha));
             }
             let versions: Vec<_> = match (&self.versions, interrupted) {
@@ -391,7 +390,7 @@ impl Job {
                     .iter()
                     .enumerate()
                     .map(|(i, v)| {
-                        let (home, tree, sha) = (&self.home, &afters[i], shas[i]);
+                        let (home, tree, sha) = (&self.home, &trees[i], shas[i]);
                         s.spawn(move || match sha {
                             Some(sha) => v.record_with_sha(home, v.dir(), tree, sha),
                             None => v.record(home, v.dir(), tree),
@@ -408,7 +407,7 @@ impl Job {
                 } else {
                     std::mem::take(&mut plan.state)
                 };
-                fill_state_hashes(&mut planned, afters);
+                fill_state_hashes(&mut planned, trees);
                 let new_state = merge_state(&base, planned, &failed);
                 let unchanged = !first && new_state == base;
                 if unchanged {

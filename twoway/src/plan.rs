@@ -586,7 +586,7 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree) -> (Plan, Plan, usize) {
     // Directories go after their contents, deepest first.
     rmdirs.sort_by(|x, y| y.path.cmp(&x.path));
     to.actions.extend(rmdirs);
-    engine::tree::sort_by_key_path(&mut dir_meta);
+    engine::tree::sort_paths(&mut dir_meta);
     dir_meta.dedup();
     for d in dir_meta.into_iter().rev() {
         if let Some(Some(f)) = finals.get(&d) {

@@ -46,23 +46,6 @@ fn path(b: Vec<u8>) -> PathBuf {
 }
 
 impl Record {
-    #[cfg(test)]
-    fn new(p: &Path, e: &Entry) -> Record {
-        Record {
-            path: bytes(p),
-            kind: match e.kind {
-                Kind::File => 0,
-                Kind::Dir => 1,
-                Kind::Symlink => 2,
-            },
-            size: e.size,
-            mode: e.mode,
-            mtime: (e.mtime.sec, e.mtime.nsec),
-            hash: e.hash.map(|d| d.0),
-            target: e.target.as_deref().map(bytes),
-        }
-    }
-
     fn into_entry(self) -> (PathBuf, Entry) {
         let mtime = MTime::new(self.mtime.0, self.mtime.1);
         let e = match self.kind {
@@ -160,13 +143,9 @@ mod tests {
         s.insert(PathBuf::from("d"), Entry::dir(0o755, MTime::new(1, 0)));
         s.insert(PathBuf::from("l"), Entry::symlink("x", MTime::new(2, 3)));
         save(&f, Path::new("/a"), Path::new("/b"), &s).unwrap();
-        // Streamed, it is the encoding of the whole state.
-        let whole = OnDisk {
-            format: FORMAT,
-            a: bytes(Path::new("/a")),
-            b: bytes(Path::new("/b")),
-            entries: s.iter().map(|(p, e)| Record::new(p, e)).collect(),
-        };
+        // Streamed, it is the encoding of the whole state (which `OnDisk` decodes).
+        let records: Vec<RecordRef> = s.iter().map(|(p, e)| RecordRef::new(p, e)).collect();
+        let whole = (FORMAT, &b"/a"[..], &b"/b"[..], records);
         assert_eq!(
             std::fs::read(&f).unwrap(),
             postcard::to_allocvec(&whole).unwrap()
