@@ -603,7 +603,6 @@ fn commit_copy(
             mode: p.mode,
             mtime: p.mtime,
             ino: new.ino,
-            nlink: new.nlink,
             target: None,
             hash: Some(p.digest),
         },

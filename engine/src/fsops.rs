@@ -841,8 +841,7 @@ pub fn entry_from_stat(st: &Stat, target: Option<PathBuf>) -> Option<Entry> {
         mode: st.mode,
         mtime: st.mtime,
         ino: st.ino,
-        nlink: st.nlink,
-        target,
+        target: target.map(PathBuf::into_boxed_path),
         hash: None,
     })
 }

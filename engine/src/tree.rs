@@ -114,9 +114,9 @@ pub struct Entry {
     pub mode: u32,
     pub mtime: MTime,
     pub ino: u64,
-    pub nlink: u64,
-    /// The link target, for symlinks.
-    pub target: Option<PathBuf>,
+    /// The link target, for symlinks (boxed: a tree holds an entry per path, most of
+    /// them without a target).
+    pub target: Option<Box<Path>>,
     /// The content hash, for files, when known (stat cache, checksum or copy).
     pub hash: Option<Digest>,
 }
@@ -129,7 +129,6 @@ impl Entry {
             mode,
             mtime,
             ino: 0,
-            nlink: 1,
             target: None,
             hash: None,
         }
@@ -142,7 +141,6 @@ impl Entry {
             mode,
             mtime,
             ino: 0,
-            nlink: 1,
             target: None,
             hash,
         }
@@ -155,8 +153,7 @@ impl Entry {
             mode: 0o777,
             mtime,
             ino: 0,
-            nlink: 1,
-            target: Some(target.into()),
+            target: Some(target.into().into_boxed_path()),
             hash: None,
         }
     }

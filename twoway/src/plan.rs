@@ -412,7 +412,6 @@ pub(crate) fn plan_sync_full<'a>(
         if let Some(f) = f {
             let mut e = f.entry.clone();
             e.ino = 0;
-            e.nlink = 1;
             state.push((p, e));
         }
     }
