@@ -394,10 +394,14 @@ struct Names {
 }
 
 impl Names {
+    fn name(&self, (at, len): (u32, u32)) -> &[u8] {
+        &self.bytes[at as usize..(at + len) as usize]
+    }
+
     fn iter(&self) -> impl Iterator<Item = &OsStr> + '_ {
         self.spans
             .iter()
-            .map(|&(at, len)| OsStr::from_bytes(&self.bytes[at as usize..(at + len) as usize]))
+            .map(|&span| OsStr::from_bytes(self.name(span)))
     }
 }
 
@@ -427,9 +431,9 @@ fn read_names(fd: &OwnedFd) -> rustix::io::Result<Names> {
         }
         Ok(())
     })?;
-    let bytes = &names.bytes;
-    let name = |&(at, len): &(u32, u32)| &bytes[at as usize..(at + len) as usize];
-    names.spans.sort_unstable_by(|a, b| name(a).cmp(name(b)));
+    let mut spans = std::mem::take(&mut names.spans);
+    spans.sort_unstable_by(|&a, &b| names.name(a).cmp(names.name(b)));
+    names.spans = spans;
     Ok(names)
 }
 
