@@ -628,22 +628,6 @@ fn copy(
 /// The entries written and changed are moved out of `applied`, not copied.
 pub fn tree_after(before: crate::tree::Tree, applied: &mut Applied) -> crate::tree::Tree {
     let mut t = before;
-    for r in &applied.removed {
-        // The removed path and everything under it: a range of the sorted map.
-        let gone: Vec<PathBuf> = t
-            .entries
-            .range::<Path, _>((
-                std::ops::Bound::Included(r.as_path()),
-                std::ops::Bound::Unbounded,
-            ))
-            .map(|(p, _)| p)
-            .take_while(|p| p.starts_with(r))
-            .cloned()
-            .collect();
-        for p in gone {
-            t.entries.remove(&p);
-        }
-    }
     let mut changes = std::mem::take(&mut applied.written);
     changes.append(&mut applied.meta);
     for (_, e) in changes.iter_mut() {
@@ -651,34 +635,7 @@ pub fn tree_after(before: crate::tree::Tree, applied: &mut Applied) -> crate::tr
             e.ino = 0;
         }
     }
-    if changes.len() < 64 || changes.len() < t.entries.len() / 16 {
-        for (p, e) in changes {
-            t.entries.insert(p, e);
-        }
-    } else {
-        // Many changes (a first sync): one merge of two sorted lists, then a bulk build.
-        crate::tree::sort_by_path(&mut changes);
-        let old = std::mem::take(&mut t.entries);
-        let mut merged: Vec<(PathBuf, Entry)> = Vec::with_capacity(old.len() + changes.len());
-        let mut news = changes.into_iter().peekable();
-        for (p, e) in old {
-            let mut replaced = false;
-            while let Some((q, _)) = news.peek() {
-                let order = crate::tree::path_order(q, &p);
-                if order.is_gt() {
-                    break;
-                }
-                let (q, ne) = news.next().expect("BUG: peeked");
-                replaced |= order.is_eq();
-                merged.push((q, ne));
-            }
-            if !replaced {
-                merged.push((p, e));
-            }
-        }
-        merged.extend(news);
-        t.entries = merged.into_iter().collect();
-    }
+    t.entries.merge(&applied.removed, changes);
     for (p, e) in &applied.dirs {
         let slot = if p.as_os_str().is_empty() {
             t.root.as_mut()

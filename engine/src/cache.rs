@@ -349,7 +349,7 @@ pub fn hash_missing_where(
         .filter(|(p, e)| {
             e.kind == Kind::File && e.hash.is_none() && !tree.unknown.contains(*p) && wanted(p)
         })
-        .map(|(p, _)| p.clone())
+        .map(|(p, _)| p.to_path_buf())
         .collect();
     let results = crate::hash::hash_many(root, &todo, threads);
     let mut out = Hashed::default();
@@ -439,10 +439,10 @@ mod tests {
     /// The same tree as scanned again: no hashes yet.
     fn rescanned(t: &Tree) -> Tree {
         let mut later = Tree::default();
-        for (p, e) in &t.entries {
+        for (p, e) in t.entries.iter() {
             let mut e = e.clone();
             e.hash = None;
-            later.entries.insert(p.clone(), e);
+            later.entries.insert(p.to_path_buf(), e);
         }
         later
     }

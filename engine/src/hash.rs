@@ -195,7 +195,7 @@ pub fn tree_sha256(tree: &Tree) -> Option<Digest> {
         tree.entries
             .iter()
             .filter(|(_, e)| e.kind == Kind::File)
-            .map(|(p, e)| (p.as_path(), e.hash)),
+            .map(|(p, e)| (p, e.hash)),
     )
 }
 

@@ -11,6 +11,7 @@ pub mod apply;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod entries;
 pub mod error;
 pub mod fsops;
 pub mod hash;

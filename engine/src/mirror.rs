@@ -5,7 +5,7 @@
 //! touches a disk; `apply` carries the plan out and `--dry-run` prints it.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
@@ -126,8 +126,8 @@ fn fold(p: &Path) -> String {
 /// Plans the actions that make `dst` a mirror of `src`.
 pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
     let mut plan = Plan::default();
-    let mut src_entries: Cow<'_, BTreeMap<PathBuf, Entry>> = Cow::Borrowed(&src.entries);
-    let mut dst_entries: Cow<'_, BTreeMap<PathBuf, Entry>> = Cow::Borrowed(&dst.entries);
+    let mut src_entries: Cow<'_, crate::tree::Entries> = Cow::Borrowed(&src.entries);
+    let mut dst_entries: Cow<'_, crate::tree::Entries> = Cow::Borrowed(&dst.entries);
     let mut skipped: BTreeSet<PathBuf> = BTreeSet::new();
 
     if opts.case_insensitive {
@@ -139,15 +139,15 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
             let f = fold(p);
             if let Some(first) = seen.get(&f) {
                 plan.errors.push(Error::entry(
-                    p.clone(),
+                    p.to_path_buf(),
                     format!(
                         "name collides with {} on the case-insensitive destination; not copied",
                         crate::names::display(first)
                     ),
                 ));
-                skipped.insert(p.clone());
+                skipped.insert(p.to_path_buf());
             } else {
-                seen.insert(f, p.clone());
+                seen.insert(f, p.to_path_buf());
             }
         }
         if !skipped.is_empty() {
@@ -157,10 +157,10 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
         let renamed: Vec<(PathBuf, PathBuf)> = dst
             .entries
             .keys()
-            .filter(|p| !src_entries.contains_key(*p))
+            .filter(|p| !src_entries.contains_key(p))
             .filter_map(|p| {
                 let s = seen.get(&fold(p))?;
-                (s != p && !dst.entries.contains_key(s)).then(|| (p.clone(), s.clone()))
+                (s != p && !dst.entries.contains_key(s)).then(|| (p.to_path_buf(), s.clone()))
             })
             .collect();
         if !renamed.is_empty() {
@@ -239,58 +239,58 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                 }
                 plan.actions.push(Action {
                     op: Op::Remove { kind: d.kind },
-                    path: p.clone(),
+                    path: p.to_path_buf(),
                     src: None,
                     dst: Some(Box::new(d.clone())),
                     from: None,
                 });
                 if d.kind == Kind::Dir {
-                    removed_subtree = Some(p.clone());
+                    removed_subtree = Some(p.to_path_buf());
                 }
                 touched(p, &mut dir_meta);
             }
             (Some(s), None) => {
                 create(&mut plan, p, s, false);
                 if s.kind == Kind::Dir {
-                    dir_meta.push(p.clone());
+                    dir_meta.push(p.to_path_buf());
                 }
                 touched(p, &mut dir_meta);
             }
             (Some(s), Some(d)) if s.kind != d.kind => {
                 if d.kind == Kind::Dir && pinned.contains(p) {
                     plan.errors.push(Error::entry(
-                        p.clone(),
+                        p.to_path_buf(),
                         "cannot replace a directory that holds excluded entries",
                     ));
                     continue;
                 }
                 plan.actions.push(Action {
                     op: Op::Remove { kind: d.kind },
-                    path: p.clone(),
+                    path: p.to_path_buf(),
                     src: None,
                     dst: Some(Box::new(d.clone())),
                     from: None,
                 });
                 if d.kind == Kind::Dir {
-                    removed_subtree = Some(p.clone());
+                    removed_subtree = Some(p.to_path_buf());
                 }
                 create(&mut plan, p, s, false);
                 if s.kind == Kind::Dir {
-                    dir_meta.push(p.clone());
+                    dir_meta.push(p.to_path_buf());
                 }
                 touched(p, &mut dir_meta);
             }
             (Some(s), Some(d)) => match s.kind {
                 Kind::Dir => {
                     if meta_differs(s, d, opts) {
-                        dir_meta.push(p.clone());
+                        dir_meta.push(p.to_path_buf());
                     }
                 }
                 Kind::File => {
                     if content_differs(s, d, opts) {
                         plan.actions.push(Action {
                             op: Op::Copy { replace: true },
-                            path: p.clone(),
+                            path: p.to_path_buf(),
                             src: Some(s.clone()),
                             dst: Some(Box::new(d.clone())),
                             from: None,
@@ -299,7 +299,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                     } else if meta_differs(s, d, opts) {
                         plan.actions.push(Action {
                             op: Op::SetFileMeta,
-                            path: p.clone(),
+                            path: p.to_path_buf(),
                             src: Some(s.clone()),
                             dst: Some(Box::new(d.clone())),
                             from: None,
@@ -311,7 +311,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                     if s.target != d.target || !s.mtime.same_as(d.mtime, opts.modify_window) {
                         plan.actions.push(Action {
                             op: Op::Symlink { replace: true },
-                            path: p.clone(),
+                            path: p.to_path_buf(),
                             src: Some(s.clone()),
                             dst: Some(Box::new(d.clone())),
                             from: None,
@@ -343,7 +343,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
             }
             plan.actions.push(Action {
                 op: Op::SetDirMeta,
-                path: p.clone(),
+                path: p.to_path_buf(),
                 src: Some(s.clone()),
                 dst: None,
                 from: None,

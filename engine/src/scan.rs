@@ -206,7 +206,7 @@ pub fn scan_many(roots: &[(&Path, &ScanOptions)]) -> Vec<Result<Tree, Error>> {
     for (r, u, part) in done {
         parts[r].push((u, part));
     }
-    // Each root's B-tree is built on a thread of its own.
+    // Each root's tree is assembled (its order checked) on a thread of its own.
     std::thread::scope(|s| {
         let builders: Vec<_> = started
             .into_iter()
@@ -229,23 +229,22 @@ fn assemble(st: Started, mut parts: Vec<(usize, Partial)>) -> Tree {
         ..
     } = st;
     parts.sort_by_key(|(i, _)| *i);
-    // Each subtree goes right after its directory's own entry.
-    let mut entries: Vec<(PathBuf, Entry)> = Vec::with_capacity(
-        top.entries.len() + parts.iter().map(|(_, p)| p.entries.len()).sum::<usize>(),
-    );
+    // Each subtree goes right after its directory's own entry. The parts are kept as
+    // they are, as chunks of the tree: joining them would hold every entry twice.
+    let mut chunks: Vec<Vec<(Box<Path>, Entry)>> = Vec::with_capacity(2 * parts.len() + 1);
     let mut top_entries = std::mem::take(&mut top.entries).into_iter();
     let mut taken = 0usize;
     for (i, part) in parts {
         let upto = units[i].0;
-        entries.extend(top_entries.by_ref().take(upto - taken));
+        chunks.push(top_entries.by_ref().take(upto - taken).collect());
         taken = upto;
-        top.absorb(part, &mut entries);
+        chunks.push(top.absorb(part));
     }
-    entries.extend(top_entries);
+    chunks.push(top_entries.collect());
     Tree {
         root: fsops::entry_from_stat(&root_stat, None),
-        // In path order already: the B-tree is built without comparisons beyond a check.
-        entries: entries.into_iter().collect(),
+        // In path order already: taken as it is, after a check.
+        entries: crate::tree::Entries::from_chunks(chunks),
         unknown: top.unknown.into_iter().collect(),
         excluded: top.excluded.into_iter().collect(),
         leftovers: top.leftovers,
@@ -257,7 +256,7 @@ fn assemble(st: Started, mut parts: Vec<(usize, Partial)>) -> Tree {
 /// What one thread found under one directory.
 #[derive(Default)]
 struct Partial {
-    entries: Vec<(PathBuf, Entry)>,
+    entries: Vec<(Box<Path>, Entry)>,
     unknown: Vec<PathBuf>,
     excluded: Vec<PathBuf>,
     leftovers: Vec<PathBuf>,
@@ -266,14 +265,14 @@ struct Partial {
 }
 
 impl Partial {
-    /// Takes everything but the entries from `other`, whose entries go to `entries`.
-    fn absorb(&mut self, other: Partial, entries: &mut Vec<(PathBuf, Entry)>) {
-        entries.extend(other.entries);
+    /// Takes everything but the entries from `other`, and returns its entries.
+    fn absorb(&mut self, other: Partial) -> Vec<(Box<Path>, Entry)> {
         self.unknown.extend(other.unknown);
         self.excluded.extend(other.excluded);
         self.leftovers.extend(other.leftovers);
         self.specials.extend(other.specials);
         self.errors.extend(other.errors);
+        other.entries
     }
 }
 
@@ -360,7 +359,7 @@ impl Walker<'_> {
             out.unknown.push(child);
             return None;
         };
-        out.entries.push((child.clone(), entry));
+        out.entries.push((child.as_path().into(), entry));
         if !is_dir {
             return None;
         }
@@ -487,7 +486,11 @@ mod tests {
         let keys: Vec<_> = t.entries.keys().map(|k| k.to_str().unwrap()).collect();
         assert_eq!(keys, ["a", "a/empty", "a/f", "dangling"]);
         assert_eq!(
-            t.entries[Path::new("dangling")].target.as_deref(),
+            t.entries
+                .get(Path::new("dangling"))
+                .unwrap()
+                .target
+                .as_deref(),
             Some(Path::new("nowhere"))
         );
         assert_eq!(t.leftovers, [PathBuf::from("a/.twoway-tmp-1")]);

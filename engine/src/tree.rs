@@ -3,10 +3,11 @@
 //! A `Tree` is plain data: it is built by `scan` (or from a version manifest) and read by
 //! the planners. It never touches the disk.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use crate::entries::Entries;
 use crate::error::Error;
 
 /// The kinds of entry the suite syncs.
@@ -164,7 +165,7 @@ impl Entry {
 pub struct Tree {
     /// The root directory's own metadata.
     pub root: Option<Entry>,
-    pub entries: BTreeMap<PathBuf, Entry>,
+    pub entries: Entries,
     /// Paths whose state is unknown (unreadable directory, skipped special file, entry
     /// that failed to stat): nothing at or under them may be deleted on the other side.
     pub unknown: BTreeSet<PathBuf>,
@@ -236,16 +237,16 @@ pub fn sort_paths<P: AsRef<Path>>(v: &mut [P]) {
     v.sort_unstable_by(|x, y| path_order(x.as_ref(), y.as_ref()));
 }
 
-/// Applies `update` to the entry of `map` at each path of `updates` that `map` has,
-/// sorting `updates` first: one merge over both instead of a B-tree search per path.
-pub fn update_each<V, U>(
-    map: &mut BTreeMap<PathBuf, V>,
+/// Applies `update` to the entry of `entries` at each path of `updates` that it has,
+/// sorting `updates` first: one merge over both instead of a search per path.
+pub fn update_each<U>(
+    entries: &mut Entries,
     updates: &mut [(PathBuf, U)],
-    mut update: impl FnMut(&mut V, &U),
+    mut update: impl FnMut(&mut Entry, &U),
 ) {
-    if updates.len() < 64 || updates.len() < map.len() / 16 {
+    if updates.len() < 64 || updates.len() < entries.len() / 16 {
         for (p, u) in updates.iter() {
-            if let Some(v) = map.get_mut(p) {
+            if let Some(v) = entries.get_mut(p) {
                 update(v, u);
             }
         }
@@ -253,7 +254,7 @@ pub fn update_each<V, U>(
     }
     sort_by_path(updates);
     let mut ups = updates.iter().peekable();
-    for (p, v) in map.iter_mut() {
+    for (p, v) in entries.iter_mut() {
         while ups
             .peek()
             .is_some_and(|(q, _)| path_order(q, p) == std::cmp::Ordering::Less)
@@ -268,32 +269,33 @@ pub fn update_each<V, U>(
     }
 }
 
-/// Walks two path-keyed maps together in key order, yielding every path once with its
+/// Walks two trees' entries together in path order, yielding every path once with its
 /// entry on each side (one comparison per step instead of two lookups per path).
-pub fn zip_paths<'a, V, W>(
-    x: &'a BTreeMap<PathBuf, V>,
-    y: &'a BTreeMap<PathBuf, W>,
-) -> impl Iterator<Item = (&'a PathBuf, Option<&'a V>, Option<&'a W>)> {
+pub fn zip_paths<'a>(
+    x: &'a Entries,
+    y: &'a Entries,
+) -> impl Iterator<Item = (&'a Path, Option<&'a Entry>, Option<&'a Entry>)> {
     zip_sorted(x.iter(), y.iter())
 }
 
 /// [`zip_paths`] for any two sequences of `(path, item)` already in path order.
-pub fn zip_sorted<'a, P, V, W>(
+pub fn zip_sorted<'a, P, Q, V, W>(
     x: impl Iterator<Item = (&'a P, V)>,
-    y: impl Iterator<Item = (&'a P, W)>,
-) -> impl Iterator<Item = (&'a P, Option<V>, Option<W>)>
+    y: impl Iterator<Item = (&'a Q, W)>,
+) -> impl Iterator<Item = (&'a Path, Option<V>, Option<W>)>
 where
     P: AsRef<Path> + ?Sized + 'a,
+    Q: AsRef<Path> + ?Sized + 'a,
 {
-    let mut xi = x.peekable();
-    let mut yi = y.peekable();
+    let mut xi = x.map(|(p, v)| (p.as_ref(), v)).peekable();
+    let mut yi = y.map(|(p, w)| (p.as_ref(), w)).peekable();
     std::iter::from_fn(move || match (xi.peek(), yi.peek()) {
         (None, None) => None,
         (Some(_), None) => xi.next().map(|(p, v)| (p, Some(v), None)),
-        (None, Some(_)) => yi.next().map(|(p, v)| (p, None, Some(v))),
-        (Some((px, _)), Some((py, _))) => match path_order((*px).as_ref(), (*py).as_ref()) {
+        (None, Some(_)) => yi.next().map(|(p, w)| (p, None, Some(w))),
+        (Some((px, _)), Some((py, _))) => match path_order(px, py) {
             std::cmp::Ordering::Less => xi.next().map(|(p, v)| (p, Some(v), None)),
-            std::cmp::Ordering::Greater => yi.next().map(|(p, v)| (p, None, Some(v))),
+            std::cmp::Ordering::Greater => yi.next().map(|(p, w)| (p, None, Some(w))),
             std::cmp::Ordering::Equal => {
                 let (p, v) = xi.next().expect("BUG: peeked");
                 let (_, w) = yi.next().expect("BUG: peeked");
@@ -303,12 +305,19 @@ where
     })
 }
 
-/// Walks three path-keyed maps together in key order (see [`zip_paths`]).
-pub fn zip3_paths<'a, V>(
-    x: &'a BTreeMap<PathBuf, V>,
-    y: &'a BTreeMap<PathBuf, V>,
-    z: &'a BTreeMap<PathBuf, V>,
-) -> impl Iterator<Item = (&'a PathBuf, Option<&'a V>, Option<&'a V>, Option<&'a V>)> {
+/// Walks three trees' entries together in path order (see [`zip_paths`]).
+pub fn zip3_paths<'a>(
+    x: &'a Entries,
+    y: &'a Entries,
+    z: &'a Entries,
+) -> impl Iterator<
+    Item = (
+        &'a Path,
+        Option<&'a Entry>,
+        Option<&'a Entry>,
+        Option<&'a Entry>,
+    ),
+> {
     let mut xy = zip_paths(x, y).peekable();
     let mut zi = z.iter().peekable();
     std::iter::from_fn(move || match (xy.peek(), zi.peek()) {
@@ -356,12 +365,22 @@ mod tests {
         assert!(!MTime::new(100, 0).same_as(MTime::new(103, 0), 2));
     }
 
+    fn sized(items: &[(&str, u64)]) -> Entries {
+        items
+            .iter()
+            .map(|(p, n)| (*p, Entry::file(*n, 0o644, MTime::default(), None)))
+            .collect()
+    }
+
     #[test]
     fn zip_paths_yields_each_path_once_in_order() {
-        let x: BTreeMap<PathBuf, u8> = [("a".into(), 1), ("a/b".into(), 2), ("c".into(), 3)].into();
-        let y: BTreeMap<PathBuf, u8> = [("a".into(), 9), ("a-b".into(), 8), ("c".into(), 7)].into();
+        let x = sized(&[("a", 1), ("a/b", 2), ("c", 3)]);
+        let y = sized(&[("a", 9), ("a-b", 8), ("c", 7)]);
         let got: Vec<_> = zip_paths(&x, &y)
-            .map(|(p, a, b)| (p.to_str().unwrap().to_string(), a.copied(), b.copied()))
+            .map(|(p, a, b)| {
+                let size = |e: Option<&Entry>| e.map(|e| e.size);
+                (p.to_str().unwrap().to_string(), size(a), size(b))
+            })
             .collect();
         assert_eq!(
             got,
@@ -407,18 +426,20 @@ mod tests {
 
     #[test]
     fn update_each_touches_exactly_the_paths_given() {
-        let mut map: BTreeMap<PathBuf, u32> = (0..200)
-            .map(|i| (PathBuf::from(format!("d{}/f{i}", i % 7)), 0))
+        let names: Vec<String> = (0..200).map(|i| format!("d{}/f{i}", i % 7)).collect();
+        let mut entries: Entries = names
+            .iter()
+            .map(|p| (p.as_str(), Entry::file(0, 0o644, MTime::default(), None)))
             .collect();
-        let mut ups: Vec<(PathBuf, u32)> = (0..200)
+        let mut ups: Vec<(PathBuf, u64)> = (0..200)
             .rev()
             .step_by(2)
             .map(|i| (PathBuf::from(format!("d{}/f{i}", i % 7)), i))
             .chain([(PathBuf::from("missing"), 1)])
             .collect();
-        update_each(&mut map, &mut ups, |v, u| *v = *u + 1);
-        for (p, v) in &map {
-            let i: u32 = p
+        update_each(&mut entries, &mut ups, |v, u| v.size = *u + 1);
+        for (p, v) in entries.iter() {
+            let i: u64 = p
                 .to_str()
                 .unwrap()
                 .rsplit('f')
@@ -426,9 +447,9 @@ mod tests {
                 .unwrap()
                 .parse()
                 .unwrap();
-            assert_eq!(*v, if i % 2 == 1 { i + 1 } else { 0 }, "{p:?}");
+            assert_eq!(v.size, if i % 2 == 1 { i + 1 } else { 0 }, "{p:?}");
         }
-        assert!(!map.contains_key(Path::new("missing")));
+        assert!(!entries.contains_key(Path::new("missing")));
     }
 
     #[test]

@@ -173,7 +173,7 @@ impl Job {
                         && d.kind == Kind::File
                         && s.size == d.size
                         && s.mtime.same_as(d.mtime, opts.modify_window);
-                    (stat_equal && (s.hash.is_none() || d.hash.is_none())).then(|| p.clone())
+                    (stat_equal && (s.hash.is_none() || d.hash.is_none())).then(|| p.to_path_buf())
                 })
                 .collect();
             if !unsure.is_empty() {
@@ -226,10 +226,9 @@ impl Job {
                 if let (mirror::Op::Remove { kind: Kind::Dir }, _) = (&a.op, &a.dst) {
                     displaced.extend(
                         dst.entries
-                            .range(a.path.clone()..)
-                            .take_while(|(p, _)| p.starts_with(&a.path))
+                            .at_and_under(&a.path)
                             .filter(|(_, e)| e.kind == Kind::File)
-                            .map(|(p, e)| (p.clone(), e.hash)),
+                            .map(|(p, e)| (p.to_path_buf(), e.hash)),
                     );
                 }
             }

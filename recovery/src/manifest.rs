@@ -210,7 +210,7 @@ impl Manifest {
                 self.head.root_mode,
                 MTime::new(self.head.root_mtime.0, self.head.root_mtime.1),
             )),
-            // Sorted: a bulk build.
+            // Sorted: taken as it is, after a check.
             entries: entries
                 .into_iter()
                 .map(|e| {

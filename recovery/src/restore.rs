@@ -326,7 +326,7 @@ fn stage_version(version: &Path, stage: &Path, vtree: &Tree) -> Result<(), Error
     std::fs::create_dir(stage).map_err(|e| Error::io("mkdir", stage, e))?;
     let mut src = Root::open(version)?;
     let mut dst = Root::open(stage)?;
-    for (p, e) in &vtree.entries {
+    for (p, e) in vtree.entries.iter() {
         // With --path, the directories above the part restored are not in the tree.
         let parent = engine::tree::parent_of(p);
         if !parent.as_os_str().is_empty() && !vtree.entries.contains_key(parent) {

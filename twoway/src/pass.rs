@@ -5,7 +5,6 @@
 //! This module orders the steps and owns the refusals; the engine's `apply` and the
 //! recovery store do every write.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -538,26 +537,23 @@ impl Job {
 /// The planned state, except that failed paths (and everything under them) keep what the
 /// base said.
 fn merge_state(
-    base: &BTreeMap<PathBuf, Entry>,
-    mut planned: BTreeMap<PathBuf, Entry>,
+    base: &engine::tree::Entries,
+    mut planned: engine::tree::Entries,
     failed: &[PathBuf],
-) -> BTreeMap<PathBuf, Entry> {
-    for f in failed {
-        planned.retain(|p, _| !p.starts_with(f));
-        for (p, e) in base
-            .range(f.clone()..)
-            .take_while(|(p, _)| p.starts_with(f))
-        {
-            planned.insert(p.clone(), e.clone());
-        }
-    }
+) -> engine::tree::Entries {
+    let kept = failed
+        .iter()
+        .flat_map(|f| base.at_and_under(f))
+        .map(|(p, e)| (p.to_path_buf(), e.clone()))
+        .collect();
+    planned.merge(failed, kept);
     planned
 }
 
 /// For each side, the files (in path order) whose content the planner compares: a file
 /// with a file of the same size at its path on the other side or in the state, and no
 /// hash from the stat cache.
-fn files_to_compare(a: &Tree, b: &Tree, base: &BTreeMap<PathBuf, Entry>) -> [Vec<PathBuf>; 2] {
+fn files_to_compare(a: &Tree, b: &Tree, base: &engine::tree::Entries) -> [Vec<PathBuf>; 2] {
     fn file(e: Option<&Entry>) -> Option<&Entry> {
         e.filter(|e| e.kind == engine::tree::Kind::File)
     }
@@ -568,10 +564,10 @@ fn files_to_compare(a: &Tree, b: &Tree, base: &BTreeMap<PathBuf, Entry>) -> [Vec
             e.hash.is_none() && others.iter().flatten().any(|o| o.size == e.size)
         };
         if x.is_some_and(|x| meets(x, [y, s])) {
-            out[0].push(p.clone());
+            out[0].push(p.to_path_buf());
         }
         if y.is_some_and(|y| meets(y, [x, s])) {
-            out[1].push(p.clone());
+            out[1].push(p.to_path_buf());
         }
     }
     out
@@ -580,7 +576,7 @@ fn files_to_compare(a: &Tree, b: &Tree, base: &BTreeMap<PathBuf, Entry>) -> [Vec
 /// The planned state takes its files' hashes from the replicas after the pass (a file
 /// synced without being compared was hashed by its copy or after the pass). A hash is
 /// taken only from an entry with the state's size and mtime.
-fn fill_state_hashes(state: &mut BTreeMap<PathBuf, Entry>, afters: &[Tree]) {
+fn fill_state_hashes(state: &mut engine::tree::Entries, afters: &[Tree]) {
     for t in afters {
         let zipped = engine::tree::zip_sorted(state.iter_mut(), t.entries.iter());
         for (_, s, e) in zipped {

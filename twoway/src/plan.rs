@@ -70,7 +70,7 @@ pub struct SyncPlan {
     pub to_b: Plan,
     pub conflicts: Vec<Conflict>,
     /// The state to record for each path, if its actions succeed.
-    pub state: BTreeMap<PathBuf, Entry>,
+    pub state: engine::tree::Entries,
     /// Nothing changed since the last sync: no actions, and the state to record is the
     /// base itself (`state` is left empty rather than rebuilt).
     pub state_unchanged: bool,
@@ -182,12 +182,7 @@ struct Final<'a> {
 }
 
 /// Plans one two-way pass.
-pub fn plan_sync(
-    base: &BTreeMap<PathBuf, Entry>,
-    a: &Tree,
-    b: &Tree,
-    opts: &SyncOptions,
-) -> SyncPlan {
+pub fn plan_sync(base: &engine::tree::Entries, a: &Tree, b: &Tree, opts: &SyncOptions) -> SyncPlan {
     if unchanged_since(base, a, b) {
         return SyncPlan {
             state_unchanged: true,
@@ -201,7 +196,7 @@ pub fn plan_sync(
 /// is unknown or left over: the full planner would then plan nothing and record the base
 /// again (the tests check that it does). One walk over the three trees, where the full
 /// planner builds the final state of every path.
-pub(crate) fn unchanged_since(base: &BTreeMap<PathBuf, Entry>, a: &Tree, b: &Tree) -> bool {
+pub(crate) fn unchanged_since(base: &engine::tree::Entries, a: &Tree, b: &Tree) -> bool {
     let quiet = |t: &Tree| {
         t.unknown.is_empty()
             && t.leftovers.is_empty()
@@ -233,7 +228,7 @@ pub(crate) fn unchanged_since(base: &BTreeMap<PathBuf, Entry>, a: &Tree, b: &Tre
 
 /// [`plan_sync`] without the shortcut for an unchanged pair.
 pub(crate) fn plan_sync_full<'a>(
-    base: &'a BTreeMap<PathBuf, Entry>,
+    base: &'a engine::tree::Entries,
     a: &'a Tree,
     b: &'a Tree,
     opts: &SyncOptions,
@@ -287,7 +282,7 @@ pub(crate) fn plan_sync_full<'a>(
             continue;
         }
         if same(x, y, w) {
-            decided.push((p.clone(), x.and_then(|e| keep(Side::A, e))));
+            decided.push((p.to_path_buf(), x.and_then(|e| keep(Side::A, e))));
             continue;
         }
         let (ca, cb) = (!same(s, x, w), !same(s, y, w));
@@ -315,7 +310,7 @@ pub(crate) fn plan_sync_full<'a>(
             }
             (_, _, None, None) => None,
         };
-        decided.push((p.clone(), f));
+        decided.push((p.to_path_buf(), f));
     }
     // Conflict copies have names no path had.
     let mut finals = Finals {
@@ -336,11 +331,7 @@ pub(crate) fn plan_sync_full<'a>(
             .map(|p| (p.as_path(), true));
         // Neighbouring paths share a parent: its answer is kept for the next path.
         let mut last: Option<(&Path, bool)> = None;
-        for (p, f) in finals
-            .iter()
-            .map(|(p, f)| (p.as_path(), f.is_some()))
-            .chain(held)
-        {
+        for (p, f) in finals.iter().map(|(p, f)| (p, f.is_some())).chain(held) {
             let q = engine::tree::parent_of(p);
             if !f || q.as_os_str().is_empty() {
                 continue;
@@ -406,16 +397,16 @@ pub(crate) fn plan_sync_full<'a>(
             }
         }
     }
-    // In path order already: a bulk build from a list of the exact size.
+    // In path order already: taken as it is, after a check.
     let mut state = Vec::with_capacity(finals.decided.len() + finals.added.len());
     for (p, f) in finals.into_sorted() {
         if let Some(f) = f {
             let mut e = f.entry.clone();
             e.ino = 0;
-            state.push((p, e));
+            state.push((p.into_boxed_path(), e));
         }
     }
-    plan.state = state.into_iter().collect();
+    plan.state = engine::tree::Entries::from_sorted(state);
     plan
 }
 
@@ -440,7 +431,7 @@ impl<'a> Finals<'a> {
     }
 
     /// Every path once, in path order.
-    fn iter(&self) -> impl Iterator<Item = (&PathBuf, &Option<Final<'a>>)> {
+    fn iter(&self) -> impl Iterator<Item = (&Path, &Option<Final<'a>>)> {
         let decided = self.decided.iter().map(|(p, f)| (p, f));
         engine::tree::zip_sorted(decided, self.added.iter())
             .map(|(p, d, a)| (p, a.or(d).expect("BUG: a path comes from one list or both")))
@@ -533,11 +524,7 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree) -> (Plan, Plan, usize) {
                     if cv.kind == Kind::Dir {
                         // Nothing below survives (else it would stay a directory): remove
                         // what the scan saw there, one by one, deepest first, then the dir.
-                        let below: Vec<(&PathBuf, &Entry)> = cur
-                            .entries
-                            .range(p.clone()..)
-                            .take_while(|(q, _)| q.starts_with(p))
-                            .collect();
+                        let below: Vec<(&Path, &Entry)> = cur.entries.at_and_under(p).collect();
                         for (q, qe) in below.iter().rev() {
                             let op = if qe.kind == Kind::Dir {
                                 Op::Rmdir
@@ -548,7 +535,7 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree) -> (Plan, Plan, usize) {
                             to.actions
                                 .push(Action::new(op, *q, None, Some((*qe).clone())));
                         }
-                        cleared = Some(p.clone());
+                        cleared = Some(p.to_path_buf());
                     } else {
                         deletes += usize::from(cv.kind == Kind::File);
                         to.actions.push(Action::new(
@@ -563,7 +550,7 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree) -> (Plan, Plan, usize) {
                 let op = match (e.kind, c) {
                     (Kind::Dir, None) => Op::Mkdir,
                     (Kind::Dir, Some(_)) => {
-                        dir_meta.push(p.clone());
+                        dir_meta.push(p.to_path_buf());
                         continue;
                     }
                     (Kind::File, None) => Op::Copy { replace: false },
@@ -574,7 +561,7 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree) -> (Plan, Plan, usize) {
                     },
                 };
                 if op == Op::Mkdir {
-                    dir_meta.push(p.clone());
+                    dir_meta.push(p.to_path_buf());
                 }
                 to.actions
                     .push(Action::new(op, p, Some(e.clone()), c.cloned()));

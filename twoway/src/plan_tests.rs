@@ -10,7 +10,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-type Map = BTreeMap<PathBuf, Entry>;
+type Map = engine::tree::Entries;
 
 fn file(content: u8, mtime: i64) -> Entry {
     Entry::file(
@@ -120,7 +120,7 @@ fn norm(m: &Map) -> BTreeMap<PathBuf, Seen> {
     m.iter()
         .map(|(p, e)| {
             (
-                p.clone(),
+                p.to_path_buf(),
                 (e.kind, e.hash, e.target.clone(), e.mode, e.mtime),
             )
         })

@@ -2,7 +2,6 @@
 //! (kind, size, mtime, mode, SHA-256, link target). Kept in the data home per replica
 //! pair and rewritten atomically only after a pass, so a killed pass leaves the old one.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -60,7 +59,7 @@ impl Record {
 /// Reads the state of the pair (a, b); `None` if there is none yet (first sync). A
 /// damaged or foreign state file is treated as none, which is safe: a first sync
 /// deletes nothing.
-pub fn load(file: &Path, a: &Path, b: &Path) -> Option<BTreeMap<PathBuf, Entry>> {
+pub fn load(file: &Path, a: &Path, b: &Path) -> Option<engine::tree::Entries> {
     let raw = std::fs::read(file).ok()?;
     let disk: OnDisk = match postcard::from_bytes(&raw) {
         Ok(d) => d,
@@ -110,12 +109,7 @@ impl<'a> RecordRef<'a> {
 }
 
 /// Writes the state atomically, encoded a block at a time.
-pub fn save(
-    file: &Path,
-    a: &Path,
-    b: &Path,
-    state: &BTreeMap<PathBuf, Entry>,
-) -> Result<(), Error> {
+pub fn save(file: &Path, a: &Path, b: &Path, state: &engine::tree::Entries) -> Result<(), Error> {
     let head = (
         FORMAT,
         a.as_os_str().as_bytes(),
@@ -135,7 +129,7 @@ mod tests {
     fn state_round_trips_and_belongs_to_its_pair() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("s.json");
-        let mut s = BTreeMap::new();
+        let mut s = engine::tree::Entries::new();
         s.insert(
             PathBuf::from("x"),
             Entry::file(1, 0o600, MTime::new(5, 6), Some(Digest([3; 32]))),

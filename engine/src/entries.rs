@@ -1,0 +1,482 @@
+//! [`Entries`]: the entries of a tree, one per relative path, kept in path order in a
+//! few large vectors ("chunks"; their concatenation is sorted).
+//!
+//! A tree is built once (by a scan, or from a manifest or state file, which are in path
+//! order already), read in order by every planner, looked up by path now and then, and
+//! changed in batches after an apply. Sorted vectors serve all of that with no
+//! allocation per entry beyond its path: a B-tree map of the same entries took a tenth
+//! more memory, and twice as much while it was built from its list. Chunks let a scan
+//! hand over what each thread found as it is (joining the parts into one vector would
+//! again hold every entry twice), and let a batch of changes be merged a chunk at a time.
+//! Paths are boxed (no spare capacity). It never touches the disk.
+
+use std::path::{Path, PathBuf};
+
+use crate::tree::{path_order, Entry};
+
+type Item = (Box<Path>, Entry);
+
+/// The size a merge gives its chunks: big enough that the allocator maps each one on
+/// its own (and gives it back whole), small enough to be a fraction of a big tree.
+const CHUNK: usize = 8192;
+
+/// Entries by relative path, in path order (see [`path_order`]), one per path.
+#[derive(Clone, Default)]
+pub struct Entries {
+    /// Never an empty chunk; all of them concatenated are in strict path order.
+    chunks: Vec<Vec<Item>>,
+    len: usize,
+}
+
+/// Where a path is, or would be inserted: chunk and index in it.
+type Slot = Result<(usize, usize), (usize, usize)>;
+
+impl Entries {
+    pub fn new() -> Self {
+        Entries::default()
+    }
+
+    /// Takes a list already in path order with no path twice (what a manifest or a state
+    /// file yields); anything else is sorted first.
+    pub fn from_sorted(v: Vec<Item>) -> Self {
+        Entries::from_chunks(vec![v])
+    }
+
+    /// Takes lists whose concatenation is in path order with no path twice (what the
+    /// threads of a scan found, in order) as they are; anything else is sorted first.
+    pub fn from_chunks(mut chunks: Vec<Vec<Item>>) -> Self {
+        chunks.retain(|c| !c.is_empty());
+        let mut prev: Option<&Path> = None;
+        let sorted = chunks.iter().flatten().all(|(p, _)| {
+            let ok = prev.is_none_or(|q| path_order(q, p).is_lt());
+            prev = Some(p);
+            ok
+        });
+        if !sorted {
+            let mut v: Vec<Item> = chunks.into_iter().flatten().collect();
+            // Stable, so that of two entries at one path the later wins, as with inserts.
+            v.sort_by(|x, y| path_order(&x.0, &y.0));
+            let mut out: Vec<Item> = Vec::with_capacity(v.len());
+            for item in v {
+                match out.last_mut() {
+                    Some(last) if last.0 == item.0 => *last = item,
+                    _ => out.push(item),
+                }
+            }
+            chunks = vec![out];
+            chunks.retain(|c| !c.is_empty());
+        }
+        for c in chunks.iter_mut() {
+            c.shrink_to_fit();
+        }
+        let len = chunks.iter().map(Vec::len).sum();
+        Entries { chunks, len }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn find(&self, path: &Path) -> Slot {
+        // The first chunk whose last path is not before `path`.
+        let c = self.chunks.partition_point(|c| {
+            let last = &c.last().expect("BUG: chunks are never empty").0;
+            path_order(last, path).is_lt()
+        });
+        let Some(chunk) = self.chunks.get(c) else {
+            return Err((c, 0));
+        };
+        chunk
+            .binary_search_by(|(p, _)| path_order(p, path))
+            .map(|i| (c, i))
+            .map_err(|i| (c, i))
+    }
+
+    pub fn get(&self, path: &Path) -> Option<&Entry> {
+        self.find(path).ok().map(|(c, i)| &self.chunks[c][i].1)
+    }
+
+    pub fn get_mut(&mut self, path: &Path) -> Option<&mut Entry> {
+        self.find(path).ok().map(|(c, i)| &mut self.chunks[c][i].1)
+    }
+
+    pub fn contains_key(&self, path: &Path) -> bool {
+        self.find(path).is_ok()
+    }
+
+    /// Sets the entry at `path`, returning the one it replaces. Moves the later entries
+    /// of its chunk: for a few changes; a batch goes through [`merge`](Self::merge).
+    pub fn insert(&mut self, path: PathBuf, e: Entry) -> Option<Entry> {
+        match self.find(&path) {
+            Ok((c, i)) => Some(std::mem::replace(&mut self.chunks[c][i].1, e)),
+            Err((c, i)) => {
+                let item = (path.into_boxed_path(), e);
+                match self.chunks.len() {
+                    0 => self.chunks.push(vec![item]),
+                    n if c == n => self.chunks[n - 1].push(item),
+                    _ => self.chunks[c].insert(i, item),
+                }
+                self.len += 1;
+                None
+            }
+        }
+    }
+
+    /// Removes the entry at `path` (not those under it).
+    pub fn remove(&mut self, path: &Path) -> Option<Entry> {
+        let (c, i) = self.find(path).ok()?;
+        let (_, e) = self.chunks[c].remove(i);
+        if self.chunks[c].is_empty() {
+            self.chunks.remove(c);
+        }
+        self.len -= 1;
+        Some(e)
+    }
+
+    /// Keeps the entries for which `keep` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Path, &mut Entry) -> bool) {
+        for c in self.chunks.iter_mut() {
+            c.retain_mut(|(p, e)| keep(p, e));
+        }
+        self.chunks.retain(|c| !c.is_empty());
+        self.len = self.chunks.iter().map(Vec::len).sum();
+    }
+
+    /// Removes `removed` and everything under each of them, then sets every entry of
+    /// `changes` (any order): one pass over the entries whatever the number of changes,
+    /// a chunk at a time (each old chunk is freed as soon as it is read).
+    pub fn merge(&mut self, removed: &[PathBuf], mut changes: Vec<(PathBuf, Entry)>) {
+        if removed.is_empty() && changes.is_empty() {
+            return;
+        }
+        let mut gone: Vec<&Path> = removed.iter().map(PathBuf::as_path).collect();
+        crate::tree::sort_paths(&mut gone);
+        crate::tree::sort_by_path(&mut changes);
+        let old = std::mem::take(&mut self.chunks);
+        let mut out = Chunker::default();
+        let mut news = changes.into_iter().peekable();
+        let mut gone = gone.into_iter().peekable();
+        for (p, e) in old.into_iter().flatten() {
+            // Removed paths sort before what lies under them, so the one that covers `p`
+            // (if any) is the last removed path not after it.
+            let mut covered = false;
+            while let Some(r) = gone.peek() {
+                if path_order(r, &p).is_gt() {
+                    break;
+                }
+                if p.starts_with(r) {
+                    covered = true;
+                    break;
+                }
+                gone.next();
+            }
+            let mut replaced = false;
+            while let Some((q, _)) = news.peek() {
+                let order = path_order(q, &p);
+                if order.is_gt() {
+                    break;
+                }
+                let (q, ne) = news.next().expect("BUG: peeked");
+                replaced |= order.is_eq();
+                out.push_last_wins(q, ne);
+            }
+            if !replaced && !covered {
+                out.push(p, e);
+            }
+        }
+        for (q, ne) in news {
+            out.push_last_wins(q, ne);
+        }
+        *self = out.finish();
+    }
+
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&Path, &Entry)> + Clone {
+        self.chunks.iter().flatten().map(|(p, e)| (&**p, e))
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Path, &mut Entry)> {
+        self.chunks.iter_mut().flatten().map(|(p, e)| (&**p, e))
+    }
+
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &Path> + Clone {
+        self.iter().map(|(p, _)| p)
+    }
+
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &Entry> + Clone {
+        self.iter().map(|(_, e)| e)
+    }
+
+    /// The entries at `path` and under it, in path order.
+    pub fn at_and_under<'a>(
+        &'a self,
+        path: &'a Path,
+    ) -> impl Iterator<Item = (&'a Path, &'a Entry)> {
+        let (c, i) = self.find(path).unwrap_or_else(|slot| slot);
+        let first = self.chunks.get(c).map_or(&[][..], |ch| &ch[i..]);
+        let rest = self.chunks.get(c + 1..).unwrap_or(&[]);
+        first
+            .iter()
+            .chain(rest.iter().flatten())
+            .map(|(p, e)| (&**p, e))
+            .take_while(move |(p, _)| p.starts_with(path))
+    }
+}
+
+/// Entries pushed in path order, gathered into chunks of [`CHUNK`].
+#[derive(Default)]
+struct Chunker {
+    chunks: Vec<Vec<Item>>,
+    len: usize,
+}
+
+impl Chunker {
+    fn push(&mut self, p: Box<Path>, e: Entry) {
+        match self.chunks.last_mut() {
+            Some(c) if c.len() < CHUNK => c.push((p, e)),
+            _ => {
+                let mut c = Vec::with_capacity(CHUNK);
+                c.push((p, e));
+                self.chunks.push(c);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Pushes `(q, e)`, replacing the last entry when it is at the same path.
+    fn push_last_wins(&mut self, q: PathBuf, e: Entry) {
+        if let Some(last) = self.chunks.last_mut().and_then(|c| c.last_mut()) {
+            if *last.0 == *q {
+                last.1 = e;
+                return;
+            }
+        }
+        self.push(q.into_boxed_path(), e);
+    }
+
+    fn finish(mut self) -> Entries {
+        if let Some(c) = self.chunks.last_mut() {
+            c.shrink_to_fit();
+        }
+        Entries {
+            chunks: self.chunks,
+            len: self.len,
+        }
+    }
+}
+
+impl PartialEq for Entries {
+    fn eq(&self, other: &Entries) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Entries {}
+
+impl std::fmt::Debug for Entries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<P: Into<PathBuf>> FromIterator<(P, Entry)> for Entries {
+    fn from_iter<I: IntoIterator<Item = (P, Entry)>>(iter: I) -> Self {
+        Entries::from_sorted(
+            iter.into_iter()
+                .map(|(p, e)| (p.into().into_boxed_path(), e))
+                .collect(),
+        )
+    }
+}
+
+impl<const N: usize> From<[(PathBuf, Entry); N]> for Entries {
+    fn from(items: [(PathBuf, Entry); N]) -> Self {
+        items.into_iter().collect()
+    }
+}
+
+impl std::ops::Index<&Path> for Entries {
+    type Output = Entry;
+
+    /// The entry at `path`; panics if there is none (as a map does).
+    fn index(&self, path: &Path) -> &Entry {
+        self.get(path).expect("no entry at this path")
+    }
+}
+
+impl IntoIterator for Entries {
+    type Item = Item;
+    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<Item>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.chunks.into_iter().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::MTime;
+
+    fn file(size: u64) -> Entry {
+        Entry::file(size, 0o644, MTime::new(1, 0), None)
+    }
+
+    fn sizes(t: &Entries) -> Vec<(String, u64)> {
+        t.iter()
+            .map(|(p, e)| (p.to_str().unwrap().to_string(), e.size))
+            .collect()
+    }
+
+    #[test]
+    fn collect_sorts_in_path_order_and_the_last_of_a_path_wins() {
+        let t: Entries = [
+            ("a-b", file(1)),
+            ("a/b", file(2)),
+            ("a", file(3)),
+            ("a/b", file(4)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            sizes(&t),
+            [("a", 3), ("a/b", 4), ("a-b", 1)].map(|(p, s)| (p.to_string(), s))
+        );
+        assert_eq!(t.get(Path::new("a/b")).map(|e| e.size), Some(4));
+        assert!(!t.contains_key(Path::new("b")));
+    }
+
+    #[test]
+    fn insert_and_remove_keep_the_order() {
+        let mut t = Entries::new();
+        for (i, p) in ["c", "a", "b/x", "b"].into_iter().enumerate() {
+            assert!(t.insert(p.into(), file(i as u64)).is_none());
+        }
+        assert_eq!(t.insert("a".into(), file(9)).map(|e| e.size), Some(1));
+        assert_eq!(t.remove(Path::new("b")).map(|e| e.size), Some(3));
+        assert!(t.remove(Path::new("b")).is_none());
+        assert_eq!(
+            sizes(&t),
+            [("a", 9), ("b/x", 2), ("c", 0)].map(|(p, s)| (p.to_string(), s))
+        );
+    }
+
+    #[test]
+    fn merge_removes_subtrees_and_sets_changes_like_single_edits() {
+        let names = ["a", "a/b", "a/b/c", "a b", "a-b", "b", "b/a", "c"];
+        // Every subset of removals and of changes, against the same edits made one by one.
+        for removed_mask in 0..(1u32 << 4) {
+            for changed_mask in 0..(1u32 << names.len()) {
+                let base: Entries = names.iter().map(|p| (*p, file(0))).collect();
+                let removed: Vec<PathBuf> = ["a/b", "b", "a", "zz"]
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| removed_mask & (1 << i) != 0)
+                    .map(|(_, p)| PathBuf::from(p))
+                    .collect();
+                let changes: Vec<(PathBuf, Entry)> = names
+                    .iter()
+                    .rev()
+                    .enumerate()
+                    .filter(|(i, _)| changed_mask & (1 << i) != 0)
+                    .map(|(i, p)| (PathBuf::from(p), file(i as u64 + 1)))
+                    .chain((changed_mask % 3 == 0).then(|| ("new/x".into(), file(99))))
+                    .collect();
+                let mut expected = base.clone();
+                for r in &removed {
+                    expected.retain(|p, _| !p.starts_with(r));
+                }
+                for (p, e) in &changes {
+                    expected.insert(p.clone(), e.clone());
+                }
+                let mut got = base;
+                got.merge(&removed, changes);
+                assert_eq!(got, expected, "removed {removed:?}, mask {changed_mask}");
+            }
+        }
+    }
+
+    #[test]
+    fn at_and_under_is_the_subtree_only() {
+        let t: Entries = ["a", "a/b", "a/b/c", "a b", "a-b", "ab"]
+            .into_iter()
+            .map(|p| (p, file(0)))
+            .collect();
+        let got: Vec<&Path> = t.at_and_under(Path::new("a")).map(|(p, _)| p).collect();
+        assert_eq!(got, ["a", "a/b", "a/b/c"].map(Path::new));
+        assert_eq!(t.at_and_under(Path::new("a/x")).count(), 0);
+    }
+
+    /// Entries `d{i/100}/f{i%100}` for `range`, as one list.
+    fn numbered(range: std::ops::Range<u64>) -> Vec<Item> {
+        let mut v: Vec<Item> = range
+            .map(|i| {
+                let p = PathBuf::from(format!("d{:03}/f{:02}", i / 100, i % 100));
+                (p.into_boxed_path(), file(i))
+            })
+            .collect();
+        v.sort_by(|x, y| path_order(&x.0, &y.0));
+        v
+    }
+
+    #[test]
+    fn chunks_read_as_one_sorted_list() {
+        let whole = Entries::from_sorted(numbered(0..3000));
+        let mut parts = numbered(0..3000);
+        let tail = parts.split_off(2000);
+        let mid = parts.split_off(700);
+        let chunked = Entries::from_chunks(vec![parts, Vec::new(), mid, tail]);
+        assert_eq!(chunked, whole);
+        assert_eq!(chunked.len(), 3000);
+        for i in [0, 699, 700, 1999, 2000, 2999] {
+            let p = PathBuf::from(format!("d{:03}/f{:02}", i / 100, i % 100));
+            assert_eq!(chunked.get(&p).map(|e| e.size), Some(i), "{p:?}");
+        }
+        // A subtree that spans two chunks.
+        assert_eq!(chunked.at_and_under(Path::new("d007")).count(), 100);
+        assert_eq!(chunked.at_and_under(Path::new("d019")).count(), 100);
+        // Chunks out of order are sorted.
+        let mut back = numbered(0..3000);
+        let front = back.split_off(1500);
+        assert_eq!(Entries::from_chunks(vec![front, back]), whole);
+    }
+
+    #[test]
+    fn edits_across_chunks_match_a_single_list() {
+        let mut parts = numbered(0..20_000);
+        let tail = parts.split_off(9_000);
+        let mut chunked = Entries::from_chunks(vec![parts, tail]);
+        let mut single = Entries::from_sorted(numbered(0..20_000));
+        let removed = vec![PathBuf::from("d089"), PathBuf::from("d090/f00")];
+        let changes: Vec<(PathBuf, Entry)> = (0..20_000)
+            .step_by(37)
+            .map(|i| {
+                (
+                    PathBuf::from(format!("d{:03}/f{:02}x", i / 100, i % 100)),
+                    file(i),
+                )
+            })
+            .chain([(PathBuf::from("d089/f05"), file(1))])
+            .collect();
+        for t in [&mut chunked, &mut single] {
+            t.merge(&removed, changes.clone());
+            assert!(t.insert("d090/f00".into(), file(5)).is_none());
+            assert_eq!(
+                t.remove(Path::new("d150/f50")).map(|e| e.size),
+                Some(15_050)
+            );
+            t.retain(|p, _| !p.starts_with("d010"));
+        }
+        assert_eq!(chunked, single);
+        // d089 and d010 go (200), so do d150/f50 and the two changes under d010
+        // (f36x, f73x); d090/f00 goes and comes back.
+        let expected = 20_000 - 200 - 1 + changes.len() - 2;
+        assert_eq!(single.len(), expected);
+        assert_eq!(single.iter().count(), expected);
+        assert_eq!(single.get(Path::new("d089/f05")).map(|e| e.size), Some(1));
+        assert!(single.get(Path::new("d089/f06")).is_none());
+    }
+}
