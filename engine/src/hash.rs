@@ -163,18 +163,47 @@ fn sha256sum_line(out: &mut Vec<u8>, digest: &Digest, rel: &Path) {
 /// Directory SHA-256 over `(relative path, file digest)` pairs; `None` if any is unknown.
 ///
 /// The `sha256sum` text is fed to the hasher a block at a time, never held whole: for a
-/// tree of 50,000 files it would be 5 MB.
-pub fn dir_sha256<'a>(files: impl Iterator<Item = (&'a Path, Option<Digest>)>) -> Option<Digest> {
-    let mut files: Vec<(&[u8], Digest)> = files
-        .map(|(p, d)| Some((p.as_os_str().as_bytes(), d?)))
-        .collect::<Option<_>>()?;
-    // Path order and byte order differ only where a name holds a byte below '/'.
-    if !files.is_sorted_by(|a, b| a.0 <= b.0) {
-        files.sort_unstable_by(|a, b| a.0.cmp(b.0));
+/// tree of 50,000 files it would be 5 MB. The lines go in byte order, which is the
+/// pairs' own order unless a name holds a byte below `/`; only then are they listed and
+/// sorted (so `files` is cloned, to be read again).
+pub fn dir_sha256<'a>(
+    files: impl Iterator<Item = (&'a Path, Option<Digest>)> + Clone,
+) -> Option<Digest> {
+    let bytes = |(p, d): (&'a Path, Option<Digest>)| (p.as_os_str().as_bytes(), d);
+    match hash_lines(files.clone().map(bytes)) {
+        Lines::Hashed(d) => Some(d),
+        Lines::Unknown => None,
+        Lines::OutOfOrder => {
+            let mut sorted: Vec<(&[u8], Option<Digest>)> = files.map(bytes).collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            match hash_lines(sorted.into_iter()) {
+                Lines::Hashed(d) => Some(d),
+                _ => None,
+            }
+        }
     }
+}
+
+/// What [`hash_lines`] made of its files.
+enum Lines {
+    Hashed(Digest),
+    /// A file's digest is unknown.
+    Unknown,
+    /// The files are not in byte order.
+    OutOfOrder,
+}
+
+/// The SHA-256 of the `sha256sum` lines of `files`, if they are in byte order.
+fn hash_lines<'a>(files: impl Iterator<Item = (&'a [u8], Option<Digest>)>) -> Lines {
     let mut hasher = Sha256::new();
     let mut text = Vec::with_capacity(64 * 1024);
+    let mut prev: Option<&[u8]> = None;
     for (rel, d) in files {
+        let Some(d) = d else { return Lines::Unknown };
+        if prev.is_some_and(|p| p > rel) {
+            return Lines::OutOfOrder;
+        }
+        prev = Some(rel);
         sha256sum_line(&mut text, &d, Path::new(OsStr::from_bytes(rel)));
         if text.len() >= 60 * 1024 {
             hasher.update(&text);
@@ -182,7 +211,7 @@ pub fn dir_sha256<'a>(files: impl Iterator<Item = (&'a Path, Option<Digest>)>) -
         }
     }
     hasher.update(&text);
-    Some(Digest(hasher.finalize().into()))
+    Lines::Hashed(Digest(hasher.finalize().into()))
 }
 
 /// Directory SHA-256 of a scanned tree; `None` if a file's hash is unknown or the tree
@@ -226,6 +255,21 @@ mod tests {
             d.to_hex(),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn lines_go_in_byte_order_whatever_the_order_given() {
+        // Path order puts "a/b" before "a.b"; sha256sum's sorted list has it after.
+        let (x, y) = (Digest([1; 32]), Digest([2; 32]));
+        let mut text = Vec::new();
+        sha256sum_line(&mut text, &y, Path::new("a.b"));
+        sha256sum_line(&mut text, &x, Path::new("a/b"));
+        let expected = Digest(Sha256::digest(&text).into());
+        let given = [(Path::new("a/b"), Some(x)), (Path::new("a.b"), Some(y))];
+        assert_eq!(dir_sha256(given.into_iter()), Some(expected));
+        assert_eq!(dir_sha256(given.into_iter().rev()), Some(expected));
+        let unknown = [(Path::new("a/b"), Some(x)), (Path::new("a.b"), None)];
+        assert_eq!(dir_sha256(unknown.into_iter()), None);
     }
 
     #[test]

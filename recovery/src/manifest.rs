@@ -76,7 +76,7 @@ impl Header {
 
 /// The entries a version of `tree` lists: everything but unknown paths, every file
 /// with its hash (a file whose hash is unknown is left out).
-pub fn entries_of(tree: &Tree) -> impl Iterator<Item = EntryRef<'_>> {
+pub fn entries_of(tree: &Tree) -> impl Iterator<Item = EntryRef<'_>> + Clone {
     tree.entries
         .iter()
         .filter(|(p, e)| !tree.is_unknown(p) && (e.kind != Kind::File || e.hash.is_some()))
@@ -84,7 +84,7 @@ pub fn entries_of(tree: &Tree) -> impl Iterator<Item = EntryRef<'_>> {
 }
 
 /// The directory SHA-256 of a version's entries (`None` if a file has no hash).
-pub fn sha_of<'a>(entries: impl Iterator<Item = EntryRef<'a>>) -> Option<Digest> {
+pub fn sha_of<'a>(entries: impl Iterator<Item = EntryRef<'a>> + Clone) -> Option<Digest> {
     hash::dir_sha256(
         entries
             .filter(|e| e.kind == Kind::File)

@@ -22,33 +22,40 @@ pub(crate) type Fixes = HashMap<PathBuf, (Digest, fsops::Stat)>;
 /// The previous version's files: hash, mode and mtime by path.
 type PrevFiles<'a> = HashMap<&'a Path, (Digest, u32, (i64, u32))>;
 
-/// Runs `work` on every item on every core, a run of neighbours at a time (they share
-/// a directory, and two threads writing into one directory wait on its lock); each
-/// thread first opens what it works with. Returns what `work` found, by item; the first
-/// error stops it.
-fn in_parallel<T: Sync, S, R: Send>(
-    items: &[T],
+/// Runs `work` on every item of `items` (about `total` of them) on every core, a run of
+/// neighbours at a time (they share a directory, and two threads writing into one
+/// directory wait on its lock); each thread first opens what it works with. The items
+/// are taken from the iterator as they are needed, so none is listed beforehand.
+/// Returns what `work` found; the first error stops it.
+fn in_parallel<T: Send, S, R: Send>(
+    items: impl Iterator<Item = T> + Send,
+    total: usize,
     open: impl Fn() -> Result<S, Error> + Sync,
-    work: impl Fn(&mut S, &T) -> Result<Option<R>, Error> + Sync,
-) -> Result<Vec<(usize, R)>, Error> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let threads = hash::default_threads().min(items.len()).max(1);
-    let results: Vec<Result<Vec<(usize, R)>, Error>> = std::thread::scope(|s| {
+    work: impl Fn(&mut S, T) -> Result<Option<R>, Error> + Sync,
+) -> Result<Vec<R>, Error> {
+    let items = std::sync::Mutex::new(items);
+    let threads = hash::default_threads().min(total).max(1);
+    let len = engine::apply::run_length(total);
+    let results: Vec<Result<Vec<R>, Error>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
                     let mut state = open()?;
                     let mut found = Vec::new();
-                    let mut run = 0..0;
+                    let mut run = Vec::with_capacity(len);
                     loop {
+                        run.extend(
+                            items
+                                .lock()
+                                .expect("BUG: version workers do not panic")
+                                .by_ref()
+                                .take(len),
+                        );
                         if run.is_empty() {
-                            let len = engine::apply::run_length(items.len());
-                            let start = next.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
-                            run = start..(start + len).min(items.len());
+                            break;
                         }
-                        let Some(i) = run.next() else { break };
-                        if let Some(r) = work(&mut state, &items[i])? {
-                            found.push((i, r));
+                        for item in run.drain(..) {
+                            found.extend(work(&mut state, item)?);
                         }
                     }
                     Ok(found)
@@ -67,29 +74,43 @@ fn in_parallel<T: Sync, S, R: Send>(
     Ok(all)
 }
 
-/// What [`in_parallel`] found for each put, by path.
-fn fixes_of(work: &[&EntryRef<'_>], found: Vec<(usize, (Digest, fsops::Stat))>) -> Fixes {
-    found
-        .into_iter()
-        .map(|(i, fix)| (work[i].path.to_path_buf(), fix))
-        .collect()
+/// Puts the files and links of `items` (about `total`) into the version at `new` on
+/// every core; returns what was found changed since it was hashed, by path.
+fn put_all<'e, S>(
+    items: impl Iterator<Item = EntryRef<'e>> + Send,
+    total: usize,
+    open: impl Fn() -> Result<S, Error> + Sync,
+    put: impl Fn(&mut S, &EntryRef<'e>) -> Result<Option<(Digest, fsops::Stat)>, Error> + Sync,
+) -> Result<Fixes, Error> {
+    let found = in_parallel(
+        items.filter(|e| e.kind != Kind::Dir),
+        total,
+        open,
+        |state, e| Ok(put(state, &e)?.map(|fix| (e.path.to_path_buf(), fix))),
+    )?;
+    Ok(found.into_iter().collect())
 }
 
-/// Fills `new` with `entries` (a version's, in path order), linked or copied from
-/// `replica`: directories first, then files and links on every core.
-pub(crate) fn build(
+/// Fills `new` with the entries `news` gives (a version's, in path order; afresh each
+/// time it is called), linked or copied from `replica`: directories first, then files
+/// and links on every core.
+pub(crate) fn build<'n, I: Iterator<Item = EntryRef<'n>> + Send>(
     new: &Path,
     replica: &Path,
-    entries: &[EntryRef<'_>],
+    news: impl Fn() -> I,
     previous: Option<&Manifest>,
     link_first: bool,
     prev_dir: &Path,
 ) -> Result<Fixes, Error> {
     let mut dst = Root::open(new)?;
     let mut dirs = Vec::new();
-    for e in entries.iter().filter(|e| e.kind == Kind::Dir) {
-        dst.mkdir(e.path, e.mode)?;
-        dirs.push((e.path, e.mode, e.mtime()));
+    let mut total = 0usize;
+    for e in news() {
+        total += 1;
+        if e.kind == Kind::Dir {
+            dst.mkdir(e.path, e.mode)?;
+            dirs.push((e.path, e.mode, e.mtime()));
+        }
     }
     let prev_files: PrevFiles = previous
         .iter()
@@ -97,9 +118,9 @@ pub(crate) fn build(
         .filter_map(|e| Some((e.path.as_path(), (e.sha256?, e.mode, e.mtime))))
         .collect();
     let link_ok = std::sync::atomic::AtomicBool::new(previous.is_none() && link_first);
-    let work: Vec<&EntryRef> = entries.iter().filter(|e| e.kind != Kind::Dir).collect();
-    let fixes = in_parallel(
-        &work,
+    let fixes = put_all(
+        news(),
+        total,
         || {
             let prev = previous.and_then(|_| Root::open(prev_dir).ok());
             Ok((Root::open(new)?, Root::open(replica)?, prev))
@@ -107,7 +128,7 @@ pub(crate) fn build(
         |(dst, src, prev), e| put_entry(e, new, dst, src, prev.as_mut(), &prev_files, &link_ok),
     )?;
     finish_tree(&mut dst, dirs)?;
-    Ok(fixes_of(&work, fixes))
+    Ok(fixes)
 }
 
 /// Turns the recycled version tree at `new`, whose entries were `olds`, into one of
@@ -175,7 +196,8 @@ pub(crate) fn patch<'n, 'o, I: Iterator<Item = EntryRef<'n>>>(
     // What goes, then the new directories (parents first), then the files and links,
     // the removals and the puts each on every core.
     in_parallel(
-        &removes,
+        removes.iter(),
+        removes.len(),
         || Root::open(new),
         |dst, p| dst.remove(p).map(|_| None::<()>),
     )?;
@@ -189,13 +211,12 @@ pub(crate) fn patch<'n, 'o, I: Iterator<Item = EntryRef<'n>>>(
     }
     let no_prev = HashMap::new();
     let link_ok = std::sync::atomic::AtomicBool::new(true);
-    let work: Vec<&EntryRef> = puts.iter().filter(|e| e.kind != Kind::Dir).collect();
-    let found = in_parallel(
-        &work,
+    let fixes = put_all(
+        puts.iter().cloned(),
+        puts.len(),
         || Ok((Root::open(new)?, Root::open(replica)?)),
         |(dst, src), n| put_entry(n, new, dst, src, None, &no_prev, &link_ok),
     )?;
-    let fixes = fixes_of(&work, found);
     let dirs: Vec<(&Path, u32, MTime)> = news()
         .filter(|e| e.kind == Kind::Dir && touched.contains(e.path))
         .map(|e| (e.path, e.mode, e.mtime()))

@@ -297,11 +297,10 @@ impl VersionedDir {
             Some(old) => snapshot::patch(&new, replica, news, old.entries())?,
             None => {
                 std::fs::create_dir(&new).ctx("mkdir", &new)?;
-                let entries: Vec<_> = news().collect();
                 snapshot::build(
                     &new,
                     replica,
-                    &entries,
+                    news,
                     previous.as_ref(),
                     self.mode == VersionMode::Link,
                     &self.slot("_1"),

@@ -242,8 +242,12 @@ pub(crate) fn plan_sync_full<'a>(
     let mut new_names: HashSet<PathBuf> = HashSet::new();
     let exists =
         |c: &Path| base.contains_key(c) || a.entries.contains_key(c) || b.entries.contains_key(c);
-    let mut decided: Vec<(PathBuf, Option<Final>)> =
-        Vec::with_capacity(a.entries.len().max(b.entries.len()));
+    let mut decided: Vec<(&Path, Option<Final>)> = Vec::with_capacity({
+        // Every path of the larger side, and room for what only the other has: a
+        // list that outgrew its capacity would be twice the size it needs.
+        let most = a.entries.len().max(b.entries.len());
+        most + most / 8
+    });
     let mut copies: BTreeMap<PathBuf, Option<Final>> = BTreeMap::new();
     let mut conflicts = Vec::new();
 
@@ -282,7 +286,7 @@ pub(crate) fn plan_sync_full<'a>(
             continue;
         }
         if same(x, y, w) {
-            decided.push((p.to_path_buf(), x.and_then(|e| keep(Side::A, e))));
+            decided.push((p, x.and_then(|e| keep(Side::A, e))));
             continue;
         }
         let (ca, cb) = (!same(s, x, w), !same(s, y, w));
@@ -310,7 +314,7 @@ pub(crate) fn plan_sync_full<'a>(
             }
             (_, _, None, None) => None,
         };
-        decided.push((p.to_path_buf(), f));
+        decided.push((p, f));
     }
     // Conflict copies have names no path had.
     let mut finals = Finals {
@@ -399,11 +403,11 @@ pub(crate) fn plan_sync_full<'a>(
     }
     // In path order already: taken as it is, after a check.
     let mut state = Vec::with_capacity(finals.decided.len() + finals.added.len());
-    for (p, f) in finals.into_sorted() {
+    for (p, f) in finals.iter() {
         if let Some(f) = f {
             let mut e = f.entry.clone();
             e.ino = 0;
-            state.push((p.into_boxed_path(), e));
+            state.push((Box::from(p), e));
         }
     }
     plan.state = engine::tree::Entries::from_sorted(state);
@@ -414,7 +418,8 @@ pub(crate) fn plan_sync_full<'a>(
 /// trees made, and the few paths added or decided again afterwards (conflict copies,
 /// directories that must stay), which take precedence.
 struct Finals<'a> {
-    decided: Vec<(PathBuf, Option<Final<'a>>)>,
+    /// Paths borrowed from the trees: a plan over 50,000 paths copies none of them.
+    decided: Vec<(&'a Path, Option<Final<'a>>)>,
     added: BTreeMap<PathBuf, Option<Final<'a>>>,
 }
 
@@ -435,28 +440,6 @@ impl<'a> Finals<'a> {
         let decided = self.decided.iter().map(|(p, f)| (p, f));
         engine::tree::zip_sorted(decided, self.added.iter())
             .map(|(p, d, a)| (p, a.or(d).expect("BUG: a path comes from one list or both")))
-    }
-
-    /// Every path once, in path order, taken out.
-    fn into_sorted(self) -> impl Iterator<Item = (PathBuf, Option<Final<'a>>)> {
-        let mut decided = self.decided.into_iter().peekable();
-        let mut added = self.added.into_iter().peekable();
-        std::iter::from_fn(move || {
-            let order = match (decided.peek(), added.peek()) {
-                (None, None) => return None,
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (Some((p, _)), Some((q, _))) => engine::tree::path_order(p, q),
-            };
-            if order.is_eq() {
-                decided.next();
-            }
-            if order.is_lt() {
-                decided.next()
-            } else {
-                added.next()
-            }
-        })
     }
 }
 
