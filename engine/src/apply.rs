@@ -172,9 +172,6 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
             .collect();
         let threads = crate::hash::default_threads().min(copies.len()).max(1);
         let next = AtomicUsize::new(0);
-        // A record per copy, in lists of the right size (a first mirror copies every file).
-        out.read.reserve_exact(copies.len());
-        out.written.reserve_exact(copies.len());
         if threads <= 1 {
             copy_worker(&copies, &next, dst, &mut src, opts, &mut out);
         } else {
@@ -183,11 +180,6 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
                     .map(|_| {
                         s.spawn(|| {
                             let mut part = Applied::default();
-                            // Half again a fair share: the workers' shares differ
-                            // with file sizes.
-                            let share = copies.len() * 3 / (2 * threads) + 64;
-                            part.read.reserve_exact(share);
-                            part.written.reserve_exact(share);
                             match Root::open(dst.path()) {
                                 Ok(mut root) => {
                                     let mut src = Root::open(opts.src_root).ok();
@@ -358,13 +350,21 @@ fn run_sequence(
 }
 
 impl Applied {
-    /// Folds in what another worker did.
+    /// Folds in what another worker did. Its lists are taken over where this one's are
+    /// empty, else appended to: a first mirror's records are never held twice.
     fn merge(&mut self, other: Applied) {
-        self.written.extend(other.written);
-        self.meta.extend(other.meta);
-        self.dirs.extend(other.dirs);
-        self.removed.extend(other.removed);
-        self.read.extend(other.read);
+        fn join<T>(into: &mut Vec<T>, from: Vec<T>) {
+            if into.is_empty() {
+                *into = from;
+            } else {
+                into.extend(from);
+            }
+        }
+        join(&mut self.written, other.written);
+        join(&mut self.meta, other.meta);
+        join(&mut self.dirs, other.dirs);
+        join(&mut self.removed, other.removed);
+        join(&mut self.read, other.read);
         self.failed.extend(other.failed);
         self.errors.extend(other.errors);
         self.counts.merge(&other.counts);
