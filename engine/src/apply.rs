@@ -87,14 +87,35 @@ pub struct Applied {
     pub dirs: Vec<(PathBuf, Entry)>,
     /// Destination paths removed (whole subtrees for directories).
     pub removed: Vec<PathBuf>,
-    /// Source files read, with the hash and stat of what was read.
-    pub read: Vec<(PathBuf, (crate::tree::Digest, Stat))>,
+    /// Files copied: one record for what was written and what was read (a first
+    /// mirror makes one per file, so they are kept small).
+    pub copied: Vec<Copied>,
     /// Paths whose action failed; their destination state is unknown.
     pub failed: BTreeSet<PathBuf>,
     pub errors: Vec<Error>,
     pub counts: Counts,
     /// The stop flag was seen before the plan was done.
     pub interrupted: bool,
+}
+
+/// One file copied.
+#[derive(Debug)]
+pub struct Copied {
+    pub path: PathBuf,
+    /// The destination entry as written, with its hash and inode.
+    pub written: Entry,
+    /// The source as it was read (its content hash is `written`'s).
+    pub read: Stat,
+}
+
+impl Copied {
+    /// The source file's hash and the stat it was read with.
+    pub fn read_hash(&self) -> (crate::tree::Digest, &Stat) {
+        (
+            self.written.hash.expect("BUG: a copy records its hash"),
+            &self.read,
+        )
+    }
 }
 
 /// Logs an action line: UTC time is added by the logger.
@@ -364,7 +385,7 @@ impl Applied {
         join(&mut self.meta, other.meta);
         join(&mut self.dirs, other.dirs);
         join(&mut self.removed, other.removed);
-        join(&mut self.read, other.read);
+        join(&mut self.copied, other.copied);
         self.failed.extend(other.failed);
         self.errors.extend(other.errors);
         self.counts.merge(&other.counts);
@@ -594,10 +615,9 @@ fn commit_copy(
         p.temp.commit()?;
     }
     out.counts.bytes += p.n;
-    out.read.push((path.clone(), (p.digest, p.before)));
-    out.written.push((
-        path.clone(),
-        Entry {
+    out.copied.push(Copied {
+        path: path.clone(),
+        written: Entry {
             kind: Kind::File,
             size: p.n,
             mode: p.mode,
@@ -606,7 +626,8 @@ fn commit_copy(
             target: None,
             hash: Some(p.digest),
         },
-    ));
+        read: p.before,
+    });
     Ok(())
 }
 
@@ -625,11 +646,17 @@ fn copy(
 /// The destination tree after `applied`: the scanned tree with removals, writes and
 /// metadata changes folded in (so the destination need not be scanned again).
 ///
-/// The entries written and changed are moved out of `applied`, not copied.
+/// The entries written and changed are moved out of `applied`, not copied: what the
+/// copies read must be taken from `applied.copied` before.
 pub fn tree_after(before: crate::tree::Tree, applied: &mut Applied) -> crate::tree::Tree {
     let mut t = before;
     let mut changes = std::mem::take(&mut applied.written);
     changes.append(&mut applied.meta);
+    changes.extend(
+        std::mem::take(&mut applied.copied)
+            .into_iter()
+            .map(|c| (c.path, c.written)),
+    );
     for (_, e) in changes.iter_mut() {
         if e.kind == Kind::Dir {
             e.ino = 0;

@@ -237,32 +237,34 @@ pub fn sort_paths<P: AsRef<Path>>(v: &mut [P]) {
     v.sort_unstable_by(|x, y| path_order(x.as_ref(), y.as_ref()));
 }
 
-/// Applies `update` to the entry of `entries` at each path of `updates` that it has,
-/// sorting `updates` first: one merge over both instead of a search per path.
+/// Applies `update` to the entry of `entries` at the path of each of `updates` (its
+/// `path_of`) that it has, sorting `updates` first: one merge over both instead of a
+/// search per path.
 pub fn update_each<U>(
     entries: &mut Entries,
-    updates: &mut [(PathBuf, U)],
+    updates: &mut [U],
+    path_of: impl Fn(&U) -> &Path,
     mut update: impl FnMut(&mut Entry, &U),
 ) {
     if updates.len() < 64 || updates.len() < entries.len() / 16 {
-        for (p, u) in updates.iter() {
-            if let Some(v) = entries.get_mut(p) {
+        for u in updates.iter() {
+            if let Some(v) = entries.get_mut(path_of(u)) {
                 update(v, u);
             }
         }
         return;
     }
-    sort_by_path(updates);
+    updates.sort_unstable_by(|x, y| path_order(path_of(x), path_of(y)));
     let mut ups = updates.iter().peekable();
     for (p, v) in entries.iter_mut() {
         while ups
             .peek()
-            .is_some_and(|(q, _)| path_order(q, p) == std::cmp::Ordering::Less)
+            .is_some_and(|u| path_order(path_of(u), p) == std::cmp::Ordering::Less)
         {
             ups.next();
         }
         match ups.peek() {
-            Some((q, u)) if q == p => update(v, u),
+            Some(u) if path_of(u) == p => update(v, u),
             Some(_) => {}
             None => break,
         }
@@ -437,7 +439,7 @@ mod tests {
             .map(|i| (PathBuf::from(format!("d{}/f{i}", i % 7)), i))
             .chain([(PathBuf::from("missing"), 1)])
             .collect();
-        update_each(&mut entries, &mut ups, |v, u| v.size = *u + 1);
+        update_each(&mut entries, &mut ups, |u| &u.0, |v, u| v.size = u.1 + 1);
         for (p, v) in entries.iter() {
             let i: u64 = p
                 .to_str()

@@ -278,12 +278,17 @@ impl Job {
         log::debug!("applied: {:.3}s", started.elapsed().as_secs_f64());
 
         // Record: every file's hash, on both sides, for the caches and the summary.
-        let mut read = std::mem::take(&mut applied.read);
-        engine::tree::update_each(&mut src.entries, &mut read, |e, (digest, st)| {
-            if e.kind == Kind::File {
-                cache::note_hashed(e, *digest, st);
-            }
-        });
+        engine::tree::update_each(
+            &mut src.entries,
+            &mut applied.copied,
+            |c| &c.path,
+            |e, c| {
+                if e.kind == Kind::File {
+                    let (digest, st) = c.read_hash();
+                    cache::note_hashed(e, digest, st);
+                }
+            },
+        );
         let counts: Counts = applied.counts.clone();
         let mut after = apply::tree_after(dst, &mut applied);
         let applied_errors = applied.errors.len();

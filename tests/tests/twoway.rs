@@ -139,6 +139,25 @@ fn conflict_case(policy: &str, a_newer: bool) -> (String, String, Vec<PathBuf>) 
 }
 
 #[test]
+fn files_copied_by_a_pass_are_not_hashed_again_on_either_side() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    for (root, name) in [(&a, "x"), (&a, "d/y"), (&b, "z")] {
+        write(&root.join(name), name.repeat(1000));
+        set_mtime(&root.join(name), OLD, 0);
+    }
+    // Each file is read once, by its copy, which hashes it for both sides: the source
+    // side takes the hash of what was read, so nothing is left to hash after the pass.
+    let first = sync(&env, &a, &b, &[]);
+    first.expect(0);
+    assert!(first.all().contains("hashed 0 files"), "{}", first.all());
+    assert_in_sync(&a, &b);
+    let second = sync(&env, &a, &b, &[]);
+    second.expect(0);
+    assert!(second.all().contains("hashed 0 files"), "{}", second.all());
+}
+
+#[test]
 fn conflicts_follow_the_policy_and_keep_the_loser_on_both_sides() {
     let (kept, other, copies) = conflict_case("newer", false);
     assert_eq!((kept.as_str(), other.as_str()), ("edit on b", "edit on a"));

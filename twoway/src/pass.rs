@@ -308,6 +308,24 @@ impl Job {
         ] {
             *p = engine::mirror::Plan::default();
         }
+        // What a side's copies read from the other side was hashed on the way: those
+        // files of the other side are not hashed again. (A file a side copies from is
+        // not written on that side in the same pass.)
+        for i in 0..2 {
+            for a in applied[i].iter_mut() {
+                engine::tree::update_each(
+                    &mut trees[1 - i].entries,
+                    &mut a.copied,
+                    |c| &c.path,
+                    |e, c| {
+                        if e.kind == engine::tree::Kind::File && e.hash.is_none() {
+                            let (digest, st) = c.read_hash();
+                            cache::note_hashed(e, digest, st);
+                        }
+                    },
+                );
+            }
+        }
         let [ta, tb] = trees;
         let mut afters = Vec::new();
         for (i, t) in [ta, tb].into_iter().enumerate() {
@@ -316,19 +334,6 @@ impl Job {
                 t = apply::tree_after(t, a);
             }
             afters.push(t);
-        }
-        // What a side's copies read from the other side was hashed on the way: those
-        // files of the other side are not hashed again.
-        for i in 0..2 {
-            let mut read: Vec<_> = applied[i]
-                .iter_mut()
-                .flat_map(|a| std::mem::take(&mut a.read))
-                .collect();
-            engine::tree::update_each(&mut afters[1 - i].entries, &mut read, |e, (d, st)| {
-                if e.kind == engine::tree::Kind::File && e.hash.is_none() {
-                    cache::note_hashed(e, *d, st);
-                }
-            });
         }
         // What the actions did is folded in: gone before the record step.
         drop(applied);
