@@ -5,7 +5,7 @@
 //! is not cached.
 
 use std::ffi::OsStr;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -206,22 +206,9 @@ impl StatCache {
         scanned_at: MTime,
         sha: Option<Digest>,
     ) -> Result<bool, Error> {
-        if let Ok(f) = std::fs::File::open(file) {
-            let mut same = SameAs {
-                reader: std::io::BufReader::with_capacity(BLOCK, f),
-                scratch: Vec::new(),
-            };
-            if encode(root, tree, scanned_at, sha, &mut same).is_ok() && same.at_end() {
-                return Ok(false);
-            }
-        }
-        fsops::write_atomic_with(file, |w| encode(root, tree, scanned_at, sha, w))?;
-        Ok(true)
+        fsops::write_atomic_unless_same(file, |mut w| encode(root, tree, scanned_at, sha, &mut w))
     }
 }
-
-/// Encoding and comparing go a block at a time.
-const BLOCK: usize = 64 * 1024;
 
 /// The cache of `tree` in the layout [`StatCache::records`] reads: every hashed file not
 /// modified within the racy window before `scanned_at`, and `sha` (the tree's directory
@@ -265,35 +252,6 @@ fn encode(
     let sha = sha.filter(|_| whole).map(|d| d.0);
     let header: Header = (FORMAT, root.as_os_str().as_bytes(), sha, count);
     crate::record::write_seq(out, &header, records())
-}
-
-/// A writer that only compares what is written with what `reader` holds; it fails at
-/// the first difference.
-struct SameAs<R> {
-    reader: R,
-    scratch: Vec<u8>,
-}
-
-impl<R: Read> SameAs<R> {
-    /// True if nothing is left to read.
-    fn at_end(&mut self) -> bool {
-        matches!(self.reader.read(&mut [0u8; 1]), Ok(0))
-    }
-}
-
-impl<R: Read> Write for SameAs<R> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.scratch.resize(buf.len(), 0);
-        self.reader.read_exact(&mut self.scratch)?;
-        if self.scratch != buf {
-            return Err(io::Error::other("differs"));
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Records that the file `e` was read as `st` and hashed to `digest`. The entry takes

@@ -832,6 +832,56 @@ pub fn write_atomic_with(
     res
 }
 
+/// [`write_atomic_with`], unless `path` already holds exactly the bytes `fill` writes:
+/// they are compared as they are made, a block at a time, never held whole (a file
+/// rewritten with the same bytes would cost a write and a flush for nothing). Returns
+/// whether the file was written.
+pub fn write_atomic_unless_same(
+    path: &Path,
+    fill: impl Fn(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<bool, Error> {
+    if let Ok(f) = File::open(path) {
+        let mut same = std::io::BufWriter::with_capacity(
+            64 * 1024,
+            SameAs {
+                reader: std::io::BufReader::with_capacity(64 * 1024, f),
+                scratch: Vec::new(),
+            },
+        );
+        let equal = fill(&mut same).is_ok()
+            && same
+                .into_inner()
+                .is_ok_and(|mut same| matches!(same.reader.read(&mut [0u8; 1]), Ok(0)));
+        if equal {
+            return Ok(false);
+        }
+    }
+    write_atomic_with(path, |w| fill(w))?;
+    Ok(true)
+}
+
+/// A writer that only compares what is written with what `reader` holds; it fails at
+/// the first difference.
+struct SameAs<R> {
+    reader: R,
+    scratch: Vec<u8>,
+}
+
+impl<R: Read> Write for SameAs<R> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.scratch.resize(buf.len(), 0);
+        self.reader.read_exact(&mut self.scratch)?;
+        if self.scratch != buf {
+            return Err(std::io::Error::other("differs"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Builds an [`Entry`] from a stat (and link target).
 pub fn entry_from_stat(st: &Stat, target: Option<PathBuf>) -> Option<Entry> {
     let kind = st.kind?;

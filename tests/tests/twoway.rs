@@ -285,6 +285,47 @@ fn unreadable_subdirectory_is_unknown_not_deleted() {
 }
 
 #[test]
+fn a_copy_that_failed_is_retried_and_never_undone() {
+    if !is_root() {
+        eprintln!("skipped: needs root to hand a directory to another user");
+        return;
+    }
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    write(&a.join("d/f.txt"), "old");
+    write(&a.join("other.txt"), "o");
+    chmod(env.dir.path(), 0o755);
+    give_to_nobody(env.dir.path());
+    let run_once = || {
+        Run(unprivileged(&env, "twoway")
+            .arg(&a)
+            .arg(&b)
+            .arg("--once")
+            .output()
+            .unwrap())
+    };
+    run_once().expect(0);
+    // A's edit cannot reach B: B's directory belongs to someone else and takes no new
+    // file. The pass fails there, and the state keeps the old entry, so that B's old
+    // copy never looks like a change made on B.
+    write(&a.join("d/f.txt"), "new on A");
+    write(&a.join("other.txt"), "o2");
+    std::os::unix::fs::chown(b.join("d"), Some(0), Some(0)).unwrap();
+    run_once().expect(1);
+    assert_eq!(fs::read_to_string(b.join("other.txt")).unwrap(), "o2");
+    assert_eq!(fs::read_to_string(b.join("d/f.txt")).unwrap(), "old");
+    give_to_nobody(&b.join("d"));
+    run_once().expect(0);
+    for side in [&a, &b] {
+        assert_eq!(
+            fs::read_to_string(side.join("d/f.txt")).unwrap(),
+            "new on A"
+        );
+    }
+    assert!(conflict_copies(&a).is_empty() && conflict_copies(&b).is_empty());
+}
+
+#[test]
 fn killed_repeatedly_converges_without_partial_files_or_loss() {
     let env = Env::new();
     let (a, b) = pair(&env);

@@ -209,6 +209,10 @@ impl Job {
             },
         );
         log::debug!("planned: {:.3}s", started.elapsed().as_secs_f64());
+        // The state is not needed again unless an action fails (those paths keep what
+        // it said): it is read again then, from the file this pass has not replaced yet,
+        // instead of being held through the apply and the record step.
+        engine::tree::drop_later(base);
         self.check_max_delete(&plan, &ta, &tb)?;
         for c in &plan.conflicts {
             log::warn!(
@@ -406,19 +410,22 @@ impl Job {
             if !interrupted && plan.state_unchanged && !first {
                 log::debug!("sync state unchanged (nothing changed since the last sync)");
             } else if !interrupted {
-                let mut planned = if plan.state_unchanged {
-                    base.clone()
-                } else {
-                    std::mem::take(&mut plan.state)
-                };
+                // (Unchanged and first: both replicas are empty, and so is the state.)
+                let mut planned = std::mem::take(&mut plan.state);
                 fill_state_hashes(&mut planned, trees);
-                let new_state = merge_state(&base, planned, &failed);
-                let unchanged = !first && new_state == base;
-                if unchanged {
-                    log::debug!("sync state unchanged");
-                } else if let Err(e) = state::save(&self.state_file, &self.a, &self.b, &new_state) {
-                    log::error!("sync state not saved: {e}");
-                    errors.push(e);
+                let new_state = if failed.is_empty() {
+                    planned
+                } else {
+                    let base = state::load(&self.state_file, &self.a, &self.b);
+                    merge_state(&base.unwrap_or_default(), planned, &failed)
+                };
+                match state::save(&self.state_file, &self.a, &self.b, &new_state) {
+                    Ok(true) => {}
+                    Ok(false) => log::debug!("sync state unchanged"),
+                    Err(e) => {
+                        log::error!("sync state not saved: {e}");
+                        errors.push(e);
+                    }
                 }
             }
             for (i, v) in versions.into_iter().enumerate() {
@@ -450,7 +457,7 @@ impl Job {
             sha_text(shas[0]),
             sha_text(shas[1]),
         );
-        engine::tree::drop_later((afters, base, plan));
+        engine::tree::drop_later((afters, plan));
         Ok(PassOutcome {
             operations: counts.operations(),
             errors: errors.len(),

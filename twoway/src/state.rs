@@ -108,16 +108,19 @@ impl<'a> RecordRef<'a> {
     }
 }
 
-/// Writes the state atomically, encoded a block at a time.
-pub fn save(file: &Path, a: &Path, b: &Path, state: &engine::tree::Entries) -> Result<(), Error> {
+/// Writes the state atomically, encoded a block at a time, unless the file already holds
+/// this very state. Returns whether the file was written.
+pub fn save(file: &Path, a: &Path, b: &Path, state: &engine::tree::Entries) -> Result<bool, Error> {
     let head = (
         FORMAT,
         a.as_os_str().as_bytes(),
         b.as_os_str().as_bytes(),
         state.len(),
     );
-    let records = state.iter().map(|(p, e)| RecordRef::new(p, e));
-    fsops::write_atomic_with(file, |w| engine::record::write_seq(w, &head, records))
+    let records = || state.iter().map(|(p, e)| RecordRef::new(p, e));
+    fsops::write_atomic_unless_same(file, |mut w| {
+        engine::record::write_seq(&mut w, &head, records())
+    })
 }
 
 #[cfg(test)]
@@ -136,7 +139,7 @@ mod tests {
         );
         s.insert(PathBuf::from("d"), Entry::dir(0o755, MTime::new(1, 0)));
         s.insert(PathBuf::from("l"), Entry::symlink("x", MTime::new(2, 3)));
-        save(&f, Path::new("/a"), Path::new("/b"), &s).unwrap();
+        assert!(save(&f, Path::new("/a"), Path::new("/b"), &s).unwrap());
         // Streamed, it is the encoding of the whole state (which `OnDisk` decodes).
         let records: Vec<RecordRef> = s.iter().map(|(p, e)| RecordRef::new(p, e)).collect();
         let whole = (FORMAT, &b"/a"[..], &b"/b"[..], records);
@@ -144,7 +147,27 @@ mod tests {
             std::fs::read(&f).unwrap(),
             postcard::to_allocvec(&whole).unwrap()
         );
-        assert_eq!(load(&f, Path::new("/a"), Path::new("/b")), Some(s));
+        assert_eq!(
+            load(&f, Path::new("/a"), Path::new("/b")).as_ref(),
+            Some(&s)
+        );
         assert_eq!(load(&f, Path::new("/a"), Path::new("/c")), None);
+        // The same state again leaves the file alone; a changed one replaces it, also
+        // when only its end differs or it is a prefix of what is there.
+        use std::os::unix::fs::MetadataExt;
+        let ino = || std::fs::metadata(&f).unwrap().ino();
+        let before = ino();
+        assert!(!save(&f, Path::new("/a"), Path::new("/b"), &s).unwrap());
+        assert_eq!(ino(), before);
+        let mut longer = s.clone();
+        longer.insert(PathBuf::from("z"), Entry::dir(0o700, MTime::new(9, 0)));
+        for t in [&longer, &s] {
+            assert!(save(&f, Path::new("/a"), Path::new("/b"), t).unwrap());
+            assert_eq!(load(&f, Path::new("/a"), Path::new("/b")).as_ref(), Some(t));
+            if std::ptr::eq(t, &longer) {
+                // A new file (created while the old one still existed).
+                assert_ne!(ino(), before);
+            }
+        }
     }
 }
