@@ -511,7 +511,7 @@ fn run(
             }
             match s.kind {
                 Kind::Symlink => {
-                    let target = s.target.as_deref().unwrap_or(Path::new(""));
+                    let target = s.link_target().unwrap_or(Path::new(""));
                     dst.symlink(path, target, s.mtime)?;
                 }
                 _ => {
@@ -575,11 +575,28 @@ fn prepare_copy(
     let (temp, digest, n, new) =
         dst.write_temp(path, &mut limited, mode, mtime, opts.stop, durable)?;
     let after = fsops::fstat(&file, &src_abs)?;
-    if !before.same_content_stamp(&after) || n != before.size {
-        return Err(Error::entry(
-            src_abs,
+    let changed = || {
+        Error::entry(
+            &src_abs,
             "changed while being copied; left for the next pass",
-        ));
+        )
+    };
+    if !before.same_content_stamp(&after) || n != before.size {
+        return Err(changed());
+    }
+    // A file rewritten in place within one timestamp tick keeps its stat: when the source
+    // changed that recently, the copy must match a second reading of it.
+    if crate::cache::is_racy(after.mtime, crate::cache::now()) {
+        use std::io::{Seek, SeekFrom};
+        let mut again = &file;
+        again
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io("read", &src_abs, e))?;
+        let (check, _) = crate::hash::hash_reader(&mut std::io::Read::take(again, before.size))
+            .map_err(|e| Error::io("read", &src_abs, e))?;
+        if check != digest {
+            return Err(changed());
+        }
     }
     if opts.verify_hash && s.hash.is_some_and(|h| h != digest) {
         return Err(Error::entry(

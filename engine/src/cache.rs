@@ -20,6 +20,19 @@ use crate::tree::{path_order, Digest, Entry, Kind, MTime, Tree};
 const RACY_FINE_NS: i128 = 100_000_000;
 const RACY_COARSE_NS: i128 = 2_000_000_000;
 
+/// True if a file with mtime `m` may still have been written, at `at`, within the same
+/// timestamp tick as its last change: its stat then proves nothing about its bytes.
+pub fn is_racy(m: MTime, at: MTime) -> bool {
+    let t = m.sec as i128 * 1_000_000_000 + m.nsec as i128;
+    let at = at.sec as i128 * 1_000_000_000 + at.nsec as i128;
+    let window = if m.nsec == 0 {
+        RACY_COARSE_NS
+    } else {
+        RACY_FINE_NS
+    };
+    t >= at - window
+}
+
 /// A stat cache for one root, as the bytes of its file: records are read in place,
 /// never copied into a map, and a pass that would write the same bytes writes nothing.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -220,16 +233,7 @@ fn encode(
     sha: Option<Digest>,
     out: &mut impl Write,
 ) -> io::Result<()> {
-    let start = scanned_at.sec as i128 * 1_000_000_000 + scanned_at.nsec as i128;
-    let settled = |m: MTime| {
-        let t = m.sec as i128 * 1_000_000_000 + m.nsec as i128;
-        let window = if m.nsec == 0 {
-            RACY_COARSE_NS
-        } else {
-            RACY_FINE_NS
-        };
-        t < start - window
-    };
+    let settled = |m: MTime| !is_racy(m, scanned_at);
     let records = || {
         tree.entries
             .iter()

@@ -891,7 +891,7 @@ pub fn entry_from_stat(st: &Stat, target: Option<PathBuf>) -> Option<Entry> {
         mode: st.mode,
         mtime: st.mtime,
         ino: st.ino,
-        target: target.map(PathBuf::into_boxed_path),
+        target: target.map(Box::new),
         hash: None,
     })
 }

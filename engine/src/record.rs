@@ -63,7 +63,7 @@ impl<'a> EntryRef<'a> {
             mode: e.mode,
             mtime: (e.mtime.sec, e.mtime.nsec),
             sha256: e.hash,
-            target: e.target.as_deref(),
+            target: e.link_target(),
             ino: (e.kind == Kind::File && e.ino != 0).then_some(e.ino),
         }
     }

@@ -486,11 +486,7 @@ mod tests {
         let keys: Vec<_> = t.entries.keys().map(|k| k.to_str().unwrap()).collect();
         assert_eq!(keys, ["a", "a/empty", "a/f", "dangling"]);
         assert_eq!(
-            t.entries
-                .get(Path::new("dangling"))
-                .unwrap()
-                .target
-                .as_deref(),
+            t.entries.get(Path::new("dangling")).unwrap().link_target(),
             Some(Path::new("nowhere"))
         );
         assert_eq!(t.leftovers, [PathBuf::from("a/.twoway-tmp-1")]);

@@ -115,14 +115,19 @@ pub struct Entry {
     pub mode: u32,
     pub mtime: MTime,
     pub ino: u64,
-    /// The link target, for symlinks (boxed: a tree holds an entry per path, most of
-    /// them without a target).
-    pub target: Option<Box<Path>>,
+    /// The link target, for symlinks (behind one thin pointer: a tree holds an entry per
+    /// path, most of them without a target).
+    pub target: Option<Box<PathBuf>>,
     /// The content hash, for files, when known (stat cache, checksum or copy).
     pub hash: Option<Digest>,
 }
 
 impl Entry {
+    /// The link target, for a symlink.
+    pub fn link_target(&self) -> Option<&Path> {
+        self.target.as_deref().map(PathBuf::as_path)
+    }
+
     pub fn dir(mode: u32, mtime: MTime) -> Self {
         Entry {
             kind: Kind::Dir,
@@ -154,7 +159,7 @@ impl Entry {
             mode: 0o777,
             mtime,
             ino: 0,
-            target: Some(target.into().into_boxed_path()),
+            target: Some(Box::new(target.into())),
             hash: None,
         }
     }
@@ -452,6 +457,16 @@ mod tests {
             assert_eq!(v.size, if i % 2 == 1 { i + 1 } else { 0 }, "{p:?}");
         }
         assert!(!entries.contains_key(Path::new("missing")));
+    }
+
+    /// A tree holds one entry per path, and a pass several trees: an entry stays small.
+    #[test]
+    fn an_entry_is_at_most_80_bytes() {
+        assert!(
+            std::mem::size_of::<Entry>() <= 80,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
     }
 
     #[test]

@@ -114,7 +114,7 @@ fn simulate(plan: &SyncPlan, a: &Map, b: &Map) -> (Map, Map) {
 }
 
 /// What must be equal on both sides: kind, bytes, link target, mode, mtime.
-type Seen = (Kind, Option<Digest>, Option<Box<Path>>, u32, MTime);
+type Seen = (Kind, Option<Digest>, Option<Box<PathBuf>>, u32, MTime);
 
 fn norm(m: &Map) -> BTreeMap<PathBuf, Seen> {
     m.iter()
@@ -127,7 +127,7 @@ fn norm(m: &Map) -> BTreeMap<PathBuf, Seen> {
         .collect()
 }
 
-fn contents(m: &Map) -> BTreeSet<(Option<Digest>, Option<Box<Path>>)> {
+fn contents(m: &Map) -> BTreeSet<(Option<Digest>, Option<Box<PathBuf>>)> {
     m.values()
         .filter(|e| e.kind != Kind::Dir)
         .map(|e| (e.hash, e.target.clone()))

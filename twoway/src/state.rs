@@ -103,7 +103,7 @@ impl<'a> RecordRef<'a> {
             mode: e.mode,
             mtime: (e.mtime.sec, e.mtime.nsec),
             hash: e.hash.map(|d| d.0),
-            target: e.target.as_deref().map(|t| t.as_os_str().as_bytes()),
+            target: e.link_target().map(|t| t.as_os_str().as_bytes()),
         }
     }
 }
