@@ -1,30 +1,167 @@
 //! [`Entries`]: the entries of a tree, one per relative path, kept in path order in a
-//! few large vectors ("chunks"; their concatenation is sorted).
+//! few large [`Chunk`]s (their concatenation is sorted).
 //!
 //! A tree is built once (by a scan, or from a manifest or state file, which are in path
 //! order already), read in order by every planner, looked up by path now and then, and
-//! changed in batches after an apply. Sorted vectors serve all of that with no
-//! allocation per entry beyond its path: a B-tree map of the same entries took a tenth
-//! more memory, and twice as much while it was built from its list. Chunks let a scan
-//! hand over what each thread found as it is (joining the parts into one vector would
-//! again hold every entry twice), and let a batch of changes be merged a chunk at a time.
-//! Paths are boxed (no spare capacity). It never touches the disk.
+//! changed in batches after an apply. Sorted chunks serve all of that with no allocation
+//! per entry: a chunk keeps its paths end to end in one buffer. A B-tree map of the same
+//! entries, each path in an allocation of its own, took half as much memory again, and
+//! twice as much while it was built from its list. Chunks let a scan hand over what each
+//! thread found as it is (joining the parts would again hold every entry twice), and let
+//! a batch of changes be merged a chunk at a time. It never touches the disk.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::tree::{path_order, Entry};
-
-type Item = (Box<Path>, Entry);
 
 /// The size a merge gives its chunks: big enough that the allocator maps each one on
 /// its own (and gives it back whole), small enough to be a fraction of a big tree.
 const CHUNK: usize = 8192;
 
+/// The most path bytes a chunk holds (its offsets are 32-bit); small in tests, so that
+/// they meet full chunks.
+const NAMES_MAX: usize = if cfg!(test) { 4096 } else { u32::MAX as usize };
+
+/// Entries in path order, their paths stored end to end in one buffer.
+#[derive(Clone, Default)]
+pub struct Chunk {
+    /// Where each path starts in `names`, its length, and its entry.
+    items: Vec<(u32, u32, Entry)>,
+    names: Vec<u8>,
+}
+
+fn path_in(names: &[u8], start: u32, len: u32) -> &Path {
+    let start = start as usize;
+    Path::new(OsStr::from_bytes(&names[start..start + len as usize]))
+}
+
+impl Chunk {
+    pub fn new() -> Chunk {
+        Chunk::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// True if `path` still fits in the buffer (whose offsets are 32-bit).
+    fn has_room(&self, path: &Path) -> bool {
+        self.names.len() + path.as_os_str().len() <= NAMES_MAX
+    }
+
+    /// Stores `path`'s bytes; returns where they are.
+    fn store(&mut self, path: &Path) -> (u32, u32) {
+        let bytes = path.as_os_str().as_bytes();
+        let start = self.names.len() as u32;
+        self.names.extend_from_slice(bytes);
+        (start, bytes.len() as u32)
+    }
+
+    /// Appends an entry, which must sort after every entry already in the chunk (the
+    /// order is checked when the chunks become [`Entries`]). Returns it when the chunk
+    /// holds 4 GiB of paths already.
+    pub fn push(&mut self, path: &Path, e: Entry) -> Result<(), Entry> {
+        if !self.has_room(path) {
+            return Err(e);
+        }
+        let (start, len) = self.store(path);
+        self.items.push((start, len, e));
+        Ok(())
+    }
+
+    fn path(&self, i: usize) -> &Path {
+        let (start, len, _) = self.items[i];
+        path_in(&self.names, start, len)
+    }
+
+    fn last_path(&self) -> Option<&Path> {
+        (!self.is_empty()).then(|| self.path(self.len() - 1))
+    }
+
+    fn find(&self, path: &Path) -> Result<usize, usize> {
+        self.items
+            .binary_search_by(|(s, l, _)| path_order(path_in(&self.names, *s, *l), path))
+    }
+
+    fn iter(&self) -> impl DoubleEndedIterator<Item = (&Path, &Entry)> + Clone {
+        self.items
+            .iter()
+            .map(|(s, l, e)| (path_in(&self.names, *s, *l), e))
+    }
+
+    fn iter_from(&self, i: usize) -> impl Iterator<Item = (&Path, &Entry)> {
+        self.items[i..]
+            .iter()
+            .map(|(s, l, e)| (path_in(&self.names, *s, *l), e))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&Path, &mut Entry)> {
+        let names = &self.names;
+        self.items
+            .iter_mut()
+            .map(move |(s, l, e)| (path_in(names, *s, *l), e))
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.items.shrink_to_fit();
+        self.names.shrink_to_fit();
+    }
+
+    /// The entries, each with a path of its own.
+    pub fn into_entries(self) -> impl Iterator<Item = (PathBuf, Entry)> {
+        let Chunk { items, names } = self;
+        items
+            .into_iter()
+            .map(move |(s, l, e)| (path_in(&names, s, l).to_path_buf(), e))
+    }
+}
+
+/// Entries in path order, in as many chunks as their paths need.
+#[derive(Default)]
+pub struct ChunkList {
+    pub chunks: Vec<Chunk>,
+    len: usize,
+}
+
+impl ChunkList {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends an entry, which must sort after every entry already there.
+    pub fn push(&mut self, path: &Path, e: Entry) {
+        let e = match self.chunks.last_mut() {
+            Some(c) => match c.push(path, e) {
+                Ok(()) => {
+                    self.len += 1;
+                    return;
+                }
+                Err(e) => e,
+            },
+            None => e,
+        };
+        let mut c = Chunk::new();
+        c.push(path, e).expect("BUG: an empty chunk has room");
+        self.chunks.push(c);
+        self.len += 1;
+    }
+}
+
 /// Entries by relative path, in path order (see [`path_order`]), one per path.
 #[derive(Clone, Default)]
 pub struct Entries {
     /// Never an empty chunk; all of them concatenated are in strict path order.
-    chunks: Vec<Vec<Item>>,
+    chunks: Vec<Chunk>,
     len: usize,
 }
 
@@ -38,38 +175,48 @@ impl Entries {
 
     /// Takes a list already in path order with no path twice (what a manifest or a state
     /// file yields); anything else is sorted first.
-    pub fn from_sorted(v: Vec<Item>) -> Self {
-        Entries::from_chunks(vec![v])
+    pub fn from_sorted<P: AsRef<Path>>(v: Vec<(P, Entry)>) -> Self {
+        let mut out = Chunker::default();
+        let sorted = v
+            .windows(2)
+            .all(|w| path_order(w[0].0.as_ref(), w[1].0.as_ref()).is_lt());
+        if sorted {
+            for (p, e) in v {
+                out.push(p.as_ref(), e);
+            }
+            return out.finish();
+        }
+        let mut v = v;
+        // Stable, so that of two entries at one path the later wins, as with inserts.
+        v.sort_by(|x, y| path_order(x.0.as_ref(), y.0.as_ref()));
+        for (p, e) in v {
+            out.push_last_wins(p.as_ref(), e);
+        }
+        out.finish()
     }
 
-    /// Takes lists whose concatenation is in path order with no path twice (what the
+    /// Takes chunks whose concatenation is in path order with no path twice (what the
     /// threads of a scan found, in order) as they are; anything else is sorted first.
-    pub fn from_chunks(mut chunks: Vec<Vec<Item>>) -> Self {
+    pub fn from_chunks(mut chunks: Vec<Chunk>) -> Self {
         chunks.retain(|c| !c.is_empty());
         let mut prev: Option<&Path> = None;
-        let sorted = chunks.iter().flatten().all(|(p, _)| {
+        let sorted = chunks.iter().flat_map(Chunk::iter).all(|(p, _)| {
             let ok = prev.is_none_or(|q| path_order(q, p).is_lt());
             prev = Some(p);
             ok
         });
         if !sorted {
-            let mut v: Vec<Item> = chunks.into_iter().flatten().collect();
-            // Stable, so that of two entries at one path the later wins, as with inserts.
-            v.sort_by(|x, y| path_order(&x.0, &y.0));
-            let mut out: Vec<Item> = Vec::with_capacity(v.len());
-            for item in v {
-                match out.last_mut() {
-                    Some(last) if last.0 == item.0 => *last = item,
-                    _ => out.push(item),
-                }
-            }
-            chunks = vec![out];
-            chunks.retain(|c| !c.is_empty());
+            let v: Vec<(PathBuf, Entry)> = chunks
+                .iter()
+                .flat_map(Chunk::iter)
+                .map(|(p, e)| (p.to_path_buf(), e.clone()))
+                .collect();
+            return Entries::from_sorted(v);
         }
         for c in chunks.iter_mut() {
             c.shrink_to_fit();
         }
-        let len = chunks.iter().map(Vec::len).sum();
+        let len = chunks.iter().map(Chunk::len).sum();
         Entries { chunks, len }
     }
 
@@ -84,24 +231,25 @@ impl Entries {
     fn find(&self, path: &Path) -> Slot {
         // The first chunk whose last path is not before `path`.
         let c = self.chunks.partition_point(|c| {
-            let last = &c.last().expect("BUG: chunks are never empty").0;
+            let last = c.last_path().expect("BUG: chunks are never empty");
             path_order(last, path).is_lt()
         });
         let Some(chunk) = self.chunks.get(c) else {
             return Err((c, 0));
         };
-        chunk
-            .binary_search_by(|(p, _)| path_order(p, path))
-            .map(|i| (c, i))
-            .map_err(|i| (c, i))
+        chunk.find(path).map(|i| (c, i)).map_err(|i| (c, i))
     }
 
     pub fn get(&self, path: &Path) -> Option<&Entry> {
-        self.find(path).ok().map(|(c, i)| &self.chunks[c][i].1)
+        self.find(path)
+            .ok()
+            .map(|(c, i)| &self.chunks[c].items[i].2)
     }
 
     pub fn get_mut(&mut self, path: &Path) -> Option<&mut Entry> {
-        self.find(path).ok().map(|(c, i)| &mut self.chunks[c][i].1)
+        self.find(path)
+            .ok()
+            .map(|(c, i)| &mut self.chunks[c].items[i].2)
     }
 
     pub fn contains_key(&self, path: &Path) -> bool {
@@ -112,13 +260,32 @@ impl Entries {
     /// of its chunk: for a few changes; a batch goes through [`merge`](Self::merge).
     pub fn insert(&mut self, path: PathBuf, e: Entry) -> Option<Entry> {
         match self.find(&path) {
-            Ok((c, i)) => Some(std::mem::replace(&mut self.chunks[c][i].1, e)),
+            Ok((c, i)) => Some(std::mem::replace(&mut self.chunks[c].items[i].2, e)),
             Err((c, i)) => {
-                let item = (path.into_boxed_path(), e);
-                match self.chunks.len() {
-                    0 => self.chunks.push(vec![item]),
-                    n if c == n => self.chunks[n - 1].push(item),
-                    _ => self.chunks[c].insert(i, item),
+                let n = self.chunks.len();
+                let (c, i) = if c == n && n > 0 {
+                    (n - 1, self.chunks[n - 1].len())
+                } else {
+                    (c, i)
+                };
+                match self.chunks.get_mut(c).filter(|ch| ch.has_room(&path)) {
+                    Some(chunk) => {
+                        let (start, len) = chunk.store(&path);
+                        chunk.items.insert(i, (start, len, e));
+                    }
+                    None => {
+                        // A chunk of its own (the neighbour is full): split the chunk
+                        // there to keep the order.
+                        let mut one = Chunk::new();
+                        one.push(&path, e).expect("BUG: an empty chunk has room");
+                        if c < n && i > 0 {
+                            let tail = split_chunk(&mut self.chunks[c], i);
+                            self.chunks.insert(c + 1, one);
+                            self.chunks.insert(c + 2, tail);
+                        } else {
+                            self.chunks.insert(c, one);
+                        }
+                    }
                 }
                 self.len += 1;
                 None
@@ -129,7 +296,7 @@ impl Entries {
     /// Removes the entry at `path` (not those under it).
     pub fn remove(&mut self, path: &Path) -> Option<Entry> {
         let (c, i) = self.find(path).ok()?;
-        let (_, e) = self.chunks[c].remove(i);
+        let (_, _, e) = self.chunks[c].items.remove(i);
         if self.chunks[c].is_empty() {
             self.chunks.remove(c);
         }
@@ -140,10 +307,12 @@ impl Entries {
     /// Keeps the entries for which `keep` is true.
     pub fn retain(&mut self, mut keep: impl FnMut(&Path, &mut Entry) -> bool) {
         for c in self.chunks.iter_mut() {
-            c.retain_mut(|(p, e)| keep(p, e));
+            let names = &c.names;
+            c.items
+                .retain_mut(|(s, l, e)| keep(path_in(names, *s, *l), e));
         }
         self.chunks.retain(|c| !c.is_empty());
-        self.len = self.chunks.iter().map(Vec::len).sum();
+        self.len = self.chunks.iter().map(Chunk::len).sum();
     }
 
     /// Removes `removed` and everything under each of them, then sets every entry of
@@ -160,46 +329,50 @@ impl Entries {
         let mut out = Chunker::default();
         let mut news = changes.into_iter().peekable();
         let mut gone = gone.into_iter().peekable();
-        for (p, e) in old.into_iter().flatten() {
-            // Removed paths sort before what lies under them, so the one that covers `p`
-            // (if any) is the last removed path not after it.
-            let mut covered = false;
-            while let Some(r) = gone.peek() {
-                if path_order(r, &p).is_gt() {
-                    break;
+        for chunk in old {
+            let Chunk { items, names } = chunk;
+            for (s, l, e) in items {
+                let p = path_in(&names, s, l);
+                // Removed paths sort before what lies under them, so the one that covers
+                // `p` (if any) is the last removed path not after it.
+                let mut covered = false;
+                while let Some(r) = gone.peek() {
+                    if path_order(r, p).is_gt() {
+                        break;
+                    }
+                    if p.starts_with(r) {
+                        covered = true;
+                        break;
+                    }
+                    gone.next();
                 }
-                if p.starts_with(r) {
-                    covered = true;
-                    break;
+                let mut replaced = false;
+                while let Some((q, _)) = news.peek() {
+                    let order = path_order(q, p);
+                    if order.is_gt() {
+                        break;
+                    }
+                    let (q, ne) = news.next().expect("BUG: peeked");
+                    replaced |= order.is_eq();
+                    out.push_last_wins(&q, ne);
                 }
-                gone.next();
-            }
-            let mut replaced = false;
-            while let Some((q, _)) = news.peek() {
-                let order = path_order(q, &p);
-                if order.is_gt() {
-                    break;
+                if !replaced && !covered {
+                    out.push(p, e);
                 }
-                let (q, ne) = news.next().expect("BUG: peeked");
-                replaced |= order.is_eq();
-                out.push_last_wins(q, ne);
-            }
-            if !replaced && !covered {
-                out.push(p, e);
             }
         }
         for (q, ne) in news {
-            out.push_last_wins(q, ne);
+            out.push_last_wins(&q, ne);
         }
         *self = out.finish();
     }
 
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&Path, &Entry)> + Clone {
-        self.chunks.iter().flatten().map(|(p, e)| (&**p, e))
+        self.chunks.iter().flat_map(Chunk::iter)
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Path, &mut Entry)> {
-        self.chunks.iter_mut().flatten().map(|(p, e)| (&**p, e))
+        self.chunks.iter_mut().flat_map(Chunk::iter_mut)
     }
 
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &Path> + Clone {
@@ -216,49 +389,71 @@ impl Entries {
         path: &'a Path,
     ) -> impl Iterator<Item = (&'a Path, &'a Entry)> {
         let (c, i) = self.find(path).unwrap_or_else(|slot| slot);
-        let first = self.chunks.get(c).map_or(&[][..], |ch| &ch[i..]);
+        let first = self
+            .chunks
+            .get(c)
+            .into_iter()
+            .flat_map(move |ch| ch.iter_from(i));
         let rest = self.chunks.get(c + 1..).unwrap_or(&[]);
         first
-            .iter()
-            .chain(rest.iter().flatten())
-            .map(|(p, e)| (&**p, e))
+            .chain(rest.iter().flat_map(Chunk::iter))
             .take_while(move |(p, _)| p.starts_with(path))
     }
+}
+
+/// Splits `chunk` at `i`: it keeps the entries before, the one returned those after.
+fn split_chunk(chunk: &mut Chunk, i: usize) -> Chunk {
+    let mut tail = Chunk::new();
+    for (s, l, e) in chunk.items.drain(i..) {
+        let p = path_in(&chunk.names, s, l);
+        tail.push(p, e)
+            .expect("BUG: a part of a chunk fits in a chunk");
+    }
+    tail
 }
 
 /// Entries pushed in path order, gathered into chunks of [`CHUNK`].
 #[derive(Default)]
 struct Chunker {
-    chunks: Vec<Vec<Item>>,
+    chunks: Vec<Chunk>,
     len: usize,
 }
 
 impl Chunker {
-    fn push(&mut self, p: Box<Path>, e: Entry) {
-        match self.chunks.last_mut() {
-            Some(c) if c.len() < CHUNK => c.push((p, e)),
-            _ => {
-                let mut c = Vec::with_capacity(CHUNK);
-                c.push((p, e));
-                self.chunks.push(c);
-            }
-        }
+    fn push(&mut self, p: &Path, e: Entry) {
+        let e = match self.chunks.last_mut() {
+            Some(c) if c.len() < CHUNK => match c.push(p, e) {
+                Ok(()) => {
+                    self.len += 1;
+                    return;
+                }
+                Err(e) => e,
+            },
+            _ => e,
+        };
+        let mut c = Chunk {
+            items: Vec::with_capacity(CHUNK),
+            names: Vec::new(),
+        };
+        c.push(p, e).expect("BUG: an empty chunk has room");
+        self.chunks.push(c);
         self.len += 1;
     }
 
     /// Pushes `(q, e)`, replacing the last entry when it is at the same path.
-    fn push_last_wins(&mut self, q: PathBuf, e: Entry) {
-        if let Some(last) = self.chunks.last_mut().and_then(|c| c.last_mut()) {
-            if *last.0 == *q {
-                last.1 = e;
+    fn push_last_wins(&mut self, q: &Path, e: Entry) {
+        if let Some(c) = self.chunks.last_mut() {
+            if c.last_path() == Some(q) {
+                let last = c.items.len() - 1;
+                c.items[last].2 = e;
                 return;
             }
         }
-        self.push(q.into_boxed_path(), e);
+        self.push(q, e);
     }
 
     fn finish(mut self) -> Entries {
-        if let Some(c) = self.chunks.last_mut() {
+        for c in self.chunks.iter_mut() {
             c.shrink_to_fit();
         }
         Entries {
@@ -286,8 +481,8 @@ impl<P: Into<PathBuf>> FromIterator<(P, Entry)> for Entries {
     fn from_iter<I: IntoIterator<Item = (P, Entry)>>(iter: I) -> Self {
         Entries::from_sorted(
             iter.into_iter()
-                .map(|(p, e)| (p.into().into_boxed_path(), e))
-                .collect(),
+                .map(|(p, e)| (p.into(), e))
+                .collect::<Vec<(PathBuf, Entry)>>(),
         )
     }
 }
@@ -298,21 +493,29 @@ impl<const N: usize> From<[(PathBuf, Entry); N]> for Entries {
     }
 }
 
+impl IntoIterator for Entries {
+    type Item = (PathBuf, Entry);
+    type IntoIter = std::iter::FlatMap<
+        std::vec::IntoIter<Chunk>,
+        Box<dyn Iterator<Item = (PathBuf, Entry)>>,
+        fn(Chunk) -> Box<dyn Iterator<Item = (PathBuf, Entry)>>,
+    >;
+
+    /// The entries, each with a path of its own.
+    fn into_iter(self) -> Self::IntoIter {
+        fn entries(c: Chunk) -> Box<dyn Iterator<Item = (PathBuf, Entry)>> {
+            Box::new(c.into_entries())
+        }
+        self.chunks.into_iter().flat_map(entries as fn(Chunk) -> _)
+    }
+}
+
 impl std::ops::Index<&Path> for Entries {
     type Output = Entry;
 
     /// The entry at `path`; panics if there is none (as a map does).
     fn index(&self, path: &Path) -> &Entry {
         self.get(path).expect("no entry at this path")
-    }
-}
-
-impl IntoIterator for Entries {
-    type Item = Item;
-    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<Item>>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.chunks.into_iter().flatten()
     }
 }
 
@@ -411,15 +614,24 @@ mod tests {
     }
 
     /// Entries `d{i/100}/f{i%100}` for `range`, as one list.
-    fn numbered(range: std::ops::Range<u64>) -> Vec<Item> {
-        let mut v: Vec<Item> = range
+    fn numbered(range: std::ops::Range<u64>) -> Vec<(PathBuf, Entry)> {
+        let mut v: Vec<(PathBuf, Entry)> = range
             .map(|i| {
                 let p = PathBuf::from(format!("d{:03}/f{:02}", i / 100, i % 100));
-                (p.into_boxed_path(), file(i))
+                (p, file(i))
             })
             .collect();
         v.sort_by(|x, y| path_order(&x.0, &y.0));
         v
+    }
+
+    /// `v` as chunks (several: a chunk holds 4 KiB of paths in tests).
+    fn chunks(v: Vec<(PathBuf, Entry)>) -> Vec<Chunk> {
+        let mut c = ChunkList::default();
+        for (p, e) in v {
+            c.push(&p, e);
+        }
+        c.chunks
     }
 
     #[test]
@@ -428,7 +640,9 @@ mod tests {
         let mut parts = numbered(0..3000);
         let tail = parts.split_off(2000);
         let mid = parts.split_off(700);
-        let chunked = Entries::from_chunks(vec![parts, Vec::new(), mid, tail]);
+        let chunked = Entries::from_chunks(
+            [chunks(parts), vec![Chunk::new()], chunks(mid), chunks(tail)].concat(),
+        );
         assert_eq!(chunked, whole);
         assert_eq!(chunked.len(), 3000);
         for i in [0, 699, 700, 1999, 2000, 2999] {
@@ -441,14 +655,17 @@ mod tests {
         // Chunks out of order are sorted.
         let mut back = numbered(0..3000);
         let front = back.split_off(1500);
-        assert_eq!(Entries::from_chunks(vec![front, back]), whole);
+        assert_eq!(
+            Entries::from_chunks([chunks(front), chunks(back)].concat()),
+            whole
+        );
     }
 
     #[test]
     fn edits_across_chunks_match_a_single_list() {
         let mut parts = numbered(0..20_000);
         let tail = parts.split_off(9_000);
-        let mut chunked = Entries::from_chunks(vec![parts, tail]);
+        let mut chunked = Entries::from_chunks([chunks(parts), chunks(tail)].concat());
         let mut single = Entries::from_sorted(numbered(0..20_000));
         let removed = vec![PathBuf::from("d089"), PathBuf::from("d090/f00")];
         let changes: Vec<(PathBuf, Entry)> = (0..20_000)
@@ -478,5 +695,31 @@ mod tests {
         assert_eq!(single.iter().count(), expected);
         assert_eq!(single.get(Path::new("d089/f05")).map(|e| e.size), Some(1));
         assert!(single.get(Path::new("d089/f06")).is_none());
+    }
+
+    #[test]
+    fn inserts_into_full_chunks_keep_the_order() {
+        let mut t = Entries::from_sorted(numbered(0..3000));
+        assert!(t.chunks.len() > 5, "the test needs full chunks");
+        let mut expected: std::collections::BTreeMap<PathBuf, u64> = numbered(0..3000)
+            .into_iter()
+            .map(|(p, e)| (p, e.size))
+            .collect();
+        for i in (0..3000u64).step_by(7).chain([2999]) {
+            let p = PathBuf::from(format!("d{:03}/f{:02}-new", i / 100, i % 100));
+            assert!(t.insert(p.clone(), file(i + 10_000)).is_none());
+            expected.insert(p, i + 10_000);
+            let before = PathBuf::from(format!("a{i}"));
+            assert!(t.insert(before.clone(), file(i)).is_none());
+            expected.insert(before, i);
+        }
+        let got: Vec<(PathBuf, u64)> = t.iter().map(|(p, e)| (p.to_path_buf(), e.size)).collect();
+        let want: Vec<(PathBuf, u64)> = expected.into_iter().collect();
+        assert_eq!(got, want);
+        assert!(t
+            .chunks
+            .iter()
+            .all(|c| !c.is_empty() && c.names.len() <= NAMES_MAX));
+        assert_eq!(t.len(), want.len());
     }
 }

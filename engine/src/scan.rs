@@ -13,6 +13,7 @@ use rustix::fs as rfs;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
+use crate::entries::{Chunk, ChunkList};
 use crate::error::{Error, Refusal};
 use crate::fsops::{self, Stat};
 use crate::names;
@@ -231,16 +232,26 @@ fn assemble(st: Started, mut parts: Vec<(usize, Partial)>) -> Tree {
     parts.sort_by_key(|(i, _)| *i);
     // Each subtree goes right after its directory's own entry. The parts are kept as
     // they are, as chunks of the tree: joining them would hold every entry twice.
-    let mut chunks: Vec<Vec<(Box<Path>, Entry)>> = Vec::with_capacity(2 * parts.len() + 1);
-    let mut top_entries = std::mem::take(&mut top.entries).into_iter();
+    let mut chunks: Vec<Chunk> = Vec::with_capacity(2 * parts.len() + 1);
+    let mut top_entries = std::mem::take(&mut top.entries)
+        .chunks
+        .into_iter()
+        .flat_map(Chunk::into_entries);
     let mut taken = 0usize;
+    let piece = |n: usize, top_entries: &mut dyn Iterator<Item = (PathBuf, Entry)>| {
+        let mut c = ChunkList::default();
+        for (p, e) in top_entries.take(n) {
+            c.push(&p, e);
+        }
+        c.chunks
+    };
     for (i, part) in parts {
         let upto = units[i].0;
-        chunks.push(top_entries.by_ref().take(upto - taken).collect());
+        chunks.extend(piece(upto - taken, &mut top_entries));
         taken = upto;
-        chunks.push(top.absorb(part));
+        chunks.extend(top.absorb(part).chunks);
     }
-    chunks.push(top_entries.collect());
+    chunks.extend(piece(usize::MAX, &mut top_entries));
     Tree {
         root: fsops::entry_from_stat(&root_stat, None),
         // In path order already: taken as it is, after a check.
@@ -256,7 +267,7 @@ fn assemble(st: Started, mut parts: Vec<(usize, Partial)>) -> Tree {
 /// What one thread found under one directory.
 #[derive(Default)]
 struct Partial {
-    entries: Vec<(Box<Path>, Entry)>,
+    entries: ChunkList,
     unknown: Vec<PathBuf>,
     excluded: Vec<PathBuf>,
     leftovers: Vec<PathBuf>,
@@ -266,7 +277,7 @@ struct Partial {
 
 impl Partial {
     /// Takes everything but the entries from `other`, and returns its entries.
-    fn absorb(&mut self, other: Partial) -> Vec<(Box<Path>, Entry)> {
+    fn absorb(&mut self, other: Partial) -> ChunkList {
         self.unknown.extend(other.unknown);
         self.excluded.extend(other.excluded);
         self.leftovers.extend(other.leftovers);
@@ -359,7 +370,7 @@ impl Walker<'_> {
             out.unknown.push(child);
             return None;
         };
-        out.entries.push((child.as_path().into(), entry));
+        out.entries.push(&child, entry);
         if !is_dir {
             return None;
         }

@@ -402,15 +402,15 @@ pub(crate) fn plan_sync_full<'a>(
         }
     }
     // In path order already: taken as it is, after a check.
-    let mut state = Vec::with_capacity(finals.decided.len() + finals.added.len());
+    let mut state = engine::entries::ChunkList::default();
     for (p, f) in finals.iter() {
         if let Some(f) = f {
             let mut e = f.entry.clone();
             e.ino = 0;
-            state.push((Box::from(p), e));
+            state.push(p, e);
         }
     }
-    plan.state = engine::tree::Entries::from_sorted(state);
+    plan.state = engine::tree::Entries::from_chunks(state.chunks);
     plan
 }
 

@@ -2,91 +2,35 @@
 //! (kind, size, mtime, mode, SHA-256, link target). Kept in the data home per replica
 //! pair and rewritten atomically only after a pass, so a killed pass leaves the old one.
 
-use std::ffi::OsString;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use engine::entries::ChunkList;
 use engine::error::Error;
 use engine::fsops;
-use engine::tree::{Digest, Entry, Kind, MTime};
+use engine::tree::{Digest, Entries, Entry, Kind, MTime};
 
 const FORMAT: u32 = 2;
 
-/// The state file: compact binary (postcard), read and written on every pass with one
-/// record per path.
-#[derive(Serialize, Deserialize)]
-struct OnDisk {
-    format: u32,
-    a: Vec<u8>,
-    b: Vec<u8>,
-    entries: Vec<Record>,
-}
+/// The state file: compact binary (postcard), read and written on every pass. Its head,
+/// `(format, a, b, count)`, then `count` records, one per path in path order.
+type Head<'a> = (u32, &'a [u8], &'a [u8], usize);
 
+/// One path's record, its bytes borrowed from the file or the entry.
 #[derive(Serialize, Deserialize)]
-struct Record {
-    path: Vec<u8>,
+struct RecordRef<'a> {
+    #[serde(borrow)]
+    path: &'a [u8],
     /// 0 file, 1 dir, 2 symlink.
     kind: u8,
     size: u64,
     mode: u32,
     mtime: (i64, u32),
     hash: Option<[u8; 32]>,
-    target: Option<Vec<u8>>,
-}
-
-fn bytes(p: &Path) -> Vec<u8> {
-    p.as_os_str().as_bytes().to_vec()
-}
-
-fn path(b: Vec<u8>) -> PathBuf {
-    PathBuf::from(OsString::from_vec(b))
-}
-
-impl Record {
-    fn into_entry(self) -> (PathBuf, Entry) {
-        let mtime = MTime::new(self.mtime.0, self.mtime.1);
-        let e = match self.kind {
-            1 => Entry::dir(self.mode, mtime),
-            2 => Entry::symlink(path(self.target.unwrap_or_default()), mtime),
-            _ => Entry::file(self.size, self.mode, mtime, self.hash.map(Digest)),
-        };
-        (path(self.path), e)
-    }
-}
-
-/// Reads the state of the pair (a, b); `None` if there is none yet (first sync). A
-/// damaged or foreign state file is treated as none, which is safe: a first sync
-/// deletes nothing.
-pub fn load(file: &Path, a: &Path, b: &Path) -> Option<engine::tree::Entries> {
-    let raw = std::fs::read(file).ok()?;
-    let disk: OnDisk = match postcard::from_bytes(&raw) {
-        Ok(d) => d,
-        Err(e) => {
-            log::warn!(
-                "sync state {} is damaged ({e}); syncing as a first sync",
-                file.display()
-            );
-            return None;
-        }
-    };
-    if disk.format != FORMAT || disk.a != bytes(a) || disk.b != bytes(b) {
-        return None;
-    }
-    Some(disk.entries.into_iter().map(Record::into_entry).collect())
-}
-
-/// [`Record`] with its paths borrowed: the same encoding (a byte string is a sequence
-/// of bytes to postcard either way).
-#[derive(Serialize)]
-struct RecordRef<'a> {
-    path: &'a [u8],
-    kind: u8,
-    size: u64,
-    mode: u32,
-    mtime: (i64, u32),
-    hash: Option<[u8; 32]>,
+    #[serde(borrow)]
     target: Option<&'a [u8]>,
 }
 
@@ -106,6 +50,52 @@ impl<'a> RecordRef<'a> {
             target: e.link_target().map(|t| t.as_os_str().as_bytes()),
         }
     }
+
+    fn path(&self) -> &'a Path {
+        Path::new(OsStr::from_bytes(self.path))
+    }
+
+    fn entry(&self) -> Entry {
+        let mtime = MTime::new(self.mtime.0, self.mtime.1);
+        match self.kind {
+            1 => Entry::dir(self.mode, mtime),
+            2 => Entry::symlink(
+                Path::new(OsStr::from_bytes(self.target.unwrap_or_default())),
+                mtime,
+            ),
+            _ => Entry::file(self.size, self.mode, mtime, self.hash.map(Digest)),
+        }
+    }
+}
+
+/// Reads the state of the pair (a, b); `None` if there is none yet (first sync). A
+/// damaged or foreign state file is treated as none, which is safe: a first sync
+/// deletes nothing. The records are decoded one at a time, straight into the tree.
+pub fn load(file: &Path, a: &Path, b: &Path) -> Option<Entries> {
+    let raw = std::fs::read(file).ok()?;
+    let decoded = (|| {
+        let ((format, fa, fb, count), mut rest) = postcard::take_from_bytes::<Head>(&raw)?;
+        if format != FORMAT || fa != a.as_os_str().as_bytes() || fb != b.as_os_str().as_bytes() {
+            return Ok(None);
+        }
+        let mut list = ChunkList::default();
+        for _ in 0..count {
+            let (r, next) = postcard::take_from_bytes::<RecordRef>(rest)?;
+            rest = next;
+            list.push(r.path(), r.entry());
+        }
+        if !rest.is_empty() {
+            return Err(postcard::Error::DeserializeBadEncoding);
+        }
+        Ok(Some(Entries::from_chunks(list.chunks)))
+    })();
+    decoded.unwrap_or_else(|e: postcard::Error| {
+        log::warn!(
+            "sync state {} is damaged ({e}); syncing as a first sync",
+            file.display()
+        );
+        None
+    })
 }
 
 /// Writes the state atomically, encoded a block at a time, unless the file already holds
@@ -126,7 +116,7 @@ pub fn save(file: &Path, a: &Path, b: &Path, state: &engine::tree::Entries) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::tree::{Digest, MTime};
+    use std::path::PathBuf;
 
     #[test]
     fn state_round_trips_and_belongs_to_its_pair() {
@@ -140,7 +130,7 @@ mod tests {
         s.insert(PathBuf::from("d"), Entry::dir(0o755, MTime::new(1, 0)));
         s.insert(PathBuf::from("l"), Entry::symlink("x", MTime::new(2, 3)));
         assert!(save(&f, Path::new("/a"), Path::new("/b"), &s).unwrap());
-        // Streamed, it is the encoding of the whole state (which `OnDisk` decodes).
+        // Streamed, it is the encoding of the whole state at once.
         let records: Vec<RecordRef> = s.iter().map(|(p, e)| RecordRef::new(p, e)).collect();
         let whole = (FORMAT, &b"/a"[..], &b"/b"[..], records);
         assert_eq!(
@@ -152,6 +142,13 @@ mod tests {
             Some(&s)
         );
         assert_eq!(load(&f, Path::new("/a"), Path::new("/c")), None);
+        // A cut or padded file is no state at all (a first sync deletes nothing).
+        let whole = std::fs::read(&f).unwrap();
+        for damaged in [&whole[..whole.len() - 3], &[&whole[..], b"x"].concat()[..]] {
+            let g = d.path().join("damaged");
+            std::fs::write(&g, damaged).unwrap();
+            assert_eq!(load(&g, Path::new("/a"), Path::new("/b")), None);
+        }
         // The same state again leaves the file alone; a changed one replaces it, also
         // when only its end differs or it is a prefix of what is there.
         use std::os::unix::fs::MetadataExt;
