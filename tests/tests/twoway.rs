@@ -16,6 +16,18 @@ fn sync(env: &Env, a: &Path, b: &Path, extra: &[&str]) -> Run {
     env.run("twoway", args)
 }
 
+/// One pass as the unprivileged user `nobody` when the tests run as root (so that file
+/// modes and owners apply); the test gives `nobody` what it must be able to change.
+fn sync_as_nobody(env: &Env, a: &Path, b: &Path, extra: &[&str]) -> Run {
+    Run(unprivileged(env, "twoway")
+        .arg(a)
+        .arg(b)
+        .arg("--once")
+        .args(extra)
+        .output()
+        .unwrap())
+}
+
 fn pair(env: &Env) -> (PathBuf, PathBuf) {
     let (a, b) = (env.path("a"), env.path("b"));
     fs::create_dir_all(&a).unwrap();
@@ -265,14 +277,7 @@ fn unreadable_subdirectory_is_unknown_not_deleted() {
     write(&a.join("other.txt"), "o");
     chmod(env.dir.path(), 0o755);
     give_to_nobody(env.dir.path());
-    let run_once = || {
-        Run(unprivileged(&env, "twoway")
-            .arg(&a)
-            .arg(&b)
-            .args(["--once", "--max-delete", "100"])
-            .output()
-            .unwrap())
-    };
+    let run_once = || sync_as_nobody(&env, &a, &b, &["--max-delete", "100"]);
     run_once().expect(0);
     chmod(&a.join("sub"), 0o000);
     run_once().expect(1);
@@ -296,14 +301,7 @@ fn a_copy_that_failed_is_retried_and_never_undone() {
     write(&a.join("other.txt"), "o");
     chmod(env.dir.path(), 0o755);
     give_to_nobody(env.dir.path());
-    let run_once = || {
-        Run(unprivileged(&env, "twoway")
-            .arg(&a)
-            .arg(&b)
-            .arg("--once")
-            .output()
-            .unwrap())
-    };
+    let run_once = || sync_as_nobody(&env, &a, &b, &[]);
     run_once().expect(0);
     // A's edit cannot reach B: B's directory belongs to someone else and takes no new
     // file. The pass fails there, and the state keeps the old entry, so that B's old
