@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use engine::error::{Error, IoContext};
+use engine::error::Error;
 use engine::fsops::{self, Root};
 use engine::hash;
 use engine::record::EntryRef;
@@ -293,26 +293,54 @@ fn put_entry(
             return Ok(None);
         }
     }
-    copy_into(src, dst, e.path, e.mode, mtime)?;
-    Ok(None)
+    match copy_into(src, dst, e)? {
+        Copied::Hashed(d) if Some(d) == e.sha256 => Ok(None),
+        Copied::Unread { unchanged: true } => Ok(None),
+        // Not the bytes `e` was hashed from: the manifest records the copy's.
+        copied => {
+            let d = match copied {
+                Copied::Hashed(d) => d,
+                Copied::Unread { .. } => hash::hash_file(&new.join(e.path))?.0,
+            };
+            let st = dst
+                .stat(e.path)?
+                .ok_or_else(|| Error::entry(new.join(e.path), "vanished from the version"))?;
+            Ok(Some((d, st)))
+        }
+    }
 }
 
-/// Copies one file of the replica into a version, reflinked where the filesystem can.
-fn copy_into(
-    src: &mut Root,
-    dst: &mut Root,
-    rel: &Path,
-    mode: u32,
-    mtime: MTime,
-) -> Result<(), Error> {
-    let (mut file, _) = src.open_read(rel)?;
+/// What [`copy_into`] knows of the bytes it copied.
+enum Copied {
+    /// Read and hashed on the way.
+    Hashed(Digest),
+    /// Cloned in the kernel; `unchanged` if the source's stat was still the one hashed.
+    Unread { unchanged: bool },
+}
+
+/// Copies one file of the replica into a version, reflinked where the filesystem can,
+/// with the mode and mtime of `e`.
+fn copy_into(src: &mut Root, dst: &mut Root, e: &EntryRef<'_>) -> Result<Copied, Error> {
+    let rel = e.path;
+    let (mut file, before) = src.open_read(rel)?;
     let mut temp = dst.create_temp(rel)?;
-    if rustix::fs::ioctl_ficlone(&*temp.file_mut(), &file).is_err() {
-        std::io::copy(&mut file, temp.file_mut()).ctx("copy", &dst.abs(rel))?;
-    }
+    let copied = if rustix::fs::ioctl_ficlone(&*temp.file_mut(), &file).is_ok() {
+        Copied::Unread {
+            unchanged: before.size == e.size && before.mtime == e.mtime(),
+        }
+    } else {
+        let (digest, _) =
+            hash::copy_hashing(&mut file, temp.file_mut(), &|| false).map_err(|err| match err {
+                hash::CopyError::Read(err) => Error::io("read", src.abs(rel), err),
+                hash::CopyError::Write(err) => Error::io("copy", dst.abs(rel), err),
+                hash::CopyError::Stopped => Error::entry(dst.abs(rel), "interrupted"),
+            })?;
+        Copied::Hashed(digest)
+    };
     // Flushed with the whole tree before its manifest is written.
-    temp.set_meta(mode, mtime)?;
-    temp.commit()
+    temp.set_meta(e.mode, e.mtime())?;
+    temp.commit()?;
+    Ok(copied)
 }
 
 /// Errors that mean "no hard link possible here" rather than a failure: another

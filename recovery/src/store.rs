@@ -515,36 +515,51 @@ mod tests {
 
     #[test]
     fn a_file_replaced_after_it_was_hashed_is_recorded_as_the_version_holds_it() {
-        let d = tempfile::tempdir().unwrap();
-        let (replica, store) = (d.path().join("r"), d.path().join("store"));
-        std::fs::create_dir_all(replica.join("d")).unwrap();
-        replace(&replica.join("a"), b"old");
-        replace(&replica.join("d/b"), b"b");
-        let home = DataHome::at(d.path().join("home"));
-        let v = VersionedDir::new(&replica, &store, VersionMode::Link, Vec::new());
+        for mode in [VersionMode::Link, VersionMode::Copy] {
+            let d = tempfile::tempdir().unwrap();
+            let (replica, store) = (d.path().join("r"), d.path().join("store"));
+            std::fs::create_dir_all(replica.join("d")).unwrap();
+            replace(&replica.join("a"), b"old");
+            replace(&replica.join("d/b"), b"b");
+            let home = DataHome::at(d.path().join("home"));
+            let v = VersionedDir::new(&replica, &store, mode, Vec::new());
 
-        // Built from nothing (the first version), then patched (a recycled one).
-        for round in 0..4 {
-            // A file of its own each round: every round makes a version.
-            replace(&replica.join(format!("round {round}")), b"r");
-            let stale = hashed_tree(&replica);
-            let now = format!("bytes of round {round}");
-            replace(&replica.join("a"), now.as_bytes());
-            replace(&replica.join("d/b"), now.as_bytes());
-            v.record(&home, &replica, &stale)
-                .unwrap()
-                .expect("a new version");
-            let (sha, size, dir_sha) = recorded_a(&v);
-            let truth = hashed_tree(&replica);
-            assert_eq!(
-                Some(sha),
-                truth.entries[Path::new("a")].hash,
-                "round {round}"
-            );
-            assert_eq!(size, now.len() as u64);
-            assert_eq!(Some(dir_sha), hash::tree_sha256(&truth).map(|d| d.to_hex()));
-            let held = std::fs::read(v.view().latest.unwrap().join("a")).unwrap();
-            assert_eq!(held, now.as_bytes());
+            // Built from nothing (the first version), then patched (a recycled one) or,
+            // copying, built again sharing what the last version holds.
+            for round in 0..4 {
+                // A file of its own each round: every round makes a version.
+                replace(&replica.join(format!("round {round}")), b"r");
+                let stale = hashed_tree(&replica);
+                let now = format!("bytes of round {round}");
+                replace(&replica.join("a"), now.as_bytes());
+                replace(&replica.join("d/b"), now.as_bytes());
+                v.record(&home, &replica, &stale)
+                    .unwrap()
+                    .expect("a new version");
+                let (sha, size, dir_sha) = recorded_a(&v);
+                let latest = v.view().latest.unwrap();
+                // The manifest describes the bytes the version holds, whichever they are.
+                let held = std::fs::read(latest.join("a")).unwrap();
+                let at = format!("{mode:?}, round {round}");
+                assert_eq!(sha, hash::hash_file(&latest.join("a")).unwrap().0, "{at}");
+                assert_eq!(size, held.len() as u64, "{at}");
+                let mut listed = scan::scan(&latest, &ScanOptions::default()).unwrap();
+                listed
+                    .entries
+                    .retain(|p, _| p != Path::new(crate::manifest::MANIFEST));
+                engine::cache::hash_missing(&latest, &mut listed, 1);
+                assert_eq!(
+                    Some(dir_sha),
+                    hash::tree_sha256(&listed).map(|d| d.to_hex()),
+                    "{at}"
+                );
+                if mode == VersionMode::Link {
+                    // Linked: the very file the replica holds now.
+                    let truth = hashed_tree(&replica);
+                    assert_eq!(Some(sha), truth.entries[Path::new("a")].hash, "{at}");
+                    assert_eq!(held, now.as_bytes(), "{at}");
+                }
+            }
         }
     }
 }
