@@ -586,17 +586,16 @@ fn prepare_copy(
     }
     // A file rewritten in place within one timestamp tick keeps its stat: when the source
     // changed that recently, the copy must match a second reading of it.
-    if crate::cache::is_racy(after.mtime, crate::cache::now()) {
-        use std::io::{Seek, SeekFrom};
-        let mut again = &file;
-        again
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| Error::io("read", &src_abs, e))?;
-        let (check, _) = crate::hash::hash_reader(&mut std::io::Read::take(again, before.size))
-            .map_err(|e| Error::io("read", &src_abs, e))?;
-        if check != digest {
-            return Err(changed());
-        }
+    let again = crate::hash::same_on_second_reading(
+        &mut &file,
+        before.size,
+        digest,
+        after.mtime,
+        crate::cache::now(),
+    )
+    .map_err(|e| Error::io("read", &src_abs, e))?;
+    if !again {
+        return Err(changed());
     }
     if opts.verify_hash && s.hash.is_some_and(|h| h != digest) {
         return Err(Error::entry(

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::cache;
 use crate::error::Error;
 use crate::fsops;
 use crate::tree::{Digest, Kind, Tree};
@@ -77,10 +78,35 @@ pub fn hash_file(path: &Path) -> Result<(Digest, fsops::Stat), Error> {
     let (mut f, before) = fsops::open_regular(path)?;
     let (digest, _) = hash_reader(&mut f).map_err(|e| Error::io("read", path, e))?;
     let after = fsops::fstat(&f, path)?;
+    let changed = || Error::entry(path, "changed while being read");
     if !before.same_content_stamp(&after) {
-        return Err(Error::entry(path, "changed while being read"));
+        return Err(changed());
+    }
+    let again = same_on_second_reading(&mut &f, u64::MAX, digest, after.mtime, cache::now())
+        .map_err(|e| Error::io("read", path, e))?;
+    if !again {
+        return Err(changed());
     }
     Ok((digest, before))
+}
+
+/// False if `file` (its first `limit` bytes) changed while it was read in a way its stat
+/// cannot show: a file rewritten in place within one timestamp tick keeps its size and
+/// mtime. So when its `mtime` is that close to `now`, a second reading from the start
+/// must give `digest` again; otherwise it is not read again.
+pub fn same_on_second_reading<R: Read + std::io::Seek>(
+    file: &mut R,
+    limit: u64,
+    digest: Digest,
+    mtime: crate::tree::MTime,
+    now: crate::tree::MTime,
+) -> io::Result<bool> {
+    if !cache::is_racy(mtime, now) {
+        return Ok(true);
+    }
+    file.seek(std::io::SeekFrom::Start(0))?;
+    let (again, _) = hash_reader(&mut Read::take(file, limit))?;
+    Ok(again == digest)
 }
 
 /// The result of hashing one file: its digest and the stat it was read under.
@@ -270,6 +296,37 @@ mod tests {
         assert_eq!(dir_sha256(given.into_iter().rev()), Some(expected));
         let unknown = [(Path::new("a/b"), Some(x)), (Path::new("a.b"), None)];
         assert_eq!(dir_sha256(unknown.into_iter()), None);
+    }
+
+    #[test]
+    fn a_recent_file_is_read_again_and_must_hash_alike() {
+        use crate::tree::MTime;
+        let now = MTime::new(1_000, 500_000_000);
+        let bytes = b"the bytes as they are now".to_vec();
+        let now_hash = Digest(Sha256::digest(&bytes).into());
+        let torn_hash = Digest(Sha256::digest(b"half of one state, half of another").into());
+        let just_now = MTime::new(1_000, 450_000_000);
+        let check = |digest, mtime| {
+            same_on_second_reading(
+                &mut std::io::Cursor::new(&bytes),
+                u64::MAX,
+                digest,
+                mtime,
+                now,
+            )
+            .unwrap()
+        };
+        assert!(check(now_hash, just_now));
+        assert!(!check(torn_hash, just_now), "a torn first reading passed");
+        // Whole-second timestamps: two seconds of doubt.
+        assert!(!check(torn_hash, MTime::new(999, 0)));
+        // Settled files are not read again (their stat would have shown a change).
+        assert!(check(torn_hash, MTime::new(990, 0)));
+        assert!(check(torn_hash, MTime::new(1_000, 300_000_000)));
+        // Only the first `limit` bytes count.
+        let head = Digest(Sha256::digest(&bytes[..3]).into());
+        let mut r = std::io::Cursor::new(&bytes);
+        assert!(same_on_second_reading(&mut r, 3, head, just_now, now).unwrap());
     }
 
     #[test]
