@@ -5,7 +5,7 @@
 //! order already), read in order by every planner, looked up by path now and then, and
 //! changed in batches after an apply. Sorted chunks serve all of that with no allocation
 //! per entry: a chunk keeps its paths end to end in one buffer. A B-tree map of the same
-//! entries, each path in an allocation of its own, took half as much memory again, and
+//! entries, each path in an allocation of its own, took about 40% more memory, and
 //! twice as much while it was built from its list. Chunks let a scan hand over what each
 //! thread found as it is (joining the parts would again hold every entry twice), and let
 //! a batch of changes be merged a chunk at a time. It never touches the disk.
@@ -122,14 +122,29 @@ impl Chunk {
     }
 }
 
-/// Entries in path order, in as many chunks as their paths need.
-#[derive(Default)]
+/// Entries pushed in path order, gathered into chunks: as many as their paths need, or
+/// of at most `cap` entries each.
 pub struct ChunkList {
-    pub chunks: Vec<Chunk>,
+    chunks: Vec<Chunk>,
     len: usize,
+    cap: usize,
+}
+
+impl Default for ChunkList {
+    fn default() -> Self {
+        ChunkList::with_cap(usize::MAX)
+    }
 }
 
 impl ChunkList {
+    fn with_cap(cap: usize) -> Self {
+        ChunkList {
+            chunks: Vec::new(),
+            len: 0,
+            cap,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -141,19 +156,55 @@ impl ChunkList {
     /// Appends an entry, which must sort after every entry already there.
     pub fn push(&mut self, path: &Path, e: Entry) {
         let e = match self.chunks.last_mut() {
-            Some(c) => match c.push(path, e) {
+            Some(c) if c.len() < self.cap => match c.push(path, e) {
                 Ok(()) => {
                     self.len += 1;
                     return;
                 }
                 Err(e) => e,
             },
-            None => e,
+            _ => e,
         };
-        let mut c = Chunk::new();
+        let mut c = Chunk {
+            items: Vec::with_capacity(self.cap.min(CHUNK)),
+            names: Vec::new(),
+        };
         c.push(path, e).expect("BUG: an empty chunk has room");
         self.chunks.push(c);
         self.len += 1;
+    }
+
+    /// Pushes `(q, e)`, replacing the last entry when it is at the same path.
+    fn push_last_wins(&mut self, q: &Path, e: Entry) {
+        if let Some(c) = self.chunks.last_mut() {
+            if c.last_path() == Some(q) {
+                let last = c.items.len() - 1;
+                c.items[last].2 = e;
+                return;
+            }
+        }
+        self.push(q, e);
+    }
+
+    /// The chunks, in order.
+    pub fn into_chunks(self) -> Vec<Chunk> {
+        self.chunks
+    }
+
+    /// The entries (their order checked, see [`Entries::from_chunks`]).
+    pub fn into_entries(self) -> Entries {
+        Entries::from_chunks(self.chunks)
+    }
+
+    /// The entries, pushed in strict path order by the caller.
+    fn into_sorted_entries(mut self) -> Entries {
+        for c in self.chunks.iter_mut() {
+            c.shrink_to_fit();
+        }
+        Entries {
+            chunks: self.chunks,
+            len: self.len,
+        }
     }
 }
 
@@ -176,7 +227,7 @@ impl Entries {
     /// Takes a list already in path order with no path twice (what a manifest or a state
     /// file yields); anything else is sorted first.
     pub fn from_sorted<P: AsRef<Path>>(v: Vec<(P, Entry)>) -> Self {
-        let mut out = Chunker::default();
+        let mut out = ChunkList::with_cap(CHUNK);
         let sorted = v
             .windows(2)
             .all(|w| path_order(w[0].0.as_ref(), w[1].0.as_ref()).is_lt());
@@ -184,7 +235,7 @@ impl Entries {
             for (p, e) in v {
                 out.push(p.as_ref(), e);
             }
-            return out.finish();
+            return out.into_sorted_entries();
         }
         let mut v = v;
         // Stable, so that of two entries at one path the later wins, as with inserts.
@@ -192,7 +243,7 @@ impl Entries {
         for (p, e) in v {
             out.push_last_wins(p.as_ref(), e);
         }
-        out.finish()
+        out.into_sorted_entries()
     }
 
     /// Takes chunks whose concatenation is in path order with no path twice (what the
@@ -326,7 +377,7 @@ impl Entries {
         crate::tree::sort_paths(&mut gone);
         crate::tree::sort_by_path(&mut changes);
         let old = std::mem::take(&mut self.chunks);
-        let mut out = Chunker::default();
+        let mut out = ChunkList::with_cap(CHUNK);
         let mut news = changes.into_iter().peekable();
         let mut gone = gone.into_iter().peekable();
         for chunk in old {
@@ -364,7 +415,7 @@ impl Entries {
         for (q, ne) in news {
             out.push_last_wins(&q, ne);
         }
-        *self = out.finish();
+        *self = out.into_sorted_entries();
     }
 
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&Path, &Entry)> + Clone {
@@ -410,57 +461,6 @@ fn split_chunk(chunk: &mut Chunk, i: usize) -> Chunk {
             .expect("BUG: a part of a chunk fits in a chunk");
     }
     tail
-}
-
-/// Entries pushed in path order, gathered into chunks of [`CHUNK`].
-#[derive(Default)]
-struct Chunker {
-    chunks: Vec<Chunk>,
-    len: usize,
-}
-
-impl Chunker {
-    fn push(&mut self, p: &Path, e: Entry) {
-        let e = match self.chunks.last_mut() {
-            Some(c) if c.len() < CHUNK => match c.push(p, e) {
-                Ok(()) => {
-                    self.len += 1;
-                    return;
-                }
-                Err(e) => e,
-            },
-            _ => e,
-        };
-        let mut c = Chunk {
-            items: Vec::with_capacity(CHUNK),
-            names: Vec::new(),
-        };
-        c.push(p, e).expect("BUG: an empty chunk has room");
-        self.chunks.push(c);
-        self.len += 1;
-    }
-
-    /// Pushes `(q, e)`, replacing the last entry when it is at the same path.
-    fn push_last_wins(&mut self, q: &Path, e: Entry) {
-        if let Some(c) = self.chunks.last_mut() {
-            if c.last_path() == Some(q) {
-                let last = c.items.len() - 1;
-                c.items[last].2 = e;
-                return;
-            }
-        }
-        self.push(q, e);
-    }
-
-    fn finish(mut self) -> Entries {
-        for c in self.chunks.iter_mut() {
-            c.shrink_to_fit();
-        }
-        Entries {
-            chunks: self.chunks,
-            len: self.len,
-        }
-    }
 }
 
 impl PartialEq for Entries {
@@ -631,7 +631,7 @@ mod tests {
         for (p, e) in v {
             c.push(&p, e);
         }
-        c.chunks
+        c.into_chunks()
     }
 
     #[test]

@@ -234,7 +234,7 @@ fn assemble(st: Started, mut parts: Vec<(usize, Partial)>) -> Tree {
     // they are, as chunks of the tree: joining them would hold every entry twice.
     let mut chunks: Vec<Chunk> = Vec::with_capacity(2 * parts.len() + 1);
     let mut top_entries = std::mem::take(&mut top.entries)
-        .chunks
+        .into_chunks()
         .into_iter()
         .flat_map(Chunk::into_entries);
     let mut taken = 0usize;
@@ -243,13 +243,13 @@ fn assemble(st: Started, mut parts: Vec<(usize, Partial)>) -> Tree {
         for (p, e) in top_entries.take(n) {
             c.push(&p, e);
         }
-        c.chunks
+        c.into_chunks()
     };
     for (i, part) in parts {
         let upto = units[i].0;
         chunks.extend(piece(upto - taken, &mut top_entries));
         taken = upto;
-        chunks.extend(top.absorb(part).chunks);
+        chunks.extend(top.absorb(part).into_chunks());
     }
     chunks.extend(piece(usize::MAX, &mut top_entries));
     Tree {

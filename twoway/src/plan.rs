@@ -410,7 +410,7 @@ pub(crate) fn plan_sync_full<'a>(
             state.push(p, e);
         }
     }
-    plan.state = engine::tree::Entries::from_chunks(state.chunks);
+    plan.state = state.into_entries();
     plan
 }
 

@@ -87,7 +87,7 @@ pub fn load(file: &Path, a: &Path, b: &Path) -> Option<Entries> {
         if !rest.is_empty() {
             return Err(postcard::Error::DeserializeBadEncoding);
         }
-        Ok(Some(Entries::from_chunks(list.chunks)))
+        Ok(Some(list.into_entries()))
     })();
     decoded.unwrap_or_else(|e: postcard::Error| {
         log::warn!(
@@ -100,7 +100,7 @@ pub fn load(file: &Path, a: &Path, b: &Path) -> Option<Entries> {
 
 /// Writes the state atomically, encoded a block at a time, unless the file already holds
 /// this very state. Returns whether the file was written.
-pub fn save(file: &Path, a: &Path, b: &Path, state: &engine::tree::Entries) -> Result<bool, Error> {
+pub fn save(file: &Path, a: &Path, b: &Path, state: &Entries) -> Result<bool, Error> {
     let head = (
         FORMAT,
         a.as_os_str().as_bytes(),
@@ -122,7 +122,7 @@ mod tests {
     fn state_round_trips_and_belongs_to_its_pair() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("s.json");
-        let mut s = engine::tree::Entries::new();
+        let mut s = Entries::new();
         s.insert(
             PathBuf::from("x"),
             Entry::file(1, 0o600, MTime::new(5, 6), Some(Digest([3; 32]))),
