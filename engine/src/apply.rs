@@ -591,7 +591,7 @@ fn prepare_copy(
         before.size,
         digest,
         after.mtime,
-        crate::cache::now(),
+        crate::tree::MTime::now(),
     )
     .map_err(|e| Error::io("read", &src_abs, e))?;
     if !again {

@@ -13,26 +13,6 @@ use crate::error::Error;
 use crate::fsops;
 use crate::tree::{path_order, Digest, Entry, Kind, MTime, Tree};
 
-/// A file whose mtime is this close to the moment the pass began may still be written
-/// within the same timestamp tick without its stat changing: it is not cached. Kernel
-/// timestamps move in ticks of at most 10 ms; filesystems that keep whole seconds (their
-/// mtimes have no nanoseconds) move in steps of up to 2 s.
-const RACY_FINE_NS: i128 = 100_000_000;
-const RACY_COARSE_NS: i128 = 2_000_000_000;
-
-/// True if a file with mtime `m` may still have been written, at `at`, within the same
-/// timestamp tick as its last change: its stat then proves nothing about its bytes.
-pub fn is_racy(m: MTime, at: MTime) -> bool {
-    let t = m.sec as i128 * 1_000_000_000 + m.nsec as i128;
-    let at = at.sec as i128 * 1_000_000_000 + at.nsec as i128;
-    let window = if m.nsec == 0 {
-        RACY_COARSE_NS
-    } else {
-        RACY_FINE_NS
-    };
-    t >= at - window
-}
-
 /// A stat cache for one root, as the bytes of its file: records are read in place,
 /// never copied into a map, and a pass that would write the same bytes writes nothing.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -233,7 +213,8 @@ fn encode(
     sha: Option<Digest>,
     out: &mut impl Write,
 ) -> io::Result<()> {
-    let settled = |m: MTime| !is_racy(m, scanned_at);
+    // A file modified that close to the scan may still change unseen: not cached.
+    let settled = |m: MTime| !m.is_racy_at(scanned_at);
     let records = || {
         tree.entries
             .iter()
@@ -276,12 +257,6 @@ pub struct Filled {
     /// took its hash from the cache, the cache holds no other file, and the tree has no
     /// unreadable part. Valid only while the tree is not changed.
     pub sha: Option<Digest>,
-}
-
-/// The time now, to compare with mtimes.
-pub fn now() -> MTime {
-    let t = chrono::Utc::now();
-    MTime::new(t.timestamp(), t.timestamp_subsec_nanos())
 }
 
 /// What a round of hashing did.
@@ -354,9 +329,9 @@ mod tests {
         tree.entries.insert("a/b".into(), file(43, 1000, Some(8)));
         tree.entries.insert("a-b".into(), file(44, 1000, Some(9)));
         tree.entries.insert("z".into(), file(45, 1000, Some(6)));
-        let racy = Entry::file(3, 0o644, now(), Some(Digest([8; 32])));
+        let racy = Entry::file(3, 0o644, MTime::now(), Some(Digest([8; 32])));
         tree.entries.insert(PathBuf::from("racy"), racy);
-        let c = StatCache::from_tree(root, &tree, now());
+        let c = StatCache::from_tree(root, &tree, MTime::now());
         assert_eq!(c.len(root), 4, "a file modified just now is not cached");
         let file_path = d.path().join("c.bin");
         c.save(&file_path).unwrap();
@@ -415,16 +390,16 @@ mod tests {
         let (root, file_path) = (Path::new("/r"), d.path().join("c.bin"));
         let t = three_files();
         let sha = crate::hash::tree_sha256(&t);
-        assert!(StatCache::save_tree(&file_path, root, &t, now(), sha).unwrap());
+        assert!(StatCache::save_tree(&file_path, root, &t, MTime::now(), sha).unwrap());
         assert_eq!(
             StatCache::load(&file_path),
-            StatCache::from_tree(root, &t, now())
+            StatCache::from_tree(root, &t, MTime::now())
         );
-        assert!(!StatCache::save_tree(&file_path, root, &t, now(), sha).unwrap());
+        assert!(!StatCache::save_tree(&file_path, root, &t, MTime::now(), sha).unwrap());
         let mut changed = t;
         changed.entries.get_mut(Path::new("d/c")).unwrap().hash = Some(Digest([9; 32]));
         let sha = crate::hash::tree_sha256(&changed);
-        assert!(StatCache::save_tree(&file_path, root, &changed, now(), sha).unwrap());
+        assert!(StatCache::save_tree(&file_path, root, &changed, MTime::now(), sha).unwrap());
         let mut back = rescanned(&changed);
         assert_eq!(StatCache::load(&file_path).fill(root, &mut back).sha, sha);
     }
@@ -435,7 +410,7 @@ mod tests {
         let t = three_files();
         let sha = crate::hash::tree_sha256(&t);
         assert!(sha.is_some());
-        let c = StatCache::from_tree(root, &t, now());
+        let c = StatCache::from_tree(root, &t, MTime::now());
         let proven = |tree: &mut Tree| c.fill(root, tree).sha;
 
         assert_eq!(proven(&mut rescanned(&t)), sha, "the same files and stats");
@@ -481,8 +456,8 @@ mod tests {
 
         // A cache that leaves a file out (modified just now) proves nothing.
         let mut racy = three_files();
-        racy.entries.get_mut(Path::new("a")).unwrap().mtime = now();
-        let c = StatCache::from_tree(root, &racy, now());
+        racy.entries.get_mut(Path::new("a")).unwrap().mtime = MTime::now();
+        let c = StatCache::from_tree(root, &racy, MTime::now());
         assert_eq!(c.fill(root, &mut rescanned(&racy)).sha, None);
     }
 

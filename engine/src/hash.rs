@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::cache;
 use crate::error::Error;
 use crate::fsops;
 use crate::tree::{Digest, Kind, Tree};
@@ -82,8 +81,14 @@ pub fn hash_file(path: &Path) -> Result<(Digest, fsops::Stat), Error> {
     if !before.same_content_stamp(&after) {
         return Err(changed());
     }
-    let again = same_on_second_reading(&mut &f, u64::MAX, digest, after.mtime, cache::now())
-        .map_err(|e| Error::io("read", path, e))?;
+    let again = same_on_second_reading(
+        &mut &f,
+        u64::MAX,
+        digest,
+        after.mtime,
+        crate::tree::MTime::now(),
+    )
+    .map_err(|e| Error::io("read", path, e))?;
     if !again {
         return Err(changed());
     }
@@ -101,7 +106,7 @@ pub fn same_on_second_reading<R: Read + std::io::Seek>(
     mtime: crate::tree::MTime,
     now: crate::tree::MTime,
 ) -> io::Result<bool> {
-    if !cache::is_racy(mtime, now) {
+    if !mtime.is_racy_at(now) {
         return Ok(true);
     }
     file.seek(std::io::SeekFrom::Start(0))?;

@@ -37,9 +37,34 @@ pub struct MTime {
     pub nsec: u32,
 }
 
+/// A file whose mtime is this close to a moment may still have been written, by then,
+/// within the same timestamp tick without its stat changing. Kernel timestamps move in
+/// ticks of at most 10 ms; filesystems that keep whole seconds (their mtimes have no
+/// nanoseconds) move in steps of up to 2 s.
+const RACY_FINE_NS: i128 = 100_000_000;
+const RACY_COARSE_NS: i128 = 2_000_000_000;
+
 impl MTime {
     pub fn new(sec: i64, nsec: u32) -> Self {
         MTime { sec, nsec }
+    }
+
+    /// The time now, to compare with mtimes.
+    pub fn now() -> MTime {
+        let t = chrono::Utc::now();
+        MTime::new(t.timestamp(), t.timestamp_subsec_nanos())
+    }
+
+    /// True if a file with this mtime may still have been written, at `at`, within the
+    /// same timestamp tick as its last change: its stat then proves nothing about its
+    /// bytes (they are not cached, and a reading of them is checked by a second one).
+    pub fn is_racy_at(self, at: MTime) -> bool {
+        let window = if self.nsec == 0 {
+            RACY_COARSE_NS
+        } else {
+            RACY_FINE_NS
+        };
+        self.as_nanos() >= at.as_nanos() - window
     }
 
     fn as_nanos(self) -> i128 {

@@ -122,7 +122,7 @@ impl Job {
         scan::check_root(&self.source, "SOURCE")?;
         check_backup(&self.backup)?;
         let dry = self.settings.dry_run;
-        let scanned_at = cache::now();
+        let scanned_at = engine::tree::MTime::now();
         let (src_opts, dst_opts) = self.scan_options();
         let (source, backup) = (
             Replica::new(&self.source, "SOURCE", &self.home),

@@ -139,7 +139,7 @@ impl Job {
         check_replica(&self.a, "DIR_A")?;
         check_replica(&self.b, "DIR_B")?;
         let dry = self.settings.dry_run;
-        let scanned_at = cache::now();
+        let scanned_at = engine::tree::MTime::now();
         let opts = self.scan_options();
         let reps = [
             Replica::new(&self.a, "DIR_A", &self.home),
