@@ -108,14 +108,20 @@ pub struct Copied {
     pub read: Stat,
 }
 
-impl Copied {
-    /// The source file's hash and the stat it was read with.
-    pub fn read_hash(&self) -> (crate::tree::Digest, &Stat) {
-        (
-            self.written.hash.expect("BUG: a copy records its hash"),
-            &self.read,
-        )
-    }
+/// Gives the files of `source` (the tree the copies read from) whose hash is unknown the
+/// hash and stat their copy read: they need not be hashed again.
+pub fn note_reads(source: &mut crate::tree::Entries, copied: &mut [Copied]) {
+    crate::tree::update_each(
+        source,
+        copied,
+        |c| &c.path,
+        |e, c| {
+            if e.kind == Kind::File && e.hash.is_none() {
+                let digest = c.written.hash.expect("BUG: a copy records its hash");
+                crate::cache::note_hashed(e, digest, &c.read);
+            }
+        },
+    );
 }
 
 /// Logs an action line: UTC time is added by the logger.

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use engine::apply::{self, ApplyOptions, Counts};
-use engine::cache;
 use engine::cli::Settings;
 use engine::config::VersionMode;
 use engine::error::Refusal;
@@ -278,17 +277,7 @@ impl Job {
         log::debug!("applied: {:.3}s", started.elapsed().as_secs_f64());
 
         // Record: every file's hash, on both sides, for the caches and the summary.
-        engine::tree::update_each(
-            &mut src.entries,
-            &mut applied.copied,
-            |c| &c.path,
-            |e, c| {
-                if e.kind == Kind::File {
-                    let (digest, st) = c.read_hash();
-                    cache::note_hashed(e, digest, st);
-                }
-            },
-        );
+        apply::note_reads(&mut src.entries, &mut applied.copied);
         let counts: Counts = applied.counts.clone();
         let mut after = apply::tree_after(dst, &mut applied);
         let applied_errors = applied.errors.len();

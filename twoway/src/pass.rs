@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use engine::apply::{self, Applied, ApplyOptions, Counts};
-use engine::cache;
 use engine::cli::Settings;
 use engine::config::VersionMode;
 use engine::error::Refusal;
@@ -317,17 +316,7 @@ impl Job {
         // not written on that side in the same pass.)
         for i in 0..2 {
             for a in applied[i].iter_mut() {
-                engine::tree::update_each(
-                    &mut trees[1 - i].entries,
-                    &mut a.copied,
-                    |c| &c.path,
-                    |e, c| {
-                        if e.kind == engine::tree::Kind::File && e.hash.is_none() {
-                            let (digest, st) = c.read_hash();
-                            cache::note_hashed(e, digest, st);
-                        }
-                    },
-                );
+                apply::note_reads(&mut trees[1 - i].entries, &mut a.copied);
             }
         }
         let [ta, tb] = trees;
