@@ -151,6 +151,56 @@ fn conflict_case(policy: &str, a_newer: bool) -> (String, String, Vec<PathBuf>) 
 }
 
 #[test]
+fn a_tree_of_many_chunks_syncs_edits_in_every_part_of_it() {
+    // 20,000 entries: trees, states and the merges after a pass span several chunks
+    // (8,192 entries each), and the scan hands over one part per top directory.
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    for i in 0..20_000 {
+        write(
+            &a.join(format!("t{:02}/d{:03}/f{i}", i % 40, i % 300)),
+            i.to_string(),
+        );
+    }
+    sync(&env, &a, &b, &[]).expect(0);
+    assert_in_sync(&a, &b);
+
+    // Edits spread over the whole order: first, middle and last parts, a whole
+    // subtree removed, files added before and after everything, on both sides.
+    for i in (0..20_000).step_by(997) {
+        write(
+            &a.join(format!("t{:02}/d{:03}/f{i}", i % 40, i % 300)),
+            "edited on a",
+        );
+    }
+    fs::remove_dir_all(a.join("t17")).unwrap();
+    write(&b.join("0 first/new"), "b");
+    write(&b.join("t39/zz last"), "b");
+    write(&b.join("t20/d020/added"), "b");
+    // Older than a timestamp tick when the pass reads them: their hashes get cached.
+    std::thread::sleep(Duration::from_millis(300));
+    sync(&env, &a, &b, &["--max-delete", "100"]).expect(0);
+    assert_in_sync(&a, &b);
+    assert!(!b.join("t17").exists());
+    assert_eq!(fs::read_to_string(a.join("t39/zz last")).unwrap(), "b");
+    for i in (0..20_000).step_by(997).filter(|i| i % 40 != 17) {
+        let p = format!("t{:02}/d{:03}/f{i}", i % 40, i % 300);
+        assert_eq!(
+            fs::read_to_string(b.join(&p)).unwrap(),
+            "edited on a",
+            "{p}"
+        );
+    }
+    assert_eq!(snapshot(&a).len(), snapshot(&b).len());
+
+    // Nothing left to do, and nothing to hash.
+    let again = sync(&env, &a, &b, &[]);
+    again.expect(0);
+    assert!(again.all().contains("hashed 0 files"), "{}", again.all());
+    assert!(!again.all().contains("copy"), "{}", again.all());
+}
+
+#[test]
 fn files_copied_by_a_pass_are_not_hashed_again_on_either_side() {
     let env = Env::new();
     let (a, b) = pair(&env);
