@@ -64,6 +64,13 @@ impl Env {
         Env { dir }
     }
 
+    /// Gives the whole environment to the unprivileged user `nobody` (for tests that run
+    /// the binaries through [`unprivileged`]).
+    pub fn hand_to_nobody(&self) {
+        chmod(self.dir.path(), 0o755);
+        give_to_nobody(self.dir.path());
+    }
+
     /// A path inside the environment.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
@@ -115,6 +122,15 @@ impl Run {
     }
     pub fn all(&self) -> String {
         format!("{}{}", self.stdout(), self.stderr())
+    }
+    /// Asserts that the pass hashed no file (every hash came from a cache or a copy).
+    pub fn expect_hashed_nothing(&self) -> &Self {
+        assert!(
+            self.all().contains("hashed 0 files"),
+            "the pass hashed files:\n{}",
+            self.all()
+        );
+        self
     }
     /// Asserts the exit status, showing the output if it differs.
     pub fn expect(&self, code: i32) -> &Self {

@@ -196,7 +196,7 @@ fn a_tree_of_many_chunks_syncs_edits_in_every_part_of_it() {
     // Nothing left to do, and nothing to hash.
     let again = sync(&env, &a, &b, &[]);
     again.expect(0);
-    assert!(again.all().contains("hashed 0 files"), "{}", again.all());
+    again.expect_hashed_nothing();
     assert!(!again.all().contains("copy"), "{}", again.all());
 }
 
@@ -212,11 +212,11 @@ fn files_copied_by_a_pass_are_not_hashed_again_on_either_side() {
     // side takes the hash of what was read, so nothing is left to hash after the pass.
     let first = sync(&env, &a, &b, &[]);
     first.expect(0);
-    assert!(first.all().contains("hashed 0 files"), "{}", first.all());
+    first.expect_hashed_nothing();
     assert_in_sync(&a, &b);
     let second = sync(&env, &a, &b, &[]);
     second.expect(0);
-    assert!(second.all().contains("hashed 0 files"), "{}", second.all());
+    second.expect_hashed_nothing();
 }
 
 #[test]
@@ -325,8 +325,7 @@ fn unreadable_subdirectory_is_unknown_not_deleted() {
     let (a, b) = pair(&env);
     write(&a.join("sub/kept.txt"), "k");
     write(&a.join("other.txt"), "o");
-    chmod(env.dir.path(), 0o755);
-    give_to_nobody(env.dir.path());
+    env.hand_to_nobody();
     let run_once = || sync_as_nobody(&env, &a, &b, &["--max-delete", "100"]);
     run_once().expect(0);
     chmod(&a.join("sub"), 0o000);
@@ -349,8 +348,7 @@ fn a_copy_that_failed_is_retried_and_never_undone() {
     let (a, b) = pair(&env);
     write(&a.join("d/f.txt"), "old");
     write(&a.join("other.txt"), "o");
-    chmod(env.dir.path(), 0o755);
-    give_to_nobody(env.dir.path());
+    env.hand_to_nobody();
     let run_once = || sync_as_nobody(&env, &a, &b, &[]);
     run_once().expect(0);
     // A's edit cannot reach B: B's directory belongs to someone else and takes no new
