@@ -259,7 +259,7 @@ pub fn parent_of(p: &Path) -> &Path {
 
 /// Sorts `(path, item)` pairs into path order.
 pub fn sort_by_path<P: AsRef<Path>, T>(v: &mut [(P, T)]) {
-    v.sort_unstable_by(|x, y| path_order(x.0.as_ref(), y.0.as_ref()));
+    v.sort_by(|x, y| path_order(x.0.as_ref(), y.0.as_ref()));
 }
 
 /// Sorts paths into path order.
@@ -284,7 +284,7 @@ pub fn update_each<U>(
         }
         return;
     }
-    updates.sort_unstable_by(|x, y| path_order(path_of(x), path_of(y)));
+    updates.sort_by(|x, y| path_order(path_of(x), path_of(y)));
     let mut ups = updates.iter().peekable();
     for (p, v) in entries.iter_mut() {
         while ups

@@ -278,10 +278,15 @@ impl Job {
 
         // Record: every file's hash, on both sides, for the caches and the summary.
         apply::note_reads(&mut src.entries, &mut applied.copied);
+        log::debug!("noted reads: {:.3}s", started.elapsed().as_secs_f64());
         let counts: Counts = applied.counts.clone();
         let mut after = apply::tree_after(dst, &mut applied);
         let applied_errors = applied.errors.len();
         drop(applied);
+        log::debug!(
+            "trees after the pass: {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
         if !interrupted {
             for (r, t) in [(&source, &mut src), (&backup, &mut after)] {
                 let h = r.hash_rest(t);
@@ -301,6 +306,10 @@ impl Job {
         // The version needs BACKUP's directory SHA-256 only: both stat caches are saved
         // while it is made.
         let dst_sha = proven[1].or_else(|| engine::hash::tree_sha256(&after));
+        log::debug!(
+            "flushed and hashed: {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
         let mut version_note = String::new();
         let src_sha = std::thread::scope(|s| {
             let src_side = s.spawn(|| source.finish(&src, scanned_at, proven[0]));
