@@ -247,11 +247,12 @@ const BATCH_FILES: usize = 256;
 const BATCH_BYTES: u64 = 256 << 20;
 
 /// Takes copies from `copies` (shared with the other workers through `next`) and does
-/// them in batches: each file is written to its temporary name and checked, the batch is
-/// flushed to disk with one `syncfs` — the same guarantee as an `fsync` per file, since
-/// every byte of every temporary file is on disk when it returns — and only then is each
-/// file renamed to its final name. An interrupted batch is rolled back (its temporary
-/// files are removed); files of earlier batches are complete where they are.
+/// them in batches: each file is written to its temporary name (or as an unnamed file,
+/// see [`Root::write_temp`]) and checked, the batch is flushed to disk with one `syncfs`
+/// — the same guarantee as an `fsync` per file, since every byte of every temporary file
+/// is on disk when it returns — and only then is each file renamed (or linked) to its
+/// final name. An interrupted batch is rolled back (its temporary files are removed);
+/// files of earlier batches are complete where they are.
 fn copy_worker(
     copies: &[&Action],
     next: &AtomicUsize,
@@ -524,8 +525,9 @@ fn run(
                     if dst.link_within(from, path).is_err() {
                         // No hard links here (FAT, some shares): copy within the tree.
                         let (mut file, st) = dst.open_read(from)?;
-                        let (temp, _, _, _) =
-                            dst.write_temp(path, &mut file, st.mode, st.mtime, opts.stop, true)?;
+                        let (temp, _, _, _) = dst.write_temp(
+                            path, &mut file, st.mode, st.mtime, opts.stop, true, true,
+                        )?;
                         temp.commit_new()?;
                     }
                 }
@@ -578,8 +580,16 @@ fn prepare_copy(
     // changes meanwhile shows it in the stat after (checked below), so the read that
     // would only find the end is saved.
     let mut limited = std::io::Read::take(&file, before.size);
-    let (temp, digest, n, new) =
-        dst.write_temp(path, &mut limited, mode, mtime, opts.stop, durable)?;
+    let new_file = action.dst.is_none();
+    let (temp, digest, n, new) = dst.write_temp(
+        path,
+        &mut limited,
+        mode,
+        mtime,
+        opts.stop,
+        durable,
+        new_file,
+    )?;
     let after = fsops::fstat(&file, &src_abs)?;
     let changed = || {
         Error::entry(

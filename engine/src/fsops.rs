@@ -4,7 +4,8 @@
 //! Every write goes through a [`Root`]: directories are opened one component at a time
 //! with `O_NOFOLLOW`, so a symlink planted inside a root is never followed and no path
 //! escapes it. Files reach their final name only by `rename` from a temporary file in the
-//! same directory, after their bytes and metadata are complete and flushed. Nothing here
+//! same directory (or by linking an unnamed file to a name that does not exist), after
+//! their bytes and metadata are complete and flushed. Nothing here
 //! decides *what* to write; the planners do.
 
 use std::collections::HashMap;
@@ -22,12 +23,10 @@ use crate::error::{Error, IoContext};
 use crate::names;
 use crate::tree::{Digest, Entry, Kind, MTime};
 
-/// How many directory handles each [`Root`] keeps open. A pass may have a dozen roots
-/// open at once (copy workers, both sides of a two-way sync, versions), so the open-file
-/// limit is shared out: first raised from its soft value to the hard one (as the
-/// runtimes of Go and Java do), then a sixty-fourth of it per root, between 16 and 1024.
-fn dir_cache_limit() -> usize {
-    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+/// The open-file limit, first raised from its soft value to the hard one (as the
+/// runtimes of Go and Java do).
+fn open_file_limit() -> u64 {
+    static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *LIMIT.get_or_init(|| {
         use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
         let mut lim = getrlimit(Resource::Nofile);
@@ -44,10 +43,29 @@ fn dir_cache_limit() -> usize {
         {
             lim.current = Some(wanted);
         }
-        let soft = lim.current.unwrap_or(1 << 20);
-        (soft / 64).clamp(16, 1024) as usize
+        lim.current.unwrap_or(1 << 20)
     })
 }
+
+/// How many directory handles each [`Root`] keeps open. A pass may have a dozen roots
+/// open at once (copy workers, both sides of a two-way sync, versions), so the open-file
+/// limit is shared out: a sixty-fourth of it per root, between 16 and 1024.
+fn dir_cache_limit() -> usize {
+    (open_file_limit() / 64).clamp(16, 1024) as usize
+}
+
+/// Whether a new file may be written as an unnamed file (`O_TMPFILE`) and linked to its
+/// name when done, which costs the filesystem less than creating a temporary name and
+/// renaming it. Such a file keeps its descriptor open until it is linked (a batch of
+/// copies waiting for one flush holds one per file), so it needs an open-file limit well
+/// above what the batches and the directory handles take; and the kernel must let this
+/// process link a file by its descriptor (`AT_EMPTY_PATH`: Linux 6.10 and later, or with
+/// `CAP_DAC_READ_SEARCH`). The first unnamed file answers that (see
+/// [`Root::create_temp_mode`]).
+static ANON_LINK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(ANON_UNKNOWN);
+const ANON_UNKNOWN: u8 = 0;
+const ANON_YES: u8 = 1;
+const ANON_NO: u8 = 2;
 
 /// Whether `openat2` may be tried (Linux 5.6 and later, unless a sandbox forbids it).
 static OPENAT2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
@@ -176,6 +194,8 @@ pub struct Root {
     path: PathBuf,
     fd: Arc<OwnedFd>,
     dirs: HashMap<PathBuf, Arc<OwnedFd>>,
+    /// Unnamed files may be tried on this root's filesystem (see [`ANON_LINK`]).
+    anon: bool,
 }
 
 impl Root {
@@ -191,6 +211,7 @@ impl Root {
             path: path.to_path_buf(),
             fd: Arc::new(fd),
             dirs: HashMap::new(),
+            anon: open_file_limit() >= 16384,
         })
     }
 
@@ -350,24 +371,87 @@ impl Root {
 
     /// Starts a new file that will replace `rel` when committed.
     pub fn create_temp(&mut self, rel: &Path) -> Result<TempFile, Error> {
-        self.create_temp_mode(rel, 0o600)
+        self.create_temp_mode(rel, 0o600, false)
     }
 
     /// [`create_temp`](Self::create_temp) with the permission bits the file will have
     /// (the umask or a default ACL may change them; `write_temp` checks the file's real
-    /// mode and sets it exactly when it differs).
-    fn create_temp_mode(&mut self, rel: &Path, mode: u32) -> Result<TempFile, Error> {
+    /// mode and sets it exactly when it differs). A file for a name that does not exist
+    /// (`new_file`: it will be committed with [`TempFile::commit_new`]) is an unnamed
+    /// file where the filesystem and the kernel allow it.
+    fn create_temp_mode(
+        &mut self,
+        rel: &Path,
+        mode: u32,
+        new_file: bool,
+    ) -> Result<TempFile, Error> {
+        use std::sync::atomic::Ordering::Relaxed;
         let (parent, name) = split(rel)?;
         let final_name = name.to_os_string();
         let abs = self.abs(rel);
         let dir = self.dir_shared(parent)?;
+        let mode = Mode::from_raw_mode(mode & 0o777);
+        if new_file && self.anon && ANON_LINK.load(Relaxed) != ANON_NO {
+            match rfs::openat(
+                &*dir,
+                ".",
+                OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
+                mode,
+            ) {
+                Ok(fd) => {
+                    let file = Some(File::from(fd));
+                    if ANON_LINK.load(Relaxed) == ANON_YES {
+                        let temp = OsString::new();
+                        return Ok(TempFile {
+                            dir,
+                            temp,
+                            final_name,
+                            abs,
+                            file,
+                        });
+                    }
+                    // The first one asks whether it can be linked by its descriptor, by
+                    // linking it to a temporary name: it is an ordinary temporary file
+                    // from then on.
+                    let temp = OsString::from(names::temp_name());
+                    let f = file.as_ref().expect("BUG: just opened");
+                    if rfs::linkat(f, "", &*dir, &temp, AtFlags::EMPTY_PATH).is_ok() {
+                        ANON_LINK.store(ANON_YES, Relaxed);
+                        return Ok(TempFile {
+                            dir,
+                            temp,
+                            final_name,
+                            abs,
+                            file,
+                        });
+                    }
+                    ANON_LINK.store(ANON_NO, Relaxed);
+                }
+                // No unnamed files on this filesystem (or in this directory: read-only
+                // directories are dealt with below).
+                Err(rustix::io::Errno::OPNOTSUPP)
+                | Err(rustix::io::Errno::ISDIR)
+                | Err(rustix::io::Errno::INVAL) => self.anon = false,
+                Err(_) => {}
+            }
+        }
+        Self::create_named_temp(dir, final_name, abs, mode)
+    }
+
+    /// A new file under a temporary name in `dir`, to be `final_name` there (`abs`).
+    fn create_named_temp(
+        dir: Arc<OwnedFd>,
+        final_name: OsString,
+        abs: PathBuf,
+        mode: Mode,
+    ) -> Result<TempFile, Error> {
         let temp = OsString::from(names::temp_name());
         let fd = in_writable(dir.as_fd(), || {
             rfs::openat(
                 &*dir,
                 &temp,
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(mode & 0o777),
+                mode,
             )
         })
         .ctx("create", &abs)?;
@@ -384,6 +468,8 @@ impl Root {
     /// and returns the temporary file ready to commit, with its stat (mode and mtime as
     /// set). With `durable`, its bytes are flushed to disk now; without, the caller
     /// flushes a whole batch at once ([`Root::sync_fs`]) before committing any of it.
+    /// `new_file`: it will be committed with [`TempFile::commit_new`].
+    #[allow(clippy::too_many_arguments)]
     pub fn write_temp(
         &mut self,
         rel: &Path,
@@ -392,8 +478,9 @@ impl Root {
         mtime: MTime,
         stop: &dyn Fn() -> bool,
         durable: bool,
+        new_file: bool,
     ) -> Result<(TempFile, Digest, u64, Stat), Error> {
-        let mut temp = self.create_temp_mode(rel, mode)?;
+        let mut temp = self.create_temp_mode(rel, mode, new_file)?;
         let (digest, n) =
             crate::hash::copy_hashing(reader, temp.file_mut(), stop).map_err(|e| match e {
                 crate::hash::CopyError::Read(e) => Error::io("read", self.abs(rel), e),
@@ -684,7 +771,8 @@ fn remove_at(dir: BorrowedFd<'_>, name: &OsStr, abs: &Path) -> Result<(), Error>
     in_writable(dir, || rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)).ctx("remove", abs)
 }
 
-/// A file being written under a temporary name; removed on drop unless committed.
+/// A file being written under a temporary name, or as an unnamed file (`temp` empty)
+/// where the kernel allows (see `ANON_LINK`); removed on drop unless committed.
 #[derive(Debug)]
 pub struct TempFile {
     dir: Arc<OwnedFd>,
@@ -722,10 +810,13 @@ impl TempFile {
         self.sync()
     }
 
-    /// Closes the file, keeping only its name until it is committed or dropped (so a batch
-    /// waiting for one flush holds no file descriptors).
+    /// Closes a named file, keeping only its name until it is committed or dropped (so
+    /// a batch waiting for one flush holds fewer file descriptors). An unnamed file
+    /// stays open: its descriptor is all there is of it.
     pub fn close(&mut self) {
-        self.file = None;
+        if !self.temp.is_empty() {
+            self.file = None;
+        }
     }
 
     /// The inode of the new file (it keeps it after the rename).
@@ -738,9 +829,45 @@ impl TempFile {
         }
     }
 
-    /// Renames the finished file to its final name, which must not exist: something
-    /// that appeared there since the scan is never replaced.
+    /// Whether the file has no name yet (an `O_TMPFILE` file).
+    pub fn is_unnamed(&self) -> bool {
+        self.temp.is_empty() && self.file.is_some()
+    }
+
+    /// Gives an unnamed file a temporary name.
+    fn name_it(&mut self) -> Result<(), Error> {
+        if self.temp.is_empty() {
+            let temp = OsString::from(names::temp_name());
+            let f = self
+                .file
+                .as_ref()
+                .expect("BUG: an unnamed file is open until committed");
+            rfs::linkat(f, "", &*self.dir, &temp, AtFlags::EMPTY_PATH).ctx("link", &self.abs)?;
+            self.temp = temp;
+        }
+        Ok(())
+    }
+
+    /// Renames (or for an unnamed file, links) the finished file to its final name, which
+    /// must not exist: something that appeared there since the scan is never replaced.
     pub fn commit_new(mut self) -> Result<(), Error> {
+        let appeared = || {
+            Error::entry(
+                self.abs.clone(),
+                "appeared on the destination during the pass; left for the next pass",
+            )
+        };
+        if self.temp.is_empty() {
+            let f = self
+                .file
+                .take()
+                .expect("BUG: an unnamed file is open until committed");
+            return match rfs::linkat(&f, "", &*self.dir, &self.final_name, AtFlags::EMPTY_PATH) {
+                Ok(()) => Ok(()),
+                Err(rustix::io::Errno::EXIST) => Err(appeared()),
+                Err(e) => Err(Error::io("link", self.abs.clone(), e.into())),
+            };
+        }
         self.file = None;
         let r = match rfs::renameat_with(
             &*self.dir,
@@ -750,10 +877,7 @@ impl TempFile {
             rfs::RenameFlags::NOREPLACE,
         ) {
             Ok(()) => Ok(()),
-            Err(rustix::io::Errno::EXIST) => Err(Error::entry(
-                self.abs.clone(),
-                "appeared on the destination during the pass; left for the next pass",
-            )),
+            Err(rustix::io::Errno::EXIST) => Err(appeared()),
             // No renameat2 here (some network filesystems): check, then rename.
             Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
                 match rfs::statat(&*self.dir, &self.final_name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -761,10 +885,7 @@ impl TempFile {
                         rfs::renameat(&*self.dir, &self.temp, &*self.dir, &self.final_name)
                             .ctx("rename", &self.abs)
                     }
-                    _ => Err(Error::entry(
-                        self.abs.clone(),
-                        "appeared on the destination during the pass; left for the next pass",
-                    )),
+                    _ => Err(appeared()),
                 }
             }
             Err(e) => Err(Error::io("rename", self.abs.clone(), e.into())),
@@ -777,6 +898,7 @@ impl TempFile {
 
     /// Renames the finished file over its final name.
     pub fn commit(mut self) -> Result<(), Error> {
+        self.name_it()?;
         self.file = None;
         let r = rfs::renameat(&*self.dir, &self.temp, &*self.dir, &self.final_name)
             .ctx("rename", &self.abs);

@@ -91,6 +91,7 @@ fn temp_file_is_removed_unless_committed() {
                 MTime::new(1000, 5),
                 &|| false,
                 true,
+                false,
             )
             .unwrap();
         assert_eq!(n, 5);
@@ -113,6 +114,7 @@ fn a_new_file_never_replaces_one_that_appeared_meanwhile() {
             MTime::new(1, 0),
             &|| false,
             true,
+            true,
         )
         .unwrap();
     std::fs::write(root.path().join("a"), b"someone else's").unwrap();
@@ -126,6 +128,84 @@ fn a_new_file_never_replaces_one_that_appeared_meanwhile() {
         1,
         "temp file left"
     );
+}
+
+/// New files are written as unnamed files where the kernel lets a process link a file
+/// by its descriptor (Linux 6.10 and later, or root), and behave as named ones do:
+/// nothing is left of one that is not committed, one never replaces a file that
+/// appeared meanwhile, and the committed file has its bytes, mode and mtime.
+#[test]
+fn new_files_are_unnamed_until_committed_and_behave_as_named_ones() {
+    let root = tempfile::tempdir().unwrap();
+    let mut r = Root::open(root.path()).unwrap();
+    let mut write = |name: &str, bytes: &[u8]| {
+        r.write_temp(
+            Path::new(name),
+            &mut &bytes[..],
+            0o640,
+            MTime::new(1000, 5),
+            &|| false,
+            false,
+            true,
+        )
+        .unwrap()
+    };
+    let listing = |root: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    // The first one of a process may be asked to take a name (it answers whether
+    // unnamed files can be linked); the ones after it have none where they can.
+    let (first, ..) = write("a", b"first");
+    let (mut second, _, n, st) = write("b", b"second");
+    assert_eq!(n, 6);
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|x| x.parse::<u32>().unwrap_or(0));
+    let kernel = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+    if kernel >= (6, 10) || rustix::process::geteuid().is_root() {
+        assert!(second.is_unnamed(), "linkable unnamed files are used");
+    }
+    if second.is_unnamed() {
+        assert_eq!(listing(root.path()).len(), usize::from(!first.is_unnamed()));
+        second.close();
+        assert!(
+            second.is_unnamed(),
+            "an unnamed file stays open until committed"
+        );
+    }
+    first.commit_new().unwrap();
+    second.commit_new().unwrap();
+    assert_eq!(listing(root.path()), ["a", "b"]);
+    assert_eq!(std::fs::read(root.path().join("b")).unwrap(), b"second");
+    let got = lstat(&root.path().join("b")).unwrap();
+    assert_eq!(
+        (got.ino, got.mode, got.mtime),
+        (st.ino, 0o640, MTime::new(1000, 5))
+    );
+
+    // Not committed: nothing is left.
+    drop(write("c", b"dropped"));
+    assert_eq!(listing(root.path()), ["a", "b"]);
+    // Something appeared at the name meanwhile: it is kept, and nothing is left.
+    let (late, ..) = write("d", b"ours");
+    std::fs::write(root.path().join("d"), b"someone else's").unwrap();
+    assert!(late.commit_new().is_err());
+    assert_eq!(
+        std::fs::read(root.path().join("d")).unwrap(),
+        b"someone else's"
+    );
+    assert_eq!(listing(root.path()), ["a", "b", "d"]);
+    // Committed over an existing file after all (the two-step path): it replaces it.
+    let (over, ..) = write("d", b"ours again");
+    over.commit().unwrap();
+    assert_eq!(std::fs::read(root.path().join("d")).unwrap(), b"ours again");
+    assert_eq!(listing(root.path()), ["a", "b", "d"]);
 }
 
 #[test]
