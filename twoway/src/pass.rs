@@ -280,6 +280,10 @@ impl Job {
             }
         }
 
+        log::debug!(
+            "checked what each side loses is kept: {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
         let (mut applied, interrupted) = self.apply(&plan)?;
         log::debug!("applied: {:.3}s", started.elapsed().as_secs_f64());
         let mut counts = Counts::default();
