@@ -186,6 +186,12 @@ impl ChunkList {
         self.push(q, e);
     }
 
+    /// Appends a whole chunk, whose entries must sort after every entry already there.
+    fn push_chunk(&mut self, c: Chunk) {
+        self.len += c.len();
+        self.chunks.push(c);
+    }
+
     /// The chunks, in order.
     pub fn into_chunks(self) -> Vec<Chunk> {
         self.chunks
@@ -368,7 +374,9 @@ impl Entries {
 
     /// Removes `removed` and everything under each of them, then sets every entry of
     /// `changes` (any order): one pass over the entries whatever the number of changes,
-    /// a chunk at a time (each old chunk is freed as soon as it is read).
+    /// a chunk at a time (each old chunk is freed as soon as it is read). The entries
+    /// between two changes are found by binary search and moved as a run, without a
+    /// comparison each; a chunk no change falls in is kept as it is.
     pub fn merge(&mut self, removed: &[PathBuf], mut changes: Vec<(PathBuf, Entry)>) {
         if removed.is_empty() && changes.is_empty() {
             return;
@@ -380,35 +388,72 @@ impl Entries {
         let mut out = ChunkList::with_cap(CHUNK);
         let mut news = changes.into_iter().peekable();
         let mut gone = gone.into_iter().peekable();
+        // The removed path last reached: what lies under it comes right after it in path
+        // order (maybe in the next chunks), and goes.
+        let mut covering: Option<&Path> = None;
         for chunk in old {
+            let untouched = {
+                let first = chunk.path(0);
+                let last = chunk.last_path().expect("BUG: chunks are never empty");
+                covering.is_none_or(|r| !at_or_under(first, r))
+                    && news.peek().is_none_or(|(q, _)| path_order(last, q).is_lt())
+                    && gone.peek().is_none_or(|r| path_order(last, r).is_lt())
+            };
+            if untouched {
+                out.push_chunk(chunk);
+                continue;
+            }
             let Chunk { items, names } = chunk;
-            for (s, l, e) in items {
-                let p = path_in(&names, s, l);
-                // Removed paths sort before what lies under them, so the one that covers
-                // `p` (if any) is the last removed path not after it.
-                let mut covered = false;
-                while let Some(r) = gone.peek() {
-                    if path_order(r, p).is_gt() {
-                        break;
+            let mut rest = items.into_iter();
+            loop {
+                if let Some(r) = covering {
+                    while rest
+                        .as_slice()
+                        .first()
+                        .is_some_and(|&(s, l, _)| at_or_under(path_in(&names, s, l), r))
+                    {
+                        rest.next();
                     }
-                    if p.starts_with(r) {
-                        covered = true;
-                        break;
-                    }
-                    gone.next();
                 }
-                let mut replaced = false;
-                while let Some((q, _)) = news.peek() {
-                    let order = path_order(q, p);
-                    if order.is_gt() {
-                        break;
+                // The next change or removal, whichever comes first (of a removal and a
+                // change at one path, the removal: the change is set after it), and how
+                // many entries come before it.
+                let (removal, before) = {
+                    let event = match (news.peek(), gone.peek()) {
+                        (Some((q, _)), Some(r)) if path_order(r, q).is_gt() => {
+                            Some((false, q.as_path()))
+                        }
+                        (_, Some(r)) => Some((true, *r)),
+                        (Some((q, _)), None) => Some((false, q.as_path())),
+                        (None, None) => None,
+                    };
+                    let rest = rest.as_slice();
+                    match event {
+                        None => (None, rest.len()),
+                        Some((removal, ev)) => (
+                            Some(removal),
+                            rest.partition_point(|&(s, l, _)| {
+                                path_order(path_in(&names, s, l), ev).is_lt()
+                            }),
+                        ),
                     }
-                    let (q, ne) = news.next().expect("BUG: peeked");
-                    replaced |= order.is_eq();
-                    out.push_last_wins(&q, ne);
+                };
+                for (s, l, e) in rest.by_ref().take(before) {
+                    out.push(path_in(&names, s, l), e);
                 }
-                if !replaced && !covered {
-                    out.push(p, e);
+                let Some(&(s, l, _)) = rest.as_slice().first() else {
+                    break;
+                };
+                match removal {
+                    None => unreachable!("BUG: without an event every entry was moved"),
+                    Some(true) => covering = gone.next(),
+                    Some(false) => {
+                        let (q, ne) = news.next().expect("BUG: peeked");
+                        if path_in(&names, s, l) == q.as_path() {
+                            rest.next();
+                        }
+                        out.push_last_wins(&q, ne);
+                    }
                 }
             }
         }
@@ -450,6 +495,13 @@ impl Entries {
             .chain(rest.iter().flat_map(Chunk::iter))
             .take_while(move |(p, _)| p.starts_with(path))
     }
+}
+
+/// `p` is `r` or lies under it: `Path::starts_with` for the relative, normalised paths
+/// of a tree, from the bytes (without splitting either into components).
+fn at_or_under(p: &Path, r: &Path) -> bool {
+    let (p, r) = (p.as_os_str().as_bytes(), r.as_os_str().as_bytes());
+    p.starts_with(r) && (p.len() == r.len() || p[r.len()] == b'/')
 }
 
 /// Splits `chunk` at `i`: it keeps the entries before, the one returned those after.
@@ -570,10 +622,29 @@ mod tests {
     #[test]
     fn merge_removes_subtrees_and_sets_changes_like_single_edits() {
         let names = ["a", "a/b", "a/b/c", "a b", "a-b", "b", "b/a", "c"];
+        // The same entries in one chunk, one chunk each, and cut inside and between
+        // subtrees (a bit per gap between two neighbours: cut there).
+        let cuttings = [
+            0u32, 0b111_1111, 0b000_0010, 0b001_0001, 0b100_1000, 0b010_0101,
+        ];
+        let chunked = |cuts: u32| {
+            let mut list = Vec::new();
+            let mut c = Chunk::new();
+            for (i, p) in names.iter().enumerate() {
+                if i > 0 && cuts & (1 << (i - 1)) != 0 {
+                    list.push(std::mem::take(&mut c));
+                }
+                c.push(Path::new(p), file(0)).unwrap();
+            }
+            list.push(c);
+            let t = Entries::from_chunks(list);
+            assert_eq!(t.chunks.len(), cuts.count_ones() as usize + 1);
+            t
+        };
         // Every subset of removals and of changes, against the same edits made one by one.
-        for removed_mask in 0..(1u32 << 4) {
+        for (removed_mask, cuts) in (0..(1u32 << 4)).flat_map(|r| cuttings.map(|c| (r, c))) {
             for changed_mask in 0..(1u32 << names.len()) {
-                let base: Entries = names.iter().map(|p| (*p, file(0))).collect();
+                let base = chunked(cuts);
                 let removed: Vec<PathBuf> = ["a/b", "b", "a", "zz"]
                     .iter()
                     .enumerate()
@@ -587,6 +658,9 @@ mod tests {
                     .filter(|(i, _)| changed_mask & (1 << i) != 0)
                     .map(|(i, p)| (PathBuf::from(p), file(i as u64 + 1)))
                     .chain((changed_mask % 3 == 0).then(|| ("new/x".into(), file(99))))
+                    .chain((changed_mask % 5 == 0).then(|| ("0".into(), file(98))))
+                    // A path changed twice: the later change wins.
+                    .chain((changed_mask % 7 == 0).then(|| ("a/b".into(), file(97))))
                     .collect();
                 let mut expected = base.clone();
                 for r in &removed {
@@ -597,7 +671,10 @@ mod tests {
                 }
                 let mut got = base;
                 got.merge(&removed, changes);
-                assert_eq!(got, expected, "removed {removed:?}, mask {changed_mask}");
+                assert_eq!(
+                    got, expected,
+                    "removed {removed:?}, mask {changed_mask}, cuts {cuts:b}"
+                );
             }
         }
     }
