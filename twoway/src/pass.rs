@@ -332,6 +332,10 @@ impl Job {
             }
             afters.push(t);
         }
+        log::debug!(
+            "trees after the pass: {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
         // What the actions did is folded in: gone before the record step.
         drop(applied);
         // Both replicas at once: flush, hash what is still unknown, directory SHA-256.

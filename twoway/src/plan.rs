@@ -382,36 +382,40 @@ pub(crate) fn plan_sync_full<'a>(
         finals.added.insert(d.clone(), keep(ds, dir_entry));
     }
 
-    let mut plan = SyncPlan {
+    // Each side's actions and the final state read the decisions only: made at once.
+    let (actions, state) = std::thread::scope(|s| {
+        let finals = &finals;
+        let on_b = s.spawn(move || actions_for(Side::B, finals, b));
+        let state = s.spawn(move || {
+            // In path order already: taken as it is, after a check.
+            let mut state = engine::entries::ChunkList::default();
+            for (p, f) in finals.iter() {
+                if let Some(f) = f {
+                    let mut e = f.entry.clone();
+                    e.ino = 0;
+                    state.push(p, e);
+                }
+            }
+            state.into_entries()
+        });
+        let on_a = actions_for(Side::A, finals, a);
+        (
+            [on_a, on_b.join().expect("BUG: planning does not panic")],
+            state.join().expect("BUG: planning does not panic"),
+        )
+    });
+    let [(keep_a, to_a, deletes_a), (keep_b, to_b, deletes_b)] = actions;
+    SyncPlan {
         conflicts,
-        ..SyncPlan::default()
-    };
-    for side in [Side::A, Side::B] {
-        let (keep_plan, to_plan, deletes) = actions_for(side, &finals, side_tree(side));
-        match side {
-            Side::A => {
-                plan.keep_a = keep_plan;
-                plan.to_a = to_plan;
-                plan.deletes_a = deletes;
-            }
-            Side::B => {
-                plan.keep_b = keep_plan;
-                plan.to_b = to_plan;
-                plan.deletes_b = deletes;
-            }
-        }
+        keep_a,
+        to_a,
+        deletes_a,
+        keep_b,
+        to_b,
+        deletes_b,
+        state,
+        state_unchanged: false,
     }
-    // In path order already: taken as it is, after a check.
-    let mut state = engine::entries::ChunkList::default();
-    for (p, f) in finals.iter() {
-        if let Some(f) = f {
-            let mut e = f.entry.clone();
-            e.ino = 0;
-            state.push(p, e);
-        }
-    }
-    plan.state = state.into_entries();
-    plan
 }
 
 /// The final state decided for every path: the sorted list the walk over the three
