@@ -235,3 +235,25 @@ fn remove_does_not_follow_symlinks() {
     assert!(outside.path().join("keep").exists());
     assert!(!root.path().join("d").exists());
 }
+
+/// The descriptor table is grown up front to what a pass may hold (or to the open-file
+/// limit), so that no thread waits for the kernel to grow it during a pass.
+#[test]
+fn the_descriptor_table_is_grown_up_front() {
+    let fd_size = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("FDSize:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    reserve_descriptors();
+    let limit = open_file_limit();
+    assert!(
+        fd_size() >= limit.min(16_384),
+        "FDSize {} after reserving, limit {limit}",
+        fd_size()
+    );
+}
