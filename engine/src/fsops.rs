@@ -5,8 +5,8 @@
 //! with `O_NOFOLLOW`, so a symlink planted inside a root is never followed and no path
 //! escapes it. Files reach their final name only by `rename` from a temporary file in the
 //! same directory (or by linking an unnamed file to a name that does not exist), after
-//! their bytes and metadata are complete and flushed. Nothing here
-//! decides *what* to write; the planners do.
+//! their bytes and metadata are complete and flushed. Nothing here decides *what* to
+//! write; the planners do.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -47,16 +47,20 @@ fn open_file_limit() -> u64 {
     })
 }
 
+/// The descriptors a pass may hold (directory handles, batches of unnamed files): the
+/// size the descriptor table is grown to up front, and the open-file limit below which
+/// unnamed files are not used.
+const DESCRIPTORS: u64 = 16_384;
+
 /// Raises the open-file limit (see [`open_file_limit`]) and grows the process's table of
-/// file descriptors to what a pass may hold (directory handles, batches of unnamed
-/// files), up to 16,384 of them. Call it first in `main`, while the process has one
-/// thread: in a process with several, each time the kernel grows the table it waits
-/// for an RCU grace period first, and every thread that opens a file waits with it —
-/// 10 to 30 ms, with both cores idle, several times in a pass that opens many files.
-/// Grown once now (by a descriptor numbered near the top, closed at once), the table
-/// never needs to grow again.
+/// file descriptors to what a pass may hold ([`DESCRIPTORS`], or the limit). Call it
+/// first in `main`, while the process has one thread: in a process with several, each
+/// time the kernel grows the table it waits for an RCU grace period first, and every
+/// thread that opens a file waits with it — 10 to 30 ms, with both cores idle, several
+/// times in a pass that opens many files. Grown once now (by a descriptor numbered near
+/// the top, closed at once), the table never needs to grow again.
 pub fn reserve_descriptors() {
-    let want = open_file_limit().min(16_384).saturating_sub(1);
+    let want = open_file_limit().min(DESCRIPTORS).saturating_sub(1);
     if want < 256 {
         return;
     }
@@ -229,7 +233,7 @@ impl Root {
             path: path.to_path_buf(),
             fd: Arc::new(fd),
             dirs: HashMap::new(),
-            anon: open_file_limit() >= 16384,
+            anon: open_file_limit() >= DESCRIPTORS,
         })
     }
 

@@ -252,7 +252,7 @@ fn the_descriptor_table_is_grown_up_front() {
     reserve_descriptors();
     let limit = open_file_limit();
     assert!(
-        fd_size() >= limit.min(16_384),
+        fd_size() >= limit.min(DESCRIPTORS),
         "FDSize {} after reserving, limit {limit}",
         fd_size()
     );
