@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::Error;
-use crate::fsops::{self, Root, Stat};
+use crate::fsops::{self, Root, Stat, TempWrite};
 use crate::mirror::{Action, Op, Plan};
 use crate::names::display;
 use crate::tree::{under_any, Entry, Kind};
@@ -525,9 +525,12 @@ fn run(
                     if dst.link_within(from, path).is_err() {
                         // No hard links here (FAT, some shares): copy within the tree.
                         let (mut file, st) = dst.open_read(from)?;
-                        let (temp, _, _, _) = dst.write_temp(
-                            path, &mut file, st.mode, st.mtime, opts.stop, true, true,
-                        )?;
+                        let how = TempWrite {
+                            durable: true,
+                            new_file: true,
+                        };
+                        let (temp, _, _, _) =
+                            dst.write_temp(path, &mut file, (st.mode, st.mtime), opts.stop, how)?;
                         temp.commit_new()?;
                     }
                 }
@@ -580,16 +583,12 @@ fn prepare_copy(
     // changes meanwhile shows it in the stat after (checked below), so the read that
     // would only find the end is saved.
     let mut limited = std::io::Read::take(&file, before.size);
-    let new_file = action.dst.is_none();
-    let (temp, digest, n, new) = dst.write_temp(
-        path,
-        &mut limited,
-        mode,
-        mtime,
-        opts.stop,
+    let how = TempWrite {
         durable,
-        new_file,
-    )?;
+        new_file: action.dst.is_none(),
+    };
+    let (temp, digest, n, new) =
+        dst.write_temp(path, &mut limited, (mode, mtime), opts.stop, how)?;
     let after = fsops::fstat(&file, &src_abs)?;
     let changed = || {
         Error::entry(

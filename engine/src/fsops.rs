@@ -421,33 +421,29 @@ impl Root {
                 mode,
             ) {
                 Ok(fd) => {
-                    let file = Some(File::from(fd));
-                    if ANON_LINK.load(Relaxed) == ANON_YES {
-                        let temp = OsString::new();
-                        return Ok(TempFile {
-                            dir,
-                            temp,
-                            final_name,
-                            abs,
-                            file,
-                        });
-                    }
+                    let mut t = TempFile {
+                        dir,
+                        temp: OsString::new(),
+                        final_name,
+                        abs,
+                        file: Some(File::from(fd)),
+                    };
                     // The first one asks whether it can be linked by its descriptor, by
-                    // linking it to a temporary name: it is an ordinary temporary file
-                    // from then on.
-                    let temp = OsString::from(names::temp_name());
-                    let f = file.as_ref().expect("BUG: just opened");
-                    if rfs::linkat(f, "", &*dir, &temp, AtFlags::EMPTY_PATH).is_ok() {
+                    // taking a temporary name: it is an ordinary temporary file then.
+                    if ANON_LINK.load(Relaxed) == ANON_YES {
+                        return Ok(t);
+                    }
+                    if t.name_it().is_ok() {
                         ANON_LINK.store(ANON_YES, Relaxed);
-                        return Ok(TempFile {
-                            dir,
-                            temp,
-                            final_name,
-                            abs,
-                            file,
-                        });
+                        return Ok(t);
                     }
                     ANON_LINK.store(ANON_NO, Relaxed);
+                    let (dir, final_name, abs) = (
+                        Arc::clone(&t.dir),
+                        std::mem::take(&mut t.final_name),
+                        std::mem::take(&mut t.abs),
+                    );
+                    return Self::create_named_temp(dir, final_name, abs, mode);
                 }
                 // No unnamed files on this filesystem (or in this directory: read-only
                 // directories are dealt with below).
@@ -488,20 +484,16 @@ impl Root {
 
     /// Writes a whole file from `reader` through a temporary file, hashing what it writes,
     /// and returns the temporary file ready to commit, with its stat (mode and mtime as
-    /// set). With `durable`, its bytes are flushed to disk now; without, the caller
-    /// flushes a whole batch at once ([`Root::sync_fs`]) before committing any of it.
-    /// `new_file`: it will be committed with [`TempFile::commit_new`].
-    #[allow(clippy::too_many_arguments)]
+    /// set); `how` says when its bytes are flushed and how it will be committed.
     pub fn write_temp(
         &mut self,
         rel: &Path,
         reader: &mut dyn Read,
-        mode: u32,
-        mtime: MTime,
+        (mode, mtime): (u32, MTime),
         stop: &dyn Fn() -> bool,
-        durable: bool,
-        new_file: bool,
+        how: TempWrite,
     ) -> Result<(TempFile, Digest, u64, Stat), Error> {
+        let TempWrite { durable, new_file } = how;
         let mut temp = self.create_temp_mode(rel, mode, new_file)?;
         let (digest, n) =
             crate::hash::copy_hashing(reader, temp.file_mut(), stop).map_err(|e| match e {
@@ -791,6 +783,16 @@ fn remove_at(dir: BorrowedFd<'_>, name: &OsStr, abs: &Path) -> Result<(), Error>
     }
     drop(sub);
     in_writable(dir, || rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)).ctx("remove", abs)
+}
+
+/// How [`Root::write_temp`] writes a file.
+#[derive(Debug, Clone, Copy)]
+pub struct TempWrite {
+    /// Its bytes are flushed to disk before it returns; otherwise the caller flushes a
+    /// whole batch at once ([`Root::sync_fs`]) before committing any of it.
+    pub durable: bool,
+    /// It will be committed with [`TempFile::commit_new`] (so it may be an unnamed file).
+    pub new_file: bool,
 }
 
 /// A file being written under a temporary name, or as an unnamed file (`temp` empty)

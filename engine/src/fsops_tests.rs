@@ -87,11 +87,12 @@ fn temp_file_is_removed_unless_committed() {
             .write_temp(
                 Path::new(name),
                 &mut &b"hello"[..],
-                mode,
-                MTime::new(1000, 5),
+                (mode, MTime::new(1000, 5)),
                 &|| false,
-                true,
-                false,
+                TempWrite {
+                    durable: true,
+                    new_file: false,
+                },
             )
             .unwrap();
         assert_eq!(n, 5);
@@ -110,11 +111,12 @@ fn a_new_file_never_replaces_one_that_appeared_meanwhile() {
         .write_temp(
             Path::new("a"),
             &mut &b"ours"[..],
-            0o644,
-            MTime::new(1, 0),
+            (0o644, MTime::new(1, 0)),
             &|| false,
-            true,
-            true,
+            TempWrite {
+                durable: true,
+                new_file: true,
+            },
         )
         .unwrap();
     std::fs::write(root.path().join("a"), b"someone else's").unwrap();
@@ -142,11 +144,12 @@ fn new_files_are_unnamed_until_committed_and_behave_as_named_ones() {
         r.write_temp(
             Path::new(name),
             &mut &bytes[..],
-            0o640,
-            MTime::new(1000, 5),
+            (0o640, MTime::new(1000, 5)),
             &|| false,
-            false,
-            true,
+            TempWrite {
+                durable: false,
+                new_file: true,
+            },
         )
         .unwrap()
     };

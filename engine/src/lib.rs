@@ -28,4 +28,12 @@ pub mod signal;
 pub mod tree;
 
 pub use error::{exit, Error, Refusal};
+
+/// What each binary does first in `main`, while it has one thread: fixes glibc's mmap
+/// threshold ([`alloc_tune::settle`], which may re-execute the binary) and grows the
+/// descriptor table ([`fsops::reserve_descriptors`]).
+pub fn prepare_process() {
+    alloc_tune::settle();
+    fsops::reserve_descriptors();
+}
 pub use tree::{Digest, Entry, Kind, MTime, Tree};

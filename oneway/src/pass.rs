@@ -278,7 +278,6 @@ impl Job {
 
         // Record: every file's hash, on both sides, for the caches and the summary.
         apply::note_reads(&mut src.entries, &mut applied.copied);
-        log::debug!("noted reads: {:.3}s", started.elapsed().as_secs_f64());
         let counts: Counts = applied.counts.clone();
         let mut after = apply::tree_after(dst, &mut applied);
         let applied_errors = applied.errors.len();

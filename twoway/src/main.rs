@@ -1,5 +1,4 @@
 fn main() {
-    engine::alloc_tune::settle();
-    engine::fsops::reserve_descriptors();
+    engine::prepare_process();
     std::process::exit(twoway::cli::main());
 }
