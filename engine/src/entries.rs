@@ -165,8 +165,17 @@ impl ChunkList {
             },
             _ => e,
         };
+        // A list with a cap (a merge's) fills its chunks: each is sized once. Without one
+        // (a scan's part, a decoded state), a chunk grows as it fills: many are small
+        // (the top entries between a scan's parts), and reserving a full chunk for each
+        // mapped 720 KB of address space per chunk and gave it back at once.
+        let capacity = if self.cap == usize::MAX {
+            0
+        } else {
+            self.cap.min(CHUNK)
+        };
         let mut c = Chunk {
-            items: Vec::with_capacity(self.cap.min(CHUNK)),
+            items: Vec::with_capacity(capacity),
             names: Vec::new(),
         };
         c.push(path, e).expect("BUG: an empty chunk has room");
