@@ -242,6 +242,14 @@ pub fn run_length(total: usize) -> usize {
     (total / (crate::hash::default_threads() * 8)).clamp(1, 32)
 }
 
+/// Whether a run of `taken` items (at least `len` make a run) whose last item is `last`
+/// should also take `next`: a run goes on to the end of its directory, up to `max`
+/// items, so that two workers seldom write into one directory at once (each would wait
+/// on its lock in turn).
+pub fn run_goes_on(taken: usize, (len, max): (usize, usize), last: &Path, next: &Path) -> bool {
+    taken < len || (taken < max && crate::tree::parent_of(last) == crate::tree::parent_of(next))
+}
+
 /// Files written per batch before one filesystem-wide flush, and bytes.
 const BATCH_FILES: usize = 256;
 const BATCH_BYTES: u64 = 256 << 20;
@@ -716,6 +724,44 @@ pub fn tree_after(before: crate::tree::Tree, applied: &mut Applied) -> crate::tr
 mod tests {
     use super::*;
     use crate::tree::{MTime, Tree};
+
+    /// Runs end with their directory once they hold `len` items, and never pass `max`.
+    #[test]
+    fn runs_end_where_their_directory_ends() {
+        let paths: Vec<PathBuf> = ["a/1", "a/2", "a/3", "b/1", "b/2", "b/3", "b/4", "b/5", "c"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        let runs = |len, max| {
+            let mut runs: Vec<Vec<&str>> = Vec::new();
+            for (i, p) in paths.iter().enumerate() {
+                match runs.last_mut() {
+                    Some(run) if run_goes_on(run.len(), (len, max), &paths[i - 1], p) => {
+                        run.push(p.to_str().unwrap())
+                    }
+                    _ => runs.push(vec![p.to_str().unwrap()]),
+                }
+            }
+            runs
+        };
+        assert_eq!(
+            runs(2, usize::MAX),
+            [
+                vec!["a/1", "a/2", "a/3"],
+                vec!["b/1", "b/2", "b/3", "b/4", "b/5"],
+                vec!["c"]
+            ]
+        );
+        assert_eq!(
+            runs(2, 4),
+            [
+                vec!["a/1", "a/2", "a/3"],
+                vec!["b/1", "b/2", "b/3", "b/4"],
+                vec!["b/5", "c"]
+            ]
+        );
+        assert_eq!(runs(1, 1).len(), paths.len());
+    }
 
     /// The bulk merge (many changes) and one insert per change give the same tree.
     #[test]

@@ -199,6 +199,22 @@ pub fn fstat(file: &File, path: &Path) -> Result<Stat, Error> {
 /// Splits a relative path into its parent and its last component, refusing anything that
 /// could leave the root (`..`, absolute paths, empty names).
 fn split(rel: &Path) -> Result<(&Path, &OsStr), Error> {
+    // The common case, checked on the bytes: plain names joined by single slashes.
+    let b = rel.as_os_str().as_bytes();
+    if !b.is_empty()
+        && b.split(|&c| c == b'/')
+            .all(|n| !n.is_empty() && n != b"." && n != b"..")
+    {
+        let cut = b.iter().rposition(|&c| c == b'/');
+        let (parent, name) = match cut {
+            Some(i) => (&b[..i], &b[i + 1..]),
+            None => (&b[..0], b),
+        };
+        return Ok((
+            Path::new(OsStr::from_bytes(parent)),
+            OsStr::from_bytes(name),
+        ));
+    }
     for c in rel.components() {
         if !matches!(c, Component::Normal(_)) {
             return Err(Error::entry(rel, "path would leave the root"));
@@ -215,7 +231,8 @@ fn split(rel: &Path) -> Result<(&Path, &OsStr), Error> {
 pub struct Root {
     path: PathBuf,
     fd: Arc<OwnedFd>,
-    dirs: HashMap<PathBuf, Arc<OwnedFd>>,
+    /// Open directories by relative path (keyed by bytes: hashing a `Path` parses it).
+    dirs: HashMap<OsString, Arc<OwnedFd>>,
     /// Unnamed files may be tried on this root's filesystem (see [`ANON_LINK`]).
     anon: bool,
 }
@@ -257,7 +274,7 @@ impl Root {
         if rel.as_os_str().is_empty() {
             return Ok(self.fd.as_fd());
         }
-        if !self.dirs.contains_key(rel) {
+        if !self.dirs.contains_key(rel.as_os_str()) {
             if self.dirs.len() >= dir_cache_limit() {
                 self.dirs.clear();
             }
@@ -266,7 +283,7 @@ impl Root {
                 let mut rest: Vec<&OsStr> = Vec::new();
                 let mut cur = rel;
                 loop {
-                    if let Some(fd) = self.dirs.get(cur) {
+                    if let Some(fd) = self.dirs.get(cur.as_os_str()) {
                         start = Some(fd);
                         break;
                     }
@@ -340,9 +357,10 @@ impl Root {
                 }
                 fd.expect("BUG: a non-empty relative path has at least one component")
             };
-            self.dirs.insert(rel.to_path_buf(), Arc::new(fd));
+            self.dirs
+                .insert(rel.as_os_str().to_os_string(), Arc::new(fd));
         }
-        Ok(self.dirs[rel].as_fd())
+        Ok(self.dirs[rel.as_os_str()].as_fd())
     }
 
     /// A shared handle on the directory `rel` (kept by a file being written in it).
@@ -351,7 +369,7 @@ impl Root {
             return Ok(Arc::clone(&self.fd));
         }
         self.dir(rel)?;
-        Ok(Arc::clone(&self.dirs[rel]))
+        Ok(Arc::clone(&self.dirs[rel.as_os_str()]))
     }
 
     /// Forgets cached handles at or under `rel` (after it was removed or replaced).
@@ -376,7 +394,6 @@ impl Root {
                 .ctx("stat", &self.path);
         }
         let (parent, name) = split(rel)?;
-        let abs = self.abs(rel);
         let dir = match self.dir(parent) {
             Ok(d) => d,
             Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
@@ -387,7 +404,7 @@ impl Root {
         match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => Ok(Some(Stat::from_raw(&st))),
             Err(rustix::io::Errno::NOENT) => Ok(None),
-            Err(e) => Err(Error::io("stat", abs, e.into())),
+            Err(e) => Err(Error::io("stat", self.abs(rel), e.into())),
         }
     }
 
@@ -654,10 +671,10 @@ impl Root {
     pub fn link_from(&mut self, src: &mut Root, src_rel: &Path, rel: &Path) -> Result<(), Error> {
         let (sp, sn) = split(src_rel)?;
         let (dp, dn) = split(rel)?;
-        let abs = self.abs(rel);
         let sdir = src.dir_shared(sp)?;
         let ddir = self.dir(dp)?;
-        rfs::linkat(&*sdir, sn, ddir, dn, AtFlags::empty()).ctx("link", &abs)
+        rfs::linkat(&*sdir, sn, ddir, dn, AtFlags::empty())
+            .map_err(|e| Error::io("link", self.abs(rel), e.into()))
     }
 
     /// Renames `from` to `to` inside this root (both relative).

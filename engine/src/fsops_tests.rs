@@ -69,7 +69,18 @@ fn refuses_paths_that_leave_the_root() {
     let root = tempfile::tempdir().unwrap();
     let mut r = Root::open(root.path()).unwrap();
     assert!(r.mkdir(Path::new("../escape"), 0o755).is_err());
+    assert!(r.mkdir(Path::new("a/../../escape"), 0o755).is_err());
     assert!(r.create_temp(Path::new("/etc/passwd")).is_err());
+    assert!(r.stat(Path::new("..")).is_err());
+    assert!(!root.path().parent().unwrap().join("escape").exists());
+    // Plain names split where the last one starts; other spellings of a path inside
+    // the root still work.
+    r.mkdir(Path::new("d"), 0o755).unwrap();
+    r.mkdir(Path::new("d/e"), 0o755).unwrap();
+    for p in ["d/e", "d//e", "d/./e", "d/e/"] {
+        let st = r.stat(Path::new(p)).unwrap();
+        assert!(st.is_some_and(|s| s.kind == Some(Kind::Dir)), "{p}");
+    }
 }
 
 #[test]

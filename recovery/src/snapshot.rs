@@ -30,10 +30,11 @@ type PrevFiles<'a> = HashMap<&'a Path, (Digest, u32, (i64, u32))>;
 fn in_parallel<T: Send, S, R: Send>(
     items: impl Iterator<Item = T> + Send,
     total: usize,
+    path_of: impl Fn(&T) -> &Path + Sync,
     open: impl Fn() -> Result<S, Error> + Sync,
     work: impl Fn(&mut S, T) -> Result<Option<R>, Error> + Sync,
 ) -> Result<Vec<R>, Error> {
-    let items = std::sync::Mutex::new(items);
+    let items = std::sync::Mutex::new(items.peekable());
     let threads = hash::default_threads().min(total).max(1);
     let len = engine::apply::run_length(total);
     let results: Vec<Result<Vec<R>, Error>> = std::thread::scope(|s| {
@@ -44,13 +45,19 @@ fn in_parallel<T: Send, S, R: Send>(
                     let mut found = Vec::new();
                     let mut run = Vec::with_capacity(len);
                     loop {
-                        run.extend(
-                            items
-                                .lock()
-                                .expect("BUG: version workers do not panic")
-                                .by_ref()
-                                .take(len),
-                        );
+                        let mut items = items.lock().expect("BUG: version workers do not panic");
+                        while let Some(next) = items.next_if(|next| match run.last() {
+                            Some(last) => engine::apply::run_goes_on(
+                                run.len(),
+                                (len, usize::MAX),
+                                path_of(last),
+                                path_of(next),
+                            ),
+                            None => true,
+                        }) {
+                            run.push(next);
+                        }
+                        drop(items);
                         if run.is_empty() {
                             break;
                         }
@@ -85,6 +92,7 @@ fn put_all<'e, S>(
     let found = in_parallel(
         items.filter(|e| e.kind != Kind::Dir),
         total,
+        |e| e.path,
         open,
         |state, e| Ok(put(state, &e)?.map(|fix| (e.path.to_path_buf(), fix))),
     )?;
@@ -198,6 +206,7 @@ pub(crate) fn patch<'n, 'o, I: Iterator<Item = EntryRef<'n>>>(
     in_parallel(
         removes.iter(),
         removes.len(),
+        |p| p,
         || Root::open(new),
         |dst, p| dst.remove(p).map(|_| None::<()>),
     )?;
