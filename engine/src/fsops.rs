@@ -557,11 +557,22 @@ impl Root {
     /// killed before that leaves the directory with nearly its final mode, never a
     /// stray 0700 that a two-way sync would take for a change.
     pub fn mkdir(&mut self, rel: &Path, mode: u32) -> Result<(), Error> {
+        self.make_dir(rel, Some(mode))
+    }
+
+    /// Creates directory `rel` (if missing) owner-only, for a tree whose directory modes
+    /// are all set when it is done (a version's); saves `mkdir`'s open and `chmod`.
+    pub fn mkdir_unfinished(&mut self, rel: &Path) -> Result<(), Error> {
+        self.make_dir(rel, None)
+    }
+
+    fn make_dir(&mut self, rel: &Path, mode: Option<u32>) -> Result<(), Error> {
         let (parent, name) = split(rel)?;
         let abs = self.abs(rel);
         let dir = self.dir(parent)?;
         match in_writable(dir, || rfs::mkdirat(dir, name, Mode::from_raw_mode(0o700))) {
             Ok(()) => {
+                let Some(mode) = mode else { return Ok(()) };
                 let fd = rfs::openat(
                     dir,
                     name,

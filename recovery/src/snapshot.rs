@@ -116,7 +116,7 @@ pub(crate) fn build<'n, I: Iterator<Item = EntryRef<'n>> + Send>(
     for e in news() {
         total += 1;
         if e.kind == Kind::Dir {
-            dst.mkdir(e.path, e.mode)?;
+            dst.mkdir_unfinished(e.path)?;
             dirs.push((e.path, e.mode, e.mtime()));
         }
     }
@@ -215,7 +215,7 @@ pub(crate) fn patch<'n, 'o, I: Iterator<Item = EntryRef<'n>>>(
         touched.extend(parent(n.path));
         if n.kind == Kind::Dir {
             touched.insert(n.path);
-            dst.mkdir(n.path, n.mode)?;
+            dst.mkdir_unfinished(n.path)?;
         }
     }
     let no_prev = HashMap::new();
