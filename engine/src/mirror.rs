@@ -119,7 +119,9 @@ impl Plan {
     }
 }
 
-fn fold(p: &Path) -> String {
+/// `p` as a case-insensitive filesystem compares names (lower case; close enough for
+/// FAT, exFAT and SMB, which fold with their own tables).
+pub fn fold_case(p: &Path) -> String {
     p.to_string_lossy().to_lowercase()
 }
 
@@ -136,7 +138,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
             if under_any(&skipped, p) {
                 continue;
             }
-            let f = fold(p);
+            let f = fold_case(p);
             if let Some(first) = seen.get(&f) {
                 plan.errors.push(Error::entry(
                     p.to_path_buf(),
@@ -159,7 +161,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
             .keys()
             .filter(|p| !src_entries.contains_key(p))
             .filter_map(|p| {
-                let s = seen.get(&fold(p))?;
+                let s = seen.get(&fold_case(p))?;
                 (s != p && !dst.entries.contains_key(s)).then(|| (p.to_path_buf(), s.clone()))
             })
             .collect();

@@ -190,23 +190,36 @@ impl Job {
             "hashed what the plan compares: {:.3}s",
             started.elapsed().as_secs_f64()
         );
-        let coarse = [&self.a, &self.b].iter().any(|r| {
+        let traits = [&self.a, &self.b].map(|r| {
             Root::open(r)
-                .ok()
-                .is_some_and(|root| root.fs_traits().coarse_times)
+                .map(|root| root.fs_traits())
+                .unwrap_or_default()
         });
-        let mut plan = plan::plan_sync(
-            &base,
-            &ta,
-            &tb,
-            &SyncOptions {
-                policy: self.settings.conflict,
-                modify_window: self
-                    .settings
-                    .modify_window
-                    .unwrap_or(if coarse { 2 } else { 0 }),
-            },
-        );
+        let sync_options = SyncOptions {
+            policy: self.settings.conflict,
+            modify_window: self.settings.modify_window.unwrap_or(
+                if traits.iter().any(|t| t.coarse_times) {
+                    2
+                } else {
+                    0
+                },
+            ),
+        };
+        let folds = traits.map(|t| t.folds_case);
+        let (mut plan, collided) =
+            plan::plan_sync_folding(&base, (&mut ta, &mut tb), &sync_options, folds);
+        for (side, p, with) in collided {
+            let e = engine::Error::entry(
+                p,
+                format!(
+                    "name collides with {} in {}, whose filesystem ignores case; left alone on both sides",
+                    display(&with),
+                    display(self.root(side))
+                ),
+            );
+            log::error!("{e}");
+            errors.push(e);
+        }
         log::debug!("planned: {:.3}s", started.elapsed().as_secs_f64());
         // The state is not needed again unless an action fails (those paths keep what
         // it said): it is read again then, from the file this pass has not replaced yet,

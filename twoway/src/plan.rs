@@ -8,7 +8,7 @@
 //! still holds something is never deleted. Paths unknown on either side are left alone.
 //! Nothing here touches a disk.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -93,6 +93,75 @@ impl SyncPlan {
             Side::B => (&self.keep_b, &self.to_b),
         }
     }
+}
+
+/// Paths `plan` would give `side`, a replica whose filesystem folds case, under a name
+/// that another planned path already takes there (`Photo.jpg` and `photo.jpg` are one
+/// file on FAT): each with the path it collides with. Of such names the one `side`
+/// already holds keeps its place, else the first in byte order; paths under a listed
+/// one are not listed again. Leaving the others alone on both sides (unknown to the
+/// planner) keeps one file from replacing the other there.
+pub fn case_collisions(plan: &SyncPlan, side: &Tree) -> Vec<(PathBuf, PathBuf)> {
+    if plan.state_unchanged {
+        // Nothing changes: every name is where it already was.
+        return Vec::new();
+    }
+    let mut names: HashMap<String, Vec<&Path>> = HashMap::new();
+    for p in plan.state.keys() {
+        names
+            .entry(engine::mirror::fold_case(p))
+            .or_default()
+            .push(p);
+    }
+    let mut found: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for mut same in names.into_values().filter(|v| v.len() > 1) {
+        same.sort_by_key(|p| (!side.entries.contains_key(p), *p));
+        found.extend(
+            same[1..]
+                .iter()
+                .map(|p| (p.to_path_buf(), same[0].to_path_buf())),
+        );
+    }
+    found.sort();
+    let mut listed: BTreeSet<PathBuf> = BTreeSet::new();
+    found.retain(|(p, _)| {
+        let under = engine::tree::under_any(&listed, p);
+        listed.insert(p.clone());
+        !under
+    });
+    found
+}
+
+/// [`plan_sync`] where `folds` says which replicas (A, B) ignore case in names: a path
+/// that [`case_collisions`] finds is made unknown on both sides, and the pass planned
+/// again without it. Returns the plan and the paths left alone, each with the side it
+/// would have collided on and the path it collides with.
+pub fn plan_sync_folding(
+    base: &engine::tree::Entries,
+    (a, b): (&mut Tree, &mut Tree),
+    opts: &SyncOptions,
+    folds: [bool; 2],
+) -> (SyncPlan, Vec<(Side, PathBuf, PathBuf)>) {
+    let plan = plan_sync(base, a, b, opts);
+    let mut collided = Vec::new();
+    for ((side, tree), folds) in [(Side::A, &*a), (Side::B, &*b)].into_iter().zip(folds) {
+        if folds {
+            collided.extend(
+                case_collisions(&plan, tree)
+                    .into_iter()
+                    .map(|(p, with)| (side, p, with)),
+            );
+        }
+    }
+    if collided.is_empty() {
+        return (plan, collided);
+    }
+    drop(plan);
+    for (_, p, _) in &collided {
+        a.unknown.insert(p.clone());
+        b.unknown.insert(p.clone());
+    }
+    (plan_sync(base, a, b, opts), collided)
 }
 
 /// Same content: kind, and bytes or link target.

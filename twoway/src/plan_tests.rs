@@ -371,6 +371,71 @@ fn unknown_paths_are_left_alone() {
     assert!(plan.is_noop(), "{plan:?}");
 }
 
+/// Names that differ only in case, synced to a replica that ignores case: one keeps its
+/// place (the name that replica holds, else the first in byte order), the others are
+/// left alone on both sides and reported; nothing else changes.
+#[test]
+fn case_collisions_are_left_alone_on_both_sides() {
+    let opts = SyncOptions::default();
+    let map =
+        |v: &[(&str, Entry)]| -> Map { v.iter().map(|(p, e)| (PathBuf::from(p), e.clone())).collect() };
+    // First sync: A (case-sensitive) holds Foo and foo, B (FAT) is empty.
+    let base = Map::new();
+    let mut a = tree(&map(&[
+        ("Foo", file(1, 100)),
+        ("foo", file(2, 100)),
+        ("x", file(3, 100)),
+    ]));
+    let mut b = tree(&Map::new());
+    let (plan, collided) = plan_sync_folding(&base, (&mut a, &mut b), &opts, [false, true]);
+    assert_eq!(collided, [(Side::B, "foo".into(), "Foo".into())]);
+    let mut on_b = Map::new();
+    run(&plan.to_b, &mut on_b, Some(&a.entries));
+    assert_eq!(
+        on_b.keys().collect::<Vec<_>>(),
+        [Path::new("Foo"), Path::new("x")]
+    );
+    assert!(plan.to_a.actions.is_empty(), "{:?}", plan.to_a);
+    assert!(!plan.state.contains_key(Path::new("foo")));
+    // Without folding, both are synced.
+    let (plan, collided) = plan_sync_folding(
+        &base,
+        (&mut tree(&a.entries), &mut tree(&Map::new())),
+        &opts,
+        [false, false],
+    );
+    assert!(collided.is_empty());
+    assert_eq!(plan.to_b.actions.len(), 3);
+
+    // The name B holds keeps its place: B has dir "docs", A has "Docs/a" and "docs/b".
+    let mut a = tree(&map(&[
+        ("Docs", dir(0o755, 100)),
+        ("Docs/a", file(1, 100)),
+        ("docs", dir(0o755, 100)),
+        ("docs/b", file(2, 100)),
+    ]));
+    let mut b = tree(&map(&[("docs", dir(0o755, 100))]));
+    let (plan, collided) = plan_sync_folding(&base, (&mut a, &mut b), &opts, [false, true]);
+    assert_eq!(collided, [(Side::B, "Docs".into(), "docs".into())]);
+    let mut on_b = b.entries.clone();
+    run(&plan.to_b, &mut on_b, Some(&a.entries));
+    assert_eq!(
+        on_b.keys().collect::<Vec<_>>(),
+        [Path::new("docs"), Path::new("docs/b")]
+    );
+
+    // A name whose case changed on one side is a rename, not a collision: the old name
+    // goes and the new one comes, on the side that folds too.
+    let base = map(&[("report.txt", file(1, 100))]);
+    let mut a = tree(&map(&[("Report.txt", file(1, 100))]));
+    let mut b = tree(&base);
+    let (plan, collided) = plan_sync_folding(&base, (&mut a, &mut b), &opts, [false, true]);
+    assert!(collided.is_empty());
+    let mut on_b = b.entries.clone();
+    run(&plan.to_b, &mut on_b, Some(&a.entries));
+    assert_eq!(on_b.keys().collect::<Vec<_>>(), [Path::new("Report.txt")]);
+}
+
 #[test]
 fn the_unchanged_shortcut_is_taken_only_when_nothing_differs() {
     let mut base = Map::new();
