@@ -207,7 +207,7 @@ impl Job {
         };
         let folds = traits.map(|t| t.folds_case);
         let (mut plan, collided) =
-            plan::plan_sync_folding(&base, (&mut ta, &mut tb), &sync_options, folds);
+            plan::plan_sync_folding(base, (&mut ta, &mut tb), &sync_options, folds);
         for (side, p, with) in collided {
             let e = engine::Error::entry(
                 p,
@@ -221,10 +221,10 @@ impl Job {
             errors.push(e);
         }
         log::debug!("planned: {:.3}s", started.elapsed().as_secs_f64());
-        // The state is not needed again unless an action fails (those paths keep what
-        // it said): it is read again then, from the file this pass has not replaced yet,
-        // instead of being held through the apply and the record step.
-        engine::tree::drop_later(base);
+        // The planner took the state and dropped it: it is not needed again unless an
+        // action fails (those paths keep what it said), and is read again then, from the
+        // file this pass has not replaced yet, instead of being held through the apply
+        // and the record step.
         self.check_max_delete(&plan, &ta, &tb)?;
         for c in &plan.conflicts {
             log::warn!(

@@ -8,6 +8,7 @@
 //! still holds something is never deleted. Paths unknown on either side are left alone.
 //! Nothing here touches a disk.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -17,7 +18,7 @@ use chrono::TimeZone;
 
 use engine::config::ConflictPolicy;
 use engine::mirror::{Action, Op, Plan};
-use engine::tree::{zip3_paths, Entry, Kind, Tree};
+use engine::tree::{path_order, zip3_paths, zip_paths, Entry, Kind, Tree};
 
 /// One of the two replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -136,13 +137,16 @@ pub fn case_collisions(plan: &SyncPlan, side: &Tree) -> Vec<(PathBuf, PathBuf)> 
 /// that [`case_collisions`] finds is made unknown on both sides, and the pass planned
 /// again without it. Returns the plan and the paths left alone, each with the side it
 /// would have collided on and the path it collides with.
-pub fn plan_sync_folding(
-    base: &engine::tree::Entries,
+pub fn plan_sync_folding<B: Borrow<engine::tree::Entries>>(
+    base: B,
     (a, b): (&mut Tree, &mut Tree),
     opts: &SyncOptions,
     folds: [bool; 2],
 ) -> (SyncPlan, Vec<(Side, PathBuf, PathBuf)>) {
-    let plan = plan_sync(base, a, b, opts);
+    if folds == [false, false] {
+        return (plan_sync(base, a, b, opts), Vec::new());
+    }
+    let plan = plan_sync(base.borrow(), a, b, opts);
     let mut collided = Vec::new();
     for ((side, tree), folds) in [(Side::A, &*a), (Side::B, &*b)].into_iter().zip(folds) {
         if folds {
@@ -251,8 +255,13 @@ struct Final<'a> {
 }
 
 /// Plans one two-way pass.
-pub fn plan_sync(base: &engine::tree::Entries, a: &Tree, b: &Tree, opts: &SyncOptions) -> SyncPlan {
-    if unchanged_since(base, a, b) {
+pub fn plan_sync<B: Borrow<engine::tree::Entries>>(
+    base: B,
+    a: &Tree,
+    b: &Tree,
+    opts: &SyncOptions,
+) -> SyncPlan {
+    if unchanged_since(base.borrow(), a, b) {
         return SyncPlan {
             state_unchanged: true,
             ..SyncPlan::default()
@@ -295,13 +304,16 @@ pub(crate) fn unchanged_since(base: &engine::tree::Entries, a: &Tree, b: &Tree) 
     })
 }
 
-/// [`plan_sync`] without the shortcut for an unchanged pair.
-pub(crate) fn plan_sync_full<'a>(
-    base: &'a engine::tree::Entries,
+/// [`plan_sync`] without the shortcut for an unchanged pair. A state handed over (not
+/// borrowed) is dropped once every path is decided, before the new state is built: the
+/// two are not held at once.
+pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
+    base: B,
     a: &'a Tree,
     b: &'a Tree,
     opts: &SyncOptions,
 ) -> SyncPlan {
+    let base_ref: &engine::tree::Entries = base.borrow();
     let w = opts.modify_window;
     let side_tree = |s: Side| if s == Side::A { a } else { b };
     let unknown = |p: &Path| a.is_unknown(p) || b.is_unknown(p);
@@ -309,8 +321,9 @@ pub(crate) fn plan_sync_full<'a>(
     // Names a conflict copy may not take: every path either side or the base has, and
     // the copies named so far.
     let mut new_names: HashSet<PathBuf> = HashSet::new();
-    let exists =
-        |c: &Path| base.contains_key(c) || a.entries.contains_key(c) || b.entries.contains_key(c);
+    let exists = |c: &Path| {
+        base_ref.contains_key(c) || a.entries.contains_key(c) || b.entries.contains_key(c)
+    };
     let mut decided: Vec<(&Path, Option<Final>)> = Vec::with_capacity({
         // Every path of the larger side, and room for what only the other has: a
         // list that outgrew its capacity would be twice the size it needs.
@@ -350,7 +363,16 @@ pub(crate) fn plan_sync_full<'a>(
         });
     };
 
-    for (p, x, y, s) in zip3_paths(&a.entries, &b.entries, base) {
+    // The walk goes over the paths either side has, and takes the state's entry for
+    // each: a path only the state has is gone from both sides, and nothing is decided
+    // for it (so no decision borrows from the state).
+    let mut base_rows = base_ref.iter().peekable();
+    for (p, x, y) in zip_paths(&a.entries, &b.entries) {
+        while base_rows
+            .next_if(|(q, _)| path_order(q, p) == std::cmp::Ordering::Less)
+            .is_some()
+        {}
+        let s = base_rows.next_if(|(q, _)| *q == p).map(|(_, e)| e);
         if unknown(p) {
             continue;
         }
@@ -451,7 +473,10 @@ pub(crate) fn plan_sync_full<'a>(
         finals.added.insert(d.clone(), keep(ds, dir_entry));
     }
 
-    // Each side's actions and the final state read the decisions only: made at once.
+    // Each side's actions and the final state read the decisions only: made at once,
+    // and without the old state.
+    drop(base_rows);
+    drop(base);
     let (actions, state) = std::thread::scope(|s| {
         let finals = &finals;
         let on_b = s.spawn(move || actions_for(Side::B, finals, b));

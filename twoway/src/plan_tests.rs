@@ -377,8 +377,11 @@ fn unknown_paths_are_left_alone() {
 #[test]
 fn case_collisions_are_left_alone_on_both_sides() {
     let opts = SyncOptions::default();
-    let map =
-        |v: &[(&str, Entry)]| -> Map { v.iter().map(|(p, e)| (PathBuf::from(p), e.clone())).collect() };
+    let map = |v: &[(&str, Entry)]| -> Map {
+        v.iter()
+            .map(|(p, e)| (PathBuf::from(p), e.clone()))
+            .collect()
+    };
     // First sync: A (case-sensitive) holds Foo and foo, B (FAT) is empty.
     let base = Map::new();
     let mut a = tree(&map(&[
