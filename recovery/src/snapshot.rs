@@ -26,10 +26,12 @@ type PrevFiles<'a> = HashMap<&'a Path, (Digest, u32, (i64, u32))>;
 /// neighbours at a time (they share a directory, and two threads writing into one
 /// directory wait on its lock); each thread first opens what it works with. The items
 /// are taken from the iterator as they are needed, so none is listed beforehand.
+/// `whole_dirs`: every item is quick (a link, a removal), so a run goes on to the end of
+/// its directory however long (else runs stay short, to share out copies evenly).
 /// Returns what `work` found; the first error stops it.
 fn in_parallel<T: Send, S, R: Send>(
     items: impl Iterator<Item = T> + Send,
-    total: usize,
+    (total, whole_dirs): (usize, bool),
     path_of: impl Fn(&T) -> &Path + Sync,
     open: impl Fn() -> Result<S, Error> + Sync,
     work: impl Fn(&mut S, T) -> Result<Option<R>, Error> + Sync,
@@ -37,6 +39,7 @@ fn in_parallel<T: Send, S, R: Send>(
     let items = std::sync::Mutex::new(items.peekable());
     let threads = hash::default_threads().min(total).max(1);
     let len = engine::apply::run_length(total);
+    let max = if whole_dirs { usize::MAX } else { len };
     let results: Vec<Result<Vec<R>, Error>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
@@ -49,7 +52,7 @@ fn in_parallel<T: Send, S, R: Send>(
                         while let Some(next) = items.next_if(|next| match run.last() {
                             Some(last) => engine::apply::run_goes_on(
                                 run.len(),
-                                (len, usize::MAX),
+                                (len, max),
                                 path_of(last),
                                 path_of(next),
                             ),
@@ -81,11 +84,12 @@ fn in_parallel<T: Send, S, R: Send>(
     Ok(all)
 }
 
-/// Puts the files and links of `items` (about `total`) into the version at `new` on
-/// every core; returns what was found changed since it was hashed, by path.
+/// Puts the files and links of `items` (about `total.0`; `total.1`: links, see
+/// [`in_parallel`]) into the version at `new` on every core; returns what was found
+/// changed since it was hashed, by path.
 fn put_all<'e, S>(
     items: impl Iterator<Item = EntryRef<'e>> + Send,
-    total: usize,
+    total: (usize, bool),
     open: impl Fn() -> Result<S, Error> + Sync,
     put: impl Fn(&mut S, &EntryRef<'e>) -> Result<Option<(Digest, fsops::Stat)>, Error> + Sync,
 ) -> Result<Fixes, Error> {
@@ -128,7 +132,7 @@ pub(crate) fn build<'n, I: Iterator<Item = EntryRef<'n>> + Send>(
     let link_ok = std::sync::atomic::AtomicBool::new(previous.is_none() && link_first);
     let fixes = put_all(
         news(),
-        total,
+        (total, previous.is_none() && link_first),
         || {
             let prev = previous.and_then(|_| Root::open(prev_dir).ok());
             Ok((Root::open(new)?, Root::open(replica)?, prev))
@@ -205,7 +209,7 @@ pub(crate) fn patch<'n, 'o, I: Iterator<Item = EntryRef<'n>>>(
     // the removals and the puts each on every core.
     in_parallel(
         removes.iter(),
-        removes.len(),
+        (removes.len(), true),
         |p| p,
         || Root::open(new),
         |dst, p| dst.remove(p).map(|_| None::<()>),
@@ -222,7 +226,7 @@ pub(crate) fn patch<'n, 'o, I: Iterator<Item = EntryRef<'n>>>(
     let link_ok = std::sync::atomic::AtomicBool::new(true);
     let fixes = put_all(
         puts.iter().cloned(),
-        puts.len(),
+        (puts.len(), true),
         || Ok((Root::open(new)?, Root::open(replica)?)),
         |(dst, src), n| put_entry(n, new, dst, src, None, &no_prev, &link_ok),
     )?;

@@ -302,7 +302,8 @@ impl VersionedDir {
                     replica,
                     news,
                     previous.as_ref(),
-                    self.mode == VersionMode::Link,
+                    // Across filesystems a link cannot work: copied from the start.
+                    self.mode == VersionMode::Link && !copying,
                     &self.slot("_1"),
                 )?
             }
