@@ -107,25 +107,26 @@ pub fn write<'a, I: Iterator<Item = EntryRef<'a>>>(
     })
 }
 
-/// A manifest as the bytes of its file: the header decoded, the entries decoded one
-/// at a time as they are read, their paths borrowed from the bytes (a version of
-/// 50,000 files is read without an allocation per entry).
-pub struct ManifestBytes {
-    bytes: Vec<u8>,
+/// A manifest read entry by entry from its file, a block at a time (a version of
+/// 50,000 files is megabytes; a two-way pass patches two at once).
+pub struct ManifestReader {
+    path: PathBuf,
     header: Header,
-    /// Where the entries start, and how many there are.
-    entries_at: usize,
-    count: usize,
+    /// Entries not read yet.
+    left: usize,
+    seq: engine::record::SeqReader<std::fs::File>,
 }
 
-impl ManifestBytes {
-    /// Reads the manifest of the version at `version_dir`; every entry is checked to
-    /// decode, so a damaged manifest is refused here, not halfway through a use.
-    pub fn load(version_dir: &Path) -> Result<ManifestBytes, Error> {
+impl ManifestReader {
+    /// Opens the manifest of the version at `version_dir` and reads its header.
+    pub fn open(version_dir: &Path) -> Result<ManifestReader, Error> {
         let path = version_dir.join(MANIFEST);
-        let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
-        let damaged = |e: postcard::Error| Error::entry(&path, format!("damaged manifest: {e}"));
-        let (header, rest) = postcard::take_from_bytes::<Header>(&bytes).map_err(damaged)?;
+        let file = std::fs::File::open(&path).map_err(|e| Error::io("read", &path, e))?;
+        let mut seq = engine::record::SeqReader::new(file);
+        let (header, left) = match seq.take::<(Header, usize)>() {
+            Ok(head) => head,
+            Err(e) => return Err(damaged(&path, e)),
+        };
         if header.format != FORMAT {
             return Err(Error::entry(
                 &path,
@@ -135,37 +136,66 @@ impl ManifestBytes {
                 ),
             ));
         }
-        let (count, mut rest) = postcard::take_from_bytes::<usize>(rest).map_err(damaged)?;
-        let entries_at = bytes.len() - rest.len();
-        for _ in 0..count {
-            rest = postcard::take_from_bytes::<EntryRef>(rest)
-                .map_err(damaged)?
-                .1;
-        }
-        if !rest.is_empty() {
-            return Err(Error::entry(&path, "damaged manifest: bytes after the end"));
-        }
-        Ok(ManifestBytes {
+        Ok(ManifestReader {
+            path,
             header,
-            entries_at,
-            count,
-            bytes,
+            left,
+            seq,
         })
+    }
+
+    /// Reads the whole manifest of the version at `version_dir` without keeping it:
+    /// its header if every entry decodes and nothing follows them. A damaged manifest
+    /// is refused here, not halfway through a use.
+    pub fn check(version_dir: &Path) -> Result<Header, Error> {
+        let mut m = ManifestReader::open(version_dir)?;
+        while m.next_with(|_| ())?.is_some() {}
+        Ok(m.header)
     }
 
     pub fn header(&self) -> &Header {
         &self.header
     }
 
-    /// The entries, in path order.
-    pub fn entries(&self) -> impl Iterator<Item = EntryRef<'_>> {
-        let mut rest = &self.bytes[self.entries_at..];
-        (0..self.count).map(move |_| {
-            let (e, r) = postcard::take_from_bytes::<EntryRef>(rest)
-                .expect("BUG: every entry was decoded when the manifest was loaded");
-            rest = r;
-            e
+    /// Hands the next entry (in path order) to `f`; `None` after the last one, once no
+    /// byte follows it.
+    pub fn next_with<O>(&mut self, f: impl FnOnce(EntryRef<'_>) -> O) -> Result<Option<O>, Error> {
+        if self.left == 0 {
+            return match self.seq.at_end() {
+                Ok(true) => Ok(None),
+                Ok(false) => Err(Error::entry(
+                    &self.path,
+                    "damaged manifest: bytes after the end",
+                )),
+                Err(e) => Err(damaged(&self.path, e)),
+            };
+        }
+        self.left -= 1;
+        match self.seq.take_entry(f) {
+            Ok(o) => Ok(Some(o)),
+            Err(e) => Err(damaged(&self.path, e)),
+        }
+    }
+
+    /// The entries, owned, in path order; the first error ends them.
+    pub fn records(mut self) -> impl Iterator<Item = Result<ManifestEntry, Error>> {
+        let mut failed = false;
+        std::iter::from_fn(move || {
+            if failed {
+                return None;
+            }
+            let next = self.next_with(|e| e.to_owned()).transpose();
+            failed = matches!(next, Some(Err(_)));
+            next
         })
+    }
+}
+
+fn damaged(path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        Error::entry(path, format!("damaged manifest: {e}"))
+    } else {
+        Error::io("read", path, e)
     }
 }
 
@@ -328,23 +358,31 @@ mod tests {
         // Written a block at a time, the file is the whole manifest's encoding.
         let file = std::fs::read(d.path().join(MANIFEST)).unwrap();
         assert_eq!(file, postcard::to_allocvec(&m).unwrap());
-        let read = ManifestBytes::load(d.path()).unwrap();
-        assert_eq!(read.header().dir_sha256, m.head.dir_sha256);
+        let checked = ManifestReader::check(d.path()).unwrap();
+        assert_eq!(checked.dir_sha256, m.head.dir_sha256);
+        let read = ManifestReader::open(d.path()).unwrap();
         assert_eq!(read.header().files, 3000);
-        let entries: Vec<ManifestEntry> = read.entries().map(|e| e.to_owned()).collect();
+        let entries: Vec<ManifestEntry> = read.records().map(Result::unwrap).collect();
         assert_eq!(entries, m.entries);
         assert_eq!(
-            read.entries().collect::<Vec<_>>(),
+            entries.iter().map(|e| e.as_ref()).collect::<Vec<_>>(),
             entries_of(&t).collect::<Vec<_>>()
         );
 
         for cut in [file.len() - 1, file.len() / 2, 10] {
             std::fs::write(d.path().join(MANIFEST), &file[..cut]).unwrap();
-            assert!(ManifestBytes::load(d.path()).is_err(), "cut at {cut}");
+            assert!(ManifestReader::check(d.path()).is_err(), "cut at {cut}");
+            if cut > 1000 {
+                let read = ManifestReader::open(d.path()).unwrap().records();
+                assert!(
+                    read.last().unwrap().is_err(),
+                    "cut at {cut}: the entries end in an error"
+                );
+            }
         }
         let mut longer = file.clone();
         longer.push(0);
         std::fs::write(d.path().join(MANIFEST), &longer).unwrap();
-        assert!(ManifestBytes::load(d.path()).is_err(), "a byte too many");
+        assert!(ManifestReader::check(d.path()).is_err(), "a byte too many");
     }
 }

@@ -4,13 +4,14 @@
 //! linked again. The tree is finished by its manifest elsewhere; this module never
 //! touches a replica except to read it.
 
+use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use engine::error::Error;
 use engine::fsops::{self, Root};
 use engine::hash;
-use engine::record::EntryRef;
+use engine::record::{EntryRecord, EntryRef};
 use engine::tree::{Digest, Kind, MTime};
 
 use crate::manifest::{Manifest, MANIFEST};
@@ -143,18 +144,17 @@ pub(crate) fn build<'n, I: Iterator<Item = EntryRef<'n>> + Send>(
     Ok(fixes)
 }
 
-/// Turns the recycled version tree at `new`, whose entries were `olds`, into one of
-/// `news` (both in path order; `news` gives them afresh each time it is called): a
-/// file stays when it is still the replica's very inode with the same bytes and
-/// metadata; everything else is removed and linked again.
-pub(crate) fn patch<'n, 'o, I: Iterator<Item = EntryRef<'n>>>(
+/// Turns the recycled version tree at `new`, whose entries were `olds` (read from its
+/// manifest as the walk reaches them; an error there stops the patch before anything
+/// changes), into one of `news` (both in path order; `news` gives them afresh each time
+/// it is called): a file stays when it is still the replica's very inode with the same
+/// bytes and metadata; everything else is removed and linked again.
+pub(crate) fn patch<'n, I: Iterator<Item = EntryRef<'n>>>(
     new: &Path,
     replica: &Path,
     news: impl Fn() -> I,
-    olds: impl Iterator<Item = EntryRef<'o>>,
+    olds: impl Iterator<Item = Result<EntryRecord, Error>>,
 ) -> Result<Fixes, Error> {
-    // The old manifest's own file goes: a new one is written when the tree is done.
-    let _ = std::fs::remove_file(new.join(MANIFEST));
     let keeps = |o: &EntryRef, n: &EntryRef| -> bool {
         o.kind == n.kind
             && match n.kind {
@@ -170,55 +170,82 @@ pub(crate) fn patch<'n, 'o, I: Iterator<Item = EntryRef<'n>>>(
                 }
             }
     };
-    let mut removed_dir: Option<&Path> = None;
-    let mut removes: Vec<&Path> = Vec::new();
+    // The old entries are owned one at a time, so what outlives the walk is copied:
+    // the paths removed and the directories touched, a few for a few changes.
+    let mut removed_dir: Option<PathBuf> = None;
+    let mut removes: Vec<PathBuf> = Vec::new();
     let mut puts: Vec<EntryRef> = Vec::new();
     // Directories whose mode or mtime must be set again: changed in the manifest, or an
     // entry was removed from or put into them (which moves their mtime).
-    let mut touched: HashSet<&Path> = HashSet::new();
+    let mut touched: HashSet<PathBuf> = HashSet::new();
     fn parent(p: &Path) -> Option<&Path> {
         Some(engine::tree::parent_of(p)).filter(|q| !q.as_os_str().is_empty())
     }
-    let olds = olds.map(|e| (e.path as &Path, e));
-    let newer = news().map(|e| (e.path as &Path, e));
-    for (p, o, n) in engine::tree::zip_sorted(olds, newer) {
-        if removed_dir.is_some_and(|d| p.starts_with(d)) {
+    let mut olds = olds.peekable();
+    let mut newer = news().peekable();
+    loop {
+        if let Some(Err(_)) = olds.peek() {
+            return Err(olds.next().and_then(Result::err).expect("BUG: peeked"));
+        }
+        let order = match (olds.peek(), newer.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(o), Some(n)) => {
+                let o = o.as_ref().expect("BUG: errors are taken above");
+                engine::tree::path_order(&o.path, n.path)
+            }
+        };
+        let o = if order.is_gt() {
+            None
+        } else {
+            olds.next().and_then(Result::ok)
+        };
+        let n = if order.is_lt() { None } else { newer.next() };
+        let p: &Path = match (&o, &n) {
+            (_, Some(n)) => n.path,
+            (Some(o), None) => &o.path,
+            (None, None) => unreachable!("BUG: one side has the path"),
+        };
+        if removed_dir.as_ref().is_some_and(|d| p.starts_with(d)) {
             puts.extend(n);
             continue;
         }
         removed_dir = None;
         match (o, n) {
-            (Some(o), Some(n)) if keeps(&o, &n) => {
+            (Some(o), Some(n)) if keeps(&o.as_ref(), &n) => {
                 if n.kind == Kind::Dir && (o.mode != n.mode || o.mtime != n.mtime) {
-                    touched.insert(p);
+                    touched.insert(n.path.to_path_buf());
                 }
             }
             (Some(o), n) => {
-                touched.extend(parent(p));
-                removes.push(p);
+                touched.extend(parent(&o.path).map(Path::to_path_buf));
                 if o.kind == Kind::Dir {
-                    removed_dir = Some(p);
+                    removed_dir = Some(o.path.clone());
                 }
+                removes.push(o.path);
                 puts.extend(n);
             }
             (None, Some(n)) => puts.push(n),
             (None, None) => {}
         }
     }
+    // The old manifest's own file goes: a new one is written when the tree is done.
+    let _ = std::fs::remove_file(new.join(MANIFEST));
     // What goes, then the new directories (parents first), then the files and links,
     // the removals and the puts each on every core.
     in_parallel(
         removes.iter(),
         (removes.len(), true),
-        |p| p,
+        |p| p.as_path(),
         || Root::open(new),
         |dst, p| dst.remove(p).map(|_| None::<()>),
     )?;
     let mut dst = Root::open(new)?;
     for n in &puts {
-        touched.extend(parent(n.path));
+        touched.extend(parent(n.path).map(Path::to_path_buf));
         if n.kind == Kind::Dir {
-            touched.insert(n.path);
+            touched.insert(n.path.to_path_buf());
             dst.mkdir_unfinished(n.path)?;
         }
     }

@@ -22,7 +22,7 @@ use engine::home::{path_key, DataHome};
 use engine::names::display;
 use engine::tree::{Digest, Kind, Tree};
 
-use crate::manifest::{self, Manifest, ManifestBytes, MANIFEST};
+use crate::manifest::{self, Manifest, ManifestReader, MANIFEST};
 use crate::registry::{RegEntry, Registry};
 use crate::snapshot;
 
@@ -285,28 +285,25 @@ impl VersionedDir {
         // are possible, it is recycled as the new version and only what changed in two
         // passes is relinked, so a version costs in proportion to the changes.
         let zero = self.slot("_0");
-        let recycled = if !copying && self.mode == VersionMode::Link {
-            match ManifestBytes::load(&zero) {
-                Ok(old) if std::fs::rename(&zero, &new).is_ok() => Some(old),
-                _ => None,
-            }
+        // Its manifest is read whole once to see that it decodes, then again as the
+        // tree is patched; it is never held whole.
+        let recycled = !copying
+            && self.mode == VersionMode::Link
+            && ManifestReader::check(&zero).is_ok()
+            && std::fs::rename(&zero, &new).is_ok();
+        let fixes = if recycled {
+            snapshot::patch(&new, replica, news, ManifestReader::open(&new)?.records())?
         } else {
-            None
-        };
-        let fixes = match recycled {
-            Some(old) => snapshot::patch(&new, replica, news, old.entries())?,
-            None => {
-                std::fs::create_dir(&new).ctx("mkdir", &new)?;
-                snapshot::build(
-                    &new,
-                    replica,
-                    news,
-                    previous.as_ref(),
-                    // Across filesystems a link cannot work: copied from the start.
-                    self.mode == VersionMode::Link && !copying,
-                    &self.slot("_1"),
-                )?
-            }
+            std::fs::create_dir(&new).ctx("mkdir", &new)?;
+            snapshot::build(
+                &new,
+                replica,
+                news,
+                previous.as_ref(),
+                // Across filesystems a link cannot work: copied from the start.
+                self.mode == VersionMode::Link && !copying,
+                &self.slot("_1"),
+            )?
         };
         let built = t0.elapsed().as_secs_f64();
         if !fixes.is_empty() {
@@ -378,8 +375,18 @@ impl VersionedDir {
             return Ok(false);
         }
         let mut known: HashSet<Digest> = HashSet::new();
-        for m in versions.iter().filter_map(|p| ManifestBytes::load(p).ok()) {
-            known.extend(m.entries().filter_map(|e| e.sha256));
+        for p in &versions {
+            // A damaged manifest vouches for nothing.
+            let mut hashes = Vec::new();
+            let read = ManifestReader::open(p).and_then(|mut m| {
+                while let Some(h) = m.next_with(|e| e.sha256)? {
+                    hashes.extend(h);
+                }
+                Ok(())
+            });
+            if read.is_ok() {
+                known.extend(hashes);
+            }
         }
         let mut missing = false;
         for (p, h) in rest {
@@ -509,9 +516,14 @@ mod tests {
 
     /// What the version holds for "a", and its directory SHA-256.
     fn recorded_a(v: &VersionedDir) -> (Digest, u64, String) {
-        let m = ManifestBytes::load(&v.view().latest.unwrap()).unwrap();
-        let a = m.entries().find(|e| e.path == Path::new("a")).unwrap();
-        (a.sha256.unwrap(), a.size, m.header().dir_sha256.clone())
+        let m = ManifestReader::open(&v.view().latest.unwrap()).unwrap();
+        let sha = m.header().dir_sha256.clone();
+        let a = m
+            .records()
+            .map(Result::unwrap)
+            .find(|e| e.path == Path::new("a"))
+            .unwrap();
+        (a.sha256.unwrap(), a.size, sha)
     }
 
     #[test]
