@@ -5,16 +5,17 @@
 //! is not cached.
 
 use std::ffi::OsStr;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 use crate::fsops;
+use crate::record::SeqReader;
 use crate::tree::{path_order, Digest, Entry, Kind, MTime, Tree};
 
-/// A stat cache for one root, as the bytes of its file: records are read in place,
-/// never copied into a map, and a pass that would write the same bytes writes nothing.
+/// A stat cache for one root, as the bytes of its file (in tests; a pass reads the file
+/// record by record, see [`StatCache::fill_from_file`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct StatCache {
     bytes: Vec<u8>,
@@ -25,8 +26,9 @@ pub struct StatCache {
 /// pass over 50,000 files). It is a header `(format, root, count)` then `count`
 /// records, in the tree's path order, so filling a scanned tree is one merge over both,
 /// with no per-path allocation, and records are decoded one at a time as the merge
-/// reaches them. The header's digest is the directory SHA-256 of the tree the cache was
-/// saved from, when the cache holds every file of that tree (see [`Filled::sha`]).
+/// reaches them, from a block of the file. The header's digest is the directory SHA-256
+/// of the tree the cache was saved from, when the cache holds every file of that tree
+/// (see [`Filled::sha`]).
 type Header<'a> = (u32, &'a [u8], Option<[u8; 32]>, usize);
 
 /// `(path, size, mtime_sec, mtime_nsec, inode, sha256)`
@@ -34,135 +36,154 @@ type Record<'a> = (&'a [u8], u64, i64, u32, u64, [u8; 32]);
 
 const FORMAT: u32 = 4;
 
-/// The records of a cache's bytes, decoded as they are read.
-struct Records<'a> {
-    rest: &'a [u8],
+/// One record, copied out of the reader's buffer into buffers of its own (reused from
+/// record to record).
+#[derive(Default)]
+struct Rec {
+    path: Vec<u8>,
+    size: u64,
+    mtime: MTime,
+    ino: u64,
+    hash: [u8; 32],
+}
+
+/// The records of a cache, decoded as they are read.
+struct Records<R> {
+    seq: SeqReader<R>,
     left: usize,
     /// A record did not decode: the bytes are damaged from there on.
     broken: bool,
 }
 
-impl<'a> Iterator for Records<'a> {
-    type Item = Record<'a>;
-
-    fn next(&mut self) -> Option<Record<'a>> {
-        if self.left == 0 {
-            return None;
+impl<R: Read> Records<R> {
+    /// Reads the next record into `into`; false after the last one, or at damage.
+    fn read(&mut self, into: &mut Rec) -> bool {
+        if self.left == 0 || self.broken {
+            return false;
         }
-        match postcard::take_from_bytes::<Record>(self.rest) {
-            Ok((r, rest)) => {
-                self.rest = rest;
-                self.left -= 1;
-                Some(r)
-            }
-            Err(_) => {
-                self.left = 0;
-                self.broken = true;
-                None
-            }
+        let read = self.seq.take_with(|b| {
+            let ((path, size, sec, nsec, ino, hash), rest) =
+                postcard::take_from_bytes::<Record>(b)?;
+            into.path.clear();
+            into.path.extend_from_slice(path);
+            (into.size, into.mtime, into.ino, into.hash) = (size, MTime::new(sec, nsec), ino, hash);
+            Ok(((), rest.len()))
+        });
+        self.left -= 1;
+        self.broken = read.is_err();
+        !self.broken
+    }
+
+    /// Every record was read, and nothing follows the last.
+    fn whole(&mut self) -> bool {
+        !self.broken && self.left == 0 && self.seq.at_end().unwrap_or(false)
+    }
+}
+
+/// The records of the cache `src`, if it is a cache of `root` in this format, with the
+/// directory SHA-256 its header holds. Each record is only ever trusted against the
+/// stat it names, so a damaged cache costs the re-hashing of what follows the damage
+/// (the file is written whole, atomically, so damage is rare); only a cache read to its
+/// last byte proves a directory SHA-256 (see [`fill_from`]).
+fn records<R: Read>(src: R, root: &Path) -> Option<(Option<Digest>, Records<R>)> {
+    let mut seq = SeqReader::new(src);
+    let header = seq.take_with(|b| {
+        let ((format, r, sha, count), rest) = postcard::take_from_bytes::<Header>(b)?;
+        let ours = format == FORMAT && r == root.as_os_str().as_bytes();
+        Ok((ours.then_some((sha.map(Digest), count)), rest.len()))
+    });
+    match header {
+        Ok(Some((sha, left))) => Some((
+            sha,
+            Records {
+                seq,
+                left,
+                broken: false,
+            },
+        )),
+        _ => {
+            log::debug!(
+                "stat cache of {} is damaged or not ours; re-hashing",
+                root.display()
+            );
+            None
         }
     }
 }
 
-impl Records<'_> {
-    /// Every record was read, and they were all the bytes held.
-    fn whole(&self) -> bool {
-        !self.broken && self.left == 0 && self.rest.is_empty()
+/// Fills in the hash of every file of `tree` whose size, mtime and inode match its
+/// record in the cache `src`.
+fn fill_from(src: impl Read, root: &Path, tree: &mut Tree) -> Filled {
+    let mut out = Filled::default();
+    let Some((sha, mut records)) = records(src, root) else {
+        return out;
+    };
+    let mut rec = Rec::default();
+    let mut have = records.read(&mut rec);
+    // Files whose hash did not come from a record (or was known before).
+    let mut others = 0usize;
+    let mut skipped = 0usize;
+    for (rel, e) in tree.entries.iter_mut() {
+        if e.kind != Kind::File {
+            continue;
+        }
+        // Records follow the tree's order; skip those of paths that are gone.
+        while have && path_order(Path::new(OsStr::from_bytes(&rec.path)), rel).is_lt() {
+            have = records.read(&mut rec);
+            skipped += 1;
+        }
+        let matched = have && rec.path == rel.as_os_str().as_bytes();
+        if matched {
+            let same =
+                e.hash.is_none() && rec.size == e.size && rec.mtime == e.mtime && rec.ino == e.ino;
+            if same {
+                e.hash = Some(Digest(rec.hash));
+                out.filled += 1;
+            }
+            have = records.read(&mut rec);
+            others += usize::from(!same);
+        } else {
+            others += 1;
+        }
     }
+    while have {
+        skipped += 1;
+        have = records.read(&mut rec);
+    }
+    // Every file of the tree took its hash from a record, every record was used,
+    // and the cache was whole: the tree's files and hashes are the very ones the
+    // cache was saved from.
+    if others == 0 && skipped == 0 && records.whole() && tree.unknown.is_empty() {
+        out.sha = sha;
+    }
+    out
 }
 
 impl StatCache {
-    /// Loads the cache at `file`; empty if it is missing (a damaged one or one for
-    /// another root is found out by [`StatCache::fill`] and only costs re-hashing).
+    /// Loads the cache at `file`; empty if it is missing.
+    #[cfg(test)]
     pub fn load(file: &Path) -> StatCache {
         StatCache {
             bytes: std::fs::read(file).unwrap_or_default(),
         }
     }
 
-    /// The records, if the bytes are a cache of `root` in this format, decoded as they
-    /// are read. Each record is only ever trusted against the stat it names, so a
-    /// damaged cache costs the re-hashing of what follows the damage (the file is written
-    /// whole, atomically, so damage is rare); only a cache read to its last byte proves a
-    /// directory SHA-256 (see [`StatCache::fill`]).
-    fn records(&self, root: &Path) -> Option<(Option<Digest>, Records<'_>)> {
-        if self.bytes.is_empty() {
-            return None;
+    /// Fills in the hash of every file of `tree` whose size, mtime and inode match its
+    /// record in the cache file `file`, read a block at a time. A missing cache fills
+    /// nothing; a damaged one or one for another root is found out here and only costs
+    /// re-hashing.
+    pub fn fill_from_file(file: &Path, root: &Path, tree: &mut Tree) -> Filled {
+        match std::fs::File::open(file) {
+            Ok(f) => fill_from(f, root, tree),
+            Err(_) => Filled::default(),
         }
-        let header = || -> Option<(Option<Digest>, Records<'_>)> {
-            let ((format, r, sha, count), rest) =
-                postcard::take_from_bytes::<Header>(&self.bytes).ok()?;
-            if format != FORMAT || r != root.as_os_str().as_bytes() {
-                return None;
-            }
-            let records = Records {
-                rest,
-                left: count,
-                broken: false,
-            };
-            Some((sha.map(Digest), records))
-        };
-        let records = header();
-        if records.is_none() {
-            log::debug!(
-                "stat cache of {} is damaged or not ours; re-hashing",
-                root.display()
-            );
-        }
-        records
     }
 
     /// Fills in the hash of every file of `tree` whose size, mtime and inode match
     /// its record.
+    #[cfg(test)]
     pub fn fill(&self, root: &Path, tree: &mut Tree) -> Filled {
-        let mut out = Filled::default();
-        let Some((sha, mut records)) = self.records(root) else {
-            return out;
-        };
-        let mut next = records.next();
-        // Files whose hash did not come from a record (or was known before).
-        let mut others = 0usize;
-        let mut skipped = 0usize;
-        for (rel, e) in tree.entries.iter_mut() {
-            if e.kind != Kind::File {
-                continue;
-            }
-            let key = rel.as_os_str().as_bytes();
-            // Records follow the tree's order; skip those of paths that are gone.
-            while let Some(r) = &next {
-                if path_order(Path::new(OsStr::from_bytes(r.0)), rel).is_ge() {
-                    break;
-                }
-                next = records.next();
-                skipped += 1;
-            }
-            let matched = match next {
-                Some((p, size, sec, nsec, ino, hash)) if p == key => {
-                    next = records.next();
-                    let same = e.hash.is_none()
-                        && size == e.size
-                        && MTime::new(sec, nsec) == e.mtime
-                        && ino == e.ino;
-                    if same {
-                        e.hash = Some(Digest(hash));
-                        out.filled += 1;
-                    }
-                    same
-                }
-                _ => false,
-            };
-            others += usize::from(!matched);
-        }
-        if next.is_some() {
-            skipped += 1 + records.by_ref().count();
-        }
-        // Every file of the tree took its hash from a record, every record was used,
-        // and the cache was whole: the tree's files and hashes are the very ones the
-        // cache was saved from.
-        if others == 0 && skipped == 0 && records.whole() && tree.unknown.is_empty() {
-            out.sha = sha;
-        }
-        out
+        fill_from(&self.bytes[..], root, tree)
     }
 
     /// A cache of every hashed file of `tree` that was not modified within the racy
@@ -179,7 +200,11 @@ impl StatCache {
     /// How many files the cache holds.
     #[cfg(test)]
     pub fn len(&self, root: &Path) -> usize {
-        self.records(root).map_or(0, |(_, r)| r.count())
+        let Some((_, mut records)) = records(&self.bytes[..], root) else {
+            return 0;
+        };
+        let mut rec = Rec::default();
+        std::iter::from_fn(|| records.read(&mut rec).then_some(())).count()
     }
 
     /// Writes the cache atomically.

@@ -172,11 +172,12 @@ impl<R: std::io::Read> SeqReader<R> {
         Ok(self.at == self.end)
     }
 
-    /// Decodes one item with `dec`, which gives it and how many bytes of its input are
-    /// left. An item cut by the end of the buffer fails to decode (postcard's encoding
-    /// says where each value ends): more is read and it is decoded again; it is damage
-    /// only when the file has no more to give.
-    fn take_with<O>(
+    /// Decodes one item with `dec`, which gives what it made of it (owning its data, or
+    /// done with it) and how many bytes of its input are left. An item cut by the end
+    /// of the buffer fails to decode (postcard's encoding says where each value ends):
+    /// more is read and it is decoded again; it is damage only when the file has no
+    /// more to give.
+    pub fn take_with<O>(
         &mut self,
         mut dec: impl FnMut(&[u8]) -> postcard::Result<(O, usize)>,
     ) -> std::io::Result<O> {

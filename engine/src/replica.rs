@@ -51,7 +51,7 @@ impl Replica {
         if checksum {
             return None;
         }
-        StatCache::load(&self.cache_file).fill(&self.root, tree).sha
+        StatCache::fill_from_file(&self.cache_file, &self.root, tree).sha
     }
 
     /// Hashes every file whose hash is still unknown; failures are logged and returned.
