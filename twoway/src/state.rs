@@ -70,26 +70,38 @@ impl<'a> RecordRef<'a> {
 
 /// Reads the state of the pair (a, b); `None` if there is none yet (first sync). A
 /// damaged or foreign state file is treated as none, which is safe: a first sync
-/// deletes nothing. The records are decoded one at a time, straight into the tree.
+/// deletes nothing. The file is read a block at a time, and its records are decoded one
+/// at a time, straight into the tree.
 pub fn load(file: &Path, a: &Path, b: &Path) -> Option<Entries> {
-    let raw = std::fs::read(file).ok()?;
+    let mut seq = engine::record::SeqReader::new(std::fs::File::open(file).ok()?);
     let decoded = (|| {
-        let ((format, fa, fb, count), mut rest) = postcard::take_from_bytes::<Head>(&raw)?;
-        if format != FORMAT || fa != a.as_os_str().as_bytes() || fb != b.as_os_str().as_bytes() {
+        let head = seq.take_with(|raw| {
+            let ((format, fa, fb, count), rest) = postcard::take_from_bytes::<Head>(raw)?;
+            let ours = format == FORMAT
+                && fa == a.as_os_str().as_bytes()
+                && fb == b.as_os_str().as_bytes();
+            Ok((ours.then_some(count), rest.len()))
+        })?;
+        let Some(count) = head else {
             return Ok(None);
-        }
+        };
         let mut list = ChunkList::default();
         for _ in 0..count {
-            let (r, next) = postcard::take_from_bytes::<RecordRef>(rest)?;
-            rest = next;
-            list.push(r.path(), r.entry());
+            seq.take_with(|raw| {
+                let (r, rest) = postcard::take_from_bytes::<RecordRef>(raw)?;
+                list.push(r.path(), r.entry());
+                Ok(((), rest.len()))
+            })?;
         }
-        if !rest.is_empty() {
-            return Err(postcard::Error::DeserializeBadEncoding);
+        if !seq.at_end()? {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "bytes after the last record",
+            ));
         }
         Ok(Some(list.into_entries()))
     })();
-    decoded.unwrap_or_else(|e: postcard::Error| {
+    decoded.unwrap_or_else(|e: std::io::Error| {
         log::warn!(
             "sync state {} is damaged ({e}); syncing as a first sync",
             file.display()
@@ -149,6 +161,27 @@ mod tests {
             std::fs::write(&g, damaged).unwrap();
             assert_eq!(load(&g, Path::new("/a"), Path::new("/b")), None);
         }
+        // A state of many blocks reads back whole.
+        let mut big = s.clone();
+        for i in 0..5000u32 {
+            let name = format!("dir {}/file {i} {}", i % 13, "n".repeat(i as usize % 40));
+            big.insert(
+                PathBuf::from(name),
+                Entry::file(
+                    i as u64,
+                    0o644,
+                    MTime::new(7, i),
+                    Some(Digest([i as u8; 32])),
+                ),
+            );
+        }
+        let g = d.path().join("big");
+        assert!(save(&g, Path::new("/a"), Path::new("/b"), &big).unwrap());
+        assert!(std::fs::metadata(&g).unwrap().len() > 4 * 64 * 1024);
+        assert_eq!(
+            load(&g, Path::new("/a"), Path::new("/b")).as_ref(),
+            Some(&big)
+        );
         // The same state again leaves the file alone; a changed one replaces it, also
         // when only its end differs or it is a prefix of what is there.
         use std::os::unix::fs::MetadataExt;
