@@ -128,6 +128,8 @@ pub struct ChunkList {
     chunks: Vec<Chunk>,
     len: usize,
     cap: usize,
+    /// The room the first chunk is made with: entries, and their paths' bytes.
+    first: (usize, usize),
 }
 
 impl Default for ChunkList {
@@ -142,6 +144,17 @@ impl ChunkList {
             chunks: Vec::new(),
             len: 0,
             cap,
+            first: (0, 0),
+        }
+    }
+
+    /// A list whose first chunk has room for `entries` entries and `names` bytes of
+    /// their paths: a list whose size is known beforehand (a decoded or planned state)
+    /// is made without growing, which would leave up to half of it spare.
+    pub fn with_capacity(entries: usize, names: usize) -> Self {
+        ChunkList {
+            first: (entries, names),
+            ..ChunkList::default()
         }
     }
 
@@ -169,14 +182,14 @@ impl ChunkList {
         // (a scan's part, a decoded state), a chunk grows as it fills: many are small
         // (the top entries between a scan's parts), and reserving a full chunk for each
         // mapped 720 KB of address space per chunk and gave it back at once.
-        let capacity = if self.cap == usize::MAX {
-            0
+        let (capacity, names) = if self.cap == usize::MAX {
+            std::mem::take(&mut self.first)
         } else {
-            self.cap.min(CHUNK)
+            (self.cap.min(CHUNK), 0)
         };
         let mut c = Chunk {
             items: Vec::with_capacity(capacity),
-            names: Vec::new(),
+            names: Vec::with_capacity(names),
         };
         c.push(path, e).expect("BUG: an empty chunk has room");
         self.chunks.push(c);

@@ -250,8 +250,9 @@ struct Final<'a> {
     /// The entry as scanned on `from`'s side (borrowed: a plan over 50,000 paths would
     /// otherwise hold a copy of each).
     entry: &'a Entry,
-    /// For a conflict copy: the path of the original on `from`'s side.
-    copy_of: Option<PathBuf>,
+    /// For a conflict copy: the path of the original on `from`'s side (boxed: a
+    /// `Final` is made for every path, and a copy is rare).
+    copy_of: Option<Box<Path>>,
 }
 
 /// Plans one two-way pass.
@@ -353,7 +354,7 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
             Some(Final {
                 from: loser,
                 entry: e,
-                copy_of: Some(p.to_path_buf()),
+                copy_of: Some(p.into()),
             }),
         );
         conflicts.push(Conflict {
@@ -481,8 +482,12 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
         let finals = &finals;
         let on_b = s.spawn(move || actions_for(Side::B, finals, b));
         let state = s.spawn(move || {
-            // In path order already: taken as it is, after a check.
-            let mut state = engine::entries::ChunkList::default();
+            // In path order already: taken as it is, after a check; sized first.
+            let (entries, names) = finals
+                .iter()
+                .filter(|(_, f)| f.is_some())
+                .fold((0, 0), |(n, b), (p, _)| (n + 1, b + p.as_os_str().len()));
+            let mut state = engine::entries::ChunkList::with_capacity(entries, names);
             for (p, f) in finals.iter() {
                 if let Some(f) = f {
                     let mut e = f.entry.clone();
@@ -589,7 +594,7 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree) -> (Plan, Plan, usize) {
             Some(f) if f.from == side => {
                 if let Some(orig) = &f.copy_of {
                     let mut act = Action::new(Op::Preserve, p, Some(f.entry.clone()), None);
-                    act.from = Some(orig.clone());
+                    act.from = Some(orig.to_path_buf());
                     keep.actions.push(act);
                     touched(p, &mut dir_meta);
                 }

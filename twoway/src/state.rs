@@ -85,7 +85,9 @@ pub fn load(file: &Path, a: &Path, b: &Path) -> Option<Entries> {
         let Some(count) = head else {
             return Ok(None);
         };
-        let mut list = ChunkList::default();
+        // The count is the file's word: room for no more than the file could hold.
+        let entries = count.min(std::fs::metadata(file).map_or(0, |m| m.len() as usize) / 8);
+        let mut list = ChunkList::with_capacity(entries, 0);
         for _ in 0..count {
             seq.take_with(|raw| {
                 let (r, rest) = postcard::take_from_bytes::<RecordRef>(raw)?;
