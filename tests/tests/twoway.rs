@@ -582,3 +582,147 @@ fn a_pass_with_versions_saves_content_no_version_holds_before_replacing_it() {
         );
     }
 }
+
+/// Random edits on one replica: new files, edits saved as editors do (a new file renamed
+/// over), deletions of files and of whole directories, new directories, renames of files
+/// and directories, a file turned into a directory and back, new symlinks.
+fn random_edits(root: &Path, rng: &mut Rng, serial: &mut u32) {
+    const NAMES: [&str; 7] = ["a", "b", "d e", "ü", "x.txt", "y.md", "z"];
+    let listing = |kind_dir: bool| -> Vec<PathBuf> {
+        snapshot(root)
+            .into_iter()
+            .filter(|(p, s)| {
+                !p.as_os_str().is_empty()
+                    && match s {
+                        Snap::Dir { .. } => kind_dir,
+                        Snap::File { .. } => !kind_dir,
+                        _ => false,
+                    }
+            })
+            .map(|(p, _)| root.join(p))
+            .collect()
+    };
+    let pick = |v: &[PathBuf], rng: &mut Rng| v[rng.below(v.len() as u64) as usize].clone();
+    let mut content = |rng: &mut Rng| {
+        *serial += 1;
+        format!("content {serial} ").repeat(1 + rng.below(40) as usize)
+    };
+    for _ in 0..rng.below(5) {
+        let (files, dirs) = (listing(false), listing(true));
+        let parent = if !dirs.is_empty() && rng.below(10) < 7 {
+            pick(&dirs, rng)
+        } else {
+            root.to_path_buf()
+        };
+        let name = NAMES[rng.below(NAMES.len() as u64) as usize];
+        let free = |p: &Path| fs::symlink_metadata(p).is_err();
+        match rng.below(11) {
+            0 | 1 => {
+                let p = parent.join(name);
+                if free(&p) {
+                    write(&p, content(rng));
+                }
+            }
+            2 | 3 if !files.is_empty() => {
+                let p = pick(&files, rng);
+                let tmp = p.with_file_name("editor-save.tmp");
+                write(&tmp, content(rng));
+                fs::rename(&tmp, &p).unwrap();
+            }
+            4 if !files.is_empty() => fs::remove_file(pick(&files, rng)).unwrap(),
+            5 if !dirs.is_empty() => fs::remove_dir_all(pick(&dirs, rng)).unwrap(),
+            6 => {
+                let p = parent.join(format!("{name}_d"));
+                if free(&p) {
+                    fs::create_dir_all(&p).unwrap();
+                }
+            }
+            7 if !files.is_empty() => {
+                let to = parent.join(name);
+                if free(&to) {
+                    fs::rename(pick(&files, rng), to).unwrap();
+                }
+            }
+            8 if !dirs.is_empty() => {
+                let from = pick(&dirs, rng);
+                let to = root.join(format!("{name}_m"));
+                if free(&to) && !to.starts_with(&from) {
+                    fs::rename(from, to).unwrap();
+                }
+            }
+            9 if !files.is_empty() => {
+                let p = pick(&files, rng);
+                fs::remove_file(&p).unwrap();
+                write(&p.join("in"), content(rng));
+            }
+            10 => {
+                let p = parent.join(format!("{name}_l"));
+                if free(&p) {
+                    let targets = ["x.txt", "../a", "nowhere"];
+                    symlink(targets[rng.below(3) as usize], p).unwrap();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The files (path → SHA-256) of a tree, or of a version's tree without its manifest.
+fn files_of(root: &Path) -> BTreeSet<(PathBuf, String)> {
+    snapshot(root)
+        .into_iter()
+        .filter_map(|(p, s)| match s {
+            Snap::File { sha256, .. } if !p.ends_with(".twoway-manifest") => Some((p, sha256)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn random_rounds_of_edits_on_both_sides_converge_and_lose_nothing() {
+    for seed in 1..=3u64 {
+        let env = Env::new();
+        let (a, b) = pair(&env);
+        write(&a.join("x.txt"), "first");
+        write(&a.join("d_d/y.md"), "second");
+        write(&b.join("z"), "third");
+        let mut rng = Rng::new(seed);
+        let mut serial = 0;
+        for round in 0..12 {
+            if round > 0 {
+                random_edits(&a, &mut rng, &mut serial);
+                random_edits(&b, &mut rng, &mut serial);
+            }
+            let before: BTreeSet<String> = contents(&a).union(&contents(&b)).cloned().collect();
+            let what = format!("seed {seed}, round {round}");
+            let run = sync(&env, &a, &b, &["--max-delete", "100"]);
+            assert_eq!(run.code(), 0, "{what}: {}", run.all());
+            assert_in_sync(&a, &b);
+            // Everything either side held is still on a side, in a version or a
+            // conflict copy.
+            let mut after = contents(&a);
+            for r in [&a, &b] {
+                after.extend(contents(&r.join("__versions__")));
+            }
+            let lost: Vec<&String> = before.difference(&after).collect();
+            assert!(lost.is_empty(), "{what}: lost {lost:?}");
+            // Each replica's latest version holds its files as they are now (a pass
+            // that changes a file always makes a version).
+            for r in [&a, &b] {
+                let latest = fs::read_dir(r.join("__versions__"))
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path())
+                    .find(|p| p.to_string_lossy().ends_with("_1"))
+                    .unwrap();
+                assert_eq!(
+                    files_of(&latest),
+                    files_of(r),
+                    "{what}: latest version of {}",
+                    r.display()
+                );
+            }
+            env.run("recovery", ["verify"]).expect(0);
+        }
+    }
+}
