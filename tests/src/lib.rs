@@ -432,3 +432,98 @@ pub fn store_holds(dir: &Path, bytes: &[u8]) -> bool {
         }
     })
 }
+
+/// Random edits on one replica: new files, edits saved as editors do (a new file renamed
+/// over), deletions of files and of whole directories, new directories, renames of files
+/// and directories, a file turned into a directory and back, new symlinks.
+pub fn random_edits(root: &Path, rng: &mut Rng, serial: &mut u32) {
+    const NAMES: [&str; 7] = ["a", "b", "d e", "ü", "x.txt", "y.md", "z"];
+    let listing = |kind_dir: bool| -> Vec<PathBuf> {
+        snapshot(root)
+            .into_iter()
+            .filter(|(p, s)| {
+                !p.as_os_str().is_empty()
+                    && match s {
+                        Snap::Dir { .. } => kind_dir,
+                        Snap::File { .. } => !kind_dir,
+                        _ => false,
+                    }
+            })
+            .map(|(p, _)| root.join(p))
+            .collect()
+    };
+    let pick = |v: &[PathBuf], rng: &mut Rng| v[rng.below(v.len() as u64) as usize].clone();
+    let mut content = |rng: &mut Rng| {
+        *serial += 1;
+        format!("content {serial} ").repeat(1 + rng.below(40) as usize)
+    };
+    for _ in 0..rng.below(5) {
+        let (files, dirs) = (listing(false), listing(true));
+        let parent = if !dirs.is_empty() && rng.below(10) < 7 {
+            pick(&dirs, rng)
+        } else {
+            root.to_path_buf()
+        };
+        let name = NAMES[rng.below(NAMES.len() as u64) as usize];
+        let free = |p: &Path| fs::symlink_metadata(p).is_err();
+        match rng.below(11) {
+            0 | 1 => {
+                let p = parent.join(name);
+                if free(&p) {
+                    write(&p, content(rng));
+                }
+            }
+            2 | 3 if !files.is_empty() => {
+                let p = pick(&files, rng);
+                let tmp = p.with_file_name("editor-save.tmp");
+                write(&tmp, content(rng));
+                fs::rename(&tmp, &p).unwrap();
+            }
+            4 if !files.is_empty() => fs::remove_file(pick(&files, rng)).unwrap(),
+            5 if !dirs.is_empty() => fs::remove_dir_all(pick(&dirs, rng)).unwrap(),
+            6 => {
+                let p = parent.join(format!("{name}_d"));
+                if free(&p) {
+                    fs::create_dir_all(&p).unwrap();
+                }
+            }
+            7 if !files.is_empty() => {
+                let to = parent.join(name);
+                if free(&to) {
+                    fs::rename(pick(&files, rng), to).unwrap();
+                }
+            }
+            8 if !dirs.is_empty() => {
+                let from = pick(&dirs, rng);
+                let to = root.join(format!("{name}_m"));
+                if free(&to) && !to.starts_with(&from) {
+                    fs::rename(from, to).unwrap();
+                }
+            }
+            9 if !files.is_empty() => {
+                let p = pick(&files, rng);
+                fs::remove_file(&p).unwrap();
+                write(&p.join("in"), content(rng));
+            }
+            10 => {
+                let p = parent.join(format!("{name}_l"));
+                if free(&p) {
+                    let targets = ["x.txt", "../a", "nowhere"];
+                    std::os::unix::fs::symlink(targets[rng.below(3) as usize], p).unwrap();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The files (path → SHA-256) of a tree, or of a version's tree without its manifest.
+pub fn files_of(root: &Path) -> std::collections::BTreeSet<(PathBuf, String)> {
+    snapshot(root)
+        .into_iter()
+        .filter_map(|(p, s)| match s {
+            Snap::File { sha256, .. } if !p.ends_with(".twoway-manifest") => Some((p, sha256)),
+            _ => None,
+        })
+        .collect()
+}

@@ -816,3 +816,47 @@ fn runs_alike_whatever_allocator_settings_the_user_has() {
         assert_same_tree(&src, &dst);
     }
 }
+
+#[test]
+fn random_rounds_of_edits_mirror_exactly_and_lose_nothing() {
+    for seed in 11..=13u64 {
+        let env = Env::new();
+        let (src, dst) = (env.path("src"), env.path("dst"));
+        write(&src.join("x.txt"), "first");
+        write(&src.join("d_d/y.md"), "second");
+        fs::create_dir_all(&dst).unwrap();
+        let mut rng = Rng::new(seed);
+        let mut serial = 0;
+        let store = dst.join("__versions__");
+        let all_of = |root: &Path| {
+            let mut c: std::collections::BTreeSet<String> =
+                files_of(root).into_iter().map(|(_, h)| h).collect();
+            if store.exists() {
+                c.extend(files_of(&store).into_iter().map(|(_, h)| h));
+            }
+            c
+        };
+        for round in 0..12 {
+            if round > 0 {
+                random_edits(&src, &mut rng, &mut serial);
+                // Now and then someone edits the backup too: the pass undoes it, and
+                // keeps what it replaces.
+                if rng.below(4) == 0 {
+                    random_edits(&dst, &mut rng, &mut serial);
+                }
+            }
+            // What BACKUP holds now: a pass that replaces or deletes it keeps it in a
+            // version (older versions may rotate out: the store keeps two).
+            let before: std::collections::BTreeSet<String> =
+                files_of(&dst).into_iter().map(|(_, h)| h).collect();
+            let what = format!("seed {seed}, round {round}");
+            let run = env.oneway(&src, &dst, &[]);
+            assert_eq!(run.code(), 0, "{what}: {}", run.all());
+            assert_same_tree(&src, &dst);
+            let after = all_of(&dst);
+            let lost: Vec<&String> = before.difference(&after).collect();
+            assert!(lost.is_empty(), "{what}: lost {lost:?}");
+            env.run("recovery", ["verify"]).expect(0);
+        }
+    }
+}
