@@ -319,21 +319,37 @@ where
     P: AsRef<Path> + ?Sized + 'a,
     Q: AsRef<Path> + ?Sized + 'a,
 {
-    let mut xi = x.map(|(p, v)| (p.as_ref(), v)).peekable();
-    let mut yi = y.map(|(p, w)| (p.as_ref(), w)).peekable();
-    std::iter::from_fn(move || match (xi.peek(), yi.peek()) {
-        (None, None) => None,
-        (Some(_), None) => xi.next().map(|(p, v)| (p, Some(v), None)),
-        (None, Some(_)) => yi.next().map(|(p, w)| (p, None, Some(w))),
-        (Some((px, _)), Some((py, _))) => match path_order(px, py) {
-            std::cmp::Ordering::Less => xi.next().map(|(p, v)| (p, Some(v), None)),
-            std::cmp::Ordering::Greater => yi.next().map(|(p, w)| (p, None, Some(w))),
-            std::cmp::Ordering::Equal => {
-                let (p, v) = xi.next().expect("BUG: peeked");
-                let (_, w) = yi.next().expect("BUG: peeked");
-                Some((p, Some(v), Some(w)))
-            }
-        },
+    let x = x.map(|(p, v)| (p.as_ref(), v));
+    let y = y.map(|(p, w)| (p.as_ref(), w));
+    zip_sorted_by(x, y, |(p, _)| p, |(p, _)| p).map(|(v, w)| {
+        let p = match (&v, &w) {
+            (Some((p, _)), _) | (None, Some((p, _))) => *p,
+            (None, None) => unreachable!("BUG: a step has an item"),
+        };
+        (p, v.map(|(_, v)| v), w.map(|(_, w)| w))
+    })
+}
+
+/// Walks two sequences already in path order together, each item once, paired with the
+/// other's item at the same path; `key_x` and `key_y` give an item's path (the items
+/// may own their paths, which [`zip_sorted`]'s do not).
+pub fn zip_sorted_by<V, W>(
+    x: impl Iterator<Item = V>,
+    y: impl Iterator<Item = W>,
+    key_x: impl Fn(&V) -> &Path,
+    key_y: impl Fn(&W) -> &Path,
+) -> impl Iterator<Item = (Option<V>, Option<W>)> {
+    let (mut xi, mut yi) = (x.peekable(), y.peekable());
+    std::iter::from_fn(move || {
+        let order = match (xi.peek(), yi.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(v), Some(w)) => path_order(key_x(v), key_y(w)),
+        };
+        let v = if order.is_gt() { None } else { xi.next() };
+        let w = if order.is_lt() { None } else { yi.next() };
+        Some((v, w))
     })
 }
 

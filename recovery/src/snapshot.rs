@@ -4,7 +4,6 @@
 //! linked again. The tree is finished by its manifest elsewhere; this module never
 //! touches a replica except to read it.
 
-use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -181,31 +180,16 @@ pub(crate) fn patch<'n, I: Iterator<Item = EntryRef<'n>>>(
     fn parent(p: &Path) -> Option<&Path> {
         Some(engine::tree::parent_of(p)).filter(|q| !q.as_os_str().is_empty())
     }
-    let mut olds = olds.peekable();
-    let mut newer = news().peekable();
-    loop {
-        if let Some(Err(_)) = olds.peek() {
-            return Err(olds.next().and_then(Result::err).expect("BUG: peeked"));
-        }
-        let order = match (olds.peek(), newer.peek()) {
-            (None, None) => break,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(o), Some(n)) => {
-                let o = o.as_ref().expect("BUG: errors are taken above");
-                engine::tree::path_order(&o.path, n.path)
-            }
-        };
-        let o = if order.is_gt() {
-            None
-        } else {
-            olds.next().and_then(Result::ok)
-        };
-        let n = if order.is_lt() { None } else { newer.next() };
+    // The walk stops at the first entry that cannot be read, and the patch with it,
+    // before anything changes.
+    let mut unread: Option<Error> = None;
+    let olds = olds.map_while(|r| r.map_err(|e| unread = Some(e)).ok());
+    let walk = engine::tree::zip_sorted_by(olds, news(), |o| o.path.as_path(), |n| n.path);
+    for (o, n) in walk {
         let p: &Path = match (&o, &n) {
             (_, Some(n)) => n.path,
             (Some(o), None) => &o.path,
-            (None, None) => unreachable!("BUG: one side has the path"),
+            (None, None) => unreachable!("BUG: a step has an item"),
         };
         if removed_dir.as_ref().is_some_and(|d| p.starts_with(d)) {
             puts.extend(n);
@@ -229,6 +213,9 @@ pub(crate) fn patch<'n, I: Iterator<Item = EntryRef<'n>>>(
             (None, Some(n)) => puts.push(n),
             (None, None) => {}
         }
+    }
+    if let Some(e) = unread {
+        return Err(e);
     }
     // The old manifest's own file goes: a new one is written when the tree is done.
     let _ = std::fs::remove_file(new.join(MANIFEST));

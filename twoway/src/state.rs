@@ -73,7 +73,9 @@ impl<'a> RecordRef<'a> {
 /// deletes nothing. The file is read a block at a time, and its records are decoded one
 /// at a time, straight into the tree.
 pub fn load(file: &Path, a: &Path, b: &Path) -> Option<Entries> {
-    let mut seq = engine::record::SeqReader::new(std::fs::File::open(file).ok()?);
+    let f = std::fs::File::open(file).ok()?;
+    let file_len = f.metadata().map_or(0, |m| m.len() as usize);
+    let mut seq = engine::record::SeqReader::new(f);
     let decoded = (|| {
         let head = seq.take_with(|raw| {
             let ((format, fa, fb, count), rest) = postcard::take_from_bytes::<Head>(raw)?;
@@ -86,7 +88,7 @@ pub fn load(file: &Path, a: &Path, b: &Path) -> Option<Entries> {
             return Ok(None);
         };
         // The count is the file's word: room for no more than the file could hold.
-        let entries = count.min(std::fs::metadata(file).map_or(0, |m| m.len() as usize) / 8);
+        let entries = count.min(file_len / 8);
         let mut list = ChunkList::with_capacity(entries, 0);
         for _ in 0..count {
             seq.take_with(|raw| {
