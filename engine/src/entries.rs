@@ -395,10 +395,13 @@ impl Entries {
     }
 
     /// Removes `removed` and everything under each of them, then sets every entry of
-    /// `changes` (any order): one pass over the entries whatever the number of changes,
-    /// a chunk at a time (each old chunk is freed as soon as it is read). The entries
-    /// between two changes are found by binary search and moved as a run, without a
-    /// comparison each; a chunk no change falls in is kept as it is.
+    /// `changes` (any order; of two at one path, the later): one pass over the entries
+    /// whatever the number of changes, a chunk at a time. A chunk no change falls in is
+    /// kept as it is; one that changes is edited where it lies (its entries moved within
+    /// their own buffer, new paths added at the end of its names), so the tree's memory
+    /// is reused, not made again beside the old one (freed by the threads that scanned
+    /// it, the old memory would stay with them). The entries between two changes are
+    /// found by binary search and moved as a run, without a comparison each.
     pub fn merge(&mut self, removed: &[PathBuf], mut changes: Vec<(PathBuf, Entry)>) {
         if removed.is_empty() && changes.is_empty() {
             return;
@@ -406,27 +409,63 @@ impl Entries {
         let mut gone: Vec<&Path> = removed.iter().map(PathBuf::as_path).collect();
         crate::tree::sort_paths(&mut gone);
         crate::tree::sort_by_path(&mut changes);
+        // Of two changes at one path, the later (the sort keeps their order).
+        let mut deduped: Vec<(PathBuf, Entry)> = Vec::with_capacity(changes.len());
+        for c in changes {
+            match deduped.last_mut() {
+                Some(last) if last.0 == c.0 => *last = c,
+                _ => deduped.push(c),
+            }
+        }
         let old = std::mem::take(&mut self.chunks);
         let mut out = ChunkList::with_cap(CHUNK);
-        let mut news = changes.into_iter().peekable();
+        let mut news = deduped.into_iter();
         let mut gone = gone.into_iter().peekable();
         // The removed path last reached: what lies under it comes right after it in path
         // order (maybe in the next chunks), and goes.
         let mut covering: Option<&Path> = None;
+        // A changed chunk's entries as they will be, and the paths it takes.
+        let mut scratch: Vec<(u32, u32, Entry)> = Vec::new();
+        let mut added: Vec<u8> = Vec::new();
         for chunk in old {
-            let untouched = {
-                let first = chunk.path(0);
-                let last = chunk.last_path().expect("BUG: chunks are never empty");
-                covering.is_none_or(|r| !at_or_under(first, r))
-                    && news.peek().is_none_or(|(q, _)| path_order(last, q).is_lt())
-                    && gone.peek().is_none_or(|r| path_order(last, r).is_lt())
-            };
+            let first = chunk.path(0);
+            let last = chunk.last_path().expect("BUG: chunks are never empty");
+            let untouched = covering.is_none_or(|r| !at_or_under(first, r))
+                && news
+                    .as_slice()
+                    .first()
+                    .is_none_or(|(q, _)| path_order(last, q).is_lt())
+                && gone.peek().is_none_or(|r| path_order(last, r).is_lt());
             if untouched {
                 out.push_chunk(chunk);
                 continue;
             }
-            let Chunk { items, names } = chunk;
-            let mut rest = items.into_iter();
+            // The changes that may land in this chunk, and whether their paths fit its
+            // buffer (else the chunk is made again, split where it must be).
+            let landing = news
+                .as_slice()
+                .partition_point(|(q, _)| path_order(q, last).is_le());
+            let new_bytes: usize = news.as_slice()[..landing]
+                .iter()
+                .map(|(q, _)| q.as_os_str().len())
+                .sum();
+            let Chunk {
+                mut items,
+                mut names,
+            } = chunk;
+            let in_place = names.len() + new_bytes <= NAMES_MAX;
+            let mut sink = if in_place {
+                scratch.clear();
+                added.clear();
+                Sink::InPlace {
+                    scratch: &mut scratch,
+                    added: &mut added,
+                    base: names.len(),
+                }
+            } else {
+                Sink::Fresh(&mut out)
+            };
+            let mut rest = items.drain(..);
             loop {
                 if let Some(r) = covering {
                     while rest
@@ -441,7 +480,7 @@ impl Entries {
                 // change at one path, the removal: the change is set after it), and how
                 // many entries come before it.
                 let (removal, before) = {
-                    let event = match (news.peek(), gone.peek()) {
+                    let event = match (news.as_slice().first(), gone.peek()) {
                         (Some((q, _)), Some(r)) if path_order(r, q).is_gt() => {
                             Some((false, q.as_path()))
                         }
@@ -460,8 +499,8 @@ impl Entries {
                         ),
                     }
                 };
-                for (s, l, e) in rest.by_ref().take(before) {
-                    out.push(path_in(&names, s, l), e);
+                for item in rest.by_ref().take(before) {
+                    sink.keep(&names, item);
                 }
                 let Some(&(s, l, _)) = rest.as_slice().first() else {
                     break;
@@ -470,12 +509,23 @@ impl Entries {
                     None => unreachable!("BUG: without an event every entry was moved"),
                     Some(true) => covering = gone.next(),
                     Some(false) => {
-                        let (q, ne) = news.next().expect("BUG: peeked");
+                        let (q, ne) = news.next().expect("BUG: seen first");
                         if path_in(&names, s, l) == q.as_path() {
                             rest.next();
                         }
-                        out.push_last_wins(&q, ne);
+                        sink.put(&q, ne);
                     }
+                }
+            }
+            drop(rest);
+            if in_place {
+                // Back into the chunk's own buffers (grown, if at all, where they lie).
+                items.reserve_exact(scratch.len());
+                items.append(&mut scratch);
+                names.reserve_exact(added.len());
+                names.append(&mut added);
+                if !items.is_empty() {
+                    out.push_chunk(Chunk { items, names });
                 }
             }
         }
@@ -516,6 +566,45 @@ impl Entries {
         first
             .chain(rest.iter().flat_map(Chunk::iter))
             .take_while(move |(p, _)| p.starts_with(path))
+    }
+}
+
+/// Where [`Entries::merge`] puts a changed chunk's entries: back into the chunk itself,
+/// or into a list of new chunks (when the chunk's paths buffer is full).
+enum Sink<'a> {
+    InPlace {
+        scratch: &'a mut Vec<(u32, u32, Entry)>,
+        /// New paths, to go after the chunk's own at `base`.
+        added: &'a mut Vec<u8>,
+        base: usize,
+    },
+    Fresh(&'a mut ChunkList),
+}
+
+impl Sink<'_> {
+    /// Keeps an entry of the chunk, whose path is in `names`.
+    fn keep(&mut self, names: &[u8], (s, l, e): (u32, u32, Entry)) {
+        match self {
+            Sink::InPlace { scratch, .. } => scratch.push((s, l, e)),
+            Sink::Fresh(out) => out.push(path_in(names, s, l), e),
+        }
+    }
+
+    /// Sets a changed entry (after every entry kept or set so far).
+    fn put(&mut self, q: &Path, e: Entry) {
+        match self {
+            Sink::InPlace {
+                scratch,
+                added,
+                base,
+            } => {
+                let bytes = q.as_os_str().as_bytes();
+                let start = (*base + added.len()) as u32;
+                added.extend_from_slice(bytes);
+                scratch.push((start, bytes.len() as u32, e));
+            }
+            Sink::Fresh(out) => out.push(q, e),
+        }
     }
 }
 
