@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use crate::error::Error;
 use crate::fsops::{self, Root, Stat, TempWrite};
@@ -104,8 +105,9 @@ pub struct Copied {
     pub path: PathBuf,
     /// The destination entry as written, with its hash and inode.
     pub written: Entry,
-    /// The source as it was read (its content hash is `written`'s).
-    pub read: Stat,
+    /// The source as it was read (its content hash is `written`'s): only what its
+    /// stat-cache record needs, since a first sync holds one of these per file.
+    pub read: crate::cache::Stamp,
 }
 
 /// Gives the files of `source` (the tree the copies read from) whose hash is unknown the
@@ -118,7 +120,7 @@ pub fn note_reads(source: &mut crate::tree::Entries, copied: &mut [Copied]) {
         |e, c| {
             if e.kind == Kind::File && e.hash.is_none() {
                 let digest = c.written.hash.expect("BUG: a copy records its hash");
-                crate::cache::note_hashed(e, digest, &c.read);
+                crate::cache::note_hashed(e, digest, c.read);
             }
         },
     );
@@ -200,8 +202,12 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
         let threads = crate::hash::default_threads().min(copies.len()).max(1);
         let next = AtomicUsize::new(0);
         if threads <= 1 {
-            copy_worker(&copies, &next, dst, &mut src, opts, &mut out);
+            copy_worker((&copies, &next, None), dst, &mut src, opts, &mut out);
         } else {
+            // The workers' records go, a batch at a time, to one list made to size: a
+            // first sync copies every file, and lists of each worker's own, joined at the
+            // end, would need room for them twice.
+            let done = Mutex::new(Vec::with_capacity(copies.len()));
             let results: Vec<Applied> = std::thread::scope(|s| {
                 let workers: Vec<_> = (0..threads)
                     .map(|_| {
@@ -210,9 +216,8 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
                             match Root::open(dst.path()) {
                                 Ok(mut root) => {
                                     let mut src = Root::open(opts.src_root).ok();
-                                    copy_worker(
-                                        &copies, &next, &mut root, &mut src, opts, &mut part,
-                                    );
+                                    let work = (&copies[..], &next, Some(&done));
+                                    copy_worker(work, &mut root, &mut src, opts, &mut part);
                                 }
                                 Err(e) => part.errors.push(e),
                             }
@@ -228,6 +233,8 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
             for part in results {
                 out.merge(part);
             }
+            let done = done.into_inner().expect("BUG: no panic holds it");
+            Applied::join(&mut out.copied, done);
         }
     }
     if !out.interrupted {
@@ -260,10 +267,10 @@ const BATCH_BYTES: u64 = 256 << 20;
 /// — the same guarantee as an `fsync` per file, since every byte of every temporary file
 /// is on disk when it returns — and only then is each file renamed (or linked) to its
 /// final name. An interrupted batch is rolled back (its temporary files are removed);
-/// files of earlier batches are complete where they are.
+/// files of earlier batches are complete where they are. The records of each batch go
+/// to `done` when given, else stay in `out`.
 fn copy_worker(
-    copies: &[&Action],
-    next: &AtomicUsize,
+    (copies, next, done): (&[&Action], &AtomicUsize, Option<&Mutex<Vec<Copied>>>),
     dst: &mut Root,
     src: &mut Option<Root>,
     opts: &ApplyOptions<'_>,
@@ -306,10 +313,21 @@ fn copy_worker(
         if pending.len() >= BATCH_FILES || pending_bytes >= BATCH_BYTES {
             install_batch(&mut pending, dst, opts, out);
             pending_bytes = 0;
+            hand_over(out, done);
         }
     }
     if !out.interrupted {
         install_batch(&mut pending, dst, opts, out);
+    }
+    hand_over(out, done);
+}
+
+/// Moves the records of the copies done so far to `done`, if given.
+fn hand_over(out: &mut Applied, done: Option<&Mutex<Vec<Copied>>>) {
+    if let Some(done) = done {
+        done.lock()
+            .expect("BUG: no panic holds it")
+            .append(&mut out.copied);
     }
 }
 
@@ -386,21 +404,25 @@ fn run_sequence(
 }
 
 impl Applied {
-    /// Folds in what another worker did. Its lists are taken over where this one's are
-    /// empty, else appended to: a first mirror's records are never held twice.
-    fn merge(&mut self, other: Applied) {
-        fn join<T>(into: &mut Vec<T>, from: Vec<T>) {
-            if into.is_empty() {
-                *into = from;
-            } else {
-                into.extend(from);
-            }
+    /// Appends `from` to `into`, growing it by just what it adds (or takes `from` over).
+    fn join<T>(into: &mut Vec<T>, from: Vec<T>) {
+        if into.is_empty() {
+            *into = from;
+        } else {
+            into.reserve_exact(from.len());
+            into.extend(from);
         }
-        join(&mut self.written, other.written);
-        join(&mut self.meta, other.meta);
-        join(&mut self.dirs, other.dirs);
-        join(&mut self.removed, other.removed);
-        join(&mut self.copied, other.copied);
+    }
+
+    /// Folds in what another worker did. Its lists are taken over where this one's are
+    /// empty, else appended to, growing by just what they add (a first mirror holds a
+    /// record per file: never twice, nor with room for as many again).
+    fn merge(&mut self, other: Applied) {
+        Self::join(&mut self.written, other.written);
+        Self::join(&mut self.meta, other.meta);
+        Self::join(&mut self.dirs, other.dirs);
+        Self::join(&mut self.removed, other.removed);
+        Self::join(&mut self.copied, other.copied);
         self.failed.extend(other.failed);
         self.errors.extend(other.errors);
         self.counts.merge(&other.counts);
@@ -665,7 +687,7 @@ fn commit_copy(
             target: None,
             hash: Some(p.digest),
         },
-        read: p.before,
+        read: crate::cache::Stamp::from(&p.before),
     });
     Ok(())
 }
@@ -689,13 +711,17 @@ fn copy(
 /// copies read must be taken from `applied.copied` before.
 pub fn tree_after(before: crate::tree::Tree, applied: &mut Applied) -> crate::tree::Tree {
     let mut t = before;
-    let mut changes = std::mem::take(&mut applied.written);
-    changes.append(&mut applied.meta);
-    changes.extend(
-        std::mem::take(&mut applied.copied)
-            .into_iter()
-            .map(|c| (c.path, c.written)),
-    );
+    let copied = std::mem::take(&mut applied.copied);
+    let mut changes = if applied.written.is_empty() && applied.meta.is_empty() {
+        // Made in the copies' own memory (the collect reuses it): a first sync copies
+        // every file.
+        copied.into_iter().map(|c| (c.path, c.written)).collect()
+    } else {
+        let mut changes = std::mem::take(&mut applied.written);
+        changes.append(&mut applied.meta);
+        changes.extend(copied.into_iter().map(|c| (c.path, c.written)));
+        changes
+    };
     for (_, e) in changes.iter_mut() {
         if e.kind == Kind::Dir {
             e.ino = 0;

@@ -264,9 +264,27 @@ fn encode(
     crate::record::write_seq(out, &header, records())
 }
 
+/// What a cache record keeps of a file's stat: a hash goes with these.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp {
+    pub size: u64,
+    pub mtime: MTime,
+    pub ino: u64,
+}
+
+impl From<&fsops::Stat> for Stamp {
+    fn from(st: &fsops::Stat) -> Stamp {
+        Stamp {
+            size: st.size,
+            mtime: st.mtime,
+            ino: st.ino,
+        }
+    }
+}
+
 /// Records that the file `e` was read as `st` and hashed to `digest`. The entry takes
 /// the stat the hash belongs to, so the cache never pairs a hash with a newer stat.
-pub fn note_hashed(e: &mut Entry, digest: Digest, st: &crate::fsops::Stat) {
+pub fn note_hashed(e: &mut Entry, digest: Digest, st: Stamp) {
     e.size = st.size;
     e.mtime = st.mtime;
     e.ino = st.ino;
@@ -321,7 +339,7 @@ pub fn hash_missing_where(
                 out.files += 1;
                 out.bytes += st.size;
                 if let Some(e) = tree.entries.get_mut(&rel) {
-                    note_hashed(e, digest, &st);
+                    note_hashed(e, digest, Stamp::from(&st));
                 }
             }
             Err(err) => {

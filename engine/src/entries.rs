@@ -409,14 +409,16 @@ impl Entries {
         let mut gone: Vec<&Path> = removed.iter().map(PathBuf::as_path).collect();
         crate::tree::sort_paths(&mut gone);
         crate::tree::sort_by_path(&mut changes);
-        // Of two changes at one path, the later (the sort keeps their order).
-        let mut deduped: Vec<(PathBuf, Entry)> = Vec::with_capacity(changes.len());
-        for c in changes {
-            match deduped.last_mut() {
-                Some(last) if last.0 == c.0 => *last = c,
-                _ => deduped.push(c),
+        // Of two changes at one path, the later (the sort keeps their order): it takes
+        // the earlier's place.
+        changes.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(later, kept);
             }
-        }
+            same
+        });
+        let deduped = changes;
         let old = std::mem::take(&mut self.chunks);
         let mut out = ChunkList::with_cap(CHUNK);
         let mut news = deduped.into_iter();
