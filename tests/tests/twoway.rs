@@ -153,7 +153,9 @@ fn conflict_case(policy: &str, a_newer: bool) -> (String, String, Vec<PathBuf>) 
 #[test]
 fn a_tree_of_many_chunks_syncs_edits_in_every_part_of_it() {
     // 20,000 entries: trees, states and the merges after a pass span several chunks
-    // (8,192 entries each), and the scan hands over one part per top directory.
+    // (8,192 entries each), and the scan hands over one part per top directory. A first
+    // sync this size sets its planned state aside while it copies: the second pass's
+    // removal of t17 from B shows that state was recorded whole.
     let env = Env::new();
     let (a, b) = pair(&env);
     for i in 0..20_000 {

@@ -297,6 +297,7 @@ impl Job {
             "checked what each side loses is kept: {:.3}s",
             started.elapsed().as_secs_f64()
         );
+        let spilled = self.spill_state(&mut plan);
         let (mut applied, interrupted) = self.apply(&plan)?;
         log::debug!("applied: {:.3}s", started.elapsed().as_secs_f64());
         let mut counts = Counts::default();
@@ -421,15 +422,23 @@ impl Job {
                 log::debug!("sync state unchanged (nothing changed since the last sync)");
             } else if !interrupted {
                 // (Unchanged and first: both replicas are empty, and so is the state.)
-                let mut planned = std::mem::take(&mut plan.state);
-                fill_state_hashes(&mut planned, trees);
-                let new_state = if failed.is_empty() {
-                    planned
-                } else {
-                    let base = state::load(&self.state_file, &self.a, &self.b);
-                    merge_state(&base.unwrap_or_default(), planned, &failed)
+                let planned = match spilled {
+                    Some(s) => state::unspill(s, &self.a, &self.b).map_err(|e| {
+                        engine::Error::Other(format!("the planned sync state set aside: {e}"))
+                    }),
+                    None => Ok(std::mem::take(&mut plan.state)),
                 };
-                match state::save(&self.state_file, &self.a, &self.b, &new_state) {
+                let saved = planned.and_then(|mut planned| {
+                    fill_state_hashes(&mut planned, trees);
+                    let new_state = if failed.is_empty() {
+                        planned
+                    } else {
+                        let base = state::load(&self.state_file, &self.a, &self.b);
+                        merge_state(&base.unwrap_or_default(), planned, &failed)
+                    };
+                    state::save(&self.state_file, &self.a, &self.b, &new_state)
+                });
+                match saved {
                     Ok(true) => {}
                     Ok(false) => log::debug!("sync state unchanged"),
                     Err(e) => {
@@ -473,6 +482,34 @@ impl Job {
             errors: errors.len(),
             interrupted,
         })
+    }
+
+    /// A pass that rewrites a good part of the replicas (a first sync copies every file)
+    /// holds a record per action while it applies them: the state it will record is set
+    /// aside on disk meanwhile, and read again to be recorded. The state's file is
+    /// written twice then, at a cost below the actions'. Where it cannot be set aside it
+    /// stays in memory.
+    fn spill_state(&self, plan: &mut SyncPlan) -> Option<state::Spilled> {
+        let actions: usize = [&plan.keep_a, &plan.keep_b, &plan.to_a, &plan.to_b]
+            .iter()
+            .map(|p| p.actions.len())
+            .sum();
+        if plan.state.len() < SPILL_MIN || actions * SPILL_SHARE < plan.state.len() {
+            return None;
+        }
+        let dir = self.state_file.parent()?;
+        let spilled = std::fs::create_dir_all(dir)
+            .and_then(|()| state::spill(dir, &self.a, &self.b, &plan.state));
+        match spilled {
+            Ok(s) => {
+                plan.state = engine::tree::Entries::default();
+                Some(s)
+            }
+            Err(e) => {
+                log::debug!("planned sync state kept in memory: {e}");
+                None
+            }
+        }
     }
 
     /// Refuses a pass that would delete more than `--max-delete` percent of a replica.
@@ -555,6 +592,11 @@ impl Job {
         Ok((out, false))
     }
 }
+
+/// The planned state is set aside while the actions are applied when it has this many
+/// paths at least, and the pass has an action for one in `SPILL_SHARE` of them.
+const SPILL_MIN: usize = 4096;
+const SPILL_SHARE: usize = 4;
 
 /// The planned state, except that failed paths (and everything under them) keep what the
 /// base said.

@@ -74,38 +74,7 @@ impl<'a> RecordRef<'a> {
 /// at a time, straight into the tree.
 pub fn load(file: &Path, a: &Path, b: &Path) -> Option<Entries> {
     let f = std::fs::File::open(file).ok()?;
-    let file_len = f.metadata().map_or(0, |m| m.len() as usize);
-    let mut seq = engine::record::SeqReader::new(f);
-    let decoded = (|| {
-        let head = seq.take_with(|raw| {
-            let ((format, fa, fb, count), rest) = postcard::take_from_bytes::<Head>(raw)?;
-            let ours = format == FORMAT
-                && fa == a.as_os_str().as_bytes()
-                && fb == b.as_os_str().as_bytes();
-            Ok((ours.then_some(count), rest.len()))
-        })?;
-        let Some(count) = head else {
-            return Ok(None);
-        };
-        // The count is the file's word: room for no more than the file could hold.
-        let entries = count.min(file_len / 8);
-        let mut list = ChunkList::with_capacity(entries, 0);
-        for _ in 0..count {
-            seq.take_with(|raw| {
-                let (r, rest) = postcard::take_from_bytes::<RecordRef>(raw)?;
-                list.push(r.path(), r.entry());
-                Ok(((), rest.len()))
-            })?;
-        }
-        if !seq.at_end()? {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "bytes after the last record",
-            ));
-        }
-        Ok(Some(list.into_entries()))
-    })();
-    decoded.unwrap_or_else(|e: std::io::Error| {
+    decode(f, a, b).unwrap_or_else(|e: std::io::Error| {
         log::warn!(
             "sync state {} is damaged ({e}); syncing as a first sync",
             file.display()
@@ -114,19 +83,77 @@ pub fn load(file: &Path, a: &Path, b: &Path) -> Option<Entries> {
     })
 }
 
-/// Writes the state atomically, encoded a block at a time, unless the file already holds
-/// this very state. Returns whether the file was written.
-pub fn save(file: &Path, a: &Path, b: &Path, state: &Entries) -> Result<bool, Error> {
+/// The state of the pair (a, b) in `f`, read from where `f` stands to its end; `None`
+/// if it belongs to another pair.
+fn decode(f: std::fs::File, a: &Path, b: &Path) -> std::io::Result<Option<Entries>> {
+    let file_len = f.metadata().map_or(0, |m| m.len() as usize);
+    let mut seq = engine::record::SeqReader::new(f);
+    let head = seq.take_with(|raw| {
+        let ((format, fa, fb, count), rest) = postcard::take_from_bytes::<Head>(raw)?;
+        let ours =
+            format == FORMAT && fa == a.as_os_str().as_bytes() && fb == b.as_os_str().as_bytes();
+        Ok((ours.then_some(count), rest.len()))
+    })?;
+    let Some(count) = head else {
+        return Ok(None);
+    };
+    let entries = count.min(file_len / 8);
+    let mut list = ChunkList::with_capacity(entries, 0);
+    for _ in 0..count {
+        seq.take_with(|raw| {
+            let (r, rest) = postcard::take_from_bytes::<RecordRef>(raw)?;
+            list.push(r.path(), r.entry());
+            Ok(((), rest.len()))
+        })?;
+    }
+    if !seq.at_end()? {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "bytes after the last record",
+        ));
+    }
+    Ok(Some(list.into_entries()))
+}
+
+/// Writes the state of the pair (a, b) to `w`.
+fn encode(mut w: impl std::io::Write, a: &Path, b: &Path, state: &Entries) -> std::io::Result<()> {
     let head = (
         FORMAT,
         a.as_os_str().as_bytes(),
         b.as_os_str().as_bytes(),
         state.len(),
     );
-    let records = || state.iter().map(|(p, e)| RecordRef::new(p, e));
-    fsops::write_atomic_unless_same(file, |mut w| {
-        engine::record::write_seq(&mut w, &head, records())
+    let records = state.iter().map(|(p, e)| RecordRef::new(p, e));
+    engine::record::write_seq(&mut w, &head, records)
+}
+
+/// A state set aside in an unnamed file (gone with the process), while its memory is
+/// needed for something else.
+pub struct Spilled(std::fs::File);
+
+/// Sets `state` aside in an unnamed file in `dir`.
+pub fn spill(dir: &Path, a: &Path, b: &Path, state: &Entries) -> std::io::Result<Spilled> {
+    let f = tempfile::tempfile_in(dir)?;
+    let mut w = std::io::BufWriter::with_capacity(64 * 1024, f);
+    encode(&mut w, a, b, state)?;
+    Ok(Spilled(w.into_inner().map_err(|e| e.into_error())?))
+}
+
+/// The state set aside by [`spill`] with the same pair.
+pub fn unspill(s: Spilled, a: &Path, b: &Path) -> std::io::Result<Entries> {
+    use std::io::Seek;
+    let mut f = s.0;
+    f.rewind()?;
+    decode(f, a, b)?.ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "set aside for another pair",
+        )
     })
+}
+
+pub fn save(file: &Path, a: &Path, b: &Path, state: &Entries) -> Result<bool, Error> {
+    fsops::write_atomic_unless_same(file, |w| encode(w, a, b, state))
 }
 
 #[cfg(test)]
@@ -203,5 +230,31 @@ mod tests {
                 assert_ne!(ino(), before);
             }
         }
+    }
+
+    /// A state set aside reads back as it was, and only for its own pair; the file it
+    /// went to has no name in the directory.
+    #[test]
+    fn a_state_set_aside_reads_back_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Entries::new();
+        for i in 0..5000u32 {
+            s.insert(
+                PathBuf::from(format!("d {}/f{i}", i % 7)),
+                Entry::file(
+                    u64::from(i),
+                    0o640,
+                    MTime::new(3, i),
+                    Some(Digest([i as u8; 32])),
+                ),
+            );
+        }
+        s.insert(PathBuf::from("l"), Entry::symlink("d 0", MTime::new(2, 3)));
+        let (a, b) = (Path::new("/a"), Path::new("/b"));
+        let spilled = spill(d.path(), a, b, &s).unwrap();
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+        assert_eq!(unspill(spilled, a, b).unwrap(), s);
+        let spilled = spill(d.path(), a, b, &s).unwrap();
+        assert!(unspill(spilled, a, Path::new("/c")).is_err());
     }
 }
