@@ -99,16 +99,60 @@ pub struct Applied {
     pub interrupted: bool,
 }
 
-/// One file copied.
+/// One file copied (a first sync holds one per file: kept small).
 #[derive(Debug)]
 pub struct Copied {
+    /// Empty while the copies run (the plan holds it): set by [`Applied::name_copies`].
     pub path: PathBuf,
-    /// The destination entry as written, with its hash and inode.
-    pub written: Entry,
-    /// The source as it was read (its content hash is `written`'s): only what its
-    /// stat-cache record needs, since a first sync holds one of these per file.
-    pub read: crate::cache::Stamp,
+    /// The copy's place in the plan.
+    action: u32,
+    /// The destination file as written: its size, mode, mtime, inode and content hash.
+    pub mode: u32,
+    pub size: u64,
+    pub mtime: crate::tree::MTime,
+    pub ino: u64,
+    pub digest: crate::tree::Digest,
+    /// The source file's mtime and inode when it was read (its size and content hash
+    /// are the written file's).
+    pub read_mtime: crate::tree::MTime,
+    pub read_ino: u64,
 }
+
+impl Copied {
+    /// The path, once the copies are named (see [`Applied::name_copies`]).
+    fn named(&self) -> &Path {
+        assert!(
+            !self.path.as_os_str().is_empty(),
+            "BUG: a copy's record is used before Applied::name_copies"
+        );
+        &self.path
+    }
+
+    /// The destination entry as written.
+    pub fn written(&self) -> Entry {
+        Entry {
+            kind: Kind::File,
+            size: self.size,
+            mode: self.mode,
+            mtime: self.mtime,
+            ino: self.ino,
+            target: None,
+            hash: Some(self.digest),
+        }
+    }
+
+    /// The source as it was read.
+    pub fn read(&self) -> crate::cache::Stamp {
+        crate::cache::Stamp {
+            size: self.size,
+            mtime: self.read_mtime,
+            ino: self.read_ino,
+        }
+    }
+}
+
+/// An action with its place in its plan.
+type Numbered<'a> = (u32, &'a Action);
 
 /// Gives the files of `source` (the tree the copies read from) whose hash is unknown the
 /// hash and stat their copy read: they need not be hashed again.
@@ -116,11 +160,10 @@ pub fn note_reads(source: &mut crate::tree::Entries, copied: &mut [Copied]) {
     crate::tree::update_each(
         source,
         copied,
-        |c| &c.path,
+        |c| c.named(),
         |e, c| {
             if e.kind == Kind::File && e.hash.is_none() {
-                let digest = c.written.hash.expect("BUG: a copy records its hash");
-                crate::cache::note_hashed(e, digest, c.read);
+                crate::cache::note_hashed(e, c.digest, c.read());
             }
         },
     );
@@ -173,25 +216,26 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
     let mut out = Applied::default();
     let mut failed_dirs: BTreeSet<PathBuf> = BTreeSet::new();
     let is_copy = |a: &Action| matches!(a.op, Op::Copy { .. });
-    let first: Vec<&Action> = plan
-        .actions
-        .iter()
-        .filter(|a| !is_copy(a) && a.op != Op::SetDirMeta)
+    // Each action with its place in the plan, which a copy's record keeps.
+    let numbered = || {
+        plan.actions.iter().enumerate().map(|(i, a)| {
+            let i = u32::try_from(i).expect("BUG: a plan holds fewer than 2^32 actions");
+            (i, a)
+        })
+    };
+    let first: Vec<Numbered> = numbered()
+        .filter(|(_, a)| !is_copy(a) && a.op != Op::SetDirMeta)
         .collect();
-    let copies: Vec<&Action> = plan.actions.iter().filter(|a| is_copy(a)).collect();
-    let last: Vec<&Action> = plan
-        .actions
-        .iter()
-        .filter(|a| a.op == Op::SetDirMeta)
-        .collect();
+    let copies: Vec<Numbered> = numbered().filter(|(_, a)| is_copy(a)).collect();
+    let last: Vec<Numbered> = numbered().filter(|(_, a)| a.op == Op::SetDirMeta).collect();
 
     // Bytes are read through directory handles too, never following a symlink.
     let mut src = Root::open(opts.src_root).ok();
     run_sequence(&first, dst, &mut src, opts, &mut out, &mut failed_dirs);
     if !out.interrupted && !copies.is_empty() {
-        let copies: Vec<&Action> = copies
+        let copies: Vec<Numbered> = copies
             .into_iter()
-            .filter(|a| {
+            .filter(|(_, a)| {
                 let skip = under_any(&failed_dirs, &a.path);
                 if skip {
                     out.failed.insert(a.path.clone());
@@ -270,13 +314,13 @@ const BATCH_BYTES: u64 = 256 << 20;
 /// files of earlier batches are complete where they are. The records of each batch go
 /// to `done` when given, else stay in `out`.
 fn copy_worker(
-    (copies, next, done): (&[&Action], &AtomicUsize, Option<&Mutex<Vec<Copied>>>),
+    (copies, next, done): (&[Numbered], &AtomicUsize, Option<&Mutex<Vec<Copied>>>),
     dst: &mut Root,
     src: &mut Option<Root>,
     opts: &ApplyOptions<'_>,
     out: &mut Applied,
 ) {
-    let mut pending: Vec<(&Action, Prepared)> = Vec::new();
+    let mut pending: Vec<(Numbered, Prepared)> = Vec::new();
     let mut pending_bytes = 0u64;
     // Copies are taken a run at a time: neighbours in path order share a directory,
     // and two threads creating files in one directory wait on its lock.
@@ -291,14 +335,14 @@ fn copy_worker(
             let start = next.fetch_add(len, Ordering::Relaxed);
             run = start..(start + len).min(copies.len());
         }
-        let Some(action) = run.next().and_then(|i| copies.get(i)) else {
+        let Some(&(at, action)) = run.next().and_then(|i| copies.get(i)) else {
             break;
         };
         match prepare_copy(action, dst, src, opts, false) {
             Ok(mut p) => {
                 p.temp.close();
                 pending_bytes += p.n;
-                pending.push((action, p));
+                pending.push(((at, action), p));
             }
             Err(Error::Entry { reason, .. }) if reason == "interrupted" => {
                 out.interrupted = true;
@@ -333,7 +377,7 @@ fn hand_over(out: &mut Applied, done: Option<&Mutex<Vec<Copied>>>) {
 
 /// Flushes a batch of prepared copies to disk, then renames each into place.
 fn install_batch(
-    pending: &mut Vec<(&Action, Prepared)>,
+    pending: &mut Vec<(Numbered, Prepared)>,
     dst: &mut Root,
     opts: &ApplyOptions<'_>,
     out: &mut Applied,
@@ -344,14 +388,14 @@ fn install_batch(
     if let Err(e) = dst.sync_fs() {
         // Without the flush no file of the batch may appear at its final name.
         log::error!("{e}");
-        for (action, _) in pending.drain(..) {
+        for ((_, action), _) in pending.drain(..) {
             out.failed.insert(action.path.clone());
         }
         out.errors.push(e);
         return;
     }
-    for (action, p) in pending.drain(..) {
-        match commit_copy(action, p, dst, out) {
+    for ((at, action), p) in pending.drain(..) {
+        match commit_copy((at, action), p, dst, out) {
             Ok(()) => {
                 log_action(action.op.verb(), &action.path, opts.direction, false);
                 out.counts.add(action.op.verb());
@@ -366,14 +410,14 @@ fn install_batch(
 }
 
 fn run_sequence(
-    actions: &[&Action],
+    actions: &[Numbered],
     dst: &mut Root,
     src: &mut Option<Root>,
     opts: &ApplyOptions<'_>,
     out: &mut Applied,
     failed_dirs: &mut BTreeSet<PathBuf>,
 ) {
-    for action in actions {
+    for &(at, action) in actions {
         if (opts.stop)() {
             out.interrupted = true;
             break;
@@ -382,7 +426,7 @@ fn run_sequence(
             out.failed.insert(action.path.clone());
             continue;
         }
-        match run(action, dst, src, opts, out) {
+        match run((at, action), dst, src, opts, out) {
             Ok(()) => {
                 log_action(action.op.verb(), &action.path, opts.direction, false);
                 out.counts.add(action.op.verb());
@@ -404,6 +448,17 @@ fn run_sequence(
 }
 
 impl Applied {
+    /// Gives each copy's record its path, moved out of `plan` (the plan this applied):
+    /// the records go without one while the copies run, as the plan holds them all. The
+    /// plan's paths of copies are empty after.
+    pub fn name_copies(&mut self, plan: &mut Plan) {
+        for c in &mut self.copied {
+            let action = &mut plan.actions[c.action as usize];
+            debug_assert!(matches!(action.op, Op::Copy { .. } | Op::SetFileMeta));
+            c.path = std::mem::take(&mut action.path);
+        }
+    }
+
     /// Appends `from` to `into`, growing it by just what it adds (or takes `from` over).
     fn join<T>(into: &mut Vec<T>, from: Vec<T>) {
         if into.is_empty() {
@@ -460,7 +515,7 @@ fn unchanged_since_scan(dst: &mut Root, action: &Action) -> Result<(), Error> {
 }
 
 fn run(
-    action: &Action,
+    (at, action): Numbered,
     dst: &mut Root,
     src: &mut Option<Root>,
     opts: &ApplyOptions<'_>,
@@ -525,10 +580,10 @@ fn run(
                 Ok(())
             } else {
                 // Shared with a version (or not ours to open): never change it in place.
-                copy(action, dst, src, opts, out)
+                copy((at, action), dst, src, opts, out)
             }
         }
-        Op::Copy { .. } => copy(action, dst, src, opts, out),
+        Op::Copy { .. } => copy((at, action), dst, src, opts, out),
         Op::Rmdir => {
             dst.rmdir(path)?;
             out.removed.push(path.clone());
@@ -661,12 +716,11 @@ fn prepare_copy(
 
 /// Installs a prepared copy at its final name (its bytes are on disk by now).
 fn commit_copy(
-    action: &Action,
+    (at, action): Numbered,
     p: Prepared,
     dst: &mut Root,
     out: &mut Applied,
 ) -> Result<(), Error> {
-    let path = &action.path;
     let new = p.new;
     if action.dst.is_none() {
         // A new file: the rename itself refuses to replace anything that appeared.
@@ -677,31 +731,29 @@ fn commit_copy(
     }
     out.counts.bytes += p.n;
     out.copied.push(Copied {
-        path: path.clone(),
-        written: Entry {
-            kind: Kind::File,
-            size: p.n,
-            mode: p.mode,
-            mtime: p.mtime,
-            ino: new.ino,
-            target: None,
-            hash: Some(p.digest),
-        },
-        read: crate::cache::Stamp::from(&p.before),
+        path: PathBuf::new(),
+        action: at,
+        mode: p.mode,
+        size: p.n,
+        mtime: p.mtime,
+        ino: new.ino,
+        digest: p.digest,
+        read_mtime: p.before.mtime,
+        read_ino: p.before.ino,
     });
     Ok(())
 }
 
 /// One file copy, flushed on its own.
 fn copy(
-    action: &Action,
+    (at, action): Numbered,
     dst: &mut Root,
     src: &mut Option<Root>,
     opts: &ApplyOptions<'_>,
     out: &mut Applied,
 ) -> Result<(), Error> {
     let p = prepare_copy(action, dst, src, opts, true)?;
-    commit_copy(action, p, dst, out)
+    commit_copy((at, action), p, dst, out)
 }
 
 /// The destination tree after `applied`: the scanned tree with removals, writes and
@@ -712,14 +764,19 @@ fn copy(
 pub fn tree_after(before: crate::tree::Tree, applied: &mut Applied) -> crate::tree::Tree {
     let mut t = before;
     let copied = std::mem::take(&mut applied.copied);
+    let change = |c: Copied| {
+        c.named();
+        let written = c.written();
+        (c.path, written)
+    };
     let mut changes = if applied.written.is_empty() && applied.meta.is_empty() {
         // Made in the copies' own memory (the collect reuses it): a first sync copies
         // every file.
-        copied.into_iter().map(|c| (c.path, c.written)).collect()
+        copied.into_iter().map(change).collect()
     } else {
         let mut changes = std::mem::take(&mut applied.written);
         changes.append(&mut applied.meta);
-        changes.extend(copied.into_iter().map(|c| (c.path, c.written)));
+        changes.extend(copied.into_iter().map(change));
         changes
     };
     for (_, e) in changes.iter_mut() {

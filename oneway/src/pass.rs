@@ -183,7 +183,7 @@ impl Job {
                 }
             }
         }
-        let plan = mirror::plan_mirror(&src, &dst, &opts);
+        let mut plan = mirror::plan_mirror(&src, &dst, &opts);
         log::debug!(
             "planned {} actions: {:.3}s",
             plan.actions.len(),
@@ -265,6 +265,8 @@ impl Job {
                 stop: &stop,
             },
         );
+        // The copies' records take their paths from the plan.
+        applied.name_copies(&mut plan);
         errors.extend(plan.errors);
         // With nothing done and nothing hashed, both trees are the ones their stat caches
         // were read with: the directory SHA-256s the caches proved still hold.

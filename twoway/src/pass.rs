@@ -302,7 +302,7 @@ impl Job {
         log::debug!("applied: {:.3}s", started.elapsed().as_secs_f64());
         let mut counts = Counts::default();
         let mut failed: Vec<PathBuf> = Vec::new();
-        for a in applied.iter().flatten() {
+        for a in applied.iter().flatten().flatten() {
             counts.merge(&a.counts);
             failed.extend(a.failed.iter().cloned());
             errors.extend(a.errors.iter().map(|e| engine::Error::Other(e.to_string())));
@@ -320,20 +320,24 @@ impl Job {
             .map(|i| cached_sha[i].filter(|_| idle[i] && !interrupted))
             .collect();
         // The actions hold a copy of every entry they act on: gone before the trees
-        // after the pass are built.
-        for p in [
+        // after the pass are built, once the copies' records have taken their paths.
+        let [a_steps, b_steps] = &mut applied;
+        for (applied, p) in a_steps.iter_mut().chain(b_steps.iter_mut()).zip([
             &mut plan.keep_a,
-            &mut plan.keep_b,
             &mut plan.to_a,
+            &mut plan.keep_b,
             &mut plan.to_b,
-        ] {
+        ]) {
+            if let Some(applied) = applied {
+                applied.name_copies(p);
+            }
             *p = engine::mirror::Plan::default();
         }
         // What a side's copies read from the other side was hashed on the way: those
         // files of the other side are not hashed again. (A file a side copies from is
         // not written on that side in the same pass.)
         for i in 0..2 {
-            for a in applied[i].iter_mut() {
+            for a in applied[i].iter_mut().flatten() {
                 apply::note_reads(&mut trees[1 - i].entries, &mut a.copied);
             }
         }
@@ -341,7 +345,7 @@ impl Job {
         let mut afters = Vec::new();
         for (i, t) in [ta, tb].into_iter().enumerate() {
             let mut t = t;
-            for a in applied[i].iter_mut() {
+            for a in applied[i].iter_mut().flatten() {
                 t = apply::tree_after(t, a);
             }
             afters.push(t);
@@ -535,14 +539,14 @@ impl Job {
     /// Conflict copies first (on each loser's own side), then each side's actions. The
     /// two sides are worked on at once: each path's final state comes from one side, so
     /// what one side's actions write, the other side's never read.
-    fn apply(&self, plan: &SyncPlan) -> Result<([Vec<Applied>; 2], bool), Refusal> {
+    fn apply(&self, plan: &SyncPlan) -> Result<(Steps, bool), Refusal> {
         let stop = || signal::stop_requested();
         let [mut root_a, mut root_b] = [
             Root::open(&self.a).map_err(Refusal::from)?,
             Root::open(&self.b).map_err(Refusal::from)?,
         ];
-        let mut out: [Vec<Applied>; 2] = [Vec::new(), Vec::new()];
-        for keep_step in [true, false] {
+        let mut out: Steps = Default::default();
+        for (n, keep_step) in [true, false].into_iter().enumerate() {
             let step = |side: Side, root: &mut Root| -> Option<Applied> {
                 let (keep, to) = plan.plan_for(side);
                 let (p, src_root, direction) = if keep_step {
@@ -580,10 +584,8 @@ impl Job {
             });
             let mut interrupted = false;
             for (i, applied) in [on_a, on_b].into_iter().enumerate() {
-                if let Some(applied) = applied {
-                    interrupted |= applied.interrupted;
-                    out[i].push(applied);
-                }
+                interrupted |= applied.as_ref().is_some_and(|a| a.interrupted);
+                out[i][n] = applied;
             }
             if interrupted {
                 return Ok((out, true));
@@ -592,6 +594,10 @@ impl Job {
         Ok((out, false))
     }
 }
+
+/// What each side's steps did: `[side][0]` its conflict copies (`keep_*`), `[side][1]`
+/// its other actions (`to_*`); `None` for a step with no action, or not reached.
+type Steps = [[Option<Applied>; 2]; 2];
 
 /// The planned state is set aside while the actions are applied when it has this many
 /// paths at least, and the pass has an action for one in `SPILL_SHARE` of them.
