@@ -238,7 +238,7 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
             .filter(|(_, a)| {
                 let skip = under_any(&failed_dirs, &a.path);
                 if skip {
-                    out.failed.insert(a.path.clone());
+                    out.failed.insert(a.path.to_path_buf());
                 }
                 !skip
             })
@@ -350,7 +350,7 @@ fn copy_worker(
             }
             Err(e) => {
                 log::error!("{e}");
-                out.failed.insert(action.path.clone());
+                out.failed.insert(action.path.to_path_buf());
                 out.errors.push(e);
             }
         }
@@ -389,7 +389,7 @@ fn install_batch(
         // Without the flush no file of the batch may appear at its final name.
         log::error!("{e}");
         for ((_, action), _) in pending.drain(..) {
-            out.failed.insert(action.path.clone());
+            out.failed.insert(action.path.to_path_buf());
         }
         out.errors.push(e);
         return;
@@ -402,7 +402,7 @@ fn install_batch(
             }
             Err(e) => {
                 log::error!("{e}");
-                out.failed.insert(action.path.clone());
+                out.failed.insert(action.path.to_path_buf());
                 out.errors.push(e);
             }
         }
@@ -423,7 +423,7 @@ fn run_sequence(
             break;
         }
         if under_any(failed_dirs, &action.path) && !action.path.as_os_str().is_empty() {
-            out.failed.insert(action.path.clone());
+            out.failed.insert(action.path.to_path_buf());
             continue;
         }
         match run((at, action), dst, src, opts, out) {
@@ -438,9 +438,9 @@ fn run_sequence(
             Err(e) => {
                 log::error!("{e}");
                 if matches!(action.op, Op::Mkdir) {
-                    failed_dirs.insert(action.path.clone());
+                    failed_dirs.insert(action.path.to_path_buf());
                 }
-                out.failed.insert(action.path.clone());
+                out.failed.insert(action.path.to_path_buf());
                 out.errors.push(e);
             }
         }
@@ -455,7 +455,7 @@ impl Applied {
         for c in &mut self.copied {
             let action = &mut plan.actions[c.action as usize];
             debug_assert!(matches!(action.op, Op::Copy { .. } | Op::SetFileMeta));
-            c.path = std::mem::take(&mut action.path);
+            c.path = std::mem::replace(&mut action.path, Path::new("").into()).into_path_buf();
         }
     }
 
@@ -486,10 +486,12 @@ impl Applied {
 }
 
 fn src_of(action: &Action) -> Result<&Entry, Error> {
-    action
-        .src
-        .as_ref()
-        .ok_or_else(|| Error::entry(action.path.clone(), "BUG: action without a source entry"))
+    action.src.as_ref().ok_or_else(|| {
+        Error::entry(
+            action.path.to_path_buf(),
+            "BUG: action without a source entry",
+        )
+    })
 }
 
 /// The destination still looks as it did when it was scanned.
@@ -537,25 +539,25 @@ fn run(
                 }
             }
             dst.remove(path)?;
-            out.removed.push(path.clone());
+            out.removed.push(path.to_path_buf());
             Ok(())
         }
         Op::Remove { .. } => {
             unchanged_since_scan(dst, action)?;
             dst.remove(path)?;
-            out.removed.push(path.clone());
+            out.removed.push(path.to_path_buf());
             Ok(())
         }
         Op::Mkdir => {
             let s = src_of(action)?;
             dst.mkdir(path, s.mode)?;
-            out.written.push((path.clone(), s.clone()));
+            out.written.push((path.to_path_buf(), s.clone()));
             Ok(())
         }
         Op::SetDirMeta => {
             let s = src_of(action)?;
             dst.set_dir_meta(path, s.mode, s.mtime)?;
-            out.dirs.push((path.clone(), s.clone()));
+            out.dirs.push((path.to_path_buf(), s.clone()));
             Ok(())
         }
         Op::Symlink { .. } => {
@@ -564,9 +566,9 @@ fn run(
             let target = s
                 .target
                 .as_deref()
-                .ok_or_else(|| Error::entry(path.clone(), "BUG: symlink without target"))?;
+                .ok_or_else(|| Error::entry(&**path, "BUG: symlink without target"))?;
             dst.symlink(path, target, s.mtime)?;
-            out.written.push((path.clone(), s.clone()));
+            out.written.push((path.to_path_buf(), s.clone()));
             Ok(())
         }
         Op::SetFileMeta => {
@@ -576,7 +578,7 @@ fn run(
                 let mut e = action.dst.as_deref().cloned().unwrap_or_else(|| s.clone());
                 e.mode = s.mode;
                 e.mtime = s.mtime;
-                out.meta.push((path.clone(), e));
+                out.meta.push((path.to_path_buf(), e));
                 Ok(())
             } else {
                 // Shared with a version (or not ours to open): never change it in place.
@@ -586,7 +588,7 @@ fn run(
         Op::Copy { .. } => copy((at, action), dst, src, opts, out),
         Op::Rmdir => {
             dst.rmdir(path)?;
-            out.removed.push(path.clone());
+            out.removed.push(path.to_path_buf());
             Ok(())
         }
         Op::Preserve => {
@@ -594,7 +596,7 @@ fn run(
             let from = action
                 .from
                 .as_deref()
-                .ok_or_else(|| Error::entry(path.clone(), "BUG: preserve without an original"))?;
+                .ok_or_else(|| Error::entry(&**path, "BUG: preserve without an original"))?;
             if dst.stat(path)?.is_some() {
                 return Err(Error::entry(
                     dst.abs(path),
@@ -624,7 +626,7 @@ fn run(
             if let Some(st) = dst.stat(path)? {
                 e.ino = st.ino;
             }
-            out.written.push((path.clone(), e));
+            out.written.push((path.to_path_buf(), e));
             Ok(())
         }
     }

@@ -72,7 +72,8 @@ impl Op {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action {
     pub op: Op,
-    pub path: PathBuf,
+    /// Boxed, at its exact length: a first sync plans an action per file.
+    pub path: Box<Path>,
     /// The source entry to reproduce (for creations, copies and metadata).
     pub src: Option<Entry>,
     /// The destination entry as scanned (what a replace or remove expects to find);
@@ -80,12 +81,17 @@ pub struct Action {
     pub dst: Option<Box<Entry>>,
     /// Where the bytes come from when it is not `path` (relative to the source root, or
     /// to the destination root for `Preserve`).
-    pub from: Option<PathBuf>,
+    pub from: Option<Box<Path>>,
 }
 
 impl Action {
     /// An action at `path` with no source-path override.
-    pub fn new(op: Op, path: impl Into<PathBuf>, src: Option<Entry>, dst: Option<Entry>) -> Action {
+    pub fn new(
+        op: Op,
+        path: impl Into<Box<Path>>,
+        src: Option<Entry>,
+        dst: Option<Entry>,
+    ) -> Action {
         Action {
             op,
             path: path.into(),
@@ -112,7 +118,7 @@ impl Plan {
                 (Op::Copy { replace: true }, Some(d)) | (Op::Remove { .. }, Some(d))
                     if d.kind == Kind::File =>
                 {
-                    Some((a.path.as_path(), d))
+                    Some((&*a.path, d))
                 }
                 _ => None,
             })
@@ -204,7 +210,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
         }
         plan.actions.push(Action {
             op: Op::Remove { kind: Kind::File },
-            path: special.clone(),
+            path: special.as_path().into(),
             src: None,
             dst: None,
             from: None,
@@ -214,7 +220,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
     for leftover in &dst.leftovers {
         plan.actions.push(Action {
             op: Op::RemoveLeftover,
-            path: leftover.clone(),
+            path: leftover.as_path().into(),
             src: None,
             dst: None,
             from: None,
@@ -241,7 +247,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                 }
                 plan.actions.push(Action {
                     op: Op::Remove { kind: d.kind },
-                    path: p.to_path_buf(),
+                    path: p.into(),
                     src: None,
                     dst: Some(Box::new(d.clone())),
                     from: None,
@@ -268,7 +274,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                 }
                 plan.actions.push(Action {
                     op: Op::Remove { kind: d.kind },
-                    path: p.to_path_buf(),
+                    path: p.into(),
                     src: None,
                     dst: Some(Box::new(d.clone())),
                     from: None,
@@ -292,7 +298,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                     if content_differs(s, d, opts) {
                         plan.actions.push(Action {
                             op: Op::Copy { replace: true },
-                            path: p.to_path_buf(),
+                            path: p.into(),
                             src: Some(s.clone()),
                             dst: Some(Box::new(d.clone())),
                             from: None,
@@ -301,7 +307,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                     } else if meta_differs(s, d, opts) {
                         plan.actions.push(Action {
                             op: Op::SetFileMeta,
-                            path: p.to_path_buf(),
+                            path: p.into(),
                             src: Some(s.clone()),
                             dst: Some(Box::new(d.clone())),
                             from: None,
@@ -313,7 +319,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                     if s.target != d.target || !s.mtime.same_as(d.mtime, opts.modify_window) {
                         plan.actions.push(Action {
                             op: Op::Symlink { replace: true },
-                            path: p.to_path_buf(),
+                            path: p.into(),
                             src: Some(s.clone()),
                             dst: Some(Box::new(d.clone())),
                             from: None,
@@ -345,7 +351,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
             }
             plan.actions.push(Action {
                 op: Op::SetDirMeta,
-                path: p.to_path_buf(),
+                path: p.into(),
                 src: Some(s.clone()),
                 dst: None,
                 from: None,
@@ -365,7 +371,7 @@ fn create(plan: &mut Plan, p: &Path, s: &Entry, replace: bool) {
     };
     plan.actions.push(Action {
         op,
-        path: p.to_path_buf(),
+        path: p.into(),
         src: Some(s.clone()),
         dst: None,
         from: None,

@@ -565,7 +565,7 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree) -> (Plan, Plan, usize) {
     // Temporary files of an interrupted pass go first.
     for l in &cur.leftovers {
         to.actions
-            .push(Action::new(Op::RemoveLeftover, l, None, None));
+            .push(Action::new(Op::RemoveLeftover, l.as_path(), None, None));
         touched(l, &mut dir_meta);
     }
 
@@ -594,7 +594,7 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree) -> (Plan, Plan, usize) {
             Some(f) if f.from == side => {
                 if let Some(orig) = &f.copy_of {
                     let mut act = Action::new(Op::Preserve, p, Some(f.entry.clone()), None);
-                    act.from = Some(orig.to_path_buf());
+                    act.from = Some(orig.as_ref().into());
                     keep.actions.push(act);
                     touched(p, &mut dir_meta);
                 }
@@ -663,8 +663,12 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree) -> (Plan, Plan, usize) {
     for d in dir_meta.into_iter().rev() {
         if let Some(Some(f)) = finals.get(&d) {
             if f.entry.kind == Kind::Dir {
-                to.actions
-                    .push(Action::new(Op::SetDirMeta, &d, Some(f.entry.clone()), None));
+                to.actions.push(Action::new(
+                    Op::SetDirMeta,
+                    d.as_path(),
+                    Some(f.entry.clone()),
+                    None,
+                ));
             }
         }
     }

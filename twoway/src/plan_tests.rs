@@ -45,7 +45,7 @@ fn parent_ok(m: &Map, p: &Path) -> bool {
 /// relies on; `src` is the other side as it is at that moment.
 fn run(plan: &Plan, dst: &mut Map, src: Option<&Map>) {
     for act in &plan.actions {
-        let p = &act.path;
+        let p = &act.path.to_path_buf();
         match &act.op {
             Op::Preserve => {
                 let from = act.from.as_ref().unwrap();
@@ -59,7 +59,10 @@ fn run(plan: &Plan, dst: &mut Map, src: Option<&Map>) {
             }
             Op::Copy { .. } | Op::Symlink { .. } => {
                 let want = act.src.clone().unwrap();
-                let from = act.from.clone().unwrap_or_else(|| p.clone());
+                let from = act
+                    .from
+                    .as_deref()
+                    .map_or_else(|| p.clone(), Path::to_path_buf);
                 let have = src
                     .unwrap()
                     .get(&from)
