@@ -102,30 +102,31 @@ pub struct Applied {
 /// One file copied (a first sync holds one per file: kept small).
 #[derive(Debug)]
 pub struct Copied {
-    /// Empty while the copies run (the plan holds it): set by [`Applied::name_copies`].
-    pub path: PathBuf,
+    /// None while the copies run (the plan holds it): set by [`Applied::name_copies`].
+    path: Option<Box<Path>>,
     /// The copy's place in the plan.
     action: u32,
-    /// The destination file as written: its size, mode, mtime, inode and content hash.
-    pub mode: u32,
-    pub size: u64,
-    pub mtime: crate::tree::MTime,
-    pub ino: u64,
+    /// The destination file as written: its size, mode, mtime, inode and content hash
+    /// (the mtimes' parts side by side, which saves their padding).
+    mode: u32,
+    size: u64,
+    mtime_sec: i64,
+    mtime_nsec: u32,
+    ino: u64,
     pub digest: crate::tree::Digest,
     /// The source file's mtime and inode when it was read (its size and content hash
     /// are the written file's).
-    pub read_mtime: crate::tree::MTime,
-    pub read_ino: u64,
+    read_nsec: u32,
+    read_sec: i64,
+    read_ino: u64,
 }
 
 impl Copied {
     /// The path, once the copies are named (see [`Applied::name_copies`]).
     fn named(&self) -> &Path {
-        assert!(
-            !self.path.as_os_str().is_empty(),
-            "BUG: a copy's record is used before Applied::name_copies"
-        );
-        &self.path
+        self.path
+            .as_deref()
+            .expect("BUG: a copy's record is used before Applied::name_copies")
     }
 
     /// The destination entry as written.
@@ -134,7 +135,7 @@ impl Copied {
             kind: Kind::File,
             size: self.size,
             mode: self.mode,
-            mtime: self.mtime,
+            mtime: crate::tree::MTime::new(self.mtime_sec, self.mtime_nsec),
             ino: self.ino,
             target: None,
             hash: Some(self.digest),
@@ -145,7 +146,7 @@ impl Copied {
     pub fn read(&self) -> crate::cache::Stamp {
         crate::cache::Stamp {
             size: self.size,
-            mtime: self.read_mtime,
+            mtime: crate::tree::MTime::new(self.read_sec, self.read_nsec),
             ino: self.read_ino,
         }
     }
@@ -153,6 +154,15 @@ impl Copied {
 
 /// An action with its place in its plan.
 type Numbered<'a> = (u32, &'a Action);
+
+/// What copy workers share: the plan's actions, the places of the copies among them,
+/// the next copy not taken, and where records go (see [`copy_worker`]).
+type CopyWork<'a> = (
+    &'a [Action],
+    &'a [u32],
+    &'a AtomicUsize,
+    Option<&'a Mutex<Vec<Copied>>>,
+);
 
 /// Gives the files of `source` (the tree the copies read from) whose hash is unknown the
 /// hash and stat their copy read: they need not be hashed again.
@@ -226,27 +236,31 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
     let first: Vec<Numbered> = numbered()
         .filter(|(_, a)| !is_copy(a) && a.op != Op::SetDirMeta)
         .collect();
-    let copies: Vec<Numbered> = numbered().filter(|(_, a)| is_copy(a)).collect();
+    // (By place only: a first sync copies every file.)
+    let copies: Vec<u32> = numbered()
+        .filter(|(_, a)| is_copy(a))
+        .map(|(i, _)| i)
+        .collect();
     let last: Vec<Numbered> = numbered().filter(|(_, a)| a.op == Op::SetDirMeta).collect();
 
     // Bytes are read through directory handles too, never following a symlink.
     let mut src = Root::open(opts.src_root).ok();
     run_sequence(&first, dst, &mut src, opts, &mut out, &mut failed_dirs);
     if !out.interrupted && !copies.is_empty() {
-        let copies: Vec<Numbered> = copies
-            .into_iter()
-            .filter(|(_, a)| {
-                let skip = under_any(&failed_dirs, &a.path);
-                if skip {
-                    out.failed.insert(a.path.to_path_buf());
-                }
-                !skip
-            })
-            .collect();
+        let mut copies = copies;
+        copies.retain(|&i| {
+            let a = &plan.actions[i as usize];
+            let skip = under_any(&failed_dirs, &a.path);
+            if skip {
+                out.failed.insert(a.path.to_path_buf());
+            }
+            !skip
+        });
         let threads = crate::hash::default_threads().min(copies.len()).max(1);
         let next = AtomicUsize::new(0);
         if threads <= 1 {
-            copy_worker((&copies, &next, None), dst, &mut src, opts, &mut out);
+            let work = (&plan.actions[..], &copies[..], &next, None);
+            copy_worker(work, dst, &mut src, opts, &mut out);
         } else {
             // The workers' records go, a batch at a time, to one list made to size: a
             // first sync copies every file, and lists of each worker's own, joined at the
@@ -260,7 +274,7 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
                             match Root::open(dst.path()) {
                                 Ok(mut root) => {
                                     let mut src = Root::open(opts.src_root).ok();
-                                    let work = (&copies[..], &next, Some(&done));
+                                    let work = (&plan.actions[..], &copies[..], &next, Some(&done));
                                     copy_worker(work, &mut root, &mut src, opts, &mut part);
                                 }
                                 Err(e) => part.errors.push(e),
@@ -314,7 +328,7 @@ const BATCH_BYTES: u64 = 256 << 20;
 /// files of earlier batches are complete where they are. The records of each batch go
 /// to `done` when given, else stay in `out`.
 fn copy_worker(
-    (copies, next, done): (&[Numbered], &AtomicUsize, Option<&Mutex<Vec<Copied>>>),
+    (actions, copies, next, done): CopyWork,
     dst: &mut Root,
     src: &mut Option<Root>,
     opts: &ApplyOptions<'_>,
@@ -335,9 +349,10 @@ fn copy_worker(
             let start = next.fetch_add(len, Ordering::Relaxed);
             run = start..(start + len).min(copies.len());
         }
-        let Some(&(at, action)) = run.next().and_then(|i| copies.get(i)) else {
+        let Some(&at) = run.next().and_then(|i| copies.get(i)) else {
             break;
         };
+        let action = &actions[at as usize];
         match prepare_copy(action, dst, src, opts, false) {
             Ok(mut p) => {
                 p.temp.close();
@@ -455,7 +470,7 @@ impl Applied {
         for c in &mut self.copied {
             let action = &mut plan.actions[c.action as usize];
             debug_assert!(matches!(action.op, Op::Copy { .. } | Op::SetFileMeta));
-            c.path = std::mem::replace(&mut action.path, Path::new("").into()).into_path_buf();
+            c.path = Some(std::mem::replace(&mut action.path, Path::new("").into()));
         }
     }
 
@@ -591,12 +606,8 @@ fn run(
             out.removed.push(path.to_path_buf());
             Ok(())
         }
-        Op::Preserve => {
+        Op::Preserve { from } => {
             let s = src_of(action)?;
-            let from = action
-                .from
-                .as_deref()
-                .ok_or_else(|| Error::entry(&**path, "BUG: preserve without an original"))?;
             if dst.stat(path)?.is_some() {
                 return Err(Error::entry(
                     dst.abs(path),
@@ -655,7 +666,7 @@ fn prepare_copy(
 ) -> Result<Prepared, Error> {
     let path = &action.path;
     let s = src_of(action)?;
-    let from = action.from.as_deref().unwrap_or(path);
+    let from = path;
     let src_abs = opts.src_root.join(from);
     let (file, before) = match src.as_mut() {
         Some(root) => root.open_read(from)?,
@@ -733,14 +744,16 @@ fn commit_copy(
     }
     out.counts.bytes += p.n;
     out.copied.push(Copied {
-        path: PathBuf::new(),
+        path: None,
         action: at,
         mode: p.mode,
         size: p.n,
-        mtime: p.mtime,
+        mtime_sec: p.mtime.sec,
+        mtime_nsec: p.mtime.nsec,
         ino: new.ino,
         digest: p.digest,
-        read_mtime: p.before.mtime,
+        read_sec: p.before.mtime.sec,
+        read_nsec: p.before.mtime.nsec,
         read_ino: p.before.ino,
     });
     Ok(())
@@ -767,9 +780,11 @@ pub fn tree_after(before: crate::tree::Tree, applied: &mut Applied) -> crate::tr
     let mut t = before;
     let copied = std::mem::take(&mut applied.copied);
     let change = |c: Copied| {
-        c.named();
         let written = c.written();
-        (c.path, written)
+        let path = c
+            .path
+            .expect("BUG: a copy's record is used before Applied::name_copies");
+        (path.into_path_buf(), written)
     };
     let mut changes = if applied.written.is_empty() && applied.meta.is_empty() {
         // Made in the copies' own memory (the collect reuses it): a first sync copies
@@ -808,6 +823,14 @@ pub fn tree_after(before: crate::tree::Tree, applied: &mut Applied) -> crate::tr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A copy's record stays small (a first sync holds one per file), and no smaller
+    /// than a change of a tree, which is made in its memory.
+    #[test]
+    fn copy_records_are_small() {
+        assert_eq!(std::mem::size_of::<Copied>(), 104);
+        assert!(std::mem::size_of::<(PathBuf, Entry)>() <= std::mem::size_of::<Copied>());
+    }
     use crate::tree::{MTime, Tree};
 
     /// Runs end with their directory once they hold `len` items, and never pass `max`.

@@ -45,8 +45,8 @@ pub enum Op {
     /// anything that appeared since the scan is kept).
     Rmdir,
     /// Keep a second copy of an entry of the same tree under a new name (a conflict copy),
-    /// hard-linked where possible; `Action::from` names the original.
-    Preserve,
+    /// hard-linked where possible; `from` names the original (relative to the root).
+    Preserve { from: Box<Path> },
 }
 
 impl Op {
@@ -63,7 +63,7 @@ impl Op {
             Op::RemoveLeftover => "cleanup",
             Op::SetDirMeta => "dirmeta",
             Op::Rmdir => "rmdir",
-            Op::Preserve => "keep-conflict",
+            Op::Preserve { .. } => "keep-conflict",
         }
     }
 }
@@ -79,13 +79,10 @@ pub struct Action {
     /// The destination entry as scanned (what a replace or remove expects to find);
     /// boxed, since most actions (copies into an empty destination) have none.
     pub dst: Option<Box<Entry>>,
-    /// Where the bytes come from when it is not `path` (relative to the source root, or
-    /// to the destination root for `Preserve`).
-    pub from: Option<Box<Path>>,
 }
 
 impl Action {
-    /// An action at `path` with no source-path override.
+    /// An action at `path`.
     pub fn new(
         op: Op,
         path: impl Into<Box<Path>>,
@@ -97,7 +94,6 @@ impl Action {
             path: path.into(),
             src,
             dst: dst.map(Box::new),
-            from: None,
         }
     }
 }
@@ -213,7 +209,6 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
             path: special.as_path().into(),
             src: None,
             dst: None,
-            from: None,
         });
         touched(special, &mut dir_meta);
     }
@@ -223,7 +218,6 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
             path: leftover.as_path().into(),
             src: None,
             dst: None,
-            from: None,
         });
         touched(leftover, &mut dir_meta);
     }
@@ -250,7 +244,6 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                     path: p.into(),
                     src: None,
                     dst: Some(Box::new(d.clone())),
-                    from: None,
                 });
                 if d.kind == Kind::Dir {
                     removed_subtree = Some(p.to_path_buf());
@@ -277,7 +270,6 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                     path: p.into(),
                     src: None,
                     dst: Some(Box::new(d.clone())),
-                    from: None,
                 });
                 if d.kind == Kind::Dir {
                     removed_subtree = Some(p.to_path_buf());
@@ -301,7 +293,6 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                             path: p.into(),
                             src: Some(s.clone()),
                             dst: Some(Box::new(d.clone())),
-                            from: None,
                         });
                         touched(p, &mut dir_meta);
                     } else if meta_differs(s, d, opts) {
@@ -310,7 +301,6 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                             path: p.into(),
                             src: Some(s.clone()),
                             dst: Some(Box::new(d.clone())),
-                            from: None,
                         });
                         touched(p, &mut dir_meta);
                     }
@@ -322,7 +312,6 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                             path: p.into(),
                             src: Some(s.clone()),
                             dst: Some(Box::new(d.clone())),
-                            from: None,
                         });
                         touched(p, &mut dir_meta);
                     }
@@ -354,7 +343,6 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                 path: p.into(),
                 src: Some(s.clone()),
                 dst: None,
-                from: None,
             });
         }
     }
@@ -374,7 +362,6 @@ fn create(plan: &mut Plan, p: &Path, s: &Entry, replace: bool) {
         path: p.into(),
         src: Some(s.clone()),
         dst: None,
-        from: None,
     });
 }
 

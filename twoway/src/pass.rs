@@ -206,8 +206,22 @@ impl Job {
             ),
         };
         let folds = traits.map(|t| t.folds_case);
-        let (mut plan, collided) =
-            plan::plan_sync_folding(base, (&mut ta, &mut tb), &sync_options, folds);
+        // A first sync plans an action per file: the state it will record waits on
+        // disk meanwhile, beside the state file, and is read again to be recorded (a
+        // dry run records nothing, and writes nothing there).
+        let state_dir = self.state_file.parent().unwrap_or(Path::new("."));
+        let aside = state::Aside {
+            dir: state_dir,
+            a: &self.a,
+            b: &self.b,
+        };
+        let (mut plan, collided) = plan::plan_sync_folding(
+            base,
+            (&mut ta, &mut tb),
+            &sync_options,
+            folds,
+            (first && !dry).then_some(&aside),
+        );
         for (side, p, with) in collided {
             let e = engine::Error::entry(
                 p,
@@ -297,7 +311,6 @@ impl Job {
             "checked what each side loses is kept: {:.3}s",
             started.elapsed().as_secs_f64()
         );
-        let spilled = self.spill_state(&mut plan);
         let (mut applied, interrupted) = self.apply(&plan)?;
         log::debug!("applied: {:.3}s", started.elapsed().as_secs_f64());
         let mut counts = Counts::default();
@@ -426,7 +439,7 @@ impl Job {
                 log::debug!("sync state unchanged (nothing changed since the last sync)");
             } else if !interrupted {
                 // (Unchanged and first: both replicas are empty, and so is the state.)
-                let planned = match spilled {
+                let planned = match plan.state_aside.take() {
                     Some(s) => state::unspill(s, &self.a, &self.b).map_err(|e| {
                         engine::Error::Other(format!("the planned sync state set aside: {e}"))
                     }),
@@ -486,34 +499,6 @@ impl Job {
             errors: errors.len(),
             interrupted,
         })
-    }
-
-    /// A pass that rewrites a good part of the replicas (a first sync copies every file)
-    /// holds a record per action while it applies them: the state it will record is set
-    /// aside on disk meanwhile, and read again to be recorded. The state's file is
-    /// written twice then, at a cost below the actions'. Where it cannot be set aside it
-    /// stays in memory.
-    fn spill_state(&self, plan: &mut SyncPlan) -> Option<state::Spilled> {
-        let actions: usize = [&plan.keep_a, &plan.keep_b, &plan.to_a, &plan.to_b]
-            .iter()
-            .map(|p| p.actions.len())
-            .sum();
-        if plan.state.len() < SPILL_MIN || actions * SPILL_SHARE < plan.state.len() {
-            return None;
-        }
-        let dir = self.state_file.parent()?;
-        let spilled = std::fs::create_dir_all(dir)
-            .and_then(|()| state::spill(dir, &self.a, &self.b, &plan.state));
-        match spilled {
-            Ok(s) => {
-                plan.state = engine::tree::Entries::default();
-                Some(s)
-            }
-            Err(e) => {
-                log::debug!("planned sync state kept in memory: {e}");
-                None
-            }
-        }
     }
 
     /// Refuses a pass that would delete more than `--max-delete` percent of a replica.
@@ -598,11 +583,6 @@ impl Job {
 /// What each side's steps did: `[side][0]` its conflict copies (`keep_*`), `[side][1]`
 /// its other actions (`to_*`); `None` for a step with no action, or not reached.
 type Steps = [[Option<Applied>; 2]; 2];
-
-/// The planned state is set aside while the actions are applied when it has this many
-/// paths at least, and the pass has an action for one in `SPILL_SHARE` of them.
-const SPILL_MIN: usize = 4096;
-const SPILL_SHARE: usize = 4;
 
 /// The planned state, except that failed paths (and everything under them) keep what the
 /// base said.

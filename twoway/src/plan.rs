@@ -70,8 +70,11 @@ pub struct SyncPlan {
     pub to_a: Plan,
     pub to_b: Plan,
     pub conflicts: Vec<Conflict>,
-    /// The state to record for each path, if its actions succeed.
+    /// The state to record for each path, if its actions succeed; empty when it was set
+    /// aside (`state_aside`).
     pub state: engine::tree::Entries,
+    /// The same state, set aside on disk (see [`plan_sync_folding`]).
+    pub state_aside: Option<crate::state::Spilled>,
     /// Nothing changed since the last sync: no actions, and the state to record is the
     /// base itself (`state` is left empty rather than rebuilt).
     pub state_unchanged: bool,
@@ -137,14 +140,25 @@ pub fn case_collisions(plan: &SyncPlan, side: &Tree) -> Vec<(PathBuf, PathBuf)> 
 /// that [`case_collisions`] finds is made unknown on both sides, and the pass planned
 /// again without it. Returns the plan and the paths left alone, each with the side it
 /// would have collided on and the path it collides with.
+///
+/// Given `aside`, a state of [`SET_ASIDE_MIN`] paths or more is written there as it is
+/// built, while the actions are planned, instead of being held in memory: a first sync
+/// holds an action per file meanwhile. (Not where a replica folds case: the collisions
+/// are found in the state.)
 pub fn plan_sync_folding<B: Borrow<engine::tree::Entries>>(
     base: B,
     (a, b): (&mut Tree, &mut Tree),
     opts: &SyncOptions,
     folds: [bool; 2],
+    aside: Option<&crate::state::Aside>,
 ) -> (SyncPlan, Vec<(Side, PathBuf, PathBuf)>) {
     if folds == [false, false] {
-        return (plan_sync(base, a, b, opts), Vec::new());
+        let plan = if unchanged_since(base.borrow(), a, b) {
+            unchanged_plan()
+        } else {
+            plan_sync_full(base, a, b, opts, aside)
+        };
+        return (plan, Vec::new());
     }
     let plan = plan_sync(base.borrow(), a, b, opts);
     let mut collided = Vec::new();
@@ -263,13 +277,22 @@ pub fn plan_sync<B: Borrow<engine::tree::Entries>>(
     opts: &SyncOptions,
 ) -> SyncPlan {
     if unchanged_since(base.borrow(), a, b) {
-        return SyncPlan {
-            state_unchanged: true,
-            ..SyncPlan::default()
-        };
+        return unchanged_plan();
     }
-    plan_sync_full(base, a, b, opts)
+    plan_sync_full(base, a, b, opts, None)
 }
+
+/// The plan when nothing changed since the last sync.
+fn unchanged_plan() -> SyncPlan {
+    SyncPlan {
+        state_unchanged: true,
+        ..SyncPlan::default()
+    }
+}
+
+/// The fewest paths of a state that is set aside rather than held (see
+/// [`plan_sync_folding`]).
+pub const SET_ASIDE_MIN: usize = 4096;
 
 /// True if both replicas hold exactly what the base records, path for path, and nothing
 /// is unknown or left over: the full planner would then plan nothing and record the base
@@ -313,6 +336,7 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
     a: &'a Tree,
     b: &'a Tree,
     opts: &SyncOptions,
+    aside: Option<&crate::state::Aside>,
 ) -> SyncPlan {
     let base_ref: &engine::tree::Entries = base.borrow();
     let w = opts.modify_window;
@@ -487,15 +511,25 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
                 .iter()
                 .filter(|(_, f)| f.is_some())
                 .fold((0, 0), |(n, b), (p, _)| (n + 1, b + p.as_os_str().len()));
-            let mut state = engine::entries::ChunkList::with_capacity(entries, names);
-            for (p, f) in finals.iter() {
-                if let Some(f) = f {
-                    let mut e = f.entry.clone();
-                    e.ino = 0;
-                    state.push(p, e);
+            let decided = || {
+                finals
+                    .iter()
+                    .filter_map(|(p, f)| f.as_ref().map(|f| (p, f.entry)))
+            };
+            if let Some(aside) = aside.filter(|_| entries >= SET_ASIDE_MIN) {
+                // (A state records no inode.)
+                match aside.put(entries, decided()) {
+                    Ok(spilled) => return (engine::tree::Entries::default(), Some(spilled)),
+                    Err(e) => log::debug!("planned sync state kept in memory: {e}"),
                 }
             }
-            state.into_entries()
+            let mut state = engine::entries::ChunkList::with_capacity(entries, names);
+            for (p, e) in decided() {
+                let mut e = e.clone();
+                e.ino = 0;
+                state.push(p, e);
+            }
+            (state.into_entries(), None)
         });
         let on_a = actions_for(Side::A, finals, a);
         (
@@ -504,6 +538,7 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
         )
     });
     let [(keep_a, to_a, deletes_a), (keep_b, to_b, deletes_b)] = actions;
+    let (state, state_aside) = state;
     SyncPlan {
         conflicts,
         keep_a,
@@ -513,6 +548,7 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
         to_b,
         deletes_b,
         state,
+        state_aside,
         state_unchanged: false,
     }
 }
@@ -593,9 +629,11 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree) -> (Plan, Plan, usize) {
             }
             Some(f) if f.from == side => {
                 if let Some(orig) = &f.copy_of {
-                    let mut act = Action::new(Op::Preserve, p, Some(f.entry.clone()), None);
-                    act.from = Some(orig.as_ref().into());
-                    keep.actions.push(act);
+                    let op = Op::Preserve {
+                        from: orig.as_ref().into(),
+                    };
+                    keep.actions
+                        .push(Action::new(op, p, Some(f.entry.clone()), None));
                     touched(p, &mut dir_meta);
                 }
             }

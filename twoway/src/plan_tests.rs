@@ -47,8 +47,8 @@ fn run(plan: &Plan, dst: &mut Map, src: Option<&Map>) {
     for act in &plan.actions {
         let p = &act.path.to_path_buf();
         match &act.op {
-            Op::Preserve => {
-                let from = act.from.as_ref().unwrap();
+            Op::Preserve { from } => {
+                let from = &from.to_path_buf();
                 let e = dst
                     .get(from)
                     .cloned()
@@ -59,10 +59,7 @@ fn run(plan: &Plan, dst: &mut Map, src: Option<&Map>) {
             }
             Op::Copy { .. } | Op::Symlink { .. } => {
                 let want = act.src.clone().unwrap();
-                let from = act
-                    .from
-                    .as_deref()
-                    .map_or_else(|| p.clone(), Path::to_path_buf);
+                let from = p.clone();
                 let have = src
                     .unwrap()
                     .get(&from)
@@ -143,7 +140,7 @@ fn contents(m: &Map) -> BTreeSet<(Option<Digest>, Option<Box<PathBuf>>)> {
 fn plan_checked(base: &Map, a: &Tree, b: &Tree, opts: &SyncOptions) -> SyncPlan {
     let plan = plan_sync(base, a, b, opts);
     if plan.state_unchanged {
-        let full = plan_sync_full(base, a, b, opts);
+        let full = plan_sync_full(base, a, b, opts, None);
         assert!(
             full.is_noop() && full.conflicts.is_empty(),
             "shortcut taken, but the full planner acts: {full:?}"
@@ -393,7 +390,7 @@ fn case_collisions_are_left_alone_on_both_sides() {
         ("x", file(3, 100)),
     ]));
     let mut b = tree(&Map::new());
-    let (plan, collided) = plan_sync_folding(&base, (&mut a, &mut b), &opts, [false, true]);
+    let (plan, collided) = plan_sync_folding(&base, (&mut a, &mut b), &opts, [false, true], None);
     assert_eq!(collided, [(Side::B, "foo".into(), "Foo".into())]);
     let mut on_b = Map::new();
     run(&plan.to_b, &mut on_b, Some(&a.entries));
@@ -409,6 +406,7 @@ fn case_collisions_are_left_alone_on_both_sides() {
         (&mut tree(&a.entries), &mut tree(&Map::new())),
         &opts,
         [false, false],
+        None,
     );
     assert!(collided.is_empty());
     assert_eq!(plan.to_b.actions.len(), 3);
@@ -421,7 +419,7 @@ fn case_collisions_are_left_alone_on_both_sides() {
         ("docs/b", file(2, 100)),
     ]));
     let mut b = tree(&map(&[("docs", dir(0o755, 100))]));
-    let (plan, collided) = plan_sync_folding(&base, (&mut a, &mut b), &opts, [false, true]);
+    let (plan, collided) = plan_sync_folding(&base, (&mut a, &mut b), &opts, [false, true], None);
     assert_eq!(collided, [(Side::B, "Docs".into(), "docs".into())]);
     let mut on_b = b.entries.clone();
     run(&plan.to_b, &mut on_b, Some(&a.entries));
@@ -435,7 +433,7 @@ fn case_collisions_are_left_alone_on_both_sides() {
     let base = map(&[("report.txt", file(1, 100))]);
     let mut a = tree(&map(&[("Report.txt", file(1, 100))]));
     let mut b = tree(&base);
-    let (plan, collided) = plan_sync_folding(&base, (&mut a, &mut b), &opts, [false, true]);
+    let (plan, collided) = plan_sync_folding(&base, (&mut a, &mut b), &opts, [false, true], None);
     assert!(collided.is_empty());
     let mut on_b = b.entries.clone();
     run(&plan.to_b, &mut on_b, Some(&a.entries));
@@ -549,6 +547,56 @@ fn mutate(base: &[u8], edits: &[(usize, u8)]) -> Vec<u8> {
         v[i % n] = c;
     }
     v
+}
+
+/// Given a place to set it aside, a large state is written there instead of being held,
+/// and reads back as the state planned without one; a small one stays in the plan.
+#[test]
+fn a_large_planned_state_is_set_aside_whole() {
+    let opts = SyncOptions::default();
+    let mut a = Map::new();
+    for i in 0..SET_ASIDE_MIN as u32 + 10 {
+        let name = format!("d{}/f{i}", i % 9);
+        a.insert(PathBuf::from(format!("d{}", i % 9)), dir(0o755, 100));
+        a.insert(PathBuf::from(name), file(i as u8, 100 + i64::from(i % 5)));
+    }
+    let mut b = Map::new();
+    b.insert(PathBuf::from("only-b"), link("x", 7));
+    let d = tempfile::tempdir().unwrap();
+    let aside = crate::state::Aside {
+        dir: d.path(),
+        a: Path::new("/a"),
+        b: Path::new("/b"),
+    };
+    let plan_with = |aside| {
+        plan_sync_folding(
+            Map::new(),
+            (&mut tree(&a), &mut tree(&b)),
+            &opts,
+            [false, false],
+            aside,
+        )
+        .0
+    };
+    let held = plan_with(None);
+    assert!(held.state_aside.is_none());
+    assert_eq!(held.state.len(), a.len() + 1);
+    let mut set = plan_with(Some(&aside));
+    assert!(set.state.is_empty());
+    let back = crate::state::unspill(set.state_aside.take().unwrap(), aside.a, aside.b);
+    assert_eq!(back.unwrap(), held.state);
+    assert_eq!(set.to_b.actions, held.to_b.actions);
+
+    let small = plan_sync_folding(
+        Map::new(),
+        (&mut tree(&b), &mut tree(&Map::new())),
+        &opts,
+        [false, false],
+        Some(&aside),
+    )
+    .0;
+    assert!(small.state_aside.is_none());
+    assert_eq!(small.state.len(), 1);
 }
 
 proptest! {

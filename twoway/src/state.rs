@@ -116,30 +116,51 @@ fn decode(f: std::fs::File, a: &Path, b: &Path) -> std::io::Result<Option<Entrie
 }
 
 /// Writes the state of the pair (a, b) to `w`.
-fn encode(mut w: impl std::io::Write, a: &Path, b: &Path, state: &Entries) -> std::io::Result<()> {
+fn encode<'e>(
+    mut w: impl std::io::Write,
+    (a, b): (&Path, &Path),
+    count: usize,
+    records: impl Iterator<Item = (&'e Path, &'e Entry)>,
+) -> std::io::Result<()> {
     let head = (
         FORMAT,
         a.as_os_str().as_bytes(),
         b.as_os_str().as_bytes(),
-        state.len(),
+        count,
     );
-    let records = state.iter().map(|(p, e)| RecordRef::new(p, e));
+    let records = records.map(|(p, e)| RecordRef::new(p, e));
     engine::record::write_seq(&mut w, &head, records)
+}
+
+/// Where the planner sets a state aside instead of building it in memory (see
+/// [`crate::plan::plan_sync_folding`]): an unnamed file in `dir`, for the pair (a, b).
+pub struct Aside<'a> {
+    pub dir: &'a Path,
+    pub a: &'a Path,
+    pub b: &'a Path,
 }
 
 /// A state set aside in an unnamed file (gone with the process), while its memory is
 /// needed for something else.
+#[derive(Debug)]
 pub struct Spilled(std::fs::File);
 
-/// Sets `state` aside in an unnamed file in `dir`.
-pub fn spill(dir: &Path, a: &Path, b: &Path, state: &Entries) -> std::io::Result<Spilled> {
-    let f = tempfile::tempfile_in(dir)?;
-    let mut w = std::io::BufWriter::with_capacity(64 * 1024, f);
-    encode(&mut w, a, b, state)?;
-    Ok(Spilled(w.into_inner().map_err(|e| e.into_error())?))
+impl Aside<'_> {
+    /// Writes the `count` records of a state, in path order, to an unnamed file.
+    pub fn put<'e>(
+        &self,
+        count: usize,
+        records: impl Iterator<Item = (&'e Path, &'e Entry)>,
+    ) -> std::io::Result<Spilled> {
+        std::fs::create_dir_all(self.dir)?;
+        let f = tempfile::tempfile_in(self.dir)?;
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, f);
+        encode(&mut w, (self.a, self.b), count, records)?;
+        Ok(Spilled(w.into_inner().map_err(|e| e.into_error())?))
+    }
 }
 
-/// The state set aside by [`spill`] with the same pair.
+/// The state set aside by [`Aside::put`] with the same pair.
 pub fn unspill(s: Spilled, a: &Path, b: &Path) -> std::io::Result<Entries> {
     use std::io::Seek;
     let mut f = s.0;
@@ -153,7 +174,7 @@ pub fn unspill(s: Spilled, a: &Path, b: &Path) -> std::io::Result<Entries> {
 }
 
 pub fn save(file: &Path, a: &Path, b: &Path, state: &Entries) -> Result<bool, Error> {
-    fsops::write_atomic_unless_same(file, |w| encode(w, a, b, state))
+    fsops::write_atomic_unless_same(file, |w| encode(w, (a, b), state.len(), state.iter()))
 }
 
 #[cfg(test)]
@@ -251,10 +272,15 @@ mod tests {
         }
         s.insert(PathBuf::from("l"), Entry::symlink("d 0", MTime::new(2, 3)));
         let (a, b) = (Path::new("/a"), Path::new("/b"));
-        let spilled = spill(d.path(), a, b, &s).unwrap();
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+        let aside = Aside {
+            dir: &d.path().join("state"),
+            a,
+            b,
+        };
+        let spilled = aside.put(s.len(), s.iter()).unwrap();
+        assert_eq!(std::fs::read_dir(aside.dir).unwrap().count(), 0);
         assert_eq!(unspill(spilled, a, b).unwrap(), s);
-        let spilled = spill(d.path(), a, b, &s).unwrap();
+        let spilled = aside.put(s.len(), s.iter()).unwrap();
         assert!(unspill(spilled, a, Path::new("/c")).is_err());
     }
 }
