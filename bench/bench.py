@@ -398,7 +398,7 @@ def report(R, machine):
             ratio = ""
             if mine_med and t != mine and w > 0:
                 ratio = f"{mine_med[0] / w:.2f}×"
-            lines.append(f"| {case} | {t} | {w:.3f} | {m:.0f} | {ratio} |")
+            lines.append(f"| {case} | {t} | {w:.3f} | {m:.1f} | {ratio} |")
     return "\n".join(lines)
 
 
