@@ -153,12 +153,7 @@ pub fn plan_sync_folding<B: Borrow<engine::tree::Entries>>(
     aside: Option<&crate::state::Aside>,
 ) -> (SyncPlan, Vec<(Side, PathBuf, PathBuf)>) {
     if folds == [false, false] {
-        let plan = if unchanged_since(base.borrow(), a, b) {
-            unchanged_plan()
-        } else {
-            plan_sync_full(base, a, b, opts, aside)
-        };
-        return (plan, Vec::new());
+        return (plan_sync_with(base, a, b, opts, aside), Vec::new());
     }
     let plan = plan_sync(base.borrow(), a, b, opts);
     let mut collided = Vec::new();
@@ -276,18 +271,24 @@ pub fn plan_sync<B: Borrow<engine::tree::Entries>>(
     b: &Tree,
     opts: &SyncOptions,
 ) -> SyncPlan {
-    if unchanged_since(base.borrow(), a, b) {
-        return unchanged_plan();
-    }
-    plan_sync_full(base, a, b, opts, None)
+    plan_sync_with(base, a, b, opts, None)
 }
 
-/// The plan when nothing changed since the last sync.
-fn unchanged_plan() -> SyncPlan {
-    SyncPlan {
-        state_unchanged: true,
-        ..SyncPlan::default()
+/// [`plan_sync`], with a place to set the state aside (see [`plan_sync_folding`]).
+fn plan_sync_with<B: Borrow<engine::tree::Entries>>(
+    base: B,
+    a: &Tree,
+    b: &Tree,
+    opts: &SyncOptions,
+    aside: Option<&crate::state::Aside>,
+) -> SyncPlan {
+    if unchanged_since(base.borrow(), a, b) {
+        return SyncPlan {
+            state_unchanged: true,
+            ..SyncPlan::default()
+        };
     }
+    plan_sync_full(base, a, b, opts, aside)
 }
 
 /// The fewest paths of a state that is set aside rather than held (see

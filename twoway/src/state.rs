@@ -97,6 +97,7 @@ fn decode(f: std::fs::File, a: &Path, b: &Path) -> std::io::Result<Option<Entrie
     let Some(count) = head else {
         return Ok(None);
     };
+    // The count is the file's word: room for no more than the file could hold.
     let entries = count.min(file_len / 8);
     let mut list = ChunkList::with_capacity(entries, 0);
     for _ in 0..count {
@@ -173,6 +174,8 @@ pub fn unspill(s: Spilled, a: &Path, b: &Path) -> std::io::Result<Entries> {
     })
 }
 
+/// Writes the state atomically, encoded a block at a time, unless the file already holds
+/// this very state. Returns whether the file was written.
 pub fn save(file: &Path, a: &Path, b: &Path, state: &Entries) -> Result<bool, Error> {
     fsops::write_atomic_unless_same(file, |w| encode(w, (a, b), state.len(), state.iter()))
 }
