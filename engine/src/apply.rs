@@ -666,10 +666,9 @@ fn prepare_copy(
 ) -> Result<Prepared, Error> {
     let path = &action.path;
     let s = src_of(action)?;
-    let from = path;
-    let src_abs = opts.src_root.join(from);
+    let src_abs = opts.src_root.join(path);
     let (file, before) = match src.as_mut() {
-        Some(root) => root.open_read(from)?,
+        Some(root) => root.open_read(path)?,
         None => fsops::open_regular(&src_abs)?,
     };
     let (mode, mtime) = if opts.meta_from_plan {

@@ -418,10 +418,9 @@ impl Entries {
             }
             same
         });
-        let deduped = changes;
         let old = std::mem::take(&mut self.chunks);
         let mut out = ChunkList::with_cap(CHUNK);
-        let mut news = deduped.into_iter();
+        let mut news = changes.into_iter();
         let mut gone = gone.into_iter().peekable();
         // The removed path last reached: what lies under it comes right after it in path
         // order (maybe in the next chunks), and goes.
