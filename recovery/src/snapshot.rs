@@ -114,16 +114,7 @@ pub(crate) fn build<'n, I: Iterator<Item = EntryRef<'n>> + Send>(
     link_first: bool,
     prev_dir: &Path,
 ) -> Result<Fixes, Error> {
-    let mut dst = Root::open(new)?;
-    let mut dirs = Vec::new();
-    let mut total = 0usize;
-    for e in news() {
-        total += 1;
-        if e.kind == Kind::Dir {
-            dst.mkdir_unfinished(e.path)?;
-            dirs.push((e.path, e.mode, e.mtime()));
-        }
-    }
+    let (mut dst, dirs, total) = make_dirs(new, news())?;
     let prev_files: PrevFiles = previous
         .iter()
         .flat_map(|m| m.entries.iter())
@@ -141,6 +132,53 @@ pub(crate) fn build<'n, I: Iterator<Item = EntryRef<'n>> + Send>(
     )?;
     finish_tree(&mut dst, dirs)?;
     Ok(fixes)
+}
+
+/// Makes at `new` a tree of hard links to the files of the finished version at `from`
+/// (its entries `news` gives, in path order, afresh each time it is called; its links
+/// and directories are made again): a spare that the next version recycles. Only links:
+/// where one cannot be made it fails, never copies.
+pub(crate) fn link_tree<'n, I: Iterator<Item = EntryRef<'n>> + Send>(
+    new: &Path,
+    from: &Path,
+    news: impl Fn() -> I,
+) -> Result<(), Error> {
+    let (mut dst, dirs, total) = make_dirs(new, news())?;
+    put_all(
+        news(),
+        (total, true),
+        || Ok((Root::open(new)?, Root::open(from)?)),
+        |(dst, src), e| {
+            if e.kind == Kind::Symlink {
+                dst.symlink(e.path, e.target.unwrap_or(Path::new("")), e.mtime())?;
+            } else {
+                dst.link_from(src, e.path, e.path)?;
+            }
+            Ok(None)
+        },
+    )?;
+    finish_tree(&mut dst, dirs)
+}
+
+/// Makes the directories among `entries` (in path order) inside `new`, left writable
+/// for what goes into them; returns `new` opened, the directories made (to be finished
+/// by [`finish_tree`]) and how many entries there are.
+#[allow(clippy::type_complexity)]
+fn make_dirs<'n>(
+    new: &Path,
+    entries: impl Iterator<Item = EntryRef<'n>>,
+) -> Result<(Root, Vec<(&'n Path, u32, MTime)>, usize), Error> {
+    let mut dst = Root::open(new)?;
+    let mut dirs = Vec::new();
+    let mut total = 0usize;
+    for e in entries {
+        total += 1;
+        if e.kind == Kind::Dir {
+            dst.mkdir_unfinished(e.path)?;
+            dirs.push((e.path, e.mode, e.mtime()));
+        }
+    }
+    Ok((dst, dirs, total))
 }
 
 /// Turns the recycled version tree at `new`, whose entries were `olds` (read from its
@@ -372,7 +410,7 @@ fn copy_into(src: &mut Root, dst: &mut Root, e: &EntryRef<'_>) -> Result<Copied,
 
 /// Errors that mean "no hard link possible here" rather than a failure: another
 /// filesystem, or one without hard links (FAT, exFAT, some network shares).
-fn cannot_link(e: &std::io::Error) -> bool {
+pub(crate) fn cannot_link(e: &std::io::Error) -> bool {
     use rustix::io::Errno;
     [Errno::XDEV, Errno::PERM, Errno::OPNOTSUPP, Errno::MLINK]
         .iter()

@@ -5,10 +5,14 @@
 //! filesystem its files are links to the replica's files, so it costs directory entries
 //! plus what changed. Across filesystems, or with `"versions": "copy"`, files are copied
 //! (reflinked where possible) and unchanged ones are linked to the previous version.
-//! A version is built as `<name>.new`, completed by writing its manifest, and only then
-//! rotated in: `_0` → `<name>.drop`, `_1` → `_0`, `.new` → `_1`. Every step is a rename,
-//! and [`VersionedDir::repair`] finishes a rotation cut short at any point, so a crash
-//! never loses both versions. Nothing in a finished version is modified afterwards.
+//! A version is built (or patched from the tree it recycles) as `<name>.build`,
+//! completed by writing its manifest, renamed `<name>.new`, and only then rotated in:
+//! `_0` → `<name>.drop`, `_1` → `_0`, `.new` → `_1`. Every step is a rename, and
+//! [`VersionedDir::repair`] finishes a rotation cut short at any point and drops a
+//! `.build` (whose manifest may still be the recycled tree's), so a crash never loses
+//! both versions nor takes an old tree for the latest. Nothing in a finished version is
+//! modified afterwards. After the first version, `<name>.spare` — `_1`'s files linked
+//! again — waits to be recycled by the second, as `_0` is by every later one.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -20,6 +24,7 @@ use engine::fsops::{self, Root};
 use engine::hash;
 use engine::home::{path_key, DataHome};
 use engine::names::display;
+use engine::record::EntryRef;
 use engine::tree::{Digest, Kind, Tree};
 
 use crate::manifest::{self, Manifest, ManifestReader, MANIFEST};
@@ -165,6 +170,16 @@ impl VersionedDir {
     /// Finishes a rotation that was cut short and removes unfinished builds.
     /// Call with the store lock held.
     pub fn repair(&self) -> Result<(), Error> {
+        // A tree being built or patched: its manifest, if any, may still be the one of
+        // the tree it was recycled from, so it is never taken for a version.
+        let build = self.slot(".build");
+        if build.exists() {
+            remove_tree(&build)?;
+        }
+        let spare = self.slot(".spare");
+        if spare.exists() && !spare.join(MANIFEST).is_file() {
+            remove_tree(&spare)?;
+        }
         let new = self.slot(".new");
         if new.exists() {
             if new.join(MANIFEST).is_file() {
@@ -279,24 +294,31 @@ impl VersionedDir {
         } else {
             None
         };
-        let new = self.slot(".new");
+        // Built or patched as `.build`, then renamed `.new` once its manifest is written.
+        let (build, new) = (self.slot(".build"), self.slot(".new"));
         let t0 = std::time::Instant::now();
         // The previous version (_0) is dropped by this rotation anyway: when hard links
         // are possible, it is recycled as the new version and only what changed in two
-        // passes is relinked, so a version costs in proportion to the changes.
-        let zero = self.slot("_0");
+        // passes is relinked, so a version costs in proportion to the changes. With no
+        // `_0` yet, the spare made after the first version is recycled instead.
+        let linking = !copying && self.mode == VersionMode::Link;
         // Its manifest is read whole once to see that it decodes, then again as the
         // tree is patched; it is never held whole.
-        let recycled = !copying
-            && self.mode == VersionMode::Link
-            && ManifestReader::check(&zero).is_ok()
-            && std::fs::rename(&zero, &new).is_ok();
+        let recycled = linking
+            && [self.slot("_0"), self.slot(".spare")].iter().any(|old| {
+                ManifestReader::check(old).is_ok() && std::fs::rename(old, &build).is_ok()
+            });
         let fixes = if recycled {
-            snapshot::patch(&new, replica, news, ManifestReader::open(&new)?.records())?
+            snapshot::patch(
+                &build,
+                replica,
+                news,
+                ManifestReader::open(&build)?.records(),
+            )?
         } else {
-            std::fs::create_dir(&new).ctx("mkdir", &new)?;
+            std::fs::create_dir(&build).ctx("mkdir", &build)?;
             snapshot::build(
-                &new,
+                &build,
                 replica,
                 news,
                 previous.as_ref(),
@@ -314,18 +336,25 @@ impl VersionedDir {
             header = manifest::Header::new(&self.dir, tree, fixed(), sha);
         }
         // Everything in the tree is on disk before the manifest says it is complete.
-        let root = Root::open(&new)?;
+        let root = Root::open(&build)?;
         root.sync_fs()?;
-        manifest::write(&new, &header, || news().map(|e| snapshot::fixed(e, &fixes)))?;
+        let version = || news().map(|e| snapshot::fixed(e, &fixes));
+        manifest::write(&build, &header, version)?;
+        std::fs::rename(&build, &new).ctx("rename", &build)?;
         let saved = t0.elapsed().as_secs_f64();
         self.rotate_in(&new)?;
         let rotated = t0.elapsed().as_secs_f64();
         self.register(home, Some(header.made.clone()))?;
+        if linking {
+            self.keep_spare(version);
+        }
         log::debug!(
-            "version of {}: built {built:.3}s, manifest {:.3}s, synced and rotated {:.3}s",
+            "version of {}: built {built:.3}s, manifest {:.3}s, synced and rotated {:.3}s, \
+             spare {:.3}s",
             display(&self.dir),
             saved - built,
-            rotated - saved
+            rotated - saved,
+            t0.elapsed().as_secs_f64() - rotated
         );
         Ok(Some(Made {
             files: header.files,
@@ -334,7 +363,41 @@ impl VersionedDir {
         }))
     }
 
-    /// Fills `new` with the manifest's entries, linked or copied from `replica`.
+    /// After a version was rotated in: when there is no `_0` to recycle next time (the
+    /// first version), makes a spare of `_1` — its files linked again, its manifest
+    /// shared — which the next version recycles, so that it too costs in proportion to
+    /// what changed. The store then holds two trees' entries, as it does from the
+    /// second version on. A spare is no version: nothing lists or restores it, and once
+    /// there is a `_0` a leftover one goes. Failing to make one only makes the next
+    /// version slower, so it is logged, not an error.
+    fn keep_spare<'a, I: Iterator<Item = EntryRef<'a>> + Send>(&self, entries: impl Fn() -> I) {
+        let (one, zero, spare) = (self.slot("_1"), self.slot("_0"), self.slot(".spare"));
+        if zero.exists() || spare.exists() {
+            if zero.exists() && spare.exists() {
+                let _ = remove_tree(&spare);
+            }
+            return;
+        }
+        let made = std::fs::create_dir(&spare)
+            .ctx("mkdir", &spare)
+            .and_then(|()| snapshot::link_tree(&spare, &one, entries))
+            // The tree is on disk before its manifest says it is complete.
+            .and_then(|()| Root::open(&spare)?.sync_fs())
+            .and_then(|()| {
+                std::fs::hard_link(one.join(MANIFEST), spare.join(MANIFEST))
+                    .ctx("link", &spare.join(MANIFEST))
+            });
+        if let Err(e) = made {
+            let quiet = matches!(&e, Error::Io { source, .. } if snapshot::cannot_link(source));
+            if quiet {
+                log::debug!("no spare version tree: {e}");
+            } else {
+                log::warn!("could not make a spare tree for the next version: {e}");
+            }
+            let _ = remove_tree(&spare);
+        }
+    }
+
     /// Before a pass overwrites or deletes files of `replica`: if any of them holds
     /// content that no version has, snapshot the replica as it is first.
     pub fn preserve_before_change(
@@ -456,7 +519,6 @@ impl VersionedDir {
     }
 }
 
-/// Removes a whole tree of the store (its directories may be read-only).
 /// Removes a whole tree of the store (its directories may be read-only); its top-level
 /// entries are shared out between threads, since a version holds an entry per file.
 pub fn remove_tree(path: &Path) -> Result<(), Error> {
@@ -567,12 +629,167 @@ mod tests {
                     "{at}"
                 );
                 if mode == VersionMode::Link {
-                    // Linked: the very file the replica holds now.
-                    let truth = hashed_tree(&replica);
-                    assert_eq!(Some(sha), truth.entries[Path::new("a")].hash, "{at}");
-                    assert_eq!(held, now.as_bytes(), "{at}");
+                    // Linked, never copied: the file the pass hashed where the recycled
+                    // tree still holds that very inode (the spare after round 0), else
+                    // the one the replica holds now.
+                    use std::os::unix::fs::MetadataExt;
+                    let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+                    let held_ino = ino(&latest.join("a"));
+                    if held_ino != stale.entries[Path::new("a")].ino {
+                        assert_eq!(held_ino, ino(&replica.join("a")), "{at}");
+                        assert_eq!(held, now.as_bytes(), "{at}");
+                    }
                 }
             }
         }
+    }
+
+    fn ino(p: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(p).unwrap().ino()
+    }
+
+    /// Kind, mode, mtime, hash and link target of every entry under `root` but the
+    /// manifest: what a version must hold of its replica.
+    #[allow(clippy::type_complexity)]
+    fn content(
+        root: &Path,
+    ) -> Vec<(
+        PathBuf,
+        Kind,
+        u32,
+        engine::tree::MTime,
+        Option<Digest>,
+        Option<PathBuf>,
+    )> {
+        let mut t = hashed_tree(root);
+        t.entries.retain(|p, _| p != Path::new(MANIFEST));
+        t.entries
+            .iter()
+            .filter(|(p, _)| !p.as_os_str().is_empty())
+            .map(|(p, e)| {
+                let target = e.link_target().map(Path::to_path_buf);
+                // A version's directories are kept owner-writable; the manifest has
+                // their real modes.
+                let mode = if e.kind == Kind::Dir { 0 } else { e.mode };
+                let mtime = if e.kind == Kind::Dir {
+                    engine::tree::MTime::default()
+                } else {
+                    e.mtime
+                };
+                (p.to_path_buf(), e.kind, mode, mtime, e.hash, target)
+            })
+            .collect()
+    }
+
+    /// A replica of files, a symlink, an empty directory and a nested one.
+    fn small_replica(root: &Path) {
+        std::fs::create_dir_all(root.join("d/e")).unwrap();
+        std::fs::create_dir_all(root.join("empty")).unwrap();
+        replace(&root.join("a"), b"first a");
+        replace(&root.join("d/b"), b"b");
+        replace(&root.join("d/e/c"), b"c");
+        std::os::unix::fs::symlink("d/b", root.join("l")).unwrap();
+    }
+
+    #[test]
+    fn the_first_version_leaves_a_spare_that_the_second_recycles() {
+        let d = tempfile::tempdir().unwrap();
+        let (replica, store) = (d.path().join("r"), d.path().join("store"));
+        small_replica(&replica);
+        let home = DataHome::at(d.path().join("home"));
+        let v = VersionedDir::new(&replica, &store, VersionMode::Link, Vec::new());
+        let (one, zero, spare) = (v.slot("_1"), v.slot("_0"), v.slot(".spare"));
+
+        v.record(&home, &replica, &hashed_tree(&replica))
+            .unwrap()
+            .expect("a version");
+        // The spare is `_1` again, the very files and manifest, and no version.
+        assert_eq!(v.view().latest.as_deref(), Some(one.as_path()));
+        assert_eq!(v.view().previous, None);
+        assert_eq!(content(&spare), content(&one));
+        for p in ["a", "d/b", "d/e/c", MANIFEST] {
+            assert_eq!(ino(&spare.join(p)), ino(&one.join(p)), "{p}");
+        }
+        let spare_dir = ino(&spare);
+
+        // The second version is the spare, patched where the replica changed.
+        replace(&replica.join("a"), b"second a");
+        std::fs::remove_file(replica.join("d/e/c")).unwrap();
+        replace(&replica.join("new"), b"new");
+        v.record(&home, &replica, &hashed_tree(&replica))
+            .unwrap()
+            .expect("a version");
+        assert!(!spare.exists());
+        assert_eq!(
+            ino(&one),
+            spare_dir,
+            "the spare was recycled as the new `_1`"
+        );
+        assert_eq!(content(&one), content(&replica));
+        assert_eq!(std::fs::read(zero.join("a")).unwrap(), b"first a");
+        assert!(zero.join("d/e/c").is_file());
+        for p in ["a", "d/b", "new"] {
+            assert_eq!(ino(&one.join(p)), ino(&replica.join(p)), "{p}");
+        }
+        let sha = ManifestReader::check(&one).unwrap().dir_sha256;
+        assert_eq!(
+            Some(sha),
+            manifest::sha_of(manifest::entries_of(&hashed_tree(&replica))).map(|d| d.to_hex())
+        );
+
+        // From now on `_0` is recycled: no spare is made again.
+        replace(&replica.join("a"), b"third a");
+        v.record(&home, &replica, &hashed_tree(&replica))
+            .unwrap()
+            .expect("a version");
+        assert!(!spare.exists());
+        assert_eq!(content(&one), content(&replica));
+        assert_eq!(std::fs::read(zero.join("a")).unwrap(), b"second a");
+    }
+
+    #[test]
+    fn a_copying_store_makes_no_spare() {
+        let d = tempfile::tempdir().unwrap();
+        let (replica, store) = (d.path().join("r"), d.path().join("store"));
+        small_replica(&replica);
+        let home = DataHome::at(d.path().join("home"));
+        let v = VersionedDir::new(&replica, &store, VersionMode::Copy, Vec::new());
+        v.record(&home, &replica, &hashed_tree(&replica))
+            .unwrap()
+            .expect("a version");
+        assert!(!v.slot(".spare").exists());
+        assert_eq!(content(&v.slot("_1")), content(&replica));
+    }
+
+    #[test]
+    fn a_recycle_cut_short_never_becomes_a_version() {
+        let d = tempfile::tempdir().unwrap();
+        let (replica, store) = (d.path().join("r"), d.path().join("store"));
+        small_replica(&replica);
+        let home = DataHome::at(d.path().join("home"));
+        let v = VersionedDir::new(&replica, &store, VersionMode::Link, Vec::new());
+        let versions = |v: &VersionedDir| {
+            let view = v.view();
+            [view.latest, view.previous].map(|p| p.map(|p| std::fs::read(p.join("a")).unwrap()))
+        };
+        for round in ["1", "2"] {
+            replace(&replica.join("a"), round.as_bytes());
+            v.record(&home, &replica, &hashed_tree(&replica))
+                .unwrap()
+                .expect("a version");
+        }
+        assert_eq!(versions(&v), [Some(b"2".to_vec()), Some(b"1".to_vec())]);
+        // A recycle first moves `_0`, its manifest still in it, to where the version
+        // is built; a crash there leaves it so.
+        std::fs::rename(v.slot("_0"), v.slot(".build")).unwrap();
+        let _lock = v.lock(&home).unwrap();
+        v.repair().unwrap();
+        assert!(!v.slot(".build").exists());
+        assert_eq!(versions(&v), [Some(b"2".to_vec()), None]);
+        // And a spare whose build was cut short (no manifest yet) goes.
+        std::fs::create_dir_all(v.slot(".spare").join("d")).unwrap();
+        v.repair().unwrap();
+        assert!(!v.slot(".spare").exists());
     }
 }
