@@ -91,10 +91,18 @@ fn latest_and_previous_follow_the_last_two_changes() {
     write(&src.join("f"), "state one");
     env.oneway(&src, &dst, &[]).expect(0);
     let first = version(&env, &src, "latest").1;
+    // One version, whatever else the store keeps for the next one (a spare tree).
+    assert_eq!(versions(&env, &src).len(), 1);
     write(&src.join("f"), "state two");
     write(&src.join("g"), "added in two");
     env.oneway(&src, &dst, &[]).expect(0);
     let second = snapshot(&src);
+    let two: Vec<String> = versions(&env, &src).into_iter().map(|v| v.2).collect();
+    assert_eq!(two.len(), 2);
+    assert!(
+        two.contains(&first),
+        "the first state is the previous version"
+    );
     write(&src.join("f"), "state three, longer");
     fs::remove_file(src.join("g")).unwrap();
     env.oneway(&src, &dst, &[]).expect(0);
