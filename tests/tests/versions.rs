@@ -410,16 +410,37 @@ fn killed_during_versioning_leaves_a_verifiable_restorable_store() {
     let mut rng = Rng::new(5);
     make_many(&src, 3000, 2000, &mut rng);
     env.oneway(&src, &dst, &[]).expect(0);
+    // A second version (so that every round recycles `_0`), timed: the kills below are
+    // spread over the length of such a pass, versioning included.
+    write(&src.join("second"), "2");
+    let started = std::time::Instant::now();
+    env.oneway(&src, &dst, &[]).expect(0);
+    let pass = started.elapsed();
     let mut killed = 0;
+    let mut latest_before = version(&env, &src, "latest").1;
     for round in 0..10u64 {
         write(&src.join(format!("round-{round}")), format!("{round}"));
+        let now = coreutils_dir_sha(&src);
         let mut cmd = env.cmd("oneway");
         cmd.arg(&src).arg(&dst).arg("--once");
-        if kill_after(cmd, Duration::from_millis(30 + rng.below(200))) {
+        let at = pass.mul_f64(0.2 + rng.below(100) as f64 / 100.0);
+        if kill_after(cmd, at) {
             killed += 1;
         }
         let verify = env.run("recovery", ["verify"]);
         assert_eq!(verify.code(), 0, "round {round}: {}", verify.all());
+        // The latest version is the new state or, cut short before it was made, the
+        // latest before: never an older one (each round's state is new).
+        let listed = versions(&env, &src);
+        let latest = &listed[0].2;
+        assert!(
+            *latest == now || *latest == latest_before,
+            "round {round}: latest is neither this round's state nor the last one"
+        );
+        if *latest == now && listed.len() > 1 {
+            assert_eq!(listed[1].2, latest_before, "round {round}: previous");
+        }
+        latest_before = latest.clone();
         let to = env.path(&format!("restored-{round}"));
         env.run(
             "recovery",
