@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::Instant;
 
 use integration_tests::*;
 
@@ -413,7 +413,7 @@ fn killed_during_versioning_leaves_a_verifiable_restorable_store() {
     // A second version (so that every round recycles `_0`), timed: the kills below are
     // spread over the length of such a pass, versioning included.
     write(&src.join("second"), "2");
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     env.oneway(&src, &dst, &[]).expect(0);
     let pass = started.elapsed();
     let mut killed = 0;
