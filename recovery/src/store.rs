@@ -692,13 +692,20 @@ mod tests {
         std::os::unix::fs::symlink("d/b", root.join("l")).unwrap();
     }
 
-    #[test]
-    fn the_first_version_leaves_a_spare_that_the_second_recycles() {
+    /// A [`small_replica`] in a temporary directory, with a data home and a store
+    /// beside it (the directory goes when the first item is dropped).
+    fn small_store(mode: VersionMode) -> (tempfile::TempDir, PathBuf, DataHome, VersionedDir) {
         let d = tempfile::tempdir().unwrap();
         let (replica, store) = (d.path().join("r"), d.path().join("store"));
         small_replica(&replica);
         let home = DataHome::at(d.path().join("home"));
-        let v = VersionedDir::new(&replica, &store, VersionMode::Link, Vec::new());
+        let v = VersionedDir::new(&replica, &store, mode, Vec::new());
+        (d, replica, home, v)
+    }
+
+    #[test]
+    fn the_first_version_leaves_a_spare_that_the_second_recycles() {
+        let (_d, replica, home, v) = small_store(VersionMode::Link);
         let (one, zero, spare) = (v.slot("_1"), v.slot("_0"), v.slot(".spare"));
 
         v.record(&home, &replica, &hashed_tree(&replica))
@@ -750,11 +757,7 @@ mod tests {
 
     #[test]
     fn a_copying_store_makes_no_spare() {
-        let d = tempfile::tempdir().unwrap();
-        let (replica, store) = (d.path().join("r"), d.path().join("store"));
-        small_replica(&replica);
-        let home = DataHome::at(d.path().join("home"));
-        let v = VersionedDir::new(&replica, &store, VersionMode::Copy, Vec::new());
+        let (_d, replica, home, v) = small_store(VersionMode::Copy);
         v.record(&home, &replica, &hashed_tree(&replica))
             .unwrap()
             .expect("a version");
@@ -764,11 +767,7 @@ mod tests {
 
     #[test]
     fn a_recycle_cut_short_never_becomes_a_version() {
-        let d = tempfile::tempdir().unwrap();
-        let (replica, store) = (d.path().join("r"), d.path().join("store"));
-        small_replica(&replica);
-        let home = DataHome::at(d.path().join("home"));
-        let v = VersionedDir::new(&replica, &store, VersionMode::Link, Vec::new());
+        let (_d, replica, home, v) = small_store(VersionMode::Link);
         let versions = |v: &VersionedDir| {
             let view = v.view();
             [view.latest, view.previous].map(|p| p.map(|p| std::fs::read(p.join("a")).unwrap()))
