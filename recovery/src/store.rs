@@ -372,6 +372,10 @@ impl VersionedDir {
     /// version slower, so it is logged, not an error.
     fn keep_spare<'a, I: Iterator<Item = EntryRef<'a>> + Send>(&self, entries: impl Fn() -> I) {
         let (one, zero, spare) = (self.slot("_1"), self.slot("_0"), self.slot(".spare"));
+        // Stopped (Ctrl+C): the run ends sooner without one.
+        if engine::signal::stop_requested() {
+            return;
+        }
         if zero.exists() || spare.exists() {
             if zero.exists() && spare.exists() {
                 let _ = remove_tree(&spare);
