@@ -181,17 +181,27 @@ fn make_dirs<'n>(
     Ok((dst, dirs, total))
 }
 
-/// Turns the recycled version tree at `new`, whose entries were `olds` (read from its
-/// manifest as the walk reaches them; an error there stops the patch before anything
-/// changes), into one of `news` (both in path order; `news` gives them afresh each time
-/// it is called): a file stays when it is still the replica's very inode with the same
-/// bytes and metadata; everything else is removed and linked again.
-pub(crate) fn patch<'n, I: Iterator<Item = EntryRef<'n>>>(
-    new: &Path,
-    replica: &Path,
-    news: impl Fn() -> I,
+/// What turns a recycled version tree into a new one: found by [`plan_patch`] from the
+/// manifests alone, carried out by [`patch`].
+pub(crate) struct Patch<'n> {
+    /// Entries of the old tree that go (a removed directory goes whole).
+    removes: Vec<PathBuf>,
+    /// Entries of the new version to put in, parents before children.
+    puts: Vec<EntryRef<'n>>,
+    /// Directories whose mode or mtime must be set again: changed in the manifest, or
+    /// an entry was removed from them (which moves their mtime).
+    touched: HashSet<PathBuf>,
+}
+
+/// Compares the entries `olds` of a version tree (read from its manifest as the walk
+/// reaches them) with the entries `news` of the version to make (both in path order): a
+/// file stays when it is still the replica's very inode with the same bytes and
+/// metadata; everything else is removed and linked again. Reads every old entry, so an
+/// error — a damaged manifest — shows here, before the tree is touched.
+pub(crate) fn plan_patch<'n>(
+    news: impl Iterator<Item = EntryRef<'n>>,
     olds: impl Iterator<Item = Result<EntryRecord, Error>>,
-) -> Result<Fixes, Error> {
+) -> Result<Patch<'n>, Error> {
     let keeps = |o: &EntryRef, n: &EntryRef| -> bool {
         o.kind == n.kind
             && match n.kind {
@@ -210,19 +220,15 @@ pub(crate) fn patch<'n, I: Iterator<Item = EntryRef<'n>>>(
     // The old entries are owned one at a time, so what outlives the walk is copied:
     // the paths removed and the directories touched, a few for a few changes.
     let mut removed_dir: Option<PathBuf> = None;
-    let mut removes: Vec<PathBuf> = Vec::new();
-    let mut puts: Vec<EntryRef> = Vec::new();
-    // Directories whose mode or mtime must be set again: changed in the manifest, or an
-    // entry was removed from or put into them (which moves their mtime).
-    let mut touched: HashSet<PathBuf> = HashSet::new();
-    fn parent(p: &Path) -> Option<&Path> {
-        Some(engine::tree::parent_of(p)).filter(|q| !q.as_os_str().is_empty())
-    }
-    // The walk stops at the first entry that cannot be read, and the patch with it,
-    // before anything changes.
+    let mut plan = Patch {
+        removes: Vec::new(),
+        puts: Vec::new(),
+        touched: HashSet::new(),
+    };
+    // The walk stops at the first entry that cannot be read, and the patch with it.
     let mut unread: Option<Error> = None;
     let olds = olds.map_while(|r| r.map_err(|e| unread = Some(e)).ok());
-    let walk = engine::tree::zip_sorted_by(olds, news(), |o| o.path.as_path(), |n| n.path);
+    let walk = engine::tree::zip_sorted_by(olds, news, |o| o.path.as_path(), |n| n.path);
     for (o, n) in walk {
         let p: &Path = match (&o, &n) {
             (_, Some(n)) => n.path,
@@ -230,31 +236,52 @@ pub(crate) fn patch<'n, I: Iterator<Item = EntryRef<'n>>>(
             (None, None) => unreachable!("BUG: a step has an item"),
         };
         if removed_dir.as_ref().is_some_and(|d| p.starts_with(d)) {
-            puts.extend(n);
+            plan.puts.extend(n);
             continue;
         }
         removed_dir = None;
         match (o, n) {
             (Some(o), Some(n)) if keeps(&o.as_ref(), &n) => {
                 if n.kind == Kind::Dir && (o.mode != n.mode || o.mtime != n.mtime) {
-                    touched.insert(n.path.to_path_buf());
+                    plan.touched.insert(n.path.to_path_buf());
                 }
             }
             (Some(o), n) => {
-                touched.extend(parent(&o.path).map(Path::to_path_buf));
+                plan.touched.extend(parent(&o.path).map(Path::to_path_buf));
                 if o.kind == Kind::Dir {
                     removed_dir = Some(o.path.clone());
                 }
-                removes.push(o.path);
-                puts.extend(n);
+                plan.removes.push(o.path);
+                plan.puts.extend(n);
             }
-            (None, Some(n)) => puts.push(n),
+            (None, Some(n)) => plan.puts.push(n),
             (None, None) => {}
         }
     }
-    if let Some(e) = unread {
-        return Err(e);
+    match unread {
+        Some(e) => Err(e),
+        None => Ok(plan),
     }
+}
+
+fn parent(p: &Path) -> Option<&Path> {
+    Some(engine::tree::parent_of(p)).filter(|q| !q.as_os_str().is_empty())
+}
+
+/// Turns the recycled version tree at `new` into one of `news` (in path order; given
+/// afresh each time it is called) as `plan` says ([`plan_patch`] made it from the
+/// tree's manifest).
+pub(crate) fn patch<'n, I: Iterator<Item = EntryRef<'n>>>(
+    new: &Path,
+    replica: &Path,
+    news: impl Fn() -> I,
+    plan: Patch<'n>,
+) -> Result<Fixes, Error> {
+    let Patch {
+        removes,
+        puts,
+        mut touched,
+    } = plan;
     // The old manifest's own file goes: a new one is written when the tree is done.
     let _ = std::fs::remove_file(new.join(MANIFEST));
     // What goes, then the new directories (parents first), then the files and links,

@@ -302,19 +302,23 @@ impl VersionedDir {
         // passes is relinked, so a version costs in proportion to the changes. With no
         // `_0` yet, the spare made after the first version is recycled instead.
         let linking = !copying && self.mode == VersionMode::Link;
-        // Its manifest is read whole once to see that it decodes, then again as the
-        // tree is patched; it is never held whole.
+        // Its manifest is read once, entry by entry, as the walk compares it with the
+        // new version's entries, before the tree is moved; a tree whose manifest does
+        // not read to its end is not recycled.
         let recycled = linking
-            && [self.slot("_0"), self.slot(".spare")].iter().any(|old| {
-                ManifestReader::check(old).is_ok() && std::fs::rename(old, &build).is_ok()
-            });
-        let fixes = if recycled {
-            snapshot::patch(
-                &build,
-                replica,
-                news,
-                ManifestReader::open(&build)?.records(),
-            )?
+            .then(|| {
+                [self.slot("_0"), self.slot(".spare")]
+                    .iter()
+                    .find_map(|old| {
+                        let plan = ManifestReader::open(old)
+                            .and_then(|m| snapshot::plan_patch(news(), m.records()))
+                            .ok()?;
+                        std::fs::rename(old, &build).ok().map(|()| plan)
+                    })
+            })
+            .flatten();
+        let fixes = if let Some(plan) = recycled {
+            snapshot::patch(&build, replica, news, plan)?
         } else {
             std::fs::create_dir(&build).ctx("mkdir", &build)?;
             snapshot::build(
@@ -757,6 +761,47 @@ mod tests {
         assert!(!spare.exists());
         assert_eq!(content(&one), content(&replica));
         assert_eq!(std::fs::read(zero.join("a")).unwrap(), b"second a");
+    }
+
+    #[test]
+    fn a_tree_whose_manifest_is_damaged_is_not_recycled() {
+        // Damaged at the very end (bytes after the last entry) or in the middle.
+        for damage in ["trailing", "truncated"] {
+            let (_d, replica, home, v) = small_store(VersionMode::Link);
+            for round in ["1", "2"] {
+                replace(&replica.join("a"), round.as_bytes());
+                v.record(&home, &replica, &hashed_tree(&replica))
+                    .unwrap()
+                    .expect("a version");
+            }
+            let m = v.slot("_0").join(MANIFEST);
+            let mut bytes = std::fs::read(&m).unwrap();
+            match damage {
+                "trailing" => bytes.extend_from_slice(b"junk"),
+                _ => bytes.truncate(bytes.len() - 20),
+            }
+            std::fs::remove_file(&m).unwrap();
+            std::fs::write(&m, &bytes).unwrap();
+            let damaged_dir = ino(&v.slot("_0"));
+
+            replace(&replica.join("a"), b"3");
+            v.record(&home, &replica, &hashed_tree(&replica))
+                .unwrap()
+                .expect("a version");
+            let one = v.slot("_1");
+            assert_ne!(
+                ino(&one),
+                damaged_dir,
+                "{damage}: the damaged tree was recycled"
+            );
+            assert_eq!(content(&one), content(&replica), "{damage}");
+            assert_eq!(
+                std::fs::read(v.slot("_0").join("a")).unwrap(),
+                b"2",
+                "{damage}"
+            );
+            assert!(ManifestReader::check(&one).is_ok(), "{damage}");
+        }
     }
 
     #[test]
