@@ -1,8 +1,9 @@
 //! Building a version's tree in the store: from scratch (hard links to the replica's
 //! files, or copies — reflinked where possible — sharing unchanged files with the previous
-//! version), or by patching the version being dropped so that only what changed is
-//! linked again. The tree is finished by its manifest elsewhere; this module never
-//! touches a replica except to read it.
+//! version), by patching the version being dropped so that only what changed is linked
+//! again, or as a spare of the latest version for the next one to patch. The tree is
+//! finished by its manifest elsewhere; this module never touches a replica except to
+//! read it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -640,8 +640,6 @@ mod tests {
                     // Linked, never copied: the file the pass hashed where the recycled
                     // tree still holds that very inode (the spare after round 0), else
                     // the one the replica holds now.
-                    use std::os::unix::fs::MetadataExt;
-                    let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
                     let held_ino = ino(&latest.join("a"));
                     if held_ino != stale.entries[Path::new("a")].ino {
                         assert_eq!(held_ino, ino(&replica.join("a")), "{at}");
