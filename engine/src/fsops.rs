@@ -238,14 +238,22 @@ pub struct Root {
 }
 
 impl Root {
-    /// Opens an existing directory as a root to write into.
+    /// Opens an existing directory as a root to write into. The last component of
+    /// `path` is never followed: a root that is a symlink is refused (a planted link
+    /// must not turn a store's tree, or a restore target, into somebody else's
+    /// directory); callers pass canonical paths for the roots the user named.
     pub fn open(path: &Path) -> Result<Root, Error> {
-        let fd = rfs::open(
+        let fd = match rfs::open(
             path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
-        )
-        .ctx("open", path)?;
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::LOOP) => {
+                return Err(Error::entry(path, "is a symlink; refusing to follow it"))
+            }
+            Err(e) => return Err(Error::io("open", path, e.into())),
+        };
         Ok(Root {
             path: path.to_path_buf(),
             fd: Arc::new(fd),
@@ -649,6 +657,28 @@ impl Root {
         self.forget(rel);
         let dir = self.dir(parent)?;
         remove_at(dir, name, &abs)
+    }
+
+    /// The names in the directory `rel` (no symlink followed on the way).
+    pub fn list(&mut self, rel: &Path) -> Result<Vec<OsString>, Error> {
+        let abs = self.abs(rel);
+        let dir = self.dir(rel)?;
+        let fd = rfs::openat(
+            dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx("open dir", &abs)?;
+        let mut names = Vec::new();
+        for ent in rfs::Dir::read_from(&fd).ctx("read dir", &abs)? {
+            let ent = ent.ctx("read dir", &abs)?;
+            let n = ent.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                names.push(OsStr::from_bytes(n).to_os_string());
+            }
+        }
+        Ok(names)
     }
 
     /// Removes the directory `rel` only if it is empty.

@@ -61,10 +61,9 @@ impl Job {
         let versioned = match settings.versions {
             VersionMode::Off => None,
             mode => {
-                let store = match &settings.store {
-                    Some(s) => engine::home::absolute(s)?,
-                    None => backup_c.join(VERSIONS_DIR),
-                };
+                let store = recovery::store::resolve_store(settings.store.as_deref(), || {
+                    backup_c.join(VERSIONS_DIR)
+                })?;
                 if store == source_c
                     || source_c.starts_with(&store)
                     || store == backup_c
@@ -245,11 +244,8 @@ impl Job {
         // The store exists before the mirror sets BACKUP's own mtime, so making it does not
         // leave BACKUP's root looking changed.
         if let Some(v) = &self.versioned {
-            if let Err(e) = std::fs::create_dir_all(v.store()) {
-                return Err(Refusal::new(format!(
-                    "cannot create the store {}: {e}",
-                    display(v.store())
-                )));
+            if let Err(e) = v.ensure_store() {
+                return Err(Refusal::new(format!("cannot create the store: {e}")));
             }
         }
         let stop = || signal::stop_requested();

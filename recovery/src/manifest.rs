@@ -121,7 +121,7 @@ impl ManifestReader {
     /// Opens the manifest of the version at `version_dir` and reads its header.
     pub fn open(version_dir: &Path) -> Result<ManifestReader, Error> {
         let path = version_dir.join(MANIFEST);
-        let file = std::fs::File::open(&path).map_err(|e| Error::io("read", &path, e))?;
+        let (file, _) = engine::fsops::open_regular(&path)?;
         let mut seq = engine::record::SeqReader::new(file);
         let (header, left) = match seq.take::<(Header, usize)>() {
             Ok(head) => head,
@@ -257,8 +257,9 @@ impl Manifest {
     pub fn peek_dir_sha256(version_dir: &Path) -> Option<String> {
         use std::io::Read;
         let mut head = Vec::with_capacity(16 * 1024);
-        std::fs::File::open(version_dir.join(MANIFEST))
+        engine::fsops::open_regular(&version_dir.join(MANIFEST))
             .ok()?
+            .0
             .take(16 * 1024)
             .read_to_end(&mut head)
             .ok()?;
@@ -269,7 +270,9 @@ impl Manifest {
     /// Reads the manifest of the version at `version_dir`.
     pub fn load(version_dir: &Path) -> Result<Manifest, Error> {
         let path = version_dir.join(MANIFEST);
-        let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut engine::fsops::open_regular(&path)?.0, &mut bytes)
+            .map_err(|e| Error::io("read", &path, e))?;
         match postcard::from_bytes::<Manifest>(&bytes) {
             Ok(m) if m.head.format == FORMAT => Ok(m),
             Ok(m) => Err(Error::entry(

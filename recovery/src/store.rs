@@ -143,11 +143,19 @@ impl VersionedDir {
     }
 
     /// Where the latest and previous versions are now, reading only (an interrupted
-    /// rotation is interpreted, not repaired).
+    /// rotation is interpreted, not repaired). A slot that is not a directory the tool
+    /// made (a symlink, a file) is no version: it is reported and never entered.
     pub fn view(&self) -> View {
         let new = self.slot(".new");
         let (one, zero) = (self.slot("_1"), self.slot("_0"));
-        let exists = |p: &Path| p.join(MANIFEST).is_file();
+        let exists = |p: &Path| match tree_at(p) {
+            Ok(true) => std::fs::symlink_metadata(p.join(MANIFEST)).is_ok_and(|m| m.is_file()),
+            Ok(false) => false,
+            Err(e) => {
+                log::warn!("{e}");
+                false
+            }
+        };
         if exists(&new) {
             View {
                 latest: Some(new),
@@ -167,21 +175,34 @@ impl VersionedDir {
         }
     }
 
+    /// Makes the store directory if it is missing; refuses one that is a symlink or not
+    /// a directory, so nothing is ever written through it.
+    pub fn ensure_store(&self) -> Result<(), Error> {
+        check_store(&self.store)?;
+        std::fs::create_dir_all(&self.store).ctx("mkdir", &self.store)?;
+        check_store(&self.store)
+    }
+
     /// Finishes a rotation that was cut short and removes unfinished builds.
-    /// Call with the store lock held.
+    /// Call with the store lock held. A slot that holds something the tool did not make
+    /// (a symlink, a file) is an error: it is never entered nor removed.
     pub fn repair(&self) -> Result<(), Error> {
+        self.ensure_store()?;
+        for suffix in ["_1", "_0", ".spare"] {
+            tree_at(&self.slot(suffix))?;
+        }
         // A tree being built or patched: its manifest, if any, may still be the one of
         // the tree it was recycled from, so it is never taken for a version.
         let build = self.slot(".build");
-        if build.exists() {
+        if tree_at(&build)? {
             remove_tree(&build)?;
         }
         let spare = self.slot(".spare");
-        if spare.exists() && !spare.join(MANIFEST).is_file() {
+        if tree_at(&spare)? && !spare.join(MANIFEST).is_file() {
             remove_tree(&spare)?;
         }
         let new = self.slot(".new");
-        if new.exists() {
+        if tree_at(&new)? {
             if new.join(MANIFEST).is_file() {
                 self.rotate_in(&new)?;
             } else {
@@ -189,7 +210,7 @@ impl VersionedDir {
             }
         }
         let drop = self.slot(".drop");
-        if drop.exists() {
+        if tree_at(&drop)? {
             remove_tree(&drop)?;
         }
         Ok(())
@@ -199,9 +220,9 @@ impl VersionedDir {
     /// and `repair` can resume after any of them.
     fn rotate_in(&self, new: &Path) -> Result<(), Error> {
         let (one, zero, drop) = (self.slot("_1"), self.slot("_0"), self.slot(".drop"));
-        if one.exists() {
-            if zero.exists() {
-                if drop.exists() {
+        if tree_at(&one)? {
+            if tree_at(&zero)? {
+                if tree_at(&drop)? {
                     remove_tree(&drop)?;
                 }
                 std::fs::rename(&zero, &drop).ctx("rename", &zero)?;
@@ -209,8 +230,8 @@ impl VersionedDir {
             std::fs::rename(&one, &zero).ctx("rename", &one)?;
         }
         std::fs::rename(new, &one).ctx("rename", new)?;
-        sync_dir(&self.store);
-        if drop.exists() {
+        sync_dir(&self.store)?;
+        if tree_at(&drop)? {
             remove_tree(&drop)?;
         }
         Ok(())
@@ -272,7 +293,6 @@ impl VersionedDir {
         tree: &Tree,
         known_sha: Option<Digest>,
     ) -> Result<Option<Made>, Error> {
-        std::fs::create_dir_all(&self.store).ctx("mkdir", &self.store)?;
         self.repair()?;
         let latest = self.view().latest;
         let latest_sha = latest.as_deref().and_then(|p| {
@@ -310,6 +330,7 @@ impl VersionedDir {
                 [self.slot("_0"), self.slot(".spare")]
                     .iter()
                     .find_map(|old| {
+                        tree_at(old).ok().filter(|&is| is)?;
                         let plan = ManifestReader::open(old)
                             .and_then(|m| snapshot::plan_patch(news(), m.records()))
                             .ok()?;
@@ -380,8 +401,9 @@ impl VersionedDir {
         if engine::signal::stop_requested() {
             return;
         }
-        if zero.exists() || spare.exists() {
-            if zero.exists() && spare.exists() {
+        let (has_zero, has_spare) = (tree_at(&zero), tree_at(&spare));
+        if !matches!((&has_zero, &has_spare), (Ok(false), Ok(false))) {
+            if let (Ok(true), Ok(true)) = (has_zero, has_spare) {
                 let _ = remove_tree(&spare);
             }
             return;
@@ -416,7 +438,6 @@ impl VersionedDir {
         displaced: &[(PathBuf, Option<Digest>)],
     ) -> Result<bool, Error> {
         let _lock = self.lock(home)?;
-        std::fs::create_dir_all(&self.store).ctx("mkdir", &self.store)?;
         self.repair()?;
         let view = self.view();
         let versions: Vec<PathBuf> = [view.latest, view.previous].into_iter().flatten().collect();
@@ -527,42 +548,98 @@ impl VersionedDir {
     }
 }
 
+/// Whether `p` is a directory (a tree of the store); `false` if nothing is there. Anything
+/// else — a symlink above all — is an error that names it: the store's trees are the
+/// tool's alone, and something else standing in one's place is never entered or removed.
+fn tree_at(p: &Path) -> Result<bool, Error> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => Ok(true),
+        Ok(_) => Err(foreign(p)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("stat", p, e)),
+    }
+}
+
+fn foreign(p: &Path) -> Error {
+    Error::entry(
+        p,
+        "is in the store but is not a directory this tool made (a symlink or a file); \
+         it is left alone and versions are not saved until it is removed by hand",
+    )
+}
+
+/// The store for a directory: `given` (`--store`, config `store`) made absolute, else
+/// `default`. A store path that is a symlink, or not a directory, is refused before it
+/// is resolved: versions are never written through a link.
+pub fn resolve_store(
+    given: Option<&Path>,
+    default: impl FnOnce() -> PathBuf,
+) -> Result<PathBuf, engine::Refusal> {
+    let refuse = |e: Error| engine::Refusal::new(e.to_string());
+    let store = match given {
+        Some(s) => {
+            let abs = std::path::absolute(s)
+                .map_err(|e| engine::Refusal::new(format!("{}: {e}", display(s))))?;
+            check_store(&abs).map_err(refuse)?;
+            engine::home::absolute(&abs)?
+        }
+        None => default(),
+    };
+    check_store(&store).map_err(refuse)?;
+    Ok(store)
+}
+
+/// Refuses a store path that is a symlink or not a directory (a missing one is fine:
+/// it is made when first needed).
+pub fn check_store(store: &Path) -> Result<(), Error> {
+    match std::fs::symlink_metadata(store) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.file_type().is_symlink() => Err(Error::entry(
+            store,
+            "the store is a symlink; refusing to write versions through it",
+        )),
+        Ok(_) => Err(Error::entry(store, "the store is not a directory")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("stat", store, e)),
+    }
+}
+
 /// Removes a whole tree of the store (its directories may be read-only); its top-level
 /// entries are shared out between threads, since a version holds an entry per file.
+/// Every directory is opened without following a symlink, the tree itself included:
+/// a link planted in the store is never removed through.
 pub fn remove_tree(path: &Path) -> Result<(), Error> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(Error::entry(path, "cannot remove a root"));
     };
-    if let Ok(rd) = std::fs::read_dir(path) {
-        let children: Vec<PathBuf> = rd
-            .filter_map(|e| e.ok())
-            .map(|e| PathBuf::from(e.file_name()))
-            .collect();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let threads = hash::default_threads().min(children.len()).max(1);
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    let Ok(mut root) = Root::open(path) else {
-                        return;
-                    };
-                    while let Some(c) =
-                        children.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                    {
-                        // A failure here shows again in the removal of the whole tree.
-                        let _ = root.remove(c);
-                    }
-                });
-            }
-        });
+    if !tree_at(path)? {
+        return Ok(());
     }
+    let children = Root::open(path)?.list(Path::new(""))?;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = hash::default_threads().min(children.len()).max(1);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let Ok(mut root) = Root::open(path) else {
+                    return;
+                };
+                while let Some(c) =
+                    children.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
+                    // A failure here shows again in the removal of the whole tree.
+                    let _ = root.remove(Path::new(c));
+                }
+            });
+        }
+    });
     Root::open(parent)?.remove(Path::new(name))
 }
 
-fn sync_dir(dir: &Path) {
-    if let Ok(f) = std::fs::File::open(dir) {
-        let _ = f.sync_all();
-    }
+/// Flushes a directory's entries (a rename in it) to disk.
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    let f = std::fs::File::open(dir).ctx("open", dir)?;
+    f.sync_all().ctx("fsync", dir)
 }
 
 #[cfg(test)]

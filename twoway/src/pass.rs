@@ -73,10 +73,9 @@ impl Job {
             VersionMode::Off => None,
             mode => {
                 let store_for = |r: &Path| -> Result<PathBuf, Refusal> {
-                    match &settings.store {
-                        Some(s) => engine::home::absolute(s),
-                        None => Ok(r.join(VERSIONS_DIR)),
-                    }
+                    recovery::store::resolve_store(settings.store.as_deref(), || {
+                        r.join(VERSIONS_DIR)
+                    })
                 };
                 let (sa, sb) = (store_for(&a)?, store_for(&b)?);
                 for s in [&sa, &sb] {
@@ -283,12 +282,9 @@ impl Job {
                     .displaced_files()
                     .map(|(p, e)| (p.to_path_buf(), e.hash))
                     .collect();
-                std::fs::create_dir_all(vs[i].store()).map_err(|e| {
-                    Refusal::new(format!(
-                        "cannot create the store {}: {e}",
-                        display(vs[i].store())
-                    ))
-                })?;
+                vs[i]
+                    .ensure_store()
+                    .map_err(|e| Refusal::new(format!("cannot create the store: {e}")))?;
                 if !displaced.is_empty() {
                     vs[i]
                         .preserve_before_change(
