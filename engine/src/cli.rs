@@ -22,7 +22,7 @@ pub struct PassArgs {
     #[arg(long, conflicts_with = "interval")]
     pub once: bool,
     /// Seconds between passes (default 60, or the config file's "interval").
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", value_parser = parse_interval, allow_negative_numbers = true)]
     pub interval: Option<u64>,
     /// Also append every log line to FILE.
     #[arg(long, value_name = "FILE")]
@@ -49,6 +49,10 @@ pub struct PassArgs {
     /// Treat mtimes that differ by at most SECS as equal (FAT/exFAT: set automatically).
     #[arg(long, value_name = "SECS")]
     pub modify_window: Option<u64>,
+    /// Refuse a pass that would delete more than PERCENT of the files in BACKUP (twoway:
+    /// in either replica); default 50, config "max_delete".
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub max_delete: Option<f64>,
     /// Print per-file detail.
     #[arg(short, long, conflicts_with = "quiet")]
     pub verbose: bool,
@@ -111,13 +115,13 @@ impl Settings {
     pub fn resolve(
         args: &PassArgs,
         extra_conflict: Option<ConflictPolicy>,
-        extra_max_delete: Option<f64>,
     ) -> Result<Settings, Refusal> {
         let cfg = match &args.config {
             Some(p) => Config::load(p)?,
             None => Config::default(),
         };
-        let interval = if args.once {
+        // A dry run is one pass: repeating it would only print the same plan again.
+        let interval = if args.once || args.dry_run {
             None
         } else {
             Some(Duration::from_secs(
@@ -132,7 +136,8 @@ impl Settings {
         let mut patterns = cfg.exclude.clone().unwrap_or_default();
         patterns.extend(args.exclude.iter().cloned());
         let excludes = Excludes::new(&patterns).map_err(Refusal::new)?;
-        let max_delete = extra_max_delete
+        let max_delete = args
+            .max_delete
             .or(cfg.max_delete)
             .unwrap_or(DEFAULT_MAX_DELETE);
         if !(0.0..=100.0).contains(&max_delete) {
@@ -211,16 +216,64 @@ pub fn usage(program: &str, msg: &str) -> Refusal {
 }
 
 /// The exit status of a binary's run; a refusal is reported as one line.
-pub fn exit_status(program: &str, outcome: Result<i32, Refusal>) -> i32 {
+pub fn exit_status(outcome: Result<i32, Refusal>) -> i32 {
     match outcome {
         Ok(code) => code,
         Err(r) => {
-            if log::max_level() == log::LevelFilter::Off {
-                eprintln!("{program}: {r}");
-            } else {
-                log::error!("{r}");
-            }
+            crate::logging::refusal(&r);
             crate::error::exit::REFUSED
         }
+    }
+}
+
+/// Parses the command line. Help and the version are printed as clap prints them (exit
+/// 0); a usage error is one line in the suite's own style, `program: reason (see
+/// program --help)`, with exit status 2.
+pub fn parse<C: clap::Parser>() -> C {
+    match C::try_parse() {
+        Ok(c) => c,
+        Err(e) => match e.kind() {
+            clap::error::ErrorKind::DisplayHelp
+            | clap::error::ErrorKind::DisplayVersion
+            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+            _ => {
+                let program = crate::logging::program();
+                let text = e.render().to_string();
+                let first = text
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("invalid arguments");
+                let reason = first.trim_start_matches("error: ").trim_end();
+                eprintln!("{program}: {reason} (see {program} --help)");
+                std::process::exit(crate::error::exit::REFUSED)
+            }
+        },
+    }
+}
+
+/// Parses `--interval`: whole seconds, at least 1, said the way a person would.
+pub fn parse_interval(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if n >= 1 && n <= u64::MAX as i128 => Ok(n as u64),
+        Ok(n) if n < 0 => Err(format!(
+            "the interval must be a positive number of seconds, not {n}"
+        )),
+        Ok(_) if s.trim().parse::<u128>().is_ok_and(|n| n > u64::MAX as u128) => {
+            Err("the interval is too large".to_string())
+        }
+        Ok(_) => Err("the interval must be at least 1 second".to_string()),
+        Err(_) => Err(format!(
+            "the interval is a whole number of seconds (at least 1), not {s:?}"
+        )),
+    }
+}
+
+/// Parses `--max-delete`: a percentage from 0 to 100.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!(
+            "--max-delete takes a percentage from 0 to 100, not {s:?}"
+        )),
     }
 }

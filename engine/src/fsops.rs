@@ -749,6 +749,20 @@ impl Root {
         Ok((File::from(fd), st))
     }
 
+    /// Opens (creating it if missing) the file `name` at the top of this root, never
+    /// through a symlink, for a lock.
+    pub fn open_lock_file(&self, name: &str) -> Result<File, Error> {
+        let abs = self.abs(Path::new(name));
+        let fd = rfs::openat(
+            &*self.fd,
+            name,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .ctx("open", &abs)?;
+        Ok(File::from(fd))
+    }
+
     /// Flushes the whole filesystem this root lives on (one `syncfs` for a batch).
     pub fn sync_fs(&self) -> Result<(), Error> {
         rfs::syncfs(&*self.fd).ctx("sync", &self.path)

@@ -67,8 +67,10 @@ impl DataHome {
             .join(format!("{}.bin", path_key(root)))
     }
 
-    /// The sync state of a pair of replicas.
+    /// The sync state of a pair of replicas: one file whatever the order they are named
+    /// in (`twoway B A` is the pair `twoway A B`).
     pub fn state_file(&self, a: &Path, b: &Path) -> PathBuf {
+        let (a, b) = if a <= b { (a, b) } else { (b, a) };
         let mut both = a.as_os_str().as_bytes().to_vec();
         both.push(0);
         both.extend_from_slice(b.as_os_str().as_bytes());
@@ -92,10 +94,7 @@ impl DataHome {
             .map_err(|e| Refusal::new(format!("lock {}: {e}", display(&path))))?;
         match file.try_lock() {
             Ok(()) => Ok(Lock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Refusal::new(format!(
-                "another run is already working on {}; wait for it to finish",
-                display(what)
-            ))),
+            Err(std::fs::TryLockError::WouldBlock) => Err(busy(what)),
             Err(std::fs::TryLockError::Error(e)) => {
                 Err(Refusal::new(format!("lock {}: {e}", display(&path))))
             }
@@ -118,10 +117,52 @@ impl DataHome {
     }
 }
 
+/// Takes the lock of a directory a pass writes (BACKUP, a replica, a store): a file
+/// `.twoway-lock` at its top, locked with `flock`, so that no other run — whatever its
+/// data home — writes there at the same time. A run that was killed holds nothing (the
+/// kernel releases its lock), so its successor simply takes it over. Where the
+/// filesystem has no locks (some network shares) the data home's lock for `dir` is
+/// taken instead, which still keeps out runs of the same data home.
+pub fn lock_dir(dir: &Path, home: &DataHome) -> Result<Lock, Refusal> {
+    let refuse =
+        |e: &dyn std::fmt::Display| Refusal::new(format!("cannot lock {}: {e}", display(dir)));
+    let root = crate::fsops::Root::open(dir).map_err(|e| refuse(&e))?;
+    let file = root
+        .open_lock_file(crate::names::LOCK_NAME)
+        .map_err(|e| refuse(&e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Lock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(busy(dir)),
+        Err(std::fs::TryLockError::Error(e)) if matches!(e.raw_os_error(), Some(code) if code == rustix::io::Errno::NOLCK.raw_os_error() || code == rustix::io::Errno::OPNOTSUPP.raw_os_error()) =>
+        {
+            log::warn!(
+                "{} cannot be locked ({e}); only runs with this data home are kept out",
+                display(dir)
+            );
+            home.try_lock(&path_key(dir), dir)
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(refuse(&e)),
+    }
+}
+
+fn busy(what: &Path) -> Refusal {
+    Refusal::new(format!(
+        "another run is already working on {}; wait for it to finish",
+        display(what)
+    ))
+}
+
 /// A held lock; released when dropped (or when the process dies).
 #[derive(Debug)]
 pub struct Lock {
     _file: File,
+}
+
+impl Lock {
+    /// A lock held through `file` (already locked by the caller).
+    pub fn holding(file: File) -> Lock {
+        Lock { _file: file }
+    }
 }
 
 /// A short stable hash of an absolute path, used to name per-directory files.

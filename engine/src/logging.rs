@@ -26,18 +26,54 @@ fn level(v: Verbosity) -> log::LevelFilter {
     }
 }
 
-/// Installs the logger. `file` is appended to (and created if missing).
+/// The log target of a refusal that ends the run (exit status 2): on the console it
+/// reads `oneway: <reason>`, as a usage error does, and in a log file it is a stamped
+/// `ERROR` line like any other.
+pub const REFUSAL: &str = "refusal";
+
+/// The running program's name, for the console's refusals.
+pub fn program() -> String {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "twoway".to_string())
+}
+
+/// Logs a refusal that ends the run (see [`REFUSAL`]); before the logger is installed it
+/// is printed as the console would.
+pub fn refusal(r: &Refusal) {
+    if log::max_level() == log::LevelFilter::Off {
+        eprintln!("{}: {r}", program());
+    } else {
+        log::error!(target: REFUSAL, "{r}");
+    }
+}
+
+fn stamped(out: fern::FormatCallback<'_>, msg: &std::fmt::Arguments<'_>, rec: &log::Record<'_>) {
+    let ts = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
+    match rec.level() {
+        log::Level::Error => out.finish(format_args!("{ts} ERROR {msg}")),
+        log::Level::Warn => out.finish(format_args!("{ts} WARN  {msg}")),
+        _ => out.finish(format_args!("{ts} {msg}")),
+    }
+}
+
+/// Installs the logger. `file` is appended to (and created if missing, with its
+/// directory).
 pub fn init(verbosity: Verbosity, file: Option<&Path>) -> Result<(), Refusal> {
-    let format =
-        |out: fern::FormatCallback<'_>, msg: &std::fmt::Arguments<'_>, rec: &log::Record<'_>| {
-            let ts = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
-            match rec.level() {
-                log::Level::Error => out.finish(format_args!("{ts} ERROR {msg}")),
-                log::Level::Warn => out.finish(format_args!("{ts} WARN  {msg}")),
-                _ => out.finish(format_args!("{ts} {msg}")),
-            }
-        };
+    let program = program();
+    let console_format = move |out: fern::FormatCallback<'_>,
+                               msg: &std::fmt::Arguments<'_>,
+                               rec: &log::Record<'_>| {
+        if rec.target() == REFUSAL {
+            out.finish(format_args!("{program}: {msg}"))
+        } else {
+            stamped(out, msg, rec)
+        }
+    };
     let console = fern::Dispatch::new()
+        .format(console_format)
         .level(level(verbosity))
         .chain(
             fern::Dispatch::new()
@@ -52,7 +88,6 @@ pub fn init(verbosity: Verbosity, file: Option<&Path>) -> Result<(), Refusal> {
     // -q quiets the console only: the log file keeps every action and summary.
     let file_level = level(verbosity).max(log::LevelFilter::Info);
     let mut root = fern::Dispatch::new()
-        .format(format)
         // Without a file, nothing below the console's level is even formatted.
         .level(if file.is_some() {
             file_level
@@ -61,9 +96,22 @@ pub fn init(verbosity: Verbosity, file: Option<&Path>) -> Result<(), Refusal> {
         })
         .chain(console);
     if let Some(path) = file {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Refusal::new(format!(
+                    "cannot create the log file's directory {}: {e}",
+                    display(dir)
+                ))
+            })?;
+        }
         let f = fern::log_file(path)
             .map_err(|e| Refusal::new(format!("cannot open log file {}: {e}", display(path))))?;
-        root = root.chain(fern::Dispatch::new().level(file_level).chain(f));
+        root = root.chain(
+            fern::Dispatch::new()
+                .format(stamped)
+                .level(file_level)
+                .chain(f),
+        );
     }
     root.apply()
         .map_err(|e| Refusal::new(format!("logger: {e}")))

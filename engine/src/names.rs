@@ -1,6 +1,7 @@
 //! Reserved names and how paths are shown to people.
 //!
-//! The tool keeps a few names for itself: `__versions__` at the top of a replica, its
+//! The tool keeps a few names for itself: `__versions__` and `.twoway-lock` at the top
+//! of a replica, its
 //! temporary files (`.twoway-tmp-*`, anywhere) and its version manifests. A pass never
 //! syncs, mirrors or deletes them. This module never touches the disk.
 
@@ -13,6 +14,9 @@ use std::path::Path;
 pub const VERSIONS_DIR: &str = "__versions__";
 /// A version's manifest, at the top of each version in a store.
 pub const MANIFEST_NAME: &str = ".twoway-manifest";
+/// The lock file at the top of every directory a pass writes (BACKUP, each replica, a
+/// store): two runs, whatever their data homes, never write one directory at once.
+pub const LOCK_NAME: &str = ".twoway-lock";
 /// Prefix of every temporary file or directory the tool creates.
 pub const TEMP_PREFIX: &str = ".twoway-tmp-";
 
@@ -24,7 +28,10 @@ pub fn is_temp_name(name: &OsStr) -> bool {
 /// True for a name reserved at the top of a replica.
 pub fn is_reserved_top(name: &OsStr) -> bool {
     let n = name.as_bytes();
-    n == VERSIONS_DIR.as_bytes() || n == MANIFEST_NAME.as_bytes() || is_temp_name(name)
+    n == VERSIONS_DIR.as_bytes()
+        || n == MANIFEST_NAME.as_bytes()
+        || n == LOCK_NAME.as_bytes()
+        || is_temp_name(name)
 }
 
 /// A unique temporary name for a file that will be renamed to its final name.
@@ -88,6 +95,7 @@ mod tests {
     fn reserved_names_are_recognised() {
         assert!(is_reserved_top(OsStr::new("__versions__")));
         assert!(is_temp_name(OsStr::new(&temp_name())));
+        assert!(is_reserved_top(OsStr::new(".twoway-lock")));
         assert!(!is_reserved_top(OsStr::new("versions")));
     }
 }

@@ -34,10 +34,11 @@ pub fn run_passes(
         n += 1;
         match pass(n) {
             Err(refusal) => {
-                log::error!("{refusal}");
                 if interval.is_none() || n == 1 {
+                    crate::logging::refusal(&refusal);
                     return exit::REFUSED;
                 }
+                log::error!("{refusal}; trying again at the next interval");
             }
             Ok(out) => {
                 total_ops += out.operations;

@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
-
 use engine::cli::{self, usage, PassArgs, RestoreArgs, Settings};
 use engine::error::{exit, Refusal};
 use engine::home::DataHome;
@@ -31,7 +29,7 @@ Exit status: 0 success, 1 per-file errors (logged with the path), 2 refused (not
 changed), 130 interrupted during a pass.";
 
 /// Mirrors SOURCE into BACKUP, once or on an interval, keeping versions of SOURCE.
-#[derive(Parser, Debug)]
+#[derive(clap::Parser, Debug)]
 #[command(name = "oneway", disable_version_flag = true, after_help = EXAMPLES)]
 pub struct Cli {
     /// SOURCE and BACKUP; with --restore, only DIR.
@@ -41,20 +39,23 @@ pub struct Cli {
     pub pass: PassArgs,
     #[command(flatten)]
     pub restore: RestoreArgs,
+    /// Print the version and exit (as --version alone does).
+    #[arg(short = 'V')]
+    pub print_version: bool,
 }
 
 /// Runs the `oneway` binary; returns the exit status.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
-    if cli.restore.wants_program_version() {
+    let cli: Cli = cli::parse();
+    if cli.print_version || cli.restore.wants_program_version() {
         println!("oneway {}", env!("CARGO_PKG_VERSION"));
         return exit::OK;
     }
-    cli::exit_status("oneway", run(cli))
+    cli::exit_status(run(cli))
 }
 
 fn run(cli: Cli) -> Result<i32, Refusal> {
-    let settings = Settings::resolve(&cli.pass, None, None)?;
+    let settings = Settings::resolve(&cli.pass, None)?;
     if cli.restore.restore {
         return recovery::cli::restore_command("oneway", cli.paths, &cli.restore, &settings);
     }

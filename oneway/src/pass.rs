@@ -12,7 +12,7 @@ use engine::cli::Settings;
 use engine::config::VersionMode;
 use engine::error::Refusal;
 use engine::fsops::Root;
-use engine::home::{path_key, DataHome, Lock};
+use engine::home::{DataHome, Lock};
 use engine::mirror::{self, MirrorOptions};
 use engine::names::{display, VERSIONS_DIR};
 use engine::replica::{self, Replica};
@@ -85,7 +85,7 @@ impl Job {
         let lock = if settings.dry_run {
             None
         } else {
-            Some(home.try_lock(&path_key(&backup_c), &backup_c)?)
+            Some(engine::home::lock_dir(&backup_c, &home)?)
         };
         Ok(Job {
             source: source_c,
@@ -191,6 +191,7 @@ impl Job {
         for e in plan.errors.iter() {
             log::error!("{e}");
         }
+        self.check_max_delete(&plan, &src, &dst)?;
         let direction = "SOURCE -> BACKUP";
 
         if dry {
@@ -348,6 +349,46 @@ impl Job {
             errors: total_errors,
             interrupted,
         })
+    }
+}
+
+impl Job {
+    /// Refuses a pass that would delete more than `--max-delete` percent of BACKUP's
+    /// files: an empty SOURCE is far more often a drive that is not mounted than a user
+    /// who deleted everything.
+    /// A file whose path SOURCE still has (as a directory, say) is replaced, not deleted.
+    fn check_max_delete(
+        &self,
+        plan: &mirror::Plan,
+        src: &engine::tree::Tree,
+        dst: &engine::tree::Tree,
+    ) -> Result<(), Refusal> {
+        let files = dst.file_count();
+        let deletes: usize = plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a.op, mirror::Op::Remove { .. }))
+            .map(|a| {
+                dst.entries
+                    .at_and_under(&a.path)
+                    .filter(|(p, e)| e.kind == Kind::File && src.entries.get(p).is_none())
+                    .count()
+            })
+            .sum();
+        if files == 0 || deletes == 0 {
+            return Ok(());
+        }
+        let pct = deletes as f64 * 100.0 / files as f64;
+        if pct > self.settings.max_delete {
+            return Err(Refusal::new(format!(
+                "this pass would delete {deletes} of the {files} files in BACKUP ({pct:.0}%), more than --max-delete {}%; \
+                 nothing was changed. Is SOURCE {} the right directory, and its drive mounted? \
+                 If the deletions are intended, run again with --max-delete 100",
+                self.settings.max_delete,
+                display(&self.source)
+            )));
+        }
+        Ok(())
     }
 }
 

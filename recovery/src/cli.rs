@@ -88,7 +88,7 @@ fn verbosity(quiet: bool, verbose: bool) -> Verbosity {
 
 /// Runs the `recovery` binary; returns the exit status.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli: Cli = engine::cli::parse();
     let run = || -> Result<i32, Refusal> {
         logging::init(verbosity(cli.quiet, cli.verbose), None)?;
         let home = DataHome::locate()?;

@@ -133,13 +133,15 @@ impl VersionedDir {
         self.store.join(format!("{}{suffix}", self.name))
     }
 
-    fn lock_name(&self) -> String {
-        format!("store-{}", path_key(&self.dir))
-    }
-
-    /// Takes this directory's store lock (waits for another holder).
-    pub fn lock(&self, home: &DataHome) -> Result<engine::home::Lock, Error> {
-        home.lock_wait(&self.lock_name())
+    /// Takes the store's lock (waits for another holder): a file `.twoway-lock` in the
+    /// store itself, so that runs with different data homes never change one store at
+    /// once. The data home is not involved; the parameter keeps callers explicit about
+    /// which run they are.
+    pub fn lock(&self, _home: &DataHome) -> Result<engine::home::Lock, Error> {
+        self.ensure_store()?;
+        let file = Root::open(&self.store)?.open_lock_file(engine::names::LOCK_NAME)?;
+        file.lock().ctx("lock", &self.store)?;
+        Ok(engine::home::Lock::holding(file))
     }
 
     /// Where the latest and previous versions are now, reading only (an interrupted

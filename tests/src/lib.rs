@@ -203,7 +203,10 @@ pub fn snapshot_with(root: &Path, dir_mtimes: bool) -> BTreeMap<PathBuf, Snap> {
         } else if ft.is_dir() {
             for e in fs::read_dir(&abs).unwrap() {
                 let e = e.unwrap();
-                if rel.as_os_str().is_empty() && e.file_name() == "__versions__" {
+                // The store and the lock file at the top are the tool's own.
+                if rel.as_os_str().is_empty()
+                    && (e.file_name() == "__versions__" || e.file_name() == ".twoway-lock")
+                {
                     continue;
                 }
                 stack.push(rel.join(e.file_name()));

@@ -75,7 +75,8 @@ fn extras_in_backup_are_removed_but_versions_dir_is_kept() {
     write(&dst.join("extra.txt"), "x");
     write(&dst.join("extra-dir/inner/f"), "x");
     write(&dst.join("__versions__/mine"), "store stays");
-    env.oneway(&src, &dst, &["--no-versions"]).expect(0);
+    env.oneway(&src, &dst, &["--no-versions", "--max-delete", "100"])
+        .expect(0);
     assert!(!dst.join("extra.txt").exists());
     assert!(!dst.join("extra-dir").exists());
     assert_eq!(
@@ -850,7 +851,8 @@ fn random_rounds_of_edits_mirror_exactly_and_lose_nothing() {
             let before: std::collections::BTreeSet<String> =
                 files_of(&dst).into_iter().map(|(_, h)| h).collect();
             let what = format!("seed {seed}, round {round}");
-            let run = env.oneway(&src, &dst, &[]);
+            // Small random trees lose most of their files in one round now and then.
+            let run = env.oneway(&src, &dst, &["--max-delete", "100"]);
             assert_eq!(run.code(), 0, "{what}: {}", run.all());
             assert_same_tree(&src, &dst);
             let after = all_of(&dst);

@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
-
 use engine::cli::{self, usage, PassArgs, RestoreArgs, Settings};
 use engine::config::ConflictPolicy;
 use engine::error::{exit, Refusal};
@@ -32,7 +30,7 @@ Exit status: 0 success, 1 per-file errors (logged with the path), 2 refused (not
 changed), 130 interrupted during a pass.";
 
 /// Keeps two directories in sync in both directions, never losing an update.
-#[derive(Parser, Debug)]
+#[derive(clap::Parser, Debug)]
 #[command(name = "twoway", disable_version_flag = true, after_help = EXAMPLES)]
 pub struct Cli {
     /// DIR_A and DIR_B; with --restore, only DIR.
@@ -43,25 +41,25 @@ pub struct Cli {
     /// Who wins a conflict: newer (default), prefer-a or prefer-b. The loser is kept.
     #[arg(long, value_name = "newer|prefer-a|prefer-b")]
     pub conflict: Option<ConflictPolicy>,
-    /// Refuse a pass that would delete more than PERCENT of a replica's files (default 50).
-    #[arg(long, value_name = "PERCENT")]
-    pub max_delete: Option<f64>,
     #[command(flatten)]
     pub restore: RestoreArgs,
+    /// Print the version and exit (as --version alone does).
+    #[arg(short = 'V')]
+    pub print_version: bool,
 }
 
 /// Runs the `twoway` binary; returns the exit status.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
-    if cli.restore.wants_program_version() {
+    let cli: Cli = cli::parse();
+    if cli.print_version || cli.restore.wants_program_version() {
         println!("twoway {}", env!("CARGO_PKG_VERSION"));
         return exit::OK;
     }
-    cli::exit_status("twoway", run(cli))
+    cli::exit_status(run(cli))
 }
 
 fn run(cli: Cli) -> Result<i32, Refusal> {
-    let settings = Settings::resolve(&cli.pass, cli.conflict, cli.max_delete)?;
+    let settings = Settings::resolve(&cli.pass, cli.conflict)?;
     if cli.restore.restore {
         return recovery::cli::restore_command("twoway", cli.paths, &cli.restore, &settings);
     }

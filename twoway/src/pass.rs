@@ -35,7 +35,7 @@ pub struct Job {
     pub home: DataHome,
     versions: Option<[VersionedDir; 2]>,
     state_file: PathBuf,
-    _lock: Option<Lock>,
+    _locks: Vec<Lock>,
 }
 
 fn check_replica(p: &Path, label: &str) -> Result<PathBuf, Refusal> {
@@ -93,15 +93,15 @@ impl Job {
             }
         };
         let state_file = home.state_file(&a, &b);
-        let lock = if settings.dry_run {
-            None
-        } else {
-            let key = state_file
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            Some(home.try_lock(&format!("pair-{key}"), &a)?)
-        };
+        // Each replica is locked where it is, in the same order whichever way the pair
+        // was named: `twoway B A` beside `twoway A B` is refused like a second `A B`.
+        let mut locks = Vec::new();
+        if !settings.dry_run {
+            let (first, second) = if a <= b { (&a, &b) } else { (&b, &a) };
+            for r in [first, second] {
+                locks.push(engine::home::lock_dir(r, &home)?);
+            }
+        }
         Ok(Job {
             a,
             b,
@@ -109,7 +109,7 @@ impl Job {
             home,
             versions,
             state_file,
-            _lock: lock,
+            _locks: locks,
         })
     }
 
@@ -159,6 +159,11 @@ impl Job {
             trees: (mut ta, mut tb),
             cached_sha,
         } = read?;
+        let base = base.map_err(|e| {
+            Refusal::new(format!(
+                "{e}; nothing was changed (a sync state that cannot be read is not taken for a first sync, which would undo every deletion since the last one)"
+            ))
+        })?;
         log::debug!(
             "read both replicas and the sync state: {:.3}s",
             started.elapsed().as_secs_f64()
@@ -446,7 +451,7 @@ impl Job {
                     let new_state = if failed.is_empty() {
                         planned
                     } else {
-                        let base = state::load(&self.state_file, &self.a, &self.b);
+                        let base = state::load(&self.state_file, &self.a, &self.b)?;
                         merge_state(&base.unwrap_or_default(), planned, &failed)
                     };
                     state::save(&self.state_file, &self.a, &self.b, &new_state)

@@ -68,24 +68,50 @@ impl<'a> RecordRef<'a> {
     }
 }
 
-/// Reads the state of the pair (a, b); `None` if there is none yet (first sync). A
-/// damaged or foreign state file is treated as none, which is safe: a first sync
-/// deletes nothing. The file is read a block at a time, and its records are decoded one
+/// Reads the state of the pair (a, b) (in either order); `Ok(None)` only if there is
+/// none yet (first sync). A state that exists but cannot be read (permission denied,
+/// an I/O error, a directory in its place) is an error: taking it for no state would
+/// make a first sync, a union that undoes every deletion since. A damaged or foreign
+/// state file is treated as none, which loses nothing (a first sync deletes nothing)
+/// and is logged. The file is read a block at a time, and its records are decoded one
 /// at a time, straight into the tree.
-pub fn load(file: &Path, a: &Path, b: &Path) -> Option<Entries> {
-    let f = std::fs::File::open(file).ok()?;
-    decode(f, a, b).unwrap_or_else(|e: std::io::Error| {
-        log::warn!(
-            "sync state {} is damaged ({e}); syncing as a first sync",
-            file.display()
-        );
-        None
-    })
+pub fn load(file: &Path, a: &Path, b: &Path) -> Result<Option<Entries>, Error> {
+    let f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read the sync state", file, e)),
+    };
+    match decode(f, a, b) {
+        Ok(state) => Ok(state),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            log::warn!(
+                "sync state {} is damaged ({e}); syncing as a first sync (nothing is deleted)",
+                file.display()
+            );
+            Ok(None)
+        }
+        Err(e) => Err(Error::io("read the sync state", file, e)),
+    }
+}
+
+/// The pair in the order its state is kept: the same for `twoway A B` and `twoway B A`.
+fn pair<'p>(a: &'p Path, b: &'p Path) -> (&'p Path, &'p Path) {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
 }
 
 /// The state of the pair (a, b) in `f`, read from where `f` stands to its end; `None`
 /// if it belongs to another pair.
 fn decode(f: std::fs::File, a: &Path, b: &Path) -> std::io::Result<Option<Entries>> {
+    let (a, b) = pair(a, b);
     let file_len = f.metadata().map_or(0, |m| m.len() as usize);
     let mut seq = engine::record::SeqReader::new(f);
     let head = seq.take_with(|raw| {
@@ -123,6 +149,7 @@ fn encode<'e>(
     count: usize,
     records: impl Iterator<Item = (&'e Path, &'e Entry)>,
 ) -> std::io::Result<()> {
+    let (a, b) = pair(a, b);
     let head = (
         FORMAT,
         a.as_os_str().as_bytes(),
@@ -205,16 +232,25 @@ mod tests {
             postcard::to_allocvec(&whole).unwrap()
         );
         assert_eq!(
-            load(&f, Path::new("/a"), Path::new("/b")).as_ref(),
+            load(&f, Path::new("/a"), Path::new("/b")).unwrap().as_ref(),
             Some(&s)
         );
-        assert_eq!(load(&f, Path::new("/a"), Path::new("/c")), None);
+        assert_eq!(load(&f, Path::new("/a"), Path::new("/c")).unwrap(), None);
+        // The pair named the other way round is the same pair.
+        assert_eq!(
+            load(&f, Path::new("/b"), Path::new("/a")).unwrap().as_ref(),
+            Some(&s)
+        );
+        // A state that exists but cannot be read is an error, never a first sync.
+        let unreadable = d.path().join("a-directory");
+        std::fs::create_dir(&unreadable).unwrap();
+        assert!(load(&unreadable, Path::new("/a"), Path::new("/b")).is_err());
         // A cut or padded file is no state at all (a first sync deletes nothing).
         let whole = std::fs::read(&f).unwrap();
         for damaged in [&whole[..whole.len() - 3], &[&whole[..], b"x"].concat()[..]] {
             let g = d.path().join("damaged");
             std::fs::write(&g, damaged).unwrap();
-            assert_eq!(load(&g, Path::new("/a"), Path::new("/b")), None);
+            assert_eq!(load(&g, Path::new("/a"), Path::new("/b")).unwrap(), None);
         }
         // A state of many blocks reads back whole.
         let mut big = s.clone();
@@ -234,7 +270,7 @@ mod tests {
         assert!(save(&g, Path::new("/a"), Path::new("/b"), &big).unwrap());
         assert!(std::fs::metadata(&g).unwrap().len() > 4 * 64 * 1024);
         assert_eq!(
-            load(&g, Path::new("/a"), Path::new("/b")).as_ref(),
+            load(&g, Path::new("/a"), Path::new("/b")).unwrap().as_ref(),
             Some(&big)
         );
         // The same state again leaves the file alone; a changed one replaces it, also
@@ -248,7 +284,10 @@ mod tests {
         longer.insert(PathBuf::from("z"), Entry::dir(0o700, MTime::new(9, 0)));
         for t in [&longer, &s] {
             assert!(save(&f, Path::new("/a"), Path::new("/b"), t).unwrap());
-            assert_eq!(load(&f, Path::new("/a"), Path::new("/b")).as_ref(), Some(t));
+            assert_eq!(
+                load(&f, Path::new("/a"), Path::new("/b")).unwrap().as_ref(),
+                Some(t)
+            );
             if std::ptr::eq(t, &longer) {
                 // A new file (created while the old one still existed).
                 assert_ne!(ino(), before);
