@@ -823,12 +823,61 @@ pub fn tree_after(before: crate::tree::Tree, applied: &mut Applied) -> crate::tr
 mod tests {
     use super::*;
 
-    /// A copy's record stays small (a first sync holds one per file), and no smaller
-    /// than a change of a tree, which is made in its memory.
+    /// A source rewritten in place while it is copied, its mtime put back by the
+    /// writer, is not installed: its size, mtime and inode are what they were, but its
+    /// change time is not.
     #[test]
-    fn copy_records_are_small() {
-        assert_eq!(std::mem::size_of::<Copied>(), 104);
-        assert!(std::mem::size_of::<(PathBuf, Entry)>() <= std::mem::size_of::<Copied>());
+    fn a_source_rewritten_during_its_copy_with_its_mtime_put_back_is_not_installed() {
+        use std::io::{Seek, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let d = tempfile::tempdir().unwrap();
+        let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&dst).unwrap();
+        let f = src.join("big");
+        // Several copy buffers long, and old enough not to be read twice as "racy".
+        std::fs::write(&f, vec![b'a'; 3 * 1024 * 1024]).unwrap();
+        let old = filetime::FileTime::from_unix_time(1_600_000_000, 0);
+        filetime::set_file_mtime(&f, old).unwrap();
+        let scan = |p: &Path| crate::scan::scan(p, &crate::scan::ScanOptions::default()).unwrap();
+        let plan = crate::mirror::plan_mirror(
+            &scan(&src),
+            &scan(&dst),
+            &crate::mirror::MirrorOptions::default(),
+        );
+        let rewritten = AtomicBool::new(false);
+        // Called between chunks of the copy: the second time, another program rewrites
+        // the file's tail in place and sets its mtime back.
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let stop = || {
+            if calls.fetch_add(1, Ordering::SeqCst) == 2 && !rewritten.swap(true, Ordering::SeqCst)
+            {
+                let mut w = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+                w.seek(std::io::SeekFrom::Start(2 * 1024 * 1024)).unwrap();
+                w.write_all(&vec![b'b'; 1024 * 1024]).unwrap();
+                drop(w);
+                filetime::set_file_mtime(&f, old).unwrap();
+            }
+            false
+        };
+        let mut root = Root::open(&dst).unwrap();
+        let out = apply(
+            &plan,
+            &mut root,
+            &ApplyOptions {
+                src_root: &src,
+                direction: "test",
+                meta_from_plan: false,
+                verify_hash: false,
+                stop: &stop,
+            },
+        );
+        assert!(rewritten.load(Ordering::SeqCst), "the writer ran mid-copy");
+        assert!(!dst.join("big").exists(), "a torn copy was installed");
+        assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
+        assert!(out.errors[0]
+            .to_string()
+            .contains("changed while being copied"));
     }
     use crate::tree::{MTime, Tree};
 

@@ -110,9 +110,14 @@ pub struct Stat {
     pub size: u64,
     pub mode: u32,
     pub mtime: MTime,
+    /// The inode's change time: no user can set it back, so a file rewritten in place
+    /// with its mtime restored still shows a new one.
+    pub ctime: MTime,
     pub ino: u64,
     pub dev: u64,
     pub nlink: u64,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl Stat {
@@ -134,19 +139,38 @@ impl Stat {
                 st.st_mtime as i64,
                 u32::try_from(st.st_mtime_nsec).unwrap_or(0),
             ),
+            ctime: MTime::new(
+                st.st_ctime as i64,
+                u32::try_from(st.st_ctime_nsec).unwrap_or(0),
+            ),
             ino: st.st_ino as u64,
             dev: st.st_dev as u64,
             nlink: st.st_nlink as u64,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
         }
     }
 
-    /// True if size and mtime are the same: the file was not changed between the two stats.
+    /// True if kind, size, mtime, inode and change time are the same: the file was not
+    /// changed between the two stats, even by a writer that put its mtime back.
     pub fn same_content_stamp(&self, other: &Stat) -> bool {
         self.kind == other.kind
             && self.size == other.size
             && self.mtime == other.mtime
             && self.ino == other.ino
+            && self.ctime == other.ctime
     }
+}
+
+/// Whether the test suite asked for `what` to fail (`TWOWAY_INJECT_FAULT=syncfs`): the
+/// only way to make a flush fail on demand, since no filesystem here fails one at will.
+/// It makes operations fail, never succeed, so it cannot hide a real error.
+fn injected_fault(what: &str) -> bool {
+    static FAULT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    FAULT
+        .get_or_init(|| std::env::var("TWOWAY_INJECT_FAULT").ok())
+        .as_deref()
+        .is_some_and(|f| f.split(',').any(|x| x == what))
 }
 
 /// `lstat` of an absolute path.
@@ -765,6 +789,13 @@ impl Root {
 
     /// Flushes the whole filesystem this root lives on (one `syncfs` for a batch).
     pub fn sync_fs(&self) -> Result<(), Error> {
+        if injected_fault("syncfs") {
+            return Err(Error::io(
+                "sync",
+                &self.path,
+                io::Error::from_raw_os_error(5),
+            ));
+        }
         rfs::syncfs(&*self.fd).ctx("sync", &self.path)
     }
 
@@ -1039,10 +1070,10 @@ pub fn write_atomic_with(
             .ctx("write", &tmp)?;
         f.sync_all().ctx("fsync", &tmp)?;
         std::fs::rename(&tmp, path).ctx("rename", path)?;
-        if let Ok(d) = File::open(parent) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        // The rename itself is on disk only once its directory is.
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .ctx("fsync", parent)
     })();
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -267,7 +267,9 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
             stop: &stop,
         },
     );
-    if let Err(e) = root.sync_fs() {
+    // A restore whose bytes may not be on disk has failed, like any other write.
+    let flushed = root.sync_fs();
+    if let Err(e) = &flushed {
         log::error!("{e}");
     }
     if let Some(stage) = staged {
@@ -275,7 +277,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
             log::warn!("staging area not removed: {e}");
         }
     }
-    let errors = applied.errors.len() + plan.errors.len();
+    let errors = applied.errors.len() + plan.errors.len() + usize::from(flushed.is_err());
     log::info!(
         "restored {} from its {} version made {}: {} · {} bytes · {errors} errors · version sha256 {}",
         display(&target),

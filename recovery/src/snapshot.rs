@@ -430,6 +430,15 @@ fn copy_into(src: &mut Root, dst: &mut Root, e: &EntryRef<'_>) -> Result<Copied,
             })?;
         Copied::Hashed(digest)
     };
+    // A file rewritten while it was copied (even with its mtime put back) would leave
+    // the version with mixed bytes: its change time tells.
+    let after = fsops::fstat(&file, &src.abs(rel))?;
+    if !before.same_content_stamp(&after) {
+        return Err(Error::entry(
+            src.abs(rel),
+            "changed while it was copied into the version",
+        ));
+    }
     // Flushed with the whole tree before its manifest is written.
     temp.set_meta(e.mode, e.mtime())?;
     temp.commit()?;

@@ -333,3 +333,65 @@ fn a_sync_state_that_cannot_be_read_refuses_the_pass() {
     assert!(b.join("gone.txt").exists(), "nothing changed");
     assert!(!a.join("gone.txt").exists(), "the deletion was not undone");
 }
+
+#[test]
+fn a_failed_flush_is_an_error_everywhere_and_the_state_does_not_record_it() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    write(&a.join("f.txt"), "v1");
+    fs::create_dir_all(&b).unwrap();
+    env.run("twoway", [&a, &b, Path::new("--once")]).expect(0);
+    let state = || {
+        let dir = env.home().join("state");
+        let p = fs::read_dir(dir).unwrap().next().unwrap().unwrap().path();
+        fs::read(p).unwrap()
+    };
+    let before = state();
+    write(&a.join("f.txt"), "v2");
+    let failing = |tool: &str, args: &[&OsStr]| {
+        let out = env
+            .cmd(tool)
+            .args(args)
+            .env("TWOWAY_INJECT_FAULT", "syncfs")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = failing(
+        "twoway",
+        &[a.as_os_str(), b.as_os_str(), OsStr::new("--once")],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("sync"), "{err}");
+    assert_eq!(
+        state(),
+        before,
+        "the state recorded writes that may not be on disk"
+    );
+    // The next pass, flushing again, records it.
+    env.run("twoway", [&a, &b, Path::new("--once")]).expect(0);
+    assert_ne!(state(), before);
+
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    write(&src.join("f.txt"), "x");
+    fs::create_dir_all(&dst).unwrap();
+    let (code, err) = failing(
+        "oneway",
+        &[src.as_os_str(), dst.as_os_str(), OsStr::new("--once")],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    env.oneway(&src, &dst, &[]).expect(0);
+    let (code, err) = failing(
+        "recovery",
+        &[
+            OsStr::new("restore"),
+            src.as_os_str(),
+            OsStr::new("--to"),
+            env.path("restored").as_os_str(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{err}");
+}

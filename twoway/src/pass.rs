@@ -371,40 +371,50 @@ impl Job {
         // What the actions did is folded in: gone before the record step.
         drop(applied);
         // Both replicas at once: flush, hash what is still unknown, directory SHA-256.
-        let finished: Vec<(engine::cache::Hashed, Option<Digest>)> = std::thread::scope(|s| {
-            let workers: Vec<_> = reps
-                .iter()
-                .zip(afters.iter_mut())
-                .zip(proven.iter().zip(&idle))
-                .map(|((r, t), (proven, idle))| {
-                    s.spawn(move || {
-                        // A side nothing was written to has nothing to flush.
-                        if !idle {
-                            if let Ok(root) = Root::open(&r.root) {
-                                if let Err(e) = root.sync_fs() {
-                                    log::error!("{e}");
-                                }
-                            }
-                        }
-                        let h = if interrupted {
-                            engine::cache::Hashed::default()
-                        } else {
-                            r.hash_rest(t)
-                        };
-                        (h, proven.or_else(|| engine::hash::tree_sha256(t)))
+        let finished: Vec<(engine::cache::Hashed, Option<Digest>, Option<engine::Error>)> =
+            std::thread::scope(|s| {
+                let workers: Vec<_> = reps
+                    .iter()
+                    .zip(afters.iter_mut())
+                    .zip(proven.iter().zip(&idle))
+                    .map(|((r, t), (proven, idle))| {
+                        s.spawn(move || {
+                            // A side nothing was written to has nothing to flush.
+                            let flush_error = if *idle {
+                                None
+                            } else {
+                                Root::open(&r.root).and_then(|root| root.sync_fs()).err()
+                            };
+                            let h = if interrupted {
+                                engine::cache::Hashed::default()
+                            } else {
+                                r.hash_rest(t)
+                            };
+                            (
+                                h,
+                                proven.or_else(|| engine::hash::tree_sha256(t)),
+                                flush_error,
+                            )
+                        })
                     })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("BUG: record workers do not panic"))
-                .collect()
-        });
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| w.join().expect("BUG: record workers do not panic"))
+                    .collect()
+            });
         let mut shas = [None, None];
-        for (i, (h, sha)) in finished.into_iter().enumerate() {
+        // A side whose writes may not be on disk: the state must not say they are.
+        let mut flushed = true;
+        for (i, (h, sha, flush_error)) in finished.into_iter().enumerate() {
             hashed_files += h.files;
             errors.extend(h.errors);
             shas[i] = sha;
+            if let Some(e) = flush_error {
+                log::error!("{e}; the sync state is not updated");
+                errors.push(e);
+                flushed = false;
+            }
         }
         log::debug!(
             "flushed and hashed: {:.3}s",
@@ -438,7 +448,7 @@ impl Job {
             };
             if !interrupted && plan.state_unchanged && !first {
                 log::debug!("sync state unchanged (nothing changed since the last sync)");
-            } else if !interrupted {
+            } else if !interrupted && flushed {
                 // (Unchanged and first: both replicas are empty, and so is the state.)
                 let planned = match plan.state_aside.take() {
                     Some(s) => state::unspill(s, &self.a, &self.b).map_err(|e| {
