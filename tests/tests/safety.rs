@@ -395,3 +395,29 @@ fn a_failed_flush_is_an_error_everywhere_and_the_state_does_not_record_it() {
     );
     assert_eq!(code, Some(1), "{err}");
 }
+
+#[test]
+fn a_deletion_undone_by_a_change_on_the_other_side_is_a_warning() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    write(&a.join("notes.txt"), "v1");
+    write(&a.join("other.txt"), "o");
+    fs::create_dir_all(&b).unwrap();
+    env.run("twoway", [&a, &b, Path::new("--once")]).expect(0);
+    fs::remove_file(a.join("notes.txt")).unwrap();
+    write(&b.join("notes.txt"), "v2, edited on B");
+    let run = env.run("twoway", [&a, &b, Path::new("--once")]);
+    run.expect(0);
+    let warn = run
+        .stderr()
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("notes.txt"))
+        .map(str::to_string);
+    assert!(
+        warn.as_deref()
+            .is_some_and(|w| w.contains("deletion is undone")),
+        "{}",
+        run.all()
+    );
+    assert_eq!(fs::read(a.join("notes.txt")).unwrap(), b"v2, edited on B");
+}

@@ -244,6 +244,14 @@ impl Job {
         // file this pass has not replaced yet, instead of being held through the apply
         // and the record step.
         self.check_max_delete(&plan, &ta, &tb)?;
+        for (p, side) in &plan.undone_deletions {
+            log::warn!(
+                "{} was deleted in {} but changed in {} since the last sync: the change wins, so the deletion is undone",
+                display(p),
+                side.name(),
+                side.other().name()
+            );
+        }
         for c in &plan.conflicts {
             log::warn!(
                 "conflict: {} changed on both sides; kept {}'s version there, the other is kept as {}",

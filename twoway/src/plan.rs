@@ -81,6 +81,9 @@ pub struct SyncPlan {
     /// Files each side would lose (removed or replaced by a directory).
     pub deletes_a: usize,
     pub deletes_b: usize,
+    /// Files deleted on one side (the side named) since the last sync and changed on the
+    /// other: the change wins, so the deletion is undone.
+    pub undone_deletions: Vec<(PathBuf, Side)>,
 }
 
 impl SyncPlan {
@@ -358,6 +361,7 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
     });
     let mut copies: BTreeMap<PathBuf, Option<Final>> = BTreeMap::new();
     let mut conflicts = Vec::new();
+    let mut undone_deletions = Vec::new();
 
     fn keep(side: Side, e: &Entry) -> Option<Final<'_>> {
         Some(Final {
@@ -411,8 +415,18 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
             (true, false, _, _) => x.and_then(|e| keep(Side::A, e)),
             (false, true, _, _) => y.and_then(|e| keep(Side::B, e)),
             // Changed on both sides (or no common base): a modification beats a deletion.
-            (_, _, None, Some(e)) => keep(Side::B, e),
-            (_, _, Some(e), None) => keep(Side::A, e),
+            (_, _, None, Some(e)) => {
+                if s.is_some() && e.kind != Kind::Dir {
+                    undone_deletions.push((p.to_path_buf(), Side::A));
+                }
+                keep(Side::B, e)
+            }
+            (_, _, Some(e), None) => {
+                if s.is_some() && e.kind != Kind::Dir {
+                    undone_deletions.push((p.to_path_buf(), Side::B));
+                }
+                keep(Side::A, e)
+            }
             (_, _, Some(ex), Some(ey)) => {
                 if ex.kind == Kind::Dir && ey.kind != Kind::Dir {
                     add_copy(p, Side::B, ey, Side::A, &mut new_names, &mut copies);
@@ -551,6 +565,7 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
         state,
         state_aside,
         state_unchanged: false,
+        undone_deletions,
     }
 }
 

@@ -628,3 +628,22 @@ proptest! {
         check_pass(&base_map, &a, &b, policy);
     }
 }
+
+/// A deletion that a change on the other side undoes is named, so the pass can warn.
+#[test]
+fn deleted_on_a_and_modified_on_b_names_the_undone_deletion() {
+    let mut base = Map::new();
+    base.insert(PathBuf::from("f"), file(1, 10));
+    base.insert(PathBuf::from("g"), file(3, 10));
+    let a = Map::new();
+    let mut b = Map::new();
+    b.insert(PathBuf::from("f"), file(2, 20));
+    b.insert(PathBuf::from("g"), file(3, 10));
+    let plan = plan_sync(&base, &tree(&a), &tree(&b), &SyncOptions::default());
+    assert_eq!(plan.undone_deletions, vec![(PathBuf::from("f"), Side::A)]);
+    // And the other way round; a plain one-sided deletion is no undone one.
+    let plan = plan_sync(&base, &tree(&b), &tree(&a), &SyncOptions::default());
+    assert_eq!(plan.undone_deletions, vec![(PathBuf::from("f"), Side::B)]);
+    let plan = plan_sync(&base, &tree(&base), &tree(&a), &SyncOptions::default());
+    assert!(plan.undone_deletions.is_empty());
+}
