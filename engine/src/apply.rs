@@ -113,6 +113,8 @@ pub struct Copied {
     mtime_sec: i64,
     mtime_nsec: u32,
     ino: u64,
+    uid: u32,
+    gid: u32,
     pub digest: crate::tree::Digest,
     /// The source file's mtime and inode when it was read (its size and content hash
     /// are the written file's).
@@ -139,6 +141,10 @@ impl Copied {
             ino: self.ino,
             target: None,
             hash: Some(self.digest),
+            owner: crate::tree::Owner {
+                uid: self.uid,
+                gid: self.gid,
+            },
         }
     }
 
@@ -571,7 +577,7 @@ fn run(
         }
         Op::SetDirMeta => {
             let s = src_of(action)?;
-            dst.set_dir_meta(path, s.mode, s.mtime)?;
+            dst.set_dir_meta(path, s.mode, s.mtime, s.owner)?;
             out.dirs.push((path.to_path_buf(), s.clone()));
             Ok(())
         }
@@ -582,17 +588,20 @@ fn run(
                 .target
                 .as_deref()
                 .ok_or_else(|| Error::entry(&**path, "BUG: symlink without target"))?;
-            dst.symlink(path, target, s.mtime)?;
+            dst.symlink(path, target, s.mtime, s.owner)?;
             out.written.push((path.to_path_buf(), s.clone()));
             Ok(())
         }
         Op::SetFileMeta => {
             let s = src_of(action)?;
             unchanged_since_scan(dst, action)?;
-            if dst.set_file_meta_if_unshared(path, s.mode, s.mtime)? {
+            if dst.set_file_meta_if_unshared(path, s.mode, s.mtime, s.owner)? {
                 let mut e = action.dst.as_deref().cloned().unwrap_or_else(|| s.clone());
                 e.mode = s.mode;
                 e.mtime = s.mtime;
+                if s.owner.is_known() && fsops::keeps_owners() {
+                    e.owner = s.owner;
+                }
                 out.meta.push((path.to_path_buf(), e));
                 Ok(())
             } else {
@@ -617,7 +626,7 @@ fn run(
             match s.kind {
                 Kind::Symlink => {
                     let target = s.link_target().unwrap_or(Path::new(""));
-                    dst.symlink(path, target, s.mtime)?;
+                    dst.symlink(path, target, s.mtime, s.owner)?;
                 }
                 _ => {
                     if dst.link_within(from, path).is_err() {
@@ -627,8 +636,13 @@ fn run(
                             durable: true,
                             new_file: true,
                         };
-                        let (temp, _, _, _) =
-                            dst.write_temp(path, &mut file, (st.mode, st.mtime), opts.stop, how)?;
+                        let (temp, _, _, _) = dst.write_temp(
+                            path,
+                            &mut file,
+                            (st.mode, st.mtime, st.owner()),
+                            opts.stop,
+                            how,
+                        )?;
                         temp.commit_new()?;
                     }
                 }
@@ -651,7 +665,6 @@ struct Prepared {
     digest: crate::tree::Digest,
     before: Stat,
     n: u64,
-    mode: u32,
     mtime: crate::tree::MTime,
 }
 
@@ -671,10 +684,10 @@ fn prepare_copy(
         Some(root) => root.open_read(path)?,
         None => fsops::open_regular(&src_abs)?,
     };
-    let (mode, mtime) = if opts.meta_from_plan {
-        (s.mode, s.mtime)
+    let (mode, mtime, owner) = if opts.meta_from_plan {
+        (s.mode, s.mtime, s.owner)
     } else {
-        (before.mode, before.mtime)
+        (before.mode, before.mtime, before.owner())
     };
     // Read no further than the size the file had when opened: a file that grows or
     // changes meanwhile shows it in the stat after (checked below), so the read that
@@ -685,7 +698,7 @@ fn prepare_copy(
         new_file: action.dst.is_none(),
     };
     let (temp, digest, n, new) =
-        dst.write_temp(path, &mut limited, (mode, mtime), opts.stop, how)?;
+        dst.write_temp(path, &mut limited, (mode, mtime, owner), opts.stop, how)?;
     let after = fsops::fstat(&file, &src_abs)?;
     let changed = || {
         Error::entry(
@@ -693,20 +706,10 @@ fn prepare_copy(
             "changed while being copied; left for the next pass",
         )
     };
-    if !before.same_content_stamp(&after) || n != before.size {
-        return Err(changed());
-    }
-    // A file rewritten in place within one timestamp tick keeps its stat: when the source
-    // changed that recently, the copy must match a second reading of it.
-    let again = crate::hash::same_on_second_reading(
-        &mut &file,
-        before.size,
-        digest,
-        after.mtime,
-        crate::tree::MTime::now(),
-    )
-    .map_err(|e| Error::io("read", &src_abs, e))?;
-    if !again {
+    if n != before.size
+        || !crate::hash::unchanged_while_read(&mut &file, &before, &after, before.size, digest)
+            .map_err(|e| Error::io("read", &src_abs, e))?
+    {
         return Err(changed());
     }
     if opts.verify_hash && s.hash.is_some_and(|h| h != digest) {
@@ -721,7 +724,6 @@ fn prepare_copy(
         digest,
         before,
         n,
-        mode,
         mtime,
     })
 }
@@ -745,11 +747,13 @@ fn commit_copy(
     out.copied.push(Copied {
         path: None,
         action: at,
-        mode: p.mode,
+        mode: new.mode,
         size: p.n,
         mtime_sec: p.mtime.sec,
         mtime_nsec: p.mtime.nsec,
         ino: new.ino,
+        uid: new.uid,
+        gid: new.gid,
         digest: p.digest,
         read_sec: p.before.mtime.sec,
         read_nsec: p.before.mtime.nsec,
@@ -846,14 +850,14 @@ mod tests {
             &crate::mirror::MirrorOptions::default(),
         );
         let rewritten = AtomicBool::new(false);
-        // Called between chunks of the copy: the second time, another program rewrites
-        // the file's tail in place and sets its mtime back.
+        // Called between chunks of the copy: the third time, another program rewrites
+        // the file's head, part of it read already, in place and sets its mtime back.
         let calls = std::sync::atomic::AtomicUsize::new(0);
         let stop = || {
             if calls.fetch_add(1, Ordering::SeqCst) == 2 && !rewritten.swap(true, Ordering::SeqCst)
             {
                 let mut w = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
-                w.seek(std::io::SeekFrom::Start(2 * 1024 * 1024)).unwrap();
+                w.seek(std::io::SeekFrom::Start(0)).unwrap();
                 w.write_all(&vec![b'b'; 1024 * 1024]).unwrap();
                 drop(w);
                 filetime::set_file_mtime(&f, old).unwrap();

@@ -151,14 +151,21 @@ impl Stat {
         }
     }
 
-    /// True if kind, size, mtime, inode and change time are the same: the file was not
-    /// changed between the two stats, even by a writer that put its mtime back.
+    /// Owner and group.
+    pub fn owner(&self) -> crate::tree::Owner {
+        crate::tree::Owner {
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+
+    /// True if kind, size, mtime and inode are the same. A writer may have put the
+    /// mtime back: [`crate::hash::unchanged_while_read`] also weighs the change time.
     pub fn same_content_stamp(&self, other: &Stat) -> bool {
         self.kind == other.kind
             && self.size == other.size
             && self.mtime == other.mtime
             && self.ino == other.ino
-            && self.ctime == other.ctime
     }
 }
 
@@ -171,6 +178,38 @@ fn injected_fault(what: &str) -> bool {
         .get_or_init(|| std::env::var("TWOWAY_INJECT_FAULT").ok())
         .as_deref()
         .is_some_and(|f| f.split(',').any(|x| x == what))
+}
+
+/// Whether this process runs as root, and so can keep every file's owner (and must, or
+/// a user's setuid file would become root's).
+pub fn keeps_owners() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn ids(o: crate::tree::Owner) -> (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>) {
+    (
+        Some(rustix::fs::Uid::from_raw_unchecked(o.uid)),
+        Some(rustix::fs::Gid::from_raw_unchecked(o.gid)),
+    )
+}
+
+/// Gives the open file `fd` (whose stat `st` is updated) the owner `want` where it can
+/// (as root), and returns the permission bits it may then have: `mode` when its owner
+/// is `want`, else `mode` without setuid and setgid — a user's setuid program must
+/// never become somebody else's, root's least of all.
+fn settle_owner(fd: BorrowedFd<'_>, st: &mut Stat, want: crate::tree::Owner, mode: u32) -> u32 {
+    let kept = want.is_known()
+        && (st.owner() == want || {
+            let (u, g) = ids(want);
+            rfs::fchown(fd, u, g).is_ok()
+        });
+    if kept {
+        st.uid = want.uid;
+        st.gid = want.gid;
+        mode
+    } else {
+        mode & !0o6000
+    }
 }
 
 /// `lstat` of an absolute path.
@@ -538,7 +577,7 @@ impl Root {
         &mut self,
         rel: &Path,
         reader: &mut dyn Read,
-        (mode, mtime): (u32, MTime),
+        (mode, mtime, owner): (u32, MTime, crate::tree::Owner),
         stop: &dyn Fn() -> bool,
         how: TempWrite,
     ) -> Result<(TempFile, Digest, u64, Stat), Error> {
@@ -556,6 +595,9 @@ impl Root {
         let mut st = temp.stat()?;
         let abs = self.abs(rel);
         let f = temp.file_mut();
+        // The owner first: `chown` clears setuid and setgid, which `chmod` then sets
+        // only where the owner is kept.
+        let mode = settle_owner(f.as_fd(), &mut st, owner, mode);
         if st.mode != mode {
             rfs::fchmod(&*f, Mode::from_raw_mode(mode)).ctx("chmod", &abs)?;
             st.mode = mode;
@@ -568,13 +610,27 @@ impl Root {
         Ok((temp, digest, n, st))
     }
 
-    /// Creates (or atomically replaces) the symlink `rel` pointing at `target`.
-    pub fn symlink(&mut self, rel: &Path, target: &Path, mtime: MTime) -> Result<(), Error> {
+    /// Creates (or atomically replaces) the symlink `rel` pointing at `target`, owned by
+    /// `owner` where this process can give it (as root).
+    pub fn symlink(
+        &mut self,
+        rel: &Path,
+        target: &Path,
+        mtime: MTime,
+        owner: crate::tree::Owner,
+    ) -> Result<(), Error> {
         let (parent, name) = split(rel)?;
         let abs = self.abs(rel);
         let dir = self.dir(parent)?;
         let temp = names::temp_name();
         in_writable(dir, || rfs::symlinkat(target, dir, temp.as_str())).ctx("symlink", &abs)?;
+        if owner.is_known() && keeps_owners() {
+            let (u, g) = ids(owner);
+            // A link's owner grants nothing: one that cannot be kept is only logged.
+            if let Err(e) = rfs::chownat(dir, temp.as_str(), u, g, AtFlags::SYMLINK_NOFOLLOW) {
+                log::debug!("{}: owner not kept: {e}", crate::names::display(&abs));
+            }
+        }
         let done = rfs::utimensat(dir, temp.as_str(), &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
             .ctx("set times", &abs)
             .and_then(|_| rfs::renameat(dir, temp.as_str(), dir, name).ctx("rename", &abs));
@@ -636,9 +692,22 @@ impl Root {
 
     /// Sets a directory's permission bits and mtime (dirs are never shared with a version,
     /// so changing them in place is safe). `rel` may be empty for the root itself.
-    pub fn set_dir_meta(&mut self, rel: &Path, mode: u32, mtime: MTime) -> Result<(), Error> {
+    pub fn set_dir_meta(
+        &mut self,
+        rel: &Path,
+        mode: u32,
+        mtime: MTime,
+        owner: crate::tree::Owner,
+    ) -> Result<(), Error> {
         let abs = self.abs(rel);
         let dir = self.dir(rel)?;
+        if owner.is_known() && keeps_owners() {
+            let st = Stat::from_raw(&rfs::fstat(dir).ctx("stat", &abs)?);
+            if st.owner() != owner {
+                let (u, g) = ids(owner);
+                rfs::fchown(dir, u, g).ctx("chown", &abs)?;
+            }
+        }
         rfs::fchmod(dir, Mode::from_raw_mode(mode)).ctx("chmod", &abs)?;
         rfs::futimens(dir, &times(mtime)).ctx("set times", &abs)
     }
@@ -651,6 +720,7 @@ impl Root {
         rel: &Path,
         mode: u32,
         mtime: MTime,
+        owner: crate::tree::Owner,
     ) -> Result<bool, Error> {
         let (parent, name) = split(rel)?;
         let abs = self.abs(rel);
@@ -665,10 +735,11 @@ impl Root {
             Err(rustix::io::Errno::ACCESS) | Err(rustix::io::Errno::PERM) => return Ok(false),
             Err(e) => return Err(Error::io("open", abs, e.into())),
         };
-        let st = Stat::from_raw(&rfs::fstat(&fd).ctx("stat", &abs)?);
+        let mut st = Stat::from_raw(&rfs::fstat(&fd).ctx("stat", &abs)?);
         if st.kind != Some(Kind::File) || st.nlink > 1 {
             return Ok(false);
         }
+        let mode = settle_owner(fd.as_fd(), &mut st, owner, mode);
         rfs::fchmod(&fd, Mode::from_raw_mode(mode)).ctx("chmod", &abs)?;
         rfs::futimens(&fd, &times(mtime)).ctx("set times", &abs)?;
         Ok(true)
@@ -916,11 +987,19 @@ impl TempFile {
             .expect("BUG: the file is open until commit")
     }
 
-    /// Sets mode and mtime.
-    pub fn set_meta(&mut self, mode: u32, mtime: MTime) -> Result<(), Error> {
+    /// Sets owner (where it can), mode and mtime; setuid and setgid only where the
+    /// owner is kept.
+    pub fn set_meta(
+        &mut self,
+        mode: u32,
+        mtime: MTime,
+        owner: crate::tree::Owner,
+    ) -> Result<(), Error> {
         let abs = self.abs.clone();
         let f = self.file_mut();
         f.flush().ctx("write", &abs)?;
+        let mut st = fstat(f, &abs)?;
+        let mode = settle_owner(f.as_fd(), &mut st, owner, mode);
         rfs::fchmod(&*f, Mode::from_raw_mode(mode)).ctx("chmod", &abs)?;
         rfs::futimens(&*f, &times(mtime)).ctx("set times", &abs)
     }
@@ -931,9 +1010,14 @@ impl TempFile {
         self.file_mut().sync_all().ctx("fsync", &abs)
     }
 
-    /// Sets mode and mtime and flushes the bytes to disk.
-    pub fn finish(&mut self, mode: u32, mtime: MTime) -> Result<(), Error> {
-        self.set_meta(mode, mtime)?;
+    /// Sets owner, mode and mtime and flushes the bytes to disk.
+    pub fn finish(
+        &mut self,
+        mode: u32,
+        mtime: MTime,
+        owner: crate::tree::Owner,
+    ) -> Result<(), Error> {
+        self.set_meta(mode, mtime, owner)?;
         self.sync()
     }
 
@@ -1142,6 +1226,7 @@ pub fn entry_from_stat(st: &Stat, target: Option<PathBuf>) -> Option<Entry> {
         ino: st.ino,
         target: target.map(Box::new),
         hash: None,
+        owner: st.owner(),
     })
 }
 

@@ -98,7 +98,7 @@ fn temp_file_is_removed_unless_committed() {
             .write_temp(
                 Path::new(name),
                 &mut &b"hello"[..],
-                (mode, MTime::new(1000, 5)),
+                (mode, MTime::new(1000, 5), crate::tree::Owner::UNKNOWN),
                 &|| false,
                 TempWrite {
                     durable: true,
@@ -122,7 +122,7 @@ fn a_new_file_never_replaces_one_that_appeared_meanwhile() {
         .write_temp(
             Path::new("a"),
             &mut &b"ours"[..],
-            (0o644, MTime::new(1, 0)),
+            (0o644, MTime::new(1, 0), crate::tree::Owner::UNKNOWN),
             &|| false,
             TempWrite {
                 durable: true,
@@ -155,7 +155,7 @@ fn new_files_are_unnamed_until_committed_and_behave_as_named_ones() {
         r.write_temp(
             Path::new(name),
             &mut &bytes[..],
-            (0o640, MTime::new(1000, 5)),
+            (0o640, MTime::new(1000, 5), crate::tree::Owner::UNKNOWN),
             &|| false,
             TempWrite {
                 durable: false,
@@ -229,11 +229,21 @@ fn shared_inode_is_not_changed_in_place() {
     std::fs::hard_link(root.path().join("a"), root.path().join("b")).unwrap();
     let mut r = Root::open(root.path()).unwrap();
     assert!(!r
-        .set_file_meta_if_unshared(Path::new("a"), 0o600, MTime::new(5, 0))
+        .set_file_meta_if_unshared(
+            Path::new("a"),
+            0o600,
+            MTime::new(5, 0),
+            crate::tree::Owner::UNKNOWN
+        )
         .unwrap());
     std::fs::remove_file(root.path().join("b")).unwrap();
     assert!(r
-        .set_file_meta_if_unshared(Path::new("a"), 0o600, MTime::new(5, 0))
+        .set_file_meta_if_unshared(
+            Path::new("a"),
+            0o600,
+            MTime::new(5, 0),
+            crate::tree::Owner::UNKNOWN
+        )
         .unwrap());
 }
 

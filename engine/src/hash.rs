@@ -77,22 +77,37 @@ pub fn hash_file(path: &Path) -> Result<(Digest, fsops::Stat), Error> {
     let (mut f, before) = fsops::open_regular(path)?;
     let (digest, _) = hash_reader(&mut f).map_err(|e| Error::io("read", path, e))?;
     let after = fsops::fstat(&f, path)?;
-    let changed = || Error::entry(path, "changed while being read");
-    if !before.same_content_stamp(&after) {
-        return Err(changed());
-    }
-    let again = same_on_second_reading(
-        &mut &f,
-        u64::MAX,
-        digest,
-        after.mtime,
-        crate::tree::MTime::now(),
-    )
-    .map_err(|e| Error::io("read", path, e))?;
-    if !again {
-        return Err(changed());
+    if !unchanged_while_read(&mut &f, &before, &after, u64::MAX, digest)
+        .map_err(|e| Error::io("read", path, e))?
+    {
+        return Err(Error::entry(path, "changed while being read"));
     }
     Ok((digest, before))
+}
+
+/// Whether `file`, read (its first `limit` bytes) into `digest` between the stats
+/// `before` and `after`, did not change meanwhile. A different size, mtime or inode
+/// says it did. A different change time alone may be a writer that put the mtime back,
+/// or only a link to the file made or removed: the file is then read again and must
+/// give `digest`. So must a file modified within one timestamp tick of now (see
+/// [`same_on_second_reading`]).
+pub fn unchanged_while_read<R: Read + std::io::Seek>(
+    file: &mut R,
+    before: &fsops::Stat,
+    after: &fsops::Stat,
+    limit: u64,
+    digest: Digest,
+) -> io::Result<bool> {
+    if !before.same_content_stamp(after) {
+        return Ok(false);
+    }
+    let now = crate::tree::MTime::now();
+    if before.ctime != after.ctime || after.mtime.is_racy_at(now) {
+        file.seek(std::io::SeekFrom::Start(0))?;
+        let (again, _) = hash_reader(&mut Read::take(file, limit))?;
+        return Ok(again == digest);
+    }
+    Ok(true)
 }
 
 /// False if `file` (its first `limit` bytes) changed while it was read in a way its stat

@@ -36,4 +36,4 @@ pub fn prepare_process() {
     alloc_tune::settle();
     fsops::reserve_descriptors();
 }
-pub use tree::{Digest, Entry, Kind, MTime, Tree};
+pub use tree::{Digest, Entry, Kind, MTime, Owner, Tree};

@@ -22,6 +22,10 @@ pub struct MirrorOptions {
     pub case_insensitive: bool,
     /// The destination cannot store permission bits (FAT, SMB): do not compare them.
     pub ignore_modes: bool,
+    /// Owners are kept (the process runs as root): a different owner is a change.
+    /// Otherwise setuid and setgid are not compared either: a copy whose owner could not
+    /// be kept never has them (see `fsops`), and that is no difference to mend.
+    pub keep_owners: bool,
 }
 
 /// One step of a plan.
@@ -306,7 +310,10 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                     }
                 }
                 Kind::Symlink => {
-                    if s.target != d.target || !s.mtime.same_as(d.mtime, opts.modify_window) {
+                    if s.target != d.target
+                        || !s.mtime.same_as(d.mtime, opts.modify_window)
+                        || (opts.keep_owners && s.owner.differs(d.owner))
+                    {
                         plan.actions.push(Action {
                             op: Op::Symlink { replace: true },
                             path: p.into(),
@@ -380,7 +387,10 @@ pub fn content_differs(s: &Entry, d: &Entry, opts: &MirrorOptions) -> bool {
 }
 
 fn meta_differs(s: &Entry, d: &Entry, opts: &MirrorOptions) -> bool {
-    (!opts.ignore_modes && s.mode != d.mode) || !s.mtime.same_as(d.mtime, opts.modify_window)
+    let mask = if opts.keep_owners { 0o7777 } else { 0o1777 };
+    (!opts.ignore_modes && s.mode & mask != d.mode & mask)
+        || !s.mtime.same_as(d.mtime, opts.modify_window)
+        || (opts.keep_owners && s.owner.differs(d.owner))
 }
 
 #[cfg(test)]
@@ -594,5 +604,40 @@ mod tests {
         src.root = Some(Entry::dir(0o700, T));
         let got = ops(&plan_mirror(&src, &tree(&[]), &MirrorOptions::default()));
         assert_eq!(got, v(&[("dirmeta", "")]));
+    }
+
+    /// As root a different owner is a change of metadata; otherwise owners, and the
+    /// setuid bit a copy could not keep, are not compared.
+    #[test]
+    fn owners_are_compared_only_where_they_are_kept() {
+        let owned = |uid: u32, mode: u32| {
+            let mut e = file(1).owned_by(crate::tree::Owner { uid, gid: uid });
+            e.mode = mode;
+            e
+        };
+        let root = MirrorOptions {
+            keep_owners: true,
+            ..Default::default()
+        };
+        let user = MirrorOptions::default();
+        let src = tree(&[("f", owned(1000, 0o4755))]);
+        for (dst, with_root, as_user) in [
+            (owned(0, 0o4755), vec!["meta"], vec![]),
+            (owned(1000, 0o755), vec!["meta"], vec![]),
+            (owned(1000, 0o4755), vec![], vec![]),
+            (owned(1000, 0o644), vec!["meta"], vec!["meta"]),
+        ] {
+            let dst = tree(&[("f", dst)]);
+            let verbs = |o: &MirrorOptions| -> Vec<String> {
+                plan_mirror(&src, &dst, o)
+                    .actions
+                    .iter()
+                    .filter(|a| a.op != Op::SetDirMeta)
+                    .map(|a| a.op.verb().to_string())
+                    .collect()
+            };
+            assert_eq!(verbs(&root), with_root);
+            assert_eq!(verbs(&user), as_user);
+        }
     }
 }

@@ -1,12 +1,14 @@
 //! One entry as the tool writes it into a version manifest: path, kind, size, mode,
-//! mtime, SHA-256, link target and inode. Plain data, stored in binary (postcard).
+//! mtime, SHA-256, link target, inode and owner. Plain data, stored in binary
+//! (postcard). Records written before owners were kept ([`LegacyEntryRef`]) still read,
+//! with no owner.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::pathser;
-use crate::tree::{Digest, Entry, Kind, MTime};
+use crate::tree::{Digest, Entry, Kind, MTime, Owner};
 
 /// An entry of a manifest or a sync state.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -23,17 +25,20 @@ pub struct EntryRecord {
     /// The inode the file had in its replica (lets a later version reuse this one's
     /// link when the replica still holds that very file).
     pub ino: Option<u64>,
+    /// Owner and group ids (None in records written before owners were kept).
+    pub owner: Option<(u32, u32)>,
 }
 
 impl EntryRecord {
     /// The entry this record describes.
     pub fn to_entry(&self) -> Entry {
         let mtime = MTime::new(self.mtime.0, self.mtime.1);
-        match self.kind {
+        let e = match self.kind {
             Kind::Dir => Entry::dir(self.mode, mtime),
             Kind::Symlink => Entry::symlink(self.target.clone().unwrap_or_default(), mtime),
             Kind::File => Entry::file(self.size, self.mode, mtime, self.sha256),
-        }
+        };
+        e.owned_by(Owner::from_known(self.owner))
     }
 }
 
@@ -51,6 +56,38 @@ pub struct EntryRef<'a> {
     #[serde(borrow, with = "pathser::bytes::borrowed::opt")]
     pub target: Option<&'a Path>,
     pub ino: Option<u64>,
+    pub owner: Option<(u32, u32)>,
+}
+
+/// An [`EntryRef`] as manifests of format 2 wrote it, before owners were kept.
+#[derive(Deserialize)]
+struct LegacyEntryRef<'a> {
+    #[serde(borrow, with = "pathser::bytes::borrowed")]
+    path: &'a Path,
+    kind: Kind,
+    size: u64,
+    mode: u32,
+    mtime: (i64, u32),
+    sha256: Option<Digest>,
+    #[serde(borrow, with = "pathser::bytes::borrowed::opt")]
+    target: Option<&'a Path>,
+    ino: Option<u64>,
+}
+
+impl<'a> From<LegacyEntryRef<'a>> for EntryRef<'a> {
+    fn from(e: LegacyEntryRef<'a>) -> Self {
+        EntryRef {
+            path: e.path,
+            kind: e.kind,
+            size: e.size,
+            mode: e.mode,
+            mtime: e.mtime,
+            sha256: e.sha256,
+            target: e.target,
+            ino: e.ino,
+            owner: None,
+        }
+    }
 }
 
 impl<'a> EntryRef<'a> {
@@ -65,7 +102,12 @@ impl<'a> EntryRef<'a> {
             sha256: e.hash,
             target: e.link_target(),
             ino: (e.kind == Kind::File && e.ino != 0).then_some(e.ino),
+            owner: e.owner.known(),
         }
+    }
+
+    pub fn owner(&self) -> Owner {
+        Owner::from_known(self.owner)
     }
 
     pub fn mtime(&self) -> MTime {
@@ -83,6 +125,7 @@ impl<'a> EntryRef<'a> {
             sha256: self.sha256,
             target: self.target.map(Path::to_path_buf),
             ino: self.ino,
+            owner: self.owner,
         }
     }
 }
@@ -99,6 +142,7 @@ impl EntryRecord {
             sha256: self.sha256,
             target: self.target.as_deref(),
             ino: self.ino,
+            owner: self.owner,
         }
     }
 }
@@ -154,11 +198,21 @@ impl<R: std::io::Read> SeqReader<R> {
         self.take_with(|b| postcard::take_from_bytes::<T>(b).map(|(t, rest)| (t, rest.len())))
     }
 
-    /// The next item, an entry whose paths borrow from the buffer, handed to `f`.
-    pub fn take_entry<O>(&mut self, f: impl FnOnce(EntryRef<'_>) -> O) -> std::io::Result<O> {
+    /// The next item, an entry whose paths borrow from the buffer, handed to `f`;
+    /// `legacy`: an entry as written before owners were kept.
+    pub fn take_entry<O>(
+        &mut self,
+        legacy: bool,
+        f: impl FnOnce(EntryRef<'_>) -> O,
+    ) -> std::io::Result<O> {
         let mut f = Some(f);
         self.take_with(|b| {
-            let (e, rest) = postcard::take_from_bytes::<EntryRef>(b)?;
+            let (e, rest) = if legacy {
+                let (e, rest) = postcard::take_from_bytes::<LegacyEntryRef>(b)?;
+                (EntryRef::from(e), rest)
+            } else {
+                postcard::take_from_bytes::<EntryRef>(b)?
+            };
             let f = f.take().expect("BUG: an item is decoded once");
             Ok((f(e), rest.len()))
         })
@@ -286,13 +340,16 @@ mod tests {
             assert_eq!(r.take::<(u32, usize)>().unwrap(), (7, entries.len()));
             for want in refs() {
                 assert_eq!(
-                    r.take_entry(|e| e.to_owned()).unwrap(),
+                    r.take_entry(false, |e| e.to_owned()).unwrap(),
                     want.to_owned(),
                     "step {step}"
                 );
             }
             assert!(r.at_end().unwrap());
-            assert!(r.take_entry(|_| ()).is_err(), "nothing after the end");
+            assert!(
+                r.take_entry(false, |_| ()).is_err(),
+                "nothing after the end"
+            );
         }
         // Cut anywhere: the item cut is refused, not decoded short.
         for cut in [bytes.len() - 1, bytes.len() - 40, bytes.len() / 2] {
@@ -302,7 +359,7 @@ mod tests {
             });
             r.take::<(u32, usize)>().unwrap();
             let read = (0..entries.len())
-                .map(|_| r.take_entry(|_| ()))
+                .map(|_| r.take_entry(false, |_| ()))
                 .take_while(|x| x.is_ok())
                 .count();
             assert!(read < entries.len(), "cut at {cut}");
@@ -312,7 +369,7 @@ mod tests {
         let mut r = SeqReader::new(&longer[..]);
         r.take::<(u32, usize)>().unwrap();
         for _ in 0..entries.len() {
-            r.take_entry(|_| ()).unwrap();
+            r.take_entry(false, |_| ()).unwrap();
         }
         assert!(!r.at_end().unwrap(), "a byte too many");
     }

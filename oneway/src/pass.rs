@@ -159,6 +159,7 @@ impl Job {
             }),
             case_insensitive: fs.folds_case,
             ignore_modes: fs.no_modes,
+            keep_owners: engine::fsops::keeps_owners(),
         };
         if !self.settings.checksum {
             // Size and mtime alone are not proof when either side's hash is not cached

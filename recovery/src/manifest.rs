@@ -22,7 +22,9 @@ use engine::tree::{Digest, Entry, Kind, MTime, Tree};
 /// The manifest's file name inside a version directory.
 pub const MANIFEST: &str = engine::names::MANIFEST_NAME;
 
-const FORMAT: u32 = 2;
+/// The manifest format written: 3 records owners; 2 (before owners were kept) is read.
+const FORMAT: u32 = 3;
+const LEGACY_FORMAT: u32 = 2;
 
 /// One entry of a version.
 pub type ManifestEntry = engine::record::EntryRecord;
@@ -127,7 +129,7 @@ impl ManifestReader {
             Ok(head) => head,
             Err(e) => return Err(damaged(&path, e)),
         };
-        if header.format != FORMAT {
+        if header.format != FORMAT && header.format != LEGACY_FORMAT {
             return Err(Error::entry(
                 &path,
                 format!(
@@ -171,7 +173,7 @@ impl ManifestReader {
             };
         }
         self.left -= 1;
-        match self.seq.take_entry(f) {
+        match self.seq.take_entry(self.header.format == LEGACY_FORMAT, f) {
             Ok(o) => Ok(Some(o)),
             Err(e) => Err(damaged(&self.path, e)),
         }
@@ -264,26 +266,17 @@ impl Manifest {
             .read_to_end(&mut head)
             .ok()?;
         let (h, _) = postcard::take_from_bytes::<Header>(&head).ok()?;
-        (h.format == FORMAT && Digest::from_hex(&h.dir_sha256).is_some()).then_some(h.dir_sha256)
+        ((h.format == FORMAT || h.format == LEGACY_FORMAT)
+            && Digest::from_hex(&h.dir_sha256).is_some())
+        .then_some(h.dir_sha256)
     }
 
     /// Reads the manifest of the version at `version_dir`.
     pub fn load(version_dir: &Path) -> Result<Manifest, Error> {
-        let path = version_dir.join(MANIFEST);
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut engine::fsops::open_regular(&path)?.0, &mut bytes)
-            .map_err(|e| Error::io("read", &path, e))?;
-        match postcard::from_bytes::<Manifest>(&bytes) {
-            Ok(m) if m.head.format == FORMAT => Ok(m),
-            Ok(m) => Err(Error::entry(
-                path,
-                format!(
-                    "manifest format {} is not one this build reads",
-                    m.head.format
-                ),
-            )),
-            Err(e) => Err(Error::entry(path, format!("damaged manifest: {e}"))),
-        }
+        let reader = ManifestReader::open(version_dir)?;
+        let head = reader.header().clone();
+        let entries = reader.records().collect::<Result<Vec<_>, _>>()?;
+        Ok(Manifest { head, entries })
     }
 
     /// Writes the manifest into `version_dir` (atomically, flushed).

@@ -301,6 +301,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
 fn restore_options(compare_hashes: bool) -> MirrorOptions {
     MirrorOptions {
         checksum: compare_hashes,
+        keep_owners: engine::fsops::keeps_owners(),
         ..MirrorOptions::default()
     }
 }

@@ -151,7 +151,12 @@ pub(crate) fn link_tree<'n, I: Iterator<Item = EntryRef<'n>> + Send>(
         || Ok((Root::open(new)?, Root::open(from)?)),
         |(dst, src), e| {
             if e.kind == Kind::Symlink {
-                dst.symlink(e.path, e.target.unwrap_or(Path::new("")), e.mtime())?;
+                dst.symlink(
+                    e.path,
+                    e.target.unwrap_or(Path::new("")),
+                    e.mtime(),
+                    e.owner(),
+                )?;
             } else {
                 dst.link_from(src, e.path, e.path)?;
             }
@@ -322,7 +327,9 @@ pub(crate) fn patch<'n, I: Iterator<Item = EntryRef<'n>>>(
 /// the version can be dropped later; the real modes are in the manifest).
 fn finish_tree(dst: &mut Root, dirs: Vec<(&Path, u32, MTime)>) -> Result<(), Error> {
     for (p, mode, mtime) in dirs.into_iter().rev() {
-        dst.set_dir_meta(p, mode | 0o700, mtime)?;
+        // The version's directories are the tool's: no owner of the replica's (the
+        // manifest records those).
+        dst.set_dir_meta(p, mode | 0o700, mtime, engine::Owner::UNKNOWN)?;
     }
     Ok(())
 }
@@ -358,7 +365,7 @@ fn put_entry(
     use std::sync::atomic::Ordering::Relaxed;
     let mtime = e.mtime();
     if e.kind == Kind::Symlink {
-        dst.symlink(e.path, e.target.unwrap_or(Path::new("")), mtime)?;
+        dst.symlink(e.path, e.target.unwrap_or(Path::new("")), mtime, e.owner())?;
         return Ok(None);
     }
     if link_ok.load(Relaxed) {
@@ -418,6 +425,7 @@ fn copy_into(src: &mut Root, dst: &mut Root, e: &EntryRef<'_>) -> Result<Copied,
     let (mut file, before) = src.open_read(rel)?;
     let mut temp = dst.create_temp(rel)?;
     let copied = if rustix::fs::ioctl_ficlone(&*temp.file_mut(), &file).is_ok() {
+        // The clone is one atomic step of the kernel's: nothing to tear.
         Copied::Unread {
             unchanged: before.size == e.size && before.mtime == e.mtime(),
         }
@@ -431,16 +439,20 @@ fn copy_into(src: &mut Root, dst: &mut Root, e: &EntryRef<'_>) -> Result<Copied,
         Copied::Hashed(digest)
     };
     // A file rewritten while it was copied (even with its mtime put back) would leave
-    // the version with mixed bytes: its change time tells.
-    let after = fsops::fstat(&file, &src.abs(rel))?;
-    if !before.same_content_stamp(&after) {
-        return Err(Error::entry(
-            src.abs(rel),
-            "changed while it was copied into the version",
-        ));
+    // the version with mixed bytes.
+    if let Copied::Hashed(digest) = copied {
+        let after = fsops::fstat(&file, &src.abs(rel))?;
+        if !hash::unchanged_while_read(&mut file, &before, &after, u64::MAX, digest)
+            .map_err(|err| Error::io("read", src.abs(rel), err))?
+        {
+            return Err(Error::entry(
+                src.abs(rel),
+                "changed while it was copied into the version",
+            ));
+        }
     }
     // Flushed with the whole tree before its manifest is written.
-    temp.set_meta(e.mode, e.mtime())?;
+    temp.set_meta(e.mode, e.mtime(), e.owner())?;
     temp.commit()?;
     Ok(copied)
 }

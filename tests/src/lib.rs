@@ -371,8 +371,19 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// The one rule for tests that need root (to hand files to another user, or to keep
+/// owners): they run as root, as CI does, and fail with this message otherwise, never
+/// report a success they did not check.
+pub fn require_root() {
+    assert!(
+        is_root(),
+        "this test needs root (CI runs as root): it hands files to other users"
+    );
+}
+
 /// Makes `p` and everything below it owned by `nobody` (uid/gid 65534).
 pub fn give_to_nobody(p: &Path) {
+    require_root();
     let status = Command::new("chown")
         .args(["-R", "65534:65534"])
         .arg(p)

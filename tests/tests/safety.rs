@@ -421,3 +421,141 @@ fn a_deletion_undone_by_a_change_on_the_other_side_is_a_warning() {
     );
     assert_eq!(fs::read(a.join("notes.txt")).unwrap(), b"v2, edited on B");
 }
+
+fn owner_and_mode(p: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(p).unwrap();
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+fn chown(p: &Path, uid: u32, gid: u32) {
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        p,
+        Some(rustix::fs::Uid::from_raw_unchecked(uid)),
+        Some(rustix::fs::Gid::from_raw_unchecked(gid)),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+#[test]
+fn as_root_owners_are_kept_by_mirror_sync_and_restore() {
+    require_root();
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    write(&src.join("d/tool"), "#!/bin/sh\n");
+    chmod(&src.join("d/tool"), 0o4755);
+    symlink("tool", src.join("d/link")).unwrap();
+    for p in ["d/tool", "d", "d/link"] {
+        chown(&src.join(p), 1234, 4321);
+    }
+    // chown cleared the setuid bit: set it again, as the user did.
+    chmod(&src.join("d/tool"), 0o4755);
+    fs::create_dir_all(&dst).unwrap();
+    env.oneway(&src, &dst, &[]).expect(0);
+    assert_eq!(owner_and_mode(&dst.join("d/tool")), (1234, 4321, 0o4755));
+    assert_eq!(owner_and_mode(&dst.join("d")).0, 1234);
+    assert_eq!(owner_and_mode(&dst.join("d/link")).0, 1234);
+    // A change of owner alone is a change.
+    chown(&src.join("d/tool"), 1235, 4321);
+    chmod(&src.join("d/tool"), 0o4755);
+    env.oneway(&src, &dst, &[]).expect(0);
+    assert_eq!(owner_and_mode(&dst.join("d/tool")), (1235, 4321, 0o4755));
+    let again = env.oneway(&src, &dst, &[]);
+    again.expect(0);
+    assert!(
+        again.stdout().contains("nothing to do"),
+        "{}",
+        again.stdout()
+    );
+
+    // Restored files get their owners back (a new file makes a new version: today's
+    // store makes one only when the content changed).
+    write(&src.join("new.txt"), "n");
+    env.oneway(&src, &dst, &[]).expect(0);
+    let to = env.path("restored");
+    env.run(
+        "recovery",
+        [
+            OsStr::new("restore"),
+            src.as_os_str(),
+            OsStr::new("--to"),
+            to.as_os_str(),
+        ],
+    )
+    .expect(0);
+    assert_eq!(owner_and_mode(&to.join("d/tool")), (1235, 4321, 0o4755));
+    assert_eq!(owner_and_mode(&to.join("d")).0, 1234);
+
+    // twoway carries owners to the other side, and a change of owner on one side.
+    let (a, b) = (env.path("a"), env.path("b"));
+    write(&a.join("run"), "x");
+    chown(&a.join("run"), 1234, 4321);
+    chmod(&a.join("run"), 0o2755);
+    fs::create_dir_all(&b).unwrap();
+    env.run("twoway", [&a, &b, Path::new("--once")]).expect(0);
+    assert_eq!(owner_and_mode(&b.join("run")), (1234, 4321, 0o2755));
+    chown(&b.join("run"), 1236, 4321);
+    chmod(&b.join("run"), 0o2755);
+    env.run("twoway", [&a, &b, Path::new("--once")]).expect(0);
+    assert_eq!(owner_and_mode(&a.join("run")), (1236, 4321, 0o2755));
+}
+
+#[test]
+fn where_the_owner_cannot_be_kept_setuid_and_setgid_are_cleared() {
+    require_root();
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    // Root's setuid program, readable by everyone; the mirror runs as nobody.
+    write(&src.join("su-like"), "#!/bin/sh\n");
+    write(&src.join("plain"), "p");
+    fs::create_dir_all(&dst).unwrap();
+    env.hand_to_nobody();
+    chown(&src.join("su-like"), 0, 0);
+    chmod(&src.join("su-like"), 0o6755);
+    let run = || {
+        let out = unprivileged(&env, "oneway")
+            .args([&src, &dst])
+            .arg("--once")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run();
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(owner_and_mode(&dst.join("su-like")), (65534, 65534, 0o755));
+    // And that is no difference to mend on every pass.
+    let (code, out) = run();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("nothing to do"), "{out}");
+    assert_eq!(owner_and_mode(&dst.join("su-like")).2, 0o755);
+
+    // twoway as nobody: the copy loses the bits, the original keeps them.
+    let (a, b) = (env.path("a"), env.path("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    give_to_nobody(&a);
+    give_to_nobody(&b);
+    write(&a.join("su-like"), "#!/bin/sh\n");
+    chown(&a.join("su-like"), 0, 0);
+    chmod(&a.join("su-like"), 0o4755);
+    for _ in 0..2 {
+        let out = unprivileged(&env, "twoway")
+            .args([&a, &b])
+            .arg("--once")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(owner_and_mode(&b.join("su-like")), (65534, 65534, 0o755));
+    assert_eq!(owner_and_mode(&a.join("su-like")), (0, 0, 0o4755));
+}

@@ -342,10 +342,7 @@ fn unreadable_subdirectory_is_unknown_not_deleted() {
 
 #[test]
 fn a_copy_that_failed_is_retried_and_never_undone() {
-    if !is_root() {
-        eprintln!("skipped: needs root to hand a directory to another user");
-        return;
-    }
+    require_root();
     let env = Env::new();
     let (a, b) = pair(&env);
     write(&a.join("d/f.txt"), "old");

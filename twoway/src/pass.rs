@@ -200,6 +200,7 @@ impl Job {
                 .unwrap_or_default()
         });
         let sync_options = SyncOptions {
+            keep_owners: engine::fsops::keeps_owners(),
             policy: self.settings.conflict,
             modify_window: self.settings.modify_window.unwrap_or(
                 if traits.iter().any(|t| t.coarse_times) {

@@ -48,6 +48,10 @@ pub struct SyncOptions {
     pub policy: ConflictPolicy,
     /// Mtimes within this many seconds are equal (0: equal at the coarser precision).
     pub modify_window: u64,
+    /// Owners are kept (the process runs as root): a different owner is a change.
+    /// Otherwise setuid and setgid are not compared either: a copy whose owner could not
+    /// be kept never has them, and that must not come back as a change of the original.
+    pub keep_owners: bool,
 }
 
 /// A path changed on both sides.
@@ -192,14 +196,18 @@ fn same_content(x: &Entry, y: &Entry) -> bool {
 
 /// Same as far as syncing goes: content, mode, and mtime. Directory mtimes follow from
 /// their contents and are not compared (they are set after the contents, to the winner's).
-fn same(x: Option<&Entry>, y: Option<&Entry>, window: u64) -> bool {
+fn same(x: Option<&Entry>, y: Option<&Entry>, window: u64, owners: bool) -> bool {
+    let mask = if owners { 0o7777 } else { 0o1777 };
     match (x, y) {
         (None, None) => true,
         (Some(x), Some(y)) => {
             same_content(x, y)
+                && !(owners && x.owner.differs(y.owner))
                 && match x.kind {
-                    Kind::File => x.mode == y.mode && x.mtime.same_as(y.mtime, window),
-                    Kind::Dir => x.mode == y.mode,
+                    Kind::File => {
+                        x.mode & mask == y.mode & mask && x.mtime.same_as(y.mtime, window)
+                    }
+                    Kind::Dir => x.mode & mask == y.mode & mask,
                     Kind::Symlink => x.mtime.same_as(y.mtime, window),
                 }
         }
@@ -285,7 +293,7 @@ fn plan_sync_with<B: Borrow<engine::tree::Entries>>(
     opts: &SyncOptions,
     aside: Option<&crate::state::Aside>,
 ) -> SyncPlan {
-    if unchanged_since(base.borrow(), a, b) {
+    if unchanged_since(base.borrow(), a, b, opts.keep_owners) {
         return SyncPlan {
             state_unchanged: true,
             ..SyncPlan::default()
@@ -302,7 +310,12 @@ pub const SET_ASIDE_MIN: usize = 4096;
 /// is unknown or left over: the full planner would then plan nothing and record the base
 /// again (the tests check that it does). One walk over the three trees, where the full
 /// planner builds the final state of every path.
-pub(crate) fn unchanged_since(base: &engine::tree::Entries, a: &Tree, b: &Tree) -> bool {
+pub(crate) fn unchanged_since(
+    base: &engine::tree::Entries,
+    a: &Tree,
+    b: &Tree,
+    owners: bool,
+) -> bool {
     let quiet = |t: &Tree| {
         t.unknown.is_empty()
             && t.leftovers.is_empty()
@@ -321,11 +334,12 @@ pub(crate) fn unchanged_since(base: &engine::tree::Entries, a: &Tree, b: &Tree) 
             && s.mtime == x.mtime
             && s.target == x.target
             && s.hash == x.hash
+            && (!owners || s.owner == x.owner)
     };
     zip3_paths(&a.entries, &b.entries, base).all(|(_, x, y, s)| match (x, y, s) {
         (Some(x), Some(y), Some(s)) => {
             recorded(s, x)
-                && same(Some(x), Some(y), 0)
+                && same(Some(x), Some(y), 0, owners)
                 && (x.kind != Kind::Dir || x.mtime == y.mtime)
         }
         _ => false,
@@ -406,11 +420,12 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
         if unknown(p) {
             continue;
         }
-        if same(x, y, w) {
+        let owners = opts.keep_owners;
+        if same(x, y, w, owners) {
             decided.push((p, x.and_then(|e| keep(Side::A, e))));
             continue;
         }
-        let (ca, cb) = (!same(s, x, w), !same(s, y, w));
+        let (ca, cb) = (!same(s, x, w, owners), !same(s, y, w, owners));
         let f = match (ca, cb, x, y) {
             (true, false, _, _) => x.and_then(|e| keep(Side::A, e)),
             (false, true, _, _) => y.and_then(|e| keep(Side::B, e)),
@@ -519,7 +534,8 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
     drop(base);
     let (actions, state) = std::thread::scope(|s| {
         let finals = &finals;
-        let on_b = s.spawn(move || actions_for(Side::B, finals, b));
+        let owners = opts.keep_owners;
+        let on_b = s.spawn(move || actions_for(Side::B, finals, b, owners));
         let state = s.spawn(move || {
             // In path order already: taken as it is, after a check; sized first.
             let (entries, names) = finals
@@ -546,7 +562,7 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
             }
             (state.into_entries(), None)
         });
-        let on_a = actions_for(Side::A, finals, a);
+        let on_a = actions_for(Side::A, finals, a, owners);
         (
             [on_a, on_b.join().expect("BUG: planning does not panic")],
             state.join().expect("BUG: planning does not panic"),
@@ -599,7 +615,7 @@ impl<'a> Finals<'a> {
 }
 
 /// The actions that bring `side` (scanned as `cur`) to the final state.
-fn actions_for(side: Side, finals: &Finals, cur: &Tree) -> (Plan, Plan, usize) {
+fn actions_for(side: Side, finals: &Finals, cur: &Tree, owners: bool) -> (Plan, Plan, usize) {
     let mut keep = Plan::default();
     let mut to = Plan::default();
     let mut rmdirs: Vec<Action> = Vec::new();
@@ -655,7 +671,7 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree) -> (Plan, Plan, usize) {
             }
             Some(f) => {
                 let e = f.entry;
-                if same(c, Some(e), 0)
+                if same(c, Some(e), 0, owners)
                     && (e.kind != Kind::Dir || c.is_some_and(|c| c.mtime == e.mtime))
                 {
                     continue;

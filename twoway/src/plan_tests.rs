@@ -166,6 +166,7 @@ fn check_pass(base: &Map, a: &Map, b: &Map, policy: ConflictPolicy) -> (SyncPlan
     let opts = SyncOptions {
         policy,
         modify_window: 0,
+        keep_owners: true,
     };
     let plan = plan_checked(base, &tree(a), &tree(b), &opts);
     let (na, nb) = simulate(&plan, a, b);
@@ -646,4 +647,36 @@ fn deleted_on_a_and_modified_on_b_names_the_undone_deletion() {
     assert_eq!(plan.undone_deletions, vec![(PathBuf::from("f"), Side::B)]);
     let plan = plan_sync(&base, &tree(&base), &tree(&a), &SyncOptions::default());
     assert!(plan.undone_deletions.is_empty());
+}
+
+/// As root a change of owner on one side is a change, carried to the other side; where
+/// owners are not kept, neither owners nor the setuid bit a copy could not keep are.
+#[test]
+fn an_owner_changed_on_one_side_is_synced_only_where_owners_are_kept() {
+    let owned = |uid: u32, mode: u32| {
+        let mut e = file(1, 10).owned_by(engine::Owner { uid, gid: uid });
+        e.mode = mode;
+        e
+    };
+    let mut base = Map::new();
+    base.insert(PathBuf::from("f"), owned(1000, 0o4755));
+    let mut a = Map::new();
+    a.insert(PathBuf::from("f"), owned(1001, 0o4755));
+    let b = base.clone();
+    let root = SyncOptions {
+        keep_owners: true,
+        ..SyncOptions::default()
+    };
+    let plan = plan_sync(&base, &tree(&a), &tree(&b), &root);
+    assert_eq!(plan.to_b.actions.len(), 1, "{:?}", plan.to_b.actions);
+    assert_eq!(plan.to_b.actions[0].op, Op::SetFileMeta);
+    assert!(plan.to_a.actions.is_empty());
+
+    let user = SyncOptions::default();
+    assert!(plan_sync(&base, &tree(&a), &tree(&b), &user).is_noop());
+    // B's copy lost its setuid bit (its owner could not be kept): no change to carry.
+    let mut stripped = Map::new();
+    stripped.insert(PathBuf::from("f"), owned(1000, 0o755));
+    assert!(plan_sync(&base, &tree(&base), &tree(&stripped), &user).is_noop());
+    assert!(!plan_sync(&base, &tree(&base), &tree(&stripped), &root).is_noop());
 }

@@ -13,7 +13,9 @@ use engine::error::Error;
 use engine::fsops;
 use engine::tree::{Digest, Entries, Entry, Kind, MTime};
 
-const FORMAT: u32 = 2;
+/// The format written: 3 records owners; 2 (before owners were kept) is read.
+const FORMAT: u32 = 3;
+const LEGACY_FORMAT: u32 = 2;
 
 /// The state file: compact binary (postcard), read and written on every pass. Its head,
 /// `(format, a, b, count)`, then `count` records, one per path in path order.
@@ -32,6 +34,36 @@ struct RecordRef<'a> {
     hash: Option<[u8; 32]>,
     #[serde(borrow)]
     target: Option<&'a [u8]>,
+    owner: Option<(u32, u32)>,
+}
+
+/// A [`RecordRef`] of format 2, written before owners were kept.
+#[derive(Deserialize)]
+struct LegacyRecordRef<'a> {
+    #[serde(borrow)]
+    path: &'a [u8],
+    kind: u8,
+    size: u64,
+    mode: u32,
+    mtime: (i64, u32),
+    hash: Option<[u8; 32]>,
+    #[serde(borrow)]
+    target: Option<&'a [u8]>,
+}
+
+impl<'a> From<LegacyRecordRef<'a>> for RecordRef<'a> {
+    fn from(r: LegacyRecordRef<'a>) -> Self {
+        RecordRef {
+            path: r.path,
+            kind: r.kind,
+            size: r.size,
+            mode: r.mode,
+            mtime: r.mtime,
+            hash: r.hash,
+            target: r.target,
+            owner: None,
+        }
+    }
 }
 
 impl<'a> RecordRef<'a> {
@@ -48,6 +80,7 @@ impl<'a> RecordRef<'a> {
             mtime: (e.mtime.sec, e.mtime.nsec),
             hash: e.hash.map(|d| d.0),
             target: e.link_target().map(|t| t.as_os_str().as_bytes()),
+            owner: e.owner.known(),
         }
     }
 
@@ -57,14 +90,15 @@ impl<'a> RecordRef<'a> {
 
     fn entry(&self) -> Entry {
         let mtime = MTime::new(self.mtime.0, self.mtime.1);
-        match self.kind {
+        let e = match self.kind {
             1 => Entry::dir(self.mode, mtime),
             2 => Entry::symlink(
                 Path::new(OsStr::from_bytes(self.target.unwrap_or_default())),
                 mtime,
             ),
             _ => Entry::file(self.size, self.mode, mtime, self.hash.map(Digest)),
-        }
+        };
+        e.owned_by(engine::Owner::from_known(self.owner))
     }
 }
 
@@ -116,11 +150,12 @@ fn decode(f: std::fs::File, a: &Path, b: &Path) -> std::io::Result<Option<Entrie
     let mut seq = engine::record::SeqReader::new(f);
     let head = seq.take_with(|raw| {
         let ((format, fa, fb, count), rest) = postcard::take_from_bytes::<Head>(raw)?;
-        let ours =
-            format == FORMAT && fa == a.as_os_str().as_bytes() && fb == b.as_os_str().as_bytes();
-        Ok((ours.then_some(count), rest.len()))
+        let ours = (format == FORMAT || format == LEGACY_FORMAT)
+            && fa == a.as_os_str().as_bytes()
+            && fb == b.as_os_str().as_bytes();
+        Ok((ours.then_some((count, format == LEGACY_FORMAT)), rest.len()))
     })?;
-    let Some(count) = head else {
+    let Some((count, legacy)) = head else {
         return Ok(None);
     };
     // The count is the file's word: room for no more than the file could hold.
@@ -128,7 +163,12 @@ fn decode(f: std::fs::File, a: &Path, b: &Path) -> std::io::Result<Option<Entrie
     let mut list = ChunkList::with_capacity(entries, 0);
     for _ in 0..count {
         seq.take_with(|raw| {
-            let (r, rest) = postcard::take_from_bytes::<RecordRef>(raw)?;
+            let (r, rest) = if legacy {
+                let (r, rest) = postcard::take_from_bytes::<LegacyRecordRef>(raw)?;
+                (RecordRef::from(r), rest)
+            } else {
+                postcard::take_from_bytes::<RecordRef>(raw)?
+            };
             list.push(r.path(), r.entry());
             Ok(((), rest.len()))
         })?;
