@@ -58,6 +58,22 @@ impl Job {
                 display(&backup_c)
             )));
         }
+        // `oneway BACKUP SOURCE`: the arguments swapped would mirror the backup over
+        // the very directory it keeps.
+        let registry = recovery::registry::Registry::load(&home).map_err(|e| {
+            Refusal::new(format!(
+                "{e}; nothing was changed (the registry tells which directories are backups)"
+            ))
+        })?;
+        if let Some(of) = registry.backup_of(&source_c) {
+            return Err(Refusal::new(format!(
+                "SOURCE {} is the BACKUP of {}: were the arguments swapped? The order is \
+                 oneway SOURCE BACKUP (to bring a backup back, use: recovery restore {})",
+                display(&source_c),
+                display(of),
+                display(of)
+            )));
+        }
         let versioned = match settings.versions {
             VersionMode::Off => None,
             mode => {

@@ -73,6 +73,10 @@ pub enum Command {
         /// Print what would be restored and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Where DIR has versions in several stores (backed up to two drives): restore
+        /// from this one. Default: the store with the newest version.
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
     },
 }
 
@@ -102,6 +106,7 @@ pub fn main() -> i32 {
                 path,
                 force,
                 dry_run,
+                store,
             } => {
                 let args = RestoreArgs {
                     restore: true,
@@ -110,7 +115,7 @@ pub fn main() -> i32 {
                     force: *force,
                     path: path.clone(),
                 };
-                restore_with(&home, dir.clone(), &args, *dry_run)
+                restore_with(&home, dir.clone(), &args, *dry_run, store.clone())
             }
         }
     };
@@ -128,6 +133,7 @@ fn restore_with(
     dir: PathBuf,
     args: &RestoreArgs,
     dry_run: bool,
+    store: Option<PathBuf>,
 ) -> Result<i32, Refusal> {
     engine::signal::install()?;
     let which: Which = args.version.as_deref().unwrap_or("latest").parse()?;
@@ -140,6 +146,7 @@ fn restore_with(
             subpath: args.path.clone(),
             force: args.force,
             dry_run,
+            store,
         },
     )?;
     Ok(if out.interrupted {
@@ -167,5 +174,5 @@ pub fn restore_command(
     })?;
     logging::init(settings.verbosity, settings.log_file())?;
     let home = DataHome::locate()?;
-    restore_with(&home, dir, args, settings.dry_run)
+    restore_with(&home, dir, args, settings.dry_run, settings.store.clone())
 }

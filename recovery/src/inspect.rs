@@ -43,9 +43,9 @@ fn selected(home: &DataHome, dir: Option<&Path>) -> Result<Vec<RegEntry>, Refusa
                     display(&d)
                 ))
             })?;
-            Ok(vec![e.clone()])
+            Ok(e.per_store())
         }
-        None => Ok(reg.versioned().cloned().collect()),
+        None => Ok(reg.versioned().flat_map(|e| e.per_store()).collect()),
     }
 }
 

@@ -35,6 +35,38 @@ pub struct RegEntry {
     /// When the latest version was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated: Option<String>,
+    /// Every other store that holds versions of this directory (a source backed up to
+    /// two drives): `store`/`name` is the one used last, and none is ever forgotten.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_stores: Vec<StoreRef>,
+}
+
+/// A store holding versions of a directory, besides the entry's own.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct StoreRef {
+    #[serde(with = "pathser")]
+    pub store: PathBuf,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated: Option<String>,
+}
+
+impl RegEntry {
+    /// This entry once for each store holding its versions, the one used last first.
+    pub fn per_store(&self) -> Vec<RegEntry> {
+        let mut out = vec![RegEntry {
+            other_stores: Vec::new(),
+            ..self.clone()
+        }];
+        out.extend(self.other_stores.iter().map(|o| RegEntry {
+            store: o.store.clone(),
+            name: o.name.clone(),
+            updated: o.updated.clone(),
+            other_stores: Vec::new(),
+            ..self.clone()
+        }));
+        out
+    }
 }
 
 /// The registry file's contents.
@@ -62,22 +94,48 @@ impl Registry {
         }
     }
 
-    /// The entry for `dir`, following an alias to the versioned directory.
-    pub fn find(&self, dir: &Path) -> Option<&RegEntry> {
+    /// The entry for `dir`, following an alias to the versioned directory; through an
+    /// alias (oneway's BACKUP), the alias's own store comes first.
+    pub fn find(&self, dir: &Path) -> Option<RegEntry> {
         let k = key(dir);
         let hit = self
             .dirs
             .get(&k)
             .filter(|e| e.path == dir)
             .or_else(|| self.dirs.values().find(|e| e.path == dir))?;
-        match &hit.alias_of {
-            Some(real) => self
-                .dirs
-                .values()
-                .find(|e| &e.path == real && e.alias_of.is_none())
-                .or(Some(hit)),
-            None => Some(hit),
-        }
+        let Some(real) = &hit.alias_of else {
+            return Some(hit.clone());
+        };
+        let Some(found) = self
+            .dirs
+            .values()
+            .find(|e| &e.path == real && e.alias_of.is_none())
+        else {
+            return Some(hit.clone());
+        };
+        let mut reordered = Registry::default();
+        reordered.insert(found.clone());
+        reordered.insert(RegEntry {
+            path: found.path.clone(),
+            store: hit.store.clone(),
+            name: hit.name.clone(),
+            alias_of: None,
+            updated: found
+                .per_store()
+                .into_iter()
+                .find(|e| e.store == hit.store)
+                .and_then(|e| e.updated),
+            other_stores: Vec::new(),
+        });
+        reordered.dirs.into_values().next()
+    }
+
+    /// The directory `dir` is the BACKUP of (by oneway), if the registry knows it as one.
+    pub fn backup_of(&self, dir: &Path) -> Option<&Path> {
+        self.dirs
+            .values()
+            .find(|e| e.path == dir)
+            .and_then(|e| e.alias_of.as_deref())
     }
 
     /// Every versioned directory (aliases left out).
@@ -96,12 +154,30 @@ impl Registry {
         fsops::write_atomic(&file, &bytes)
     }
 
-    /// Adds or replaces the entry for `entry.path`.
-    pub fn insert(&mut self, entry: RegEntry) {
+    /// Adds or updates the entry for `entry.path`. A store the entry had before that is
+    /// not `entry.store` is kept among its other stores: versions are never forgotten.
+    pub fn insert(&mut self, mut entry: RegEntry) {
         let mut k = key(&entry.path);
         // Two different non-UTF-8 paths may show the same: keep both.
         while self.dirs.get(&k).is_some_and(|e| e.path != entry.path) {
             k.push('~');
+        }
+        if let Some(old) = self.dirs.remove(&k) {
+            let mut others = old.other_stores;
+            if old.store != entry.store {
+                others.push(StoreRef {
+                    store: old.store,
+                    name: old.name,
+                    updated: old.updated,
+                });
+            }
+            others.retain(|o| o.store != entry.store);
+            for o in entry.other_stores.drain(..) {
+                if !others.iter().any(|x| x.store == o.store) && o.store != entry.store {
+                    others.push(o);
+                }
+            }
+            entry.other_stores = others;
         }
         self.dirs.insert(k, entry);
     }
@@ -126,6 +202,7 @@ mod tests {
                             name: format!("dir{i}"),
                             alias_of: None,
                             updated: None,
+                            other_stores: Vec::new(),
                         })
                     })
                     .unwrap();
@@ -144,6 +221,7 @@ mod tests {
             name: "src".into(),
             alias_of: None,
             updated: None,
+            other_stores: Vec::new(),
         };
         r.insert(e.clone());
         r.insert(RegEntry {
@@ -153,5 +231,39 @@ mod tests {
         });
         assert_eq!(r.find(Path::new("/b")).unwrap().path, PathBuf::from("/src"));
         assert_eq!(r.versioned().count(), 1);
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn a_second_store_of_a_directory_keeps_the_first() {
+        let mut r = Registry::default();
+        let at = |store: &str| RegEntry {
+            path: "/src".into(),
+            store: store.into(),
+            name: "src-1".into(),
+            alias_of: None,
+            updated: None,
+            other_stores: Vec::new(),
+        };
+        r.insert(at("/usb1/__versions__"));
+        r.insert(at("/usb2/__versions__"));
+        r.insert(at("/usb2/__versions__"));
+        let e = r.find(Path::new("/src")).unwrap();
+        let stores: Vec<_> = e.per_store().into_iter().map(|e| e.store).collect();
+        assert_eq!(
+            stores,
+            [
+                PathBuf::from("/usb2/__versions__"),
+                "/usb1/__versions__".into()
+            ]
+        );
+        r.insert(at("/usb1/__versions__"));
+        let e = r.find(Path::new("/src")).unwrap();
+        assert_eq!(e.per_store().len(), 2);
+        assert_eq!(e.store, PathBuf::from("/usb1/__versions__"));
     }
 }

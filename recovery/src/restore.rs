@@ -34,6 +34,8 @@ pub struct RestoreRequest {
     pub subpath: Option<PathBuf>,
     pub force: bool,
     pub dry_run: bool,
+    /// The store to restore from, where a directory has several.
+    pub store: Option<PathBuf>,
 }
 
 /// How a restore ended.
@@ -50,8 +52,15 @@ fn which_name(w: Which) -> &'static str {
     }
 }
 
-/// Finds the versioned directory `dir` is registered under.
-pub fn find_versioned(home: &DataHome, dir: &Path) -> Result<VersionedDir, Refusal> {
+/// Finds the versioned directory `dir` is registered under, in the store that holds the
+/// newest `which` version of it (a directory backed up to several drives has a store on
+/// each), or in `store` when one is named.
+pub fn find_versioned(
+    home: &DataHome,
+    dir: &Path,
+    which: Which,
+    store: Option<&Path>,
+) -> Result<VersionedDir, Refusal> {
     let reg = Registry::load(home).map_err(Refusal::from)?;
     let entry = reg.find(dir).ok_or_else(|| {
         Refusal::new(format!(
@@ -59,7 +68,45 @@ pub fn find_versioned(home: &DataHome, dir: &Path) -> Result<VersionedDir, Refus
             display(dir)
         ))
     })?;
-    Ok(VersionedDir::from_registry(entry))
+    let mut candidates = entry.per_store();
+    if let Some(s) = store {
+        let s = absolute(s)?;
+        candidates.retain(|e| e.store == s);
+        if candidates.is_empty() {
+            return Err(Refusal::new(format!(
+                "{} has no versions in the store {}; `recovery list {}` shows its stores",
+                display(dir),
+                display(&s),
+                display(dir)
+            )));
+        }
+    }
+    let made = |vd: &VersionedDir| {
+        let view = vd.view();
+        let v = match which {
+            Which::Latest => view.latest,
+            Which::Previous => view.previous,
+        }?;
+        crate::manifest::ManifestReader::open(&v)
+            .ok()
+            .map(|m| m.header().made.clone())
+    };
+    let stores: Vec<VersionedDir> = candidates.iter().map(VersionedDir::from_registry).collect();
+    let chosen = stores
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, vd)| (made(vd), std::cmp::Reverse(*i)))
+        .map(|(i, _)| i)
+        .unwrap_or(0);
+    if stores.len() > 1 {
+        log::info!(
+            "{} has versions in {} stores; restoring from {} (newest; --store picks another)",
+            display(dir),
+            stores.len(),
+            display(stores[chosen].store())
+        );
+    }
+    Ok(stores[chosen].clone())
 }
 
 fn is_empty_dir(p: &Path, store: &Path) -> Result<bool, Refusal> {
@@ -79,7 +126,7 @@ fn is_empty_dir(p: &Path, store: &Path) -> Result<bool, Refusal> {
 /// Restores as `req` asks.
 pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, Refusal> {
     let dir = absolute(&req.dir)?;
-    let vd = find_versioned(home, &dir)?;
+    let vd = find_versioned(home, &dir, req.which, req.store.as_deref())?;
     let view = vd.view();
     let version = match req.which {
         Which::Latest => view.latest,

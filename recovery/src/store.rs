@@ -537,6 +537,7 @@ impl VersionedDir {
                 name: self.name.clone(),
                 alias_of: None,
                 updated: updated.clone(),
+                other_stores: Vec::new(),
             };
             for a in &self.aliases {
                 reg.insert(RegEntry {

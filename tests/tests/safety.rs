@@ -559,3 +559,86 @@ fn where_the_owner_cannot_be_kept_setuid_and_setgid_are_cleared() {
     assert_eq!(owner_and_mode(&b.join("su-like")), (65534, 65534, 0o755));
     assert_eq!(owner_and_mode(&a.join("su-like")), (0, 0, 0o4755));
 }
+
+#[test]
+fn swapped_oneway_arguments_are_refused() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    write(&src.join("mine.txt"), "precious");
+    fs::create_dir_all(&dst).unwrap();
+    env.oneway(&src, &dst, &[]).expect(0);
+    write(&src.join("newer.txt"), "only in SOURCE so far");
+    let run = env.oneway(&dst, &src, &[]);
+    run.expect(2);
+    assert!(run.stderr().contains("swapped"), "{}", run.stderr());
+    assert_eq!(
+        fs::read(src.join("newer.txt")).unwrap(),
+        b"only in SOURCE so far"
+    );
+}
+
+#[test]
+fn every_backup_of_a_source_stays_listed_verified_and_restorable() {
+    let env = Env::new();
+    let (src, usb1, usb2) = (env.path("src"), env.path("usb1"), env.path("usb2"));
+    write(&src.join("a.txt"), "one");
+    fs::create_dir_all(&usb1).unwrap();
+    fs::create_dir_all(&usb2).unwrap();
+    env.oneway(&src, &usb1, &[]).expect(0);
+    write(&src.join("a.txt"), "two");
+    env.oneway(&src, &usb2, &[]).expect(0);
+
+    let list = env.run("recovery", [OsStr::new("list"), src.as_os_str()]);
+    list.expect(0);
+    for usb in [&usb1, &usb2] {
+        assert!(
+            list.stdout()
+                .contains(&usb.join("__versions__").display().to_string()),
+            "{}",
+            list.stdout()
+        );
+    }
+    // Bit rot in the first backup's store is still found.
+    let store1 = usb1.join("__versions__");
+    let v1 = fs::read_dir(&store1)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("_1"))
+        .unwrap();
+    // (Its file is a hard link to usb1's: damage both, as a failing disk would.)
+    fs::write(v1.join("a.txt"), "rot").unwrap();
+    let verify = env.run("recovery", ["verify"]);
+    verify.expect(1);
+    assert!(verify.stdout().contains("usb1"), "{}", verify.stdout());
+
+    // Restore takes the newest version across the stores, or the store named.
+    let to = env.path("newest");
+    env.run(
+        "recovery",
+        [
+            OsStr::new("restore"),
+            src.as_os_str(),
+            OsStr::new("--to"),
+            to.as_os_str(),
+        ],
+    )
+    .expect(0);
+    assert_eq!(fs::read(to.join("a.txt")).unwrap(), b"two");
+    write(&usb1.join("a.txt"), "one");
+    fs::remove_file(v1.join("a.txt")).unwrap();
+    fs::hard_link(usb1.join("a.txt"), v1.join("a.txt")).unwrap();
+    let to = env.path("from-usb1");
+    env.run(
+        "recovery",
+        [
+            OsStr::new("restore"),
+            src.as_os_str(),
+            OsStr::new("--to"),
+            to.as_os_str(),
+            OsStr::new("--store"),
+            store1.as_os_str(),
+        ],
+    )
+    .expect(0);
+    assert_eq!(fs::read(to.join("a.txt")).unwrap(), b"one");
+}
