@@ -167,7 +167,10 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
 
     let in_place = req.to.is_none();
     let target = match &req.to {
-        Some(t) => absolute(t)?,
+        Some(t) => {
+            refuse_symlinked(t)?;
+            absolute(t)?
+        }
         None => dir.clone(),
     };
     if target.starts_with(vd.store()) {
@@ -212,6 +215,8 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
         )));
     }
 
+    // The plan, made once: the dry run prints it, the real run carries it out.
+    let plan = plan_restore(&target, &vd, req.subpath.as_deref(), &vtree, occupied)?;
     if req.dry_run {
         log::info!(
             "would restore {} from its {} version ({}, {} files, sha256 {})",
@@ -227,12 +232,6 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
                 display(&target)
             );
         }
-        let ttree = if target_meta.is_some() {
-            scan_target(&target, &vd, req.subpath.as_deref())?
-        } else {
-            Tree::default()
-        };
-        let plan = mirror::plan_mirror(&vtree, &ttree, &restore_options(occupied));
         apply::print_plan(&plan, "VERSION -> DIR");
         return Ok(RestoreOutcome::default());
     }
@@ -292,13 +291,6 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
             root.mkdir_all(parent).map_err(Refusal::from)?;
         }
     }
-    let mut ttree = scan_target(&target, &vd, req.subpath.as_deref())?;
-    if occupied {
-        for e in cache::hash_missing(&target, &mut ttree, hash::default_threads()).errors {
-            log::warn!("{e}");
-        }
-    }
-    let plan = mirror::plan_mirror(&vtree, &ttree, &restore_options(occupied));
     for e in &plan.errors {
         log::error!("{e}");
     }
@@ -343,6 +335,56 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
         errors,
         interrupted: applied.interrupted,
     })
+}
+
+/// What a restore of `vtree` onto `target` does: the target as it is (hashed where it
+/// is occupied, so that a file that already holds the version's bytes is left alone)
+/// against the version. It only reads.
+fn plan_restore(
+    target: &Path,
+    vd: &VersionedDir,
+    sub: Option<&Path>,
+    vtree: &Tree,
+    occupied: bool,
+) -> Result<mirror::Plan, Refusal> {
+    let ttree = if std::fs::symlink_metadata(target).is_ok() {
+        let mut t = scan_target(target, vd, sub)?;
+        if occupied {
+            for e in cache::hash_missing(target, &mut t, hash::default_threads()).errors {
+                log::warn!("{e}");
+            }
+        }
+        t
+    } else {
+        // Made by the restore: its own mode and mtime come from the version.
+        Tree {
+            root: sub
+                .is_none()
+                .then(|| engine::tree::Entry::dir(0, engine::tree::MTime::default())),
+            ..Tree::default()
+        }
+    };
+    Ok(mirror::plan_mirror(
+        vtree,
+        &ttree,
+        &restore_options(occupied),
+    ))
+}
+
+/// Refuses a `--to` path that is, or sits directly in, a symlink: a restore writes only
+/// where the user pointed, never through a link planted there.
+fn refuse_symlinked(to: &Path) -> Result<(), Refusal> {
+    let abs = std::path::absolute(to).map_err(|e| Refusal::new(format!("{}: {e}", display(to))))?;
+    for p in [Some(abs.as_path()), abs.parent()].into_iter().flatten() {
+        if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Refusal::new(format!(
+                "--to {}: {} is a symlink; restore refuses to follow it (give the real path)",
+                display(to),
+                display(p)
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn restore_options(compare_hashes: bool) -> MirrorOptions {

@@ -642,3 +642,85 @@ fn every_backup_of_a_source_stays_listed_verified_and_restorable() {
     .expect(0);
     assert_eq!(fs::read(to.join("a.txt")).unwrap(), b"one");
 }
+
+/// The `(verb, path)` of every action line of a run (`would copy x` and `copy x` alike).
+fn actions(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace().skip(1);
+            let mut verb = w.next()?;
+            if verb == "would" {
+                verb = w.next()?;
+            }
+            let path = w.next()?;
+            l.contains("VERSION -> DIR")
+                .then(|| (verb.to_string(), path.to_string()))
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn a_restore_dry_run_prints_the_plan_the_real_run_carries_out() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    write(&src.join("a.txt"), "a1");
+    write(&src.join("b.txt"), "b1");
+    write(&src.join("d/c.txt"), "c1");
+    fs::create_dir_all(&dst).unwrap();
+    env.oneway(&src, &dst, &[]).expect(0);
+    write(&src.join("a.txt"), "a2, edited");
+    fs::remove_file(src.join("d/c.txt")).unwrap();
+    write(&src.join("new.txt"), "n");
+    let restore = |dry: bool| {
+        let mut args = vec![
+            OsStr::new("restore"),
+            src.as_os_str(),
+            OsStr::new("--force"),
+        ];
+        if dry {
+            args.push(OsStr::new("--dry-run"));
+        }
+        env.run("recovery", &args)
+    };
+    let dry = restore(true);
+    dry.expect(0);
+    let planned = actions(&dry.all());
+    assert!(!planned.iter().any(|(_, p)| p == "b.txt"), "{planned:?}");
+    assert!(
+        planned.contains(&("replace".into(), "a.txt".into())),
+        "{planned:?}"
+    );
+    let real = restore(false);
+    real.expect(0);
+    assert_eq!(actions(&real.all()), planned);
+    assert_eq!(fs::read(src.join("a.txt")).unwrap(), b"a1");
+    assert_eq!(fs::read(src.join("d/c.txt")).unwrap(), b"c1");
+}
+
+#[test]
+fn restore_to_a_symlink_is_refused() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    write(&src.join("a.txt"), "a");
+    fs::create_dir_all(&dst).unwrap();
+    env.oneway(&src, &dst, &[]).expect(0);
+    let v = victim(&env);
+    let link = env.path("link");
+    symlink(&v, &link).unwrap();
+    for to in [link.clone(), link.join("sub")] {
+        let run = env.run(
+            "recovery",
+            [
+                OsStr::new("restore"),
+                src.as_os_str(),
+                OsStr::new("--to"),
+                to.as_os_str(),
+            ],
+        );
+        run.expect(2);
+        assert!(run.stderr().contains("symlink"), "{}", run.stderr());
+    }
+    assert_victim_intact(&v);
+}
