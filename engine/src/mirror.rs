@@ -342,7 +342,10 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
             src_entries.get(&p)
         };
         if let Some(s) = s.filter(|s| s.kind == Kind::Dir) {
-            if src.is_unknown(&p) {
+            // A directory whose contents could not all be read (one readable but not
+            // searchable, say) keeps the owner access it was made with: given the
+            // source's mode, the copy would be as unusable to the tool as the original.
+            if src.is_unknown(&p) || (s.mode & 0o700 != 0o700 && src.holds_unknown(&p)) {
                 continue;
             }
             plan.actions.push(Action {

@@ -266,6 +266,15 @@ impl Tree {
         under_any(&self.unknown, path)
     }
 
+    /// True if something below `dir` (not `dir` itself) could not be read.
+    pub fn holds_unknown(&self, dir: &Path) -> bool {
+        use std::ops::Bound;
+        self.unknown
+            .range::<Path, _>((Bound::Excluded(dir), Bound::Unbounded))
+            .take_while(|u| u.starts_with(dir) || dir.as_os_str().is_empty())
+            .any(|u| u.as_path() != dir)
+    }
+
     /// Regular files and their sizes.
     pub fn file_count(&self) -> usize {
         self.entries

@@ -330,10 +330,10 @@ impl Job {
             let src_side = s.spawn(|| source.finish(&src, scanned_at, proven[0]));
             let dst_cache = s.spawn(|| backup.keep_cache(&after, scanned_at, proven[1], dst_sha));
             if let (Some(v), false) = (&self.versioned, interrupted) {
-                let recorded = match dst_sha {
-                    Some(sha) => v.record_with_sha(&self.home, &self.backup, &after, sha),
-                    None => v.record(&self.home, &self.backup, &after),
-                };
+                // What SOURCE could not give (read errors, files not copied) is missing
+                // from BACKUP too: such a version is marked incomplete.
+                let complete = errors.is_empty() && applied_errors == 0;
+                let recorded = v.record_pass(&self.home, &self.backup, &after, dst_sha, complete);
                 match recorded {
                     Ok(Some(info)) => version_note = format!(" · new version {}", info),
                     Ok(None) => {}

@@ -22,6 +22,8 @@ struct VersionRow {
     bytes: u64,
     dir_sha256: String,
     path: String,
+    /// Made by a pass that could not read everything.
+    incomplete: bool,
 }
 
 #[derive(Serialize, Debug)]
@@ -73,6 +75,7 @@ pub fn list(home: &DataHome, dir: Option<&Path>, json: bool) -> Result<i32, Refu
                     bytes: m.head.bytes,
                     dir_sha256: m.head.dir_sha256,
                     path: p.to_string_lossy().into_owned(),
+                    incomplete: m.head.incomplete,
                 })
             })
             .collect();
@@ -102,8 +105,17 @@ pub fn list(home: &DataHome, dir: Option<&Path>, json: bool) -> Result<i32, Refu
         }
         for v in r.versions {
             println!(
-                "  {:<8}  {}  {} files  {} bytes  sha256 {}",
-                v.which, v.made, v.files, v.bytes, v.dir_sha256
+                "  {:<8}  {}  {} files  {} bytes  sha256 {}{}",
+                v.which,
+                v.made,
+                v.files,
+                v.bytes,
+                v.dir_sha256,
+                if v.incomplete {
+                    "  (incomplete: the pass could not read everything)"
+                } else {
+                    ""
+                }
             );
         }
     }

@@ -43,6 +43,51 @@ pub struct Header {
     pub bytes: u64,
     pub root_mode: u32,
     pub root_mtime: (i64, u32),
+    /// The pass that made it could not read everything (format 3 on): the version
+    /// lacks what it could not read, and never pushes a complete one out of the store.
+    pub incomplete: bool,
+}
+
+/// A [`Header`] of format 2.
+#[derive(Deserialize)]
+struct LegacyHeader {
+    format: u32,
+    #[serde(with = "pathser::bytes")]
+    dir: PathBuf,
+    made: String,
+    dir_sha256: String,
+    files: u64,
+    bytes: u64,
+    root_mode: u32,
+    root_mtime: (i64, u32),
+}
+
+impl From<LegacyHeader> for Header {
+    fn from(h: LegacyHeader) -> Self {
+        Header {
+            format: h.format,
+            dir: h.dir,
+            made: h.made,
+            dir_sha256: h.dir_sha256,
+            files: h.files,
+            bytes: h.bytes,
+            root_mode: h.root_mode,
+            root_mtime: h.root_mtime,
+            incomplete: false,
+        }
+    }
+}
+
+/// Decodes a manifest's head — its header and entry count — from `raw`, in either
+/// format; gives what is left after it.
+fn decode_head(raw: &[u8]) -> postcard::Result<((Header, usize), &[u8])> {
+    let (format, _) = postcard::take_from_bytes::<u32>(raw)?;
+    if format == LEGACY_FORMAT {
+        let ((h, n), rest) = postcard::take_from_bytes::<(LegacyHeader, usize)>(raw)?;
+        Ok(((h.into(), n), rest))
+    } else {
+        postcard::take_from_bytes::<(Header, usize)>(raw)
+    }
 }
 
 impl Header {
@@ -72,6 +117,7 @@ impl Header {
             bytes,
             root_mode: root.mode,
             root_mtime: (root.mtime.sec, root.mtime.nsec),
+            incomplete: false,
         }
     }
 }
@@ -125,7 +171,10 @@ impl ManifestReader {
         let path = version_dir.join(MANIFEST);
         let (file, _) = engine::fsops::open_regular(&path)?;
         let mut seq = engine::record::SeqReader::new(file);
-        let (header, left) = match seq.take::<(Header, usize)>() {
+        let (header, left) = match seq.take_with(|raw| {
+            let (head, rest) = decode_head(raw)?;
+            Ok((head, rest.len()))
+        }) {
             Ok(head) => head,
             Err(e) => return Err(damaged(&path, e)),
         };
@@ -265,7 +314,7 @@ impl Manifest {
             .take(16 * 1024)
             .read_to_end(&mut head)
             .ok()?;
-        let (h, _) = postcard::take_from_bytes::<Header>(&head).ok()?;
+        let ((h, _), _) = decode_head(&head).ok()?;
         ((h.format == FORMAT || h.format == LEGACY_FORMAT)
             && Digest::from_hex(&h.dir_sha256).is_some())
         .then_some(h.dir_sha256)

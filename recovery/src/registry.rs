@@ -35,6 +35,9 @@ pub struct RegEntry {
     /// When the latest version was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated: Option<String>,
+    /// The latest version was made by a pass that could not read everything.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incomplete: bool,
     /// Every other store that holds versions of this directory (a source backed up to
     /// two drives): `store`/`name` is the one used last, and none is ever forgotten.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -125,6 +128,7 @@ impl Registry {
                 .into_iter()
                 .find(|e| e.store == hit.store)
                 .and_then(|e| e.updated),
+            incomplete: hit.incomplete,
             other_stores: Vec::new(),
         });
         reordered.dirs.into_values().next()
@@ -202,6 +206,7 @@ mod tests {
                             name: format!("dir{i}"),
                             alias_of: None,
                             updated: None,
+                            incomplete: false,
                             other_stores: Vec::new(),
                         })
                     })
@@ -221,6 +226,7 @@ mod tests {
             name: "src".into(),
             alias_of: None,
             updated: None,
+            incomplete: false,
             other_stores: Vec::new(),
         };
         r.insert(e.clone());
@@ -247,6 +253,7 @@ mod more_tests {
             name: "src-1".into(),
             alias_of: None,
             updated: None,
+            incomplete: false,
             other_stores: Vec::new(),
         };
         r.insert(at("/usb1/__versions__"));

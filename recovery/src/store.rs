@@ -219,10 +219,17 @@ impl VersionedDir {
     }
 
     /// `_0` → drop, `_1` → `_0`, `new` → `_1`, then the drop goes. Each step is a rename
-    /// and `repair` can resume after any of them.
+    /// and `repair` can resume after any of them. An incomplete version (a pass that
+    /// could not read everything) over an incomplete latest replaces the latest instead
+    /// (`_1` → drop, `new` → `_1`): the last complete version is never pushed out.
     fn rotate_in(&self, new: &Path) -> Result<(), Error> {
         let (one, zero, drop) = (self.slot("_1"), self.slot("_0"), self.slot(".drop"));
-        if tree_at(&one)? {
+        if tree_at(&one)? && is_incomplete(new) && is_incomplete(&one) {
+            if tree_at(&drop)? {
+                remove_tree(&drop)?;
+            }
+            std::fs::rename(&one, &drop).ctx("rename", &one)?;
+        } else if tree_at(&one)? {
             if tree_at(&zero)? {
                 if tree_at(&drop)? {
                     remove_tree(&drop)?;
@@ -275,17 +282,20 @@ impl VersionedDir {
         self.record_locked(home, replica, tree, None)
     }
 
-    /// [`record`](Self::record) with the tree's directory SHA-256 already known (the
-    /// pass computed it for its summary).
-    pub fn record_with_sha(
+    /// [`record`](Self::record) after a pass: the tree's directory SHA-256 may be known
+    /// already (the pass computed it for its summary), and a pass that could not read
+    /// everything (`complete` false) makes an incomplete version, which never pushes the
+    /// last complete one out of the store.
+    pub fn record_pass(
         &self,
         home: &DataHome,
         replica: &Path,
         tree: &Tree,
-        sha: Digest,
+        sha: Option<Digest>,
+        complete: bool,
     ) -> Result<Option<Made>, Error> {
         let _lock = self.lock(home)?;
-        self.record_locked(home, replica, tree, Some(sha))
+        self.record_locked_as(home, replica, tree, sha, complete)
     }
 
     fn record_locked(
@@ -294,6 +304,17 @@ impl VersionedDir {
         replica: &Path,
         tree: &Tree,
         known_sha: Option<Digest>,
+    ) -> Result<Option<Made>, Error> {
+        self.record_locked_as(home, replica, tree, known_sha, true)
+    }
+
+    fn record_locked_as(
+        &self,
+        home: &DataHome,
+        replica: &Path,
+        tree: &Tree,
+        known_sha: Option<Digest>,
+        complete: bool,
     ) -> Result<Option<Made>, Error> {
         self.repair()?;
         let latest = self.view().latest;
@@ -309,6 +330,10 @@ impl VersionedDir {
         // The version's entries, borrowed from the tree: no list of copies is made.
         let news = || manifest::entries_of(tree);
         let mut header = manifest::Header::new(&self.dir, tree, news(), sha);
+        header.incomplete = !complete;
+        // An incomplete version after an incomplete latest replaces it (see
+        // `rotate_in`): the previous one, maybe the last complete, is not recycled.
+        let keep_previous = !complete && latest.as_deref().is_some_and(is_incomplete);
         // Only a copying store needs the previous version's list (to share unchanged files).
         let copying = self.copies_files(replica);
         let previous = if copying {
@@ -324,10 +349,11 @@ impl VersionedDir {
         // passes is relinked, so a version costs in proportion to the changes. With no
         // `_0` yet, the spare made after the first version is recycled instead.
         let linking = !copying && self.mode == VersionMode::Link;
+        let recycling = linking && !keep_previous;
         // Its manifest is read once, entry by entry, as the walk compares it with the
         // new version's entries, before the tree is moved; a tree whose manifest does
         // not read to its end is not recycled.
-        let recycled = linking
+        let recycled = recycling
             .then(|| {
                 [self.slot("_0"), self.slot(".spare")]
                     .iter()
@@ -361,6 +387,7 @@ impl VersionedDir {
             let fixed = || news().map(|e| snapshot::fixed(e, &fixes));
             let sha = manifest::sha_of(fixed()).expect("BUG: every file in a manifest has a hash");
             header = manifest::Header::new(&self.dir, tree, fixed(), sha);
+            header.incomplete = !complete;
         }
         // Everything in the tree is on disk before the manifest says it is complete.
         let root = Root::open(&build)?;
@@ -371,7 +398,7 @@ impl VersionedDir {
         let saved = t0.elapsed().as_secs_f64();
         self.rotate_in(&new)?;
         let rotated = t0.elapsed().as_secs_f64();
-        self.register(home, Some(header.made.clone()))?;
+        self.register(home, Some(header.made.clone()), header.incomplete)?;
         if linking {
             self.keep_spare(version);
         }
@@ -524,12 +551,17 @@ impl VersionedDir {
         if all_there {
             Ok(())
         } else {
-            self.register(home, updated)
+            self.register(home, updated, false)
         }
     }
 
     /// Records this directory (and its aliases) in the registry.
-    pub fn register(&self, home: &DataHome, updated: Option<String>) -> Result<(), Error> {
+    pub fn register(
+        &self,
+        home: &DataHome,
+        updated: Option<String>,
+        incomplete: bool,
+    ) -> Result<(), Error> {
         Registry::update(home, |reg| {
             let entry = RegEntry {
                 path: self.dir.clone(),
@@ -537,6 +569,7 @@ impl VersionedDir {
                 name: self.name.clone(),
                 alias_of: None,
                 updated: updated.clone(),
+                incomplete,
                 other_stores: Vec::new(),
             };
             for a in &self.aliases {
@@ -561,6 +594,11 @@ fn tree_at(p: &Path) -> Result<bool, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::io("stat", p, e)),
     }
+}
+
+/// Whether the version at `dir` was made by a pass that could not read everything.
+fn is_incomplete(dir: &Path) -> bool {
+    ManifestReader::open(dir).is_ok_and(|m| m.header().incomplete)
 }
 
 fn foreign(p: &Path) -> Error {

@@ -724,3 +724,97 @@ fn restore_to_a_symlink_is_refused() {
     }
     assert_victim_intact(&v);
 }
+
+#[test]
+fn a_pass_with_read_errors_makes_an_incomplete_version_that_never_pushes_out_a_complete_one() {
+    require_root();
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    write(&src.join("a.txt"), "a1");
+    write(&src.join("secret.txt"), "s1");
+    write(&src.join("d/in.txt"), "i");
+    fs::create_dir_all(&dst).unwrap();
+    env.hand_to_nobody();
+    let pass = || {
+        let out = unprivileged(&env, "oneway")
+            .args([&src, &dst])
+            .arg("--once")
+            .output()
+            .unwrap();
+        out.status.code()
+    };
+    assert_eq!(pass(), Some(0));
+    // Complete: a1 and s1. Then two passes that cannot read secret.txt.
+    chmod(&src.join("secret.txt"), 0o000);
+    for round in ["a2", "a3"] {
+        write(&src.join("a.txt"), round);
+        give_to_nobody(&src.join("a.txt"));
+        assert_eq!(pass(), Some(1));
+    }
+    let list = env.run("recovery", [OsStr::new("list"), src.as_os_str()]);
+    let text = list.stdout();
+    assert!(text.contains("incomplete"), "{text}");
+    let json = env.run(
+        "recovery",
+        [OsStr::new("list"), src.as_os_str(), OsStr::new("--json")],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json.stdout()).unwrap();
+    let versions = v["dirs"][0]["versions"].as_array().unwrap().clone();
+    assert_eq!(versions[0]["incomplete"], true, "{versions:?}");
+    assert_eq!(
+        versions[1]["incomplete"], false,
+        "the complete version was pushed out: {versions:?}"
+    );
+    let reg: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.home().join(".info.json")).unwrap()).unwrap();
+    assert!(reg.to_string().contains("\"incomplete\":true"), "{reg}");
+    let to = env.path("back");
+    env.run(
+        "recovery",
+        [
+            OsStr::new("restore"),
+            src.as_os_str(),
+            OsStr::new("--version"),
+            OsStr::new("previous"),
+            OsStr::new("--to"),
+            to.as_os_str(),
+        ],
+    )
+    .expect(0);
+    assert_eq!(fs::read(to.join("secret.txt")).unwrap(), b"s1");
+}
+
+#[test]
+fn a_source_directory_readable_but_not_searchable_leaves_backup_usable() {
+    require_root();
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    write(&src.join("d/f.txt"), "f");
+    write(&src.join("top.txt"), "t");
+    fs::create_dir_all(&dst).unwrap();
+    env.hand_to_nobody();
+    let pass = || {
+        unprivileged(&env, "oneway")
+            .args([&src, &dst])
+            .arg("--once")
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(pass(), Some(0));
+    chmod(&src.join("d"), 0o644);
+    assert_eq!(pass(), Some(1));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(dst.join("d")).unwrap().permissions().mode() & 0o700;
+    assert_eq!(mode, 0o700, "BACKUP's copy stays the tool's to enter");
+    assert_eq!(
+        fs::read(dst.join("d/f.txt")).unwrap(),
+        b"f",
+        "nothing under it is lost"
+    );
+    // When SOURCE is readable again, all is as before.
+    chmod(&src.join("d"), 0o755);
+    assert_eq!(pass(), Some(0));
+    assert_same_tree(&src, &dst);
+}

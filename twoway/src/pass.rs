@@ -436,6 +436,8 @@ impl Job {
         // the next pass looks at it again (an interrupted pass keeps the old state).
         let mut notes = String::new();
         let trees = &afters;
+        // A pass with errors may have left either side short of what it should hold.
+        let complete = errors.is_empty() && failed.is_empty();
         std::thread::scope(|s| {
             for (i, r) in reps.iter().enumerate() {
                 let (tree, proven, sha) = (&trees[i], proven[i], shas[i]);
@@ -447,10 +449,7 @@ impl Job {
                     .enumerate()
                     .map(|(i, v)| {
                         let (home, tree, sha) = (&self.home, &trees[i], shas[i]);
-                        s.spawn(move || match sha {
-                            Some(sha) => v.record_with_sha(home, v.dir(), tree, sha),
-                            None => v.record(home, v.dir(), tree),
-                        })
+                        s.spawn(move || v.record_pass(home, v.dir(), tree, sha, complete))
                     })
                     .collect(),
                 _ => Vec::new(),
