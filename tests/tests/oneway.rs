@@ -611,8 +611,16 @@ fn coarse_destination_timestamps_do_not_cause_recopies() {
     set_mtime(&src.join("f"), OLD, 987_654_321);
     fs::create_dir(&dst).unwrap();
     env.oneway(&src, &dst, &["--no-versions"]).expect(0);
-    // What a FAT drive keeps: whole (even) seconds.
-    set_mtime(&dst.join("f"), OLD, 0);
+    // What a FAT drive keeps: even seconds, here rounded up (OLD is even): 1.01 s off,
+    // more than any precision explains.
+    set_mtime(&dst.join("f"), OLD + 2, 0);
+    let without = env.oneway(&src, &dst, &["--no-versions", "--dry-run"]);
+    without.expect(0);
+    assert!(
+        !without.stdout().contains("nothing to do"),
+        "without a window this is a difference: {}",
+        without.stdout()
+    );
     let run = env.oneway(&src, &dst, &["--no-versions", "--modify-window", "2"]);
     run.expect(0);
     assert!(run.stdout().contains("nothing to do"), "{}", run.stdout());
@@ -672,12 +680,13 @@ fn a_rewrite_within_the_same_timestamp_tick_is_not_missed() {
     let f = src.join("f");
     write(&f, "first version");
     // An mtime within the tick the pass runs in. The kernel would give a rewrite made
-    // in that tick the same mtime; here it is forged, so it is set ahead of the whole
-    // test (a machine under load may take seconds between the steps).
+    // in that tick the same mtime; here it is forged, a day ahead, so that it is still
+    // "now or later" when each pass runs, however long a loaded machine takes between
+    // the steps (a minute was not always enough).
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
-    let tick = (now.as_secs() as i64 + 60, 123_000_000);
+    let tick = (now.as_secs() as i64 + 86_400, 123_000_000);
     set_mtime(&f, tick.0, tick.1);
     env.oneway(&src, &dst, &["--no-versions"]).expect(0);
     // Rewritten in the same tick: same size, same mtime, other bytes.
