@@ -7,6 +7,7 @@
 //! pass. A failure on one entry is recorded and the rest goes on.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -631,14 +632,16 @@ fn run(
                 _ => {
                     if dst.link_within(from, path).is_err() {
                         // No hard links here (FAT, some shares): copy within the tree.
-                        let (mut file, st) = dst.open_read(from)?;
+                        let (file, st) = dst.open_read(from)?;
                         let how = TempWrite {
                             durable: true,
                             new_file: true,
+                            sparse: st.is_sparse(),
+                            xattrs_from: Some(file.as_fd()),
                         };
                         let (temp, _, _, _) = dst.write_temp(
                             path,
-                            &mut file,
+                            &mut &file,
                             (st.mode, st.mtime, st.owner()),
                             opts.stop,
                             how,
@@ -696,6 +699,8 @@ fn prepare_copy(
     let how = TempWrite {
         durable,
         new_file: action.dst.is_none(),
+        sparse: before.is_sparse(),
+        xattrs_from: Some(file.as_fd()),
     };
     let (temp, digest, n, new) =
         dst.write_temp(path, &mut limited, (mode, mtime, owner), opts.stop, how)?;

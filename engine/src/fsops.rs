@@ -118,9 +118,16 @@ pub struct Stat {
     pub nlink: u64,
     pub uid: u32,
     pub gid: u32,
+    /// 512-byte blocks allocated: fewer than the size needs means a sparse file.
+    pub blocks: u64,
 }
 
 impl Stat {
+    /// Whether the file has holes (fewer blocks allocated than its size needs).
+    pub fn is_sparse(&self) -> bool {
+        self.kind == Some(Kind::File) && self.blocks.saturating_mul(512) < self.size
+    }
+
     // Field types differ between rustix backends and architectures: cast explicitly.
     #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
     pub fn from_raw(st: &rfs::Stat) -> Stat {
@@ -148,6 +155,7 @@ impl Stat {
             nlink: st.st_nlink as u64,
             uid: st.st_uid as u32,
             gid: st.st_gid as u32,
+            blocks: st.st_blocks as u64,
         }
     }
 
@@ -210,6 +218,94 @@ fn settle_owner(fd: BorrowedFd<'_>, st: &mut Stat, want: crate::tree::Owner, mod
     } else {
         mode & !0o6000
     }
+}
+
+/// The names of the extended attributes of `fd` (empty where the filesystem has none).
+fn xattr_names(fd: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
+    let mut buf = vec![0u8; 256];
+    let n = loop {
+        match rfs::flistxattr(fd, &mut buf[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) => {
+                let want = rfs::flistxattr_query(fd)?;
+                buf.resize(want.max(buf.len() * 2), 0);
+            }
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    Ok(buf[..n]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
+/// The value of the extended attribute `name` of `fd`.
+fn xattr_value(fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        match rfs::fgetxattr(fd, name, &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) => {
+                let want = rfs::fgetxattr_query(fd, name)?;
+                buf.resize(want.max(buf.len() * 2), 0);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Gives `to` exactly the extended attributes of `from` (POSIX ACLs are two of them),
+/// as far as both filesystems and this process's rights allow: an attribute that
+/// cannot be set here (another namespace, no support) is left out, never an error.
+/// One `flistxattr` each when neither has any, as is usual.
+pub fn copy_xattrs(from: BorrowedFd<'_>, to: BorrowedFd<'_>, abs: &Path) -> Result<(), Error> {
+    let wanted = xattr_names(from).ctx("list attributes of the source of", abs)?;
+    let present = xattr_names(to).unwrap_or_default();
+    for name in present.iter().filter(|n| !wanted.contains(n)) {
+        // (An ACL the new file took from its directory's default ACL, say.)
+        let _ = rfs::fremovexattr(to, OsStr::from_bytes(name));
+    }
+    for name in &wanted {
+        let name = OsStr::from_bytes(name);
+        let value = match xattr_value(from, name) {
+            Ok(v) => v,
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NODATA.raw_os_error()) => {
+                continue
+            }
+            Err(e) => return Err(Error::io("read attribute of the source of", abs, e)),
+        };
+        match rfs::fsetxattr(to, name, &value, rfs::XattrFlags::empty()) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::PERM) => {
+                log::debug!(
+                    "{}: attribute {} not kept here",
+                    crate::names::display(abs),
+                    name.to_string_lossy()
+                );
+            }
+            Err(e) => return Err(Error::io("set attribute", abs, e.into())),
+        }
+    }
+    Ok(())
+}
+
+/// Whether two open files carry the same extended attributes (names and values).
+pub fn same_xattrs(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+    let (Ok(mut na), Ok(mut nb)) = (xattr_names(a), xattr_names(b)) else {
+        return true;
+    };
+    na.sort();
+    nb.sort();
+    na == nb
+        && na.iter().all(|n| {
+            let n = OsStr::from_bytes(n);
+            xattr_value(a, n).ok() == xattr_value(b, n).ok()
+        })
 }
 
 /// `lstat` of an absolute path.
@@ -579,16 +675,28 @@ impl Root {
         reader: &mut dyn Read,
         (mode, mtime, owner): (u32, MTime, crate::tree::Owner),
         stop: &dyn Fn() -> bool,
-        how: TempWrite,
+        how: TempWrite<'_>,
     ) -> Result<(TempFile, Digest, u64, Stat), Error> {
-        let TempWrite { durable, new_file } = how;
+        let TempWrite {
+            durable,
+            new_file,
+            sparse,
+            xattrs_from,
+        } = how;
         let mut temp = self.create_temp_mode(rel, mode, new_file)?;
-        let (digest, n) =
-            crate::hash::copy_hashing(reader, temp.file_mut(), stop).map_err(|e| match e {
-                crate::hash::CopyError::Read(e) => Error::io("read", self.abs(rel), e),
-                crate::hash::CopyError::Write(e) => Error::io("write", self.abs(rel), e),
-                crate::hash::CopyError::Stopped => Error::entry(self.abs(rel), "interrupted"),
-            })?;
+        let copy_error = |e| match e {
+            crate::hash::CopyError::Read(e) => Error::io("read", self.abs(rel), e),
+            crate::hash::CopyError::Write(e) => Error::io("write", self.abs(rel), e),
+            crate::hash::CopyError::Stopped => Error::entry(self.abs(rel), "interrupted"),
+        };
+        let (digest, n) = if sparse {
+            let mut w = SparseWriter::new(temp.file_mut());
+            let done = crate::hash::copy_hashing(reader, &mut w, stop).map_err(copy_error)?;
+            w.finish().ctx("write", &self.abs(rel))?;
+            done
+        } else {
+            crate::hash::copy_hashing(reader, temp.file_mut(), stop).map_err(copy_error)?
+        };
         // Created with the wanted permission bits, the file usually has them already
         // (the umask or a default ACL may have taken some): the one stat a copy needs
         // anyway (for its inode) tells whether the `fchmod` is needed.
@@ -601,6 +709,9 @@ impl Root {
         if st.mode != mode {
             rfs::fchmod(&*f, Mode::from_raw_mode(mode)).ctx("chmod", &abs)?;
             st.mode = mode;
+        }
+        if let Some(from) = xattrs_from {
+            copy_xattrs(from, f.as_fd(), &abs)?;
         }
         rfs::futimens(&*f, &times(mtime)).ctx("set times", &abs)?;
         st.mtime = mtime;
@@ -961,12 +1072,68 @@ fn remove_at(dir: BorrowedFd<'_>, name: &OsStr, abs: &Path) -> Result<(), Error>
 
 /// How [`Root::write_temp`] writes a file.
 #[derive(Debug, Clone, Copy)]
-pub struct TempWrite {
+pub struct TempWrite<'a> {
     /// Its bytes are flushed to disk before it returns; otherwise the caller flushes a
     /// whole batch at once ([`Root::sync_fs`]) before committing any of it.
     pub durable: bool,
     /// It will be committed with [`TempFile::commit_new`] (so it may be an unnamed file).
     pub new_file: bool,
+    /// The source is sparse: blocks of zeros become holes, so the copy stays sparse.
+    pub sparse: bool,
+    /// The source file, whose extended attributes (and ACLs) the copy gets.
+    pub xattrs_from: Option<BorrowedFd<'a>>,
+}
+
+/// A writer into a file that leaves a hole where a whole block of zeros would go (as
+/// `cp --sparse=auto` does for a sparse source); [`SparseWriter::finish`] gives the file
+/// its full length where it ends in a hole.
+pub struct SparseWriter<'f> {
+    file: &'f mut File,
+    pos: u64,
+    behind: bool,
+}
+
+impl<'f> SparseWriter<'f> {
+    const BLOCK: usize = 4096;
+
+    pub fn new(file: &'f mut File) -> Self {
+        SparseWriter {
+            file,
+            pos: 0,
+            behind: false,
+        }
+    }
+
+    /// Sets the file's length to what was written, holes included.
+    pub fn finish(self) -> io::Result<()> {
+        if self.behind {
+            self.file.set_len(self.pos)?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for SparseWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use std::io::Seek;
+        for block in buf.chunks(Self::BLOCK) {
+            if block.len() == Self::BLOCK && block.iter().all(|&b| b == 0) {
+                self.behind = true;
+            } else {
+                if self.behind {
+                    self.file.seek(io::SeekFrom::Start(self.pos))?;
+                    self.behind = false;
+                }
+                self.file.write_all(block)?;
+            }
+            self.pos += block.len() as u64;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// A file being written under a temporary name, or as an unnamed file (`temp` empty)

@@ -103,6 +103,8 @@ fn temp_file_is_removed_unless_committed() {
                 TempWrite {
                     durable: true,
                     new_file: false,
+                    sparse: false,
+                    xattrs_from: None,
                 },
             )
             .unwrap();
@@ -127,6 +129,8 @@ fn a_new_file_never_replaces_one_that_appeared_meanwhile() {
             TempWrite {
                 durable: true,
                 new_file: true,
+                sparse: false,
+                xattrs_from: None,
             },
         )
         .unwrap();
@@ -160,6 +164,8 @@ fn new_files_are_unnamed_until_committed_and_behave_as_named_ones() {
             TempWrite {
                 durable: false,
                 new_file: true,
+                sparse: false,
+                xattrs_from: None,
             },
         )
         .unwrap()

@@ -430,12 +430,20 @@ fn copy_into(src: &mut Root, dst: &mut Root, e: &EntryRef<'_>) -> Result<Copied,
             unchanged: before.size == e.size && before.mtime == e.mtime(),
         }
     } else {
-        let (digest, _) =
-            hash::copy_hashing(&mut file, temp.file_mut(), &|| false).map_err(|err| match err {
-                hash::CopyError::Read(err) => Error::io("read", src.abs(rel), err),
-                hash::CopyError::Write(err) => Error::io("copy", dst.abs(rel), err),
-                hash::CopyError::Stopped => Error::entry(dst.abs(rel), "interrupted"),
-            })?;
+        let copy_error = |err| match err {
+            hash::CopyError::Read(err) => Error::io("read", src.abs(rel), err),
+            hash::CopyError::Write(err) => Error::io("copy", dst.abs(rel), err),
+            hash::CopyError::Stopped => Error::entry(dst.abs(rel), "interrupted"),
+        };
+        let (digest, _) = if before.is_sparse() {
+            let mut w = fsops::SparseWriter::new(temp.file_mut());
+            let done = hash::copy_hashing(&mut file, &mut w, &|| false).map_err(copy_error)?;
+            w.finish()
+                .map_err(|err| Error::io("copy", dst.abs(rel), err))?;
+            done
+        } else {
+            hash::copy_hashing(&mut file, temp.file_mut(), &|| false).map_err(copy_error)?
+        };
         Copied::Hashed(digest)
     };
     // A file rewritten while it was copied (even with its mtime put back) would leave

@@ -818,3 +818,102 @@ fn a_source_directory_readable_but_not_searchable_leaves_backup_usable() {
     assert_eq!(pass(), Some(0));
     assert_same_tree(&src, &dst);
 }
+
+fn allocated(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(p).unwrap().blocks() * 512
+}
+
+#[test]
+fn sparse_files_stay_sparse_in_backup_restores_and_twoway() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    let f = src.join("disk.img");
+    write(&f, "header");
+    let file = fs::OpenOptions::new().write(true).open(&f).unwrap();
+    file.set_len(64 << 20).unwrap();
+    drop(file);
+    write(&src.join("dense.bin"), vec![0u8; 1 << 20]);
+    assert!(allocated(&f) < 1 << 20, "the test file is sparse");
+    fs::create_dir_all(&dst).unwrap();
+    env.oneway(&src, &dst, &[]).expect(0);
+    assert_eq!(fs::metadata(dst.join("disk.img")).unwrap().len(), 64 << 20);
+    assert!(
+        allocated(&dst.join("disk.img")) < 1 << 20,
+        "BACKUP's copy is sparse"
+    );
+    assert_eq!(sha256_file(&dst.join("disk.img")), sha256_file(&f));
+    // A dense file of zeros stays dense (as cp --sparse=auto).
+    assert!(allocated(&dst.join("dense.bin")) >= 1 << 20);
+
+    let to = env.path("restored");
+    env.run(
+        "recovery",
+        [
+            OsStr::new("restore"),
+            src.as_os_str(),
+            OsStr::new("--to"),
+            to.as_os_str(),
+        ],
+    )
+    .expect(0);
+    assert!(
+        allocated(&to.join("disk.img")) < 1 << 20,
+        "the restore is sparse"
+    );
+    assert_eq!(sha256_file(&to.join("disk.img")), sha256_file(&f));
+
+    let b = env.path("b");
+    fs::create_dir_all(&b).unwrap();
+    env.run("twoway", [&src, &b, Path::new("--once")]).expect(0);
+    assert!(
+        allocated(&b.join("disk.img")) < 1 << 20,
+        "twoway's copy is sparse"
+    );
+}
+
+#[test]
+fn extended_attributes_and_acls_are_copied() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    let f = src.join("tagged.txt");
+    write(&f, "x");
+    fs::create_dir_all(&dst).unwrap();
+    let status = std::process::Command::new("setfattr")
+        .args(["-n", "user.origin", "-v", "camera-1"])
+        .arg(&f)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        panic!("setfattr (package attr) is needed, on a filesystem with user attributes");
+    }
+    let acl = std::process::Command::new("setfacl")
+        .args(["-m", "u:65534:r"])
+        .arg(&f)
+        .status()
+        .unwrap();
+    assert!(acl.success());
+    env.oneway(&src, &dst, &[]).expect(0);
+    let get = |p: &Path, what: &str| {
+        let out = std::process::Command::new("getfattr")
+            .args(["--absolute-names", "-d", "-m", what])
+            .arg(p)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let copy = dst.join("tagged.txt");
+    assert!(
+        get(&copy, "user.").contains("camera-1"),
+        "{}",
+        get(&copy, "-")
+    );
+    assert_eq!(
+        get(&copy, "system.posix_acl_access"),
+        get(&f, "system.posix_acl_access")
+    );
+    assert!(!get(&f, "system.posix_acl_access").is_empty());
+}
