@@ -146,6 +146,7 @@ impl Copied {
                 uid: self.uid,
                 gid: self.gid,
             },
+            linked: false,
         }
     }
 
@@ -240,15 +241,17 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
             (i, a)
         })
     };
+    // Links to files of this plan wait for the copies, with directory metadata.
+    let is_last = |a: &Action| matches!(a.op, Op::SetDirMeta | Op::Link { .. });
     let first: Vec<Numbered> = numbered()
-        .filter(|(_, a)| !is_copy(a) && a.op != Op::SetDirMeta)
+        .filter(|(_, a)| !is_copy(a) && !is_last(a))
         .collect();
     // (By place only: a first sync copies every file.)
     let copies: Vec<u32> = numbered()
         .filter(|(_, a)| is_copy(a))
         .map(|(i, _)| i)
         .collect();
-    let last: Vec<Numbered> = numbered().filter(|(_, a)| a.op == Op::SetDirMeta).collect();
+    let last: Vec<Numbered> = numbered().filter(|(_, a)| is_last(a)).collect();
 
     // Bytes are read through directory handles too, never following a symlink.
     let mut src = Root::open(opts.src_root).ok();
@@ -611,6 +614,20 @@ fn run(
             }
         }
         Op::Copy { .. } => copy((at, action), dst, src, opts, out),
+        Op::Link { from } => {
+            let s = src_of(action)?;
+            unchanged_since_scan(dst, action)?;
+            dst.link_over(from, path)?;
+            let mut e = s.clone();
+            e.linked = false;
+            if let Some(st) = dst.stat(path)? {
+                e.ino = st.ino;
+            }
+            // Its bytes are its leader's: hashed with it, or after the pass.
+            e.hash = None;
+            out.written.push((path.to_path_buf(), e));
+            Ok(())
+        }
         Op::Rmdir => {
             dst.rmdir(path)?;
             out.removed.push(path.to_path_buf());

@@ -914,6 +914,22 @@ impl Root {
         rfs::linkat(&*fdir, fname, tdir, tname, AtFlags::empty()).ctx("link", &abs)
     }
 
+    /// Makes `to` a hard link of `from` inside this root, replacing whatever file is at
+    /// `to` in one rename (a link under a temporary name first).
+    pub fn link_over(&mut self, from: &Path, to: &Path) -> Result<(), Error> {
+        let (tp, tname) = split(to)?;
+        let temp = tp.join(names::temp_name());
+        self.link_within(from, &temp)?;
+        let (_, temp_name) = split(&temp)?;
+        let abs = self.abs(to);
+        let dir = self.dir(tp)?;
+        let done = rfs::renameat(dir, temp_name, dir, tname).ctx("rename", &abs);
+        if done.is_err() {
+            let _ = rfs::unlinkat(dir, temp_name, AtFlags::empty());
+        }
+        done
+    }
+
     /// Hard-links `src_rel` of `src` as `rel` here. Fails with `EXDEV` across filesystems.
     pub fn link_from(&mut self, src: &mut Root, src_rel: &Path, rel: &Path) -> Result<(), Error> {
         let (sp, sn) = split(src_rel)?;
@@ -1394,6 +1410,7 @@ pub fn entry_from_stat(st: &Stat, target: Option<PathBuf>) -> Option<Entry> {
         target: target.map(Box::new),
         hash: None,
         owner: st.owner(),
+        linked: false,
     })
 }
 

@@ -51,6 +51,9 @@ pub enum Op {
     /// Keep a second copy of an entry of the same tree under a new name (a conflict copy),
     /// hard-linked where possible; `from` names the original (relative to the root).
     Preserve { from: Box<Path> },
+    /// Make the file a hard link of `from` (replacing what is there), as the source's
+    /// two names are one file; after the copies, since `from` may be one of them.
+    Link { from: Box<Path> },
 }
 
 impl Op {
@@ -68,6 +71,7 @@ impl Op {
             Op::SetDirMeta => "dirmeta",
             Op::Rmdir => "rmdir",
             Op::Preserve { .. } => "keep-conflict",
+            Op::Link { .. } => "hardlink",
         }
     }
 }
@@ -115,7 +119,9 @@ impl Plan {
         self.actions
             .iter()
             .filter_map(|a| match (&a.op, a.dst.as_deref()) {
-                (Op::Copy { replace: true }, Some(d)) | (Op::Remove { .. }, Some(d))
+                (Op::Copy { replace: true }, Some(d))
+                | (Op::Remove { .. }, Some(d))
+                | (Op::Link { .. }, Some(d))
                     if d.kind == Kind::File =>
                 {
                     Some((&*a.path, d))
@@ -327,6 +333,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
         }
     }
 
+    plan_hard_links(&mut plan, src, &src_entries, &dst_entries, &skipped);
     if let (Some(sr), Some(dr)) = (&src.root, &dst.root) {
         if meta_differs(sr, dr, opts) {
             dir_meta.push(PathBuf::new());
@@ -376,6 +383,68 @@ fn create(plan: &mut Plan, p: &Path, s: &Entry, replace: bool) {
 }
 
 /// True if two files' contents differ, as far as the options let us tell.
+/// Files that are one file in the source (hard links: one inode, several names) are one
+/// file in the destination: the first name in path order is copied as any file, and
+/// every other name becomes a link to it, unless it is one already. Their copies and
+/// metadata changes planned above give way to the link.
+fn plan_hard_links(
+    plan: &mut Plan,
+    src: &Tree,
+    src_entries: &crate::tree::Entries,
+    dst_entries: &crate::tree::Entries,
+    skipped: &BTreeSet<PathBuf>,
+) {
+    let mut groups: std::collections::HashMap<u64, Vec<&Path>> = Default::default();
+    for (p, e) in src_entries.iter() {
+        if e.linked && e.kind == Kind::File && !src.is_unknown(p) && !under_any(skipped, p) {
+            groups.entry(e.ino).or_default().push(p);
+        }
+    }
+    let copied: std::collections::HashSet<&Path> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a.op, Op::Copy { .. }))
+        .map(|a| &*a.path)
+        .collect();
+    let mut links = Vec::new();
+    for names in groups.values().filter(|g| g.len() > 1) {
+        let leader = names[0];
+        let leader_ino = dst_entries
+            .get(leader)
+            .filter(|d| d.kind == Kind::File && !copied.contains(leader))
+            .map(|d| d.ino);
+        for &follower in &names[1..] {
+            let d = dst_entries.get(follower);
+            let linked_already = leader_ino.is_some()
+                && d.is_some_and(|d| d.kind == Kind::File && Some(d.ino) == leader_ino);
+            if linked_already {
+                continue;
+            }
+            let s = src_entries
+                .get(follower)
+                .expect("BUG: grouped from the source");
+            links.push(Action {
+                op: Op::Link {
+                    from: leader.into(),
+                },
+                path: follower.into(),
+                src: Some(s.clone()),
+                dst: d.filter(|d| d.kind == Kind::File).cloned().map(Box::new),
+            });
+        }
+    }
+    if links.is_empty() {
+        return;
+    }
+    let linked: std::collections::HashSet<Box<Path>> =
+        links.iter().map(|a| a.path.clone()).collect();
+    plan.actions.retain(|a| {
+        !(matches!(a.op, Op::Copy { .. } | Op::SetFileMeta) && linked.contains(&a.path))
+    });
+    links.sort_by(|a, b| crate::tree::path_order(&a.path, &b.path));
+    plan.actions.extend(links);
+}
+
 pub fn content_differs(s: &Entry, d: &Entry, opts: &MirrorOptions) -> bool {
     if s.size != d.size {
         return true;

@@ -145,7 +145,11 @@ fn start<'a>(root: &'a Path, opts: &'a ScanOptions) -> Result<Started<'a>, Error
     let root_fd = open_dir_at(rfs::CWD, root.as_os_str())
         .map_err(|e| Error::io("read dir", root, e.into()))?;
     let names = read_names(&root_fd).map_err(|e| Error::io("read dir", root, e.into()))?;
-    let walker = Walker { root, opts };
+    let walker = Walker {
+        root,
+        opts,
+        dev: root_stat.dev,
+    };
     let mut top = Partial::default();
     let mut units = Vec::new();
     for name in names.iter() {
@@ -290,6 +294,8 @@ impl Partial {
 struct Walker<'a> {
     root: &'a Path,
     opts: &'a ScanOptions,
+    /// The root's filesystem: inodes name files only within one.
+    dev: u64,
 }
 
 impl Walker<'_> {
@@ -365,11 +371,13 @@ impl Walker<'_> {
         } else {
             None
         };
-        let Some(entry) = fsops::entry_from_stat(&st, target) else {
+        let Some(mut entry) = fsops::entry_from_stat(&st, target) else {
             out.specials.push(child.clone());
             out.unknown.push(child);
             return None;
         };
+        // A file with other names on the root's own filesystem: its inode groups them.
+        entry.linked = st.nlink > 1 && st.dev == self.dev && entry.kind == Kind::File;
         out.entries.push(&child, entry);
         if !is_dir {
             return None;

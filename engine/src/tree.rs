@@ -148,6 +148,8 @@ pub struct Entry {
     /// Owner and group ([`Owner::UNKNOWN`] where nothing said: a record written before
     /// owners were kept, or an entry made up by a test).
     pub owner: Owner,
+    /// A file that has other names in its tree (hard links, same inode): set by the scan.
+    pub linked: bool,
 }
 
 /// A file's owner and group ids.
@@ -211,6 +213,7 @@ impl Entry {
             target: None,
             hash: None,
             owner: Owner::UNKNOWN,
+            linked: false,
         }
     }
 
@@ -224,6 +227,7 @@ impl Entry {
             target: None,
             hash,
             owner: Owner::UNKNOWN,
+            linked: false,
         }
     }
 
@@ -237,6 +241,7 @@ impl Entry {
             target: Some(Box::new(target.into())),
             hash: None,
             owner: Owner::UNKNOWN,
+            linked: false,
         }
     }
 }

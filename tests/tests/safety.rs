@@ -917,3 +917,57 @@ fn extended_attributes_and_acls_are_copied() {
     );
     assert!(!get(&f, "system.posix_acl_access").is_empty());
 }
+
+fn ino(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(p).unwrap().ino()
+}
+
+#[test]
+fn hard_links_within_source_stay_hard_links_in_backup() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    write(&src.join("photos/a.jpg"), "one photo");
+    fs::create_dir_all(src.join("albums")).unwrap();
+    fs::hard_link(src.join("photos/a.jpg"), src.join("albums/a.jpg")).unwrap();
+    fs::hard_link(src.join("photos/a.jpg"), src.join("z.jpg")).unwrap();
+    write(&src.join("other.jpg"), "one photo");
+    fs::create_dir_all(&dst).unwrap();
+    env.oneway(&src, &dst, &[]).expect(0);
+    let leader = ino(&dst.join("albums/a.jpg"));
+    assert_eq!(ino(&dst.join("photos/a.jpg")), leader);
+    assert_eq!(ino(&dst.join("z.jpg")), leader);
+    assert_ne!(
+        ino(&dst.join("other.jpg")),
+        leader,
+        "same bytes, but no link in SOURCE"
+    );
+    let again = env.oneway(&src, &dst, &[]);
+    again.expect(0);
+    assert!(
+        again.stdout().contains("nothing to do"),
+        "{}",
+        again.stdout()
+    );
+
+    // An edit in place changes every name; BACKUP follows with one file again.
+    fs::write(src.join("photos/a.jpg"), "edited photo").unwrap();
+    env.oneway(&src, &dst, &[]).expect(0);
+    let leader = ino(&dst.join("albums/a.jpg"));
+    assert_eq!(fs::read(dst.join("z.jpg")).unwrap(), b"edited photo");
+    assert_eq!(ino(&dst.join("photos/a.jpg")), leader);
+    assert_eq!(ino(&dst.join("z.jpg")), leader);
+    assert_same_tree(&src, &dst);
+
+    // Names that stop being links stop being links.
+    fs::remove_file(src.join("z.jpg")).unwrap();
+    write(&src.join("new.tmp"), "replaced");
+    fs::rename(src.join("new.tmp"), src.join("albums/a.jpg")).unwrap();
+    env.oneway(&src, &dst, &[]).expect(0);
+    assert_ne!(
+        ino(&dst.join("albums/a.jpg")),
+        ino(&dst.join("photos/a.jpg"))
+    );
+    assert!(!dst.join("z.jpg").exists());
+    assert_same_tree(&src, &dst);
+}

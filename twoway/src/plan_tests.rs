@@ -100,6 +100,7 @@ fn run(plan: &Plan, dst: &mut Map, src: Option<&Map>) {
                 dst.remove(p);
             }
             Op::RemoveLeftover => {}
+            Op::Link { .. } => panic!("the sync planner plans no hard links: {p:?}"),
         }
     }
 }
