@@ -348,6 +348,74 @@ pub fn open_regular(path: &Path) -> Result<(File, Stat), Error> {
     Ok((File::from(fd), st))
 }
 
+/// Paths up to this many bytes are opened in one call; longer ones (the kernel takes
+/// at most 4096) through a handle on each directory on the way.
+const ONE_CALL_PATH: usize = 4000;
+
+/// The directory holding `rel` under `root`, opened a level at a time without following
+/// a symlink, and the last component of `rel`.
+fn parent_in<'r>(root: &Path, rel: &'r Path) -> Result<(OwnedFd, &'r OsStr), Error> {
+    let (parent, name) = split(rel)?;
+    let abs = root.join(rel);
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut fd = rfs::open(root, flags, Mode::empty()).ctx("open dir", root)?;
+    for c in parent.components() {
+        fd = rfs::openat(&fd, c.as_os_str(), flags, Mode::empty()).ctx("open dir", &abs)?;
+    }
+    Ok((fd, name))
+}
+
+/// [`open_regular`] of `rel` under `root`, for a path of any length.
+pub fn open_regular_in(root: &Path, rel: &Path) -> Result<(File, Stat), Error> {
+    let abs = root.join(rel);
+    if abs.as_os_str().len() < ONE_CALL_PATH {
+        return open_regular(&abs);
+    }
+    let (dir, name) = parent_in(root, rel)?;
+    let fd = rfs::openat(
+        &dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx("open", &abs)?;
+    let st = Stat::from_raw(&rfs::fstat(&fd).ctx("stat", &abs)?);
+    if st.kind != Some(Kind::File) {
+        return Err(Error::entry(abs, "not a regular file any more"));
+    }
+    Ok((File::from(fd), st))
+}
+
+/// `lstat` of `rel` under `root`, for a path of any length; `None` if it does not exist.
+pub fn lstat_in(root: &Path, rel: &Path) -> Result<Option<Stat>, Error> {
+    let abs = root.join(rel);
+    let found = if abs.as_os_str().len() < ONE_CALL_PATH {
+        rfs::lstat(&abs)
+    } else {
+        let (dir, name) = match parent_in(root, rel) {
+            Ok(x) => x,
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
+    };
+    match found {
+        Ok(st) => Ok(Some(Stat::from_raw(&st))),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(Error::io("stat", abs, e.into())),
+    }
+}
+
+/// The target of the symlink `rel` under `root`, for a path of any length.
+pub fn read_link_in(root: &Path, rel: &Path) -> Result<PathBuf, Error> {
+    let abs = root.join(rel);
+    let (dir, name) = parent_in(root, rel)?;
+    let t = rfs::readlinkat(&dir, name, Vec::new()).ctx("readlink", &abs)?;
+    Ok(PathBuf::from(OsStr::from_bytes(t.as_bytes())))
+}
+
 /// `fstat` of an open file.
 pub fn fstat(file: &File, path: &Path) -> Result<Stat, Error> {
     rfs::fstat(file)
@@ -510,6 +578,9 @@ impl Root {
                         | Err(rustix::io::Errno::INVAL) => {
                             OPENAT2.store(false, std::sync::atomic::Ordering::Relaxed)
                         }
+                        // A path longer than the kernel takes at once (4096 bytes):
+                        // level by level, this time.
+                        Err(rustix::io::Errno::NAMETOOLONG) => {}
                         Err(e) => return Err(refused(e)),
                     }
                 }

@@ -74,7 +74,21 @@ pub fn hash_reader(reader: &mut dyn Read) -> io::Result<(Digest, u64)> {
 /// SHA-256 of the regular file at `path` (never following a symlink), with the stat
 /// taken when it was opened; fails if the file changed while it was read.
 pub fn hash_file(path: &Path) -> Result<(Digest, fsops::Stat), Error> {
-    let (mut f, before) = fsops::open_regular(path)?;
+    let (f, before) = fsops::open_regular(path)?;
+    hash_open(f, before, path)
+}
+
+/// [`hash_file`] of `rel` under `root`, for a path of any length.
+pub fn hash_file_in(root: &Path, rel: &Path) -> Result<(Digest, fsops::Stat), Error> {
+    let (f, before) = fsops::open_regular_in(root, rel)?;
+    hash_open(f, before, &root.join(rel))
+}
+
+fn hash_open(
+    mut f: std::fs::File,
+    before: fsops::Stat,
+    path: &Path,
+) -> Result<(Digest, fsops::Stat), Error> {
     let (digest, _) = hash_reader(&mut f).map_err(|e| Error::io("read", path, e))?;
     let after = fsops::fstat(&f, path)?;
     if !unchanged_while_read(&mut &f, &before, &after, u64::MAX, digest)
@@ -136,7 +150,7 @@ pub type FileHash = Result<(Digest, fsops::Stat), Error>;
 pub fn hash_many(root: &Path, rels: &[PathBuf], threads: usize) -> Vec<FileHash> {
     let threads = threads.clamp(1, 16).min(rels.len().max(1));
     if threads <= 1 {
-        return rels.iter().map(|r| hash_file(&root.join(r))).collect();
+        return rels.iter().map(|r| hash_file_in(root, r)).collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut results: Vec<Option<FileHash>> = (0..rels.len()).map(|_| None).collect();
@@ -150,7 +164,7 @@ pub fn hash_many(root: &Path, rels: &[PathBuf], threads: usize) -> Vec<FileHash>
                         if i >= rels.len() {
                             break;
                         }
-                        out.push((i, hash_file(&root.join(&rels[i]))));
+                        out.push((i, hash_file_in(root, &rels[i])));
                     }
                     out
                 })

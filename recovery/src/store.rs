@@ -514,7 +514,7 @@ impl VersionedDir {
             let h = match h {
                 Some(h) => *h,
                 None => {
-                    let (d, _) = hash::hash_file(&replica.join(p))?;
+                    let (d, _) = hash::hash_file_in(replica, p)?;
                     if let Some(e) = tree.entries.get_mut(p) {
                         e.hash = Some(d);
                     }
