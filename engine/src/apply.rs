@@ -31,6 +31,24 @@ pub struct ApplyOptions<'a> {
     pub verify_hash: bool,
     /// Checked between files and between chunks of a file.
     pub stop: &'a (dyn Fn() -> bool + Sync),
+    /// Told of each action once it is done (and on disk, for a copy of a batch), with
+    /// the content hash of what a copy wrote: a first two-way sync records its progress.
+    pub done: Option<&'a DoneFn<'a>>,
+}
+
+/// What [`ApplyOptions::done`] is told: an action, and the hash of what a copy wrote.
+pub type DoneFn<'f> = dyn Fn(&Action, Option<crate::tree::Digest>) + Sync + 'f;
+
+/// Tells `opts.done` that the action at `at` is done; a copy's hash is its record's.
+fn report_done(opts: &ApplyOptions<'_>, (at, action): Numbered, out: &Applied) {
+    if let Some(done) = opts.done {
+        let digest = out
+            .copied
+            .last()
+            .filter(|c| c.action == at)
+            .map(|c| c.digest);
+        done(action, digest);
+    }
 }
 
 /// Counts of what a pass did.
@@ -424,6 +442,7 @@ fn install_batch(
             Ok(()) => {
                 log_action(action.op.verb(), &action.path, opts.direction, false);
                 out.counts.add(action.op.verb());
+                report_done(opts, (at, action), out);
             }
             Err(e) => {
                 log::error!("{e}");
@@ -455,6 +474,7 @@ fn run_sequence(
             Ok(()) => {
                 log_action(action.op.verb(), &action.path, opts.direction, false);
                 out.counts.add(action.op.verb());
+                report_done(opts, (at, action), out);
             }
             Err(Error::Entry { reason, .. }) if reason == "interrupted" => {
                 out.interrupted = true;
@@ -896,6 +916,7 @@ mod tests {
                 meta_from_plan: false,
                 verify_hash: false,
                 stop: &stop,
+                done: None,
             },
         );
         assert!(rewritten.load(Ordering::SeqCst), "the writer ran mid-copy");

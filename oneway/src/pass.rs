@@ -277,6 +277,7 @@ impl Job {
                 meta_from_plan: false,
                 verify_hash: false,
                 stop: &stop,
+                done: None,
             },
         );
         // The copies' records take their paths from the plan.

@@ -304,6 +304,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
             meta_from_plan: true,
             verify_hash: true,
             stop: &stop,
+            done: None,
         },
     );
     // A restore whose bytes may not be on disk has failed, like any other write.

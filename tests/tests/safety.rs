@@ -1065,3 +1065,71 @@ fn paths_longer_than_the_kernel_takes_at_once_are_backed_up_verified_and_restore
         assert_eq!(text, "deep", "{}", root.display());
     }
 }
+
+#[test]
+fn a_killed_first_sync_keeps_what_it_made_equal() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    // Enough small files that each copy worker installs a full batch (256) of them
+    // early, while the big file holds the rest back.
+    for i in 0..600 {
+        write(&a.join(format!("small/{i:03}.txt")), format!("file {i}"));
+    }
+    write(&b.join("both/same.txt"), "on both sides already");
+    write(&a.join("both/same.txt"), "on both sides already");
+    // Copied last, and long to read and hash: the pass is still in it when killed.
+    let big = a.join("zz-big.img");
+    let f = fs::File::create(&big).unwrap();
+    f.set_len(1 << 30).unwrap();
+    drop(f);
+    let mut child = env
+        .cmd("twoway")
+        .args([&a, &b])
+        .args(["--once", "--no-versions"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the progress holds the first batches of small files (512 records of
+    // some 60 bytes), which take the first names in path order.
+    let state_dir = env.home().join("state");
+    let recorded = || {
+        fs::read_dir(&state_dir)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .and_then(|e| e.metadata().ok())
+            .is_some_and(|m| m.len() > 400 * 60)
+    };
+    let mut waited = 0;
+    while !recorded() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the first sync ended before its progress was seen"
+        );
+        assert!(waited < 6000, "no progress recorded in 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        waited += 1;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(b.join("small/000.txt").exists());
+
+    // One-sided changes since: an edit on A, a deletion on B.
+    write(&a.join("small/001.txt"), "edited on A after the kill");
+    fs::remove_file(b.join("small/002.txt")).unwrap();
+    fs::remove_file(&big).unwrap();
+    let run = env.run(
+        "twoway",
+        [&a, &b, Path::new("--once"), Path::new("--no-versions")],
+    );
+    run.expect(0);
+    assert!(run.stdout().contains(" 0 conflicts"), "{}", run.all());
+    assert!(!run.all().contains("keep-conflict"), "{}", run.all());
+    assert_eq!(
+        fs::read(b.join("small/001.txt")).unwrap(),
+        b"edited on A after the kill"
+    );
+    assert!(!a.join("small/002.txt").exists(), "the deletion was undone");
+    assert!(!b.join("zz-big.img").exists());
+}

@@ -5,4 +5,5 @@
 pub mod cli;
 pub mod pass;
 pub mod plan;
+pub mod progress;
 pub mod state;

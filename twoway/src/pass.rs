@@ -321,7 +321,46 @@ impl Job {
             "checked what each side loses is kept: {:.3}s",
             started.elapsed().as_secs_f64()
         );
-        let (mut applied, interrupted) = self.apply(&plan)?;
+        // A first sync records what it has made equal as it goes: killed, it leaves a
+        // state the next pass can trust for those paths.
+        let progress = if first {
+            let equal = plan::already_equal(&trees[0], &trees[1], &sync_options);
+            Some(
+                crate::progress::Progress::start(
+                    &self.state_file,
+                    (&self.a, &self.b),
+                    equal,
+                    [&plan.keep_a, &plan.to_a, &plan.keep_b, &plan.to_b],
+                )
+                .map_err(|e| {
+                    Refusal::new(format!(
+                        "cannot write the sync state, so nothing was changed: {e}"
+                    ))
+                })?,
+            )
+        } else {
+            None
+        };
+        let note = |a: &engine::mirror::Action, d: Option<Digest>| {
+            if let Some(p) = &progress {
+                p.done(a, d);
+            }
+        };
+        let applying = std::sync::atomic::AtomicBool::new(true);
+        let (mut applied, interrupted) = std::thread::scope(|s| {
+            if let Some(p) = &progress {
+                s.spawn(|| {
+                    while applying.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        p.tick();
+                    }
+                });
+            }
+            let applied = self.apply(&plan, progress.as_ref().map(|_| &note as _));
+            applying.store(false, std::sync::atomic::Ordering::Relaxed);
+            applied
+        })?;
+        drop(progress);
         log::debug!("applied: {:.3}s", started.elapsed().as_secs_f64());
         let mut counts = Counts::default();
         let mut failed: Vec<PathBuf> = Vec::new();
@@ -543,7 +582,11 @@ impl Job {
     /// Conflict copies first (on each loser's own side), then each side's actions. The
     /// two sides are worked on at once: each path's final state comes from one side, so
     /// what one side's actions write, the other side's never read.
-    fn apply(&self, plan: &SyncPlan) -> Result<(Steps, bool), Refusal> {
+    fn apply(
+        &self,
+        plan: &SyncPlan,
+        done: Option<&engine::apply::DoneFn<'_>>,
+    ) -> Result<(Steps, bool), Refusal> {
         let stop = || signal::stop_requested();
         let [mut root_a, mut root_b] = [
             Root::open(&self.a).map_err(Refusal::from)?,
@@ -578,6 +621,7 @@ impl Job {
                         meta_from_plan: false,
                         verify_hash: true,
                         stop: &stop,
+                        done,
                     },
                 ))
             };

@@ -302,6 +302,26 @@ fn plan_sync_with<B: Borrow<engine::tree::Entries>>(
     plan_sync_full(base, a, b, opts, aside)
 }
 
+/// The paths both replicas already hold alike, with the entries a sync state records
+/// for them: what a first sync need not touch, and may call synced before it starts.
+pub fn already_equal(a: &Tree, b: &Tree, opts: &SyncOptions) -> engine::tree::Entries {
+    let mut equal = Vec::new();
+    for (p, x, y) in zip_paths(&a.entries, &b.entries) {
+        if a.is_unknown(p) || b.is_unknown(p) {
+            continue;
+        }
+        if let (Some(x), Some(_)) = (x, y) {
+            if same(Some(x), y, opts.modify_window, opts.keep_owners) {
+                let mut e = x.clone();
+                e.ino = 0;
+                e.linked = false;
+                equal.push((p.to_path_buf(), e));
+            }
+        }
+    }
+    engine::tree::Entries::from_sorted(equal)
+}
+
 /// The fewest paths of a state that is set aside rather than held (see
 /// [`plan_sync_folding`]).
 pub const SET_ASIDE_MIN: usize = 4096;
