@@ -1080,7 +1080,7 @@ fn a_killed_first_sync_keeps_what_it_made_equal() {
     // Copied last, and long to read and hash: the pass is still in it when killed.
     let big = a.join("zz-big.img");
     let f = fs::File::create(&big).unwrap();
-    f.set_len(1 << 30).unwrap();
+    f.set_len(2 << 30).unwrap();
     drop(f);
     let mut child = env
         .cmd("twoway")
@@ -1114,6 +1114,10 @@ fn a_killed_first_sync_keeps_what_it_made_equal() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(b.join("small/000.txt").exists());
+    assert!(
+        !b.join("zz-big.img").exists(),
+        "the first sync was killed before its end (else this tests nothing)"
+    );
 
     // One-sided changes since: an edit on A, a deletion on B.
     write(&a.join("small/001.txt"), "edited on A after the kill");
