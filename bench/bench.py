@@ -88,6 +88,8 @@ def list_files(root):
         if d == root and "__versions__" in dirs:
             dirs.remove("__versions__")
         for n in files:
+            if d == root and n == ".twoway-lock":
+                continue
             p = os.path.join(d, n)
             if not os.path.islink(p):
                 out.append(p)
@@ -125,11 +127,13 @@ def mutate(root, seed, fraction=0.01, skip=None):
 
 
 def digest_tree(root, modes=True):
-    """path → (kind, mode, mtime seconds, sha256 or target), __versions__ left out."""
+    """path → (kind, mode, mtime seconds, sha256 or target), __versions__ and the tool's
+    lock file left out."""
     out = {}
     for d, dirs, files in os.walk(root):
         if d == root:
             dirs[:] = [x for x in dirs if x not in ("__versions__", ".unison")]
+            files = [x for x in files if x != ".twoway-lock"]
         rel_d = os.path.relpath(d, root)
         for n in dirs + files:
             p = os.path.join(d, n)

@@ -372,8 +372,14 @@ pub fn open_regular_in(root: &Path, rel: &Path) -> Result<(File, Stat), Error> {
         return open_regular(&abs);
     }
     let (dir, name) = parent_in(root, rel)?;
+    open_regular_at(dir.as_fd(), name, abs)
+}
+
+/// Opens the entry `name` of `dir` for reading, without following a symlink or
+/// blocking on a fifo; refuses anything that is not a regular file (`abs` names it).
+fn open_regular_at(dir: BorrowedFd<'_>, name: &OsStr, abs: PathBuf) -> Result<(File, Stat), Error> {
     let fd = rfs::openat(
-        &dir,
+        dir,
         name,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
         Mode::empty(),
@@ -381,7 +387,7 @@ pub fn open_regular_in(root: &Path, rel: &Path) -> Result<(File, Stat), Error> {
     .ctx("open", &abs)?;
     let st = Stat::from_raw(&rfs::fstat(&fd).ctx("stat", &abs)?);
     if st.kind != Some(Kind::File) {
-        return Err(Error::entry(abs, "not a regular file any more"));
+        return Err(Error::entry(abs, "not a regular file"));
     }
     Ok((File::from(fd), st))
 }
@@ -1028,18 +1034,7 @@ impl Root {
         let (parent, name) = split(rel)?;
         let abs = self.abs(rel);
         let dir = self.dir(parent)?;
-        let fd = rfs::openat(
-            dir,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ctx("open", &abs)?;
-        let st = Stat::from_raw(&rfs::fstat(&fd).ctx("stat", &abs)?);
-        if st.kind != Some(Kind::File) {
-            return Err(Error::entry(abs, "not a regular file"));
-        }
-        Ok((File::from(fd), st))
+        open_regular_at(dir, name, abs)
     }
 
     /// Opens (creating it if missing) the file `name` at the top of this root, never

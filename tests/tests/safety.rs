@@ -19,6 +19,27 @@ fn version_name(store: &Path) -> String {
         .expect("a latest version in the store")
 }
 
+/// One `--once` pass of `tool` on `x` and `y`, run as the unprivileged user `nobody`.
+fn pass_as_nobody(env: &Env, tool: &str, x: &Path, y: &Path) -> Run {
+    Run(unprivileged(env, tool)
+        .args([x, y])
+        .arg("--once")
+        .output()
+        .unwrap())
+}
+
+/// `recovery restore DIR --to TO` with `extra` arguments.
+fn restore_to(env: &Env, dir: &Path, to: &Path, extra: &[&OsStr]) -> Run {
+    let mut args = vec![
+        OsStr::new("restore"),
+        dir.as_os_str(),
+        OsStr::new("--to"),
+        to.as_os_str(),
+    ];
+    args.extend(extra);
+    env.run("recovery", &args)
+}
+
 /// A directory someone else owns, with files the tool must never touch.
 fn victim(env: &Env) -> PathBuf {
     let v = env.path("victim");
@@ -475,16 +496,7 @@ fn as_root_owners_are_kept_by_mirror_sync_and_restore() {
     write(&src.join("new.txt"), "n");
     env.oneway(&src, &dst, &[]).expect(0);
     let to = env.path("restored");
-    env.run(
-        "recovery",
-        [
-            OsStr::new("restore"),
-            src.as_os_str(),
-            OsStr::new("--to"),
-            to.as_os_str(),
-        ],
-    )
-    .expect(0);
+    restore_to(&env, &src, &to, &[]).expect(0);
     assert_eq!(owner_and_mode(&to.join("d/tool")), (1235, 4321, 0o4755));
     assert_eq!(owner_and_mode(&to.join("d")).0, 1234);
 
@@ -515,11 +527,7 @@ fn where_the_owner_cannot_be_kept_setuid_and_setgid_are_cleared() {
     chown(&src.join("su-like"), 0, 0);
     chmod(&src.join("su-like"), 0o6755);
     let run = || {
-        let out = unprivileged(&env, "oneway")
-            .args([&src, &dst])
-            .arg("--once")
-            .output()
-            .unwrap();
+        let out = pass_as_nobody(&env, "oneway", &src, &dst).0;
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -544,11 +552,7 @@ fn where_the_owner_cannot_be_kept_setuid_and_setgid_are_cleared() {
     chown(&a.join("su-like"), 0, 0);
     chmod(&a.join("su-like"), 0o4755);
     for _ in 0..2 {
-        let out = unprivileged(&env, "twoway")
-            .args([&a, &b])
-            .arg("--once")
-            .output()
-            .unwrap();
+        let out = pass_as_nobody(&env, "twoway", &a, &b).0;
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -613,31 +617,17 @@ fn every_backup_of_a_source_stays_listed_verified_and_restorable() {
 
     // Restore takes the newest version across the stores, or the store named.
     let to = env.path("newest");
-    env.run(
-        "recovery",
-        [
-            OsStr::new("restore"),
-            src.as_os_str(),
-            OsStr::new("--to"),
-            to.as_os_str(),
-        ],
-    )
-    .expect(0);
+    restore_to(&env, &src, &to, &[]).expect(0);
     assert_eq!(fs::read(to.join("a.txt")).unwrap(), b"two");
     write(&usb1.join("a.txt"), "one");
     fs::remove_file(v1.join("a.txt")).unwrap();
     fs::hard_link(usb1.join("a.txt"), v1.join("a.txt")).unwrap();
     let to = env.path("from-usb1");
-    env.run(
-        "recovery",
-        [
-            OsStr::new("restore"),
-            src.as_os_str(),
-            OsStr::new("--to"),
-            to.as_os_str(),
-            OsStr::new("--store"),
-            store1.as_os_str(),
-        ],
+    restore_to(
+        &env,
+        &src,
+        &to,
+        &[OsStr::new("--store"), store1.as_os_str()],
     )
     .expect(0);
     assert_eq!(fs::read(to.join("a.txt")).unwrap(), b"one");
@@ -710,15 +700,7 @@ fn restore_to_a_symlink_is_refused() {
     let link = env.path("link");
     symlink(&v, &link).unwrap();
     for to in [link.clone(), link.join("sub")] {
-        let run = env.run(
-            "recovery",
-            [
-                OsStr::new("restore"),
-                src.as_os_str(),
-                OsStr::new("--to"),
-                to.as_os_str(),
-            ],
-        );
+        let run = restore_to(&env, &src, &to, &[]);
         run.expect(2);
         assert!(run.stderr().contains("symlink"), "{}", run.stderr());
     }
@@ -735,21 +717,14 @@ fn a_pass_with_read_errors_makes_an_incomplete_version_that_never_pushes_out_a_c
     write(&src.join("d/in.txt"), "i");
     fs::create_dir_all(&dst).unwrap();
     env.hand_to_nobody();
-    let pass = || {
-        let out = unprivileged(&env, "oneway")
-            .args([&src, &dst])
-            .arg("--once")
-            .output()
-            .unwrap();
-        out.status.code()
-    };
-    assert_eq!(pass(), Some(0));
+    let pass = || pass_as_nobody(&env, "oneway", &src, &dst).code();
+    assert_eq!(pass(), 0);
     // Complete: a1 and s1. Then two passes that cannot read secret.txt.
     chmod(&src.join("secret.txt"), 0o000);
     for round in ["a2", "a3"] {
         write(&src.join("a.txt"), round);
         give_to_nobody(&src.join("a.txt"));
-        assert_eq!(pass(), Some(1));
+        assert_eq!(pass(), 1);
     }
     let list = env.run("recovery", [OsStr::new("list"), src.as_os_str()]);
     let text = list.stdout();
@@ -769,16 +744,11 @@ fn a_pass_with_read_errors_makes_an_incomplete_version_that_never_pushes_out_a_c
         serde_json::from_slice(&fs::read(env.home().join(".info.json")).unwrap()).unwrap();
     assert!(reg.to_string().contains("\"incomplete\":true"), "{reg}");
     let to = env.path("back");
-    env.run(
-        "recovery",
-        [
-            OsStr::new("restore"),
-            src.as_os_str(),
-            OsStr::new("--version"),
-            OsStr::new("previous"),
-            OsStr::new("--to"),
-            to.as_os_str(),
-        ],
+    restore_to(
+        &env,
+        &src,
+        &to,
+        &[OsStr::new("--version"), OsStr::new("previous")],
     )
     .expect(0);
     assert_eq!(fs::read(to.join("secret.txt")).unwrap(), b"s1");
@@ -793,18 +763,10 @@ fn a_source_directory_readable_but_not_searchable_leaves_backup_usable() {
     write(&src.join("top.txt"), "t");
     fs::create_dir_all(&dst).unwrap();
     env.hand_to_nobody();
-    let pass = || {
-        unprivileged(&env, "oneway")
-            .args([&src, &dst])
-            .arg("--once")
-            .output()
-            .unwrap()
-            .status
-            .code()
-    };
-    assert_eq!(pass(), Some(0));
+    let pass = || pass_as_nobody(&env, "oneway", &src, &dst).code();
+    assert_eq!(pass(), 0);
     chmod(&src.join("d"), 0o644);
-    assert_eq!(pass(), Some(1));
+    assert_eq!(pass(), 1);
     use std::os::unix::fs::PermissionsExt;
     let mode = fs::metadata(dst.join("d")).unwrap().permissions().mode() & 0o700;
     assert_eq!(mode, 0o700, "BACKUP's copy stays the tool's to enter");
@@ -815,7 +777,7 @@ fn a_source_directory_readable_but_not_searchable_leaves_backup_usable() {
     );
     // When SOURCE is readable again, all is as before.
     chmod(&src.join("d"), 0o755);
-    assert_eq!(pass(), Some(0));
+    assert_eq!(pass(), 0);
     assert_same_tree(&src, &dst);
 }
 
@@ -847,16 +809,7 @@ fn sparse_files_stay_sparse_in_backup_restores_and_twoway() {
     assert!(allocated(&dst.join("dense.bin")) >= 1 << 20);
 
     let to = env.path("restored");
-    env.run(
-        "recovery",
-        [
-            OsStr::new("restore"),
-            src.as_os_str(),
-            OsStr::new("--to"),
-            to.as_os_str(),
-        ],
-    )
-    .expect(0);
+    restore_to(&env, &src, &to, &[]).expect(0);
     assert!(
         allocated(&to.join("disk.img")) < 1 << 20,
         "the restore is sparse"
@@ -1025,16 +978,7 @@ fn paths_longer_than_the_kernel_takes_at_once_are_backed_up_verified_and_restore
         verify.stdout()
     );
     let to = env.path("r");
-    env.run(
-        "recovery",
-        [
-            OsStr::new("restore"),
-            src.as_os_str(),
-            OsStr::new("--to"),
-            to.as_os_str(),
-        ],
-    )
-    .expect(0);
+    restore_to(&env, &src, &to, &[]).expect(0);
     let b = env.path("b");
     fs::create_dir_all(&b).unwrap();
     env.run("twoway", [&src, &b, Path::new("--once")]).expect(0);
