@@ -29,25 +29,31 @@ pub struct ApplyOptions<'a> {
     pub meta_from_plan: bool,
     /// The bytes read must hash to the plan's hash (restore: detects a damaged store).
     pub verify_hash: bool,
+    /// Directories take their extended attributes (a default ACL) from the source's
+    /// (a mirror: the source is the truth; not twoway, where a directory's other side
+    /// is no source, nor a restore, whose versions keep none).
+    pub dir_attrs: bool,
     /// Checked between files and between chunks of a file.
     pub stop: &'a (dyn Fn() -> bool + Sync),
-    /// Told of each action once it is done (and on disk, for a copy of a batch), with
-    /// the content hash of what a copy wrote: a first two-way sync records its progress.
+    /// Told of each action once it is done (and on disk, for a copy of a batch), by its
+    /// place in the plan, with the content hash of what a copy wrote: a first two-way
+    /// sync records its progress.
     pub done: Option<&'a DoneFn<'a>>,
 }
 
-/// What [`ApplyOptions::done`] is told: an action, and the hash of what a copy wrote.
-pub type DoneFn<'f> = dyn Fn(&Action, Option<crate::tree::Digest>) + Sync + 'f;
+/// What [`ApplyOptions::done`] is told: an action's place in the plan, and the hash of
+/// what a copy wrote.
+pub type DoneFn<'f> = dyn Fn(u32, Option<crate::tree::Digest>) + Sync + 'f;
 
 /// Tells `opts.done` that the action at `at` is done; a copy's hash is its record's.
-fn report_done(opts: &ApplyOptions<'_>, (at, action): Numbered, out: &Applied) {
+fn report_done(opts: &ApplyOptions<'_>, at: u32, out: &Applied) {
     if let Some(done) = opts.done {
         let digest = out
             .copied
             .last()
             .filter(|c| c.action == at)
             .map(|c| c.digest);
-        done(action, digest);
+        done(at, digest);
     }
 }
 
@@ -442,7 +448,7 @@ fn install_batch(
             Ok(()) => {
                 log_action(action.op.verb(), &action.path, opts.direction, false);
                 out.counts.add(action.op.verb());
-                report_done(opts, (at, action), out);
+                report_done(opts, at, out);
             }
             Err(e) => {
                 log::error!("{e}");
@@ -474,7 +480,7 @@ fn run_sequence(
             Ok(()) => {
                 log_action(action.op.verb(), &action.path, opts.direction, false);
                 out.counts.add(action.op.verb());
-                report_done(opts, (at, action), out);
+                report_done(opts, at, out);
             }
             Err(Error::Entry { reason, .. }) if reason == "interrupted" => {
                 out.interrupted = true;
@@ -602,6 +608,10 @@ fn run(
         Op::SetDirMeta => {
             let s = src_of(action)?;
             dst.set_dir_meta(path, s.mode, s.mtime, s.owner)?;
+            // A mirrored directory's attributes (a default ACL, say) are the source's.
+            if let (true, Some(src)) = (opts.dir_attrs, src.as_mut()) {
+                fsops::copy_dir_xattrs(src, dst, path)?;
+            }
             out.dirs.push((path.to_path_buf(), s.clone()));
             Ok(())
         }
@@ -915,6 +925,7 @@ mod tests {
                 direction: "test",
                 meta_from_plan: false,
                 verify_hash: false,
+                dir_attrs: false,
                 stop: &stop,
                 done: None,
             },

@@ -259,12 +259,17 @@ fn xattr_value(fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<Vec<u8>> {
     }
 }
 
-/// Gives `to` exactly the extended attributes of `from` (POSIX ACLs are two of them),
-/// as far as both filesystems and this process's rights allow: an attribute that
-/// cannot be set here (another namespace, no support) is left out, never an error.
-/// One `flistxattr` each when neither has any, as is usual.
+/// Gives `to` the extended attributes of `from` (POSIX ACLs are two of them), and
+/// removes the others it has, as far as both filesystems and this process's rights
+/// allow: an attribute that cannot be set here (another namespace, no support) is left
+/// out, never an error. A source without any costs one `flistxattr`.
 pub fn copy_xattrs(from: BorrowedFd<'_>, to: BorrowedFd<'_>, abs: &Path) -> Result<(), Error> {
     let wanted = xattr_names(from).ctx("list attributes of the source of", abs)?;
+    if wanted.is_empty() {
+        // As usual: one call, and the copy keeps what it was made with (an ACL from
+        // its directory's default ACL, say, as `cp -a` leaves it).
+        return Ok(());
+    }
     let present = xattr_names(to).unwrap_or_default();
     for name in present.iter().filter(|n| !wanted.contains(n)) {
         // (An ACL the new file took from its directory's default ACL, say.)
@@ -294,18 +299,12 @@ pub fn copy_xattrs(from: BorrowedFd<'_>, to: BorrowedFd<'_>, abs: &Path) -> Resu
     Ok(())
 }
 
-/// Whether two open files carry the same extended attributes (names and values).
-pub fn same_xattrs(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
-    let (Ok(mut na), Ok(mut nb)) = (xattr_names(a), xattr_names(b)) else {
-        return true;
-    };
-    na.sort();
-    nb.sort();
-    na == nb
-        && na.iter().all(|n| {
-            let n = OsStr::from_bytes(n);
-            xattr_value(a, n).ok() == xattr_value(b, n).ok()
-        })
+/// [`copy_xattrs`] from the directory `rel` of `src` to the one of `dst`.
+pub fn copy_dir_xattrs(src: &mut Root, dst: &mut Root, rel: &Path) -> Result<(), Error> {
+    let abs = dst.abs(rel);
+    let from = src.dir(rel)?;
+    let to = dst.dir(rel)?;
+    copy_xattrs(from, to, &abs)
 }
 
 /// `lstat` of an absolute path.
@@ -492,6 +491,30 @@ impl Root {
             fd: Arc::new(fd),
             dirs: HashMap::new(),
             anon: open_file_limit() >= DESCRIPTORS,
+        })
+    }
+
+    /// The directory `rel` as a root of its own, opened through this root's handles (no
+    /// symlink followed on the way).
+    pub fn subroot(&mut self, rel: &Path) -> Result<Root, Error> {
+        let abs = self.abs(rel);
+        let fd = rustix::io::fcntl_dupfd_cloexec(self.dir(rel)?, 0).ctx("open dir", &abs)?;
+        Ok(Root {
+            path: abs,
+            fd: Arc::new(fd),
+            dirs: HashMap::new(),
+            anon: self.anon,
+        })
+    }
+
+    /// Another root on the same directory handle (for another thread).
+    pub fn try_clone(&self) -> Result<Root, Error> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(&*self.fd, 0).ctx("open dir", &self.path)?;
+        Ok(Root {
+            path: self.path.clone(),
+            fd: Arc::new(fd),
+            dirs: HashMap::new(),
+            anon: self.anon,
         })
     }
 

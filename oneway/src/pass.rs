@@ -276,6 +276,7 @@ impl Job {
                 direction,
                 meta_from_plan: false,
                 verify_hash: false,
+                dir_attrs: true,
                 stop: &stop,
                 done: None,
             },

@@ -228,17 +228,17 @@ impl VersionedDir {
             if tree_at(&drop)? {
                 remove_tree(&drop)?;
             }
-            std::fs::rename(&one, &drop).ctx("rename", &one)?;
+            rename_tree(&self.store, &one, &drop)?;
         } else if tree_at(&one)? {
             if tree_at(&zero)? {
                 if tree_at(&drop)? {
                     remove_tree(&drop)?;
                 }
-                std::fs::rename(&zero, &drop).ctx("rename", &zero)?;
+                rename_tree(&self.store, &zero, &drop)?;
             }
-            std::fs::rename(&one, &zero).ctx("rename", &one)?;
+            rename_tree(&self.store, &one, &zero)?;
         }
-        std::fs::rename(new, &one).ctx("rename", new)?;
+        rename_tree(&self.store, new, &one)?;
         sync_dir(&self.store)?;
         if tree_at(&drop)? {
             remove_tree(&drop)?;
@@ -362,7 +362,7 @@ impl VersionedDir {
                         let plan = ManifestReader::open(old)
                             .and_then(|m| snapshot::plan_patch(news(), m.records()))
                             .ok()?;
-                        std::fs::rename(old, &build).ok().map(|()| plan)
+                        rename_tree(&self.store, old, &build).ok().map(|()| plan)
                     })
             })
             .flatten();
@@ -394,7 +394,7 @@ impl VersionedDir {
         root.sync_fs()?;
         let version = || news().map(|e| snapshot::fixed(e, &fixes));
         manifest::write(&build, &header, version)?;
-        std::fs::rename(&build, &new).ctx("rename", &build)?;
+        rename_tree(&self.store, &build, &new)?;
         let saved = t0.elapsed().as_secs_f64();
         self.rotate_in(&new)?;
         let rotated = t0.elapsed().as_secs_f64();
@@ -647,8 +647,9 @@ pub fn check_store(store: &Path) -> Result<(), Error> {
 
 /// Removes a whole tree of the store (its directories may be read-only); its top-level
 /// entries are shared out between threads, since a version holds an entry per file.
-/// Every directory is opened without following a symlink, the tree itself included:
-/// a link planted in the store is never removed through.
+/// Every directory is opened through the store's own handle without following a symlink,
+/// the tree itself included: a link planted in the store, or put in the store's place,
+/// is never removed through.
 pub fn remove_tree(path: &Path) -> Result<(), Error> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(Error::entry(path, "cannot remove a root"));
@@ -656,13 +657,15 @@ pub fn remove_tree(path: &Path) -> Result<(), Error> {
     if !tree_at(path)? {
         return Ok(());
     }
-    let children = Root::open(path)?.list(Path::new(""))?;
+    let mut store = Root::open(parent)?;
+    let tree = store.subroot(Path::new(name))?;
+    let children = tree.try_clone()?.list(Path::new(""))?;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let threads = hash::default_threads().min(children.len()).max(1);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
-                let Ok(mut root) = Root::open(path) else {
+                let Ok(mut root) = tree.try_clone() else {
                     return;
                 };
                 while let Some(c) =
@@ -674,7 +677,20 @@ pub fn remove_tree(path: &Path) -> Result<(), Error> {
             });
         }
     });
-    Root::open(parent)?.remove(Path::new(name))
+    drop(tree);
+    store.remove(Path::new(name))
+}
+
+/// Renames the store's tree `from` to `to` (both in the store `store`), through the
+/// store's handle: a link put in the store's place is never followed.
+fn rename_tree(store: &Path, from: &Path, to: &Path) -> Result<(), Error> {
+    let name = |p: &Path| {
+        p.file_name()
+            .map(Path::new)
+            .ok_or_else(|| Error::entry(p, "not a tree of the store"))
+            .map(Path::to_path_buf)
+    };
+    Root::open(store)?.rename(&name(from)?, &name(to)?)
 }
 
 /// Flushes a directory's entries (a rename in it) to disk.

@@ -845,6 +845,15 @@ fn extended_attributes_and_acls_are_copied() {
         .status()
         .unwrap();
     assert!(acl.success());
+    // A directory's default ACL, which its new files inherit.
+    let shared = src.join("shared");
+    fs::create_dir_all(&shared).unwrap();
+    let acl = std::process::Command::new("setfacl")
+        .args(["-d", "-m", "u:65534:rw"])
+        .arg(&shared)
+        .status()
+        .unwrap();
+    assert!(acl.success());
     env.oneway(&src, &dst, &[]).expect(0);
     let get = |p: &Path, what: &str| {
         let out = std::process::Command::new("getfattr")
@@ -869,6 +878,12 @@ fn extended_attributes_and_acls_are_copied() {
         get(&f, "system.posix_acl_access")
     );
     assert!(!get(&f, "system.posix_acl_access").is_empty());
+    let default = get(&shared, "system.posix_acl_default");
+    assert!(!default.is_empty());
+    assert_eq!(
+        get(&dst.join("shared"), "system.posix_acl_default"),
+        default
+    );
 }
 
 fn ino(p: &Path) -> u64 {

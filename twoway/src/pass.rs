@@ -341,11 +341,6 @@ impl Job {
         } else {
             None
         };
-        let note = |a: &engine::mirror::Action, d: Option<Digest>| {
-            if let Some(p) = &progress {
-                p.done(a, d);
-            }
-        };
         let applying = std::sync::atomic::AtomicBool::new(true);
         let (mut applied, interrupted) = std::thread::scope(|s| {
             if let Some(p) = &progress {
@@ -356,7 +351,7 @@ impl Job {
                     }
                 });
             }
-            let applied = self.apply(&plan, progress.as_ref().map(|_| &note as _));
+            let applied = self.apply(&plan, progress.as_ref());
             applying.store(false, std::sync::atomic::Ordering::Relaxed);
             applied
         })?;
@@ -585,7 +580,7 @@ impl Job {
     fn apply(
         &self,
         plan: &SyncPlan,
-        done: Option<&engine::apply::DoneFn<'_>>,
+        progress: Option<&crate::progress::Progress<'_>>,
     ) -> Result<(Steps, bool), Refusal> {
         let stop = || signal::stop_requested();
         let [mut root_a, mut root_b] = [
@@ -612,6 +607,12 @@ impl Job {
                 if p.actions.is_empty() {
                     return None;
                 }
+                let number = crate::progress::Progress::plan_number(side == Side::B, keep_step);
+                let note = |at: u32, digest: Option<Digest>| {
+                    if let Some(progress) = progress {
+                        progress.done(number, at, digest);
+                    }
+                };
                 Some(apply::apply(
                     p,
                     root,
@@ -620,8 +621,9 @@ impl Job {
                         direction,
                         meta_from_plan: false,
                         verify_hash: true,
+                        dir_attrs: false,
                         stop: &stop,
-                        done,
+                        done: progress.map(|_| &note as &engine::apply::DoneFn<'_>),
                     },
                 ))
             };

@@ -5,59 +5,75 @@
 //! sides are recorded as the state; then, about once a second, every path whose actions
 //! on both sides are all done joins them. The pass's own state replaces this one when
 //! it ends. This module decides what is synced; `state` encodes it.
+//!
+//! It holds little: the plans hold the entries, and a done action is its place in them
+//! (a first sync of a large tree plans one per file); the state is written from a
+//! thread of its own, so that no copy waits for it.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use engine::mirror::{Action, Op, Plan};
-use engine::tree::{Digest, Entries, Entry};
+use engine::mirror::{Op, Plan};
+use engine::tree::{path_order, Digest, Entries, Entry};
 
 use crate::state;
 
 /// How often at most the progress of a first sync is written.
 const EVERY: Duration = Duration::from_secs(1);
 
-/// The progress of one first sync.
+/// The progress of one first sync, over its four plans (`keep_a`, `to_a`, `keep_b`,
+/// `to_b`, as [`Progress::plan_number`] numbers them).
 pub struct Progress<'a> {
     file: &'a Path,
     pair: (&'a Path, &'a Path),
-    inner: Mutex<Inner>,
-}
-
-struct Inner {
+    plans: [&'a Plan; 4],
     /// Paths equal on both sides before the pass.
     equal: Entries,
-    /// Actions still to do, per path.
-    pending: HashMap<Box<Path>, u32>,
-    /// Paths whose every action is done, with the entry both sides now hold.
-    done: Vec<(PathBuf, Entry)>,
+    inner: Mutex<Inner<'a>>,
+}
+
+struct Inner<'a> {
+    /// Paths with more than one action, and how many are still to do (every other path
+    /// has one).
+    pending: HashMap<&'a Path, u32>,
+    /// Actions done whose path is then done: plan number, place, what a copy wrote.
+    done: Vec<(u8, u32, Option<Digest>)>,
     saved: Instant,
     /// Paths done since the last save.
     unsaved: usize,
 }
 
 impl<'a> Progress<'a> {
+    /// The number of a plan in [`Progress::start`]'s list: a side's conflict copies
+    /// (`keep`) or its other actions.
+    pub fn plan_number(side_b: bool, keep: bool) -> u8 {
+        u8::from(side_b) * 2 + u8::from(!keep)
+    }
+
     /// Starts recording: `equal` (paths that need nothing) is written as the state at
     /// once; the actions of `plans` are what is left to do.
     pub fn start(
         file: &'a Path,
         pair: (&'a Path, &'a Path),
         equal: Entries,
-        plans: [&Plan; 4],
+        plans: [&'a Plan; 4],
     ) -> Result<Progress<'a>, engine::Error> {
-        let mut pending: HashMap<Box<Path>, u32> = HashMap::new();
+        let mut counts: HashMap<&'a Path, u32> = HashMap::new();
         for a in plans.iter().flat_map(|p| &p.actions) {
-            *pending.entry(a.path.clone()).or_default() += 1;
+            *counts.entry(&*a.path).or_default() += 1;
         }
+        counts.retain(|_, n| *n > 1);
+        counts.shrink_to_fit();
         state::save(file, pair.0, pair.1, &equal)?;
         Ok(Progress {
             file,
             pair,
+            plans,
+            equal,
             inner: Mutex::new(Inner {
-                equal,
-                pending,
+                pending: counts,
                 done: Vec::new(),
                 saved: Instant::now(),
                 unsaved: 0,
@@ -65,62 +81,64 @@ impl<'a> Progress<'a> {
         })
     }
 
-    /// Notes that `action` is done (`digest`: what a copy wrote).
-    pub fn done(&self, action: &Action, digest: Option<Digest>) {
-        let mut inner = self.inner.lock().expect("BUG: no panic holds it");
-        let left = match inner.pending.get_mut(&action.path) {
-            Some(n) => {
-                *n = n.saturating_sub(1);
-                *n
-            }
-            None => return,
+    /// Notes that the action at `at` of plan `plan` is done (`digest`: what a copy
+    /// wrote).
+    pub fn done(&self, plan: u8, at: u32, digest: Option<Digest>) {
+        let Some(action) = self.plans[usize::from(plan)].actions.get(at as usize) else {
+            return;
         };
+        let mut inner = self.inner.lock().expect("BUG: no panic holds it");
+        if let Some(n) = inner.pending.get_mut(&*action.path) {
+            *n -= 1;
+            if *n > 0 {
+                return;
+            }
+            inner.pending.remove(&*action.path);
+        }
         let gone = matches!(
             action.op,
             Op::Remove { .. } | Op::Rmdir | Op::RemoveLeftover
         );
-        if left == 0 && !gone {
-            if let Some(mut e) = action.src.clone() {
-                e.ino = 0;
-                e.linked = false;
-                if e.hash.is_none() {
-                    e.hash = digest;
-                }
-                inner.done.push((action.path.to_path_buf(), e));
-                inner.unsaved += 1;
-            }
+        if !gone && action.src.is_some() {
+            inner.done.push((plan, at, digest));
+            inner.unsaved += 1;
         }
     }
 
     /// Writes the progress if anything was done since the last time and a second has
-    /// passed (called by a thread of its own, so that no copy waits for it).
+    /// passed (called by a thread of its own: the copies only wait for a copy of the
+    /// list of places done).
     pub fn tick(&self) {
-        let mut inner = self.inner.lock().expect("BUG: no panic holds it");
-        if inner.unsaved > 0 && inner.saved.elapsed() >= EVERY {
-            self.save(&mut inner);
+        let done = {
+            let mut inner = self.inner.lock().expect("BUG: no panic holds it");
+            if inner.unsaved == 0 || inner.saved.elapsed() < EVERY {
+                return;
+            }
+            inner.saved = Instant::now();
+            inner.unsaved = 0;
+            inner.done.clone()
+        };
+        if let Err(e) = self.save(&done) {
+            // Only what a kill would cost: the pass goes on.
+            log::warn!("progress of the first sync not recorded: {e}");
         }
     }
 
-    fn save(&self, inner: &mut Inner) {
-        let done: std::collections::HashSet<&Path> =
-            inner.done.iter().map(|(p, _)| p.as_path()).collect();
-        let mut all: Vec<(PathBuf, Entry)> = inner.done.clone();
-        all.extend(
-            inner
-                .equal
-                .iter()
-                .filter(|(p, _)| !done.contains(p))
-                .map(|(p, e)| (p.to_path_buf(), e.clone())),
-        );
-        all.sort_by(|x, y| engine::tree::path_order(&x.0, &y.0));
-        let state = Entries::from_sorted(all);
-        match state::save(self.file, self.pair.0, self.pair.1, &state) {
-            Ok(_) => {
-                inner.saved = Instant::now();
-                inner.unsaved = 0;
-            }
-            // Only what a kill would cost: the pass goes on.
-            Err(e) => log::warn!("progress of the first sync not recorded: {e}"),
-        }
+    fn save(&self, done: &[(u8, u32, Option<Digest>)]) -> Result<bool, engine::Error> {
+        let mut made: Vec<(&Path, &Entry, Option<Digest>)> = done
+            .iter()
+            .filter_map(|&(plan, at, digest)| {
+                let a = self.plans[usize::from(plan)].actions.get(at as usize)?;
+                Some((&*a.path, a.src.as_ref()?, digest))
+            })
+            .collect();
+        made.sort_by(|x, y| path_order(x.0, y.0));
+        made.dedup_by(|x, y| x.0 == y.0);
+        let merged = || {
+            engine::tree::zip_sorted_by(made.iter().copied(), self.equal.iter(), |m| m.0, |e| e.0)
+                .filter_map(|(m, e)| m.or_else(|| e.map(|(p, e)| (p, e, None))))
+        };
+        let count = merged().count();
+        state::save_records(self.file, self.pair.0, self.pair.1, count, merged)
     }
 }

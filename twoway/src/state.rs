@@ -241,6 +241,37 @@ pub fn unspill(s: Spilled, a: &Path, b: &Path) -> std::io::Result<Entries> {
     })
 }
 
+/// [`save`] of records given one by one: a path, its entry, and the content hash to
+/// record where the entry has none (a copy's, known only once it was made).
+pub fn save_records<'e, I>(
+    file: &Path,
+    a: &Path,
+    b: &Path,
+    count: usize,
+    records: impl Fn() -> I,
+) -> Result<bool, Error>
+where
+    I: Iterator<Item = (&'e Path, &'e Entry, Option<Digest>)>,
+{
+    fsops::write_atomic_unless_same(file, |w| {
+        let (a, b) = pair(a, b);
+        let head = (
+            FORMAT,
+            a.as_os_str().as_bytes(),
+            b.as_os_str().as_bytes(),
+            count,
+        );
+        let refs = records().map(|(p, e, digest)| {
+            let mut r = RecordRef::new(p, e);
+            if r.hash.is_none() {
+                r.hash = digest.map(|d| d.0);
+            }
+            r
+        });
+        engine::record::write_seq(&mut &mut *w, &head, refs)
+    })
+}
+
 /// Writes the state atomically, encoded a block at a time, unless the file already holds
 /// this very state. Returns whether the file was written.
 pub fn save(file: &Path, a: &Path, b: &Path, state: &Entries) -> Result<bool, Error> {
