@@ -147,10 +147,23 @@ pub fn same_on_second_reading<R: Read + std::io::Seek>(
 pub type FileHash = Result<(Digest, fsops::Stat), Error>;
 
 /// Hashes the files `rels` under `root`, on up to `threads` threads; results in input order.
+/// Every file is opened through directory handles on the way from `root`, never
+/// following a symlink (a version's tree in a store may hold one somebody planted).
 pub fn hash_many(root: &Path, rels: &[PathBuf], threads: usize) -> Vec<FileHash> {
     let threads = threads.clamp(1, 16).min(rels.len().max(1));
+    let opened = || fsops::Root::open(root);
+    let hash_in = |r: &mut Result<fsops::Root, Error>, rel: &Path| -> FileHash {
+        match r {
+            Ok(r) => {
+                let (f, before) = r.open_read(rel)?;
+                hash_open(f, before, &root.join(rel))
+            }
+            Err(_) => hash_file_in(root, rel),
+        }
+    };
     if threads <= 1 {
-        return rels.iter().map(|r| hash_file_in(root, r)).collect();
+        let mut r = opened();
+        return rels.iter().map(|rel| hash_in(&mut r, rel)).collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut results: Vec<Option<FileHash>> = (0..rels.len()).map(|_| None).collect();
@@ -159,12 +172,13 @@ pub fn hash_many(root: &Path, rels: &[PathBuf], threads: usize) -> Vec<FileHash>
             .map(|_| {
                 s.spawn(|| {
                     let mut out = Vec::new();
+                    let mut r = opened();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         if i >= rels.len() {
                             break;
                         }
-                        out.push((i, hash_file_in(root, &rels[i])));
+                        out.push((i, hash_in(&mut r, &rels[i])));
                     }
                     out
                 })

@@ -15,8 +15,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use engine::mirror::{Op, Plan};
-use engine::tree::{path_order, Digest, Entries, Entry};
+use engine::mirror::{Action, Op, Plan};
+use engine::tree::{path_order, Digest, Entries};
 
 use crate::state;
 
@@ -60,9 +60,24 @@ impl<'a> Progress<'a> {
         equal: Entries,
         plans: [&'a Plan; 4],
     ) -> Result<Progress<'a>, engine::Error> {
+        // Counted without a map of every path (a first sync has an action per file):
+        // a path with several actions has at least one that is not the plain creation
+        // of a file or a link (a directory's mkdir and metadata, a conflict's copy, a
+        // removal before a creation).
+        let plain = |a: &Action| {
+            matches!(
+                a.op,
+                Op::Copy { replace: false } | Op::Symlink { replace: false }
+            )
+        };
         let mut counts: HashMap<&'a Path, u32> = HashMap::new();
-        for a in plans.iter().flat_map(|p| &p.actions) {
+        for a in plans.iter().flat_map(|p| &p.actions).filter(|a| !plain(a)) {
             *counts.entry(&*a.path).or_default() += 1;
+        }
+        for a in plans.iter().flat_map(|p| &p.actions).filter(|a| plain(a)) {
+            if let Some(n) = counts.get_mut(&*a.path) {
+                *n += 1;
+            }
         }
         counts.retain(|_, n| *n > 1);
         counts.shrink_to_fit();
@@ -106,39 +121,41 @@ impl<'a> Progress<'a> {
     }
 
     /// Writes the progress if anything was done since the last time and a second has
-    /// passed (called by a thread of its own: the copies only wait for a copy of the
-    /// list of places done).
+    /// passed (called by a thread of its own: the copies wait only while the list of
+    /// places done is taken out and put back).
     pub fn tick(&self) {
-        let done = {
+        let mut done = {
             let mut inner = self.inner.lock().expect("BUG: no panic holds it");
             if inner.unsaved == 0 || inner.saved.elapsed() < EVERY {
                 return;
             }
             inner.saved = Instant::now();
             inner.unsaved = 0;
-            inner.done.clone()
+            std::mem::take(&mut inner.done)
         };
-        if let Err(e) = self.save(&done) {
-            // Only what a kill would cost: the pass goes on.
-            log::warn!("progress of the first sync not recorded: {e}");
-        }
-    }
-
-    fn save(&self, done: &[(u8, u32, Option<Digest>)]) -> Result<bool, engine::Error> {
-        let mut made: Vec<(&Path, &Entry, Option<Digest>)> = done
-            .iter()
-            .filter_map(|&(plan, at, digest)| {
-                let a = self.plans[usize::from(plan)].actions.get(at as usize)?;
-                Some((&*a.path, a.src.as_ref()?, digest))
+        let entry = |&(plan, at, _): &(u8, u32, Option<Digest>)| {
+            self.plans[usize::from(plan)].actions.get(at as usize)
+        };
+        let path = |d: &(u8, u32, Option<Digest>)| entry(d).map_or(Path::new(""), |a| &*a.path);
+        done.sort_by(|x, y| path_order(path(x), path(y)));
+        done.dedup_by(|x, y| path(x) == path(y));
+        let made = || {
+            done.iter().filter_map(|d| {
+                let a = entry(d)?;
+                Some((&*a.path, a.src.as_ref()?, d.2))
             })
-            .collect();
-        made.sort_by(|x, y| path_order(x.0, y.0));
-        made.dedup_by(|x, y| x.0 == y.0);
+        };
         let merged = || {
-            engine::tree::zip_sorted_by(made.iter().copied(), self.equal.iter(), |m| m.0, |e| e.0)
+            engine::tree::zip_sorted_by(made(), self.equal.iter(), |m| m.0, |e| e.0)
                 .filter_map(|(m, e)| m.or_else(|| e.map(|(p, e)| (p, e, None))))
         };
         let count = merged().count();
-        state::save_records(self.file, self.pair.0, self.pair.1, count, merged)
+        if let Err(e) = state::save_records(self.file, self.pair.0, self.pair.1, count, merged) {
+            // Only what a kill would cost: the pass goes on.
+            log::warn!("progress of the first sync not recorded: {e}");
+        }
+        let mut inner = self.inner.lock().expect("BUG: no panic holds it");
+        let newer = std::mem::replace(&mut inner.done, done);
+        inner.done.extend(newer);
     }
 }
