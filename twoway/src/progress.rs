@@ -81,6 +81,9 @@ impl<'a> Progress<'a> {
         }
         counts.retain(|_, n| *n > 1);
         counts.shrink_to_fit();
+        // A place per action at most: room for all at once, rather than a list grown
+        // by doubling to twice what it holds.
+        let actions: usize = plans.iter().map(|p| p.actions.len()).sum();
         state::save(file, pair.0, pair.1, &equal)?;
         Ok(Progress {
             file,
@@ -89,7 +92,7 @@ impl<'a> Progress<'a> {
             equal,
             inner: Mutex::new(Inner {
                 pending: counts,
-                done: Vec::new(),
+                done: Vec::with_capacity(actions),
                 saved: Instant::now(),
                 unsaved: 0,
             }),
@@ -137,7 +140,8 @@ impl<'a> Progress<'a> {
             self.plans[usize::from(plan)].actions.get(at as usize)
         };
         let path = |d: &(u8, u32, Option<Digest>)| entry(d).map_or(Path::new(""), |a| &*a.path);
-        done.sort_by(|x, y| path_order(path(x), path(y)));
+        // In place: a stable sort would take a scratch copy of the list.
+        done.sort_unstable_by(|x, y| path_order(path(x), path(y)));
         done.dedup_by(|x, y| path(x) == path(y));
         let made = || {
             done.iter().filter_map(|d| {
