@@ -29,10 +29,11 @@ pub struct ApplyOptions<'a> {
     pub meta_from_plan: bool,
     /// The bytes read must hash to the plan's hash (restore: detects a damaged store).
     pub verify_hash: bool,
-    /// Directories take their extended attributes (a default ACL) from the source's
-    /// (a mirror: the source is the truth; not twoway, where a directory's other side
-    /// is no source, nor a restore, whose versions keep none).
-    pub dir_attrs: bool,
+    /// Directories, and files whose metadata is mended in place, take their extended
+    /// attributes (ACLs) from the source's (a mirror: the source is the truth; not
+    /// twoway, where the other side is no source, nor a restore, whose versions keep
+    /// none for directories). Copied files always take their source's.
+    pub attrs_from_source: bool,
     /// Checked between files and between chunks of a file.
     pub stop: &'a (dyn Fn() -> bool + Sync),
     /// Told of each action once it is done (and on disk, for a copy of a batch), by its
@@ -171,6 +172,7 @@ impl Copied {
                 gid: self.gid,
             },
             linked: false,
+            touched: false,
         }
     }
 
@@ -609,7 +611,7 @@ fn run(
             let s = src_of(action)?;
             dst.set_dir_meta(path, s.mode, s.mtime, s.owner)?;
             // A mirrored directory's attributes (a default ACL, say) are the source's.
-            if let (true, Some(src)) = (opts.dir_attrs, src.as_mut()) {
+            if let (true, Some(src)) = (opts.attrs_from_source, src.as_mut()) {
                 fsops::copy_dir_xattrs(src, dst, path)?;
             }
             out.dirs.push((path.to_path_buf(), s.clone()));
@@ -629,7 +631,13 @@ fn run(
         Op::SetFileMeta => {
             let s = src_of(action)?;
             unchanged_since_scan(dst, action)?;
-            if dst.set_file_meta_if_unshared(path, s.mode, s.mtime, s.owner)? {
+            // A mirror's file takes the source's attributes too.
+            let from = match (opts.attrs_from_source, src.as_mut()) {
+                (true, Some(src)) => src.open_read(path).ok(),
+                _ => None,
+            };
+            let attrs = from.as_ref().map(|(f, _)| f.as_fd());
+            if dst.set_file_meta_if_unshared(path, (s.mode, s.mtime, s.owner), attrs)? {
                 let mut e = action.dst.as_deref().cloned().unwrap_or_else(|| s.clone());
                 e.mode = s.mode;
                 e.mtime = s.mtime;
@@ -925,7 +933,7 @@ mod tests {
                 direction: "test",
                 meta_from_plan: false,
                 verify_hash: false,
-                dir_attrs: false,
+                attrs_from_source: false,
                 stop: &stop,
                 done: None,
             },

@@ -299,6 +299,42 @@ pub fn copy_xattrs(from: BorrowedFd<'_>, to: BorrowedFd<'_>, abs: &Path) -> Resu
     Ok(())
 }
 
+/// Whether `rel` carries the same extended attributes (names and values) in `a` and in
+/// `b`: a file or a directory, opened through handles. What cannot be read counts as
+/// the same (the pass reports unreadable entries elsewhere).
+pub fn same_attributes(a: &mut Root, b: &mut Root, rel: &Path) -> bool {
+    let open = |r: &mut Root| -> Option<OwnedFd> {
+        let (parent, name) = split(rel).ok()?;
+        let dir = r.dir(parent).ok()?;
+        rfs::openat(
+            dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+    };
+    let (Some(fa), Some(fb)) = (open(a), open(b)) else {
+        return true;
+    };
+    let attrs = |fd: &OwnedFd| -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut all: Vec<(Vec<u8>, Vec<u8>)> = xattr_names(fd.as_fd())
+            .ok()?
+            .into_iter()
+            .map(|n| {
+                let v = xattr_value(fd.as_fd(), OsStr::from_bytes(&n)).unwrap_or_default();
+                (n, v)
+            })
+            .collect();
+        all.sort();
+        Some(all)
+    };
+    match (attrs(&fa), attrs(&fb)) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    }
+}
+
 /// [`copy_xattrs`] from the directory `rel` of `src` to the one of `dst`.
 pub fn copy_dir_xattrs(src: &mut Root, dst: &mut Root, rel: &Path) -> Result<(), Error> {
     let abs = dst.abs(rel);
@@ -929,9 +965,8 @@ impl Root {
     pub fn set_file_meta_if_unshared(
         &mut self,
         rel: &Path,
-        mode: u32,
-        mtime: MTime,
-        owner: crate::tree::Owner,
+        (mode, mtime, owner): (u32, MTime, crate::tree::Owner),
+        xattrs_from: Option<BorrowedFd<'_>>,
     ) -> Result<bool, Error> {
         let (parent, name) = split(rel)?;
         let abs = self.abs(rel);
@@ -951,6 +986,9 @@ impl Root {
             return Ok(false);
         }
         let mode = settle_owner(fd.as_fd(), &mut st, owner, mode);
+        if let Some(from) = xattrs_from {
+            copy_xattrs(from, fd.as_fd(), &abs)?;
+        }
         rfs::fchmod(&fd, Mode::from_raw_mode(mode)).ctx("chmod", &abs)?;
         rfs::futimens(&fd, &times(mtime)).ctx("set times", &abs)?;
         Ok(true)
@@ -1507,6 +1545,7 @@ pub fn entry_from_stat(st: &Stat, target: Option<PathBuf>) -> Option<Entry> {
         hash: None,
         owner: st.owner(),
         linked: false,
+        touched: false,
     })
 }
 

@@ -237,18 +237,16 @@ fn shared_inode_is_not_changed_in_place() {
     assert!(!r
         .set_file_meta_if_unshared(
             Path::new("a"),
-            0o600,
-            MTime::new(5, 0),
-            crate::tree::Owner::UNKNOWN
+            (0o600, MTime::new(5, 0), crate::tree::Owner::UNKNOWN),
+            None
         )
         .unwrap());
     std::fs::remove_file(root.path().join("b")).unwrap();
     assert!(r
         .set_file_meta_if_unshared(
             Path::new("a"),
-            0o600,
-            MTime::new(5, 0),
-            crate::tree::Owner::UNKNOWN
+            (0o600, MTime::new(5, 0), crate::tree::Owner::UNKNOWN),
+            None
         )
         .unwrap());
 }

@@ -460,7 +460,10 @@ pub fn content_differs(s: &Entry, d: &Entry, opts: &MirrorOptions) -> bool {
 
 fn meta_differs(s: &Entry, d: &Entry, opts: &MirrorOptions) -> bool {
     let mask = if opts.keep_owners { 0o7777 } else { 0o1777 };
-    (!opts.ignore_modes && s.mode & mask != d.mode & mask)
+    // A destination entry marked touched has other extended attributes (see
+    // `Entry::touched`).
+    d.touched
+        || (!opts.ignore_modes && s.mode & mask != d.mode & mask)
         || !s.mtime.same_as(d.mtime, opts.modify_window)
         || (opts.keep_owners && s.owner.differs(d.owner))
 }

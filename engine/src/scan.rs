@@ -91,6 +91,10 @@ pub struct ScanOptions {
     pub excludes: Excludes,
     /// Absolute paths left out entirely (BACKUP inside SOURCE, a store inside a replica).
     pub skip: Vec<PathBuf>,
+    /// Entries whose inode changed (ctime) at or after this time are marked
+    /// [`Entry::touched`]: their extended attributes may have changed, which no other
+    /// part of a stat shows.
+    pub touched_since: Option<crate::tree::MTime>,
 }
 
 /// Checks that `root` is a readable directory and returns its canonical path.
@@ -378,6 +382,7 @@ impl Walker<'_> {
         };
         // A file with other names on the root's own filesystem: its inode groups them.
         entry.linked = st.nlink > 1 && st.dev == self.dev && entry.kind == Kind::File;
+        entry.touched = self.opts.touched_since.is_some_and(|t| st.ctime >= t);
         out.entries.push(&child, entry);
         if !is_dir {
             return None;

@@ -150,6 +150,10 @@ pub struct Entry {
     pub owner: Owner,
     /// A file that has other names in its tree (hard links, same inode): set by the scan.
     pub linked: bool,
+    /// Its inode changed since a time the scan was given (see
+    /// `ScanOptions::touched_since`); on a destination entry, set by a pass: its
+    /// extended attributes differ from the source's.
+    pub touched: bool,
 }
 
 /// A file's owner and group ids.
@@ -214,6 +218,7 @@ impl Entry {
             hash: None,
             owner: Owner::UNKNOWN,
             linked: false,
+            touched: false,
         }
     }
 
@@ -228,6 +233,7 @@ impl Entry {
             hash,
             owner: Owner::UNKNOWN,
             linked: false,
+            touched: false,
         }
     }
 
@@ -242,6 +248,7 @@ impl Entry {
             hash: None,
             owner: Owner::UNKNOWN,
             linked: false,
+            touched: false,
         }
     }
 }

@@ -117,10 +117,13 @@ impl Job {
         let mut src = ScanOptions {
             excludes: self.settings.excludes.clone(),
             skip: vec![self.backup.clone()],
+            // Since the last pass's scan (from the start, the first time).
+            touched_since: Some(self.last_scan().unwrap_or_default()),
         };
         let mut dst = ScanOptions {
             excludes: self.settings.excludes.clone(),
             skip: Vec::new(),
+            touched_since: None,
         };
         if let Some(v) = &self.versioned {
             src.skip.push(v.store().to_path_buf());
@@ -199,6 +202,10 @@ impl Job {
                 }
             }
         }
+        // Extended attributes are not in a stat: those of an entry whose inode changed
+        // since the last pass are compared with BACKUP's, and a difference marks BACKUP's
+        // entry for the planner.
+        mark_attribute_changes(&src, &mut dst, &self.source, &self.backup);
         let mut plan = mirror::plan_mirror(&src, &dst, &opts);
         log::debug!(
             "planned {} actions: {:.3}s",
@@ -276,7 +283,7 @@ impl Job {
                 direction,
                 meta_from_plan: false,
                 verify_hash: false,
-                dir_attrs: true,
+                attrs_from_source: true,
                 stop: &stop,
                 done: None,
             },
@@ -352,6 +359,9 @@ impl Job {
             "saved caches and version: {:.3}s",
             started.elapsed().as_secs_f64()
         );
+        if !interrupted {
+            self.note_scan(scanned_at);
+        }
         let total_errors = errors.len() + applied_errors;
         log::info!(
             "pass {n}{}: {} · {} bytes copied · hashed {hashed_files} files · {total_errors} errors · {:.2}s · SOURCE sha256 {} · BACKUP sha256 {}{version_note}",
@@ -408,6 +418,72 @@ impl Job {
             )));
         }
         Ok(())
+    }
+}
+
+impl Job {
+    /// Where the time of the last pass's scan of SOURCE is kept.
+    fn scan_time_file(&self) -> PathBuf {
+        self.home
+            .path()
+            .join("cache")
+            .join(format!("{}.scanned", engine::home::path_key(&self.source)))
+    }
+
+    /// When the last pass scanned SOURCE, if one did.
+    fn last_scan(&self) -> Option<engine::tree::MTime> {
+        let text = std::fs::read_to_string(self.scan_time_file()).ok()?;
+        let (sec, nsec) = text.trim().split_once('.')?;
+        Some(engine::tree::MTime::new(
+            sec.parse().ok()?,
+            nsec.parse().ok()?,
+        ))
+    }
+
+    /// Keeps `at` as the time of this pass's scan. Not flushed: a time lost in a crash
+    /// leaves an older one, which only makes the next pass compare more.
+    fn note_scan(&self, at: engine::tree::MTime) {
+        let file = self.scan_time_file();
+        let tmp = file.with_extension("scanned-new");
+        let text = format!("{}.{:09}\n", at.sec, at.nsec);
+        let written = file
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&tmp, text))
+            .and_then(|()| std::fs::rename(&tmp, &file));
+        if let Err(e) = written {
+            log::debug!("time of the scan not kept: {e}");
+        }
+    }
+}
+
+/// Marks BACKUP's entries whose extended attributes differ from SOURCE's, among the
+/// files and directories SOURCE's scan found touched (see `ScanOptions::touched_since`).
+/// Reads only.
+fn mark_attribute_changes(
+    src: &engine::tree::Tree,
+    dst: &mut engine::tree::Tree,
+    source: &Path,
+    backup: &Path,
+) {
+    let touched: Vec<PathBuf> = zip_paths(&src.entries, &dst.entries)
+        .filter_map(|(p, s, d)| {
+            let (s, d) = (s?, d?);
+            (s.touched && s.kind == d.kind && s.kind != Kind::Symlink).then(|| p.to_path_buf())
+        })
+        .collect();
+    if touched.is_empty() {
+        return;
+    }
+    let (Ok(mut sr), Ok(mut dr)) = (Root::open(source), Root::open(backup)) else {
+        return;
+    };
+    for p in touched {
+        if !engine::fsops::same_attributes(&mut sr, &mut dr, &p) {
+            if let Some(d) = dst.entries.get_mut(&p) {
+                d.touched = true;
+            }
+        }
     }
 }
 

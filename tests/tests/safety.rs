@@ -1096,3 +1096,69 @@ fn a_killed_first_sync_keeps_what_it_made_equal() {
     assert!(!a.join("small/002.txt").exists(), "the deletion was undone");
     assert!(!b.join("zz-big.img").exists());
 }
+
+#[test]
+fn a_change_of_attributes_alone_reaches_backup() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    let f = src.join("photo.jpg");
+    write(&f, "pixels");
+    fs::create_dir_all(src.join("album")).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    env.oneway(&src, &dst, &[]).expect(0);
+    let attr = |p: &Path, name: &str| {
+        let out = std::process::Command::new("getfattr")
+            .args(["--absolute-names", "--only-values", "-n", name])
+            .arg(p)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Only the attributes change: no byte, no mode, no mtime.
+    let set = std::process::Command::new("setfattr")
+        .args(["-n", "user.rating", "-v", "5"])
+        .arg(&f)
+        .status()
+        .expect("setfattr (package attr) is needed");
+    assert!(set.success());
+    let acl = std::process::Command::new("setfacl")
+        .args(["-m", "u:65534:rx"])
+        .arg(src.join("album"))
+        .status()
+        .unwrap();
+    assert!(acl.success());
+    let run = env.oneway(&src, &dst, &[]);
+    run.expect(0);
+    assert_eq!(
+        attr(&dst.join("photo.jpg"), "user.rating"),
+        "5",
+        "{}",
+        run.all()
+    );
+    let acl_of = |p: &Path| {
+        String::from_utf8_lossy(
+            &std::process::Command::new("getfacl")
+                .args(["--omit-header", "--absolute-names"])
+                .arg(p)
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned()
+    };
+    assert_eq!(acl_of(&dst.join("album")), acl_of(&src.join("album")));
+    assert!(
+        acl_of(&dst.join("album")).contains("user:nobody"),
+        "{}",
+        acl_of(&dst.join("album"))
+    );
+    // And then nothing more to do.
+    let again = env.oneway(&src, &dst, &[]);
+    again.expect(0);
+    assert!(
+        again.stdout().contains("nothing to do"),
+        "{}",
+        again.stdout()
+    );
+    assert_eq!(fs::read(dst.join("photo.jpg")).unwrap(), b"pixels");
+}

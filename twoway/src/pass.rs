@@ -128,6 +128,7 @@ impl Job {
         ScanOptions {
             excludes: self.settings.excludes.clone(),
             skip,
+            touched_since: None,
         }
     }
 
@@ -621,7 +622,7 @@ impl Job {
                         direction,
                         meta_from_plan: false,
                         verify_hash: true,
-                        dir_attrs: false,
+                        attrs_from_source: false,
                         stop: &stop,
                         done: progress.map(|_| &note as &engine::apply::DoneFn<'_>),
                     },
