@@ -506,21 +506,37 @@ pub struct Root {
 }
 
 impl Root {
-    /// Opens an existing directory as a root to write into. The last component of
-    /// `path` is never followed: a root that is a symlink is refused (a planted link
-    /// must not turn a store's tree, or a restore target, into somebody else's
-    /// directory); callers pass canonical paths for the roots the user named.
+    /// Opens an existing directory as a root to write into. No component of `path` is
+    /// followed if it is a symlink (`openat2` with `RESOLVE_NO_SYMLINKS`; where the
+    /// kernel has no `openat2`, the last component only): a planted link must not turn
+    /// a store's tree, or a restore target, into somebody else's directory, not even by
+    /// replacing a directory above it during a pass. Callers pass canonical paths.
     pub fn open(path: &Path) -> Result<Root, Error> {
-        let fd = match rfs::open(
-            path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(rustix::io::Errno::LOOP) => {
-                return Err(Error::entry(path, "is a symlink; refusing to follow it"))
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let refused = || Error::entry(path, "is or lies under a symlink; refusing to follow it");
+        let mut opened = None;
+        if OPENAT2.load(std::sync::atomic::Ordering::Relaxed) {
+            let how = rfs::ResolveFlags::NO_SYMLINKS | rfs::ResolveFlags::NO_MAGICLINKS;
+            match rfs::openat2(rfs::CWD, path, flags, Mode::empty(), how) {
+                Ok(fd) => opened = Some(fd),
+                Err(rustix::io::Errno::NOSYS)
+                | Err(rustix::io::Errno::PERM)
+                | Err(rustix::io::Errno::INVAL) => {
+                    OPENAT2.store(false, std::sync::atomic::Ordering::Relaxed)
+                }
+                Err(rustix::io::Errno::LOOP) => return Err(refused()),
+                // Too long for one call: the last component is checked below.
+                Err(rustix::io::Errno::NAMETOOLONG) => {}
+                Err(e) => return Err(Error::io("open", path, e.into())),
             }
-            Err(e) => return Err(Error::io("open", path, e.into())),
+        }
+        let fd = match opened {
+            Some(fd) => fd,
+            None => match rfs::open(path, flags | OFlags::NOFOLLOW, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::LOOP) => return Err(refused()),
+                Err(e) => return Err(Error::io("open", path, e.into())),
+            },
         };
         Ok(Root {
             path: path.to_path_buf(),

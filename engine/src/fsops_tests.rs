@@ -285,3 +285,18 @@ fn the_descriptor_table_is_grown_up_front() {
         fd_size()
     );
 }
+
+/// A root is never reached through a symlink, at its end or above it: a store's tree
+/// opened by path stays the store's even if its directory is swapped for a link.
+#[test]
+fn a_root_under_a_symlink_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let real = d.path().join("real");
+    std::fs::create_dir_all(real.join("tree")).unwrap();
+    std::os::unix::fs::symlink(&real, d.path().join("link")).unwrap();
+    assert!(Root::open(&real.join("tree")).is_ok());
+    for through in [d.path().join("link"), d.path().join("link/tree")] {
+        let e = Root::open(&through).unwrap_err().to_string();
+        assert!(e.contains("symlink"), "{}: {e}", through.display());
+    }
+}
