@@ -177,6 +177,19 @@ impl VersionedDir {
         }
     }
 
+    /// Makes the empty tree `slot` (a path of [`Self::slot`]) through the store's own
+    /// handle.
+    fn make_tree(&self, slot: &Path) -> Result<(), Error> {
+        let name = slot
+            .file_name()
+            .ok_or_else(|| Error::entry(slot, "not a tree of the store"))?;
+        let mut store = Root::open(&self.store)?;
+        match store.stat(Path::new(name))? {
+            Some(_) => Err(Error::entry(slot, "exists already")),
+            None => store.mkdir_unfinished(Path::new(name)),
+        }
+    }
+
     /// Makes the store directory if it is missing; refuses one that is a symlink or not
     /// a directory, so nothing is ever written through it.
     pub fn ensure_store(&self) -> Result<(), Error> {
@@ -369,7 +382,7 @@ impl VersionedDir {
         let fixes = if let Some(plan) = recycled {
             snapshot::patch(&build, replica, news, plan)?
         } else {
-            std::fs::create_dir(&build).ctx("mkdir", &build)?;
+            self.make_tree(&build)?;
             snapshot::build(
                 &build,
                 replica,
@@ -437,8 +450,8 @@ impl VersionedDir {
             }
             return;
         }
-        let made = std::fs::create_dir(&spare)
-            .ctx("mkdir", &spare)
+        let made = self
+            .make_tree(&spare)
             .and_then(|()| snapshot::link_tree(&spare, &one, entries))
             // The tree is on disk before its manifest says it is complete.
             .and_then(|()| Root::open(&spare)?.sync_fs())
