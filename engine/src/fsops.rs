@@ -177,10 +177,11 @@ impl Stat {
     }
 }
 
-/// Whether the test suite asked for `what` to fail (`TWOWAY_INJECT_FAULT=syncfs`): the
-/// only way to make a flush fail on demand, since no filesystem here fails one at will.
-/// It makes operations fail, never succeed, so it cannot hide a real error.
-fn injected_fault(what: &str) -> bool {
+/// Whether the test suite asked for `what` to fail (`TWOWAY_INJECT_FAULT=syncfs`, or
+/// `first-sync-flush` for the flush before a first sync records its progress): the only
+/// way to make a flush fail on demand, since no filesystem here fails one at will. It
+/// makes operations fail, never succeed, so it cannot hide a real error.
+pub fn injected_fault(what: &str) -> bool {
     static FAULT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     FAULT
         .get_or_init(|| std::env::var("TWOWAY_INJECT_FAULT").ok())

@@ -1025,22 +1025,77 @@ fn paths_longer_than_the_kernel_takes_at_once_are_backed_up_verified_and_restore
     }
 }
 
+/// Six hundred small files, copied first, and a big sparse file copied last and long to
+/// read and hash: a first sync of `a` to `b` records progress before it ends.
+fn slow_first_sync(a: &Path, b: &Path) {
+    for i in 0..600 {
+        write(&a.join(format!("small/{i:03}.txt")), format!("file {i}"));
+    }
+    let f = fs::File::create(a.join("zz-big.img")).unwrap();
+    f.set_len(2 << 30).unwrap();
+    fs::create_dir_all(b).unwrap();
+}
+
+#[test]
+fn a_first_sync_records_no_progress_it_could_not_flush() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    slow_first_sync(&a, &b);
+    let mut child = env
+        .cmd("twoway")
+        .args([&a, &b])
+        .args(["--once", "--no-versions"])
+        .env("TWOWAY_INJECT_FAULT", "first-sync-flush")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first batches of small files are in B; a couple of seconds of progress
+    // saves are tried (each a second apart), with their flushes failing.
+    let mut waited = 0;
+    while !b.join("small/100.txt").exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the pass ended too soon"
+        );
+        assert!(waited < 6000, "no copy seen in 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        waited += 1;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let still_running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        still_running,
+        "the first sync ended before the kill (else this tests nothing)"
+    );
+    // Only the state written before anything changed (nothing was equal): no record of
+    // copies whose names may not be on disk.
+    let state = fs::read_dir(env.home().join("state"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let len = fs::metadata(&state).unwrap().len();
+    assert!(
+        len < 200,
+        "the state recorded unflushed progress ({len} bytes)"
+    );
+}
+
 #[test]
 fn a_killed_first_sync_keeps_what_it_made_equal() {
     let env = Env::new();
     let (a, b) = (env.path("a"), env.path("b"));
     // Enough small files that each copy worker installs a full batch (256) of them
-    // early, while the big file holds the rest back.
-    for i in 0..600 {
-        write(&a.join(format!("small/{i:03}.txt")), format!("file {i}"));
-    }
+    // early, while the big file (copied last, long to read and hash) holds the rest
+    // back: the pass is still in it when killed.
+    slow_first_sync(&a, &b);
     write(&b.join("both/same.txt"), "on both sides already");
     write(&a.join("both/same.txt"), "on both sides already");
-    // Copied last, and long to read and hash: the pass is still in it when killed.
     let big = a.join("zz-big.img");
-    let f = fs::File::create(&big).unwrap();
-    f.set_len(2 << 30).unwrap();
-    drop(f);
     let mut child = env
         .cmd("twoway")
         .args([&a, &b])

@@ -8,7 +8,8 @@
 //!
 //! It holds little: the plans hold the entries, and a done action is its place in them
 //! (a first sync of a large tree plans one per file); the state is written from a
-//! thread of its own, so that no copy waits for it.
+//! thread of its own, so that no copy waits for it, and only after both replicas are
+//! flushed, so that it never records what may not be on disk.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,6 +28,7 @@ const EVERY: Duration = Duration::from_secs(1);
 /// `to_b`, as [`Progress::plan_number`] numbers them).
 pub struct Progress<'a> {
     file: &'a Path,
+    /// The replicas, which are also the pair the state belongs to.
     pair: (&'a Path, &'a Path),
     plans: [&'a Plan; 4],
     /// Paths equal on both sides before the pass.
@@ -136,6 +138,28 @@ impl<'a> Progress<'a> {
             inner.unsaved = 0;
             std::mem::take(&mut inner.done)
         };
+        // What the list says is done must be on disk before the state says so (a
+        // power cut may otherwise undo a rename the state records as synced, and the
+        // next pass would take the missing file for a deletion): both replicas are
+        // flushed first, as the pass's own state waits for its flush.
+        let flushed = [self.pair.0, self.pair.1].iter().try_for_each(|r| {
+            if engine::fsops::injected_fault("first-sync-flush") {
+                return Err(engine::Error::io(
+                    "sync",
+                    *r,
+                    std::io::Error::from_raw_os_error(5),
+                ));
+            }
+            engine::fsops::Root::open(r).and_then(|root| root.sync_fs())
+        });
+        if let Err(e) = flushed {
+            log::warn!("progress of the first sync not recorded: {e}");
+            let mut inner = self.inner.lock().expect("BUG: no panic holds it");
+            let newer = std::mem::replace(&mut inner.done, done);
+            inner.done.extend(newer);
+            inner.unsaved += 1;
+            return;
+        }
         let entry = |&(plan, at, _): &(u8, u32, Option<Digest>)| {
             self.plans[usize::from(plan)].actions.get(at as usize)
         };
