@@ -384,33 +384,6 @@ pub fn open_regular(path: &Path) -> Result<(File, Stat), Error> {
     Ok((File::from(fd), st))
 }
 
-/// Paths up to this many bytes are opened in one call; longer ones (the kernel takes
-/// at most 4096) through a handle on each directory on the way.
-const ONE_CALL_PATH: usize = 4000;
-
-/// The directory holding `rel` under `root`, opened a level at a time without following
-/// a symlink, and the last component of `rel`.
-fn parent_in<'r>(root: &Path, rel: &'r Path) -> Result<(OwnedFd, &'r OsStr), Error> {
-    let (parent, name) = split(rel)?;
-    let abs = root.join(rel);
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let mut fd = rfs::open(root, flags, Mode::empty()).ctx("open dir", root)?;
-    for c in parent.components() {
-        fd = rfs::openat(&fd, c.as_os_str(), flags, Mode::empty()).ctx("open dir", &abs)?;
-    }
-    Ok((fd, name))
-}
-
-/// [`open_regular`] of `rel` under `root`, for a path of any length.
-pub fn open_regular_in(root: &Path, rel: &Path) -> Result<(File, Stat), Error> {
-    let abs = root.join(rel);
-    if abs.as_os_str().len() < ONE_CALL_PATH {
-        return open_regular(&abs);
-    }
-    let (dir, name) = parent_in(root, rel)?;
-    open_regular_at(dir.as_fd(), name, abs)
-}
-
 /// Opens the entry `name` of `dir` for reading, without following a symlink or
 /// blocking on a fifo; refuses anything that is not a regular file (`abs` names it).
 fn open_regular_at(dir: BorrowedFd<'_>, name: &OsStr, abs: PathBuf) -> Result<(File, Stat), Error> {
@@ -426,36 +399,6 @@ fn open_regular_at(dir: BorrowedFd<'_>, name: &OsStr, abs: PathBuf) -> Result<(F
         return Err(Error::entry(abs, "not a regular file"));
     }
     Ok((File::from(fd), st))
-}
-
-/// `lstat` of `rel` under `root`, for a path of any length; `None` if it does not exist.
-pub fn lstat_in(root: &Path, rel: &Path) -> Result<Option<Stat>, Error> {
-    let abs = root.join(rel);
-    let found = if abs.as_os_str().len() < ONE_CALL_PATH {
-        rfs::lstat(&abs)
-    } else {
-        let (dir, name) = match parent_in(root, rel) {
-            Ok(x) => x,
-            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                return Ok(None)
-            }
-            Err(e) => return Err(e),
-        };
-        rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
-    };
-    match found {
-        Ok(st) => Ok(Some(Stat::from_raw(&st))),
-        Err(rustix::io::Errno::NOENT) => Ok(None),
-        Err(e) => Err(Error::io("stat", abs, e.into())),
-    }
-}
-
-/// The target of the symlink `rel` under `root`, for a path of any length.
-pub fn read_link_in(root: &Path, rel: &Path) -> Result<PathBuf, Error> {
-    let abs = root.join(rel);
-    let (dir, name) = parent_in(root, rel)?;
-    let t = rfs::readlinkat(&dir, name, Vec::new()).ctx("readlink", &abs)?;
-    Ok(PathBuf::from(OsStr::from_bytes(t.as_bytes())))
 }
 
 /// `fstat` of an open file.
@@ -551,23 +494,23 @@ impl Root {
     /// symlink followed on the way).
     pub fn subroot(&mut self, rel: &Path) -> Result<Root, Error> {
         let abs = self.abs(rel);
-        let fd = rustix::io::fcntl_dupfd_cloexec(self.dir(rel)?, 0).ctx("open dir", &abs)?;
-        Ok(Root {
-            path: abs,
-            fd: Arc::new(fd),
-            dirs: HashMap::new(),
-            anon: self.anon,
-        })
+        let anon = self.anon;
+        Root::on_copy_of(self.dir(rel)?, abs, anon)
     }
 
     /// Another root on the same directory handle (for another thread).
     pub fn try_clone(&self) -> Result<Root, Error> {
-        let fd = rustix::io::fcntl_dupfd_cloexec(&*self.fd, 0).ctx("open dir", &self.path)?;
+        Root::on_copy_of(self.fd.as_fd(), self.path.clone(), self.anon)
+    }
+
+    /// A root on a duplicate of the directory handle `fd` (at `path`).
+    fn on_copy_of(fd: BorrowedFd<'_>, path: PathBuf, anon: bool) -> Result<Root, Error> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(fd, 0).ctx("open dir", &path)?;
         Ok(Root {
-            path: self.path.clone(),
+            path,
             fd: Arc::new(fd),
             dirs: HashMap::new(),
-            anon: self.anon,
+            anon,
         })
     }
 
@@ -1105,6 +1048,15 @@ impl Root {
         let fdir = self.dir_shared(fp)?;
         let tdir = self.dir(tp)?;
         rfs::renameat(&*fdir, fname, tdir, tname).ctx("rename", &abs)
+    }
+
+    /// The target of the symlink `rel` (no symlink followed on the way to it).
+    pub fn read_link(&mut self, rel: &Path) -> Result<PathBuf, Error> {
+        let (parent, name) = split(rel)?;
+        let abs = self.abs(rel);
+        let dir = self.dir(parent)?;
+        let t = rfs::readlinkat(dir, name, Vec::new()).ctx("readlink", &abs)?;
+        Ok(PathBuf::from(OsStr::from_bytes(t.as_bytes())))
     }
 
     /// Opens `rel` for reading (no symlink followed anywhere on the way).

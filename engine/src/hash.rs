@@ -78,10 +78,11 @@ pub fn hash_file(path: &Path) -> Result<(Digest, fsops::Stat), Error> {
     hash_open(f, before, path)
 }
 
-/// [`hash_file`] of `rel` under `root`, for a path of any length.
-pub fn hash_file_in(root: &Path, rel: &Path) -> Result<(Digest, fsops::Stat), Error> {
-    let (f, before) = fsops::open_regular_in(root, rel)?;
-    hash_open(f, before, &root.join(rel))
+/// [`hash_file`] of `rel` under `root`, opened through its directory handles (a path
+/// of any length, no symlink followed on the way).
+pub fn hash_in(root: &mut fsops::Root, rel: &Path) -> FileHash {
+    let (f, before) = root.open_read(rel)?;
+    hash_open(f, before, &root.abs(rel))
 }
 
 fn hash_open(
@@ -152,18 +153,16 @@ pub type FileHash = Result<(Digest, fsops::Stat), Error>;
 pub fn hash_many(root: &Path, rels: &[PathBuf], threads: usize) -> Vec<FileHash> {
     let threads = threads.clamp(1, 16).min(rels.len().max(1));
     let opened = || fsops::Root::open(root);
-    let hash_in = |r: &mut Result<fsops::Root, Error>, rel: &Path| -> FileHash {
+    let hash_one = |r: &mut Result<fsops::Root, Error>, rel: &Path| -> FileHash {
         match r {
-            Ok(r) => {
-                let (f, before) = r.open_read(rel)?;
-                hash_open(f, before, &root.join(rel))
-            }
-            Err(_) => hash_file_in(root, rel),
+            Ok(r) => hash_in(r, rel),
+            // Opened again for this file's own error (a missing root is a missing file).
+            Err(_) => fsops::Root::open(root).and_then(|mut r| hash_in(&mut r, rel)),
         }
     };
     if threads <= 1 {
         let mut r = opened();
-        return rels.iter().map(|rel| hash_in(&mut r, rel)).collect();
+        return rels.iter().map(|rel| hash_one(&mut r, rel)).collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut results: Vec<Option<FileHash>> = (0..rels.len()).map(|_| None).collect();
@@ -178,7 +177,7 @@ pub fn hash_many(root: &Path, rels: &[PathBuf], threads: usize) -> Vec<FileHash>
                         if i >= rels.len() {
                             break;
                         }
-                        out.push((i, hash_in(&mut r, &rels[i])));
+                        out.push((i, hash_one(&mut r, &rels[i])));
                     }
                     out
                 })

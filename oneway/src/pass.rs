@@ -166,7 +166,7 @@ impl Job {
             }
         }
 
-        let root = Root::open(&self.backup)
+        let mut root = Root::open(&self.backup)
             .map_err(|e| Refusal::new(format!("BACKUP cannot be opened: {e}")))?;
         let fs = root.fs_traits();
         let opts = MirrorOptions {
@@ -205,7 +205,7 @@ impl Job {
         // Extended attributes are not in a stat: those of an entry whose inode changed
         // since the last pass are compared with BACKUP's, and a difference marks BACKUP's
         // entry for the planner.
-        mark_attribute_changes(&src, &mut dst, &self.source, &self.backup);
+        mark_attribute_changes(&src, &mut dst, &self.source, &mut root);
         let mut plan = mirror::plan_mirror(&src, &dst, &opts);
         log::debug!(
             "planned {} actions: {:.3}s",
@@ -274,7 +274,6 @@ impl Job {
             }
         }
         let stop = || signal::stop_requested();
-        let mut root = root;
         let mut applied = apply::apply(
             &plan,
             &mut root,
@@ -464,7 +463,7 @@ fn mark_attribute_changes(
     src: &engine::tree::Tree,
     dst: &mut engine::tree::Tree,
     source: &Path,
-    backup: &Path,
+    backup: &mut Root,
 ) {
     let touched: Vec<PathBuf> = zip_paths(&src.entries, &dst.entries)
         .filter_map(|(p, s, d)| {
@@ -475,11 +474,11 @@ fn mark_attribute_changes(
     if touched.is_empty() {
         return;
     }
-    let (Ok(mut sr), Ok(mut dr)) = (Root::open(source), Root::open(backup)) else {
+    let Ok(mut sr) = Root::open(source) else {
         return;
     };
     for p in touched {
-        if !engine::fsops::same_attributes(&mut sr, &mut dr, &p) {
+        if !engine::fsops::same_attributes(&mut sr, backup, &p) {
             if let Some(d) = dst.entries.get_mut(&p) {
                 d.touched = true;
             }

@@ -169,17 +169,18 @@ pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
                     }
                 }
             }
+            // Through directory handles: no symlink followed, and a path longer than
+            // the kernel takes at once is no missing entry.
+            let mut root = engine::fsops::Root::open(&vdir).ok();
             for x in m.entries.iter().filter(|x| x.kind != Kind::File) {
                 let p = vdir.join(&x.path);
-                // Through directory handles: a path longer than the kernel takes at
-                // once is no missing entry.
-                let ok = match x.kind {
+                let ok = root.as_mut().is_some_and(|r| match x.kind {
                     Kind::Dir => matches!(
-                        engine::fsops::lstat_in(&vdir, &x.path),
+                        r.stat(&x.path),
                         Ok(Some(st)) if st.kind == Some(Kind::Dir)
                     ),
-                    _ => engine::fsops::read_link_in(&vdir, &x.path).ok() == x.target,
-                };
+                    _ => r.read_link(&x.path).ok() == x.target,
+                });
                 if !ok {
                     problems += 1;
                     println!("MISSING  {}", display(&p));

@@ -373,7 +373,7 @@ fn put_entry(
             Ok(()) => {
                 let st = dst.stat(e.path)?;
                 if let Some(st) = st.filter(|st| st.size != e.size || st.mtime != mtime) {
-                    let (d, _) = hash::hash_file_in(new, e.path)?;
+                    let (d, _) = hash::hash_in(dst, e.path)?;
                     return Ok(Some((d, st)));
                 }
                 return Ok(None);
@@ -400,7 +400,7 @@ fn put_entry(
         copied => {
             let d = match copied {
                 Copied::Hashed(d) => d,
-                Copied::Unread { .. } => hash::hash_file_in(new, e.path)?.0,
+                Copied::Unread { .. } => hash::hash_in(dst, e.path)?.0,
             };
             let st = dst
                 .stat(e.path)?

@@ -523,11 +523,12 @@ impl VersionedDir {
             }
         }
         let mut missing = false;
+        let mut replica_root = Root::open(replica)?;
         for (p, h) in rest {
             let h = match h {
                 Some(h) => *h,
                 None => {
-                    let (d, _) = hash::hash_file_in(replica, p)?;
+                    let (d, _) = hash::hash_in(&mut replica_root, p)?;
                     if let Some(e) = tree.entries.get_mut(p) {
                         e.hash = Some(d);
                     }
