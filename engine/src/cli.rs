@@ -210,6 +210,32 @@ impl RestoreArgs {
     }
 }
 
+impl Settings {
+    /// Refuses a pass that would delete `deletes` of the `files` files in `what` when
+    /// that is more than `--max-delete` percent; `why` is added to the reason (what the
+    /// user may have got wrong). Exit 2, with the numbers and the flag that lets it pass.
+    pub fn check_max_delete(
+        &self,
+        what: &str,
+        deletes: usize,
+        files: usize,
+        why: &str,
+    ) -> Result<(), Refusal> {
+        if files == 0 || deletes == 0 {
+            return Ok(());
+        }
+        let pct = deletes as f64 * 100.0 / files as f64;
+        if pct <= self.max_delete {
+            return Ok(());
+        }
+        Err(Refusal::new(format!(
+            "this pass would delete {deletes} of the {files} files in {what} ({pct:.0}%), more than --max-delete {}%; \
+             nothing was changed.{why} If the deletions are intended, run again with --max-delete 100",
+            self.max_delete
+        )))
+    }
+}
+
 /// A usage refusal that points at `--help`.
 pub fn usage(program: &str, msg: &str) -> Refusal {
     Refusal::new(format!("{msg} (see {program} --help)"))

@@ -67,6 +67,14 @@ impl DataHome {
             .join(format!("{}.bin", path_key(root)))
     }
 
+    /// When the last pass scanned a SOURCE root (oneway compares the attributes of what
+    /// changed since).
+    pub fn scan_time_file(&self, root: &Path) -> PathBuf {
+        self.path
+            .join("cache")
+            .join(format!("{}.scanned", path_key(root)))
+    }
+
     /// The sync state of a pair of replicas: one file whatever the order they are named
     /// in (`twoway B A` is the pair `twoway A B`).
     pub fn state_file(&self, a: &Path, b: &Path) -> PathBuf {

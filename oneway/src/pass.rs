@@ -391,7 +391,6 @@ impl Job {
         src: &engine::tree::Tree,
         dst: &engine::tree::Tree,
     ) -> Result<(), Refusal> {
-        let files = dst.file_count();
         let deletes: usize = plan
             .actions
             .iter()
@@ -403,30 +402,17 @@ impl Job {
                     .count()
             })
             .sum();
-        if files == 0 || deletes == 0 {
-            return Ok(());
-        }
-        let pct = deletes as f64 * 100.0 / files as f64;
-        if pct > self.settings.max_delete {
-            return Err(Refusal::new(format!(
-                "this pass would delete {deletes} of the {files} files in BACKUP ({pct:.0}%), more than --max-delete {}%; \
-                 nothing was changed. Is SOURCE {} the right directory, and its drive mounted? \
-                 If the deletions are intended, run again with --max-delete 100",
-                self.settings.max_delete,
-                display(&self.source)
-            )));
-        }
-        Ok(())
+        let why = format!(
+            " Is SOURCE {} the right directory, and its drive mounted?",
+            display(&self.source)
+        );
+        self.settings
+            .check_max_delete("BACKUP", deletes, dst.file_count(), &why)
     }
-}
 
-impl Job {
     /// Where the time of the last pass's scan of SOURCE is kept.
     fn scan_time_file(&self) -> PathBuf {
-        self.home
-            .path()
-            .join("cache")
-            .join(format!("{}.scanned", engine::home::path_key(&self.source)))
+        self.home.scan_time_file(&self.source)
     }
 
     /// When the last pass scanned SOURCE, if one did.

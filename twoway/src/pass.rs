@@ -559,18 +559,8 @@ impl Job {
     fn check_max_delete(&self, plan: &SyncPlan, ta: &Tree, tb: &Tree) -> Result<(), Refusal> {
         for (label, deletes, tree) in [("DIR_A", plan.deletes_a, ta), ("DIR_B", plan.deletes_b, tb)]
         {
-            let files = tree.file_count();
-            if files == 0 || deletes == 0 {
-                continue;
-            }
-            let pct = deletes as f64 * 100.0 / files as f64;
-            if pct > self.settings.max_delete {
-                return Err(Refusal::new(format!(
-                    "this pass would delete {deletes} of the {files} files in {label} ({pct:.0}%), more than --max-delete {}%; \
-                     nothing was changed. If that is intended, run again with --max-delete 100",
-                    self.settings.max_delete
-                )));
-            }
+            self.settings
+                .check_max_delete(label, deletes, tree.file_count(), "")?;
         }
         Ok(())
     }
