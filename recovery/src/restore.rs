@@ -216,7 +216,11 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
     }
 
     // The plan, made once: the dry run prints it, the real run carries it out.
-    let plan = plan_restore(&target, &vd, req.subpath.as_deref(), &vtree, occupied)?;
+    let (plan, scanned, unhashed) =
+        plan_restore(&target, &vd, req.subpath.as_deref(), &vtree, occupied)?;
+    for e in &unhashed {
+        log::warn!("{e}");
+    }
     if req.dry_run {
         log::info!(
             "would restore {} from its {} version ({}, {} files, sha256 {})",
@@ -250,9 +254,15 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
                 .map_err(|e| Refusal::new(format!("cannot stage the version for restore: {e}")))?;
         }
         staged = Some(stage);
-        let mut current = scan_target(&target, &vd, None)?;
-        let hashed = cache::hash_missing(&target, &mut current, hash::default_threads());
-        if let Some(e) = hashed.errors.first() {
+        // The whole target as the plan read it, hashed; only a part of it with --path.
+        let (current, unhashed) = if req.subpath.is_none() {
+            (scanned, unhashed)
+        } else {
+            let mut t = scan_target(&target, &vd, None)?;
+            let hashed = cache::hash_missing(&target, &mut t, hash::default_threads());
+            (t, hashed.errors)
+        };
+        if let Some(e) = unhashed.first() {
             return Err(Refusal::new(format!(
                 "cannot save the current contents of {} before restoring, so nothing was changed: {e}",
                 display(&target)
@@ -342,19 +352,20 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
 /// What a restore of `vtree` onto `target` does: the target as it is (hashed where it
 /// is occupied, so that a file that already holds the version's bytes is left alone)
 /// against the version. It only reads.
+/// Gives the plan, the target's tree it was made from, and the files of that tree that
+/// could not be hashed.
 fn plan_restore(
     target: &Path,
     vd: &VersionedDir,
     sub: Option<&Path>,
     vtree: &Tree,
     occupied: bool,
-) -> Result<mirror::Plan, Refusal> {
+) -> Result<(mirror::Plan, Tree, Vec<Error>), Refusal> {
+    let mut unhashed = Vec::new();
     let ttree = if std::fs::symlink_metadata(target).is_ok() {
         let mut t = scan_target(target, vd, sub)?;
         if occupied {
-            for e in cache::hash_missing(target, &mut t, hash::default_threads()).errors {
-                log::warn!("{e}");
-            }
+            unhashed = cache::hash_missing(target, &mut t, hash::default_threads()).errors;
         }
         t
     } else {
@@ -366,11 +377,8 @@ fn plan_restore(
             ..Tree::default()
         }
     };
-    Ok(mirror::plan_mirror(
-        vtree,
-        &ttree,
-        &restore_options(occupied),
-    ))
+    let plan = mirror::plan_mirror(vtree, &ttree, &restore_options(occupied));
+    Ok((plan, ttree, unhashed))
 }
 
 /// Refuses a `--to` path that is, or sits directly in, a symlink: a restore writes only
