@@ -371,17 +371,7 @@ fn times(mtime: MTime) -> Timestamps {
 /// Opens a file for reading without following a symlink and without blocking on a fifo;
 /// refuses anything that is not a regular file.
 pub fn open_regular(path: &Path) -> Result<(File, Stat), Error> {
-    let fd = rfs::open(
-        path,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ctx("open", path)?;
-    let st = Stat::from_raw(&rfs::fstat(&fd).ctx("stat", path)?);
-    if st.kind != Some(Kind::File) {
-        return Err(Error::entry(path, "not a regular file any more"));
-    }
-    Ok((File::from(fd), st))
+    open_regular_at(rfs::CWD, path.as_os_str(), path.to_path_buf())
 }
 
 /// Opens the entry `name` of `dir` for reading, without following a symlink or
