@@ -23,7 +23,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REL = os.path.join(ROOT, "target", "release")
+# TWOWAY_BIN_DIR runs other binaries (an older build, to compare before and after).
+REL = os.environ.get("TWOWAY_BIN_DIR") or os.path.join(ROOT, "target", "release")
 OLD_MTIME = 1_600_000_000
 
 

@@ -23,6 +23,10 @@ pub enum Error {
     },
     #[error("{}: {reason}", display(path))]
     Entry { path: PathBuf, reason: String },
+    /// Work on `path` stopped because the user asked the tool to stop (Ctrl+C, SIGTERM):
+    /// not a failure of the entry, and never counted as one.
+    #[error("{}: interrupted", display(path))]
+    Interrupted { path: PathBuf },
     #[error("{0}")]
     Other(String),
 }
@@ -48,7 +52,9 @@ impl Error {
     /// The path this error concerns, if any.
     pub fn path(&self) -> Option<&Path> {
         match self {
-            Error::Io { path, .. } | Error::Entry { path, .. } => Some(path),
+            Error::Io { path, .. } | Error::Entry { path, .. } | Error::Interrupted { path } => {
+                Some(path)
+            }
             Error::Other(_) => None,
         }
     }
@@ -77,20 +83,20 @@ impl<T> IoContext<T> for Result<T, rustix::io::Errno> {
     }
 }
 
-/// A reason to refuse a whole pass before anything is changed (exit status 2).
+/// A reason to refuse a whole pass before anything is changed (exit status 2): a reason
+/// the tool gives, or an engine error that makes the pass unsafe (kept as it is, with
+/// its operation and path).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Refusal(pub String);
+pub enum Refusal {
+    #[error("{0}")]
+    Reason(String),
+    #[error(transparent)]
+    Error(#[from] Error),
+}
 
 impl Refusal {
     pub fn new(msg: impl Into<String>) -> Self {
-        Refusal(msg.into())
-    }
-}
-
-impl From<Error> for Refusal {
-    fn from(e: Error) -> Self {
-        Refusal(e.to_string())
+        Refusal::Reason(msg.into())
     }
 }
 

@@ -4,64 +4,15 @@
 //! This module reads; it never writes into a replica.
 
 use std::ffi::OsStr;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
 use crate::error::Error;
-use crate::fsops;
+use crate::fs::{self, copy_hashing, CopyError};
 use crate::tree::{Digest, Kind, Tree};
-
-const BUF: usize = 256 * 1024;
-
-/// Why a hashing copy stopped.
-#[derive(Debug)]
-pub enum CopyError {
-    Read(io::Error),
-    Write(io::Error),
-    Stopped,
-}
-
-/// Copies `reader` to `writer`, hashing the bytes on the way; checks `stop` between chunks.
-pub fn copy_hashing(
-    reader: &mut dyn Read,
-    writer: &mut dyn Write,
-    stop: &dyn Fn() -> bool,
-) -> Result<(Digest, u64), CopyError> {
-    thread_local! {
-        // One buffer per thread: zeroing 256 KiB for every small file costs more than
-        // copying it.
-        static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; BUF]);
-    }
-    BUFFER.with(|b| copy_with(reader, writer, stop, &mut b.borrow_mut()))
-}
-
-fn copy_with(
-    reader: &mut dyn Read,
-    writer: &mut dyn Write,
-    stop: &dyn Fn() -> bool,
-    buf: &mut [u8],
-) -> Result<(Digest, u64), CopyError> {
-    let mut hasher = Sha256::new();
-    let mut total = 0u64;
-    loop {
-        if stop() {
-            return Err(CopyError::Stopped);
-        }
-        let n = match reader.read(buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(CopyError::Read(e)),
-        };
-        hasher.update(&buf[..n]);
-        writer.write_all(&buf[..n]).map_err(CopyError::Write)?;
-        total += n as u64;
-    }
-    Ok((Digest(hasher.finalize().into()), total))
-}
 
 /// SHA-256 of everything `reader` yields.
 pub fn hash_reader(reader: &mut dyn Read) -> io::Result<(Digest, u64)> {
@@ -73,25 +24,25 @@ pub fn hash_reader(reader: &mut dyn Read) -> io::Result<(Digest, u64)> {
 
 /// SHA-256 of the regular file at `path` (never following a symlink), with the stat
 /// taken when it was opened; fails if the file changed while it was read.
-pub fn hash_file(path: &Path) -> Result<(Digest, fsops::Stat), Error> {
-    let (f, before) = fsops::open_regular(path)?;
+pub fn hash_file(path: &Path) -> Result<(Digest, fs::Stat), Error> {
+    let (f, before) = fs::open_regular(path)?;
     hash_open(f, before, path)
 }
 
 /// [`hash_file`] of `rel` under `root`, opened through its directory handles (a path
 /// of any length, no symlink followed on the way).
-pub fn hash_in(root: &mut fsops::Root, rel: &Path) -> FileHash {
+pub fn hash_in(root: &mut fs::Root, rel: &Path) -> FileHash {
     let (f, before) = root.open_read(rel)?;
     hash_open(f, before, &root.abs(rel))
 }
 
 fn hash_open(
     mut f: std::fs::File,
-    before: fsops::Stat,
+    before: fs::Stat,
     path: &Path,
-) -> Result<(Digest, fsops::Stat), Error> {
+) -> Result<(Digest, fs::Stat), Error> {
     let (digest, _) = hash_reader(&mut f).map_err(|e| Error::io("read", path, e))?;
-    let after = fsops::fstat(&f, path)?;
+    let after = fs::fstat(&f, path)?;
     if !unchanged_while_read(&mut &f, &before, &after, u64::MAX, digest)
         .map_err(|e| Error::io("read", path, e))?
     {
@@ -108,8 +59,8 @@ fn hash_open(
 /// [`same_on_second_reading`]).
 pub fn unchanged_while_read<R: Read + std::io::Seek>(
     file: &mut R,
-    before: &fsops::Stat,
-    after: &fsops::Stat,
+    before: &fs::Stat,
+    after: &fs::Stat,
     limit: u64,
     digest: Digest,
 ) -> io::Result<bool> {
@@ -145,70 +96,21 @@ pub fn same_on_second_reading<R: Read + std::io::Seek>(
 }
 
 /// The result of hashing one file: its digest and the stat it was read under.
-pub type FileHash = Result<(Digest, fsops::Stat), Error>;
+pub type FileHash = Result<(Digest, fs::Stat), Error>;
 
-/// Hashes the files `rels` under `root`, on up to `threads` threads; results in input order.
-/// Every file is opened through directory handles on the way from `root`, never
-/// following a symlink (a version's tree in a store may hold one somebody planted).
-pub fn hash_many(root: &Path, rels: &[PathBuf], threads: usize) -> Vec<FileHash> {
-    let threads = threads.clamp(1, 16).min(rels.len().max(1));
-    let opened = || fsops::Root::open(root);
-    let hash_one = |r: &mut Result<fsops::Root, Error>, rel: &Path| -> FileHash {
-        match r {
+/// Hashes the files `rels` under `root` in parallel; results in input order. Every file
+/// is opened through directory handles on the way from `root`, never following a
+/// symlink (a version's tree in a store may hold one somebody planted).
+pub fn hash_many(root: &Path, rels: &[PathBuf]) -> Vec<FileHash> {
+    crate::parallel::map(
+        rels,
+        || fs::Root::open(root),
+        |r, rel| match r {
             Ok(r) => hash_in(r, rel),
             // Opened again for this file's own error (a missing root is a missing file).
-            Err(_) => fsops::Root::open(root).and_then(|mut r| hash_in(&mut r, rel)),
-        }
-    };
-    if threads <= 1 {
-        let mut r = opened();
-        return rels.iter().map(|rel| hash_one(&mut r, rel)).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<Option<FileHash>> = (0..rels.len()).map(|_| None).collect();
-    let chunks: Vec<Vec<(usize, FileHash)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = Vec::new();
-                    let mut r = opened();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if i >= rels.len() {
-                            break;
-                        }
-                        out.push((i, hash_one(&mut r, &rels[i])));
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("BUG: hashing threads do not panic"))
-            .collect()
-    });
-    for (i, r) in chunks.into_iter().flatten() {
-        results[i] = Some(r);
-    }
-    results
-        .into_iter()
-        .map(|r| r.expect("BUG: every index is hashed once"))
-        .collect()
-}
-
-/// The number of worker threads for hashing and copying.
-///
-/// Asked once: `available_parallelism` reads the affinity mask and the cgroup's CPU
-/// quota (a dozen system calls), and the copy workers ask for every run of files.
-pub fn default_threads() -> usize {
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *THREADS.get_or_init(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(8)
-    })
+            Err(_) => fs::Root::open(root).and_then(|mut r| hash_in(&mut r, rel)),
+        },
+    )
 }
 
 /// One line of `sha256sum` output for `rel`, escaped as GNU coreutils does.

@@ -1,39 +1,29 @@
 //! The sync engine shared by `oneway`, `twoway` and `recovery`.
 //!
-//! Data flows one way: [`scan`] reads a replica into a [`tree::Tree`], the planners
-//! ([`mirror`]) turn trees into a plan, [`apply`] carries a plan out through the safe
-//! primitives of [`fsops`] (the only writer), and the caller records the result (stat
-//! [`cache`], store, registry). [`hash`] computes file and directory SHA-256s,
-//! [`logging`], [`signal`], [`config`] and [`runner`] are the shared edges of every binary.
+//! A pass flows one way, and the folders are named after its stages and the services
+//! they use (ARCHITECTURE.md at the top of the repository has the map):
+//!
+//! - [`scan`] reads a replica into a [`tree::Tree`] (walk, stat cache, hashes): it only
+//!   reads;
+//! - [`plan`] turns trees into a plan: pure functions, no I/O;
+//! - [`apply`] carries a plan out, writing only through [`fs`];
+//! - the caller records the result (stat caches, sync state, versions).
+//!
+//! Services: [`fs`], the safe file primitives and the only writer; [`hash`], file and
+//! directory SHA-256s; [`parallel`], the one way work runs in parallel; [`tree`], the data every stage passes on and its encodings;
+//! [`run`], what every binary shares at its edges (arguments, config, logging, signals,
+//! the pass loop, the data home, process setup).
 
-pub mod alloc_tune;
 pub mod apply;
-pub mod cache;
-pub mod cli;
-pub mod config;
-pub mod entries;
 pub mod error;
-pub mod fsops;
+pub mod fs;
 pub mod hash;
-pub mod home;
-pub mod logging;
-pub mod mirror;
 pub mod names;
-pub mod pathser;
-pub mod record;
-pub mod replica;
-pub mod runner;
+pub mod parallel;
+pub mod plan;
+pub mod run;
 pub mod scan;
-pub mod signal;
 pub mod tree;
 
 pub use error::{exit, Error, Refusal};
-
-/// What each binary does first in `main`, while it has one thread: fixes glibc's mmap
-/// threshold ([`alloc_tune::settle`], which may re-execute the binary) and grows the
-/// descriptor table ([`fsops::reserve_descriptors`]).
-pub fn prepare_process() {
-    alloc_tune::settle();
-    fsops::reserve_descriptors();
-}
 pub use tree::{Digest, Entry, Kind, MTime, Owner, Tree};

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use engine::cli::{self, usage, PassArgs, RestoreArgs, Settings};
 use engine::error::{exit, Refusal};
-use engine::home::DataHome;
-use engine::{logging, runner, signal};
+use engine::run::cli::{self, usage, PassArgs, RestoreArgs, Settings};
+use engine::run::home::DataHome;
+use engine::run::{logging, runner, signal};
 
 use crate::pass::Job;
 

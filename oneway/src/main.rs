@@ -1,4 +1,4 @@
 fn main() {
-    engine::prepare_process();
+    engine::run::prepare_process();
     std::process::exit(oneway::cli::main());
 }

@@ -8,17 +8,17 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use engine::apply::{self, ApplyOptions, Counts};
-use engine::cli::Settings;
-use engine::config::VersionMode;
 use engine::error::Refusal;
-use engine::fsops::Root;
-use engine::home::{DataHome, Lock};
-use engine::mirror::{self, MirrorOptions};
+use engine::fs::Root;
 use engine::names::{display, VERSIONS_DIR};
-use engine::replica::{self, Replica};
-use engine::runner::PassOutcome;
+use engine::plan::mirror::{self, MirrorOptions};
+use engine::run::cli::Settings;
+use engine::run::config::VersionMode;
+use engine::run::home::{DataHome, Lock};
+use engine::run::runner::PassOutcome;
+use engine::run::signal;
+use engine::scan::replica::{self, Replica};
 use engine::scan::{self, ScanOptions};
-use engine::signal;
 use engine::tree::{zip_paths, Digest, Kind};
 
 use recovery::store::VersionedDir;
@@ -101,7 +101,7 @@ impl Job {
         let lock = if settings.dry_run {
             None
         } else {
-            Some(engine::home::lock_dir(&backup_c, &home)?)
+            Some(engine::run::home::lock_dir(&backup_c, &home)?)
         };
         Ok(Job {
             source: source_c,
@@ -178,7 +178,7 @@ impl Job {
             }),
             case_insensitive: fs.folds_case,
             ignore_modes: fs.no_modes,
-            keep_owners: engine::fsops::keeps_owners(),
+            keep_owners: engine::fs::keeps_owners(),
         };
         if !self.settings.checksum {
             // Size and mtime alone are not proof when either side's hash is not cached
@@ -464,7 +464,7 @@ fn mark_attribute_changes(
         return;
     };
     for p in touched {
-        if !engine::fsops::same_attributes(&mut sr, backup, &p) {
+        if !engine::fs::same_attributes(&mut sr, backup, &p) {
             if let Some(d) = dst.entries.get_mut(&p) {
                 d.touched = true;
             }

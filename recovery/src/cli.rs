@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use engine::cli::{RestoreArgs, Which};
 use engine::error::{exit, Refusal};
-use engine::home::DataHome;
-use engine::logging::{self, Verbosity};
+use engine::run::cli::{RestoreArgs, Which};
+use engine::run::home::DataHome;
+use engine::run::logging::{self, Verbosity};
 
 use crate::inspect;
 use crate::restore::{self, RestoreRequest};
@@ -92,7 +92,7 @@ fn verbosity(quiet: bool, verbose: bool) -> Verbosity {
 
 /// Runs the `recovery` binary; returns the exit status.
 pub fn main() -> i32 {
-    let cli: Cli = engine::cli::parse();
+    let cli: Cli = engine::run::cli::parse();
     let run = || -> Result<i32, Refusal> {
         logging::init(verbosity(cli.quiet, cli.verbose), None)?;
         let home = DataHome::locate()?;
@@ -135,7 +135,7 @@ fn restore_with(
     dry_run: bool,
     store: Option<PathBuf>,
 ) -> Result<i32, Refusal> {
-    engine::signal::install()?;
+    engine::run::signal::install()?;
     let which: Which = args.version.as_deref().unwrap_or("latest").parse()?;
     let out = restore::restore(
         home,
@@ -164,10 +164,10 @@ pub fn restore_command(
     program: &str,
     paths: Vec<PathBuf>,
     args: &RestoreArgs,
-    settings: &engine::cli::Settings,
+    settings: &engine::run::cli::Settings,
 ) -> Result<i32, Refusal> {
     let [dir] = <[PathBuf; 1]>::try_from(paths).map_err(|_| {
-        engine::cli::usage(
+        engine::run::cli::usage(
             program,
             &format!("--restore takes exactly one directory: {program} DIR --restore"),
         )

@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use engine::error::Refusal;
 use engine::hash;
-use engine::home::{absolute, DataHome};
 use engine::names::display;
+use engine::run::home::{absolute, DataHome};
 use engine::tree::Kind;
 
 use crate::manifest::Manifest;
@@ -144,7 +144,7 @@ pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
             };
             let entries: Vec<_> = m.entries.iter().filter(|x| x.kind == Kind::File).collect();
             let rels: Vec<PathBuf> = entries.iter().map(|x| x.path.clone()).collect();
-            let results = hash::hash_many(&vdir, &rels, hash::default_threads());
+            let results = hash::hash_many(&vdir, &rels);
             for (x, r) in entries.iter().zip(results) {
                 files += 1;
                 let expected = x.sha256;
@@ -171,7 +171,7 @@ pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
             }
             // Through directory handles: no symlink followed, and a path longer than
             // the kernel takes at once is no missing entry.
-            let mut root = engine::fsops::Root::open(&vdir).ok();
+            let mut root = engine::fs::Root::open(&vdir).ok();
             for x in m.entries.iter().filter(|x| x.kind != Kind::File) {
                 let p = vdir.join(&x.path);
                 let ok = root.as_mut().is_some_and(|r| match x.kind {

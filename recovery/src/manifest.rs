@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use engine::error::Error;
-use engine::fsops;
+use engine::fs;
 use engine::hash;
-use engine::pathser;
-use engine::record::EntryRef;
+use engine::tree::encoding::EntryRef;
+use engine::tree::pathser;
 use engine::tree::{Digest, Entry, Kind, MTime, Tree};
 
 /// The manifest's file name inside a version directory.
@@ -27,7 +27,7 @@ const FORMAT: u32 = 3;
 const LEGACY_FORMAT: u32 = 2;
 
 /// One entry of a version.
-pub type ManifestEntry = engine::record::EntryRecord;
+pub type ManifestEntry = engine::tree::encoding::EntryRecord;
 
 /// The fields of a manifest before its entries.
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -150,8 +150,8 @@ pub fn write<'a, I: Iterator<Item = EntryRef<'a>>>(
 ) -> Result<(), Error> {
     let path = version_dir.join(MANIFEST);
     let count = entries().count();
-    fsops::write_atomic_with(&path, |w| {
-        engine::record::write_seq(w, &(header, count), entries())
+    fs::write_atomic_with(&path, |w| {
+        engine::tree::encoding::write_seq(w, &(header, count), entries())
     })
 }
 
@@ -162,15 +162,15 @@ pub struct ManifestReader {
     header: Header,
     /// Entries not read yet.
     left: usize,
-    seq: engine::record::SeqReader<std::fs::File>,
+    seq: engine::tree::encoding::SeqReader<std::fs::File>,
 }
 
 impl ManifestReader {
     /// Opens the manifest of the version at `version_dir` and reads its header.
     pub fn open(version_dir: &Path) -> Result<ManifestReader, Error> {
         let path = version_dir.join(MANIFEST);
-        let (file, _) = engine::fsops::open_regular(&path)?;
-        let mut seq = engine::record::SeqReader::new(file);
+        let (file, _) = engine::fs::open_regular(&path)?;
+        let mut seq = engine::tree::encoding::SeqReader::new(file);
         let (header, left) = match seq.take_with(|raw| {
             let (head, rest) = decode_head(raw)?;
             Ok((head, rest.len()))
@@ -308,7 +308,7 @@ impl Manifest {
     pub fn peek_dir_sha256(version_dir: &Path) -> Option<String> {
         use std::io::Read;
         let mut head = Vec::with_capacity(16 * 1024);
-        engine::fsops::open_regular(&version_dir.join(MANIFEST))
+        engine::fs::open_regular(&version_dir.join(MANIFEST))
             .ok()?
             .0
             .take(16 * 1024)

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use engine::error::Error;
-use engine::fsops;
-use engine::home::DataHome;
-use engine::pathser;
+use engine::fs;
+use engine::run::home::DataHome;
+use engine::tree::pathser;
 
 /// One registered directory.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -155,7 +155,7 @@ impl Registry {
         let file = home.registry_file();
         let bytes = serde_json::to_vec_pretty(&reg)
             .map_err(|e| Error::io("encode", &file, std::io::Error::other(e)))?;
-        fsops::write_atomic(&file, &bytes)
+        fs::write_atomic(&file, &bytes)
     }
 
     /// Adds or updates the entry for `entry.path`. A store the entry had before that is

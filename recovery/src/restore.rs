@@ -9,16 +9,16 @@
 use std::path::{Component, Path, PathBuf};
 
 use engine::apply::{self, ApplyOptions};
-use engine::cache;
-use engine::cli::Which;
 use engine::error::{Error, Refusal};
-use engine::fsops::Root;
+use engine::fs::Root;
 use engine::hash;
-use engine::home::{absolute, DataHome};
-use engine::mirror::{self, MirrorOptions};
 use engine::names::display;
+use engine::plan::mirror::{self, MirrorOptions};
+use engine::run::cli::Which;
+use engine::run::home::{absolute, DataHome};
+use engine::run::signal;
+use engine::scan::cache;
 use engine::scan::{self, ScanOptions};
-use engine::signal;
 use engine::tree::{Kind, Tree};
 
 use crate::manifest::Manifest;
@@ -259,7 +259,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
             (scanned, unhashed)
         } else {
             let mut t = scan_target(&target, &vd, None)?;
-            let hashed = cache::hash_missing(&target, &mut t, hash::default_threads());
+            let hashed = cache::hash_missing(&target, &mut t);
             (t, hashed.errors)
         };
         if let Some(e) = unhashed.first() {
@@ -271,7 +271,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
         let saving = VersionedDir::new(
             vd.dir(),
             vd.store(),
-            engine::config::VersionMode::Link,
+            engine::run::config::VersionMode::Link,
             Vec::new(),
         );
         match saving.record(home, &target, &current) {
@@ -365,7 +365,7 @@ fn plan_restore(
     let ttree = if std::fs::symlink_metadata(target).is_ok() {
         let mut t = scan_target(target, vd, sub)?;
         if occupied {
-            unhashed = cache::hash_missing(target, &mut t, hash::default_threads()).errors;
+            unhashed = cache::hash_missing(target, &mut t).errors;
         }
         t
     } else {
@@ -400,7 +400,7 @@ fn refuse_symlinked(to: &Path) -> Result<(), Refusal> {
 fn restore_options(compare_hashes: bool) -> MirrorOptions {
     MirrorOptions {
         checksum: compare_hashes,
-        keep_owners: engine::fsops::keeps_owners(),
+        keep_owners: engine::fs::keeps_owners(),
         ..MirrorOptions::default()
     }
 }

@@ -9,16 +9,16 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use engine::error::Error;
-use engine::fsops::{self, Root};
+use engine::fs::{self, Root};
 use engine::hash;
-use engine::record::{EntryRecord, EntryRef};
+use engine::tree::encoding::{EntryRecord, EntryRef};
 use engine::tree::{Digest, Kind, MTime};
 
 use crate::manifest::{Manifest, MANIFEST};
 
 /// What a version holds where the replica changed after it was hashed: the real hash
 /// and stat of the file linked or copied, by path.
-pub(crate) type Fixes = HashMap<PathBuf, (Digest, fsops::Stat)>;
+pub(crate) type Fixes = HashMap<PathBuf, (Digest, fs::Stat)>;
 
 /// The previous version's files: hash, mode and mtime by path.
 type PrevFiles<'a> = HashMap<&'a Path, (Digest, u32, (i64, u32))>;
@@ -38,45 +38,31 @@ fn in_parallel<T: Send, S, R: Send>(
     work: impl Fn(&mut S, T) -> Result<Option<R>, Error> + Sync,
 ) -> Result<Vec<R>, Error> {
     let items = std::sync::Mutex::new(items.peekable());
-    let threads = hash::default_threads().min(total).max(1);
     let len = engine::apply::run_length(total);
     let max = if whole_dirs { usize::MAX } else { len };
-    let results: Vec<Result<Vec<R>, Error>> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut state = open()?;
-                    let mut found = Vec::new();
-                    let mut run = Vec::with_capacity(len);
-                    loop {
-                        let mut items = items.lock().expect("BUG: version workers do not panic");
-                        while let Some(next) = items.next_if(|next| match run.last() {
-                            Some(last) => engine::apply::run_goes_on(
-                                run.len(),
-                                (len, max),
-                                path_of(last),
-                                path_of(next),
-                            ),
-                            None => true,
-                        }) {
-                            run.push(next);
-                        }
-                        drop(items);
-                        if run.is_empty() {
-                            break;
-                        }
-                        for item in run.drain(..) {
-                            found.extend(work(&mut state, item)?);
-                        }
-                    }
-                    Ok(found)
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("BUG: version workers do not panic"))
-            .collect()
+    let results: Vec<Result<Vec<R>, Error>> = engine::parallel::workers(total, || {
+        let mut state = open()?;
+        let mut found = Vec::new();
+        let mut run = Vec::with_capacity(len);
+        loop {
+            let mut items = items.lock().expect("BUG: version workers do not panic");
+            while let Some(next) = items.next_if(|next| match run.last() {
+                Some(last) => {
+                    engine::apply::run_goes_on(run.len(), (len, max), path_of(last), path_of(next))
+                }
+                None => true,
+            }) {
+                run.push(next);
+            }
+            drop(items);
+            if run.is_empty() {
+                break;
+            }
+            for item in run.drain(..) {
+                found.extend(work(&mut state, item)?);
+            }
+        }
+        Ok(found)
     });
     let mut all = Vec::new();
     for r in results {
@@ -92,7 +78,7 @@ fn put_all<'e, S>(
     items: impl Iterator<Item = EntryRef<'e>> + Send,
     total: (usize, bool),
     open: impl Fn() -> Result<S, Error> + Sync,
-    put: impl Fn(&mut S, &EntryRef<'e>) -> Result<Option<(Digest, fsops::Stat)>, Error> + Sync,
+    put: impl Fn(&mut S, &EntryRef<'e>) -> Result<Option<(Digest, fs::Stat)>, Error> + Sync,
 ) -> Result<Fixes, Error> {
     let found = in_parallel(
         items.filter(|e| e.kind != Kind::Dir),
@@ -361,7 +347,7 @@ fn put_entry(
     prev_root: Option<&mut Root>,
     prev_files: &PrevFiles,
     link_ok: &std::sync::atomic::AtomicBool,
-) -> Result<Option<(Digest, fsops::Stat)>, Error> {
+) -> Result<Option<(Digest, fs::Stat)>, Error> {
     use std::sync::atomic::Ordering::Relaxed;
     let mtime = e.mtime();
     if e.kind == Kind::Symlink {
@@ -431,25 +417,26 @@ fn copy_into(src: &mut Root, dst: &mut Root, e: &EntryRef<'_>) -> Result<Copied,
         }
     } else {
         let copy_error = |err| match err {
-            hash::CopyError::Read(err) => Error::io("read", src.abs(rel), err),
-            hash::CopyError::Write(err) => Error::io("copy", dst.abs(rel), err),
-            hash::CopyError::Stopped => Error::entry(dst.abs(rel), "interrupted"),
+            engine::fs::CopyError::Read(err) => Error::io("read", src.abs(rel), err),
+            engine::fs::CopyError::Write(err) => Error::io("copy", dst.abs(rel), err),
+            engine::fs::CopyError::Stopped => Error::Interrupted { path: dst.abs(rel) },
         };
         let (digest, _) = if before.is_sparse() {
-            let mut w = fsops::SparseWriter::new(temp.file_mut());
-            let done = hash::copy_hashing(&mut file, &mut w, &|| false).map_err(copy_error)?;
+            let mut w = fs::SparseWriter::new(temp.file_mut());
+            let done =
+                engine::fs::copy_hashing(&mut file, &mut w, &|| false).map_err(copy_error)?;
             w.finish()
                 .map_err(|err| Error::io("copy", dst.abs(rel), err))?;
             done
         } else {
-            hash::copy_hashing(&mut file, temp.file_mut(), &|| false).map_err(copy_error)?
+            engine::fs::copy_hashing(&mut file, temp.file_mut(), &|| false).map_err(copy_error)?
         };
         Copied::Hashed(digest)
     };
     // A file rewritten while it was copied (even with its mtime put back) would leave
     // the version with mixed bytes.
     if let Copied::Hashed(digest) = copied {
-        let after = fsops::fstat(&file, &src.abs(rel))?;
+        let after = fs::fstat(&file, &src.abs(rel))?;
         if !hash::unchanged_while_read(&mut file, &before, &after, u64::MAX, digest)
             .map_err(|err| Error::io("read", src.abs(rel), err))?
         {

@@ -18,13 +18,13 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use engine::config::VersionMode;
 use engine::error::{Error, IoContext};
-use engine::fsops::{self, Root};
+use engine::fs::{self, Root};
 use engine::hash;
-use engine::home::{path_key, DataHome};
 use engine::names::display;
-use engine::record::EntryRef;
+use engine::run::config::VersionMode;
+use engine::run::home::{path_key, DataHome};
+use engine::tree::encoding::EntryRef;
 use engine::tree::{Digest, Kind, Tree};
 
 use crate::manifest::{self, Manifest, ManifestReader, MANIFEST};
@@ -137,11 +137,11 @@ impl VersionedDir {
     /// store itself, so that runs with different data homes never change one store at
     /// once. The data home is not involved; the parameter keeps callers explicit about
     /// which run they are.
-    pub fn lock(&self, _home: &DataHome) -> Result<engine::home::Lock, Error> {
+    pub fn lock(&self, _home: &DataHome) -> Result<engine::run::home::Lock, Error> {
         self.ensure_store()?;
         let file = Root::open(&self.store)?.open_lock_file(engine::names::LOCK_NAME)?;
         file.lock().ctx("lock", &self.store)?;
-        Ok(engine::home::Lock::holding(file))
+        Ok(engine::run::home::Lock::holding(file))
     }
 
     /// Where the latest and previous versions are now, reading only (an interrupted
@@ -263,7 +263,7 @@ impl VersionedDir {
     /// another filesystem (hard links cannot cross).
     fn copies_files(&self, replica: &Path) -> bool {
         self.mode == VersionMode::Copy
-            || match (fsops::lstat(&self.store), fsops::lstat(replica)) {
+            || match (fs::lstat(&self.store), fs::lstat(replica)) {
                 (Ok(s), Ok(r)) => s.dev != r.dev,
                 _ => false,
             }
@@ -440,7 +440,7 @@ impl VersionedDir {
     fn keep_spare<'a, I: Iterator<Item = EntryRef<'a>> + Send>(&self, entries: impl Fn() -> I) {
         let (one, zero, spare) = (self.slot("_1"), self.slot("_0"), self.slot(".spare"));
         // Stopped (Ctrl+C): the run ends sooner without one.
-        if engine::signal::stop_requested() {
+        if engine::run::signal::stop_requested() {
             return;
         }
         let (has_zero, has_spare) = (tree_at(&zero), tree_at(&spare));
@@ -487,7 +487,7 @@ impl VersionedDir {
         // version has at that path (the tool never changes such a file in place): a stat
         // each, instead of reading the manifests.
         // Each path is looked up without following a symlink on the way.
-        let replica_dev = fsops::lstat(replica).map(|s| s.dev).ok();
+        let replica_dev = fs::lstat(replica).map(|s| s.dev).ok();
         let mut roots: Vec<Root> = versions.iter().filter_map(|v| Root::open(v).ok()).collect();
         let mut linked = |p: &Path| -> bool {
             let Some(ino) = tree
@@ -543,7 +543,7 @@ impl VersionedDir {
         if !missing {
             return Ok(false);
         }
-        let hashed = engine::cache::hash_missing(replica, tree, hash::default_threads());
+        let hashed = engine::scan::cache::hash_missing(replica, tree);
         if let Some(e) = hashed.errors.into_iter().next() {
             return Err(e);
         }
@@ -636,7 +636,7 @@ pub fn resolve_store(
             let abs = std::path::absolute(s)
                 .map_err(|e| engine::Refusal::new(format!("{}: {e}", display(s))))?;
             check_store(&abs).map_err(refuse)?;
-            engine::home::absolute(&abs)?
+            engine::run::home::absolute(&abs)?
         }
         None => default(),
     };
@@ -674,23 +674,16 @@ pub fn remove_tree(path: &Path) -> Result<(), Error> {
     let mut store = Root::open(parent)?;
     let tree = store.subroot(Path::new(name))?;
     let children = tree.try_clone()?.list(Path::new(""))?;
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let threads = hash::default_threads().min(children.len()).max(1);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                let Ok(mut root) = tree.try_clone() else {
-                    return;
-                };
-                while let Some(c) =
-                    children.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                {
-                    // A failure here shows again in the removal of the whole tree.
-                    let _ = root.remove(Path::new(c));
-                }
-            });
-        }
-    });
+    engine::parallel::map(
+        &children,
+        || tree.try_clone(),
+        |root, c| {
+            if let Ok(root) = root {
+                // A failure here shows again in the removal of the whole tree.
+                let _ = root.remove(Path::new(c));
+            }
+        },
+    );
     drop(tree);
     store.remove(Path::new(name))
 }
@@ -721,7 +714,7 @@ mod tests {
     /// The replica's tree, every file hashed.
     fn hashed_tree(root: &Path) -> Tree {
         let mut t = scan::scan(root, &ScanOptions::default()).unwrap();
-        engine::cache::hash_missing(root, &mut t, 1);
+        engine::scan::cache::hash_missing(root, &mut t);
         t
     }
 
@@ -778,7 +771,7 @@ mod tests {
                 listed
                     .entries
                     .retain(|p, _| p != Path::new(crate::manifest::MANIFEST));
-                engine::cache::hash_missing(&latest, &mut listed, 1);
+                engine::scan::cache::hash_missing(&latest, &mut listed);
                 assert_eq!(
                     Some(dir_sha),
                     hash::tree_sha256(&listed).map(|d| d.to_hex()),

@@ -800,7 +800,7 @@ fn a_file_rewritten_while_it_is_copied_is_never_installed_torn() {
 #[test]
 fn runs_alike_whatever_allocator_settings_the_user_has() {
     // The binaries re-execute themselves once with a fixed mmap threshold for glibc's
-    // malloc (engine::alloc_tune); a user's own settings are kept or left to win.
+    // malloc (engine::run::alloc_tune); a user's own settings are kept or left to win.
     for tunables in [
         None,
         Some("glibc.malloc.check=0"),

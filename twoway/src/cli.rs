@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
-use engine::cli::{self, usage, PassArgs, RestoreArgs, Settings};
-use engine::config::ConflictPolicy;
 use engine::error::{exit, Refusal};
-use engine::home::DataHome;
-use engine::{logging, runner, signal};
+use engine::run::cli::{self, usage, PassArgs, RestoreArgs, Settings};
+use engine::run::config::ConflictPolicy;
+use engine::run::home::DataHome;
+use engine::run::{logging, runner, signal};
 
 use crate::pass::Job;
 

@@ -9,16 +9,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use engine::apply::{self, Applied, ApplyOptions, Counts};
-use engine::cli::Settings;
-use engine::config::VersionMode;
 use engine::error::Refusal;
-use engine::fsops::Root;
-use engine::home::{DataHome, Lock};
+use engine::fs::Root;
 use engine::names::{display, VERSIONS_DIR};
-use engine::replica::{self, Replica};
-use engine::runner::PassOutcome;
+use engine::run::cli::Settings;
+use engine::run::config::VersionMode;
+use engine::run::home::{DataHome, Lock};
+use engine::run::runner::PassOutcome;
+use engine::run::signal;
+use engine::scan::replica::{self, Replica};
 use engine::scan::{self, ScanOptions};
-use engine::signal;
 use engine::tree::{Digest, Entry, Tree};
 
 use recovery::store::VersionedDir;
@@ -99,7 +99,7 @@ impl Job {
         if !settings.dry_run {
             let (first, second) = if a <= b { (&a, &b) } else { (&b, &a) };
             for r in [first, second] {
-                locks.push(engine::home::lock_dir(r, &home)?);
+                locks.push(engine::run::home::lock_dir(r, &home)?);
             }
         }
         Ok(Job {
@@ -201,7 +201,7 @@ impl Job {
                 .unwrap_or_default()
         });
         let sync_options = SyncOptions {
-            keep_owners: engine::fsops::keeps_owners(),
+            keep_owners: engine::fs::keeps_owners(),
             policy: self.settings.conflict,
             modify_window: self.settings.modify_window.unwrap_or(
                 if traits.iter().any(|t| t.coarse_times) {
@@ -389,7 +389,7 @@ impl Job {
             if let Some(applied) = applied {
                 applied.name_copies(p);
             }
-            *p = engine::mirror::Plan::default();
+            *p = engine::plan::mirror::Plan::default();
         }
         // What a side's copies read from the other side was hashed on the way: those
         // files of the other side are not hashed again. (A file a side copies from is
@@ -415,38 +415,41 @@ impl Job {
         // What the actions did is folded in: gone before the record step.
         drop(applied);
         // Both replicas at once: flush, hash what is still unknown, directory SHA-256.
-        let finished: Vec<(engine::cache::Hashed, Option<Digest>, Option<engine::Error>)> =
-            std::thread::scope(|s| {
-                let workers: Vec<_> = reps
-                    .iter()
-                    .zip(afters.iter_mut())
-                    .zip(proven.iter().zip(&idle))
-                    .map(|((r, t), (proven, idle))| {
-                        s.spawn(move || {
-                            // A side nothing was written to has nothing to flush.
-                            let flush_error = if *idle {
-                                None
-                            } else {
-                                Root::open(&r.root).and_then(|root| root.sync_fs()).err()
-                            };
-                            let h = if interrupted {
-                                engine::cache::Hashed::default()
-                            } else {
-                                r.hash_rest(t)
-                            };
-                            (
-                                h,
-                                proven.or_else(|| engine::hash::tree_sha256(t)),
-                                flush_error,
-                            )
-                        })
+        let finished: Vec<(
+            engine::scan::cache::Hashed,
+            Option<Digest>,
+            Option<engine::Error>,
+        )> = std::thread::scope(|s| {
+            let workers: Vec<_> = reps
+                .iter()
+                .zip(afters.iter_mut())
+                .zip(proven.iter().zip(&idle))
+                .map(|((r, t), (proven, idle))| {
+                    s.spawn(move || {
+                        // A side nothing was written to has nothing to flush.
+                        let flush_error = if *idle {
+                            None
+                        } else {
+                            Root::open(&r.root).and_then(|root| root.sync_fs()).err()
+                        };
+                        let h = if interrupted {
+                            engine::scan::cache::Hashed::default()
+                        } else {
+                            r.hash_rest(t)
+                        };
+                        (
+                            h,
+                            proven.or_else(|| engine::hash::tree_sha256(t)),
+                            flush_error,
+                        )
                     })
-                    .collect();
-                workers
-                    .into_iter()
-                    .map(|w| w.join().expect("BUG: record workers do not panic"))
-                    .collect()
-            });
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("BUG: record workers do not panic"))
+                .collect()
+        });
         let mut shas = [None, None];
         // A side whose writes may not be on disk: the state must not say they are.
         let mut flushed = true;

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::TimeZone;
 
-use engine::config::ConflictPolicy;
-use engine::mirror::{Action, Op, Plan};
+use engine::plan::mirror::{Action, Op, Plan};
+use engine::run::config::ConflictPolicy;
 use engine::tree::{path_order, zip3_paths, zip_paths, Entry, Kind, Tree};
 
 /// One of the two replicas.
@@ -120,7 +120,7 @@ pub fn case_collisions(plan: &SyncPlan, side: &Tree) -> Vec<(PathBuf, PathBuf)> 
     let mut names: HashMap<String, Vec<&Path>> = HashMap::new();
     for p in plan.state.keys() {
         names
-            .entry(engine::mirror::fold_case(p))
+            .entry(engine::plan::mirror::fold_case(p))
             .or_default()
             .push(p);
     }
@@ -574,7 +574,7 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
                     Err(e) => log::debug!("planned sync state kept in memory: {e}"),
                 }
             }
-            let mut state = engine::entries::ChunkList::with_capacity(entries, names);
+            let mut state = engine::tree::entries::ChunkList::with_capacity(entries, names);
             for (p, e) in decided() {
                 let mut e = e.clone();
                 e.ino = 0;

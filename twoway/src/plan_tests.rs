@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use engine::mirror::{Op, Plan};
+use engine::plan::mirror::{Op, Plan};
 use engine::tree::{Digest, Entry, Kind, MTime, Tree};
 use proptest::prelude::*;
 

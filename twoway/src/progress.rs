@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use engine::mirror::{Action, Op, Plan};
+use engine::plan::mirror::{Action, Op, Plan};
 use engine::tree::{path_order, Digest, Entries};
 
 use crate::state;
@@ -143,14 +143,14 @@ impl<'a> Progress<'a> {
         // next pass would take the missing file for a deletion): both replicas are
         // flushed first, as the pass's own state waits for its flush.
         let flushed = [self.pair.0, self.pair.1].iter().try_for_each(|r| {
-            if engine::fsops::injected_fault("first-sync-flush") {
+            if engine::fs::injected_fault("first-sync-flush") {
                 return Err(engine::Error::io(
                     "sync",
                     *r,
                     std::io::Error::from_raw_os_error(5),
                 ));
             }
-            engine::fsops::Root::open(r).and_then(|root| root.sync_fs())
+            engine::fs::Root::open(r).and_then(|root| root.sync_fs())
         });
         if let Err(e) = flushed {
             log::warn!("progress of the first sync not recorded: {e}");

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use engine::entries::ChunkList;
 use engine::error::Error;
-use engine::fsops;
+use engine::fs;
+use engine::tree::entries::ChunkList;
 use engine::tree::{Digest, Entries, Entry, Kind, MTime};
 
 /// The format written: 3 records owners; 2 (before owners were kept) is read.
@@ -147,7 +147,7 @@ fn pair<'p>(a: &'p Path, b: &'p Path) -> (&'p Path, &'p Path) {
 fn decode(f: std::fs::File, a: &Path, b: &Path) -> std::io::Result<Option<Entries>> {
     let (a, b) = pair(a, b);
     let file_len = f.metadata().map_or(0, |m| m.len() as usize);
-    let mut seq = engine::record::SeqReader::new(f);
+    let mut seq = engine::tree::encoding::SeqReader::new(f);
     let head = seq.take_with(|raw| {
         let ((format, fa, fb, count), rest) = postcard::take_from_bytes::<Head>(raw)?;
         let ours = (format == FORMAT || format == LEGACY_FORMAT)
@@ -197,7 +197,7 @@ fn encode<'e>(
         count,
     );
     let records = records.map(|(p, e)| RecordRef::new(p, e));
-    engine::record::write_seq(&mut w, &head, records)
+    engine::tree::encoding::write_seq(&mut w, &head, records)
 }
 
 /// Where the planner sets a state aside instead of building it in memory (see
@@ -253,7 +253,7 @@ pub fn save_records<'e, I>(
 where
     I: Iterator<Item = (&'e Path, &'e Entry, Option<Digest>)>,
 {
-    fsops::write_atomic_unless_same(file, |w| {
+    fs::write_atomic_unless_same(file, |w| {
         let (a, b) = pair(a, b);
         let head = (
             FORMAT,
@@ -268,14 +268,14 @@ where
             }
             r
         });
-        engine::record::write_seq(&mut &mut *w, &head, refs)
+        engine::tree::encoding::write_seq(&mut &mut *w, &head, refs)
     })
 }
 
 /// Writes the state atomically, encoded a block at a time, unless the file already holds
 /// this very state. Returns whether the file was written.
 pub fn save(file: &Path, a: &Path, b: &Path, state: &Entries) -> Result<bool, Error> {
-    fsops::write_atomic_unless_same(file, |w| encode(w, (a, b), state.len(), state.iter()))
+    fs::write_atomic_unless_same(file, |w| encode(w, (a, b), state.len(), state.iter()))
 }
 
 #[cfg(test)]

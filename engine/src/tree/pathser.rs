@@ -39,12 +39,12 @@ impl PathRepr {
     }
 }
 
-/// `#[serde(with = "crate::pathser")]` for a `PathBuf` field.
+/// `#[serde(with = "crate::tree::pathser")]` for a `PathBuf` field.
 pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
     PathRepr::from_path(p).serialize(s)
 }
 
-/// `#[serde(with = "crate::pathser")]` for a `PathBuf` field.
+/// `#[serde(with = "crate::tree::pathser")]` for a `PathBuf` field.
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
     Ok(PathRepr::deserialize(d)?.into_path())
 }
@@ -63,7 +63,7 @@ pub mod opt {
 }
 
 /// Paths as raw bytes, for the tool's binary files (postcard): `#[serde(with =
-/// "crate::pathser::bytes")]`.
+/// "crate::tree::pathser::bytes")]`.
 pub mod bytes {
     use super::*;
 

@@ -4,6 +4,9 @@
 //! The scan only reads. A failure on one entry is a value in `Tree::errors`, and the
 //! path is marked unknown so no planner deletes anything at or under it.
 
+pub mod cache;
+pub mod replica;
+
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -13,10 +16,10 @@ use rustix::fs as rfs;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::entries::{Chunk, ChunkList};
 use crate::error::{Error, Refusal};
-use crate::fsops::{self, Stat};
+use crate::fs::{self, Stat};
 use crate::names;
+use crate::tree::entries::{Chunk, ChunkList};
 use crate::tree::{Entry, Kind, Tree};
 
 /// `--exclude` patterns. A pattern without `/` matches a name at any depth; one with `/`
@@ -145,7 +148,7 @@ struct Started<'a> {
 }
 
 fn start<'a>(root: &'a Path, opts: &'a ScanOptions) -> Result<Started<'a>, Error> {
-    let root_stat = fsops::lstat(root)?;
+    let root_stat = fs::lstat(root)?;
     let root_fd = open_dir_at(rfs::CWD, root.as_os_str())
         .map_err(|e| Error::io("read dir", root, e.into()))?;
     let names = read_names(&root_fd).map_err(|e| Error::io("read dir", root, e.into()))?;
@@ -181,52 +184,26 @@ pub fn scan_many(roots: &[(&Path, &ScanOptions)]) -> Vec<Result<Tree, Error>> {
         .filter_map(|(r, s)| s.as_ref().ok().map(|s| (r, s.units.len())))
         .flat_map(|(r, n)| (0..n).map(move |u| (r, u)))
         .collect();
-    let threads = crate::hash::default_threads().min(work.len()).max(1);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let (started_ref, work_ref) = (&started, &work);
-    let done: Vec<(usize, usize, Partial)> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&(r, u)) = work_ref.get(i) else {
-                            break;
-                        };
-                        let Ok(st) = &started_ref[r] else {
-                            unreachable!("BUG: only started roots have work")
-                        };
-                        let (_, rel, fd) = &st.units[u];
-                        let mut part = Partial::default();
-                        st.walker.walk(fd, rel, 1, &mut part);
-                        done.push((r, u, part));
-                    }
-                    done
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("BUG: scan workers do not panic"))
-            .collect()
-    });
+    let done: Vec<Partial> = crate::parallel::map(
+        &work,
+        || (),
+        |(), &(r, u)| {
+            let Ok(st) = &started[r] else {
+                unreachable!("BUG: only started roots have work")
+            };
+            let (_, rel, fd) = &st.units[u];
+            let mut part = Partial::default();
+            st.walker.walk(fd, rel, 1, &mut part);
+            part
+        },
+    );
     let mut parts: Vec<Vec<(usize, Partial)>> = roots.iter().map(|_| Vec::new()).collect();
-    for (r, u, part) in done {
+    for (&(r, u), part) in work.iter().zip(done) {
         parts[r].push((u, part));
     }
-    // Each root's tree is assembled (its order checked) on a thread of its own.
-    std::thread::scope(|s| {
-        let builders: Vec<_> = started
-            .into_iter()
-            .zip(parts)
-            .map(|(st, parts)| s.spawn(move || Ok(assemble(st?, parts))))
-            .collect();
-        builders
-            .into_iter()
-            .map(|b| b.join().expect("BUG: building a tree does not panic"))
-            .collect()
-    })
+    // Each root's tree is assembled (its order checked) in parallel.
+    let jobs: Vec<_> = started.into_iter().zip(parts).collect();
+    crate::parallel::map_owned(jobs, |(st, parts)| Ok(assemble(st?, parts)))
 }
 
 /// One root's tree from its top level and its units' parts.
@@ -261,7 +238,7 @@ fn assemble(st: Started, mut parts: Vec<(usize, Partial)>) -> Tree {
     }
     chunks.extend(piece(usize::MAX, &mut top_entries));
     Tree {
-        root: fsops::entry_from_stat(&root_stat, None),
+        root: fs::entry_from_stat(&root_stat, None),
         // In path order already: taken as it is, after a check.
         entries: crate::tree::Entries::from_chunks(chunks),
         unknown: top.unknown.into_iter().collect(),
@@ -375,7 +352,7 @@ impl Walker<'_> {
         } else {
             None
         };
-        let Some(mut entry) = fsops::entry_from_stat(&st, target) else {
+        let Some(mut entry) = fs::entry_from_stat(&st, target) else {
             out.specials.push(child.clone());
             out.unknown.push(child);
             return None;

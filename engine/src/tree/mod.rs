@@ -7,8 +7,12 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use crate::entries::Entries;
+pub mod encoding;
+pub mod entries;
+pub mod pathser;
+
 use crate::error::Error;
+pub use entries::Entries;
 
 /// The kinds of entry the suite syncs.
 #[derive(

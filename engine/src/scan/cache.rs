@@ -10,8 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::fsops;
-use crate::record::SeqReader;
+use crate::fs;
+use crate::tree::encoding::SeqReader;
 use crate::tree::{path_order, Digest, Entry, Kind, MTime, Tree};
 
 /// A stat cache for one root, as the bytes of its file (in tests; a pass reads the file
@@ -210,7 +210,7 @@ impl StatCache {
     /// Writes the cache atomically.
     #[cfg(test)]
     pub fn save(&self, file: &Path) -> Result<(), Error> {
-        fsops::write_atomic(file, &self.bytes)
+        fs::write_atomic(file, &self.bytes)
     }
 
     /// Saves the cache of `tree` (as [`StatCache::from_tree`] builds it) at `file`,
@@ -224,7 +224,7 @@ impl StatCache {
         scanned_at: MTime,
         sha: Option<Digest>,
     ) -> Result<bool, Error> {
-        fsops::write_atomic_unless_same(file, |mut w| encode(root, tree, scanned_at, sha, &mut w))
+        fs::write_atomic_unless_same(file, |mut w| encode(root, tree, scanned_at, sha, &mut w))
     }
 }
 
@@ -261,7 +261,7 @@ fn encode(
     let whole = tree.unknown.is_empty() && count == tree.file_count();
     let sha = sha.filter(|_| whole).map(|d| d.0);
     let header: Header = (FORMAT, root.as_os_str().as_bytes(), sha, count);
-    crate::record::write_seq(out, &header, records())
+    crate::tree::encoding::write_seq(out, &header, records())
 }
 
 /// What a cache record keeps of a file's stat: a hash goes with these.
@@ -272,8 +272,8 @@ pub struct Stamp {
     pub ino: u64,
 }
 
-impl From<&fsops::Stat> for Stamp {
-    fn from(st: &fsops::Stat) -> Stamp {
+impl From<&fs::Stat> for Stamp {
+    fn from(st: &fs::Stat) -> Stamp {
         Stamp {
             size: st.size,
             mtime: st.mtime,
@@ -310,19 +310,14 @@ pub struct Hashed {
     pub errors: Vec<Error>,
 }
 
-/// Hashes every file of `tree` whose hash is still unknown (reading from `root`), on
-/// `threads` threads; a file that fails becomes unknown and its error is returned.
-pub fn hash_missing(root: &Path, tree: &mut Tree, threads: usize) -> Hashed {
-    hash_missing_where(root, tree, threads, |_| true)
+/// Hashes every file of `tree` whose hash is still unknown (reading from `root`), in
+/// parallel; a file that fails becomes unknown and its error is returned.
+pub fn hash_missing(root: &Path, tree: &mut Tree) -> Hashed {
+    hash_missing_where(root, tree, |_| true)
 }
 
 /// [`hash_missing`] for the files `wanted` picks.
-pub fn hash_missing_where(
-    root: &Path,
-    tree: &mut Tree,
-    threads: usize,
-    wanted: impl Fn(&Path) -> bool,
-) -> Hashed {
+pub fn hash_missing_where(root: &Path, tree: &mut Tree, wanted: impl Fn(&Path) -> bool) -> Hashed {
     let todo: Vec<PathBuf> = tree
         .entries
         .iter()
@@ -331,7 +326,7 @@ pub fn hash_missing_where(
         })
         .map(|(p, _)| p.to_path_buf())
         .collect();
-    let results = crate::hash::hash_many(root, &todo, threads);
+    let results = crate::hash::hash_many(root, &todo);
     let mut out = Hashed::default();
     for (rel, r) in todo.into_iter().zip(results) {
         match r {

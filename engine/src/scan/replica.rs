@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cache::{self, Hashed, StatCache};
 use crate::error::Refusal;
 use crate::hash;
-use crate::home::DataHome;
+use crate::run::home::DataHome;
+use crate::scan::cache::{self, Hashed, StatCache};
 use crate::scan::{self, ScanOptions};
 use crate::tree::{Digest, Tree};
 
@@ -56,7 +56,7 @@ impl Replica {
 
     /// Hashes every file whose hash is still unknown; failures are logged and returned.
     pub fn hash_rest(&self, tree: &mut Tree) -> Hashed {
-        let hashed = cache::hash_missing(&self.root, tree, hash::default_threads());
+        let hashed = cache::hash_missing(&self.root, tree);
         for e in &hashed.errors {
             log::error!("{e}");
         }
@@ -65,7 +65,7 @@ impl Replica {
 
     /// Hashes the files `wanted` picks whose hash is still unknown.
     pub fn hash_where(&self, tree: &mut Tree, wanted: impl Fn(&Path) -> bool) -> Hashed {
-        let hashed = cache::hash_missing_where(&self.root, tree, hash::default_threads(), wanted);
+        let hashed = cache::hash_missing_where(&self.root, tree, wanted);
         for e in &hashed.errors {
             log::error!("{e}");
         }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::pathser;
+use crate::tree::pathser;
 use crate::tree::{Digest, Entry, Kind, MTime, Owner};
 
 /// An entry of a manifest or a sync state.

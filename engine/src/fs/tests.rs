@@ -1,8 +1,13 @@
 //! The safe primitives against planted symlinks, escaping paths, interrupted writes
 //! and shared inodes.
 
+use super::limits::{open_file_limit, DESCRIPTORS};
+use super::root::OPENAT2;
 use super::*;
+use crate::tree::{Kind, MTime};
+use std::io::Write;
 use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
 
 #[test]
 fn refuses_to_write_through_a_symlinked_parent() {

@@ -134,7 +134,7 @@ impl DataHome {
 pub fn lock_dir(dir: &Path, home: &DataHome) -> Result<Lock, Refusal> {
     let refuse =
         |e: &dyn std::fmt::Display| Refusal::new(format!("cannot lock {}: {e}", display(dir)));
-    let root = crate::fsops::Root::open(dir).map_err(|e| refuse(&e))?;
+    let root = crate::fs::Root::open(dir).map_err(|e| refuse(&e))?;
     let file = root
         .open_lock_file(crate::names::LOCK_NAME)
         .map_err(|e| refuse(&e))?;

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{Config, ConflictPolicy, VersionMode};
 use crate::error::Refusal;
-use crate::logging::Verbosity;
+use crate::run::config::{Config, ConflictPolicy, VersionMode};
+use crate::run::logging::Verbosity;
 use crate::scan::Excludes;
 
 /// Default seconds between passes.
@@ -246,7 +246,7 @@ pub fn exit_status(outcome: Result<i32, Refusal>) -> i32 {
     match outcome {
         Ok(code) => code,
         Err(r) => {
-            crate::logging::refusal(&r);
+            crate::run::logging::refusal(&r);
             crate::error::exit::REFUSED
         }
     }
@@ -263,7 +263,7 @@ pub fn parse<C: clap::Parser>() -> C {
             | clap::error::ErrorKind::DisplayVersion
             | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
             _ => {
-                let program = crate::logging::program();
+                let program = crate::run::logging::program();
                 let text = e.render().to_string();
                 let first = text
                     .lines()

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{exit, Refusal};
-use crate::signal;
+use crate::run::signal;
 
 /// What one pass reports to the loop.
 #[derive(Debug, Default)]
@@ -35,7 +35,7 @@ pub fn run_passes(
         match pass(n) {
             Err(refusal) => {
                 if interval.is_none() || n == 1 {
-                    crate::logging::refusal(&refusal);
+                    crate::run::logging::refusal(&refusal);
                     return exit::REFUSED;
                 }
                 log::error!("{refusal}; trying again at the next interval");

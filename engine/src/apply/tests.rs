@@ -1,0 +1,130 @@
+use super::*;
+
+/// A source rewritten in place while it is copied, its mtime put back by the
+/// writer, is not installed: its size, mtime and inode are what they were, but its
+/// change time is not.
+#[test]
+fn a_source_rewritten_during_its_copy_with_its_mtime_put_back_is_not_installed() {
+    use std::io::{Seek, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = tempfile::tempdir().unwrap();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&dst).unwrap();
+    let f = src.join("big");
+    // Several copy buffers long, and old enough not to be read twice as "racy".
+    std::fs::write(&f, vec![b'a'; 3 * 1024 * 1024]).unwrap();
+    let old = filetime::FileTime::from_unix_time(1_600_000_000, 0);
+    filetime::set_file_mtime(&f, old).unwrap();
+    let scan = |p: &Path| crate::scan::scan(p, &crate::scan::ScanOptions::default()).unwrap();
+    let plan = crate::plan::mirror::plan_mirror(
+        &scan(&src),
+        &scan(&dst),
+        &crate::plan::mirror::MirrorOptions::default(),
+    );
+    let rewritten = AtomicBool::new(false);
+    // Called between chunks of the copy: the third time, another program rewrites
+    // the file's head, part of it read already, in place and sets its mtime back.
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let stop = || {
+        if calls.fetch_add(1, Ordering::SeqCst) == 2 && !rewritten.swap(true, Ordering::SeqCst) {
+            let mut w = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+            w.seek(std::io::SeekFrom::Start(0)).unwrap();
+            w.write_all(&vec![b'b'; 1024 * 1024]).unwrap();
+            drop(w);
+            filetime::set_file_mtime(&f, old).unwrap();
+        }
+        false
+    };
+    let mut root = Root::open(&dst).unwrap();
+    let out = apply(
+        &plan,
+        &mut root,
+        &ApplyOptions {
+            src_root: &src,
+            direction: "test",
+            meta_from_plan: false,
+            verify_hash: false,
+            attrs_from_source: false,
+            stop: &stop,
+            done: None,
+        },
+    );
+    assert!(rewritten.load(Ordering::SeqCst), "the writer ran mid-copy");
+    assert!(!dst.join("big").exists(), "a torn copy was installed");
+    assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
+    assert!(out.errors[0]
+        .to_string()
+        .contains("changed while being copied"));
+}
+use crate::tree::{MTime, Tree};
+
+/// Runs end with their directory once they hold `len` items, and never pass `max`.
+#[test]
+fn runs_end_where_their_directory_ends() {
+    let paths: Vec<PathBuf> = ["a/1", "a/2", "a/3", "b/1", "b/2", "b/3", "b/4", "b/5", "c"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    let runs = |len, max| {
+        let mut runs: Vec<Vec<&str>> = Vec::new();
+        for (i, p) in paths.iter().enumerate() {
+            match runs.last_mut() {
+                Some(run) if run_goes_on(run.len(), (len, max), &paths[i - 1], p) => {
+                    run.push(p.to_str().unwrap())
+                }
+                _ => runs.push(vec![p.to_str().unwrap()]),
+            }
+        }
+        runs
+    };
+    assert_eq!(
+        runs(2, usize::MAX),
+        [
+            vec!["a/1", "a/2", "a/3"],
+            vec!["b/1", "b/2", "b/3", "b/4", "b/5"],
+            vec!["c"]
+        ]
+    );
+    assert_eq!(
+        runs(2, 4),
+        [
+            vec!["a/1", "a/2", "a/3"],
+            vec!["b/1", "b/2", "b/3", "b/4"],
+            vec!["b/5", "c"]
+        ]
+    );
+    assert_eq!(runs(1, 1).len(), paths.len());
+}
+
+/// The bulk merge (many changes) and one insert per change give the same tree.
+#[test]
+fn tree_after_folds_in_many_or_few_changes_alike() {
+    for n in [3usize, 500] {
+        let mut before = Tree::default();
+        for i in 0..300 {
+            let e = Entry::file(i, 0o644, MTime::new(1, 0), None);
+            before.entries.insert(format!("d{}/f{i}", i % 9).into(), e);
+        }
+        before
+            .entries
+            .insert("gone".into(), Entry::dir(0o755, MTime::new(1, 0)));
+        before.entries.insert(
+            "gone/x".into(),
+            Entry::file(1, 0o644, MTime::new(1, 0), None),
+        );
+        let mut applied = Applied::default();
+        applied.removed.push("gone".into());
+        let mut expected = before.entries.clone();
+        expected.remove(Path::new("gone"));
+        expected.remove(Path::new("gone/x"));
+        for i in (0..n).rev() {
+            let p = PathBuf::from(format!("d{}/f{}", i % 11, i * 2));
+            let e = Entry::file(i as u64 + 1000, 0o600, MTime::new(2, 0), None);
+            expected.insert(p.clone(), e.clone());
+            applied.written.push((p, e));
+        }
+        let after = tree_after(before, &mut applied);
+        assert_eq!(after.entries, expected, "{n} changes");
+    }
+}
