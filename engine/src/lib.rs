@@ -9,6 +9,9 @@
 //! - [`apply`] carries a plan out, writing only through [`fs`];
 //! - the caller records the result (stat caches, sync state, versions).
 //!
+//! [`pass`] runs those stages in order for `oneway` and `twoway`, each of which supplies
+//! its planner, refusals and summary words.
+//!
 //! Services: [`fs`], the safe file primitives and the only writer; [`hash`], file and
 //! directory SHA-256s; [`parallel`], the one way work runs in parallel; [`tree`], the data every stage passes on and its encodings;
 //! [`run`], what every binary shares at its edges (arguments, config, logging, signals,
@@ -20,6 +23,7 @@ pub mod fs;
 pub mod hash;
 pub mod names;
 pub mod parallel;
+pub mod pass;
 pub mod plan;
 pub mod run;
 pub mod scan;

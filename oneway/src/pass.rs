@@ -1,25 +1,24 @@
-//! One `oneway` pass: scan SOURCE and BACKUP, plan the mirror, apply it, then record
-//! (stat caches, a new version when the content changed, the summary line).
+//! `oneway` as a tool of the engine's pass pipeline ([`engine::pass`]): its replicas
+//! (SOURCE, read only, and BACKUP), its planner (the mirror), its refusals (the SPEC's,
+//! and `--max-delete`), the attribute check, and its summary words.
 //!
-//! This module orders the engine's steps and owns the refusals of the SPEC; it writes
-//! nothing itself: the engine's `apply` and the recovery store do.
+//! It writes nothing itself: the pipeline's apply and the recovery store do.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use engine::apply::{self, ApplyOptions, Counts};
 use engine::error::Refusal;
-use engine::fs::Root;
+use engine::fs::FsTraits;
 use engine::names::{display, VERSIONS_DIR};
+use engine::pass::{Outcome, Planned, Scanned, Step, Tool, Tracker, Versions};
 use engine::plan::mirror::{self, MirrorOptions};
 use engine::run::cli::Settings;
 use engine::run::config::VersionMode;
 use engine::run::home::{DataHome, Lock};
 use engine::run::runner::PassOutcome;
-use engine::run::signal;
-use engine::scan::replica::{self, Replica};
+use engine::scan::replica::Replica;
 use engine::scan::{self, ScanOptions};
-use engine::tree::{zip_paths, Digest, Kind};
+use engine::tree::{zip_paths, Digest, Kind, Tree};
 
 use recovery::store::VersionedDir;
 
@@ -32,6 +31,7 @@ pub struct Job {
     pub home: DataHome,
     /// The versioned directory (SOURCE) and its store, when versions are on.
     pub versioned: Option<VersionedDir>,
+    replicas: [Replica; 2],
     _lock: Option<Lock>,
 }
 
@@ -103,7 +103,12 @@ impl Job {
         } else {
             Some(engine::run::home::lock_dir(&backup_c, &home)?)
         };
+        let replicas = [
+            Replica::new(&source_c, "SOURCE", &home),
+            Replica::new(&backup_c, "BACKUP", &home),
+        ];
         Ok(Job {
+            replicas,
             source: source_c,
             backup: backup_c,
             settings,
@@ -113,7 +118,29 @@ impl Job {
         })
     }
 
-    fn scan_options(&self) -> (ScanOptions, ScanOptions) {
+    /// Runs one pass.
+    pub fn run_pass(&self, n: u64) -> Result<PassOutcome, Refusal> {
+        engine::pass::run(self, n)
+    }
+}
+
+impl Tool for Job {
+    type Base = ();
+    type Extra = ();
+
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn home(&self) -> &DataHome {
+        &self.home
+    }
+
+    fn replicas(&self) -> &[Replica; 2] {
+        &self.replicas
+    }
+
+    fn scan_options(&self) -> [ScanOptions; 2] {
         let mut src = ScanOptions {
             excludes: self.settings.excludes.clone(),
             skip: vec![self.backup.clone()],
@@ -129,254 +156,124 @@ impl Job {
             src.skip.push(v.store().to_path_buf());
             dst.skip.push(v.store().to_path_buf());
         }
-        (src, dst)
+        [src, dst]
     }
 
-    /// Runs one pass.
-    pub fn run_pass(&self, n: u64) -> Result<PassOutcome, Refusal> {
-        let started = Instant::now();
+    fn versions(&self) -> [Option<&dyn Versions>; 2] {
+        [None, self.versioned.as_ref().map(|v| v as &dyn Versions)]
+    }
+
+    fn check_roots(&self) -> Result<(), Refusal> {
         // The roots may have gone since the last pass (an unplugged drive).
         scan::check_root(&self.source, "SOURCE")?;
         check_backup(&self.backup)?;
-        let dry = self.settings.dry_run;
-        let scanned_at = engine::tree::MTime::now();
-        let (src_opts, dst_opts) = self.scan_options();
-        let (source, backup) = (
-            Replica::new(&self.source, "SOURCE", &self.home),
-            Replica::new(&self.backup, "BACKUP", &self.home),
-        );
-        let replica::ReadBoth {
-            trees: (mut src, mut dst),
-            cached_sha,
-        } = replica::read_both(
-            (&source, &src_opts),
-            (&backup, &dst_opts),
-            self.settings.checksum,
-        )?;
-        log::debug!("read both trees: {:.3}s", started.elapsed().as_secs_f64());
-        let mut errors: Vec<engine::Error> = Vec::new();
-        errors.append(&mut src.errors);
-        errors.append(&mut dst.errors);
-        let mut hashed_files = 0u64;
-        if self.settings.checksum {
-            for (r, t) in [(&source, &mut src), (&backup, &mut dst)] {
-                let h = r.hash_rest(t);
-                hashed_files += h.files;
-                errors.extend(h.errors);
-            }
-        }
+        Ok(())
+    }
 
-        let mut root = Root::open(&self.backup)
-            .map_err(|e| Refusal::new(format!("BACKUP cannot be opened: {e}")))?;
-        let fs = root.fs_traits();
-        let opts = MirrorOptions {
-            checksum: self.settings.checksum,
-            modify_window: self.settings.modify_window.unwrap_or(if fs.coarse_times {
-                2
-            } else {
-                0
-            }),
-            case_insensitive: fs.folds_case,
-            ignore_modes: fs.no_modes,
-            keep_owners: engine::fs::keeps_owners(),
-        };
+    fn load_base(&self) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    fn prepare(&self, scanned: &mut Scanned, _: &()) {
         if !self.settings.checksum {
             // Size and mtime alone are not proof when either side's hash is not cached
-            // (a file written in the same timestamp tick as its last hashing keeps both):
-            // such pairs are hashed now. Each would be hashed after the pass anyway.
-            let unsure: std::collections::HashSet<PathBuf> = zip_paths(&src.entries, &dst.entries)
+            // (a file written in the same timestamp tick as its last hashing keeps
+            // both): such pairs are hashed now. Each would be hashed after the pass
+            // anyway.
+            let window = self.modify_window(scanned.roots[1].fs_traits());
+            let [src, dst] = &scanned.trees;
+            let unsure: HashSet<PathBuf> = zip_paths(&src.entries, &dst.entries)
                 .filter_map(|(p, s, d)| {
                     let (s, d) = (s?, d?);
                     let stat_equal = s.kind == Kind::File
                         && d.kind == Kind::File
                         && s.size == d.size
-                        && s.mtime.same_as(d.mtime, opts.modify_window);
+                        && s.mtime.same_as(d.mtime, window);
                     (stat_equal && (s.hash.is_none() || d.hash.is_none())).then(|| p.to_path_buf())
                 })
                 .collect();
             if !unsure.is_empty() {
-                for (r, t) in [(&source, &mut src), (&backup, &mut dst)] {
-                    let h = r.hash_where(t, |p| unsure.contains(p));
-                    hashed_files += h.files;
-                    errors.extend(h.errors);
+                for side in 0..2 {
+                    scanned.hash_where(side, |p| unsure.contains(p));
                 }
             }
         }
         // Extended attributes are not in a stat: those of an entry whose inode changed
-        // since the last pass are compared with BACKUP's, and a difference marks BACKUP's
-        // entry for the planner.
-        mark_attribute_changes(&src, &mut dst, &self.source, &mut root);
-        let mut plan = mirror::plan_mirror(&src, &dst, &opts);
-        log::debug!(
-            "planned {} actions: {:.3}s",
-            plan.actions.len(),
-            started.elapsed().as_secs_f64()
-        );
-        for e in plan.errors.iter() {
-            log::error!("{e}");
-        }
-        self.check_max_delete(&plan, &src, &dst)?;
-        let direction = "SOURCE -> BACKUP";
+        // since the last pass are compared with BACKUP's, and a difference marks
+        // BACKUP's entry for the planner.
+        mark_attribute_changes(scanned);
+    }
 
-        if dry {
-            let counts = apply::print_plan(&plan, direction);
-            let errs = errors.len() + plan.errors.len();
-            if let Some(v) = &self.versioned {
-                v.describe_dry_run();
-            }
-            log::info!(
-                "pass {n} (dry run): would {} · {} bytes · {errs} errors · {:.2}s",
-                counts.summary(),
-                counts.bytes,
-                started.elapsed().as_secs_f64()
+    fn plan(
+        &self,
+        scanned: &mut Scanned,
+        _: (),
+        fs: [FsTraits; 2],
+    ) -> Result<Planned<()>, Refusal> {
+        let opts = MirrorOptions {
+            checksum: self.settings.checksum,
+            modify_window: self.modify_window(fs[1]),
+            case_insensitive: fs[1].folds_case,
+            ignore_modes: fs[1].no_modes,
+            keep_owners: engine::fs::keeps_owners(),
+        };
+        let [src, dst] = &scanned.trees;
+        let plan = mirror::plan_mirror(src, dst, &opts);
+        self.check_max_delete(&plan, src, dst)?;
+        let step = Step {
+            plan,
+            target: 1,
+            source: 0,
+            round: 0,
+            direction: "SOURCE -> BACKUP",
+            verify_hash: false,
+            attrs_from_source: true,
+        };
+        Ok(Planned::new(vec![step], (), &scanned.trees))
+    }
+
+    fn track<'p>(
+        &'p self,
+        _: &'p Planned<()>,
+        _: &[Tree; 2],
+    ) -> Result<Option<Box<dyn Tracker + 'p>>, Refusal> {
+        Ok(None)
+    }
+
+    fn record(&self, _: &mut (), _: &[Tree; 2], outcome: &Outcome) -> Result<(), engine::Error> {
+        if !outcome.interrupted {
+            self.note_scan(outcome.scanned_at);
+        }
+        Ok(())
+    }
+
+    fn summary(&self, _: &(), o: &Outcome) -> String {
+        if o.dry_run {
+            return format!(
+                "pass {} (dry run): would {} · {} bytes · {} errors · {:.2}s",
+                o.n,
+                o.counts.summary(),
+                o.counts.bytes,
+                o.errors,
+                o.seconds
             );
-            return Ok(PassOutcome {
-                operations: counts.operations(),
-                errors: errs,
-                interrupted: false,
-            });
         }
-
-        // No data loss: content the pass would overwrite or delete that no version holds
-        // is snapshotted first.
-        if let Some(v) = &self.versioned {
-            let mut displaced: Vec<(PathBuf, Option<Digest>)> = plan
-                .displaced_files()
-                .map(|(p, e)| (p.to_path_buf(), e.hash))
-                .collect();
-            // Removed directories take their files with them.
-            for a in &plan.actions {
-                if let (mirror::Op::Remove { kind: Kind::Dir }, _) = (&a.op, &a.dst) {
-                    displaced.extend(
-                        dst.entries
-                            .at_and_under(&a.path)
-                            .filter(|(_, e)| e.kind == Kind::File)
-                            .map(|(p, e)| (p.to_path_buf(), e.hash)),
-                    );
-                }
-            }
-            if !displaced.is_empty() {
-                if let Err(e) =
-                    v.preserve_before_change(&self.home, &self.backup, &mut dst, &displaced)
-                {
-                    return Err(Refusal::new(format!(
-                        "cannot save BACKUP's current contents before changing them, so nothing was changed: {e}"
-                    )));
-                }
-            }
-        }
-
-        // The store exists before the mirror sets BACKUP's own mtime, so making it does not
-        // leave BACKUP's root looking changed.
-        if let Some(v) = &self.versioned {
-            if let Err(e) = v.ensure_store() {
-                return Err(Refusal::new(format!("cannot create the store: {e}")));
-            }
-        }
-        let stop = || signal::stop_requested();
-        let mut applied = apply::apply(
-            &plan,
-            &mut root,
-            &ApplyOptions {
-                src_root: &self.source,
-                direction,
-                meta_from_plan: false,
-                verify_hash: false,
-                attrs_from_source: true,
-                stop: &stop,
-                done: None,
-            },
-        );
-        // The copies' records take their paths from the plan.
-        applied.name_copies(&mut plan);
-        errors.extend(plan.errors);
-        // With nothing done and nothing hashed, both trees are the ones their stat caches
-        // were read with: the directory SHA-256s the caches proved still hold.
-        let wrote_nothing = plan.actions.is_empty();
-        let idle = wrote_nothing && hashed_files == 0;
-        let proven = cached_sha.map(|sha| sha.filter(|_| idle));
-        // The plan holds a copy of every entry it acts on: gone before the record step.
-        drop(plan.actions);
-        let interrupted = applied.interrupted;
-        log::debug!("applied: {:.3}s", started.elapsed().as_secs_f64());
-
-        // Record: every file's hash, on both sides, for the caches and the summary.
-        apply::note_reads(&mut src.entries, &mut applied.copied);
-        let counts: Counts = applied.counts.clone();
-        let mut after = apply::tree_after(dst, &mut applied);
-        let applied_errors = applied.errors.len();
-        drop(applied);
-        log::debug!(
-            "trees after the pass: {:.3}s",
-            started.elapsed().as_secs_f64()
-        );
-        if !interrupted {
-            for (r, t) in [(&source, &mut src), (&backup, &mut after)] {
-                let h = r.hash_rest(t);
-                hashed_files += h.files;
-                errors.extend(h.errors);
-            }
-        }
-        // What the pass wrote is on disk before anything records it; a pass that wrote
-        // nothing has nothing to flush (on a shared disk, `syncfs` also waits for
-        // everyone else's writes).
-        if !wrote_nothing {
-            if let Err(e) = root.sync_fs() {
-                log::error!("{e}");
-                errors.push(e);
-            }
-        }
-        // The version needs BACKUP's directory SHA-256 only: both stat caches are saved
-        // while it is made.
-        let dst_sha = proven[1].or_else(|| engine::hash::tree_sha256(&after));
-        log::debug!(
-            "flushed and hashed: {:.3}s",
-            started.elapsed().as_secs_f64()
-        );
-        let mut version_note = String::new();
-        let src_sha = std::thread::scope(|s| {
-            let src_side = s.spawn(|| source.finish(&src, scanned_at, proven[0]));
-            let dst_cache = s.spawn(|| backup.keep_cache(&after, scanned_at, proven[1], dst_sha));
-            if let (Some(v), false) = (&self.versioned, interrupted) {
-                // What SOURCE could not give (read errors, files not copied) is missing
-                // from BACKUP too: such a version is marked incomplete.
-                let complete = errors.is_empty() && applied_errors == 0;
-                let recorded = v.record_pass(&self.home, &self.backup, &after, dst_sha, complete);
-                match recorded {
-                    Ok(Some(info)) => version_note = format!(" · new version {}", info),
-                    Ok(None) => {}
-                    Err(e) => {
-                        log::error!("version not saved: {e}");
-                        errors.push(e);
-                    }
-                }
-            }
-            dst_cache.join().expect("BUG: no panic");
-            src_side.join().expect("BUG: no panic")
-        });
-        log::debug!(
-            "saved caches and version: {:.3}s",
-            started.elapsed().as_secs_f64()
-        );
-        if !interrupted {
-            self.note_scan(scanned_at);
-        }
-        let total_errors = errors.len() + applied_errors;
-        log::info!(
-            "pass {n}{}: {} · {} bytes copied · hashed {hashed_files} files · {total_errors} errors · {:.2}s · SOURCE sha256 {} · BACKUP sha256 {}{version_note}",
-            if interrupted { " (interrupted)" } else { "" },
-            counts.summary(),
-            counts.bytes,
-            started.elapsed().as_secs_f64(),
-            sha_text(src_sha),
-            sha_text(dst_sha),
-        );
-        engine::tree::drop_later((src, after));
-        Ok(PassOutcome {
-            operations: counts.operations(),
-            errors: total_errors,
-            interrupted,
-        })
+        let version = o.versions[1]
+            .as_ref()
+            .map(|v| format!(" · new version {v}"))
+            .unwrap_or_default();
+        format!(
+            "pass {}{}: {} · {} bytes copied · hashed {} files · {} errors · {:.2}s · SOURCE sha256 {} · BACKUP sha256 {}{version}",
+            o.n,
+            if o.interrupted { " (interrupted)" } else { "" },
+            o.counts.summary(),
+            o.counts.bytes,
+            o.hashed_files,
+            o.errors,
+            o.seconds,
+            sha_text(o.shas[0]),
+            sha_text(o.shas[1]),
+        )
     }
 }
 
@@ -385,6 +282,12 @@ impl Job {
     /// files: an empty SOURCE is far more often a drive that is not mounted than a user
     /// who deleted everything.
     /// A file whose path SOURCE still has (as a directory, say) is replaced, not deleted.
+    fn modify_window(&self, fs: FsTraits) -> u64 {
+        self.settings
+            .modify_window
+            .unwrap_or(if fs.coarse_times { 2 } else { 0 })
+    }
+
     fn check_max_delete(
         &self,
         plan: &mirror::Plan,
@@ -445,26 +348,17 @@ impl Job {
 /// Marks BACKUP's entries whose extended attributes differ from SOURCE's, among the
 /// files and directories SOURCE's scan found touched (see `ScanOptions::touched_since`).
 /// Reads only.
-fn mark_attribute_changes(
-    src: &engine::tree::Tree,
-    dst: &mut engine::tree::Tree,
-    source: &Path,
-    backup: &mut Root,
-) {
+fn mark_attribute_changes(scanned: &mut Scanned) {
+    let [src, dst] = &mut scanned.trees;
     let touched: Vec<PathBuf> = zip_paths(&src.entries, &dst.entries)
         .filter_map(|(p, s, d)| {
             let (s, d) = (s?, d?);
             (s.touched && s.kind == d.kind && s.kind != Kind::Symlink).then(|| p.to_path_buf())
         })
         .collect();
-    if touched.is_empty() {
-        return;
-    }
-    let Ok(mut sr) = Root::open(source) else {
-        return;
-    };
+    let [source, backup] = &mut scanned.roots;
     for p in touched {
-        if !engine::fs::same_attributes(&mut sr, backup, &p) {
+        if !engine::fs::same_attributes(source, backup, &p) {
             if let Some(d) = dst.entries.get_mut(&p) {
                 d.touched = true;
             }

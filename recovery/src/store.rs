@@ -623,6 +623,41 @@ fn foreign(p: &Path) -> Error {
     )
 }
 
+/// The store as the engine's pass pipeline uses it.
+impl engine::pass::Versions for VersionedDir {
+    fn ensure(&self) -> Result<(), Error> {
+        self.ensure_store()
+    }
+
+    fn keep(
+        &self,
+        home: &DataHome,
+        root: &Path,
+        tree: &mut Tree,
+        files: &[(PathBuf, Option<Digest>)],
+    ) -> Result<(), Error> {
+        self.preserve_before_change(home, root, tree, files)
+            .map(|_| ())
+    }
+
+    fn record(
+        &self,
+        home: &DataHome,
+        root: &Path,
+        tree: &Tree,
+        sha: Option<Digest>,
+        complete: bool,
+    ) -> Result<Option<String>, Error> {
+        Ok(self
+            .record_pass(home, root, tree, sha, complete)?
+            .map(|made| made.to_string()))
+    }
+
+    fn describe_dry_run(&self) {
+        VersionedDir::describe_dry_run(self)
+    }
+}
+
 /// The store for a directory: `given` (`--store`, config `store`) made absolute, else
 /// `default`. A store path that is a symlink, or not a directory, is refused before it
 /// is resolved: versions are never written through a link.
@@ -630,7 +665,7 @@ pub fn resolve_store(
     given: Option<&Path>,
     default: impl FnOnce() -> PathBuf,
 ) -> Result<PathBuf, engine::Refusal> {
-    let refuse = |e: Error| engine::Refusal::new(e.to_string());
+    let refuse = engine::Refusal::from;
     let store = match given {
         Some(s) => {
             let abs = std::path::absolute(s)

@@ -1,29 +1,28 @@
-//! One `twoway` pass: scan and hash both replicas, plan against the last sync's state,
-//! refuse what the guards forbid, keep conflict copies, apply to each side, then record
-//! (state, stat caches, versions of both replicas, the summary line).
+//! `twoway` as a tool of the engine's pass pipeline ([`engine::pass`]): its replicas,
+//! the last sync's state it plans against, its planner (reconciliation, conflict copies
+//! first), its refusals, the first sync's progress, the new sync state it records, and
+//! its summary words.
 //!
-//! This module orders the steps and owns the refusals; the engine's `apply` and the
-//! recovery store do every write.
+//! It writes nothing into a replica: the pipeline's apply and the recovery store do.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use engine::apply::{self, Applied, ApplyOptions, Counts};
 use engine::error::Refusal;
-use engine::fs::Root;
+use engine::fs::FsTraits;
 use engine::names::{display, VERSIONS_DIR};
+use engine::pass::{Outcome, Planned, Scanned, Step, Tool, Tracker, Versions};
 use engine::run::cli::Settings;
 use engine::run::config::VersionMode;
 use engine::run::home::{DataHome, Lock};
 use engine::run::runner::PassOutcome;
-use engine::run::signal;
-use engine::scan::replica::{self, Replica};
+use engine::scan::replica::Replica;
 use engine::scan::{self, ScanOptions};
-use engine::tree::{Digest, Entry, Tree};
+use engine::tree::{Digest, Entries, Entry, Tree};
 
 use recovery::store::VersionedDir;
 
 use crate::plan::{self, Side, SyncOptions, SyncPlan};
+use crate::progress::Progress;
 use crate::state;
 
 /// A two-way sync job: validated replicas and settings.
@@ -35,6 +34,7 @@ pub struct Job {
     pub home: DataHome,
     versions: Option<[VersionedDir; 2]>,
     state_file: PathBuf,
+    replicas: [Replica; 2],
     _locks: Vec<Lock>,
 }
 
@@ -102,7 +102,12 @@ impl Job {
                 locks.push(engine::run::home::lock_dir(r, &home)?);
             }
         }
+        let replicas = [
+            Replica::new(&a, "DIR_A", &home),
+            Replica::new(&b, "DIR_B", &home),
+        ];
         Ok(Job {
+            replicas,
             a,
             b,
             settings,
@@ -120,114 +125,142 @@ impl Job {
         }
     }
 
-    fn scan_options(&self) -> ScanOptions {
+    /// Runs one pass.
+    pub fn run_pass(&self, n: u64) -> Result<PassOutcome, Refusal> {
+        engine::pass::run(self, n)
+    }
+
+    /// Refuses a pass that would delete more than `--max-delete` percent of a replica.
+    fn check_max_delete(&self, plan: &SyncPlan, trees: &[Tree; 2]) -> Result<(), Refusal> {
+        for (label, deletes, tree) in [
+            ("DIR_A", plan.deletes_a, &trees[0]),
+            ("DIR_B", plan.deletes_b, &trees[1]),
+        ] {
+            self.settings
+                .check_max_delete(label, deletes, tree.file_count(), "")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a two-way pass records besides the replicas, and says in its summary.
+pub struct Sync {
+    /// The state to record if every action succeeds.
+    state: StateToRecord,
+    opts: SyncOptions,
+    first: bool,
+    conflicts: usize,
+}
+
+enum StateToRecord {
+    /// Nothing changed since the last sync: the state on disk stays.
+    Unchanged,
+    Held(Entries),
+    /// Set aside on disk while the pass runs (a first sync of a large tree).
+    Aside(state::Spilled),
+    /// Taken by the record step.
+    Taken,
+}
+
+/// The fewest paths of a first sync's state that is set aside on disk while the pass
+/// runs rather than held: a first sync holds an action per file meanwhile.
+const SET_ASIDE_MIN: usize = 4096;
+
+impl Tool for Job {
+    type Base = Option<Entries>;
+    type Extra = Sync;
+
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn home(&self) -> &DataHome {
+        &self.home
+    }
+
+    fn replicas(&self) -> &[Replica; 2] {
+        &self.replicas
+    }
+
+    fn scan_options(&self) -> [ScanOptions; 2] {
         let mut skip = Vec::new();
         if let Some(vs) = &self.versions {
             skip.extend(vs.iter().map(|v| v.store().to_path_buf()));
         }
-        ScanOptions {
+        let opts = ScanOptions {
             excludes: self.settings.excludes.clone(),
             skip,
             touched_since: None,
+        };
+        [opts.clone(), opts]
+    }
+
+    fn versions(&self) -> [Option<&dyn Versions>; 2] {
+        match &self.versions {
+            Some([va, vb]) => [Some(va as &dyn Versions), Some(vb as &dyn Versions)],
+            None => [None, None],
         }
     }
 
-    /// Runs one pass.
-    pub fn run_pass(&self, n: u64) -> Result<PassOutcome, Refusal> {
-        let started = Instant::now();
+    fn check_roots(&self) -> Result<(), Refusal> {
         check_replica(&self.a, "DIR_A")?;
         check_replica(&self.b, "DIR_B")?;
-        let dry = self.settings.dry_run;
-        let scanned_at = engine::tree::MTime::now();
-        let opts = self.scan_options();
-        let reps = [
-            Replica::new(&self.a, "DIR_A", &self.home),
-            Replica::new(&self.b, "DIR_B", &self.home),
-        ];
-        let mut errors: Vec<engine::Error> = Vec::new();
-        let mut hashed_files = 0u64;
-        // The sync state loads while both replicas are scanned.
-        let (read, base) = std::thread::scope(|s| {
-            let base = s.spawn(|| state::load(&self.state_file, &self.a, &self.b));
-            let read =
-                replica::read_both((&reps[0], &opts), (&reps[1], &opts), self.settings.checksum);
-            (
-                read,
-                base.join().expect("BUG: loading the state does not panic"),
-            )
-        });
-        let replica::ReadBoth {
-            trees: (mut ta, mut tb),
-            cached_sha,
-        } = read?;
-        let base = base.map_err(|e| {
+        Ok(())
+    }
+
+    fn load_base(&self) -> Result<Option<Entries>, Refusal> {
+        state::load(&self.state_file, &self.a, &self.b).map_err(|e| {
             Refusal::new(format!(
                 "{e}; nothing was changed (a sync state that cannot be read is not taken for a first sync, which would undo every deletion since the last one)"
             ))
-        })?;
-        log::debug!(
-            "read both replicas and the sync state: {:.3}s",
-            started.elapsed().as_secs_f64()
-        );
-        let first = base.is_none();
-        let base = base.unwrap_or_default();
+        })
+    }
+
+    fn prepare(&self, scanned: &mut Scanned, base: &Option<Entries>) {
         // The planner compares contents only where a file meets a file of the same size
-        // (on the other side or in the state); only those need a hash now. Every other
-        // file is hashed while it is copied, or after the pass.
-        let needed = if self.settings.checksum {
-            None
-        } else {
-            Some(files_to_compare(&ta, &tb, &base))
-        };
-        for (i, (r, t)) in reps.iter().zip([&mut ta, &mut tb]).enumerate() {
-            errors.append(&mut t.errors);
-            let h = match &needed {
-                None => r.hash_rest(t),
-                Some(n) => r.hash_where(t, |p| {
-                    n[i].binary_search_by(|q| engine::tree::path_order(q, p))
-                        .is_ok()
-                }),
-            };
-            hashed_files += h.files;
-            errors.extend(h.errors);
+        // (on the other side or in the state); only those need a hash now (every file,
+        // with `--checksum`: the pipeline hashed them). Every other file is hashed
+        // while it is copied, or after the pass.
+        if self.settings.checksum {
+            return;
         }
-        log::debug!(
-            "hashed what the plan compares: {:.3}s",
-            started.elapsed().as_secs_f64()
-        );
-        let traits = [&self.a, &self.b].map(|r| {
-            Root::open(r)
-                .map(|root| root.fs_traits())
-                .unwrap_or_default()
-        });
-        let sync_options = SyncOptions {
+        let empty = Entries::default();
+        let [ta, tb] = &scanned.trees;
+        let needed = files_to_compare(ta, tb, base.as_ref().unwrap_or(&empty));
+        for (side, n) in needed.iter().enumerate() {
+            scanned.hash_where(side, |p| {
+                n.binary_search_by(|q| engine::tree::path_order(q, p))
+                    .is_ok()
+            });
+        }
+    }
+
+    fn plan(
+        &self,
+        scanned: &mut Scanned,
+        base: Option<Entries>,
+        fs: [FsTraits; 2],
+    ) -> Result<Planned<Sync>, Refusal> {
+        let first = base.is_none();
+        let opts = SyncOptions {
             keep_owners: engine::fs::keeps_owners(),
             policy: self.settings.conflict,
             modify_window: self.settings.modify_window.unwrap_or(
-                if traits.iter().any(|t| t.coarse_times) {
+                if fs.iter().any(|t| t.coarse_times) {
                     2
                 } else {
                     0
                 },
             ),
         };
-        let folds = traits.map(|t| t.folds_case);
-        // A first sync plans an action per file: the state it will record waits on
-        // disk meanwhile, beside the state file, and is read again to be recorded (a
-        // dry run records nothing, and writes nothing there).
-        let state_dir = self.state_file.parent().unwrap_or(Path::new("."));
-        let aside = state::Aside {
-            dir: state_dir,
-            a: &self.a,
-            b: &self.b,
-        };
-        let (mut plan, collided) = plan::plan_sync_folding(
-            base,
-            (&mut ta, &mut tb),
-            &sync_options,
-            folds,
-            (first && !dry).then_some(&aside),
+        let trees = std::mem::take(&mut scanned.trees);
+        let (plan, collided, trees) = plan::plan_sync_folding(
+            base.unwrap_or_default(),
+            trees,
+            &opts,
+            fs.map(|t| t.folds_case),
         );
+        scanned.trees = trees;
         for (side, p, with) in collided {
             let e = engine::Error::entry(
                 p,
@@ -238,14 +271,9 @@ impl Job {
                 ),
             );
             log::error!("{e}");
-            errors.push(e);
+            scanned.errors.push(e);
         }
-        log::debug!("planned: {:.3}s", started.elapsed().as_secs_f64());
-        // The planner took the state and dropped it: it is not needed again unless an
-        // action fails (those paths keep what it said), and is read again then, from the
-        // file this pass has not replaced yet, instead of being held through the apply
-        // and the record step.
-        self.check_max_delete(&plan, &ta, &tb)?;
+        self.check_max_delete(&plan, &scanned.trees)?;
         for (p, side) in &plan.undone_deletions {
             log::warn!(
                 "{} was deleted in {} but changed in {} since the last sync: the change wins, so the deletion is undone",
@@ -262,386 +290,166 @@ impl Job {
                 display(&c.copy)
             );
         }
-
-        if dry {
-            let mut counts = Counts::default();
-            for (side, dir) in [(Side::A, "B -> A"), (Side::B, "A -> B")] {
-                let (keep, to) = plan.plan_for(side);
-                counts.merge(&apply::print_plan(keep, dir));
-                counts.merge(&apply::print_plan(to, dir));
-            }
-            if let Some(vs) = &self.versions {
-                vs.iter().for_each(VersionedDir::describe_dry_run);
-            }
-            log::info!(
-                "pass {n} (dry run){}: would {} · {} conflicts · {} errors · {:.2}s",
-                if first { ", first sync" } else { "" },
-                counts.summary(),
-                plan.conflicts.len(),
-                errors.len(),
-                started.elapsed().as_secs_f64()
-            );
-            return Ok(PassOutcome {
-                operations: counts.operations(),
-                errors: errors.len(),
-                interrupted: false,
-            });
-        }
-
-        // No data loss: what a side is about to lose must be in one of its versions.
-        let mut trees = [ta, tb];
-        if let Some(vs) = &self.versions {
-            for (i, side) in [Side::A, Side::B].into_iter().enumerate() {
-                let (_, to) = plan.plan_for(side);
-                let displaced: Vec<(PathBuf, Option<Digest>)> = to
-                    .displaced_files()
-                    .map(|(p, e)| (p.to_path_buf(), e.hash))
-                    .collect();
-                vs[i]
-                    .ensure_store()
-                    .map_err(|e| Refusal::new(format!("cannot create the store: {e}")))?;
-                if !displaced.is_empty() {
-                    vs[i]
-                        .preserve_before_change(
-                            &self.home,
-                            self.root(side),
-                            &mut trees[i],
-                            &displaced,
-                        )
-                        .map_err(|e| {
-                            Refusal::new(format!(
-                                "cannot save {} before changing it, so nothing was changed: {e}",
-                                display(self.root(side))
-                            ))
-                        })?;
-                }
-            }
-        }
-
-        log::debug!(
-            "checked what each side loses is kept: {:.3}s",
-            started.elapsed().as_secs_f64()
-        );
-        // A first sync records what it has made equal as it goes: killed, it leaves a
-        // state the next pass can trust for those paths.
-        let progress = if first {
-            let equal = plan::already_equal(&trees[0], &trees[1], &sync_options);
-            Some(
-                crate::progress::Progress::start(
-                    &self.state_file,
-                    (&self.a, &self.b),
-                    equal,
-                    [&plan.keep_a, &plan.to_a, &plan.keep_b, &plan.to_b],
-                )
-                .map_err(|e| {
-                    Refusal::new(format!(
-                        "cannot write the sync state, so nothing was changed: {e}"
-                    ))
-                })?,
-            )
-        } else {
-            None
+        let SyncPlan {
+            keep_a,
+            keep_b,
+            to_a,
+            to_b,
+            conflicts,
+            state,
+            state_unchanged,
+            ..
+        } = plan;
+        // In the order the first sync's progress numbers them.
+        let step = |plan, target, source, round, direction| Step {
+            plan,
+            target,
+            source,
+            round,
+            direction,
+            verify_hash: true,
+            attrs_from_source: false,
         };
-        let applying = std::sync::atomic::AtomicBool::new(true);
-        let (mut applied, interrupted) = std::thread::scope(|s| {
-            if let Some(p) = &progress {
-                s.spawn(|| {
-                    while applying.load(std::sync::atomic::Ordering::Relaxed) {
-                        std::thread::sleep(std::time::Duration::from_millis(100));
-                        p.tick();
-                    }
-                });
-            }
-            let applied = self.apply(&plan, progress.as_ref());
-            applying.store(false, std::sync::atomic::Ordering::Relaxed);
-            applied
-        })?;
-        drop(progress);
-        log::debug!("applied: {:.3}s", started.elapsed().as_secs_f64());
-        let mut counts = Counts::default();
-        let mut failed: Vec<PathBuf> = Vec::new();
-        for a in applied.iter().flatten().flatten() {
-            counts.merge(&a.counts);
-            failed.extend(a.failed.iter().cloned());
-            errors.extend(a.errors.iter().map(|e| engine::Error::Other(e.to_string())));
-        }
-        // A side where nothing was done is the tree its stat cache was read with: the
-        // directory SHA-256 the cache proved still holds.
-        let idle: Vec<bool> = [Side::A, Side::B]
-            .into_iter()
-            .map(|side| {
-                let (keep, to) = plan.plan_for(side);
-                keep.actions.is_empty() && to.actions.is_empty()
-            })
-            .collect();
-        let proven: Vec<Option<Digest>> = (0..2)
-            .map(|i| cached_sha[i].filter(|_| idle[i] && !interrupted))
-            .collect();
-        // The actions hold a copy of every entry they act on: gone before the trees
-        // after the pass are built, once the copies' records have taken their paths.
-        let [a_steps, b_steps] = &mut applied;
-        for (applied, p) in a_steps.iter_mut().chain(b_steps.iter_mut()).zip([
-            &mut plan.keep_a,
-            &mut plan.to_a,
-            &mut plan.keep_b,
-            &mut plan.to_b,
-        ]) {
-            if let Some(applied) = applied {
-                applied.name_copies(p);
-            }
-            *p = engine::plan::mirror::Plan::default();
-        }
-        // What a side's copies read from the other side was hashed on the way: those
-        // files of the other side are not hashed again. (A file a side copies from is
-        // not written on that side in the same pass.)
-        for i in 0..2 {
-            for a in applied[i].iter_mut().flatten() {
-                apply::note_reads(&mut trees[1 - i].entries, &mut a.copied);
-            }
-        }
-        let [ta, tb] = trees;
-        let mut afters = Vec::new();
-        for (i, t) in [ta, tb].into_iter().enumerate() {
-            let mut t = t;
-            for a in applied[i].iter_mut().flatten() {
-                t = apply::tree_after(t, a);
-            }
-            afters.push(t);
-        }
-        log::debug!(
-            "trees after the pass: {:.3}s",
-            started.elapsed().as_secs_f64()
-        );
-        // What the actions did is folded in: gone before the record step.
-        drop(applied);
-        // Both replicas at once: flush, hash what is still unknown, directory SHA-256.
-        let finished: Vec<(
-            engine::scan::cache::Hashed,
-            Option<Digest>,
-            Option<engine::Error>,
-        )> = std::thread::scope(|s| {
-            let workers: Vec<_> = reps
-                .iter()
-                .zip(afters.iter_mut())
-                .zip(proven.iter().zip(&idle))
-                .map(|((r, t), (proven, idle))| {
-                    s.spawn(move || {
-                        // A side nothing was written to has nothing to flush.
-                        let flush_error = if *idle {
-                            None
-                        } else {
-                            Root::open(&r.root).and_then(|root| root.sync_fs()).err()
-                        };
-                        let h = if interrupted {
-                            engine::scan::cache::Hashed::default()
-                        } else {
-                            r.hash_rest(t)
-                        };
-                        (
-                            h,
-                            proven.or_else(|| engine::hash::tree_sha256(t)),
-                            flush_error,
-                        )
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("BUG: record workers do not panic"))
-                .collect()
-        });
-        let mut shas = [None, None];
-        // A side whose writes may not be on disk: the state must not say they are.
-        let mut flushed = true;
-        for (i, (h, sha, flush_error)) in finished.into_iter().enumerate() {
-            hashed_files += h.files;
-            errors.extend(h.errors);
-            shas[i] = sha;
-            if let Some(e) = flush_error {
-                log::error!("{e}; the sync state is not updated");
-                errors.push(e);
-                flushed = false;
-            }
-        }
-        log::debug!(
-            "flushed and hashed: {:.3}s",
-            started.elapsed().as_secs_f64()
-        );
-
-        // Then everything that is recorded, at once: they share nothing but the trees
-        // they read. The stat caches; each replica's version; and the state: what both
-        // sides now agree on, where a path whose action failed keeps its old state so
-        // the next pass looks at it again (an interrupted pass keeps the old state).
-        let mut notes = String::new();
-        let trees = &afters;
-        // A pass with errors may have left either side short of what it should hold.
-        let complete = errors.is_empty() && failed.is_empty();
-        std::thread::scope(|s| {
-            for (i, r) in reps.iter().enumerate() {
-                let (tree, proven, sha) = (&trees[i], proven[i], shas[i]);
-                s.spawn(move || r.keep_cache(tree, scanned_at, proven, sha));
-            }
-            let versions: Vec<_> = match (&self.versions, interrupted) {
-                (Some(vs), false) => vs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| {
-                        let (home, tree, sha) = (&self.home, &trees[i], shas[i]);
-                        s.spawn(move || v.record_pass(home, v.dir(), tree, sha, complete))
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-            if !interrupted && plan.state_unchanged && !first {
-                log::debug!("sync state unchanged (nothing changed since the last sync)");
-            } else if !interrupted && flushed {
-                // (Unchanged and first: both replicas are empty, and so is the state.)
-                let planned = match plan.state_aside.take() {
-                    Some(s) => state::unspill(s, &self.a, &self.b).map_err(|e| {
-                        engine::Error::Other(format!("the planned sync state set aside: {e}"))
-                    }),
-                    None => Ok(std::mem::take(&mut plan.state)),
-                };
-                let saved = planned.and_then(|mut planned| {
-                    fill_state_hashes(&mut planned, trees);
-                    let new_state = if failed.is_empty() {
-                        planned
-                    } else {
-                        let base = state::load(&self.state_file, &self.a, &self.b)?;
-                        merge_state(&base.unwrap_or_default(), planned, &failed)
-                    };
-                    state::save(&self.state_file, &self.a, &self.b, &new_state)
-                });
-                match saved {
-                    Ok(true) => {}
-                    Ok(false) => log::debug!("sync state unchanged"),
-                    Err(e) => {
-                        log::error!("sync state not saved: {e}");
-                        errors.push(e);
-                    }
-                }
-            }
-            for (i, v) in versions.into_iter().enumerate() {
-                match v.join().expect("BUG: version workers do not panic") {
-                    Ok(Some(made)) => {
-                        notes.push_str(&format!(" · new version of {} {made}", ["A", "B"][i]))
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        log::error!("version not saved: {e}");
-                        errors.push(e);
-                    }
-                }
-            }
-        });
-        log::debug!(
-            "recorded caches, state and versions: {:.3}s",
-            started.elapsed().as_secs_f64()
-        );
-        log::info!(
-            "pass {n}{}{}: {} · {} bytes copied · {} conflicts · hashed {hashed_files} files · {} errors · {:.2}s · A sha256 {} · B sha256 {}{notes}",
-            if first { " (first sync)" } else { "" },
-            if interrupted { " (interrupted)" } else { "" },
-            counts.summary(),
-            counts.bytes,
-            plan.conflicts.len(),
-            errors.len(),
-            started.elapsed().as_secs_f64(),
-            sha_text(shas[0]),
-            sha_text(shas[1]),
-        );
-        engine::tree::drop_later((afters, plan));
-        Ok(PassOutcome {
-            operations: counts.operations(),
-            errors: errors.len(),
-            interrupted,
-        })
+        let steps = vec![
+            // Conflict copies first, each on the loser's own side.
+            step(keep_a, 0, 0, 0, "A"),
+            step(to_a, 0, 1, 1, "B -> A"),
+            step(keep_b, 1, 1, 0, "B"),
+            step(to_b, 1, 0, 1, "A -> B"),
+        ];
+        let sync = Sync {
+            state: if state_unchanged && !first {
+                StateToRecord::Unchanged
+            } else {
+                StateToRecord::Held(state)
+            },
+            opts,
+            first,
+            conflicts: conflicts.len(),
+        };
+        Ok(Planned::new(steps, sync, &scanned.trees))
     }
 
-    /// Refuses a pass that would delete more than `--max-delete` percent of a replica.
-    fn check_max_delete(&self, plan: &SyncPlan, ta: &Tree, tb: &Tree) -> Result<(), Refusal> {
-        for (label, deletes, tree) in [("DIR_A", plan.deletes_a, ta), ("DIR_B", plan.deletes_b, tb)]
-        {
-            self.settings
-                .check_max_delete(label, deletes, tree.file_count(), "")?;
+    fn make_room(&self, sync: &mut Sync) {
+        let StateToRecord::Held(state) = &sync.state else {
+            return;
+        };
+        if !sync.first || state.len() < SET_ASIDE_MIN {
+            return;
+        }
+        let aside = state::Aside {
+            dir: self.state_file.parent().unwrap_or(Path::new(".")),
+            a: &self.a,
+            b: &self.b,
+        };
+        match aside.put(state.len(), state.iter()) {
+            Ok(spilled) => sync.state = StateToRecord::Aside(spilled),
+            Err(e) => log::debug!("planned sync state kept in memory: {e}"),
+        }
+    }
+
+    fn track<'p>(
+        &'p self,
+        planned: &'p Planned<Sync>,
+        trees: &[Tree; 2],
+    ) -> Result<Option<Box<dyn Tracker + 'p>>, Refusal> {
+        // A first sync records what it has made equal as it goes: killed, it leaves a
+        // state the next pass can trust for those paths.
+        if !planned.extra.first {
+            return Ok(None);
+        }
+        let equal = plan::already_equal(&trees[0], &trees[1], &planned.extra.opts);
+        let plans = [0, 1, 2, 3].map(|i| &planned.steps[i].plan);
+        let progress = Progress::start(&self.state_file, (&self.a, &self.b), equal, plans)
+            .map_err(|e| {
+                Refusal::new(format!(
+                    "cannot write the sync state, so nothing was changed: {e}"
+                ))
+            })?;
+        Ok(Some(Box::new(progress)))
+    }
+
+    /// The new state: what both sides now agree on, where a path whose action failed
+    /// keeps its old state so the next pass looks at it again. An interrupted pass, or
+    /// one whose writes may not be on disk, keeps the old state.
+    fn record(
+        &self,
+        sync: &mut Sync,
+        afters: &[Tree; 2],
+        outcome: &Outcome,
+    ) -> Result<(), engine::Error> {
+        if outcome.interrupted || !outcome.flushed {
+            return Ok(());
+        }
+        let mut planned = match std::mem::replace(&mut sync.state, StateToRecord::Taken) {
+            StateToRecord::Unchanged => {
+                log::debug!("sync state unchanged (nothing changed since the last sync)");
+                return Ok(());
+            }
+            StateToRecord::Held(s) => s,
+            StateToRecord::Aside(s) => state::unspill(s, &self.a, &self.b).map_err(|e| {
+                engine::Error::Other(format!("the planned sync state set aside: {e}"))
+            })?,
+            StateToRecord::Taken => unreachable!("BUG: the state is recorded once"),
+        };
+        fill_state_hashes(&mut planned, afters);
+        let new_state = if outcome.failed.is_empty() {
+            planned
+        } else {
+            let base = state::load(&self.state_file, &self.a, &self.b)?;
+            merge_state(&base.unwrap_or_default(), planned, &outcome.failed)
+        };
+        let saved = state::save(&self.state_file, &self.a, &self.b, &new_state)
+            .map_err(|e| engine::Error::Other(format!("sync state not saved: {e}")))?;
+        if !saved {
+            log::debug!("sync state unchanged");
         }
         Ok(())
     }
 
-    /// Conflict copies first (on each loser's own side), then each side's actions. The
-    /// two sides are worked on at once: each path's final state comes from one side, so
-    /// what one side's actions write, the other side's never read.
-    fn apply(
-        &self,
-        plan: &SyncPlan,
-        progress: Option<&crate::progress::Progress<'_>>,
-    ) -> Result<(Steps, bool), Refusal> {
-        let stop = || signal::stop_requested();
-        let [mut root_a, mut root_b] = [
-            Root::open(&self.a).map_err(Refusal::from)?,
-            Root::open(&self.b).map_err(Refusal::from)?,
-        ];
-        let mut out: Steps = Default::default();
-        for (n, keep_step) in [true, false].into_iter().enumerate() {
-            let step = |side: Side, root: &mut Root| -> Option<Applied> {
-                let (keep, to) = plan.plan_for(side);
-                let (p, src_root, direction) = if keep_step {
-                    (
-                        keep,
-                        self.root(side),
-                        if side == Side::A { "A" } else { "B" },
-                    )
-                } else {
-                    (
-                        to,
-                        self.root(side.other()),
-                        if side == Side::A { "B -> A" } else { "A -> B" },
-                    )
-                };
-                if p.actions.is_empty() {
-                    return None;
-                }
-                let number = crate::progress::Progress::plan_number(side == Side::B, keep_step);
-                let note = |at: u32, digest: Option<Digest>| {
-                    if let Some(progress) = progress {
-                        progress.done(number, at, digest);
-                    }
-                };
-                Some(apply::apply(
-                    p,
-                    root,
-                    &ApplyOptions {
-                        src_root,
-                        direction,
-                        meta_from_plan: false,
-                        verify_hash: true,
-                        attrs_from_source: false,
-                        stop: &stop,
-                        done: progress.map(|_| &note as &engine::apply::DoneFn<'_>),
-                    },
-                ))
-            };
-            let (on_a, on_b) = std::thread::scope(|s| {
-                let on_b = s.spawn(|| step(Side::B, &mut root_b));
-                let on_a = step(Side::A, &mut root_a);
-                (on_a, on_b.join().expect("BUG: apply does not panic"))
-            });
-            let mut interrupted = false;
-            for (i, applied) in [on_a, on_b].into_iter().enumerate() {
-                interrupted |= applied.as_ref().is_some_and(|a| a.interrupted);
-                out[i][n] = applied;
-            }
-            if interrupted {
-                return Ok((out, true));
-            }
+    fn summary(&self, sync: &Sync, o: &Outcome) -> String {
+        if o.dry_run {
+            return format!(
+                "pass {} (dry run){}: would {} · {} conflicts · {} errors · {:.2}s",
+                o.n,
+                if sync.first { ", first sync" } else { "" },
+                o.counts.summary(),
+                sync.conflicts,
+                o.errors,
+                o.seconds
+            );
         }
-        Ok((out, false))
+        let notes: String = ["A", "B"]
+            .iter()
+            .zip(&o.versions)
+            .filter_map(|(side, v)| Some(format!(" · new version of {side} {}", v.as_ref()?)))
+            .collect();
+        format!(
+            "pass {}{}{}: {} · {} bytes copied · {} conflicts · hashed {} files · {} errors · {:.2}s · A sha256 {} · B sha256 {}{notes}",
+            o.n,
+            if sync.first { " (first sync)" } else { "" },
+            if o.interrupted { " (interrupted)" } else { "" },
+            o.counts.summary(),
+            o.counts.bytes,
+            sync.conflicts,
+            o.hashed_files,
+            o.errors,
+            o.seconds,
+            sha_text(o.shas[0]),
+            sha_text(o.shas[1]),
+        )
     }
 }
 
-/// What each side's steps did: `[side][0]` its conflict copies (`keep_*`), `[side][1]`
-/// its other actions (`to_*`); `None` for a step with no action, or not reached.
-type Steps = [[Option<Applied>; 2]; 2];
+impl Tracker for Progress<'_> {
+    fn done(&self, step: usize, at: u32, digest: Option<Digest>) {
+        Progress::done(self, step as u8, at, digest);
+    }
+
+    fn tick(&self) {
+        Progress::tick(self);
+    }
+}
 
 /// The planned state, except that failed paths (and everything under them) keep what the
 /// base said.

@@ -74,11 +74,8 @@ pub struct SyncPlan {
     pub to_a: Plan,
     pub to_b: Plan,
     pub conflicts: Vec<Conflict>,
-    /// The state to record for each path, if its actions succeed; empty when it was set
-    /// aside (`state_aside`).
+    /// The state to record for each path, if its actions succeed.
     pub state: engine::tree::Entries,
-    /// The same state, set aside on disk (see [`plan_sync_folding`]).
-    pub state_aside: Option<crate::state::Spilled>,
     /// Nothing changed since the last sync: no actions, and the state to record is the
     /// base itself (`state` is left empty rather than rebuilt).
     pub state_unchanged: bool,
@@ -145,26 +142,22 @@ pub fn case_collisions(plan: &SyncPlan, side: &Tree) -> Vec<(PathBuf, PathBuf)> 
 
 /// [`plan_sync`] where `folds` says which replicas (A, B) ignore case in names: a path
 /// that [`case_collisions`] finds is made unknown on both sides, and the pass planned
-/// again without it. Returns the plan and the paths left alone, each with the side it
-/// would have collided on and the path it collides with.
-///
-/// Given `aside`, a state of [`SET_ASIDE_MIN`] paths or more is written there as it is
-/// built, while the actions are planned, instead of being held in memory: a first sync
-/// holds an action per file meanwhile. (Not where a replica folds case: the collisions
-/// are found in the state.)
+/// again without it. Takes the trees and gives them back (with those paths unknown):
+/// the plan, the paths left alone, each with the side it would have collided on and
+/// the path it collides with, and the trees.
 pub fn plan_sync_folding<B: Borrow<engine::tree::Entries>>(
     base: B,
-    (a, b): (&mut Tree, &mut Tree),
+    [mut a, mut b]: [Tree; 2],
     opts: &SyncOptions,
     folds: [bool; 2],
-    aside: Option<&crate::state::Aside>,
-) -> (SyncPlan, Vec<(Side, PathBuf, PathBuf)>) {
+) -> (SyncPlan, Vec<(Side, PathBuf, PathBuf)>, [Tree; 2]) {
     if folds == [false, false] {
-        return (plan_sync_with(base, a, b, opts, aside), Vec::new());
+        let plan = plan_sync(base, &a, &b, opts);
+        return (plan, Vec::new(), [a, b]);
     }
-    let plan = plan_sync(base.borrow(), a, b, opts);
+    let plan = plan_sync(base.borrow(), &a, &b, opts);
     let mut collided = Vec::new();
-    for ((side, tree), folds) in [(Side::A, &*a), (Side::B, &*b)].into_iter().zip(folds) {
+    for ((side, tree), folds) in [(Side::A, &a), (Side::B, &b)].into_iter().zip(folds) {
         if folds {
             collided.extend(
                 case_collisions(&plan, tree)
@@ -174,14 +167,15 @@ pub fn plan_sync_folding<B: Borrow<engine::tree::Entries>>(
         }
     }
     if collided.is_empty() {
-        return (plan, collided);
+        return (plan, collided, [a, b]);
     }
     drop(plan);
     for (_, p, _) in &collided {
         a.unknown.insert(p.clone());
         b.unknown.insert(p.clone());
     }
-    (plan_sync(base, a, b, opts), collided)
+    let plan = plan_sync(base, &a, &b, opts);
+    (plan, collided, [a, b])
 }
 
 /// Same content: kind, and bytes or link target.
@@ -282,24 +276,13 @@ pub fn plan_sync<B: Borrow<engine::tree::Entries>>(
     b: &Tree,
     opts: &SyncOptions,
 ) -> SyncPlan {
-    plan_sync_with(base, a, b, opts, None)
-}
-
-/// [`plan_sync`], with a place to set the state aside (see [`plan_sync_folding`]).
-fn plan_sync_with<B: Borrow<engine::tree::Entries>>(
-    base: B,
-    a: &Tree,
-    b: &Tree,
-    opts: &SyncOptions,
-    aside: Option<&crate::state::Aside>,
-) -> SyncPlan {
     if unchanged_since(base.borrow(), a, b, opts.keep_owners) {
         return SyncPlan {
             state_unchanged: true,
             ..SyncPlan::default()
         };
     }
-    plan_sync_full(base, a, b, opts, aside)
+    plan_sync_full(base, a, b, opts)
 }
 
 /// The paths both replicas already hold alike, with the entries a sync state records
@@ -321,10 +304,6 @@ pub fn already_equal(a: &Tree, b: &Tree, opts: &SyncOptions) -> engine::tree::En
     }
     engine::tree::Entries::from_sorted(equal)
 }
-
-/// The fewest paths of a state that is set aside rather than held (see
-/// [`plan_sync_folding`]).
-pub const SET_ASIDE_MIN: usize = 4096;
 
 /// True if both replicas hold exactly what the base records, path for path, and nothing
 /// is unknown or left over: the full planner would then plan nothing and record the base
@@ -374,7 +353,6 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
     a: &'a Tree,
     b: &'a Tree,
     opts: &SyncOptions,
-    aside: Option<&crate::state::Aside>,
 ) -> SyncPlan {
     let base_ref: &engine::tree::Entries = base.borrow();
     let w = opts.modify_window;
@@ -567,20 +545,13 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
                     .iter()
                     .filter_map(|(p, f)| f.as_ref().map(|f| (p, f.entry)))
             };
-            if let Some(aside) = aside.filter(|_| entries >= SET_ASIDE_MIN) {
-                // (A state records no inode.)
-                match aside.put(entries, decided()) {
-                    Ok(spilled) => return (engine::tree::Entries::default(), Some(spilled)),
-                    Err(e) => log::debug!("planned sync state kept in memory: {e}"),
-                }
-            }
             let mut state = engine::tree::entries::ChunkList::with_capacity(entries, names);
             for (p, e) in decided() {
                 let mut e = e.clone();
                 e.ino = 0;
                 state.push(p, e);
             }
-            (state.into_entries(), None)
+            state.into_entries()
         });
         let on_a = actions_for(Side::A, finals, a, owners);
         (
@@ -589,7 +560,6 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
         )
     });
     let [(keep_a, to_a, deletes_a), (keep_b, to_b, deletes_b)] = actions;
-    let (state, state_aside) = state;
     SyncPlan {
         conflicts,
         keep_a,
@@ -599,7 +569,6 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
         to_b,
         deletes_b,
         state,
-        state_aside,
         state_unchanged: false,
         undone_deletions,
     }

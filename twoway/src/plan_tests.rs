@@ -141,7 +141,7 @@ fn contents(m: &Map) -> BTreeSet<(Option<Digest>, Option<Box<PathBuf>>)> {
 fn plan_checked(base: &Map, a: &Tree, b: &Tree, opts: &SyncOptions) -> SyncPlan {
     let plan = plan_sync(base, a, b, opts);
     if plan.state_unchanged {
-        let full = plan_sync_full(base, a, b, opts, None);
+        let full = plan_sync_full(base, a, b, opts);
         assert!(
             full.is_noop() && full.conflicts.is_empty(),
             "shortcut taken, but the full planner acts: {full:?}"
@@ -386,13 +386,13 @@ fn case_collisions_are_left_alone_on_both_sides() {
     };
     // First sync: A (case-sensitive) holds Foo and foo, B (FAT) is empty.
     let base = Map::new();
-    let mut a = tree(&map(&[
+    let a = tree(&map(&[
         ("Foo", file(1, 100)),
         ("foo", file(2, 100)),
         ("x", file(3, 100)),
     ]));
-    let mut b = tree(&Map::new());
-    let (plan, collided) = plan_sync_folding(&base, (&mut a, &mut b), &opts, [false, true], None);
+    let b = tree(&Map::new());
+    let (plan, collided, [a, _]) = plan_sync_folding(&base, [a, b], &opts, [false, true]);
     assert_eq!(collided, [(Side::B, "foo".into(), "Foo".into())]);
     let mut on_b = Map::new();
     run(&plan.to_b, &mut on_b, Some(&a.entries));
@@ -403,25 +403,24 @@ fn case_collisions_are_left_alone_on_both_sides() {
     assert!(plan.to_a.actions.is_empty(), "{:?}", plan.to_a);
     assert!(!plan.state.contains_key(Path::new("foo")));
     // Without folding, both are synced.
-    let (plan, collided) = plan_sync_folding(
+    let (plan, collided, _) = plan_sync_folding(
         &base,
-        (&mut tree(&a.entries), &mut tree(&Map::new())),
+        [tree(&a.entries), tree(&Map::new())],
         &opts,
         [false, false],
-        None,
     );
     assert!(collided.is_empty());
     assert_eq!(plan.to_b.actions.len(), 3);
 
     // The name B holds keeps its place: B has dir "docs", A has "Docs/a" and "docs/b".
-    let mut a = tree(&map(&[
+    let a = tree(&map(&[
         ("Docs", dir(0o755, 100)),
         ("Docs/a", file(1, 100)),
         ("docs", dir(0o755, 100)),
         ("docs/b", file(2, 100)),
     ]));
-    let mut b = tree(&map(&[("docs", dir(0o755, 100))]));
-    let (plan, collided) = plan_sync_folding(&base, (&mut a, &mut b), &opts, [false, true], None);
+    let b = tree(&map(&[("docs", dir(0o755, 100))]));
+    let (plan, collided, [a, b]) = plan_sync_folding(&base, [a, b], &opts, [false, true]);
     assert_eq!(collided, [(Side::B, "Docs".into(), "docs".into())]);
     let mut on_b = b.entries.clone();
     run(&plan.to_b, &mut on_b, Some(&a.entries));
@@ -433,9 +432,9 @@ fn case_collisions_are_left_alone_on_both_sides() {
     // A name whose case changed on one side is a rename, not a collision: the old name
     // goes and the new one comes, on the side that folds too.
     let base = map(&[("report.txt", file(1, 100))]);
-    let mut a = tree(&map(&[("Report.txt", file(1, 100))]));
-    let mut b = tree(&base);
-    let (plan, collided) = plan_sync_folding(&base, (&mut a, &mut b), &opts, [false, true], None);
+    let a = tree(&map(&[("Report.txt", file(1, 100))]));
+    let b = tree(&base);
+    let (plan, collided, [a, b]) = plan_sync_folding(&base, [a, b], &opts, [false, true]);
     assert!(collided.is_empty());
     let mut on_b = b.entries.clone();
     run(&plan.to_b, &mut on_b, Some(&a.entries));
@@ -549,56 +548,6 @@ fn mutate(base: &[u8], edits: &[(usize, u8)]) -> Vec<u8> {
         v[i % n] = c;
     }
     v
-}
-
-/// Given a place to set it aside, a large state is written there instead of being held,
-/// and reads back as the state planned without one; a small one stays in the plan.
-#[test]
-fn a_large_planned_state_is_set_aside_whole() {
-    let opts = SyncOptions::default();
-    let mut a = Map::new();
-    for i in 0..SET_ASIDE_MIN as u32 + 10 {
-        let name = format!("d{}/f{i}", i % 9);
-        a.insert(PathBuf::from(format!("d{}", i % 9)), dir(0o755, 100));
-        a.insert(PathBuf::from(name), file(i as u8, 100 + i64::from(i % 5)));
-    }
-    let mut b = Map::new();
-    b.insert(PathBuf::from("only-b"), link("x", 7));
-    let d = tempfile::tempdir().unwrap();
-    let aside = crate::state::Aside {
-        dir: d.path(),
-        a: Path::new("/a"),
-        b: Path::new("/b"),
-    };
-    let plan_with = |aside| {
-        plan_sync_folding(
-            Map::new(),
-            (&mut tree(&a), &mut tree(&b)),
-            &opts,
-            [false, false],
-            aside,
-        )
-        .0
-    };
-    let held = plan_with(None);
-    assert!(held.state_aside.is_none());
-    assert_eq!(held.state.len(), a.len() + 1);
-    let mut set = plan_with(Some(&aside));
-    assert!(set.state.is_empty());
-    let back = crate::state::unspill(set.state_aside.take().unwrap(), aside.a, aside.b);
-    assert_eq!(back.unwrap(), held.state);
-    assert_eq!(set.to_b.actions, held.to_b.actions);
-
-    let small = plan_sync_folding(
-        Map::new(),
-        (&mut tree(&b), &mut tree(&Map::new())),
-        &opts,
-        [false, false],
-        Some(&aside),
-    )
-    .0;
-    assert!(small.state_aside.is_none());
-    assert_eq!(small.state.len(), 1);
 }
 
 proptest! {

@@ -200,8 +200,9 @@ fn encode<'e>(
     engine::tree::encoding::write_seq(&mut w, &head, records)
 }
 
-/// Where the planner sets a state aside instead of building it in memory (see
-/// [`crate::plan::plan_sync_folding`]): an unnamed file in `dir`, for the pair (a, b).
+/// Where a pass sets a planned state aside while it runs, instead of holding it in
+/// memory (see `Tool::make_room` in [`crate::pass`]): an unnamed file in `dir`, for the
+/// pair (a, b).
 pub struct Aside<'a> {
     pub dir: &'a Path,
     pub a: &'a Path,

@@ -131,6 +131,24 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// Files of `dst` (the tree this plan was made against) that the plan overwrites or
+    /// deletes: [`displaced_files`](Self::displaced_files), and every file under a
+    /// directory it removes.
+    pub fn files_lost<'a>(&'a self, dst: &'a Tree) -> impl Iterator<Item = (&'a Path, &'a Entry)> {
+        let under_removed = self
+            .actions
+            .iter()
+            .filter(|a| matches!(a.op, Op::Remove { kind: Kind::Dir }))
+            .flat_map(move |a| {
+                dst.entries
+                    .at_and_under(&a.path)
+                    .filter(|(_, e)| e.kind == Kind::File)
+            });
+        self.displaced_files().chain(under_removed)
+    }
+}
+
 /// `p` as a case-insensitive filesystem compares names (lower case; close enough for
 /// FAT, exFAT and SMB, which fold with their own tables).
 pub fn fold_case(p: &Path) -> String {

@@ -12,7 +12,7 @@ use crate::scan::{self, ScanOptions};
 use crate::tree::{Digest, Tree};
 
 /// One replica root and its stat cache.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Replica {
     pub root: PathBuf,
     pub label: &'static str,

@@ -1,0 +1,237 @@
+//! The one pass pipeline, written once for `oneway` and `twoway`:
+//! [`Scanned`] → [`Planned`] → [`Applied`] → recorded.
+//!
+//! A tool (see [`Tool`]) names its two replicas, loads what its planner needs besides the
+//! trees, supplies a pure planner, its own refusals and its summary words. Everything
+//! else is decided here, in one place: what is read and hashed, what is kept in a
+//! version before it is replaced, the order in which plans are applied, when a pass is
+//! interrupted, the flush before anything is recorded, what is recorded, how errors
+//! are counted and what the pass reports to the interval loop.
+//!
+//! This module writes nothing itself: [`crate::apply`] and the tool's store do, through
+//! [`crate::fs`].
+
+mod stages;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::error::{Error, Refusal};
+use crate::fs::{FsTraits, Root};
+use crate::plan::mirror::Plan;
+use crate::run::cli::Settings;
+use crate::run::home::DataHome;
+use crate::run::runner::PassOutcome;
+use crate::scan::replica::Replica;
+use crate::scan::ScanOptions;
+use crate::tree::{Digest, MTime, Tree};
+
+pub use stages::{Applied, Scanned};
+
+/// One of the plans of a pass: what it does to one replica, reading from another.
+#[derive(Debug)]
+pub struct Step {
+    pub plan: Plan,
+    /// The replica written (0 or 1).
+    pub target: usize,
+    /// The replica the bytes are read from (the target itself for a copy made beside
+    /// its original, such as a conflict copy).
+    pub source: usize,
+    /// Steps of one round run at once (they write different replicas); a round starts
+    /// once the one before has ended.
+    pub round: u8,
+    /// Written in log lines: "SOURCE -> BACKUP", "A -> B"…
+    pub direction: &'static str,
+    /// The bytes read must hash to what the plan expects (a source that changed since
+    /// it was planned is left for the next pass).
+    pub verify_hash: bool,
+    /// Extended attributes come from the source file (else they stay as they are).
+    pub attrs_from_source: bool,
+}
+
+/// A tool's plan as the pipeline carries it out: steps, and what the tool will record
+/// afterwards (`extra`: the new sync state, for twoway).
+#[derive(Debug)]
+pub struct Planned<X> {
+    pub steps: Vec<Step>,
+    pub extra: X,
+    /// Per replica, the files the steps overwrite or delete (whole directories removed
+    /// included), in path order: each is kept in a version of that replica before the
+    /// pass changes anything, when versions are on.
+    pub keep_first: [Vec<(PathBuf, Option<Digest>)>; 2],
+    /// Errors the planner found (a path it could not plan); counted with the pass's.
+    pub errors: Vec<Error>,
+}
+
+impl<X> Planned<X> {
+    /// A plan of `steps`: what each replica loses is taken from them and the trees.
+    pub fn new(steps: Vec<Step>, extra: X, trees: &[Tree; 2]) -> Planned<X> {
+        let mut keep_first: [Vec<(PathBuf, Option<Digest>)>; 2] = Default::default();
+        let mut errors = Vec::new();
+        for s in &steps {
+            keep_first[s.target].extend(
+                s.plan
+                    .files_lost(&trees[s.target])
+                    .map(|(p, e)| (p.to_path_buf(), e.hash)),
+            );
+        }
+        for k in &mut keep_first {
+            crate::tree::sort_by_path(k);
+            k.dedup_by(|x, y| x.0 == y.0);
+        }
+        let mut steps = steps;
+        for s in &mut steps {
+            errors.append(&mut s.plan.errors);
+        }
+        Planned {
+            steps,
+            extra,
+            keep_first,
+            errors,
+        }
+    }
+
+    /// Whether any step writes replica `side`.
+    pub fn writes(&self, side: usize) -> bool {
+        self.steps
+            .iter()
+            .any(|s| s.target == side && !s.plan.actions.is_empty())
+    }
+}
+
+/// Where a replica's versions are kept (the recovery store), as the pipeline uses it.
+pub trait Versions: Sync {
+    /// Makes the store if it is missing.
+    fn ensure(&self) -> Result<(), Error>;
+    /// Keeps `files` of the replica at `root` (scanned as `tree`) in a version, unless
+    /// one already holds them.
+    fn keep(
+        &self,
+        home: &DataHome,
+        root: &Path,
+        tree: &mut Tree,
+        files: &[(PathBuf, Option<Digest>)],
+    ) -> Result<(), Error>;
+    /// Records the replica after a pass; returns a note on the version made, if any.
+    fn record(
+        &self,
+        home: &DataHome,
+        root: &Path,
+        tree: &Tree,
+        sha: Option<Digest>,
+        complete: bool,
+    ) -> Result<Option<String>, Error>;
+    /// What a real pass would do with versions (printed by a dry run).
+    fn describe_dry_run(&self);
+}
+
+/// Told about each action done while a pass runs (a twoway first sync records its
+/// progress with it).
+pub trait Tracker: Sync {
+    /// The action at `at` of step `step` is done; `digest`: what a copy wrote.
+    fn done(&self, step: usize, at: u32, digest: Option<Digest>);
+    /// Called about every 100 ms while the steps run.
+    fn tick(&self);
+}
+
+/// How a pass ended, as the tool's record step and summary see it.
+#[derive(Debug)]
+pub struct Outcome {
+    pub n: u64,
+    /// When the scan started: a later change may not be in this pass.
+    pub scanned_at: MTime,
+    pub dry_run: bool,
+    pub interrupted: bool,
+    /// Every replica written was flushed to disk.
+    pub flushed: bool,
+    /// Paths whose action failed (their state on disk is unknown).
+    pub failed: Vec<PathBuf>,
+    pub counts: crate::apply::Counts,
+    pub hashed_files: u64,
+    pub errors: usize,
+    pub seconds: f64,
+    /// Each replica's directory SHA-256 after the pass (`None`: incomplete).
+    pub shas: [Option<Digest>; 2],
+    /// Notes on the versions made, per replica.
+    pub versions: [Option<String>; 2],
+}
+
+/// What a pass tool brings to the pipeline.
+pub trait Tool: Sync {
+    /// What the planner needs besides the trees, loaded while they are scanned.
+    type Base: Send;
+    /// What the tool records after the pass, besides the replicas (the new sync state).
+    type Extra: Send + Sync + 'static;
+
+    fn settings(&self) -> &Settings;
+    fn home(&self) -> &DataHome;
+    /// The two replicas: roots, labels and stat caches.
+    fn replicas(&self) -> &[Replica; 2];
+    fn scan_options(&self) -> [ScanOptions; 2];
+    /// Each replica's versions, where they are kept.
+    fn versions(&self) -> [Option<&dyn Versions>; 2];
+    /// Refuses a pass whose roots are gone (an unplugged drive); run first.
+    fn check_roots(&self) -> Result<(), Refusal>;
+    /// Loads the base (read only).
+    fn load_base(&self) -> Result<Self::Base, Refusal>;
+    /// Reads what the planner compares that the scan and the stat caches did not give
+    /// (hashes of the files it compares, extended attributes). Reads only.
+    fn prepare(&self, scanned: &mut Scanned, base: &Self::Base);
+    /// Plans the pass: a pure planner, and the tool's refusals (too many deletions).
+    fn plan(
+        &self,
+        scanned: &mut Scanned,
+        base: Self::Base,
+        fs: [FsTraits; 2],
+    ) -> Result<Planned<Self::Extra>, Refusal>;
+    /// Makes room for the apply, after the plan is made: a tool may set aside on disk
+    /// what it records only at the end (a first sync's state, as large as the tree).
+    fn make_room(&self, _extra: &mut Self::Extra) {}
+    /// Before the first change: a tracker of the actions done, if the tool keeps one.
+    fn track<'p>(
+        &'p self,
+        planned: &'p Planned<Self::Extra>,
+        trees: &[Tree; 2],
+    ) -> Result<Option<Box<dyn Tracker + 'p>>, Refusal>;
+    /// Records what the tool keeps besides the replicas (sync state, scan time), once
+    /// the replicas are flushed. `afters`: the replicas after the pass.
+    fn record(
+        &self,
+        extra: &mut Self::Extra,
+        afters: &[Tree; 2],
+        outcome: &Outcome,
+    ) -> Result<(), Error>;
+    /// The pass's summary line (of a dry run too).
+    fn summary(&self, extra: &Self::Extra, outcome: &Outcome) -> String;
+}
+
+/// Runs pass `n` of `tool`.
+pub fn run<T: Tool>(tool: &T, n: u64) -> Result<PassOutcome, Refusal> {
+    let started = Instant::now();
+    tool.check_roots()?;
+    let scanned_at = MTime::now();
+    let (scanned, base) = Scanned::read(tool)?;
+    let mut scanned = scanned;
+    tool.prepare(&mut scanned, &base);
+    let fs = scanned.fs_traits();
+    let planned = tool.plan(&mut scanned, base, fs)?;
+    for e in &planned.errors {
+        log::error!("{e}");
+    }
+    log::debug!("planned: {:.3}s", started.elapsed().as_secs_f64());
+    if tool.settings().dry_run {
+        return Ok(stages::dry_run(
+            tool, n, scanned, planned, scanned_at, started,
+        ));
+    }
+    let applied = stages::apply(tool, scanned, planned, started)?;
+    Ok(stages::record(tool, n, applied, scanned_at, started))
+}
+
+/// Opens the root of each replica (a refusal names the one that cannot be opened).
+fn open_roots(replicas: &[Replica; 2]) -> Result<[Root; 2], Refusal> {
+    let open = |r: &Replica| {
+        Root::open(&r.root).map_err(|e| Refusal::new(format!("{} cannot be opened: {e}", r.label)))
+    };
+    Ok([open(&replicas[0])?, open(&replicas[1])?])
+}

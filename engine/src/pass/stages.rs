@@ -1,0 +1,450 @@
+//! The stages of [`super::run`], each a function from one stage's type to the next.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{open_roots, Outcome, Planned, Tool};
+use crate::apply::{self, ApplyOptions, Counts};
+use crate::error::{Error, Refusal};
+use crate::fs::{FsTraits, Root};
+use crate::names::display;
+use crate::parallel;
+use crate::run::runner::PassOutcome;
+use crate::run::signal;
+use crate::scan::cache::Hashed;
+use crate::scan::replica::{self, Replica};
+use crate::tree::{Digest, MTime, Tree};
+
+/// Both replicas read: scanned, their known hashes taken from their stat caches (every
+/// file hashed with `--checksum`), their roots open.
+pub struct Scanned {
+    pub trees: [Tree; 2],
+    /// The directory SHA-256 each stat cache proves: valid only while that tree is
+    /// unchanged (see [`crate::scan::cache::Filled::sha`]).
+    pub cached_sha: [Option<Digest>; 2],
+    pub roots: [Root; 2],
+    pub errors: Vec<Error>,
+    pub hashed_files: u64,
+    replicas: [Replica; 2],
+}
+
+impl Scanned {
+    /// Reads both replicas of `tool` and, at the same time, its base.
+    pub(super) fn read<T: Tool>(tool: &T) -> Result<(Scanned, T::Base), Refusal> {
+        let started = Instant::now();
+        let replicas = tool.replicas().clone();
+        let opts = tool.scan_options();
+        let checksum = tool.settings().checksum;
+        let (read, base) = parallel::join(
+            || replica::read_both((&replicas[0], &opts[0]), (&replicas[1], &opts[1]), checksum),
+            || tool.load_base(),
+        );
+        let replica::ReadBoth {
+            trees: (ta, tb),
+            cached_sha,
+        } = read?;
+        let base = base?;
+        let roots = open_roots(&replicas)?;
+        let mut scanned = Scanned {
+            trees: [ta, tb],
+            cached_sha,
+            roots,
+            errors: Vec::new(),
+            hashed_files: 0,
+            replicas,
+        };
+        for t in &mut scanned.trees {
+            scanned.errors.append(&mut t.errors);
+        }
+        if checksum {
+            for side in 0..2 {
+                scanned.hash_where(side, |_| true);
+            }
+        }
+        log::debug!(
+            "read both replicas: {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok((scanned, base))
+    }
+
+    /// Hashes the files of replica `side` that `wanted` picks and whose hash is unknown.
+    pub fn hash_where(&mut self, side: usize, wanted: impl Fn(&std::path::Path) -> bool) {
+        let h = self.replicas[side].hash_where(&mut self.trees[side], wanted);
+        self.note(h);
+    }
+
+    fn note(&mut self, h: Hashed) {
+        self.hashed_files += h.files;
+        self.errors.extend(h.errors);
+    }
+
+    /// What each replica's filesystem can keep.
+    pub(super) fn fs_traits(&self) -> [FsTraits; 2] {
+        [self.roots[0].fs_traits(), self.roots[1].fs_traits()]
+    }
+}
+
+/// Prints the plan as a dry run and reports it: nothing is written anywhere.
+pub(super) fn dry_run<T: Tool>(
+    tool: &T,
+    n: u64,
+    scanned: Scanned,
+    planned: Planned<T::Extra>,
+    scanned_at: MTime,
+    started: Instant,
+) -> PassOutcome {
+    let mut counts = Counts::default();
+    for s in &planned.steps {
+        counts.merge(&apply::print_plan(&s.plan, s.direction));
+    }
+    for (side, v) in tool.versions().into_iter().enumerate() {
+        if let Some(v) = v {
+            let keep = planned.keep_first[side].len();
+            if keep > 0 {
+                log::info!(
+                    "would keep {keep} files of {} in a version before changing them",
+                    scanned.replicas[side].label
+                );
+            }
+            v.describe_dry_run();
+        }
+    }
+    let errors = scanned.errors.len() + planned.errors.len();
+    let outcome = Outcome {
+        n,
+        scanned_at,
+        dry_run: true,
+        interrupted: false,
+        flushed: true,
+        failed: Vec::new(),
+        counts,
+        hashed_files: scanned.hashed_files,
+        errors,
+        seconds: started.elapsed().as_secs_f64(),
+        shas: [None, None],
+        versions: [None, None],
+    };
+    log::info!("{}", tool.summary(&planned.extra, &outcome));
+    PassOutcome {
+        operations: outcome.counts.operations(),
+        errors,
+        interrupted: false,
+    }
+}
+
+/// The replicas after the steps ran, and what happened on the way.
+pub struct Applied<X> {
+    pub afters: [Tree; 2],
+    pub extra: X,
+    /// The directory SHA-256 a stat cache proved, for a replica the pass did not write.
+    proven: [Option<Digest>; 2],
+    wrote: [bool; 2],
+    roots: [Root; 2],
+    replicas: [Replica; 2],
+    counts: Counts,
+    failed: Vec<PathBuf>,
+    errors: Vec<Error>,
+    hashed_files: u64,
+    interrupted: bool,
+}
+
+/// Keeps what each replica is about to lose in its versions, then runs the steps, a
+/// round at a time, and folds what they did into the trees.
+pub(super) fn apply<T: Tool>(
+    tool: &T,
+    scanned: Scanned,
+    planned: Planned<T::Extra>,
+    started: Instant,
+) -> Result<Applied<T::Extra>, Refusal> {
+    let Scanned {
+        mut trees,
+        cached_sha,
+        roots,
+        mut errors,
+        hashed_files,
+        replicas,
+    } = scanned;
+    let mut planned = planned;
+    errors.append(&mut planned.errors);
+    // No data loss: what a replica is about to lose must be in one of its versions
+    // first. The store exists before the replica's own mtime is set, so making it does
+    // not leave the replica's root looking changed.
+    for (side, v) in tool.versions().into_iter().enumerate() {
+        let Some(v) = v else { continue };
+        let r = &replicas[side];
+        v.ensure()
+            .map_err(|e| Refusal::new(format!("cannot create the store: {e}")))?;
+        let keep = &planned.keep_first[side];
+        if !keep.is_empty() {
+            v.keep(tool.home(), &r.root, &mut trees[side], keep)
+                .map_err(|e| {
+                    Refusal::new(format!(
+                        "cannot save {} {} before changing it, so nothing was changed: {e}",
+                        r.label,
+                        display(&r.root)
+                    ))
+                })?;
+        }
+    }
+    planned.keep_first = Default::default();
+    log::debug!(
+        "kept what the pass replaces: {:.3}s",
+        started.elapsed().as_secs_f64()
+    );
+    tool.make_room(&mut planned.extra);
+    let wrote = [planned.writes(0), planned.writes(1)];
+    let tracker = tool.track(&planned, &trees)?;
+    let (mut done, interrupted) = run_steps(&planned.steps, &roots, tracker.as_deref());
+    drop(tracker);
+    log::debug!("applied: {:.3}s", started.elapsed().as_secs_f64());
+
+    let mut counts = Counts::default();
+    let mut failed = Vec::new();
+    for d in done.iter_mut().flatten() {
+        counts.merge(&d.counts);
+        failed.extend(std::mem::take(&mut d.failed));
+        errors.append(&mut d.errors);
+    }
+    // The copies' records take their paths from the plans; what a copy read from
+    // another replica was hashed on the way (a replica a step reads from is not
+    // written in the same pass). The actions hold a copy of every entry they act on:
+    // gone before the trees after the pass are built.
+    let mut steps = std::mem::take(&mut planned.steps);
+    for (s, d) in steps.iter_mut().zip(done.iter_mut()) {
+        if let Some(d) = d {
+            d.name_copies(&mut s.plan);
+            if s.source != s.target {
+                apply::note_reads(&mut trees[s.source].entries, &mut d.copied);
+            }
+        }
+        s.plan = Default::default();
+    }
+    let [ta, tb] = trees;
+    let mut afters = [ta, tb];
+    for (s, d) in steps.iter().zip(done) {
+        if let Some(mut d) = d {
+            let t = std::mem::take(&mut afters[s.target]);
+            afters[s.target] = apply::tree_after(t, &mut d);
+        }
+    }
+    log::debug!(
+        "trees after the pass: {:.3}s",
+        started.elapsed().as_secs_f64()
+    );
+    // A replica nothing was written to is the tree its stat cache was read with.
+    let proven = [0, 1].map(|i| cached_sha[i].filter(|_| !wrote[i] && !interrupted));
+    Ok(Applied {
+        afters,
+        extra: planned.extra,
+        proven,
+        wrote,
+        roots,
+        replicas,
+        counts,
+        failed,
+        errors,
+        hashed_files,
+        interrupted,
+    })
+}
+
+/// Runs `steps`, a round at a time, the steps of a round at once;
+/// stops after a round that was interrupted. One result per step (`None`: no action,
+/// or not reached).
+fn run_steps(
+    steps: &[super::Step],
+    roots: &[Root; 2],
+    tracker: Option<&(dyn super::Tracker + '_)>,
+) -> (Vec<Option<apply::Applied>>, bool) {
+    let stop = || signal::stop_requested();
+    let mut out: Vec<Option<apply::Applied>> = steps.iter().map(|_| None).collect();
+    let applying = AtomicBool::new(true);
+    let mut interrupted = false;
+    std::thread::scope(|s| {
+        if let Some(t) = tracker {
+            let applying = &applying;
+            s.spawn(move || {
+                while applying.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    t.tick();
+                }
+            });
+        }
+        let last = steps.iter().map(|s| s.round).max().unwrap_or(0);
+        for round in 0..=last {
+            let now: Vec<usize> = (0..steps.len())
+                .filter(|&i| {
+                    let s = &steps[i];
+                    s.round == round && !s.plan.actions.is_empty()
+                })
+                .collect();
+            let results = parallel::map_owned(now, |i| {
+                let step = &steps[i];
+                let note = |at: u32, digest: Option<Digest>| {
+                    if let Some(t) = tracker {
+                        t.done(i, at, digest);
+                    }
+                };
+                let opts = ApplyOptions {
+                    src_root: roots[step.source].path(),
+                    direction: step.direction,
+                    meta_from_plan: false,
+                    verify_hash: step.verify_hash,
+                    attrs_from_source: step.attrs_from_source,
+                    stop: &stop,
+                    done: tracker.map(|_| &note as &apply::DoneFn<'_>),
+                };
+                let applied = match roots[step.target].try_clone() {
+                    Ok(mut root) => apply::apply(&step.plan, &mut root, &opts),
+                    Err(e) => {
+                        log::error!("{e}");
+                        apply::Applied {
+                            errors: vec![e],
+                            failed: step
+                                .plan
+                                .actions
+                                .iter()
+                                .map(|a| a.path.to_path_buf())
+                                .collect(),
+                            ..Default::default()
+                        }
+                    }
+                };
+                (i, applied)
+            });
+            for (i, applied) in results {
+                interrupted |= applied.interrupted;
+                out[i] = Some(applied);
+            }
+            if interrupted {
+                break;
+            }
+        }
+        applying.store(false, Ordering::Relaxed);
+    });
+    (out, interrupted)
+}
+
+/// Flushes what was written, hashes what is still unknown, then records everything at
+/// once: the stat caches, each replica's version, and what the tool keeps; logs the
+/// summary.
+pub(super) fn record<T: Tool>(
+    tool: &T,
+    n: u64,
+    applied: Applied<T::Extra>,
+    scanned_at: MTime,
+    started: Instant,
+) -> PassOutcome {
+    let Applied {
+        mut afters,
+        mut extra,
+        proven,
+        wrote,
+        roots,
+        replicas,
+        counts,
+        failed,
+        mut errors,
+        mut hashed_files,
+        interrupted,
+    } = applied;
+    // What the pass wrote is on disk before anything records it; a replica the pass
+    // did not write has nothing to flush (on a shared disk, `syncfs` also waits for
+    // everyone else's writes). Both replicas at once.
+    let [ta, tb] = &mut afters;
+    let finish = |side: usize, t: &mut Tree| {
+        let flush_error = if wrote[side] {
+            roots[side].sync_fs().err()
+        } else {
+            None
+        };
+        let hashed = if interrupted {
+            Hashed::default()
+        } else {
+            replicas[side].hash_rest(t)
+        };
+        let sha = proven[side].or_else(|| crate::hash::tree_sha256(t));
+        (flush_error, hashed, sha)
+    };
+    let (fa, fb) = parallel::join(|| finish(0, ta), || finish(1, tb));
+    let mut shas = [None, None];
+    let mut flushed = true;
+    for (side, (flush_error, hashed, sha)) in [fa, fb].into_iter().enumerate() {
+        hashed_files += hashed.files;
+        errors.extend(hashed.errors);
+        shas[side] = sha;
+        if let Some(e) = flush_error {
+            log::error!("{e}; nothing is recorded as synced");
+            errors.push(e);
+            flushed = false;
+        }
+    }
+    log::debug!(
+        "flushed and hashed: {:.3}s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut outcome = Outcome {
+        n,
+        scanned_at,
+        dry_run: false,
+        interrupted,
+        flushed,
+        failed,
+        counts,
+        hashed_files,
+        errors: errors.len(),
+        seconds: 0.0,
+        shas,
+        versions: [None, None],
+    };
+    // A pass with errors may have left a replica short of what it should hold.
+    let complete = errors.is_empty() && outcome.failed.is_empty();
+    let versions = tool.versions();
+    let (notes, recorded) = std::thread::scope(|s| {
+        for side in 0..2 {
+            let (r, t) = (&replicas[side], &afters[side]);
+            let (proven, sha) = (proven[side], shas[side]);
+            s.spawn(move || r.keep_cache(t, scanned_at, proven, sha));
+        }
+        let made: Vec<_> = (0..2)
+            .filter_map(|side| {
+                let v = versions[side].filter(|_| !interrupted)?;
+                let (r, t, sha) = (&replicas[side], &afters[side], shas[side]);
+                Some((
+                    side,
+                    s.spawn(move || v.record(tool.home(), &r.root, t, sha, complete)),
+                ))
+            })
+            .collect();
+        let recorded = tool.record(&mut extra, &afters, &outcome);
+        let notes: Vec<(usize, Result<Option<String>, Error>)> = made
+            .into_iter()
+            .map(|(side, h)| (side, h.join().expect("BUG: recording does not panic")))
+            .collect();
+        (notes, recorded)
+    });
+    if let Err(e) = recorded {
+        log::error!("{e}");
+        errors.push(e);
+    }
+    for (side, note) in notes {
+        match note {
+            Ok(note) => outcome.versions[side] = note,
+            Err(e) => {
+                log::error!("version not saved: {e}");
+                errors.push(e);
+            }
+        }
+    }
+    outcome.errors = errors.len();
+    outcome.seconds = started.elapsed().as_secs_f64();
+    log::info!("{}", tool.summary(&extra, &outcome));
+    crate::tree::drop_later((afters, extra));
+    PassOutcome {
+        operations: outcome.counts.operations(),
+        errors: outcome.errors,
+        interrupted,
+    }
+}
