@@ -331,14 +331,8 @@ impl Job {
     /// Keeps `at` as the time of this pass's scan. Not flushed: a time lost in a crash
     /// leaves an older one, which only makes the next pass compare more.
     fn note_scan(&self, at: engine::tree::MTime) {
-        let file = self.scan_time_file();
-        let tmp = file.with_extension("scanned-new");
         let text = format!("{}.{:09}\n", at.sec, at.nsec);
-        let written = file
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&tmp, text))
-            .and_then(|()| std::fs::rename(&tmp, &file));
+        let written = engine::fs::replace_unflushed(&self.scan_time_file(), text.as_bytes());
         if let Err(e) = written {
             log::debug!("time of the scan not kept: {e}");
         }

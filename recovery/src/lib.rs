@@ -8,5 +8,6 @@ pub mod inspect;
 pub mod manifest;
 pub mod registry;
 pub mod restore;
+mod slots;
 mod snapshot;
 pub mod store;

@@ -293,7 +293,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
     }
     let source_dir = staged.clone().unwrap_or_else(|| version.clone());
 
-    std::fs::create_dir_all(&target)
+    engine::fs::make_dir_all(&target)
         .map_err(|e| Refusal::new(format!("cannot create {}: {e}", display(&target))))?;
     let mut root = Root::open(&target).map_err(Refusal::from)?;
     if let Some(parent) = req.subpath.as_deref().and_then(Path::parent) {
@@ -425,7 +425,10 @@ fn scan_target(target: &Path, vd: &VersionedDir, sub: Option<&Path>) -> Result<T
 /// Hard-links the files of `vtree` (a version's, or the part of it restored) into
 /// `stage` (same store, same filesystem).
 fn stage_version(version: &Path, stage: &Path, vtree: &Tree) -> Result<(), Error> {
-    std::fs::create_dir(stage).map_err(|e| Error::io("mkdir", stage, e))?;
+    let (Some(store), Some(name)) = (stage.parent(), stage.file_name()) else {
+        return Err(Error::entry(stage, "not a tree of the store"));
+    };
+    Root::open(store)?.mkdir_unfinished(Path::new(name))?;
     let mut src = Root::open(version)?;
     let mut dst = Root::open(stage)?;
     for (p, e) in vtree.entries.iter() {

@@ -275,7 +275,9 @@ pub(crate) fn patch<'n, I: Iterator<Item = EntryRef<'n>>>(
         mut touched,
     } = plan;
     // The old manifest's own file goes: a new one is written when the tree is done.
-    let _ = std::fs::remove_file(new.join(MANIFEST));
+    if let Ok(mut tree) = Root::open(new) {
+        let _ = tree.remove(Path::new(MANIFEST));
+    }
     // What goes, then the new directories (parents first), then the files and links,
     // the removals and the puts each on every core.
     in_parallel(

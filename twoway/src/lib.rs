@@ -3,6 +3,7 @@
 //! [`pass::Job`] runs the engine's scan → plan → apply → record on both replicas.
 
 pub mod cli;
+pub mod fold;
 pub mod pass;
 pub mod plan;
 pub mod progress;

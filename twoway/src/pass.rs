@@ -254,7 +254,7 @@ impl Tool for Job {
             ),
         };
         let trees = std::mem::take(&mut scanned.trees);
-        let (plan, collided, trees) = plan::plan_sync_folding(
+        let (plan, collided, trees) = crate::fold::plan_sync_folding(
             base.unwrap_or_default(),
             trees,
             &opts,
@@ -378,7 +378,11 @@ impl Tool for Job {
         afters: &[Tree; 2],
         outcome: &Outcome,
     ) -> Result<(), engine::Error> {
-        if outcome.interrupted || !outcome.flushed {
+        if outcome.interrupted {
+            return Ok(());
+        }
+        if !outcome.flushed {
+            log::error!("the sync state is not updated: what the pass wrote may not be on disk");
             return Ok(());
         }
         let mut planned = match std::mem::replace(&mut sync.state, StateToRecord::Taken) {

@@ -9,7 +9,7 @@
 //! Nothing here touches a disk.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -101,81 +101,6 @@ impl SyncPlan {
             Side::B => (&self.keep_b, &self.to_b),
         }
     }
-}
-
-/// Paths `plan` would give `side`, a replica whose filesystem folds case, under a name
-/// that another planned path already takes there (`Photo.jpg` and `photo.jpg` are one
-/// file on FAT): each with the path it collides with. Of such names the one `side`
-/// already holds keeps its place, else the first in byte order; paths under a listed
-/// one are not listed again. Leaving the others alone on both sides (unknown to the
-/// planner) keeps one file from replacing the other there.
-pub fn case_collisions(plan: &SyncPlan, side: &Tree) -> Vec<(PathBuf, PathBuf)> {
-    if plan.state_unchanged {
-        // Nothing changes: every name is where it already was.
-        return Vec::new();
-    }
-    let mut names: HashMap<String, Vec<&Path>> = HashMap::new();
-    for p in plan.state.keys() {
-        names
-            .entry(engine::plan::mirror::fold_case(p))
-            .or_default()
-            .push(p);
-    }
-    let mut found: Vec<(PathBuf, PathBuf)> = Vec::new();
-    for mut same in names.into_values().filter(|v| v.len() > 1) {
-        same.sort_by_key(|p| (!side.entries.contains_key(p), *p));
-        found.extend(
-            same[1..]
-                .iter()
-                .map(|p| (p.to_path_buf(), same[0].to_path_buf())),
-        );
-    }
-    found.sort();
-    let mut listed: BTreeSet<PathBuf> = BTreeSet::new();
-    found.retain(|(p, _)| {
-        let under = engine::tree::under_any(&listed, p);
-        listed.insert(p.clone());
-        !under
-    });
-    found
-}
-
-/// [`plan_sync`] where `folds` says which replicas (A, B) ignore case in names: a path
-/// that [`case_collisions`] finds is made unknown on both sides, and the pass planned
-/// again without it. Takes the trees and gives them back (with those paths unknown):
-/// the plan, the paths left alone, each with the side it would have collided on and
-/// the path it collides with, and the trees.
-pub fn plan_sync_folding<B: Borrow<engine::tree::Entries>>(
-    base: B,
-    [mut a, mut b]: [Tree; 2],
-    opts: &SyncOptions,
-    folds: [bool; 2],
-) -> (SyncPlan, Vec<(Side, PathBuf, PathBuf)>, [Tree; 2]) {
-    if folds == [false, false] {
-        let plan = plan_sync(base, &a, &b, opts);
-        return (plan, Vec::new(), [a, b]);
-    }
-    let plan = plan_sync(base.borrow(), &a, &b, opts);
-    let mut collided = Vec::new();
-    for ((side, tree), folds) in [(Side::A, &a), (Side::B, &b)].into_iter().zip(folds) {
-        if folds {
-            collided.extend(
-                case_collisions(&plan, tree)
-                    .into_iter()
-                    .map(|(p, with)| (side, p, with)),
-            );
-        }
-    }
-    if collided.is_empty() {
-        return (plan, collided, [a, b]);
-    }
-    drop(plan);
-    for (_, p, _) in &collided {
-        a.unknown.insert(p.clone());
-        b.unknown.insert(p.clone());
-    }
-    let plan = plan_sync(base, &a, &b, opts);
-    (plan, collided, [a, b])
 }
 
 /// Same content: kind, and bytes or link target.
@@ -530,35 +455,34 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
     // and without the old state.
     drop(base_rows);
     drop(base);
-    let (actions, state) = std::thread::scope(|s| {
-        let finals = &finals;
-        let owners = opts.keep_owners;
-        let on_b = s.spawn(move || actions_for(Side::B, finals, b, owners));
-        let state = s.spawn(move || {
-            // In path order already: taken as it is, after a check; sized first.
-            let (entries, names) = finals
-                .iter()
-                .filter(|(_, f)| f.is_some())
-                .fold((0, 0), |(n, b), (p, _)| (n + 1, b + p.as_os_str().len()));
-            let decided = || {
-                finals
-                    .iter()
-                    .filter_map(|(p, f)| f.as_ref().map(|f| (p, f.entry)))
-            };
-            let mut state = engine::tree::entries::ChunkList::with_capacity(entries, names);
-            for (p, e) in decided() {
-                let mut e = e.clone();
+    let finals = &finals;
+    let owners = opts.keep_owners;
+    let state = || {
+        // In path order already: taken as it is, after a check; sized first.
+        let (entries, names) = finals
+            .iter()
+            .filter(|(_, f)| f.is_some())
+            .fold((0, 0), |(n, b), (p, _)| (n + 1, b + p.as_os_str().len()));
+        let mut state = engine::tree::entries::ChunkList::with_capacity(entries, names);
+        for (p, f) in finals.iter() {
+            if let Some(f) = f {
+                let mut e = f.entry.clone();
                 e.ino = 0;
                 state.push(p, e);
             }
-            state.into_entries()
-        });
-        let on_a = actions_for(Side::A, finals, a, owners);
-        (
-            [on_a, on_b.join().expect("BUG: planning does not panic")],
-            state.join().expect("BUG: planning does not panic"),
-        )
-    });
+        }
+        state.into_entries()
+    };
+    let ((on_a, on_b), state) = engine::parallel::join(
+        || {
+            engine::parallel::join(
+                || actions_for(Side::A, finals, a, owners),
+                || actions_for(Side::B, finals, b, owners),
+            )
+        },
+        state,
+    );
+    let actions = [on_a, on_b];
     let [(keep_a, to_a, deletes_a), (keep_b, to_b, deletes_b)] = actions;
     SyncPlan {
         conflicts,

@@ -9,6 +9,7 @@ use engine::tree::{Digest, Entry, Kind, MTime, Tree};
 use proptest::prelude::*;
 
 use super::*;
+use crate::fold::plan_sync_folding;
 
 type Map = engine::tree::Entries;
 

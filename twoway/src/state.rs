@@ -6,23 +6,27 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use engine::error::Error;
 use engine::fs;
+use engine::tree::encoding::EntryRef;
 use engine::tree::entries::ChunkList;
-use engine::tree::{Digest, Entries, Entry, Kind, MTime};
+use engine::tree::{Digest, Entries, Entry, MTime};
 
-/// The format written: 3 records owners; 2 (before owners were kept) is read.
-const FORMAT: u32 = 3;
-const LEGACY_FORMAT: u32 = 2;
+/// The format written: 4, records in the encoding every file of entries uses
+/// ([`EntryRef`]); 3 (records of the state's own, with owners) and 2 (before owners were
+/// kept) are read.
+const FORMAT: u32 = 4;
+const FORMAT_3: u32 = 3;
+const FORMAT_2: u32 = 2;
 
 /// The state file: compact binary (postcard), read and written on every pass. Its head,
 /// `(format, a, b, count)`, then `count` records, one per path in path order.
 type Head<'a> = (u32, &'a [u8], &'a [u8], usize);
 
-/// One path's record, its bytes borrowed from the file or the entry.
-#[derive(Serialize, Deserialize)]
+/// One path's record in a state of format 3, its bytes borrowed from the file.
+#[derive(Deserialize)]
 struct RecordRef<'a> {
     #[serde(borrow)]
     path: &'a [u8],
@@ -67,23 +71,6 @@ impl<'a> From<LegacyRecordRef<'a>> for RecordRef<'a> {
 }
 
 impl<'a> RecordRef<'a> {
-    fn new(p: &'a Path, e: &'a Entry) -> RecordRef<'a> {
-        RecordRef {
-            path: p.as_os_str().as_bytes(),
-            kind: match e.kind {
-                Kind::File => 0,
-                Kind::Dir => 1,
-                Kind::Symlink => 2,
-            },
-            size: e.size,
-            mode: e.mode,
-            mtime: (e.mtime.sec, e.mtime.nsec),
-            hash: e.hash.map(|d| d.0),
-            target: e.link_target().map(|t| t.as_os_str().as_bytes()),
-            owner: e.owner.known(),
-        }
-    }
-
     fn path(&self) -> &'a Path {
         Path::new(OsStr::from_bytes(self.path))
     }
@@ -99,6 +86,15 @@ impl<'a> RecordRef<'a> {
             _ => Entry::file(self.size, self.mode, mtime, self.hash.map(Digest)),
         };
         e.owned_by(engine::Owner::from_known(self.owner))
+    }
+}
+
+/// The record of `e` at `p`: a state records no inode (one replica's inode says
+/// nothing of the other's).
+fn record<'e>(p: &'e Path, e: &'e Entry) -> EntryRef<'e> {
+    EntryRef {
+        ino: None,
+        ..EntryRef::new(p, e)
     }
 }
 
@@ -150,12 +146,12 @@ fn decode(f: std::fs::File, a: &Path, b: &Path) -> std::io::Result<Option<Entrie
     let mut seq = engine::tree::encoding::SeqReader::new(f);
     let head = seq.take_with(|raw| {
         let ((format, fa, fb, count), rest) = postcard::take_from_bytes::<Head>(raw)?;
-        let ours = (format == FORMAT || format == LEGACY_FORMAT)
+        let ours = [FORMAT, FORMAT_3, FORMAT_2].contains(&format)
             && fa == a.as_os_str().as_bytes()
             && fb == b.as_os_str().as_bytes();
-        Ok((ours.then_some((count, format == LEGACY_FORMAT)), rest.len()))
+        Ok((ours.then_some((count, format)), rest.len()))
     })?;
-    let Some((count, legacy)) = head else {
+    let Some((count, format)) = head else {
         return Ok(None);
     };
     // The count is the file's word: room for no more than the file could hold.
@@ -163,13 +159,24 @@ fn decode(f: std::fs::File, a: &Path, b: &Path) -> std::io::Result<Option<Entrie
     let mut list = ChunkList::with_capacity(entries, 0);
     for _ in 0..count {
         seq.take_with(|raw| {
-            let (r, rest) = if legacy {
-                let (r, rest) = postcard::take_from_bytes::<LegacyRecordRef>(raw)?;
-                (RecordRef::from(r), rest)
-            } else {
-                postcard::take_from_bytes::<RecordRef>(raw)?
+            let rest = match format {
+                FORMAT => {
+                    let (r, rest) = postcard::take_from_bytes::<EntryRef>(raw)?;
+                    list.push(r.path, r.to_entry());
+                    rest
+                }
+                FORMAT_3 => {
+                    let (r, rest) = postcard::take_from_bytes::<RecordRef>(raw)?;
+                    list.push(r.path(), r.entry());
+                    rest
+                }
+                _ => {
+                    let (r, rest) = postcard::take_from_bytes::<LegacyRecordRef>(raw)?;
+                    let r = RecordRef::from(r);
+                    list.push(r.path(), r.entry());
+                    rest
+                }
             };
-            list.push(r.path(), r.entry());
             Ok(((), rest.len()))
         })?;
     }
@@ -196,7 +203,7 @@ fn encode<'e>(
         b.as_os_str().as_bytes(),
         count,
     );
-    let records = records.map(|(p, e)| RecordRef::new(p, e));
+    let records = records.map(|(p, e)| record(p, e));
     engine::tree::encoding::write_seq(&mut w, &head, records)
 }
 
@@ -263,9 +270,9 @@ where
             count,
         );
         let refs = records().map(|(p, e, digest)| {
-            let mut r = RecordRef::new(p, e);
-            if r.hash.is_none() {
-                r.hash = digest.map(|d| d.0);
+            let mut r = record(p, e);
+            if r.sha256.is_none() {
+                r.sha256 = digest;
             }
             r
         });
@@ -284,6 +291,66 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
+    /// A state written by the release before the shared entry encoding (format 3, its
+    /// own records) still reads, as the same entries.
+    #[test]
+    fn a_state_of_format_3_still_reads() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("s");
+        type Record3<'a> = (
+            &'a [u8],
+            u8,
+            u64,
+            u32,
+            (i64, u32),
+            Option<[u8; 32]>,
+            Option<&'a [u8]>,
+            Option<(u32, u32)>,
+        );
+        let records: Vec<Record3> = vec![
+            (b"d", 1, 0, 0o755, (1, 0), None, None, Some((7, 8))),
+            (
+                b"d/x",
+                0,
+                1,
+                0o600,
+                (5, 6),
+                Some([3; 32]),
+                None,
+                Some((7, 8)),
+            ),
+            (b"l", 2, 0, 0o777, (2, 3), None, Some(b"d/x"), None),
+        ];
+        let mut old =
+            postcard::to_allocvec(&(3u32, &b"/a"[..], &b"/b"[..], records.len())).unwrap();
+        for r in &records {
+            old.extend(postcard::to_allocvec(r).unwrap());
+        }
+        std::fs::write(&f, old).unwrap();
+        let owner = engine::Owner { uid: 7, gid: 8 };
+        let want: Entries = [
+            (
+                PathBuf::from("d"),
+                Entry::dir(0o755, MTime::new(1, 0)).owned_by(owner),
+            ),
+            (
+                PathBuf::from("d/x"),
+                Entry::file(1, 0o600, MTime::new(5, 6), Some(Digest([3; 32]))).owned_by(owner),
+            ),
+            (PathBuf::from("l"), Entry::symlink("d/x", MTime::new(2, 3))),
+        ]
+        .into_iter()
+        .collect();
+        let got = load(&f, Path::new("/a"), Path::new("/b")).unwrap().unwrap();
+        assert_eq!(got, want);
+        // Saved again, it takes the current format and reads back the same.
+        assert!(save(&f, Path::new("/a"), Path::new("/b"), &got).unwrap());
+        assert_eq!(
+            load(&f, Path::new("/a"), Path::new("/b")).unwrap(),
+            Some(want)
+        );
+    }
+
     #[test]
     fn state_round_trips_and_belongs_to_its_pair() {
         let d = tempfile::tempdir().unwrap();
@@ -297,7 +364,7 @@ mod tests {
         s.insert(PathBuf::from("l"), Entry::symlink("x", MTime::new(2, 3)));
         assert!(save(&f, Path::new("/a"), Path::new("/b"), &s).unwrap());
         // Streamed, it is the encoding of the whole state at once.
-        let records: Vec<RecordRef> = s.iter().map(|(p, e)| RecordRef::new(p, e)).collect();
+        let records: Vec<EntryRef> = s.iter().map(|(p, e)| record(p, e)).collect();
         let whole = (FORMAT, &b"/a"[..], &b"/b"[..], records);
         assert_eq!(
             std::fs::read(&f).unwrap(),

@@ -94,3 +94,20 @@ impl<R: Read> Write for SameAs<R> {
         Ok(())
     }
 }
+
+/// Replaces `path` with `bytes` by a rename, without flushing: for a file of the tool's
+/// own whose loss in a crash costs only work (an older one, or none, is left).
+pub fn replace_unflushed(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let parent = path
+        .parent()
+        .ok_or_else(|| Error::entry(path, "no parent directory"))?;
+    std::fs::create_dir_all(parent).ctx("mkdir", parent)?;
+    let tmp = parent.join(names::temp_name());
+    let res = std::fs::write(&tmp, bytes)
+        .ctx("write", &tmp)
+        .and_then(|()| std::fs::rename(&tmp, path).ctx("rename", path));
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}

@@ -366,3 +366,10 @@ pub(super) fn remove_at(dir: BorrowedFd<'_>, name: &OsStr, abs: &Path) -> Result
     drop(sub);
     in_writable(dir, || rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)).ctx("remove", abs)
 }
+
+/// Creates the directory `path` that a user named (a restore target, a store), with
+/// its missing parents, as `mkdir -p` does. Whatever is written inside it afterwards
+/// goes through a [`Root`] opened on it, which refuses a symlink anywhere on the path.
+pub fn make_dir_all(path: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(path).ctx("mkdir", path)
+}

@@ -215,11 +215,13 @@ pub(super) fn apply<T: Tool>(
     for (s, d) in steps.iter_mut().zip(done.iter_mut()) {
         if let Some(d) = d {
             d.name_copies(&mut s.plan);
-            if s.source != s.target {
-                apply::note_reads(&mut trees[s.source].entries, &mut d.copied);
-            }
         }
         s.plan = Default::default();
+    }
+    for (s, d) in steps.iter().zip(done.iter_mut()) {
+        if let (Some(d), true) = (d, s.source != s.target) {
+            apply::note_reads(&mut trees[s.source].entries, &mut d.copied);
+        }
     }
     let [ta, tb] = trees;
     let mut afters = [ta, tb];
@@ -376,7 +378,7 @@ pub(super) fn record<T: Tool>(
         errors.extend(hashed.errors);
         shas[side] = sha;
         if let Some(e) = flush_error {
-            log::error!("{e}; nothing is recorded as synced");
+            log::error!("{e}");
             errors.push(e);
             flushed = false;
         }

@@ -129,11 +129,11 @@ pub fn read_both(
     );
     let (mut ta, mut tb) = (a.0.scanned(ta)?, b.0.scanned(tb)?);
     let scanned = t0.elapsed();
-    let cached_sha = std::thread::scope(|s| {
-        let sa = s.spawn(|| a.0.load_hashes(&mut ta, checksum));
-        let sb = b.0.load_hashes(&mut tb, checksum);
-        [sa.join().expect("BUG: no panic"), sb]
-    });
+    let (sa, sb) = crate::parallel::join(
+        || a.0.load_hashes(&mut ta, checksum),
+        || b.0.load_hashes(&mut tb, checksum),
+    );
+    let cached_sha = [sa, sb];
     log::debug!(
         "scanned {} and {} entries in {:.3}s, stat caches {:.3}s",
         ta.entries.len(),

@@ -1,6 +1,8 @@
-//! One entry as the tool writes it into a version manifest: path, kind, size, mode,
-//! mtime, SHA-256, link target, inode and owner. Plain data, stored in binary
-//! (postcard). Records written before owners were kept ([`LegacyEntryRef`]) still read,
+//! One entry as the tool writes it into its files (version manifests and the sync
+//! state): path, kind, size, mode, mtime, SHA-256, link target, inode and owner. Plain
+//! data, stored in binary (postcard); one encoding for every file that records entries.
+//! (The stat cache records another kind of thing, a file's stamp and its hash, and has
+//! its own.) Records written before owners were kept ([`LegacyEntryRef`]) still read,
 //! with no owner.
 
 use std::path::{Path, PathBuf};
@@ -32,13 +34,7 @@ pub struct EntryRecord {
 impl EntryRecord {
     /// The entry this record describes.
     pub fn to_entry(&self) -> Entry {
-        let mtime = MTime::new(self.mtime.0, self.mtime.1);
-        let e = match self.kind {
-            Kind::Dir => Entry::dir(self.mode, mtime),
-            Kind::Symlink => Entry::symlink(self.target.clone().unwrap_or_default(), mtime),
-            Kind::File => Entry::file(self.size, self.mode, mtime, self.sha256),
-        };
-        e.owned_by(Owner::from_known(self.owner))
+        self.as_ref().to_entry()
     }
 }
 
@@ -108,6 +104,18 @@ impl<'a> EntryRef<'a> {
 
     pub fn owner(&self) -> Owner {
         Owner::from_known(self.owner)
+    }
+
+    /// The entry this record describes (its inode is not kept: a record's inode is
+    /// the one the file had where it was recorded).
+    pub fn to_entry(&self) -> Entry {
+        let mtime = self.mtime();
+        let e = match self.kind {
+            Kind::Dir => Entry::dir(self.mode, mtime),
+            Kind::Symlink => Entry::symlink(self.target.unwrap_or(Path::new("")), mtime),
+            Kind::File => Entry::file(self.size, self.mode, mtime, self.sha256),
+        };
+        e.owned_by(self.owner())
     }
 
     pub fn mtime(&self) -> MTime {

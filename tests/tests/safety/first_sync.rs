@@ -1,0 +1,135 @@
+//! A first two-way sync killed or unable to flush: the progress it records.
+
+use std::fs;
+use std::path::Path;
+
+use integration_tests::*;
+
+/// Six hundred small files, copied first, and a big sparse file copied last and long to
+/// read and hash: a first sync of `a` to `b` records progress before it ends.
+fn slow_first_sync(a: &Path, b: &Path) {
+    for i in 0..600 {
+        write(&a.join(format!("small/{i:03}.txt")), format!("file {i}"));
+    }
+    // A terabyte of holes: reading and hashing it would take many minutes, so the
+    // pass is surely still copying it when the test stops it, however busy the machine.
+    let f = fs::File::create(a.join("zz-big.img")).unwrap();
+    f.set_len(1 << 40).unwrap();
+    fs::create_dir_all(b).unwrap();
+}
+
+#[test]
+fn a_first_sync_records_no_progress_it_could_not_flush() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    slow_first_sync(&a, &b);
+    let mut child = env
+        .cmd("twoway")
+        .args([&a, &b])
+        .args(["--once", "--no-versions"])
+        .env("TWOWAY_INJECT_FAULT", "first-sync-flush")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first batches of small files are in B; a couple of seconds of progress
+    // saves are tried (each a second apart), with their flushes failing.
+    let mut waited = 0;
+    while !b.join("small/100.txt").exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the pass ended too soon"
+        );
+        assert!(waited < 6000, "no copy seen in 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        waited += 1;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let still_running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        still_running,
+        "the first sync ended before the kill (else this tests nothing)"
+    );
+    // Only the state written before anything changed (nothing was equal): no record of
+    // copies whose names may not be on disk.
+    let state = fs::read_dir(env.home().join("state"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let len = fs::metadata(&state).unwrap().len();
+    assert!(
+        len < 200,
+        "the state recorded unflushed progress ({len} bytes)"
+    );
+}
+
+#[test]
+fn a_killed_first_sync_keeps_what_it_made_equal() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    // Enough small files that each copy worker installs a full batch (256) of them
+    // early, while the big file (copied last, long to read and hash) holds the rest
+    // back: the pass is still in it when killed.
+    slow_first_sync(&a, &b);
+    write(&b.join("both/same.txt"), "on both sides already");
+    write(&a.join("both/same.txt"), "on both sides already");
+    let big = a.join("zz-big.img");
+    let mut child = env
+        .cmd("twoway")
+        .args([&a, &b])
+        .args(["--once", "--no-versions"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the progress holds the first batches of small files (512 records of
+    // some 60 bytes), which take the first names in path order.
+    let state_dir = env.home().join("state");
+    let recorded = || {
+        fs::read_dir(&state_dir)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .and_then(|e| e.metadata().ok())
+            .is_some_and(|m| m.len() > 400 * 60)
+    };
+    let mut waited = 0;
+    while !recorded() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the first sync ended before its progress was seen"
+        );
+        assert!(waited < 6000, "no progress recorded in 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        waited += 1;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(b.join("small/000.txt").exists());
+    assert!(
+        !b.join("zz-big.img").exists(),
+        "the first sync was killed before its end (else this tests nothing)"
+    );
+
+    // One-sided changes since: an edit on A, a deletion on B.
+    write(&a.join("small/001.txt"), "edited on A after the kill");
+    fs::remove_file(b.join("small/002.txt")).unwrap();
+    fs::remove_file(&big).unwrap();
+    let run = env.run(
+        "twoway",
+        [&a, &b, Path::new("--once"), Path::new("--no-versions")],
+    );
+    run.expect(0);
+    assert!(run.stdout().contains(" 0 conflicts"), "{}", run.all());
+    assert!(!run.all().contains("keep-conflict"), "{}", run.all());
+    assert_eq!(
+        fs::read(b.join("small/001.txt")).unwrap(),
+        b"edited on A after the kill"
+    );
+    assert!(!a.join("small/002.txt").exists(), "the deletion was undone");
+    assert!(!b.join("zz-big.img").exists());
+}
