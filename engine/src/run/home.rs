@@ -87,19 +87,24 @@ impl DataHome {
             .join(format!("{}.bin", short_hash(&both)))
     }
 
-    /// Takes the lock named `name` (e.g. a replica's key); fails at once if another
-    /// process holds it.
-    pub fn try_lock(&self, name: &str, what: &Path) -> Result<Lock, Refusal> {
+    /// The file of the lock named `name` in the data home, opened (made if missing).
+    fn lock_file(&self, name: &str) -> Result<(File, PathBuf), Error> {
         let dir = self.path.join("locks");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Refusal::new(format!("data home {}: {e}", display(&dir))))?;
+        std::fs::create_dir_all(&dir).ctx("mkdir", &dir)?;
         let path = dir.join(format!("{name}.lock"));
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| Refusal::new(format!("lock {}: {e}", display(&path))))?;
+            .ctx("open", &path)?;
+        Ok((file, path))
+    }
+
+    /// Takes the lock named `name` (e.g. a replica's key); fails at once if another
+    /// process holds it.
+    pub fn try_lock(&self, name: &str, what: &Path) -> Result<Lock, Refusal> {
+        let (file, path) = self.lock_file(name).map_err(Refusal::from)?;
         match file.try_lock() {
             Ok(()) => Ok(Lock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(busy(what)),
@@ -111,15 +116,7 @@ impl DataHome {
 
     /// Takes the lock named `name`, waiting for another holder to release it.
     pub fn lock_wait(&self, name: &str) -> Result<Lock, Error> {
-        let dir = self.path.join("locks");
-        std::fs::create_dir_all(&dir).ctx("mkdir", &dir)?;
-        let path = dir.join(format!("{name}.lock"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .ctx("open", &path)?;
+        let (file, path) = self.lock_file(name)?;
         file.lock().ctx("lock", &path)?;
         Ok(Lock { _file: file })
     }
