@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use engine::error::{exit, Refusal};
+use engine::error::Refusal;
 use engine::run::cli::{self, usage, PassArgs, RestoreArgs, Settings};
 use engine::run::home::DataHome;
 use engine::run::{logging, runner, signal};
@@ -46,12 +46,11 @@ pub struct Cli {
 
 /// Runs the `oneway` binary; returns the exit status.
 pub fn main() -> i32 {
-    let cli: Cli = cli::parse();
-    if cli.print_version || cli.restore.wants_program_version() {
-        println!("oneway {}", env!("CARGO_PKG_VERSION"));
-        return exit::OK;
-    }
-    cli::exit_status(run(cli))
+    cli::main_of(
+        "oneway",
+        |c: &Cli| c.print_version || c.restore.wants_program_version(),
+        run,
+    )
 }
 
 fn run(cli: Cli) -> Result<i32, Refusal> {

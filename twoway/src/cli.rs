@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use engine::error::{exit, Refusal};
+use engine::error::Refusal;
 use engine::run::cli::{self, usage, PassArgs, RestoreArgs, Settings};
 use engine::run::config::ConflictPolicy;
 use engine::run::home::DataHome;
@@ -50,12 +50,11 @@ pub struct Cli {
 
 /// Runs the `twoway` binary; returns the exit status.
 pub fn main() -> i32 {
-    let cli: Cli = cli::parse();
-    if cli.print_version || cli.restore.wants_program_version() {
-        println!("twoway {}", env!("CARGO_PKG_VERSION"));
-        return exit::OK;
-    }
-    cli::exit_status(run(cli))
+    cli::main_of(
+        "twoway",
+        |c: &Cli| c.print_version || c.restore.wants_program_version(),
+        run,
+    )
 }
 
 fn run(cli: Cli) -> Result<i32, Refusal> {

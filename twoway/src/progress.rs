@@ -6,10 +6,12 @@
 //! on both sides are all done joins them. The pass's own state replaces this one when
 //! it ends. This module decides what is synced; `state` encodes it.
 //!
-//! It holds little: the plans hold the entries, and a done action is its place in them
-//! (a first sync of a large tree plans one per file); the state is written from a
-//! thread of its own, so that no copy waits for it, and only after both replicas are
-//! flushed, so that it never records what may not be on disk.
+//! It holds little: the plans hold the entries, a done action is its place in them (a
+//! first sync of a large tree plans one per file), and only the actions done since the
+//! last save are held: each save streams the state file through and adds them
+//! (`state::merge_into`). The state is written from a thread of its own, so that no copy
+//! waits for it, and only after both replicas are flushed, so that it never records
+//! what may not be on disk.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -31,8 +33,6 @@ pub struct Progress<'a> {
     /// The replicas, which are also the pair the state belongs to.
     pair: (&'a Path, &'a Path),
     plans: [&'a Plan; 4],
-    /// Paths equal on both sides before the pass.
-    equal: Entries,
     inner: Mutex<Inner<'a>>,
 }
 
@@ -40,7 +40,8 @@ struct Inner<'a> {
     /// Paths with more than one action, and how many are still to do (every other path
     /// has one).
     pending: HashMap<&'a Path, u32>,
-    /// Actions done whose path is then done: plan number, place, what a copy wrote.
+    /// Actions done since the last save whose path is then done: plan number, place,
+    /// what a copy wrote.
     done: Vec<(u8, u32, Option<Digest>)>,
     saved: Instant,
     /// Paths done since the last save.
@@ -83,18 +84,19 @@ impl<'a> Progress<'a> {
         }
         counts.retain(|_, n| *n > 1);
         counts.shrink_to_fit();
-        // A place per action at most: room for all at once, rather than a list grown
-        // by doubling to twice what it holds.
+        // Room for a second's work, up to 65,536 actions (a first sync on a fast disk does
+        // them all in less), rather than a list grown by doubling.
         let actions: usize = plans.iter().map(|p| p.actions.len()).sum();
+        // Written now, and then only streamed through (see `state::merge_into`).
         state::save(file, pair.0, pair.1, &equal)?;
+        drop(equal);
         Ok(Progress {
             file,
             pair,
             plans,
-            equal,
             inner: Mutex::new(Inner {
                 pending: counts,
-                done: Vec::with_capacity(actions),
+                done: Vec::with_capacity(actions.min(1 << 16)),
                 saved: Instant::now(),
                 unsaved: 0,
             }),
@@ -173,17 +175,13 @@ impl<'a> Progress<'a> {
                 Some((&*a.path, a.src.as_ref()?, d.2))
             })
         };
-        let merged = || {
-            engine::tree::zip_sorted_by(made(), self.equal.iter(), |m| m.0, |e| e.0)
-                .filter_map(|(m, e)| m.or_else(|| e.map(|(p, e)| (p, e, None))))
-        };
-        let count = merged().count();
-        if let Err(e) = state::save_records(self.file, self.pair.0, self.pair.1, count, merged) {
-            // Only what a kill would cost: the pass goes on.
+        if let Err(e) = state::merge_into(self.file, self.pair.0, self.pair.1, made) {
+            // Only what a kill would cost: the pass goes on, and tries again.
             log::warn!("progress of the first sync not recorded: {e}");
+            let mut inner = self.inner.lock().expect("BUG: no panic holds it");
+            let newer = std::mem::replace(&mut inner.done, done);
+            inner.done.extend(newer);
+            inner.unsaved += 1;
         }
-        let mut inner = self.inner.lock().expect("BUG: no panic holds it");
-        let newer = std::mem::replace(&mut inner.done, done);
-        inner.done.extend(newer);
     }
 }

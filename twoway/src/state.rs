@@ -98,6 +98,16 @@ fn record<'e>(p: &'e Path, e: &'e Entry) -> EntryRef<'e> {
     }
 }
 
+/// [`record`], with `digest` as the hash where the entry has none (a copy's, known only
+/// once it was made).
+fn record_with<'e>(p: &'e Path, e: &'e Entry, digest: Option<Digest>) -> EntryRef<'e> {
+    let mut r = record(p, e);
+    if r.sha256.is_none() {
+        r.sha256 = digest;
+    }
+    r
+}
+
 /// Reads the state of the pair (a, b) (in either order); `Ok(None)` only if there is
 /// none yet (first sync). A state that exists but cannot be read (permission denied,
 /// an I/O error, a directory in its place) is an error: taking it for no state would
@@ -269,15 +279,72 @@ where
             b.as_os_str().as_bytes(),
             count,
         );
-        let refs = records().map(|(p, e, digest)| {
-            let mut r = record(p, e);
-            if r.sha256.is_none() {
-                r.sha256 = digest;
-            }
-            r
-        });
+        let refs = records().map(|(p, e, digest)| record_with(p, e, digest));
         engine::tree::encoding::write_seq(&mut &mut *w, &head, refs)
     })
+}
+
+/// Adds `new` to the state of the pair (a, b) in `file`: records in path order, each a
+/// path, its entry and the hash to record where the entry has none (a copy's); a record
+/// of the same path in the file is replaced. The file's records are streamed through,
+/// one at a time, never held: a first sync merges what it has done into a state as
+/// large as the tree about once a second. The file must hold a state of this pair in
+/// the current format (the first sync wrote it).
+pub fn merge_into<'e, I>(file: &Path, a: &Path, b: &Path, new: impl Fn() -> I) -> Result<(), Error>
+where
+    I: Iterator<Item = (&'e Path, &'e Entry, Option<Digest>)>,
+{
+    let (a, b) = pair(a, b);
+    // The file's records, merged with the new ones: a record of a path both hold is the
+    // new one. Read twice, once to count them for the head, once to write them.
+    let failed: std::cell::RefCell<Option<std::io::Error>> = Default::default();
+    let failed_at = &failed;
+    let merged = || -> std::io::Result<(usize, _)> {
+        let mut seq = engine::tree::encoding::SeqReader::new(std::fs::File::open(file)?);
+        let old = seq
+            .take_with(|raw| {
+                let ((format, fa, fb, count), rest) = postcard::take_from_bytes::<Head>(raw)?;
+                let ours = format == FORMAT
+                    && fa == a.as_os_str().as_bytes()
+                    && fb == b.as_os_str().as_bytes();
+                Ok((ours.then_some(count), rest.len()))
+            })?
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "not this pair's state")
+            })?;
+        let olds = (0..old).map_while(move |_| {
+            let r = seq.take_with(|raw| {
+                let (r, rest) = postcard::take_from_bytes::<EntryRef>(raw)?;
+                Ok((r.to_owned(), rest.len()))
+            });
+            r.map_err(|e| *failed_at.borrow_mut() = Some(e)).ok()
+        });
+        let records = engine::tree::zip_sorted_by(olds, new(), |r| r.path.as_path(), |n| n.0).map(
+            |(o, n)| match n {
+                Some((p, e, digest)) => record_with(p, e, digest).to_owned(),
+                None => o.expect("BUG: a merged pair holds at least one record"),
+            },
+        );
+        Ok((old, records))
+    };
+    let count = merged()
+        .map(|(_, records)| records.count())
+        .map_err(|e| Error::io("read the sync state", file, e))?;
+    if let Some(e) = failed.take() {
+        return Err(Error::io("read the sync state", file, e));
+    }
+    fs::write_atomic_unless_same(file, |w| {
+        let (_, records) = merged()?;
+        let head = (
+            FORMAT,
+            a.as_os_str().as_bytes(),
+            b.as_os_str().as_bytes(),
+            count,
+        );
+        engine::tree::encoding::write_seq(&mut &mut *w, &head, records)?;
+        failed.take().map_or(Ok(()), Err)
+    })?;
+    Ok(())
 }
 
 /// Writes the state atomically, encoded a block at a time, unless the file already holds
@@ -349,6 +416,43 @@ mod tests {
             load(&f, Path::new("/a"), Path::new("/b")).unwrap(),
             Some(want)
         );
+    }
+
+    /// What a first sync adds to its progress is merged into the state file: new paths
+    /// in their place, a path already there replaced, a copy's hash filled in.
+    #[test]
+    fn records_merge_into_a_state_in_path_order() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("s");
+        let (a, b) = (Path::new("/a"), Path::new("/b"));
+        let file = |n: u8| Entry::file(u64::from(n), 0o644, MTime::new(i64::from(n), 0), None);
+        let old: Entries = [("b/x", 1), ("d", 2)]
+            .into_iter()
+            .map(|(p, n)| (PathBuf::from(p), file(n)))
+            .collect();
+        assert!(save(&f, a, b, &old).unwrap());
+        let (x, y) = (file(7), file(8));
+        let digest = Some(Digest([9; 32]));
+        let new = [
+            (Path::new("a"), &x, digest),
+            (Path::new("b/x"), &y, None),
+            (Path::new("c"), &x, None),
+        ];
+        merge_into(&f, b, a, || new.iter().copied()).unwrap();
+        let got = load(&f, a, b).unwrap().unwrap();
+        let mut x_hashed = x.clone();
+        x_hashed.hash = digest;
+        let want: Entries = [
+            (PathBuf::from("a"), x_hashed),
+            (PathBuf::from("b/x"), y.clone()),
+            (PathBuf::from("c"), x.clone()),
+            (PathBuf::from("d"), file(2)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(got, want);
+        // Not another pair's state.
+        assert!(merge_into(&f, a, Path::new("/c"), || new.iter().copied()).is_err());
     }
 
     #[test]

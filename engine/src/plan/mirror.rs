@@ -149,6 +149,19 @@ impl Plan {
     }
 }
 
+/// Plans the removal of `d` at `p`; a directory's subtree goes with it (`removed`).
+fn remove(plan: &mut Plan, p: &Path, d: &Entry, removed: &mut Option<PathBuf>) {
+    plan.actions.push(Action {
+        op: Op::Remove { kind: d.kind },
+        path: p.into(),
+        src: None,
+        dst: Some(Box::new(d.clone())),
+    });
+    if d.kind == Kind::Dir {
+        *removed = Some(p.to_path_buf());
+    }
+}
+
 /// `p` as a case-insensitive filesystem compares names (lower case; close enough for
 /// FAT, exFAT and SMB, which fold with their own tables).
 pub fn fold_case(p: &Path) -> String {
@@ -267,15 +280,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                 if d.kind == Kind::Dir && pinned.contains(p) {
                     continue;
                 }
-                plan.actions.push(Action {
-                    op: Op::Remove { kind: d.kind },
-                    path: p.into(),
-                    src: None,
-                    dst: Some(Box::new(d.clone())),
-                });
-                if d.kind == Kind::Dir {
-                    removed_subtree = Some(p.to_path_buf());
-                }
+                remove(&mut plan, p, d, &mut removed_subtree);
                 touched(p, &mut dir_meta);
             }
             (Some(s), None) => {
@@ -293,15 +298,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                     ));
                     continue;
                 }
-                plan.actions.push(Action {
-                    op: Op::Remove { kind: d.kind },
-                    path: p.into(),
-                    src: None,
-                    dst: Some(Box::new(d.clone())),
-                });
-                if d.kind == Kind::Dir {
-                    removed_subtree = Some(p.to_path_buf());
-                }
+                remove(&mut plan, p, d, &mut removed_subtree);
                 create(&mut plan, p, s, false);
                 if s.kind == Kind::Dir {
                     dir_meta.push(p.to_path_buf());

@@ -252,6 +252,21 @@ pub fn exit_status(outcome: Result<i32, Refusal>) -> i32 {
     }
 }
 
+/// The `main` of a pass tool: parses its command line, prints the version when
+/// `wants_version` says it was asked for (`-V`), else runs `run`; returns the exit status.
+pub fn main_of<C: clap::Parser>(
+    program: &str,
+    wants_version: impl FnOnce(&C) -> bool,
+    run: impl FnOnce(C) -> Result<i32, Refusal>,
+) -> i32 {
+    let cli: C = parse();
+    if wants_version(&cli) {
+        println!("{program} {}", env!("CARGO_PKG_VERSION"));
+        return crate::error::exit::OK;
+    }
+    exit_status(run(cli))
+}
+
 /// Parses the command line. Help and the version are printed as clap prints them (exit
 /// 0); a usage error is one line in the suite's own style, `program: reason (see
 /// program --help)`, with exit status 2.
