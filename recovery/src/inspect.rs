@@ -88,7 +88,7 @@ pub fn list(home: &DataHome, dir: Option<&Path>, json: bool) -> Result<i32, Refu
     }
     if json {
         let text = serde_json::to_string_pretty(&serde_json::json!({ "dirs": rows }))
-            .map_err(|e| Refusal::new(e.to_string()))?;
+            .map_err(|e| Refusal::new(format!("cannot encode the list as JSON: {e}")))?;
         println!("{text}");
         return Ok(0);
     }

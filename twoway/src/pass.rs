@@ -130,6 +130,11 @@ impl Job {
         engine::pass::run(self, n)
     }
 
+    /// The folder of the sync state (where a first sync sets its planned state aside).
+    fn state_dir(&self) -> &Path {
+        self.state_file.parent().unwrap_or(Path::new("."))
+    }
+
     /// Refuses a pass that would delete more than `--max-delete` percent of a replica.
     fn check_max_delete(&self, plan: &SyncPlan, trees: &[Tree; 2]) -> Result<(), Refusal> {
         for (label, deletes, tree) in [
@@ -338,7 +343,7 @@ impl Tool for Job {
             return;
         }
         let aside = state::Aside {
-            dir: self.state_file.parent().unwrap_or(Path::new(".")),
+            dir: self.state_dir(),
             a: &self.a,
             b: &self.b,
         };
@@ -392,7 +397,11 @@ impl Tool for Job {
             }
             StateToRecord::Held(s) => s,
             StateToRecord::Aside(s) => state::unspill(s, &self.a, &self.b).map_err(|e| {
-                engine::Error::Other(format!("the planned sync state set aside: {e}"))
+                engine::Error::io(
+                    "read the planned sync state set aside in",
+                    self.state_dir(),
+                    e,
+                )
             })?,
             StateToRecord::Taken => unreachable!("BUG: the state is recorded once"),
         };
@@ -403,9 +412,8 @@ impl Tool for Job {
             let base = state::load(&self.state_file, &self.a, &self.b)?;
             merge_state(&base.unwrap_or_default(), planned, &outcome.failed)
         };
-        let saved = state::save(&self.state_file, &self.a, &self.b, &new_state)
-            .map_err(|e| engine::Error::Other(format!("sync state not saved: {e}")))?;
-        if !saved {
+        // (An error names the state file and what failed.)
+        if !state::save(&self.state_file, &self.a, &self.b, &new_state)? {
             log::debug!("sync state unchanged");
         }
         Ok(())
