@@ -76,6 +76,14 @@ pub(super) fn copy_worker(
             break;
         };
         let action = &actions[at as usize];
+        // A large file takes long to copy: the batch waiting for it is installed first,
+        // so that what is done shows (and stays done if the pass is stopped meanwhile).
+        let large = action.src.as_ref().is_some_and(|e| e.size >= BATCH_BYTES);
+        if large && !pending.is_empty() {
+            install_batch(&mut pending, dst, opts, out);
+            pending_bytes = 0;
+            hand_over(out, done);
+        }
         match prepare_copy(action, dst, src, opts, false) {
             Ok(mut p) => {
                 p.temp.close();

@@ -86,16 +86,25 @@ fn a_killed_first_sync_keeps_what_it_made_equal() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until the progress holds the first batches of small files (512 records of
-    // some 60 bytes), which take the first names in path order.
+    // Wait until the progress records the files this test changes afterwards (a state
+    // file holds each path's bytes as they are). Whichever copy worker took them
+    // installs them before it starts on the big file, or when its batch is full.
     let state_dir = env.home().join("state");
     let recorded = || {
-        fs::read_dir(&state_dir)
+        // The state file itself, not the temporary file it is being written to.
+        let Some(state) = fs::read_dir(&state_dir)
             .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .and_then(|e| e.metadata().ok())
-            .is_some_and(|m| m.len() > 400 * 60)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|e| !e.file_name().to_string_lossy().starts_with(".twoway-tmp"))
+            .and_then(|e| fs::read(e.path()).ok())
+        else {
+            return false;
+        };
+        ["small/000.txt", "small/001.txt", "small/002.txt"]
+            .iter()
+            .all(|p| state.windows(p.len()).any(|w| w == p.as_bytes()))
     };
     let mut waited = 0;
     while !recorded() {
