@@ -148,9 +148,9 @@ pub fn write<'a, I: Iterator<Item = EntryRef<'a>>>(
     header: &Header,
     entries: impl Fn() -> I,
 ) -> Result<(), Error> {
-    let path = version_dir.join(MANIFEST);
     let count = entries().count();
-    fs::write_atomic_with(&path, |w| {
+    // Through the version's own handle: nothing planted in the store is followed.
+    fs::Root::open(version_dir)?.write_atomic_with(Path::new(MANIFEST), |w| {
         engine::tree::encoding::write_seq(w, &(header, count), entries())
     })
 }

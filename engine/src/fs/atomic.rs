@@ -111,3 +111,27 @@ pub fn replace_unflushed(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     }
     res
 }
+
+impl super::Root {
+    /// [`write_atomic_with`] of the file `rel` under this root, through its directory
+    /// handles (no symlink followed on the way): for the tool's own files inside a store
+    /// (a version's manifest). The bytes are flushed before the rename, and the rename
+    /// before this returns.
+    pub fn write_atomic_with(
+        &mut self,
+        rel: &Path,
+        fill: impl FnOnce(&mut std::io::BufWriter<&mut File>) -> std::io::Result<()>,
+    ) -> Result<(), Error> {
+        let abs = self.abs(rel);
+        // Readable by all, as a file made by `File::create` under the usual umask.
+        let mut temp = self.create_temp_mode(rel, 0o644, false)?;
+        {
+            let mut w = std::io::BufWriter::with_capacity(64 * 1024, temp.file_mut());
+            fill(&mut w).ctx("write", &abs)?;
+            w.flush().ctx("write", &abs)?;
+        }
+        temp.sync()?;
+        temp.commit()?;
+        self.sync_dir_of(rel)
+    }
+}

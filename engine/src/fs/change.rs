@@ -282,6 +282,14 @@ impl Root {
 }
 
 impl Root {
+    /// Flushes the directory that holds `rel` (a rename in it) to disk.
+    pub fn sync_dir_of(&mut self, rel: &Path) -> Result<(), Error> {
+        let (parent, _) = split(rel)?;
+        let abs = self.abs(parent);
+        let dir = self.dir(parent)?;
+        rfs::fsync(dir).ctx("fsync", &abs)
+    }
+
     /// Flushes the whole filesystem this root lives on (one `syncfs` for a batch).
     pub fn sync_fs(&self) -> Result<(), Error> {
         if injected_fault("syncfs") {

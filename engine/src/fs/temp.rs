@@ -44,7 +44,7 @@ impl Root {
     /// mode and sets it exactly when it differs). A file for a name that does not exist
     /// (`new_file`: it will be committed with [`TempFile::commit_new`]) is an unnamed
     /// file where the filesystem and the kernel allow it.
-    fn create_temp_mode(
+    pub(super) fn create_temp_mode(
         &mut self,
         rel: &Path,
         mode: u32,
