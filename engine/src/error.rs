@@ -60,12 +60,6 @@ impl Error {
     }
 }
 
-impl From<rustix::io::Errno> for Error {
-    fn from(e: rustix::io::Errno) -> Self {
-        Error::Other(io::Error::from(e).to_string())
-    }
-}
-
 /// Adds the operation and path to an I/O result.
 pub trait IoContext<T> {
     fn ctx(self, op: &'static str, path: &Path) -> Result<T, Error>;
