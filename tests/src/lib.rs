@@ -355,6 +355,30 @@ pub fn make_many(root: &Path, files: usize, max_size: usize, rng: &mut Rng) {
 
 /// Starts `cmd` with its output discarded, kills it with SIGKILL after `after`, and
 /// says whether it was still running then (cut short) rather than already finished.
+/// A running binary that is killed when this is dropped: a test that fails while it
+/// runs does not leave it behind (a first sync of a terabyte would go on for hours).
+pub struct Running(pub std::process::Child);
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn kill_after(mut cmd: Command, after: std::time::Duration) -> bool {
     let mut child = cmd
         .stdout(std::process::Stdio::null())

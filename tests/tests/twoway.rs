@@ -449,15 +449,16 @@ fn a_change_made_on_the_destination_during_the_pass_is_not_overwritten() {
     write_random(&a.join("big.bin"), 1 << 20, &mut rng);
     sync(&env, &a, &b, &[]).expect(0);
     write_random(&a.join("big.bin"), 300 << 20, &mut rng);
-    let mut child = env
-        .cmd("twoway")
-        .arg(&a)
-        .arg(&b)
-        .arg("--once")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        env.cmd("twoway")
+            .arg(&a)
+            .arg(&b)
+            .arg("--once")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // Wait until the copy into B is under way, then edit B's file.
     let start = Instant::now();
     let mut edited = false;

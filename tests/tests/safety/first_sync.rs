@@ -23,15 +23,16 @@ fn a_first_sync_records_no_progress_it_could_not_flush() {
     let env = Env::new();
     let (a, b) = (env.path("a"), env.path("b"));
     slow_first_sync(&a, &b);
-    let mut child = env
-        .cmd("twoway")
-        .args([&a, &b])
-        .args(["--once", "--no-versions"])
-        .env("TWOWAY_INJECT_FAULT", "first-sync-flush")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        env.cmd("twoway")
+            .args([&a, &b])
+            .args(["--once", "--no-versions"])
+            .env("TWOWAY_INJECT_FAULT", "first-sync-flush")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // The first batches of small files are in B; a couple of seconds of progress
     // saves are tried (each a second apart), with their flushes failing.
     let mut waited = 0;
@@ -78,14 +79,15 @@ fn a_killed_first_sync_keeps_what_it_made_equal() {
     write(&b.join("both/same.txt"), "on both sides already");
     write(&a.join("both/same.txt"), "on both sides already");
     let big = a.join("zz-big.img");
-    let mut child = env
-        .cmd("twoway")
-        .args([&a, &b])
-        .args(["--once", "--no-versions"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        env.cmd("twoway")
+            .args([&a, &b])
+            .args(["--once", "--no-versions"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // Wait until the progress records the files this test changes afterwards (a state
     // file holds each path's bytes as they are). Whichever copy worker took them
     // installs them before it starts on the big file, or when its batch is full.

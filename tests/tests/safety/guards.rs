@@ -92,13 +92,14 @@ fn usage_errors_and_refusals_read_alike_and_dry_run_is_one_pass() {
     }
 
     // --dry-run without --once is one pass, not a pass every interval.
-    let mut child = env
-        .cmd("oneway")
-        .args([&src, &dst])
-        .args(["--dry-run", "--interval", "1"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        env.cmd("oneway")
+            .args([&src, &dst])
+            .args(["--dry-run", "--interval", "1"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut waited = 0;
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
