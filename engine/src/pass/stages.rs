@@ -207,10 +207,10 @@ pub(super) fn apply<T: Tool>(
         failed.extend(std::mem::take(&mut d.failed));
         errors.append(&mut d.errors);
     }
-    // The copies' records take their paths from the plans; what a copy read from
-    // another replica was hashed on the way (a replica a step reads from is not
-    // written in the same pass). The actions hold a copy of every entry they act on:
-    // gone before the trees after the pass are built.
+    // The copies' records take their paths from the plans, and the plans go (their
+    // actions hold a copy of every entry they act on) before anything else is made.
+    // Then what a copy read from another replica was hashed on the way: those files
+    // are not hashed again (a file a step copies from is not written in the same pass).
     let mut steps = std::mem::take(&mut planned.steps);
     for (s, d) in steps.iter_mut().zip(done.iter_mut()) {
         if let Some(d) = d {
@@ -223,8 +223,7 @@ pub(super) fn apply<T: Tool>(
             apply::note_reads(&mut trees[s.source].entries, &mut d.copied);
         }
     }
-    let [ta, tb] = trees;
-    let mut afters = [ta, tb];
+    let mut afters = trees;
     for (s, d) in steps.iter().zip(done) {
         if let Some(mut d) = d {
             let t = std::mem::take(&mut afters[s.target]);
