@@ -250,9 +250,9 @@ impl Tool for Job {
     fn summary(&self, _: &(), o: &Outcome) -> String {
         if o.dry_run {
             return format!(
-                "pass {} (dry run): would {} · {} bytes · {} errors · {:.2}s",
+                "pass {} (dry run): {} · {} bytes · {} errors · {:.2}s",
                 o.n,
-                o.counts.summary(),
+                o.counts.planned(),
                 o.counts.bytes,
                 o.errors,
                 o.seconds

@@ -422,10 +422,10 @@ impl Tool for Job {
     fn summary(&self, sync: &Sync, o: &Outcome) -> String {
         if o.dry_run {
             return format!(
-                "pass {} (dry run){}: would {} · {} conflicts · {} errors · {:.2}s",
+                "pass {} (dry run){}: {} · {} conflicts · {} errors · {:.2}s",
                 o.n,
                 if sync.first { ", first sync" } else { "" },
-                o.counts.summary(),
+                o.counts.planned(),
                 sync.conflicts,
                 o.errors,
                 o.seconds

@@ -92,6 +92,15 @@ impl Counts {
         self.bytes += other.bytes;
     }
 
+    /// What a dry run would do: "would copy 3, remove 1" (or "nothing to do").
+    pub fn planned(&self) -> String {
+        if self.operations() == 0 {
+            self.summary()
+        } else {
+            format!("would {}", self.summary())
+        }
+    }
+
     /// "copy 3, remove 1" (or "nothing to do").
     pub fn summary(&self) -> String {
         let parts: Vec<String> = self
