@@ -546,3 +546,62 @@ fn random_rounds_of_edits_mirror_exactly_and_lose_nothing() {
         }
     }
 }
+
+/// A copy worker installs the batch of small files it holds before it starts on a large
+/// file: they show in BACKUP while the large one copies, and a pass stopped then keeps
+/// them. One core (`taskset`), so one worker takes every file in path order.
+#[test]
+fn small_files_are_installed_before_a_large_copy_starts() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    for i in 0..3 {
+        write(&src.join(format!("a{i}.txt")), format!("small {i}"));
+    }
+    // A terabyte of holes, copied last: many minutes to read and hash.
+    fs::File::create(src.join("zz-big.img"))
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    let oneway = env.cmd("oneway");
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.args(["-c", "0"]).arg(oneway.get_program());
+    for (k, v) in oneway.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let mut child = Running(
+        cmd.arg(&src)
+            .arg(&dst)
+            .args(["--once", "--no-versions"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut waited = 0;
+    while !(0..3).all(|i| dst.join(format!("a{i}.txt")).exists()) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the pass ended before the large copy"
+        );
+        assert!(
+            waited < 6000,
+            "the small files did not show in 60 s while the large one was being copied"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        waited += 1;
+    }
+    assert!(!dst.join("zz-big.img").exists());
+    drop(child);
+    // Stopped (killed) during the large copy: the small files stay, complete.
+    for i in 0..3 {
+        assert_eq!(
+            fs::read(dst.join(format!("a{i}.txt"))).unwrap(),
+            format!("small {i}").as_bytes()
+        );
+    }
+    assert!(!dst.join("zz-big.img").exists());
+}
