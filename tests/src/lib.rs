@@ -357,25 +357,41 @@ pub fn make_many(root: &Path, files: usize, max_size: usize, rng: &mut Rng) {
 /// says whether it was still running then (cut short) rather than already finished.
 /// A running binary that is killed when this is dropped: a test that fails while it
 /// runs does not leave it behind (a first sync of a terabyte would go on for hours).
-pub struct Running(pub std::process::Child);
+pub struct Running(Option<std::process::Child>);
+
+impl Running {
+    pub fn new(child: std::process::Child) -> Running {
+        Running(Some(child))
+    }
+
+    /// Waits for the binary to end and takes its output.
+    pub fn wait_with_output(mut self) -> std::io::Result<std::process::Output> {
+        self.0
+            .take()
+            .expect("BUG: a Running holds its child until now")
+            .wait_with_output()
+    }
+}
 
 impl std::ops::Deref for Running {
     type Target = std::process::Child;
     fn deref(&self) -> &std::process::Child {
-        &self.0
+        self.0.as_ref().expect("BUG: a Running holds its child")
     }
 }
 
 impl std::ops::DerefMut for Running {
     fn deref_mut(&mut self) -> &mut std::process::Child {
-        &mut self.0
+        self.0.as_mut().expect("BUG: a Running holds its child")
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

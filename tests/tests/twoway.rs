@@ -449,7 +449,7 @@ fn a_change_made_on_the_destination_during_the_pass_is_not_overwritten() {
     write_random(&a.join("big.bin"), 1 << 20, &mut rng);
     sync(&env, &a, &b, &[]).expect(0);
     write_random(&a.join("big.bin"), 300 << 20, &mut rng);
-    let mut child = Running(
+    let mut child = Running::new(
         env.cmd("twoway")
             .arg(&a)
             .arg(&b)

@@ -259,16 +259,17 @@ fn sigint_between_passes_exits_0_with_the_total_line() {
     write(&src.join("a"), "a");
     fs::create_dir(&dst).unwrap();
     let log = env.path("loop.log");
-    let child = env
-        .cmd("oneway")
-        .arg(&src)
-        .arg(&dst)
-        .args(["--interval", "300", "--log"])
-        .arg(&log)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Running::new(
+        env.cmd("oneway")
+            .arg(&src)
+            .arg(&dst)
+            .args(["--interval", "300", "--log"])
+            .arg(&log)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     assert!(
         wait_for(&log, "pass 1", Duration::from_secs(30)),
         "first pass never ended"
@@ -290,16 +291,17 @@ fn sigint_mid_pass_exits_130_without_partial_files() {
     write_random(&src.join("zz-large.bin"), 200 << 20, &mut rng);
     fs::create_dir(&dst).unwrap();
     let log = env.path("pass.log");
-    let child = env
-        .cmd("oneway")
-        .arg(&src)
-        .arg(&dst)
-        .args(["--once", "--log"])
-        .arg(&log)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = Running::new(
+        env.cmd("oneway")
+            .arg(&src)
+            .arg(&dst)
+            .args(["--once", "--log"])
+            .arg(&log)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     assert!(wait_for(&log, "copy", Duration::from_secs(30)));
     sigint(&child);
     let out = Run(child.wait_with_output().unwrap());
@@ -572,7 +574,7 @@ fn small_files_are_installed_before_a_large_copy_starts() {
             None => cmd.env_remove(k),
         };
     }
-    let mut child = Running(
+    let mut child = Running::new(
         cmd.arg(&src)
             .arg(&dst)
             .args(["--once", "--no-versions"])

@@ -23,7 +23,7 @@ fn a_first_sync_records_no_progress_it_could_not_flush() {
     let env = Env::new();
     let (a, b) = (env.path("a"), env.path("b"));
     slow_first_sync(&a, &b);
-    let mut child = Running(
+    let mut child = Running::new(
         env.cmd("twoway")
             .args([&a, &b])
             .args(["--once", "--no-versions"])
@@ -79,7 +79,7 @@ fn a_killed_first_sync_keeps_what_it_made_equal() {
     write(&b.join("both/same.txt"), "on both sides already");
     write(&a.join("both/same.txt"), "on both sides already");
     let big = a.join("zz-big.img");
-    let mut child = Running(
+    let mut child = Running::new(
         env.cmd("twoway")
             .args([&a, &b])
             .args(["--once", "--no-versions"])

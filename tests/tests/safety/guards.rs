@@ -92,7 +92,7 @@ fn usage_errors_and_refusals_read_alike_and_dry_run_is_one_pass() {
     }
 
     // --dry-run without --once is one pass, not a pass every interval.
-    let mut child = Running(
+    let mut child = Running::new(
         env.cmd("oneway")
             .args([&src, &dst])
             .args(["--dry-run", "--interval", "1"])
