@@ -180,7 +180,7 @@ impl Tool for Job {
             // (a file written in the same timestamp tick as its last hashing keeps
             // both): such pairs are hashed now. Each would be hashed after the pass
             // anyway.
-            let window = self.modify_window(scanned.roots[1].fs_traits());
+            let window = self.modify_window(scanned.fs[1]);
             let [src, dst] = &scanned.trees;
             let unsure: HashSet<PathBuf> = zip_paths(&src.entries, &dst.entries)
                 .filter_map(|(p, s, d)| {
@@ -204,12 +204,8 @@ impl Tool for Job {
         mark_attribute_changes(scanned);
     }
 
-    fn plan(
-        &self,
-        scanned: &mut Scanned,
-        _: (),
-        fs: [FsTraits; 2],
-    ) -> Result<Planned<()>, Refusal> {
+    fn plan(&self, scanned: &mut Scanned, _: ()) -> Result<Planned<()>, Refusal> {
+        let fs = scanned.fs;
         let opts = MirrorOptions {
             checksum: self.settings.checksum,
             modify_window: self.modify_window(fs[1]),
@@ -229,7 +225,7 @@ impl Tool for Job {
             verify_hash: false,
             attrs_from_source: true,
         };
-        Ok(Planned::new(vec![step], (), &scanned.trees))
+        Ok(Planned::new(vec![step], ()))
     }
 
     fn track<'p>(

@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 
 use engine::error::Refusal;
-use engine::fs::FsTraits;
 use engine::names::{display, VERSIONS_DIR};
 use engine::pass::{Outcome, Planned, Scanned, Step, Tool, Tracker, Versions};
 use engine::run::cli::Settings;
@@ -240,12 +239,8 @@ impl Tool for Job {
         }
     }
 
-    fn plan(
-        &self,
-        scanned: &mut Scanned,
-        base: Option<Entries>,
-        fs: [FsTraits; 2],
-    ) -> Result<Planned<Sync>, Refusal> {
+    fn plan(&self, scanned: &mut Scanned, base: Option<Entries>) -> Result<Planned<Sync>, Refusal> {
+        let fs = scanned.fs;
         let first = base.is_none();
         let opts = SyncOptions {
             keep_owners: engine::fs::keeps_owners(),
@@ -332,7 +327,7 @@ impl Tool for Job {
             first,
             conflicts: conflicts.len(),
         };
-        Ok(Planned::new(steps, sync, &scanned.trees))
+        Ok(Planned::new(steps, sync))
     }
 
     fn make_room(&self, sync: &mut Sync) {

@@ -333,7 +333,8 @@ where
     if let Some(e) = failed.take() {
         return Err(Error::io("read the sync state", file, e));
     }
-    fs::write_atomic_unless_same(file, |w| {
+    // New records always change the file: written without comparing it first.
+    fs::write_atomic_with(file, |w| {
         let (_, records) = merged()?;
         let head = (
             FORMAT,
@@ -341,10 +342,9 @@ where
             b.as_os_str().as_bytes(),
             count,
         );
-        engine::tree::encoding::write_seq(&mut &mut *w, &head, records)?;
+        engine::tree::encoding::write_seq(w, &head, records)?;
         failed.take().map_or(Ok(()), Err)
-    })?;
-    Ok(())
+    })
 }
 
 /// Writes the state atomically, encoded a block at a time, unless the file already holds

@@ -19,6 +19,16 @@ pub fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut std::io::BufWriter<File>) -> std::io::Result<()>,
 ) -> Result<(), Error> {
+    replace(path, true, fill)
+}
+
+/// Replaces `path` by a rename from a temporary file beside it that `fill` writes;
+/// `durable`: the bytes, then the rename, are flushed to disk before this returns.
+fn replace(
+    path: &Path,
+    durable: bool,
+    fill: impl FnOnce(&mut std::io::BufWriter<File>) -> std::io::Result<()>,
+) -> Result<(), Error> {
     let parent = path
         .parent()
         .ok_or_else(|| Error::entry(path, "no parent directory"))?;
@@ -32,8 +42,13 @@ pub fn write_atomic_with(
             .into_inner()
             .map_err(|e| e.into_error())
             .ctx("write", &tmp)?;
-        f.sync_all().ctx("fsync", &tmp)?;
+        if durable {
+            f.sync_all().ctx("fsync", &tmp)?;
+        }
         std::fs::rename(&tmp, path).ctx("rename", path)?;
+        if !durable {
+            return Ok(());
+        }
         // The rename itself is on disk only once its directory is.
         File::open(parent)
             .and_then(|d| d.sync_all())
@@ -98,18 +113,7 @@ impl<R: Read> Write for SameAs<R> {
 /// Replaces `path` with `bytes` by a rename, without flushing: for a file of the tool's
 /// own whose loss in a crash costs only work (an older one, or none, is left).
 pub fn replace_unflushed(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let parent = path
-        .parent()
-        .ok_or_else(|| Error::entry(path, "no parent directory"))?;
-    std::fs::create_dir_all(parent).ctx("mkdir", parent)?;
-    let tmp = parent.join(names::temp_name());
-    let res = std::fs::write(&tmp, bytes)
-        .ctx("write", &tmp)
-        .and_then(|()| std::fs::rename(&tmp, path).ctx("rename", path));
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    replace(path, false, |w| w.write_all(bytes))
 }
 
 impl super::Root {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::error::{Error, Refusal};
-use crate::fs::{FsTraits, Root};
+use crate::fs::Root;
 use crate::plan::mirror::Plan;
 use crate::run::cli::Settings;
 use crate::run::home::DataHome;
@@ -64,31 +64,34 @@ pub struct Planned<X> {
 }
 
 impl<X> Planned<X> {
-    /// A plan of `steps`: what each replica loses is taken from them and the trees.
-    pub fn new(steps: Vec<Step>, extra: X, trees: &[Tree; 2]) -> Planned<X> {
-        let mut keep_first: [Vec<(PathBuf, Option<Digest>)>; 2] = Default::default();
+    /// A plan of `steps`; what each replica loses is listed by the pipeline, for the
+    /// replicas whose versions are kept.
+    pub fn new(mut steps: Vec<Step>, extra: X) -> Planned<X> {
         let mut errors = Vec::new();
-        for s in &steps {
-            keep_first[s.target].extend(
-                s.plan
-                    .files_lost(&trees[s.target])
-                    .map(|(p, e)| (p.to_path_buf(), e.hash)),
-            );
-        }
-        for k in &mut keep_first {
-            crate::tree::sort_by_path(k);
-            k.dedup_by(|x, y| x.0 == y.0);
-        }
-        let mut steps = steps;
         for s in &mut steps {
             errors.append(&mut s.plan.errors);
         }
         Planned {
             steps,
             extra,
-            keep_first,
+            keep_first: Default::default(),
             errors,
         }
+    }
+
+    /// The files of replica `side` (scanned as `tree`) the steps overwrite or delete,
+    /// in path order, each once.
+    fn files_lost(&self, side: usize, tree: &Tree) -> Vec<(PathBuf, Option<Digest>)> {
+        let mut lost: Vec<(PathBuf, Option<Digest>)> = self
+            .steps
+            .iter()
+            .filter(|s| s.target == side)
+            .flat_map(|s| s.plan.files_lost(tree))
+            .map(|(p, e)| (p.to_path_buf(), e.hash))
+            .collect();
+        crate::tree::sort_by_path(&mut lost);
+        lost.dedup_by(|x, y| x.0 == y.0);
+        lost
     }
 
     /// Whether any step writes replica `side`.
@@ -182,7 +185,6 @@ pub trait Tool: Sync {
         &self,
         scanned: &mut Scanned,
         base: Self::Base,
-        fs: [FsTraits; 2],
     ) -> Result<Planned<Self::Extra>, Refusal>;
     /// Makes room for the apply, after the plan is made: a tool may set aside on disk
     /// what it records only at the end (a first sync's state, as large as the tree).
@@ -210,11 +212,14 @@ pub fn run<T: Tool>(tool: &T, n: u64) -> Result<PassOutcome, Refusal> {
     let started = Instant::now();
     tool.check_roots()?;
     let scanned_at = MTime::now();
-    let (scanned, base) = Scanned::read(tool)?;
-    let mut scanned = scanned;
+    let (mut scanned, base) = Scanned::read(tool)?;
     tool.prepare(&mut scanned, &base);
-    let fs = scanned.fs_traits();
-    let planned = tool.plan(&mut scanned, base, fs)?;
+    let mut planned = tool.plan(&mut scanned, base)?;
+    for (side, v) in tool.versions().into_iter().enumerate() {
+        if v.is_some() {
+            planned.keep_first[side] = planned.files_lost(side, &scanned.trees[side]);
+        }
+    }
     for e in &planned.errors {
         log::error!("{e}");
     }

@@ -24,6 +24,8 @@ pub struct Scanned {
     /// unchanged (see [`crate::scan::cache::Filled::sha`]).
     pub cached_sha: [Option<Digest>; 2],
     pub roots: [Root; 2],
+    /// What each replica's filesystem can keep.
+    pub fs: [FsTraits; 2],
     pub errors: Vec<Error>,
     pub hashed_files: u64,
     replicas: [Replica; 2],
@@ -46,10 +48,12 @@ impl Scanned {
         } = read?;
         let base = base?;
         let roots = open_roots(&replicas)?;
+        let fs = [roots[0].fs_traits(), roots[1].fs_traits()];
         let mut scanned = Scanned {
             trees: [ta, tb],
             cached_sha,
             roots,
+            fs,
             errors: Vec::new(),
             hashed_files: 0,
             replicas,
@@ -78,11 +82,6 @@ impl Scanned {
     fn note(&mut self, h: Hashed) {
         self.hashed_files += h.files;
         self.errors.extend(h.errors);
-    }
-
-    /// What each replica's filesystem can keep.
-    pub(super) fn fs_traits(&self) -> [FsTraits; 2] {
-        [self.roots[0].fs_traits(), self.roots[1].fs_traits()]
     }
 }
 
@@ -165,6 +164,7 @@ pub(super) fn apply<T: Tool>(
         mut errors,
         hashed_files,
         replicas,
+        ..
     } = scanned;
     let mut planned = planned;
     errors.append(&mut planned.errors);
