@@ -94,13 +94,6 @@ impl SyncPlan {
             && self.to_a.actions.is_empty()
             && self.to_b.actions.is_empty()
     }
-
-    pub fn plan_for(&self, side: Side) -> (&Plan, &Plan) {
-        match side {
-            Side::A => (&self.keep_a, &self.to_a),
-            Side::B => (&self.keep_b, &self.to_b),
-        }
-    }
 }
 
 /// Same content: kind, and bytes or link target.

@@ -27,7 +27,7 @@ use crate::state;
 const EVERY: Duration = Duration::from_secs(1);
 
 /// The progress of one first sync, over its four plans (`keep_a`, `to_a`, `keep_b`,
-/// `to_b`, as [`Progress::plan_number`] numbers them).
+/// `to_b`: the pass's steps in their order, numbered from 0).
 pub struct Progress<'a> {
     file: &'a Path,
     /// The replicas, which are also the pair the state belongs to.
@@ -49,12 +49,6 @@ struct Inner<'a> {
 }
 
 impl<'a> Progress<'a> {
-    /// The number of a plan in [`Progress::start`]'s list: a side's conflict copies
-    /// (`keep`) or its other actions.
-    pub fn plan_number(side_b: bool, keep: bool) -> u8 {
-        u8::from(side_b) * 2 + u8::from(!keep)
-    }
-
     /// Starts recording: `equal` (paths that need nothing) is written as the state at
     /// once; the actions of `plans` are what is left to do.
     pub fn start(

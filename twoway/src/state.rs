@@ -259,31 +259,6 @@ pub fn unspill(s: Spilled, a: &Path, b: &Path) -> std::io::Result<Entries> {
     })
 }
 
-/// [`save`] of records given one by one: a path, its entry, and the content hash to
-/// record where the entry has none (a copy's, known only once it was made).
-pub fn save_records<'e, I>(
-    file: &Path,
-    a: &Path,
-    b: &Path,
-    count: usize,
-    records: impl Fn() -> I,
-) -> Result<bool, Error>
-where
-    I: Iterator<Item = (&'e Path, &'e Entry, Option<Digest>)>,
-{
-    fs::write_atomic_unless_same(file, |w| {
-        let (a, b) = pair(a, b);
-        let head = (
-            FORMAT,
-            a.as_os_str().as_bytes(),
-            b.as_os_str().as_bytes(),
-            count,
-        );
-        let refs = records().map(|(p, e, digest)| record_with(p, e, digest));
-        engine::tree::encoding::write_seq(&mut &mut *w, &head, refs)
-    })
-}
-
 /// Adds `new` to the state of the pair (a, b) in `file`: records in path order, each a
 /// path, its entry and the hash to record where the entry has none (a copy's); a record
 /// of the same path in the file is replaced. The file's records are streamed through,

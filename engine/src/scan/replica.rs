@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Refusal;
-use crate::hash;
 use crate::run::home::DataHome;
 use crate::scan::cache::{self, Hashed, StatCache};
 use crate::scan::{self, ScanOptions};
@@ -72,22 +71,10 @@ impl Replica {
         hashed
     }
 
-    /// The pass's last word on this replica: saves the stat cache of `tree` and returns
-    /// the tree's directory SHA-256 (`None` if a file's hash is unknown). `proven`: the
-    /// SHA-256 the stat cache proved when the tree was read, passed only if the tree has
-    /// not changed since; the cache then holds this very tree and is left as it is.
-    pub fn finish(
-        &self,
-        tree: &Tree,
-        scanned_at: crate::tree::MTime,
-        proven: Option<Digest>,
-    ) -> Option<Digest> {
-        let sha = proven.or_else(|| hash::tree_sha256(tree));
-        self.keep_cache(tree, scanned_at, proven, sha);
-        sha
-    }
-
-    /// [`finish`](Self::finish) with the directory SHA-256 `sha` already known.
+    /// Saves the stat cache of `tree`, the replica after the pass, whose directory
+    /// SHA-256 is `sha` (`None` if a file's hash is unknown). `proven`: the SHA-256 the
+    /// stat cache proved when the tree was read, passed only if the tree has not changed
+    /// since; the cache then holds this very tree and is left as it is.
     pub fn keep_cache(
         &self,
         tree: &Tree,
