@@ -418,21 +418,8 @@ fn copy_into(src: &mut Root, dst: &mut Root, e: &EntryRef<'_>) -> Result<Copied,
             unchanged: before.size == e.size && before.mtime == e.mtime(),
         }
     } else {
-        let copy_error = |err| match err {
-            engine::fs::CopyError::Read(err) => Error::io("read", src.abs(rel), err),
-            engine::fs::CopyError::Write(err) => Error::io("copy", dst.abs(rel), err),
-            engine::fs::CopyError::Stopped => Error::Interrupted { path: dst.abs(rel) },
-        };
-        let (digest, _) = if before.is_sparse() {
-            let mut w = fs::SparseWriter::new(temp.file_mut());
-            let done =
-                engine::fs::copy_hashing(&mut file, &mut w, &|| false).map_err(copy_error)?;
-            w.finish()
-                .map_err(|err| Error::io("copy", dst.abs(rel), err))?;
-            done
-        } else {
-            engine::fs::copy_hashing(&mut file, temp.file_mut(), &|| false).map_err(copy_error)?
-        };
+        let (digest, _) =
+            temp.fill_hashing(&mut file, before.is_sparse(), &|| false, &src.abs(rel))?;
         Copied::Hashed(digest)
     };
     // A file rewritten while it was copied (even with its mtime put back) would leave

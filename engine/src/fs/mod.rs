@@ -25,7 +25,7 @@ pub use detect::FsTraits;
 pub use limits::reserve_descriptors;
 pub use root::Root;
 pub use stat::{entry_from_stat, fstat, lstat, open_regular, Stat};
-pub use temp::{SparseWriter, TempFile, TempWrite};
+pub use temp::{TempFile, TempWrite};
 pub use xattr::{copy_dir_xattrs, copy_xattrs, same_attributes};
 
 /// Whether the test suite asked for `what` to fail (`TWOWAY_INJECT_FAULT=syncfs`, or

@@ -143,21 +143,7 @@ impl Root {
             xattrs_from,
         } = how;
         let mut temp = self.create_temp_mode(rel, mode, new_file)?;
-        let copy_error = |e| match e {
-            super::CopyError::Read(e) => Error::io("read", self.abs(rel), e),
-            super::CopyError::Write(e) => Error::io("write", self.abs(rel), e),
-            super::CopyError::Stopped => Error::Interrupted {
-                path: self.abs(rel),
-            },
-        };
-        let (digest, n) = if sparse {
-            let mut w = SparseWriter::new(temp.file_mut());
-            let done = super::copy_hashing(reader, &mut w, stop).map_err(copy_error)?;
-            w.finish().ctx("write", &self.abs(rel))?;
-            done
-        } else {
-            super::copy_hashing(reader, temp.file_mut(), stop).map_err(copy_error)?
-        };
+        let (digest, n) = temp.fill_hashing(reader, sparse, stop, &self.abs(rel))?;
         // Created with the wanted permission bits, the file usually has them already
         // (the umask or a default ACL may have taken some): the one stat a copy needs
         // anyway (for its inode) tells whether the `fchmod` is needed.
@@ -268,6 +254,32 @@ pub struct TempFile {
 }
 
 impl TempFile {
+    /// Writes everything `reader` yields into the file, hashing it on the way; `sparse`:
+    /// blocks of zeros are left as holes. `read_from` names the source in errors; `stop`
+    /// is checked between chunks.
+    pub fn fill_hashing(
+        &mut self,
+        reader: &mut dyn Read,
+        sparse: bool,
+        stop: &dyn Fn() -> bool,
+        read_from: &Path,
+    ) -> Result<(Digest, u64), Error> {
+        let abs = self.abs.clone();
+        let copy_error = |e| match e {
+            super::CopyError::Read(e) => Error::io("read", read_from, e),
+            super::CopyError::Write(e) => Error::io("write", &abs, e),
+            super::CopyError::Stopped => Error::Interrupted { path: abs.clone() },
+        };
+        if sparse {
+            let mut w = SparseWriter::new(self.file_mut());
+            let done = super::copy_hashing(reader, &mut w, stop).map_err(copy_error)?;
+            w.finish().ctx("write", &abs)?;
+            Ok(done)
+        } else {
+            super::copy_hashing(reader, self.file_mut(), stop).map_err(copy_error)
+        }
+    }
+
     pub fn file_mut(&mut self) -> &mut File {
         self.file
             .as_mut()
