@@ -90,12 +90,10 @@ impl Job {
                         display(&store)
                     )));
                 }
-                Some(VersionedDir::new(
-                    &source_c,
-                    &store,
-                    mode,
-                    vec![backup_c.clone()],
-                ))
+                Some(
+                    VersionedDir::new(&source_c, &store, mode, vec![backup_c.clone()])
+                        .with_policy(settings.retention(), settings.tag.clone()),
+                )
             }
         };
         let lock = if settings.dry_run {

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use engine::error::{exit, Refusal};
-use engine::run::cli::{RestoreArgs, Which};
+use engine::run::cli::RestoreArgs;
+use engine::run::config::Keep;
 use engine::run::home::DataHome;
 use engine::run::logging::{self, Verbosity};
 
@@ -20,7 +21,10 @@ Examples:
   recovery restore ~/Photos             bring back a deleted ~/Photos (latest version)
   recovery restore ~/Photos --version previous --to /tmp/photos-before
   recovery restore ~/Photos --path 2024/img_001.jpg --force
-  recovery verify                       re-hash every stored version
+  recovery restore ~/Photos --version 2026-11-30 --to /tmp/photos-nov
+  recovery tag ~/Photos latest before-cleanup
+  recovery forget ~/Photos --keep-last 5 --dry-run
+  recovery verify                       re-hash every stored file
 
 Exit status: 0 success, 1 damage found or per-file errors, 2 refused, 130 interrupted.
 Versions live in the store (default BACKUP/__versions__ for oneway, __versions__ in each
@@ -43,22 +47,51 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Show the latest and previous version of DIR (or of every versioned directory):
-    /// time made, files, bytes and directory SHA-256.
+    /// Show every version of DIR (or of every versioned directory), newest first: id,
+    /// time made, why, tags, files, bytes, what changed since the one before, and the
+    /// bytes the store spends on it.
     List {
         dir: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Re-hash every stored file against its manifest; report each damaged or missing
-    /// file; exit 1 if any.
+    /// Re-hash every stored file; check that every version reads and that the content
+    /// each needs is in the store or in a live directory; exit 1 if anything is damaged
+    /// or missing.
     Verify { dir: Option<PathBuf> },
+    /// Apply a retention policy to DIR's versions now, and say what it frees. Each
+    /// --keep-* defaults to the policy's (last 10, hourly 48, daily 30, weekly 26);
+    /// tagged versions and the latest are always kept.
+    Forget {
+        dir: PathBuf,
+        /// Keep the N newest versions.
+        #[arg(long, value_name = "N")]
+        keep_last: Option<u32>,
+        /// Keep the newest version of each of the N newest hours that have one.
+        #[arg(long, value_name = "N")]
+        keep_hourly: Option<u32>,
+        /// Keep the newest version of each of the N newest days that have one.
+        #[arg(long, value_name = "N")]
+        keep_daily: Option<u32>,
+        /// Keep the newest version of each of the N newest weeks that have one.
+        #[arg(long, value_name = "N")]
+        keep_weekly: Option<u32>,
+        /// Say what would be dropped, and drop nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Name version V of DIR (latest, previous, an id, a tag or a time); a tagged
+    /// version is kept until untagged.
+    Tag { dir: PathBuf, version: String, name: String },
+    /// Remove the tag NAME of DIR.
+    Untag { dir: PathBuf, name: String },
     /// Restore DIR (or one path in it) from a version.
     Restore {
         dir: PathBuf,
-        /// latest (default) or previous.
-        #[arg(long = "version", value_name = "latest|previous")]
+        /// latest (default), previous, an id or a tag from `recovery list`, or a time
+        /// (2026-12-01T10:00:00Z, or a date: the last version made at or before it).
+        #[arg(long = "version", value_name = "V")]
         which: Option<String>,
         /// Restore into PATH (a new or empty directory) and leave DIR alone.
         #[arg(long, value_name = "PATH")]
@@ -99,6 +132,25 @@ pub fn main() -> i32 {
         match &cli.command {
             Command::List { dir, json } => inspect::list(&home, dir.as_deref(), *json),
             Command::Verify { dir } => inspect::verify(&home, dir.as_deref()),
+            Command::Forget {
+                dir,
+                keep_last,
+                keep_hourly,
+                keep_daily,
+                keep_weekly,
+                dry_run,
+            } => {
+                let d = Keep::default();
+                let keep = Keep {
+                    last: keep_last.unwrap_or(d.last),
+                    hourly: keep_hourly.unwrap_or(d.hourly),
+                    daily: keep_daily.unwrap_or(d.daily),
+                    weekly: keep_weekly.unwrap_or(d.weekly),
+                };
+                inspect::forget(&home, dir, keep, *dry_run)
+            }
+            Command::Tag { dir, version, name } => inspect::tag(&home, dir, version, name),
+            Command::Untag { dir, name } => inspect::untag(&home, dir, name),
             Command::Restore {
                 dir,
                 which,
@@ -136,12 +188,11 @@ fn restore_with(
     store: Option<PathBuf>,
 ) -> Result<i32, Refusal> {
     engine::run::signal::install()?;
-    let which: Which = args.version.as_deref().unwrap_or("latest").parse()?;
     let out = restore::restore(
         home,
         &RestoreRequest {
             dir,
-            which,
+            version: args.version.clone().unwrap_or_default(),
             to: args.to.clone(),
             subpath: args.path.clone(),
             force: args.force,

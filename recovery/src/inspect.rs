@@ -1,6 +1,8 @@
-//! `recovery list` and `recovery verify`: reading the store, never changing it.
+//! `recovery list`, `verify`, `forget`, `tag` and `untag`: reading a store, and the few
+//! changes a person asks of it by name.
 
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -8,20 +10,31 @@ use engine::error::Refusal;
 use engine::hash;
 use engine::names::display;
 use engine::run::home::{absolute, DataHome};
-use engine::tree::Kind;
+use engine::tree::{Digest, Kind};
 
-use crate::manifest::Manifest;
+use crate::history::{self, Form};
 use crate::registry::{RegEntry, Registry};
+use crate::retention::Keep;
 use crate::store::VersionedDir;
 
 #[derive(Serialize, Debug)]
 struct VersionRow {
-    which: &'static str,
+    id: u64,
+    /// `latest` or `previous` for the newest two.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    which: Option<&'static str>,
     made: String,
+    why: &'static str,
+    tags: Vec<String>,
     files: u64,
     bytes: u64,
+    added: u64,
+    changed: u64,
+    removed: u64,
+    /// Bytes the store spends on this version: its manifest, and the content it is the
+    /// newest version to need.
+    store_bytes: u64,
     dir_sha256: String,
-    path: String,
     /// Made by a pass that could not read everything.
     incomplete: bool,
 }
@@ -51,66 +64,117 @@ fn selected(home: &DataHome, dir: Option<&Path>) -> Result<Vec<RegEntry>, Refusa
     }
 }
 
-fn versions_of(vd: &VersionedDir) -> Vec<(&'static str, PathBuf)> {
-    let view = vd.view();
-    [("latest", view.latest), ("previous", view.previous)]
-        .into_iter()
-        .filter_map(|(w, p)| Some((w, p?)))
-        .collect()
+/// The rows of `vd`'s versions, newest first.
+fn rows(vd: &VersionedDir) -> Result<Vec<VersionRow>, engine::Error> {
+    let history = vd.history();
+    let listed = history.list()?;
+    let tags = history.tags()?;
+    let objects: HashMap<Digest, u64> = history.objects()?.into_iter().collect();
+    // Each object is counted for the newest version that needs it: the content a
+    // difference holds is what its version had and the next one does not.
+    let mut counted: BTreeSet<Digest> = BTreeSet::new();
+    let mut store_bytes: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut root = history.open().ok();
+    for l in listed.iter().rev() {
+        let mut b = l.file_bytes;
+        if let (Form::Diff { .. }, Some(r)) = (l.form, root.as_mut()) {
+            for sha in history::diff_shas(&history, r, l.head.id)? {
+                if let Some(size) = objects.get(&sha) {
+                    if counted.insert(sha) {
+                        b += size;
+                    }
+                }
+            }
+        }
+        store_bytes.insert(l.head.id, b);
+    }
+    // What is left is the newest version's (content a pass replaced before it was made).
+    let rest: u64 = objects
+        .iter()
+        .filter(|(sha, _)| !counted.contains(*sha))
+        .map(|(_, s)| s)
+        .sum();
+    if let Some(l) = listed.last() {
+        *store_bytes.entry(l.head.id).or_default() += rest;
+    }
+    Ok(listed
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, l)| VersionRow {
+            id: l.head.id,
+            which: match i {
+                0 => Some("latest"),
+                1 => Some("previous"),
+                _ => None,
+            },
+            made: l.head.made.clone(),
+            why: l.head.why.as_str(),
+            tags: tags
+                .iter()
+                .filter(|(_, id)| **id == l.head.id)
+                .map(|(t, _)| t.clone())
+                .collect(),
+            files: l.head.files,
+            bytes: l.head.bytes,
+            added: l.head.added,
+            changed: l.head.changed,
+            removed: l.head.removed,
+            store_bytes: store_bytes.get(&l.head.id).copied().unwrap_or(0),
+            dir_sha256: l.head.dir_sha256.clone(),
+            incomplete: l.head.incomplete,
+        })
+        .collect())
 }
 
 /// Prints the versions of `dir` (or of every registered directory).
 pub fn list(home: &DataHome, dir: Option<&Path>, json: bool) -> Result<i32, Refusal> {
-    let mut rows = Vec::new();
+    let mut out = Vec::new();
     for e in selected(home, dir)? {
         let vd = VersionedDir::from_registry(&e);
-        let versions = versions_of(&vd)
-            .into_iter()
-            .filter_map(|(which, p)| {
-                let m = Manifest::load(&p).ok()?;
-                Some(VersionRow {
-                    which,
-                    made: m.head.made,
-                    files: m.head.files,
-                    bytes: m.head.bytes,
-                    dir_sha256: m.head.dir_sha256,
-                    path: p.to_string_lossy().into_owned(),
-                    incomplete: m.head.incomplete,
-                })
-            })
-            .collect();
-        rows.push(DirRow {
+        out.push(DirRow {
             dir: e.path.to_string_lossy().into_owned(),
             store: e.store.to_string_lossy().into_owned(),
             name: e.name.clone(),
-            versions,
+            versions: rows(&vd).map_err(Refusal::from)?,
         });
     }
     if json {
-        let text = serde_json::to_string_pretty(&serde_json::json!({ "dirs": rows }))
+        let text = serde_json::to_string_pretty(&serde_json::json!({ "dirs": out }))
             .map_err(|e| Refusal::new(format!("cannot encode the list as JSON: {e}")))?;
         println!("{text}");
         return Ok(0);
     }
-    if rows.is_empty() {
+    if out.is_empty() {
         println!(
             "no versioned directories yet (data home {})",
             display(home.path())
         );
     }
-    for r in rows {
+    for r in out {
         println!("{}  (store {})", r.dir, r.store);
         if r.versions.is_empty() {
             println!("  no versions");
         }
         for v in r.versions {
+            let tags = if v.tags.is_empty() {
+                String::new()
+            } else {
+                format!("  tag {}", v.tags.join(","))
+            };
             println!(
-                "  {:<8}  {}  {} files  {} bytes  sha256 {}{}",
-                v.which,
+                "  {:>5}  {}  {:<16}  {} files  {} bytes  +{} ~{} -{}  store {} bytes{}{}{}",
+                v.id,
                 v.made,
+                v.why,
                 v.files,
                 v.bytes,
-                v.dir_sha256,
+                v.added,
+                v.changed,
+                v.removed,
+                v.store_bytes,
+                v.which.map(|w| format!("  ({w})")).unwrap_or_default(),
+                tags,
                 if v.incomplete {
                     "  (incomplete: the pass could not read everything)"
                 } else {
@@ -122,72 +186,179 @@ pub fn list(home: &DataHome, dir: Option<&Path>, json: bool) -> Result<i32, Refu
     Ok(0)
 }
 
-/// Re-hashes every stored file against its manifest; 1 if anything is damaged or missing.
+/// Re-hashes every object of each store against its name, checks that every version
+/// reads and that the content each needs is in the store or in a live directory;
+/// 1 if anything is damaged or missing.
 pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
     let mut problems = 0usize;
-    let (mut files, mut versions) = (0usize, 0usize);
+    let (mut objects_n, mut versions_n) = (0usize, 0usize);
     for e in selected(home, dir)? {
         let vd = VersionedDir::from_registry(&e);
-        for (which, vdir) in versions_of(&vd) {
-            versions += 1;
-            let m = match Manifest::load(&vdir) {
-                Ok(m) => m,
-                Err(err) => {
-                    println!(
-                        "DAMAGED  {} ({which} version of {}): {err}",
-                        display(&vdir),
-                        display(&e.path)
-                    );
+        let history = vd.history();
+        let objects = match history.objects() {
+            Ok(o) => o,
+            Err(err) => {
+                println!("DAMAGED  {}: {err}", display(history.path()));
+                problems += 1;
+                continue;
+            }
+        };
+        let rels: Vec<std::path::PathBuf> =
+            objects.iter().map(|(sha, _)| history::object_path(sha)).collect();
+        for ((sha, _), r) in objects.iter().zip(hash::hash_many(history.path(), &rels)) {
+            objects_n += 1;
+            match r {
+                Ok((d, _)) if d == *sha => {}
+                Ok((d, _)) => {
                     problems += 1;
+                    println!(
+                        "DAMAGED  {}: its bytes hash to {d}",
+                        display(&history.path().join(history::object_path(sha)))
+                    );
+                }
+                Err(err) => {
+                    problems += 1;
+                    println!("DAMAGED  {err}");
+                }
+            }
+        }
+        let held: BTreeSet<Digest> = objects.iter().map(|(s, _)| *s).collect();
+        let listed = match history.list() {
+            Ok(l) => l,
+            Err(err) => {
+                println!("DAMAGED  {err}");
+                problems += 1;
+                continue;
+            }
+        };
+        let mut live: Vec<engine::fs::Root> = vd
+            .live_dirs()
+            .iter()
+            .filter_map(|d| engine::fs::Root::open(d).ok())
+            .collect();
+        let mut missing_seen: BTreeSet<(std::path::PathBuf, Digest)> = BTreeSet::new();
+        for l in listed.iter().rev() {
+            versions_n += 1;
+            let state = match history.state(l.head.id) {
+                Ok(s) => s,
+                Err(err) => {
+                    problems += 1;
+                    println!("DAMAGED  version {} of {}: {err}", l.head.id, display(&e.path));
                     continue;
                 }
             };
-            let entries: Vec<_> = m.entries.iter().filter(|x| x.kind == Kind::File).collect();
-            let rels: Vec<PathBuf> = entries.iter().map(|x| x.path.clone()).collect();
-            let results = hash::hash_many(&vdir, &rels);
-            for (x, r) in entries.iter().zip(results) {
-                files += 1;
-                let expected = x.sha256;
-                let shown = display(&vdir.join(&x.path));
-                match r {
-                    Ok((d, _)) if Some(d) == expected => {}
-                    Ok((d, _)) => {
-                        problems += 1;
-                        println!(
-                            "DAMAGED  {shown}: expected sha256 {}, found {d}",
-                            x.sha256.map(|d| d.to_hex()).unwrap_or_else(|| "?".into())
-                        );
-                    }
-                    Err(err) => {
-                        problems += 1;
-                        let missing = matches!(&err, engine::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
-                        if missing {
-                            println!("MISSING  {shown}");
-                        } else {
-                            println!("DAMAGED  {shown}: {err}");
-                        }
-                    }
+            for x in state.entries.iter().filter(|x| x.kind == Kind::File) {
+                let Some(sha) = x.sha256 else { continue };
+                if held.contains(&sha) || missing_seen.contains(&(x.path.clone(), sha)) {
+                    continue;
                 }
-            }
-            // Through directory handles: no symlink followed, and a path longer than
-            // the kernel takes at once is no missing entry.
-            let mut root = engine::fs::Root::open(&vdir).ok();
-            for x in m.entries.iter().filter(|x| x.kind != Kind::File) {
-                let p = vdir.join(&x.path);
-                let ok = root.as_mut().is_some_and(|r| match x.kind {
-                    Kind::Dir => matches!(
-                        r.stat(&x.path),
-                        Ok(Some(st)) if st.kind == Some(Kind::Dir)
-                    ),
-                    _ => r.read_link(&x.path).ok() == x.target,
+                // Held by a live file: checked by its size here (a restore checks its
+                // SHA-256 before it takes it).
+                let in_live = live.iter_mut().any(|r| {
+                    matches!(r.stat(&x.path), Ok(Some(st)) if st.kind == Some(Kind::File) && st.size == x.size)
+                        && matches!(hash::hash_in(r, &x.path), Ok((d, _)) if d == sha)
                 });
-                if !ok {
+                if !in_live {
                     problems += 1;
-                    println!("MISSING  {}", display(&p));
+                    println!(
+                        "MISSING  {} in version {} of {}: its content (sha256 {}) is neither in the store nor in a live directory",
+                        display(&x.path),
+                        l.head.id,
+                        display(&e.path),
+                        sha.to_hex()
+                    );
+                    missing_seen.insert((x.path.clone(), sha));
                 }
             }
         }
     }
-    println!("verified {files} files in {versions} versions: {problems} problems");
+    println!(
+        "verified {objects_n} stored files and {versions_n} versions: {problems} problems"
+    );
     Ok(if problems > 0 { 1 } else { 0 })
+}
+
+/// The versioned directory `dir` in the store holding its newest version.
+fn one(home: &DataHome, dir: &Path) -> Result<VersionedDir, Refusal> {
+    let dir = absolute(dir)?;
+    crate::restore::find_versioned(home, &dir, None)
+}
+
+/// Applies a retention policy now (`dry_run`: says what it would drop).
+pub fn forget(home: &DataHome, dir: &Path, keep: Keep, dry_run: bool) -> Result<i32, Refusal> {
+    let vd = one(home, dir)?;
+    let _lock = vd.lock(home).map_err(Refusal::from)?;
+    let history = vd.history();
+    let listed = history.list().map_err(Refusal::from)?;
+    let tagged: BTreeSet<u64> = history.tags().map_err(Refusal::from)?.values().copied().collect();
+    let times: Vec<_> = listed
+        .iter()
+        .map(|l| (l.head.id, crate::store::parse_time(&l.head.made)))
+        .collect();
+    let kept = crate::retention::kept(&times, &tagged, &keep);
+    let before = vd.store_bytes().map_err(Refusal::from)?;
+    for l in listed.iter().rev().filter(|l| !kept.contains(&l.head.id)) {
+        println!(
+            "{} version {} (made {}, {} files)",
+            if dry_run { "would drop" } else { "dropped" },
+            l.head.id,
+            l.head.made,
+            l.head.files
+        );
+    }
+    if dry_run {
+        println!("would keep {} of {} versions", kept.len(), listed.len());
+        return Ok(0);
+    }
+    let drop: BTreeSet<u64> = listed
+        .iter()
+        .map(|l| l.head.id)
+        .filter(|id| !kept.contains(id))
+        .collect();
+    history.forget(&drop).map_err(Refusal::from)?;
+    history.collect_garbage().map_err(Refusal::from)?;
+    let after = vd.store_bytes().map_err(Refusal::from)?;
+    println!(
+        "kept {} of {} versions; freed {} bytes",
+        kept.len(),
+        listed.len(),
+        before.saturating_sub(after)
+    );
+    Ok(0)
+}
+
+/// Tags version `spec` of `dir` `name` (a tag names one version; it moves if it
+/// named another).
+pub fn tag(home: &DataHome, dir: &Path, spec: &str, name: &str) -> Result<i32, Refusal> {
+    if name.is_empty() || name.bytes().all(|b| b.is_ascii_digit()) || matches!(name, "latest" | "previous") {
+        return Err(Refusal::new(format!(
+            "{name:?} cannot be a tag: it would read as a version id or a keyword"
+        )));
+    }
+    let vd = one(home, dir)?;
+    let _lock = vd.lock(home).map_err(Refusal::from)?;
+    let head = crate::restore::select(&vd, spec)?;
+    let history = vd.history();
+    let mut tags = history.tags().map_err(Refusal::from)?;
+    tags.insert(name.to_string(), head.id);
+    history.set_tags(&tags).map_err(Refusal::from)?;
+    println!("tagged version {} of {} {name}", head.id, display(vd.dir()));
+    Ok(0)
+}
+
+/// Removes the tag `name` of `dir`.
+pub fn untag(home: &DataHome, dir: &Path, name: &str) -> Result<i32, Refusal> {
+    let vd = one(home, dir)?;
+    let _lock = vd.lock(home).map_err(Refusal::from)?;
+    let history = vd.history();
+    let mut tags = history.tags().map_err(Refusal::from)?;
+    let Some(id) = tags.remove(name) else {
+        return Err(Refusal::new(format!(
+            "{} has no tag {name:?}",
+            display(vd.dir())
+        )));
+    };
+    history.set_tags(&tags).map_err(Refusal::from)?;
+    println!("untagged version {id} of {} ({name})", display(vd.dir()));
+    Ok(0)
 }

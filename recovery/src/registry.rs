@@ -42,6 +42,10 @@ pub struct RegEntry {
     /// two drives): `store`/`name` is the one used last, and none is ever forgotten.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub other_stores: Vec<StoreRef>,
+    /// Other live directories holding the same content (twoway's other replica): a
+    /// restore may take a version's file from them, checked by its SHA-256.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "pathser::vec")]
+    pub twins: Vec<PathBuf>,
 }
 
 /// A store holding versions of a directory, besides the entry's own.
@@ -130,6 +134,7 @@ impl Registry {
                 .and_then(|e| e.updated),
             incomplete: hit.incomplete,
             other_stores: Vec::new(),
+            twins: found.twins.clone(),
         });
         reordered.dirs.into_values().next()
     }
@@ -208,6 +213,7 @@ mod tests {
                             updated: None,
                             incomplete: false,
                             other_stores: Vec::new(),
+                            twins: Vec::new(),
                         })
                     })
                     .unwrap();
@@ -228,6 +234,7 @@ mod tests {
             updated: None,
             incomplete: false,
             other_stores: Vec::new(),
+            twins: Vec::new(),
         };
         r.insert(e.clone());
         r.insert(RegEntry {
@@ -255,6 +262,7 @@ mod more_tests {
             updated: None,
             incomplete: false,
             other_stores: Vec::new(),
+            twins: Vec::new(),
         };
         r.insert(at("/usb1/__versions__"));
         r.insert(at("/usb2/__versions__"));

@@ -14,22 +14,22 @@ use engine::fs::Root;
 use engine::hash;
 use engine::names::display;
 use engine::plan::mirror::{self, MirrorOptions};
-use engine::run::cli::Which;
 use engine::run::home::{absolute, DataHome};
 use engine::run::signal;
 use engine::scan::cache;
 use engine::scan::{self, ScanOptions};
-use engine::tree::{Kind, Tree};
+use engine::tree::{Entry, Kind, Tree};
 
-use crate::manifest::Manifest;
+use crate::history::{self, VersionHead, Why};
 use crate::registry::Registry;
-use crate::store::{remove_tree, VersionedDir};
+use crate::store::VersionedDir;
 
 /// What to restore, and where.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreRequest {
     pub dir: PathBuf,
-    pub which: Which,
+    /// Which version: latest, previous, an id, a tag or a time.
+    pub version: String,
     pub to: Option<PathBuf>,
     pub subpath: Option<PathBuf>,
     pub force: bool,
@@ -45,20 +45,12 @@ pub struct RestoreOutcome {
     pub interrupted: bool,
 }
 
-fn which_name(w: Which) -> &'static str {
-    match w {
-        Which::Latest => "latest",
-        Which::Previous => "previous",
-    }
-}
-
-/// Finds the versioned directory `dir` is registered under, in the store that holds the
-/// newest `which` version of it (a directory backed up to several drives has a store on
-/// each), or in `store` when one is named.
+/// Finds the versioned directory `dir` is registered under, in the store that holds its
+/// newest version (a directory backed up to several drives has a store on each), or in
+/// `store` when one is named.
 pub fn find_versioned(
     home: &DataHome,
     dir: &Path,
-    which: Which,
     store: Option<&Path>,
 ) -> Result<VersionedDir, Refusal> {
     let reg = Registry::load(home).map_err(Refusal::from)?;
@@ -81,17 +73,8 @@ pub fn find_versioned(
             )));
         }
     }
-    let made = |vd: &VersionedDir| {
-        let view = vd.view();
-        let v = match which {
-            Which::Latest => view.latest,
-            Which::Previous => view.previous,
-        }?;
-        crate::manifest::ManifestReader::open(&v)
-            .ok()
-            .map(|m| m.header().made.clone())
-    };
     let stores: Vec<VersionedDir> = candidates.iter().map(VersionedDir::from_registry).collect();
+    let made = |vd: &VersionedDir| vd.latest().ok().flatten().map(|h| crate::store::parse_time(&h.made));
     let chosen = stores
         .iter()
         .enumerate()
@@ -107,6 +90,63 @@ pub fn find_versioned(
         );
     }
     Ok(stores[chosen].clone())
+}
+
+/// The version `spec` names among `vd`'s: `latest` (or empty), `previous`, an id, a
+/// tag, or a time (RFC 3339, or a date `YYYY-MM-DD` meaning the end of that day, UTC):
+/// the last version made at or before it.
+pub fn select(vd: &VersionedDir, spec: &str) -> Result<VersionHead, Refusal> {
+    let history = vd.history();
+    let listed = history.list().map_err(Refusal::from)?;
+    let hint = || format!("`recovery list {}` shows the versions there are", display(vd.dir()));
+    let newest_first: Vec<&VersionHead> = listed.iter().rev().map(|l| &l.head).collect();
+    let by_id = |id: u64| newest_first.iter().find(|h| h.id == id).map(|h| (*h).clone());
+    let found = match spec {
+        "" | "latest" | "_1" => newest_first.first().map(|h| (*h).clone()),
+        "previous" | "_0" => newest_first.get(1).map(|h| (*h).clone()),
+        s if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            let id: u64 = s.parse().map_err(|_| Refusal::new(format!("no version {s}")))?;
+            by_id(id)
+        }
+        s => {
+            let tags = history.tags().map_err(Refusal::from)?;
+            if let Some(&id) = tags.get(s) {
+                by_id(id)
+            } else if let Some(t) = parse_point(s) {
+                newest_first
+                    .iter()
+                    .find(|h| crate::store::parse_time(&h.made) <= t)
+                    .map(|h| (*h).clone())
+            } else {
+                return Err(Refusal::new(format!(
+                    "--version {s:?} is not latest, previous, a version id, a tag or a time; {}",
+                    hint()
+                )));
+            }
+        }
+    };
+    found.ok_or_else(|| {
+        Refusal::new(format!(
+            "{} has no version {}; {}",
+            display(vd.dir()),
+            if spec.is_empty() { "latest" } else { spec },
+            hint()
+        ))
+    })
+}
+
+/// A point in time: RFC 3339, or a date (the end of that day, UTC).
+fn parse_point(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&chrono::Utc));
+    }
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    Some(d.and_hms_milli_opt(23, 59, 59, 999)?.and_utc())
+}
+
+/// Describes a version for messages: "version 12 (made …)".
+pub fn describe(h: &VersionHead) -> String {
+    format!("version {} (made {}, {})", h.id, h.made, h.why.as_str())
 }
 
 fn is_empty_dir(p: &Path, store: &Path) -> Result<bool, Refusal> {
@@ -126,22 +166,10 @@ fn is_empty_dir(p: &Path, store: &Path) -> Result<bool, Refusal> {
 /// Restores as `req` asks.
 pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, Refusal> {
     let dir = absolute(&req.dir)?;
-    let vd = find_versioned(home, &dir, req.which, req.store.as_deref())?;
-    let view = vd.view();
-    let version = match req.which {
-        Which::Latest => view.latest,
-        Which::Previous => view.previous,
-    }
-    .ok_or_else(|| {
-        Refusal::new(format!(
-            "{} has no {} version; `recovery list {}` shows the versions there are",
-            display(&dir),
-            which_name(req.which),
-            display(&dir)
-        ))
-    })?;
-    let mut manifest = Manifest::load(&version).map_err(Refusal::from)?;
-    let mut vtree = manifest.take_tree();
+    let vd = find_versioned(home, &dir, req.store.as_deref())?;
+    let head = select(&vd, &req.version)?;
+    let state = vd.history().state(head.id).map_err(Refusal::from)?;
+    let mut vtree = state.into_tree();
 
     if let Some(sub) = &req.subpath {
         if sub.as_os_str().is_empty()
@@ -154,11 +182,12 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
         }
         if !vtree.entries.contains_key(sub) {
             return Err(Refusal::new(format!(
-                "{} is not in the {} version of {}; `recovery list {}` shows the versions",
+                "{} is not in {} of {}; `recovery find {} {}` shows the versions that hold it",
                 display(sub),
-                which_name(req.which),
+                describe(&head),
                 display(&dir),
-                display(&dir)
+                display(&dir),
+                display(sub)
             )));
         }
         vtree.entries.retain(|p, _| p.starts_with(sub));
@@ -223,12 +252,11 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
     }
     if req.dry_run {
         log::info!(
-            "would restore {} from its {} version ({}, {} files, sha256 {})",
+            "would restore {} from {} ({} files, sha256 {})",
             display(&target),
-            which_name(req.which),
-            manifest.head.made,
-            manifest.head.files,
-            manifest.head.dir_sha256
+            describe(&head),
+            head.files,
+            head.dir_sha256
         );
         if occupied {
             log::info!(
@@ -240,22 +268,9 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
         return Ok(RestoreOutcome::default());
     }
 
-    // With --force, stage the chosen version (hard links inside the store) before saving
-    // the current contents, because saving rotates the versions.
-    let mut staged: Option<PathBuf> = None;
     if occupied {
-        let stage = vd.store().join(format!("{}.restore", vd.name()));
-        {
-            let _lock = vd.lock(home).map_err(Refusal::from)?;
-            if stage.exists() {
-                remove_tree(&stage).map_err(Refusal::from)?;
-            }
-            stage_version(&version, &stage, &vtree)
-                .map_err(|e| Refusal::new(format!("cannot stage the version for restore: {e}")))?;
-        }
-        staged = Some(stage);
         // The whole target as the plan read it, hashed; only a part of it with --path.
-        let (current, unhashed) = if req.subpath.is_none() {
+        let (mut current, unhashed) = if req.subpath.is_none() {
             (scanned, unhashed)
         } else {
             let mut t = scan_target(&target, &vd, None)?;
@@ -268,30 +283,18 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
                 display(&target)
             )));
         }
-        let saving = VersionedDir::new(
-            vd.dir(),
-            vd.store(),
-            engine::run::config::VersionMode::Link,
-            Vec::new(),
-        );
-        match saving.record(home, &target, &current) {
-            Ok(Some(made)) => log::info!(
-                "saved the current contents of {} as the latest version {made}",
-                display(&target)
-            ),
-            Ok(None) => log::info!(
-                "the current contents of {} are already the latest version",
-                display(&target)
-            ),
-            Err(e) => {
-                return Err(Refusal::new(format!(
+        let lost: Vec<(PathBuf, Option<engine::tree::Digest>)> = plan
+            .files_lost(&current)
+            .map(|(p, e)| (p.to_path_buf(), e.hash))
+            .collect();
+        vd.keep_files(home, &target, &mut current, &lost, Some(Why::BeforeRestore))
+            .map_err(|e| {
+                Refusal::new(format!(
                     "cannot save the current contents of {} before restoring, so nothing was changed: {e}",
                     display(&target)
-                )))
-            }
-        }
+                ))
+            })?;
     }
-    let source_dir = staged.clone().unwrap_or_else(|| version.clone());
 
     engine::fs::make_dir_all(&target)
         .map_err(|e| Refusal::new(format!("cannot create {}: {e}", display(&target))))?;
@@ -305,17 +308,21 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
         log::error!("{e}");
     }
     let stop = || signal::stop_requested();
+    let history_dir = vd.history().path().to_path_buf();
+    let lives = vd.live_dirs();
+    let open = |p: &Path, e: &Entry| open_content(&history_dir, &lives, p, e);
     let applied = apply::apply(
         &plan,
         &mut root,
         &ApplyOptions {
-            src_root: &source_dir,
+            src_root: &history_dir,
             direction: "VERSION -> DIR",
             meta_from_plan: true,
             verify_hash: true,
             attrs_from_source: false,
             stop: &stop,
             done: None,
+            open_source: Some(&open),
         },
     );
     // A restore whose bytes may not be on disk has failed, like any other write.
@@ -323,30 +330,68 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
     if let Err(e) = &flushed {
         log::error!("{e}");
     }
-    if let Some(stage) = staged {
-        if let Err(e) = remove_tree(&stage) {
-            log::warn!("staging area not removed: {e}");
-        }
+    let settled = if occupied { vd.settle(home) } else { Ok(()) };
+    if let Err(e) = &settled {
+        log::error!("{e}");
     }
-    let errors = applied.errors.len() + plan.errors.len() + usize::from(flushed.is_err());
+    let errors = applied.errors.len()
+        + plan.errors.len()
+        + usize::from(flushed.is_err())
+        + usize::from(settled.is_err());
     log::info!(
-        "restored {} from its {} version made {}: {} · {} bytes · {errors} errors · version sha256 {}",
+        "restored {} from {}: {} · {} bytes · {errors} errors · version sha256 {}",
         display(&target),
-        which_name(req.which),
-        manifest.head.made,
+        describe(&head),
         applied.counts.summary(),
         applied.counts.bytes,
         match &req.subpath {
             Some(_) => hash::tree_sha256(&vtree)
                 .map(|d| d.to_hex())
                 .unwrap_or_default(),
-            None => manifest.head.dir_sha256.clone(),
+            None => head.dir_sha256.clone(),
         }
     );
     Ok(RestoreOutcome {
         errors,
         interrupted: applied.interrupted,
     })
+}
+
+/// Opens the content a version holds at `p` (entry `e`): from the store, or from a live
+/// directory whose file at that path still hashes to it.
+fn open_content(
+    history_dir: &Path,
+    lives: &[PathBuf],
+    p: &Path,
+    e: &Entry,
+) -> Result<(std::fs::File, engine::fs::Stat, PathBuf), Error> {
+    let sha = e
+        .hash
+        .ok_or_else(|| Error::entry(p, "BUG: a version's file without its SHA-256"))?;
+    if let Ok(mut h) = Root::open(history_dir) {
+        for rel in [history::object_path(&sha), history::pending_path(&sha)] {
+            if let Ok((f, st)) = h.open_read(&rel) {
+                return Ok((f, st, history_dir.join(rel)));
+            }
+        }
+    }
+    for d in lives {
+        let Ok(mut r) = Root::open(d) else { continue };
+        if !matches!(r.stat(p), Ok(Some(st)) if st.kind == Some(Kind::File) && st.size == e.size) {
+            continue;
+        }
+        if matches!(hash::hash_in(&mut r, p), Ok((d2, _)) if d2 == sha) {
+            let (f, st) = r.open_read(p)?;
+            return Ok((f, st, d.join(p)));
+        }
+    }
+    Err(Error::entry(
+        p,
+        format!(
+            "its content (sha256 {}) is neither in the store nor in a live directory any more",
+            sha.to_hex()
+        ),
+    ))
 }
 
 /// What a restore of `vtree` onto `target` does: the target as it is (hashed where it
@@ -420,37 +465,4 @@ fn scan_target(target: &Path, vd: &VersionedDir, sub: Option<&Path>) -> Result<T
         t.root = None;
     }
     Ok(t)
-}
-
-/// Hard-links the files of `vtree` (a version's, or the part of it restored) into
-/// `stage` (same store, same filesystem).
-fn stage_version(version: &Path, stage: &Path, vtree: &Tree) -> Result<(), Error> {
-    let (Some(store), Some(name)) = (stage.parent(), stage.file_name()) else {
-        return Err(Error::entry(stage, "not a tree of the store"));
-    };
-    Root::open(store)?.mkdir_unfinished(Path::new(name))?;
-    let mut src = Root::open(version)?;
-    let mut dst = Root::open(stage)?;
-    for (p, e) in vtree.entries.iter() {
-        // With --path, the directories above the part restored are not in the tree.
-        let parent = engine::tree::parent_of(p);
-        if !parent.as_os_str().is_empty() && !vtree.entries.contains_key(parent) {
-            let mut above: Vec<&Path> = parent
-                .ancestors()
-                .take_while(|a| !a.as_os_str().is_empty())
-                .collect();
-            above.reverse();
-            for a in above {
-                if !stage.join(a).is_dir() {
-                    dst.mkdir(a, 0o700)?;
-                }
-            }
-        }
-        match e.kind {
-            Kind::Dir => dst.mkdir(p, e.mode)?,
-            Kind::Symlink => {}
-            Kind::File => dst.link_from(&mut src, p, p)?,
-        }
-    }
-    Ok(())
 }

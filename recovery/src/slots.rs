@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use engine::error::{Error, IoContext};
+use engine::error::Error;
 use engine::fs::Root;
 use engine::names::display;
 
@@ -91,22 +91,4 @@ pub fn remove_tree(path: &Path) -> Result<(), Error> {
     );
     drop(tree);
     store.remove(Path::new(name))
-}
-
-/// Renames the store's tree `from` to `to` (both in the store `store`), through the
-/// store's handle: a link put in the store's place is never followed.
-pub(crate) fn rename_tree(store: &Path, from: &Path, to: &Path) -> Result<(), Error> {
-    let name = |p: &Path| {
-        p.file_name()
-            .map(Path::new)
-            .ok_or_else(|| Error::entry(p, "not a tree of the store"))
-            .map(Path::to_path_buf)
-    };
-    Root::open(store)?.rename(&name(from)?, &name(to)?)
-}
-
-/// Flushes a directory's entries (a rename in it) to disk.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
-    let f = std::fs::File::open(dir).ctx("open", dir)?;
-    f.sync_all().ctx("fsync", dir)
 }

@@ -1,38 +1,45 @@
-//! The versioned store: for each versioned directory, two browsable trees
-//! `<store>/<name>_1` (latest) and `<store>/<name>_0` (the one before).
+//! The versioned store: for each versioned directory, its history `<store>/<name>/`
+//! (see [`crate::history`]): versions as manifests (the newest whole, older ones as
+//! differences), and the content the live directory no longer has, by SHA-256.
 //!
-//! A version is a hard-link snapshot of the replica (the rsnapshot model): on the same
-//! filesystem its files are links to the replica's files, so it costs directory entries
-//! plus what changed. Across filesystems, or with `"versions": "copy"`, files are copied
-//! (reflinked where possible) and unchanged ones are linked to the previous version.
-//! A version is built (or patched from the tree it recycles) as `<name>.build`,
-//! completed by writing its manifest, renamed `<name>.new`, and only then rotated in:
-//! `_0` → `<name>.drop`, `_1` → `_0`, `.new` → `_1`. Every step is a rename, and
-//! [`VersionedDir::repair`] finishes a rotation cut short at any point and drops a
-//! `.build` (whose manifest may still be the recycled tree's), so a crash never loses
-//! both versions nor takes an old tree for the latest. Nothing in a finished version is
-//! modified afterwards. After the first version, `<name>.spare` — `_1`'s files linked
-//! again — waits to be recycled by the second, as `_0` is by every later one.
+//! A pass keeps what it is about to replace or delete first ([`VersionedDir::keep`]):
+//! the live file is linked into the store's `pending/`, so when the pass unlinks the
+//! live name the store is left holding the very file (a move that copies nothing), and
+//! what a pass leaves shared with a live file is copied instead. If the directory held
+//! content no version records (a hand edit in BACKUP, a conflict's loser), its state
+//! before the pass is recorded as a version first. After the pass
+//! ([`VersionedDir::record`]) a new version is recorded if the directory's content or
+//! metadata changed, and the retention policy drops what it no longer keeps.
+//!
+//! A store written by the earlier layout (`<name>_1/` and `<name>_0/` trees of hard
+//! links) is migrated on first use: its versions are recorded in the history, the
+//! content no live file holds is moved into it, then the old trees go.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use engine::error::{Error, IoContext};
-use engine::fs::{self, Root};
+use engine::fs::Root;
 use engine::hash;
 use engine::names::display;
-use engine::run::config::VersionMode;
+use engine::run::config::{Keep, VersionMode};
 use engine::run::home::{path_key, DataHome};
-use engine::tree::encoding::EntryRef;
 use engine::tree::{Digest, Kind, Tree};
 
-use crate::manifest::{self, Manifest, ManifestReader, MANIFEST};
+use crate::history::{self, History, VersionHead, Why};
+use crate::manifest::{self, Manifest};
 use crate::registry::{RegEntry, Registry};
-use crate::snapshot;
 
 pub use crate::slots::{check_store, remove_tree, resolve_store};
-use crate::slots::{rename_tree, sync_dir, tree_at};
+use crate::slots::tree_at;
+
+/// What the store keeps: the retention policy and the size budget.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Retention {
+    pub keep: Keep,
+    pub max_bytes: Option<u64>,
+}
 
 /// A directory whose versions are kept in a store.
 #[derive(Debug, Clone)]
@@ -40,29 +47,20 @@ pub struct VersionedDir {
     dir: PathBuf,
     store: PathBuf,
     name: String,
-    mode: VersionMode,
     aliases: Vec<PathBuf>,
-}
-
-/// What kind of tree a version is taken from (for messages).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VersionSource {
-    /// The replica after a pass.
-    Replica,
-    /// The directory's contents before a restore replaces them.
-    BeforeRestore,
-}
-
-/// The latest and previous version directories, as they stand.
-#[derive(Debug, Clone, Default)]
-pub struct View {
-    pub latest: Option<PathBuf>,
-    pub previous: Option<PathBuf>,
+    /// Other live directories that hold the same content (twoway's other replica).
+    twins: Vec<PathBuf>,
+    /// Other histories that receive every object this one keeps (twoway's other
+    /// replica's), so that each can restore its versions alone.
+    share_with: Vec<History>,
+    retention: Retention,
+    tag: Option<String>,
 }
 
 /// A short description of a version that was just made.
 #[derive(Debug, Clone)]
 pub struct Made {
+    pub id: u64,
     pub files: u64,
     pub bytes: u64,
     pub dir_sha256: String,
@@ -72,8 +70,8 @@ impl fmt::Display for Made {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "({} files, {} bytes, sha256 {})",
-            self.files, self.bytes, self.dir_sha256
+            "{} ({} files, {} bytes, sha256 {})",
+            self.id, self.files, self.bytes, self.dir_sha256
         )
     }
 }
@@ -98,14 +96,18 @@ pub fn version_name(dir: &Path) -> String {
 
 impl VersionedDir {
     /// `dir` is versioned in `store`; `aliases` are other paths under which its versions
-    /// are found (oneway's BACKUP).
-    pub fn new(dir: &Path, store: &Path, mode: VersionMode, aliases: Vec<PathBuf>) -> Self {
+    /// are found (oneway's BACKUP). The mode is no longer a choice: no version shares a
+    /// file with a live directory (`"versions": "copy"` is read as on).
+    pub fn new(dir: &Path, store: &Path, _mode: VersionMode, aliases: Vec<PathBuf>) -> Self {
         VersionedDir {
             dir: dir.to_path_buf(),
             store: store.to_path_buf(),
             name: version_name(dir),
-            mode,
             aliases,
+            twins: Vec::new(),
+            share_with: Vec::new(),
+            retention: Retention::default(),
+            tag: None,
         }
     }
 
@@ -115,9 +117,28 @@ impl VersionedDir {
             dir: e.path.clone(),
             store: e.store.clone(),
             name: e.name.clone(),
-            mode: VersionMode::Link,
             aliases: Vec::new(),
+            twins: e.twins.clone(),
+            share_with: Vec::new(),
+            retention: Retention::default(),
+            tag: None,
         }
+    }
+
+    /// Keeps versions as `retention` says, and tags the next version made `tag`.
+    pub fn with_policy(mut self, (keep, max_bytes): (Keep, Option<u64>), tag: Option<String>) -> Self {
+        self.retention = Retention { keep, max_bytes };
+        self.tag = tag;
+        self
+    }
+
+    /// `twin` (the other replica of a pair, versioned in `twin_store`) holds the same
+    /// content: every object this store keeps is given to its history too.
+    pub fn with_twin(mut self, twin: &Path, twin_store: &Path) -> Self {
+        self.twins.push(twin.to_path_buf());
+        self.share_with
+            .push(History::at(twin_store.join(version_name(twin))));
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -132,65 +153,34 @@ impl VersionedDir {
         &self.name
     }
 
+    /// The live directories that may hold a version's content: the directory itself,
+    /// then its aliases and twins.
+    pub fn live_dirs(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.dir.clone()];
+        for d in self.aliases.iter().chain(&self.twins) {
+            if !v.contains(d) {
+                v.push(d.clone());
+            }
+        }
+        v
+    }
+
+    pub fn history(&self) -> History {
+        History::at(self.store.join(&self.name))
+    }
+
     fn slot(&self, suffix: &str) -> PathBuf {
         self.store.join(format!("{}{suffix}", self.name))
     }
 
     /// Takes the store's lock (waits for another holder): a file `.twoway-lock` in the
     /// store itself, so that runs with different data homes never change one store at
-    /// once. The data home is not involved; the parameter keeps callers explicit about
-    /// which run they are.
+    /// once.
     pub fn lock(&self, _home: &DataHome) -> Result<engine::run::home::Lock, Error> {
         self.ensure_store()?;
         let file = Root::open(&self.store)?.open_lock_file(engine::names::LOCK_NAME)?;
         file.lock().ctx("lock", &self.store)?;
         Ok(engine::run::home::Lock::holding(file))
-    }
-
-    /// Where the latest and previous versions are now, reading only (an interrupted
-    /// rotation is interpreted, not repaired). A slot that is not a directory the tool
-    /// made (a symlink, a file) is no version: it is reported and never entered.
-    pub fn view(&self) -> View {
-        let new = self.slot(".new");
-        let (one, zero) = (self.slot("_1"), self.slot("_0"));
-        let exists = |p: &Path| match tree_at(p) {
-            Ok(true) => std::fs::symlink_metadata(p.join(MANIFEST)).is_ok_and(|m| m.is_file()),
-            Ok(false) => false,
-            Err(e) => {
-                log::warn!("{e}");
-                false
-            }
-        };
-        if exists(&new) {
-            View {
-                latest: Some(new),
-                previous: if exists(&one) {
-                    Some(one)
-                } else if exists(&zero) {
-                    Some(zero)
-                } else {
-                    None
-                },
-            }
-        } else {
-            View {
-                latest: exists(&one).then_some(one),
-                previous: exists(&zero).then_some(zero),
-            }
-        }
-    }
-
-    /// Makes the empty tree `slot` (a path of [`Self::slot`]) through the store's own
-    /// handle.
-    fn make_tree(&self, slot: &Path) -> Result<(), Error> {
-        let name = slot
-            .file_name()
-            .ok_or_else(|| Error::entry(slot, "not a tree of the store"))?;
-        let mut store = Root::open(&self.store)?;
-        match store.stat(Path::new(name))? {
-            Some(_) => Err(Error::entry(slot, "exists already")),
-            None => store.mkdir_unfinished(Path::new(name)),
-        }
     }
 
     /// Makes the store directory if it is missing; refuses one that is a symlink or not
@@ -201,93 +191,49 @@ impl VersionedDir {
         check_store(&self.store)
     }
 
-    /// Finishes a rotation that was cut short and removes unfinished builds.
-    /// Call with the store lock held. A slot that holds something the tool did not make
-    /// (a symlink, a file) is an error: it is never entered nor removed.
+    /// Brings the store to a clean state: migrates the earlier layout, finishes or
+    /// undoes what a killed run left, settles kept files and shares them. Call with the
+    /// store lock held.
     pub fn repair(&self) -> Result<(), Error> {
         self.ensure_store()?;
-        for suffix in ["_1", "_0", ".spare"] {
-            tree_at(&self.slot(suffix))?;
-        }
-        // A tree being built or patched: its manifest, if any, may still be the one of
-        // the tree it was recycled from, so it is never taken for a version.
-        let build = self.slot(".build");
-        if tree_at(&build)? {
-            remove_tree(&build)?;
-        }
-        let spare = self.slot(".spare");
-        if tree_at(&spare)? && !spare.join(MANIFEST).is_file() {
-            remove_tree(&spare)?;
-        }
-        let new = self.slot(".new");
-        if tree_at(&new)? {
-            if new.join(MANIFEST).is_file() {
-                self.rotate_in(&new)?;
-            } else {
-                remove_tree(&new)?;
+        self.migrate()?;
+        let added = self.history().repair()?;
+        self.share(&added)
+    }
+
+    /// Gives the histories of the twins the objects `added`.
+    fn share(&self, added: &[Digest]) -> Result<(), Error> {
+        for other in &self.share_with {
+            let Some(store) = other.path().parent() else { continue };
+            if check_store(store).is_err() || !store.is_dir() {
+                continue;
             }
-        }
-        let drop = self.slot(".drop");
-        if tree_at(&drop)? {
-            remove_tree(&drop)?;
+            if let Err(e) = self.history().share_objects(added, other) {
+                log::warn!(
+                    "could not give {} the content it kept: {e}",
+                    display(other.path())
+                );
+            }
         }
         Ok(())
     }
 
-    /// `_0` → drop, `_1` → `_0`, `new` → `_1`, then the drop goes. Each step is a rename
-    /// and `repair` can resume after any of them. An incomplete version (a pass that
-    /// could not read everything) over an incomplete latest replaces the latest instead
-    /// (`_1` → drop, `new` → `_1`): the last complete version is never pushed out.
-    fn rotate_in(&self, new: &Path) -> Result<(), Error> {
-        let (one, zero, drop) = (self.slot("_1"), self.slot("_0"), self.slot(".drop"));
-        if tree_at(&one)? && is_incomplete(new) && is_incomplete(&one) {
-            if tree_at(&drop)? {
-                remove_tree(&drop)?;
-            }
-            rename_tree(&self.store, &one, &drop)?;
-        } else if tree_at(&one)? {
-            if tree_at(&zero)? {
-                if tree_at(&drop)? {
-                    remove_tree(&drop)?;
-                }
-                rename_tree(&self.store, &zero, &drop)?;
-            }
-            rename_tree(&self.store, &one, &zero)?;
-        }
-        rename_tree(&self.store, new, &one)?;
-        sync_dir(&self.store)?;
-        if tree_at(&drop)? {
-            remove_tree(&drop)?;
-        }
-        Ok(())
-    }
-
-    /// True if versions of `replica` are copies: by choice, or because the store is on
-    /// another filesystem (hard links cannot cross).
-    fn copies_files(&self, replica: &Path) -> bool {
-        self.mode == VersionMode::Copy
-            || match (fs::lstat(&self.store), fs::lstat(replica)) {
-                (Ok(s), Ok(r)) => s.dev != r.dev,
-                _ => false,
-            }
-    }
-
-    /// The latest version's manifest, if any.
-    pub fn latest_manifest(&self) -> Option<Manifest> {
-        self.view().latest.and_then(|p| Manifest::load(&p).ok())
+    /// The latest version's head, if any.
+    pub fn latest(&self) -> Result<Option<VersionHead>, Error> {
+        self.history().latest()
     }
 
     /// Logs what a dry run would do about versions.
     pub fn describe_dry_run(&self) {
         log::info!(
-            "would make a new version of {} in {} if its content changed",
-            display(&self.dir),
-            display(&self.store)
+            "would keep what the pass replaces in {} and make a new version of {} if it changed",
+            display(&self.store),
+            display(&self.dir)
         );
     }
 
-    /// After a pass: makes a new version from `tree` (the replica at `replica` as it now
-    /// is, every file hashed) if its directory SHA-256 differs from the latest version's.
+    /// Records `tree` (the directory at `replica` now, every file hashed) as a version
+    /// if its content or metadata differ from the latest.
     pub fn record(
         &self,
         home: &DataHome,
@@ -295,13 +241,13 @@ impl VersionedDir {
         tree: &Tree,
     ) -> Result<Option<Made>, Error> {
         let _lock = self.lock(home)?;
-        self.record_locked(home, replica, tree, None)
+        self.repair()?;
+        self.record_locked(home, replica, tree, None, true, Why::Pass)
     }
 
     /// [`record`](Self::record) after a pass: the tree's directory SHA-256 may be known
-    /// already (the pass computed it for its summary), and a pass that could not read
-    /// everything (`complete` false) makes an incomplete version, which never pushes the
-    /// last complete one out of the store.
+    /// already, and a pass that could not read everything (`complete` false) makes an
+    /// incomplete version.
     pub fn record_pass(
         &self,
         home: &DataHome,
@@ -311,259 +257,258 @@ impl VersionedDir {
         complete: bool,
     ) -> Result<Option<Made>, Error> {
         let _lock = self.lock(home)?;
-        self.record_locked_as(home, replica, tree, sha, complete)
+        self.repair()?;
+        let made = self.record_locked(home, replica, tree, sha, complete, Why::Pass)?;
+        if made.is_some() {
+            self.apply_retention()?;
+        }
+        Ok(made)
     }
 
     fn record_locked(
         &self,
         home: &DataHome,
-        replica: &Path,
-        tree: &Tree,
-        known_sha: Option<Digest>,
-    ) -> Result<Option<Made>, Error> {
-        self.record_locked_as(home, replica, tree, known_sha, true)
-    }
-
-    fn record_locked_as(
-        &self,
-        home: &DataHome,
-        replica: &Path,
+        _replica: &Path,
         tree: &Tree,
         known_sha: Option<Digest>,
         complete: bool,
+        why: Why,
     ) -> Result<Option<Made>, Error> {
-        self.repair()?;
-        let latest = self.view().latest;
-        let latest_sha = latest.as_deref().and_then(|p| {
-            Manifest::peek_dir_sha256(p)
-                .or_else(|| Manifest::load(p).ok().map(|m| m.head.dir_sha256))
-        });
+        let history = self.history();
+        let latest = history.latest()?;
         let sha = known_sha.unwrap_or_else(|| Manifest::dir_sha256_of(tree));
-        if latest_sha == Some(sha.to_hex()) {
-            self.register_if_missing(home, None)?;
+        let root = tree
+            .root
+            .clone()
+            .unwrap_or_else(|| engine::tree::Entry::dir(0o755, engine::tree::MTime::default()));
+        let root_meta = (root.mode, (root.mtime.sec, root.mtime.nsec));
+        let news = || manifest::entries_of(tree);
+        let meta = history::meta_digest(news(), root_meta);
+        if latest
+            .as_ref()
+            .is_some_and(|l| l.dir_sha256 == sha.to_hex() && l.meta_sha256 == meta)
+        {
+            self.register_if_missing(home)?;
             return Ok(None);
         }
-        // The version's entries, borrowed from the tree: no list of copies is made.
-        let news = || manifest::entries_of(tree);
-        let mut header = manifest::Header::new(&self.dir, tree, news(), sha);
-        header.incomplete = !complete;
-        // An incomplete version after an incomplete latest replaces it (see
-        // `rotate_in`): the previous one, maybe the last complete, is not recycled.
-        let keep_previous = !complete && latest.as_deref().is_some_and(is_incomplete);
-        // Only a copying store needs the previous version's list (to share unchanged files).
-        let copying = self.copies_files(replica);
-        let previous = if copying {
-            self.latest_manifest()
-        } else {
-            None
+        let (mut files, mut bytes) = (0u64, 0u64);
+        for e in news().filter(|e| e.kind == Kind::File) {
+            files += 1;
+            bytes += e.size;
+        }
+        let head = VersionHead {
+            id: 0,
+            dir: self.dir.clone(),
+            made: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            why,
+            dir_sha256: sha.to_hex(),
+            meta_sha256: meta,
+            files,
+            bytes,
+            root_mode: root_meta.0,
+            root_mtime: root_meta.1,
+            incomplete: !complete,
+            added: 0,
+            changed: 0,
+            removed: 0,
         };
-        // Built or patched as `.build`, then renamed `.new` once its manifest is written.
-        let (build, new) = (self.slot(".build"), self.slot(".new"));
         let t0 = std::time::Instant::now();
-        // The previous version (_0) is dropped by this rotation anyway: when hard links
-        // are possible, it is recycled as the new version and only what changed in two
-        // passes is relinked, so a version costs in proportion to the changes. With no
-        // `_0` yet, the spare made after the first version is recycled instead.
-        let linking = !copying && self.mode == VersionMode::Link;
-        let recycling = linking && !keep_previous;
-        // Its manifest is read once, entry by entry, as the walk compares it with the
-        // new version's entries, before the tree is moved; a tree whose manifest does
-        // not read to its end is not recycled.
-        let recycled = recycling
-            .then(|| {
-                [self.slot("_0"), self.slot(".spare")]
-                    .iter()
-                    .find_map(|old| {
-                        tree_at(old).ok().filter(|&is| is)?;
-                        let plan = ManifestReader::open(old)
-                            .and_then(|m| snapshot::plan_patch(news(), m.records()))
-                            .ok()?;
-                        rename_tree(&self.store, old, &build).ok().map(|()| plan)
-                    })
-            })
-            .flatten();
-        let fixes = if let Some(plan) = recycled {
-            snapshot::patch(&build, replica, news, plan)?
-        } else {
-            self.make_tree(&build)?;
-            snapshot::build(
-                &build,
-                replica,
-                news,
-                previous.as_ref(),
-                // Across filesystems a link cannot work: copied from the start.
-                self.mode == VersionMode::Link && !copying,
-                &self.slot("_1"),
-            )?
-        };
-        let built = t0.elapsed().as_secs_f64();
-        if !fixes.is_empty() {
-            // A replica file was replaced after it was hashed: the manifest records what
-            // the version really holds.
-            let fixed = || news().map(|e| snapshot::fixed(e, &fixes));
-            let sha = manifest::sha_of(fixed()).expect("BUG: every file in a manifest has a hash");
-            header = manifest::Header::new(&self.dir, tree, fixed(), sha);
-            header.incomplete = !complete;
-        }
-        // Everything in the tree is on disk before the manifest says it is complete.
-        let root = Root::open(&build)?;
-        root.sync_fs()?;
-        let version = || news().map(|e| snapshot::fixed(e, &fixes));
-        manifest::write(&build, &header, version)?;
-        rename_tree(&self.store, &build, &new)?;
-        let saved = t0.elapsed().as_secs_f64();
-        self.rotate_in(&new)?;
-        let rotated = t0.elapsed().as_secs_f64();
-        self.register(home, Some(header.made.clone()), header.incomplete)?;
-        if linking {
-            self.keep_spare(version);
-        }
+        let id = history.record(head.clone(), news)?;
         log::debug!(
-            "version of {}: built {built:.3}s, manifest {:.3}s, synced and rotated {:.3}s, \
-             spare {:.3}s",
+            "version {id} of {}: manifest {:.3}s",
             display(&self.dir),
-            saved - built,
-            rotated - saved,
-            t0.elapsed().as_secs_f64() - rotated
+            t0.elapsed().as_secs_f64()
         );
+        if why == Why::Pass {
+            if let Some(tag) = &self.tag {
+                let mut tags = history.tags()?;
+                tags.insert(tag.clone(), id);
+                history.set_tags(&tags)?;
+            }
+        }
+        self.register(home, Some(head.made.clone()), head.incomplete)?;
         Ok(Some(Made {
-            files: header.files,
-            bytes: header.bytes,
-            dir_sha256: header.dir_sha256,
+            id,
+            files,
+            bytes,
+            dir_sha256: head.dir_sha256,
         }))
     }
 
-    /// After a version was rotated in: when there is no `_0` to recycle next time (the
-    /// first version), makes a spare of `_1` — its files linked again, its manifest
-    /// shared — which the next version recycles, so that it too costs in proportion to
-    /// what changed. The store then holds two trees' entries, as it does from the
-    /// second version on. A spare is no version: nothing lists or restores it, and once
-    /// there is a `_0` a leftover one goes. Failing to make one only makes the next
-    /// version slower, so it is logged, not an error.
-    fn keep_spare<'a, I: Iterator<Item = EntryRef<'a>> + Send>(&self, entries: impl Fn() -> I) {
-        let (one, zero, spare) = (self.slot("_1"), self.slot("_0"), self.slot(".spare"));
-        // Stopped (Ctrl+C): the run ends sooner without one.
-        if engine::run::signal::stop_requested() {
-            return;
-        }
-        let (has_zero, has_spare) = (tree_at(&zero), tree_at(&spare));
-        if !matches!((&has_zero, &has_spare), (Ok(false), Ok(false))) {
-            if let (Ok(true), Ok(true)) = (has_zero, has_spare) {
-                let _ = remove_tree(&spare);
+    /// Drops the versions the retention policy no longer keeps, then the content no
+    /// version needs; then, over a size budget, the oldest versions (never the latest
+    /// two nor a tagged one) until the history fits. Everything dropped is logged.
+    pub fn apply_retention(&self) -> Result<(), Error> {
+        let history = self.history();
+        let listed = history.list()?;
+        let tags = history.tags()?;
+        let tagged: BTreeSet<u64> = tags.values().copied().collect();
+        let times: Vec<(u64, chrono::DateTime<chrono::Utc>)> = listed
+            .iter()
+            .map(|l| (l.head.id, parse_time(&l.head.made)))
+            .collect();
+        let kept = crate::retention::kept(&times, &tagged, &self.retention.keep);
+        let drop: BTreeSet<u64> = times
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| !kept.contains(id))
+            .collect();
+        self.forget(&history, &listed, &drop)?;
+        let Some(budget) = self.retention.max_bytes else { return Ok(()) };
+        loop {
+            let used = self.store_bytes()?;
+            if used <= budget {
+                return Ok(());
             }
-            return;
-        }
-        let made = self
-            .make_tree(&spare)
-            .and_then(|()| snapshot::link_tree(&spare, &one, entries))
-            // The tree is on disk before its manifest says it is complete.
-            .and_then(|()| Root::open(&spare)?.sync_fs())
-            .and_then(|()| {
-                Root::open(&spare)?.link_from(
-                    &mut Root::open(&one)?,
-                    Path::new(MANIFEST),
-                    Path::new(MANIFEST),
-                )
-            });
-        if let Err(e) = made {
-            let quiet = matches!(&e, Error::Io { source, .. } if snapshot::cannot_link(source));
-            if quiet {
-                log::debug!("no spare version tree: {e}");
-            } else {
-                log::warn!("could not make a spare tree for the next version: {e}");
-            }
-            let _ = remove_tree(&spare);
+            let listed = history.list()?;
+            let newest_two: BTreeSet<u64> = listed.iter().rev().take(2).map(|l| l.head.id).collect();
+            let Some(oldest) = listed
+                .iter()
+                .map(|l| l.head.id)
+                .find(|id| !newest_two.contains(id) && !tagged.contains(id))
+            else {
+                log::warn!(
+                    "the history of {} takes {used} bytes, over max_store_bytes {budget}, \
+                     and holds only versions that are kept whatever the budget",
+                    display(&self.dir)
+                );
+                return Ok(());
+            };
+            log::info!(
+                "the history of {} takes {used} bytes, over max_store_bytes {budget}",
+                display(&self.dir)
+            );
+            self.forget(&history, &listed, &BTreeSet::from([oldest]))?;
         }
     }
 
-    /// Before a pass overwrites or deletes files of `replica`: if any of them holds
-    /// content that no version has, snapshot the replica as it is first.
-    pub fn preserve_before_change(
+    /// Drops `ids` and the content no version left needs, logging each.
+    fn forget(
+        &self,
+        history: &History,
+        listed: &[history::Listed],
+        ids: &BTreeSet<u64>,
+    ) -> Result<(), Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        history.forget(ids)?;
+        for l in listed.iter().filter(|l| ids.contains(&l.head.id)) {
+            log::info!(
+                "dropped version {} of {} (made {}, {} files)",
+                l.head.id,
+                display(&self.dir),
+                l.head.made,
+                l.head.files
+            );
+        }
+        let (n, bytes) = history.collect_garbage()?;
+        if n > 0 {
+            log::info!(
+                "freed {bytes} bytes of {} in {n} files no version needs any more",
+                display(&self.store)
+            );
+        }
+        Ok(())
+    }
+
+    /// Bytes the history takes: its objects and its version files.
+    pub fn store_bytes(&self) -> Result<u64, Error> {
+        let history = self.history();
+        let objects: u64 = history.objects()?.iter().map(|(_, s)| s).sum();
+        let files: u64 = history.list()?.iter().map(|l| l.file_bytes).sum();
+        Ok(objects + files)
+    }
+
+    /// Before a pass (or a restore) overwrites or deletes `files` of `replica` (scanned
+    /// as `tree`): records the replica's state as a version first when it holds content
+    /// the latest version does not (or always, with `before` set to a restore's reason),
+    /// then keeps each file in the store.
+    pub fn keep_files(
         &self,
         home: &DataHome,
         replica: &Path,
         tree: &mut Tree,
-        displaced: &[(PathBuf, Option<Digest>)],
-    ) -> Result<bool, Error> {
+        files: &[(PathBuf, Option<Digest>)],
+        before: Option<Why>,
+    ) -> Result<(), Error> {
         let _lock = self.lock(home)?;
         self.repair()?;
-        let view = self.view();
-        let versions: Vec<PathBuf> = [view.latest, view.previous].into_iter().flatten().collect();
-        // A hard-link version holds a displaced file when the file is the very inode the
-        // version has at that path (the tool never changes such a file in place): a stat
-        // each, instead of reading the manifests.
-        // Each path is looked up without following a symlink on the way.
-        let replica_dev = fs::lstat(replica).map(|s| s.dev).ok();
-        let mut roots: Vec<Root> = versions.iter().filter_map(|v| Root::open(v).ok()).collect();
-        let mut linked = |p: &Path| -> bool {
-            let Some(ino) = tree
-                .entries
-                .get(p)
-                .filter(|e| e.kind == Kind::File)
-                .map(|e| e.ino)
-            else {
-                return false;
-            };
-            roots.iter_mut().any(|r| {
-                matches!(r.stat(p), Ok(Some(st)) if st.ino == ino && Some(st.dev) == replica_dev)
-            })
-        };
-        let rest: Vec<&(PathBuf, Option<Digest>)> =
-            displaced.iter().filter(|(p, _)| !linked(p)).collect();
-        drop(roots);
-        if rest.is_empty() {
-            return Ok(false);
-        }
-        let mut known: HashSet<Digest> = HashSet::new();
-        for p in &versions {
-            // A damaged manifest vouches for nothing.
-            let mut hashes = Vec::new();
-            let read = ManifestReader::open(p).and_then(|mut m| {
-                while let Some(h) = m.next_with(|e| e.sha256)? {
-                    hashes.extend(h);
-                }
-                Ok(())
-            });
-            if read.is_ok() {
-                known.extend(hashes);
-            }
-        }
-        let mut missing = false;
-        let mut replica_root = Root::open(replica)?;
-        for (p, h) in rest {
-            let h = match h {
-                Some(h) => *h,
+        let history = self.history();
+        let mut live = Root::open(replica)?;
+        // Every file kept needs its SHA-256 (its name in the store).
+        let mut shas: Vec<(&Path, Digest)> = Vec::with_capacity(files.len());
+        for (p, h) in files {
+            let sha = match h.or_else(|| tree.entries.get(p).and_then(|e| e.hash)) {
+                Some(h) => h,
                 None => {
-                    let (d, _) = hash::hash_in(&mut replica_root, p)?;
+                    let (d, _) = hash::hash_in(&mut live, p)?;
                     if let Some(e) = tree.entries.get_mut(p) {
                         e.hash = Some(d);
                     }
                     d
                 }
             };
-            if !known.contains(&h) {
-                missing = true;
-                break;
+            shas.push((p, sha));
+        }
+        let latest = match history.latest()? {
+            Some(head) => Some(history.state(head.id)?),
+            None => None,
+        };
+        let in_latest = |p: &Path, sha: &Digest| {
+            latest.as_ref().is_some_and(|s| {
+                s.entries
+                    .binary_search_by(|e| engine::tree::path_order(&e.path, p))
+                    .is_ok_and(|i| s.entries[i].sha256 == Some(*sha))
+            })
+        };
+        let why = match before {
+            Some(why) => Some(why),
+            None => shas
+                .iter()
+                .any(|(p, sha)| !in_latest(p, sha))
+                .then_some(Why::BeforePass),
+        };
+        drop(latest);
+        if let Some(why) = why {
+            let hashed = engine::scan::cache::hash_missing(replica, tree);
+            if let Some(e) = hashed.errors.into_iter().next() {
+                return Err(e);
+            }
+            let complete = tree.errors.is_empty();
+            if let Some(made) = self.record_locked(home, replica, tree, None, complete, why)? {
+                log::info!(
+                    "saved {} as version {} first ({}): it holds content no version had",
+                    display(replica),
+                    made.id,
+                    why.as_str()
+                );
             }
         }
-        if !missing {
-            return Ok(false);
+        let mut root = history.open_made()?;
+        for (p, sha) in &shas {
+            History::keep_file(&mut root, &mut live, p, sha)?;
         }
-        let hashed = engine::scan::cache::hash_missing(replica, tree);
-        if let Some(e) = hashed.errors.into_iter().next() {
-            return Err(e);
+        if !shas.is_empty() {
+            root.sync_dir_of(&Path::new("pending").join("x"))?;
         }
-        log::info!(
-            "saving {} as a version first: the pass replaces content no version holds",
-            display(replica)
-        );
-        self.record_locked(home, replica, tree, None)?;
-        Ok(true)
+        Ok(())
     }
 
-    fn register_if_missing(&self, home: &DataHome, updated: Option<String>) -> Result<(), Error> {
+    /// After a restore: what it replaced goes from `pending/` into the store.
+    pub fn settle(&self, home: &DataHome) -> Result<(), Error> {
+        let _lock = self.lock(home)?;
+        let added = self.history().settle_pending()?;
+        self.share(&added)
+    }
+
+    fn register_if_missing(&self, home: &DataHome) -> Result<(), Error> {
         let reg = Registry::load(home)?;
-        let all_there = reg.find(&self.dir).is_some_and(|e| e.store == self.store)
+        let all_there = reg
+            .find(&self.dir)
+            .is_some_and(|e| {
+                e.store == self.store && self.live_dirs()[1..].iter().all(|t| e.twins.contains(t))
+            })
             && self
                 .aliases
                 .iter()
@@ -571,7 +516,7 @@ impl VersionedDir {
         if all_there {
             Ok(())
         } else {
-            self.register(home, updated, false)
+            self.register(home, None, false)
         }
     }
 
@@ -591,6 +536,7 @@ impl VersionedDir {
                 updated: updated.clone(),
                 incomplete,
                 other_stores: Vec::new(),
+                twins: self.live_dirs().split_off(1),
             };
             for a in &self.aliases {
                 reg.insert(RegEntry {
@@ -602,11 +548,148 @@ impl VersionedDir {
             reg.insert(entry);
         })
     }
+
+    /// The trees of the earlier layout that hold a version (older first).
+    fn legacy_versions(&self) -> Result<Vec<(PathBuf, Manifest)>, Error> {
+        let mut out = Vec::new();
+        for suffix in ["_0", "_1", ".new"] {
+            let slot = self.slot(suffix);
+            if !tree_at(&slot)? {
+                continue;
+            }
+            match Manifest::load(&slot) {
+                Ok(m) => out.push((slot, m)),
+                Err(e) => log::warn!("{}: not migrated: {e}", display(&slot)),
+            }
+        }
+        out.sort_by(|a, b| a.1.head.made.cmp(&b.1.head.made));
+        Ok(out)
+    }
+
+    /// Migrates the earlier layout (`<name>_1/`, `<name>_0/`: trees of hard links):
+    /// its versions are recorded in the history (once: a marker says so), then each
+    /// file the live directory no longer holds is moved (or, still shared with some
+    /// other file, copied) into the objects, then the old trees go. Run again after a
+    /// kill, it goes on where it stopped. A tree whose manifest cannot be read stays.
+    fn migrate(&self) -> Result<(), Error> {
+        let slots = [".build", ".spare", ".drop"].map(|s| self.slot(s));
+        let versions = self.legacy_versions()?;
+        if versions.is_empty() {
+            for s in &slots {
+                if tree_at(s)? {
+                    remove_tree(s)?;
+                }
+            }
+            return Ok(());
+        }
+        let history = self.history();
+        let mut root = history.open_made()?;
+        let marker = Path::new("migrated");
+        if root.stat(marker)?.is_none() {
+            let known: Vec<VersionHead> = history.list()?.into_iter().map(|l| l.head).collect();
+            for (slot, m) in &versions {
+                if known
+                    .iter()
+                    .any(|h| h.why == Why::Migrated && h.made == m.head.made && h.dir_sha256 == m.head.dir_sha256)
+                {
+                    continue;
+                }
+                let entries = || m.entries.iter().map(|e| e.as_ref());
+                let head = VersionHead {
+                    id: 0,
+                    dir: self.dir.clone(),
+                    made: m.head.made.clone(),
+                    why: Why::Migrated,
+                    dir_sha256: m.head.dir_sha256.clone(),
+                    meta_sha256: history::meta_digest(entries(), (m.head.root_mode, m.head.root_mtime)),
+                    files: m.head.files,
+                    bytes: m.head.bytes,
+                    root_mode: m.head.root_mode,
+                    root_mtime: m.head.root_mtime,
+                    incomplete: m.head.incomplete,
+                    added: 0,
+                    changed: 0,
+                    removed: 0,
+                };
+                let id = history.record(head, entries)?;
+                log::info!(
+                    "migrated {} to version {id} of the store's new layout",
+                    display(slot)
+                );
+            }
+            root.write_atomic_with(marker, |_| Ok(()))?;
+        }
+        let mut store = Root::open(&self.store)?;
+        let mut lives: Vec<Root> = self
+            .live_dirs()
+            .iter()
+            .filter_map(|d| Root::open(d).ok())
+            .collect();
+        for (slot, m) in &versions {
+            let Some(slot_name) = slot.file_name().map(PathBuf::from) else { continue };
+            for e in m.entries.iter().filter(|e| e.kind == Kind::File) {
+                let Some(sha) = e.sha256 else { continue };
+                let obj = Path::new(&self.name).join(history::object_path(&sha));
+                let old = slot_name.join(&e.path);
+                if store.stat(&obj)?.is_some() {
+                    continue;
+                }
+                let Some(st) = store.stat(&old)? else { continue };
+                // The very file a live directory holds: its content is live, not kept.
+                let live = lives.iter_mut().any(|r| {
+                    matches!(r.stat(&e.path), Ok(Some(l)) if l.ino == st.ino && l.dev == st.dev)
+                });
+                if live {
+                    continue;
+                }
+                store.mkdir_unfinished(obj.parent().expect("BUG: an object has a folder"))?;
+                if st.nlink == 1 {
+                    store.rename(&old, &obj)?;
+                } else {
+                    let mut src = store.try_clone()?;
+                    let mut hist = history.open_made()?;
+                    if let Err(err) = copy_object(&mut src, &old, &mut hist, &sha) {
+                        log::warn!("{}: not migrated: {err}", display(&self.store.join(&old)));
+                    }
+                }
+            }
+        }
+        store.sync_fs()?;
+        for (slot, _) in &versions {
+            remove_tree(slot)?;
+        }
+        for s in &slots {
+            if tree_at(s)? {
+                remove_tree(s)?;
+            }
+        }
+        root.remove(marker)?;
+        Ok(())
+    }
 }
 
-/// Whether the version at `dir` was made by a pass that could not read everything.
-fn is_incomplete(dir: &Path) -> bool {
-    ManifestReader::open(dir).is_ok_and(|m| m.header().incomplete)
+/// Copies `rel` of `src` into `hist`'s objects as `sha`, checked.
+fn copy_object(src: &mut Root, rel: &Path, hist: &mut Root, sha: &Digest) -> Result<(), Error> {
+    let to = history::object_path(sha);
+    let (mut file, before) = src.open_read(rel)?;
+    let mut temp = hist.create_temp(&to)?;
+    let (digest, _) = temp.fill_hashing(&mut file, before.is_sparse(), &|| false, &src.abs(rel))?;
+    if digest != *sha {
+        return Err(Error::entry(
+            src.abs(rel),
+            "its bytes no longer match the SHA-256 its version recorded (changed in place)",
+        ));
+    }
+    temp.set_meta(0o444, before.mtime, engine::Owner::UNKNOWN)?;
+    temp.sync()?;
+    temp.commit_new()
+}
+
+/// A version's time; an unreadable one counts as the oldest.
+pub fn parse_time(s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_default()
 }
 
 /// The store as the engine's pass pipeline uses it.
@@ -622,8 +705,7 @@ impl engine::pass::Versions for VersionedDir {
         tree: &mut Tree,
         files: &[(PathBuf, Option<Digest>)],
     ) -> Result<(), Error> {
-        self.preserve_before_change(home, root, tree, files)
-            .map(|_| ())
+        self.keep_files(home, root, tree, files, None)
     }
 
     fn record(

@@ -1,5 +1,6 @@
 use super::*;
 use engine::scan::{self, ScanOptions};
+use std::os::unix::fs::MetadataExt;
 
 /// The replica's tree, every file hashed.
 fn hashed_tree(root: &Path) -> Tree {
@@ -15,257 +16,232 @@ fn replace(p: &Path, bytes: &[u8]) {
     std::fs::rename(&tmp, p).unwrap();
 }
 
-/// What the version holds for "a", and its directory SHA-256.
-fn recorded_a(v: &VersionedDir) -> (Digest, u64, String) {
-    let m = ManifestReader::open(&v.view().latest.unwrap()).unwrap();
-    let sha = m.header().dir_sha256.clone();
-    let a = m
-        .records()
-        .map(Result::unwrap)
-        .find(|e| e.path == Path::new("a"))
-        .unwrap();
-    (a.sha256.unwrap(), a.size, sha)
-}
-
-#[test]
-fn a_file_replaced_after_it_was_hashed_is_recorded_as_the_version_holds_it() {
-    for mode in [VersionMode::Link, VersionMode::Copy] {
-        let d = tempfile::tempdir().unwrap();
-        let (replica, store) = (d.path().join("r"), d.path().join("store"));
-        std::fs::create_dir_all(replica.join("d")).unwrap();
-        replace(&replica.join("a"), b"old");
-        replace(&replica.join("d/b"), b"b");
-        let home = DataHome::at(d.path().join("home"));
-        let v = VersionedDir::new(&replica, &store, mode, Vec::new());
-
-        // Built from nothing (the first version), then patched (a recycled one) or,
-        // copying, built again sharing what the last version holds.
-        for round in 0..4 {
-            // A file of its own each round: every round makes a version.
-            replace(&replica.join(format!("round {round}")), b"r");
-            let stale = hashed_tree(&replica);
-            let now = format!("bytes of round {round}");
-            replace(&replica.join("a"), now.as_bytes());
-            replace(&replica.join("d/b"), now.as_bytes());
-            v.record(&home, &replica, &stale)
-                .unwrap()
-                .expect("a new version");
-            let (sha, size, dir_sha) = recorded_a(&v);
-            let latest = v.view().latest.unwrap();
-            // The manifest describes the bytes the version holds, whichever they are.
-            let held = std::fs::read(latest.join("a")).unwrap();
-            let at = format!("{mode:?}, round {round}");
-            assert_eq!(sha, hash::hash_file(&latest.join("a")).unwrap().0, "{at}");
-            assert_eq!(size, held.len() as u64, "{at}");
-            let mut listed = scan::scan(&latest, &ScanOptions::default()).unwrap();
-            listed
-                .entries
-                .retain(|p, _| p != Path::new(crate::manifest::MANIFEST));
-            engine::scan::cache::hash_missing(&latest, &mut listed);
-            assert_eq!(
-                Some(dir_sha),
-                hash::tree_sha256(&listed).map(|d| d.to_hex()),
-                "{at}"
-            );
-            if mode == VersionMode::Link {
-                // Linked, never copied: the file the pass hashed where the recycled
-                // tree still holds that very inode (the spare after round 0), else
-                // the one the replica holds now.
-                let held_ino = ino(&latest.join("a"));
-                if held_ino != stale.entries[Path::new("a")].ino {
-                    assert_eq!(held_ino, ino(&replica.join("a")), "{at}");
-                    assert_eq!(held, now.as_bytes(), "{at}");
-                }
-            }
-        }
-    }
-}
-
-fn ino(p: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::symlink_metadata(p).unwrap().ino()
-}
-
-/// Kind, mode, mtime, hash and link target of every entry under `root` but the
-/// manifest: what a version must hold of its replica.
-#[allow(clippy::type_complexity)]
-fn content(
-    root: &Path,
-) -> Vec<(
-    PathBuf,
-    Kind,
-    u32,
-    engine::tree::MTime,
-    Option<Digest>,
-    Option<PathBuf>,
-)> {
-    let mut t = hashed_tree(root);
-    t.entries.retain(|p, _| p != Path::new(MANIFEST));
-    t.entries
-        .iter()
-        .filter(|(p, _)| !p.as_os_str().is_empty())
-        .map(|(p, e)| {
-            let target = e.link_target().map(Path::to_path_buf);
-            // A version's directories are kept owner-writable; the manifest has
-            // their real modes.
-            let mode = if e.kind == Kind::Dir { 0 } else { e.mode };
-            let mtime = if e.kind == Kind::Dir {
-                engine::tree::MTime::default()
-            } else {
-                e.mtime
-            };
-            (p.to_path_buf(), e.kind, mode, mtime, e.hash, target)
-        })
-        .collect()
-}
-
-/// A replica of files, a symlink, an empty directory and a nested one.
-fn small_replica(root: &Path) {
-    std::fs::create_dir_all(root.join("d/e")).unwrap();
-    std::fs::create_dir_all(root.join("empty")).unwrap();
-    replace(&root.join("a"), b"first a");
-    replace(&root.join("d/b"), b"b");
-    replace(&root.join("d/e/c"), b"c");
-    std::os::unix::fs::symlink("d/b", root.join("l")).unwrap();
-}
-
-/// A [`small_replica`] in a temporary directory, with a data home and a store
-/// beside it (the directory goes when the first item is dropped).
-fn small_store(mode: VersionMode) -> (tempfile::TempDir, PathBuf, DataHome, VersionedDir) {
+fn setup() -> (tempfile::TempDir, PathBuf, DataHome, VersionedDir) {
     let d = tempfile::tempdir().unwrap();
-    let (replica, store) = (d.path().join("r"), d.path().join("store"));
-    small_replica(&replica);
+    let replica = d.path().join("r");
+    std::fs::create_dir_all(replica.join("d")).unwrap();
+    replace(&replica.join("a"), b"a1");
+    replace(&replica.join("d/b"), b"b1");
     let home = DataHome::at(d.path().join("home"));
-    let v = VersionedDir::new(&replica, &store, mode, Vec::new());
+    let v = VersionedDir::new(&replica, &d.path().join("store"), VersionMode::Link, Vec::new());
     (d, replica, home, v)
 }
 
-#[test]
-fn the_first_version_leaves_a_spare_that_the_second_recycles() {
-    let (_d, replica, home, v) = small_store(VersionMode::Link);
-    let (one, zero, spare) = (v.slot("_1"), v.slot("_0"), v.slot(".spare"));
-
-    v.record(&home, &replica, &hashed_tree(&replica))
-        .unwrap()
-        .expect("a version");
-    // The spare is `_1` again, the very files and manifest, and no version.
-    assert_eq!(v.view().latest.as_deref(), Some(one.as_path()));
-    assert_eq!(v.view().previous, None);
-    assert_eq!(content(&spare), content(&one));
-    for p in ["a", "d/b", "d/e/c", MANIFEST] {
-        assert_eq!(ino(&spare.join(p)), ino(&one.join(p)), "{p}");
-    }
-    let spare_dir = ino(&spare);
-
-    // The second version is the spare, patched where the replica changed.
-    replace(&replica.join("a"), b"second a");
-    std::fs::remove_file(replica.join("d/e/c")).unwrap();
-    replace(&replica.join("new"), b"new");
-    v.record(&home, &replica, &hashed_tree(&replica))
-        .unwrap()
-        .expect("a version");
-    assert!(!spare.exists());
-    assert_eq!(
-        ino(&one),
-        spare_dir,
-        "the spare was recycled as the new `_1`"
-    );
-    assert_eq!(content(&one), content(&replica));
-    assert_eq!(std::fs::read(zero.join("a")).unwrap(), b"first a");
-    assert!(zero.join("d/e/c").is_file());
-    for p in ["a", "d/b", "new"] {
-        assert_eq!(ino(&one.join(p)), ino(&replica.join(p)), "{p}");
-    }
-    let sha = ManifestReader::check(&one).unwrap().dir_sha256;
-    assert_eq!(
-        Some(sha),
-        manifest::sha_of(manifest::entries_of(&hashed_tree(&replica))).map(|d| d.to_hex())
-    );
-
-    // From now on `_0` is recycled: no spare is made again.
-    replace(&replica.join("a"), b"third a");
-    v.record(&home, &replica, &hashed_tree(&replica))
-        .unwrap()
-        .expect("a version");
-    assert!(!spare.exists());
-    assert_eq!(content(&one), content(&replica));
-    assert_eq!(std::fs::read(zero.join("a")).unwrap(), b"second a");
-}
-
-#[test]
-fn a_tree_whose_manifest_is_damaged_is_not_recycled() {
-    // Damaged at the very end (bytes after the last entry) or in the middle.
-    for damage in ["trailing", "truncated"] {
-        let (_d, replica, home, v) = small_store(VersionMode::Link);
-        for round in ["1", "2"] {
-            replace(&replica.join("a"), round.as_bytes());
-            v.record(&home, &replica, &hashed_tree(&replica))
-                .unwrap()
-                .expect("a version");
+/// Every inode of the files under `dir`.
+fn inodes(dir: &Path) -> BTreeSet<u64> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() {
+                out.insert(m.ino());
+            }
         }
-        let m = v.slot("_0").join(MANIFEST);
-        let mut bytes = std::fs::read(&m).unwrap();
-        match damage {
-            "trailing" => bytes.extend_from_slice(b"junk"),
-            _ => bytes.truncate(bytes.len() - 20),
-        }
-        std::fs::remove_file(&m).unwrap();
-        std::fs::write(&m, &bytes).unwrap();
-        let damaged_dir = ino(&v.slot("_0"));
+    }
+    out
+}
 
-        replace(&replica.join("a"), b"3");
-        v.record(&home, &replica, &hashed_tree(&replica))
-            .unwrap()
-            .expect("a version");
-        let one = v.slot("_1");
-        assert_ne!(
-            ino(&one),
-            damaged_dir,
-            "{damage}: the damaged tree was recycled"
-        );
-        assert_eq!(content(&one), content(&replica), "{damage}");
-        assert_eq!(
-            std::fs::read(v.slot("_0").join("a")).unwrap(),
-            b"2",
-            "{damage}"
-        );
-        assert!(ManifestReader::check(&one).is_ok(), "{damage}");
+#[test]
+fn no_store_file_shares_an_inode_with_a_live_file_after_a_pass() {
+    let (d, replica, home, v) = setup();
+    v.record(&home, &replica, &hashed_tree(&replica)).unwrap().unwrap();
+    // A pass replaces "a" and deletes "d/b": kept first, then changed.
+    let mut before = hashed_tree(&replica);
+    let lost: Vec<(PathBuf, Option<Digest>)> = ["a", "d/b"]
+        .iter()
+        .map(|p| (PathBuf::from(p), before.entries[Path::new(p)].hash))
+        .collect();
+    v.keep_files(&home, &replica, &mut before, &lost, None).unwrap();
+    replace(&replica.join("a"), b"a2");
+    std::fs::remove_file(replica.join("d/b")).unwrap();
+    v.record(&home, &replica, &hashed_tree(&replica)).unwrap().unwrap();
+    let store = inodes(&d.path().join("store"));
+    let live = inodes(&replica);
+    assert!(store.is_disjoint(&live), "store {store:?} live {live:?}");
+    // Both old contents are held: an edit in place of the live file changes nothing.
+    std::fs::write(replica.join("a"), b"in place").unwrap();
+    let first = v.history().state(1).unwrap();
+    for e in first.entries.iter().filter(|e| e.kind == Kind::File) {
+        let obj = v.history().path().join(history::object_path(&e.sha256.unwrap()));
+        let (got, _) = hash::hash_file(&obj).unwrap();
+        assert_eq!(Some(got), e.sha256, "{}", e.path.display());
     }
 }
 
 #[test]
-fn a_copying_store_makes_no_spare() {
-    let (_d, replica, home, v) = small_store(VersionMode::Copy);
-    v.record(&home, &replica, &hashed_tree(&replica))
-        .unwrap()
-        .expect("a version");
-    assert!(!v.slot(".spare").exists());
-    assert_eq!(content(&v.slot("_1")), content(&replica));
+fn a_hand_edit_that_no_version_holds_is_saved_as_a_version_before_it_goes() {
+    let (_d, replica, home, v) = setup();
+    v.record(&home, &replica, &hashed_tree(&replica)).unwrap().unwrap();
+    replace(&replica.join("a"), b"hand edit");
+    let mut before = hashed_tree(&replica);
+    let lost = vec![(PathBuf::from("a"), before.entries[Path::new("a")].hash)];
+    v.keep_files(&home, &replica, &mut before, &lost, None).unwrap();
+    let listed = v.history().list().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1].head.why, Why::BeforePass);
+    // Content the latest version holds needs no version of its own.
+    let mut again = hashed_tree(&replica);
+    let lost = vec![(PathBuf::from("d/b"), again.entries[Path::new("d/b")].hash)];
+    v.keep_files(&home, &replica, &mut again, &lost, None).unwrap();
+    assert_eq!(v.history().list().unwrap().len(), 2);
 }
 
 #[test]
-fn a_recycle_cut_short_never_becomes_a_version() {
-    let (_d, replica, home, v) = small_store(VersionMode::Link);
-    let versions = |v: &VersionedDir| {
-        let view = v.view();
-        [view.latest, view.previous].map(|p| p.map(|p| std::fs::read(p.join("a")).unwrap()))
+fn the_retention_policy_drops_old_versions_and_keeps_tagged_ones() {
+    let (_d, replica, home, v) = setup();
+    let keep = Keep {
+        last: 2,
+        hourly: 0,
+        daily: 0,
+        weekly: 0,
     };
-    for round in ["1", "2"] {
-        replace(&replica.join("a"), round.as_bytes());
-        v.record(&home, &replica, &hashed_tree(&replica))
-            .unwrap()
-            .expect("a version");
+    let v = v.with_policy((keep, None), Some("first".into()));
+    for i in 0..5 {
+        replace(&replica.join("a"), format!("a{i}").as_bytes());
+        let mut before = hashed_tree(&replica);
+        let lost = vec![(PathBuf::from("a"), before.entries[Path::new("a")].hash)];
+        v.keep_files(&home, &replica, &mut before, &lost, None).unwrap();
+        replace(&replica.join("a"), format!("after {i}").as_bytes());
+        v.record_pass(&home, &replica, &hashed_tree(&replica), None, true)
+            .unwrap();
     }
-    assert_eq!(versions(&v), [Some(b"2".to_vec()), Some(b"1".to_vec())]);
-    // A recycle first moves `_0`, its manifest still in it, to where the version
-    // is built; a crash there leaves it so.
-    std::fs::rename(v.slot("_0"), v.slot(".build")).unwrap();
+    let ids: Vec<u64> = v.history().list().unwrap().iter().map(|l| l.head.id).collect();
+    let tags = v.history().tags().unwrap();
+    // The tag moves to each pass's version; the newest two stay.
+    assert_eq!(tags.get("first"), ids.last());
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    // Only content some kept version needs is stored.
+    let needed: BTreeSet<Digest> = ids
+        .iter()
+        .flat_map(|id| v.history().state(*id).unwrap().entries)
+        .filter_map(|e| e.sha256)
+        .collect();
+    for (sha, _) in v.history().objects().unwrap() {
+        assert!(needed.contains(&sha));
+    }
+}
+
+#[test]
+fn a_size_budget_drops_the_oldest_versions_but_never_the_latest_two() {
+    let (_d, replica, home, v) = setup();
+    let v = v.with_policy((Keep::default(), Some(1)), None);
+    for i in 0..4 {
+        let mut before = hashed_tree(&replica);
+        let lost = vec![(PathBuf::from("a"), before.entries[Path::new("a")].hash)];
+        v.keep_files(&home, &replica, &mut before, &lost, None).unwrap();
+        replace(&replica.join("a"), vec![b'x'; 1000 + i].as_slice());
+        v.record_pass(&home, &replica, &hashed_tree(&replica), None, true)
+            .unwrap();
+    }
+    let listed = v.history().list().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1].form, history::Form::Full);
+}
+
+/// A store of the earlier layout: `<name>_0` and `<name>_1`, trees of hard links to the
+/// replica's files (the latest) or files of their own (replaced since), with manifests.
+fn legacy_store(replica: &Path, v: &VersionedDir) -> (Tree, Tree) {
+    let store = v.store().to_path_buf();
+    let old = hashed_tree(replica);
+    let zero = store.join(format!("{}_0", v.name()));
+    std::fs::create_dir_all(zero.join("d")).unwrap();
+    std::fs::hard_link(replica.join("d/b"), zero.join("d/b")).unwrap();
+    std::fs::copy(replica.join("a"), zero.join("a")).unwrap();
+    Manifest::from_tree(replica, &old, None).save(&zero).unwrap();
+    replace(&replica.join("a"), b"a2");
+    let new = hashed_tree(replica);
+    let one = store.join(format!("{}_1", v.name()));
+    std::fs::create_dir_all(one.join("d")).unwrap();
+    std::fs::hard_link(replica.join("d/b"), one.join("d/b")).unwrap();
+    std::fs::hard_link(replica.join("a"), one.join("a")).unwrap();
+    let mut m = Manifest::from_tree(replica, &new, None);
+    m.head.made = "2099-01-01T00:00:00Z".into();
+    m.save(&one).unwrap();
+    (old, new)
+}
+
+#[test]
+fn a_store_of_the_earlier_layout_is_migrated_and_every_version_restores() {
+    let (d, replica, home, v) = setup();
+    let (old, new) = legacy_store(&replica, &v);
     let _lock = v.lock(&home).unwrap();
     v.repair().unwrap();
-    assert!(!v.slot(".build").exists());
-    assert_eq!(versions(&v), [Some(b"2".to_vec()), None]);
-    // And a spare whose build was cut short (no manifest yet) goes.
-    std::fs::create_dir_all(v.slot(".spare").join("d")).unwrap();
+    let store = d.path().join("store");
+    assert!(!store.join(format!("{}_0", v.name())).exists());
+    assert!(!store.join(format!("{}_1", v.name())).exists());
+    let listed = v.history().list().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|l| l.head.why == Why::Migrated));
+    let files = |t: &Tree| -> Vec<(PathBuf, Option<Digest>)> {
+        t.entries
+            .iter()
+            .filter(|(_, e)| e.kind == Kind::File)
+            .map(|(p, e)| (p.to_path_buf(), e.hash))
+            .collect()
+    };
+    let got = |id| -> Vec<(PathBuf, Option<Digest>)> {
+        v.history()
+            .state(id)
+            .unwrap()
+            .entries
+            .into_iter()
+            .filter(|e| e.kind == Kind::File)
+            .map(|e| (e.path, e.sha256))
+            .collect()
+    };
+    assert_eq!(got(1), files(&old));
+    assert_eq!(got(2), files(&new));
+    // The old "a" (no live file has it) was moved into the store; the live files are
+    // not, and nothing in the store shares an inode with them.
+    let a1 = old.entries[Path::new("a")].hash.unwrap();
+    assert!(v.history().path().join(history::object_path(&a1)).is_file());
+    assert!(inodes(&store).is_disjoint(&inodes(&replica)));
+}
+
+#[test]
+fn a_migration_cut_short_goes_on_where_it_stopped() {
+    let (_d, replica, home, v) = setup();
+    let (old, _) = legacy_store(&replica, &v);
+    // Killed after the versions were recorded, before the content was moved.
+    let _lock = v.lock(&home).unwrap();
+    let history = v.history();
+    let mut root = history.open_made().unwrap();
+    for (i, suffix) in ["_0", "_1"].iter().enumerate() {
+        let m = Manifest::load(&v.store().join(format!("{}{suffix}", v.name()))).unwrap();
+        let mut head = empty_head();
+        head.why = Why::Migrated;
+        head.made = m.head.made.clone();
+        head.dir_sha256 = m.head.dir_sha256.clone();
+        let id = history.record(head, || m.entries.iter().map(|e| e.as_ref())).unwrap();
+        assert_eq!(id, i as u64 + 1);
+    }
+    root.write_atomic_with(Path::new("migrated"), |_| Ok(())).unwrap();
     v.repair().unwrap();
-    assert!(!v.slot(".spare").exists());
+    assert_eq!(history.list().unwrap().len(), 2, "not recorded twice");
+    let a1 = old.entries[Path::new("a")].hash.unwrap();
+    assert!(history.path().join(history::object_path(&a1)).is_file());
+    assert!(!history.path().join("migrated").exists());
+}
+
+fn empty_head() -> VersionHead {
+    VersionHead {
+        id: 0,
+        dir: "/x".into(),
+        made: String::new(),
+        why: Why::Pass,
+        dir_sha256: String::new(),
+        meta_sha256: String::new(),
+        files: 0,
+        bytes: 0,
+        root_mode: 0o755,
+        root_mtime: (0, 0),
+        incomplete: false,
+        added: 0,
+        changed: 0,
+        removed: 0,
+    }
 }

@@ -85,9 +85,16 @@ impl Job {
                         )));
                     }
                 }
+                let policy = || (settings.retention(), settings.tag.clone());
+                // Each replica's store also receives what the other's keeps, so that
+                // either can restore its versions alone.
                 Some([
-                    VersionedDir::new(&a, &sa, mode, Vec::new()),
-                    VersionedDir::new(&b, &sb, mode, Vec::new()),
+                    VersionedDir::new(&a, &sa, mode, Vec::new())
+                        .with_policy(policy().0, policy().1)
+                        .with_twin(&b, &sb),
+                    VersionedDir::new(&b, &sb, mode, Vec::new())
+                        .with_policy(policy().0, policy().1)
+                        .with_twin(&a, &sa),
                 ])
             }
         };

@@ -178,10 +178,17 @@ pub(super) fn prepare_copy(
 ) -> Result<Prepared, Error> {
     let path = &action.path;
     let s = src_of(action)?;
-    let src_abs = opts.src_root.join(path);
-    let (file, before) = match src.as_mut() {
-        Some(root) => root.open_read(path)?,
-        None => fs::open_regular(&src_abs)?,
+    let (file, before, src_abs) = match (opts.open_source, src.as_mut()) {
+        (Some(open), _) => open(path, s)?,
+        (None, Some(root)) => {
+            let (f, st) = root.open_read(path)?;
+            (f, st, opts.src_root.join(path))
+        }
+        (None, None) => {
+            let abs = opts.src_root.join(path);
+            let (f, st) = fs::open_regular(&abs)?;
+            (f, st, abs)
+        }
     };
     let (mode, mtime, owner) = if opts.meta_from_plan {
         (s.mode, s.mtime, s.owner)

@@ -46,7 +46,16 @@ pub struct ApplyOptions<'a> {
     /// place in the plan, with the content hash of what a copy wrote: a first two-way
     /// sync records its progress.
     pub done: Option<&'a DoneFn<'a>>,
+    /// Where a file's bytes come from when not from `src_root/<path>` (a restore: the
+    /// store's content, or a live file holding the same): opens the file for the path
+    /// and its planned entry, with its stat and the path to name in messages.
+    pub open_source: Option<&'a OpenSource<'a>>,
 }
+
+/// What [`ApplyOptions::open_source`] is: the source file of a copy, opened.
+pub type OpenSource<'f> = dyn Fn(&Path, &Entry) -> Result<(std::fs::File, crate::fs::Stat, PathBuf), Error>
+    + Sync
+    + 'f;
 
 /// What [`ApplyOptions::done`] is told: an action's place in the plan, and the hash of
 /// what a copy wrote.

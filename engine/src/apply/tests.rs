@@ -48,6 +48,7 @@ fn a_source_rewritten_during_its_copy_with_its_mtime_put_back_is_not_installed()
             attrs_from_source: false,
             stop: &stop,
             done: None,
+            open_source: None,
         },
     );
     assert!(rewritten.load(Ordering::SeqCst), "the writer ran mid-copy");

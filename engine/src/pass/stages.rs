@@ -296,6 +296,7 @@ fn run_steps(
                     attrs_from_source: step.attrs_from_source,
                     stop: &stop,
                     done: tracker.map(|_| &note as &apply::DoneFn<'_>),
+                    open_source: None,
                 };
                 let applied = match roots[step.target].try_clone() {
                     Ok(mut root) => apply::apply(&step.plan, &mut root, &opts),

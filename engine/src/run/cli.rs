@@ -53,6 +53,10 @@ pub struct PassArgs {
     /// in either replica); default 50, config "max_delete".
     #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
     pub max_delete: Option<f64>,
+    /// Tag the version this pass makes; a tagged version is kept until untagged
+    /// (`recovery untag`), whatever the retention policy.
+    #[arg(long, value_name = "NAME")]
+    pub tag: Option<String>,
     /// Print per-file detail.
     #[arg(short, long, conflicts_with = "quiet")]
     pub verbose: bool,
@@ -67,9 +71,10 @@ pub struct RestoreArgs {
     /// Restore DIR from its versions instead of syncing.
     #[arg(long)]
     pub restore: bool,
-    /// With --restore: which version, latest (default) or previous. Alone: print the
-    /// program's version.
-    #[arg(long = "version", value_name = "latest|previous", num_args = 0..=1, default_missing_value = "")]
+    /// With --restore: which version: latest (default), previous, an id or a tag from
+    /// `recovery list`, or a time (2026-12-01T10:00:00Z, or a date: the last version
+    /// made at or before it). Alone: print the program's version.
+    #[arg(long = "version", value_name = "V", num_args = 0..=1, default_missing_value = "")]
     pub version: Option<String>,
     /// Restore into PATH (a new or empty directory) and leave DIR alone.
     #[arg(long, value_name = "PATH")]
@@ -99,9 +104,20 @@ pub struct Settings {
     pub verbosity: Verbosity,
     pub conflict: ConflictPolicy,
     pub max_delete: f64,
+    /// Which versions the store keeps.
+    pub keep: crate::run::config::Keep,
+    /// A size budget for a directory's history, in bytes.
+    pub max_store_bytes: Option<u64>,
+    /// A tag for the version the pass makes.
+    pub tag: Option<String>,
 }
 
 impl Settings {
+    /// The retention policy and size budget of the store.
+    pub fn retention(&self) -> (crate::run::config::Keep, Option<u64>) {
+        (self.keep, self.max_store_bytes)
+    }
+
     /// The file to log to: none in a dry run, which leaves the log file alone too.
     pub fn log_file(&self) -> Option<&std::path::Path> {
         if self.dry_run {
@@ -166,28 +182,10 @@ impl Settings {
             },
             conflict: extra_conflict.or(cfg.conflict).unwrap_or_default(),
             max_delete,
+            keep: cfg.keep.unwrap_or_default(),
+            max_store_bytes: cfg.max_store_bytes,
+            tag: args.tag.clone(),
         })
-    }
-}
-
-/// Which stored version a restore takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Which {
-    #[default]
-    Latest,
-    Previous,
-}
-
-impl std::str::FromStr for Which {
-    type Err = Refusal;
-    fn from_str(s: &str) -> Result<Which, Refusal> {
-        match s {
-            "" | "latest" | "1" => Ok(Which::Latest),
-            "previous" | "0" => Ok(Which::Previous),
-            other => Err(Refusal::new(format!(
-                "--version takes latest or previous, not {other:?}"
-            ))),
-        }
     }
 }
 

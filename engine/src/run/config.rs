@@ -95,6 +95,33 @@ pub struct Config {
     pub conflict: Option<ConflictPolicy>,
     /// twoway: refuse a pass that deletes more than this percent of a replica's files.
     pub max_delete: Option<f64>,
+    /// Which versions the store keeps.
+    pub keep: Option<Keep>,
+    /// A size budget for a directory's history in its store, in bytes.
+    pub max_store_bytes: Option<u64>,
+}
+
+/// The retention policy (as restic's `forget`): the newest `last` versions, and the
+/// newest version of each of the newest `hourly` hours, `daily` days and `weekly` weeks
+/// that have versions. A key left out keeps its default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Keep {
+    pub last: u32,
+    pub hourly: u32,
+    pub daily: u32,
+    pub weekly: u32,
+}
+
+impl Default for Keep {
+    fn default() -> Keep {
+        Keep {
+            last: 10,
+            hourly: 48,
+            daily: 30,
+            weekly: 26,
+        }
+    }
 }
 
 impl Config {

@@ -49,6 +49,25 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error>
     Ok(PathRepr::deserialize(d)?.into_path())
 }
 
+/// The same for `Vec<PathBuf>`.
+pub mod vec {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(p: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+        p.iter()
+            .map(|p| PathRepr::from_path(p))
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+        Ok(Vec::<PathRepr>::deserialize(d)?
+            .into_iter()
+            .map(PathRepr::into_path)
+            .collect())
+    }
+}
+
 /// The same for `Option<PathBuf>`.
 pub mod opt {
     use super::*;

@@ -1,0 +1,784 @@
+//! One versioned directory's history in a store, `<store>/<name>/`:
+//!
+//! - `versions/<id>.full`: the newest version, every entry (paths, kinds, SHA-256,
+//!   sizes, modes, owners, mtimes, link targets, empty directories) after its head;
+//! - `versions/<id>.diff`: an older version, as what differs from a newer one (`base`):
+//!   the entries it holds that the base does not hold the same, and the paths the base
+//!   has that it lacks. A pass that changes 1% of a tree stores about 1% of a manifest;
+//! - `objects/<aa>/<sha256>`: content that a version needs and the live directory no
+//!   longer has, named by its SHA-256. No object shares its inode with a live file;
+//! - `pending/<sha256>`: files a pass is about to replace or delete, linked here before
+//!   the pass changes them, and settled into `objects/` after it: moved when the pass
+//!   unlinked the live name (nothing to copy), copied when the file is still live;
+//! - `tags.json`: names given to versions.
+//!
+//! A version's content is in `objects/` or in the live directory (verified by its
+//! SHA-256 when restored). Every change here is a new file renamed into place, a link or
+//! a removal, in an order that leaves every listed version readable at any point:
+//! [`History::repair`] finishes or undoes what a killed run left. Everything is reached
+//! through directory handles that never follow a symlink.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use engine::error::Error;
+use engine::fs::Root;
+use engine::tree::encoding::{EntryRecord, EntryRef, SeqReader};
+use engine::tree::{pathser, path_order, Digest, Entry, Kind, MTime, Tree};
+
+const FULL: u32 = 10;
+const DIFF: u32 = 11;
+const VERSIONS: &str = "versions";
+const OBJECTS: &str = "objects";
+const PENDING: &str = "pending";
+const TAGS: &str = "tags.json";
+
+/// Why a version was made.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// The directory at the end of a pass that changed it.
+    Pass,
+    /// The directory before a pass replaced content no version held.
+    BeforePass,
+    /// The directory before a restore replaced its contents.
+    BeforeRestore,
+    /// A version of the store's earlier layout.
+    Migrated,
+}
+
+impl Why {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Why::Pass => "pass",
+            Why::BeforePass => "before a pass",
+            Why::BeforeRestore => "before a restore",
+            Why::Migrated => "migrated",
+        }
+    }
+}
+
+/// What a version is, before its entries.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct VersionHead {
+    pub id: u64,
+    /// The versioned directory.
+    #[serde(with = "pathser::bytes")]
+    pub dir: PathBuf,
+    /// When it was made (RFC 3339, UTC).
+    pub made: String,
+    pub why: Why,
+    pub dir_sha256: String,
+    /// SHA-256 of every entry's metadata: a version differs from the latest in content
+    /// (`dir_sha256`) or in metadata.
+    pub meta_sha256: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub root_mode: u32,
+    pub root_mtime: (i64, u32),
+    /// Made by a pass that could not read everything.
+    pub incomplete: bool,
+    /// Entries added, changed and removed since the version before it.
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+}
+
+/// How a version is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    Full,
+    /// The difference from the version `base` (a newer one).
+    Diff { base: u64 },
+}
+
+/// A version as its file says, without its entries.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub head: VersionHead,
+    pub form: Form,
+    /// Bytes of the version's own file.
+    pub file_bytes: u64,
+}
+
+/// A version's file read whole: its head, and for a difference what it removes.
+struct Read {
+    head: VersionHead,
+    form: Form,
+    removed: Vec<PathBuf>,
+    entries: Vec<EntryRecord>,
+}
+
+/// The entries of a version, in path order, and the head of the version.
+pub struct State {
+    pub head: VersionHead,
+    pub entries: Vec<EntryRecord>,
+}
+
+impl State {
+    /// The version as a tree the mirror planner restores from.
+    pub fn into_tree(self) -> Tree {
+        Tree {
+            root: Some(Entry::dir(
+                self.head.root_mode,
+                MTime::new(self.head.root_mtime.0, self.head.root_mtime.1),
+            )),
+            entries: self
+                .entries
+                .into_iter()
+                .map(|e| {
+                    let entry = e.to_entry();
+                    (e.path, entry)
+                })
+                .collect(),
+            ..Tree::default()
+        }
+    }
+}
+
+/// One directory's history in a store.
+#[derive(Debug, Clone)]
+pub struct History {
+    path: PathBuf,
+}
+
+fn version_file(id: u64, form: Form) -> PathBuf {
+    let ext = match form {
+        Form::Full => "full",
+        Form::Diff { .. } => "diff",
+    };
+    Path::new(VERSIONS).join(format!("{id:012}.{ext}"))
+}
+
+/// Where an object lives, relative to the history.
+pub fn object_path(sha: &Digest) -> PathBuf {
+    let hex = sha.to_hex();
+    Path::new(OBJECTS).join(&hex[..2]).join(hex)
+}
+
+pub(crate) fn pending_path(sha: &Digest) -> PathBuf {
+    Path::new(PENDING).join(sha.to_hex())
+}
+
+/// Two entries record the same thing (the inode a replica had is no part of a version).
+fn same(a: &EntryRef<'_>, b: &EntryRef<'_>) -> bool {
+    EntryRef { ino: None, ..*a } == EntryRef { ino: None, ..*b }
+}
+
+/// The metadata digest of a version's entries and root.
+pub fn meta_digest<'a>(entries: impl Iterator<Item = EntryRef<'a>>, root: (u32, (i64, u32))) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    let mut buf = Vec::with_capacity(256);
+    if let Ok(b) = postcard::to_extend(&root, std::mem::take(&mut buf)) {
+        buf = b;
+    }
+    h.update(&buf);
+    for e in entries {
+        buf.clear();
+        if let Ok(b) = postcard::to_extend(&EntryRef { ino: None, ..e }, std::mem::take(&mut buf)) {
+            buf = b;
+        }
+        h.update(&buf);
+    }
+    Digest(h.finalize().into()).to_hex()
+}
+
+fn damaged(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::entry(path, format!("damaged version file: {e}"))
+}
+
+impl History {
+    /// The history at `path` (`<store>/<name>`); nothing is read or made yet.
+    pub fn at(path: PathBuf) -> History {
+        History { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the history exists.
+    pub fn exists(&self) -> bool {
+        std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_dir())
+    }
+
+    /// Opens the history, making it and its folders if missing (the store exists).
+    pub fn open_made(&self) -> Result<Root, Error> {
+        let (Some(store), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return Err(Error::entry(&self.path, "not a history of a store"));
+        };
+        let mut store = Root::open(store)?;
+        store.mkdir_unfinished(Path::new(name))?;
+        let mut root = store.subroot(Path::new(name))?;
+        for d in [VERSIONS, OBJECTS, PENDING] {
+            root.mkdir_unfinished(Path::new(d))?;
+        }
+        Ok(root)
+    }
+
+    /// Opens the history for reading.
+    pub fn open(&self) -> Result<Root, Error> {
+        Root::open(&self.path)
+    }
+
+    /// The versions' files, oldest first, by id: `(id, form, base)` as the names say
+    /// (the base of a difference is read from its file).
+    fn files(&self, root: &mut Root) -> Result<Vec<(u64, bool)>, Error> {
+        let names = match root.stat(Path::new(VERSIONS))? {
+            Some(_) => root.list(Path::new(VERSIONS))?,
+            None => return Ok(Vec::new()),
+        };
+        let mut out = Vec::new();
+        for n in names {
+            let n = n.to_string_lossy();
+            let Some((id, ext)) = n.split_once('.') else { continue };
+            let Ok(id) = id.parse::<u64>() else { continue };
+            match ext {
+                "full" => out.push((id, true)),
+                "diff" => out.push((id, false)),
+                _ => {}
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Reads one version's file: head always, entries only with `entries`.
+    fn read(&self, root: &mut Root, id: u64, full: bool, entries: bool) -> Result<Read, Error> {
+        let rel = version_file(id, if full { Form::Full } else { Form::Diff { base: 0 } });
+        let abs = self.path.join(&rel);
+        let (file, _) = root.open_read(&rel)?;
+        let mut seq = SeqReader::new(file);
+        let format: u32 = seq.take().map_err(|e| damaged(&abs, e))?;
+        let head: VersionHead = seq.take().map_err(|e| damaged(&abs, e))?;
+        let (form, removed) = match format {
+            FULL => (Form::Full, Vec::new()),
+            DIFF => {
+                let base: u64 = seq.take().map_err(|e| damaged(&abs, e))?;
+                let removed: Vec<Vec<u8>> = seq.take().map_err(|e| damaged(&abs, e))?;
+                let removed = removed
+                    .into_iter()
+                    .map(|b| PathBuf::from(std::ffi::OsString::from_vec(b)))
+                    .collect();
+                (Form::Diff { base }, removed)
+            }
+            other => {
+                return Err(Error::entry(
+                    &abs,
+                    format!("version format {other} is not one this build reads"),
+                ))
+            }
+        };
+        if head.id != id || (format == FULL) != full {
+            return Err(damaged(&abs, "its head does not match its name"));
+        }
+        let count: usize = seq.take().map_err(|e| damaged(&abs, e))?;
+        let mut list = Vec::new();
+        if entries {
+            list.reserve(count.min(1 << 20));
+            for _ in 0..count {
+                list.push(
+                    seq.take_entry(false, |e| e.to_owned())
+                        .map_err(|e| damaged(&abs, e))?,
+                );
+            }
+            if !seq.at_end().map_err(|e| damaged(&abs, e))? {
+                return Err(damaged(&abs, "bytes after the end"));
+            }
+        }
+        Ok(Read {
+            head,
+            form,
+            removed,
+            entries: list,
+        })
+    }
+
+    /// Every version, oldest first. A file that cannot be read is an error.
+    pub fn list(&self) -> Result<Vec<Listed>, Error> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
+        let mut root = self.open()?;
+        let mut out = Vec::new();
+        for (id, full) in self.files(&mut root)? {
+            let r = self.read(&mut root, id, full, false)?;
+            let file_bytes = root
+                .stat(&version_file(id, r.form))?
+                .map_or(0, |s| s.size);
+            out.push(Listed {
+                head: r.head,
+                form: r.form,
+                file_bytes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The latest version's head, if any.
+    pub fn latest(&self) -> Result<Option<VersionHead>, Error> {
+        if !self.exists() {
+            return Ok(None);
+        }
+        let mut root = self.open()?;
+        let latest = self.files(&mut root)?.into_iter().rev().find(|(_, full)| *full);
+        latest
+            .map(|(id, _)| self.read(&mut root, id, true, false).map(|r| r.head))
+            .transpose()
+    }
+
+    /// The entries of version `id`: the newest full version, with the differences down
+    /// to `id` applied.
+    pub fn state(&self, id: u64) -> Result<State, Error> {
+        let mut root = self.open()?;
+        let files: BTreeMap<u64, bool> = self.files(&mut root)?.into_iter().collect();
+        let mut chain = Vec::new();
+        let mut at = id;
+        loop {
+            let Some(&full) = files.get(&at) else {
+                return Err(Error::entry(
+                    self.path.join(VERSIONS),
+                    format!("version {at} is missing (needed by version {id})"),
+                ));
+            };
+            let r = self.read(&mut root, at, full, true)?;
+            let next = match r.form {
+                Form::Full => None,
+                Form::Diff { base } if base > at => Some(base),
+                Form::Diff { .. } => {
+                    return Err(damaged(&self.path.join(version_file(at, r.form)), "bad base"))
+                }
+            };
+            chain.push(r);
+            match next {
+                Some(b) => at = b,
+                None => break,
+            }
+        }
+        let head = chain[0].head.clone();
+        let full = chain.pop().expect("BUG: a chain ends in a full version");
+        if chain.is_empty() {
+            return Ok(State {
+                head,
+                entries: full.entries,
+            });
+        }
+        let mut map: BTreeMap<PathBuf, EntryRecord> =
+            full.entries.into_iter().map(|e| (e.path.clone(), e)).collect();
+        for d in chain.into_iter().rev() {
+            for p in d.removed {
+                map.remove(&p);
+            }
+            for e in d.entries {
+                map.insert(e.path.clone(), e);
+            }
+        }
+        let mut entries: Vec<EntryRecord> = map.into_values().collect();
+        entries.sort_by(|x, y| path_order(&x.path, &y.path));
+        Ok(State { head, entries })
+    }
+
+    /// Records a new version whose entries `news` gives (in path order, afresh each call)
+    /// and whose head is `head` (its id and change counts are filled here). The latest
+    /// full version becomes the difference from the new one. Returns the new id.
+    pub fn record<'n, I: Iterator<Item = EntryRef<'n>>>(
+        &self,
+        mut head: VersionHead,
+        news: impl Fn() -> I,
+    ) -> Result<u64, Error> {
+        let mut root = self.open_made()?;
+        let files = self.files(&mut root)?;
+        let next = files.last().map_or(1, |(id, _)| id + 1);
+        head.id = next;
+        let latest = files.iter().rev().find(|(_, full)| *full).map(|(id, _)| *id);
+        let (mut added, mut changed, mut removed_n) = (0u64, 0u64, 0u64);
+        if let Some(old_id) = latest {
+            let old = self.read(&mut root, old_id, true, true)?;
+            // What the old version holds that the new one does not hold the same.
+            let mut back = Vec::new();
+            let mut gone = Vec::new();
+            let walk = engine::tree::zip_sorted_by(
+                old.entries.iter(),
+                news(),
+                |o| o.path.as_path(),
+                |n| n.path,
+            );
+            for (o, n) in walk {
+                match (o, n) {
+                    (Some(o), Some(n)) if same(&o.as_ref(), &n) => {}
+                    (Some(o), Some(_)) => {
+                        changed += 1;
+                        back.push(o.as_ref());
+                    }
+                    (Some(o), None) => {
+                        removed_n += 1;
+                        back.push(o.as_ref());
+                    }
+                    (None, Some(n)) => {
+                        added += 1;
+                        gone.push(n.path.as_os_str().as_bytes().to_vec());
+                    }
+                    (None, None) => {}
+                }
+            }
+            let rel = version_file(old_id, Form::Diff { base: next });
+            root.write_atomic_with(&rel, |w| {
+                engine::tree::encoding::write_seq(
+                    w,
+                    &(DIFF, &old.head, next, &gone, back.len()),
+                    back.iter().copied(),
+                )
+            })?;
+        } else {
+            added = news().count() as u64;
+        }
+        head.added = added;
+        head.changed = changed;
+        head.removed = removed_n;
+        let count = news().count();
+        root.write_atomic_with(&version_file(next, Form::Full), |w| {
+            engine::tree::encoding::write_seq(w, &(FULL, &head, count), news())
+        })?;
+        if let Some(old_id) = latest {
+            // Its difference is on disk: the old full file is no longer needed.
+            root.remove(&version_file(old_id, Form::Full))?;
+        }
+        Ok(next)
+    }
+
+    /// Finishes or undoes what a killed run left: a full version that was superseded
+    /// (its difference written) goes; a difference without the newer full version it
+    /// refers to goes; pending files are settled.
+    pub fn repair(&self) -> Result<Vec<Digest>, Error> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
+        let mut root = self.open_made()?;
+        let files = self.files(&mut root)?;
+        let ids: BTreeMap<u64, (bool, bool)> = files.iter().fold(BTreeMap::new(), |mut m, (id, full)| {
+            let e = m.entry(*id).or_insert((false, false));
+            if *full {
+                e.0 = true;
+            } else {
+                e.1 = true;
+            }
+            m
+        });
+        let newest_full = files.iter().rev().find(|(_, f)| *f).map(|(id, _)| *id);
+        for (&id, &(full, diff)) in &ids {
+            if full && diff {
+                if Some(id) == newest_full {
+                    // The difference was written for a newer version that never came.
+                    root.remove(&version_file(id, Form::Diff { base: 0 }))?;
+                } else {
+                    root.remove(&version_file(id, Form::Full))?;
+                }
+            } else if diff && newest_full.is_some_and(|n| id > n) {
+                root.remove(&version_file(id, Form::Diff { base: 0 }))?;
+            }
+        }
+        self.settle(&mut root)
+    }
+
+    /// Whether the history holds the object `sha` (settled or pending).
+    pub fn holds(root: &mut Root, sha: &Digest) -> Result<bool, Error> {
+        Ok(root.stat(&object_path(sha))?.is_some() || root.stat(&pending_path(sha))?.is_some())
+    }
+
+    /// Keeps the live file `rel` of `live` (whose content is `sha`) before a pass
+    /// replaces or deletes it: linked under `pending/` (the pass then unlinks the live
+    /// name), or copied where no link can be made. Nothing if the content is held already.
+    pub fn keep_file(
+        root: &mut Root,
+        live: &mut Root,
+        rel: &Path,
+        sha: &Digest,
+    ) -> Result<(), Error> {
+        if Self::holds(root, sha)? {
+            return Ok(());
+        }
+        let pending = pending_path(sha);
+        match root.link_from(live, rel, &pending) {
+            Ok(()) => Ok(()),
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                Ok(())
+            }
+            Err(Error::Io { source, .. }) if cannot_link(&source) => {
+                copy_verified(live, rel, root, &pending, sha).map(|_| ())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves every pending file into `objects/`: renamed when the live directory no
+    /// longer shares it, copied (and checked against its name) when it still does.
+    /// Returns the objects added.
+    fn settle(&self, root: &mut Root) -> Result<Vec<Digest>, Error> {
+        let names = match root.stat(Path::new(PENDING))? {
+            Some(_) => root.list(Path::new(PENDING))?,
+            None => return Ok(Vec::new()),
+        };
+        let mut added = Vec::new();
+        for n in names {
+            let rel = Path::new(PENDING).join(&n);
+            let Some(sha) = n.to_str().and_then(Digest::from_hex) else {
+                // A temporary file of a copy cut short, or something the tool did not make.
+                if n.to_string_lossy().starts_with(engine::names::TEMP_PREFIX) {
+                    root.remove(&rel)?;
+                }
+                continue;
+            };
+            let obj = object_path(&sha);
+            if root.stat(&obj)?.is_some() {
+                root.remove(&rel)?;
+                continue;
+            }
+            let Some(st) = root.stat(&rel)? else { continue };
+            if st.kind != Some(Kind::File) {
+                continue;
+            }
+            root.mkdir_unfinished(obj.parent().expect("BUG: an object has a folder"))?;
+            if st.nlink == 1 {
+                root.rename(&rel, &obj)?;
+                added.push(sha);
+                continue;
+            }
+            // Still a live file's other name: the object gets its own copy.
+            let mut same_root = root.try_clone()?;
+            match copy_verified(&mut same_root, &rel, root, &obj, &sha) {
+                Ok(()) => added.push(sha),
+                Err(e) => log::warn!("not kept: {e}"),
+            }
+            root.remove(&rel)?;
+        }
+        if !added.is_empty() {
+            root.sync_fs()?;
+        }
+        Ok(added)
+    }
+
+    /// Settles pending files (see [`Self::repair`]); returns the objects added.
+    pub fn settle_pending(&self) -> Result<Vec<Digest>, Error> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
+        let mut root = self.open_made()?;
+        self.settle(&mut root)
+    }
+
+    /// Gives `to` the objects `shas` it lacks: linked where both are on one filesystem,
+    /// copied otherwise. Each history can then restore its versions alone.
+    pub fn share_objects(&self, shas: &[Digest], to: &History) -> Result<(), Error> {
+        if shas.is_empty() {
+            return Ok(());
+        }
+        let mut from = self.open()?;
+        let mut dst = to.open_made()?;
+        for sha in shas {
+            let obj = object_path(sha);
+            if dst.stat(&obj)?.is_some() || from.stat(&obj)?.is_none() {
+                continue;
+            }
+            dst.mkdir_unfinished(obj.parent().expect("BUG: an object has a folder"))?;
+            match dst.link_from(&mut from, &obj, &obj) {
+                Ok(()) => {}
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(Error::Io { source, .. }) if cannot_link(&source) => {
+                    copy_verified(&mut from, &obj, &mut dst, &obj, sha)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        dst.sync_fs()
+    }
+
+    /// Every object's SHA-256 and size.
+    pub fn objects(&self) -> Result<Vec<(Digest, u64)>, Error> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
+        let mut root = self.open()?;
+        let mut out = Vec::new();
+        if root.stat(Path::new(OBJECTS))?.is_none() {
+            return Ok(out);
+        }
+        for d in root.list(Path::new(OBJECTS))? {
+            let dir = Path::new(OBJECTS).join(&d);
+            if root.stat(&dir)?.and_then(|s| s.kind) != Some(Kind::Dir) {
+                continue;
+            }
+            for n in root.list(&dir)? {
+                if let Some(sha) = n.to_str().and_then(Digest::from_hex) {
+                    let size = root.stat(&dir.join(&n))?.map_or(0, |s| s.size);
+                    out.push((sha, size));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The SHA-256 of every file some version holds.
+    fn needed(&self, root: &mut Root) -> Result<HashSet<Digest>, Error> {
+        let mut need = HashSet::new();
+        for (id, full) in self.files(root)? {
+            let r = self.read(root, id, full, true)?;
+            need.extend(r.entries.iter().filter_map(|e| e.sha256));
+        }
+        Ok(need)
+    }
+
+    /// Drops the objects no version needs; returns how many and their bytes.
+    pub fn collect_garbage(&self) -> Result<(u64, u64), Error> {
+        if !self.exists() {
+            return Ok((0, 0));
+        }
+        let mut root = self.open_made()?;
+        let need = self.needed(&mut root)?;
+        let (mut n, mut bytes) = (0, 0);
+        for (sha, size) in self.objects()? {
+            if !need.contains(&sha) {
+                root.remove(&object_path(&sha))?;
+                n += 1;
+                bytes += size;
+            }
+        }
+        Ok((n, bytes))
+    }
+
+    /// Drops the versions `ids` (never the latest): a version that was the difference
+    /// from a dropped one is rewritten as the difference from that one's base first, so
+    /// every version left reads at every point.
+    pub fn forget(&self, ids: &BTreeSet<u64>) -> Result<(), Error> {
+        let mut root = self.open_made()?;
+        // Newest first: the version that refers to a dropped one is already final.
+        for &id in ids.iter().rev() {
+            let files = self.files(&mut root)?;
+            let Some(&(_, full)) = files.iter().find(|(i, _)| *i == id) else { continue };
+            if full {
+                continue;
+            }
+            let dropped = self.read(&mut root, id, false, true)?;
+            let Form::Diff { base } = dropped.form else { continue };
+            // The next older version refers to `id` when its base is `id`.
+            for &(older, f) in files.iter().filter(|(i, f)| *i < id && !*f) {
+                let _ = f;
+                let o = self.read(&mut root, older, false, true)?;
+                if o.form != (Form::Diff { base: id }) {
+                    continue;
+                }
+                let (removed, entries) = compose(&dropped, &o);
+                let gone: Vec<Vec<u8>> = removed
+                    .iter()
+                    .map(|p| p.as_os_str().as_bytes().to_vec())
+                    .collect();
+                root.write_atomic_with(&version_file(older, o.form), |w| {
+                    engine::tree::encoding::write_seq(
+                        w,
+                        &(DIFF, &o.head, base, &gone, entries.len()),
+                        entries.iter().map(|e| e.as_ref()),
+                    )
+                })?;
+            }
+            root.remove(&version_file(id, dropped.form))?;
+        }
+        Ok(())
+    }
+
+    /// The tags: name → version id.
+    pub fn tags(&self) -> Result<BTreeMap<String, u64>, Error> {
+        let p = self.path.join(TAGS);
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::entry(&p, format!("damaged: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(Error::io("read", p, e)),
+        }
+    }
+
+    /// Replaces the tags.
+    pub fn set_tags(&self, tags: &BTreeMap<String, u64>) -> Result<(), Error> {
+        let mut root = self.open_made()?;
+        let text = serde_json::to_vec_pretty(tags).expect("BUG: tags encode");
+        root.write_atomic_with(Path::new(TAGS), |w| std::io::Write::write_all(w, &text))
+    }
+}
+
+/// The SHA-256 of the files the difference `id` holds (read through `root`, the
+/// history opened).
+pub fn diff_shas(h: &History, root: &mut Root, id: u64) -> Result<Vec<Digest>, Error> {
+    Ok(h.read(root, id, false, true)?
+        .entries
+        .iter()
+        .filter_map(|e| e.sha256)
+        .collect())
+}
+
+/// `older` (the difference from `dropped`) as the difference from `dropped`'s base.
+fn compose(dropped: &Read, older: &Read) -> (Vec<PathBuf>, Vec<EntryRecord>) {
+    let older_removed: HashSet<&Path> = older.removed.iter().map(PathBuf::as_path).collect();
+    let mut map: BTreeMap<&Path, &EntryRecord> = dropped
+        .entries
+        .iter()
+        .filter(|e| !older_removed.contains(e.path.as_path()))
+        .map(|e| (e.path.as_path(), e))
+        .collect();
+    for e in &older.entries {
+        map.insert(e.path.as_path(), e);
+    }
+    let removed: BTreeSet<PathBuf> = dropped
+        .removed
+        .iter()
+        .chain(older.removed.iter())
+        .filter(|p| !map.contains_key(p.as_path()))
+        .cloned()
+        .collect();
+    let mut entries: Vec<EntryRecord> = map.into_values().cloned().collect();
+    entries.sort_by(|x, y| path_order(&x.path, &y.path));
+    (removed.into_iter().collect(), entries)
+}
+
+/// Copies `rel` of `src` to `to` in `dst` (a new name: never replaces), checking that
+/// the bytes hash to `sha`.
+fn copy_verified(
+    src: &mut Root,
+    rel: &Path,
+    dst: &mut Root,
+    to: &Path,
+    sha: &Digest,
+) -> Result<(), Error> {
+    let (mut file, before) = src.open_read(rel)?;
+    let mut temp = dst.create_temp(to)?;
+    let (digest, _) =
+        temp.fill_hashing(&mut file, before.is_sparse(), &|| false, &src.abs(rel))?;
+    if digest != *sha {
+        return Err(Error::entry(
+            src.abs(rel),
+            "changed before it could be kept (its bytes no longer match its SHA-256)",
+        ));
+    }
+    temp.set_meta(0o444, before.mtime, engine::Owner::UNKNOWN)?;
+    temp.sync()?;
+    match temp.commit_new() {
+        // The same content, kept meanwhile under the same name.
+        Err(_) if dst.stat(to)?.is_some() => Ok(()),
+        done => done,
+    }
+}
+
+/// Errors that mean "no hard link possible here" rather than a failure: another
+/// filesystem, or one without hard links (FAT, exFAT, some network shares).
+pub(crate) fn cannot_link(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::XDEV, Errno::PERM, Errno::OPNOTSUPP, Errno::MLINK]
+        .iter()
+        .any(|x| e.raw_os_error() == Some(x.raw_os_error()))
+}
+
+#[cfg(test)]
+#[path = "history_tests.rs"]
+mod tests;

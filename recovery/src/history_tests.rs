@@ -1,0 +1,223 @@
+use super::*;
+use std::os::unix::fs::MetadataExt;
+
+/// A version's entries from `(path, content byte)` pairs: files, and their directory.
+fn entries(files: &[(&str, u8)]) -> Vec<EntryRecord> {
+    let mut v: Vec<EntryRecord> = files
+        .iter()
+        .map(|(p, b)| EntryRecord {
+            path: PathBuf::from(p),
+            kind: Kind::File,
+            size: 1,
+            mode: 0o644,
+            mtime: (1, 0),
+            sha256: Some(Digest([*b; 32])),
+            target: None,
+            ino: Some(u64::from(*b)),
+            owner: None,
+        })
+        .collect();
+    v.push(EntryRecord {
+        path: PathBuf::from("d"),
+        kind: Kind::Dir,
+        size: 0,
+        mode: 0o755,
+        mtime: (2, 0),
+        sha256: None,
+        target: None,
+        ino: None,
+        owner: None,
+    });
+    v.sort_by(|x, y| path_order(&x.path, &y.path));
+    v
+}
+
+fn head() -> VersionHead {
+    VersionHead {
+        id: 0,
+        dir: "/x".into(),
+        made: "2026-01-01T00:00:00Z".into(),
+        why: Why::Pass,
+        dir_sha256: String::new(),
+        meta_sha256: String::new(),
+        files: 0,
+        bytes: 0,
+        root_mode: 0o755,
+        root_mtime: (0, 0),
+        incomplete: false,
+        added: 0,
+        changed: 0,
+        removed: 0,
+    }
+}
+
+fn new_history() -> (tempfile::TempDir, History) {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("store")).unwrap();
+    let h = History::at(d.path().join("store/x-1"));
+    (d, h)
+}
+
+/// Five states, each a small change of the one before.
+fn states() -> Vec<Vec<EntryRecord>> {
+    vec![
+        entries(&[("d/a", 1), ("d/b", 2), ("c", 3)]),
+        entries(&[("d/a", 4), ("d/b", 2), ("c", 3)]),
+        entries(&[("d/a", 4), ("c", 3), ("e", 5)]),
+        entries(&[("d/a", 4), ("d/b", 6), ("c", 3), ("e", 5)]),
+        entries(&[("d/a", 1), ("c", 7)]),
+    ]
+}
+
+fn record_all(h: &History, states: &[Vec<EntryRecord>]) -> Vec<u64> {
+    states
+        .iter()
+        .map(|s| h.record(head(), || s.iter().map(|e| e.as_ref())).unwrap())
+        .collect()
+}
+
+#[test]
+fn every_version_reads_back_exactly_and_only_the_newest_is_whole() {
+    let (_d, h) = new_history();
+    let s = states();
+    let ids = record_all(&h, &s);
+    assert_eq!(ids, [1, 2, 3, 4, 5]);
+    for (id, want) in ids.iter().zip(&s) {
+        assert_eq!(&h.state(*id).unwrap().entries, want, "version {id}");
+    }
+    let listed = h.list().unwrap();
+    let forms: Vec<Form> = listed.iter().map(|l| l.form).collect();
+    assert_eq!(
+        forms,
+        [
+            Form::Diff { base: 2 },
+            Form::Diff { base: 3 },
+            Form::Diff { base: 4 },
+            Form::Diff { base: 5 },
+            Form::Full
+        ]
+    );
+    // The counts of what changed, against the version before.
+    let l = &listed[2].head;
+    assert_eq!((l.added, l.changed, l.removed), (1, 0, 1));
+    // A difference holds only what changed: version 1 differs from 2 in one file.
+    let mut root = h.open().unwrap();
+    assert_eq!(diff_shas(&h, &mut root, 1).unwrap(), [Digest([1; 32])]);
+}
+
+#[test]
+fn forgetting_any_versions_leaves_the_others_reading_the_same() {
+    for drop in [vec![1], vec![2], vec![4], vec![2, 3], vec![1, 3], vec![1, 2, 3, 4]] {
+        let (_d, h) = new_history();
+        let s = states();
+        let ids = record_all(&h, &s);
+        h.forget(&drop.iter().copied().collect()).unwrap();
+        let left: Vec<u64> = h.list().unwrap().iter().map(|l| l.head.id).collect();
+        let want: Vec<u64> = ids.iter().copied().filter(|i| !drop.contains(i)).collect();
+        assert_eq!(left, want, "dropping {drop:?}");
+        for id in want {
+            assert_eq!(
+                h.state(id).unwrap().entries,
+                s[id as usize - 1],
+                "version {id} after dropping {drop:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_latest_version_is_never_forgotten() {
+    let (_d, h) = new_history();
+    record_all(&h, &states());
+    h.forget(&BTreeSet::from([5])).unwrap();
+    assert_eq!(h.list().unwrap().len(), 5);
+}
+
+#[test]
+fn a_version_cut_short_by_a_kill_is_undone_and_a_finished_one_completed() {
+    let (_d, h) = new_history();
+    let s = states();
+    record_all(&h, &s[..2]);
+    let v = h.path().join("versions");
+    // Killed after the old full version's difference was written, before the new
+    // full version: the difference refers to a version that never came.
+    let diff2 = v.join("000000000002.diff");
+    std::fs::copy(v.join("000000000001.diff"), &diff2).unwrap();
+    h.repair().unwrap();
+    assert!(!diff2.exists());
+    assert_eq!(h.state(2).unwrap().entries, s[1]);
+    // Killed after the new full version was written, before the old one went.
+    let full2 = std::fs::read(v.join("000000000002.full")).unwrap();
+    h.record(head(), || s[2].iter().map(|e| e.as_ref())).unwrap();
+    std::fs::write(v.join("000000000002.full"), full2).unwrap();
+    h.repair().unwrap();
+    assert!(!v.join("000000000002.full").exists());
+    for (id, want) in [(1, &s[0]), (2, &s[1]), (3, &s[2])] {
+        assert_eq!(&h.state(id).unwrap().entries, want);
+    }
+}
+
+#[test]
+fn a_damaged_version_file_is_an_error_not_a_different_version() {
+    let (_d, h) = new_history();
+    record_all(&h, &states()[..3]);
+    let p = h.path().join("versions/000000000002.diff");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
+    assert!(h.state(1).is_err());
+    assert!(h.state(2).is_err());
+    assert_eq!(h.state(3).unwrap().entries, states()[2]);
+}
+
+#[test]
+fn a_kept_file_is_moved_when_the_live_name_goes_and_copied_when_it_stays() {
+    let (d, h) = new_history();
+    let live = d.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    std::fs::write(live.join("gone"), b"gone").unwrap();
+    std::fs::write(live.join("stays"), b"stays").unwrap();
+    let sha = |b: &[u8]| engine::hash::hash_reader(&mut &b[..]).unwrap().0;
+    let (gone, stays) = (sha(b"gone"), sha(b"stays"));
+    let ino_gone = std::fs::metadata(live.join("gone")).unwrap().ino();
+    let mut root = h.open_made().unwrap();
+    let mut lroot = Root::open(&live).unwrap();
+    History::keep_file(&mut root, &mut lroot, Path::new("gone"), &gone).unwrap();
+    History::keep_file(&mut root, &mut lroot, Path::new("stays"), &stays).unwrap();
+    // The pass replaces one live file; the other is left (its step failed, say).
+    std::fs::remove_file(live.join("gone")).unwrap();
+    let added = h.settle_pending().unwrap();
+    assert_eq!(added.len(), 2);
+    let obj = |s: &Digest| h.path().join(object_path(s));
+    assert_eq!(std::fs::metadata(obj(&gone)).unwrap().ino(), ino_gone, "moved");
+    assert_eq!(std::fs::read(obj(&stays)).unwrap(), b"stays");
+    assert_eq!(std::fs::metadata(obj(&stays)).unwrap().nlink(), 1, "a copy of its own");
+    // An edit in place of the live file leaves the store's copy alone.
+    std::fs::write(live.join("stays"), b"edited").unwrap();
+    assert_eq!(std::fs::read(obj(&stays)).unwrap(), b"stays");
+    assert!(std::fs::read_dir(h.path().join("pending")).unwrap().next().is_none());
+}
+
+#[test]
+fn garbage_is_the_content_no_version_needs() {
+    let (d, h) = new_history();
+    let s = states();
+    record_all(&h, &s[..2]);
+    let mut root = h.open_made().unwrap();
+    let live = d.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    let mut lroot = Root::open(&live).unwrap();
+    // Objects named as a version's content (1: version 1 needs it) and not (9).
+    for b in [1u8, 9] {
+        std::fs::write(live.join("f"), [b]).unwrap();
+        let sha = Digest([b; 32]);
+        History::keep_file(&mut root, &mut lroot, Path::new("f"), &sha).unwrap();
+        std::fs::remove_file(live.join("f")).unwrap();
+    }
+    h.settle_pending().unwrap();
+    assert_eq!(h.collect_garbage().unwrap().0, 1);
+    let left: Vec<Digest> = h.objects().unwrap().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(left, [Digest([1; 32])]);
+    h.forget(&BTreeSet::from([1])).unwrap();
+    assert_eq!(h.collect_garbage().unwrap().0, 1);
+    assert!(h.objects().unwrap().is_empty());
+}
