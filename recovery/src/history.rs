@@ -452,9 +452,9 @@ impl History {
     /// Finishes or undoes what a killed run left: a full version that was superseded
     /// (its difference written) goes; a difference without the newer full version it
     /// refers to goes; pending files are settled.
-    pub fn repair(&self) -> Result<Vec<Digest>, Error> {
+    pub fn repair(&self, to: &[History]) -> Result<(), Error> {
         if !self.exists() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let mut root = self.open_made()?;
         let files = self.files(&mut root)?;
@@ -480,7 +480,7 @@ impl History {
                 root.remove(&version_file(id, Form::Diff { base: 0 }))?;
             }
         }
-        self.settle(&mut root)
+        self.settle(&mut root, to)
     }
 
     /// Whether the history holds the object `sha` (settled or pending).
@@ -515,15 +515,16 @@ impl History {
         }
     }
 
-    /// Moves every pending file into `objects/`: renamed when the live directory no
-    /// longer shares it, copied (and checked against its name) when it still does.
-    /// Returns the objects added.
-    fn settle(&self, root: &mut Root) -> Result<Vec<Digest>, Error> {
+    /// Moves every pending file into `objects/`: linked (and the pending name removed)
+    /// when the live directory no longer shares it, copied (and checked against its
+    /// name) when it still does; each then given to the histories `to`. The pending
+    /// name goes last, so a run killed at any point does it all again.
+    fn settle(&self, root: &mut Root, to: &[History]) -> Result<(), Error> {
         let names = match root.stat(Path::new(PENDING))? {
             Some(_) => root.list(Path::new(PENDING))?,
-            None => return Ok(Vec::new()),
+            None => return Ok(()),
         };
-        let mut added = Vec::new();
+        let mut added = false;
         for n in names {
             let rel = Path::new(PENDING).join(&n);
             let Some(sha) = n.to_str().and_then(Digest::from_hex) else {
@@ -534,41 +535,48 @@ impl History {
                 continue;
             };
             let obj = object_path(&sha);
-            if root.stat(&obj)?.is_some() {
-                root.remove(&rel)?;
-                continue;
-            }
             let Some(st) = root.stat(&rel)? else { continue };
             if st.kind != Some(Kind::File) {
                 continue;
             }
-            root.mkdir_unfinished(obj.parent().expect("BUG: an object has a folder"))?;
-            if st.nlink == 1 {
-                root.rename(&rel, &obj)?;
-                added.push(sha);
-                continue;
+            if root.stat(&obj)?.is_none() {
+                root.mkdir_unfinished(obj.parent().expect("BUG: an object has a folder"))?;
+                if st.nlink == 1 {
+                    root.link_within(&rel, &obj)?;
+                } else {
+                    // Still a live file's other name: the object gets its own copy.
+                    let mut same_root = root.try_clone()?;
+                    if let Err(e) = copy_verified(&mut same_root, &rel, root, &obj, &sha) {
+                        log::warn!("not kept: {e}");
+                        root.remove(&rel)?;
+                        continue;
+                    }
+                }
+                added = true;
             }
-            // Still a live file's other name: the object gets its own copy.
-            let mut same_root = root.try_clone()?;
-            match copy_verified(&mut same_root, &rel, root, &obj, &sha) {
-                Ok(()) => added.push(sha),
-                Err(e) => log::warn!("not kept: {e}"),
+            for other in to {
+                if let Err(e) = self.share_objects(&[sha], other) {
+                    log::warn!(
+                        "could not give {} the content it kept: {e}",
+                        engine::names::display(other.path())
+                    );
+                }
             }
             root.remove(&rel)?;
         }
-        if !added.is_empty() {
+        if added {
             root.sync_fs()?;
         }
-        Ok(added)
+        Ok(())
     }
 
-    /// Settles pending files (see [`Self::repair`]); returns the objects added.
-    pub fn settle_pending(&self) -> Result<Vec<Digest>, Error> {
+    /// Settles pending files (see [`Self::repair`]), giving each to the histories `to`.
+    pub fn settle_pending(&self, to: &[History]) -> Result<(), Error> {
         if !self.exists() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let mut root = self.open_made()?;
-        self.settle(&mut root)
+        self.settle(&mut root, to)
     }
 
     /// Gives `to` the objects `shas` it lacks: linked where both are on one filesystem,
@@ -579,11 +587,13 @@ impl History {
         }
         let mut from = self.open()?;
         let mut dst = to.open_made()?;
+        let mut added = false;
         for sha in shas {
             let obj = object_path(sha);
             if dst.stat(&obj)?.is_some() || from.stat(&obj)?.is_none() {
                 continue;
             }
+            added = true;
             dst.mkdir_unfinished(obj.parent().expect("BUG: an object has a folder"))?;
             match dst.link_from(&mut from, &obj, &obj) {
                 Ok(()) => {}
@@ -595,7 +605,10 @@ impl History {
                 Err(e) => return Err(e),
             }
         }
-        dst.sync_fs()
+        if added {
+            dst.sync_fs()?;
+        }
+        Ok(())
     }
 
     /// Every object's SHA-256 and size.

@@ -231,12 +231,9 @@ pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
                 continue;
             }
         };
-        let mut live: Vec<engine::fs::Root> = vd
-            .live_dirs()
-            .iter()
-            .filter_map(|d| engine::fs::Root::open(d).ok())
-            .collect();
-        let mut missing_seen: BTreeSet<(std::path::PathBuf, Digest)> = BTreeSet::new();
+        let live = crate::store::LiveCopies::of(&vd);
+        // Each content some version needs, once: where it was first met, and by whom.
+        let mut needed: BTreeMap<Digest, (std::path::PathBuf, u64, Vec<u64>)> = BTreeMap::new();
         for l in listed.iter().rev() {
             versions_n += 1;
             let state = match history.state(l.head.id) {
@@ -247,28 +244,29 @@ pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
                     continue;
                 }
             };
-            for x in state.entries.iter().filter(|x| x.kind == Kind::File) {
+            for x in state.entries.into_iter().filter(|x| x.kind == Kind::File) {
                 let Some(sha) = x.sha256 else { continue };
-                if held.contains(&sha) || missing_seen.contains(&(x.path.clone(), sha)) {
+                if held.contains(&sha) {
                     continue;
                 }
-                // Held by a live file: checked by its size here (a restore checks its
-                // SHA-256 before it takes it).
-                let in_live = live.iter_mut().any(|r| {
-                    matches!(r.stat(&x.path), Ok(Some(st)) if st.kind == Some(Kind::File) && st.size == x.size)
-                        && matches!(hash::hash_in(r, &x.path), Ok((d, _)) if d == sha)
-                });
-                if !in_live {
-                    problems += 1;
-                    println!(
-                        "MISSING  {} in version {} of {}: its content (sha256 {}) is neither in the store nor in a live directory",
-                        display(&x.path),
-                        l.head.id,
-                        display(&e.path),
-                        sha.to_hex()
-                    );
-                    missing_seen.insert((x.path.clone(), sha));
+                let n = needed.entry(sha).or_insert((x.path, x.size, Vec::new()));
+                if n.2.last() != Some(&l.head.id) {
+                    n.2.push(l.head.id);
                 }
+            }
+        }
+        for (sha, (path, size, ids)) in needed {
+            if live.find(&path, &sha, size).is_none() {
+                problems += 1;
+                let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+                println!(
+                    "MISSING  {} of {} in the store {} (versions {}): its content (sha256 {}) is neither in the store nor in a live directory",
+                    display(&path),
+                    display(&e.path),
+                    display(&e.store),
+                    ids.join(", "),
+                    sha.to_hex()
+                );
             }
         }
     }

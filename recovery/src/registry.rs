@@ -56,6 +56,9 @@ pub struct StoreRef {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated: Option<String>,
+    /// The live directories holding the same content, as that store's pass said.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "pathser::vec")]
+    pub twins: Vec<PathBuf>,
 }
 
 impl RegEntry {
@@ -70,6 +73,7 @@ impl RegEntry {
             name: o.name.clone(),
             updated: o.updated.clone(),
             other_stores: Vec::new(),
+            twins: o.twins.clone(),
             ..self.clone()
         }));
         out
@@ -178,6 +182,7 @@ impl Registry {
                     store: old.store,
                     name: old.name,
                     updated: old.updated,
+                    twins: old.twins,
                 });
             }
             others.retain(|o| o.store != entry.store);

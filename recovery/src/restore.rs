@@ -18,7 +18,7 @@ use engine::run::home::{absolute, DataHome};
 use engine::run::signal;
 use engine::scan::cache;
 use engine::scan::{self, ScanOptions};
-use engine::tree::{Entry, Kind, Tree};
+use engine::tree::{Entry, Tree};
 
 use crate::history::{self, VersionHead, Why};
 use crate::registry::Registry;
@@ -309,7 +309,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
     }
     let stop = || signal::stop_requested();
     let history_dir = vd.history().path().to_path_buf();
-    let lives = vd.live_dirs();
+    let lives = crate::store::LiveCopies::of(&vd);
     let open = |p: &Path, e: &Entry| open_content(&history_dir, &lives, p, e);
     let applied = apply::apply(
         &plan,
@@ -361,7 +361,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
 /// directory whose file at that path still hashes to it.
 fn open_content(
     history_dir: &Path,
-    lives: &[PathBuf],
+    lives: &crate::store::LiveCopies,
     p: &Path,
     e: &Entry,
 ) -> Result<(std::fs::File, engine::fs::Stat, PathBuf), Error> {
@@ -375,15 +375,8 @@ fn open_content(
             }
         }
     }
-    for d in lives {
-        let Ok(mut r) = Root::open(d) else { continue };
-        if !matches!(r.stat(p), Ok(Some(st)) if st.kind == Some(Kind::File) && st.size == e.size) {
-            continue;
-        }
-        if matches!(hash::hash_in(&mut r, p), Ok((d2, _)) if d2 == sha) {
-            let (f, st) = r.open_read(p)?;
-            return Ok((f, st, d.join(p)));
-        }
+    if let Some((Some((f, st)), at)) = lives.find(p, &sha, e.size) {
+        return Ok((f, st, at));
     }
     Err(Error::entry(
         p,

@@ -197,25 +197,20 @@ impl VersionedDir {
     pub fn repair(&self) -> Result<(), Error> {
         self.ensure_store()?;
         self.migrate()?;
-        let added = self.history().repair()?;
-        self.share(&added)
+        self.history().repair(&self.twin_histories())
     }
 
-    /// Gives the histories of the twins the objects `added`.
-    fn share(&self, added: &[Digest]) -> Result<(), Error> {
-        for other in &self.share_with {
-            let Some(store) = other.path().parent() else { continue };
-            if check_store(store).is_err() || !store.is_dir() {
-                continue;
-            }
-            if let Err(e) = self.history().share_objects(added, other) {
-                log::warn!(
-                    "could not give {} the content it kept: {e}",
-                    display(other.path())
-                );
-            }
-        }
-        Ok(())
+    /// The histories of the twins whose store exists (and is a directory, not a link).
+    fn twin_histories(&self) -> Vec<History> {
+        self.share_with
+            .iter()
+            .filter(|h| {
+                h.path()
+                    .parent()
+                    .is_some_and(|s| check_store(s).is_ok() && s.is_dir())
+            })
+            .cloned()
+            .collect()
     }
 
     /// The latest version's head, if any.
@@ -342,7 +337,16 @@ impl VersionedDir {
         let history = self.history();
         let listed = history.list()?;
         let tags = history.tags()?;
-        let tagged: BTreeSet<u64> = tags.values().copied().collect();
+        let mut tagged: BTreeSet<u64> = tags.values().copied().collect();
+        // The newest complete version stays while only incomplete ones follow it: they
+        // lack what their passes could not read.
+        tagged.extend(
+            listed
+                .iter()
+                .rev()
+                .find(|l| !l.head.incomplete)
+                .map(|l| l.head.id),
+        );
         let times: Vec<(u64, chrono::DateTime<chrono::Utc>)> = listed
             .iter()
             .map(|l| (l.head.id, parse_time(&l.head.made)))
@@ -498,8 +502,7 @@ impl VersionedDir {
     /// After a restore: what it replaced goes from `pending/` into the store.
     pub fn settle(&self, home: &DataHome) -> Result<(), Error> {
         let _lock = self.lock(home)?;
-        let added = self.history().settle_pending()?;
-        self.share(&added)
+        self.history().settle_pending(&self.twin_histories())
     }
 
     fn register_if_missing(&self, home: &DataHome) -> Result<(), Error> {
@@ -665,6 +668,55 @@ impl VersionedDir {
         }
         root.remove(marker)?;
         Ok(())
+    }
+}
+
+/// Where a version's content may still be live: the live directories (the versioned one,
+/// its aliases and twins), at the version's own path or at any path where the latest
+/// version holds the same content (a file renamed since). A file is taken only if it
+/// hashes to the content wanted.
+pub struct LiveCopies {
+    lives: Vec<PathBuf>,
+    by_sha: std::collections::HashMap<Digest, Vec<PathBuf>>,
+}
+
+impl LiveCopies {
+    pub fn of(vd: &VersionedDir) -> LiveCopies {
+        let history = vd.history();
+        let mut by_sha: std::collections::HashMap<Digest, Vec<PathBuf>> = Default::default();
+        let latest = history.latest().ok().flatten();
+        if let Some(state) = latest.and_then(|h| history.state(h.id).ok()) {
+            for e in state.entries {
+                if let Some(sha) = e.sha256 {
+                    by_sha.entry(sha).or_default().push(e.path);
+                }
+            }
+        }
+        LiveCopies {
+            lives: vd.live_dirs(),
+            by_sha,
+        }
+    }
+
+    /// Finds a live file holding `sha` (`size` bytes), trying `p` first; `open`: opens
+    /// it to read, else `None` in its place.
+    pub fn find(
+        &self,
+        p: &Path,
+        sha: &Digest,
+        size: u64,
+    ) -> Option<(Option<(std::fs::File, engine::fs::Stat)>, PathBuf)> {
+        let others = self.by_sha.get(sha).into_iter().flatten().filter(|q| *q != p);
+        for q in std::iter::once(&p.to_path_buf()).chain(others) {
+            for d in &self.lives {
+                let Ok(mut r) = Root::open(d) else { continue };
+                let fits = matches!(r.stat(q), Ok(Some(st)) if st.kind == Some(Kind::File) && st.size == size);
+                if fits && matches!(hash::hash_in(&mut r, q), Ok((got, _)) if got == *sha) {
+                    return Some((r.open_read(q).ok(), d.join(q)));
+                }
+            }
+        }
+        None
     }
 }
 

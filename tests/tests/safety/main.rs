@@ -13,14 +13,15 @@ mod guards;
 mod metadata;
 mod store;
 
-/// The store names a versioned directory's trees by: what `<name>_1` is called.
+/// The name of a versioned directory's history in the store (the folder that holds its
+/// `versions/`).
 pub(crate) fn version_name(store: &Path) -> String {
     fs::read_dir(store)
         .unwrap()
         .filter_map(|e| e.ok())
+        .find(|e| e.path().join("versions").is_dir())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find_map(|n| n.strip_suffix("_1").map(str::to_string))
-        .expect("a latest version in the store")
+        .expect("a history in the store")
 }
 
 /// One `--once` pass of `tool` on `x` and `y`, run as the unprivileged user `nobody`.
