@@ -83,7 +83,11 @@ pub enum Command {
     },
     /// Name version V of DIR (latest, previous, an id, a tag or a time); a tagged
     /// version is kept until untagged.
-    Tag { dir: PathBuf, version: String, name: String },
+    Tag {
+        dir: PathBuf,
+        version: String,
+        name: String,
+    },
     /// Remove the tag NAME of DIR.
     Untag { dir: PathBuf, name: String },
     /// Restore DIR (or one path in it) from a version.

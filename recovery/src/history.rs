@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use engine::error::Error;
 use engine::fs::Root;
 use engine::tree::encoding::{EntryRecord, EntryRef, SeqReader};
-use engine::tree::{pathser, path_order, Digest, Entry, Kind, MTime, Tree};
+use engine::tree::{path_order, pathser, Digest, Entry, Kind, MTime, Tree};
 
 const FULL: u32 = 10;
 const DIFF: u32 = 11;
@@ -91,7 +91,9 @@ pub struct VersionHead {
 pub enum Form {
     Full,
     /// The difference from the version `base` (a newer one).
-    Diff { base: u64 },
+    Diff {
+        base: u64,
+    },
 }
 
 /// A version as its file says, without its entries.
@@ -168,7 +170,10 @@ fn same(a: &EntryRef<'_>, b: &EntryRef<'_>) -> bool {
 }
 
 /// The metadata digest of a version's entries and root.
-pub fn meta_digest<'a>(entries: impl Iterator<Item = EntryRef<'a>>, root: (u32, (i64, u32))) -> String {
+pub fn meta_digest<'a>(
+    entries: impl Iterator<Item = EntryRef<'a>>,
+    root: (u32, (i64, u32)),
+) -> String {
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
     let mut buf = Vec::with_capacity(256);
@@ -234,7 +239,9 @@ impl History {
         let mut out = Vec::new();
         for n in names {
             let n = n.to_string_lossy();
-            let Some((id, ext)) = n.split_once('.') else { continue };
+            let Some((id, ext)) = n.split_once('.') else {
+                continue;
+            };
             let Ok(id) = id.parse::<u64>() else { continue };
             match ext {
                 "full" => out.push((id, true)),
@@ -248,7 +255,14 @@ impl History {
 
     /// Reads one version's file: head always, entries only with `entries`.
     fn read(&self, root: &mut Root, id: u64, full: bool, entries: bool) -> Result<Read, Error> {
-        let rel = version_file(id, if full { Form::Full } else { Form::Diff { base: 0 } });
+        let rel = version_file(
+            id,
+            if full {
+                Form::Full
+            } else {
+                Form::Diff { base: 0 }
+            },
+        );
         let abs = self.path.join(&rel);
         let (file, _) = root.open_read(&rel)?;
         let mut seq = SeqReader::new(file);
@@ -306,9 +320,7 @@ impl History {
         let mut out = Vec::new();
         for (id, full) in self.files(&mut root)? {
             let r = self.read(&mut root, id, full, false)?;
-            let file_bytes = root
-                .stat(&version_file(id, r.form))?
-                .map_or(0, |s| s.size);
+            let file_bytes = root.stat(&version_file(id, r.form))?.map_or(0, |s| s.size);
             out.push(Listed {
                 head: r.head,
                 form: r.form,
@@ -324,7 +336,11 @@ impl History {
             return Ok(None);
         }
         let mut root = self.open()?;
-        let latest = self.files(&mut root)?.into_iter().rev().find(|(_, full)| *full);
+        let latest = self
+            .files(&mut root)?
+            .into_iter()
+            .rev()
+            .find(|(_, full)| *full);
         latest
             .map(|(id, _)| self.read(&mut root, id, true, false).map(|r| r.head))
             .transpose()
@@ -349,7 +365,10 @@ impl History {
                 Form::Full => None,
                 Form::Diff { base } if base > at => Some(base),
                 Form::Diff { .. } => {
-                    return Err(damaged(&self.path.join(version_file(at, r.form)), "bad base"))
+                    return Err(damaged(
+                        &self.path.join(version_file(at, r.form)),
+                        "bad base",
+                    ))
                 }
             };
             chain.push(r);
@@ -366,8 +385,11 @@ impl History {
                 entries: full.entries,
             });
         }
-        let mut map: BTreeMap<PathBuf, EntryRecord> =
-            full.entries.into_iter().map(|e| (e.path.clone(), e)).collect();
+        let mut map: BTreeMap<PathBuf, EntryRecord> = full
+            .entries
+            .into_iter()
+            .map(|e| (e.path.clone(), e))
+            .collect();
         for d in chain.into_iter().rev() {
             for p in d.removed {
                 map.remove(&p);
@@ -393,7 +415,11 @@ impl History {
         let files = self.files(&mut root)?;
         let next = files.last().map_or(1, |(id, _)| id + 1);
         head.id = next;
-        let latest = files.iter().rev().find(|(_, full)| *full).map(|(id, _)| *id);
+        let latest = files
+            .iter()
+            .rev()
+            .find(|(_, full)| *full)
+            .map(|(id, _)| *id);
         let (mut added, mut changed, mut removed_n) = (0u64, 0u64, 0u64);
         if let Some(old_id) = latest {
             let old = self.read(&mut root, old_id, true, true)?;
@@ -458,15 +484,16 @@ impl History {
         }
         let mut root = self.open_made()?;
         let files = self.files(&mut root)?;
-        let ids: BTreeMap<u64, (bool, bool)> = files.iter().fold(BTreeMap::new(), |mut m, (id, full)| {
-            let e = m.entry(*id).or_insert((false, false));
-            if *full {
-                e.0 = true;
-            } else {
-                e.1 = true;
-            }
-            m
-        });
+        let ids: BTreeMap<u64, (bool, bool)> =
+            files.iter().fold(BTreeMap::new(), |mut m, (id, full)| {
+                let e = m.entry(*id).or_insert((false, false));
+                if *full {
+                    e.0 = true;
+                } else {
+                    e.1 = true;
+                }
+                m
+            });
         let newest_full = files.iter().rev().find(|(_, f)| *f).map(|(id, _)| *id);
         for (&id, &(full, diff)) in &ids {
             if full && diff {
@@ -503,9 +530,7 @@ impl History {
         let pending = pending_path(sha);
         match root.link_from(live, rel, &pending) {
             Ok(()) => Ok(()),
-            Err(Error::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::AlreadyExists =>
-            {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
                 Ok(())
             }
             Err(Error::Io { source, .. }) if cannot_link(&source) => {
@@ -672,12 +697,16 @@ impl History {
         // Newest first: the version that refers to a dropped one is already final.
         for &id in ids.iter().rev() {
             let files = self.files(&mut root)?;
-            let Some(&(_, full)) = files.iter().find(|(i, _)| *i == id) else { continue };
+            let Some(&(_, full)) = files.iter().find(|(i, _)| *i == id) else {
+                continue;
+            };
             if full {
                 continue;
             }
             let dropped = self.read(&mut root, id, false, true)?;
-            let Form::Diff { base } = dropped.form else { continue };
+            let Form::Diff { base } = dropped.form else {
+                continue;
+            };
             // The next older version refers to `id` when its base is `id`.
             for &(older, f) in files.iter().filter(|(i, f)| *i < id && !*f) {
                 let _ = f;
@@ -707,7 +736,9 @@ impl History {
     pub fn tags(&self) -> Result<BTreeMap<String, u64>, Error> {
         let p = self.path.join(TAGS);
         match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::entry(&p, format!("damaged: {e}"))),
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| Error::entry(&p, format!("damaged: {e}")))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(e) => Err(Error::io("read", p, e)),
         }
@@ -766,8 +797,7 @@ fn copy_verified(
 ) -> Result<(), Error> {
     let (mut file, before) = src.open_read(rel)?;
     let mut temp = dst.create_temp(to)?;
-    let (digest, _) =
-        temp.fill_hashing(&mut file, before.is_sparse(), &|| false, &src.abs(rel))?;
+    let (digest, _) = temp.fill_hashing(&mut file, before.is_sparse(), &|| false, &src.abs(rel))?;
     if digest != *sha {
         return Err(Error::entry(
             src.abs(rel),

@@ -107,7 +107,14 @@ fn every_version_reads_back_exactly_and_only_the_newest_is_whole() {
 
 #[test]
 fn forgetting_any_versions_leaves_the_others_reading_the_same() {
-    for drop in [vec![1], vec![2], vec![4], vec![2, 3], vec![1, 3], vec![1, 2, 3, 4]] {
+    for drop in [
+        vec![1],
+        vec![2],
+        vec![4],
+        vec![2, 3],
+        vec![1, 3],
+        vec![1, 2, 3, 4],
+    ] {
         let (_d, h) = new_history();
         let s = states();
         let ids = record_all(&h, &s);
@@ -148,7 +155,8 @@ fn a_version_cut_short_by_a_kill_is_undone_and_a_finished_one_completed() {
     assert_eq!(h.state(2).unwrap().entries, s[1]);
     // Killed after the new full version was written, before the old one went.
     let full2 = std::fs::read(v.join("000000000002.full")).unwrap();
-    h.record(head(), || s[2].iter().map(|e| e.as_ref())).unwrap();
+    h.record(head(), || s[2].iter().map(|e| e.as_ref()))
+        .unwrap();
     std::fs::write(v.join("000000000002.full"), full2).unwrap();
     h.repair(&[]).unwrap();
     assert!(!v.join("000000000002.full").exists());
@@ -187,13 +195,24 @@ fn a_kept_file_is_moved_when_the_live_name_goes_and_copied_when_it_stays() {
     std::fs::remove_file(live.join("gone")).unwrap();
     h.settle_pending(&[]).unwrap();
     let obj = |s: &Digest| h.path().join(object_path(s));
-    assert_eq!(std::fs::metadata(obj(&gone)).unwrap().ino(), ino_gone, "moved");
+    assert_eq!(
+        std::fs::metadata(obj(&gone)).unwrap().ino(),
+        ino_gone,
+        "moved"
+    );
     assert_eq!(std::fs::read(obj(&stays)).unwrap(), b"stays");
-    assert_eq!(std::fs::metadata(obj(&stays)).unwrap().nlink(), 1, "a copy of its own");
+    assert_eq!(
+        std::fs::metadata(obj(&stays)).unwrap().nlink(),
+        1,
+        "a copy of its own"
+    );
     // An edit in place of the live file leaves the store's copy alone.
     std::fs::write(live.join("stays"), b"edited").unwrap();
     assert_eq!(std::fs::read(obj(&stays)).unwrap(), b"stays");
-    assert!(std::fs::read_dir(h.path().join("pending")).unwrap().next().is_none());
+    assert!(std::fs::read_dir(h.path().join("pending"))
+        .unwrap()
+        .next()
+        .is_none());
 }
 
 #[test]
@@ -230,7 +249,13 @@ fn kept_content_reaches_the_twin_even_after_a_kill_in_between() {
     std::fs::write(live.join("f"), b"old").unwrap();
     let sha = engine::hash::hash_reader(&mut &b"old"[..]).unwrap().0;
     let mut root = h.open_made().unwrap();
-    History::keep_file(&mut root, &mut Root::open(&live).unwrap(), Path::new("f"), &sha).unwrap();
+    History::keep_file(
+        &mut root,
+        &mut Root::open(&live).unwrap(),
+        Path::new("f"),
+        &sha,
+    )
+    .unwrap();
     std::fs::remove_file(live.join("f")).unwrap();
     // Killed after the object was made, before the twin got it.
     let obj = object_path(&sha);
@@ -239,5 +264,9 @@ fn kept_content_reaches_the_twin_even_after_a_kill_in_between() {
     h.repair(std::slice::from_ref(&twin)).unwrap();
     assert_eq!(std::fs::read(twin.path().join(&obj)).unwrap(), b"old");
     assert!(!h.path().join(pending_path(&sha)).exists());
-    assert_eq!(std::fs::metadata(h.path().join(&obj)).unwrap().nlink(), 2, "linked, not copied");
+    assert_eq!(
+        std::fs::metadata(h.path().join(&obj)).unwrap().nlink(),
+        2,
+        "linked, not copied"
+    );
 }

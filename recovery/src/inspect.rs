@@ -195,34 +195,6 @@ pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
     for e in selected(home, dir)? {
         let vd = VersionedDir::from_registry(&e);
         let history = vd.history();
-        let objects = match history.objects() {
-            Ok(o) => o,
-            Err(err) => {
-                println!("DAMAGED  {}: {err}", display(history.path()));
-                problems += 1;
-                continue;
-            }
-        };
-        let rels: Vec<std::path::PathBuf> =
-            objects.iter().map(|(sha, _)| history::object_path(sha)).collect();
-        for ((sha, _), r) in objects.iter().zip(hash::hash_many(history.path(), &rels)) {
-            objects_n += 1;
-            match r {
-                Ok((d, _)) if d == *sha => {}
-                Ok((d, _)) => {
-                    problems += 1;
-                    println!(
-                        "DAMAGED  {}: its bytes hash to {d}",
-                        display(&history.path().join(history::object_path(sha)))
-                    );
-                }
-                Err(err) => {
-                    problems += 1;
-                    println!("DAMAGED  {err}");
-                }
-            }
-        }
-        let held: BTreeSet<Digest> = objects.iter().map(|(s, _)| *s).collect();
         let listed = match history.list() {
             Ok(l) => l,
             Err(err) => {
@@ -231,7 +203,6 @@ pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
                 continue;
             }
         };
-        let live = crate::store::LiveCopies::of(&vd);
         // Each content some version needs, once: where it was first met, and by whom.
         let mut needed: BTreeMap<Digest, (std::path::PathBuf, u64, Vec<u64>)> = BTreeMap::new();
         for l in listed.iter().rev() {
@@ -240,39 +211,78 @@ pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
                 Ok(s) => s,
                 Err(err) => {
                     problems += 1;
-                    println!("DAMAGED  version {} of {}: {err}", l.head.id, display(&e.path));
+                    println!(
+                        "DAMAGED  version {} of {}: {err}",
+                        l.head.id,
+                        display(&e.path)
+                    );
                     continue;
                 }
             };
             for x in state.entries.into_iter().filter(|x| x.kind == Kind::File) {
                 let Some(sha) = x.sha256 else { continue };
-                if held.contains(&sha) {
-                    continue;
-                }
                 let n = needed.entry(sha).or_insert((x.path, x.size, Vec::new()));
                 if n.2.last() != Some(&l.head.id) {
                     n.2.push(l.head.id);
                 }
             }
         }
-        for (sha, (path, size, ids)) in needed {
-            if live.find(&path, &sha, size).is_none() {
+        let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+        let objects = match history.objects() {
+            Ok(o) => o,
+            Err(err) => {
+                println!("DAMAGED  {}: {err}", display(history.path()));
                 problems += 1;
-                let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
-                println!(
-                    "MISSING  {} of {} in the store {} (versions {}): its content (sha256 {}) is neither in the store nor in a live directory",
-                    display(&path),
-                    display(&e.path),
-                    display(&e.store),
-                    ids.join(", "),
-                    sha.to_hex()
-                );
+                continue;
+            }
+        };
+        let rels: Vec<std::path::PathBuf> = objects
+            .iter()
+            .map(|(sha, _)| history::object_path(sha))
+            .collect();
+        let mut held: BTreeSet<Digest> = BTreeSet::new();
+        for ((sha, _), r) in objects.iter().zip(hash::hash_many(history.path(), &rels)) {
+            objects_n += 1;
+            let what = match needed.get(sha) {
+                Some((p, _, v)) => {
+                    format!(" (the content of {} in versions {})", display(p), ids(v))
+                }
+                None => String::new(),
+            };
+            match r {
+                Ok((d, _)) if d == *sha => {
+                    held.insert(*sha);
+                }
+                Ok((d, _)) => {
+                    problems += 1;
+                    println!(
+                        "DAMAGED  {}: its bytes hash to {d}{what}",
+                        display(&history.path().join(history::object_path(sha)))
+                    );
+                }
+                Err(err) => {
+                    problems += 1;
+                    println!("DAMAGED  {err}{what}");
+                }
             }
         }
+        let live = crate::store::LiveCopies::of(&vd);
+        for (sha, (path, size, v)) in needed {
+            if held.contains(&sha) || live.find(&path, &sha, size).is_some() {
+                continue;
+            }
+            problems += 1;
+            println!(
+                "MISSING  {} of {} in the store {} (versions {}): its content (sha256 {}) is neither in the store nor in a live directory",
+                display(&path),
+                display(&e.path),
+                display(&e.store),
+                ids(&v),
+                sha.to_hex()
+            );
+        }
     }
-    println!(
-        "verified {objects_n} stored files and {versions_n} versions: {problems} problems"
-    );
+    println!("verified {objects_n} stored files and {versions_n} versions: {problems} problems");
     Ok(if problems > 0 { 1 } else { 0 })
 }
 
@@ -288,7 +298,12 @@ pub fn forget(home: &DataHome, dir: &Path, keep: Keep, dry_run: bool) -> Result<
     let _lock = vd.lock(home).map_err(Refusal::from)?;
     let history = vd.history();
     let listed = history.list().map_err(Refusal::from)?;
-    let tagged: BTreeSet<u64> = history.tags().map_err(Refusal::from)?.values().copied().collect();
+    let tagged: BTreeSet<u64> = history
+        .tags()
+        .map_err(Refusal::from)?
+        .values()
+        .copied()
+        .collect();
     let times: Vec<_> = listed
         .iter()
         .map(|l| (l.head.id, crate::store::parse_time(&l.head.made)))
@@ -328,7 +343,10 @@ pub fn forget(home: &DataHome, dir: &Path, keep: Keep, dry_run: bool) -> Result<
 /// Tags version `spec` of `dir` `name` (a tag names one version; it moves if it
 /// named another).
 pub fn tag(home: &DataHome, dir: &Path, spec: &str, name: &str) -> Result<i32, Refusal> {
-    if name.is_empty() || name.bytes().all(|b| b.is_ascii_digit()) || matches!(name, "latest" | "previous") {
+    if name.is_empty()
+        || name.bytes().all(|b| b.is_ascii_digit())
+        || matches!(name, "latest" | "previous")
+    {
         return Err(Refusal::new(format!(
             "{name:?} cannot be a tag: it would read as a version id or a keyword"
         )));

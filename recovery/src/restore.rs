@@ -74,7 +74,12 @@ pub fn find_versioned(
         }
     }
     let stores: Vec<VersionedDir> = candidates.iter().map(VersionedDir::from_registry).collect();
-    let made = |vd: &VersionedDir| vd.latest().ok().flatten().map(|h| crate::store::parse_time(&h.made));
+    let made = |vd: &VersionedDir| {
+        vd.latest()
+            .ok()
+            .flatten()
+            .map(|h| crate::store::parse_time(&h.made))
+    };
     let chosen = stores
         .iter()
         .enumerate()
@@ -98,14 +103,26 @@ pub fn find_versioned(
 pub fn select(vd: &VersionedDir, spec: &str) -> Result<VersionHead, Refusal> {
     let history = vd.history();
     let listed = history.list().map_err(Refusal::from)?;
-    let hint = || format!("`recovery list {}` shows the versions there are", display(vd.dir()));
+    let hint = || {
+        format!(
+            "`recovery list {}` shows the versions there are",
+            display(vd.dir())
+        )
+    };
     let newest_first: Vec<&VersionHead> = listed.iter().rev().map(|l| &l.head).collect();
-    let by_id = |id: u64| newest_first.iter().find(|h| h.id == id).map(|h| (*h).clone());
+    let by_id = |id: u64| {
+        newest_first
+            .iter()
+            .find(|h| h.id == id)
+            .map(|h| (*h).clone())
+    };
     let found = match spec {
         "" | "latest" | "_1" => newest_first.first().map(|h| (*h).clone()),
         "previous" | "_0" => newest_first.get(1).map(|h| (*h).clone()),
         s if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-            let id: u64 = s.parse().map_err(|_| Refusal::new(format!("no version {s}")))?;
+            let id: u64 = s
+                .parse()
+                .map_err(|_| Refusal::new(format!("no version {s}")))?;
             by_id(id)
         }
         s => {

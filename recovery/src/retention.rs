@@ -10,12 +10,21 @@ pub use engine::run::config::Keep;
 /// The ids `keep` keeps of `versions` (id, time made), any order: the newest `last`;
 /// for each of hourly, daily and weekly, the newest version of each of the newest N
 /// periods that have one; every tagged one; and always the latest.
-pub fn kept(versions: &[(u64, DateTime<Utc>)], tagged: &BTreeSet<u64>, keep: &Keep) -> BTreeSet<u64> {
+pub fn kept(
+    versions: &[(u64, DateTime<Utc>)],
+    tagged: &BTreeSet<u64>,
+    keep: &Keep,
+) -> BTreeSet<u64> {
     let mut newest_first: Vec<(u64, DateTime<Utc>)> = versions.to_vec();
-    newest_first.sort_by(|a, b| (b.1, b.0).cmp(&(a.1, a.0)));
+    newest_first.sort_by_key(|v| std::cmp::Reverse((v.1, v.0)));
     let mut out: BTreeSet<u64> = newest_first.first().map(|v| v.0).into_iter().collect();
     out.extend(newest_first.iter().take(keep.last as usize).map(|v| v.0));
-    out.extend(versions.iter().map(|v| v.0).filter(|id| tagged.contains(id)));
+    out.extend(
+        versions
+            .iter()
+            .map(|v| v.0)
+            .filter(|id| tagged.contains(id)),
+    );
     type Period = fn(&DateTime<Utc>) -> (i32, u32, u32, u32);
     let periods: [(u32, Period); 3] = [
         (keep.hourly, |t| (t.year(), t.month(), t.day(), t.hour())),
@@ -62,9 +71,15 @@ mod tests {
 
     #[test]
     fn the_latest_and_tagged_versions_are_always_kept() {
-        let v = [(1, at("2026-01-01T00:00:00Z")), (2, at("2026-01-02T00:00:00Z"))];
+        let v = [
+            (1, at("2026-01-01T00:00:00Z")),
+            (2, at("2026-01-02T00:00:00Z")),
+        ];
         assert_eq!(kept(&v, &BTreeSet::new(), &none()), BTreeSet::from([2]));
-        assert_eq!(kept(&v, &BTreeSet::from([1]), &none()), BTreeSet::from([1, 2]));
+        assert_eq!(
+            kept(&v, &BTreeSet::from([1]), &none()),
+            BTreeSet::from([1, 2])
+        );
     }
 
     #[test]
@@ -87,9 +102,15 @@ mod tests {
             (5, at("2026-01-01T11:50:00Z")),
             (6, at("2026-01-01T13:00:00Z")),
         ];
-        let keep = Keep { hourly: 2, ..none() };
+        let keep = Keep {
+            hourly: 2,
+            ..none()
+        };
         assert_eq!(kept(&v, &BTreeSet::new(), &keep), BTreeSet::from([5, 6]));
-        let keep = Keep { hourly: 3, ..none() };
+        let keep = Keep {
+            hourly: 3,
+            ..none()
+        };
         assert_eq!(kept(&v, &BTreeSet::new(), &keep), BTreeSet::from([3, 5, 6]));
     }
 
@@ -103,10 +124,22 @@ mod tests {
             (5, at("2026-02-20T09:00:00Z")), // week 8
         ];
         let daily = Keep { daily: 3, ..none() };
-        assert_eq!(kept(&v, &BTreeSet::new(), &daily), BTreeSet::from([3, 4, 5]));
-        let weekly = Keep { weekly: 3, ..none() };
-        assert_eq!(kept(&v, &BTreeSet::new(), &weekly), BTreeSet::from([3, 4, 5]));
-        let weekly = Keep { weekly: 2, ..none() };
+        assert_eq!(
+            kept(&v, &BTreeSet::new(), &daily),
+            BTreeSet::from([3, 4, 5])
+        );
+        let weekly = Keep {
+            weekly: 3,
+            ..none()
+        };
+        assert_eq!(
+            kept(&v, &BTreeSet::new(), &weekly),
+            BTreeSet::from([3, 4, 5])
+        );
+        let weekly = Keep {
+            weekly: 2,
+            ..none()
+        };
         assert_eq!(kept(&v, &BTreeSet::new(), &weekly), BTreeSet::from([4, 5]));
     }
 

@@ -31,8 +31,8 @@ use crate::history::{self, History, VersionHead, Why};
 use crate::manifest::{self, Manifest};
 use crate::registry::{RegEntry, Registry};
 
-pub use crate::slots::{check_store, remove_tree, resolve_store};
 use crate::slots::tree_at;
+pub use crate::slots::{check_store, remove_tree, resolve_store};
 
 /// What the store keeps: the retention policy and the size budget.
 #[derive(Debug, Clone, Copy, Default)]
@@ -126,7 +126,11 @@ impl VersionedDir {
     }
 
     /// Keeps versions as `retention` says, and tags the next version made `tag`.
-    pub fn with_policy(mut self, (keep, max_bytes): (Keep, Option<u64>), tag: Option<String>) -> Self {
+    pub fn with_policy(
+        mut self,
+        (keep, max_bytes): (Keep, Option<u64>),
+        tag: Option<String>,
+    ) -> Self {
         self.retention = Retention { keep, max_bytes };
         self.tag = tag;
         self
@@ -358,14 +362,17 @@ impl VersionedDir {
             .filter(|id| !kept.contains(id))
             .collect();
         self.forget(&history, &listed, &drop)?;
-        let Some(budget) = self.retention.max_bytes else { return Ok(()) };
+        let Some(budget) = self.retention.max_bytes else {
+            return Ok(());
+        };
         loop {
             let used = self.store_bytes()?;
             if used <= budget {
                 return Ok(());
             }
             let listed = history.list()?;
-            let newest_two: BTreeSet<u64> = listed.iter().rev().take(2).map(|l| l.head.id).collect();
+            let newest_two: BTreeSet<u64> =
+                listed.iter().rev().take(2).map(|l| l.head.id).collect();
             let Some(oldest) = listed
                 .iter()
                 .map(|l| l.head.id)
@@ -507,15 +514,12 @@ impl VersionedDir {
 
     fn register_if_missing(&self, home: &DataHome) -> Result<(), Error> {
         let reg = Registry::load(home)?;
-        let all_there = reg
-            .find(&self.dir)
-            .is_some_and(|e| {
-                e.store == self.store && self.live_dirs()[1..].iter().all(|t| e.twins.contains(t))
-            })
-            && self
-                .aliases
-                .iter()
-                .all(|a| reg.find(a).is_some_and(|e| e.store == self.store));
+        let all_there = reg.find(&self.dir).is_some_and(|e| {
+            e.store == self.store && self.live_dirs()[1..].iter().all(|t| e.twins.contains(t))
+        }) && self
+            .aliases
+            .iter()
+            .all(|a| reg.find(a).is_some_and(|e| e.store == self.store));
         if all_there {
             Ok(())
         } else {
@@ -591,10 +595,11 @@ impl VersionedDir {
         if root.stat(marker)?.is_none() {
             let known: Vec<VersionHead> = history.list()?.into_iter().map(|l| l.head).collect();
             for (slot, m) in &versions {
-                if known
-                    .iter()
-                    .any(|h| h.why == Why::Migrated && h.made == m.head.made && h.dir_sha256 == m.head.dir_sha256)
-                {
+                if known.iter().any(|h| {
+                    h.why == Why::Migrated
+                        && h.made == m.head.made
+                        && h.dir_sha256 == m.head.dir_sha256
+                }) {
                     continue;
                 }
                 let entries = || m.entries.iter().map(|e| e.as_ref());
@@ -604,7 +609,10 @@ impl VersionedDir {
                     made: m.head.made.clone(),
                     why: Why::Migrated,
                     dir_sha256: m.head.dir_sha256.clone(),
-                    meta_sha256: history::meta_digest(entries(), (m.head.root_mode, m.head.root_mtime)),
+                    meta_sha256: history::meta_digest(
+                        entries(),
+                        (m.head.root_mode, m.head.root_mtime),
+                    ),
                     files: m.head.files,
                     bytes: m.head.bytes,
                     root_mode: m.head.root_mode,
@@ -629,7 +637,9 @@ impl VersionedDir {
             .filter_map(|d| Root::open(d).ok())
             .collect();
         for (slot, m) in &versions {
-            let Some(slot_name) = slot.file_name().map(PathBuf::from) else { continue };
+            let Some(slot_name) = slot.file_name().map(PathBuf::from) else {
+                continue;
+            };
             for e in m.entries.iter().filter(|e| e.kind == Kind::File) {
                 let Some(sha) = e.sha256 else { continue };
                 let obj = Path::new(&self.name).join(history::object_path(&sha));
@@ -637,7 +647,9 @@ impl VersionedDir {
                 if store.stat(&obj)?.is_some() {
                     continue;
                 }
-                let Some(st) = store.stat(&old)? else { continue };
+                let Some(st) = store.stat(&old)? else {
+                    continue;
+                };
                 // The very file a live directory holds: its content is live, not kept.
                 let live = lives.iter_mut().any(|r| {
                     matches!(r.stat(&e.path), Ok(Some(l)) if l.ino == st.ino && l.dev == st.dev)
@@ -706,7 +718,12 @@ impl LiveCopies {
         sha: &Digest,
         size: u64,
     ) -> Option<(Option<(std::fs::File, engine::fs::Stat)>, PathBuf)> {
-        let others = self.by_sha.get(sha).into_iter().flatten().filter(|q| *q != p);
+        let others = self
+            .by_sha
+            .get(sha)
+            .into_iter()
+            .flatten()
+            .filter(|q| *q != p);
         for q in std::iter::once(&p.to_path_buf()).chain(others) {
             for d in &self.lives {
                 let Ok(mut r) = Root::open(d) else { continue };

@@ -23,7 +23,12 @@ fn setup() -> (tempfile::TempDir, PathBuf, DataHome, VersionedDir) {
     replace(&replica.join("a"), b"a1");
     replace(&replica.join("d/b"), b"b1");
     let home = DataHome::at(d.path().join("home"));
-    let v = VersionedDir::new(&replica, &d.path().join("store"), VersionMode::Link, Vec::new());
+    let v = VersionedDir::new(
+        &replica,
+        &d.path().join("store"),
+        VersionMode::Link,
+        Vec::new(),
+    );
     (d, replica, home, v)
 }
 
@@ -48,17 +53,22 @@ fn inodes(dir: &Path) -> BTreeSet<u64> {
 #[test]
 fn no_store_file_shares_an_inode_with_a_live_file_after_a_pass() {
     let (d, replica, home, v) = setup();
-    v.record(&home, &replica, &hashed_tree(&replica)).unwrap().unwrap();
+    v.record(&home, &replica, &hashed_tree(&replica))
+        .unwrap()
+        .unwrap();
     // A pass replaces "a" and deletes "d/b": kept first, then changed.
     let mut before = hashed_tree(&replica);
     let lost: Vec<(PathBuf, Option<Digest>)> = ["a", "d/b"]
         .iter()
         .map(|p| (PathBuf::from(p), before.entries[Path::new(p)].hash))
         .collect();
-    v.keep_files(&home, &replica, &mut before, &lost, None).unwrap();
+    v.keep_files(&home, &replica, &mut before, &lost, None)
+        .unwrap();
     replace(&replica.join("a"), b"a2");
     std::fs::remove_file(replica.join("d/b")).unwrap();
-    v.record(&home, &replica, &hashed_tree(&replica)).unwrap().unwrap();
+    v.record(&home, &replica, &hashed_tree(&replica))
+        .unwrap()
+        .unwrap();
     let store = inodes(&d.path().join("store"));
     let live = inodes(&replica);
     assert!(store.is_disjoint(&live), "store {store:?} live {live:?}");
@@ -66,7 +76,10 @@ fn no_store_file_shares_an_inode_with_a_live_file_after_a_pass() {
     std::fs::write(replica.join("a"), b"in place").unwrap();
     let first = v.history().state(1).unwrap();
     for e in first.entries.iter().filter(|e| e.kind == Kind::File) {
-        let obj = v.history().path().join(history::object_path(&e.sha256.unwrap()));
+        let obj = v
+            .history()
+            .path()
+            .join(history::object_path(&e.sha256.unwrap()));
         let (got, _) = hash::hash_file(&obj).unwrap();
         assert_eq!(Some(got), e.sha256, "{}", e.path.display());
     }
@@ -75,18 +88,22 @@ fn no_store_file_shares_an_inode_with_a_live_file_after_a_pass() {
 #[test]
 fn a_hand_edit_that_no_version_holds_is_saved_as_a_version_before_it_goes() {
     let (_d, replica, home, v) = setup();
-    v.record(&home, &replica, &hashed_tree(&replica)).unwrap().unwrap();
+    v.record(&home, &replica, &hashed_tree(&replica))
+        .unwrap()
+        .unwrap();
     replace(&replica.join("a"), b"hand edit");
     let mut before = hashed_tree(&replica);
     let lost = vec![(PathBuf::from("a"), before.entries[Path::new("a")].hash)];
-    v.keep_files(&home, &replica, &mut before, &lost, None).unwrap();
+    v.keep_files(&home, &replica, &mut before, &lost, None)
+        .unwrap();
     let listed = v.history().list().unwrap();
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[1].head.why, Why::BeforePass);
     // Content the latest version holds needs no version of its own.
     let mut again = hashed_tree(&replica);
     let lost = vec![(PathBuf::from("d/b"), again.entries[Path::new("d/b")].hash)];
-    v.keep_files(&home, &replica, &mut again, &lost, None).unwrap();
+    v.keep_files(&home, &replica, &mut again, &lost, None)
+        .unwrap();
     assert_eq!(v.history().list().unwrap().len(), 2);
 }
 
@@ -104,12 +121,19 @@ fn the_retention_policy_drops_old_versions_and_keeps_tagged_ones() {
         replace(&replica.join("a"), format!("a{i}").as_bytes());
         let mut before = hashed_tree(&replica);
         let lost = vec![(PathBuf::from("a"), before.entries[Path::new("a")].hash)];
-        v.keep_files(&home, &replica, &mut before, &lost, None).unwrap();
+        v.keep_files(&home, &replica, &mut before, &lost, None)
+            .unwrap();
         replace(&replica.join("a"), format!("after {i}").as_bytes());
         v.record_pass(&home, &replica, &hashed_tree(&replica), None, true)
             .unwrap();
     }
-    let ids: Vec<u64> = v.history().list().unwrap().iter().map(|l| l.head.id).collect();
+    let ids: Vec<u64> = v
+        .history()
+        .list()
+        .unwrap()
+        .iter()
+        .map(|l| l.head.id)
+        .collect();
     let tags = v.history().tags().unwrap();
     // The tag moves to each pass's version; the newest two stay.
     assert_eq!(tags.get("first"), ids.last());
@@ -132,7 +156,8 @@ fn a_size_budget_drops_the_oldest_versions_but_never_the_latest_two() {
     for i in 0..4 {
         let mut before = hashed_tree(&replica);
         let lost = vec![(PathBuf::from("a"), before.entries[Path::new("a")].hash)];
-        v.keep_files(&home, &replica, &mut before, &lost, None).unwrap();
+        v.keep_files(&home, &replica, &mut before, &lost, None)
+            .unwrap();
         replace(&replica.join("a"), vec![b'x'; 1000 + i].as_slice());
         v.record_pass(&home, &replica, &hashed_tree(&replica), None, true)
             .unwrap();
@@ -151,7 +176,9 @@ fn legacy_store(replica: &Path, v: &VersionedDir) -> (Tree, Tree) {
     std::fs::create_dir_all(zero.join("d")).unwrap();
     std::fs::hard_link(replica.join("d/b"), zero.join("d/b")).unwrap();
     std::fs::copy(replica.join("a"), zero.join("a")).unwrap();
-    Manifest::from_tree(replica, &old, None).save(&zero).unwrap();
+    Manifest::from_tree(replica, &old, None)
+        .save(&zero)
+        .unwrap();
     replace(&replica.join("a"), b"a2");
     let new = hashed_tree(replica);
     let one = store.join(format!("{}_1", v.name()));
@@ -216,10 +243,13 @@ fn a_migration_cut_short_goes_on_where_it_stopped() {
         head.why = Why::Migrated;
         head.made = m.head.made.clone();
         head.dir_sha256 = m.head.dir_sha256.clone();
-        let id = history.record(head, || m.entries.iter().map(|e| e.as_ref())).unwrap();
+        let id = history
+            .record(head, || m.entries.iter().map(|e| e.as_ref()))
+            .unwrap();
         assert_eq!(id, i as u64 + 1);
     }
-    root.write_atomic_with(Path::new("migrated"), |_| Ok(())).unwrap();
+    root.write_atomic_with(Path::new("migrated"), |_| Ok(()))
+        .unwrap();
     v.repair().unwrap();
     assert_eq!(history.list().unwrap().len(), 2, "not recorded twice");
     let a1 = old.entries[Path::new("a")].hash.unwrap();

@@ -258,11 +258,15 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
 /// content in `taken_by_hand` (SHA-256s, hex): a version's content that the user
 /// replaced or deleted by hand in every live directory that held it before a pass
 /// could keep it (the newest versions' files are the live ones).
-pub fn assert_verified_but(env: &Env, taken_by_hand: &std::collections::BTreeSet<String>, what: &str) {
+pub fn assert_verified_but(
+    env: &Env,
+    taken_by_hand: &std::collections::BTreeSet<String>,
+    what: &str,
+) {
     let verify = env.run("recovery", ["verify"]);
     for line in verify.stdout().lines() {
-        let by_hand = line.starts_with("MISSING")
-            && taken_by_hand.iter().any(|h| line.contains(h.as_str()));
+        let by_hand =
+            line.starts_with("MISSING") && taken_by_hand.iter().any(|h| line.contains(h.as_str()));
         assert!(
             !line.starts_with("DAMAGED") && (!line.starts_with("MISSING") || by_hand),
             "{what}: {line}"

@@ -10,8 +10,9 @@ use integration_tests::*;
 
 const OLD: i64 = 1_600_000_000;
 
-/// (which, version path, directory SHA-256) of every version of `dir`.
-fn versions(env: &Env, dir: &Path) -> Vec<(String, PathBuf, String)> {
+/// (which, id, directory SHA-256) of every version of `dir`, newest first; `which` is
+/// "latest", "previous" or empty.
+fn versions(env: &Env, dir: &Path) -> Vec<(String, String, String)> {
     let run = env.run("recovery", [Path::new("list"), dir, Path::new("--json")]);
     run.expect(0);
     let v: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap();
@@ -21,20 +22,58 @@ fn versions(env: &Env, dir: &Path) -> Vec<(String, PathBuf, String)> {
         .iter()
         .map(|x| {
             (
-                x["which"].as_str().unwrap().to_string(),
-                PathBuf::from(x["path"].as_str().unwrap()),
+                x["which"].as_str().unwrap_or("").to_string(),
+                x["id"].to_string(),
                 x["dir_sha256"].as_str().unwrap().to_string(),
             )
         })
         .collect()
 }
 
-fn version(env: &Env, dir: &Path, which: &str) -> (PathBuf, String) {
+/// (id, directory SHA-256) of the version `which` of `dir`.
+fn version(env: &Env, dir: &Path, which: &str) -> (String, String) {
     versions(env, dir)
         .into_iter()
         .find(|v| v.0 == which)
         .map(|v| (v.1, v.2))
         .unwrap_or_else(|| panic!("no {which} version of {}", dir.display()))
+}
+
+/// `recovery restore DIR --version V --to TO`.
+fn restore_version(env: &Env, dir: &Path, v: &str, to: &Path) {
+    env.run(
+        "recovery",
+        [
+            "restore".as_ref(),
+            dir.as_os_str(),
+            "--version".as_ref(),
+            v.as_ref(),
+            "--to".as_ref(),
+            to.as_os_str(),
+        ],
+    )
+    .expect(0);
+}
+
+/// Every inode of the regular files under `root`, the store's left out when
+/// `skip` names it.
+fn inodes(root: &Path, skip: Option<&Path>) -> HashSet<u64> {
+    let mut out = HashSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        if Some(p.as_path()) == skip {
+            continue;
+        }
+        let md = fs::symlink_metadata(&p).unwrap();
+        if md.is_dir() {
+            for e in fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        } else if md.is_file() {
+            out.insert(md.ino());
+        }
+    }
+    out
 }
 
 fn small_tree(root: &Path) {
@@ -118,7 +157,11 @@ fn latest_and_previous_follow_the_last_two_changes() {
     );
     let after: Vec<String> = versions(&env, &src).into_iter().map(|v| v.2).collect();
     assert_eq!(after, shas, "an unchanged pass made a version");
-    assert!(!after.contains(&first), "the first state should be gone");
+    assert_eq!(after.len(), 3);
+    assert_eq!(
+        after[2], first,
+        "history goes back past the previous version"
+    );
 
     let (prev_to, latest_to) = (env.path("prev"), env.path("latest"));
     env.run(
@@ -152,68 +195,75 @@ fn latest_and_previous_follow_the_last_two_changes() {
     assert_eq!(strip_root(snapshot(&latest_to)), strip_root(third));
 }
 
-fn inode(p: &Path) -> u64 {
-    fs::symlink_metadata(p).unwrap().ino()
-}
-
 #[test]
-fn versions_are_hard_link_snapshots() {
+fn edits_in_place_of_any_live_file_leave_every_version_restorable() {
     let env = Env::new();
     let (src, dst) = (env.path("src"), env.path("dst"));
     fs::create_dir(&dst).unwrap();
+    let store = dst.join("__versions__");
     write(&src.join("same"), "unchanged");
     write(&src.join("changes"), "v1");
     env.oneway(&src, &dst, &[]).expect(0);
-    write(&src.join("changes"), "v2");
+    write(&src.join("changes"), "v2, edited in place");
     env.oneway(&src, &dst, &[]).expect(0);
-    let (one, _) = version(&env, &src, "latest");
-    let (zero, _) = version(&env, &src, "previous");
-    assert_eq!(inode(&one.join("same")), inode(&zero.join("same")));
-    assert_ne!(inode(&one.join("changes")), inode(&zero.join("changes")));
-    assert_eq!(inode(&one.join("same")), inode(&dst.join("same")));
-    assert_eq!(inode(&one.join("changes")), inode(&dst.join("changes")));
-    assert_eq!(fs::read_to_string(zero.join("changes")).unwrap(), "v1");
-
-    // Later versions reuse the dropped one's tree: the same guarantees hold.
-    for (i, v) in ["v3", "v4", "v5"].iter().enumerate() {
-        write(&src.join("changes"), v);
-        write(&src.join(format!("added-{i}")), v);
-        if i == 1 {
-            fs::remove_file(src.join("added-0")).unwrap();
-        }
-        env.oneway(&src, &dst, &[]).expect(0);
-        let (one, _) = version(&env, &src, "latest");
-        let (zero, _) = version(&env, &src, "previous");
-        assert_eq!(inode(&one.join("same")), inode(&zero.join("same")));
-        assert_eq!(inode(&one.join("same")), inode(&dst.join("same")));
-        assert_eq!(fs::read_to_string(one.join("changes")).unwrap(), *v);
-        let before = if i == 0 { "v2" } else { ["v3", "v4"][i - 1] };
-        assert_eq!(fs::read_to_string(zero.join("changes")).unwrap(), before);
-        assert_eq!(one.join("added-0").exists(), i != 1 && i != 2);
+    // No file of the store is a live file.
+    let live: HashSet<u64> = inodes(&src, None)
+        .union(&inodes(&dst, Some(&store)))
+        .copied()
+        .collect();
+    assert!(inodes(&store, None).is_disjoint(&live));
+    // Each live file edited in place, one side at a time: appended, truncated,
+    // rewritten, chmod and touch.
+    let append = |p: &Path, b: &[u8]| {
+        use std::io::Write;
+        fs::OpenOptions::new()
+            .append(true)
+            .open(p)
+            .unwrap()
+            .write_all(b)
+            .unwrap();
+    };
+    append(&dst.join("changes"), b" and appended in BACKUP");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("same"))
+        .unwrap()
+        .set_len(2)
+        .unwrap();
+    chmod(&dst.join("same"), 0o600);
+    set_mtime(&src.join("changes"), OLD, 0);
+    for (v, changes) in [("previous", "v1"), ("latest", "v2, edited in place")] {
+        let to = env.path(&format!("restored-{v}"));
+        restore_version(&env, &src, v, &to);
+        assert_eq!(
+            fs::read_to_string(to.join("same")).unwrap(),
+            "unchanged",
+            "{v}"
+        );
+        assert_eq!(
+            fs::read_to_string(to.join("changes")).unwrap(),
+            changes,
+            "{v}"
+        );
     }
     env.run("recovery", ["verify"]).expect(0);
 }
 
-fn copy_mode_checks(env: &Env, src: &Path, dst: &Path, extra: &[&str]) {
+/// Two passes, then: the replaced content is in `store`, which shares no inode with
+/// BACKUP, and every version restores.
+fn store_checks(env: &Env, src: &Path, dst: &Path, extra: &[&str], store: &Path) {
     write(&src.join("same"), "unchanged");
     write(&src.join("changes"), "v1");
     set_mtime(&src.join("same"), OLD, 0);
     env.oneway(src, dst, extra).expect(0);
     write(&src.join("changes"), "v2");
     env.oneway(src, dst, extra).expect(0);
-    let (one, _) = version(env, src, "latest");
-    let (zero, _) = version(env, src, "previous");
-    assert_ne!(
-        inode(&one.join("same")),
-        inode(&dst.join("same")),
-        "copy mode linked BACKUP"
-    );
-    assert_eq!(
-        inode(&one.join("same")),
-        inode(&zero.join("same")),
-        "unchanged files not shared"
-    );
-    assert_eq!(fs::read_to_string(zero.join("changes")).unwrap(), "v1");
+    assert!(store_holds(store, b"v1"), "the replaced file is kept");
+    assert!(inodes(store, None).is_disjoint(&inodes(dst, Some(store))));
+    let to = env.path("previous");
+    restore_version(env, src, "previous", &to);
+    assert_eq!(fs::read_to_string(to.join("changes")).unwrap(), "v1");
+    assert_eq!(fs::read_to_string(to.join("same")).unwrap(), "unchanged");
     let before = snapshot(src);
     fs::remove_dir_all(src).unwrap();
     env.run("recovery", ["restore".as_ref(), src.as_os_str()])
@@ -222,13 +272,20 @@ fn copy_mode_checks(env: &Env, src: &Path, dst: &Path, extra: &[&str]) {
 }
 
 #[test]
-fn copy_mode_copies_versions_and_still_restores() {
+fn copy_mode_is_read_as_on_and_still_restores() {
     let env = Env::new();
     let (src, dst) = (env.path("src"), env.path("dst"));
     fs::create_dir(&dst).unwrap();
     let cfg = env.path("copy.json");
     write(&cfg, r#"{"versions": "copy"}"#);
-    copy_mode_checks(&env, &src, &dst, &["--config", cfg.to_str().unwrap()]);
+    let store = dst.join("__versions__");
+    store_checks(
+        &env,
+        &src,
+        &dst,
+        &["--config", cfg.to_str().unwrap()],
+        &store,
+    );
 }
 
 #[test]
@@ -239,18 +296,19 @@ fn store_on_another_filesystem_is_copied() {
         || fs::metadata(shm).unwrap().dev() == fs::metadata(env.dir.path()).unwrap().dev()
     {
         eprintln!(
-            "no second filesystem here; covered by copy_mode_copies_versions_and_still_restores"
+            "no second filesystem here; covered by copy_mode_is_read_as_on_and_still_restores"
         );
         return;
     }
     let store = tempfile::tempdir_in(shm).unwrap();
     let (src, dst) = (env.path("src"), env.path("dst"));
     fs::create_dir(&dst).unwrap();
-    copy_mode_checks(
+    store_checks(
         &env,
         &src,
         &dst,
         &["--store", store.path().to_str().unwrap()],
+        store.path(),
     );
 }
 
@@ -268,16 +326,17 @@ fn metadata_only_change_keeps_the_old_metadata_in_the_version() {
     env.oneway(&src, &dst, &[]).expect(0);
     chmod(&src.join("chmodded"), 0o600);
     set_mtime(&src.join("touched"), OLD + 100, 0);
-    write(&src.join("other"), "2");
     env.oneway(&src, &dst, &[]).expect(0);
-    let (zero, _) = version(&env, &src, "previous");
+    assert_eq!(
+        versions(&env, &src).len(),
+        2,
+        "a change of metadata alone is a version"
+    );
+    let zero = env.path("previous");
+    restore_version(&env, &src, "previous", &zero);
     for f in ["chmodded", "touched"] {
         let md = fs::metadata(zero.join(f)).unwrap();
-        assert_eq!(
-            (md.mode() & 0o7777, md.mtime()),
-            (0o644, OLD),
-            "{f}: the inode shared with the version was changed in place"
-        );
+        assert_eq!((md.mode() & 0o7777, md.mtime()), (0o644, OLD), "{f}");
     }
     let c = fs::metadata(dst.join("chmodded")).unwrap();
     assert_eq!((c.mode() & 0o7777, c.mtime()), (0o600, OLD));
@@ -323,11 +382,17 @@ fn a_version_after_a_small_change_costs_the_changed_bytes_plus_directories() {
     }
     env.oneway(&src, &dst, &[]).expect(0);
     let growth = disk_usage(&dst).saturating_sub(before);
-    let (one, _) = version(&env, &src, "latest");
-    let manifest = fs::metadata(one.join(".twoway-manifest")).unwrap().blocks() * 512;
-    let dirs = 41 * 4096;
+    // The old files moved into the store cost nothing; the new ones, the version's
+    // manifest (a difference: a few entries) and the folders the store files its
+    // content in (one per leading byte of a SHA-256) are the growth.
+    let folders = fs::read_dir(dst.join("__versions__"))
+        .unwrap()
+        .flatten()
+        .filter(|h| h.path().join("objects").is_dir())
+        .map(|h| fs::read_dir(h.path().join("objects")).unwrap().count() as u64)
+        .sum::<u64>();
     assert!(
-        growth <= changed + dirs + manifest + 64 * 1024,
+        growth <= changed + folders * 4096 + 64 * 1024,
         "store grew by {growth} bytes for {changed} changed bytes"
     );
     // And far less than a second copy.
@@ -469,9 +534,20 @@ fn verify_names_a_damaged_stored_file() {
     write(&src.join("good"), "fine");
     write(&src.join("sub/bad"), "will rot");
     env.oneway(&src, &dst, &[]).expect(0);
+    write(
+        &src.join("sub/bad"),
+        "replaced: the old bytes go into the store",
+    );
+    env.oneway(&src, &dst, &[]).expect(0);
     env.run("recovery", ["verify"]).expect(0);
-    let (one, _) = version(&env, &src, "latest");
-    fs::write(one.join("sub/bad"), "has rot!").unwrap();
+    let store = dst.join("__versions__");
+    let object = files_of(&store)
+        .into_iter()
+        .map(|(p, _)| store.join(p))
+        .find(|p| fs::read(p).unwrap() == b"will rot")
+        .expect("the replaced file in the store");
+    chmod(&object, 0o644);
+    fs::write(&object, "has rot!").unwrap();
     let run = env.run("recovery", ["verify".as_ref(), src.as_os_str()]);
     run.expect(1);
     assert!(run.stdout().contains("sub/bad"), "{}", run.stdout());
@@ -615,8 +691,7 @@ fn content_found_only_in_backup_is_versioned_before_a_pass_replaces_or_deletes_i
     env.oneway(&src, &dst, &[]).expect(0);
     let store = dst.join("__versions__");
 
-    // In BACKUP: f replaced by a new file (no version has it), g edited in place (the
-    // latest version shares its inode).
+    // In BACKUP: f replaced by a new file, g edited in place (no version has either).
     let tmp = dst.join("f.new");
     write(&tmp, "edited in backup");
     fs::rename(&tmp, dst.join("f")).unwrap();
@@ -649,6 +724,12 @@ fn content_found_only_in_backup_is_versioned_before_a_pass_replaces_or_deletes_i
         store_holds(&store, b"stray in backup"),
         "a deleted file was lost: no version holds it"
     );
-    env.run("recovery", ["verify".as_ref(), src.as_os_str()])
-        .expect(0);
+    // The first version's f and g were changed by hand on both sides (the newest
+    // version's files are the live ones): only those are missing.
+    let sha = |b: &[u8]| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(b))
+    };
+    let by_hand = [sha(b"one"), sha(b"g one")].into_iter().collect();
+    assert_verified_but(&env, &by_hand, "after the hand edits");
 }

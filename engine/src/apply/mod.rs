@@ -53,9 +53,8 @@ pub struct ApplyOptions<'a> {
 }
 
 /// What [`ApplyOptions::open_source`] is: the source file of a copy, opened.
-pub type OpenSource<'f> = dyn Fn(&Path, &Entry) -> Result<(std::fs::File, crate::fs::Stat, PathBuf), Error>
-    + Sync
-    + 'f;
+pub type OpenSource<'f> =
+    dyn Fn(&Path, &Entry) -> Result<(std::fs::File, crate::fs::Stat, PathBuf), Error> + Sync + 'f;
 
 /// What [`ApplyOptions::done`] is told: an action's place in the plan, and the hash of
 /// what a copy wrote.

@@ -12,7 +12,15 @@ use super::*;
 #[test]
 fn a_symlink_planted_in_a_twoway_store_is_never_entered_nor_deleted_through() {
     // The history's own folders, and the trees of the store's earlier layout.
-    for slot in ["", "/versions", "/objects", "/pending", "_0", "_1", ".spare"] {
+    for slot in [
+        "",
+        "/versions",
+        "/objects",
+        "/pending",
+        "_0",
+        "_1",
+        ".spare",
+    ] {
         let env = Env::new();
         let (a, b) = (env.path("a"), env.path("b"));
         write(&a.join("f.txt"), "v1");
