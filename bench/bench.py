@@ -12,6 +12,7 @@ Usage: bench/run.sh [--quick] [--runs N] [--cases a,b,...] [--bench-dir DIR]
 
 import argparse
 import hashlib
+import json
 import math
 import os
 import random
@@ -309,9 +310,10 @@ def versions_case(R, tree, runs, work, notes):
             copy_tree(tree, src)
             fresh(dst)
             env = env_for(home)
-            run(mirror_cmd("oneway", src, dst, mode), env)
+            w0, m0 = run(mirror_cmd("oneway", src, dst, mode), env)
+            R.add("W1 initial, versions on/off", "oneway (versions)" if not mode else "oneway --no-versions", w0, m0)
             if not mode:
-                # Steady state: both versions exist, so the rotation recycles _0.
+                # Steady state: the store holds earlier versions.
                 mutate(src, seed=400 + r)
                 run(mirror_cmd("oneway", src, dst, mode), env)
             before = disk_usage(dst) if not mode else 0
@@ -322,12 +324,62 @@ def versions_case(R, tree, runs, work, notes):
                 new_files = [p for p in list_files(src) if "/new-" in p]
                 changed = changed_bytes(src, picked) + sum(os.path.getsize(p) for p in new_files)
                 notes.append(
-                    f"Store growth after a 1% change of W1 with versions on (steady state: both versions "
-                    f"exist): {grown / 1e6:.1f} MB on disk "
+                    f"Store growth after a 1% change of W1 with versions on (steady state: earlier "
+                    f"versions exist): {grown / 1e6:.1f} MB on disk "
                     f"(BACKUP and store together), for {changed / 1e6:.1f} MB of changed or added files; "
                     f"a second full copy would be {disk_usage(src) / 1e6:.0f} MB."
                 )
             R.add("W1 1% pass, versions on/off", "oneway (versions)" if not mode else "oneway --no-versions", w, m)
+
+
+def history_case(R, tree, work, notes, passes=100):
+    """100 oneway passes of a 1% change each: the store's size against the bytes those
+    passes replaced or deleted, the manifest bytes per version, and `recovery list`."""
+    home = os.path.join(work, "home-h")
+    fresh(home)
+    src, dst = os.path.join(work, "src"), os.path.join(work, "dst")
+    copy_tree(tree, src)
+    fresh(dst)
+    env = env_for(home)
+    # Every version kept: the store's size is then all the history it holds.
+    cfg = os.path.join(work, "keep-all.json")
+    with open(cfg, "w") as f:
+        json.dump({"keep": {"last": passes + 10}}, f)
+    keep_all = ["--config", cfg]
+    run(mirror_cmd("oneway", src, dst, keep_all), env)
+    replaced = 0
+    for i in range(passes):
+        picked = mutate(src, seed=5000 + i)
+        # What the pass replaces or deletes in BACKUP: the old bytes of every picked file.
+        replaced += sum(
+            os.path.getsize(p.replace(src, dst, 1)) for p in picked if os.path.exists(p.replace(src, dst, 1))
+        )
+        run(mirror_cmd("oneway", src, dst, keep_all), env)
+    store = os.path.join(dst, "__versions__")
+    size = disk_usage(store)
+    listed = subprocess.run([ours("recovery"), "list", src, "--json"], env=env, capture_output=True, check=True)
+    versions = json.loads(listed.stdout)["dirs"][0]["versions"]
+    vfiles = [
+        os.path.join(d, f)
+        for d, _, fs in os.walk(store)
+        for f in fs
+        if d.endswith("versions") and f.endswith(".diff")
+    ]
+    per_version = sum(os.path.getsize(f) for f in vfiles) / max(1, len(vfiles))
+    full = [os.path.join(d, f) for d, _, fs in os.walk(store) for f in fs if f.endswith(".full")]
+    walls = []
+    for _ in range(5):
+        w, m = run([ours("recovery"), "list", src], env)
+        walls.append(w)
+        R.add(f"recovery list of {len(versions)} versions", "recovery", w, m)
+    notes.append(
+        f"History of {passes} oneway passes of a 1% change of W1 ({len(versions)} versions "
+        f"kept): the store takes {size / 1e6:.1f} MB on disk for "
+        f"{replaced / 1e6:.1f} MB the passes replaced or deleted "
+        f"({size / max(1, replaced):.2f}x); a version's manifest (a difference) averages "
+        f"{per_version / 1e3:.0f} kB, the newest (whole) one {sum(os.path.getsize(f) for f in full) / 1e6:.1f} MB; "
+        f"`recovery list` took {statistics.median(walls):.3f} s (median of 5)."
+    )
 
 
 def restore_case(R, tree, runs, work):
@@ -411,7 +463,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small trees (a smoke test)")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--cases", default="mirror,large,versions,restore,twoway,scale")
+    ap.add_argument("--cases", default="mirror,large,versions,history,restore,twoway,scale")
     ap.add_argument("--bench-dir", default=os.environ.get("BENCH_DIR", "/dev/shm"))
     args = ap.parse_args()
     cases = set(args.cases.split(","))
@@ -436,6 +488,8 @@ def main():
             mirror_cases(R, base, w1, "W1", tools, args.runs, work)
         if "versions" in cases:
             versions_case(R, w1, args.runs, work, notes)
+        if "history" in cases:
+            history_case(R, w1, work, notes)
         if "restore" in cases:
             restore_case(R, w1, args.runs, work)
         if "twoway" in cases:

@@ -113,6 +113,52 @@ struct Read {
     entries: Vec<EntryRecord>,
 }
 
+/// A version's file being read: its head, then its entries one at a time (a full
+/// version of a big tree is megabytes, and a pass reads it while it writes the next).
+struct VersionReader {
+    abs: PathBuf,
+    head: VersionHead,
+    form: Form,
+    removed: Vec<PathBuf>,
+    left: usize,
+    seq: SeqReader<std::fs::File>,
+}
+
+impl VersionReader {
+    /// Hands the next entry (in path order, borrowed from the read buffer) to `f`;
+    /// `None` after the last, once no byte follows it.
+    fn next_with<O>(&mut self, f: impl FnOnce(EntryRef<'_>) -> O) -> Result<Option<O>, Error> {
+        if self.left == 0 {
+            return match self.seq.at_end() {
+                Ok(true) => Ok(None),
+                Ok(false) => Err(damaged(&self.abs, "bytes after the end")),
+                Err(e) => Err(damaged(&self.abs, e)),
+            };
+        }
+        self.left -= 1;
+        self.seq
+            .take_entry(false, f)
+            .map(Some)
+            .map_err(|e| damaged(&self.abs, e))
+    }
+
+    /// The next entry, in path order; `None` after the last, once no byte follows it.
+    fn next_entry(&mut self) -> Result<Option<EntryRecord>, Error> {
+        if self.left == 0 {
+            return match self.seq.at_end() {
+                Ok(true) => Ok(None),
+                Ok(false) => Err(damaged(&self.abs, "bytes after the end")),
+                Err(e) => Err(damaged(&self.abs, e)),
+            };
+        }
+        self.left -= 1;
+        self.seq
+            .take_entry(false, |e| e.to_owned())
+            .map(Some)
+            .map_err(|e| damaged(&self.abs, e))
+    }
+}
+
 /// The entries of a version, in path order, and the head of the version.
 pub struct State {
     pub head: VersionHead,
@@ -164,30 +210,68 @@ pub(crate) fn pending_path(sha: &Digest) -> PathBuf {
     Path::new(PENDING).join(sha.to_hex())
 }
 
-/// Two entries record the same thing (the inode a replica had is no part of a version).
+/// Two entries at one path record the same thing (the inode a replica had is no part
+/// of a version).
 fn same(a: &EntryRef<'_>, b: &EntryRef<'_>) -> bool {
-    EntryRef { ino: None, ..*a } == EntryRef { ino: None, ..*b }
+    a.kind == b.kind
+        && a.size == b.size
+        && a.mode == b.mode
+        && a.mtime == b.mtime
+        && a.sha256 == b.sha256
+        && a.owner == b.owner
+        && a.target.map(Path::as_os_str) == b.target.map(Path::as_os_str)
 }
 
-/// The metadata digest of a version's entries and root.
+/// The same path, byte for byte (cheaper than comparing components).
+fn same_path(a: &Path, b: &Path) -> bool {
+    a.as_os_str().as_bytes() == b.as_os_str().as_bytes()
+}
+
+/// The metadata digest of a version's entries and root: what the directory SHA-256 does
+/// not cover (each entry's kind, mode, mtime and owner; the path and target of
+/// everything that is not a file). Two versions with the same directory SHA-256 list the
+/// same files in the same order, so together the two tell every change.
 pub fn meta_digest<'a>(
     entries: impl Iterator<Item = EntryRef<'a>>,
     root: (u32, (i64, u32)),
 ) -> String {
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
-    let mut buf = Vec::with_capacity(256);
-    if let Ok(b) = postcard::to_extend(&root, std::mem::take(&mut buf)) {
-        buf = b;
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let put = |buf: &mut Vec<u8>, mode: u32, mtime: (i64, u32)| {
+        buf.extend_from_slice(&mode.to_le_bytes());
+        buf.extend_from_slice(&mtime.0.to_le_bytes());
+        buf.extend_from_slice(&mtime.1.to_le_bytes());
+    };
+    put(&mut buf, root.0, root.1);
+    for e in entries {
+        buf.push(e.kind as u8);
+        put(&mut buf, e.mode, e.mtime);
+        match e.owner {
+            Some((u, g)) => {
+                buf.push(1);
+                buf.extend_from_slice(&u.to_le_bytes());
+                buf.extend_from_slice(&g.to_le_bytes());
+            }
+            None => buf.push(0),
+        }
+        if e.kind != Kind::File {
+            let p = e.path.as_os_str().as_bytes();
+            buf.extend_from_slice(&(p.len() as u64).to_le_bytes());
+            buf.extend_from_slice(p);
+            let t = e
+                .target
+                .map(|t| t.as_os_str().as_bytes())
+                .unwrap_or_default();
+            buf.extend_from_slice(&(t.len() as u64).to_le_bytes());
+            buf.extend_from_slice(t);
+        }
+        if buf.len() >= 60 * 1024 {
+            h.update(&buf);
+            buf.clear();
+        }
     }
     h.update(&buf);
-    for e in entries {
-        buf.clear();
-        if let Ok(b) = postcard::to_extend(&EntryRef { ino: None, ..e }, std::mem::take(&mut buf)) {
-            buf = b;
-        }
-        h.update(&buf);
-    }
     Digest(h.finalize().into()).to_hex()
 }
 
@@ -255,16 +339,42 @@ impl History {
 
     /// Reads one version's file: head always, entries only with `entries`.
     fn read(&self, root: &mut Root, id: u64, full: bool, entries: bool) -> Result<Read, Error> {
-        let rel = version_file(
-            id,
-            if full {
-                Form::Full
-            } else {
-                Form::Diff { base: 0 }
-            },
-        );
-        let abs = self.path.join(&rel);
-        let (file, _) = root.open_read(&rel)?;
+        let mut r = self.reader(root, id, full)?;
+        let mut list = Vec::new();
+        if entries {
+            list.reserve(r.left.min(1 << 20));
+            while let Some(e) = r.next_entry()? {
+                list.push(e);
+            }
+        }
+        Ok(Read {
+            head: r.head,
+            form: r.form,
+            removed: r.removed,
+            entries: list,
+        })
+    }
+
+    /// Opens one version's file and reads its head; its entries are read one at a time.
+    fn reader(&self, root: &mut Root, id: u64, full: bool) -> Result<VersionReader, Error> {
+        let form = if full {
+            Form::Full
+        } else {
+            Form::Diff { base: 0 }
+        };
+        self.reader_at(root, &version_file(id, form), id, full)
+    }
+
+    /// Opens the file `rel` of version `id` (whole when `full`) and reads its head.
+    fn reader_at(
+        &self,
+        root: &mut Root,
+        rel: &Path,
+        id: u64,
+        full: bool,
+    ) -> Result<VersionReader, Error> {
+        let abs = self.path.join(rel);
+        let (file, _) = root.open_read(rel)?;
         let mut seq = SeqReader::new(file);
         let format: u32 = seq.take().map_err(|e| damaged(&abs, e))?;
         let head: VersionHead = seq.take().map_err(|e| damaged(&abs, e))?;
@@ -289,25 +399,14 @@ impl History {
         if head.id != id || (format == FULL) != full {
             return Err(damaged(&abs, "its head does not match its name"));
         }
-        let count: usize = seq.take().map_err(|e| damaged(&abs, e))?;
-        let mut list = Vec::new();
-        if entries {
-            list.reserve(count.min(1 << 20));
-            for _ in 0..count {
-                list.push(
-                    seq.take_entry(false, |e| e.to_owned())
-                        .map_err(|e| damaged(&abs, e))?,
-                );
-            }
-            if !seq.at_end().map_err(|e| damaged(&abs, e))? {
-                return Err(damaged(&abs, "bytes after the end"));
-            }
-        }
-        Ok(Read {
+        let left: usize = seq.take().map_err(|e| damaged(&abs, e))?;
+        Ok(VersionReader {
+            abs,
             head,
             form,
             removed,
-            entries: list,
+            left,
+            seq,
         })
     }
 
@@ -318,7 +417,19 @@ impl History {
         }
         let mut root = self.open()?;
         let mut out = Vec::new();
-        for (id, full) in self.files(&mut root)? {
+        let files = self.files(&mut root)?;
+        let newest = files.iter().rev().find(|(_, f)| *f).map(|(id, _)| *id);
+        for &(id, full) in &files {
+            // What a killed run left, not a version (`repair` removes it): a whole
+            // version superseded by a newer one, a difference from one that never came.
+            let stray = match newest {
+                Some(n) if full => id != n && files.contains(&(id, false)),
+                Some(n) => id >= n,
+                None => true,
+            };
+            if stray {
+                continue;
+            }
             let r = self.read(&mut root, id, full, false)?;
             let file_bytes = root.stat(&version_file(id, r.form))?.map_or(0, |s| s.size);
             out.push(Listed {
@@ -336,76 +447,115 @@ impl History {
             return Ok(None);
         }
         let mut root = self.open()?;
-        let latest = self
-            .files(&mut root)?
-            .into_iter()
-            .rev()
-            .find(|(_, full)| *full);
+        let latest = self.files(&mut root)?.into_iter().rev().find(|(_, f)| *f);
         latest
             .map(|(id, _)| self.read(&mut root, id, true, false).map(|r| r.head))
             .transpose()
     }
 
-    /// The entries of version `id`: the newest full version, with the differences down
-    /// to `id` applied.
+    /// Whether the latest version holds every file of `files` (path and SHA-256) at its
+    /// path; false without versions.
+    pub fn latest_holds(&self, files: &[(&Path, Digest)]) -> Result<bool, Error> {
+        let Some(head) = self.latest()? else {
+            return Ok(false);
+        };
+        let state = self.state(head.id)?;
+        Ok(files.iter().all(|(p, sha)| {
+            state
+                .entries
+                .binary_search_by(|e| path_order(&e.path, p))
+                .is_ok_and(|i| state.entries[i].sha256 == Some(*sha))
+        }))
+    }
+
+    /// The entries of version `id`, owned, in path order, and its head.
     pub fn state(&self, id: u64) -> Result<State, Error> {
         let mut root = self.open()?;
-        let files: BTreeMap<u64, bool> = self.files(&mut root)?.into_iter().collect();
+        let mut entries = Vec::new();
+        let head = self.for_each_in(&mut root, id, |e| entries.push(e.to_owned()))?;
+        Ok(State { head, entries })
+    }
+
+    /// Hands every entry of version `id` to `f`, in path order: the whole version its
+    /// chain of differences starts from, read entry by entry (borrowed), with the
+    /// differences up to `id` (each small) folded into one and merged in. Gives the
+    /// version's head.
+    fn for_each_in(
+        &self,
+        root: &mut Root,
+        id: u64,
+        mut f: impl FnMut(EntryRef<'_>),
+    ) -> Result<VersionHead, Error> {
+        let files: BTreeMap<u64, bool> = self.files(root)?.into_iter().collect();
         let mut chain = Vec::new();
         let mut at = id;
-        loop {
+        let whole = loop {
             let Some(&full) = files.get(&at) else {
                 return Err(Error::entry(
                     self.path.join(VERSIONS),
                     format!("version {at} is missing (needed by version {id})"),
                 ));
             };
-            let r = self.read(&mut root, at, full, true)?;
-            let next = match r.form {
-                Form::Full => None,
-                Form::Diff { base } if base > at => Some(base),
-                Form::Diff { .. } => {
+            if full {
+                break at;
+            }
+            let r = self.read(root, at, false, true)?;
+            match r.form {
+                Form::Diff { base } if base > at => at = base,
+                _ => {
                     return Err(damaged(
                         &self.path.join(version_file(at, r.form)),
                         "bad base",
                     ))
                 }
-            };
+            }
             chain.push(r);
-            match next {
-                Some(b) => at = b,
-                None => break,
+        };
+        let mut removed: HashSet<PathBuf> = HashSet::new();
+        let mut put: BTreeMap<PathBuf, EntryRecord> = BTreeMap::new();
+        for d in chain.iter().rev() {
+            for p in &d.removed {
+                put.remove(p);
+                removed.insert(p.clone());
+            }
+            for e in &d.entries {
+                removed.remove(&e.path);
+                put.insert(e.path.clone(), e.clone());
             }
         }
-        let head = chain[0].head.clone();
-        let full = chain.pop().expect("BUG: a chain ends in a full version");
-        if chain.is_empty() {
-            return Ok(State {
-                head,
-                entries: full.entries,
-            });
+        let mut put: Vec<EntryRecord> = put.into_values().collect();
+        put.sort_by(|x, y| path_order(&x.path, &y.path));
+        let mut r = self.reader(root, whole, true)?;
+        let head = match chain.first() {
+            Some(d) => d.head.clone(),
+            None => r.head.clone(),
+        };
+        let mut next = 0;
+        while r
+            .next_with(|o| {
+                while next < put.len() && path_order(&put[next].path, o.path).is_lt() {
+                    f(put[next].as_ref());
+                    next += 1;
+                }
+                if next < put.len() && same_path(&put[next].path, o.path) {
+                    f(put[next].as_ref());
+                    next += 1;
+                } else if removed.is_empty() || !removed.contains(o.path) {
+                    f(o);
+                }
+            })?
+            .is_some()
+        {}
+        for e in &put[next..] {
+            f(e.as_ref());
         }
-        let mut map: BTreeMap<PathBuf, EntryRecord> = full
-            .entries
-            .into_iter()
-            .map(|e| (e.path.clone(), e))
-            .collect();
-        for d in chain.into_iter().rev() {
-            for p in d.removed {
-                map.remove(&p);
-            }
-            for e in d.entries {
-                map.insert(e.path.clone(), e);
-            }
-        }
-        let mut entries: Vec<EntryRecord> = map.into_values().collect();
-        entries.sort_by(|x, y| path_order(&x.path, &y.path));
-        Ok(State { head, entries })
+        Ok(head)
     }
 
     /// Records a new version whose entries `news` gives (in path order, afresh each call)
-    /// and whose head is `head` (its id and change counts are filled here). The latest
-    /// full version becomes the difference from the new one. Returns the new id.
+    /// and whose head is `head` (its id and change counts are filled here). It is
+    /// written whole; the latest version becomes the difference from it (written first,
+    /// so that a kill leaves both readable). Returns the new id.
     pub fn record<'n, I: Iterator<Item = EntryRef<'n>>>(
         &self,
         mut head: VersionHead,
@@ -415,95 +565,93 @@ impl History {
         let files = self.files(&mut root)?;
         let next = files.last().map_or(1, |(id, _)| id + 1);
         head.id = next;
-        let latest = files
-            .iter()
-            .rev()
-            .find(|(_, full)| *full)
-            .map(|(id, _)| *id);
-        let (mut added, mut changed, mut removed_n) = (0u64, 0u64, 0u64);
+        let latest = files.iter().rev().find(|(_, f)| *f).map(|(id, _)| *id);
+        let (mut added, mut modified, mut removed) = (0u64, 0u64, 0u64);
         if let Some(old_id) = latest {
-            let old = self.read(&mut root, old_id, true, true)?;
-            // What the old version holds that the new one does not hold the same.
-            let mut back = Vec::new();
-            let mut gone = Vec::new();
-            let walk = engine::tree::zip_sorted_by(
-                old.entries.iter(),
-                news(),
-                |o| o.path.as_path(),
-                |n| n.path,
-            );
-            for (o, n) in walk {
-                match (o, n) {
-                    (Some(o), Some(n)) if same(&o.as_ref(), &n) => {}
-                    (Some(o), Some(_)) => {
-                        changed += 1;
-                        back.push(o.as_ref());
-                    }
-                    (Some(o), None) => {
-                        removed_n += 1;
-                        back.push(o.as_ref());
-                    }
-                    (None, Some(n)) => {
+            let mut old = self.reader(&mut root, old_id, true)?;
+            let old_head = old.head.clone();
+            // What the old version holds that the new one does not hold the same, and
+            // the paths the new one has that it lacks: a merge of the two in path order,
+            // the old entries borrowed as they are read.
+            let mut back: Vec<EntryRecord> = Vec::new();
+            let mut gone: Vec<Vec<u8>> = Vec::new();
+            let mut news_it = news().peekable();
+            while old
+                .next_with(|o| {
+                    while let Some(n) = news_it.next_if(|n| path_order(n.path, o.path).is_lt()) {
                         added += 1;
                         gone.push(n.path.as_os_str().as_bytes().to_vec());
                     }
-                    (None, None) => {}
-                }
+                    match news_it.next_if(|n| same_path(n.path, o.path)) {
+                        Some(n) if same(&o, &n) => {}
+                        Some(_) => {
+                            modified += 1;
+                            back.push(o.to_owned());
+                        }
+                        None => {
+                            removed += 1;
+                            back.push(o.to_owned());
+                        }
+                    }
+                })?
+                .is_some()
+            {}
+            for n in news_it {
+                added += 1;
+                gone.push(n.path.as_os_str().as_bytes().to_vec());
             }
-            let rel = version_file(old_id, Form::Diff { base: next });
-            root.write_atomic_with(&rel, |w| {
+            root.write_atomic_with(&version_file(old_id, Form::Diff { base: next }), |w| {
                 engine::tree::encoding::write_seq(
                     w,
-                    &(DIFF, &old.head, next, &gone, back.len()),
-                    back.iter().copied(),
+                    &(DIFF, &old_head, next, &gone, back.len()),
+                    back.iter().map(|e| e.as_ref()),
                 )
             })?;
         } else {
             added = news().count() as u64;
         }
         head.added = added;
-        head.changed = changed;
-        head.removed = removed_n;
-        let count = news().count();
-        root.write_atomic_with(&version_file(next, Form::Full), |w| {
-            engine::tree::encoding::write_seq(w, &(FULL, &head, count), news())
-        })?;
+        head.changed = modified;
+        head.removed = removed;
+        self.write_full(&mut root, &head, news)?;
         if let Some(old_id) = latest {
-            // Its difference is on disk: the old full file is no longer needed.
+            // Its difference is on disk: the old whole file is no longer needed.
             root.remove(&version_file(old_id, Form::Full))?;
         }
         Ok(next)
     }
 
-    /// Finishes or undoes what a killed run left: a full version that was superseded
-    /// (its difference written) goes; a difference without the newer full version it
-    /// refers to goes; pending files are settled.
+    fn write_full<'n, I: Iterator<Item = EntryRef<'n>>>(
+        &self,
+        root: &mut Root,
+        head: &VersionHead,
+        news: impl Fn() -> I,
+    ) -> Result<(), Error> {
+        let count = news().count();
+        root.write_atomic_with(&version_file(head.id, Form::Full), |w| {
+            engine::tree::encoding::write_seq(w, &(FULL, head, count), news())
+        })
+    }
+
+    /// Finishes or undoes what a killed run left: a whole version superseded by a newer
+    /// one (its difference written) goes; a difference from a newer version that never
+    /// came goes; pending files are settled.
     pub fn repair(&self, to: &[History]) -> Result<(), Error> {
         if !self.exists() {
             return Ok(());
         }
         let mut root = self.open_made()?;
         let files = self.files(&mut root)?;
-        let ids: BTreeMap<u64, (bool, bool)> =
-            files.iter().fold(BTreeMap::new(), |mut m, (id, full)| {
-                let e = m.entry(*id).or_insert((false, false));
-                if *full {
-                    e.0 = true;
-                } else {
-                    e.1 = true;
-                }
-                m
-            });
         let newest_full = files.iter().rev().find(|(_, f)| *f).map(|(id, _)| *id);
-        for (&id, &(full, diff)) in &ids {
-            if full && diff {
+        for &(id, full) in &files {
+            let has_diff = files.contains(&(id, false));
+            if full && has_diff {
                 if Some(id) == newest_full {
-                    // The difference was written for a newer version that never came.
                     root.remove(&version_file(id, Form::Diff { base: 0 }))?;
                 } else {
                     root.remove(&version_file(id, Form::Full))?;
                 }
-            } else if diff && newest_full.is_some_and(|n| id > n) {
+            } else if !full && !files.contains(&(id, true)) && newest_full.is_some_and(|n| id > n) {
                 root.remove(&version_file(id, Form::Diff { base: 0 }))?;
             }
         }
@@ -566,6 +714,12 @@ impl History {
             }
             if root.stat(&obj)?.is_none() {
                 root.mkdir_unfinished(obj.parent().expect("BUG: an object has a folder"))?;
+                if st.nlink == 1 && to.is_empty() {
+                    // No other store to give it to: moved in one step.
+                    root.rename(&rel, &obj)?;
+                    added = true;
+                    continue;
+                }
                 if st.nlink == 1 {
                     root.link_within(&rel, &obj)?;
                 } else {
@@ -661,40 +815,97 @@ impl History {
         Ok(out)
     }
 
-    /// The SHA-256 of every file some version holds.
+    /// The SHA-256 of every file some version holds: the entries of every version's
+    /// own file (a whole version's, and each difference's), read entry by entry.
     fn needed(&self, root: &mut Root) -> Result<HashSet<Digest>, Error> {
         let mut need = HashSet::new();
+        let mut readers = Vec::new();
         for (id, full) in self.files(root)? {
-            let r = self.read(root, id, full, true)?;
-            need.extend(r.entries.iter().filter_map(|e| e.sha256));
+            readers.push((
+                version_file(
+                    id,
+                    if full {
+                        Form::Full
+                    } else {
+                        Form::Diff { base: 0 }
+                    },
+                ),
+                id,
+                full,
+            ));
+        }
+        for (rel, id, full) in readers {
+            let mut r = self.reader_at(root, &rel, id, full)?;
+            while r
+                .next_with(|e| {
+                    if let Some(sha) = e.sha256 {
+                        need.insert(sha);
+                    }
+                })?
+                .is_some()
+            {}
         }
         Ok(need)
     }
 
-    /// Drops the objects no version needs; returns how many and their bytes.
-    pub fn collect_garbage(&self) -> Result<(u64, u64), Error> {
+    /// The SHA-256 of every object, without its size.
+    fn object_names(&self, root: &mut Root) -> Result<Vec<Digest>, Error> {
+        let mut out = Vec::new();
+        if root.stat(Path::new(OBJECTS))?.is_none() {
+            return Ok(out);
+        }
+        for d in root.list(Path::new(OBJECTS))? {
+            let dir = Path::new(OBJECTS).join(&d);
+            if d.len() != 2 || root.stat(&dir)?.and_then(|s| s.kind) != Some(Kind::Dir) {
+                continue;
+            }
+            out.extend(
+                root.list(&dir)?
+                    .iter()
+                    .filter_map(|n| n.to_str().and_then(Digest::from_hex)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Drops the objects no version needs (of `candidates` only, when given: the
+    /// content of the versions just dropped, which saves listing every object); returns
+    /// how many and their bytes.
+    pub fn collect_garbage(
+        &self,
+        candidates: Option<&HashSet<Digest>>,
+    ) -> Result<(u64, u64), Error> {
         if !self.exists() {
             return Ok((0, 0));
         }
         let mut root = self.open_made()?;
         let need = self.needed(&mut root)?;
         let (mut n, mut bytes) = (0, 0);
-        for (sha, size) in self.objects()? {
+        let all = match candidates {
+            Some(c) => c.iter().copied().collect(),
+            None => self.object_names(&mut root)?,
+        };
+        for sha in all {
             if !need.contains(&sha) {
-                root.remove(&object_path(&sha))?;
-                n += 1;
-                bytes += size;
+                let obj = object_path(&sha);
+                if let Some(st) = root.stat(&obj)? {
+                    bytes += st.size;
+                    root.remove(&obj)?;
+                    n += 1;
+                }
             }
         }
         Ok((n, bytes))
     }
 
-    /// Drops the versions `ids` (never the latest): a version that was the difference
-    /// from a dropped one is rewritten as the difference from that one's base first, so
-    /// every version left reads at every point.
-    pub fn forget(&self, ids: &BTreeSet<u64>) -> Result<(), Error> {
+    /// Drops the versions `ids` (never the latest): a version that is the difference
+    /// from a dropped one is first rewritten as the difference from that one's base, so
+    /// every version left reads at every point. Gives the content the dropped versions
+    /// held of their own: what may now be garbage.
+    pub fn forget(&self, ids: &BTreeSet<u64>) -> Result<HashSet<Digest>, Error> {
         let mut root = self.open_made()?;
-        // Newest first: the version that refers to a dropped one is already final.
+        let mut candidates = HashSet::new();
+        // Newest first: the version below a dropped one already refers to a kept one.
         for &id in ids.iter().rev() {
             let files = self.files(&mut root)?;
             let Some(&(_, full)) = files.iter().find(|(i, _)| *i == id) else {
@@ -707,9 +918,8 @@ impl History {
             let Form::Diff { base } = dropped.form else {
                 continue;
             };
-            // The next older version refers to `id` when its base is `id`.
-            for &(older, f) in files.iter().filter(|(i, f)| *i < id && !*f) {
-                let _ = f;
+            candidates.extend(dropped.entries.iter().filter_map(|e| e.sha256));
+            for &(older, _) in files.iter().filter(|(i, f)| *i < id && !*f) {
                 let o = self.read(&mut root, older, false, true)?;
                 if o.form != (Form::Diff { base: id }) {
                     continue;
@@ -729,7 +939,7 @@ impl History {
             }
             root.remove(&version_file(id, dropped.form))?;
         }
-        Ok(())
+        Ok(candidates)
     }
 
     /// The tags: name → version id.
@@ -762,8 +972,10 @@ pub fn diff_shas(h: &History, root: &mut Root, id: u64) -> Result<Vec<Digest>, E
         .collect())
 }
 
-/// `older` (the difference from `dropped`) as the difference from `dropped`'s base.
-fn compose(dropped: &Read, older: &Read) -> (Vec<PathBuf>, Vec<EntryRecord>) {
+/// `later` (the difference from `dropped`) as the difference from `dropped`'s base:
+/// `dropped` applied first, then `later`.
+fn compose(dropped: &Read, later: &Read) -> (Vec<PathBuf>, Vec<EntryRecord>) {
+    let older = later;
     let older_removed: HashSet<&Path> = older.removed.iter().map(PathBuf::as_path).collect();
     let mut map: BTreeMap<&Path, &EntryRecord> = dropped
         .entries

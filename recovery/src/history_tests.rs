@@ -100,9 +100,43 @@ fn every_version_reads_back_exactly_and_only_the_newest_is_whole() {
     // The counts of what changed, against the version before.
     let l = &listed[2].head;
     assert_eq!((l.added, l.changed, l.removed), (1, 0, 1));
-    // A difference holds only what changed: version 1 differs from 2 in one file.
+}
+
+#[test]
+fn a_small_change_of_a_big_tree_is_stored_as_a_small_difference() {
+    let (_d, h) = new_history();
+    let big: Vec<(String, u8)> = (0..500)
+        .map(|i| (format!("d/f{i:03}"), (i % 200) as u8))
+        .collect();
+    let as_refs =
+        |v: &[(String, u8)]| entries(&v.iter().map(|(p, b)| (p.as_str(), *b)).collect::<Vec<_>>());
+    let mut states = vec![as_refs(&big)];
+    for round in 0..5u8 {
+        let mut next = big.clone();
+        next[round as usize].1 = 250 - round;
+        states.push(as_refs(&next));
+    }
+    record_all(&h, &states);
+    let listed = h.list().unwrap();
+    let full = listed.last().unwrap().file_bytes;
+    for l in &listed[..listed.len() - 1] {
+        assert!(matches!(l.form, Form::Diff { .. }));
+        assert!(
+            l.file_bytes * 20 < full,
+            "{} bytes for one change, whole {full}",
+            l.file_bytes
+        );
+    }
+    for (i, want) in states.iter().enumerate() {
+        assert_eq!(&h.state(i as u64 + 1).unwrap().entries, want);
+    }
+    // The content a difference holds is what changed.
     let mut root = h.open().unwrap();
-    assert_eq!(diff_shas(&h, &mut root, 1).unwrap(), [Digest([1; 32])]);
+    // (Version 2 had f000 changed; version 3 has f000 back and f001 changed.)
+    assert_eq!(
+        diff_shas(&h, &mut root, 2).unwrap(),
+        [Digest([250; 32]), Digest([1; 32])]
+    );
 }
 
 #[test]
@@ -232,11 +266,11 @@ fn garbage_is_the_content_no_version_needs() {
         std::fs::remove_file(live.join("f")).unwrap();
     }
     h.settle_pending(&[]).unwrap();
-    assert_eq!(h.collect_garbage().unwrap().0, 1);
+    assert_eq!(h.collect_garbage(None).unwrap().0, 1);
     let left: Vec<Digest> = h.objects().unwrap().into_iter().map(|(s, _)| s).collect();
     assert_eq!(left, [Digest([1; 32])]);
     h.forget(&BTreeSet::from([1])).unwrap();
-    assert_eq!(h.collect_garbage().unwrap().0, 1);
+    assert_eq!(h.collect_garbage(None).unwrap().0, 1);
     assert!(h.objects().unwrap().is_empty());
 }
 

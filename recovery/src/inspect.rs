@@ -329,7 +329,7 @@ pub fn forget(home: &DataHome, dir: &Path, keep: Keep, dry_run: bool) -> Result<
         .filter(|id| !kept.contains(id))
         .collect();
     history.forget(&drop).map_err(Refusal::from)?;
-    history.collect_garbage().map_err(Refusal::from)?;
+    history.collect_garbage(None).map_err(Refusal::from)?;
     let after = vd.store_bytes().map_err(Refusal::from)?;
     println!(
         "kept {} of {} versions; freed {} bytes",

@@ -255,12 +255,21 @@ impl VersionedDir {
         sha: Option<Digest>,
         complete: bool,
     ) -> Result<Option<Made>, Error> {
+        let t0 = std::time::Instant::now();
         let _lock = self.lock(home)?;
         self.repair()?;
+        let repaired = t0.elapsed().as_secs_f64();
         let made = self.record_locked(home, replica, tree, sha, complete, Why::Pass)?;
+        let recorded = t0.elapsed().as_secs_f64();
         if made.is_some() {
             self.apply_retention()?;
         }
+        log::debug!(
+            "store of {}: settled {repaired:.3}s, recorded {:.3}s, retention {:.3}s",
+            display(&self.dir),
+            recorded - repaired,
+            t0.elapsed().as_secs_f64() - recorded
+        );
         Ok(made)
     }
 
@@ -276,13 +285,11 @@ impl VersionedDir {
         let history = self.history();
         let latest = history.latest()?;
         let sha = known_sha.unwrap_or_else(|| Manifest::dir_sha256_of(tree));
-        let root = tree
-            .root
-            .clone()
-            .unwrap_or_else(|| engine::tree::Entry::dir(0o755, engine::tree::MTime::default()));
-        let root_meta = (root.mode, (root.mtime.sec, root.mtime.nsec));
+        let root_meta = root_meta(tree);
         let news = || manifest::entries_of(tree);
+        let t0 = std::time::Instant::now();
         let meta = history::meta_digest(news(), root_meta);
+        log::debug!("metadata digest: {:.3}s", t0.elapsed().as_secs_f64());
         if latest
             .as_ref()
             .is_some_and(|l| l.dir_sha256 == sha.to_hex() && l.meta_sha256 == meta)
@@ -403,7 +410,7 @@ impl VersionedDir {
         if ids.is_empty() {
             return Ok(());
         }
-        history.forget(ids)?;
+        let candidates = history.forget(ids)?;
         for l in listed.iter().filter(|l| ids.contains(&l.head.id)) {
             log::info!(
                 "dropped version {} of {} (made {}, {} files)",
@@ -413,7 +420,7 @@ impl VersionedDir {
                 l.head.files
             );
         }
-        let (n, bytes) = history.collect_garbage()?;
+        let (n, bytes) = history.collect_garbage(Some(&candidates))?;
         if n > 0 {
             log::info!(
                 "freed {bytes} bytes of {} in {n} files no version needs any more",
@@ -440,11 +447,14 @@ impl VersionedDir {
         home: &DataHome,
         replica: &Path,
         tree: &mut Tree,
+        sha: Option<Digest>,
         files: &[(PathBuf, Option<Digest>)],
         before: Option<Why>,
     ) -> Result<(), Error> {
+        let t0 = std::time::Instant::now();
         let _lock = self.lock(home)?;
         self.repair()?;
+        let repaired = t0.elapsed().as_secs_f64();
         let history = self.history();
         let mut live = Root::open(replica)?;
         // Every file kept needs its SHA-256 (its name in the store).
@@ -462,25 +472,25 @@ impl VersionedDir {
             };
             shas.push((p, sha));
         }
-        let latest = match history.latest()? {
-            Some(head) => Some(history.state(head.id)?),
-            None => None,
-        };
-        let in_latest = |p: &Path, sha: &Digest| {
-            latest.as_ref().is_some_and(|s| {
-                s.entries
-                    .binary_search_by(|e| engine::tree::path_order(&e.path, p))
-                    .is_ok_and(|i| s.entries[i].sha256 == Some(*sha))
-            })
+        // The replica is the latest version as it was made (its directory SHA-256 from
+        // the stat cache, and its metadata, are the latest's): it holds every file.
+        let is_latest = |latest: &VersionHead| {
+            sha.is_some_and(|s| s.to_hex() == latest.dir_sha256)
+                && history::meta_digest(manifest::entries_of(tree), root_meta(tree))
+                    == latest.meta_sha256
         };
         let why = match before {
             Some(why) => Some(why),
-            None => shas
-                .iter()
-                .any(|(p, sha)| !in_latest(p, sha))
-                .then_some(Why::BeforePass),
+            None => {
+                let held = match history.latest()? {
+                    Some(l) if is_latest(&l) => true,
+                    Some(_) => history.latest_holds(&shas)?,
+                    None => false,
+                };
+                (!held).then_some(Why::BeforePass)
+            }
         };
-        drop(latest);
+        let checked = t0.elapsed().as_secs_f64();
         if let Some(why) = why {
             let hashed = engine::scan::cache::hash_missing(replica, tree);
             if let Some(e) = hashed.errors.into_iter().next() {
@@ -503,6 +513,13 @@ impl VersionedDir {
         if !shas.is_empty() {
             root.sync_dir_of(&Path::new("pending").join("x"))?;
         }
+        log::debug!(
+            "kept {} files of {}: settled {repaired:.3}s, checked {:.3}s, kept {:.3}s",
+            shas.len(),
+            display(replica),
+            checked - repaired,
+            t0.elapsed().as_secs_f64() - checked
+        );
         Ok(())
     }
 
@@ -754,6 +771,15 @@ fn copy_object(src: &mut Root, rel: &Path, hist: &mut Root, sha: &Digest) -> Res
     temp.commit_new()
 }
 
+/// The mode and mtime of a tree's root, as a version records them.
+fn root_meta(tree: &Tree) -> (u32, (i64, u32)) {
+    let root = tree
+        .root
+        .clone()
+        .unwrap_or_else(|| engine::tree::Entry::dir(0o755, engine::tree::MTime::default()));
+    (root.mode, (root.mtime.sec, root.mtime.nsec))
+}
+
 /// A version's time; an unreadable one counts as the oldest.
 pub fn parse_time(s: &str) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339(s)
@@ -772,9 +798,10 @@ impl engine::pass::Versions for VersionedDir {
         home: &DataHome,
         root: &Path,
         tree: &mut Tree,
+        sha: Option<Digest>,
         files: &[(PathBuf, Option<Digest>)],
     ) -> Result<(), Error> {
-        self.keep_files(home, root, tree, files, None)
+        self.keep_files(home, root, tree, sha, files, None)
     }
 
     fn record(

@@ -106,13 +106,15 @@ impl<X> Planned<X> {
 pub trait Versions: Sync {
     /// Makes the store if it is missing.
     fn ensure(&self) -> Result<(), Error>;
-    /// Keeps `files` of the replica at `root` (scanned as `tree`) in a version, unless
-    /// one already holds them.
+    /// Keeps `files` of the replica at `root` (scanned as `tree`, whose directory
+    /// SHA-256 is `sha` when the stat cache vouches for every file) in the store, and
+    /// the replica as a version first if no version holds them.
     fn keep(
         &self,
         home: &DataHome,
         root: &Path,
         tree: &mut Tree,
+        sha: Option<Digest>,
         files: &[(PathBuf, Option<Digest>)],
     ) -> Result<(), Error>;
     /// Records the replica after a pass; returns a note on the version made, if any.

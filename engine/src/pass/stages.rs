@@ -178,14 +178,20 @@ pub(super) fn apply<T: Tool>(
             .map_err(|e| Refusal::new(format!("cannot create the store: {e}")))?;
         let keep = &planned.keep_first[side];
         if !keep.is_empty() {
-            v.keep(tool.home(), &r.root, &mut trees[side], keep)
-                .map_err(|e| {
-                    Refusal::new(format!(
-                        "cannot save {} {} before changing it, so nothing was changed: {e}",
-                        r.label,
-                        display(&r.root)
-                    ))
-                })?;
+            v.keep(
+                tool.home(),
+                &r.root,
+                &mut trees[side],
+                cached_sha[side],
+                keep,
+            )
+            .map_err(|e| {
+                Refusal::new(format!(
+                    "cannot save {} {} before changing it, so nothing was changed: {e}",
+                    r.label,
+                    display(&r.root)
+                ))
+            })?;
         }
     }
     planned.keep_first = Default::default();
