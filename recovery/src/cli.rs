@@ -24,6 +24,11 @@ Examples:
   recovery restore ~/Photos --version 2026-11-30 --to /tmp/photos-nov
   recovery tag ~/Photos latest before-cleanup
   recovery forget ~/Photos --keep-last 5 --dry-run
+  recovery find ~/Photos 2024/trip      the versions that hold a folder
+  recovery deleted ~/Photos --since 2026-11-01
+  recovery ls ~/Photos --version previous 2024
+  recovery diff ~/Photos previous       what changed since the previous version
+  recovery duplicates ~/Photos          files of the same content, from the manifests
   recovery verify                       re-hash every stored file
 
 Exit status: 0 success, 1 damage found or per-file errors, 2 refused, 130 interrupted.
@@ -81,6 +86,36 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The versions of DIR that hold PATH (a file or folder inside DIR, or a glob such
+    /// as '*.jpg' or 'docs/**/report*'), newest first: where did my folder go.
+    Find { dir: PathBuf, path: PathBuf },
+    /// What passes removed from DIR, and the last version that holds each (a removed
+    /// folder once, with what was in it).
+    Deleted {
+        dir: PathBuf,
+        /// Only what was removed at or after TIME (2026-12-01T10:00:00Z, or a date).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+    },
+    /// The entries of a version of DIR (or of SUBPATH in it), as `ls -l` would show
+    /// them.
+    Ls {
+        dir: PathBuf,
+        subpath: Option<PathBuf>,
+        /// Which version (latest by default; previous, an id, a tag or a time).
+        #[arg(long = "version", value_name = "V")]
+        which: Option<String>,
+    },
+    /// What differs from version V1 to V2 of DIR (V2: the live directory when left
+    /// out): + added, - removed, M content changed, m metadata only.
+    Diff {
+        dir: PathBuf,
+        v1: String,
+        v2: Option<String>,
+    },
+    /// Groups of files with the same content in DIR as last synced, from the
+    /// manifests (nothing is read or copied), with the space they take.
+    Duplicates { dir: PathBuf },
     /// Name version V of DIR (latest, previous, an id, a tag or a time); a tagged
     /// version is kept until untagged.
     Tag {
@@ -155,6 +190,20 @@ pub fn main() -> i32 {
             }
             Command::Tag { dir, version, name } => inspect::tag(&home, dir, version, name),
             Command::Untag { dir, name } => inspect::untag(&home, dir, name),
+            Command::Find { dir, path } => crate::browse::find(&home, dir, path),
+            Command::Deleted { dir, since } => crate::browse::deleted(&home, dir, since.as_deref()),
+            Command::Ls {
+                dir,
+                subpath,
+                which,
+            } => crate::browse::ls(
+                &home,
+                dir,
+                which.as_deref().unwrap_or("latest"),
+                subpath.as_deref(),
+            ),
+            Command::Diff { dir, v1, v2 } => crate::browse::diff(&home, dir, v1, v2.as_deref()),
+            Command::Duplicates { dir } => crate::browse::duplicates(&home, dir),
             Command::Restore {
                 dir,
                 which,

@@ -848,6 +848,15 @@ impl History {
         Ok(need)
     }
 
+    /// The SHA-256 of every object, without its size (no stat each).
+    pub fn object_list(&self) -> Result<Vec<Digest>, Error> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
+        let mut root = self.open()?;
+        self.object_names(&mut root)
+    }
+
     /// The SHA-256 of every object, without its size.
     fn object_names(&self, root: &mut Root) -> Result<Vec<Digest>, Error> {
         let mut out = Vec::new();
@@ -962,14 +971,38 @@ impl History {
     }
 }
 
+impl History {
+    /// The difference `id`: the paths its newer base has that it lacks, and its entries
+    /// that the base does not hold the same.
+    pub fn diff_of(&self, id: u64) -> Result<(Vec<PathBuf>, Vec<EntryRecord>), Error> {
+        let mut root = self.open()?;
+        let r = self.read(&mut root, id, false, true)?;
+        Ok((r.removed, r.entries))
+    }
+}
+
 /// The SHA-256 of the files the difference `id` holds (read through `root`, the
 /// history opened).
 pub fn diff_shas(h: &History, root: &mut Root, id: u64) -> Result<Vec<Digest>, Error> {
-    Ok(h.read(root, id, false, true)?
-        .entries
-        .iter()
-        .filter_map(|e| e.sha256)
+    Ok(diff_files(h, root, id)?
+        .into_iter()
+        .map(|(d, _)| d)
         .collect())
+}
+
+/// The SHA-256 and size of the files the difference `id` holds.
+pub fn diff_files(h: &History, root: &mut Root, id: u64) -> Result<Vec<(Digest, u64)>, Error> {
+    let mut out = Vec::new();
+    let mut r = h.reader(root, id, false)?;
+    while r
+        .next_with(|e| {
+            if let Some(d) = e.sha256 {
+                out.push((d, e.size));
+            }
+        })?
+        .is_some()
+    {}
+    Ok(out)
 }
 
 /// `later` (the difference from `dropped`) as the difference from `dropped`'s base:

@@ -1,7 +1,7 @@
 //! `recovery list`, `verify`, `forget`, `tag` and `untag`: reading a store, and the few
 //! changes a person asks of it by name.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::Serialize;
@@ -69,7 +69,9 @@ fn rows(vd: &VersionedDir) -> Result<Vec<VersionRow>, engine::Error> {
     let history = vd.history();
     let listed = history.list()?;
     let tags = history.tags()?;
-    let objects: HashMap<Digest, u64> = history.objects()?.into_iter().collect();
+    // Which objects there are (a listing, no stat each): their sizes are the sizes the
+    // versions record for that content.
+    let objects: BTreeSet<Digest> = history.object_list()?.into_iter().collect();
     // Each object is counted for the newest version that needs it: the content a
     // difference holds is what its version had and the next one does not.
     let mut counted: BTreeSet<Digest> = BTreeSet::new();
@@ -78,22 +80,29 @@ fn rows(vd: &VersionedDir) -> Result<Vec<VersionRow>, engine::Error> {
     for l in listed.iter().rev() {
         let mut b = l.file_bytes;
         if let (Form::Diff { .. }, Some(r)) = (l.form, root.as_mut()) {
-            for sha in history::diff_shas(&history, r, l.head.id)? {
-                if let Some(size) = objects.get(&sha) {
-                    if counted.insert(sha) {
-                        b += size;
-                    }
+            for (sha, size) in history::diff_files(&history, r, l.head.id)? {
+                if objects.contains(&sha) && counted.insert(sha) {
+                    b += size;
                 }
             }
         }
         store_bytes.insert(l.head.id, b);
     }
-    // What is left is the newest version's (content a pass replaced before it was made).
-    let rest: u64 = objects
-        .iter()
-        .filter(|(sha, _)| !counted.contains(*sha))
-        .map(|(_, s)| s)
-        .sum();
+    // What is left is the newest version's (content a pass replaced before it was
+    // made): few, each sized by a stat.
+    let rest: u64 = match root.as_mut() {
+        Some(r) => objects
+            .iter()
+            .filter(|sha| !counted.contains(*sha))
+            .map(|sha| {
+                r.stat(&history::object_path(sha))
+                    .ok()
+                    .flatten()
+                    .map_or(0, |st| st.size)
+            })
+            .sum(),
+        None => 0,
+    };
     if let Some(l) = listed.last() {
         *store_bytes.entry(l.head.id).or_default() += rest;
     }
@@ -266,7 +275,7 @@ pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
                 }
             }
         }
-        let live = crate::store::LiveCopies::of(&vd);
+        let live = crate::store::LiveCopies::of(&vd, home);
         for (sha, (path, size, v)) in needed {
             if held.contains(&sha) || live.find(&path, &sha, size).is_some() {
                 continue;

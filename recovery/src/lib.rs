@@ -4,6 +4,7 @@
 //! found through the registry ([`registry`]), restored ([`restore`]), listed and
 //! verified ([`inspect`]). [`manifest`] reads the earlier layout's versions.
 
+pub mod browse;
 pub mod cli;
 pub mod history;
 pub mod inspect;

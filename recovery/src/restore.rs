@@ -153,7 +153,7 @@ pub fn select(vd: &VersionedDir, spec: &str) -> Result<VersionHead, Refusal> {
 }
 
 /// A point in time: RFC 3339, or a date (the end of that day, UTC).
-fn parse_point(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+pub fn parse_point(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&chrono::Utc));
     }
@@ -326,7 +326,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
     }
     let stop = || signal::stop_requested();
     let history_dir = vd.history().path().to_path_buf();
-    let lives = crate::store::LiveCopies::of(&vd);
+    let lives = crate::store::LiveCopies::of(&vd, home);
     let open = |p: &Path, e: &Entry| open_content(&history_dir, &lives, p, e);
     let applied = apply::apply(
         &plan,
@@ -385,15 +385,20 @@ fn open_content(
     let sha = e
         .hash
         .ok_or_else(|| Error::entry(p, "BUG: a version's file without its SHA-256"))?;
-    if let Ok(mut h) = Root::open(history_dir) {
-        for rel in [history::object_path(&sha), history::pending_path(&sha)] {
-            if let Ok((f, st)) = h.open_read(&rel) {
-                return Ok((f, st, history_dir.join(rel)));
-            }
-        }
+    let stored = crate::store::with_history_root(history_dir, |h| {
+        [history::object_path(&sha), history::pending_path(&sha)]
+            .into_iter()
+            .find_map(|rel| {
+                h.open_read(&rel)
+                    .ok()
+                    .map(|(f, st)| (f, st, history_dir.join(rel)))
+            })
+    });
+    if let Some(found) = stored.flatten() {
+        return Ok(found);
     }
-    if let Some((Some((f, st)), at)) = lives.find(p, &sha, e.size) {
-        return Ok((f, st, at));
+    if let Some(found) = lives.find(p, &sha, e.size) {
+        return Ok(found);
     }
     Err(Error::entry(
         p,

@@ -701,52 +701,115 @@ impl VersionedDir {
 }
 
 /// Where a version's content may still be live: the live directories (the versioned one,
-/// its aliases and twins), at the version's own path or at any path where the latest
-/// version holds the same content (a file renamed since). A file is taken only if it
-/// hashes to the content wanted.
+/// its aliases and twins). Each is scanned once, its files' SHA-256 taken from its stat
+/// cache (as a pass trusts them: size, mtime and inode unchanged since hashed); a file
+/// found that way is copied at once (the copy still checks every byte). Otherwise the
+/// version's own path, and any path where the latest version holds the same content (a
+/// file renamed since), are tried, each hashed before it is taken.
 pub struct LiveCopies {
     lives: Vec<PathBuf>,
-    by_sha: std::collections::HashMap<Digest, Vec<PathBuf>>,
+    /// Content → (live directory, path), from the stat caches.
+    cached: std::collections::HashMap<Digest, (usize, PathBuf)>,
+    /// Content → paths in the latest version.
+    latest: std::collections::HashMap<Digest, Vec<PathBuf>>,
+}
+
+thread_local! {
+    /// Each thread's open live directories, by path (a restore copies on every core).
+    static ROOTS: std::cell::RefCell<std::collections::HashMap<PathBuf, Root>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Runs `f` with this thread's handle on the history at `dir`.
+pub fn with_history_root<T>(dir: &Path, f: impl FnOnce(&mut Root) -> T) -> Option<T> {
+    with_root(dir, f)
+}
+
+/// Runs `f` with this thread's handle on the directory `dir`.
+fn with_root<T>(dir: &Path, f: impl FnOnce(&mut Root) -> T) -> Option<T> {
+    ROOTS.with(|roots| {
+        let mut roots = roots.borrow_mut();
+        if !roots.contains_key(dir) {
+            roots.insert(dir.to_path_buf(), Root::open(dir).ok()?);
+        }
+        roots.get_mut(dir).map(f)
+    })
 }
 
 impl LiveCopies {
-    pub fn of(vd: &VersionedDir) -> LiveCopies {
+    pub fn of(vd: &VersionedDir, home: &DataHome) -> LiveCopies {
+        let lives = vd.live_dirs();
+        let mut cached = std::collections::HashMap::new();
+        for (i, d) in lives.iter().enumerate() {
+            if !d.is_dir() {
+                continue;
+            }
+            let opts = engine::scan::ScanOptions {
+                skip: vec![vd.store().to_path_buf()],
+                ..Default::default()
+            };
+            let Ok(mut tree) = engine::scan::scan(d, &opts) else {
+                continue;
+            };
+            engine::scan::cache::StatCache::fill_from_file(&home.cache_file(d), d, &mut tree);
+            for (p, e) in tree.entries.iter() {
+                if let (Kind::File, Some(h)) = (e.kind, e.hash) {
+                    cached.entry(h).or_insert((i, p.to_path_buf()));
+                }
+            }
+        }
+        let mut latest: std::collections::HashMap<Digest, Vec<PathBuf>> = Default::default();
         let history = vd.history();
-        let mut by_sha: std::collections::HashMap<Digest, Vec<PathBuf>> = Default::default();
-        let latest = history.latest().ok().flatten();
-        if let Some(state) = latest.and_then(|h| history.state(h.id).ok()) {
+        let head = history.latest().ok().flatten();
+        if let Some(state) = head.and_then(|h| history.state(h.id).ok()) {
             for e in state.entries {
                 if let Some(sha) = e.sha256 {
-                    by_sha.entry(sha).or_default().push(e.path);
+                    latest.entry(sha).or_default().push(e.path);
                 }
             }
         }
         LiveCopies {
-            lives: vd.live_dirs(),
-            by_sha,
+            lives,
+            cached,
+            latest,
         }
     }
 
-    /// Finds a live file holding `sha` (`size` bytes), trying `p` first; `open`: opens
-    /// it to read, else `None` in its place.
+    /// Finds a live file holding `sha` (`size` bytes) and opens it to read, trying `p`
+    /// first where no stat cache vouches for one; gives the file, its stat and its path.
     pub fn find(
         &self,
         p: &Path,
         sha: &Digest,
         size: u64,
-    ) -> Option<(Option<(std::fs::File, engine::fs::Stat)>, PathBuf)> {
+    ) -> Option<(std::fs::File, engine::fs::Stat, PathBuf)> {
+        if let Some((i, q)) = self.cached.get(sha) {
+            let d = &self.lives[*i];
+            if let Some(Ok((f, st))) = with_root(d, |r| r.open_read(q)) {
+                if st.size == size {
+                    return Some((f, st, d.join(q)));
+                }
+            }
+        }
         let others = self
-            .by_sha
+            .latest
             .get(sha)
             .into_iter()
             .flatten()
             .filter(|q| *q != p);
         for q in std::iter::once(&p.to_path_buf()).chain(others) {
             for d in &self.lives {
-                let Ok(mut r) = Root::open(d) else { continue };
-                let fits = matches!(r.stat(q), Ok(Some(st)) if st.kind == Some(Kind::File) && st.size == size);
-                if fits && matches!(hash::hash_in(&mut r, q), Ok((got, _)) if got == *sha) {
-                    return Some((r.open_read(q).ok(), d.join(q)));
+                let found = with_root(d, |r| {
+                    let fits = matches!(r.stat(q), Ok(Some(st)) if st.kind == Some(Kind::File) && st.size == size);
+                    if fits && matches!(hash::hash_in(r, q), Ok((got, _)) if got == *sha) {
+                        r.open_read(q).ok()
+                    } else {
+                        None
+                    }
+                })
+                .flatten();
+                if let Some((f, st)) = found {
+                    return Some((f, st, d.join(q)));
                 }
             }
         }

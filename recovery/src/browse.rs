@@ -1,0 +1,392 @@
+//! Looking through a directory's history without restoring anything: `recovery find`
+//! (the versions that hold a path), `deleted` (what passes removed, and the last version
+//! that holds each), `ls` (a version's entries), `diff` (two versions, or a version and
+//! the live directory) and `duplicates` (files of the same content, from the manifests).
+//! Only reads.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use engine::error::Refusal;
+use engine::names::display;
+use engine::run::home::{absolute, DataHome};
+use engine::tree::encoding::EntryRecord;
+use engine::tree::{path_order, Digest, Kind};
+
+use crate::history::{History, VersionHead};
+use crate::restore::{find_versioned, select};
+use crate::store::VersionedDir;
+
+fn versioned(home: &DataHome, dir: &Path) -> Result<VersionedDir, Refusal> {
+    find_versioned(home, &absolute(dir)?, None)
+}
+
+fn kind_char(k: Kind) -> char {
+    match k {
+        Kind::File => '-',
+        Kind::Dir => 'd',
+        Kind::Symlink => 'l',
+    }
+}
+
+fn time_of(sec: i64) -> String {
+    chrono::DateTime::from_timestamp(sec, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| sec.to_string())
+}
+
+/// One entry as `ls -l` would show it.
+fn line(e: &EntryRecord) -> String {
+    let target = match &e.target {
+        Some(t) => format!(" -> {}", display(t)),
+        None => String::new(),
+    };
+    format!(
+        "{}{:04o}  {:>12}  {}  {}{target}",
+        kind_char(e.kind),
+        e.mode & 0o7777,
+        e.size,
+        time_of(e.mtime.0),
+        display(&e.path)
+    )
+}
+
+/// A path, or a glob when it has `*`, `?` or `[`: a path matches itself and what is
+/// under it.
+struct Pattern {
+    path: PathBuf,
+    glob: Option<globset::GlobMatcher>,
+}
+
+impl Pattern {
+    fn new(p: &Path) -> Result<Pattern, Refusal> {
+        let text = p.to_string_lossy();
+        let glob = if text.contains(['*', '?', '[']) {
+            Some(
+                globset::GlobBuilder::new(&text)
+                    .literal_separator(false)
+                    .build()
+                    .map_err(|e| Refusal::new(format!("{text:?} is not a glob: {e}")))?
+                    .compile_matcher(),
+            )
+        } else {
+            None
+        };
+        Ok(Pattern {
+            path: p.to_path_buf(),
+            glob,
+        })
+    }
+
+    fn matches(&self, p: &Path) -> bool {
+        match &self.glob {
+            Some(g) => g.is_match(p) || p.file_name().is_some_and(|n| g.is_match(n)),
+            None => p.starts_with(&self.path),
+        }
+    }
+}
+
+/// Walks every version, newest first, with the entries `keep` selects: the newest
+/// version read whole, each older one by applying its difference to the one after it.
+fn walk_versions(
+    history: &History,
+    keep: impl Fn(&Path) -> bool,
+    mut f: impl FnMut(&VersionHead, &BTreeMap<PathBuf, EntryRecord>),
+) -> Result<(), engine::Error> {
+    let listed = history.list()?;
+    let Some(newest) = listed.last() else {
+        return Ok(());
+    };
+    let mut state: BTreeMap<PathBuf, EntryRecord> = history
+        .state(newest.head.id)?
+        .entries
+        .into_iter()
+        .filter(|e| keep(&e.path))
+        .map(|e| (e.path.clone(), e))
+        .collect();
+    f(&newest.head, &state);
+    for l in listed.iter().rev().skip(1) {
+        let (removed, entries) = history.diff_of(l.head.id)?;
+        for p in removed {
+            state.remove(&p);
+        }
+        for e in entries.into_iter().filter(|e| keep(&e.path)) {
+            state.insert(e.path.clone(), e);
+        }
+        f(&l.head, &state);
+    }
+    Ok(())
+}
+
+/// `recovery find DIR PATH|GLOB`: the versions that hold it, newest first.
+pub fn find(home: &DataHome, dir: &Path, what: &Path) -> Result<i32, Refusal> {
+    let vd = versioned(home, dir)?;
+    let pattern = Pattern::new(what)?;
+    let mut found = 0;
+    walk_versions(
+        &vd.history(),
+        |p| pattern.matches(p),
+        |head, hits| {
+            if hits.is_empty() {
+                return;
+            }
+            found += 1;
+            let files: Vec<&EntryRecord> = hits.values().filter(|e| e.kind == Kind::File).collect();
+            let bytes: u64 = files.iter().map(|e| e.size).sum();
+            println!(
+                "version {} ({}): {} entries, {} files, {bytes} bytes",
+                head.id,
+                head.made,
+                hits.len(),
+                files.len()
+            );
+            let mut shown: Vec<&EntryRecord> = hits.values().collect();
+            shown.sort_by(|x, y| path_order(&x.path, &y.path));
+            for e in shown.iter().take(5) {
+                println!("  {}", line(e));
+            }
+            if shown.len() > 5 {
+                println!("  … and {} more", shown.len() - 5);
+            }
+        },
+    )
+    .map_err(Refusal::from)?;
+    if found == 0 {
+        println!(
+            "no version of {} holds {}",
+            display(vd.dir()),
+            display(what)
+        );
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+/// `recovery deleted DIR [--since TIME]`: what passes removed (each in none of the
+/// newest version's entries), with the last version that holds it; a removed folder is
+/// shown once, with what was in it.
+pub fn deleted(home: &DataHome, dir: &Path, since: Option<&str>) -> Result<i32, Refusal> {
+    let vd = versioned(home, dir)?;
+    let since = match since {
+        Some(s) => Some(crate::restore::parse_point(s).ok_or_else(|| {
+            Refusal::new(format!(
+                "--since {s:?} is not a time (2026-12-01T10:00:00Z or 2026-12-01)"
+            ))
+        })?),
+        None => None,
+    };
+    let history = vd.history();
+    let listed = history.list().map_err(Refusal::from)?;
+    let Some(newest) = listed.last() else {
+        println!("{} has no versions", display(vd.dir()));
+        return Ok(0);
+    };
+    let now: HashSet<PathBuf> = history
+        .state(newest.head.id)
+        .map_err(Refusal::from)?
+        .entries
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    // Newest first: the first version met that holds a path is the last one that did.
+    let mut gone: BTreeMap<PathBuf, (EntryRecord, u64, String)> = BTreeMap::new();
+    for (i, l) in listed.iter().enumerate().rev().skip(1) {
+        // Removed by the pass that made the version after it.
+        let removed_at = crate::store::parse_time(&listed[i + 1].head.made);
+        if since.is_some_and(|t| removed_at < t) {
+            break;
+        }
+        let (_, entries) = history.diff_of(l.head.id).map_err(Refusal::from)?;
+        for e in entries {
+            if !now.contains(&e.path) && !gone.contains_key(&e.path) {
+                let id = l.head.id;
+                gone.insert(e.path.clone(), (e, id, l.head.made.clone()));
+            }
+        }
+    }
+    let mut shown = 0;
+    let paths: Vec<&PathBuf> = gone.keys().collect();
+    for p in &paths {
+        let parent = engine::tree::parent_of(p);
+        if !parent.as_os_str().is_empty() && gone.contains_key(parent) {
+            continue;
+        }
+        let (e, id, made) = &gone[*p];
+        shown += 1;
+        if e.kind == Kind::Dir {
+            let inside: Vec<&(EntryRecord, u64, String)> = gone
+                .iter()
+                .filter(|(q, _)| q.starts_with(p) && q != p)
+                .map(|(_, v)| v)
+                .collect();
+            let bytes: u64 = inside.iter().map(|(e, _, _)| e.size).sum();
+            println!(
+                "{}/  ({} entries, {bytes} bytes)  last in version {id} ({made})",
+                display(p),
+                inside.len()
+            );
+        } else {
+            println!(
+                "{}  ({} bytes)  last in version {id} ({made})",
+                display(p),
+                e.size
+            );
+        }
+    }
+    if shown == 0 {
+        println!(
+            "nothing was deleted{}",
+            if since.is_some() { " since then" } else { "" }
+        );
+    }
+    Ok(0)
+}
+
+/// `recovery ls DIR [--version V] [SUBPATH]`: the entries of a version.
+pub fn ls(home: &DataHome, dir: &Path, spec: &str, sub: Option<&Path>) -> Result<i32, Refusal> {
+    let vd = versioned(home, dir)?;
+    let head = select(&vd, spec)?;
+    let state = vd.history().state(head.id).map_err(Refusal::from)?;
+    let mut n = 0;
+    for e in state
+        .entries
+        .iter()
+        .filter(|e| sub.is_none_or(|s| e.path.starts_with(s)))
+    {
+        n += 1;
+        println!("{}", line(e));
+    }
+    if n == 0 {
+        if let Some(s) = sub {
+            return Err(Refusal::new(format!(
+                "{} is not in version {} of {}",
+                display(s),
+                head.id,
+                display(vd.dir())
+            )));
+        }
+    }
+    Ok(0)
+}
+
+/// What a side of a diff holds: a version, or the live directory.
+fn side(
+    vd: &VersionedDir,
+    home: &DataHome,
+    spec: Option<&str>,
+) -> Result<(String, Vec<EntryRecord>), Refusal> {
+    match spec {
+        Some(s) => {
+            let head = select(vd, s)?;
+            let state = vd.history().state(head.id).map_err(Refusal::from)?;
+            Ok((format!("version {}", head.id), state.entries))
+        }
+        None => {
+            let opts = engine::scan::ScanOptions {
+                skip: vec![vd.store().to_path_buf()],
+                ..Default::default()
+            };
+            let mut tree = engine::scan::scan(vd.dir(), &opts).map_err(Refusal::from)?;
+            engine::scan::cache::StatCache::fill_from_file(
+                &home.cache_file(vd.dir()),
+                vd.dir(),
+                &mut tree,
+            );
+            let hashed = engine::scan::cache::hash_missing(vd.dir(), &mut tree);
+            for e in hashed.errors {
+                log::warn!("{e}");
+            }
+            let entries = crate::manifest::entries_of(&tree)
+                .map(|e| e.to_owned())
+                .collect();
+            Ok(("the live directory".to_string(), entries))
+        }
+    }
+}
+
+/// `recovery diff DIR V1 [V2]`: what differs from V1 to V2 (default: the live
+/// directory): `+` added, `-` removed, `M` content changed, `m` metadata only.
+pub fn diff(home: &DataHome, dir: &Path, v1: &str, v2: Option<&str>) -> Result<i32, Refusal> {
+    let vd = versioned(home, dir)?;
+    let (a_name, a) = side(&vd, home, Some(v1))?;
+    let (b_name, b) = side(&vd, home, v2)?;
+    println!("from {a_name} to {b_name} of {}:", display(vd.dir()));
+    let (mut plus, mut minus, mut changed, mut meta) = (0, 0, 0, 0);
+    for (x, y) in engine::tree::zip_sorted_by(
+        a.iter(),
+        b.iter(),
+        |e| e.path.as_path(),
+        |e| e.path.as_path(),
+    ) {
+        match (x, y) {
+            (None, Some(y)) => {
+                plus += 1;
+                println!("+ {}", display(&y.path));
+            }
+            (Some(x), None) => {
+                minus += 1;
+                println!("- {}", display(&x.path));
+            }
+            (Some(x), Some(y)) => {
+                if x.kind != y.kind || x.sha256 != y.sha256 || x.target != y.target {
+                    changed += 1;
+                    println!("M {}", display(&y.path));
+                } else if x.mode != y.mode || x.mtime != y.mtime || x.owner != y.owner {
+                    // A directory's mtime moves with what is in it: not worth a line.
+                    if y.kind != Kind::Dir {
+                        meta += 1;
+                        println!("m {}", display(&y.path));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    println!("{plus} added, {minus} removed, {changed} changed, {meta} with metadata changed");
+    Ok(0)
+}
+
+/// `recovery duplicates DIR`: groups of files with the same content in the newest
+/// version (the live tree as last synced), from its manifest: no file is read.
+pub fn duplicates(home: &DataHome, dir: &Path) -> Result<i32, Refusal> {
+    let vd = versioned(home, dir)?;
+    let head = select(&vd, "latest")?;
+    let state = vd.history().state(head.id).map_err(Refusal::from)?;
+    let mut groups: HashMap<Digest, Vec<&EntryRecord>> = HashMap::new();
+    for e in state
+        .entries
+        .iter()
+        .filter(|e| e.kind == Kind::File && e.size > 0)
+    {
+        if let Some(sha) = e.sha256 {
+            groups.entry(sha).or_default().push(e);
+        }
+    }
+    let mut dups: Vec<(u64, Vec<&EntryRecord>)> = groups
+        .into_values()
+        .filter(|g| g.len() > 1)
+        .map(|g| (g[0].size * (g.len() as u64 - 1), g))
+        .collect();
+    dups.sort_by(|x, y| {
+        y.0.cmp(&x.0)
+            .then_with(|| path_order(&x.1[0].path, &y.1[0].path))
+    });
+    let wasted: u64 = dups.iter().map(|(w, _)| w).sum();
+    for (w, g) in &dups {
+        println!(
+            "{} copies of {} bytes ({w} bytes more than one):",
+            g.len(),
+            g[0].size
+        );
+        for e in g {
+            println!("  {}", display(&e.path));
+        }
+    }
+    println!(
+        "{} groups of duplicates in version {} of {}; {wasted} bytes would be saved by keeping one of each",
+        dups.len(),
+        head.id,
+        display(vd.dir())
+    );
+    Ok(0)
+}

@@ -1,0 +1,351 @@
+//! History that lasts: versions past the last two, the retention policy, tags, versions
+//! chosen by id, tag or time, each twoway replica's store on its own, and the commands
+//! that look through a history (find, deleted, ls, diff, duplicates).
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use integration_tests::*;
+
+/// `recovery ARGS…`, the arguments given as strings or paths.
+fn recovery<S: AsRef<OsStr>>(env: &Env, args: &[S]) -> Run {
+    env.run(
+        "recovery",
+        args.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
+    )
+}
+
+/// (id, made) of every version of `dir`, newest first.
+fn listed(env: &Env, dir: &Path) -> Vec<(String, String)> {
+    let run = recovery(
+        env,
+        &[OsStr::new("list"), dir.as_os_str(), OsStr::new("--json")],
+    );
+    run.expect(0);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap();
+    v["dirs"][0]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["id"].to_string(), x["made"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn restore_to(env: &Env, dir: &Path, version: &str, to: &Path, extra: &[&str]) -> Run {
+    let mut args: Vec<&OsStr> = vec![
+        OsStr::new("restore"),
+        dir.as_os_str(),
+        OsStr::new("--version"),
+        OsStr::new(version),
+        OsStr::new("--to"),
+        to.as_os_str(),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    recovery(env, &args)
+}
+
+fn setup(env: &Env) -> (PathBuf, PathBuf) {
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir_all(&dst).unwrap();
+    (src, dst)
+}
+
+#[test]
+fn a_folder_deleted_several_passes_ago_is_found_and_restored() {
+    let env = Env::new();
+    let (src, dst) = setup(&env);
+    write(&src.join("docs/report.txt"), "the report");
+    write(&src.join("docs/notes/a.txt"), "notes");
+    write(&src.join("other.txt"), "0");
+    env.oneway(&src, &dst, &[]).expect(0);
+    fs::remove_dir_all(src.join("docs")).unwrap();
+    env.oneway(&src, &dst, &["--max-delete", "100"]).expect(0);
+    // Unrelated changes afterwards: the store used to keep two passes only.
+    for i in 1..=4 {
+        write(&src.join("other.txt"), format!("{i}"));
+        env.oneway(&src, &dst, &[]).expect(0);
+    }
+    let versions = listed(&env, &src);
+    assert_eq!(versions.len(), 6, "{versions:?}");
+    let find = recovery(
+        &env,
+        &[OsStr::new("find"), src.as_os_str(), OsStr::new("docs")],
+    );
+    find.expect(0);
+    let first = &versions.last().unwrap().0;
+    assert!(
+        find.stdout().contains(&format!("version {first} ")),
+        "{}",
+        find.stdout()
+    );
+    let deleted = recovery(&env, &[OsStr::new("deleted"), src.as_os_str()]);
+    deleted.expect(0);
+    assert!(deleted.stdout().contains("docs/"), "{}", deleted.stdout());
+    assert!(
+        !deleted.stdout().contains("docs/notes"),
+        "a folder is shown once: {}",
+        deleted.stdout()
+    );
+    // Restored by id, into the live directory, with --path.
+    let run = recovery(
+        &env,
+        &[
+            OsStr::new("restore"),
+            src.as_os_str(),
+            OsStr::new("--version"),
+            OsStr::new(first),
+            OsStr::new("--path"),
+            OsStr::new("docs"),
+        ],
+    );
+    run.expect(0);
+    assert_eq!(
+        fs::read_to_string(src.join("docs/report.txt")).unwrap(),
+        "the report"
+    );
+    assert_eq!(
+        fs::read_to_string(src.join("docs/notes/a.txt")).unwrap(),
+        "notes"
+    );
+    assert_eq!(fs::read_to_string(src.join("other.txt")).unwrap(), "4");
+}
+
+#[test]
+fn a_version_is_chosen_by_id_tag_or_time() {
+    let env = Env::new();
+    let (src, dst) = setup(&env);
+    // (Versions are timed to the millisecond: each pass is a process of its own.)
+    for tag in ["one", "two", "three"] {
+        write(&src.join("f"), tag);
+        env.oneway(&src, &dst, &["--tag", &format!("t-{tag}")])
+            .expect(0);
+    }
+    let versions = listed(&env, &src);
+    let (mid_id, mid_made) = versions[1].clone();
+    for (spec, want) in [
+        (mid_id.as_str(), "two"),
+        ("t-one", "one"),
+        ("previous", "two"),
+        ("latest", "three"),
+        (mid_made.as_str(), "two"),
+    ] {
+        let to = env.path(&format!("to-{}", spec.replace([':', '.'], "-")));
+        restore_to(&env, &src, spec, &to, &[]).expect(0);
+        assert_eq!(
+            fs::read_to_string(to.join("f")).unwrap(),
+            want,
+            "--version {spec}"
+        );
+    }
+    // A date: the last version made at or before the end of that day.
+    let today = &mid_made[..10];
+    let to = env.path("by-date");
+    restore_to(&env, &src, today, &to, &[]).expect(0);
+    assert_eq!(fs::read_to_string(to.join("f")).unwrap(), "three");
+    restore_to(&env, &src, "1999-01-01", &env.path("none"), &[]).expect(2);
+    restore_to(&env, &src, "no-such-tag", &env.path("none"), &[]).expect(2);
+}
+
+#[test]
+fn the_retention_policy_keeps_tagged_versions_and_forget_says_what_it_frees() {
+    let env = Env::new();
+    let (src, dst) = setup(&env);
+    let cfg = env.path("keep.json");
+    write(
+        &cfg,
+        r#"{"keep": {"last": 2, "hourly": 0, "daily": 0, "weekly": 0}}"#,
+    );
+    let cfg = cfg.to_str().unwrap();
+    write(&src.join("f"), "kept forever");
+    env.oneway(&src, &dst, &["--config", cfg, "--tag", "precious"])
+        .expect(0);
+    for i in 0..4 {
+        write(&src.join("f"), format!("pass {i}"));
+        let run = env.oneway(&src, &dst, &["--config", cfg]);
+        run.expect(0);
+        if i >= 2 {
+            assert!(run.all().contains("dropped version"), "{}", run.all());
+        }
+    }
+    let versions = listed(&env, &src);
+    assert_eq!(
+        versions.len(),
+        3,
+        "the newest two and the tagged one: {versions:?}"
+    );
+    let to = env.path("precious");
+    restore_to(&env, &src, "precious", &to, &[]).expect(0);
+    assert_eq!(fs::read_to_string(to.join("f")).unwrap(), "kept forever");
+    // Untagged, the next application of the policy drops it.
+    recovery(
+        &env,
+        &[OsStr::new("untag"), src.as_os_str(), OsStr::new("precious")],
+    )
+    .expect(0);
+    let keep = [
+        "--keep-last",
+        "2",
+        "--keep-hourly",
+        "0",
+        "--keep-daily",
+        "0",
+        "--keep-weekly",
+        "0",
+    ];
+    let mut args = vec![OsStr::new("forget"), src.as_os_str()];
+    args.extend(keep.iter().map(OsStr::new));
+    let mut dry = args.clone();
+    dry.push(OsStr::new("--dry-run"));
+    let run = recovery(&env, &dry);
+    run.expect(0);
+    assert!(
+        run.stdout().contains("would drop version"),
+        "{}",
+        run.stdout()
+    );
+    assert_eq!(listed(&env, &src).len(), 3, "a dry run drops nothing");
+    let run = recovery(&env, &args);
+    run.expect(0);
+    assert!(run.stdout().contains("freed"), "{}", run.stdout());
+    assert_eq!(listed(&env, &src).len(), 2);
+    assert!(!store_holds(&dst.join("__versions__"), b"kept forever"));
+    recovery(&env, &["verify"]).expect(0);
+}
+
+#[test]
+fn each_twoway_replica_restores_its_versions_without_the_other() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    write(&a.join("f.txt"), "v1");
+    write(&a.join("docs/x.txt"), "doc");
+    fs::create_dir_all(&b).unwrap();
+    env.run("twoway", [&a, &b, Path::new("--once")]).expect(0);
+    // An edit in place on A, as `echo v2 > f.txt` does: B's copy is replaced by the
+    // pass, so v1 is kept in B's store, and A's store must get it too.
+    fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(a.join("f.txt"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"v2"))
+        .unwrap();
+    env.run("twoway", [&a, &b, Path::new("--once")]).expect(0);
+    assert_eq!(fs::read(b.join("f.txt")).unwrap(), b"v2");
+    // B's drive dies.
+    fs::remove_dir_all(&b).unwrap();
+    let to = env.path("restored");
+    restore_to(&env, &a, "previous", &to, &[]).expect(0);
+    assert_eq!(fs::read_to_string(to.join("f.txt")).unwrap(), "v1");
+    assert_eq!(fs::read_to_string(to.join("docs/x.txt")).unwrap(), "doc");
+    assert!(store_holds(&a.join("__versions__"), b"v1"));
+}
+
+#[test]
+fn what_a_forced_restore_replaces_is_kept_and_can_be_restored() {
+    let env = Env::new();
+    let (src, dst) = setup(&env);
+    write(&src.join("f"), "synced");
+    env.oneway(&src, &dst, &[]).expect(0);
+    write(&src.join("f"), "edited after the sync");
+    recovery(
+        &env,
+        &[
+            OsStr::new("restore"),
+            src.as_os_str(),
+            OsStr::new("--force"),
+        ],
+    )
+    .expect(0);
+    assert_eq!(fs::read_to_string(src.join("f")).unwrap(), "synced");
+    assert!(store_holds(
+        &dst.join("__versions__"),
+        b"edited after the sync"
+    ));
+    let versions = listed(&env, &src);
+    let to = env.path("undo");
+    restore_to(&env, &src, &versions[0].0, &to, &[]).expect(0);
+    assert_eq!(
+        fs::read_to_string(to.join("f")).unwrap(),
+        "edited after the sync"
+    );
+}
+
+#[test]
+fn ls_diff_and_duplicates_read_the_history() {
+    let env = Env::new();
+    let (src, dst) = setup(&env);
+    write(&src.join("a.txt"), "same bytes");
+    write(&src.join("sub/b.txt"), "same bytes");
+    write(&src.join("c.txt"), "c");
+    env.oneway(&src, &dst, &[]).expect(0);
+    write(&src.join("c.txt"), "c changed");
+    write(&src.join("new.txt"), "n");
+    fs::remove_file(src.join("a.txt")).unwrap();
+    env.oneway(&src, &dst, &[]).expect(0);
+
+    let ls = recovery(
+        &env,
+        &[
+            OsStr::new("ls"),
+            src.as_os_str(),
+            OsStr::new("--version"),
+            OsStr::new("previous"),
+        ],
+    );
+    ls.expect(0);
+    assert!(
+        ls.stdout().contains("a.txt") && !ls.stdout().contains("new.txt"),
+        "{}",
+        ls.stdout()
+    );
+    let sub = recovery(
+        &env,
+        &[OsStr::new("ls"), src.as_os_str(), OsStr::new("sub")],
+    );
+    sub.expect(0);
+    assert!(
+        sub.stdout().contains("sub/b.txt") && !sub.stdout().contains("c.txt"),
+        "{}",
+        sub.stdout()
+    );
+
+    let diff = recovery(
+        &env,
+        &[
+            OsStr::new("diff"),
+            src.as_os_str(),
+            OsStr::new("previous"),
+            OsStr::new("latest"),
+        ],
+    );
+    diff.expect(0);
+    let out = diff.stdout();
+    for want in ["+ new.txt", "- a.txt", "M c.txt"] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    // Against the live directory.
+    write(&src.join("live-only.txt"), "l");
+    let live = recovery(
+        &env,
+        &[OsStr::new("diff"), src.as_os_str(), OsStr::new("latest")],
+    );
+    live.expect(0);
+    assert!(
+        live.stdout().contains("+ live-only.txt"),
+        "{}",
+        live.stdout()
+    );
+
+    let dups = recovery(&env, &[OsStr::new("duplicates"), src.as_os_str()]);
+    dups.expect(0);
+    // a.txt is gone: its twin is alone now.
+    assert!(dups.stdout().contains("0 groups"), "{}", dups.stdout());
+    write(&src.join("copy-of-c.txt"), "c changed");
+    env.oneway(&src, &dst, &[]).expect(0);
+    let dups = recovery(&env, &[OsStr::new("duplicates"), src.as_os_str()]);
+    assert!(
+        dups.stdout().contains("copy-of-c.txt") && dups.stdout().contains("1 groups"),
+        "{}",
+        dups.stdout()
+    );
+}
