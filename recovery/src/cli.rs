@@ -64,7 +64,13 @@ pub enum Command {
     /// Re-hash every stored file; check that every version reads and that the content
     /// each needs is in the store or in a live directory; exit 1 if anything is damaged
     /// or missing.
-    Verify { dir: Option<PathBuf> },
+    Verify {
+        dir: Option<PathBuf>,
+        /// Heal damaged or missing content from a live file or another store holding
+        /// the same SHA-256, and say what could not be healed.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Apply a retention policy to DIR's versions now, and say what it frees. Each
     /// --keep-* defaults to the policy's (last 10, hourly 48, daily 30, weekly 26);
     /// tagged versions and the latest are always kept.
@@ -170,7 +176,7 @@ pub fn main() -> i32 {
         let home = DataHome::locate()?;
         match &cli.command {
             Command::List { dir, json } => inspect::list(&home, dir.as_deref(), *json),
-            Command::Verify { dir } => inspect::verify(&home, dir.as_deref()),
+            Command::Verify { dir, repair } => inspect::verify(&home, dir.as_deref(), *repair),
             Command::Forget {
                 dir,
                 keep_last,

@@ -749,6 +749,43 @@ impl History {
         Ok(())
     }
 
+    /// Puts `file` (read from `from`) in the store as the object `sha`, replacing a
+    /// damaged one: written beside it, checked against `sha` as it is copied, flushed,
+    /// then renamed over it.
+    pub fn heal_object(
+        &self,
+        file: &mut std::fs::File,
+        from: &Path,
+        sha: &Digest,
+    ) -> Result<(), Error> {
+        let mut root = self.open_made()?;
+        let obj = object_path(sha);
+        root.mkdir_unfinished(obj.parent().expect("BUG: an object has a folder"))?;
+        let mut temp = root.create_temp(&obj)?;
+        let (digest, _) = temp.fill_hashing(file, false, &|| false, from)?;
+        if digest != *sha {
+            return Err(Error::entry(
+                from,
+                "does not hold the content it was taken for",
+            ));
+        }
+        temp.set_meta(
+            0o444,
+            engine::tree::MTime::default(),
+            engine::Owner::UNKNOWN,
+        )?;
+        temp.sync()?;
+        temp.commit()
+    }
+
+    /// Opens the object `sha` to read, if the history has it.
+    pub fn open_object(&self, sha: &Digest) -> Option<(std::fs::File, PathBuf)> {
+        let mut root = self.open().ok()?;
+        let rel = object_path(sha);
+        let (f, _) = root.open_read(&rel).ok()?;
+        Some((f, self.path.join(rel)))
+    }
+
     /// Settles pending files (see [`Self::repair`]), giving each to the histories `to`.
     pub fn settle_pending(&self, to: &[History]) -> Result<(), Error> {
         if !self.exists() {

@@ -12,7 +12,7 @@ use engine::names::display;
 use engine::run::home::{absolute, DataHome};
 use engine::tree::{Digest, Kind};
 
-use crate::history::{self, Form};
+use crate::history::{self, Form, History};
 use crate::registry::{RegEntry, Registry};
 use crate::retention::Keep;
 use crate::store::VersionedDir;
@@ -195,10 +195,66 @@ pub fn list(home: &DataHome, dir: Option<&Path>, json: bool) -> Result<i32, Refu
     Ok(0)
 }
 
+/// The other histories that may hold a directory's content: its other stores, and its
+/// twins' (twoway's other replica's) stores.
+fn other_histories(home: &DataHome, e: &RegEntry) -> Vec<History> {
+    let mut out = Vec::new();
+    let Ok(reg) = Registry::load(home) else {
+        return out;
+    };
+    let mut entries: Vec<RegEntry> = reg.find(&e.path).map(|x| x.per_store()).unwrap_or_default();
+    for t in &e.twins {
+        entries.extend(reg.find(t).map(|x| x.per_store()).unwrap_or_default());
+    }
+    for x in entries {
+        let h = History::at(x.store.join(&x.name));
+        let own = x.store == e.store && x.name == e.name;
+        let seen = out.iter().any(|o: &History| o.path() == h.path());
+        if !own && !seen {
+            out.push(h);
+        }
+    }
+    out
+}
+
+/// Heals the object `sha` of `history` from a live file or another history holding the
+/// same content; says where from, or why not.
+fn heal(
+    history: &History,
+    live: &crate::store::LiveCopies,
+    others: &[History],
+    sha: &Digest,
+    at: Option<&(std::path::PathBuf, u64, Vec<u64>)>,
+) -> Result<std::path::PathBuf, String> {
+    let mut tried = Vec::new();
+    if let Some((path, size, _)) = at {
+        if let Some((mut f, _, from)) = live.find(path, sha, *size) {
+            match history.heal_object(&mut f, &from, sha) {
+                Ok(()) => return Ok(from),
+                Err(e) => tried.push(e.to_string()),
+            }
+        }
+    }
+    for o in others {
+        if let Some((mut f, from)) = o.open_object(sha) {
+            match history.heal_object(&mut f, &from, sha) {
+                Ok(()) => return Ok(from),
+                Err(e) => tried.push(e.to_string()),
+            }
+        }
+    }
+    Err(if tried.is_empty() {
+        "no live file and no other store holds that content".to_string()
+    } else {
+        tried.join("; ")
+    })
+}
+
 /// Re-hashes every object of each store against its name, checks that every version
 /// reads and that the content each needs is in the store or in a live directory;
-/// 1 if anything is damaged or missing.
-pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
+/// `repair`: heals damaged or missing content from a live file or another store that
+/// holds the same SHA-256. 1 if anything is (still) damaged or missing.
+pub fn verify(home: &DataHome, dir: Option<&Path>, repair: bool) -> Result<i32, Refusal> {
     let mut problems = 0usize;
     let (mut objects_n, mut versions_n) = (0usize, 0usize);
     for e in selected(home, dir)? {
@@ -250,6 +306,13 @@ pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
             .map(|(sha, _)| history::object_path(sha))
             .collect();
         let mut held: BTreeSet<Digest> = BTreeSet::new();
+        let live = crate::store::LiveCopies::of(&vd, home);
+        let others = if repair {
+            other_histories(home, &e)
+        } else {
+            Vec::new()
+        };
+        let mut healed = 0usize;
         for ((sha, _), r) in objects.iter().zip(hash::hash_many(history.path(), &rels)) {
             objects_n += 1;
             let what = match needed.get(sha) {
@@ -274,11 +337,32 @@ pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
                     println!("DAMAGED  {err}{what}");
                 }
             }
+            if repair && !held.contains(sha) {
+                match heal(&history, &live, &others, sha, needed.get(sha)) {
+                    Ok(from) => {
+                        healed += 1;
+                        held.insert(*sha);
+                        println!("REPAIRED {} from {}", sha.to_hex(), display(&from));
+                    }
+                    Err(why) => println!("NOT REPAIRED {}: {why}", sha.to_hex()),
+                }
+            }
         }
-        let live = crate::store::LiveCopies::of(&vd, home);
-        for (sha, (path, size, v)) in needed {
+        for (sha, (path, size, v)) in needed.iter().map(|(k, v)| (*k, v.clone())) {
             if held.contains(&sha) || live.find(&path, &sha, size).is_some() {
                 continue;
+            }
+            if repair {
+                if let Ok(from) = heal(&history, &live, &others, &sha, needed.get(&sha)) {
+                    println!(
+                        "REPAIRED {} of {} (versions {}) from {}",
+                        display(&path),
+                        display(&e.path),
+                        ids(&v),
+                        display(&from)
+                    );
+                    continue;
+                }
             }
             problems += 1;
             println!(
@@ -290,6 +374,7 @@ pub fn verify(home: &DataHome, dir: Option<&Path>) -> Result<i32, Refusal> {
                 sha.to_hex()
             );
         }
+        problems -= healed;
     }
     println!("verified {objects_n} stored files and {versions_n} versions: {problems} problems");
     Ok(if problems > 0 { 1 } else { 0 })

@@ -545,7 +545,7 @@ pub fn random_edits(root: &Path, rng: &mut Rng, serial: &mut u32) {
         };
         let name = NAMES[rng.below(NAMES.len() as u64) as usize];
         let free = |p: &Path| fs::symlink_metadata(p).is_err();
-        match rng.below(11) {
+        match rng.below(13) {
             0 | 1 => {
                 let p = parent.join(name);
                 if free(&p) {
@@ -590,6 +590,22 @@ pub fn random_edits(root: &Path, rng: &mut Rng, serial: &mut u32) {
                     let targets = ["x.txt", "../a", "nowhere"];
                     std::os::unix::fs::symlink(targets[rng.below(3) as usize], p).unwrap();
                 }
+            }
+            // Edits in place, as editors, shells and databases make them: the same
+            // inode rewritten, or appended to.
+            11 if !files.is_empty() => {
+                let p = pick(&files, rng);
+                fs::write(&p, content(rng)).unwrap();
+            }
+            12 if !files.is_empty() => {
+                use std::io::Write;
+                let p = pick(&files, rng);
+                let more = content(rng);
+                fs::OpenOptions::new()
+                    .append(true)
+                    .open(&p)
+                    .and_then(|mut f| f.write_all(more.as_bytes()))
+                    .unwrap();
             }
             _ => {}
         }

@@ -349,3 +349,65 @@ fn ls_diff_and_duplicates_read_the_history() {
         dups.stdout()
     );
 }
+
+#[test]
+fn verify_repair_heals_damaged_content_from_another_store_and_says_what_it_cannot() {
+    let env = Env::new();
+    let src = env.path("src");
+    let (usb1, usb2) = (env.path("usb1"), env.path("usb2"));
+    fs::create_dir_all(&usb1).unwrap();
+    fs::create_dir_all(&usb2).unwrap();
+    write(&src.join("f"), "one");
+    write(&src.join("g"), "only in usb1's history");
+    for usb in [&usb1, &usb2] {
+        env.oneway(&src, usb, &[]).expect(0);
+    }
+    write(&src.join("f"), "two");
+    fs::remove_file(src.join("g")).unwrap();
+    env.oneway(&src, &usb1, &[]).expect(0);
+    fs::remove_file(src.join("g")).ok();
+    env.oneway(&src, &usb2, &[]).expect(0);
+    // usb1's stored "one" rots, and so does "only in usb1's history"... which usb2
+    // also kept (the same pass removed it there): rot both of that one.
+    let object = |store: &Path, bytes: &[u8]| {
+        files_of(store)
+            .into_iter()
+            .map(|(p, _)| store.join(p))
+            .find(|p| fs::read(p).unwrap() == bytes)
+            .unwrap_or_else(|| panic!("{} holds {:?}", store.display(), bytes))
+    };
+    let rot = |p: &Path| {
+        chmod(p, 0o644);
+        fs::write(p, "rot!").unwrap();
+    };
+    let (s1, s2) = (usb1.join("__versions__"), usb2.join("__versions__"));
+    rot(&object(&s1, b"one"));
+    rot(&object(&s1, b"only in usb1's history"));
+    rot(&object(&s2, b"only in usb1's history"));
+    let verify = recovery(&env, &[OsStr::new("verify"), src.as_os_str()]);
+    verify.expect(1);
+    assert!(verify.stdout().contains("DAMAGED"), "{}", verify.stdout());
+    let repair = recovery(
+        &env,
+        &[
+            OsStr::new("verify"),
+            src.as_os_str(),
+            OsStr::new("--repair"),
+        ],
+    );
+    repair.expect(1);
+    let out = repair.stdout();
+    assert!(out.contains("REPAIRED") && out.contains("usb2"), "{out}");
+    assert!(out.contains("NOT REPAIRED"), "{out}");
+    assert!(store_holds(&s1, b"one"), "healed from usb2's store");
+    // What could be healed stays healed; the rest is still reported.
+    let again = recovery(&env, &[OsStr::new("verify"), src.as_os_str()]);
+    let one = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(b"one"))
+    };
+    let out = again.stdout();
+    let damaged: Vec<&str> = out.lines().filter(|l| l.starts_with("DAMAGED")).collect();
+    assert_eq!(damaged.len(), 2, "{out}");
+    assert!(damaged.iter().all(|l| !l.contains(&one)), "{out}");
+}
