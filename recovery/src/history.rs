@@ -454,18 +454,27 @@ impl History {
     }
 
     /// Whether the latest version holds every file of `files` (path and SHA-256) at its
-    /// path; false without versions.
+    /// path; false without versions. Reads the latest version entry by entry.
     pub fn latest_holds(&self, files: &[(&Path, Digest)]) -> Result<bool, Error> {
         let Some(head) = self.latest()? else {
             return Ok(false);
         };
-        let state = self.state(head.id)?;
-        Ok(files.iter().all(|(p, sha)| {
-            state
-                .entries
-                .binary_search_by(|e| path_order(&e.path, p))
-                .is_ok_and(|i| state.entries[i].sha256 == Some(*sha))
-        }))
+        let mut sorted: Vec<(&Path, Digest)> = files.to_vec();
+        sorted.sort_by(|x, y| path_order(x.0, y.0));
+        let mut root = self.open()?;
+        let mut at = 0;
+        let mut all = true;
+        self.for_each_in(&mut root, head.id, |o| {
+            while at < sorted.len() && path_order(sorted[at].0, o.path).is_lt() {
+                all = false;
+                at += 1;
+            }
+            while at < sorted.len() && same_path(sorted[at].0, o.path) {
+                all &= o.sha256 == Some(sorted[at].1);
+                at += 1;
+            }
+        })?;
+        Ok(all && at == sorted.len())
     }
 
     /// The entries of version `id`, owned, in path order, and its head.
@@ -883,6 +892,24 @@ impl History {
             {}
         }
         Ok(need)
+    }
+
+    /// The content the history holds: its objects and its pending files (listed, no
+    /// stat each).
+    pub fn held(&self) -> Result<Vec<Digest>, Error> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
+        let mut root = self.open()?;
+        let mut all = self.object_names(&mut root)?;
+        if root.stat(Path::new(PENDING))?.is_some() {
+            all.extend(
+                root.list(Path::new(PENDING))?
+                    .iter()
+                    .filter_map(|n| n.to_str().and_then(Digest::from_hex)),
+            );
+        }
+        Ok(all)
     }
 
     /// The SHA-256 of every object, without its size (no stat each).

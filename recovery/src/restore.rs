@@ -327,7 +327,14 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
     let stop = || signal::stop_requested();
     let history_dir = vd.history().path().to_path_buf();
     let lives = crate::store::LiveCopies::of(&vd, home);
-    let open = |p: &Path, e: &Entry| open_content(&history_dir, &lives, p, e);
+    // What the store holds, listed once: a file looked for there is opened only if it is.
+    let stored: std::collections::HashSet<engine::tree::Digest> = vd
+        .history()
+        .held()
+        .map_err(Refusal::from)?
+        .into_iter()
+        .collect();
+    let open = |p: &Path, e: &Entry| open_content(&history_dir, &stored, &lives, p, e);
     let applied = apply::apply(
         &plan,
         &mut root,
@@ -378,6 +385,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
 /// directory whose file at that path still hashes to it.
 fn open_content(
     history_dir: &Path,
+    stored: &std::collections::HashSet<engine::tree::Digest>,
     lives: &crate::store::LiveCopies,
     p: &Path,
     e: &Entry,
@@ -385,17 +393,19 @@ fn open_content(
     let sha = e
         .hash
         .ok_or_else(|| Error::entry(p, "BUG: a version's file without its SHA-256"))?;
-    let stored = crate::store::with_history_root(history_dir, |h| {
-        [history::object_path(&sha), history::pending_path(&sha)]
-            .into_iter()
-            .find_map(|rel| {
-                h.open_read(&rel)
-                    .ok()
-                    .map(|(f, st)| (f, st, history_dir.join(rel)))
-            })
-    });
-    if let Some(found) = stored.flatten() {
-        return Ok(found);
+    if stored.contains(&sha) {
+        let found = crate::store::with_history_root(history_dir, |h| {
+            [history::object_path(&sha), history::pending_path(&sha)]
+                .into_iter()
+                .find_map(|rel| {
+                    h.open_read(&rel)
+                        .ok()
+                        .map(|(f, st)| (f, st, history_dir.join(rel)))
+                })
+        });
+        if let Some(found) = found.flatten() {
+            return Ok(found);
+        }
     }
     if let Some(found) = lives.find(p, &sha, e.size) {
         return Ok(found);

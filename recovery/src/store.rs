@@ -701,17 +701,18 @@ impl VersionedDir {
 }
 
 /// Where a version's content may still be live: the live directories (the versioned one,
-/// its aliases and twins). Each is scanned once, its files' SHA-256 taken from its stat
-/// cache (as a pass trusts them: size, mtime and inode unchanged since hashed); a file
-/// found that way is copied at once (the copy still checks every byte). Otherwise the
-/// version's own path, and any path where the latest version holds the same content (a
-/// file renamed since), are tried, each hashed before it is taken.
+/// its aliases and twins). The latest version records each file's size, mtime and inode
+/// as the replica held it when the version was made: a live file that still has them
+/// holds that content (the trust a pass gives its stat cache), and is copied at once
+/// (the copy still checks every byte). Any other candidate (at the version's own path,
+/// or where the latest version holds the same content: a file renamed since) is hashed
+/// before it is taken.
 pub struct LiveCopies {
     lives: Vec<PathBuf>,
-    /// Content → (live directory, path), from the stat caches.
-    cached: std::collections::HashMap<Digest, (usize, PathBuf)>,
-    /// Content → paths in the latest version.
-    latest: std::collections::HashMap<Digest, Vec<PathBuf>>,
+    /// The latest version's entries, in path order.
+    latest: Vec<engine::tree::encoding::EntryRecord>,
+    /// Content → places in `latest`.
+    by_sha: std::collections::HashMap<Digest, Vec<usize>>,
 }
 
 thread_local! {
@@ -737,67 +738,73 @@ fn with_root<T>(dir: &Path, f: impl FnOnce(&mut Root) -> T) -> Option<T> {
 }
 
 impl LiveCopies {
-    pub fn of(vd: &VersionedDir, home: &DataHome) -> LiveCopies {
-        let lives = vd.live_dirs();
-        let mut cached = std::collections::HashMap::new();
-        for (i, d) in lives.iter().enumerate() {
-            if !d.is_dir() {
-                continue;
-            }
-            let opts = engine::scan::ScanOptions {
-                skip: vec![vd.store().to_path_buf()],
-                ..Default::default()
-            };
-            let Ok(mut tree) = engine::scan::scan(d, &opts) else {
-                continue;
-            };
-            engine::scan::cache::StatCache::fill_from_file(&home.cache_file(d), d, &mut tree);
-            for (p, e) in tree.entries.iter() {
-                if let (Kind::File, Some(h)) = (e.kind, e.hash) {
-                    cached.entry(h).or_insert((i, p.to_path_buf()));
-                }
-            }
-        }
-        let mut latest: std::collections::HashMap<Digest, Vec<PathBuf>> = Default::default();
+    pub fn of(vd: &VersionedDir, _home: &DataHome) -> LiveCopies {
         let history = vd.history();
         let head = history.latest().ok().flatten();
-        if let Some(state) = head.and_then(|h| history.state(h.id).ok()) {
-            for e in state.entries {
-                if let Some(sha) = e.sha256 {
-                    latest.entry(sha).or_default().push(e.path);
-                }
+        let latest = head
+            .and_then(|h| history.state(h.id).ok())
+            .map(|s| s.entries)
+            .unwrap_or_default();
+        let mut by_sha: std::collections::HashMap<Digest, Vec<usize>> = Default::default();
+        for (i, e) in latest.iter().enumerate() {
+            if let Some(sha) = e.sha256 {
+                by_sha.entry(sha).or_default().push(i);
             }
         }
         LiveCopies {
-            lives,
-            cached,
+            // A live directory that is gone (a restore of a deleted one) is not looked in.
+            lives: vd.live_dirs().into_iter().filter(|d| d.is_dir()).collect(),
             latest,
+            by_sha,
         }
     }
 
+    /// The latest version's entry at `p`.
+    fn latest_at(&self, p: &Path) -> Option<&engine::tree::encoding::EntryRecord> {
+        self.latest
+            .binary_search_by(|e| engine::tree::path_order(&e.path, p))
+            .ok()
+            .map(|i| &self.latest[i])
+    }
+
     /// Finds a live file holding `sha` (`size` bytes) and opens it to read, trying `p`
-    /// first where no stat cache vouches for one; gives the file, its stat and its path.
+    /// first; gives the file, its stat and its path.
     pub fn find(
         &self,
         p: &Path,
         sha: &Digest,
         size: u64,
     ) -> Option<(std::fs::File, engine::fs::Stat, PathBuf)> {
-        if let Some((i, q)) = self.cached.get(sha) {
-            let d = &self.lives[*i];
-            if let Some(Ok((f, st))) = with_root(d, |r| r.open_read(q)) {
-                if st.size == size {
-                    return Some((f, st, d.join(q)));
-                }
-            }
-        }
-        let others = self
-            .latest
+        // The path itself, then a few of the others that hold the same content (many
+        // files may share one, empty ones all do).
+        let renamed = self
+            .by_sha
             .get(sha)
             .into_iter()
             .flatten()
-            .filter(|q| *q != p);
-        for q in std::iter::once(&p.to_path_buf()).chain(others) {
+            .map(|i| self.latest[*i].path.as_path())
+            .filter(|q| *q != p)
+            .take(4);
+        let places: Vec<&Path> = std::iter::once(p).chain(renamed).collect();
+        // Vouched for by the latest version's stamp: no reading before the copy.
+        for q in &places {
+            let Some(rec) = self.latest_at(q).filter(|r| r.sha256 == Some(*sha)) else {
+                continue;
+            };
+            for d in &self.lives {
+                let opened = with_root(d, |r| r.open_read(q).ok()).flatten();
+                if let Some((f, st)) = opened {
+                    let same = st.size == rec.size
+                        && (st.mtime.sec, st.mtime.nsec) == rec.mtime
+                        && rec.ino == Some(st.ino);
+                    if same && st.size == size {
+                        return Some((f, st, d.join(q)));
+                    }
+                }
+            }
+        }
+        // Else hashed first.
+        for q in &places {
             for d in &self.lives {
                 let found = with_root(d, |r| {
                     let fits = matches!(r.stat(q), Ok(Some(st)) if st.kind == Some(Kind::File) && st.size == size);
