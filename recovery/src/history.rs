@@ -912,6 +912,30 @@ impl History {
         Ok(all)
     }
 
+    /// The pending files (kept by a pass that was cut short) that no live file shares.
+    pub fn pending_alone(&self) -> Result<Vec<Digest>, Error> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
+        let mut root = self.open()?;
+        if root.stat(Path::new(PENDING))?.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for n in root.list(Path::new(PENDING))? {
+            let Some(sha) = n.to_str().and_then(Digest::from_hex) else {
+                continue;
+            };
+            if root
+                .stat(&Path::new(PENDING).join(&n))?
+                .is_some_and(|st| st.nlink == 1)
+            {
+                out.push(sha);
+            }
+        }
+        Ok(out)
+    }
+
     /// The SHA-256 of every object, without its size (no stat each).
     pub fn object_list(&self) -> Result<Vec<Digest>, Error> {
         if !self.exists() {

@@ -306,6 +306,11 @@ pub fn verify(home: &DataHome, dir: Option<&Path>, repair: bool) -> Result<i32, 
             .map(|(sha, _)| history::object_path(sha))
             .collect();
         let mut held: BTreeSet<Digest> = BTreeSet::new();
+        // Files kept by a pass cut short and not settled yet are the store's too, once
+        // no live name is left on them (else the live file is checked as any other).
+        if let Ok(alone) = history.pending_alone() {
+            held.extend(alone);
+        }
         let live = crate::store::LiveCopies::of(&vd, home);
         let others = if repair {
             other_histories(home, &e)
