@@ -1,4 +1,6 @@
 use super::*;
+use engine::tree::Kind;
+use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 
 /// A version's entries from `(path, content byte)` pairs: files, and their directory.

@@ -1,0 +1,325 @@
+//! One versioned directory's history in a store, `<store>/<name>/`:
+//!
+//! - `versions/<id>.full`: the newest version, every entry (paths, kinds, SHA-256,
+//!   sizes, modes, owners, mtimes, link targets, empty directories) after its head;
+//! - `versions/<id>.diff`: an older version, as what differs from a newer one (`base`):
+//!   the entries it holds that the base does not hold the same, and the paths the base
+//!   has that it lacks. A pass that changes 1% of a tree stores about 1% of a manifest;
+//! - `objects/<aa>/<sha256>`: content that a version needs and the live directory no
+//!   longer has, named by its SHA-256. No object shares its inode with a live file;
+//! - `pending/<sha256>`: files a pass is about to replace or delete, linked here before
+//!   the pass changes them, and settled into `objects/` after it: moved when the pass
+//!   unlinked the live name (nothing to copy), copied when the file is still live;
+//! - `tags.json`: names given to versions.
+//!
+//! A version's content is in `objects/` or in the live directory (verified by its
+//! SHA-256 when restored). Every change here is a new file renamed into place, a link or
+//! a removal, in an order that leaves every listed version readable at any point:
+//! [`History::repair`] finishes or undoes what a killed run left. Everything is reached
+//! through directory handles that never follow a symlink.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use engine::error::Error;
+use engine::fs::Root;
+use engine::tree::encoding::EntryRecord;
+use engine::tree::{path_order, pathser, Digest, Entry, MTime, Tree};
+
+mod chain;
+mod content;
+mod format;
+
+pub use content::cannot_link;
+use format::same_path;
+pub use format::{diff_files, diff_shas, meta_digest};
+
+const FULL: u32 = 10;
+const DIFF: u32 = 11;
+const VERSIONS: &str = "versions";
+const OBJECTS: &str = "objects";
+const PENDING: &str = "pending";
+const TAGS: &str = "tags.json";
+
+/// Why a version was made.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// The directory at the end of a pass that changed it.
+    Pass,
+    /// The directory before a pass replaced content no version held.
+    BeforePass,
+    /// The directory before a restore replaced its contents.
+    BeforeRestore,
+    /// A version of the store's earlier layout.
+    Migrated,
+}
+
+impl Why {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Why::Pass => "pass",
+            Why::BeforePass => "before a pass",
+            Why::BeforeRestore => "before a restore",
+            Why::Migrated => "migrated",
+        }
+    }
+}
+
+/// What a version is, before its entries.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct VersionHead {
+    pub id: u64,
+    /// The versioned directory.
+    #[serde(with = "pathser::bytes")]
+    pub dir: PathBuf,
+    /// When it was made (RFC 3339, UTC).
+    pub made: String,
+    pub why: Why,
+    pub dir_sha256: String,
+    /// SHA-256 of every entry's metadata: a version differs from the latest in content
+    /// (`dir_sha256`) or in metadata.
+    pub meta_sha256: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub root_mode: u32,
+    pub root_mtime: (i64, u32),
+    /// Made by a pass that could not read everything.
+    pub incomplete: bool,
+    /// Entries added, changed and removed since the version before it.
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+}
+
+/// How a version is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    Full,
+    /// The difference from the version `base` (a newer one).
+    Diff {
+        base: u64,
+    },
+}
+
+/// A version as its file says, without its entries.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub head: VersionHead,
+    pub form: Form,
+    /// Bytes of the version's own file.
+    pub file_bytes: u64,
+}
+
+/// The entries of a version, in path order, and the head of the version.
+pub struct State {
+    pub head: VersionHead,
+    pub entries: Vec<EntryRecord>,
+}
+
+impl State {
+    /// The version as a tree the mirror planner restores from.
+    pub fn into_tree(self) -> Tree {
+        Tree {
+            root: Some(Entry::dir(
+                self.head.root_mode,
+                MTime::new(self.head.root_mtime.0, self.head.root_mtime.1),
+            )),
+            entries: self
+                .entries
+                .into_iter()
+                .map(|e| {
+                    let entry = e.to_entry();
+                    (e.path, entry)
+                })
+                .collect(),
+            ..Tree::default()
+        }
+    }
+}
+
+/// One directory's history in a store.
+#[derive(Debug, Clone)]
+pub struct History {
+    path: PathBuf,
+}
+
+fn version_file(id: u64, form: Form) -> PathBuf {
+    let ext = match form {
+        Form::Full => "full",
+        Form::Diff { .. } => "diff",
+    };
+    Path::new(VERSIONS).join(format!("{id:012}.{ext}"))
+}
+
+/// Where an object lives, relative to the history.
+pub fn object_path(sha: &Digest) -> PathBuf {
+    let hex = sha.to_hex();
+    Path::new(OBJECTS).join(&hex[..2]).join(hex)
+}
+
+pub(crate) fn pending_path(sha: &Digest) -> PathBuf {
+    Path::new(PENDING).join(sha.to_hex())
+}
+
+fn damaged(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::entry(path, format!("damaged version file: {e}"))
+}
+
+impl History {
+    /// The history at `path` (`<store>/<name>`); nothing is read or made yet.
+    pub fn at(path: PathBuf) -> History {
+        History { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the history exists.
+    pub fn exists(&self) -> bool {
+        std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_dir())
+    }
+
+    /// Opens the history, making it and its folders if missing (the store exists).
+    pub fn open_made(&self) -> Result<Root, Error> {
+        let (Some(store), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return Err(Error::entry(&self.path, "not a history of a store"));
+        };
+        let mut store = Root::open(store)?;
+        store.mkdir_unfinished(Path::new(name))?;
+        let mut root = store.subroot(Path::new(name))?;
+        for d in [VERSIONS, OBJECTS, PENDING] {
+            root.mkdir_unfinished(Path::new(d))?;
+        }
+        Ok(root)
+    }
+
+    /// Opens the history for reading.
+    pub fn open(&self) -> Result<Root, Error> {
+        Root::open(&self.path)
+    }
+
+    /// Every version, oldest first. A file that cannot be read is an error.
+    pub fn list(&self) -> Result<Vec<Listed>, Error> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
+        let mut root = self.open()?;
+        let mut out = Vec::new();
+        let files = self.files(&mut root)?;
+        let newest = files.iter().rev().find(|(_, f)| *f).map(|(id, _)| *id);
+        for &(id, full) in &files {
+            // What a killed run left, not a version (`repair` removes it): a whole
+            // version superseded by a newer one, a difference from one that never came.
+            let stray = match newest {
+                Some(n) if full => id != n && files.contains(&(id, false)),
+                Some(n) => id >= n,
+                None => true,
+            };
+            if stray {
+                continue;
+            }
+            let r = self.read(&mut root, id, full, false)?;
+            let file_bytes = root.stat(&version_file(id, r.form))?.map_or(0, |s| s.size);
+            out.push(Listed {
+                head: r.head,
+                form: r.form,
+                file_bytes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The latest version's head, if any.
+    pub fn latest(&self) -> Result<Option<VersionHead>, Error> {
+        if !self.exists() {
+            return Ok(None);
+        }
+        let mut root = self.open()?;
+        let latest = self.files(&mut root)?.into_iter().rev().find(|(_, f)| *f);
+        latest
+            .map(|(id, _)| self.read(&mut root, id, true, false).map(|r| r.head))
+            .transpose()
+    }
+
+    /// Whether the latest version holds every file of `files` (path and SHA-256) at its
+    /// path; false without versions. Reads the latest version entry by entry.
+    pub fn latest_holds(&self, files: &[(&Path, Digest)]) -> Result<bool, Error> {
+        let Some(head) = self.latest()? else {
+            return Ok(false);
+        };
+        let mut sorted: Vec<(&Path, Digest)> = files.to_vec();
+        sorted.sort_by(|x, y| path_order(x.0, y.0));
+        let mut root = self.open()?;
+        let mut at = 0;
+        let mut all = true;
+        self.for_each_in(&mut root, head.id, |o| {
+            while at < sorted.len() && path_order(sorted[at].0, o.path).is_lt() {
+                all = false;
+                at += 1;
+            }
+            while at < sorted.len() && same_path(sorted[at].0, o.path) {
+                all &= o.sha256 == Some(sorted[at].1);
+                at += 1;
+            }
+        })?;
+        Ok(all && at == sorted.len())
+    }
+
+    /// The entries of version `id`, owned, in path order, and its head.
+    pub fn state(&self, id: u64) -> Result<State, Error> {
+        let mut root = self.open()?;
+        let mut entries = Vec::new();
+        let head = self.for_each_in(&mut root, id, |e| entries.push(e.to_owned()))?;
+        Ok(State { head, entries })
+    }
+
+    /// Finishes or undoes what a killed run left: a whole version superseded by a newer
+    /// one (its difference written) goes; a difference from a newer version that never
+    /// came goes; pending files are settled.
+    pub fn repair(&self, to: &[History]) -> Result<(), Error> {
+        if !self.exists() {
+            return Ok(());
+        }
+        let mut root = self.open_made()?;
+        let files = self.files(&mut root)?;
+        let newest_full = files.iter().rev().find(|(_, f)| *f).map(|(id, _)| *id);
+        for &(id, full) in &files {
+            let has_diff = files.contains(&(id, false));
+            if full && has_diff {
+                if Some(id) == newest_full {
+                    root.remove(&version_file(id, Form::Diff { base: 0 }))?;
+                } else {
+                    root.remove(&version_file(id, Form::Full))?;
+                }
+            } else if !full && !files.contains(&(id, true)) && newest_full.is_some_and(|n| id > n) {
+                root.remove(&version_file(id, Form::Diff { base: 0 }))?;
+            }
+        }
+        self.settle(&mut root, to)
+    }
+
+    /// The tags: name → version id.
+    pub fn tags(&self) -> Result<BTreeMap<String, u64>, Error> {
+        let p = self.path.join(TAGS);
+        match std::fs::read(&p) {
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| Error::entry(&p, format!("damaged: {e}")))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(Error::io("read", p, e)),
+        }
+    }
+
+    /// Replaces the tags.
+    pub fn set_tags(&self, tags: &BTreeMap<String, u64>) -> Result<(), Error> {
+        let mut root = self.open_made()?;
+        let text = serde_json::to_vec_pretty(tags).expect("BUG: tags encode");
+        root.write_atomic_with(Path::new(TAGS), |w| std::io::Write::write_all(w, &text))
+    }
+}
+
+#[cfg(test)]
+mod tests;
