@@ -185,7 +185,13 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
     let dir = absolute(&req.dir)?;
     let vd = find_versioned(home, &dir, req.store.as_deref())?;
     let head = select(&vd, &req.version)?;
+    let t0 = std::time::Instant::now();
     let state = vd.history().state(head.id).map_err(Refusal::from)?;
+    log::debug!(
+        "version {} read: {:.3}s",
+        head.id,
+        t0.elapsed().as_secs_f64()
+    );
     let mut vtree = state.into_tree();
 
     if let Some(sub) = &req.subpath {
@@ -262,6 +268,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
     }
 
     // The plan, made once: the dry run prints it, the real run carries it out.
+    log::debug!("target checked: {:.3}s", t0.elapsed().as_secs_f64());
     let (plan, scanned, unhashed) =
         plan_restore(&target, &vd, req.subpath.as_deref(), &vtree, occupied)?;
     for e in &unhashed {
@@ -326,7 +333,9 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
     }
     let stop = || signal::stop_requested();
     let history_dir = vd.history().path().to_path_buf();
+    log::debug!("planned and kept: {:.3}s", t0.elapsed().as_secs_f64());
     let lives = crate::store::LiveCopies::of(&vd, home);
+    log::debug!("live copies found: {:.3}s", t0.elapsed().as_secs_f64());
     // What the store holds, listed once: a file looked for there is opened only if it is.
     let stored: std::collections::HashSet<engine::tree::Digest> = vd
         .history()
@@ -350,6 +359,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
         },
     );
     // A restore whose bytes may not be on disk has failed, like any other write.
+    log::debug!("copied: {:.3}s", t0.elapsed().as_secs_f64());
     let flushed = root.sync_fs();
     if let Err(e) = &flushed {
         log::error!("{e}");
