@@ -1,7 +1,8 @@
-//! A version's manifest: every entry of the versioned tree with its SHA-256, size, mode,
-//! mtime and link target, the directory SHA-256 and when it was made. Restore rebuilds
-//! from it and `verify` re-checks the stored bytes against it. Stored as
-//! `.twoway-manifest` at the top of the version; written once, never modified.
+//! The manifests of the store's earlier layout (`.twoway-manifest` at the top of each
+//! `<name>_1/` and `<name>_0/` tree): every entry with its SHA-256, size, mode, mtime and
+//! link target, the directory SHA-256 and when it was made. Read to migrate such a store
+//! ([`crate::store`]); `entries_of` and `sha_of` also give what a version of a tree
+//! lists and its directory SHA-256.
 //!
 //! The manifest is binary (postcard, raw digests): a pass reads the previous version's
 //! manifest and writes a new one, and as JSON with hex digests the 50,000 entries of a
@@ -277,49 +278,6 @@ impl Manifest {
         sha_of(entries_of(tree)).expect("BUG: only hashed files are listed")
     }
 
-    /// The version as a tree the mirror planner can restore from; the entries are moved
-    /// out of the manifest (a big version's would otherwise be held twice).
-    pub fn take_tree(&mut self) -> Tree {
-        let mut entries = std::mem::take(&mut self.entries);
-        // Written in path order, but a tree is only ever built from sorted entries.
-        if !entries.is_sorted_by(|x, y| engine::tree::path_order(&x.path, &y.path).is_lt()) {
-            entries.sort_by(|x, y| engine::tree::path_order(&x.path, &y.path));
-            entries.dedup_by(|x, y| x.path == y.path);
-        }
-        Tree {
-            root: Some(Entry::dir(
-                self.head.root_mode,
-                MTime::new(self.head.root_mtime.0, self.head.root_mtime.1),
-            )),
-            // Sorted: taken as it is, after a check.
-            entries: entries
-                .into_iter()
-                .map(|e| {
-                    let entry = e.to_entry();
-                    (e.path, entry)
-                })
-                .collect(),
-            ..Tree::default()
-        }
-    }
-
-    /// The directory SHA-256 of the version at `version_dir`, read from the head of its
-    /// manifest without decoding all of it (a manifest of 50,000 files is megabytes).
-    pub fn peek_dir_sha256(version_dir: &Path) -> Option<String> {
-        use std::io::Read;
-        let mut head = Vec::with_capacity(16 * 1024);
-        engine::fs::open_regular(&version_dir.join(MANIFEST))
-            .ok()?
-            .0
-            .take(16 * 1024)
-            .read_to_end(&mut head)
-            .ok()?;
-        let ((h, _), _) = decode_head(&head).ok()?;
-        ((h.format == FORMAT || h.format == LEGACY_FORMAT)
-            && Digest::from_hex(&h.dir_sha256).is_some())
-        .then_some(h.dir_sha256)
-    }
-
     /// Reads the manifest of the version at `version_dir`.
     pub fn load(version_dir: &Path) -> Result<Manifest, Error> {
         let reader = ManifestReader::open(version_dir)?;
@@ -360,14 +318,19 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         m.save(d.path()).unwrap();
         let back = Manifest::load(d.path()).unwrap();
-        assert_eq!(
-            Manifest::peek_dir_sha256(d.path()).as_deref(),
-            Some(m.head.dir_sha256.as_str())
-        );
-        let mut back = back;
-        let t2 = back.take_tree();
-        assert_eq!(t2.entries, t.entries);
-        assert_eq!(t2.root, t.root);
+        assert_eq!(back.entries, m.entries);
+        let entries: Vec<_> = back
+            .entries
+            .iter()
+            .map(|e| (e.path.clone(), e.to_entry()))
+            .collect();
+        let want: Vec<_> = t
+            .entries
+            .iter()
+            .map(|(p, e)| (p.to_path_buf(), e.clone()))
+            .collect();
+        assert_eq!(entries, want);
+        assert_eq!((back.head.root_mode, back.head.root_mtime), (0o750, (5, 6)));
         assert_eq!(back.head.files, 1);
         assert_eq!(
             Some(Digest::from_hex(&back.head.dir_sha256).unwrap()),

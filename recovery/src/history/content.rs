@@ -343,7 +343,7 @@ impl History {
 
 /// Copies `rel` of `src` to `to` in `dst` (a new name: never replaces), checking that
 /// the bytes hash to `sha`.
-fn copy_verified(
+pub fn copy_verified(
     src: &mut Root,
     rel: &Path,
     dst: &mut Root,

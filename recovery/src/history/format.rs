@@ -54,18 +54,7 @@ impl VersionReader {
 
     /// The next entry, in path order; `None` after the last, once no byte follows it.
     pub(super) fn next_entry(&mut self) -> Result<Option<EntryRecord>, Error> {
-        if self.left == 0 {
-            return match self.seq.at_end() {
-                Ok(true) => Ok(None),
-                Ok(false) => Err(damaged(&self.abs, "bytes after the end")),
-                Err(e) => Err(damaged(&self.abs, e)),
-            };
-        }
-        self.left -= 1;
-        self.seq
-            .take_entry(false, |e| e.to_owned())
-            .map(Some)
-            .map_err(|e| damaged(&self.abs, e))
+        self.next_with(|e| e.to_owned())
     }
 }
 

@@ -32,7 +32,7 @@ mod chain;
 mod content;
 mod format;
 
-pub use content::cannot_link;
+pub use content::{cannot_link, copy_verified};
 use format::same_path;
 pub use format::{diff_files, diff_shas, meta_digest};
 

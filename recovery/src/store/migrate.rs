@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use engine::error::Error;
 use engine::fs::Root;
 use engine::names::display;
-use engine::tree::{Digest, Kind};
+use engine::tree::Kind;
 
 use super::VersionedDir;
 use crate::history::{self, VersionHead, Why};
@@ -123,7 +123,13 @@ impl VersionedDir {
                 } else {
                     let mut src = store.try_clone()?;
                     let mut hist = history.open_made()?;
-                    if let Err(err) = copy_object(&mut src, &old, &mut hist, &sha) {
+                    if let Err(err) = history::copy_verified(
+                        &mut src,
+                        &old,
+                        &mut hist,
+                        &history::object_path(&sha),
+                        &sha,
+                    ) {
                         log::warn!("{}: not migrated: {err}", display(&self.store.join(&old)));
                     }
                 }
@@ -141,21 +147,4 @@ impl VersionedDir {
         root.remove(marker)?;
         Ok(())
     }
-}
-
-/// Copies `rel` of `src` into `hist`'s objects as `sha`, checked.
-fn copy_object(src: &mut Root, rel: &Path, hist: &mut Root, sha: &Digest) -> Result<(), Error> {
-    let to = history::object_path(sha);
-    let (mut file, before) = src.open_read(rel)?;
-    let mut temp = hist.create_temp(&to)?;
-    let (digest, _) = temp.fill_hashing(&mut file, before.is_sparse(), &|| false, &src.abs(rel))?;
-    if digest != *sha {
-        return Err(Error::entry(
-            src.abs(rel),
-            "its bytes no longer match the SHA-256 its version recorded (changed in place)",
-        ));
-    }
-    temp.set_meta(0o444, before.mtime, engine::Owner::UNKNOWN)?;
-    temp.sync()?;
-    temp.commit_new()
 }
