@@ -52,6 +52,8 @@ impl History {
             None => return Ok(()),
         };
         let mut added = false;
+        // The object folders made (or found) so far: each is made once.
+        let mut made: HashSet<PathBuf> = HashSet::new();
         for n in names {
             let rel = Path::new(PENDING).join(&n);
             let Some(sha) = n.to_str().and_then(Digest::from_hex) else {
@@ -67,7 +69,10 @@ impl History {
                 continue;
             }
             if root.stat(&obj)?.is_none() {
-                root.mkdir_unfinished(obj.parent().expect("BUG: an object has a folder"))?;
+                let folder = obj.parent().expect("BUG: an object has a folder");
+                if made.insert(folder.to_path_buf()) {
+                    root.mkdir_unfinished(folder)?;
+                }
                 if st.nlink == 1 && to.is_empty() {
                     // No other store to give it to: moved in one step.
                     root.rename(&rel, &obj)?;
