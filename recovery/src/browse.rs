@@ -13,11 +13,11 @@ use engine::run::home::{absolute, DataHome};
 use engine::tree::encoding::EntryRecord;
 use engine::tree::{path_order, Digest, Kind};
 
-use crate::history::{History, VersionHead};
 use crate::restore::{find_versioned, select};
 use crate::store::VersionedDir;
 
-fn versioned(home: &DataHome, dir: &Path) -> Result<VersionedDir, Refusal> {
+/// The versioned directory `dir`, in the store holding its newest version.
+pub(crate) fn versioned(home: &DataHome, dir: &Path) -> Result<VersionedDir, Refusal> {
     find_versioned(home, &absolute(dir)?, None)
 }
 
@@ -86,71 +86,40 @@ impl Pattern {
     }
 }
 
-/// Walks every version, newest first, with the entries `keep` selects: the newest
-/// version read whole, each older one by applying its difference to the one after it.
-fn walk_versions(
-    history: &History,
-    keep: impl Fn(&Path) -> bool,
-    mut f: impl FnMut(&VersionHead, &BTreeMap<PathBuf, EntryRecord>),
-) -> Result<(), engine::Error> {
-    let listed = history.list()?;
-    let Some(newest) = listed.last() else {
-        return Ok(());
-    };
-    let mut state: BTreeMap<PathBuf, EntryRecord> = history
-        .state(newest.head.id)?
-        .entries
-        .into_iter()
-        .filter(|e| keep(&e.path))
-        .map(|e| (e.path.clone(), e))
-        .collect();
-    f(&newest.head, &state);
-    for l in listed.iter().rev().skip(1) {
-        let (removed, entries) = history.diff_of(l.head.id)?;
-        for p in removed {
-            state.remove(&p);
-        }
-        for e in entries.into_iter().filter(|e| keep(&e.path)) {
-            state.insert(e.path.clone(), e);
-        }
-        f(&l.head, &state);
-    }
-    Ok(())
-}
-
 /// `recovery find DIR PATH|GLOB`: the versions that hold it, newest first.
 pub fn find(home: &DataHome, dir: &Path, what: &Path) -> Result<i32, Refusal> {
     let vd = versioned(home, dir)?;
     let pattern = Pattern::new(what)?;
     let mut found = 0;
-    walk_versions(
-        &vd.history(),
-        |p| pattern.matches(p),
-        |head, hits| {
-            if hits.is_empty() {
-                return;
-            }
-            found += 1;
-            let files: Vec<&EntryRecord> = hits.values().filter(|e| e.kind == Kind::File).collect();
-            let bytes: u64 = files.iter().map(|e| e.size).sum();
-            println!(
-                "version {} ({}): {} entries, {} files, {bytes} bytes",
-                head.id,
-                head.made,
-                hits.len(),
-                files.len()
-            );
-            let mut shown: Vec<&EntryRecord> = hits.values().collect();
-            shown.sort_by(|x, y| path_order(&x.path, &y.path));
-            for e in shown.iter().take(5) {
-                println!("  {}", line(e));
-            }
-            if shown.len() > 5 {
-                println!("  … and {} more", shown.len() - 5);
-            }
-        },
-    )
-    .map_err(Refusal::from)?;
+    vd.history()
+        .walk(
+            |p| pattern.matches(p),
+            |head, hits| {
+                if hits.is_empty() {
+                    return;
+                }
+                found += 1;
+                let files: Vec<&EntryRecord> =
+                    hits.values().filter(|e| e.kind == Kind::File).collect();
+                let bytes: u64 = files.iter().map(|e| e.size).sum();
+                println!(
+                    "version {} ({}): {} entries, {} files, {bytes} bytes",
+                    head.id,
+                    head.made,
+                    hits.len(),
+                    files.len()
+                );
+                let mut shown: Vec<&EntryRecord> = hits.values().collect();
+                shown.sort_by(|x, y| path_order(&x.path, &y.path));
+                for e in shown.iter().take(5) {
+                    println!("  {}", line(e));
+                }
+                if shown.len() > 5 {
+                    println!("  … and {} more", shown.len() - 5);
+                }
+            },
+        )
+        .map_err(Refusal::from)?;
     if found == 0 {
         println!(
             "no version of {} holds {}",

@@ -270,27 +270,40 @@ pub fn verify(home: &DataHome, dir: Option<&Path>, repair: bool) -> Result<i32, 
         };
         // Each content some version needs, once: where it was first met, and by whom.
         let mut needed: BTreeMap<Digest, (std::path::PathBuf, u64, Vec<u64>)> = BTreeMap::new();
-        for l in listed.iter().rev() {
-            versions_n += 1;
-            let state = match history.state(l.head.id) {
-                Ok(s) => s,
-                Err(err) => {
-                    problems += 1;
-                    println!(
-                        "DAMAGED  version {} of {}: {err}",
-                        l.head.id,
-                        display(&e.path)
-                    );
-                    continue;
+        // Every version once, newest first, each from the one after it (the whole newest
+        // manifest is read once, not once per version).
+        let mut seen = 0usize;
+        let walked = history.walk(
+            |_| true,
+            |head, state| {
+                seen += 1;
+                for x in state.values().filter(|x| x.kind == Kind::File) {
+                    let Some(sha) = x.sha256 else { continue };
+                    let n = needed
+                        .entry(sha)
+                        .or_insert((x.path.clone(), x.size, Vec::new()));
+                    if n.2.last() != Some(&head.id) {
+                        n.2.push(head.id);
+                    }
                 }
-            };
-            for x in state.entries.into_iter().filter(|x| x.kind == Kind::File) {
-                let Some(sha) = x.sha256 else { continue };
-                let n = needed.entry(sha).or_insert((x.path, x.size, Vec::new()));
-                if n.2.last() != Some(&l.head.id) {
-                    n.2.push(l.head.id);
-                }
-            }
+            },
+        );
+        versions_n += listed.len();
+        if let Err(err) = walked {
+            // A version whose file is damaged cannot be read, nor any older one: each
+            // is read through the ones after it.
+            let unread: Vec<String> = listed
+                .iter()
+                .rev()
+                .skip(seen)
+                .map(|l| l.head.id.to_string())
+                .collect();
+            problems += unread.len().max(1);
+            println!(
+                "DAMAGED  versions {} of {}: {err}",
+                unread.join(", "),
+                display(&e.path)
+            );
         }
         let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
         let objects = match history.objects() {
@@ -385,15 +398,9 @@ pub fn verify(home: &DataHome, dir: Option<&Path>, repair: bool) -> Result<i32, 
     Ok(if problems > 0 { 1 } else { 0 })
 }
 
-/// The versioned directory `dir` in the store holding its newest version.
-fn one(home: &DataHome, dir: &Path) -> Result<VersionedDir, Refusal> {
-    let dir = absolute(dir)?;
-    crate::restore::find_versioned(home, &dir, None)
-}
-
 /// Applies a retention policy now (`dry_run`: says what it would drop).
 pub fn forget(home: &DataHome, dir: &Path, keep: Keep, dry_run: bool) -> Result<i32, Refusal> {
-    let vd = one(home, dir)?;
+    let vd = crate::browse::versioned(home, dir)?;
     let _lock = vd.lock(home).map_err(Refusal::from)?;
     let history = vd.history();
     let listed = history.list().map_err(Refusal::from)?;
@@ -450,7 +457,7 @@ pub fn tag(home: &DataHome, dir: &Path, spec: &str, name: &str) -> Result<i32, R
             "{name:?} cannot be a tag: it would read as a version id or a keyword"
         )));
     }
-    let vd = one(home, dir)?;
+    let vd = crate::browse::versioned(home, dir)?;
     let _lock = vd.lock(home).map_err(Refusal::from)?;
     let head = crate::restore::select(&vd, spec)?;
     let history = vd.history();
@@ -463,7 +470,7 @@ pub fn tag(home: &DataHome, dir: &Path, spec: &str, name: &str) -> Result<i32, R
 
 /// Removes the tag `name` of `dir`.
 pub fn untag(home: &DataHome, dir: &Path, name: &str) -> Result<i32, Refusal> {
-    let vd = one(home, dir)?;
+    let vd = crate::browse::versioned(home, dir)?;
     let _lock = vd.lock(home).map_err(Refusal::from)?;
     let history = vd.history();
     let mut tags = history.tags().map_err(Refusal::from)?;

@@ -404,7 +404,7 @@ fn open_content(
         .hash
         .ok_or_else(|| Error::entry(p, "BUG: a version's file without its SHA-256"))?;
     if stored.contains(&sha) {
-        let found = crate::store::with_history_root(history_dir, |h| {
+        let found = crate::store::with_root(history_dir, |h| {
             [history::object_path(&sha), history::pending_path(&sha)]
                 .into_iter()
                 .find_map(|rel| {

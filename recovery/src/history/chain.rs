@@ -230,3 +230,37 @@ fn compose(dropped: &Read, later: &Read) -> (Vec<PathBuf>, Vec<EntryRecord>) {
     entries.sort_by(|x, y| path_order(&x.path, &y.path));
     (removed.into_iter().collect(), entries)
 }
+
+impl History {
+    /// Walks every version, newest first, with the entries `keep` selects: the newest
+    /// version read whole, each older one by applying its difference to the one after it.
+    pub fn walk(
+        &self,
+        keep: impl Fn(&Path) -> bool,
+        mut f: impl FnMut(&VersionHead, &BTreeMap<PathBuf, EntryRecord>),
+    ) -> Result<(), Error> {
+        let listed = self.list()?;
+        let Some(newest) = listed.last() else {
+            return Ok(());
+        };
+        let mut state: BTreeMap<PathBuf, EntryRecord> = self
+            .state(newest.head.id)?
+            .entries
+            .into_iter()
+            .filter(|e| keep(&e.path))
+            .map(|e| (e.path.clone(), e))
+            .collect();
+        f(&newest.head, &state);
+        for l in listed.iter().rev().skip(1) {
+            let (removed, entries) = self.diff_of(l.head.id)?;
+            for p in removed {
+                state.remove(&p);
+            }
+            for e in entries.into_iter().filter(|e| keep(&e.path)) {
+                state.insert(e.path.clone(), e);
+            }
+            f(&l.head, &state);
+        }
+        Ok(())
+    }
+}

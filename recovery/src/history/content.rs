@@ -120,21 +120,14 @@ impl History {
         let mut root = self.open_made()?;
         let obj = object_path(sha);
         root.mkdir_unfinished(obj.parent().expect("BUG: an object has a folder"))?;
-        let mut temp = root.create_temp(&obj)?;
-        let (digest, _) = temp.fill_hashing(file, false, &|| false, from)?;
-        if digest != *sha {
-            return Err(Error::entry(
-                from,
-                "does not hold the content it was taken for",
-            ));
-        }
-        temp.set_meta(
-            0o444,
-            engine::tree::MTime::default(),
-            engine::Owner::UNKNOWN,
-        )?;
-        temp.sync()?;
-        temp.commit()
+        let checked = Checked {
+            sha,
+            from,
+            sparse: false,
+            mtime: engine::tree::MTime::default(),
+            mismatch: "does not hold the content it was taken for",
+        };
+        write_checked(file, &mut root, &obj, &checked)?.commit()
     }
 
     /// Opens the object `sha` to read, if the history has it.
@@ -356,21 +349,48 @@ pub fn copy_verified(
     sha: &Digest,
 ) -> Result<(), Error> {
     let (mut file, before) = src.open_read(rel)?;
-    let mut temp = dst.create_temp(to)?;
-    let (digest, _) = temp.fill_hashing(&mut file, before.is_sparse(), &|| false, &src.abs(rel))?;
-    if digest != *sha {
-        return Err(Error::entry(
-            src.abs(rel),
-            "changed before it could be kept (its bytes no longer match its SHA-256)",
-        ));
-    }
-    temp.set_meta(0o444, before.mtime, engine::Owner::UNKNOWN)?;
-    temp.sync()?;
+    let checked = Checked {
+        sha,
+        from: &src.abs(rel),
+        sparse: before.is_sparse(),
+        mtime: before.mtime,
+        mismatch: "changed before it could be kept (its bytes no longer match its SHA-256)",
+    };
+    let temp = write_checked(&mut file, dst, to, &checked)?;
     match temp.commit_new() {
         // The same content, kept meanwhile under the same name.
         Err(_) if dst.stat(to)?.is_some() => Ok(()),
         done => done,
     }
+}
+
+/// What [`write_checked`] copies and checks.
+struct Checked<'a> {
+    sha: &'a Digest,
+    /// The source, named in errors.
+    from: &'a Path,
+    sparse: bool,
+    mtime: engine::tree::MTime,
+    /// Why a copy whose bytes do not hash to `sha` is refused.
+    mismatch: &'static str,
+}
+
+/// Copies `file` into a temporary file for `to` in `dst`, checks that its bytes hash to
+/// the content named, makes it read-only and flushes it; the caller gives it its name.
+fn write_checked(
+    file: &mut std::fs::File,
+    dst: &mut Root,
+    to: &Path,
+    c: &Checked<'_>,
+) -> Result<engine::fs::TempFile, Error> {
+    let mut temp = dst.create_temp(to)?;
+    let (digest, _) = temp.fill_hashing(file, c.sparse, &|| false, c.from)?;
+    if digest != *c.sha {
+        return Err(Error::entry(c.from, c.mismatch));
+    }
+    temp.set_meta(0o444, c.mtime, engine::Owner::UNKNOWN)?;
+    temp.sync()?;
+    Ok(temp)
 }
 
 /// Errors that mean "no hard link possible here" rather than a failure: another

@@ -93,6 +93,29 @@ pub struct VersionHead {
     pub removed: u64,
 }
 
+#[cfg(test)]
+impl VersionHead {
+    /// A head with nothing in it, for tests to fill.
+    pub(crate) fn blank() -> VersionHead {
+        VersionHead {
+            id: 0,
+            dir: "/x".into(),
+            made: String::new(),
+            why: Why::Pass,
+            dir_sha256: String::new(),
+            meta_sha256: String::new(),
+            files: 0,
+            bytes: 0,
+            root_mode: 0o755,
+            root_mtime: (0, 0),
+            incomplete: false,
+            added: 0,
+            changed: 0,
+            removed: 0,
+        }
+    }
+}
+
 /// How a version is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Form {
@@ -304,13 +327,17 @@ impl History {
     /// The tags: name → version id.
     pub fn tags(&self) -> Result<BTreeMap<String, u64>, Error> {
         let p = self.path.join(TAGS);
-        match std::fs::read(&p) {
-            Ok(b) => {
-                serde_json::from_slice(&b).map_err(|e| Error::entry(&p, format!("damaged: {e}")))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(Error::io("read", p, e)),
+        if !self.exists() {
+            return Ok(BTreeMap::new());
         }
+        // Through the history's handle, as everything in a store: no link followed.
+        let mut root = self.open()?;
+        if root.stat(Path::new(TAGS))?.is_none() {
+            return Ok(BTreeMap::new());
+        }
+        let (file, _) = root.open_read(Path::new(TAGS))?;
+        serde_json::from_reader(std::io::BufReader::new(file))
+            .map_err(|e| Error::entry(&p, format!("damaged: {e}")))
     }
 
     /// Replaces the tags.

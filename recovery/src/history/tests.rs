@@ -36,20 +36,8 @@ fn entries(files: &[(&str, u8)]) -> Vec<EntryRecord> {
 
 fn head() -> VersionHead {
     VersionHead {
-        id: 0,
-        dir: "/x".into(),
         made: "2026-01-01T00:00:00Z".into(),
-        why: Why::Pass,
-        dir_sha256: String::new(),
-        meta_sha256: String::new(),
-        files: 0,
-        bytes: 0,
-        root_mode: 0o755,
-        root_mtime: (0, 0),
-        incomplete: false,
-        added: 0,
-        changed: 0,
-        removed: 0,
+        ..VersionHead::blank()
     }
 }
 

@@ -30,13 +30,9 @@ thread_local! {
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
-/// Runs `f` with this thread's handle on the history at `dir`.
-pub fn with_history_root<T>(dir: &Path, f: impl FnOnce(&mut Root) -> T) -> Option<T> {
-    with_root(dir, f)
-}
-
-/// Runs `f` with this thread's handle on the directory `dir`.
-fn with_root<T>(dir: &Path, f: impl FnOnce(&mut Root) -> T) -> Option<T> {
+/// Runs `f` with this thread's handle on the directory `dir` (a live directory, or a
+/// history a restore reads from); `None` if it cannot be opened.
+pub fn with_root<T>(dir: &Path, f: impl FnOnce(&mut Root) -> T) -> Option<T> {
     ROOTS.with(|roots| {
         let mut roots = roots.borrow_mut();
         if !roots.contains_key(dir) {

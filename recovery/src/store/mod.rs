@@ -36,7 +36,7 @@ pub use crate::slots::{check_store, remove_tree, resolve_store};
 mod live;
 mod migrate;
 
-pub use live::{with_history_root, LiveCopies};
+pub use live::{with_root, LiveCopies};
 
 /// What the store keeps: the retention policy and the size budget.
 #[derive(Debug, Clone, Copy, Default)]

@@ -239,7 +239,7 @@ fn a_migration_cut_short_goes_on_where_it_stopped() {
     let mut root = history.open_made().unwrap();
     for (i, suffix) in ["_0", "_1"].iter().enumerate() {
         let m = Manifest::load(&v.store().join(format!("{}{suffix}", v.name()))).unwrap();
-        let mut head = empty_head();
+        let mut head = VersionHead::blank();
         head.why = Why::Migrated;
         head.made = m.head.made.clone();
         head.dir_sha256 = m.head.dir_sha256.clone();
@@ -255,23 +255,4 @@ fn a_migration_cut_short_goes_on_where_it_stopped() {
     let a1 = old.entries[Path::new("a")].hash.unwrap();
     assert!(history.path().join(history::object_path(&a1)).is_file());
     assert!(!history.path().join("migrated").exists());
-}
-
-fn empty_head() -> VersionHead {
-    VersionHead {
-        id: 0,
-        dir: "/x".into(),
-        made: String::new(),
-        why: Why::Pass,
-        dir_sha256: String::new(),
-        meta_sha256: String::new(),
-        files: 0,
-        bytes: 0,
-        root_mode: 0o755,
-        root_mtime: (0, 0),
-        incomplete: false,
-        added: 0,
-        changed: 0,
-        removed: 0,
-    }
 }
