@@ -186,20 +186,9 @@ impl History {
         }
         let mut root = self.open()?;
         let mut out = Vec::new();
-        if root.stat(Path::new(OBJECTS))?.is_none() {
-            return Ok(out);
-        }
-        for d in root.list(Path::new(OBJECTS))? {
-            let dir = Path::new(OBJECTS).join(&d);
-            if root.stat(&dir)?.and_then(|s| s.kind) != Some(Kind::Dir) {
-                continue;
-            }
-            for n in root.list(&dir)? {
-                if let Some(sha) = n.to_str().and_then(Digest::from_hex) {
-                    let size = root.stat(&dir.join(&n))?.map_or(0, |s| s.size);
-                    out.push((sha, size));
-                }
-            }
+        for sha in self.object_names(&mut root)? {
+            let size = root.stat(&object_path(&sha))?.map_or(0, |s| s.size);
+            out.push((sha, size));
         }
         Ok(out)
     }
