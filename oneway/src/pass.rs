@@ -212,7 +212,9 @@ impl Tool for Job {
             keep_owners: engine::fs::keeps_owners(),
         };
         let [src, dst] = &scanned.trees;
-        let plan = mirror::plan_mirror(src, dst, &opts);
+        let mut plan = mirror::plan_mirror(src, dst, &opts);
+        // A file moved or renamed in SOURCE is moved in BACKUP, not copied and deleted.
+        engine::plan::moves::find_moves(&mut plan, dst);
         self.check_max_delete(&plan, src, dst)?;
         let step = Step {
             plan,
@@ -288,6 +290,7 @@ impl Job {
         src: &engine::tree::Tree,
         dst: &engine::tree::Tree,
     ) -> Result<(), Refusal> {
+        let moved: HashSet<&Path> = plan.moved_from().collect();
         let deletes: usize = plan
             .actions
             .iter()
@@ -295,7 +298,9 @@ impl Job {
             .map(|a| {
                 dst.entries
                     .at_and_under(&a.path)
-                    .filter(|(p, e)| e.kind == Kind::File && src.entries.get(p).is_none())
+                    .filter(|(p, e)| {
+                        e.kind == Kind::File && src.entries.get(p).is_none() && !moved.contains(p)
+                    })
                     .count()
             })
             .sum();

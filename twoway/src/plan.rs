@@ -648,6 +648,9 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree, owners: bool) -> (Plan, 
             }
         }
     }
+    // A file moved or renamed on the other side is moved here too, not copied and
+    // deleted (each move takes the place of a file's removal).
+    deletes -= engine::plan::moves::find_moves(&mut to, cur);
     // A first sync plans an action per entry: no slack kept.
     to.actions.shrink_to_fit();
     (keep, to, deletes)

@@ -101,6 +101,17 @@ fn run(plan: &Plan, dst: &mut Map, src: Option<&Map>) {
                 dst.remove(p);
             }
             Op::RemoveLeftover => {}
+            Op::Move { from } => {
+                let from = &from.to_path_buf();
+                let had = dst
+                    .remove(from)
+                    .unwrap_or_else(|| panic!("move: {from:?} missing"));
+                let want = act.src.clone().unwrap();
+                assert_eq!(had.hash, want.hash, "move to {p:?} takes other bytes");
+                assert!(!dst.contains_key(p), "move over {p:?}");
+                assert!(parent_ok(dst, p), "move into missing parent: {p:?}");
+                dst.insert(p.clone(), want);
+            }
             Op::Link { .. } => panic!("the sync planner plans no hard links: {p:?}"),
         }
     }
@@ -630,4 +641,38 @@ fn an_owner_changed_on_one_side_is_synced_only_where_owners_are_kept() {
     stripped.insert(PathBuf::from("f"), owned(1000, 0o755));
     assert!(plan_sync(&base, &tree(&base), &tree(&stripped), &user).is_noop());
     assert!(!plan_sync(&base, &tree(&base), &tree(&stripped), &root).is_noop());
+}
+
+#[test]
+fn a_directory_renamed_on_one_side_is_moved_on_the_other() {
+    let mut base = Map::default();
+    base.insert("old".into(), dir(0o755, 100));
+    base.insert("old/1".into(), file(1, 100));
+    base.insert("old/2".into(), file(2, 100));
+    let mut a = Map::default();
+    a.insert("new".into(), dir(0o755, 200));
+    a.insert("new/1".into(), file(1, 100));
+    a.insert("new/2".into(), file(2, 100));
+    let (plan, _) = check_pass(&base, &a, &base, ConflictPolicy::Newer);
+    let ops: Vec<(String, PathBuf)> = plan
+        .to_b
+        .actions
+        .iter()
+        .map(|x| match &x.op {
+            Op::Move { from } => (format!("move {}", from.display()), x.path.to_path_buf()),
+            op => (op.verb().to_string(), x.path.to_path_buf()),
+        })
+        .collect();
+    let at = |verb: &str, p: &str| {
+        ops.iter()
+            .position(|(v, q)| v == verb && q == Path::new(p))
+            .unwrap_or_else(|| panic!("no {verb} {p} in {ops:?}"))
+    };
+    assert!(at("mkdir", "new") < at("move old/1", "new/1"));
+    assert!(at("move old/2", "new/2") < at("rmdir", "old"));
+    assert!(
+        !ops.iter().any(|(v, _)| v == "copy" || v == "remove"),
+        "nothing copied or deleted: {ops:?}"
+    );
+    assert_eq!(plan.deletes_b, 0, "a move is no deletion");
 }

@@ -29,9 +29,19 @@ pub(super) fn run_sequence(
             out.failed.insert(action.path.to_path_buf());
             continue;
         }
-        match run((at, action), dst, src, opts, out) {
+        let removes_dir = matches!(action.op, Op::Remove { kind: Kind::Dir } | Op::Rmdir);
+        let result = if removes_dir && holds_failed(&out.failed, &action.path) {
+            // A file a move left in it (it changed during the pass) is never removed.
+            Err(Error::entry(
+                dst.abs(&action.path),
+                "holds a file that changed during the pass; left for the next pass",
+            ))
+        } else {
+            run((at, action), dst, src, opts, out)
+        };
+        match result {
             Ok(()) => {
-                log_action(action.op.verb(), &action.path, opts.direction, false);
+                log_action(action, opts.direction, false);
                 out.counts.add(action.op.verb());
                 report_done(opts, at, out);
             }
@@ -49,6 +59,15 @@ pub(super) fn run_sequence(
             }
         }
     }
+}
+
+/// Whether `failed` holds a path under the directory `dir`.
+fn holds_failed(failed: &BTreeSet<PathBuf>, dir: &Path) -> bool {
+    use std::ops::Bound;
+    failed
+        .range::<Path, _>((Bound::Excluded(dir), Bound::Unbounded))
+        .next()
+        .is_some_and(|p| p.starts_with(dir))
 }
 
 pub(super) fn src_of(action: &Action) -> Result<&Entry, Error> {
@@ -179,6 +198,7 @@ pub(super) fn run(
             out.written.push((path.to_path_buf(), e));
             Ok(())
         }
+        Op::Move { from } => move_file((at, action), from, dst, src, opts, out),
         Op::Rmdir => {
             dst.rmdir(path)?;
             out.removed.push(path.to_path_buf());
@@ -226,4 +246,74 @@ pub(super) fn run(
             Ok(())
         }
     }
+}
+
+/// Moves the destination's file `from` to the action's path, then gives it the source's
+/// mode and mtime. A file at `from` that is not the one scanned any more is left where
+/// it is (and unknown to this pass), and the source's file is copied instead.
+fn move_file(
+    (at, action): Numbered,
+    from: &Path,
+    dst: &mut Root,
+    src: &mut Option<Root>,
+    opts: &ApplyOptions<'_>,
+    out: &mut Applied,
+) -> Result<(), Error> {
+    let s = src_of(action)?;
+    let path = &action.path;
+    let scanned = action
+        .dst
+        .as_deref()
+        .ok_or_else(|| Error::entry(from, "BUG: a move without the file it takes"))?;
+    let as_scanned = |st: &fs::Stat| {
+        st.kind == Some(Kind::File)
+            && st.size == scanned.size
+            && st.mtime == scanned.mtime
+            && st.ino == scanned.ino
+    };
+    let copy_instead = |dst: &mut Root, src: &mut Option<Root>, out: &mut Applied| {
+        log::warn!(
+            "{} changed on the destination during the pass: left there for the next pass, and {} copied instead",
+            dst.abs(from).display(),
+            display(path)
+        );
+        out.failed.insert(from.to_path_buf());
+        let as_copy = Action::new(Op::Copy { replace: false }, &**path, Some(s.clone()), None);
+        copy((at, &as_copy), dst, src, opts, out)
+    };
+    if !dst.stat(from)?.as_ref().is_some_and(as_scanned) {
+        return copy_instead(dst, src, out);
+    }
+    dst.rename_new(from, path)?;
+    out.removed.push(from.to_path_buf());
+    let mut e = scanned.clone();
+    let keep_owners = fs::keeps_owners() && s.owner.is_known();
+    let meta_differs =
+        e.mode != s.mode || e.mtime != s.mtime || (keep_owners && e.owner != s.owner);
+    if meta_differs {
+        let from_src = match (opts.attrs_from_source, src.as_mut()) {
+            (true, Some(src)) => src.open_read(path).ok(),
+            _ => None,
+        };
+        let attrs = from_src.as_ref().map(|(f, _)| f.as_fd());
+        if !dst.set_file_meta_if_unshared(path, (s.mode, s.mtime, s.owner), attrs)? {
+            // Other names share the file: replace it with a copy rather than change them.
+            let over = Action::new(
+                Op::Copy { replace: true },
+                &**path,
+                Some(s.clone()),
+                Some(e),
+            );
+            return copy((at, &over), dst, src, opts, out);
+        }
+        e.mode = s.mode;
+        e.mtime = s.mtime;
+        if keep_owners {
+            e.owner = s.owner;
+        }
+    }
+    e.linked = false;
+    e.touched = false;
+    out.written.push((path.to_path_buf(), e));
+    Ok(())
 }

@@ -143,7 +143,7 @@ pub(super) fn install_batch(
     for ((at, action), p) in pending.drain(..) {
         match commit_copy((at, action), p, dst, out) {
             Ok(()) => {
-                log_action(action.op.verb(), &action.path, opts.direction, false);
+                log_action(action, opts.direction, false);
                 out.counts.add(action.op.verb());
                 report_done(opts, at, out);
             }

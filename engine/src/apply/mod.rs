@@ -225,7 +225,8 @@ pub fn note_reads(source: &mut crate::tree::Entries, copied: &mut [Copied]) {
 }
 
 /// Logs an action line: UTC time is added by the logger.
-pub fn log_action(verb: &str, path: &Path, direction: &str, dry_run: bool) {
+pub fn log_action(action: &Action, direction: &str, dry_run: bool) {
+    let verb = action.op.verb();
     let lvl = if verb == "dirmeta" && !dry_run {
         log::Level::Debug
     } else {
@@ -234,11 +235,15 @@ pub fn log_action(verb: &str, path: &Path, direction: &str, dry_run: bool) {
     if !log::log_enabled!(target: "action", lvl) {
         return;
     }
-    let shown = if path.as_os_str().is_empty() {
+    let path = &action.path;
+    let mut shown = if path.as_os_str().is_empty() {
         ".".to_string()
     } else {
         display(path)
     };
+    if let Op::Move { from } = &action.op {
+        shown = format!("{} -> {shown}", display(from));
+    }
     if dry_run {
         log::info!(target: "action", "would {verb:<8} {shown}  ({direction})");
     } else if verb == "dirmeta" {
@@ -253,7 +258,7 @@ pub fn print_plan(plan: &Plan, direction: &str) -> Counts {
     let mut counts = Counts::default();
     for a in &plan.actions {
         if a.op != Op::SetDirMeta {
-            log_action(a.op.verb(), &a.path, direction, true);
+            log_action(a, direction, true);
         }
         counts.add(a.op.verb());
         if matches!(a.op, Op::Copy { .. }) {
@@ -346,7 +351,10 @@ impl Applied {
     pub fn name_copies(&mut self, plan: &mut Plan) {
         for c in &mut self.copied {
             let action = &mut plan.actions[c.action as usize];
-            debug_assert!(matches!(action.op, Op::Copy { .. } | Op::SetFileMeta));
+            debug_assert!(matches!(
+                action.op,
+                Op::Copy { .. } | Op::SetFileMeta | Op::Move { .. }
+            ));
             c.path = Some(std::mem::replace(&mut action.path, Path::new("").into()));
         }
     }

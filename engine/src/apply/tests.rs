@@ -129,3 +129,55 @@ fn tree_after_folds_in_many_or_few_changes_alike() {
         assert_eq!(after.entries, expected, "{n} changes");
     }
 }
+
+/// A move whose file changed on the destination after the scan leaves that file where
+/// it is, with the directory that holds it, and copies the source's file instead.
+#[test]
+fn a_move_whose_file_changed_since_the_scan_copies_instead_and_keeps_it() {
+    let d = tempfile::tempdir().unwrap();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    let old = filetime::FileTime::from_unix_time(1_600_000_000, 0);
+    for (root, dir) in [(&src, "new"), (&dst, "old")] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+        let f = root.join(dir).join("f");
+        std::fs::write(&f, b"content").unwrap();
+        filetime::set_file_mtime(&f, old).unwrap();
+    }
+    let scan = |p: &Path| {
+        let mut t = crate::scan::scan(p, &crate::scan::ScanOptions::default()).unwrap();
+        crate::scan::cache::hash_missing(p, &mut t);
+        t
+    };
+    let dst_tree = scan(&dst);
+    let mut plan = crate::plan::mirror::plan_mirror(
+        &scan(&src),
+        &dst_tree,
+        &crate::plan::mirror::MirrorOptions::default(),
+    );
+    assert_eq!(crate::plan::moves::find_moves(&mut plan, &dst_tree), 1);
+    // Another program rewrites the destination's file after the scan.
+    std::fs::write(dst.join("old/f"), b"edited meanwhile").unwrap();
+    let mut root = Root::open(&dst).unwrap();
+    let out = apply(
+        &plan,
+        &mut root,
+        &ApplyOptions {
+            src_root: &src,
+            direction: "test",
+            meta_from_plan: false,
+            verify_hash: false,
+            attrs_from_source: false,
+            stop: &|| false,
+            done: None,
+            open_source: None,
+        },
+    );
+    assert_eq!(std::fs::read(dst.join("new/f")).unwrap(), b"content");
+    assert_eq!(
+        std::fs::read(dst.join("old/f")).unwrap(),
+        b"edited meanwhile",
+        "the edit is left where it was, its directory not removed"
+    );
+    assert!(out.failed.contains(Path::new("old/f")));
+    assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
+}

@@ -282,6 +282,46 @@ impl Root {
 }
 
 impl Root {
+    /// Renames the file `from` to `to` inside this root, only if `to` does not exist
+    /// (an error naming `to` as existing otherwise).
+    pub fn rename_new(&mut self, from: &Path, to: &Path) -> Result<(), Error> {
+        let (fp, fname) = split(from)?;
+        let (tp, tname) = split(to)?;
+        let abs = self.abs(to);
+        self.forget(from);
+        let fdir = self.dir_shared(fp)?;
+        let tdir = self.dir(tp)?;
+        match rename_noreplace((fdir.as_fd(), fname), (tdir.as_fd(), tname)) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::EXIST) => Err(Error::entry(
+                abs,
+                "appeared on the destination during the pass; not overwritten",
+            )),
+            Err(e) => Err(Error::io("rename", abs, e.into())),
+        }
+    }
+}
+
+/// `renameat2(RENAME_NOREPLACE)`; where the filesystem has no such call (some network
+/// filesystems), a check that `to` is missing, then a plain rename. `EEXIST` if `to`
+/// exists.
+pub(super) fn rename_noreplace<F: rustix::path::Arg + Copy, T: rustix::path::Arg + Copy>(
+    (fdir, from): (BorrowedFd<'_>, F),
+    (tdir, to): (BorrowedFd<'_>, T),
+) -> rustix::io::Result<()> {
+    match rfs::renameat_with(fdir, from, tdir, to, rfs::RenameFlags::NOREPLACE) {
+        Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+            match rfs::statat(tdir, to, AtFlags::SYMLINK_NOFOLLOW) {
+                Err(rustix::io::Errno::NOENT) => rfs::renameat(fdir, from, tdir, to),
+                Ok(_) => Err(rustix::io::Errno::EXIST),
+                Err(e) => Err(e),
+            }
+        }
+        r => r,
+    }
+}
+
+impl Root {
     /// Flushes the directory that holds `rel` (a rename in it) to disk.
     pub fn sync_dir_of(&mut self, rel: &Path) -> Result<(), Error> {
         let (parent, _) = split(rel)?;

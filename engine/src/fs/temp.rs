@@ -379,25 +379,12 @@ impl TempFile {
             };
         }
         self.file = None;
-        let r = match rfs::renameat_with(
-            &*self.dir,
-            &self.temp,
-            &*self.dir,
-            &self.final_name,
-            rfs::RenameFlags::NOREPLACE,
+        let r = match super::change::rename_noreplace(
+            (self.dir.as_fd(), &self.temp),
+            (self.dir.as_fd(), &self.final_name),
         ) {
             Ok(()) => Ok(()),
             Err(rustix::io::Errno::EXIST) => Err(appeared()),
-            // No renameat2 here (some network filesystems): check, then rename.
-            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
-                match rfs::statat(&*self.dir, &self.final_name, AtFlags::SYMLINK_NOFOLLOW) {
-                    Err(rustix::io::Errno::NOENT) => {
-                        rfs::renameat(&*self.dir, &self.temp, &*self.dir, &self.final_name)
-                            .ctx("rename", &self.abs)
-                    }
-                    _ => Err(appeared()),
-                }
-            }
             Err(e) => Err(Error::io("rename", self.abs.clone(), e.into())),
         };
         if r.is_ok() {

@@ -49,16 +49,33 @@ pub struct Step {
     pub attrs_from_source: bool,
 }
 
+/// What a replica's versions need before a pass changes the replica.
+#[derive(Debug, Default)]
+pub struct KeepFirst {
+    /// The files the steps overwrite or delete (whole directories removed included), in
+    /// path order: each is kept in the store.
+    pub lost: Vec<(PathBuf, Option<Digest>)>,
+    /// Where the steps move files of the replica to, with their content: noted in the
+    /// store, so that the latest version, which names the old paths, finds its content
+    /// even if the pass is cut short.
+    pub moved: Vec<(PathBuf, Digest)>,
+}
+
+impl KeepFirst {
+    pub fn is_empty(&self) -> bool {
+        self.lost.is_empty() && self.moved.is_empty()
+    }
+}
+
 /// A tool's plan as the pipeline carries it out: steps, and what the tool will record
 /// afterwards (`extra`: the new sync state, for twoway).
 #[derive(Debug)]
 pub struct Planned<X> {
     pub steps: Vec<Step>,
     pub extra: X,
-    /// Per replica, the files the steps overwrite or delete (whole directories removed
-    /// included), in path order: each is kept in a version of that replica before the
-    /// pass changes anything, when versions are on.
-    pub keep_first: [Vec<(PathBuf, Option<Digest>)>; 2],
+    /// Per replica, what its versions need before the pass changes anything, when
+    /// versions are on.
+    pub keep_first: [KeepFirst; 2],
     /// Errors the planner found (a path it could not plan); counted with the pass's.
     pub errors: Vec<Error>,
 }
@@ -79,19 +96,23 @@ impl<X> Planned<X> {
         }
     }
 
-    /// The files of replica `side` (scanned as `tree`) the steps overwrite or delete,
-    /// in path order, each once.
-    fn files_lost(&self, side: usize, tree: &Tree) -> Vec<(PathBuf, Option<Digest>)> {
-        let mut lost: Vec<(PathBuf, Option<Digest>)> = self
-            .steps
-            .iter()
-            .filter(|s| s.target == side)
+    /// What replica `side` (scanned as `tree`) needs kept before the steps run: the
+    /// files they overwrite or delete, in path order, each once, and where they move
+    /// files to.
+    fn keep_first(&self, side: usize, tree: &Tree) -> KeepFirst {
+        let steps = || self.steps.iter().filter(move |s| s.target == side);
+        let mut lost: Vec<(PathBuf, Option<Digest>)> = steps()
             .flat_map(|s| s.plan.files_lost(tree))
             .map(|(p, e)| (p.to_path_buf(), e.hash))
             .collect();
         crate::tree::sort_by_path(&mut lost);
         lost.dedup_by(|x, y| x.0 == y.0);
-        lost
+        let moved = steps()
+            .flat_map(|s| &s.plan.actions)
+            .filter(|a| matches!(a.op, crate::plan::mirror::Op::Move { .. }))
+            .filter_map(|a| Some((a.path.to_path_buf(), a.src.as_ref()?.hash?)))
+            .collect();
+        KeepFirst { lost, moved }
     }
 
     /// Whether any step writes replica `side`.
@@ -106,16 +127,17 @@ impl<X> Planned<X> {
 pub trait Versions: Sync {
     /// Makes the store if it is missing.
     fn ensure(&self) -> Result<(), Error>;
-    /// Keeps `files` of the replica at `root` (scanned as `tree`, whose directory
-    /// SHA-256 is `sha` when the stat cache vouches for every file) in the store, and
-    /// the replica as a version first if no version holds them.
+    /// Keeps the files `first` lists of the replica at `root` (scanned as `tree`, whose
+    /// directory SHA-256 is `sha` when the stat cache vouches for every file) in the
+    /// store, and the replica as a version first if no version holds them; notes the
+    /// moves it lists.
     fn keep(
         &self,
         home: &DataHome,
         root: &Path,
         tree: &mut Tree,
         sha: Option<Digest>,
-        files: &[(PathBuf, Option<Digest>)],
+        first: &KeepFirst,
     ) -> Result<(), Error>;
     /// Records the replica after a pass; returns a note on the version made, if any.
     fn record(
@@ -219,7 +241,7 @@ pub fn run<T: Tool>(tool: &T, n: u64) -> Result<PassOutcome, Refusal> {
     let mut planned = tool.plan(&mut scanned, base)?;
     for (side, v) in tool.versions().into_iter().enumerate() {
         if v.is_some() {
-            planned.keep_first[side] = planned.files_lost(side, &scanned.trees[side]);
+            planned.keep_first[side] = planned.keep_first(side, &scanned.trees[side]);
         }
     }
     for e in &planned.errors {

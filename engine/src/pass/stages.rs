@@ -100,7 +100,7 @@ pub(super) fn dry_run<T: Tool>(
     }
     for (side, v) in tool.versions().into_iter().enumerate() {
         if let Some(v) = v {
-            let keep = planned.keep_first[side].len();
+            let keep = planned.keep_first[side].lost.len();
             if keep > 0 {
                 log::info!(
                     "would keep {keep} files of {} in a version before changing them",

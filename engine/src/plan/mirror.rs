@@ -5,7 +5,7 @@
 //! touches a disk; `apply` carries the plan out and `--dry-run` prints it.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
@@ -54,6 +54,10 @@ pub enum Op {
     /// Make the file a hard link of `from` (replacing what is there), as the source's
     /// two names are one file; after the copies, since `from` may be one of them.
     Link { from: Box<Path> },
+    /// Rename the destination's file `from` (the entry `dst` names, which the source no
+    /// longer has there) to this new path: the source's file here has its content (see
+    /// [`super::moves`]). Mode and mtime are then set as for `SetFileMeta`.
+    Move { from: Box<Path> },
 }
 
 impl Op {
@@ -72,6 +76,7 @@ impl Op {
             Op::Rmdir => "rmdir",
             Op::Preserve { .. } => "keep-conflict",
             Op::Link { .. } => "hardlink",
+            Op::Move { .. } => "move",
         }
     }
 }
@@ -135,7 +140,9 @@ impl Plan {
     /// Files of `dst` (the tree this plan was made against) that the plan overwrites or
     /// deletes: [`displaced_files`](Self::displaced_files), and every file under a
     /// directory it removes.
+    /// A file that a move takes out of a removed directory is not lost.
     pub fn files_lost<'a>(&'a self, dst: &'a Tree) -> impl Iterator<Item = (&'a Path, &'a Entry)> {
+        let moved: HashSet<&Path> = self.moved_from().collect();
         let under_removed = self
             .actions
             .iter()
@@ -144,8 +151,17 @@ impl Plan {
                 dst.entries
                     .at_and_under(&a.path)
                     .filter(|(_, e)| e.kind == Kind::File)
-            });
+            })
+            .filter(move |(p, _)| !moved.contains(p));
         self.displaced_files().chain(under_removed)
+    }
+
+    /// The destination paths that moves take files from.
+    pub fn moved_from(&self) -> impl Iterator<Item = &Path> {
+        self.actions.iter().filter_map(|a| match &a.op {
+            Op::Move { from } => Some(&**from),
+            _ => None,
+        })
     }
 }
 

@@ -2,3 +2,4 @@
 //! `twoway` planner lives in its own crate and builds on [`mirror`]'s plan type.
 
 pub mod mirror;
+pub mod moves;

@@ -4,6 +4,7 @@
 //! over the disk, and a file modified in the same timestamp tick as its hashing ("racy")
 //! is not cached.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -123,12 +124,22 @@ fn fill_from(src: impl Read, root: &Path, tree: &mut Tree) -> Filled {
     // Files whose hash did not come from a record (or was known before).
     let mut others = 0usize;
     let mut skipped = 0usize;
+    // The records of paths that are gone, by inode: a file renamed or moved since keeps
+    // its inode, size and mtime (`mv` keeps them), so its hash is still known. Only what
+    // went away is held here.
+    let mut gone: HashMap<u64, (u64, MTime, [u8; 32])> = HashMap::new();
+    let mut hold_gone = |rec: &Rec| {
+        gone.insert(rec.ino, (rec.size, rec.mtime, rec.hash));
+    };
+    // Files of new paths, without a hash: looked up in `gone` at the end.
+    let mut unmatched = 0usize;
     for (rel, e) in tree.entries.iter_mut() {
         if e.kind != Kind::File {
             continue;
         }
         // Records follow the tree's order; skip those of paths that are gone.
         while have && path_order(Path::new(OsStr::from_bytes(&rec.path)), rel).is_lt() {
+            hold_gone(&rec);
             have = records.read(&mut rec);
             skipped += 1;
         }
@@ -144,11 +155,27 @@ fn fill_from(src: impl Read, root: &Path, tree: &mut Tree) -> Filled {
             others += usize::from(!same);
         } else {
             others += 1;
+            unmatched += usize::from(e.hash.is_none());
         }
     }
     while have {
+        hold_gone(&rec);
         skipped += 1;
         have = records.read(&mut rec);
+    }
+    if unmatched > 0 && !gone.is_empty() {
+        for (_, e) in tree.entries.iter_mut() {
+            if e.kind != Kind::File || e.hash.is_some() {
+                continue;
+            }
+            if let Some(&(size, mtime, hash)) = gone.get(&e.ino) {
+                if size == e.size && mtime == e.mtime {
+                    e.hash = Some(Digest(hash));
+                    out.filled += 1;
+                    out.moved += 1;
+                }
+            }
+        }
     }
     // Every file of the tree took its hash from a record, every record was used,
     // and the cache was whole: the tree's files and hashes are the very ones the
@@ -296,6 +323,9 @@ pub fn note_hashed(e: &mut Entry, digest: Digest, st: Stamp) {
 pub struct Filled {
     /// Files whose hash was taken from the cache.
     pub filled: usize,
+    /// Of those, files at a new path that took the hash of a path now gone with the
+    /// same inode, size and mtime (renamed or moved since the cache was saved).
+    pub moved: usize,
     /// The tree's directory SHA-256, when the cache proves it: every file of the tree
     /// took its hash from the cache, the cache holds no other file, and the tree has no
     /// unreadable part. Valid only while the tree is not changed.
@@ -398,6 +428,24 @@ mod tests {
             bytes: back.bytes[..back.bytes.len() / 2].to_vec(),
         };
         assert_eq!(damaged.fill(root, &mut other).filled, 0);
+    }
+
+    #[test]
+    fn a_file_moved_since_the_cache_takes_its_hash_by_inode() {
+        let root = Path::new("/r");
+        let c = StatCache::from_tree(root, &three_files(), MTime::now());
+        // "d/b" renamed to "e/b" (same inode, size, mtime); "d/c" gone and a new file
+        // with its inode number but another mtime made at "f"; "a" unchanged.
+        let mut later = Tree::default();
+        later.entries.insert("a".into(), file(1, 1000, None));
+        later.entries.insert("e/b".into(), file(2, 1000, None));
+        later.entries.insert("f".into(), file(3, 1001, None));
+        let filled = c.fill(root, &mut later);
+        assert_eq!((filled.filled, filled.moved), (2, 1));
+        let hash = |p: &str| later.entries[Path::new(p)].hash;
+        assert_eq!(hash("e/b"), Some(Digest([2; 32])));
+        assert_eq!(hash("f"), None, "an inode number reused with another stat");
+        assert_eq!(filled.sha, None, "a moved tree is not the tree saved");
     }
 
     /// A tree of three hashed files and a directory.

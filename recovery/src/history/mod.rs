@@ -10,7 +10,9 @@
 //! - `pending/<sha256>`: files a pass is about to replace or delete, linked here before
 //!   the pass changes them, and settled into `objects/` after it: moved when the pass
 //!   unlinked the live name (nothing to copy), copied when the file is still live;
-//! - `tags.json`: names given to versions.
+//! - `tags.json`: names given to versions;
+//! - `moved.json`: where a pass moves files of the live directory, noted before it does
+//!   (see [`History::note_moves`]).
 //!
 //! A version's content is in `objects/` or in the live directory (verified by its
 //! SHA-256 when restored). Every change here is a new file renamed into place, a link or
@@ -42,6 +44,7 @@ const VERSIONS: &str = "versions";
 const OBJECTS: &str = "objects";
 const PENDING: &str = "pending";
 const TAGS: &str = "tags.json";
+const MOVED: &str = "moved.json";
 
 /// Why a version was made.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,6 +349,72 @@ impl History {
         let text = serde_json::to_vec_pretty(tags).expect("BUG: tags encode");
         root.write_atomic_with(Path::new(TAGS), |w| std::io::Write::write_all(w, &text))
     }
+
+    /// Notes, before a pass moves files of the live directory, where each goes and its
+    /// content (added to what an earlier pass that was cut short noted). Until a version
+    /// after the pass is recorded, the latest version names the old paths: a restore
+    /// looks for their content at these paths too (hashing it first, as any live file
+    /// the latest version does not vouch for).
+    pub fn note_moves(&self, moves: &[(PathBuf, Digest)]) -> Result<(), Error> {
+        let mut all = self.moved();
+        all.extend(moves.iter().map(|(p, d)| Moved {
+            path: p.clone(),
+            sha256: d.to_hex(),
+        }));
+        all.sort_by(|a, b| path_order(&a.path, &b.path).then(a.sha256.cmp(&b.sha256)));
+        all.dedup_by(|a, b| a.path == b.path && a.sha256 == b.sha256);
+        let mut root = self.open_made()?;
+        let text = serde_json::to_vec(&all).expect("BUG: moves encode");
+        root.write_atomic_with(Path::new(MOVED), |w| std::io::Write::write_all(w, &text))
+    }
+
+    /// What [`note_moves`](Self::note_moves) noted and no record has cleared yet (a
+    /// damaged note is only hints lost: none).
+    pub fn moves_noted(&self) -> Vec<(PathBuf, Digest)> {
+        self.moved()
+            .into_iter()
+            .filter_map(|m| Some((m.path, Digest::from_hex(&m.sha256)?)))
+            .collect()
+    }
+
+    fn moved(&self) -> Vec<Moved> {
+        let read = || -> Result<Vec<Moved>, Error> {
+            let mut root = self.open()?;
+            if root.stat(Path::new(MOVED))?.is_none() {
+                return Ok(Vec::new());
+            }
+            let (file, _) = root.open_read(Path::new(MOVED))?;
+            serde_json::from_reader(std::io::BufReader::new(file))
+                .map_err(|e| Error::entry(self.path.join(MOVED), format!("damaged: {e}")))
+        };
+        if !self.exists() {
+            return Vec::new();
+        }
+        read().unwrap_or_else(|e| {
+            log::warn!("{e}");
+            Vec::new()
+        })
+    }
+
+    /// Clears the note of moves: a version after them is recorded.
+    pub fn clear_moves(&self) -> Result<(), Error> {
+        if !self.exists() {
+            return Ok(());
+        }
+        let mut root = self.open()?;
+        if root.stat(Path::new(MOVED))?.is_some() {
+            root.remove(Path::new(MOVED))?;
+        }
+        Ok(())
+    }
+}
+
+/// A file a pass moves: where to, and its content.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct Moved {
+    #[serde(with = "pathser")]
+    path: PathBuf,
+    sha256: String,
 }
 
 #[cfg(test)]

@@ -22,6 +22,8 @@ pub struct LiveCopies {
     latest: Vec<engine::tree::encoding::EntryRecord>,
     /// Content → places in `latest`.
     by_sha: std::collections::HashMap<Digest, Vec<usize>>,
+    /// Content → where a pass moved it that no version names yet (a pass cut short).
+    moved: std::collections::HashMap<Digest, Vec<PathBuf>>,
 }
 
 thread_local! {
@@ -56,11 +58,16 @@ impl LiveCopies {
                 by_sha.entry(sha).or_default().push(i);
             }
         }
+        let mut moved: std::collections::HashMap<Digest, Vec<PathBuf>> = Default::default();
+        for (p, sha) in history.moves_noted() {
+            moved.entry(sha).or_default().push(p);
+        }
         LiveCopies {
             // A live directory that is gone (a restore of a deleted one) is not looked in.
             lives: vd.live_dirs().into_iter().filter(|d| d.is_dir()).collect(),
             latest,
             by_sha,
+            moved,
         }
     }
 
@@ -108,8 +115,14 @@ impl LiveCopies {
                 }
             }
         }
-        // Else hashed first.
-        for q in &places {
+        // Else hashed first (and where a pass cut short moved that content).
+        let moved = self
+            .moved
+            .get(sha)
+            .into_iter()
+            .flatten()
+            .map(|q| q.as_path());
+        for q in places.iter().copied().chain(moved) {
             for d in &self.lives {
                 let found = with_root(d, |r| {
                     let fits = matches!(r.stat(q), Ok(Some(st)) if st.kind == Some(Kind::File) && st.size == size);

@@ -264,6 +264,8 @@ impl VersionedDir {
         self.repair()?;
         let repaired = t0.elapsed().as_secs_f64();
         let made = self.record_locked(home, replica, tree, sha, complete, Why::Pass)?;
+        // The latest version now names where the pass moved files.
+        self.history().clear_moves()?;
         let recorded = t0.elapsed().as_secs_f64();
         if made.is_some() {
             self.apply_retention()?;
@@ -606,9 +608,16 @@ impl engine::pass::Versions for VersionedDir {
         root: &Path,
         tree: &mut Tree,
         sha: Option<Digest>,
-        files: &[(PathBuf, Option<Digest>)],
+        first: &engine::pass::KeepFirst,
     ) -> Result<(), Error> {
-        self.keep_files(home, root, tree, sha, files, None)
+        if !first.moved.is_empty() {
+            let _lock = self.lock(home)?;
+            self.history().note_moves(&first.moved)?;
+        }
+        if first.lost.is_empty() {
+            return Ok(());
+        }
+        self.keep_files(home, root, tree, sha, &first.lost, None)
     }
 
     fn record(

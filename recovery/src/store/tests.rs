@@ -256,3 +256,32 @@ fn a_migration_cut_short_goes_on_where_it_stopped() {
     assert!(history.path().join(history::object_path(&a1)).is_file());
     assert!(!history.path().join("migrated").exists());
 }
+
+#[test]
+fn content_a_pass_cut_short_moved_is_found_where_the_note_says() {
+    use engine::pass::{KeepFirst, Versions};
+    let (_d, replica, home, v) = setup();
+    let mut tree = hashed_tree(&replica);
+    v.record(&home, &replica, &tree).unwrap().unwrap();
+    let b = tree.entries[Path::new("d/b")].hash.unwrap();
+    let live = |v: &VersionedDir| live::LiveCopies::of(v, &home);
+    // A pass moves "d/b" to "e/b" and is cut short before it records a version: the
+    // latest version still names "d/b".
+    let first = KeepFirst {
+        lost: Vec::new(),
+        moved: vec![(PathBuf::from("e/b"), b)],
+    };
+    v.keep(&home, &replica, &mut tree, None, &first).unwrap();
+    std::fs::create_dir(replica.join("e")).unwrap();
+    std::fs::rename(replica.join("d/b"), replica.join("e/b")).unwrap();
+    let (_, _, found) = live(&v).find(Path::new("d/b"), &b, 2).unwrap();
+    assert_eq!(found, replica.join("e/b"));
+    // Once a version after the move is recorded, the note goes (that version names
+    // the new path).
+    v.record_pass(&home, &replica, &hashed_tree(&replica), None, true)
+        .unwrap()
+        .unwrap();
+    assert!(v.history().moves_noted().is_empty());
+    let (_, _, found) = live(&v).find(Path::new("d/b"), &b, 2).unwrap();
+    assert_eq!(found, replica.join("e/b"));
+}
