@@ -404,6 +404,32 @@ def restore_case(R, tree, runs, work):
             check(same_tree(tree, src), "restore", tool)
 
 
+def rename_case(R, base, runs, work, have, quick):
+    """A photo folder of 1 GB renamed in SOURCE: the pass that follows (versions on), next
+    to copying the folder (`cp -a`) and to rsync's pass (which copies it again)."""
+    folder = os.path.join(base, "photos")
+    gen_large(folder, 256, int((4 << 20) * (0.05 if quick else 1)), seed=4)
+    for r in range(runs):
+        tools = ["oneway", "cp"] + (["rsync"] if have["rsync"] else [])
+        for tool in (tools if r % 2 == 0 else list(reversed(tools))):
+            home = os.path.join(work, f"home-{tool}")
+            fresh(home)
+            src, dst = os.path.join(work, "src"), os.path.join(work, "dst")
+            fresh(src)
+            fresh(dst)
+            subprocess.run(["cp", "-a", folder, os.path.join(src, "2019")], check=True)
+            env = env_for(home)
+            if tool == "cp":
+                w, m = run(["cp", "-a", os.path.join(src, "2019"), os.path.join(dst, "2019")], env)
+            else:
+                run(mirror_cmd(tool, src, dst), env)
+                os.rename(os.path.join(src, "2019"), os.path.join(src, "2019 Holidays"))
+                w, m = run(mirror_cmd(tool, src, dst), env)
+                check(same_tree(src, dst), "renamed dir", tool)
+            R.add("renamed 1 GB dir: the pass", tool, w, m)
+    subprocess.run(["rm", "-rf", folder], check=True)
+
+
 def sync_cases(R, tree, tools, runs, work):
     for r in range(runs):
         order = tools if r % 2 == 0 else list(reversed(tools))
@@ -463,7 +489,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small trees (a smoke test)")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--cases", default="mirror,large,versions,history,restore,twoway,scale")
+    ap.add_argument("--cases", default="mirror,large,versions,history,restore,rename,twoway,scale")
     ap.add_argument("--bench-dir", default=os.environ.get("BENCH_DIR", "/dev/shm"))
     args = ap.parse_args()
     cases = set(args.cases.split(","))
@@ -492,6 +518,8 @@ def main():
             history_case(R, w1, work, notes)
         if "restore" in cases:
             restore_case(R, w1, args.runs, work)
+        if "rename" in cases:
+            rename_case(R, base, args.runs, work, have, args.quick)
         if "twoway" in cases:
             tools = ["twoway"] + (["unison"] if have["unison"] else [])
             sync_cases(R, w1, tools, args.runs, work)

@@ -30,18 +30,6 @@ struct Candidate {
 /// (a directory replaced by a file must be gone before the file comes). Empty files and
 /// files the source links to others (hard links) are copied as before.
 pub fn find_moves(plan: &mut Plan, dst: &Tree) -> usize {
-    let created: HashSet<&Path> = plan
-        .actions
-        .iter()
-        .filter(|a| {
-            matches!(
-                a.op,
-                Op::Mkdir | Op::Copy { .. } | Op::Symlink { .. } | Op::Link { .. }
-            )
-        })
-        .map(|a| &*a.path)
-        .collect();
-    let movable = |p: &Path| !p.ancestors().any(|a| created.contains(a));
     let is_target = |a: &Action| {
         a.op == Op::Copy { replace: false }
             && a.dst.is_none()
@@ -49,32 +37,70 @@ pub fn find_moves(plan: &mut Plan, dst: &Tree) -> usize {
                 s.kind == Kind::File && !s.linked && s.size > 0 && s.hash.is_some()
             })
     };
-    if !plan.actions.iter().any(is_target) {
+    // The contents copied to new paths with a known hash: in a pass, mostly files renamed
+    // since the last one (a first pass knows no hash of a new file). Everything held
+    // below is about as large as this, never as the tree.
+    let wanted: HashSet<Digest> = plan
+        .actions
+        .iter()
+        .filter(|a| is_target(a))
+        .filter_map(|a| a.src.as_ref()?.hash)
+        .collect();
+    if wanted.is_empty() {
         return 0;
     }
 
-    // Files the plan removes, by content, in plan order (a directory's in path order).
-    let mut by_hash: HashMap<Digest, Vec<Candidate>> = HashMap::new();
+    // Files the plan removes with one of those contents, in plan order (a directory's in
+    // path order).
+    let mut found: Vec<(Digest, Candidate)> = Vec::new();
     for (i, a) in plan.actions.iter().enumerate() {
         let mut add = |path: &Path, e: &Entry, removal| {
-            if let Some(h) = e.hash.filter(|_| e.kind == Kind::File && e.size > 0) {
-                by_hash.entry(h).or_default().push(Candidate {
-                    path: path.into(),
-                    entry: e.clone(),
-                    removal,
-                });
+            if let Some(h) = e
+                .hash
+                .filter(|h| e.kind == Kind::File && wanted.contains(h))
+            {
+                let entry = e.clone();
+                let path = path.into();
+                found.push((
+                    h,
+                    Candidate {
+                        path,
+                        entry,
+                        removal,
+                    },
+                ));
             }
         };
         match (&a.op, a.dst.as_deref()) {
-            (Op::Remove { kind: Kind::File }, Some(d)) if movable(&a.path) => {
-                add(&a.path, d, Some(i));
-            }
-            (Op::Remove { kind: Kind::Dir }, Some(_)) if movable(&a.path) => {
+            (Op::Remove { kind: Kind::File }, Some(d)) => add(&a.path, d, Some(i)),
+            (Op::Remove { kind: Kind::Dir }, Some(_)) => {
                 for (q, e) in dst.entries.at_and_under(&a.path) {
                     add(q, e, None);
                 }
             }
             _ => {}
+        }
+    }
+    if found.is_empty() {
+        return 0;
+    }
+    // Only where nothing is created at the file's path or above it.
+    let watched: HashSet<&Path> = found.iter().flat_map(|(_, c)| c.path.ancestors()).collect();
+    let blocked: HashSet<&Path> = plan
+        .actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.op,
+                Op::Mkdir | Op::Copy { .. } | Op::Symlink { .. } | Op::Link { .. }
+            ) && watched.contains(&*a.path)
+        })
+        .map(|a| &*a.path)
+        .collect();
+    let mut by_hash: HashMap<Digest, Vec<Candidate>> = HashMap::new();
+    for (h, c) in found {
+        if !c.path.ancestors().any(|a| blocked.contains(a)) {
+            by_hash.entry(h).or_default().push(c);
         }
     }
     if by_hash.is_empty() {
