@@ -414,3 +414,36 @@ fn verify_repair_heals_damaged_content_from_another_store_and_says_what_it_canno
     assert_eq!(damaged.len(), 2, "{out}");
     assert!(damaged.iter().all(|l| !l.contains(&one)), "{out}");
 }
+
+#[test]
+fn a_pass_with_nothing_to_do_after_a_two_way_pass_makes_no_version() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    fs::create_dir_all(&b).unwrap();
+    write(&a.join("f"), "x");
+    let sync = || {
+        env.run(
+            "twoway",
+            [a.as_os_str(), b.as_os_str(), OsStr::new("--once")],
+        )
+    };
+    sync().expect(0);
+    // A file made at A's top: the pass writes B's top directory, whose mtime twoway
+    // does not set (a replica's root keeps its own).
+    write(&a.join("g"), "y");
+    sync().expect(0);
+    let (in_a, in_b) = (listed(&env, &a).len(), listed(&env, &b).len());
+    let again = sync();
+    again.expect(0);
+    assert!(
+        again.stdout().contains("nothing to do"),
+        "{}",
+        again.stdout()
+    );
+    assert_eq!(
+        (listed(&env, &a).len(), listed(&env, &b).len()),
+        (in_a, in_b),
+        "{}",
+        again.stdout()
+    );
+}

@@ -261,12 +261,17 @@ impl Root {
         });
     }
 
+    /// The root directory's own stat.
+    pub fn stat_root(&self) -> Result<Option<Stat>, Error> {
+        rfs::fstat(&*self.fd)
+            .map(|s| Some(Stat::from_raw(&s)))
+            .ctx("stat", &self.path)
+    }
+
     /// `lstat` of `rel` without following a final symlink; `None` if it does not exist.
     pub fn stat(&mut self, rel: &Path) -> Result<Option<Stat>, Error> {
         if rel.as_os_str().is_empty() {
-            return rfs::fstat(&*self.fd)
-                .map(|s| Some(Stat::from_raw(&s)))
-                .ctx("stat", &self.path);
+            return self.stat_root();
         }
         let (parent, name) = split(rel)?;
         let dir = match self.dir(parent) {

@@ -236,6 +236,18 @@ pub(super) fn apply<T: Tool>(
             afters[s.target] = apply::tree_after(t, &mut d);
         }
     }
+    // A root's mtime moves with every entry made or removed at the top, and only a
+    // mirror sets it back: the tree after holds each root written as it is now (else
+    // its version would differ from the next pass's scan, which then made one more).
+    for side in 0..2 {
+        if !wrote[side] {
+            continue;
+        }
+        if let (Some(r), Ok(Some(st))) = (afters[side].root.as_mut(), roots[side].stat_root()) {
+            r.mode = st.mode;
+            r.mtime = st.mtime;
+        }
+    }
     log::debug!(
         "trees after the pass: {:.3}s",
         started.elapsed().as_secs_f64()
