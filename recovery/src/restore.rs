@@ -192,6 +192,9 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
         head.id,
         t0.elapsed().as_secs_f64()
     );
+    // Kept while the restore runs if it is the latest version: where its content is
+    // still live is looked up in it (see `LiveCopies`).
+    let known = state.clone();
     let mut vtree = state.into_tree();
 
     if let Some(sub) = &req.subpath {
@@ -334,7 +337,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
     let stop = || signal::stop_requested();
     let history_dir = vd.history().path().to_path_buf();
     log::debug!("planned and kept: {:.3}s", t0.elapsed().as_secs_f64());
-    let lives = crate::store::LiveCopies::of(&vd, home);
+    let lives = crate::store::LiveCopies::knowing(&vd, home, Some(known)).target_last(&target);
     log::debug!("live copies found: {:.3}s", t0.elapsed().as_secs_f64());
     // What the store holds, listed once: a file looked for there is opened only if it is.
     let stored: std::collections::HashSet<engine::tree::Digest> = vd

@@ -139,6 +139,7 @@ pub struct Listed {
 }
 
 /// The entries of a version, in path order, and the head of the version.
+#[derive(Clone)]
 pub struct State {
     pub head: VersionHead,
     pub entries: Vec<EntryRecord>,

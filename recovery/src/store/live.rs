@@ -45,13 +45,24 @@ pub fn with_root<T>(dir: &Path, f: impl FnOnce(&mut Root) -> T) -> Option<T> {
 }
 
 impl LiveCopies {
-    pub fn of(vd: &VersionedDir, _home: &DataHome) -> LiveCopies {
+    pub fn of(vd: &VersionedDir, home: &DataHome) -> LiveCopies {
+        Self::knowing(vd, home, None)
+    }
+
+    /// [`of`](Self::of), given a version already read: if it is the latest, it is not
+    /// read again.
+    pub fn knowing(
+        vd: &VersionedDir,
+        _home: &DataHome,
+        known: Option<crate::history::State>,
+    ) -> LiveCopies {
         let history = vd.history();
         let head = history.latest().ok().flatten();
-        let latest = head
-            .and_then(|h| history.state(h.id).ok())
-            .map(|s| s.entries)
-            .unwrap_or_default();
+        let latest = match (head, known) {
+            (Some(h), Some(k)) if k.head.id == h.id => k.entries,
+            (Some(h), _) => history.state(h.id).map(|s| s.entries).unwrap_or_default(),
+            (None, _) => Vec::new(),
+        };
         let mut by_sha: std::collections::HashMap<Digest, Vec<usize>> = Default::default();
         for (i, e) in latest.iter().enumerate() {
             if let Some(sha) = e.sha256 {
@@ -71,12 +82,12 @@ impl LiveCopies {
         }
     }
 
-    /// The latest version's entry at `p`.
-    fn latest_at(&self, p: &Path) -> Option<&engine::tree::encoding::EntryRecord> {
-        self.latest
-            .binary_search_by(|e| engine::tree::path_order(&e.path, p))
-            .ok()
-            .map(|i| &self.latest[i])
+    /// Looking in `dir` (a restore's target) only after every other live directory:
+    /// what it lacks is what is being restored, and what it holds may be replaced
+    /// meanwhile (a file taken from it is checked as any other).
+    pub fn target_last(mut self, dir: &Path) -> LiveCopies {
+        self.lives.sort_by_key(|d| d == dir);
+        self
     }
 
     /// Finds a live file holding `sha` (`size` bytes) and opens it to read, trying `p`
@@ -87,22 +98,22 @@ impl LiveCopies {
         sha: &Digest,
         size: u64,
     ) -> Option<(std::fs::File, engine::fs::Stat, PathBuf)> {
-        // The path itself, then a few of the others that hold the same content (many
-        // files may share one, empty ones all do).
-        let renamed = self
-            .by_sha
-            .get(sha)
-            .into_iter()
-            .flatten()
-            .map(|i| self.latest[*i].path.as_path())
-            .filter(|q| *q != p)
-            .take(4);
-        let places: Vec<&Path> = std::iter::once(p).chain(renamed).collect();
+        // Where the latest version holds this content: the path itself first, then a few
+        // of the others (many files may share one, empty ones all do).
+        let held = || {
+            self.by_sha
+                .get(sha)
+                .into_iter()
+                .flatten()
+                .map(|&i| &self.latest[i])
+        };
+        let records: Vec<&engine::tree::encoding::EntryRecord> = held()
+            .filter(|r| r.path == p)
+            .chain(held().filter(|r| r.path != p).take(4))
+            .collect();
         // Vouched for by the latest version's stamp: no reading before the copy.
-        for q in &places {
-            let Some(rec) = self.latest_at(q).filter(|r| r.sha256 == Some(*sha)) else {
-                continue;
-            };
+        for rec in &records {
+            let q = rec.path.as_path();
             for d in &self.lives {
                 let opened = with_root(d, |r| r.open_read(q).ok()).flatten();
                 if let Some((f, st)) = opened {
@@ -115,6 +126,9 @@ impl LiveCopies {
                 }
             }
         }
+        let places: Vec<&Path> = std::iter::once(p)
+            .chain(records.iter().map(|r| r.path.as_path()).filter(|q| *q != p))
+            .collect();
         // Else hashed first (and where a pass cut short moved that content).
         let moved = self
             .moved
