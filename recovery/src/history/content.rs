@@ -195,6 +195,40 @@ impl History {
 
     /// The SHA-256 of every file some version holds: the entries of every version's
     /// own file (a whole version's, and each difference's), read entry by entry.
+    /// Of `candidates`, those no version holds: every version read (the newest whole
+    /// file only if `newest_checked` is false), until none is left.
+    fn unneeded_of(
+        &self,
+        root: &mut Root,
+        candidates: &HashSet<Digest>,
+        newest_checked: bool,
+    ) -> Result<Vec<Digest>, Error> {
+        let mut left = candidates.clone();
+        // The differences first: they are small, and the whole file may then be spared.
+        let mut files = self.files(root)?;
+        files.sort_by_key(|&(_, full)| full);
+        for (id, full) in files {
+            if left.is_empty() || (full && newest_checked) {
+                break;
+            }
+            let form = if full {
+                Form::Full
+            } else {
+                Form::Diff { base: 0 }
+            };
+            let mut r = self.reader_at(root, &version_file(id, form), id, full)?;
+            while r
+                .next_with(|e| {
+                    if let Some(sha) = e.sha256 {
+                        left.remove(&sha);
+                    }
+                })?
+                .is_some()
+            {}
+        }
+        Ok(left.into_iter().collect())
+    }
+
     pub(super) fn needed(&self, root: &mut Root) -> Result<HashSet<Digest>, Error> {
         let mut need = HashSet::new();
         let mut readers = Vec::new();
@@ -304,24 +338,37 @@ impl History {
         &self,
         candidates: Option<&HashSet<Digest>>,
     ) -> Result<(u64, u64), Error> {
+        self.collect_garbage_but(candidates, false)
+    }
+
+    /// [`collect_garbage`](Self::collect_garbage); `newest_checked`: the candidates were
+    /// checked against the newest version already (a pass holds its tree), so its whole
+    /// file is not read.
+    pub fn collect_garbage_but(
+        &self,
+        candidates: Option<&HashSet<Digest>>,
+        newest_checked: bool,
+    ) -> Result<(u64, u64), Error> {
         if !self.exists() {
             return Ok((0, 0));
         }
         let mut root = self.open_made()?;
-        let need = self.needed(&mut root)?;
         let (mut n, mut bytes) = (0, 0);
-        let all = match candidates {
-            Some(c) => c.iter().copied().collect(),
-            None => self.object_names(&mut root)?,
+        let garbage: Vec<Digest> = match candidates {
+            Some(c) => self.unneeded_of(&mut root, c, newest_checked)?,
+            None => {
+                let need = self.needed(&mut root)?;
+                let mut all = self.object_names(&mut root)?;
+                all.retain(|sha| !need.contains(sha));
+                all
+            }
         };
-        for sha in all {
-            if !need.contains(&sha) {
-                let obj = object_path(&sha);
-                if let Some(st) = root.stat(&obj)? {
-                    bytes += st.size;
-                    root.remove(&obj)?;
-                    n += 1;
-                }
+        for sha in garbage {
+            let obj = object_path(&sha);
+            if let Some(st) = root.stat(&obj)? {
+                bytes += st.size;
+                root.remove(&obj)?;
+                n += 1;
             }
         }
         Ok((n, bytes))

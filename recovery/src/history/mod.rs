@@ -310,6 +310,13 @@ impl History {
         if !self.exists() {
             return Ok(());
         }
+        let mut root = self.repair_versions()?;
+        self.settle(&mut root, to)
+    }
+
+    /// [`repair`](Self::repair) of the version files only (pending files are left for
+    /// [`settle_pending`](Self::settle_pending)); gives the history opened.
+    pub fn repair_versions(&self) -> Result<Root, Error> {
         let mut root = self.open_made()?;
         let files = self.files(&mut root)?;
         let newest_full = files.iter().rev().find(|(_, f)| *f).map(|(id, _)| *id);
@@ -325,7 +332,7 @@ impl History {
                 root.remove(&version_file(id, Form::Diff { base: 0 }))?;
             }
         }
-        self.settle(&mut root, to)
+        Ok(root)
     }
 
     /// The tags: name → version id.

@@ -261,17 +261,30 @@ impl VersionedDir {
     ) -> Result<Option<Made>, Error> {
         let t0 = std::time::Instant::now();
         let _lock = self.lock(home)?;
-        self.repair()?;
+        self.ensure_store()?;
+        self.migrate()?;
+        let history = self.history();
+        history.repair_versions()?;
         let repaired = t0.elapsed().as_secs_f64();
-        let made = self.record_locked(home, replica, tree, sha, complete, Why::Pass)?;
+        // What the pass kept is settled into the store while the version is recorded:
+        // neither reads what the other writes (a version's content is found in
+        // `objects/` and `pending/` alike), and retention waits for both.
+        let twins = self.twin_histories();
+        let (settled, made) = engine::parallel::join(
+            || history.settle_pending(&twins),
+            || self.record_locked(home, replica, tree, sha, complete, Why::Pass),
+        );
+        settled?;
+        let made = made?;
         // The latest version now names where the pass moved files.
-        self.history().clear_moves()?;
+        history.clear_moves()?;
         let recorded = t0.elapsed().as_secs_f64();
         if made.is_some() {
-            self.apply_retention()?;
+            // The version just made is `tree`: the content it holds is checked in memory.
+            self.apply_retention(Some(tree))?;
         }
         log::debug!(
-            "store of {}: settled {repaired:.3}s, recorded {:.3}s, retention {:.3}s",
+            "store of {}: repaired {repaired:.3}s, settled and recorded {:.3}s, retention {:.3}s",
             display(&self.dir),
             recorded - repaired,
             t0.elapsed().as_secs_f64() - recorded
@@ -350,7 +363,7 @@ impl VersionedDir {
     /// Drops the versions the retention policy no longer keeps, then the content no
     /// version needs; then, over a size budget, the oldest versions (never the latest
     /// two nor a tagged one) until the history fits. Everything dropped is logged.
-    pub fn apply_retention(&self) -> Result<(), Error> {
+    pub fn apply_retention(&self, newest: Option<&Tree>) -> Result<(), Error> {
         let history = self.history();
         let listed = history.list()?;
         let tags = history.tags()?;
@@ -374,7 +387,7 @@ impl VersionedDir {
             .map(|(id, _)| *id)
             .filter(|id| !kept.contains(id))
             .collect();
-        self.forget(&history, &listed, &drop)?;
+        self.forget(&history, &listed, &drop, newest)?;
         let Some(budget) = self.retention.max_bytes else {
             return Ok(());
         };
@@ -402,21 +415,33 @@ impl VersionedDir {
                 "the history of {} takes {used} bytes, over max_store_bytes {budget}",
                 display(&self.dir)
             );
-            self.forget(&history, &listed, &BTreeSet::from([oldest]))?;
+            self.forget(&history, &listed, &BTreeSet::from([oldest]), newest)?;
         }
     }
 
-    /// Drops `ids` and the content no version left needs, logging each.
+    /// Drops `ids` and the content no version left needs, logging each. `newest`: the
+    /// tree the newest version was just recorded from, if it is at hand.
     fn forget(
         &self,
         history: &History,
         listed: &[history::Listed],
         ids: &BTreeSet<u64>,
+        newest: Option<&Tree>,
     ) -> Result<(), Error> {
         if ids.is_empty() {
             return Ok(());
         }
-        let candidates = history.forget(ids)?;
+        let mut candidates = history.forget(ids)?;
+        if let Some(tree) = newest {
+            for (_, e) in tree.entries.iter() {
+                if candidates.is_empty() {
+                    break;
+                }
+                if let Some(h) = e.hash.filter(|_| e.kind == Kind::File) {
+                    candidates.remove(&h);
+                }
+            }
+        }
         for l in listed.iter().filter(|l| ids.contains(&l.head.id)) {
             log::info!(
                 "dropped version {} of {} (made {}, {} files)",
@@ -426,7 +451,7 @@ impl VersionedDir {
                 l.head.files
             );
         }
-        let (n, bytes) = history.collect_garbage(Some(&candidates))?;
+        let (n, bytes) = history.collect_garbage_but(Some(&candidates), newest.is_some())?;
         if n > 0 {
             log::info!(
                 "freed {bytes} bytes of {} in {n} files no version needs any more",

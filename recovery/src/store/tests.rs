@@ -144,8 +144,27 @@ fn the_retention_policy_drops_old_versions_and_keeps_tagged_ones() {
         .flat_map(|id| v.history().state(*id).unwrap().entries)
         .filter_map(|e| e.sha256)
         .collect();
-    for (sha, _) in v.history().objects().unwrap() {
-        assert!(needed.contains(&sha));
+    let objects: BTreeSet<Digest> = v
+        .history()
+        .objects()
+        .unwrap()
+        .into_iter()
+        .map(|(sha, _)| sha)
+        .collect();
+    for sha in &objects {
+        assert!(needed.contains(sha));
+    }
+    // …and all of it is: in the store, or live.
+    let live: BTreeSet<Digest> = hashed_tree(&replica)
+        .entries
+        .iter()
+        .filter_map(|(_, e)| e.hash)
+        .collect();
+    for sha in &needed {
+        assert!(
+            objects.contains(sha) || live.contains(sha),
+            "{sha:?} is lost"
+        );
     }
 }
 
