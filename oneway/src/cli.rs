@@ -18,6 +18,8 @@ Examples:
   oneway ~/Docs /mnt/b/docs --exclude '*.tmp' --exclude 'cache/' --log ~/oneway.log
   oneway ~/Docs --restore                         bring back ~/Docs from its latest version
   oneway ~/Docs --restore --version previous --to /tmp/docs-before
+  oneway --generate complete-bash > ~/.local/share/bash-completion/completions/oneway
+  oneway --generate man > ~/.local/share/man/man1/oneway.1
 
 After a pass BACKUP holds exactly SOURCE's files, directories (empty ones too) and
 symlinks, with the same bytes, permission bits and mtimes; entries BACKUP has and SOURCE
@@ -39,6 +41,8 @@ pub struct Cli {
     pub pass: PassArgs,
     #[command(flatten)]
     pub restore: RestoreArgs,
+    #[command(flatten)]
+    pub generate: cli::GenerateArgs,
     /// Print the version and exit (as --version alone does).
     #[arg(short = 'V')]
     pub print_version: bool,
@@ -48,7 +52,10 @@ pub struct Cli {
 pub fn main() -> i32 {
     cli::main_of(
         "oneway",
-        |c: &Cli| c.print_version || c.restore.wants_program_version(),
+        |c: &Cli| {
+            let version = c.print_version || c.restore.wants_program_version();
+            (version, c.generate.generate)
+        },
         run,
     )
 }

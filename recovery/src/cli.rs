@@ -30,6 +30,8 @@ Examples:
   recovery diff ~/Photos previous       what changed since the previous version
   recovery duplicates ~/Photos          files of the same content, from the manifests
   recovery verify                       re-hash every stored file
+  recovery --generate complete-bash > ~/.local/share/bash-completion/completions/recovery
+  recovery --generate man > ~/.local/share/man/man1/recovery.1
 
 Exit status: 0 success, 1 damage found or per-file errors, 2 refused, 130 interrupted.
 Versions live in the store (default BACKUP/__versions__ for oneway, __versions__ in each
@@ -38,10 +40,17 @@ replica for twoway) and are found through the registry in the data home
 
 /// Lists, verifies and restores the versions kept by oneway and twoway.
 #[derive(Parser, Debug)]
-#[command(name = "recovery", version, after_help = EXAMPLES)]
+#[command(
+    name = "recovery",
+    version,
+    after_help = EXAMPLES,
+    arg_required_else_help = true
+)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub generate: engine::run::cli::GenerateArgs,
     /// Print only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
@@ -171,10 +180,17 @@ fn verbosity(quiet: bool, verbose: bool) -> Verbosity {
 /// Runs the `recovery` binary; returns the exit status.
 pub fn main() -> i32 {
     let cli: Cli = engine::run::cli::parse();
+    if let Some(kind) = cli.generate.generate {
+        return engine::run::cli::generate::<Cli>(kind);
+    }
+    let Some(command) = &cli.command else {
+        eprintln!("recovery: a command is needed (see recovery --help)");
+        return exit::REFUSED;
+    };
     let run = || -> Result<i32, Refusal> {
         logging::init(verbosity(cli.quiet, cli.verbose), None)?;
         let home = DataHome::locate()?;
-        match &cli.command {
+        match command {
             Command::List { dir, json } => inspect::list(&home, dir.as_deref(), *json),
             Command::Verify { dir, repair } => inspect::verify(&home, dir.as_deref(), *repair),
             Command::Forget {

@@ -22,7 +22,7 @@ pub struct RegEntry {
     /// The store holding its versions (absolute).
     #[serde(with = "pathser")]
     pub store: PathBuf,
-    /// `<store>/<name>_1` and `<store>/<name>_0` are its versions.
+    /// `<store>/<name>/` is its history (`<name>_1`, `<name>_0` in the earlier layout).
     pub name: String,
     /// For a path under which the versions are also found (oneway's BACKUP): the
     /// versioned directory itself.

@@ -18,13 +18,16 @@ Examples:
   twoway ~/Notes /mnt/share/notes --dry-run --once
   twoway ~/Notes /mnt/share/notes --conflict prefer-a --max-delete 20
   twoway ~/Notes --restore --version previous --to /tmp/notes-before
+  twoway --generate complete-bash > ~/.local/share/bash-completion/completions/twoway
+  twoway --generate man > ~/.local/share/man/man1/twoway.1
 
 A change made on one side since the last sync is copied to the other, deletions too.
 A file changed on both sides is a conflict: the newer one (--conflict newer, the
 default; equal mtimes: DIR_A) or the preferred side's stays, and the other is kept
 beside it on both sides as <stem>.conflict-<YYYYMMDD-HHMMSS><.ext>. A modification
 always beats a deletion. The first sync of a pair is a union: nothing is deleted.
-Each replica keeps its last two versions in its own __versions__ directory.
+Each replica keeps versions of itself in its own __versions__ directory (the last 10,
+one per hour for 48 hours, per day for 30 days, per week for 26 weeks; see `recovery`).
 
 Exit status: 0 success, 1 per-file errors (logged with the path), 2 refused (nothing
 changed), 130 interrupted during a pass.";
@@ -43,6 +46,8 @@ pub struct Cli {
     pub conflict: Option<ConflictPolicy>,
     #[command(flatten)]
     pub restore: RestoreArgs,
+    #[command(flatten)]
+    pub generate: cli::GenerateArgs,
     /// Print the version and exit (as --version alone does).
     #[arg(short = 'V')]
     pub print_version: bool,
@@ -52,7 +57,10 @@ pub struct Cli {
 pub fn main() -> i32 {
     cli::main_of(
         "twoway",
-        |c: &Cli| c.print_version || c.restore.wants_program_version(),
+        |c: &Cli| {
+            let version = c.print_version || c.restore.wants_program_version();
+            (version, c.generate.generate)
+        },
         run,
     )
 }

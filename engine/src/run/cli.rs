@@ -88,6 +88,51 @@ pub struct RestoreArgs {
     pub path: Option<PathBuf>,
 }
 
+/// What `--generate` writes: shell completions or a man page, built from the command
+/// line's own definition (as ripgrep's `--generate`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generate {
+    CompleteBash,
+    CompleteZsh,
+    CompleteFish,
+    CompletePowershell,
+    Man,
+}
+
+/// The `--generate` flag every binary has.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct GenerateArgs {
+    /// Print shell completions or the man page, and exit.
+    #[arg(long, value_name = "KIND", value_enum)]
+    pub generate: Option<Generate>,
+}
+
+/// Writes what `kind` asks for, for the command line `C`, to stdout; the exit status.
+pub fn generate<C: clap::CommandFactory>(kind: Generate) -> i32 {
+    use clap_complete::Shell;
+    let mut cmd = C::command();
+    let name = cmd.get_name().to_string();
+    let mut out = std::io::stdout().lock();
+    let shell = match kind {
+        Generate::CompleteBash => Shell::Bash,
+        Generate::CompleteZsh => Shell::Zsh,
+        Generate::CompleteFish => Shell::Fish,
+        Generate::CompletePowershell => Shell::PowerShell,
+        Generate::Man => {
+            let man = clap_mangen::Man::new(cmd.version(env!("CARGO_PKG_VERSION")));
+            return match man.render(&mut out) {
+                Ok(()) => crate::error::exit::OK,
+                Err(e) => {
+                    eprintln!("{name}: cannot write the man page: {e}");
+                    crate::error::exit::PER_FILE_ERRORS
+                }
+            };
+        }
+    };
+    clap_complete::generate(shell, &mut cmd, name, &mut out);
+    crate::error::exit::OK
+}
+
 /// Validated settings of a pass.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -254,15 +299,18 @@ pub fn exit_status(outcome: Result<i32, Refusal>) -> i32 {
 /// `wants_version` says it was asked for (`-V`), else runs `run`; returns the exit status.
 pub fn main_of<C: clap::Parser>(
     program: &str,
-    wants_version: impl FnOnce(&C) -> bool,
+    wants: impl FnOnce(&C) -> (bool, Option<Generate>),
     run: impl FnOnce(C) -> Result<i32, Refusal>,
 ) -> i32 {
     let cli: C = parse();
-    if wants_version(&cli) {
-        println!("{program} {}", env!("CARGO_PKG_VERSION"));
-        return crate::error::exit::OK;
+    match wants(&cli) {
+        (true, _) => {
+            println!("{program} {}", env!("CARGO_PKG_VERSION"));
+            crate::error::exit::OK
+        }
+        (false, Some(kind)) => generate::<C>(kind),
+        (false, None) => exit_status(run(cli)),
     }
-    exit_status(run(cli))
 }
 
 /// Parses the command line. Help and the version are printed as clap prints them (exit
@@ -283,7 +331,14 @@ pub fn parse<C: clap::Parser>() -> C {
                     .find(|l| !l.trim().is_empty())
                     .unwrap_or("invalid arguments");
                 let reason = first.trim_start_matches("error: ").trim_end();
-                eprintln!("{program}: {reason} (see {program} --help)");
+                // The values a flag takes, when clap lists them: said on the same line.
+                let values = text
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| l.starts_with("[possible values:"))
+                    .map(|l| format!(" {l}"))
+                    .unwrap_or_default();
+                eprintln!("{program}: {reason}{values} (see {program} --help)");
                 std::process::exit(crate::error::exit::REFUSED)
             }
         },
