@@ -69,6 +69,7 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
     let [source, backup] = <[PathBuf; 2]>::try_from(cli.paths)
         .map_err(|_| usage("oneway", "oneway needs SOURCE and BACKUP"))?;
     logging::init(settings.verbosity, settings.log_file())?;
+    settings.log_config_file();
     signal::install()?;
     let home = DataHome::locate()?;
     let interval = settings.interval;

@@ -86,6 +86,7 @@ impl Env {
         let mut c = Command::new(bin(name));
         c.env("TWOWAY_HOME", self.home())
             .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_CONFIG_HOME")
             .env("HOME", self.path("no-home"));
         c
     }

@@ -62,3 +62,52 @@ fn an_unknown_kind_is_a_usage_error() {
     run.expect(2);
     assert!(run.stderr().contains("complete-bash"), "{}", run.stderr());
 }
+
+#[test]
+fn without_config_the_default_config_file_is_read_and_named_with_v() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    std::fs::create_dir_all(&dst).unwrap();
+    write(&src.join("keep.txt"), "k");
+    write(&src.join("scratch.tmp"), "t");
+    // XDG_CONFIG_HOME first.
+    let xdg = env.path("xdg");
+    let file = xdg.join("twoway/config.json");
+    write(&file, r#"{"exclude": ["*.tmp"]}"#);
+    let run = |cmd: &mut std::process::Command| Run(cmd.output().unwrap());
+    let mut cmd = env.cmd("oneway");
+    cmd.args([&src, &dst]).args(["--once", "-v"]);
+    cmd.env("XDG_CONFIG_HOME", &xdg);
+    let out = run(&mut cmd);
+    out.expect(0);
+    assert!(
+        out.all()
+            .contains(&format!("config file: {}", file.display())),
+        "{}",
+        out.all()
+    );
+    assert!(dst.join("keep.txt").exists() && !dst.join("scratch.tmp").exists());
+
+    // Else ~/.config; a default file that is not valid refuses the pass, naming it.
+    let home = env.path("home-dir");
+    let file = home.join(".config/twoway/config.json");
+    write(&file, "{ not json");
+    let mut cmd = env.cmd("oneway");
+    cmd.args([&src, &dst]).arg("--once").env("HOME", &home);
+    let out = run(&mut cmd);
+    out.expect(2);
+    assert!(
+        out.stderr().contains(&file.display().to_string()),
+        "{}",
+        out.stderr()
+    );
+    // --config wins over the default file.
+    let given = env.path("given.json");
+    write(&given, "{}");
+    let mut cmd = env.cmd("oneway");
+    cmd.args([&src, &dst])
+        .args(["--once", "--config"])
+        .arg(&given);
+    cmd.env("HOME", &home);
+    run(&mut cmd).expect(0);
+}

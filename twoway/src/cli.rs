@@ -74,6 +74,7 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
     let [a, b] = <[PathBuf; 2]>::try_from(cli.paths)
         .map_err(|_| usage("twoway", "twoway needs DIR_A and DIR_B"))?;
     logging::init(settings.verbosity, settings.log_file())?;
+    settings.log_config_file();
     signal::install()?;
     let home = DataHome::locate()?;
     let interval = settings.interval;

@@ -27,7 +27,8 @@ pub struct PassArgs {
     /// Also append every log line to FILE.
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
-    /// Read settings from a JSON config file (see config.example.json).
+    /// Read settings from a JSON config file (see config.example.json); without it,
+    /// $XDG_CONFIG_HOME/twoway/config.json (else ~/.config/twoway/config.json) if it exists.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Keep no versions: nothing is written to a store.
@@ -155,9 +156,24 @@ pub struct Settings {
     pub max_store_bytes: Option<u64>,
     /// A tag for the version the pass makes.
     pub tag: Option<String>,
+    /// The config file read (`--config`, or the default one), if any.
+    pub config_file: Option<PathBuf>,
 }
 
 impl Settings {
+    /// Says which config file was read (with `-v`), once logging is set up.
+    pub fn log_config_file(&self) {
+        match &self.config_file {
+            Some(p) => log::debug!("config file: {}", crate::names::display(p)),
+            None => log::debug!(
+                "config file: none (no --config, and no {})",
+                default_config_file()
+                    .map(|p| crate::names::display(&p))
+                    .unwrap_or_else(|| "default config file".to_string())
+            ),
+        }
+    }
+
     /// The retention policy and size budget of the store.
     pub fn retention(&self) -> (crate::run::config::Keep, Option<u64>) {
         (self.keep, self.max_store_bytes)
@@ -177,7 +193,12 @@ impl Settings {
         args: &PassArgs,
         extra_conflict: Option<ConflictPolicy>,
     ) -> Result<Settings, Refusal> {
-        let cfg = match &args.config {
+        // Without --config, the default config file, when there is one.
+        let config_file = args
+            .config
+            .clone()
+            .or_else(|| default_config_file().filter(|p| p.symlink_metadata().is_ok()));
+        let cfg = match &config_file {
             Some(p) => Config::load(p)?,
             None => Config::default(),
         };
@@ -230,8 +251,23 @@ impl Settings {
             keep: cfg.keep.unwrap_or_default(),
             max_store_bytes: cfg.max_store_bytes,
             tag: args.tag.clone(),
+            config_file,
         })
     }
+}
+
+/// Where the config file is read from without `--config`:
+/// `$XDG_CONFIG_HOME/twoway/config.json`, else `~/.config/twoway/config.json`.
+pub fn default_config_file() -> Option<PathBuf> {
+    let from_env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let base =
+        from_env("XDG_CONFIG_HOME").or_else(|| from_env("HOME").map(|h| h.join(".config")))?;
+    Some(base.join("twoway").join("config.json"))
 }
 
 impl RestoreArgs {
