@@ -16,6 +16,7 @@ Examples:
   oneway ~/Projects /mnt/backup/projects          a pass every 60 s until Ctrl+C
   oneway ~/Docs /mnt/b/docs --dry-run --once      show what a pass would do
   oneway ~/Docs /mnt/b/docs --exclude '*.tmp' --exclude 'cache/' --log ~/oneway.log
+  oneway ~/Photos /media/usb/photos --additive    copy only what BACKUP lacks
   oneway ~/Docs --restore                         bring back ~/Docs from its latest version
   oneway ~/Docs --restore --version previous --to /tmp/docs-before
   oneway --generate complete-bash > ~/.local/share/bash-completion/completions/oneway
@@ -43,6 +44,10 @@ pub struct Cli {
     pub restore: RestoreArgs,
     #[command(flatten)]
     pub generate: cli::GenerateArgs,
+    /// Only add to BACKUP: copy what it lacks, and never delete, overwrite or change
+    /// anything it holds (each difference is reported and left alone).
+    #[arg(long)]
+    pub additive: bool,
     /// Print the version and exit (as --version alone does).
     #[arg(short = 'V')]
     pub print_version: bool,
@@ -63,6 +68,9 @@ pub fn main() -> i32 {
 fn run(cli: Cli) -> Result<i32, Refusal> {
     let settings = Settings::resolve(&cli.pass, None)?;
     if cli.restore.restore {
+        if cli.additive {
+            return Err(usage("oneway", "--additive is for passes, not --restore"));
+        }
         return recovery::cli::restore_command("oneway", cli.paths, &cli.restore, &settings);
     }
     cli.restore.check_unused("oneway")?;
@@ -73,6 +81,7 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
     signal::install()?;
     let home = DataHome::locate()?;
     let interval = settings.interval;
-    let job = Job::new(&source, &backup, settings, home)?;
+    let mut job = Job::new(&source, &backup, settings, home)?;
+    job.additive = cli.additive;
     Ok(runner::run_passes(interval, |n| job.run_pass(n)))
 }

@@ -31,6 +31,8 @@ pub struct Job {
     pub home: DataHome,
     /// The versioned directory (SOURCE) and its store, when versions are on.
     pub versioned: Option<VersionedDir>,
+    /// `--additive`: only add to BACKUP (see `engine::plan::additive`).
+    pub additive: bool,
     replicas: [Replica; 2],
     _lock: Option<Lock>,
 }
@@ -112,6 +114,7 @@ impl Job {
             settings,
             home,
             versioned,
+            additive: false,
             _lock: lock,
         })
     }
@@ -124,7 +127,8 @@ impl Job {
 
 impl Tool for Job {
     type Base = ();
-    type Extra = ();
+    /// How many differences an additive pass left alone.
+    type Extra = usize;
 
     fn settings(&self) -> &Settings {
         &self.settings
@@ -202,7 +206,7 @@ impl Tool for Job {
         mark_attribute_changes(scanned);
     }
 
-    fn plan(&self, scanned: &mut Scanned, _: ()) -> Result<Planned<()>, Refusal> {
+    fn plan(&self, scanned: &mut Scanned, _: ()) -> Result<Planned<usize>, Refusal> {
         let fs = scanned.fs;
         let opts = MirrorOptions {
             checksum: self.settings.checksum,
@@ -213,8 +217,19 @@ impl Tool for Job {
         };
         let [src, dst] = &scanned.trees;
         let mut plan = mirror::plan_mirror(src, dst, &opts);
-        // A file moved or renamed in SOURCE is moved in BACKUP, not copied and deleted.
-        engine::plan::moves::find_moves(&mut plan, dst);
+        let mut left_alone = 0;
+        if self.additive {
+            let (adding, left) = engine::plan::additive::additive(plan);
+            plan = adding;
+            for l in &left {
+                log::info!(target: "action", "left     {}  ({}; --additive)", display(&l.path), l.why);
+            }
+            left_alone = left.len();
+        } else {
+            // A file moved or renamed in SOURCE is moved in BACKUP, not copied and
+            // deleted.
+            engine::plan::moves::find_moves(&mut plan, dst);
+        }
         self.check_max_delete(&plan, src, dst)?;
         let step = Step {
             plan,
@@ -225,28 +240,33 @@ impl Tool for Job {
             verify_hash: false,
             attrs_from_source: true,
         };
-        Ok(Planned::new(vec![step], ()))
+        Ok(Planned::new(vec![step], left_alone))
     }
 
     fn track<'p>(
         &'p self,
-        _: &'p Planned<()>,
+        _: &'p Planned<usize>,
         _: &[Tree; 2],
     ) -> Result<Option<Box<dyn Tracker + 'p>>, Refusal> {
         Ok(None)
     }
 
-    fn record(&self, _: &mut (), _: &[Tree; 2], outcome: &Outcome) -> Result<(), engine::Error> {
+    fn record(&self, _: &mut usize, _: &[Tree; 2], outcome: &Outcome) -> Result<(), engine::Error> {
         if !outcome.interrupted {
             self.note_scan(outcome.scanned_at);
         }
         Ok(())
     }
 
-    fn summary(&self, _: &(), o: &Outcome) -> String {
+    fn summary(&self, left_alone: &usize, o: &Outcome) -> String {
+        let left = if self.additive {
+            format!(" · {left_alone} differences left alone (--additive)")
+        } else {
+            String::new()
+        };
         if o.dry_run {
             return format!(
-                "pass {} (dry run): {} · {} bytes · {} errors · {:.2}s",
+                "pass {} (dry run): {} · {} bytes · {} errors · {:.2}s{left}",
                 o.n,
                 o.counts.planned(),
                 o.counts.bytes,
@@ -259,7 +279,7 @@ impl Tool for Job {
             .map(|v| format!(" · new version {v}"))
             .unwrap_or_default();
         format!(
-            "pass {}{}: {} · {} bytes copied · hashed {} files · {} errors · {:.2}s · SOURCE sha256 {} · BACKUP sha256 {}{version}",
+            "pass {}{}: {} · {} bytes copied · hashed {} files · {} errors · {:.2}s{left} · SOURCE sha256 {} · BACKUP sha256 {}{version}",
             o.n,
             if o.interrupted { " (interrupted)" } else { "" },
             o.counts.summary(),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use integration_tests::*;
 
+mod additive;
 mod faults;
 mod mirror;
 
