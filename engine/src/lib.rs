@@ -13,12 +13,14 @@
 //! its planner, refusals and summary words.
 //!
 //! Services: [`fs`], the safe file primitives and the only writer; [`hash`], file and
-//! directory SHA-256s; [`parallel`], the one way work runs in parallel; [`tree`], the data every stage passes on and its encodings;
+//! directory SHA-256s; [`parallel`], the one way work runs in parallel; [`filter`], which
+//! paths a pass leaves out; [`tree`], the data every stage passes on and its encodings;
 //! [`run`], what every binary shares at its edges (arguments, config, logging, signals,
 //! the pass loop, the data home, process setup).
 
 pub mod apply;
 pub mod error;
+pub mod filter;
 pub mod fs;
 pub mod hash;
 pub mod names;

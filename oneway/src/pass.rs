@@ -144,13 +144,13 @@ impl Tool for Job {
 
     fn scan_options(&self) -> [ScanOptions; 2] {
         let mut src = ScanOptions {
-            excludes: self.settings.excludes.clone(),
+            filter: self.settings.filter.clone(),
             skip: vec![self.backup.clone()],
             // Since the last pass's scan (from the start, the first time).
             touched_since: Some(self.last_scan().unwrap_or_default()),
         };
         let mut dst = ScanOptions {
-            excludes: self.settings.excludes.clone(),
+            filter: self.settings.filter.clone(),
             skip: Vec::new(),
             touched_since: None,
         };

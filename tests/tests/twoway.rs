@@ -653,3 +653,26 @@ fn random_rounds_of_edits_on_both_sides_converge_and_lose_nothing() {
         }
     }
 }
+
+#[test]
+fn filters_leave_paths_alone_on_both_sides() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    write(&a.join("doc.md"), "doc");
+    write(&a.join("sub/more.md"), "more");
+    write(&a.join("scratch.txt"), "a's scratch");
+    write(&b.join("other.txt"), "b's scratch");
+    let filter = ["--include", "*/", "--include", "*.md", "--exclude", "*"];
+    sync(&env, &a, &b, &filter).expect(0);
+    assert!(b.join("doc.md").is_file() && b.join("sub/more.md").is_file());
+    assert!(!b.join("scratch.txt").exists() && !a.join("other.txt").exists());
+    // A deletion of a filtered-out file is no deletion to carry over.
+    fs::remove_file(a.join("scratch.txt")).unwrap();
+    fs::remove_file(a.join("doc.md")).unwrap();
+    sync(&env, &a, &b, &filter).expect(0);
+    assert!(!b.join("doc.md").exists());
+    assert_eq!(
+        fs::read_to_string(b.join("other.txt")).unwrap(),
+        "b's scratch"
+    );
+}

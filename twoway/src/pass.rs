@@ -199,7 +199,7 @@ impl Tool for Job {
             skip.extend(vs.iter().map(|v| v.store().to_path_buf()));
         }
         let opts = ScanOptions {
-            excludes: self.settings.excludes.clone(),
+            filter: self.settings.filter.clone(),
             skip,
             touched_since: None,
         };

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::Refusal;
+use crate::filter::{read_rules_file, Filter, Rule};
 use crate::run::config::{Config, ConflictPolicy, VersionMode};
 use crate::run::logging::Verbosity;
-use crate::scan::Excludes;
 
 /// Default seconds between passes.
 pub const DEFAULT_INTERVAL: u64 = 60;
@@ -44,9 +44,21 @@ pub struct PassArgs {
     #[arg(long)]
     pub checksum: bool,
     /// Leave out paths matching GLOB (repeatable): "*.tmp" matches a name at any depth,
-    /// "dir/x" a path from the top, "cache/" directories only.
+    /// "dir/x" a path from the top, "cache/" directories only, "re:REGEX" a regular
+    /// expression on the name. Rules apply in the order given; the first that matches
+    /// decides.
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
+    /// Keep paths matching GLOB even if a later --exclude matches them (repeatable; as
+    /// rsync: --include '*/' --include '*.jpg' --exclude '*' keeps only JPEGs).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Read --exclude patterns from FILE, one per line ("#" starts a comment line).
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Vec<PathBuf>,
+    /// Read --include patterns from FILE, one per line ("#" starts a comment line).
+    #[arg(long, value_name = "FILE")]
+    pub include_from: Vec<PathBuf>,
     /// Treat mtimes that differ by at most SECS as equal (FAT/exFAT: set automatically).
     #[arg(long, value_name = "SECS")]
     pub modify_window: Option<u64>,
@@ -145,7 +157,8 @@ pub struct Settings {
     pub store: Option<PathBuf>,
     pub dry_run: bool,
     pub checksum: bool,
-    pub excludes: Excludes,
+    /// Which paths passes leave out.
+    pub filter: Filter,
     pub modify_window: Option<u64>,
     pub verbosity: Verbosity,
     pub conflict: ConflictPolicy,
@@ -215,9 +228,7 @@ impl Settings {
         } else {
             cfg.versions.unwrap_or_default()
         };
-        let mut patterns = cfg.exclude.clone().unwrap_or_default();
-        patterns.extend(args.exclude.iter().cloned());
-        let excludes = Excludes::new(&patterns).map_err(Refusal::new)?;
+        let filter = Filter::new(&filter_rules(args, &cfg)?).map_err(Refusal::new)?;
         let max_delete = args
             .max_delete
             .or(cfg.max_delete)
@@ -237,7 +248,7 @@ impl Settings {
             store: args.store.clone().or(cfg.store).map(absolute).transpose()?,
             dry_run: args.dry_run,
             checksum: args.checksum || cfg.checksum.unwrap_or(false),
-            excludes,
+            filter,
             modify_window: args.modify_window.or(cfg.modify_window),
             verbosity: if args.quiet {
                 Verbosity::Quiet
@@ -254,6 +265,83 @@ impl Settings {
             config_file,
         })
     }
+}
+
+/// The filter rules in the order they apply: the config file's (its includes, then its
+/// excludes, each with the lines of its files), then the command line's in the order
+/// given (a `--*-from` file's lines where the flag stands).
+fn filter_rules(args: &PassArgs, cfg: &Config) -> Result<Vec<Rule>, Refusal> {
+    let from_file = |p: &PathBuf| read_rules_file(p).map_err(Refusal::new);
+    let mut rules = Vec::new();
+    for include in [true, false] {
+        let (patterns, files) = if include {
+            (&cfg.include, &cfg.include_from)
+        } else {
+            (&cfg.exclude, &cfg.exclude_from)
+        };
+        let rule = |p: String| Rule {
+            include,
+            pattern: p,
+        };
+        rules.extend(patterns.iter().flatten().cloned().map(rule));
+        for f in files.iter().flatten() {
+            rules.extend(from_file(f)?.into_iter().map(rule));
+        }
+    }
+    // The command line: each value with its place among the arguments.
+    let mut given: Vec<(usize, Vec<Rule>)> = Vec::new();
+    let places = |id: &str, n: usize| -> Vec<usize> {
+        arg_places(id).unwrap_or_else(|| {
+            // Not parsed from this process's arguments (a test): includes first.
+            let base = if id.starts_with("include") {
+                0
+            } else {
+                1 << 20
+            };
+            (base..base + n).collect()
+        })
+    };
+    for (id, include, patterns) in [
+        ("include", true, &args.include),
+        ("exclude", false, &args.exclude),
+    ] {
+        for (at, p) in places(id, patterns.len()).into_iter().zip(patterns) {
+            given.push((
+                at,
+                vec![Rule {
+                    include,
+                    pattern: p.clone(),
+                }],
+            ));
+        }
+    }
+    for (id, include, files) in [
+        ("include_from", true, &args.include_from),
+        ("exclude_from", false, &args.exclude_from),
+    ] {
+        for (at, f) in places(id, files.len()).into_iter().zip(files) {
+            let lines = from_file(f)?;
+            let ruled = lines
+                .into_iter()
+                .map(|pattern| Rule { include, pattern })
+                .collect();
+            given.push((at, ruled));
+        }
+    }
+    given.sort_by_key(|(at, _)| *at);
+    rules.extend(given.into_iter().flat_map(|(_, r)| r));
+    Ok(rules)
+}
+
+/// The arguments as clap parsed them, for the order of flags given more than once.
+static MATCHES: std::sync::OnceLock<clap::ArgMatches> = std::sync::OnceLock::new();
+
+/// The places among the arguments of each value of the flag `id`, if this process
+/// parsed its arguments.
+fn arg_places(id: &str) -> Option<Vec<usize>> {
+    let m = MATCHES.get()?;
+    let m = m.try_contains_id(id).ok()?.then_some(m)?;
+    Some(m.indices_of(id).map(|i| i.collect()).unwrap_or_default())
 }
 
 /// Where the config file is read from without `--config`:
@@ -353,7 +441,13 @@ pub fn main_of<C: clap::Parser>(
 /// 0); a usage error is one line in the suite's own style, `program: reason (see
 /// program --help)`, with exit status 2.
 pub fn parse<C: clap::Parser>() -> C {
-    match C::try_parse() {
+    let parsed = C::command().try_get_matches().and_then(|m| {
+        let c = C::from_arg_matches(&m)?;
+        // Kept for the order of the filter flags (see `filter_rules`).
+        let _ = MATCHES.set(m);
+        Ok(c)
+    });
+    match parsed {
         Ok(c) => c,
         Err(e) => match e.kind() {
             clap::error::ErrorKind::DisplayHelp

@@ -87,6 +87,12 @@ pub struct Config {
     pub versions: Option<VersionMode>,
     /// Glob patterns left out of every pass.
     pub exclude: Option<Vec<String>>,
+    /// Patterns kept although a later exclude matches them (checked before `exclude`).
+    pub include: Option<Vec<String>>,
+    /// Files of exclude patterns, one per line (relative to the config file).
+    pub exclude_from: Option<Vec<PathBuf>>,
+    /// Files of include patterns, one per line (relative to the config file).
+    pub include_from: Option<Vec<PathBuf>>,
     /// Re-hash every file instead of trusting the stat cache.
     pub checksum: Option<bool>,
     /// Mtimes within this many seconds are equal.
@@ -163,7 +169,13 @@ impl Config {
             }
         }
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut cfg.log, &mut cfg.store].into_iter().flatten() {
+        let lists = [&mut cfg.exclude_from, &mut cfg.include_from];
+        let listed = lists.into_iter().flatten().flat_map(|v| v.iter_mut());
+        for p in [&mut cfg.log, &mut cfg.store]
+            .into_iter()
+            .flatten()
+            .chain(listed)
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

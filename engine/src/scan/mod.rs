@@ -1,5 +1,5 @@
 //! Reading a replica into a [`Tree`]: one `lstat` per entry, symlinks never followed,
-//! special files reported and skipped, reserved names and `--exclude` patterns left out.
+//! special files reported and skipped, reserved names and paths the filter (`--exclude`, `--include`) leaves out.
 //!
 //! The scan only reads. A failure on one entry is a value in `Tree::errors`, and the
 //! path is marked unknown so no planner deletes anything at or under it.
@@ -14,84 +14,17 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs as rfs;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-
 use crate::error::{Error, Refusal};
 use crate::fs::{self, Stat};
 use crate::names;
 use crate::tree::entries::{Chunk, ChunkList};
 use crate::tree::{Entry, Kind, Tree};
 
-/// `--exclude` patterns. A pattern without `/` matches a name at any depth; one with `/`
-/// matches the whole relative path from the root (a leading `/` is allowed); a trailing
-/// `/` matches directories only. `*` never crosses a `/`; `**` does.
-#[derive(Debug, Clone, Default)]
-pub struct Excludes {
-    by_name: GlobSet,
-    by_name_dirs: GlobSet,
-    by_path: GlobSet,
-    by_path_dirs: GlobSet,
-    patterns: Vec<String>,
-}
-
-impl Excludes {
-    /// Compiles the patterns; an invalid pattern is named in the error.
-    pub fn new(patterns: &[String]) -> Result<Excludes, String> {
-        let mut sets = [
-            GlobSetBuilder::new(),
-            GlobSetBuilder::new(),
-            GlobSetBuilder::new(),
-            GlobSetBuilder::new(),
-        ];
-        for p in patterns {
-            let (body, dirs_only) = match p.strip_suffix('/') {
-                Some(b) => (b, true),
-                None => (p.as_str(), false),
-            };
-            let anchored = body.contains('/');
-            let body = body.trim_start_matches('/');
-            if body.is_empty() {
-                return Err(format!("invalid exclude pattern {p:?}: empty"));
-            }
-            let glob = GlobBuilder::new(body)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| format!("invalid exclude pattern {p:?}: {e}"))?;
-            let idx = usize::from(anchored) * 2 + usize::from(dirs_only);
-            sets[idx].add(glob);
-        }
-        let [a, b, c, d] = sets;
-        let build = |s: GlobSetBuilder| s.build().map_err(|e| format!("invalid exclude: {e}"));
-        Ok(Excludes {
-            by_name: build(a)?,
-            by_name_dirs: build(b)?,
-            by_path: build(c)?,
-            by_path_dirs: build(d)?,
-            patterns: patterns.to_vec(),
-        })
-    }
-
-    /// True if the entry at `rel` is excluded.
-    pub fn is_excluded(&self, rel: &Path, is_dir: bool) -> bool {
-        if self.patterns.is_empty() {
-            return false;
-        }
-        let name = rel.file_name().map(Path::new).unwrap_or(rel);
-        self.by_name.is_match(name)
-            || self.by_path.is_match(rel)
-            || (is_dir && (self.by_name_dirs.is_match(name) || self.by_path_dirs.is_match(rel)))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
-    }
-}
-
 /// What to leave out of a scan.
 #[derive(Debug, Clone, Default)]
 pub struct ScanOptions {
-    pub excludes: Excludes,
+    /// `--exclude` and `--include` rules.
+    pub filter: crate::filter::Filter,
     /// Absolute paths left out entirely (BACKUP inside SOURCE, a store inside a replica).
     pub skip: Vec<PathBuf>,
     /// Entries whose inode changed (ctime) at or after this time are marked
@@ -335,7 +268,7 @@ impl Walker<'_> {
         {
             return None;
         }
-        if self.opts.excludes.is_excluded(&child, is_dir) {
+        if self.opts.filter.is_excluded(&child, is_dir) {
             out.excluded.push(child);
             return None;
         }
@@ -440,33 +373,6 @@ fn read_names(fd: &OwnedFd) -> rustix::io::Result<Names> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ex(p: &[&str]) -> Excludes {
-        Excludes::new(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
-    }
-
-    #[test]
-    fn name_patterns_match_at_any_depth() {
-        let e = ex(&["*.tmp"]);
-        assert!(e.is_excluded(Path::new("a.tmp"), false));
-        assert!(e.is_excluded(Path::new("x/y/a.tmp"), false));
-        assert!(!e.is_excluded(Path::new("a.tmpx"), false));
-    }
-
-    #[test]
-    fn path_patterns_are_anchored() {
-        let e = ex(&["/build/*.o", "cache/"]);
-        assert!(e.is_excluded(Path::new("build/a.o"), false));
-        assert!(!e.is_excluded(Path::new("x/build/a.o"), false));
-        assert!(e.is_excluded(Path::new("x/cache"), true));
-        assert!(!e.is_excluded(Path::new("x/cache"), false));
-    }
-
-    #[test]
-    fn invalid_pattern_is_named() {
-        let err = Excludes::new(&["a[".to_string()]).unwrap_err();
-        assert!(err.contains("a["), "{err}");
-    }
 
     #[test]
     fn scan_sees_files_dirs_links_and_skips_reserved() {

@@ -9,6 +9,7 @@ use integration_tests::*;
 
 mod additive;
 mod faults;
+mod filters;
 mod mirror;
 
 const OLD: i64 = 1_600_000_000;
