@@ -382,7 +382,13 @@ fn killed_repeatedly_converges_without_partial_files_or_loss() {
     let mut killed = 0;
     // What the edits below replace by hand: a version may have held it, and lose it.
     let mut taken_by_hand = BTreeSet::new();
-    for round in 0..8u64 {
+    // Eight rounds, and more until three passes were cut short (a fast pass may end
+    // before its kill; each one that does makes the next kill come sooner).
+    let mut late = 120u64;
+    let mut rounds = 0u64;
+    while rounds < 8 || (killed < 3 && rounds < 40) {
+        let round = rounds;
+        rounds += 1;
         // New edits on both sides every round.
         let files: Vec<PathBuf> = snapshot(&a)
             .into_keys()
@@ -405,8 +411,10 @@ fn killed_repeatedly_converges_without_partial_files_or_loss() {
         seen.extend(contents(&b));
         let mut cmd = env.cmd("twoway");
         cmd.arg(&a).arg(&b).args(["--once", "--max-delete", "100"]);
-        if kill_after(cmd, Duration::from_millis(10 + rng.below(120))) {
+        if kill_after(cmd, Duration::from_millis(5 + rng.below(late))) {
             killed += 1;
+        } else {
+            late = (late * 2 / 3).max(5);
         }
         for root in [&a, &b] {
             let temps = temp_leftovers(root);

@@ -20,7 +20,13 @@ fn killed_repeatedly_never_leaves_a_partial_file_and_converges() {
     // Every content each path has ever had: a file at a final path must be one of them.
     let mut seen: std::collections::BTreeMap<std::path::PathBuf, Vec<String>> = Default::default();
     let mut killed = 0;
-    for round in 0..10 {
+    // Ten rounds, and more until three passes were cut short (a fast pass may end
+    // before its kill; each one that does makes the next kill come sooner).
+    let mut late = 150u64;
+    let mut rounds = 0usize;
+    while rounds < 10 || (killed < 3 && rounds < 40) {
+        let round = rounds;
+        rounds += 1;
         if round > 0 {
             let files: Vec<_> = snapshot(&src)
                 .into_keys()
@@ -40,8 +46,10 @@ fn killed_repeatedly_never_leaves_a_partial_file_and_converges() {
         }
         let mut cmd = env.cmd("oneway");
         cmd.arg(&src).arg(&dst).arg("--once");
-        if kill_after(cmd, Duration::from_millis(10 + rng.below(150))) {
+        if kill_after(cmd, Duration::from_millis(5 + rng.below(late))) {
             killed += 1;
+        } else {
+            late = (late * 2 / 3).max(5);
         }
         let temps = temp_leftovers(&dst);
         for (p, snap) in snapshot(&dst) {
