@@ -405,7 +405,7 @@ fn killed_repeatedly_converges_without_partial_files_or_loss() {
             }
         }
         // And a new bulky file, so every pass has a long copy to be cut short in.
-        let side = if round % 2 == 0 { &a } else { &b };
+        let side = if round.is_multiple_of(2) { &a } else { &b };
         write_random(&side.join(format!("bulk-{round}.bin")), 8 << 20, &mut rng);
         seen.extend(contents(&a));
         seen.extend(contents(&b));
