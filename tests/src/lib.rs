@@ -100,6 +100,20 @@ impl Env {
         Run(self.cmd(name).args(args).output().expect("run binary"))
     }
 
+    /// `recovery restore DIR --version VERSION --to TO` with extra args.
+    pub fn restore_to(&self, dir: &Path, version: &str, to: &Path, extra: &[&str]) -> Run {
+        let mut args: Vec<&OsStr> = vec![
+            OsStr::new("restore"),
+            dir.as_os_str(),
+            OsStr::new("--version"),
+            OsStr::new(version),
+            OsStr::new("--to"),
+            to.as_os_str(),
+        ];
+        args.extend(extra.iter().map(OsStr::new));
+        self.run("recovery", args)
+    }
+
     /// `oneway SOURCE BACKUP --once` with extra args.
     pub fn oneway(&self, src: &Path, dst: &Path, extra: &[&str]) -> Run {
         let mut args: Vec<&OsStr> = vec![src.as_os_str(), dst.as_os_str(), OsStr::new("--once")];

@@ -33,16 +33,7 @@ fn listed(env: &Env, dir: &Path) -> Vec<(String, String)> {
 }
 
 fn restore_to(env: &Env, dir: &Path, version: &str, to: &Path, extra: &[&str]) -> Run {
-    let mut args: Vec<&OsStr> = vec![
-        OsStr::new("restore"),
-        dir.as_os_str(),
-        OsStr::new("--version"),
-        OsStr::new(version),
-        OsStr::new("--to"),
-        to.as_os_str(),
-    ];
-    args.extend(extra.iter().map(OsStr::new));
-    recovery(env, &args)
+    env.restore_to(dir, version, to, extra)
 }
 
 fn setup(env: &Env) -> (PathBuf, PathBuf) {

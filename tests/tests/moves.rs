@@ -71,18 +71,7 @@ fn a_renamed_directory_and_a_moved_file_are_renamed_in_backup() {
         "a moved file is not kept in the store"
     );
     let to = env.path("restored");
-    let restore = recovery(
-        &env,
-        &[
-            OsStr::new("restore"),
-            src.as_os_str(),
-            OsStr::new("--version"),
-            OsStr::new("previous"),
-            OsStr::new("--to"),
-            to.as_os_str(),
-        ],
-    );
-    restore.expect(0);
+    env.restore_to(&src, "previous", &to, &[]).expect(0);
     assert_eq!(fs::read(to.join("photos/2019/a.jpg")).unwrap(), big);
     assert!(to.join("inbox/scan.pdf").is_file());
     let deleted = recovery(&env, &[OsStr::new("deleted"), src.as_os_str()]);
@@ -146,18 +135,7 @@ fn a_rename_on_one_replica_is_a_rename_on_the_other() {
     assert!(!b.join("music/album").exists());
     // B's own store can still give the old path back, from the live file.
     let to = env.path("restored");
-    recovery(
-        &env,
-        &[
-            OsStr::new("restore"),
-            b.as_os_str(),
-            OsStr::new("--version"),
-            OsStr::new("previous"),
-            OsStr::new("--to"),
-            to.as_os_str(),
-        ],
-    )
-    .expect(0);
+    env.restore_to(&b, "previous", &to, &[]).expect(0);
     assert_eq!(fs::read(to.join("music/album/01.flac")).unwrap(), big);
     assert!(sync(&[]).expect(0).all().contains("nothing to do"));
 }

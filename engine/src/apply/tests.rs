@@ -1,5 +1,20 @@
 use super::*;
 
+/// A mirror's options: bytes from `src`, metadata from the source files, `stop` asked
+/// between files and chunks.
+fn mirror_options<'a>(src: &'a Path, stop: &'a (dyn Fn() -> bool + Sync)) -> ApplyOptions<'a> {
+    ApplyOptions {
+        src_root: src,
+        direction: "test",
+        meta_from_plan: false,
+        verify_hash: false,
+        attrs_from_source: false,
+        stop,
+        done: None,
+        open_source: None,
+    }
+}
+
 /// A source rewritten in place while it is copied, its mtime put back by the
 /// writer, is not installed: its size, mtime and inode are what they were, but its
 /// change time is not.
@@ -37,20 +52,7 @@ fn a_source_rewritten_during_its_copy_with_its_mtime_put_back_is_not_installed()
         false
     };
     let mut root = Root::open(&dst).unwrap();
-    let out = apply(
-        &plan,
-        &mut root,
-        &ApplyOptions {
-            src_root: &src,
-            direction: "test",
-            meta_from_plan: false,
-            verify_hash: false,
-            attrs_from_source: false,
-            stop: &stop,
-            done: None,
-            open_source: None,
-        },
-    );
+    let out = apply(&plan, &mut root, &mirror_options(&src, &stop));
     assert!(rewritten.load(Ordering::SeqCst), "the writer ran mid-copy");
     assert!(!dst.join("big").exists(), "a torn copy was installed");
     assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
@@ -158,20 +160,7 @@ fn a_move_whose_file_changed_since_the_scan_copies_instead_and_keeps_it() {
     // Another program rewrites the destination's file after the scan.
     std::fs::write(dst.join("old/f"), b"edited meanwhile").unwrap();
     let mut root = Root::open(&dst).unwrap();
-    let out = apply(
-        &plan,
-        &mut root,
-        &ApplyOptions {
-            src_root: &src,
-            direction: "test",
-            meta_from_plan: false,
-            verify_hash: false,
-            attrs_from_source: false,
-            stop: &|| false,
-            done: None,
-            open_source: None,
-        },
-    );
+    let out = apply(&plan, &mut root, &mirror_options(&src, &|| false));
     assert_eq!(std::fs::read(dst.join("new/f")).unwrap(), b"content");
     assert_eq!(
         std::fs::read(dst.join("old/f")).unwrap(),
