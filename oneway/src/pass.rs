@@ -258,6 +258,17 @@ impl Tool for Job {
         Ok(())
     }
 
+    fn notes(&self, left_alone: &usize, o: &Outcome) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.additive {
+            notes.push(format!("{left_alone} left alone (--additive)"));
+        }
+        if let Some(id) = engine::pass::version_id(o, 1) {
+            notes.push(format!("new version {id}"));
+        }
+        notes
+    }
+
     fn summary(&self, left_alone: &usize, o: &Outcome) -> String {
         let left = if self.additive {
             format!(" · {left_alone} differences left alone (--additive)")

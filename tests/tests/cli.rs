@@ -111,3 +111,61 @@ fn without_config_the_default_config_file_is_read_and_named_with_v() {
     cmd.env("HOME", &home);
     run(&mut cmd).expect(0);
 }
+
+/// Runs `tool ARGS…` in a pseudo-terminal (util-linux `script`), as a person would.
+fn in_terminal(env: &Env, tool: &str, args: &[&std::path::Path]) -> String {
+    let mut line = bin(tool).display().to_string();
+    for a in args {
+        line.push(' ');
+        line.push_str(&format!("'{}'", a.display()));
+    }
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("TWOWAY_HOME", env.home())
+        .env_remove("XDG_CONFIG_HOME")
+        .env("HOME", env.path("no-home"))
+        .output()
+        .expect("script (util-linux) runs");
+    assert!(out.status.success(), "{tool} in a terminal: {out:?}");
+    String::from_utf8_lossy(&out.stdout).replace('\r', "")
+}
+
+#[test]
+fn on_a_terminal_the_summary_is_short_and_readable() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    std::fs::create_dir_all(&dst).unwrap();
+    let mut rng = Rng::new(3);
+    write_random(&src.join("photo.jpg"), 3 << 20, &mut rng);
+    write(&src.join("notes.txt"), "notes");
+    let once = std::path::Path::new("--once");
+    let out = in_terminal(&env, "oneway", &[&src, &dst, once]);
+    let summary = out
+        .lines()
+        .find(|l| l.contains(" pass 1: "))
+        .unwrap_or_else(|| panic!("no summary:\n{out}"));
+    assert!(
+        summary.chars().count() <= 100,
+        "{} columns: {summary}",
+        summary.len()
+    );
+    assert!(summary.contains("3.0 MiB"), "{summary}");
+    assert!(summary.contains("new version 1"), "{summary}");
+    let long_hex = |l: &str| {
+        l.split(|c: char| !c.is_ascii_hexdigit())
+            .any(|w| w.len() == 64)
+    };
+    assert!(!long_hex(summary), "the SHA-256 is shortened: {summary}");
+    // Nothing to do, briefly.
+    let out = in_terminal(&env, "oneway", &[&src, &dst, once]);
+    assert!(out.contains("pass 1: nothing to do ·"), "{out}");
+    // -v, pipes and the log file keep the whole line.
+    let verbose = in_terminal(
+        &env,
+        "oneway",
+        &[&src, &dst, once, std::path::Path::new("-v")],
+    );
+    assert!(verbose.lines().any(long_hex), "{verbose}");
+    let piped = env.oneway(&src, &dst, &[]);
+    assert!(piped.stdout().lines().any(long_hex), "{}", piped.stdout());
+}

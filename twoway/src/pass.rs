@@ -421,6 +421,27 @@ impl Tool for Job {
         Ok(())
     }
 
+    fn notes(&self, sync: &Sync, o: &Outcome) -> Vec<String> {
+        let mut notes = Vec::new();
+        if sync.first {
+            notes.push("first sync".to_string());
+        }
+        match sync.conflicts {
+            0 => {}
+            1 => notes.push("1 conflict".to_string()),
+            n => notes.push(format!("{n} conflicts")),
+        }
+        let made: Vec<String> = ["A", "B"]
+            .iter()
+            .enumerate()
+            .filter_map(|(side, l)| Some(format!("{l} {}", engine::pass::version_id(o, side)?)))
+            .collect();
+        if !made.is_empty() {
+            notes.push(format!("new version {}", made.join(", ")));
+        }
+        notes
+    }
+
     fn summary(&self, sync: &Sync, o: &Outcome) -> String {
         if o.dry_run {
             return format!(

@@ -227,8 +227,96 @@ pub trait Tool: Sync {
         afters: &[Tree; 2],
         outcome: &Outcome,
     ) -> Result<(), Error>;
-    /// The pass's summary line (of a dry run too).
+    /// The pass's summary line (of a dry run too), whole: for logs, pipes and `-v`.
     fn summary(&self, extra: &Self::Extra, outcome: &Outcome) -> String;
+    /// What the short summary adds for this tool ("1 conflict", the version made).
+    fn notes(&self, _extra: &Self::Extra, _outcome: &Outcome) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Log targets of the two forms of a pass's summary: the whole line goes to log files,
+/// pipes and `-v`; the short one to a terminal.
+pub const SUMMARY: &str = "summary";
+pub const SUMMARY_SHORT: &str = "summary-short";
+
+/// Logs both forms of the pass's summary (see [`SUMMARY`]).
+fn log_summary<T: Tool>(tool: &T, extra: &T::Extra, o: &Outcome) {
+    log::info!(target: SUMMARY, "{}", tool.summary(extra, o));
+    if log::log_enabled!(target: SUMMARY_SHORT, log::Level::Info) {
+        let labels = tool.replicas().each_ref().map(|r| r.label);
+        log::info!(target: SUMMARY_SHORT, "{}", short_summary(o, labels, &tool.notes(extra, o)));
+    }
+}
+
+/// The summary a person reads on a terminal: sizes in KiB, MiB and GiB, each directory
+/// SHA-256 shortened to 8 digits (once when both replicas have the same), the version
+/// made by its id; a pass with nothing to do in a few words.
+pub fn short_summary(o: &Outcome, labels: [&str; 2], notes: &[String]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let head = format!(
+        "pass {}{}",
+        o.n,
+        if o.dry_run {
+            " (dry run)"
+        } else if o.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        }
+    );
+    let idle =
+        o.counts.operations() == 0 && o.errors == 0 && o.versions.iter().all(Option::is_none);
+    if idle && !o.interrupted {
+        return format!("{head}: nothing to do · {:.2}s", o.seconds);
+    }
+    parts.push(if o.dry_run {
+        o.counts.planned()
+    } else {
+        o.counts.summary()
+    });
+    if o.counts.bytes > 0 {
+        parts.push(human_bytes(o.counts.bytes));
+    }
+    parts.extend(notes.iter().cloned());
+    if o.errors > 0 {
+        parts.push(format!(
+            "{} error{}",
+            o.errors,
+            if o.errors == 1 { "" } else { "s" }
+        ));
+    }
+    parts.push(format!("{:.2}s", o.seconds));
+    if !o.dry_run {
+        let short =
+            |d: Option<Digest>| d.map_or("incomplete".to_string(), |d| d.to_hex()[..8].to_string());
+        parts.push(match o.shas {
+            [Some(a), Some(b)] if a == b => format!("sha256 {} both", short(Some(a))),
+            [a, b] => format!("{} {}, {} {}", labels[0], short(a), labels[1], short(b)),
+        });
+    }
+    format!("{head}: {}", parts.join(" · "))
+}
+
+/// The id of the version a pass made on a side (its note begins with it).
+pub fn version_id(o: &Outcome, side: usize) -> Option<&str> {
+    o.versions[side].as_deref()?.split(' ').next()
+}
+
+/// `n` bytes as a person reads them: B, KiB, MiB, GiB, TiB (1024 each).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{n} B"),
+        _ if v < 10.0 => format!("{v:.1} {}", UNITS[unit]),
+        _ => format!("{v:.0} {}", UNITS[unit]),
+    }
 }
 
 /// Runs pass `n` of `tool`.

@@ -125,7 +125,7 @@ pub(super) fn dry_run<T: Tool>(
         shas: [None, None],
         versions: [None, None],
     };
-    log::info!("{}", tool.summary(&planned.extra, &outcome));
+    super::log_summary(tool, &planned.extra, &outcome);
     PassOutcome {
         operations: outcome.counts.operations(),
         errors,
@@ -460,7 +460,7 @@ pub(super) fn record<T: Tool>(
     }
     outcome.errors = errors.len();
     outcome.seconds = started.elapsed().as_secs_f64();
-    log::info!("{}", tool.summary(&extra, &outcome));
+    super::log_summary(tool, &extra, &outcome);
     crate::tree::drop_later((afters, extra));
     PassOutcome {
         operations: outcome.counts.operations(),

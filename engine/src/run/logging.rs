@@ -51,7 +51,18 @@ pub fn refusal(r: &Refusal) {
 }
 
 fn stamped(out: fern::FormatCallback<'_>, msg: &std::fmt::Arguments<'_>, rec: &log::Record<'_>) {
-    let ts = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
+    stamped_as(out, msg, rec, "%Y-%m-%dT%H:%M:%S%.3fZ")
+}
+
+/// A line stamped with the UTC time in `format`, and its level when it is a warning or
+/// an error.
+fn stamped_as(
+    out: fern::FormatCallback<'_>,
+    msg: &std::fmt::Arguments<'_>,
+    rec: &log::Record<'_>,
+    format: &str,
+) {
+    let ts = chrono::Utc::now().format(format);
     match rec.level() {
         log::Level::Error => out.finish(format_args!("{ts} ERROR {msg}")),
         log::Level::Warn => out.finish(format_args!("{ts} WARN  {msg}")),
@@ -63,11 +74,17 @@ fn stamped(out: fern::FormatCallback<'_>, msg: &std::fmt::Arguments<'_>, rec: &l
 /// directory).
 pub fn init(verbosity: Verbosity, file: Option<&Path>) -> Result<(), Refusal> {
     let program = program();
+    // A person at a terminal reads the time of day (UTC) and the short summary; logs,
+    // pipes and -v the whole date and summary.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let short = tty && verbosity != Verbosity::Verbose;
     let console_format = move |out: fern::FormatCallback<'_>,
                                msg: &std::fmt::Arguments<'_>,
                                rec: &log::Record<'_>| {
         if rec.target() == REFUSAL {
             out.finish(format_args!("{program}: {msg}"))
+        } else if tty {
+            stamped_as(out, msg, rec, "%H:%M:%S")
         } else {
             stamped(out, msg, rec)
         }
@@ -75,6 +92,11 @@ pub fn init(verbosity: Verbosity, file: Option<&Path>) -> Result<(), Refusal> {
     let console = fern::Dispatch::new()
         .format(console_format)
         .level(level(verbosity))
+        .filter(move |m| match m.target() {
+            crate::pass::SUMMARY => !short,
+            crate::pass::SUMMARY_SHORT => short,
+            _ => true,
+        })
         .chain(
             fern::Dispatch::new()
                 .filter(|m| m.level() > log::Level::Warn)
@@ -110,6 +132,7 @@ pub fn init(verbosity: Verbosity, file: Option<&Path>) -> Result<(), Refusal> {
             fern::Dispatch::new()
                 .format(stamped)
                 .level(file_level)
+                .filter(|m| m.target() != crate::pass::SUMMARY_SHORT)
                 .chain(f),
         );
     }
