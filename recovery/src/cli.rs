@@ -64,6 +64,9 @@ pub enum Command {
     /// Show every version of DIR (or of every versioned directory), newest first: id,
     /// time made, why, tags, files, bytes, what changed since the one before, and the
     /// bytes the store spends on it.
+    #[command(
+        after_help = "Examples:\n  recovery list\n  recovery list ~/Photos\n  recovery list ~/Photos --json"
+    )]
     List {
         dir: Option<PathBuf>,
         /// Print JSON instead of text.
@@ -73,6 +76,7 @@ pub enum Command {
     /// Re-hash every stored file; check that every version reads and that the content
     /// each needs is in the store or in a live directory; exit 1 if anything is damaged
     /// or missing.
+    #[command(after_help = "Examples:\n  recovery verify\n  recovery verify ~/Photos --repair")]
     Verify {
         dir: Option<PathBuf>,
         /// Heal damaged or missing content from a live file or another store holding
@@ -83,6 +87,9 @@ pub enum Command {
     /// Apply a retention policy to DIR's versions now, and say what it frees. Each
     /// --keep-* defaults to the policy's (last 10, hourly 48, daily 30, weekly 26);
     /// tagged versions and the latest are always kept.
+    #[command(
+        after_help = "Examples:\n  recovery forget ~/Photos --dry-run\n  recovery forget ~/Photos --keep-last 5 --keep-daily 7"
+    )]
     Forget {
         dir: PathBuf,
         /// Keep the N newest versions.
@@ -103,9 +110,15 @@ pub enum Command {
     },
     /// The versions of DIR that hold PATH (a file or folder inside DIR, or a glob such
     /// as '*.jpg' or 'docs/**/report*'), newest first: where did my folder go.
+    #[command(
+        after_help = "Examples:\n  recovery find ~/Photos 2024/trip\n  recovery find ~/Docs 'report*.odt'"
+    )]
     Find { dir: PathBuf, path: PathBuf },
     /// What passes removed from DIR, and the last version that holds each (a removed
     /// folder once, with what was in it).
+    #[command(
+        after_help = "Examples:\n  recovery deleted ~/Photos\n  recovery deleted ~/Photos --since 2026-11-01"
+    )]
     Deleted {
         dir: PathBuf,
         /// Only what was removed at or after TIME (2026-12-01T10:00:00Z, or a date).
@@ -114,6 +127,9 @@ pub enum Command {
     },
     /// The entries of a version of DIR (or of SUBPATH in it), as `ls -l` would show
     /// them.
+    #[command(
+        after_help = "Examples:\n  recovery ls ~/Photos\n  recovery ls ~/Photos --version previous 2024"
+    )]
     Ls {
         dir: PathBuf,
         subpath: Option<PathBuf>,
@@ -123,6 +139,9 @@ pub enum Command {
     },
     /// What differs from version V1 to V2 of DIR (V2: the live directory when left
     /// out): + added, - removed, M content changed, m metadata only.
+    #[command(
+        after_help = "Examples:\n  recovery diff ~/Photos previous\n  recovery diff ~/Photos 12 14"
+    )]
     Diff {
         dir: PathBuf,
         v1: String,
@@ -130,17 +149,25 @@ pub enum Command {
     },
     /// Groups of files with the same content in DIR as last synced, from the
     /// manifests (nothing is read or copied), with the space they take.
+    #[command(after_help = "Examples:\n  recovery duplicates ~/Photos")]
     Duplicates { dir: PathBuf },
     /// Name version V of DIR (latest, previous, an id, a tag or a time); a tagged
     /// version is kept until untagged.
+    #[command(
+        after_help = "Examples:\n  recovery tag ~/Photos latest before-cleanup\n  recovery tag ~/Photos 2026-11-30 end-of-november"
+    )]
     Tag {
         dir: PathBuf,
         version: String,
         name: String,
     },
     /// Remove the tag NAME of DIR.
+    #[command(after_help = "Examples:\n  recovery untag ~/Photos before-cleanup")]
     Untag { dir: PathBuf, name: String },
     /// Restore DIR (or one path in it) from a version.
+    #[command(
+        after_help = "Examples:\n  recovery restore ~/Photos\n  recovery restore ~/Photos --version previous --to /tmp/photos-before\n  recovery restore ~/Photos --path 2024/img_001.jpg --force\n  recovery restore ~/Photos --version 2026-11-30 --dry-run"
+    )]
     Restore {
         dir: PathBuf,
         /// latest (default), previous, an id or a tag from `recovery list`, or a time

@@ -169,3 +169,33 @@ fn on_a_terminal_the_summary_is_short_and_readable() {
     let piped = env.oneway(&src, &dst, &[]);
     assert!(piped.stdout().lines().any(long_hex), "{}", piped.stdout());
 }
+
+#[test]
+fn every_help_has_examples() {
+    let env = Env::new();
+    let mut helps: Vec<Vec<&str>> = TOOLS.iter().map(|t| vec![*t, "--help"]).collect();
+    for sub in [
+        "list",
+        "verify",
+        "forget",
+        "find",
+        "deleted",
+        "ls",
+        "diff",
+        "duplicates",
+        "tag",
+        "untag",
+        "restore",
+    ] {
+        helps.push(vec!["recovery", sub, "--help"]);
+    }
+    for h in helps {
+        let run = env.run(h[0], &h[1..]);
+        run.expect(0);
+        assert!(
+            run.stdout().contains("Examples:"),
+            "{h:?}:\n{}",
+            run.stdout()
+        );
+    }
+}
