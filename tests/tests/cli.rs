@@ -199,3 +199,59 @@ fn every_help_has_examples() {
         );
     }
 }
+
+#[test]
+fn under_systemd_lines_carry_the_journal_priority_instead_of_a_stamp() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    std::fs::create_dir_all(&dst).unwrap();
+    write(&src.join("a.txt"), "a");
+    // The journal's stream, as systemd names it: this file, both outputs going to it.
+    let journal = env.path("journal");
+    let file = std::fs::File::create(&journal).unwrap();
+    let md = file.metadata().unwrap();
+    let status = env
+        .cmd("oneway")
+        .arg(&src)
+        .arg(env.path("missing-backup"))
+        .arg("--once")
+        .env("JOURNAL_STREAM", format!("{}:{}", md.dev(), md.ino()))
+        .stdout(file.try_clone().unwrap())
+        .stderr(file.try_clone().unwrap())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
+    let status = env
+        .cmd("oneway")
+        .arg(&src)
+        .arg(&dst)
+        .arg("--once")
+        .env("JOURNAL_STREAM", format!("{}:{}", md.dev(), md.ino()))
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("<3>") && lines[0].contains("missing-backup"),
+        "{text}"
+    );
+    assert!(
+        lines[1..].iter().all(|l| l.starts_with("<6>")),
+        "no stamp, the priority first:\n{text}"
+    );
+    assert!(text.contains("<6>copy     a.txt"), "{text}");
+    // A stream that is not the journal (a variable inherited) changes nothing.
+    let run = Run(env
+        .cmd("oneway")
+        .arg(&src)
+        .arg(&dst)
+        .arg("--once")
+        .env("JOURNAL_STREAM", "1:1")
+        .output()
+        .unwrap());
+    assert!(!run.stdout().starts_with('<'), "{}", run.stdout());
+}

@@ -70,6 +70,21 @@ fn stamped_as(
     }
 }
 
+/// Whether stderr is systemd's journal: `$JOURNAL_STREAM` names its device and inode
+/// (a child of a service that writes elsewhere inherits the variable, not the stream).
+fn to_journal() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let Ok(st) = rustix::fs::fstat(std::io::stderr()) else {
+        return false;
+    };
+    dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino)
+}
+
 /// Installs the logger. `file` is appended to (and created if missing, with its
 /// directory).
 pub fn init(verbosity: Verbosity, file: Option<&Path>) -> Result<(), Refusal> {
@@ -78,10 +93,21 @@ pub fn init(verbosity: Verbosity, file: Option<&Path>) -> Result<(), Refusal> {
     // pipes and -v the whole date and summary.
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let short = tty && verbosity != Verbosity::Verbose;
+    let journal = to_journal();
     let console_format = move |out: fern::FormatCallback<'_>,
                                msg: &std::fmt::Arguments<'_>,
                                rec: &log::Record<'_>| {
-        if rec.target() == REFUSAL {
+        if journal {
+            // systemd's journal stamps each line itself, and reads its priority from
+            // this prefix (`journalctl -p warning` then finds the warnings).
+            let priority = match rec.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                _ => 7,
+            };
+            out.finish(format_args!("<{priority}>{msg}"))
+        } else if rec.target() == REFUSAL {
             out.finish(format_args!("{program}: {msg}"))
         } else if tty {
             stamped_as(out, msg, rec, "%H:%M:%S")
