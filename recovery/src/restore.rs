@@ -359,6 +359,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
             stop: &stop,
             done: None,
             open_source: Some(&open),
+            starting: None,
         },
     );
     // A restore whose bytes may not be on disk has failed, like any other write.

@@ -127,7 +127,14 @@ fn in_terminal(env: &Env, tool: &str, args: &[&std::path::Path]) -> String {
         .output()
         .expect("script (util-linux) runs");
     assert!(out.status.success(), "{tool} in a terminal: {out:?}");
-    String::from_utf8_lossy(&out.stdout).replace('\r', "")
+    // Lines as the terminal shows them in the end: a progress line is redrawn in place
+    // (a carriage return, then "erase the line").
+    String::from_utf8_lossy(&out.stdout)
+        .split(['\n', '\r'])
+        .map(|l| l.replace("\u{1b}[2K", ""))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -156,9 +163,26 @@ fn on_a_terminal_the_summary_is_short_and_readable() {
             .any(|w| w.len() == 64)
     };
     assert!(!long_hex(summary), "the SHA-256 is shortened: {summary}");
+    // The progress line was drawn (files and bytes out of the plan's), then cleared.
+    assert!(
+        out.contains("/2 files") && out.contains("/3.00 MiB"),
+        "{out}"
+    );
+    assert!(!out.lines().last().unwrap_or("").contains("files"), "{out}");
     // Nothing to do, briefly.
     let out = in_terminal(&env, "oneway", &[&src, &dst, once]);
     assert!(out.contains("pass 1: nothing to do ·"), "{out}");
+    // Quiet, or not on a terminal: no progress line.
+    write(&src.join("more.txt"), "more");
+    let quiet = in_terminal(
+        &env,
+        "oneway",
+        &[&src, &dst, once, std::path::Path::new("-q")],
+    );
+    assert!(!quiet.contains("/1 files"), "{quiet}");
+    write(&src.join("more.txt"), "more, again");
+    let piped = env.oneway(&src, &dst, &[]);
+    assert!(!piped.all().contains("/1 files"), "{}", piped.all());
     // -v, pipes and the log file keep the whole line.
     let verbose = in_terminal(
         &env,

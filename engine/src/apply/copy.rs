@@ -84,6 +84,9 @@ pub(super) fn copy_worker(
             pending_bytes = 0;
             hand_over(out, done);
         }
+        if let (Some(start), Some(s)) = (opts.starting, action.src.as_ref()) {
+            start(&action.path, s.size);
+        }
         match prepare_copy(action, dst, src, opts, false) {
             Ok(mut p) => {
                 p.temp.close();

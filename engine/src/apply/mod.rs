@@ -50,7 +50,13 @@ pub struct ApplyOptions<'a> {
     /// store's content, or a live file holding the same): opens the file for the path
     /// and its planned entry, with its stat and the path to name in messages.
     pub open_source: Option<&'a OpenSource<'a>>,
+    /// Told when the copy of a file (path, size) begins (a progress line names a large
+    /// one while it is copied).
+    pub starting: Option<&'a StartFn<'a>>,
 }
+
+/// What [`ApplyOptions::starting`] is told.
+pub type StartFn<'f> = dyn Fn(&Path, u64) + Sync + 'f;
 
 /// What [`ApplyOptions::open_source`] is: the source file of a copy, opened.
 pub type OpenSource<'f> =

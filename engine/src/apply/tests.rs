@@ -12,6 +12,7 @@ fn mirror_options<'a>(src: &'a Path, stop: &'a (dyn Fn() -> bool + Sync)) -> App
         stop,
         done: None,
         open_source: None,
+        starting: None,
     }
 }
 

@@ -11,6 +11,7 @@
 //! This module writes nothing itself: [`crate::apply`] and the tool's store do, through
 //! [`crate::fs`].
 
+mod progress;
 mod stages;
 
 use std::path::{Path, PathBuf};

@@ -202,7 +202,17 @@ pub(super) fn apply<T: Tool>(
     tool.make_room(&mut planned.extra);
     let wrote = [planned.writes(0), planned.writes(1)];
     let tracker = tool.track(&planned, &trees)?;
-    let (mut done, interrupted) = run_steps(&planned.steps, &roots, tracker.as_deref());
+    // A live progress line when a person is watching (see `progress`).
+    let show = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && tool.settings().verbosity == crate::run::logging::Verbosity::Normal;
+    let progress = super::progress::Progress::new(&planned.steps, show);
+    let both = super::progress::Both(tracker.as_deref(), progress.as_ref());
+    let told = (tracker.is_some() || progress.is_some()).then_some(&both as &dyn super::Tracker);
+    let (mut done, interrupted) = run_steps(&planned.steps, &roots, told, progress.as_ref());
+    if let Some(p) = &progress {
+        p.finish();
+    }
+    drop(progress);
     drop(tracker);
     log::debug!("applied: {:.3}s", started.elapsed().as_secs_f64());
 
@@ -276,8 +286,14 @@ fn run_steps(
     steps: &[super::Step],
     roots: &[Root; 2],
     tracker: Option<&(dyn super::Tracker + '_)>,
+    progress: Option<&super::progress::Progress<'_>>,
 ) -> (Vec<Option<apply::Applied>>, bool) {
     let stop = || signal::stop_requested();
+    let starting = |path: &std::path::Path, size: u64| {
+        if let Some(p) = progress {
+            p.starting(path, size);
+        }
+    };
     let mut out: Vec<Option<apply::Applied>> = steps.iter().map(|_| None).collect();
     let applying = AtomicBool::new(true);
     let mut interrupted = false;
@@ -315,6 +331,7 @@ fn run_steps(
                     stop: &stop,
                     done: tracker.map(|_| &note as &apply::DoneFn<'_>),
                     open_source: None,
+                    starting: progress.map(|_| &starting as &apply::StartFn<'_>),
                 };
                 let applied = match roots[step.target].try_clone() {
                     Ok(mut root) => apply::apply(&step.plan, &mut root, &opts),

@@ -1,0 +1,139 @@
+//! The live progress line of a pass on a terminal (indicatif): files and bytes done out
+//! of what the plan copies, speed, time left, and the large file being copied. Nothing
+//! is drawn unless stderr is a terminal and the console is not quiet.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{Step, Tracker};
+use crate::plan::mirror::Op;
+
+/// A file at least this large is named on the line while it is copied.
+const LARGE: u64 = 16 << 20;
+
+/// The progress of a pass's steps, drawn on stderr.
+pub struct Progress<'p> {
+    bar: ProgressBar,
+    steps: &'p [Step],
+    files: u64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    files_done: u64,
+}
+
+impl<'p> Progress<'p> {
+    /// A progress line for `steps`, if a person is watching (`show`: stderr is a terminal
+    /// and the console not quiet) and there is something to copy.
+    pub fn new(steps: &'p [Step], show: bool) -> Option<Progress<'p>> {
+        if !show {
+            return None;
+        }
+        let (mut files, mut bytes) = (0u64, 0u64);
+        for a in steps.iter().flat_map(|s| &s.plan.actions) {
+            if matches!(a.op, Op::Copy { .. }) {
+                files += 1;
+                bytes += a.src.as_ref().map_or(0, |s| s.size);
+            }
+        }
+        if files == 0 {
+            return None;
+        }
+        let bar = ProgressBar::with_draw_target(Some(bytes), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{binary_bytes}/{binary_total_bytes} · {binary_bytes_per_sec} · {eta} left · {msg}",
+            )
+            .expect("BUG: a valid template"),
+        );
+        let p = Progress {
+            bar,
+            steps,
+            files,
+            state: Mutex::new(State::default()),
+        };
+        p.show_files(0, None);
+        p.bar.tick();
+        crate::run::logging::set_progress(Some(p.bar.clone()));
+        Some(p)
+    }
+
+    fn show_files(&self, done: u64, in_flight: Option<&Path>) {
+        let mut msg = format!("{done}/{} files", self.files);
+        if let Some(p) = in_flight {
+            msg.push_str(&format!(" · {}", crate::names::display(p)));
+        }
+        self.bar.set_message(msg);
+    }
+
+    /// A copy of `path` (`size` bytes) starts: a large one is named.
+    pub fn starting(&self, path: &Path, size: u64) {
+        if size >= LARGE {
+            let done = self
+                .state
+                .lock()
+                .expect("BUG: no panic holds it")
+                .files_done;
+            self.show_files(done, Some(path));
+        }
+    }
+
+    /// Clears the line (the summary follows).
+    pub fn finish(&self) {
+        crate::run::logging::set_progress(None);
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Tracker for Progress<'_> {
+    fn done(&self, step: usize, at: u32, _digest: Option<crate::tree::Digest>) {
+        let Some(a) = self
+            .steps
+            .get(step)
+            .and_then(|s| s.plan.actions.get(at as usize))
+        else {
+            return;
+        };
+        if !matches!(a.op, Op::Copy { .. }) {
+            return;
+        }
+        let mut st = self.state.lock().expect("BUG: no panic holds it");
+        st.files_done += 1;
+        self.bar.inc(a.src.as_ref().map_or(0, |s| s.size));
+        self.show_files(st.files_done, None);
+    }
+
+    fn tick(&self) {
+        self.bar.tick();
+    }
+}
+
+/// Two trackers told the same (the tool's own and the progress line).
+pub struct Both<'a>(
+    pub Option<&'a (dyn Tracker + 'a)>,
+    pub Option<&'a Progress<'a>>,
+);
+
+impl Tracker for Both<'_> {
+    fn done(&self, step: usize, at: u32, digest: Option<crate::tree::Digest>) {
+        if let Some(t) = self.0 {
+            t.done(step, at, digest);
+        }
+        if let Some(p) = self.1 {
+            p.done(step, at, digest);
+        }
+    }
+
+    fn tick(&self) {
+        if let Some(t) = self.0 {
+            t.tick();
+        }
+        if let Some(p) = self.1 {
+            p.tick();
+        }
+    }
+}
