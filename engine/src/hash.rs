@@ -102,13 +102,27 @@ pub type FileHash = Result<(Digest, fs::Stat), Error>;
 /// is opened through directory handles on the way from `root`, never following a
 /// symlink (a version's tree in a store may hold one somebody planted).
 pub fn hash_many(root: &Path, rels: &[PathBuf]) -> Vec<FileHash> {
+    hash_many_noting(root, rels, &|_| {})
+}
+
+/// [`hash_many`], telling `noted` the size of each file hashed (a progress line).
+pub fn hash_many_noting(
+    root: &Path,
+    rels: &[PathBuf],
+    noted: &(dyn Fn(u64) + Sync),
+) -> Vec<FileHash> {
     crate::parallel::map(
         rels,
         || fs::Root::open(root),
-        |r, rel| match r {
-            Ok(r) => hash_in(r, rel),
-            // Opened again for this file's own error (a missing root is a missing file).
-            Err(_) => fs::Root::open(root).and_then(|mut r| hash_in(&mut r, rel)),
+        |r, rel| {
+            let h = match r {
+                Ok(r) => hash_in(r, rel),
+                // Opened again for this file's own error (a missing root is a missing
+                // file).
+                Err(_) => fs::Root::open(root).and_then(|mut r| hash_in(&mut r, rel)),
+            };
+            noted(h.as_ref().map_or(0, |(_, st)| st.size));
+            h
         },
     )
 }

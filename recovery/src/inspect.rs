@@ -331,7 +331,20 @@ pub fn verify(home: &DataHome, dir: Option<&Path>, repair: bool) -> Result<i32, 
             Vec::new()
         };
         let mut healed = 0usize;
-        for ((sha, _), r) in objects.iter().zip(hash::hash_many(history.path(), &rels)) {
+        let total: u64 = objects.iter().map(|(_, size)| size).sum();
+        let show = engine::pass::progress::shown(engine::run::logging::console_verbosity());
+        let progress =
+            engine::pass::progress::Progress::counting(objects.len() as u64, total, show);
+        let noted = |bytes: u64| {
+            if let Some(p) = &progress {
+                p.advance(bytes);
+            }
+        };
+        let hashed = hash::hash_many_noting(history.path(), &rels, &noted);
+        if let Some(p) = &progress {
+            p.finish();
+        }
+        for ((sha, _), r) in objects.iter().zip(hashed) {
             objects_n += 1;
             let what = match needed.get(sha) {
                 Some((p, _, v)) => {

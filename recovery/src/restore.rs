@@ -347,6 +347,18 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
         .into_iter()
         .collect();
     let open = |p: &Path, e: &Entry| open_content(&history_dir, &stored, &lives, p, e);
+    let show = engine::pass::progress::shown(engine::run::logging::console_verbosity());
+    let progress = engine::pass::progress::Progress::new(vec![&plan], show);
+    let note = |at: u32, d: Option<engine::tree::Digest>| {
+        if let Some(p) = &progress {
+            engine::pass::Tracker::done(p, 0, at, d);
+        }
+    };
+    let starting = |path: &Path, size: u64| {
+        if let Some(p) = &progress {
+            p.starting(path, size);
+        }
+    };
     let applied = apply::apply(
         &plan,
         &mut root,
@@ -357,11 +369,14 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
             verify_hash: true,
             attrs_from_source: false,
             stop: &stop,
-            done: None,
+            done: progress.as_ref().map(|_| &note as &apply::DoneFn<'_>),
             open_source: Some(&open),
-            starting: None,
+            starting: progress.as_ref().map(|_| &starting as &apply::StartFn<'_>),
         },
     );
+    if let Some(p) = &progress {
+        p.finish();
+    }
     // A restore whose bytes may not be on disk has failed, like any other write.
     log::debug!("copied: {:.3}s", t0.elapsed().as_secs_f64());
     let flushed = root.sync_fs();

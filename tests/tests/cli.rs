@@ -183,6 +183,26 @@ fn on_a_terminal_the_summary_is_short_and_readable() {
     write(&src.join("more.txt"), "more, again");
     let piped = env.oneway(&src, &dst, &[]);
     assert!(!piped.all().contains("/1 files"), "{}", piped.all());
+    // A restore shows the same progress line.
+    let to = env.path("restored");
+    let restore = in_terminal(
+        &env,
+        "recovery",
+        &[
+            std::path::Path::new("restore"),
+            &src,
+            std::path::Path::new("--to"),
+            &to,
+        ],
+    );
+    assert!(restore.contains("/3 files"), "{restore}");
+    // And verify, over the store's files.
+    let verify = in_terminal(&env, "recovery", &[std::path::Path::new("verify")]);
+    let drawn = |l: &str| l.contains(" B/") || l.contains("iB/");
+    assert!(
+        verify.lines().any(|l| drawn(l) && l.contains(" files")),
+        "{verify}"
+    );
     // -v, pipes and the log file keep the whole line.
     let verbose = in_terminal(
         &env,

@@ -11,7 +11,7 @@
 //! This module writes nothing itself: [`crate::apply`] and the tool's store do, through
 //! [`crate::fs`].
 
-mod progress;
+pub mod progress;
 mod stages;
 
 use std::path::{Path, PathBuf};

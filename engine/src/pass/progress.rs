@@ -7,16 +7,23 @@ use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{Step, Tracker};
-use crate::plan::mirror::Op;
+use super::Tracker;
+use crate::plan::mirror::{Op, Plan};
+
+/// Whether a progress line is drawn: stderr is a terminal, and the console prints
+/// neither only errors (`-q`) nor per-file detail (`-v`).
+pub fn shown(verbosity: crate::run::logging::Verbosity) -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && verbosity == crate::run::logging::Verbosity::Normal
+}
 
 /// A file at least this large is named on the line while it is copied.
 const LARGE: u64 = 16 << 20;
 
-/// The progress of a pass's steps, drawn on stderr.
+/// The progress of a pass's steps (or of a restore's plan), drawn on stderr.
 pub struct Progress<'p> {
     bar: ProgressBar,
-    steps: &'p [Step],
+    plans: Vec<&'p Plan>,
     files: u64,
     state: Mutex<State>,
 }
@@ -27,19 +34,32 @@ struct State {
 }
 
 impl<'p> Progress<'p> {
-    /// A progress line for `steps`, if a person is watching (`show`: stderr is a terminal
-    /// and the console not quiet) and there is something to copy.
-    pub fn new(steps: &'p [Step], show: bool) -> Option<Progress<'p>> {
+    /// A progress line for `plans` (a pass's steps in order), if a person is watching
+    /// (`show`: see [`shown`]) and there is something to copy.
+    pub fn new(plans: Vec<&'p Plan>, show: bool) -> Option<Progress<'p>> {
         if !show {
             return None;
         }
         let (mut files, mut bytes) = (0u64, 0u64);
-        for a in steps.iter().flat_map(|s| &s.plan.actions) {
+        for a in plans.iter().flat_map(|p| &p.actions) {
             if matches!(a.op, Op::Copy { .. }) {
                 files += 1;
                 bytes += a.src.as_ref().map_or(0, |s| s.size);
             }
         }
+        Self::with_totals(plans, files, bytes)
+    }
+
+    /// A progress line over `files` files of `bytes` bytes in all, told of each with
+    /// [`advance`](Self::advance) (`recovery verify`), if a person is watching.
+    pub fn counting(files: u64, bytes: u64, show: bool) -> Option<Progress<'static>> {
+        if !show {
+            return None;
+        }
+        Progress::with_totals(Vec::new(), files, bytes)
+    }
+
+    fn with_totals(plans: Vec<&'p Plan>, files: u64, bytes: u64) -> Option<Progress<'p>> {
         if files == 0 {
             return None;
         }
@@ -52,12 +72,15 @@ impl<'p> Progress<'p> {
         );
         let p = Progress {
             bar,
-            steps,
+            plans,
             files,
             state: Mutex::new(State::default()),
         };
         p.show_files(0, None);
         p.bar.tick();
+        // Redrawn on its own while a large file is copied (its time keeps moving).
+        p.bar
+            .enable_steady_tick(std::time::Duration::from_millis(200));
         crate::run::logging::set_progress(Some(p.bar.clone()));
         Some(p)
     }
@@ -82,6 +105,14 @@ impl<'p> Progress<'p> {
         }
     }
 
+    /// One more file of `bytes` bytes is done.
+    pub fn advance(&self, bytes: u64) {
+        let mut st = self.state.lock().expect("BUG: no panic holds it");
+        st.files_done += 1;
+        self.bar.inc(bytes);
+        self.show_files(st.files_done, None);
+    }
+
     /// Clears the line (the summary follows).
     pub fn finish(&self) {
         crate::run::logging::set_progress(None);
@@ -92,19 +123,16 @@ impl<'p> Progress<'p> {
 impl Tracker for Progress<'_> {
     fn done(&self, step: usize, at: u32, _digest: Option<crate::tree::Digest>) {
         let Some(a) = self
-            .steps
+            .plans
             .get(step)
-            .and_then(|s| s.plan.actions.get(at as usize))
+            .and_then(|p| p.actions.get(at as usize))
         else {
             return;
         };
         if !matches!(a.op, Op::Copy { .. }) {
             return;
         }
-        let mut st = self.state.lock().expect("BUG: no panic holds it");
-        st.files_done += 1;
-        self.bar.inc(a.src.as_ref().map_or(0, |s| s.size));
-        self.show_files(st.files_done, None);
+        self.advance(a.src.as_ref().map_or(0, |s| s.size));
     }
 
     fn tick(&self) {

@@ -203,9 +203,9 @@ pub(super) fn apply<T: Tool>(
     let wrote = [planned.writes(0), planned.writes(1)];
     let tracker = tool.track(&planned, &trees)?;
     // A live progress line when a person is watching (see `progress`).
-    let show = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && tool.settings().verbosity == crate::run::logging::Verbosity::Normal;
-    let progress = super::progress::Progress::new(&planned.steps, show);
+    let plans = planned.steps.iter().map(|s| &s.plan).collect();
+    let show = super::progress::shown(tool.settings().verbosity);
+    let progress = super::progress::Progress::new(plans, show);
     let both = super::progress::Both(tracker.as_deref(), progress.as_ref());
     let told = (tracker.is_some() || progress.is_some()).then_some(&both as &dyn super::Tracker);
     let (mut done, interrupted) = run_steps(&planned.steps, &roots, told, progress.as_ref());

@@ -116,9 +116,18 @@ fn to_journal() -> bool {
     dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino)
 }
 
+/// How much the console prints, as the logger was installed with.
+static CONSOLE: std::sync::OnceLock<Verbosity> = std::sync::OnceLock::new();
+
+/// How much the console prints (normal before the logger is installed).
+pub fn console_verbosity() -> Verbosity {
+    CONSOLE.get().copied().unwrap_or_default()
+}
+
 /// Installs the logger. `file` is appended to (and created if missing, with its
 /// directory).
 pub fn init(verbosity: Verbosity, file: Option<&Path>) -> Result<(), Refusal> {
+    let _ = CONSOLE.set(verbosity);
     let program = program();
     // A person at a terminal reads the time of day (UTC) and the short summary; logs,
     // pipes and -v the whole date and summary.
