@@ -101,3 +101,7 @@ pub mod exit {
     pub const REFUSED: i32 = 2;
     pub const INTERRUPTED: i32 = 130;
 }
+
+/// The log target of a per-file error (an entry that could not be read, copied, hashed
+/// or planned): what `--on-error` decides about.
+pub const FILE_ERROR: &str = "file-error";

@@ -76,6 +76,9 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
     cli.restore.check_unused("oneway")?;
     let [source, backup] = <[PathBuf; 2]>::try_from(cli.paths)
         .map_err(|_| usage("oneway", "oneway needs SOURCE and BACKUP"))?;
+    if settings.on_error == engine::run::config::OnError::Ignore {
+        logging::quiet_file_errors();
+    }
     logging::init(settings.verbosity, settings.log_file())?;
     settings.log_config_file();
     signal::install()?;

@@ -372,6 +372,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
             done: progress.as_ref().map(|_| &note as &apply::DoneFn<'_>),
             open_source: Some(&open),
             starting: progress.as_ref().map(|_| &starting as &apply::StartFn<'_>),
+            halt_on_error: None,
         },
     );
     if let Some(p) = &progress {

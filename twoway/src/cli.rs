@@ -73,6 +73,9 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
     cli.restore.check_unused("twoway")?;
     let [a, b] = <[PathBuf; 2]>::try_from(cli.paths)
         .map_err(|_| usage("twoway", "twoway needs DIR_A and DIR_B"))?;
+    if settings.on_error == engine::run::config::OnError::Ignore {
+        logging::quiet_file_errors();
+    }
     logging::init(settings.verbosity, settings.log_file())?;
     settings.log_config_file();
     signal::install()?;

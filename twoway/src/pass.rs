@@ -277,7 +277,7 @@ impl Tool for Job {
                     display(self.root(side))
                 ),
             );
-            log::error!("{e}");
+            log::error!(target: engine::error::FILE_ERROR, "{e}");
             scanned.errors.push(e);
         }
         self.check_max_delete(&plan, &scanned.trees)?;

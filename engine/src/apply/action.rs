@@ -50,12 +50,13 @@ pub(super) fn run_sequence(
                 break;
             }
             Err(e) => {
-                log::error!("{e}");
+                log::error!(target: crate::error::FILE_ERROR, "{e}");
                 if matches!(action.op, Op::Mkdir) {
                     failed_dirs.insert(action.path.to_path_buf());
                 }
                 out.failed.insert(action.path.to_path_buf());
                 out.errors.push(e);
+                halt_on_error(opts);
             }
         }
     }

@@ -98,9 +98,10 @@ pub(super) fn copy_worker(
                 break;
             }
             Err(e) => {
-                log::error!("{e}");
+                log::error!(target: crate::error::FILE_ERROR, "{e}");
                 out.failed.insert(action.path.to_path_buf());
                 out.errors.push(e);
+                halt_on_error(opts);
             }
         }
         if pending.len() >= BATCH_FILES || pending_bytes >= BATCH_BYTES {
@@ -151,9 +152,10 @@ pub(super) fn install_batch(
                 report_done(opts, at, out);
             }
             Err(e) => {
-                log::error!("{e}");
+                log::error!(target: crate::error::FILE_ERROR, "{e}");
                 out.failed.insert(action.path.to_path_buf());
                 out.errors.push(e);
+                halt_on_error(opts);
             }
         }
     }

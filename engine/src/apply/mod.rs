@@ -53,6 +53,16 @@ pub struct ApplyOptions<'a> {
     /// Told when the copy of a file (path, size) begins (a progress line names a large
     /// one while it is copied).
     pub starting: Option<&'a StartFn<'a>>,
+    /// Set at the first action that fails (`--on-error fail`: the pass's `stop` then
+    /// stops the rest).
+    pub halt_on_error: Option<&'a std::sync::atomic::AtomicBool>,
+}
+
+/// Notes a failed action for `--on-error fail` (see [`ApplyOptions::halt_on_error`]).
+fn halt_on_error(opts: &ApplyOptions<'_>) {
+    if let Some(h) = opts.halt_on_error {
+        h.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What [`ApplyOptions::starting`] is told.

@@ -13,6 +13,7 @@ fn mirror_options<'a>(src: &'a Path, stop: &'a (dyn Fn() -> bool + Sync)) -> App
         done: None,
         open_source: None,
         starting: None,
+        halt_on_error: None,
     }
 }
 

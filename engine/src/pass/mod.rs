@@ -21,6 +21,7 @@ use crate::error::{Error, Refusal};
 use crate::fs::Root;
 use crate::plan::mirror::Plan;
 use crate::run::cli::Settings;
+use crate::run::config::OnError;
 use crate::run::home::DataHome;
 use crate::run::runner::PassOutcome;
 use crate::scan::replica::Replica;
@@ -334,9 +335,23 @@ pub fn run<T: Tool>(tool: &T, n: u64) -> Result<PassOutcome, Refusal> {
         }
     }
     for e in &planned.errors {
-        log::error!("{e}");
+        log::error!(target: crate::error::FILE_ERROR, "{e}");
     }
     log::debug!("planned: {:.3}s", started.elapsed().as_secs_f64());
+    // --on-error fail: an entry the scan or the plan could not take stops the pass
+    // before anything changes.
+    let found = scanned.errors.len() + planned.errors.len();
+    if tool.settings().on_error == OnError::Fail && found > 0 && !tool.settings().dry_run {
+        log::error!(
+            "pass {n} stopped before changing anything: {found} error{} (--on-error fail)",
+            if found == 1 { "" } else { "s" }
+        );
+        return Ok(PassOutcome {
+            operations: 0,
+            errors: found,
+            interrupted: false,
+        });
+    }
     if tool.settings().dry_run {
         return Ok(stages::dry_run(
             tool, n, scanned, planned, scanned_at, started,

@@ -146,7 +146,9 @@ pub struct Applied<X> {
     failed: Vec<PathBuf>,
     errors: Vec<Error>,
     hashed_files: u64,
+    /// Stopped before the end: by a signal, or (`halted`) at a failed action.
     interrupted: bool,
+    halted: bool,
 }
 
 /// Keeps what each replica is about to lose in its versions, then runs the steps, a
@@ -208,7 +210,20 @@ pub(super) fn apply<T: Tool>(
     let progress = super::progress::Progress::new(plans, show);
     let both = super::progress::Both(tracker.as_deref(), progress.as_ref());
     let told = (tracker.is_some() || progress.is_some()).then_some(&both as &dyn super::Tracker);
-    let (mut done, interrupted) = run_steps(&planned.steps, &roots, told, progress.as_ref());
+    let fail = tool.settings().on_error == crate::run::config::OnError::Fail;
+    let halted = AtomicBool::new(false);
+    let (mut done, interrupted) = run_steps(
+        &planned.steps,
+        &roots,
+        (told, progress.as_ref()),
+        fail.then_some(&halted),
+    );
+    // Stopped at a failed action (--on-error fail), not by a signal: recorded as cut
+    // short, but no interruption for the exit status.
+    let halted = halted.load(Ordering::Relaxed);
+    if halted {
+        log::error!("the pass stopped at its first failed action (--on-error fail)");
+    }
     if let Some(p) = &progress {
         p.finish();
     }
@@ -276,6 +291,7 @@ pub(super) fn apply<T: Tool>(
         errors,
         hashed_files,
         interrupted,
+        halted,
     })
 }
 
@@ -285,10 +301,14 @@ pub(super) fn apply<T: Tool>(
 fn run_steps(
     steps: &[super::Step],
     roots: &[Root; 2],
-    tracker: Option<&(dyn super::Tracker + '_)>,
-    progress: Option<&super::progress::Progress<'_>>,
+    (tracker, progress): (
+        Option<&(dyn super::Tracker + '_)>,
+        Option<&super::progress::Progress<'_>>,
+    ),
+    halt_on_error: Option<&AtomicBool>,
 ) -> (Vec<Option<apply::Applied>>, bool) {
-    let stop = || signal::stop_requested();
+    let stop =
+        || signal::stop_requested() || halt_on_error.is_some_and(|h| h.load(Ordering::Relaxed));
     let starting = |path: &std::path::Path, size: u64| {
         if let Some(p) = progress {
             p.starting(path, size);
@@ -332,6 +352,7 @@ fn run_steps(
                     done: tracker.map(|_| &note as &apply::DoneFn<'_>),
                     open_source: None,
                     starting: progress.map(|_| &starting as &apply::StartFn<'_>),
+                    halt_on_error,
                 };
                 let applied = match roots[step.target].try_clone() {
                     Ok(mut root) => apply::apply(&step.plan, &mut root, &opts),
@@ -386,6 +407,7 @@ pub(super) fn record<T: Tool>(
         mut errors,
         mut hashed_files,
         interrupted,
+        halted,
     } = applied;
     // What the pass wrote is on disk before anything records it; a replica the pass
     // did not write has nothing to flush (on a shared disk, `syncfs` also waits for
@@ -408,8 +430,11 @@ pub(super) fn record<T: Tool>(
     let (fa, fb) = parallel::join(|| finish(0, ta), || finish(1, tb));
     let mut shas = [None, None];
     let mut flushed = true;
+    // Every error so far is a file's (scanned, planned, applied, hashed).
+    let mut file_errors = errors.len();
     for (side, (flush_error, hashed, sha)) in [fa, fb].into_iter().enumerate() {
         hashed_files += hashed.files;
+        file_errors += hashed.errors.len();
         errors.extend(hashed.errors);
         shas[side] = sha;
         if let Some(e) = flush_error {
@@ -479,9 +504,15 @@ pub(super) fn record<T: Tool>(
     outcome.seconds = started.elapsed().as_secs_f64();
     super::log_summary(tool, &extra, &outcome);
     crate::tree::drop_later((afters, extra));
+    // --on-error ignore: only errors that are not a file's (a flush, a record) count.
+    let counted = if tool.settings().on_error == crate::run::config::OnError::Ignore {
+        errors.len() - file_errors
+    } else {
+        errors.len()
+    };
     PassOutcome {
         operations: outcome.counts.operations(),
-        errors: outcome.errors,
-        interrupted,
+        errors: counted,
+        interrupted: interrupted && !halted,
     }
 }

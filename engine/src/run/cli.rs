@@ -70,6 +70,11 @@ pub struct PassArgs {
     /// (`recovery untag`), whatever the retention policy.
     #[arg(long, value_name = "NAME")]
     pub tag: Option<String>,
+    /// What a file that cannot be read, copied or hashed does to a pass: warn (log it,
+    /// go on, exit 1; the default), fail (stop the pass there, before any change when
+    /// the scan found it; exit 1) or ignore (log it with -v only; exit 0).
+    #[arg(long, value_name = "POLICY", value_enum)]
+    pub on_error: Option<crate::run::config::OnError>,
     /// Print per-file detail.
     #[arg(short, long, conflicts_with = "quiet")]
     pub verbose: bool,
@@ -171,6 +176,8 @@ pub struct Settings {
     pub tag: Option<String>,
     /// The config file read (`--config`, or the default one), if any.
     pub config_file: Option<PathBuf>,
+    /// What a per-file error does to a pass.
+    pub on_error: crate::run::config::OnError,
 }
 
 impl Settings {
@@ -263,6 +270,7 @@ impl Settings {
             max_store_bytes: cfg.max_store_bytes,
             tag: args.tag.clone(),
             config_file,
+            on_error: args.on_error.or(cfg.on_error).unwrap_or_default(),
         })
     }
 }

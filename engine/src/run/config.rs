@@ -48,6 +48,20 @@ impl<'de> Deserialize<'de> for VersionMode {
     }
 }
 
+/// What a per-file error does to a pass (`--on-error`, config `on_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Log it, go on, exit with status 1.
+    #[default]
+    Warn,
+    /// Stop the pass at the first one (before anything changes if the scan or the plan
+    /// found it), exit with status 1.
+    Fail,
+    /// Log it with -v only, go on, exit with status 0.
+    Ignore,
+}
+
 /// How `twoway` settles a conflict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 pub enum ConflictPolicy {
@@ -103,6 +117,8 @@ pub struct Config {
     pub max_delete: Option<f64>,
     /// Which versions the store keeps.
     pub keep: Option<Keep>,
+    /// What a per-file error does: "warn", "fail" or "ignore".
+    pub on_error: Option<OnError>,
     /// A size budget for a directory's history in its store, in bytes.
     pub max_store_bytes: Option<u64>,
 }

@@ -116,6 +116,21 @@ fn to_journal() -> bool {
     dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino)
 }
 
+/// `--on-error ignore`: per-file errors are logged only with -v.
+static FILE_ERRORS_QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes per-file errors (target [`crate::error::FILE_ERROR`]) show only with -v.
+pub fn quiet_file_errors() {
+    FILE_ERRORS_QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether a record is a per-file error that `--on-error ignore` keeps to -v.
+fn ignored(m: &log::Metadata<'_>, verbosity: Verbosity) -> bool {
+    m.target() == crate::error::FILE_ERROR
+        && verbosity != Verbosity::Verbose
+        && FILE_ERRORS_QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// How much the console prints, as the logger was installed with.
 static CONSOLE: std::sync::OnceLock<Verbosity> = std::sync::OnceLock::new();
 
@@ -161,7 +176,7 @@ pub fn init(verbosity: Verbosity, file: Option<&Path>) -> Result<(), Refusal> {
         .filter(move |m| match m.target() {
             crate::pass::SUMMARY => !short,
             crate::pass::SUMMARY_SHORT => short,
-            _ => true,
+            _ => !ignored(m, verbosity),
         })
         .chain(fern::Output::call(|rec| to_console(rec, false)))
         .chain(
@@ -194,7 +209,7 @@ pub fn init(verbosity: Verbosity, file: Option<&Path>) -> Result<(), Refusal> {
             fern::Dispatch::new()
                 .format(stamped)
                 .level(file_level)
-                .filter(|m| m.target() != crate::pass::SUMMARY_SHORT)
+                .filter(move |m| m.target() != crate::pass::SUMMARY_SHORT && !ignored(m, verbosity))
                 .chain(f),
         );
     }

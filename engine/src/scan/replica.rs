@@ -32,7 +32,7 @@ impl Replica {
     fn scanned(&self, tree: Result<Tree, crate::error::Error>) -> Result<Tree, Refusal> {
         let tree = tree.map_err(|e| Refusal::new(format!("{} cannot be read: {e}", self.label)))?;
         for e in &tree.errors {
-            log::error!("{e}");
+            log::error!(target: crate::error::FILE_ERROR, "{e}");
         }
         for p in &tree.specials {
             log::warn!(
@@ -57,7 +57,7 @@ impl Replica {
     pub fn hash_rest(&self, tree: &mut Tree) -> Hashed {
         let hashed = cache::hash_missing(&self.root, tree);
         for e in &hashed.errors {
-            log::error!("{e}");
+            log::error!(target: crate::error::FILE_ERROR, "{e}");
         }
         hashed
     }
@@ -66,7 +66,7 @@ impl Replica {
     pub fn hash_where(&self, tree: &mut Tree, wanted: impl Fn(&Path) -> bool) -> Hashed {
         let hashed = cache::hash_missing_where(&self.root, tree, wanted);
         for e in &hashed.errors {
-            log::error!("{e}");
+            log::error!(target: crate::error::FILE_ERROR, "{e}");
         }
         hashed
     }

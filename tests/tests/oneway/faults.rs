@@ -628,3 +628,71 @@ fn small_files_are_installed_before_a_large_copy_starts() {
     }
     assert!(!dst.join("zz-big.img").exists());
 }
+
+/// A SOURCE with an unreadable file and an unreadable folder, and a BACKUP holding a
+/// file SOURCE no longer has; everything handed to `nobody`.
+fn with_unreadable(env: &Env) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    write(&src.join("a.txt"), "a");
+    write(&src.join("secret.txt"), "no");
+    write(&src.join("locked/inside.txt"), "no");
+    write(&dst.join("gone.txt"), "SOURCE deleted this");
+    chmod(&src.join("secret.txt"), 0o000);
+    chmod(&src.join("locked"), 0o000);
+    env.hand_to_nobody();
+    (src, dst)
+}
+
+fn as_nobody(env: &Env, src: &Path, dst: &Path, extra: &[&str]) -> Run {
+    Run(unprivileged(env, "oneway")
+        .arg(src)
+        .arg(dst)
+        .args(["--once", "--max-delete", "100"])
+        .args(extra)
+        .output()
+        .unwrap())
+}
+
+#[test]
+fn on_error_fail_stops_before_any_change_when_the_scan_finds_one() {
+    let env = Env::new();
+    let (src, dst) = with_unreadable(&env);
+    let run = as_nobody(&env, &src, &dst, &["--on-error", "fail"]);
+    run.expect(1);
+    assert!(
+        run.all().contains("stopped before changing anything"),
+        "{}",
+        run.all()
+    );
+    assert!(dst.join("gone.txt").exists(), "nothing deleted");
+    assert!(!dst.join("a.txt").exists(), "nothing copied");
+}
+
+#[test]
+fn on_error_fail_stops_at_the_first_failed_copy() {
+    let env = Env::new();
+    let (src, dst) = with_unreadable(&env);
+    // Only the unreadable file: the scan reads everything else.
+    chmod(&src.join("locked"), 0o755);
+    let run = as_nobody(&env, &src, &dst, &["--on-error", "fail"]);
+    run.expect(1);
+    assert!(
+        run.all().contains("stopped at its first failed action"),
+        "{}",
+        run.all()
+    );
+    assert!(run.all().contains("secret.txt"), "{}", run.all());
+}
+
+#[test]
+fn on_error_ignore_goes_on_exits_0_and_says_it_with_v_only() {
+    let env = Env::new();
+    let (src, dst) = with_unreadable(&env);
+    let run = as_nobody(&env, &src, &dst, &["--on-error", "ignore"]);
+    run.expect(0);
+    assert!(!run.stderr().contains("secret.txt"), "{}", run.stderr());
+    assert!(dst.join("a.txt").exists() && !dst.join("gone.txt").exists());
+    let run = as_nobody(&env, &src, &dst, &["--on-error", "ignore", "-v"]);
+    run.expect(0);
+    assert!(run.all().contains("secret.txt"), "{}", run.all());
+}
