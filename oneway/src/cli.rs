@@ -74,6 +74,15 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
         return recovery::cli::restore_command("oneway", cli.paths, &cli.restore, &settings);
     }
     cli.restore.check_unused("oneway")?;
+    // `oneway --config FILE` alone: the file's jobs, each pass.
+    let jobs = if cli.paths.is_empty() {
+        Settings::resolve_jobs(&cli.pass, None, ["source", "backup"])?
+    } else {
+        Vec::new()
+    };
+    if !jobs.is_empty() {
+        return run_jobs(&cli, settings, jobs);
+    }
     let [source, backup] = <[PathBuf; 2]>::try_from(cli.paths)
         .map_err(|_| usage("oneway", "oneway needs SOURCE and BACKUP"))?;
     if settings.on_error == engine::run::config::OnError::Ignore {
@@ -87,4 +96,33 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
     let mut job = Job::new(&source, &backup, settings, home)?;
     job.additive = cli.additive;
     Ok(runner::run_passes(interval, |n| job.run_pass(n)))
+}
+
+/// Runs the config file's `jobs`, one after another each pass (see
+/// `engine::run::runner::run_jobs`); `settings` are the run's (log file, interval).
+fn run_jobs(
+    cli: &Cli,
+    settings: Settings,
+    jobs: Vec<(String, [PathBuf; 2], Settings)>,
+) -> Result<i32, Refusal> {
+    if settings.on_error == engine::run::config::OnError::Ignore {
+        logging::quiet_file_errors();
+    }
+    logging::init(settings.verbosity, settings.log_file())?;
+    settings.log_config_file();
+    signal::install()?;
+    let home = DataHome::locate()?;
+    let names: Vec<String> = jobs.iter().map(|(n, _, _)| n.clone()).collect();
+    let make = |i: usize| {
+        let (_, [source, backup], job_settings) = &jobs[i];
+        let mut job = Job::new(source, backup, job_settings.clone(), home.clone())?;
+        job.additive = cli.additive;
+        Ok(job)
+    };
+    Ok(runner::run_jobs(
+        settings.interval,
+        &names,
+        make,
+        |job, n| job.run_pass(n),
+    ))
 }

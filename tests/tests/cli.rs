@@ -299,3 +299,83 @@ fn under_systemd_lines_carry_the_journal_priority_instead_of_a_stamp() {
         .unwrap());
     assert!(!run.stdout().starts_with('<'), "{}", run.stdout());
 }
+
+#[test]
+fn a_config_file_of_jobs_runs_each_with_its_own_keys_and_folds_the_exit_status() {
+    let env = Env::new();
+    write(&env.path("photos/a.jpg"), "jpg");
+    write(&env.path("photos/a.tmp"), "tmp");
+    write(&env.path("docs/a.txt"), "txt");
+    write(&env.path("docs/a.tmp"), "tmp");
+    std::fs::create_dir_all(env.path("backup/photos")).unwrap();
+    std::fs::create_dir_all(env.path("backup/docs")).unwrap();
+    let config = env.path("jobs.json");
+    let jobs = |third: &str| {
+        format!(
+            r#"{{"exclude": ["*.tmp"], "jobs": [
+                {{"name": "photos", "source": "photos", "backup": "backup/photos"}},
+                {{"name": "docs", "source": "docs", "backup": "backup/docs", "exclude": []}}{third}
+            ]}}"#
+        )
+    };
+    write(&config, jobs(""));
+    let run = env.run("oneway", ["--config", config.to_str().unwrap(), "--once"]);
+    run.expect(0);
+    // Each job's own keys: the top-level exclude, and a job that clears it.
+    assert!(env.path("backup/photos/a.jpg").exists());
+    assert!(!env.path("backup/photos/a.tmp").exists());
+    assert!(env.path("backup/docs/a.tmp").exists());
+    assert!(
+        run.stdout().contains("[photos] copy     a.jpg"),
+        "{}",
+        run.stdout()
+    );
+    assert!(run.stdout().contains("[docs] pass 1:"), "{}", run.stdout());
+
+    // A job whose BACKUP is missing (a drive not mounted) is refused: the others run,
+    // and the run's status says so.
+    write(&env.path("docs/b.txt"), "new");
+    let usb = r#", {"name": "usb", "source": "docs", "backup": "usb-not-mounted"}"#;
+    write(&config, jobs(usb));
+    let run = env.run("oneway", ["--config", config.to_str().unwrap(), "--once"]);
+    run.expect(2);
+    assert!(env.path("backup/docs/b.txt").exists(), "{}", run.all());
+    assert!(
+        run.stderr().contains("1 of 3 jobs refused (usb)"),
+        "{}",
+        run.stderr()
+    );
+
+    // A job without its directories, or with a key that is the run's, is refused.
+    write(&config, r#"{"jobs": [{"name": "x", "source": "docs"}]}"#);
+    let run = env.run("oneway", ["--config", config.to_str().unwrap(), "--once"]);
+    run.expect(2);
+    assert!(
+        run.stderr()
+            .contains(r#"job "x" needs "source" and "backup""#),
+        "{}",
+        run.stderr()
+    );
+    write(
+        &config,
+        r#"{"jobs": [{"source": "docs", "backup": "backup/docs", "interval": 5}]}"#,
+    );
+    let run = env.run("oneway", ["--config", config.to_str().unwrap(), "--once"]);
+    run.expect(2);
+    assert!(
+        run.stderr().contains("\"interval\" is the run's"),
+        "{}",
+        run.stderr()
+    );
+
+    // twoway names its replicas "a" and "b".
+    std::fs::create_dir_all(env.path("b")).unwrap();
+    write(&env.path("a/n.md"), "note");
+    write(
+        &config,
+        r#"{"jobs": [{"name": "notes", "a": "a", "b": "b"}]}"#,
+    );
+    let run = env.run("twoway", ["--config", config.to_str().unwrap(), "--once"]);
+    run.expect(0);
+    assert!(env.path("b/n.md").exists(), "{}", run.all());
+}

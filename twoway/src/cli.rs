@@ -71,6 +71,15 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
         return recovery::cli::restore_command("twoway", cli.paths, &cli.restore, &settings);
     }
     cli.restore.check_unused("twoway")?;
+    // `twoway --config FILE` alone: the file's jobs, each pass.
+    let jobs = if cli.paths.is_empty() {
+        Settings::resolve_jobs(&cli.pass, cli.conflict, ["a", "b"])?
+    } else {
+        Vec::new()
+    };
+    if !jobs.is_empty() {
+        return run_jobs(&cli, settings, jobs);
+    }
     let [a, b] = <[PathBuf; 2]>::try_from(cli.paths)
         .map_err(|_| usage("twoway", "twoway needs DIR_A and DIR_B"))?;
     if settings.on_error == engine::run::config::OnError::Ignore {
@@ -83,4 +92,32 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
     let interval = settings.interval;
     let job = Job::new(&a, &b, settings, home)?;
     Ok(runner::run_passes(interval, |n| job.run_pass(n)))
+}
+
+/// Runs the config file's `jobs`, one after another each pass (see
+/// `engine::run::runner::run_jobs`); `settings` are the run's (log file, interval).
+fn run_jobs(
+    _cli: &Cli,
+    settings: Settings,
+    jobs: Vec<(String, [PathBuf; 2], Settings)>,
+) -> Result<i32, Refusal> {
+    if settings.on_error == engine::run::config::OnError::Ignore {
+        logging::quiet_file_errors();
+    }
+    logging::init(settings.verbosity, settings.log_file())?;
+    settings.log_config_file();
+    signal::install()?;
+    let home = DataHome::locate()?;
+    let names: Vec<String> = jobs.iter().map(|(n, _, _)| n.clone()).collect();
+    let make = |i: usize| {
+        let (_, [a, b], job_settings) = &jobs[i];
+        let job = Job::new(a, b, job_settings.clone(), home.clone())?;
+        Ok(job)
+    };
+    Ok(runner::run_jobs(
+        settings.interval,
+        &names,
+        make,
+        |job, n| job.run_pass(n),
+    ))
 }

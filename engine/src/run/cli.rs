@@ -213,7 +213,33 @@ impl Settings {
         args: &PassArgs,
         extra_conflict: Option<ConflictPolicy>,
     ) -> Result<Settings, Refusal> {
-        // Without --config, the default config file, when there is one.
+        let (cfg, config_file) = Self::config_of(args)?;
+        Self::resolve_with(args, extra_conflict, cfg, config_file)
+    }
+
+    /// The config file's jobs (see [`Config::jobs`]), each with its settings: flags over
+    /// the job's keys over the file's over the defaults. Empty without jobs.
+    pub fn resolve_jobs(
+        args: &PassArgs,
+        extra_conflict: Option<ConflictPolicy>,
+        dirs: [&str; 2],
+    ) -> Result<Vec<(String, [PathBuf; 2], Settings)>, Refusal> {
+        let (cfg, config_file) = Self::config_of(args)?;
+        let Some(file) = &config_file else {
+            return Ok(Vec::new());
+        };
+        cfg.jobs(file, dirs)?
+            .into_iter()
+            .map(|j| {
+                let settings =
+                    Self::resolve_with(args, extra_conflict, j.config, config_file.clone())?;
+                Ok((j.name, j.dirs, settings))
+            })
+            .collect()
+    }
+
+    /// The config file read (`--config`, else the default one when it exists).
+    fn config_of(args: &PassArgs) -> Result<(Config, Option<PathBuf>), Refusal> {
         let config_file = args
             .config
             .clone()
@@ -222,6 +248,15 @@ impl Settings {
             Some(p) => Config::load(p)?,
             None => Config::default(),
         };
+        Ok((cfg, config_file))
+    }
+
+    fn resolve_with(
+        args: &PassArgs,
+        extra_conflict: Option<ConflictPolicy>,
+        cfg: Config,
+        config_file: Option<PathBuf>,
+    ) -> Result<Settings, Refusal> {
         // A dry run is one pass: repeating it would only print the same plan again.
         let interval = if args.once || args.dry_run {
             None

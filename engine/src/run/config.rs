@@ -119,6 +119,9 @@ pub struct Config {
     pub keep: Option<Keep>,
     /// What a per-file error does: "warn", "fail" or "ignore".
     pub on_error: Option<OnError>,
+    /// Several jobs, each with its own pair of directories and any key of its own (see
+    /// [`Config::jobs`]).
+    pub jobs: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
     /// A size budget for a directory's history in its store, in bytes.
     pub max_store_bytes: Option<u64>,
 }
@@ -146,12 +149,79 @@ impl Default for Keep {
     }
 }
 
+/// One job of a config file: its name, its two directories, its settings (the file's
+/// own keys, with the job's over them).
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub name: String,
+    pub dirs: [PathBuf; 2],
+    pub config: Config,
+}
+
 impl Config {
     /// Reads and validates a config file; any problem is a refusal naming the key.
     pub fn load(path: &Path) -> Result<Config, Refusal> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Refusal::new(format!("cannot read config file {}: {e}", display(path))))?;
-        let de = &mut serde_json::Deserializer::from_str(&text);
+        Config::parse(&text, path)
+    }
+
+    /// The jobs of the config file `path` (loaded as `self`), each directory named by
+    /// the keys `dirs` ("source" and "backup", or "a" and "b"); empty if it has none.
+    /// Paths are relative to the config file; "interval" and "log" are the run's, not
+    /// a job's.
+    pub fn jobs(&self, path: &Path, dirs: [&str; 2]) -> Result<Vec<JobSpec>, Refusal> {
+        let Some(jobs) = &self.jobs else {
+            return Ok(Vec::new());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Refusal::new(format!("cannot read config file {}: {e}", display(path))))?;
+        let invalid =
+            |what: String| Refusal::new(format!("invalid config file {}: {what}", display(path)));
+        let mut top: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        top.remove("jobs");
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut out = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            let mut job = job.clone();
+            let name = match job.remove("name") {
+                Some(serde_json::Value::String(n)) if !n.is_empty() => n,
+                None => format!("job {}", i + 1),
+                Some(_) => return Err(invalid(format!("job {}: \"name\" must be a text", i + 1))),
+            };
+            let mut dir = |key: &str| match job.remove(key) {
+                Some(serde_json::Value::String(p)) => Ok(base.join(p)),
+                _ => Err(invalid(format!(
+                    "job {name:?} needs \"{}\" and \"{}\" (paths)",
+                    dirs[0], dirs[1]
+                ))),
+            };
+            let pair = [dir(dirs[0])?, dir(dirs[1])?];
+            for run_wide in ["interval", "log", "jobs"] {
+                if job.contains_key(run_wide) {
+                    return Err(invalid(format!(
+                        "job {name:?}: \"{run_wide}\" is the run's, not a job's: set it at the top"
+                    )));
+                }
+            }
+            let mut merged = top.clone();
+            merged.extend(job);
+            let text = serde_json::Value::Object(merged).to_string();
+            let config = Config::parse(&text, path)
+                .map_err(|r| Refusal::new(format!("job {name:?}: {r}")))?;
+            out.push(JobSpec {
+                name,
+                dirs: pair,
+                config,
+            });
+        }
+        Ok(out)
+    }
+
+    /// [`load`](Self::load) of the text of the file `path`.
+    fn parse(text: &str, path: &Path) -> Result<Config, Refusal> {
+        let de = &mut serde_json::Deserializer::from_str(text);
         let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             if key == "." {

@@ -63,6 +63,8 @@ fn stamped_as(
     format: &str,
 ) {
     let ts = chrono::Utc::now().format(format);
+    let job = job_prefix();
+    let ts = format_args!("{ts}{job}");
     match rec.level() {
         log::Level::Error => out.finish(format_args!("{ts} ERROR {msg}")),
         log::Level::Warn => out.finish(format_args!("{ts} WARN  {msg}")),
@@ -116,6 +118,24 @@ fn to_journal() -> bool {
     dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino)
 }
 
+/// The name of the job running (a config file's `jobs`), put in front of its lines.
+static JOB: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Sets (or clears) the name of the job whose lines follow.
+pub fn set_job(name: Option<&str>) {
+    if let Ok(mut j) = JOB.lock() {
+        *j = name.map(str::to_string);
+    }
+}
+
+/// ` [name]` while a job runs, else nothing.
+fn job_prefix() -> String {
+    JOB.lock()
+        .ok()
+        .and_then(|j| j.as_ref().map(|n| format!(" [{n}]")))
+        .unwrap_or_default()
+}
+
 /// `--on-error ignore`: per-file errors are logged only with -v.
 static FILE_ERRORS_QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -161,7 +181,10 @@ pub fn init(verbosity: Verbosity, file: Option<&Path>) -> Result<(), Refusal> {
                 log::Level::Info => 6,
                 _ => 7,
             };
-            out.finish(format_args!("<{priority}>{msg}"))
+            let job = job_prefix();
+            let job = job.trim_start();
+            let gap = if job.is_empty() { "" } else { " " };
+            out.finish(format_args!("<{priority}>{job}{gap}{msg}"))
         } else if rec.target() == REFUSAL {
             out.finish(format_args!("{program}: {msg}"))
         } else if tty {

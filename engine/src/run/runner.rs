@@ -70,3 +70,62 @@ pub fn run_passes(
         }
     }
 }
+
+/// Runs every job of a config file each pass, one after another ([`run_passes`] over
+/// them all): each job's lines carry its name; a job is set up (`make`, which takes its
+/// lock and checks its directories) at its first pass, and again at the next pass while
+/// that is refused (its drive unplugged), without keeping the others from running; the
+/// outcomes fold into the run's: operations and errors added up, an interruption ending
+/// the run, a refusal of any job refusing the pass (exit status 2 for a single pass).
+pub fn run_jobs<J>(
+    interval: Option<Duration>,
+    names: &[String],
+    make: impl Fn(usize) -> Result<J, Refusal>,
+    pass: impl Fn(&J, u64) -> Result<PassOutcome, Refusal>,
+) -> i32 {
+    let made: Vec<std::cell::RefCell<Option<J>>> = names
+        .iter()
+        .map(|_| std::cell::RefCell::new(None))
+        .collect();
+    run_passes(interval, |n| {
+        let mut all = PassOutcome::default();
+        let mut refused: Vec<&str> = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            crate::run::logging::set_job(Some(name));
+            let result = (|| {
+                if made[i].borrow().is_none() {
+                    let job = make(i)?;
+                    *made[i].borrow_mut() = Some(job);
+                }
+                let job = made[i].borrow();
+                pass(job.as_ref().expect("BUG: made just above"), n)
+            })();
+            match result {
+                Ok(out) => {
+                    all.operations += out.operations;
+                    all.errors += out.errors;
+                    all.interrupted |= out.interrupted;
+                }
+                Err(r) => {
+                    log::error!("{r}");
+                    refused.push(name);
+                }
+            }
+            crate::run::logging::set_job(None);
+            if all.interrupted || signal::stop_requested() {
+                all.interrupted = true;
+                break;
+            }
+        }
+        if refused.is_empty() {
+            Ok(all)
+        } else {
+            Err(Refusal::new(format!(
+                "{} of {} jobs refused ({})",
+                refused.len(),
+                names.len(),
+                refused.join(", ")
+            )))
+        }
+    })
+}
