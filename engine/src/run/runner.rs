@@ -76,7 +76,8 @@ pub fn run_passes(
 /// lock and checks its directories) at its first pass, and again at the next pass while
 /// that is refused (its drive unplugged), without keeping the others from running; the
 /// outcomes fold into the run's: operations and errors added up, an interruption ending
-/// the run, a refusal of any job refusing the pass (exit status 2 for a single pass).
+/// the run, a refusal of any job refusing a single pass (exit status 2); on an interval
+/// only a pass whose every job was refused is.
 pub fn run_jobs<J>(
     interval: Option<Duration>,
     names: &[String],
@@ -117,7 +118,10 @@ pub fn run_jobs<J>(
                 break;
             }
         }
-        if refused.is_empty() {
+        // Passes on an interval go on while some job runs: a refused one is logged and
+        // tried again at the next pass.
+        let some_ran = refused.len() < names.len();
+        if refused.is_empty() || (interval.is_some() && some_ran) {
             Ok(all)
         } else {
             Err(Refusal::new(format!(
