@@ -88,6 +88,9 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
     if settings.on_error == engine::run::config::OnError::Ignore {
         logging::quiet_file_errors();
     }
+    if settings.json {
+        engine::run::events::enable();
+    }
     logging::init(settings.verbosity, settings.log_file())?;
     settings.log_config_file();
     signal::install()?;
@@ -107,6 +110,9 @@ fn run_jobs(
 ) -> Result<i32, Refusal> {
     if settings.on_error == engine::run::config::OnError::Ignore {
         logging::quiet_file_errors();
+    }
+    if settings.json {
+        engine::run::events::enable();
     }
     logging::init(settings.verbosity, settings.log_file())?;
     settings.log_config_file();

@@ -258,6 +258,14 @@ impl Tool for Job {
         Ok(())
     }
 
+    fn json_counts(&self, left_alone: &usize) -> Vec<(&'static str, engine::run::events::Value)> {
+        if self.additive {
+            vec![("left_alone", (*left_alone).into())]
+        } else {
+            Vec::new()
+        }
+    }
+
     fn notes(&self, left_alone: &usize, o: &Outcome) -> Vec<String> {
         let mut notes = Vec::new();
         if self.additive {

@@ -291,11 +291,15 @@ impl Tool for Job {
         }
         for c in &plan.conflicts {
             log::warn!(
+                target: engine::run::logging::CONFLICT,
                 "conflict: {} changed on both sides; kept {}'s version there, the other is kept as {}",
                 display(&c.path),
                 c.winner.name(),
                 display(&c.copy)
             );
+            if engine::run::events::enabled() {
+                engine::run::events::conflict(&c.path, c.winner.name(), &c.copy);
+            }
         }
         let SyncPlan {
             keep_a,
@@ -419,6 +423,13 @@ impl Tool for Job {
             log::debug!("sync state unchanged");
         }
         Ok(())
+    }
+
+    fn json_counts(&self, sync: &Sync) -> Vec<(&'static str, engine::run::events::Value)> {
+        vec![
+            ("conflicts", sync.conflicts.into()),
+            ("first_sync", sync.first.into()),
+        ]
     }
 
     fn notes(&self, sync: &Sync, o: &Outcome) -> Vec<String> {

@@ -243,6 +243,13 @@ pub fn note_reads(source: &mut crate::tree::Entries, copied: &mut [Copied]) {
 /// Logs an action line: UTC time is added by the logger.
 pub fn log_action(action: &Action, direction: &str, dry_run: bool) {
     let verb = action.op.verb();
+    if crate::run::events::enabled() && verb != "dirmeta" {
+        let from = match &action.op {
+            Op::Move { from } => Some(&**from),
+            _ => None,
+        };
+        crate::run::events::action(verb, &action.path, from, direction, dry_run);
+    }
     let lvl = if verb == "dirmeta" && !dry_run {
         log::Level::Debug
     } else {

@@ -235,6 +235,42 @@ pub trait Tool: Sync {
     fn notes(&self, _extra: &Self::Extra, _outcome: &Outcome) -> Vec<String> {
         Vec::new()
     }
+    /// The tool's own counts in the `--json` summary (twoway's conflicts).
+    fn json_counts(&self, _extra: &Self::Extra) -> Vec<(&'static str, serde_json::Value)> {
+        Vec::new()
+    }
+}
+
+/// The `--json` summary of a pass: every count the text summary has.
+fn json_summary<T: Tool>(tool: &T, extra: &T::Extra, o: &Outcome) {
+    use serde_json::{json, Map, Value};
+    let actions: Map<String, Value> = o
+        .counts
+        .by_verb
+        .iter()
+        .map(|(v, n)| (v.to_string(), json!(n)))
+        .collect();
+    let labels = tool.replicas().each_ref().map(|r| r.label);
+    let per_side = |f: &dyn Fn(usize) -> Value| -> Map<String, Value> {
+        (0..2).map(|i| (labels[i].to_string(), f(i))).collect()
+    };
+    let mut fields = crate::run::events::fields(json!({
+        "pass": o.n,
+        "dry_run": o.dry_run,
+        "interrupted": o.interrupted,
+        "actions": actions,
+        "operations": o.counts.operations(),
+        "bytes_copied": o.counts.bytes,
+        "hashed_files": o.hashed_files,
+        "errors": o.errors,
+        "seconds": o.seconds,
+        "sha256": per_side(&|i| o.shas[i].map_or(Value::Null, |d| d.to_hex().into())),
+        "version": per_side(&|i| version_id(o, i).map_or(Value::Null, |v| json!(v.parse::<u64>().ok()))),
+    }));
+    for (k, v) in tool.json_counts(extra) {
+        fields.insert(k.to_string(), v);
+    }
+    crate::run::events::emit("summary", fields);
 }
 
 /// Log targets of the two forms of a pass's summary: the whole line goes to log files,
@@ -244,6 +280,9 @@ pub const SUMMARY_SHORT: &str = "summary-short";
 
 /// Logs both forms of the pass's summary (see [`SUMMARY`]).
 fn log_summary<T: Tool>(tool: &T, extra: &T::Extra, o: &Outcome) {
+    if crate::run::events::enabled() {
+        json_summary(tool, extra, o);
+    }
     log::info!(target: SUMMARY, "{}", tool.summary(extra, o));
     if log::log_enabled!(target: SUMMARY_SHORT, log::Level::Info) {
         let labels = tool.replicas().each_ref().map(|r| r.label);

@@ -15,6 +15,7 @@ use crate::plan::mirror::{Op, Plan};
 pub fn shown(verbosity: crate::run::logging::Verbosity) -> bool {
     std::io::IsTerminal::is_terminal(&std::io::stderr())
         && verbosity == crate::run::logging::Verbosity::Normal
+        && !crate::run::events::enabled()
 }
 
 /// A file at least this large is named on the line while it is copied.

@@ -75,6 +75,10 @@ pub struct PassArgs {
     /// the scan found it; exit 1) or ignore (log it with -v only; exit 0).
     #[arg(long, value_name = "POLICY", value_enum)]
     pub on_error: Option<crate::run::config::OnError>,
+    /// Print newline-delimited JSON on stdout instead of text: one object per action,
+    /// warning, error, conflict, version and summary (the schema is in the README).
+    #[arg(long)]
+    pub json: bool,
     /// Print per-file detail.
     #[arg(short, long, conflicts_with = "quiet")]
     pub verbose: bool,
@@ -178,6 +182,8 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     /// What a per-file error does to a pass.
     pub on_error: crate::run::config::OnError,
+    /// `--json`: events on stdout instead of text.
+    pub json: bool,
 }
 
 impl Settings {
@@ -306,6 +312,7 @@ impl Settings {
             tag: args.tag.clone(),
             config_file,
             on_error: args.on_error.or(cfg.on_error).unwrap_or_default(),
+            json: args.json,
         })
     }
 }

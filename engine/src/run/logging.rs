@@ -26,6 +26,10 @@ fn level(v: Verbosity) -> log::LevelFilter {
     }
 }
 
+/// The log target of a two-way conflict's warning (with `--json`, a `conflict` event
+/// says it instead).
+pub const CONFLICT: &str = "conflict";
+
 /// The log target of a refusal that ends the run (exit status 2): on the console it
 /// reads `oneway: <reason>`, as a usage error does, and in a log file it is a stamped
 /// `ERROR` line like any other.
@@ -88,6 +92,19 @@ pub fn set_progress(bar: Option<indicatif::ProgressBar>) {
 fn to_console(rec: &log::Record<'_>, err: bool) {
     use std::io::Write;
     if !err && rec.level() <= log::Level::Warn {
+        return;
+    }
+    if crate::run::events::enabled() {
+        // --json: stdout holds only events; a warning or an error is one (a conflict
+        // has its own), the rest is for the log file.
+        if err && rec.target() != CONFLICT {
+            let kind = if rec.level() == log::Level::Warn {
+                "warning"
+            } else {
+                "error"
+            };
+            crate::run::events::message(kind, &rec.args().to_string());
+        }
         return;
     }
     let bar = PROGRESS.lock().ok().is_some_and(|p| p.is_some());
@@ -172,7 +189,9 @@ pub fn init(verbosity: Verbosity, file: Option<&Path>) -> Result<(), Refusal> {
     let console_format = move |out: fern::FormatCallback<'_>,
                                msg: &std::fmt::Arguments<'_>,
                                rec: &log::Record<'_>| {
-        if journal {
+        if crate::run::events::enabled() {
+            out.finish(format_args!("{msg}"))
+        } else if journal {
             // systemd's journal stamps each line itself, and reads its priority from
             // this prefix (`journalctl -p warning` then finds the warnings).
             let priority = match rec.level() {

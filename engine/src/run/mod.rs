@@ -1,10 +1,11 @@
 //! What every binary of the suite shares at its edges: process setup, the flags and the
-//! config file, logging, signals, the pass loop and the data home. Nothing here reads or
+//! config file, logging, `--json` events, signals, the pass loop and the data home. Nothing here reads or
 //! writes a replica.
 
 pub mod alloc_tune;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod home;
 pub mod logging;
 pub mod runner;

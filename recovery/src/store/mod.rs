@@ -276,6 +276,9 @@ impl VersionedDir {
         );
         settled?;
         let made = made?;
+        if let (Some(m), true) = (&made, engine::run::events::enabled()) {
+            engine::run::events::version(&self.dir, m.id, m.files, m.bytes, &m.dir_sha256);
+        }
         // The latest version now names where the pass moved files.
         history.clear_moves()?;
         let recorded = t0.elapsed().as_secs_f64();
