@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 
 use engine::error::Refusal;
 use engine::names::display;
+use engine::run::events::{self, Value};
 use engine::run::home::{absolute, DataHome};
 use engine::tree::encoding::EntryRecord;
 use engine::tree::{path_order, Digest, Kind};
+use serde_json::Map;
 
 use crate::restore::{find_versioned, select};
 use crate::store::VersionedDir;
@@ -36,6 +38,32 @@ fn time_of(sec: i64) -> String {
 }
 
 /// One entry as `ls -l` would show it.
+/// An entry of a version as `--json` says it.
+fn entry_fields(e: &EntryRecord) -> Map<String, Value> {
+    let mut f = Map::new();
+    events::put_path(&mut f, "path", &e.path);
+    f.insert("kind".into(), e.kind.name().into());
+    f.insert("size".into(), e.size.into());
+    f.insert("mode".into(), format!("{:04o}", e.mode & 0o7777).into());
+    f.insert("mtime".into(), time_of(e.mtime.0).into());
+    if let Some(sha) = e.sha256 {
+        f.insert("sha256".into(), sha.to_hex().into());
+    }
+    if let Some(t) = &e.target {
+        events::put_path(&mut f, "target", t);
+    }
+    f
+}
+
+/// Prints `text`, or with `--json` the event `kind` of `fields`.
+fn say(text: impl FnOnce() -> String, kind: &str, fields: impl FnOnce() -> Map<String, Value>) {
+    if events::enabled() {
+        events::emit(kind, fields());
+    } else {
+        println!("{}", text());
+    }
+}
+
 fn line(e: &EntryRecord) -> String {
     let target = match &e.target {
         Some(t) => format!(" -> {}", display(t)),
@@ -102,6 +130,22 @@ pub fn find(home: &DataHome, dir: &Path, what: &Path) -> Result<i32, Refusal> {
                 let files: Vec<&EntryRecord> =
                     hits.values().filter(|e| e.kind == Kind::File).collect();
                 let bytes: u64 = files.iter().map(|e| e.size).sum();
+                let mut shown: Vec<&EntryRecord> = hits.values().collect();
+                shown.sort_by(|x, y| path_order(&x.path, &y.path));
+                if events::enabled() {
+                    let mut f = Map::new();
+                    f.insert("id".into(), head.id.into());
+                    f.insert("made".into(), head.made.clone().into());
+                    f.insert("files".into(), files.len().into());
+                    f.insert("bytes".into(), bytes.into());
+                    let entries: Vec<Value> = shown
+                        .iter()
+                        .map(|e| Value::Object(entry_fields(e)))
+                        .collect();
+                    f.insert("entries".into(), entries.into());
+                    events::emit("version", f);
+                    return;
+                }
                 println!(
                     "version {} ({}): {} entries, {} files, {bytes} bytes",
                     head.id,
@@ -109,8 +153,6 @@ pub fn find(home: &DataHome, dir: &Path, what: &Path) -> Result<i32, Refusal> {
                     hits.len(),
                     files.len()
                 );
-                let mut shown: Vec<&EntryRecord> = hits.values().collect();
-                shown.sort_by(|x, y| path_order(&x.path, &y.path));
                 for e in shown.iter().take(5) {
                     println!("  {}", line(e));
                 }
@@ -121,10 +163,16 @@ pub fn find(home: &DataHome, dir: &Path, what: &Path) -> Result<i32, Refusal> {
         )
         .map_err(Refusal::from)?;
     if found == 0 {
-        println!(
-            "no version of {} holds {}",
-            display(vd.dir()),
-            display(what)
+        say(
+            || {
+                format!(
+                    "no version of {} holds {}",
+                    display(vd.dir()),
+                    display(what)
+                )
+            },
+            "summary",
+            || events::fields(serde_json::json!({"versions": 0})),
         );
         return Ok(1);
     }
@@ -189,23 +237,53 @@ pub fn deleted(home: &DataHome, dir: &Path, since: Option<&str>) -> Result<i32, 
                 .map(|(_, v)| v)
                 .collect();
             let bytes: u64 = inside.iter().map(|(e, _, _)| e.size).sum();
-            println!(
-                "{}/  ({} entries, {bytes} bytes)  last in version {id} ({made})",
-                display(p),
-                inside.len()
+            say(
+                || {
+                    format!(
+                        "{}/  ({} entries, {bytes} bytes)  last in version {id} ({made})",
+                        display(p),
+                        inside.len()
+                    )
+                },
+                "entry",
+                || {
+                    let mut f = entry_fields(e);
+                    f.insert("entries".into(), inside.len().into());
+                    f.insert("bytes".into(), bytes.into());
+                    f.insert("last_version".into(), (*id).into());
+                    f.insert("made".into(), made.clone().into());
+                    f
+                },
             );
         } else {
-            println!(
-                "{}  ({} bytes)  last in version {id} ({made})",
-                display(p),
-                e.size
+            say(
+                || {
+                    format!(
+                        "{}  ({} bytes)  last in version {id} ({made})",
+                        display(p),
+                        e.size
+                    )
+                },
+                "entry",
+                || {
+                    let mut f = entry_fields(e);
+                    f.insert("last_version".into(), (*id).into());
+                    f.insert("made".into(), made.clone().into());
+                    f
+                },
             );
         }
     }
-    if shown == 0 {
+    if shown == 0 && !events::enabled() {
         println!(
             "nothing was deleted{}",
             if since.is_some() { " since then" } else { "" }
+        );
+    }
+    if events::enabled() {
+        events::emit(
+            "summary",
+            events::fields(serde_json::json!({"deleted": shown})),
         );
     }
     Ok(0)
@@ -223,7 +301,7 @@ pub fn ls(home: &DataHome, dir: &Path, spec: &str, sub: Option<&Path>) -> Result
         .filter(|e| sub.is_none_or(|s| e.path.starts_with(s)))
     {
         n += 1;
-        println!("{}", line(e));
+        say(|| line(e), "entry", || entry_fields(e));
     }
     if n == 0 {
         if let Some(s) = sub {
@@ -279,7 +357,21 @@ pub fn diff(home: &DataHome, dir: &Path, v1: &str, v2: Option<&str>) -> Result<i
     let vd = versioned(home, dir)?;
     let (a_name, a) = side(&vd, home, Some(v1))?;
     let (b_name, b) = side(&vd, home, v2)?;
-    println!("from {a_name} to {b_name} of {}:", display(vd.dir()));
+    if !events::enabled() {
+        println!("from {a_name} to {b_name} of {}:", display(vd.dir()));
+    }
+    let change = |sign: &str, p: &Path| {
+        say(
+            || format!("{sign} {}", display(p)),
+            "entry",
+            || {
+                let mut f = Map::new();
+                f.insert("change".into(), sign.into());
+                events::put_path(&mut f, "path", p);
+                f
+            },
+        )
+    };
     let (mut plus, mut minus, mut changed, mut meta) = (0, 0, 0, 0);
     for (x, y) in engine::tree::zip_sorted_by(
         a.iter(),
@@ -290,28 +382,41 @@ pub fn diff(home: &DataHome, dir: &Path, v1: &str, v2: Option<&str>) -> Result<i
         match (x, y) {
             (None, Some(y)) => {
                 plus += 1;
-                println!("+ {}", display(&y.path));
+                change("+", &y.path);
             }
             (Some(x), None) => {
                 minus += 1;
-                println!("- {}", display(&x.path));
+                change("-", &x.path);
             }
             (Some(x), Some(y)) => {
                 if x.kind != y.kind || x.sha256 != y.sha256 || x.target != y.target {
                     changed += 1;
-                    println!("M {}", display(&y.path));
+                    change("M", &y.path);
                 } else if x.mode != y.mode || x.mtime != y.mtime || x.owner != y.owner {
                     // A directory's mtime moves with what is in it: not worth a line.
                     if y.kind != Kind::Dir {
                         meta += 1;
-                        println!("m {}", display(&y.path));
+                        change("m", &y.path);
                     }
                 }
             }
             (None, None) => {}
         }
     }
-    println!("{plus} added, {minus} removed, {changed} changed, {meta} with metadata changed");
+    say(
+        || {
+            format!(
+                "{plus} added, {minus} removed, {changed} changed, {meta} with metadata changed"
+            )
+        },
+        "summary",
+        || {
+            events::fields(serde_json::json!({
+                "from": a_name, "to": b_name,
+                "added": plus, "removed": minus, "changed": changed, "metadata": meta,
+            }))
+        },
+    );
     Ok(0)
 }
 
@@ -342,6 +447,23 @@ pub fn duplicates(home: &DataHome, dir: &Path) -> Result<i32, Refusal> {
     });
     let wasted: u64 = dups.iter().map(|(w, _)| w).sum();
     for (w, g) in &dups {
+        if events::enabled() {
+            let mut f = Map::new();
+            f.insert("copies".into(), g.len().into());
+            f.insert("size".into(), g[0].size.into());
+            f.insert("wasted".into(), (*w).into());
+            let paths: Vec<Value> = g
+                .iter()
+                .map(|e| {
+                    let mut p = Map::new();
+                    events::put_path(&mut p, "path", &e.path);
+                    Value::Object(p)
+                })
+                .collect();
+            f.insert("paths".into(), paths.into());
+            events::emit("entry", f);
+            continue;
+        }
         println!(
             "{} copies of {} bytes ({w} bytes more than one):",
             g.len(),
@@ -351,11 +473,21 @@ pub fn duplicates(home: &DataHome, dir: &Path) -> Result<i32, Refusal> {
             println!("  {}", display(&e.path));
         }
     }
-    println!(
-        "{} groups of duplicates in version {} of {}; {wasted} bytes would be saved by keeping one of each",
-        dups.len(),
-        head.id,
-        display(vd.dir())
+    say(
+        || {
+            format!(
+                "{} groups of duplicates in version {} of {}; {wasted} bytes would be saved by keeping one of each",
+                dups.len(),
+                head.id,
+                display(vd.dir())
+            )
+        },
+        "summary",
+        || {
+            events::fields(
+                serde_json::json!({"groups": dups.len(), "version": head.id, "wasted": wasted}),
+            )
+        },
     );
     Ok(0)
 }

@@ -57,6 +57,10 @@ pub struct Cli {
     /// Print per-file detail.
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Print JSON instead of text: `list` one document; find, deleted, ls, diff,
+    /// duplicates, tag, untag and restore one object per line (see the README).
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -67,12 +71,7 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  recovery list\n  recovery list ~/Photos\n  recovery list ~/Photos --json"
     )]
-    List {
-        dir: Option<PathBuf>,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    List { dir: Option<PathBuf> },
     /// Re-hash every stored file; check that every version reads and that the content
     /// each needs is in the store or in a live directory; exit 1 if anything is damaged
     /// or missing.
@@ -215,10 +214,20 @@ pub fn main() -> i32 {
         return exit::REFUSED;
     };
     let run = || -> Result<i32, Refusal> {
+        if cli.json {
+            if let Command::Verify { .. } | Command::Forget { .. } = command {
+                return Err(Refusal::new(
+                    "--json is not available for verify and forget yet",
+                ));
+            }
+            if !matches!(command, Command::List { .. }) {
+                engine::run::events::enable();
+            }
+        }
         logging::init(verbosity(cli.quiet, cli.verbose), None)?;
         let home = DataHome::locate()?;
         match command {
-            Command::List { dir, json } => inspect::list(&home, dir.as_deref(), *json),
+            Command::List { dir } => inspect::list(&home, dir.as_deref(), cli.json),
             Command::Verify { dir, repair } => inspect::verify(&home, dir.as_deref(), *repair),
             Command::Forget {
                 dir,

@@ -477,7 +477,12 @@ pub fn tag(home: &DataHome, dir: &Path, spec: &str, name: &str) -> Result<i32, R
     let mut tags = history.tags().map_err(Refusal::from)?;
     tags.insert(name.to_string(), head.id);
     history.set_tags(&tags).map_err(Refusal::from)?;
-    println!("tagged version {} of {} {name}", head.id, display(vd.dir()));
+    if engine::run::events::enabled() {
+        let f = serde_json::json!({"tagged": head.id, "tag": name});
+        engine::run::events::emit("summary", engine::run::events::fields(f));
+    } else {
+        println!("tagged version {} of {} {name}", head.id, display(vd.dir()));
+    }
     Ok(0)
 }
 
@@ -494,6 +499,11 @@ pub fn untag(home: &DataHome, dir: &Path, name: &str) -> Result<i32, Refusal> {
         )));
     };
     history.set_tags(&tags).map_err(Refusal::from)?;
-    println!("untagged version {id} of {} ({name})", display(vd.dir()));
+    if engine::run::events::enabled() {
+        let f = serde_json::json!({"untagged": id, "tag": name});
+        engine::run::events::emit("summary", engine::run::events::fields(f));
+    } else {
+        println!("untagged version {id} of {} ({name})", display(vd.dir()));
+    }
     Ok(0)
 }

@@ -392,6 +392,22 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
         + plan.errors.len()
         + usize::from(flushed.is_err())
         + usize::from(settled.is_err());
+    if engine::run::events::enabled() {
+        let actions: serde_json::Map<String, serde_json::Value> = applied
+            .counts
+            .by_verb
+            .iter()
+            .map(|(v, n)| (v.to_string(), (*n).into()))
+            .collect();
+        let mut f = serde_json::Map::new();
+        engine::run::events::put_path(&mut f, "restored", &target);
+        f.insert("version".into(), head.id.into());
+        f.insert("actions".into(), actions.into());
+        f.insert("bytes_copied".into(), applied.counts.bytes.into());
+        f.insert("errors".into(), errors.into());
+        f.insert("interrupted".into(), applied.interrupted.into());
+        engine::run::events::emit("summary", f);
+    }
     log::info!(
         "restored {} from {}: {} · {} bytes · {errors} errors · version sha256 {}",
         display(&target),

@@ -468,3 +468,58 @@ fn json_names_a_two_way_conflict() {
         (Some("summary"), Some(1))
     );
 }
+
+#[test]
+fn recovery_commands_print_json_events() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    std::fs::create_dir_all(&dst).unwrap();
+    write(&src.join("docs/a.txt"), "same");
+    write(&src.join("docs/b.txt"), "same");
+    write(&src.join("gone.txt"), "to be deleted");
+    env.oneway(&src, &dst, &[]).expect(0);
+    std::fs::remove_file(src.join("gone.txt")).unwrap();
+    env.oneway(&src, &dst, &[]).expect(0);
+    let s = src.to_str().unwrap();
+    let json = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let run = env.run("recovery", &all);
+        run.expect(0);
+        events(&run)
+    };
+    let ls = json(&["ls", s, "--version", "previous"]);
+    assert!(ls
+        .iter()
+        .any(|e| e["type"] == "entry" && e["path"] == "gone.txt"));
+    let deleted = json(&["deleted", s]);
+    assert!(deleted
+        .iter()
+        .any(|e| e["path"] == "gone.txt" && e["last_version"] == 1));
+    let diff = json(&["diff", s, "previous", "latest"]);
+    assert!(diff
+        .iter()
+        .any(|e| e["change"] == "-" && e["path"] == "gone.txt"));
+    assert_eq!(diff.last().unwrap()["removed"], 1);
+    let find = json(&["find", s, "gone.txt"]);
+    assert_eq!(find[0]["type"], "version");
+    let dups = json(&["duplicates", s]);
+    assert_eq!(dups[0]["copies"], 2);
+    let tag = json(&["tag", s, "previous", "before"]);
+    assert_eq!(tag[0]["tag"], "before");
+    let to = env.path("restored");
+    let restore = json(&[
+        "restore",
+        s,
+        "--version",
+        "before",
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert!(restore
+        .iter()
+        .any(|e| e["type"] == "action" && e["path"] == "gone.txt"));
+    assert_eq!(restore.last().unwrap()["type"], "summary");
+    // Not yet: said, not half done.
+    env.run("recovery", ["verify", "--json"]).expect(2);
+}
