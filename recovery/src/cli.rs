@@ -57,8 +57,8 @@ pub struct Cli {
     /// Print per-file detail.
     #[arg(short, long, global = true)]
     pub verbose: bool,
-    /// Print JSON instead of text: `list` one document; find, deleted, ls, diff,
-    /// duplicates, tag, untag and restore one object per line (see the README).
+    /// Print JSON instead of text: `list` one document, every other command one
+    /// object per line (see the README).
     #[arg(long, global = true)]
     pub json: bool,
 }
@@ -214,15 +214,8 @@ pub fn main() -> i32 {
         return exit::REFUSED;
     };
     let run = || -> Result<i32, Refusal> {
-        if cli.json {
-            if let Command::Verify { .. } | Command::Forget { .. } = command {
-                return Err(Refusal::new(
-                    "--json is not available for verify and forget yet",
-                ));
-            }
-            if !matches!(command, Command::List { .. }) {
-                engine::run::events::enable();
-            }
+        if cli.json && !matches!(command, Command::List { .. }) {
+            engine::run::events::enable();
         }
         logging::init(verbosity(cli.quiet, cli.verbose), None)?;
         let home = DataHome::locate()?;

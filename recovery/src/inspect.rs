@@ -9,6 +9,7 @@ use serde::Serialize;
 use engine::error::Refusal;
 use engine::hash;
 use engine::names::display;
+use engine::run::events;
 use engine::run::home::{absolute, DataHome};
 use engine::tree::{Digest, Kind};
 
@@ -263,7 +264,7 @@ pub fn verify(home: &DataHome, dir: Option<&Path>, repair: bool) -> Result<i32, 
         let listed = match history.list() {
             Ok(l) => l,
             Err(err) => {
-                println!("DAMAGED  {err}");
+                report("error", format!("DAMAGED  {err}"));
                 problems += 1;
                 continue;
             }
@@ -299,17 +300,23 @@ pub fn verify(home: &DataHome, dir: Option<&Path>, repair: bool) -> Result<i32, 
                 .map(|l| l.head.id.to_string())
                 .collect();
             problems += unread.len().max(1);
-            println!(
-                "DAMAGED  versions {} of {}: {err}",
-                unread.join(", "),
-                display(&e.path)
+            report(
+                "error",
+                format!(
+                    "DAMAGED  versions {} of {}: {err}",
+                    unread.join(", "),
+                    display(&e.path)
+                ),
             );
         }
         let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
         let objects = match history.objects() {
             Ok(o) => o,
             Err(err) => {
-                println!("DAMAGED  {}: {err}", display(history.path()));
+                report(
+                    "error",
+                    format!("DAMAGED  {}: {err}", display(history.path())),
+                );
                 problems += 1;
                 continue;
             }
@@ -358,14 +365,17 @@ pub fn verify(home: &DataHome, dir: Option<&Path>, repair: bool) -> Result<i32, 
                 }
                 Ok((d, _)) => {
                     problems += 1;
-                    println!(
-                        "DAMAGED  {}: its bytes hash to {d}{what}",
-                        display(&history.path().join(history::object_path(sha)))
+                    report(
+                        "error",
+                        format!(
+                            "DAMAGED  {}: its bytes hash to {d}{what}",
+                            display(&history.path().join(history::object_path(sha)))
+                        ),
                     );
                 }
                 Err(err) => {
                     problems += 1;
-                    println!("DAMAGED  {err}{what}");
+                    report("error", format!("DAMAGED  {err}{what}"));
                 }
             }
             if repair && !held.contains(sha) {
@@ -373,9 +383,12 @@ pub fn verify(home: &DataHome, dir: Option<&Path>, repair: bool) -> Result<i32, 
                     Ok(from) => {
                         healed += 1;
                         held.insert(*sha);
-                        println!("REPAIRED {} from {}", sha.to_hex(), display(&from));
+                        report(
+                            "action",
+                            format!("REPAIRED {} from {}", sha.to_hex(), display(&from)),
+                        );
                     }
-                    Err(why) => println!("NOT REPAIRED {}: {why}", sha.to_hex()),
+                    Err(why) => report("warning", format!("NOT REPAIRED {}: {why}", sha.to_hex())),
                 }
             }
         }
@@ -385,30 +398,59 @@ pub fn verify(home: &DataHome, dir: Option<&Path>, repair: bool) -> Result<i32, 
             }
             if repair {
                 if let Ok(from) = heal(&history, &live, &others, &sha, needed.get(&sha)) {
-                    println!(
-                        "REPAIRED {} of {} (versions {}) from {}",
-                        display(&path),
-                        display(&e.path),
-                        ids(&v),
-                        display(&from)
+                    report(
+                        "action",
+                        format!(
+                            "REPAIRED {} of {} (versions {}) from {}",
+                            display(&path),
+                            display(&e.path),
+                            ids(&v),
+                            display(&from)
+                        ),
                     );
                     continue;
                 }
             }
             problems += 1;
-            println!(
+            report("error", format!(
                 "MISSING  {} of {} in the store {} (versions {}): its content (sha256 {}) is neither in the store nor in a live directory",
                 display(&path),
                 display(&e.path),
                 display(&e.store),
                 ids(&v),
                 sha.to_hex()
-            );
+            ));
         }
         problems -= healed;
     }
-    println!("verified {objects_n} stored files and {versions_n} versions: {problems} problems");
+    if events::enabled() {
+        let f =
+            serde_json::json!({"files": objects_n, "versions": versions_n, "problems": problems});
+        events::emit("summary", events::fields(f));
+    } else {
+        println!(
+            "verified {objects_n} stored files and {versions_n} versions: {problems} problems"
+        );
+    }
     Ok(if problems > 0 { 1 } else { 0 })
+}
+
+/// Prints a line of `verify`, or with `--json` the event `kind` saying it.
+fn report(kind: &str, text: String) {
+    if events::enabled() {
+        events::message(kind, &text);
+    } else {
+        println!("{text}");
+    }
+}
+
+/// Prints a closing line, or with `--json` a `summary` of `fields`.
+fn report_summary(text: String, fields: serde_json::Value) {
+    if events::enabled() {
+        events::emit("summary", events::fields(fields));
+    } else {
+        println!("{text}");
+    }
 }
 
 /// Applies a retention policy now (`dry_run`: says what it would drop).
@@ -430,16 +472,30 @@ pub fn forget(home: &DataHome, dir: &Path, keep: Keep, dry_run: bool) -> Result<
     let kept = crate::retention::kept(&times, &tagged, &keep);
     let before = vd.store_bytes().map_err(Refusal::from)?;
     for l in listed.iter().rev().filter(|l| !kept.contains(&l.head.id)) {
-        println!(
-            "{} version {} (made {}, {} files)",
-            if dry_run { "would drop" } else { "dropped" },
-            l.head.id,
-            l.head.made,
-            l.head.files
-        );
+        if events::enabled() {
+            let mut f = serde_json::Map::new();
+            events::put_path(&mut f, "dir", vd.dir());
+            f.insert("id".into(), l.head.id.into());
+            f.insert("made".into(), l.head.made.clone().into());
+            f.insert("files".into(), l.head.files.into());
+            f.insert("dropped".into(), (!dry_run).into());
+            f.insert("dry_run".into(), dry_run.into());
+            events::emit("version", f);
+        } else {
+            println!(
+                "{} version {} (made {}, {} files)",
+                if dry_run { "would drop" } else { "dropped" },
+                l.head.id,
+                l.head.made,
+                l.head.files
+            );
+        }
     }
     if dry_run {
-        println!("would keep {} of {} versions", kept.len(), listed.len());
+        report_summary(
+            format!("would keep {} of {} versions", kept.len(), listed.len()),
+            serde_json::json!({"dry_run": true, "kept": kept.len(), "versions": listed.len()}),
+        );
         return Ok(0);
     }
     let drop: BTreeSet<u64> = listed
@@ -450,11 +506,14 @@ pub fn forget(home: &DataHome, dir: &Path, keep: Keep, dry_run: bool) -> Result<
     history.forget(&drop).map_err(Refusal::from)?;
     history.collect_garbage(None).map_err(Refusal::from)?;
     let after = vd.store_bytes().map_err(Refusal::from)?;
-    println!(
-        "kept {} of {} versions; freed {} bytes",
-        kept.len(),
-        listed.len(),
-        before.saturating_sub(after)
+    let freed = before.saturating_sub(after);
+    report_summary(
+        format!(
+            "kept {} of {} versions; freed {freed} bytes",
+            kept.len(),
+            listed.len()
+        ),
+        serde_json::json!({"dry_run": false, "kept": kept.len(), "versions": listed.len(), "freed": freed}),
     );
     Ok(0)
 }

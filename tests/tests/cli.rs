@@ -520,6 +520,13 @@ fn recovery_commands_print_json_events() {
         .iter()
         .any(|e| e["type"] == "action" && e["path"] == "gone.txt"));
     assert_eq!(restore.last().unwrap()["type"], "summary");
-    // Not yet: said, not half done.
-    env.run("recovery", ["verify", "--json"]).expect(2);
+    let verify = json(&["verify"]);
+    assert_eq!(verify.last().unwrap()["problems"], 0);
+    let untag = json(&["untag", s, "before"]);
+    assert_eq!(untag[0]["untagged"], 1);
+    let forget = json(&["forget", s, "--keep-last", "1", "--dry-run"]);
+    assert!(forget
+        .iter()
+        .any(|e| e["type"] == "version" && e["dry_run"] == true));
+    assert_eq!(forget.last().unwrap()["kept"], 1);
 }
