@@ -71,6 +71,9 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
         if cli.additive {
             return Err(usage("oneway", "--additive is for passes, not --restore"));
         }
+        if settings.json {
+            engine::run::events::enable();
+        }
         return recovery::cli::restore_command("oneway", cli.paths, &cli.restore, &settings);
     }
     cli.restore.check_unused("oneway")?;

@@ -68,6 +68,9 @@ pub fn main() -> i32 {
 fn run(cli: Cli) -> Result<i32, Refusal> {
     let settings = Settings::resolve(&cli.pass, cli.conflict)?;
     if cli.restore.restore {
+        if settings.json {
+            engine::run::events::enable();
+        }
         return recovery::cli::restore_command("twoway", cli.paths, &cli.restore, &settings);
     }
     cli.restore.check_unused("twoway")?;
