@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use engine::error::Refusal;
 use engine::run::cli::{self, usage, PassArgs, RestoreArgs, Settings};
 use engine::run::home::DataHome;
+use engine::run::watch::Watch;
 use engine::run::{logging, runner, signal};
 
 use crate::pass::Job;
@@ -101,7 +102,18 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
     let interval = settings.interval;
     let mut job = Job::new(&source, &backup, settings, home)?;
     job.additive = cli.additive;
-    Ok(runner::run_passes(interval, |n| job.run_pass(n)))
+    // --watch: SOURCE is watched; BACKUP and the store, where the pass writes, are not.
+    let watch = match job.settings.watch {
+        Some(debounce) => {
+            let mut ignore = vec![job.backup.clone()];
+            ignore.extend(job.settings.store.clone());
+            Some(Watch::new(&[&job.source], ignore, debounce)?)
+        }
+        None => None,
+    };
+    Ok(runner::run_passes_watching(interval, watch.as_ref(), |n| {
+        job.run_pass(n)
+    }))
 }
 
 /// Runs the config file's `jobs`, one after another each pass (see
@@ -120,6 +132,11 @@ fn run_jobs(
     logging::init(settings.verbosity, settings.log_file())?;
     settings.log_config_file();
     signal::install()?;
+    if settings.watch.is_some() {
+        return Err(Refusal::new(
+            "--watch runs one pair of directories; give them on the command line",
+        ));
+    }
     let home = DataHome::locate()?;
     let names: Vec<String> = jobs.iter().map(|(n, _, _)| n.clone()).collect();
     let make = |i: usize| {

@@ -530,3 +530,55 @@ fn recovery_commands_print_json_events() {
         .any(|e| e["type"] == "version" && e["dry_run"] == true));
     assert_eq!(forget.last().unwrap()["kept"], 1);
 }
+
+/// Waits (up to a minute: a busy machine is slow, never this slow) until `done` holds.
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < until, "never happened: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn watch_mode_passes_soon_after_a_change_and_stops_on_sigterm() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    write(&a.join("first.txt"), "1");
+    std::fs::create_dir_all(&b).unwrap();
+    for tool in ["oneway", "twoway"] {
+        let child = env
+            .cmd(tool)
+            .arg(&a)
+            .arg(&b)
+            .args(["--watch", "--interval", "3600", "--debounce", "100"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let running = Running::new(child);
+        eventually("the first pass", || b.join("first.txt").exists());
+        // A change made now reaches the other side long before the next interval.
+        let name = format!("{tool}-new.txt");
+        write(&a.join(&name), "new");
+        eventually("the change is copied", || b.join(&name).exists());
+        if tool == "twoway" {
+            write(&b.join("from-b.txt"), "b");
+            eventually("a change in B reaches A", || a.join("from-b.txt").exists());
+        }
+        // Time for a pass that the last pass's own writes would start, if they did
+        // (a slow machine can only hide such a pass, never make one up).
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let pid = running.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        let out = running.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{tool}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("stopped after"), "{tool}: {text}");
+        // What a pass wrote never started another: no pass found nothing to do.
+        assert!(!text.contains("nothing to do"), "{tool}: {text}");
+    }
+}

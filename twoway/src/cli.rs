@@ -7,6 +7,7 @@ use engine::error::Refusal;
 use engine::run::cli::{self, usage, PassArgs, RestoreArgs, Settings};
 use engine::run::config::ConflictPolicy;
 use engine::run::home::DataHome;
+use engine::run::watch::Watch;
 use engine::run::{logging, runner, signal};
 
 use crate::pass::Job;
@@ -97,7 +98,22 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
     let home = DataHome::locate()?;
     let interval = settings.interval;
     let job = Job::new(&a, &b, settings, home)?;
-    Ok(runner::run_passes(interval, |n| job.run_pass(n)))
+    // --watch: both replicas are watched, their stores not (what a pass itself writes
+    // is dropped after it).
+    let watch = match job.settings.watch {
+        Some(debounce) => {
+            let mut ignore = vec![
+                job.a.join(engine::names::VERSIONS_DIR),
+                job.b.join(engine::names::VERSIONS_DIR),
+            ];
+            ignore.extend(job.settings.store.clone());
+            Some(Watch::new(&[&job.a, &job.b], ignore, debounce)?)
+        }
+        None => None,
+    };
+    Ok(runner::run_passes_watching(interval, watch.as_ref(), |n| {
+        job.run_pass(n)
+    }))
 }
 
 /// Runs the config file's `jobs`, one after another each pass (see
@@ -116,6 +132,11 @@ fn run_jobs(
     logging::init(settings.verbosity, settings.log_file())?;
     settings.log_config_file();
     signal::install()?;
+    if settings.watch.is_some() {
+        return Err(Refusal::new(
+            "--watch runs one pair of directories; give them on the command line",
+        ));
+    }
     let home = DataHome::locate()?;
     let names: Vec<String> = jobs.iter().map(|(n, _, _)| n.clone()).collect();
     let make = |i: usize| {

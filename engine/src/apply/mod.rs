@@ -368,6 +368,16 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
 }
 
 impl Applied {
+    /// Every path this apply wrote, removed or changed (copies once named).
+    pub fn paths_touched(&self) -> impl Iterator<Item = &Path> {
+        let lists = [&self.written, &self.meta, &self.dirs];
+        lists
+            .into_iter()
+            .flat_map(|l| l.iter().map(|(p, _)| p.as_path()))
+            .chain(self.removed.iter().map(PathBuf::as_path))
+            .chain(self.copied.iter().filter_map(|c| c.path.as_deref()))
+    }
+
     /// Gives each copy's record its path, moved out of `plan` (the plan this applied):
     /// the records go without one while the copies run, as the plan holds them all. The
     /// plan's paths of copies are empty after.

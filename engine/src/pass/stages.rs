@@ -249,6 +249,14 @@ pub(super) fn apply<T: Tool>(
         }
         s.plan = Default::default();
     }
+    // --watch: what this pass wrote is no change for the watcher to react to.
+    if crate::run::watch::watching() {
+        for (s, d) in steps.iter().zip(done.iter()) {
+            if let Some(d) = d {
+                crate::run::watch::note_own(roots[s.target].path(), d.paths_touched());
+            }
+        }
+    }
     for (s, d) in steps.iter().zip(done.iter_mut()) {
         if let (Some(d), true) = (d, s.source != s.target) {
             apply::note_reads(&mut trees[s.source].entries, &mut d.copied);

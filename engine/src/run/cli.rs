@@ -24,6 +24,14 @@ pub struct PassArgs {
     /// Seconds between passes (default 60, or the config file's "interval").
     #[arg(long, value_name = "SECS", value_parser = parse_interval, allow_negative_numbers = true)]
     pub interval: Option<u64>,
+    /// After a first pass, run a pass soon after files change (inotify), as well as every
+    /// --interval (the safety net for changes a watcher misses).
+    #[arg(long, conflicts_with = "once")]
+    pub watch: bool,
+    /// With --watch: wait until nothing has changed for MS milliseconds before a pass
+    /// (default 1000).
+    #[arg(long, value_name = "MS", requires = "watch")]
+    pub debounce: Option<u64>,
     /// Also append every log line to FILE.
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
@@ -184,6 +192,8 @@ pub struct Settings {
     pub on_error: crate::run::config::OnError,
     /// `--json`: events on stdout instead of text.
     pub json: bool,
+    /// `--watch`: the debounce of changes seen (passes then also run on changes).
+    pub watch: Option<Duration>,
 }
 
 impl Settings {
@@ -313,6 +323,8 @@ impl Settings {
             config_file,
             on_error: args.on_error.or(cfg.on_error).unwrap_or_default(),
             json: args.json,
+            watch: (args.watch && !args.dry_run)
+                .then(|| Duration::from_millis(args.debounce.unwrap_or(1000))),
         })
     }
 }

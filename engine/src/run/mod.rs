@@ -10,6 +10,7 @@ pub mod home;
 pub mod logging;
 pub mod runner;
 pub mod signal;
+pub mod watch;
 
 /// What each binary does first in `main`, while it has one thread: fixes glibc's mmap
 /// threshold ([`alloc_tune::settle`], which may re-execute the binary) and grows the

@@ -22,6 +22,15 @@ pub struct PassOutcome {
 /// unplugged) is logged and retried at the next interval.
 pub fn run_passes(
     interval: Option<Duration>,
+    pass: impl FnMut(u64) -> Result<PassOutcome, Refusal>,
+) -> i32 {
+    run_passes_watching(interval, None, pass)
+}
+
+/// [`run_passes`], woken early by `watch` (see [`crate::run::watch`]) when files change.
+pub fn run_passes_watching(
+    interval: Option<Duration>,
+    watch: Option<&crate::run::watch::Watch>,
     mut pass: impl FnMut(u64) -> Result<PassOutcome, Refusal>,
 ) -> i32 {
     let mut total_ops = 0u64;
@@ -59,7 +68,14 @@ pub fn run_passes(
             return finish(n, total_ops, exit::REFUSED);
         };
         let until = Instant::now() + every;
-        while Instant::now() < until {
+        if let Some(w) = watch {
+            // What the pass itself wrote is no change to react to.
+            w.settle();
+            if w.wait(until, signal::stop_requested) == crate::run::watch::Wake::Stop {
+                return finish(n, total_ops, exit::OK);
+            }
+        }
+        while Instant::now() < until && watch.is_none() {
             if signal::stop_requested() {
                 return finish(n, total_ops, exit::OK);
             }

@@ -1,0 +1,172 @@
+//! `--watch`: what wakes the pass loop early. The directories a pass reads are watched
+//! (inotify, through the `notify` crate); a change there, once nothing has changed for
+//! the debounce time, starts a pass. Changes to the tool's own files (temporary files,
+//! locks, the store) never do, nor what a pass wrote (each pass notes its paths); a
+//! change made by someone else while a pass ran starts the next one. A watcher can miss changes (a full queue,
+//! a network filesystem, a drive unplugged): the pass every `--interval` stays.
+//!
+//! This module reads events only; it never touches a replica.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use notify::{EventKind, RecursiveMode, Watcher};
+
+use crate::error::Refusal;
+
+/// Watches directories for changes worth a pass.
+pub struct Watch {
+    _watcher: notify::RecommendedWatcher,
+    events: Receiver<notify::Result<notify::Event>>,
+    debounce: Duration,
+    /// Paths whose changes are the tool's own (a store inside a replica, BACKUP
+    /// inside SOURCE).
+    ignore: Vec<PathBuf>,
+    /// A change seen while the last pass ran that was not the pass's own.
+    pending: std::cell::Cell<bool>,
+}
+
+/// The paths the pass running now writes (absolute), while a watch is on: events for
+/// them, or under them, are the pass's own.
+static OWN: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+/// Notes paths (relative to `root`) that a pass wrote, when a watch is on.
+pub fn note_own<'a>(root: &Path, rels: impl Iterator<Item = &'a Path>) {
+    if let Ok(mut own) = OWN.lock() {
+        if let Some(own) = own.as_mut() {
+            own.extend(rels.map(|r| root.join(r)));
+        }
+    }
+}
+
+/// Whether a watch is on (a pass then notes what it writes).
+pub fn watching() -> bool {
+    OWN.lock().is_ok_and(|o| o.is_some())
+}
+
+/// Why [`Watch::wait`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// Files changed (and then nothing for the debounce time).
+    Changed,
+    /// The time given came.
+    Due,
+    /// Ctrl+C or SIGTERM.
+    Stop,
+}
+
+impl Watch {
+    /// Watches `dirs` (each whole), ignoring what happens under `ignore`.
+    pub fn new(dirs: &[&Path], ignore: Vec<PathBuf>, debounce: Duration) -> Result<Watch, Refusal> {
+        let (tx, events) = channel();
+        let mut watcher = notify::recommended_watcher(tx)
+            .map_err(|e| Refusal::new(format!("cannot watch for changes: {e}")))?;
+        for d in dirs {
+            watcher.watch(d, RecursiveMode::Recursive).map_err(|e| {
+                Refusal::new(format!(
+                    "cannot watch {} for changes: {e}",
+                    crate::names::display(d)
+                ))
+            })?;
+        }
+        if let Ok(mut own) = OWN.lock() {
+            *own = Some(HashSet::new());
+        }
+        Ok(Watch {
+            _watcher: watcher,
+            events,
+            debounce,
+            ignore,
+            pending: std::cell::Cell::new(false),
+        })
+    }
+
+    /// Whether an event asks for a pass: a change (not a read) of an entry that is not
+    /// the tool's own; an error of the watcher (a full queue) does too.
+    fn matters(&self, e: &notify::Result<notify::Event>) -> bool {
+        self.matters_but(e, &HashSet::new())
+    }
+
+    /// [`matters`](Self::matters), and is not about a path in `own` (or under one).
+    fn matters_but(&self, e: &notify::Result<notify::Event>, own: &HashSet<PathBuf>) -> bool {
+        let Ok(e) = e else {
+            return true;
+        };
+        if e.need_rescan() {
+            return true;
+        }
+        if matches!(e.kind, EventKind::Access(_)) {
+            return false;
+        }
+        e.paths.iter().any(|p| {
+            let own_name = p.file_name().is_some_and(|n| {
+                crate::names::is_reserved_top(n) || crate::names::is_temp_name(n) || unnamed(p)
+            });
+            let ours = p.ancestors().any(|a| own.contains(a));
+            !own_name && !ours && !self.ignore.iter().any(|i| p.starts_with(i))
+        })
+    }
+
+    /// Waits for a change worth a pass, debounced, or until `until`.
+    pub fn wait(&self, until: Instant, stop: impl Fn() -> bool) -> Wake {
+        let tick = Duration::from_millis(50);
+        let mut changed: Option<Instant> = self.pending.take().then(Instant::now);
+        let mut first: Option<Instant> = changed;
+        loop {
+            if stop() {
+                return Wake::Stop;
+            }
+            let now = Instant::now();
+            if let Some(last) = changed {
+                // Quiet for the debounce time, or changing for ten times it.
+                let since_first = first.map_or(Duration::ZERO, |f| now - f);
+                if now - last >= self.debounce || since_first >= self.debounce * 10 {
+                    return Wake::Changed;
+                }
+            } else if now >= until {
+                return Wake::Due;
+            }
+            match self.events.recv_timeout(tick) {
+                Ok(e) => {
+                    if self.matters(&e) {
+                        changed = Some(Instant::now());
+                        first.get_or_insert(Instant::now());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Wake::Due,
+            }
+        }
+    }
+
+    /// After a pass: the events seen meanwhile that are not about what it wrote are
+    /// a change to pass on (someone saved a file while it ran); the rest are dropped.
+    pub fn settle(&self) {
+        let own = OWN
+            .lock()
+            .ok()
+            .and_then(|mut o| o.as_mut().map(std::mem::take))
+            .unwrap_or_default();
+        while let Ok(e) = self.events.try_recv() {
+            if self.matters_but(&e, &own) {
+                log::debug!("changed while the pass ran: {e:?}");
+                self.pending.set(true);
+            }
+        }
+    }
+}
+
+/// An unnamed file being written (`O_TMPFILE`, as copies are made before they get their
+/// name): inotify names it `#<inode>`, a path that does not exist.
+fn unnamed(p: &Path) -> bool {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    name.strip_prefix('#')
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        && p.symlink_metadata().is_err()
+}
