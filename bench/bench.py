@@ -430,6 +430,50 @@ def rename_case(R, base, runs, work, have, quick):
     subprocess.run(["rm", "-rf", folder], check=True)
 
 
+def watch_case(R, tree, runs, work):
+    """oneway --watch on W1: the time from a file written in SOURCE to that file in
+    BACKUP, with the default debounce (1 s) and with --debounce 100."""
+    for debounce in (None, 100):
+        home = os.path.join(work, "home-watch")
+        fresh(home)
+        src, dst = os.path.join(work, "src"), os.path.join(work, "dst")
+        copy_tree(tree, src)
+        fresh(dst)
+        log = os.path.join(work, "watch.log")
+        if os.path.exists(log):
+            os.remove(log)
+        cmd = [ours("oneway"), src, dst, "--watch", "--interval", "3600", "-q", "--log", log]
+        if debounce:
+            cmd += ["--debounce", str(debounce)]
+        proc = subprocess.Popen(cmd, env=env_for(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            def wait_for(path, limit=120):
+                t0 = time.perf_counter()
+                while not os.path.exists(path):
+                    if time.perf_counter() - t0 > limit:
+                        raise RuntimeError(f"watch: {path} never came")
+                    time.sleep(0.002)
+                return time.perf_counter() - t0
+            # The first pass copies the tree: its summary in the log says it is over.
+            t0 = time.perf_counter()
+            while not (os.path.exists(log) and " pass 1:" in open(log, errors="replace").read()):
+                if time.perf_counter() - t0 > 300:
+                    raise RuntimeError("watch: the first pass never ended")
+                time.sleep(0.05)
+            label = "W1 watch: a write in SOURCE to BACKUP" + (f" (--debounce {debounce})" if debounce else " (debounce 1 s)")
+            for i in range(max(5, runs * 3)):
+                p = os.path.join(src, f"watched-{i}.txt")
+                t0 = time.perf_counter()
+                with open(p, "w") as f:
+                    f.write(f"change {i}")
+                wait_for(os.path.join(dst, f"watched-{i}.txt"))
+                R.add(label, "oneway", time.perf_counter() - t0, float("nan"))
+                time.sleep(0.3)
+        finally:
+            proc.terminate()
+            proc.wait()
+
+
 def sync_cases(R, tree, tools, runs, work):
     for r in range(runs):
         order = tools if r % 2 == 0 else list(reversed(tools))
@@ -489,7 +533,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small trees (a smoke test)")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--cases", default="mirror,large,versions,history,restore,rename,twoway,scale")
+    ap.add_argument("--cases", default="mirror,large,versions,history,restore,rename,watch,twoway,scale")
     ap.add_argument("--bench-dir", default=os.environ.get("BENCH_DIR", "/dev/shm"))
     args = ap.parse_args()
     cases = set(args.cases.split(","))
@@ -520,6 +564,8 @@ def main():
             restore_case(R, w1, args.runs, work)
         if "rename" in cases:
             rename_case(R, base, args.runs, work, have, args.quick)
+        if "watch" in cases:
+            watch_case(R, w1, args.runs, work)
         if "twoway" in cases:
             tools = ["twoway"] + (["unison"] if have["unison"] else [])
             sync_cases(R, w1, tools, args.runs, work)
