@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use engine::error::Refusal;
 use engine::run::cli::{self, usage, PassArgs, RestoreArgs, Settings};
 use engine::run::home::DataHome;
+use engine::run::runner;
 use engine::run::watch::Watch;
-use engine::run::{logging, runner, signal};
 
 use crate::pass::Job;
 
@@ -85,19 +85,16 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
         Vec::new()
     };
     if !jobs.is_empty() {
-        return run_jobs(&cli, settings, jobs);
+        let make = |[source, backup]: &[PathBuf; 2], job_settings, home| {
+            let mut job = Job::new(source, backup, job_settings, home)?;
+            job.additive = cli.additive;
+            Ok(job)
+        };
+        return runner::run_config_jobs(&settings, jobs, make, |job, n| job.run_pass(n));
     }
     let [source, backup] = <[PathBuf; 2]>::try_from(cli.paths)
         .map_err(|_| usage("oneway", "oneway needs SOURCE and BACKUP"))?;
-    if settings.on_error == engine::run::config::OnError::Ignore {
-        logging::quiet_file_errors();
-    }
-    if settings.json {
-        engine::run::events::enable();
-    }
-    logging::init(settings.verbosity, settings.log_file())?;
-    settings.log_config_file();
-    signal::install()?;
+    settings.start_run()?;
     let home = DataHome::locate()?;
     let interval = settings.interval;
     let mut job = Job::new(&source, &backup, settings, home)?;
@@ -114,41 +111,4 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
     Ok(runner::run_passes_watching(interval, watch.as_ref(), |n| {
         job.run_pass(n)
     }))
-}
-
-/// Runs the config file's `jobs`, one after another each pass (see
-/// `engine::run::runner::run_jobs`); `settings` are the run's (log file, interval).
-fn run_jobs(
-    cli: &Cli,
-    settings: Settings,
-    jobs: Vec<(String, [PathBuf; 2], Settings)>,
-) -> Result<i32, Refusal> {
-    if settings.on_error == engine::run::config::OnError::Ignore {
-        logging::quiet_file_errors();
-    }
-    if settings.json {
-        engine::run::events::enable();
-    }
-    logging::init(settings.verbosity, settings.log_file())?;
-    settings.log_config_file();
-    signal::install()?;
-    if settings.watch.is_some() {
-        return Err(Refusal::new(
-            "--watch runs one pair of directories; give them on the command line",
-        ));
-    }
-    let home = DataHome::locate()?;
-    let names: Vec<String> = jobs.iter().map(|(n, _, _)| n.clone()).collect();
-    let make = |i: usize| {
-        let (_, [source, backup], job_settings) = &jobs[i];
-        let mut job = Job::new(source, backup, job_settings.clone(), home.clone())?;
-        job.additive = cli.additive;
-        Ok(job)
-    };
-    Ok(runner::run_jobs(
-        settings.interval,
-        &names,
-        make,
-        |job, n| job.run_pass(n),
-    ))
 }

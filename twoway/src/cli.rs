@@ -7,8 +7,8 @@ use engine::error::Refusal;
 use engine::run::cli::{self, usage, PassArgs, RestoreArgs, Settings};
 use engine::run::config::ConflictPolicy;
 use engine::run::home::DataHome;
+use engine::run::runner;
 use engine::run::watch::Watch;
-use engine::run::{logging, runner, signal};
 
 use crate::pass::Job;
 
@@ -82,19 +82,12 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
         Vec::new()
     };
     if !jobs.is_empty() {
-        return run_jobs(&cli, settings, jobs);
+        let make = |[a, b]: &[PathBuf; 2], job_settings, home| Job::new(a, b, job_settings, home);
+        return runner::run_config_jobs(&settings, jobs, make, |job, n| job.run_pass(n));
     }
     let [a, b] = <[PathBuf; 2]>::try_from(cli.paths)
         .map_err(|_| usage("twoway", "twoway needs DIR_A and DIR_B"))?;
-    if settings.on_error == engine::run::config::OnError::Ignore {
-        logging::quiet_file_errors();
-    }
-    if settings.json {
-        engine::run::events::enable();
-    }
-    logging::init(settings.verbosity, settings.log_file())?;
-    settings.log_config_file();
-    signal::install()?;
+    settings.start_run()?;
     let home = DataHome::locate()?;
     let interval = settings.interval;
     let job = Job::new(&a, &b, settings, home)?;
@@ -114,40 +107,4 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
     Ok(runner::run_passes_watching(interval, watch.as_ref(), |n| {
         job.run_pass(n)
     }))
-}
-
-/// Runs the config file's `jobs`, one after another each pass (see
-/// `engine::run::runner::run_jobs`); `settings` are the run's (log file, interval).
-fn run_jobs(
-    _cli: &Cli,
-    settings: Settings,
-    jobs: Vec<(String, [PathBuf; 2], Settings)>,
-) -> Result<i32, Refusal> {
-    if settings.on_error == engine::run::config::OnError::Ignore {
-        logging::quiet_file_errors();
-    }
-    if settings.json {
-        engine::run::events::enable();
-    }
-    logging::init(settings.verbosity, settings.log_file())?;
-    settings.log_config_file();
-    signal::install()?;
-    if settings.watch.is_some() {
-        return Err(Refusal::new(
-            "--watch runs one pair of directories; give them on the command line",
-        ));
-    }
-    let home = DataHome::locate()?;
-    let names: Vec<String> = jobs.iter().map(|(n, _, _)| n.clone()).collect();
-    let make = |i: usize| {
-        let (_, [a, b], job_settings) = &jobs[i];
-        let job = Job::new(a, b, job_settings.clone(), home.clone())?;
-        Ok(job)
-    };
-    Ok(runner::run_jobs(
-        settings.interval,
-        &names,
-        make,
-        |job, n| job.run_pass(n),
-    ))
 }

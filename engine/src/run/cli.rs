@@ -210,6 +210,21 @@ impl Settings {
         }
     }
 
+    /// Sets up the console and log file of a pass run (per-file errors kept to -v with
+    /// `--on-error ignore`, JSON events with `--json`), says which config file was
+    /// read, and installs the Ctrl+C and SIGTERM handler.
+    pub fn start_run(&self) -> Result<(), Refusal> {
+        if self.on_error == crate::run::config::OnError::Ignore {
+            crate::run::logging::quiet_file_errors();
+        }
+        if self.json {
+            crate::run::events::enable();
+        }
+        crate::run::logging::init(self.verbosity, self.log_file())?;
+        self.log_config_file();
+        crate::run::signal::install()
+    }
+
     /// The retention policy and size budget of the store.
     pub fn retention(&self) -> (crate::run::config::Keep, Option<u64>) {
         (self.keep, self.max_store_bytes)

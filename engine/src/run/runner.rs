@@ -149,3 +149,31 @@ pub fn run_jobs<J>(
         }
     })
 }
+
+/// `--config FILE` with jobs and no directories: sets the run up (`settings`: the run's
+/// own, for its log file and interval), then [`run_jobs`], each job made by `make` from
+/// its directories and settings.
+pub fn run_config_jobs<J>(
+    settings: &crate::run::cli::Settings,
+    jobs: Vec<(String, [std::path::PathBuf; 2], crate::run::cli::Settings)>,
+    make: impl Fn(
+        &[std::path::PathBuf; 2],
+        crate::run::cli::Settings,
+        crate::run::home::DataHome,
+    ) -> Result<J, Refusal>,
+    pass: impl Fn(&J, u64) -> Result<PassOutcome, Refusal>,
+) -> Result<i32, Refusal> {
+    settings.start_run()?;
+    if settings.watch.is_some() {
+        return Err(Refusal::new(
+            "--watch runs one pair of directories; give them on the command line",
+        ));
+    }
+    let home = crate::run::home::DataHome::locate()?;
+    let names: Vec<String> = jobs.iter().map(|(n, _, _)| n.clone()).collect();
+    let make_job = |i: usize| {
+        let (_, dirs, job_settings) = &jobs[i];
+        make(dirs, job_settings.clone(), home.clone())
+    };
+    Ok(run_jobs(settings.interval, &names, make_job, pass))
+}
