@@ -87,7 +87,7 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
     if !jobs.is_empty() {
         let make = |[source, backup]: &[PathBuf; 2], job_settings, home| {
             let mut job = Job::new(source, backup, job_settings, home)?;
-            job.additive = cli.additive;
+            job.additive |= cli.additive;
             Ok(job)
         };
         return runner::run_config_jobs(&settings, jobs, make, |job, n| job.run_pass(n));
@@ -98,7 +98,7 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
     let home = DataHome::locate()?;
     let interval = settings.interval;
     let mut job = Job::new(&source, &backup, settings, home)?;
-    job.additive = cli.additive;
+    job.additive |= cli.additive;
     // --watch: SOURCE is watched; BACKUP and the store, where the pass writes, are not.
     let watch = match job.settings.watch {
         Some(debounce) => {

@@ -108,13 +108,13 @@ impl Job {
             Replica::new(&backup_c, "BACKUP", &home),
         ];
         Ok(Job {
+            additive: settings.additive,
             replicas,
             source: source_c,
             backup: backup_c,
             settings,
             home,
             versioned,
-            additive: false,
             _lock: lock,
         })
     }

@@ -68,6 +68,12 @@ pub fn main() -> i32 {
 
 fn run(cli: Cli) -> Result<i32, Refusal> {
     let settings = Settings::resolve(&cli.pass, cli.conflict)?;
+    if settings.additive {
+        return Err(usage(
+            "twoway",
+            "the config key \"additive\" is oneway's: a two-way sync carries deletions",
+        ));
+    }
     if cli.restore.restore {
         if settings.json {
             engine::run::events::enable();

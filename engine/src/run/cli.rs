@@ -194,6 +194,8 @@ pub struct Settings {
     pub json: bool,
     /// `--watch`: the debounce of changes seen (passes then also run on changes).
     pub watch: Option<Duration>,
+    /// The config file's `additive` (oneway's `--additive` also sets it).
+    pub additive: bool,
 }
 
 impl Settings {
@@ -340,6 +342,7 @@ impl Settings {
             json: args.json,
             watch: (args.watch && !args.dry_run)
                 .then(|| Duration::from_millis(args.debounce.unwrap_or(1000))),
+            additive: cfg.additive.unwrap_or(false),
         })
     }
 }

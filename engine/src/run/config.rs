@@ -119,6 +119,8 @@ pub struct Config {
     pub keep: Option<Keep>,
     /// What a per-file error does: "warn", "fail" or "ignore".
     pub on_error: Option<OnError>,
+    /// oneway: only add to BACKUP (as `--additive`).
+    pub additive: Option<bool>,
     /// Several jobs, each with its own pair of directories and any key of its own (see
     /// [`Config::jobs`]).
     pub jobs: Option<Vec<serde_json::Map<String, serde_json::Value>>>,

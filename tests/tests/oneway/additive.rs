@@ -84,3 +84,33 @@ fn additive_does_not_go_with_restore() {
     );
     run.expect(2);
 }
+
+#[test]
+fn additive_is_a_config_key_too_and_twoway_refuses_it() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    write(&src.join("new.txt"), "new");
+    write(&dst.join("mine.txt"), "BACKUP's own");
+    let config = env.path("config.json");
+    write(&config, r#"{"additive": true}"#);
+    let run = env.oneway(&src, &dst, &["--config", config.to_str().unwrap()]);
+    run.expect(0);
+    assert!(dst.join("new.txt").exists() && dst.join("mine.txt").exists());
+    assert!(
+        run.all().contains("1 differences left alone"),
+        "{}",
+        run.all()
+    );
+    let run = env.run(
+        "twoway",
+        [
+            src.as_os_str(),
+            dst.as_os_str(),
+            "--once".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+    );
+    run.expect(2);
+    assert!(run.stderr().contains("oneway's"), "{}", run.stderr());
+}
