@@ -41,8 +41,18 @@ pub(super) fn run_sequence(
         };
         match result {
             Ok(()) => {
-                log_action(action, opts.direction, false);
-                out.counts.add(action.op.verb());
+                // A move that had to copy (its file changed since the scan) says so.
+                let copied = matches!(action.op, Op::Move { .. })
+                    && out.copied.last().is_some_and(|c| c.action == at);
+                if copied {
+                    let as_copy =
+                        Action::new(Op::Copy { replace: false }, &*action.path, None, None);
+                    log_action(&as_copy, opts.direction, false);
+                    out.counts.add(as_copy.op.verb());
+                } else {
+                    log_action(action, opts.direction, false);
+                    out.counts.add(action.op.verb());
+                }
                 report_done(opts, at, out);
             }
             Err(Error::Interrupted { .. }) => {

@@ -171,4 +171,10 @@ fn a_move_whose_file_changed_since_the_scan_copies_instead_and_keeps_it() {
     );
     assert!(out.failed.contains(Path::new("old/f")));
     assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
+    assert_eq!(
+        out.counts.by_verb.get("copy"),
+        Some(&1),
+        "counted as what it did"
+    );
+    assert_eq!(out.counts.by_verb.get("move"), None);
 }
