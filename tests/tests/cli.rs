@@ -114,18 +114,31 @@ fn without_config_the_default_config_file_is_read_and_named_with_v() {
 
 /// Runs `tool ARGS…` in a pseudo-terminal (util-linux `script`), as a person would.
 fn in_terminal(env: &Env, tool: &str, args: &[&std::path::Path]) -> String {
+    in_terminal_typing(env, tool, args, "")
+}
+
+/// [`in_terminal`], the person typing `typed` (answers, one per line).
+fn in_terminal_typing(env: &Env, tool: &str, args: &[&std::path::Path], typed: &str) -> String {
     let mut line = bin(tool).display().to_string();
     for a in args {
         line.push(' ');
         line.push_str(&format!("'{}'", a.display()));
     }
-    let out = std::process::Command::new("script")
+    let mut child = std::process::Command::new("script")
         .args(["-qec", &line, "/dev/null"])
         .env("TWOWAY_HOME", env.home())
         .env_remove("XDG_CONFIG_HOME")
         .env("HOME", env.path("no-home"))
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .expect("script (util-linux) runs");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(typed.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{tool} in a terminal: {out:?}");
     // Lines as the terminal shows them in the end: a progress line is redrawn in place
     // (a carriage return, then "erase the line").
@@ -581,4 +594,75 @@ fn watch_mode_passes_soon_after_a_change_and_stops_on_sigterm() {
         // What a pass wrote never started another: no pass found nothing to do.
         assert!(!text.contains("nothing to do"), "{tool}: {text}");
     }
+}
+
+#[test]
+fn approve_asks_folder_by_folder_and_does_only_what_was_approved() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    write(&src.join("top.txt"), "top");
+    write(&src.join("docs/new.txt"), "new");
+    write(&src.join("photos/2024/a.jpg"), "jpg");
+    write(&dst.join("docs/old.txt"), "SOURCE deleted it");
+    write(&dst.join("keep/mine.txt"), "SOURCE never had it");
+    let p = std::path::Path::new;
+    let args = [
+        &*src,
+        &*dst,
+        p("--once"),
+        p("--approve"),
+        p("--max-delete"),
+        p("100"),
+    ];
+    // Folders in path order: "." (top.txt) no; "docs" yes; "keep" no; then quit.
+    let out = in_terminal_typing(&env, "oneway", &args, "n\ny\nn\nq\n");
+    assert!(
+        out.contains("docs: copy 1 (3 B), delete 1 — approve?"),
+        "{out}"
+    );
+    assert!(dst.join("docs/new.txt").exists() && !dst.join("docs/old.txt").exists());
+    assert!(!dst.join("top.txt").exists(), "not approved: not copied");
+    assert!(
+        dst.join("keep/mine.txt").exists(),
+        "not approved: not deleted"
+    );
+    assert!(
+        !dst.join("photos").exists(),
+        "no folder made for what was not approved"
+    );
+    // The next pass asks again about what was left; "a" approves all the rest.
+    let out = in_terminal_typing(&env, "oneway", &args, "a\n");
+    assert!(out.contains("approve?"), "{out}");
+    assert_same_tree(&src, &dst);
+    // Without a terminal to ask at: refused, nothing changed.
+    write(&src.join("later.txt"), "later");
+    env.oneway(&src, &dst, &["--approve"]).expect(2);
+    assert!(!dst.join("later.txt").exists());
+}
+
+#[test]
+fn approve_in_twoway_leaves_what_was_skipped_for_the_next_pass() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    write(&a.join("x.txt"), "x");
+    write(&a.join("stays.txt"), "stays");
+    std::fs::create_dir_all(&b).unwrap();
+    env.run("twoway", [a.as_os_str(), b.as_os_str(), "--once".as_ref()])
+        .expect(0);
+    std::fs::remove_file(a.join("x.txt")).unwrap();
+    let p = std::path::Path::new;
+    let args = [
+        &*a,
+        &*b,
+        p("--once"),
+        p("--approve"),
+        p("--max-delete"),
+        p("100"),
+    ];
+    in_terminal_typing(&env, "twoway", &args, "n\n");
+    assert!(b.join("x.txt").exists(), "the deletion was not approved");
+    // Not recorded as done: the next pass proposes the same deletion.
+    let out = in_terminal_typing(&env, "twoway", &args, "y\n");
+    assert!(out.contains("delete 1"), "{out}");
+    assert!(!b.join("x.txt").exists());
 }

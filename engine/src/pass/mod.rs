@@ -12,6 +12,7 @@
 //! [`crate::fs`].
 
 pub mod progress;
+mod review;
 mod stages;
 
 use std::path::{Path, PathBuf};
@@ -80,6 +81,8 @@ pub struct Planned<X> {
     pub keep_first: [KeepFirst; 2],
     /// Errors the planner found (a path it could not plan); counted with the pass's.
     pub errors: Vec<Error>,
+    /// Paths whose actions `--approve` left out: recorded as not done.
+    pub skipped: Vec<PathBuf>,
 }
 
 impl<X> Planned<X> {
@@ -95,6 +98,7 @@ impl<X> Planned<X> {
             extra,
             keep_first: Default::default(),
             errors,
+            skipped: Vec::new(),
         }
     }
 
@@ -368,6 +372,15 @@ pub fn run<T: Tool>(tool: &T, n: u64) -> Result<PassOutcome, Refusal> {
     let (mut scanned, base) = Scanned::read(tool)?;
     tool.prepare(&mut scanned, &base);
     let mut planned = tool.plan(&mut scanned, base)?;
+    // --approve: the person at the terminal says, folder by folder, what is done.
+    if tool.settings().approve && !tool.settings().dry_run {
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            return Err(Refusal::new(
+                "--approve asks at a terminal, and there is none; --dry-run shows the plan",
+            ));
+        }
+        planned.skipped = review::review(&mut planned.steps, &mut std::io::stdin().lock())?;
+    }
     for (side, v) in tool.versions().into_iter().enumerate() {
         if v.is_some() {
             planned.keep_first[side] = planned.keep_first(side, &scanned.trees[side]);

@@ -232,7 +232,8 @@ pub(super) fn apply<T: Tool>(
     log::debug!("applied: {:.3}s", started.elapsed().as_secs_f64());
 
     let mut counts = Counts::default();
-    let mut failed = Vec::new();
+    // What --approve left out is not done: recorded as such, as a failed action is.
+    let mut failed = std::mem::take(&mut planned.skipped);
     for d in done.iter_mut().flatten() {
         counts.merge(&d.counts);
         failed.extend(std::mem::take(&mut d.failed));

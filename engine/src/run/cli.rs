@@ -83,6 +83,10 @@ pub struct PassArgs {
     /// the scan found it; exit 1) or ignore (log it with -v only; exit 0).
     #[arg(long, value_name = "POLICY", value_enum)]
     pub on_error: Option<crate::run::config::OnError>,
+    /// Before changing anything, show the plan folder by folder and ask which to carry
+    /// out (needs a terminal); what is not approved is not done.
+    #[arg(long, conflicts_with = "json")]
+    pub approve: bool,
     /// Print newline-delimited JSON on stdout instead of text: one object per action,
     /// warning, error, conflict, version and summary (the schema is in the README).
     #[arg(long)]
@@ -196,6 +200,8 @@ pub struct Settings {
     pub watch: Option<Duration>,
     /// The config file's `additive` (oneway's `--additive` also sets it).
     pub additive: bool,
+    /// `--approve`: ask, folder by folder, before changing anything.
+    pub approve: bool,
 }
 
 impl Settings {
@@ -343,6 +349,7 @@ impl Settings {
             watch: (args.watch && !args.dry_run)
                 .then(|| Duration::from_millis(args.debounce.unwrap_or(1000))),
             additive: cfg.additive.unwrap_or(false),
+            approve: args.approve,
         })
     }
 }
