@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use engine::error::Refusal;
 use engine::names::display;
-use engine::run::events::{self, Value};
+use engine::run::events::{self, say, Value};
 use engine::run::home::{absolute, DataHome};
 use engine::tree::encoding::EntryRecord;
 use engine::tree::{path_order, Digest, Kind};
@@ -53,15 +53,6 @@ fn entry_fields(e: &EntryRecord) -> Map<String, Value> {
         events::put_path(&mut f, "target", t);
     }
     f
-}
-
-/// Prints `text`, or with `--json` the event `kind` of `fields`.
-fn say(text: impl FnOnce() -> String, kind: &str, fields: impl FnOnce() -> Map<String, Value>) {
-    if events::enabled() {
-        events::emit(kind, fields());
-    } else {
-        println!("{}", text());
-    }
 }
 
 fn line(e: &EntryRecord) -> String {

@@ -437,20 +437,13 @@ pub fn verify(home: &DataHome, dir: Option<&Path>, repair: bool) -> Result<i32, 
 
 /// Prints a line of `verify`, or with `--json` the event `kind` saying it.
 fn report(kind: &str, text: String) {
-    if events::enabled() {
-        events::message(kind, &text);
-    } else {
-        println!("{text}");
-    }
+    let fields = events::message_fields(&text);
+    events::say(|| text, kind, || fields);
 }
 
 /// Prints a closing line, or with `--json` a `summary` of `fields`.
 fn report_summary(text: String, fields: serde_json::Value) {
-    if events::enabled() {
-        events::emit("summary", events::fields(fields));
-    } else {
-        println!("{text}");
-    }
+    events::say(|| text, "summary", || events::fields(fields));
 }
 
 /// Applies a retention policy now (`dry_run`: says what it would drop).
@@ -536,12 +529,10 @@ pub fn tag(home: &DataHome, dir: &Path, spec: &str, name: &str) -> Result<i32, R
     let mut tags = history.tags().map_err(Refusal::from)?;
     tags.insert(name.to_string(), head.id);
     history.set_tags(&tags).map_err(Refusal::from)?;
-    if engine::run::events::enabled() {
-        let f = serde_json::json!({"tagged": head.id, "tag": name});
-        engine::run::events::emit("summary", engine::run::events::fields(f));
-    } else {
-        println!("tagged version {} of {} {name}", head.id, display(vd.dir()));
-    }
+    report_summary(
+        format!("tagged version {} of {} {name}", head.id, display(vd.dir())),
+        serde_json::json!({"tagged": head.id, "tag": name}),
+    );
     Ok(0)
 }
 
@@ -558,11 +549,9 @@ pub fn untag(home: &DataHome, dir: &Path, name: &str) -> Result<i32, Refusal> {
         )));
     };
     history.set_tags(&tags).map_err(Refusal::from)?;
-    if engine::run::events::enabled() {
-        let f = serde_json::json!({"untagged": id, "tag": name});
-        engine::run::events::emit("summary", engine::run::events::fields(f));
-    } else {
-        println!("untagged version {id} of {} ({name})", display(vd.dir()));
-    }
+    report_summary(
+        format!("untagged version {id} of {} ({name})", display(vd.dir())),
+        serde_json::json!({"untagged": id, "tag": name}),
+    );
     Ok(0)
 }

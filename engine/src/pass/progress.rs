@@ -137,7 +137,7 @@ impl Tracker for Progress<'_> {
     }
 
     fn tick(&self) {
-        self.bar.tick();
+        // The line redraws itself (its steady tick): nothing to do here.
     }
 }
 
@@ -160,9 +160,6 @@ impl Tracker for Both<'_> {
     fn tick(&self) {
         if let Some(t) = self.0 {
             t.tick();
-        }
-        if let Some(p) = self.1 {
-            p.tick();
         }
     }
 }

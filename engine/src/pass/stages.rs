@@ -215,7 +215,7 @@ pub(super) fn apply<T: Tool>(
     let (mut done, interrupted) = run_steps(
         &planned.steps,
         &roots,
-        (told, progress.as_ref()),
+        (told, progress.as_ref(), tracker.is_some()),
         fail.then_some(&halted),
     );
     // Stopped at a failed action (--on-error fail), not by a signal: recorded as cut
@@ -310,9 +310,10 @@ pub(super) fn apply<T: Tool>(
 fn run_steps(
     steps: &[super::Step],
     roots: &[Root; 2],
-    (tracker, progress): (
+    (tracker, progress, tool_ticks): (
         Option<&(dyn super::Tracker + '_)>,
         Option<&super::progress::Progress<'_>>,
+        bool,
     ),
     halt_on_error: Option<&AtomicBool>,
 ) -> (Vec<Option<apply::Applied>>, bool) {
@@ -327,7 +328,8 @@ fn run_steps(
     let applying = AtomicBool::new(true);
     let mut interrupted = false;
     std::thread::scope(|s| {
-        if let Some(t) = tracker {
+        // Only a tool's own tracker needs ticks (a progress line redraws itself).
+        if let (Some(t), true) = (tracker, tool_ticks) {
             let applying = &applying;
             s.spawn(move || {
                 while applying.load(Ordering::Relaxed) {

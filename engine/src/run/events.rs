@@ -67,11 +67,26 @@ pub fn action(verb: &str, path: &Path, from: Option<&Path>, direction: &str, dry
     emit("action", f);
 }
 
+/// Prints `text` (a line for a person) on stdout, or with `--json` the event `kind` of
+/// `fields`: the one choice every command's output makes.
+pub fn say(text: impl FnOnce() -> String, kind: &str, fields: impl FnOnce() -> Map<String, Value>) {
+    if enabled() {
+        emit(kind, fields());
+    } else {
+        let _ = writeln!(std::io::stdout().lock(), "{}", text());
+    }
+}
+
 /// A warning or an error line, as the text says it.
 pub fn message(kind: &str, text: &str) {
+    emit(kind, message_fields(text));
+}
+
+/// `{"message": text}`.
+pub fn message_fields(text: &str) -> Map<String, Value> {
     let mut f = Map::new();
     f.insert("message".into(), text.into());
-    emit(kind, f);
+    f
 }
 
 /// A two-way conflict: the path, the side whose version stays there, and where the

@@ -111,7 +111,9 @@ fn to_console(rec: &log::Record<'_>, err: bool) {
     // Over the progress line (on this terminal): the line is erased and written over,
     // and the progress line comes back below at its next tick. Redrawn after every
     // line instead, it doubled the time of a pass printing 50,000 of them.
-    let over = bar && (err || std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    static STDOUT_TTY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let tty = || *STDOUT_TTY.get_or_init(|| std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    let over = bar && (err || tty());
     let erase = if over { "\r\x1b[2K" } else { "" };
     let _ = if err {
         writeln!(std::io::stderr().lock(), "{erase}{}", rec.args())
