@@ -108,7 +108,10 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
         }
         None => None,
     };
-    Ok(runner::run_passes_watching(interval, watch.as_ref(), |n| {
-        job.run_pass(n)
-    }))
+    let mut memo = engine::pass::Memo::default();
+    Ok(runner::run_passes_watching(
+        interval,
+        watch.as_ref(),
+        |n, changed| job.run_watched(n, &mut memo, changed.as_ref()),
+    ))
 }

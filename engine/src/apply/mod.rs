@@ -443,9 +443,16 @@ pub fn tree_after(before: crate::tree::Tree, applied: &mut Applied) -> crate::tr
         changes.extend(copied.into_iter().map(change));
         changes
     };
-    for (_, e) in changes.iter_mut() {
+    // A directory's entry comes from its source: it keeps the inode the destination's
+    // directory had, if it was one already (a rescan under --watch compares them), else
+    // none is known.
+    for (p, e) in changes.iter_mut() {
         if e.kind == Kind::Dir {
-            e.ino = 0;
+            e.ino = t
+                .entries
+                .get(p)
+                .filter(|b| b.kind == Kind::Dir)
+                .map_or(0, |b| b.ino);
         }
     }
     t.entries.merge(&applied.removed, changes);

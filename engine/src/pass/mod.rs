@@ -364,12 +364,44 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// What a pass under `--watch` leaves for the next: both replicas as it left them
+/// (hashes known), so that a pass the watcher starts reads again only the folders it
+/// saw change. Only a pass that ended whole (no error, nothing failed or cut short)
+/// leaves them; a pass that starts without them reads everything.
+#[derive(Default)]
+pub struct Memo {
+    held: Option<([Tree; 2], MTime)>,
+}
+
+/// At most this many folders are read again one by one; more, and the whole tree is.
+const RESCAN_MAX_DIRS: usize = 4096;
+
 /// Runs pass `n` of `tool`.
 pub fn run<T: Tool>(tool: &T, n: u64) -> Result<PassOutcome, Refusal> {
+    run_watched(tool, n, &mut Memo::default(), None)
+}
+
+/// Runs pass `n` of `tool` under `--watch`: with `changed` (what the watcher saw) and
+/// the trees the pass before left in `memo`, only the folders changed are read again
+/// (see [`crate::scan::rescan`]); else the whole of both replicas.
+pub fn run_watched<T: Tool>(
+    tool: &T,
+    n: u64,
+    memo: &mut Memo,
+    changed: Option<&crate::run::watch::Changed>,
+) -> Result<PassOutcome, Refusal> {
     let started = Instant::now();
     tool.check_roots()?;
     let scanned_at = MTime::now();
-    let (mut scanned, base) = Scanned::read(tool)?;
+    let held = memo.held.take();
+    let scope = match (held, changed) {
+        (Some((trees, at)), Some(c)) if !c.missed => {
+            let dirs = rescan_dirs(tool.replicas(), c);
+            (dirs.len() <= RESCAN_MAX_DIRS).then_some((trees, at, dirs))
+        }
+        _ => None,
+    };
+    let (mut scanned, base) = Scanned::read(tool, scope)?;
     tool.prepare(&mut scanned, &base);
     let mut planned = tool.plan(&mut scanned, base)?;
     // --approve: the person at the terminal says, folder by folder, what is done.
@@ -410,7 +442,31 @@ pub fn run<T: Tool>(tool: &T, n: u64) -> Result<PassOutcome, Refusal> {
         ));
     }
     let applied = stages::apply(tool, scanned, planned, started)?;
-    Ok(stages::record(tool, n, applied, scanned_at, started))
+    let (outcome, afters) = stages::record(tool, n, applied, scanned_at, started);
+    if crate::run::watch::watching() {
+        memo.held = afters.map(|t| (t, scanned_at));
+    } else {
+        crate::tree::drop_later(afters);
+    }
+    Ok(outcome)
+}
+
+/// The folders to read again, relative to the replicas' roots (the same on both: the
+/// planner compares them side by side), from the absolute ones the watcher named.
+fn rescan_dirs(
+    replicas: &[Replica; 2],
+    changed: &crate::run::watch::Changed,
+) -> std::collections::BTreeSet<PathBuf> {
+    changed
+        .dirs
+        .iter()
+        .filter_map(|d| {
+            replicas
+                .iter()
+                .find_map(|r| d.strip_prefix(&r.root).ok())
+                .map(Path::to_path_buf)
+        })
+        .collect()
 }
 
 /// Opens the root of each replica (a refusal names the one that cannot be opened).

@@ -32,16 +32,31 @@ pub struct Scanned {
 }
 
 impl Scanned {
-    /// Reads both replicas of `tool` and, at the same time, its base.
-    pub(super) fn read<T: Tool>(tool: &T) -> Result<(Scanned, T::Base), Refusal> {
+    /// Reads both replicas of `tool` and, at the same time, its base: whole, or (with
+    /// `scope`: the trees a pass left, when it read them, and folders) only the folders
+    /// named, read again into those trees.
+    pub(super) fn read<T: Tool>(
+        tool: &T,
+        scope: Option<([Tree; 2], MTime, std::collections::BTreeSet<PathBuf>)>,
+    ) -> Result<(Scanned, T::Base), Refusal> {
         let started = Instant::now();
         let replicas = tool.replicas().clone();
         let opts = tool.scan_options();
         let checksum = tool.settings().checksum;
-        let (read, base) = parallel::join(
-            || replica::read_both((&replicas[0], &opts[0]), (&replicas[1], &opts[1]), checksum),
-            || tool.load_base(),
-        );
+        let read = || match scope {
+            Some(([ta, tb], at, dirs)) if !checksum => {
+                let (ta, tb) = parallel::join(
+                    || replicas[0].rescan(&opts[0], ta, at, &dirs),
+                    || replicas[1].rescan(&opts[1], tb, at, &dirs),
+                );
+                Ok(replica::ReadBoth {
+                    trees: (ta?, tb?),
+                    cached_sha: [None, None],
+                })
+            }
+            _ => replica::read_both((&replicas[0], &opts[0]), (&replicas[1], &opts[1]), checksum),
+        };
+        let (read, base) = parallel::join(read, || tool.load_base());
         let replica::ReadBoth {
             trees: (ta, tb),
             cached_sha,
@@ -398,14 +413,15 @@ fn run_steps(
 
 /// Flushes what was written, hashes what is still unknown, then records everything at
 /// once: the stat caches, each replica's version, and what the tool keeps; logs the
-/// summary.
+/// summary. Gives back the replicas as the pass left them if it ended whole (no error,
+/// nothing failed, not cut short), every hash known.
 pub(super) fn record<T: Tool>(
     tool: &T,
     n: u64,
     applied: Applied<T::Extra>,
     scanned_at: MTime,
     started: Instant,
-) -> PassOutcome {
+) -> (PassOutcome, Option<[Tree; 2]>) {
     let Applied {
         mut afters,
         mut extra,
@@ -514,16 +530,26 @@ pub(super) fn record<T: Tool>(
     outcome.errors = errors.len();
     outcome.seconds = started.elapsed().as_secs_f64();
     super::log_summary(tool, &extra, &outcome);
-    crate::tree::drop_later((afters, extra));
+    crate::tree::drop_later(extra);
     // --on-error ignore: only errors that are not a file's (a flush, a record) count.
     let counted = if tool.settings().on_error == crate::run::config::OnError::Ignore {
         errors.len() - file_errors
     } else {
         errors.len()
     };
-    PassOutcome {
-        operations: outcome.counts.operations(),
-        errors: counted,
-        interrupted: interrupted && !halted,
-    }
+    let whole = !interrupted && errors.is_empty() && outcome.failed.is_empty() && flushed;
+    let afters = if whole {
+        Some(afters)
+    } else {
+        crate::tree::drop_later(afters);
+        None
+    };
+    (
+        PassOutcome {
+            operations: outcome.counts.operations(),
+            errors: counted,
+            interrupted: interrupted && !halted,
+        },
+        afters,
+    )
 }

@@ -237,6 +237,9 @@ pub fn init(verbosity: Verbosity, file: Option<&Path>) -> Result<(), Refusal> {
         } else {
             level(verbosity)
         })
+        // Other crates' lines below a warning are theirs to debug, not the user's.
+        .level_for("notify", log::LevelFilter::Warn)
+        .level_for("inotify", log::LevelFilter::Warn)
         .chain(console);
     if let Some(path) = file {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{exit, Refusal};
 use crate::run::signal;
+use crate::run::watch::{Changed, Wake};
 
 /// What one pass reports to the loop.
 #[derive(Debug, Default)]
@@ -22,26 +23,29 @@ pub struct PassOutcome {
 /// unplugged) is logged and retried at the next interval.
 pub fn run_passes(
     interval: Option<Duration>,
-    pass: impl FnMut(u64) -> Result<PassOutcome, Refusal>,
+    mut pass: impl FnMut(u64) -> Result<PassOutcome, Refusal>,
 ) -> i32 {
-    run_passes_watching(interval, None, pass)
+    run_passes_watching(interval, None, |n, _| pass(n))
 }
 
-/// [`run_passes`], woken early by `watch` (see [`crate::run::watch`]) when files change.
+/// [`run_passes`], woken early by `watch` (see [`crate::run::watch`]) when files change:
+/// `pass` is then told what changed (else, at the first pass and every interval, it is
+/// a whole pass).
 pub fn run_passes_watching(
     interval: Option<Duration>,
     watch: Option<&crate::run::watch::Watch>,
-    mut pass: impl FnMut(u64) -> Result<PassOutcome, Refusal>,
+    mut pass: impl FnMut(u64, Option<Changed>) -> Result<PassOutcome, Refusal>,
 ) -> i32 {
     let mut total_ops = 0u64;
     let mut n = 0u64;
+    let mut changed: Option<Changed> = None;
     let finish = |n: u64, total: u64, status: i32| {
         log::info!("stopped after {n} pass(es): {total} operations in total");
         status
     };
     loop {
         n += 1;
-        match pass(n) {
+        match pass(n, changed.take()) {
             Err(refusal) => {
                 if interval.is_none() || n == 1 {
                     crate::run::logging::refusal(&refusal);
@@ -71,8 +75,11 @@ pub fn run_passes_watching(
         if let Some(w) = watch {
             // What the pass itself wrote is no change to react to.
             w.settle();
-            if w.wait(until, signal::stop_requested) == crate::run::watch::Wake::Stop {
-                return finish(n, total_ops, exit::OK);
+            match w.wait(until, signal::stop_requested) {
+                Wake::Stop => return finish(n, total_ops, exit::OK),
+                Wake::Changed => changed = Some(w.take_changed()),
+                // The interval's whole pass reads everything.
+                Wake::Due => drop(w.take_changed()),
             }
         }
         while Instant::now() < until && watch.is_none() {

@@ -7,7 +7,7 @@
 //!
 //! This module reads events only; it never touches a replica.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::Mutex;
@@ -27,6 +27,36 @@ pub struct Watch {
     ignore: Vec<PathBuf>,
     /// A change seen while the last pass ran that was not the pass's own.
     pending: std::cell::Cell<bool>,
+    /// What changed since the last pass.
+    changed: std::cell::RefCell<Changed>,
+}
+
+/// What a watcher saw change since the last pass: the folders to read again.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changed {
+    /// The folders (absolute) whose entries changed: the folder of each path an event
+    /// named.
+    pub dirs: BTreeSet<PathBuf>,
+    /// The watcher may have missed changes (its queue overflowed, or it failed): only
+    /// a whole scan will do.
+    pub missed: bool,
+}
+
+impl Changed {
+    /// Notes what `e` says changed.
+    fn note(&mut self, e: &notify::Result<notify::Event>) {
+        match e {
+            Ok(e) if !e.need_rescan() => {
+                for p in &e.paths {
+                    self.dirs
+                        .insert(p.parent().unwrap_or(p.as_path()).to_path_buf());
+                    // A watched root itself (its own metadata): it is read too.
+                    self.dirs.insert(p.clone());
+                }
+            }
+            _ => self.missed = true,
+        }
+    }
 }
 
 /// The paths the pass running now writes (absolute), while a watch is on: events for
@@ -81,6 +111,7 @@ impl Watch {
             debounce,
             ignore,
             pending: std::cell::Cell::new(false),
+            changed: Default::default(),
         })
     }
 
@@ -132,6 +163,7 @@ impl Watch {
             match self.events.recv_timeout(tick) {
                 Ok(e) => {
                     if self.matters(&e) {
+                        self.changed.borrow_mut().note(&e);
                         changed = Some(Instant::now());
                         first.get_or_insert(Instant::now());
                     }
@@ -140,6 +172,11 @@ impl Watch {
                 Err(RecvTimeoutError::Disconnected) => return Wake::Due,
             }
         }
+    }
+
+    /// What changed since the last call, for the pass about to run.
+    pub fn take_changed(&self) -> Changed {
+        self.changed.take()
     }
 
     /// After a pass: the events seen meanwhile that are not about what it wrote are
@@ -153,6 +190,7 @@ impl Watch {
         while let Ok(e) = self.events.try_recv() {
             if self.matters_but(&e, &own) {
                 log::debug!("changed while the pass ran: {e:?}");
+                self.changed.borrow_mut().note(&e);
                 self.pending.set(true);
             }
         }

@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod replica;
+pub mod rescan;
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};

@@ -44,6 +44,33 @@ impl Replica {
         Ok(tree)
     }
 
+    /// Reads `dirs` of this replica again into `held`, the tree a pass left (read at
+    /// `held_at`): see [`crate::scan::rescan`]. Hashes come from `held`, not the cache.
+    pub fn rescan(
+        &self,
+        opts: &ScanOptions,
+        held: Tree,
+        held_at: crate::tree::MTime,
+        dirs: &std::collections::BTreeSet<PathBuf>,
+    ) -> Result<Tree, Refusal> {
+        let t0 = std::time::Instant::now();
+        let read = scan::rescan::rescan(&self.root, opts, held, held_at, dirs);
+        let (tree, stats) = match read {
+            Ok((t, stats)) => (Ok(t), stats),
+            Err(e) => (Err(e), Default::default()),
+        };
+        let tree = self.scanned(tree)?;
+        log::debug!(
+            "{}: read {} folders again ({} entries, {} renamed) in {:.4}s",
+            self.label,
+            stats.dirs,
+            stats.entries,
+            stats.moved,
+            t0.elapsed().as_secs_f64()
+        );
+        Ok(tree)
+    }
+
     /// Takes known hashes from the stat cache (none with `checksum`); returns the
     /// directory SHA-256 the cache proves (see [`cache::Filled::sha`]).
     pub fn load_hashes(&self, tree: &mut Tree, checksum: bool) -> Option<Digest> {
