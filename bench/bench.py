@@ -432,8 +432,10 @@ def rename_case(R, base, runs, work, have, quick):
 
 def watch_case(R, tree, runs, work):
     """oneway --watch on W1: the time from a file written in SOURCE to that file in
-    BACKUP, with the default debounce (1 s) and with --debounce 100."""
-    for debounce in (None, 100):
+    BACKUP, with the default debounce (1 s) and with --debounce 100; and what the pass
+    such a change starts costs (its own seconds, from its --json summary), with versions
+    on and off, against a whole pass that finds nothing to do."""
+    for debounce, versions in ((None, True), (100, True), (100, False)):
         home = os.path.join(work, "home-watch")
         fresh(home)
         src, dst = os.path.join(work, "src"), os.path.join(work, "dst")
@@ -442,10 +444,14 @@ def watch_case(R, tree, runs, work):
         log = os.path.join(work, "watch.log")
         if os.path.exists(log):
             os.remove(log)
-        cmd = [ours("oneway"), src, dst, "--watch", "--interval", "3600", "-q", "--log", log]
+        cmd = [ours("oneway"), src, dst, "--watch", "--interval", "3600", "-q", "--log", log, "--json"]
         if debounce:
             cmd += ["--debounce", str(debounce)]
-        proc = subprocess.Popen(cmd, env=env_for(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not versions:
+            cmd += ["--no-versions"]
+        events = os.path.join(work, "watch.json")
+        out = open(events, "w")
+        proc = subprocess.Popen(cmd, env=env_for(home), stdout=out, stderr=subprocess.DEVNULL)
         try:
             def wait_for(path, limit=120):
                 t0 = time.perf_counter()
@@ -461,17 +467,50 @@ def watch_case(R, tree, runs, work):
                     raise RuntimeError("watch: the first pass never ended")
                 time.sleep(0.05)
             label = "W1 watch: a write in SOURCE to BACKUP" + (f" (--debounce {debounce})" if debounce else " (debounce 1 s)")
-            for i in range(max(5, runs * 3)):
-                p = os.path.join(src, f"watched-{i}.txt")
-                t0 = time.perf_counter()
-                with open(p, "w") as f:
-                    f.write(f"change {i}")
-                wait_for(os.path.join(dst, f"watched-{i}.txt"))
-                R.add(label, "oneway", time.perf_counter() - t0, float("nan"))
-                time.sleep(0.3)
+            vlabel = "" if versions else ", --no-versions"
+            if versions:
+                for i in range(max(5, runs * 3)):
+                    p = os.path.join(src, f"watched-{i}.txt")
+                    t0 = time.perf_counter()
+                    with open(p, "w") as f:
+                        f.write(f"change {i}")
+                    wait_for(os.path.join(dst, f"watched-{i}.txt"))
+                    R.add(label, "oneway", time.perf_counter() - t0, float("nan"))
+                    time.sleep(0.3)
+            if debounce:
+                # A file edited in place, in a folder of its own, again and again.
+                deep = sorted(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(src, "dir 7")) for f in fs)[0]
+                rel = os.path.relpath(deep, src)
+                for i in range(max(5, runs * 3)):
+                    with open(deep, "a") as f:
+                        f.write(f" edit {i}")
+                    want = os.path.getsize(deep)
+                    t0 = time.perf_counter()
+                    while os.path.getsize(os.path.join(dst, rel)) != want:
+                        if time.perf_counter() - t0 > 120:
+                            raise RuntimeError("watch: an edit never came")
+                        time.sleep(0.002)
+                    time.sleep(0.3)
         finally:
             proc.terminate()
             proc.wait()
+            out.close()
+        # The passes the changes started (the first pass copied the tree).
+        if debounce:
+            seconds = []
+            for line in open(events, errors="replace"):
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    continue
+                if e.get("type") == "summary" and e.get("pass", 0) > 1 and e.get("operations", 0) > 0:
+                    seconds.append(e["seconds"])
+            for sec in seconds:
+                R.add(f"W1 watch: the pass a one-file change starts{vlabel}", "oneway", sec, float("nan"))
+            # A whole pass that finds nothing to do, as a run of its own.
+            for _ in range(max(3, runs)):
+                w, m = run([ours("oneway"), src, dst, "--once", "-q"] + ([] if versions else ["--no-versions"]), env_for(home))
+                R.add(f"W1 watch: a whole pass, nothing to do{vlabel}", "oneway", w, m)
 
 
 def sync_cases(R, tree, tools, runs, work):

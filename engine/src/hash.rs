@@ -138,9 +138,15 @@ fn sha256sum_line(out: &mut Vec<u8>, digest: &Digest, rel: &Path) {
     hex::encode_to_slice(digest.0, &mut hex).expect("BUG: 32 bytes are 64 hex digits");
     out.extend_from_slice(&hex);
     out.extend_from_slice(b"  ");
+    if !escape {
+        // Nearly every name: copied as it is, not a byte at a time.
+        out.extend_from_slice(name);
+        out.push(b'\n');
+        return;
+    }
     for &b in name {
         match b {
-            b'\\' if escape => out.extend_from_slice(b"\\\\"),
+            b'\\' => out.extend_from_slice(b"\\\\"),
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
             _ => out.push(b),

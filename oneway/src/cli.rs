@@ -104,7 +104,10 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
         Some(debounce) => {
             let mut ignore = vec![job.backup.clone()];
             ignore.extend(job.settings.store.clone());
-            Some(Watch::new(&[&job.source], ignore, debounce)?)
+            Some(
+                Watch::new(&[&job.source], ignore, debounce)?
+                    .filtered(&[&job.source], &job.settings.filter),
+            )
         }
         None => None,
     };

@@ -106,7 +106,10 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
                 job.b.join(engine::names::VERSIONS_DIR),
             ];
             ignore.extend(job.settings.store.clone());
-            Some(Watch::new(&[&job.a, &job.b], ignore, debounce)?)
+            Some(
+                Watch::new(&[&job.a, &job.b], ignore, debounce)?
+                    .filtered(&[&job.a, &job.b], &job.settings.filter),
+            )
         }
         None => None,
     };

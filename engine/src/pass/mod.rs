@@ -370,7 +370,15 @@ pub fn human_bytes(n: u64) -> String {
 /// leaves them; a pass that starts without them reads everything.
 #[derive(Default)]
 pub struct Memo {
-    held: Option<([Tree; 2], MTime)>,
+    held: Option<Held>,
+}
+
+/// Both replicas as a pass left them: read (at `at`) and written, every hash known,
+/// and each one's directory SHA-256.
+struct Held {
+    trees: [Tree; 2],
+    at: MTime,
+    shas: [Option<Digest>; 2],
 }
 
 /// At most this many folders are read again one by one; more, and the whole tree is.
@@ -395,9 +403,9 @@ pub fn run_watched<T: Tool>(
     let scanned_at = MTime::now();
     let held = memo.held.take();
     let scope = match (held, changed) {
-        (Some((trees, at)), Some(c)) if !c.missed => {
+        (Some(held), Some(c)) if !c.missed => {
             let dirs = rescan_dirs(tool.replicas(), c);
-            (dirs.len() <= RESCAN_MAX_DIRS).then_some((trees, at, dirs))
+            (dirs.len() <= RESCAN_MAX_DIRS).then_some((held, dirs))
         }
         _ => None,
     };
@@ -444,7 +452,7 @@ pub fn run_watched<T: Tool>(
     let applied = stages::apply(tool, scanned, planned, started)?;
     let (outcome, afters) = stages::record(tool, n, applied, scanned_at, started);
     if crate::run::watch::watching() {
-        memo.held = afters.map(|t| (t, scanned_at));
+        memo.held = afters;
     } else {
         crate::tree::drop_later(afters);
     }

@@ -29,6 +29,8 @@ pub struct Scanned {
     pub errors: Vec<Error>,
     pub hashed_files: u64,
     replicas: [Replica; 2],
+    /// Only some folders were read, into the trees the pass before left (`--watch`).
+    rescanned: bool,
 }
 
 impl Scanned {
@@ -37,21 +39,33 @@ impl Scanned {
     /// named, read again into those trees.
     pub(super) fn read<T: Tool>(
         tool: &T,
-        scope: Option<([Tree; 2], MTime, std::collections::BTreeSet<PathBuf>)>,
+        scope: Option<(super::Held, std::collections::BTreeSet<PathBuf>)>,
     ) -> Result<(Scanned, T::Base), Refusal> {
         let started = Instant::now();
         let replicas = tool.replicas().clone();
         let opts = tool.scan_options();
         let checksum = tool.settings().checksum;
+        let rescanned = scope.is_some() && !checksum;
         let read = || match scope {
-            Some(([ta, tb], at, dirs)) if !checksum => {
-                let (ta, tb) = parallel::join(
+            Some((held, dirs)) if !checksum => {
+                let super::Held {
+                    trees: [ta, tb],
+                    at,
+                    shas,
+                } = held;
+                let (ra, rb) = parallel::join(
                     || replicas[0].rescan(&opts[0], ta, at, &dirs),
                     || replicas[1].rescan(&opts[1], tb, at, &dirs),
                 );
+                let ((ta, changed_a), (tb, changed_b)) = (ra?, rb?);
+                // A replica in which nothing changed is the tree whose SHA-256 the pass
+                // before worked out.
                 Ok(replica::ReadBoth {
-                    trees: (ta?, tb?),
-                    cached_sha: [None, None],
+                    trees: (ta, tb),
+                    cached_sha: [
+                        shas[0].filter(|_| !changed_a),
+                        shas[1].filter(|_| !changed_b),
+                    ],
                 })
             }
             _ => replica::read_both((&replicas[0], &opts[0]), (&replicas[1], &opts[1]), checksum),
@@ -72,6 +86,7 @@ impl Scanned {
             errors: Vec::new(),
             hashed_files: 0,
             replicas,
+            rescanned,
         };
         for t in &mut scanned.trees {
             scanned.errors.append(&mut t.errors);
@@ -157,6 +172,7 @@ pub struct Applied<X> {
     wrote: [bool; 2],
     roots: [Root; 2],
     replicas: [Replica; 2],
+    rescanned: bool,
     counts: Counts,
     failed: Vec<PathBuf>,
     errors: Vec<Error>,
@@ -181,6 +197,7 @@ pub(super) fn apply<T: Tool>(
         mut errors,
         hashed_files,
         replicas,
+        rescanned,
         ..
     } = scanned;
     let mut planned = planned;
@@ -310,6 +327,7 @@ pub(super) fn apply<T: Tool>(
         wrote,
         roots,
         replicas,
+        rescanned,
         counts,
         failed,
         errors,
@@ -421,7 +439,7 @@ pub(super) fn record<T: Tool>(
     applied: Applied<T::Extra>,
     scanned_at: MTime,
     started: Instant,
-) -> (PassOutcome, Option<[Tree; 2]>) {
+) -> (PassOutcome, Option<super::Held>) {
     let Applied {
         mut afters,
         mut extra,
@@ -429,6 +447,7 @@ pub(super) fn record<T: Tool>(
         wrote,
         roots,
         replicas,
+        rescanned,
         counts,
         failed,
         mut errors,
@@ -492,7 +511,10 @@ pub(super) fn record<T: Tool>(
     let complete = errors.is_empty() && outcome.failed.is_empty();
     let versions = tool.versions();
     let (notes, recorded) = std::thread::scope(|s| {
-        for side in 0..2 {
+        // A pass that read only what changed keeps its hashes in the trees it leaves
+        // for the next one: the caches, read only when a run starts, are saved by the
+        // next whole pass (one left behind only costs hashing the files changed since).
+        for side in (0..2).filter(|_| !rescanned) {
             let (r, t) = (&replicas[side], &afters[side]);
             let (proven, sha) = (proven[side], shas[side]);
             s.spawn(move || r.keep_cache(t, scanned_at, proven, sha));
@@ -539,7 +561,11 @@ pub(super) fn record<T: Tool>(
     };
     let whole = !interrupted && errors.is_empty() && outcome.failed.is_empty() && flushed;
     let afters = if whole {
-        Some(afters)
+        Some(super::Held {
+            trees: afters,
+            at: scanned_at,
+            shas: outcome.shas,
+        })
     } else {
         crate::tree::drop_later(afters);
         None

@@ -25,6 +25,9 @@ pub struct Watch {
     /// Paths whose changes are the tool's own (a store inside a replica, BACKUP
     /// inside SOURCE).
     ignore: Vec<PathBuf>,
+    /// The roots watched and the filter of what a pass reads there: a change of a path
+    /// it leaves out starts no pass.
+    filtered: Vec<(PathBuf, crate::filter::Filter)>,
     /// A change seen while the last pass ran that was not the pass's own.
     pending: std::cell::Cell<bool>,
     /// What changed since the last pass.
@@ -110,8 +113,37 @@ impl Watch {
             events,
             debounce,
             ignore,
+            filtered: Vec::new(),
             pending: std::cell::Cell::new(false),
             changed: Default::default(),
+        })
+    }
+
+    /// Leaves out changes of what `filter` leaves out of the passes (`--exclude`) under
+    /// each of `roots`.
+    pub fn filtered(mut self, roots: &[&Path], filter: &crate::filter::Filter) -> Watch {
+        self.filtered = roots
+            .iter()
+            .map(|r| (r.to_path_buf(), filter.clone()))
+            .collect();
+        self
+    }
+
+    /// Whether a pass leaves `p` out: a folder above it is left out, or it is whether a
+    /// file or a folder.
+    fn left_out(&self, p: &Path) -> bool {
+        self.filtered.iter().any(|(root, filter)| {
+            let Ok(rel) = p.strip_prefix(root) else {
+                return false;
+            };
+            if rel.as_os_str().is_empty() {
+                return false;
+            }
+            rel.ancestors()
+                .skip(1)
+                .filter(|a| !a.as_os_str().is_empty())
+                .any(|a| filter.is_excluded(a, true))
+                || (filter.is_excluded(rel, false) && filter.is_excluded(rel, true))
         })
     }
 
@@ -137,7 +169,7 @@ impl Watch {
                 crate::names::is_reserved_top(n) || crate::names::is_temp_name(n) || unnamed(p)
             });
             let ours = p.ancestors().any(|a| own.contains(a));
-            !own_name && !ours && !self.ignore.iter().any(|i| p.starts_with(i))
+            !own_name && !ours && !self.ignore.iter().any(|i| p.starts_with(i)) && !self.left_out(p)
         })
     }
 
@@ -207,4 +239,34 @@ fn unnamed(p: &Path) -> bool {
     name.strip_prefix('#')
         .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
         && p.symlink_metadata().is_err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_of_what_the_filter_leaves_out_starts_no_pass() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().canonicalize().unwrap();
+        let filter =
+            crate::filter::Filter::excluding(&["node_modules/".to_string(), "*.tmp".to_string()])
+                .unwrap();
+        let w = Watch::new(&[&root], Vec::new(), Duration::from_millis(10))
+            .unwrap()
+            .filtered(&[&root], &filter);
+        let event = |p: PathBuf| -> notify::Result<notify::Event> {
+            Ok(notify::Event::new(EventKind::Create(notify::event::CreateKind::File)).add_path(p))
+        };
+        assert!(!w.matters(&event(root.join("node_modules/pkg/index.js"))));
+        assert!(!w.matters(&event(root.join("src/notes.tmp"))));
+        assert!(w.matters(&event(root.join("src/main.rs"))));
+        // A path named like a left-out folder, that is a file: a pass reads it.
+        assert!(w.matters(&event(root.join("node_modules"))));
+        let mut c = Changed::default();
+        c.note(&event(root.join("src/main.rs")));
+        assert!(c.dirs.contains(&root.join("src")) && !c.missed);
+        c.note(&Err(notify::Error::generic("queue overflow")));
+        assert!(c.missed, "an error of the watcher calls for a whole pass");
+    }
 }

@@ -35,6 +35,9 @@ pub struct Rescanned {
     pub entries: usize,
     /// Files whose hash came from another path (renamed or moved).
     pub moved: usize,
+    /// Something read differs from the tree before (else the tree is the very one the
+    /// pass before left).
+    pub changed: bool,
 }
 
 /// Reads `dirs` (relative to `root`) again into `held`, the tree of `root` as the pass
@@ -90,7 +93,9 @@ pub fn rescan(
             }
         }
         let mut this = Partial::default();
-        let changed = read_dir(&walker, &held, &rel, &fd, &mut this, &mut removed);
+        let (changed, gone) = read_dir(&walker, &held, &rel, &fd, &mut this, &mut removed);
+        // Something the folder held is gone.
+        stats.changed |= gone;
         changes.extend(
             part.absorb(this)
                 .into_chunks()
@@ -115,6 +120,8 @@ pub fn rescan(
     }
     stats.entries = changes.len();
     for (p, e) in &mut changes {
+        let was = held.entries.get(p);
+        stats.changed |= was.map(same_stat) != Some(same_stat(e));
         if e.kind != Kind::File {
             continue;
         }
@@ -126,6 +133,8 @@ pub fn rescan(
                 && !b.mtime.is_racy_at(held_at)
         });
         e.hash = before.and_then(|b| b.hash);
+        // A hash given up (a racy reading) is a change: the bytes may differ.
+        stats.changed |= e.hash.is_none() && was.is_some_and(|w| w.hash.is_some());
         if e.hash.is_none() {
             if let Some(&(size, mtime, h)) = gone.get(&e.ino) {
                 if size == e.size && mtime == e.mtime {
@@ -138,16 +147,43 @@ pub fn rescan(
     // The unknown and excluded paths read again are as this reading found them.
     let replaced =
         |p: &Path| read.contains(parent_of(p)) || removed.iter().any(|r| p.starts_with(r));
+    let root_now = fs::entry_from_stat(&root_stat, None);
+    stats.changed |= !part.errors.is_empty()
+        || !part.unknown.is_empty()
+        || root_now.as_ref().map(same_stat) != held.root.as_ref().map(same_stat);
     held.unknown.retain(|p| !replaced(p));
     held.excluded.retain(|p| !replaced(p));
     held.unknown.extend(part.unknown);
     held.excluded.extend(part.excluded);
     held.entries.merge(&removed, changes);
-    held.root = fs::entry_from_stat(&root_stat, None);
+    held.root = root_now;
     held.leftovers = part.leftovers;
     held.specials = part.specials;
     held.errors = part.errors;
     Ok((held, stats))
+}
+
+/// What a reading of an entry says of it (its hash aside, which follows from these).
+fn same_stat(
+    e: &Entry,
+) -> (
+    Kind,
+    u64,
+    u32,
+    MTime,
+    u64,
+    Option<&Path>,
+    crate::tree::Owner,
+) {
+    (
+        e.kind,
+        e.size,
+        e.mode,
+        e.mtime,
+        e.ino,
+        e.link_target(),
+        e.owner,
+    )
 }
 
 /// Opens `dir`, or the nearest directory above it that the tree holds and that is still
@@ -183,7 +219,7 @@ fn open_path(root_fd: &OwnedFd, rel: &Path) -> rustix::io::Result<OwnedFd> {
 /// the tree held as one (the same inode) keeps what it held below it, any other is
 /// walked whole. Paths of the tree before that go (with what lies under them) are added
 /// to `removed`. Returns the directories kept whose mtime moved (names were added or
-/// taken away there), to be read too.
+/// taken away there), to be read too, and whether a name the tree held is gone.
 fn read_dir(
     walker: &Walker,
     held: &Tree,
@@ -191,7 +227,7 @@ fn read_dir(
     fd: &OwnedFd,
     part: &mut Partial,
     removed: &mut Vec<PathBuf>,
-) -> Vec<(PathBuf, OwnedFd)> {
+) -> (Vec<(PathBuf, OwnedFd)>, bool) {
     let mut moved_mtime = Vec::new();
     let depth = rel.components().count();
     let names = match read_names(fd) {
@@ -201,7 +237,7 @@ fn read_dir(
                 .push(Error::io("read dir", walker.root.join(rel), e.into()));
             part.unknown.push(rel.to_path_buf());
             removed.extend(children(held, rel));
-            return moved_mtime;
+            return (moved_mtime, true);
         }
     };
     let mut now: BTreeSet<&[u8]> = BTreeSet::new();
@@ -227,13 +263,15 @@ fn read_dir(
         }
     }
     // What the directory no longer holds.
+    let mut gone = false;
     for c in children(held, rel) {
         let name = c.file_name().map(OsStr::as_bytes).unwrap_or_default();
         if !now.contains(name) {
             removed.push(c);
+            gone = true;
         }
     }
-    moved_mtime
+    (moved_mtime, gone)
 }
 
 /// The paths directly under `dir` in `tree`.
@@ -324,8 +362,28 @@ mod tests {
             "what was not read stays"
         );
         assert_eq!(stats.moved, 1);
+        assert!(stats.changed);
         // The root and "gone" were read, in place of the folders that went.
         assert!(stats.dirs <= named.len());
+    }
+
+    #[test]
+    fn a_rescan_that_finds_nothing_new_says_so() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("a/b")).unwrap();
+        std::fs::write(r.join("a/f"), b"1").unwrap();
+        let opts = ScanOptions::default();
+        let at = MTime::new(MTime::now().sec + 3600, 0);
+        let held = with_hashes(scan(r, &opts).unwrap());
+        let (held, stats) = rescan(r, &opts, held, at, &dirs(&["a", "a/b", ""])).unwrap();
+        assert!(!stats.changed, "{stats:?}");
+        std::fs::write(r.join("a/b/g"), b"2").unwrap();
+        let (held, stats) = rescan(r, &opts, held, at, &dirs(&["a/b"])).unwrap();
+        assert!(stats.changed);
+        std::fs::remove_file(r.join("a/b/g")).unwrap();
+        let (_, stats) = rescan(r, &opts, held, at, &dirs(&["a/b"])).unwrap();
+        assert!(stats.changed, "a name gone is a change");
     }
 
     #[test]
