@@ -182,10 +182,12 @@ impl History {
             };
             candidates.extend(dropped.entries.iter().filter_map(|e| e.sha256));
             for &(older, _) in files.iter().filter(|(i, f)| *i < id && !*f) {
-                let o = self.read(&mut root, older, false, true)?;
+                // Its head says its base: only a dependant is read whole.
+                let o = self.read(&mut root, older, false, false)?;
                 if o.form != (Form::Diff { base: id }) {
                     continue;
                 }
+                let o = self.read(&mut root, older, false, true)?;
                 let (removed, entries) = compose(&dropped, &o);
                 let gone: Vec<Vec<u8>> = removed
                     .iter()

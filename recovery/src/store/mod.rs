@@ -506,13 +506,10 @@ impl VersionedDir {
             };
             shas.push((p, sha));
         }
-        // The replica is the latest version as it was made (its directory SHA-256 from
-        // the stat cache, and its metadata, are the latest's): it holds every file.
-        let is_latest = |latest: &VersionHead| {
-            sha.is_some_and(|s| s.to_hex() == latest.dir_sha256)
-                && history::meta_digest(manifest::entries_of(tree), root_meta(tree))
-                    == latest.meta_sha256
-        };
+        // The replica's files are the latest version's (its directory SHA-256, from the
+        // stat cache, is the latest's: the same paths with the same SHA-256): the latest
+        // holds every file the pass replaces, whatever their metadata.
+        let is_latest = |latest: &VersionHead| sha.is_some_and(|s| s.to_hex() == latest.dir_sha256);
         let why = match before {
             Some(why) => Some(why),
             None => {
@@ -540,10 +537,37 @@ impl VersionedDir {
                 );
             }
         }
-        let mut root = history.open_made()?;
-        for (p, sha) in &shas {
-            History::keep_file(&mut root, &mut live, p, sha)?;
+        let root = history.open_made()?;
+        // Each file kept is a link (or a copy) of its own: shared out over the cores.
+        // A worker whose handles could not be opened keeps nothing and says why.
+        let unopened: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+        let opened = || match (root.try_clone(), live.try_clone()) {
+            (Ok(r), Ok(l)) => Some((r, l)),
+            (Err(e), _) | (_, Err(e)) => {
+                if let Ok(mut first) = unopened.lock() {
+                    first.get_or_insert(e);
+                }
+                None
+            }
+        };
+        let kept = engine::parallel::map(&shas, opened, |roots, (p, sha)| {
+            roots
+                .as_mut()
+                .map(|(root, live)| History::keep_file(root, live, p, sha))
+        });
+        for k in kept {
+            match k {
+                Some(done) => done?,
+                None => {
+                    return Err(unopened
+                        .into_inner()
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| Error::entry(replica, "cannot open to keep")))
+                }
+            }
         }
+        let mut root = root;
         if !shas.is_empty() {
             root.sync_dir_of(&Path::new("pending").join("x"))?;
         }
