@@ -513,6 +513,50 @@ def watch_case(R, tree, runs, work):
                 R.add(f"W1 watch: a whole pass, nothing to do{vlabel}", "oneway", w, m)
 
 
+def w4_cases(R, base, work, runs, have, scale):
+    """Issue 21's scale: W4 = 1,000,000 files of about 1 KB in 20,000 folders. The mirror
+    initially, with no change and with 1% changed (oneway with versions on and off,
+    rsync), and the two-way sync initially and with no change (twoway; Unison is left
+    out: it takes many minutes at this size). Wall time and peak RSS."""
+    w4 = os.path.join(base, "W4")
+    t0 = time.time()
+    gen_tree(w4, int(1_000_000 * scale), max(30, int(20_000 * scale)), 1024, seed=4, links=False)
+    print(f"generated W4 in {time.time() - t0:.1f}s", file=sys.stderr)
+    label = "W4 (1M files)"
+    tools = [("oneway", ["--no-versions"]), ("oneway", []), ("rsync", [])]
+    for r in range(runs):
+        for tool, extra in tools if r % 2 == 0 else list(reversed(tools)):
+            if not have.get(tool, True):
+                continue
+            name = tool + (" --no-versions" if extra else (" (versions)" if tool == "oneway" else ""))
+            home = os.path.join(work, "home-w4")
+            fresh(home)
+            # W4 itself is SOURCE: tmpfs here holds about 3M inodes, and a copy of it
+            # besides BACKUP would not fit. Each tool's 1% change is a change of its own.
+            src, dst = w4, os.path.join(work, "dst")
+            fresh(dst)
+            cmd = mirror_cmd(tool, src, dst, extra) if tool == "oneway" else mirror_cmd(tool, src, dst)
+            w, m = run(cmd, env_for(home))
+            R.add(f"{label} mirror initial", name, w, m)
+            w, m = run(cmd, env_for(home))
+            R.add(f"{label} mirror no change", name, w, m)
+            mutate(src, seed=40 + r * 10 + len(name))
+            w, m = run(cmd, env_for(home))
+            R.add(f"{label} mirror 1% change", name, w, m)
+            fresh(dst)
+    for r in range(runs):
+        home = os.path.join(work, "home-w4")
+        fresh(home)
+        a, b = w4, os.path.join(work, "b")
+        fresh(b)
+        w, m = run(sync_cmd("twoway", a, b), env_for(home))
+        R.add(f"{label} two-way initial", "twoway", w, m)
+        w, m = run(sync_cmd("twoway", a, b), env_for(home))
+        R.add(f"{label} two-way no change", "twoway", w, m)
+        fresh(b)
+    subprocess.run(["rm", "-rf", w4], check=True)
+
+
 def sync_cases(R, tree, tools, runs, work):
     for r in range(runs):
         order = tools if r % 2 == 0 else list(reversed(tools))
@@ -635,6 +679,8 @@ def main():
                     R.add("W3 (200k files) mirror initial", tool, w, m)
                     w, m = run(mirror_cmd(tool, w3, dst), env_for(home))
                     R.add("W3 (200k files) mirror no change", tool, w, m)
+        if "w4" in cases:
+            w4_cases(R, base, work, args.runs, have, scale)
         print(report(R, machine))
         for n in notes:
             print()
