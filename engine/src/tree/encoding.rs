@@ -186,6 +186,8 @@ pub struct SeqReader<R> {
     at: usize,
     end: usize,
     eof: bool,
+    /// Where `buf[0]` is in the source.
+    base: u64,
 }
 
 impl<R: std::io::Read> SeqReader<R> {
@@ -198,7 +200,13 @@ impl<R: std::io::Read> SeqReader<R> {
             at: 0,
             end: 0,
             eof: false,
+            base: 0,
         }
+    }
+
+    /// Where the next item starts in the source (bytes from its start).
+    pub fn offset(&self) -> u64 {
+        self.base + self.at as u64
     }
 
     /// The next item, of a type that owns its data.
@@ -259,6 +267,7 @@ impl<R: std::io::Read> SeqReader<R> {
     /// Moves what is left to the front and reads more after it (the buffer doubles when
     /// one item fills it).
     fn fill(&mut self) -> std::io::Result<()> {
+        self.base += self.at as u64;
         self.buf.copy_within(self.at..self.end, 0);
         self.end -= self.at;
         self.at = 0;
@@ -287,6 +296,50 @@ mod tests {
     use super::*;
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn each_entry_read_says_where_its_bytes_are() {
+        let entries: Vec<(PathBuf, Entry)> = (0..500u64)
+            .map(|i| {
+                let mut e = Entry::file(
+                    i,
+                    0o644,
+                    MTime::new(i as i64, 0),
+                    Some(Digest([i as u8; 32])),
+                );
+                e.ino = i * 7;
+                (
+                    PathBuf::from(format!("dir/{i:04}-{}", "x".repeat((i % 90) as usize))),
+                    e,
+                )
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        write_seq(
+            &mut bytes,
+            &(7u32, entries.len()),
+            entries.iter().map(|(p, e)| EntryRef::new(p, e)),
+        )
+        .unwrap();
+        // Read back through a small trickle, so that items straddle the buffer's refills.
+        let mut r = SeqReader::new(Trickle {
+            bytes: &bytes[..],
+            step: 777,
+        });
+        let (_, n): (u32, usize) = r.take().unwrap();
+        for (p, e) in entries.iter().take(n) {
+            let at = r.offset() as usize;
+            let (path, end) = r
+                .take_entry(false, |x| x.path.to_path_buf())
+                .map(|p| (p, r.offset() as usize))
+                .unwrap();
+            assert_eq!(&path, p);
+            assert_eq!(
+                &bytes[at..end],
+                postcard::to_allocvec(&EntryRef::new(p, e)).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn owned_and_borrowed_records_encode_alike() {

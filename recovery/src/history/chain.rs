@@ -11,7 +11,7 @@ use engine::fs::Root;
 use engine::tree::encoding::{EntryRecord, EntryRef};
 use engine::tree::{path_order, Digest};
 
-use super::format::{same, same_path, Read};
+use super::format::{same, same_path, Read, Run};
 use super::{damaged, version_file, Form, History, VersionHead, DIFF, VERSIONS};
 
 impl History {
@@ -95,6 +95,11 @@ impl History {
     /// and whose head is `head` (its id and change counts are filled here). It is
     /// written whole; the latest version becomes the difference from it (written first,
     /// so that a kill leaves both readable). Returns the new id.
+    ///
+    /// The new version's file is the latest's with what changed put in: the bytes of
+    /// every entry recorded alike in both (inode included) are copied from the latest's
+    /// file, not encoded again; the file is byte for byte what encoding every entry
+    /// would give.
     pub fn record<'n, I: Iterator<Item = EntryRef<'n>>>(
         &self,
         mut head: VersionHead,
@@ -106,6 +111,10 @@ impl History {
         head.id = next;
         let latest = files.iter().rev().find(|(_, f)| *f).map(|(id, _)| *id);
         let (mut added, mut modified, mut removed) = (0u64, 0u64, 0u64);
+        // The runs of entries of the new version recorded alike in the latest, one after
+        // another in both: (the place of the first in `news`, how many, where their bytes
+        // are in the latest's file and how many). As many as the changes that part them.
+        let mut alike: Vec<Run> = Vec::new();
         if let Some(old_id) = latest {
             let mut old = self.reader(&mut root, old_id, true)?;
             let old_head = old.head.clone();
@@ -114,28 +123,49 @@ impl History {
             // the old entries borrowed as they are read.
             let mut back: Vec<EntryRecord> = Vec::new();
             let mut gone: Vec<Vec<u8>> = Vec::new();
-            let mut news_it = news().peekable();
-            while old
-                .next_with(|o| {
-                    while let Some(n) = news_it.next_if(|n| path_order(n.path, o.path).is_lt()) {
+            let mut news_it = news().enumerate().peekable();
+            loop {
+                let at = old.offset();
+                let same_bytes = old.next_with(|o| {
+                    while let Some((_, n)) =
+                        news_it.next_if(|(_, n)| path_order(n.path, o.path).is_lt())
+                    {
                         added += 1;
                         gone.push(n.path.as_os_str().as_bytes().to_vec());
                     }
-                    match news_it.next_if(|n| same_path(n.path, o.path)) {
-                        Some(n) if same(&o, &n) => {}
+                    match news_it.next_if(|(_, n)| same_path(n.path, o.path)) {
+                        Some((i, n)) if same(&o, &n) => (o.ino == n.ino).then_some(i),
                         Some(_) => {
                             modified += 1;
                             back.push(o.to_owned());
+                            None
                         }
                         None => {
                             removed += 1;
                             back.push(o.to_owned());
+                            None
                         }
                     }
-                })?
-                .is_some()
-            {}
-            for n in news_it {
+                })?;
+                let Some(same_bytes) = same_bytes else { break };
+                if let Some(i) = same_bytes {
+                    let i = i as u64;
+                    let len = old.offset() - at;
+                    match alike.last_mut() {
+                        Some(r) if r.first + r.count == i && r.at + r.bytes == at => {
+                            r.count += 1;
+                            r.bytes += len;
+                        }
+                        _ => alike.push(Run {
+                            first: i,
+                            count: 1,
+                            at,
+                            bytes: len,
+                        }),
+                    }
+                }
+            }
+            for (_, n) in news_it {
                 added += 1;
                 gone.push(n.path.as_os_str().as_bytes().to_vec());
             }
@@ -152,7 +182,12 @@ impl History {
         head.added = added;
         head.changed = modified;
         head.removed = removed;
-        self.write_full(&mut root, &head, news)?;
+        match latest {
+            Some(old_id) if !alike.is_empty() => {
+                self.write_full_from(&mut root, &head, news, old_id, &alike)?
+            }
+            _ => self.write_full(&mut root, &head, news)?,
+        }
         if let Some(old_id) = latest {
             // Its difference is on disk: the old whole file is no longer needed.
             root.remove(&version_file(old_id, Form::Full))?;

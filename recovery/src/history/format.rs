@@ -12,6 +12,17 @@ use engine::tree::{Digest, Kind};
 
 use super::{damaged, version_file, Form, History, VersionHead, DIFF, FULL, VERSIONS};
 
+/// Entries recorded alike in two versions, one after another in both: the place of the
+/// first among the new version's entries, how many, and where their bytes are in the
+/// older version's file and how many.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Run {
+    pub(super) first: u64,
+    pub(super) count: u64,
+    pub(super) at: u64,
+    pub(super) bytes: u64,
+}
+
 /// A version's file read whole: its head, and for a difference what it removes.
 pub(super) struct Read {
     pub(super) head: VersionHead,
@@ -50,6 +61,11 @@ impl VersionReader {
             .take_entry(false, f)
             .map(Some)
             .map_err(|e| damaged(&self.abs, e))
+    }
+
+    /// Where the next entry's bytes start in the file.
+    pub(super) fn offset(&self) -> u64 {
+        self.seq.offset()
     }
 
     /// The next entry, in path order; `None` after the last, once no byte follows it.
@@ -229,6 +245,63 @@ impl History {
             removed,
             left,
             seq,
+        })
+    }
+
+    /// [`write_full`](Self::write_full), with the bytes of the runs of entries `alike`
+    /// names (in order) copied from version `from`'s whole file rather than encoded
+    /// again.
+    pub(super) fn write_full_from<'n, I: Iterator<Item = EntryRef<'n>>>(
+        &self,
+        root: &mut Root,
+        head: &VersionHead,
+        news: impl Fn() -> I,
+        from: u64,
+        alike: &[Run],
+    ) -> Result<(), Error> {
+        use std::io::{Read as _, Write as _};
+        let count = news().count();
+        let src_rel = version_file(from, Form::Full);
+        let (src, _) = root.open_read(&src_rel)?;
+        root.write_atomic_with(&version_file(head.id, Form::Full), |w| {
+            let enc = |e: postcard::Error| std::io::Error::other(e);
+            let mut buf = postcard::to_extend(&(FULL, head, count), Vec::with_capacity(1 << 16))
+                .map_err(enc)?;
+            let mut src = std::io::BufReader::with_capacity(1 << 16, src);
+            let mut pos = 0u64;
+            let mut next = alike.iter().peekable();
+            let mut skip = 0u64;
+            for (i, n) in news().enumerate() {
+                if skip > 0 {
+                    // Within a run already copied.
+                    skip -= 1;
+                    continue;
+                }
+                match next.next_if(|r| r.first as usize == i) {
+                    Some(r) => {
+                        // The bytes between the last run copied and this one (entries
+                        // that changed) are passed over.
+                        if r.at < pos {
+                            return Err(std::io::Error::other("runs out of order"));
+                        }
+                        std::io::copy(&mut (&mut src).take(r.at - pos), &mut std::io::sink())?;
+                        w.write_all(&buf)?;
+                        buf.clear();
+                        let copied = std::io::copy(&mut (&mut src).take(r.bytes), w)?;
+                        if copied != r.bytes {
+                            return Err(std::io::ErrorKind::UnexpectedEof.into());
+                        }
+                        pos = r.at + r.bytes;
+                        skip = r.count - 1;
+                    }
+                    None => buf = postcard::to_extend(&n, buf).map_err(enc)?,
+                }
+                if buf.len() >= 1 << 16 {
+                    w.write_all(&buf)?;
+                    buf.clear();
+                }
+            }
+            w.write_all(&buf)
         })
     }
 

@@ -294,3 +294,31 @@ fn kept_content_reaches_the_twin_even_after_a_kill_in_between() {
         "linked, not copied"
     );
 }
+
+#[test]
+fn a_new_whole_version_is_byte_for_byte_its_entries_encoded() {
+    // Entries copied from the version before (the same in every field, inode included)
+    // and entries encoded afresh (changed, new, or alike but for the inode) make the
+    // file that encoding them all makes.
+    let (_d, h) = new_history();
+    let (_d2, fresh) = new_history();
+    let mut s = states();
+    let mut moved_inode = s[3].clone();
+    for e in moved_inode.iter_mut().filter(|e| e.path == Path::new("c")) {
+        e.ino = Some(99);
+    }
+    s.insert(4, moved_inode);
+    let ids = record_all(&h, &s);
+    let mut root = h.open_made().unwrap();
+    let mut fresh_root = fresh.open_made().unwrap();
+    let newest = *ids.last().unwrap();
+    let head = h.read(&mut root, newest, true, false).unwrap().head;
+    let last = s.last().unwrap();
+    fresh
+        .write_full(&mut fresh_root, &head, || last.iter().map(|e| e.as_ref()))
+        .unwrap();
+    let file =
+        |hist: &History| std::fs::read(hist.path().join(version_file(newest, Form::Full))).unwrap();
+    assert_eq!(file(&h), file(&fresh));
+    assert_eq!(&h.state(newest).unwrap().entries, last);
+}
