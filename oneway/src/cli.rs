@@ -99,15 +99,15 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
     let interval = settings.interval;
     let mut job = Job::new(&source, &backup, settings, home)?;
     job.additive |= cli.additive;
-    // --watch: SOURCE is watched; BACKUP and the store, where the pass writes, are not.
+    // --watch: SOURCE is watched, and BACKUP, so that a file changed there by hand is
+    // put back soon (what a pass writes there starts no pass); the store is not.
     let watch = match job.settings.watch {
         Some(debounce) => {
-            let mut ignore = vec![job.backup.clone()];
+            let mut ignore = vec![job.backup.join(engine::names::VERSIONS_DIR)];
             ignore.extend(job.settings.store.clone());
-            Some(
-                Watch::new(&[&job.source], ignore, debounce)?
-                    .filtered(&[&job.source], &job.settings.filter),
-            )
+            let mut w = Watch::new(&[&job.source], ignore, debounce)?;
+            w.watch_also(&job.backup);
+            Some(w.filtered(&[&job.source, &job.backup], &job.settings.filter))
         }
         None => None,
     };

@@ -667,6 +667,12 @@ fn watch_mode_reads_only_what_changed_and_leaves_what_a_whole_pass_would() {
             eventually("a change in B reaches A", || {
                 a.join("deep/from-b.txt").exists()
             });
+        } else {
+            // A file changed by hand in BACKUP is put back long before the interval.
+            write(&b.join("still/s.txt"), "edited in BACKUP");
+            eventually("a hand edit in BACKUP is undone", || {
+                read(&b.join("still/s.txt")) == b"5"
+            });
         }
         let pid = running.id().to_string();
         std::process::Command::new("kill")

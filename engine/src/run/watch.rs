@@ -19,7 +19,7 @@ use crate::error::Refusal;
 
 /// Watches directories for changes worth a pass.
 pub struct Watch {
-    _watcher: notify::RecommendedWatcher,
+    watcher: notify::RecommendedWatcher,
     events: Receiver<notify::Result<notify::Event>>,
     debounce: Duration,
     /// Paths whose changes are the tool's own (a store inside a replica, BACKUP
@@ -109,7 +109,7 @@ impl Watch {
             *own = Some(HashSet::new());
         }
         Ok(Watch {
-            _watcher: watcher,
+            watcher,
             events,
             debounce,
             ignore,
@@ -117,6 +117,17 @@ impl Watch {
             pending: std::cell::Cell::new(false),
             changed: Default::default(),
         })
+    }
+
+    /// Watches `dir` too, if it can: a directory that cannot be watched (the kernel's
+    /// watches run out) is said in a warning, and its changes wait for `--interval`.
+    pub fn watch_also(&mut self, dir: &Path) {
+        if let Err(e) = self.watcher.watch(dir, RecursiveMode::Recursive) {
+            log::warn!(
+                "cannot watch {} for changes ({e}): changes there wait for the next --interval pass",
+                crate::names::display(dir)
+            );
+        }
     }
 
     /// Leaves out changes of what `filter` leaves out of the passes (`--exclude`) under
