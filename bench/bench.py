@@ -618,8 +618,11 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--cases", default="mirror,large,versions,history,restore,rename,watch,twoway,scale")
     ap.add_argument("--bench-dir", default=os.environ.get("BENCH_DIR", "/dev/shm"))
+    ap.add_argument("--w4", action="store_true", help="add the W4 rows (1M files; about 7 minutes)")
     args = ap.parse_args()
     cases = set(args.cases.split(","))
+    if args.w4:
+        cases.add("w4")
 
     base = os.path.join(args.bench_dir, f"twoway-bench-{os.getpid()}")
     os.makedirs(base)
