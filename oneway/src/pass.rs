@@ -193,7 +193,8 @@ impl Tool for Job {
             // both): such pairs are hashed now. Each would be hashed after the pass
             // anyway.
             let window = self.modify_window(scanned.fs[1]);
-            let [src, dst] = &scanned.trees;
+            let parts = part_to_plan(scanned);
+            let [src, dst] = parts.as_ref().unwrap_or(&scanned.trees);
             let unsure: HashSet<PathBuf> = zip_paths(&src.entries, &dst.entries)
                 .filter_map(|(p, s, d)| {
                     let (s, d) = (s?, d?);
@@ -225,8 +226,10 @@ impl Tool for Job {
             ignore_modes: fs[1].no_modes,
             keep_owners: engine::fs::keeps_owners(),
         };
+        let parts = part_to_plan(scanned);
         let [src, dst] = &scanned.trees;
-        let mut plan = mirror::plan_mirror(src, dst, &opts);
+        let [part_src, part_dst] = parts.as_ref().unwrap_or(&scanned.trees);
+        let mut plan = mirror::plan_mirror(part_src, part_dst, &opts);
         let mut left_alone = 0;
         if self.additive {
             let (adding, left) = engine::plan::additive::additive(plan);
@@ -391,13 +394,15 @@ impl Job {
 /// files and directories SOURCE's scan found touched (see `ScanOptions::touched_since`).
 /// Reads only.
 fn mark_attribute_changes(scanned: &mut Scanned) {
-    let [src, dst] = &mut scanned.trees;
+    let parts = part_to_plan(scanned);
+    let [src, dst] = parts.as_ref().unwrap_or(&scanned.trees);
     let touched: Vec<PathBuf> = zip_paths(&src.entries, &dst.entries)
         .filter_map(|(p, s, d)| {
             let (s, d) = (s?, d?);
             (s.touched && s.kind == d.kind && s.kind != Kind::Symlink).then(|| p.to_path_buf())
         })
         .collect();
+    let dst = &mut scanned.trees[1];
     let [source, backup] = &mut scanned.roots;
     for p in touched {
         if !engine::fs::same_attributes(source, backup, &p) {
@@ -406,6 +411,17 @@ fn mark_attribute_changes(scanned: &mut Scanned) {
             }
         }
     }
+}
+
+/// Under `--watch`, after a pass that read only the folders that changed: that part of
+/// SOURCE and BACKUP, which is all a plan needs to look at (elsewhere the two are as
+/// the pass before made them). None (plan the whole) otherwise, or when the part holds a
+/// hard-linked file (links pair paths anywhere in the tree).
+fn part_to_plan(scanned: &Scanned) -> Option<[engine::tree::Tree; 2]> {
+    let region = scanned.region.as_ref()?;
+    let parts = scanned.trees.each_ref().map(|t| region.part_of(t));
+    let linked = parts.iter().any(|t| t.entries.values().any(|e| e.linked));
+    (!linked).then_some(parts)
 }
 
 fn sha_text(d: Option<Digest>) -> String {

@@ -31,6 +31,9 @@ pub struct Scanned {
     replicas: [Replica; 2],
     /// Only some folders were read, into the trees the pass before left (`--watch`).
     rescanned: bool,
+    /// Then, what was read on either replica: outside it both trees are what the pass
+    /// before left, made the same, so a planner may look only at this part of them.
+    pub region: Option<crate::scan::rescan::Region>,
 }
 
 impl Scanned {
@@ -57,20 +60,30 @@ impl Scanned {
                     || replicas[0].rescan(&opts[0], ta, at, &dirs),
                     || replicas[1].rescan(&opts[1], tb, at, &dirs),
                 );
-                let ((ta, changed_a), (tb, changed_b)) = (ra?, rb?);
+                let ((ta, read_a), (tb, read_b)) = (ra?, rb?);
                 // A replica in which nothing changed is the tree whose SHA-256 the pass
                 // before worked out.
-                Ok(replica::ReadBoth {
-                    trees: (ta, tb),
-                    cached_sha: [
-                        shas[0].filter(|_| !changed_a),
-                        shas[1].filter(|_| !changed_b),
-                    ],
-                })
+                let cached_sha = [
+                    shas[0].filter(|_| !read_a.changed),
+                    shas[1].filter(|_| !read_b.changed),
+                ];
+                let region = read_a.region.join(read_b.region);
+                Ok((
+                    replica::ReadBoth {
+                        trees: (ta, tb),
+                        cached_sha,
+                    },
+                    Some(region),
+                ))
             }
-            _ => replica::read_both((&replicas[0], &opts[0]), (&replicas[1], &opts[1]), checksum),
+            _ => replica::read_both((&replicas[0], &opts[0]), (&replicas[1], &opts[1]), checksum)
+                .map(|r| (r, None)),
         };
         let (read, base) = parallel::join(read, || tool.load_base());
+        let (read, region) = match read {
+            Ok((r, region)) => (Ok(r), region),
+            Err(e) => (Err(e), None),
+        };
         let replica::ReadBoth {
             trees: (ta, tb),
             cached_sha,
@@ -87,6 +100,7 @@ impl Scanned {
             hashed_files: 0,
             replicas,
             rescanned,
+            region,
         };
         for t in &mut scanned.trees {
             scanned.errors.append(&mut t.errors);

@@ -46,14 +46,14 @@ impl Replica {
 
     /// Reads `dirs` of this replica again into `held`, the tree a pass left (read at
     /// `held_at`): see [`crate::scan::rescan`]. Hashes come from `held`, not the cache.
-    /// Also says whether anything read differs from `held`.
+    /// Also says what it read, and whether anything there differs from `held`.
     pub fn rescan(
         &self,
         opts: &ScanOptions,
         held: Tree,
         held_at: crate::tree::MTime,
         dirs: &std::collections::BTreeSet<PathBuf>,
-    ) -> Result<(Tree, bool), Refusal> {
+    ) -> Result<(Tree, scan::rescan::Rescanned), Refusal> {
         let t0 = std::time::Instant::now();
         let read = scan::rescan::rescan(&self.root, opts, held, held_at, dirs);
         let (tree, stats) = match read {
@@ -69,7 +69,7 @@ impl Replica {
             stats.moved,
             t0.elapsed().as_secs_f64()
         );
-        Ok((tree, stats.changed))
+        Ok((tree, stats))
     }
 
     /// Takes known hashes from the stat cache (none with `checksum`); returns the

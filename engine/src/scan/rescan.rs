@@ -27,7 +27,7 @@ use crate::tree::entries::Chunk;
 use crate::tree::{parent_of, Digest, Entry, Kind, MTime, Tree};
 
 /// What a rescan read.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Rescanned {
     /// Directories read again.
     pub dirs: usize,
@@ -38,6 +38,59 @@ pub struct Rescanned {
     /// Something read differs from the tree before (else the tree is the very one the
     /// pass before left).
     pub changed: bool,
+    /// What was read: the part of the tree a planner needs to look at.
+    pub region: Region,
+}
+
+/// The part of a tree a rescan read: the folders read (their own entries and the entries
+/// in them) and the folders walked whole. Outside it, the tree is what the pass before
+/// left, when every replica was made the same: a plan of that part is the plan of the
+/// whole (but for hard links, which pair paths anywhere in a tree).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Region {
+    pub dirs: BTreeSet<PathBuf>,
+    pub whole: BTreeSet<PathBuf>,
+}
+
+impl Region {
+    /// Both regions at once (the same folders must be planned on every replica).
+    pub fn join(mut self, other: Region) -> Region {
+        self.dirs.extend(other.dirs);
+        self.whole.extend(other.whole);
+        self
+    }
+
+    /// The entries of `tree` in the region (its root, unknown and excluded paths
+    /// kept as they are).
+    pub fn part_of(&self, tree: &Tree) -> Tree {
+        let mut v: Vec<(PathBuf, Entry)> = Vec::new();
+        for d in &self.dirs {
+            if !d.as_os_str().is_empty() {
+                if let Some(e) = tree.entries.get(d) {
+                    v.push((d.clone(), e.clone()));
+                }
+            }
+            for (p, e) in tree.entries.at_and_under(d) {
+                if p != d && parent_of(p) == d {
+                    v.push((p.to_path_buf(), e.clone()));
+                }
+            }
+        }
+        for w in &self.whole {
+            for (p, e) in tree.entries.at_and_under(w) {
+                v.push((p.to_path_buf(), e.clone()));
+            }
+        }
+        crate::tree::sort_by_path(&mut v);
+        v.dedup_by(|a, b| a.0 == b.0);
+        Tree {
+            root: tree.root.clone(),
+            entries: crate::tree::Entries::from_sorted(v),
+            unknown: tree.unknown.clone(),
+            excluded: tree.excluded.clone(),
+            ..Tree::default()
+        }
+    }
 }
 
 /// Reads `dirs` (relative to `root`) again into `held`, the tree of `root` as the pass
@@ -93,7 +146,14 @@ pub fn rescan(
             }
         }
         let mut this = Partial::default();
-        let (changed, gone) = read_dir(&walker, &held, &rel, &fd, &mut this, &mut removed);
+        let (changed, gone) = read_dir(
+            &walker,
+            &held,
+            (&rel, &fd),
+            &mut this,
+            &mut removed,
+            &mut stats.region.whole,
+        );
         // Something the folder held is gone.
         stats.changed |= gone;
         changes.extend(
@@ -157,6 +217,7 @@ pub fn rescan(
     held.excluded.extend(part.excluded);
     held.entries.merge(&removed, changes);
     held.root = root_now;
+    stats.region.dirs = read;
     held.leftovers = part.leftovers;
     held.specials = part.specials;
     held.errors = part.errors;
@@ -223,10 +284,10 @@ fn open_path(root_fd: &OwnedFd, rel: &Path) -> rustix::io::Result<OwnedFd> {
 fn read_dir(
     walker: &Walker,
     held: &Tree,
-    rel: &Path,
-    fd: &OwnedFd,
+    (rel, fd): (&Path, &OwnedFd),
     part: &mut Partial,
     removed: &mut Vec<PathBuf>,
+    walked: &mut BTreeSet<PathBuf>,
 ) -> (Vec<(PathBuf, OwnedFd)>, bool) {
     let mut moved_mtime = Vec::new();
     let depth = rel.components().count();
@@ -259,6 +320,7 @@ fn read_dir(
             _ => {
                 removed.push(child.clone());
                 walker.walk(&sub, &child, depth + 1, part);
+                walked.insert(child);
             }
         }
     }
@@ -384,6 +446,37 @@ mod tests {
         std::fs::remove_file(r.join("a/b/g")).unwrap();
         let (_, stats) = rescan(r, &opts, held, at, &dirs(&["a/b"])).unwrap();
         assert!(stats.changed, "a name gone is a change");
+    }
+
+    #[test]
+    fn the_part_read_is_the_folders_read_and_the_folders_walked() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for p in ["a/kept/deep", "b/c"] {
+            std::fs::create_dir_all(r.join(p)).unwrap();
+        }
+        std::fs::write(r.join("a/f"), b"1").unwrap();
+        std::fs::write(r.join("a/kept/deep/g"), b"2").unwrap();
+        let opts = ScanOptions::default();
+        let at = MTime::new(MTime::now().sec + 3600, 0);
+        let held = with_hashes(scan(r, &opts).unwrap());
+        std::fs::create_dir_all(r.join("a/new/inner")).unwrap();
+        std::fs::write(r.join("a/new/inner/h"), b"3").unwrap();
+        let (t, stats) = rescan(r, &opts, held, at, &dirs(&["a"])).unwrap();
+        let part = stats.region.part_of(&t);
+        // "a" and what is in it; "a/new" whole; not what "a/kept" holds, nor "b".
+        assert_eq!(
+            keys(&part),
+            [
+                "a/",
+                "a/f",
+                "a/kept/",
+                "a/new/",
+                "a/new/inner/",
+                "a/new/inner/h"
+            ]
+        );
+        assert_eq!(part.root, t.root);
     }
 
     #[test]
