@@ -123,16 +123,6 @@ impl Job {
     pub fn run_pass(&self, n: u64) -> Result<PassOutcome, Refusal> {
         engine::pass::run(self, n)
     }
-
-    /// Runs one pass under `--watch` (see [`engine::pass::run_watched`]).
-    pub fn run_watched(
-        &self,
-        n: u64,
-        memo: &mut engine::pass::Memo,
-        changed: Option<&engine::run::watch::Changed>,
-    ) -> Result<PassOutcome, Refusal> {
-        engine::pass::run_watched(self, n, memo, changed)
-    }
 }
 
 impl Tool for Job {

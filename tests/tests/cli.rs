@@ -555,6 +555,34 @@ fn eventually(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// Starts `tool A B --watch` (interval an hour, debounce 100 ms, `extra` flags), its
+/// output piped.
+fn start_watching(env: &Env, tool: &str, a: &Path, b: &Path, extra: &[&str]) -> Running {
+    let child = env
+        .cmd(tool)
+        .arg(a)
+        .arg(b)
+        .args(["--watch", "--interval", "3600", "--debounce", "100"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    Running::new(child)
+}
+
+/// Stops a watching run with SIGTERM; checks it exits 0 and gives its stdout.
+fn stop_watching(tool: &str, running: Running) -> String {
+    let pid = running.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let out = running.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{tool}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn watch_mode_passes_soon_after_a_change_and_stops_on_sigterm() {
     let env = Env::new();
@@ -562,16 +590,7 @@ fn watch_mode_passes_soon_after_a_change_and_stops_on_sigterm() {
     write(&a.join("first.txt"), "1");
     std::fs::create_dir_all(&b).unwrap();
     for tool in ["oneway", "twoway"] {
-        let child = env
-            .cmd(tool)
-            .arg(&a)
-            .arg(&b)
-            .args(["--watch", "--interval", "3600", "--debounce", "100"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let running = Running::new(child);
+        let running = start_watching(&env, tool, &a, &b, &[]);
         eventually("the first pass", || b.join("first.txt").exists());
         // A change made now reaches the other side long before the next interval.
         let name = format!("{tool}-new.txt");
@@ -584,14 +603,7 @@ fn watch_mode_passes_soon_after_a_change_and_stops_on_sigterm() {
         // Time for a pass that the last pass's own writes would start, if they did
         // (a slow machine can only hide such a pass, never make one up).
         std::thread::sleep(std::time::Duration::from_millis(1500));
-        let pid = running.id().to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        let out = running.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{tool}: {out:?}");
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = stop_watching(tool, running);
         assert!(text.contains("stopped after"), "{tool}: {text}");
         // What a pass wrote never started another: no pass found nothing to do.
         assert!(!text.contains("nothing to do"), "{tool}: {text}");
@@ -618,16 +630,7 @@ fn watch_mode_reads_only_what_changed_and_leaves_what_a_whole_pass_would() {
             write(&a.join(p), text);
         }
         std::fs::create_dir_all(&b).unwrap();
-        let child = env
-            .cmd(tool)
-            .arg(&a)
-            .arg(&b)
-            .args(["--watch", "--interval", "3600", "--debounce", "100", "-v"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let running = Running::new(child);
+        let running = start_watching(&env, tool, &a, &b, &["-v"]);
         eventually("the first pass", || b.join("still/s.txt").exists());
         let read = |p: &Path| std::fs::read(p).unwrap_or_default();
         // An edit in place, deep down.
@@ -674,14 +677,7 @@ fn watch_mode_reads_only_what_changed_and_leaves_what_a_whole_pass_would() {
                 read(&b.join("still/s.txt")) == b"5"
             });
         }
-        let pid = running.id().to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        let out = running.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{tool}: {out:?}");
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = stop_watching(tool, running);
         // The passes after the first read only the folders that changed (one that
         // ended with an error, which a busy machine might cause, makes the next whole).
         assert!(text.matches("folders again").count() >= 3, "{tool}: {text}");

@@ -117,6 +117,6 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
     Ok(runner::run_passes_watching(
         interval,
         watch.as_ref(),
-        |n, changed| job.run_watched(n, &mut memo, changed.as_ref()),
+        |n, changed| engine::pass::run_watched(&job, n, &mut memo, changed.as_ref()),
     ))
 }

@@ -136,16 +136,6 @@ impl Job {
         engine::pass::run(self, n)
     }
 
-    /// Runs one pass under `--watch` (see [`engine::pass::run_watched`]).
-    pub fn run_watched(
-        &self,
-        n: u64,
-        memo: &mut engine::pass::Memo,
-        changed: Option<&engine::run::watch::Changed>,
-    ) -> Result<PassOutcome, Refusal> {
-        engine::pass::run_watched(self, n, memo, changed)
-    }
-
     /// The folder of the sync state (where a first sync sets its planned state aside).
     fn state_dir(&self) -> &Path {
         self.state_file.parent().unwrap_or(Path::new("."))

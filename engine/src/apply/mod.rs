@@ -368,14 +368,19 @@ pub fn apply(plan: &Plan, dst: &mut Root, opts: &ApplyOptions<'_>) -> Applied {
 }
 
 impl Applied {
-    /// Every path this apply wrote, removed or changed (copies once named).
-    pub fn paths_touched(&self) -> impl Iterator<Item = &Path> {
+    /// Every path this apply wrote, removed or changed (copies once named); true for a
+    /// removed one, whatever was under it gone with it.
+    pub fn paths_touched(&self) -> impl Iterator<Item = (&Path, bool)> {
         let lists = [&self.written, &self.meta, &self.dirs];
         lists
             .into_iter()
-            .flat_map(|l| l.iter().map(|(p, _)| p.as_path()))
-            .chain(self.removed.iter().map(PathBuf::as_path))
-            .chain(self.copied.iter().filter_map(|c| c.path.as_deref()))
+            .flat_map(|l| l.iter().map(|(p, _)| (p.as_path(), false)))
+            .chain(self.removed.iter().map(|p| (p.as_path(), true)))
+            .chain(
+                self.copied
+                    .iter()
+                    .filter_map(|c| Some((c.path.as_deref()?, false))),
+            )
     }
 
     /// Gives each copy's record its path, moved out of `plan` (the plan this applied):

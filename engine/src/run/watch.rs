@@ -63,14 +63,38 @@ impl Changed {
 }
 
 /// The paths the pass running now writes (absolute), while a watch is on: events for
-/// them, or under them, are the pass's own.
-static OWN: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+/// them are the pass's own, and for what was under a path it removed.
+static OWN: Mutex<Option<Own>> = Mutex::new(None);
 
-/// Notes paths (relative to `root`) that a pass wrote, when a watch is on.
-pub fn note_own<'a>(root: &Path, rels: impl Iterator<Item = &'a Path>) {
+/// See [`OWN`].
+#[derive(Default)]
+struct Own {
+    /// Written, made or changed (a folder's metadata: not what is in it).
+    exact: HashSet<PathBuf>,
+    /// Removed, with whatever was under it.
+    under: HashSet<PathBuf>,
+}
+
+impl Own {
+    /// Whether a pass wrote `p`.
+    fn holds(&self, p: &Path) -> bool {
+        self.exact.contains(p) || p.ancestors().any(|a| self.under.contains(a))
+    }
+}
+
+/// Notes paths (relative to `root`) that a pass wrote (true: removed, with what was
+/// under it), when a watch is on.
+pub fn note_own<'a>(root: &Path, rels: impl Iterator<Item = (&'a Path, bool)>) {
     if let Ok(mut own) = OWN.lock() {
         if let Some(own) = own.as_mut() {
-            own.extend(rels.map(|r| root.join(r)));
+            for (r, whole) in rels {
+                let set = if whole {
+                    &mut own.under
+                } else {
+                    &mut own.exact
+                };
+                set.insert(root.join(r));
+            }
         }
     }
 }
@@ -106,7 +130,7 @@ impl Watch {
             })?;
         }
         if let Ok(mut own) = OWN.lock() {
-            *own = Some(HashSet::new());
+            *own = Some(Own::default());
         }
         Ok(Watch {
             watcher,
@@ -161,11 +185,11 @@ impl Watch {
     /// Whether an event asks for a pass: a change (not a read) of an entry that is not
     /// the tool's own; an error of the watcher (a full queue) does too.
     fn matters(&self, e: &notify::Result<notify::Event>) -> bool {
-        self.matters_but(e, &HashSet::new())
+        self.matters_but(e, &Own::default())
     }
 
     /// [`matters`](Self::matters), and is not about a path in `own` (or under one).
-    fn matters_but(&self, e: &notify::Result<notify::Event>, own: &HashSet<PathBuf>) -> bool {
+    fn matters_but(&self, e: &notify::Result<notify::Event>, own: &Own) -> bool {
         let Ok(e) = e else {
             return true;
         };
@@ -179,7 +203,7 @@ impl Watch {
             let own_name = p.file_name().is_some_and(|n| {
                 crate::names::is_reserved_top(n) || crate::names::is_temp_name(n) || unnamed(p)
             });
-            let ours = p.ancestors().any(|a| own.contains(a));
+            let ours = own.holds(p);
             !own_name && !ours && !self.ignore.iter().any(|i| p.starts_with(i)) && !self.left_out(p)
         })
     }
@@ -279,5 +303,26 @@ mod tests {
         assert!(c.dirs.contains(&root.join("src")) && !c.missed);
         c.note(&Err(notify::Error::generic("queue overflow")));
         assert!(c.missed, "an error of the watcher calls for a whole pass");
+    }
+
+    #[test]
+    fn what_a_pass_wrote_is_its_own_but_not_what_is_below_a_folder_it_touched() {
+        let root = Path::new("/r");
+        let mut own = Own::default();
+        // The pass set the root's and "a"'s metadata, wrote "a/f", removed "gone".
+        for (p, whole) in [("", false), ("a", false), ("a/f", false), ("gone", true)] {
+            let set = if whole {
+                &mut own.under
+            } else {
+                &mut own.exact
+            };
+            set.insert(root.join(p));
+        }
+        assert!(own.holds(Path::new("/r/a/f")));
+        assert!(own.holds(Path::new("/r/gone/deep/x")));
+        assert!(own.holds(Path::new("/r")));
+        // Someone's edit in a folder the pass only touched is a change.
+        assert!(!own.holds(Path::new("/r/a/g")));
+        assert!(!own.holds(Path::new("/r/b/h")));
     }
 }

@@ -216,18 +216,26 @@ struct Walker<'a> {
 impl Walker<'_> {
     /// Every entry below the directory `fd` (at `rel`), depth first, in path order.
     fn walk(&self, fd: &OwnedFd, rel: &Path, depth: usize, out: &mut Partial) {
-        let names = match read_names(fd) {
-            Ok(n) => n,
-            Err(e) => {
-                out.errors
-                    .push(Error::io("read dir", self.root.join(rel), e.into()));
-                out.unknown.push(rel.to_path_buf());
-                return;
-            }
+        let Some(names) = self.names_of(fd, rel, out) else {
+            return;
         };
         for name in names.iter() {
             if let Some((child, sub)) = self.visit(fd, rel, name, depth, out) {
                 self.walk(&sub, &child, depth + 1, out);
+            }
+        }
+    }
+
+    /// The names in the directory `fd` (at `rel`); one that cannot be read is an error,
+    /// and its path unknown.
+    fn names_of(&self, fd: &OwnedFd, rel: &Path, out: &mut Partial) -> Option<Names> {
+        match read_names(fd) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                out.errors
+                    .push(Error::io("read dir", self.root.join(rel), e.into()));
+                out.unknown.push(rel.to_path_buf());
+                None
             }
         }
     }

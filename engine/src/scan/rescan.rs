@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs as rfs;
 
-use super::{open_dir_at, read_names, Partial, ScanOptions, Walker};
+use super::{open_dir_at, Partial, ScanOptions, Walker};
 use crate::error::Error;
 use crate::fs;
 use crate::tree::entries::Chunk;
@@ -291,15 +291,9 @@ fn read_dir(
 ) -> (Vec<(PathBuf, OwnedFd)>, bool) {
     let mut moved_mtime = Vec::new();
     let depth = rel.components().count();
-    let names = match read_names(fd) {
-        Ok(n) => n,
-        Err(e) => {
-            part.errors
-                .push(Error::io("read dir", walker.root.join(rel), e.into()));
-            part.unknown.push(rel.to_path_buf());
-            removed.extend(children(held, rel));
-            return (moved_mtime, true);
-        }
+    let Some(names) = walker.names_of(fd, rel, part) else {
+        removed.extend(children(held, rel));
+        return (moved_mtime, true);
     };
     let mut now: BTreeSet<&[u8]> = BTreeSet::new();
     for name in names.iter() {
