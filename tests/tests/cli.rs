@@ -670,6 +670,11 @@ fn watch_mode_reads_only_what_changed_and_leaves_what_a_whole_pass_would() {
             eventually("a change in B reaches A", || {
                 a.join("deep/from-b.txt").exists()
             });
+            // A deletion in B is a deletion in A (the sync state knew the file).
+            std::fs::remove_file(b.join("still/s.txt")).unwrap();
+            eventually("a deletion in B reaches A", || {
+                !a.join("still/s.txt").exists()
+            });
         } else {
             // A file changed by hand in BACKUP is put back long before the interval.
             write(&b.join("still/s.txt"), "edited in BACKUP");
