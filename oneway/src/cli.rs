@@ -112,9 +112,9 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
         None => None,
     };
     let mut memo = engine::pass::Memo::default();
-    Ok(runner::run_passes_watching(
-        interval,
-        watch.as_ref(),
-        |n, changed| engine::pass::run_watched(&job, n, &mut memo, changed.as_ref()),
-    ))
+    let status = runner::run_passes_watching(interval, watch.as_ref(), |n, changed| {
+        engine::pass::run_watched(&job, n, &mut memo, changed.as_ref())
+    });
+    memo.save_caches(&job);
+    Ok(status)
 }

@@ -373,6 +373,19 @@ pub struct Memo {
     held: Option<Held>,
 }
 
+impl Memo {
+    /// Saves the stat caches of the trees held (passes that read only what changed
+    /// leave the caches to whole passes): when the watch stops, so that a run started
+    /// later hashes nothing that this one hashed already.
+    pub fn save_caches<T: Tool>(&self, tool: &T) {
+        if let Some(h) = &self.held {
+            for (side, r) in tool.replicas().iter().enumerate() {
+                r.keep_cache(&h.trees[side], h.at, None, h.shas[side]);
+            }
+        }
+    }
+}
+
 /// Both replicas as a pass left them: read (at `at`) and written, every hash known,
 /// and each one's directory SHA-256.
 struct Held {
