@@ -99,22 +99,17 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
     let interval = settings.interval;
     let mut job = Job::new(&source, &backup, settings, home)?;
     job.additive |= cli.additive;
-    // --watch: SOURCE is watched, and BACKUP, so that a file changed there by hand is
-    // put back soon (what a pass writes there starts no pass); the store is not.
+    // --watch: SOURCE is watched, and BACKUP as well as it can be, so that a file
+    // changed there by hand is put back soon (what a pass writes starts no pass).
     let watch = match job.settings.watch {
-        Some(debounce) => {
-            let mut ignore = vec![job.backup.join(engine::names::VERSIONS_DIR)];
-            ignore.extend(job.settings.store.clone());
-            let mut w = Watch::new(&[&job.source], ignore, debounce)?;
-            w.watch_also(&job.backup);
-            Some(w.filtered(&[&job.source, &job.backup], &job.settings.filter))
-        }
+        Some(debounce) => Some(Watch::replicas(
+            [&job.source, &job.backup],
+            false,
+            job.settings.store.as_deref(),
+            &job.settings.filter,
+            debounce,
+        )?),
         None => None,
     };
-    let mut memo = engine::pass::Memo::default();
-    let status = runner::run_passes_watching(interval, watch.as_ref(), |n, changed| {
-        engine::pass::run_watched(&job, n, &mut memo, changed.as_ref())
-    });
-    memo.save_caches(&job);
-    Ok(status)
+    Ok(engine::pass::run_watching(&job, interval, watch.as_ref()))
 }

@@ -177,13 +177,14 @@ impl Tool for Job {
     }
 
     fn prepare(&self, scanned: &mut Scanned, _: &()) {
+        // What to look at: the part read, under --watch (its hashes are not needed).
+        let parts = part_to_plan(scanned);
         if !self.settings.checksum {
             // Size and mtime alone are not proof when either side's hash is not cached
             // (a file written in the same timestamp tick as its last hashing keeps
             // both): such pairs are hashed now. Each would be hashed after the pass
             // anyway.
             let window = self.modify_window(scanned.fs[1]);
-            let parts = part_to_plan(scanned);
             let [src, dst] = parts.as_ref().unwrap_or(&scanned.trees);
             let unsure: HashSet<PathBuf> = zip_paths(&src.entries, &dst.entries)
                 .filter_map(|(p, s, d)| {
@@ -204,7 +205,7 @@ impl Tool for Job {
         // Extended attributes are not in a stat: those of an entry whose inode changed
         // since the last pass are compared with BACKUP's, and a difference marks
         // BACKUP's entry for the planner.
-        mark_attribute_changes(scanned);
+        mark_attribute_changes(scanned, parts.as_ref());
     }
 
     fn plan(&self, scanned: &mut Scanned, _: ()) -> Result<Planned<usize>, Refusal> {
@@ -383,9 +384,8 @@ impl Job {
 /// Marks BACKUP's entries whose extended attributes differ from SOURCE's, among the
 /// files and directories SOURCE's scan found touched (see `ScanOptions::touched_since`).
 /// Reads only.
-fn mark_attribute_changes(scanned: &mut Scanned) {
-    let parts = part_to_plan(scanned);
-    let [src, dst] = parts.as_ref().unwrap_or(&scanned.trees);
+fn mark_attribute_changes(scanned: &mut Scanned, parts: Option<&[engine::tree::Tree; 2]>) {
+    let [src, dst] = parts.unwrap_or(&scanned.trees);
     let touched: Vec<PathBuf> = zip_paths(&src.entries, &dst.entries)
         .filter_map(|(p, s, d)| {
             let (s, d) = (s?, d?);

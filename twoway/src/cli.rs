@@ -100,23 +100,14 @@ fn run(cli: Cli) -> Result<i32, Refusal> {
     // --watch: both replicas are watched, their stores not (what a pass itself writes
     // is dropped after it).
     let watch = match job.settings.watch {
-        Some(debounce) => {
-            let mut ignore = vec![
-                job.a.join(engine::names::VERSIONS_DIR),
-                job.b.join(engine::names::VERSIONS_DIR),
-            ];
-            ignore.extend(job.settings.store.clone());
-            Some(
-                Watch::new(&[&job.a, &job.b], ignore, debounce)?
-                    .filtered(&[&job.a, &job.b], &job.settings.filter),
-            )
-        }
+        Some(debounce) => Some(Watch::replicas(
+            [&job.a, &job.b],
+            true,
+            job.settings.store.as_deref(),
+            &job.settings.filter,
+            debounce,
+        )?),
         None => None,
     };
-    let mut memo = engine::pass::Memo::default();
-    let status = runner::run_passes_watching(interval, watch.as_ref(), |n, changed| {
-        engine::pass::run_watched(&job, n, &mut memo, changed.as_ref())
-    });
-    memo.save_caches(&job);
-    Ok(status)
+    Ok(engine::pass::run_watching(&job, interval, watch.as_ref()))
 }

@@ -377,7 +377,7 @@ impl Memo {
     /// Saves the stat caches of the trees held (passes that read only what changed
     /// leave the caches to whole passes): when the watch stops, so that a run started
     /// later hashes nothing that this one hashed already.
-    pub fn save_caches<T: Tool>(&self, tool: &T) {
+    fn save_caches<T: Tool>(&self, tool: &T) {
         if let Some(h) = &self.held {
             for (side, r) in tool.replicas().iter().enumerate() {
                 r.keep_cache(&h.trees[side], h.at, None, h.shas[side]);
@@ -470,6 +470,23 @@ pub fn run_watched<T: Tool>(
         crate::tree::drop_later(afters);
     }
     Ok(outcome)
+}
+
+/// The passes of `tool` every `interval`, woken early by `watch` when files change
+/// (see [`crate::run::runner::run_passes_watching`]), each reading what changed when it
+/// can ([`run_watched`]); the stat caches are saved from what the last pass left when
+/// it stops. Gives the exit status.
+pub fn run_watching<T: Tool>(
+    tool: &T,
+    interval: Option<std::time::Duration>,
+    watch: Option<&crate::run::watch::Watch>,
+) -> i32 {
+    let mut memo = Memo::default();
+    let status = crate::run::runner::run_passes_watching(interval, watch, |n, changed| {
+        run_watched(tool, n, &mut memo, changed.as_ref())
+    });
+    memo.save_caches(tool);
+    status
 }
 
 /// The folders to read again, relative to the replicas' roots (the same on both: the

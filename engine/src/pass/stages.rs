@@ -29,10 +29,9 @@ pub struct Scanned {
     pub errors: Vec<Error>,
     pub hashed_files: u64,
     replicas: [Replica; 2],
-    /// Only some folders were read, into the trees the pass before left (`--watch`).
-    rescanned: bool,
-    /// Then, what was read on either replica: outside it both trees are what the pass
-    /// before left, made the same, so a planner may look only at this part of them.
+    /// When only some folders were read, into the trees the pass before left
+    /// (`--watch`): what was read on either replica. Outside it both trees are what the
+    /// pass before left, made the same, so a planner may look only at this part.
     pub region: Option<crate::scan::rescan::Region>,
 }
 
@@ -48,7 +47,6 @@ impl Scanned {
         let replicas = tool.replicas().clone();
         let opts = tool.scan_options();
         let checksum = tool.settings().checksum;
-        let rescanned = scope.is_some() && !checksum;
         let read = || match scope {
             Some((held, dirs)) if !checksum => {
                 let super::Held {
@@ -99,7 +97,6 @@ impl Scanned {
             errors: Vec::new(),
             hashed_files: 0,
             replicas,
-            rescanned,
             region,
         };
         for t in &mut scanned.trees {
@@ -186,6 +183,7 @@ pub struct Applied<X> {
     wrote: [bool; 2],
     roots: [Root; 2],
     replicas: [Replica; 2],
+    /// Only some folders were read (see [`Scanned::region`]).
     rescanned: bool,
     counts: Counts,
     failed: Vec<PathBuf>,
@@ -211,9 +209,10 @@ pub(super) fn apply<T: Tool>(
         mut errors,
         hashed_files,
         replicas,
-        rescanned,
+        region,
         ..
     } = scanned;
+    let rescanned = region.is_some();
     let mut planned = planned;
     errors.append(&mut planned.errors);
     // No data loss: what a replica is about to lose must be in one of its versions

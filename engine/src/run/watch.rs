@@ -28,8 +28,6 @@ pub struct Watch {
     /// The roots watched and the filter of what a pass reads there: a change of a path
     /// it leaves out starts no pass.
     filtered: Vec<(PathBuf, crate::filter::Filter)>,
-    /// A change seen while the last pass ran that was not the pass's own.
-    pending: std::cell::Cell<bool>,
     /// What changed since the last pass.
     changed: std::cell::RefCell<Changed>,
 }
@@ -46,19 +44,16 @@ pub struct Changed {
 }
 
 impl Changed {
-    /// Notes what `e` says changed.
-    fn note(&mut self, e: &notify::Result<notify::Event>) {
-        match e {
-            Ok(e) if !e.need_rescan() => {
-                for p in &e.paths {
-                    self.dirs
-                        .insert(p.parent().unwrap_or(p.as_path()).to_path_buf());
-                    // A watched root itself (its own metadata): it is read too.
-                    self.dirs.insert(p.clone());
-                }
-            }
-            _ => self.missed = true,
-        }
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty() && !self.missed
+    }
+
+    /// Notes that `p` changed: its folder is read again (and `p` itself, in case it is a
+    /// watched root whose own metadata changed).
+    fn note(&mut self, p: &Path) {
+        self.dirs.insert(p.parent().unwrap_or(p).to_path_buf());
+        self.dirs.insert(p.to_path_buf());
     }
 }
 
@@ -117,7 +112,7 @@ pub enum Wake {
 
 impl Watch {
     /// Watches `dirs` (each whole), ignoring what happens under `ignore`.
-    pub fn new(dirs: &[&Path], ignore: Vec<PathBuf>, debounce: Duration) -> Result<Watch, Refusal> {
+    fn new(dirs: &[&Path], ignore: Vec<PathBuf>, debounce: Duration) -> Result<Watch, Refusal> {
         let (tx, events) = channel();
         let mut watcher = notify::recommended_watcher(tx)
             .map_err(|e| Refusal::new(format!("cannot watch for changes: {e}")))?;
@@ -138,14 +133,36 @@ impl Watch {
             debounce,
             ignore,
             filtered: Vec::new(),
-            pending: std::cell::Cell::new(false),
             changed: Default::default(),
         })
     }
 
+    /// Watches two replicas for `--watch` (the first always; the second too, or, when
+    /// `second_required` is false and it cannot be, with a warning), leaving out their
+    /// stores (`<root>/__versions__`, and `store` if given) and what `filter` leaves out.
+    pub fn replicas(
+        roots: [&Path; 2],
+        second_required: bool,
+        store: Option<&Path>,
+        filter: &crate::filter::Filter,
+        debounce: Duration,
+    ) -> Result<Watch, Refusal> {
+        let mut ignore: Vec<PathBuf> = roots
+            .iter()
+            .map(|r| r.join(crate::names::VERSIONS_DIR))
+            .collect();
+        ignore.extend(store.map(Path::to_path_buf));
+        let required: &[&Path] = if second_required { &roots } else { &roots[..1] };
+        let mut w = Watch::new(required, ignore, debounce)?;
+        if !second_required {
+            w.watch_also(roots[1]);
+        }
+        Ok(w.filtered(&roots, filter))
+    }
+
     /// Watches `dir` too, if it can: a directory that cannot be watched (the kernel's
     /// watches run out) is said in a warning, and its changes wait for `--interval`.
-    pub fn watch_also(&mut self, dir: &Path) {
+    fn watch_also(&mut self, dir: &Path) {
         if let Err(e) = self.watcher.watch(dir, RecursiveMode::Recursive) {
             log::warn!(
                 "cannot watch {} for changes ({e}): changes there wait for the next --interval pass",
@@ -156,7 +173,7 @@ impl Watch {
 
     /// Leaves out changes of what `filter` leaves out of the passes (`--exclude`) under
     /// each of `roots`.
-    pub fn filtered(mut self, roots: &[&Path], filter: &crate::filter::Filter) -> Watch {
+    fn filtered(mut self, roots: &[&Path], filter: &crate::filter::Filter) -> Watch {
         self.filtered = roots
             .iter()
             .map(|r| (r.to_path_buf(), filter.clone()))
@@ -182,36 +199,46 @@ impl Watch {
         })
     }
 
-    /// Whether an event asks for a pass: a change (not a read) of an entry that is not
-    /// the tool's own; an error of the watcher (a full queue) does too.
-    fn matters(&self, e: &notify::Result<notify::Event>) -> bool {
-        self.matters_but(e, &Own::default())
-    }
-
-    /// [`matters`](Self::matters), and is not about a path in `own` (or under one).
-    fn matters_but(&self, e: &notify::Result<notify::Event>, own: &Own) -> bool {
-        let Ok(e) = e else {
-            return true;
+    /// Notes in what changed what of `e` asks for a pass: a change (not a read) of an
+    /// entry that is neither the tool's own (its files, `own`: what the pass running
+    /// wrote) nor left out; an error of the watcher (a full queue) asks for a whole
+    /// pass. Says whether anything did.
+    fn take(&self, e: &notify::Result<notify::Event>, own: &Own) -> bool {
+        let mut changed = self.changed.borrow_mut();
+        let e = match e {
+            Ok(e) if !e.need_rescan() => e,
+            _ => {
+                changed.missed = true;
+                return true;
+            }
         };
-        if e.need_rescan() {
-            return true;
-        }
         if matches!(e.kind, EventKind::Access(_)) {
             return false;
         }
-        e.paths.iter().any(|p| {
+        let mut any = false;
+        for p in &e.paths {
             let own_name = p.file_name().is_some_and(|n| {
                 crate::names::is_reserved_top(n) || crate::names::is_temp_name(n) || unnamed(p)
             });
             let ours = own.holds(p);
-            !own_name && !ours && !self.ignore.iter().any(|i| p.starts_with(i)) && !self.left_out(p)
-        })
+            if !own_name
+                && !ours
+                && !self.ignore.iter().any(|i| p.starts_with(i))
+                && !self.left_out(p)
+            {
+                changed.note(p);
+                any = true;
+            }
+        }
+        any
     }
 
     /// Waits for a change worth a pass, debounced, or until `until`.
     pub fn wait(&self, until: Instant, stop: impl Fn() -> bool) -> Wake {
         let tick = Duration::from_millis(50);
-        let mut changed: Option<Instant> = self.pending.take().then(Instant::now);
+        // A change seen while the last pass ran (and not its own) is news already.
+        let seen = !self.changed.borrow().is_empty();
+        let mut changed: Option<Instant> = seen.then(Instant::now);
         let mut first: Option<Instant> = changed;
         loop {
             if stop() {
@@ -229,8 +256,7 @@ impl Watch {
             }
             match self.events.recv_timeout(tick) {
                 Ok(e) => {
-                    if self.matters(&e) {
-                        self.changed.borrow_mut().note(&e);
+                    if self.take(&e, &Own::default()) {
                         changed = Some(Instant::now());
                         first.get_or_insert(Instant::now());
                     }
@@ -255,10 +281,8 @@ impl Watch {
             .and_then(|mut o| o.as_mut().map(std::mem::take))
             .unwrap_or_default();
         while let Ok(e) = self.events.try_recv() {
-            if self.matters_but(&e, &own) {
+            if self.take(&e, &own) {
                 log::debug!("changed while the pass ran: {e:?}");
-                self.changed.borrow_mut().note(&e);
-                self.pending.set(true);
             }
         }
     }
@@ -293,16 +317,23 @@ mod tests {
         let event = |p: PathBuf| -> notify::Result<notify::Event> {
             Ok(notify::Event::new(EventKind::Create(notify::event::CreateKind::File)).add_path(p))
         };
-        assert!(!w.matters(&event(root.join("node_modules/pkg/index.js"))));
-        assert!(!w.matters(&event(root.join("src/notes.tmp"))));
-        assert!(w.matters(&event(root.join("src/main.rs"))));
+        let matters = |e| w.take(&e, &Own::default());
+        assert!(!matters(event(root.join("node_modules/pkg/index.js"))));
+        assert!(!matters(event(root.join("src/notes.tmp"))));
+        assert!(
+            w.take_changed().is_empty(),
+            "nothing noted of what does not matter"
+        );
+        assert!(matters(event(root.join("src/main.rs"))));
         // A path named like a left-out folder, that is a file: a pass reads it.
-        assert!(w.matters(&event(root.join("node_modules"))));
-        let mut c = Changed::default();
-        c.note(&event(root.join("src/main.rs")));
+        assert!(matters(event(root.join("node_modules"))));
+        let c = w.take_changed();
         assert!(c.dirs.contains(&root.join("src")) && !c.missed);
-        c.note(&Err(notify::Error::generic("queue overflow")));
-        assert!(c.missed, "an error of the watcher calls for a whole pass");
+        assert!(matters(Err(notify::Error::generic("queue overflow"))));
+        assert!(
+            w.take_changed().missed,
+            "an error of the watcher calls for a whole pass"
+        );
     }
 
     #[test]

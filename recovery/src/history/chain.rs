@@ -182,12 +182,10 @@ impl History {
         head.added = added;
         head.changed = modified;
         head.removed = removed;
-        match latest {
-            Some(old_id) if !alike.is_empty() => {
-                self.write_full_from(&mut root, &head, news, old_id, &alike)?
-            }
-            _ => self.write_full(&mut root, &head, news)?,
-        }
+        let from = latest
+            .filter(|_| !alike.is_empty())
+            .map(|id| (id, &alike[..]));
+        self.write_full(&mut root, &head, news, from)?;
         if let Some(old_id) = latest {
             // Its difference is on disk: the old whole file is no longer needed.
             root.remove(&version_file(old_id, Form::Full))?;

@@ -248,26 +248,33 @@ impl History {
         })
     }
 
-    /// [`write_full`](Self::write_full), with the bytes of the runs of entries `alike`
-    /// names (in order) copied from version `from`'s whole file rather than encoded
-    /// again.
-    pub(super) fn write_full_from<'n, I: Iterator<Item = EntryRef<'n>>>(
+    /// Writes version `head.id` whole: its head, then the entries `news` gives. With
+    /// `from` (a whole version's id, and the runs of entries recorded alike there), those
+    /// runs' bytes are copied from that version's file rather than encoded again: the
+    /// file is the same byte for byte.
+    pub(super) fn write_full<'n, I: Iterator<Item = EntryRef<'n>>>(
         &self,
         root: &mut Root,
         head: &VersionHead,
         news: impl Fn() -> I,
-        from: u64,
-        alike: &[Run],
+        from: Option<(u64, &[Run])>,
     ) -> Result<(), Error> {
         use std::io::{Read as _, Write as _};
         let count = news().count();
-        let src_rel = version_file(from, Form::Full);
-        let (src, _) = root.open_read(&src_rel)?;
+        let (mut src, alike): (Box<dyn std::io::Read>, &[Run]) = match from {
+            Some((id, alike)) => {
+                let (file, _) = root.open_read(&version_file(id, Form::Full))?;
+                (
+                    Box::new(std::io::BufReader::with_capacity(1 << 16, file)),
+                    alike,
+                )
+            }
+            None => (Box::new(std::io::empty()), &[]),
+        };
         root.write_atomic_with(&version_file(head.id, Form::Full), |w| {
             let enc = |e: postcard::Error| std::io::Error::other(e);
             let mut buf = postcard::to_extend(&(FULL, head, count), Vec::with_capacity(1 << 16))
                 .map_err(enc)?;
-            let mut src = std::io::BufReader::with_capacity(1 << 16, src);
             let mut pos = 0u64;
             let mut next = alike.iter().peekable();
             let mut skip = 0u64;
@@ -302,18 +309,6 @@ impl History {
                 }
             }
             w.write_all(&buf)
-        })
-    }
-
-    pub(super) fn write_full<'n, I: Iterator<Item = EntryRef<'n>>>(
-        &self,
-        root: &mut Root,
-        head: &VersionHead,
-        news: impl Fn() -> I,
-    ) -> Result<(), Error> {
-        let count = news().count();
-        root.write_atomic_with(&version_file(head.id, Form::Full), |w| {
-            engine::tree::encoding::write_seq(w, &(FULL, head, count), news())
         })
     }
 }

@@ -315,7 +315,12 @@ fn a_new_whole_version_is_byte_for_byte_its_entries_encoded() {
     let head = h.read(&mut root, newest, true, false).unwrap().head;
     let last = s.last().unwrap();
     fresh
-        .write_full(&mut fresh_root, &head, || last.iter().map(|e| e.as_ref()))
+        .write_full(
+            &mut fresh_root,
+            &head,
+            || last.iter().map(|e| e.as_ref()),
+            None,
+        )
         .unwrap();
     let file =
         |hist: &History| std::fs::read(hist.path().join(version_file(newest, Form::Full))).unwrap();

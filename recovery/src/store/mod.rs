@@ -537,38 +537,20 @@ impl VersionedDir {
                 );
             }
         }
-        let root = history.open_made()?;
-        // Each file kept is a link (or a copy) of its own: shared out over the cores.
-        // A worker whose handles could not be opened keeps nothing and says why.
-        let unopened: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
-        let opened = || match (root.try_clone(), live.try_clone()) {
-            (Ok(r), Ok(l)) => Some((r, l)),
-            (Err(e), _) | (_, Err(e)) => {
-                if let Ok(mut first) = unopened.lock() {
-                    first.get_or_insert(e);
-                }
-                None
-            }
-        };
-        let kept = engine::parallel::map(&shas, opened, |roots, (p, sha)| {
-            roots
-                .as_mut()
-                .map(|(root, live)| History::keep_file(root, live, p, sha))
-        });
-        for k in kept {
-            match k {
-                Some(done) => done?,
-                None => {
-                    return Err(unopened
-                        .into_inner()
-                        .ok()
-                        .flatten()
-                        .unwrap_or_else(|| Error::entry(replica, "cannot open to keep")))
-                }
-            }
-        }
-        let mut root = root;
+        let mut root = history.open_made()?;
         if !shas.is_empty() {
+            // Each file kept is a link (or a copy) of its own: shared out over the cores.
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let kept = engine::parallel::workers(shas.len(), || -> Result<(), Error> {
+                let (mut root, mut live) = (root.try_clone()?, live.try_clone()?);
+                while let Some((p, sha)) =
+                    shas.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
+                    History::keep_file(&mut root, &mut live, p, sha)?;
+                }
+                Ok(())
+            });
+            kept.into_iter().collect::<Result<(), Error>>()?;
             root.sync_dir_of(&Path::new("pending").join("x"))?;
         }
         log::debug!(
