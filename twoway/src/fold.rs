@@ -2,12 +2,12 @@
 //! ignores case, and which collide there, are left alone on both sides. Pure, like the
 //! planner it wraps.
 
-use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use engine::tree::Tree;
 
+use crate::packed::Packed;
 use crate::plan::{plan_sync, Side, SyncOptions, SyncPlan};
 
 /// Paths `plan` would give `side`, a replica whose filesystem folds case, under a name
@@ -52,8 +52,8 @@ pub fn case_collisions(plan: &SyncPlan, side: &Tree) -> Vec<(PathBuf, PathBuf)> 
 /// again without it. Takes the trees and gives them back (with those paths unknown):
 /// the plan, the paths left alone, each with the side it would have collided on and
 /// the path it collides with, and the trees.
-pub fn plan_sync_folding<B: Borrow<engine::tree::Entries>>(
-    base: B,
+pub fn plan_sync_folding(
+    base: Packed,
     [mut a, mut b]: [Tree; 2],
     opts: &SyncOptions,
     folds: [bool; 2],
@@ -62,7 +62,7 @@ pub fn plan_sync_folding<B: Borrow<engine::tree::Entries>>(
         let plan = plan_sync(base, &a, &b, opts);
         return (plan, Vec::new(), [a, b]);
     }
-    let plan = plan_sync(base.borrow(), &a, &b, opts);
+    let plan = plan_sync(&base, &a, &b, opts);
     let mut collided = Vec::new();
     for ((side, tree), folds) in [(Side::A, &a), (Side::B, &b)].into_iter().zip(folds) {
         if folds {

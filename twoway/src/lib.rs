@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod fold;
+pub mod packed;
 pub mod pass;
 pub mod plan;
 pub mod progress;

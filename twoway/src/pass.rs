@@ -5,6 +5,7 @@
 //!
 //! It writes nothing into a replica: the pipeline's apply and the recovery store do.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use engine::error::Refusal;
@@ -16,10 +17,11 @@ use engine::run::home::{DataHome, Lock};
 use engine::run::runner::PassOutcome;
 use engine::scan::replica::Replica;
 use engine::scan::{self, ScanOptions};
-use engine::tree::{Digest, Entries, Entry, Tree};
+use engine::tree::{Digest, Entry, Tree};
 
 use recovery::store::VersionedDir;
 
+use crate::packed::Packed;
 use crate::plan::{self, Side, SyncOptions, SyncPlan};
 use crate::progress::Progress;
 use crate::state;
@@ -166,7 +168,7 @@ pub struct Sync {
 enum StateToRecord {
     /// Nothing changed since the last sync: the state on disk stays.
     Unchanged,
-    Held(Entries),
+    Held(Packed),
     /// Set aside on disk while the pass runs (a first sync of a large tree).
     Aside(state::Spilled),
     /// Taken by the record step.
@@ -178,7 +180,7 @@ enum StateToRecord {
 const SET_ASIDE_MIN: usize = 4096;
 
 impl Tool for Job {
-    type Base = Option<Entries>;
+    type Base = Option<Packed>;
     type Extra = Sync;
 
     fn settings(&self) -> &Settings {
@@ -219,7 +221,7 @@ impl Tool for Job {
         Ok(())
     }
 
-    fn load_base(&self) -> Result<Option<Entries>, Refusal> {
+    fn load_base(&self) -> Result<Option<Packed>, Refusal> {
         state::load(&self.state_file, &self.a, &self.b).map_err(|e| {
             Refusal::new(format!(
                 "{e}; nothing was changed (a sync state that cannot be read is not taken for a first sync, which would undo every deletion since the last one)"
@@ -227,7 +229,7 @@ impl Tool for Job {
         })
     }
 
-    fn prepare(&self, scanned: &mut Scanned, base: &Option<Entries>) {
+    fn prepare(&self, scanned: &mut Scanned, base: &Option<Packed>) {
         // The planner compares contents only where a file meets a file of the same size
         // (on the other side or in the state); only those need a hash now (every file,
         // with `--checksum`: the pipeline hashed them). Every other file is hashed
@@ -235,7 +237,7 @@ impl Tool for Job {
         if self.settings.checksum {
             return;
         }
-        let empty = Entries::default();
+        let empty = Packed::default();
         let [ta, tb] = &scanned.trees;
         let needed = files_to_compare(ta, tb, base.as_ref().unwrap_or(&empty));
         for (side, n) in needed.iter().enumerate() {
@@ -246,7 +248,7 @@ impl Tool for Job {
         }
     }
 
-    fn plan(&self, scanned: &mut Scanned, base: Option<Entries>) -> Result<Planned<Sync>, Refusal> {
+    fn plan(&self, scanned: &mut Scanned, base: Option<Packed>) -> Result<Planned<Sync>, Refusal> {
         let fs = scanned.fs;
         let first = base.is_none();
         let opts = SyncOptions {
@@ -353,7 +355,7 @@ impl Tool for Job {
             a: &self.a,
             b: &self.b,
         };
-        match aside.put(state.len(), state.iter()) {
+        match aside.put(state) {
             Ok(spilled) => sync.state = StateToRecord::Aside(spilled),
             Err(e) => log::debug!("planned sync state kept in memory: {e}"),
         }
@@ -396,7 +398,7 @@ impl Tool for Job {
             log::error!("the sync state is not updated: what the pass wrote may not be on disk");
             return Ok(());
         }
-        let mut planned = match std::mem::replace(&mut sync.state, StateToRecord::Taken) {
+        let planned = match std::mem::replace(&mut sync.state, StateToRecord::Taken) {
             StateToRecord::Unchanged => {
                 log::debug!("sync state unchanged (nothing changed since the last sync)");
                 return Ok(());
@@ -411,15 +413,20 @@ impl Tool for Job {
             })?,
             StateToRecord::Taken => unreachable!("BUG: the state is recorded once"),
         };
-        fill_state_hashes(&mut planned, afters);
-        let new_state = if outcome.failed.is_empty() {
-            planned
+        let failed: BTreeSet<PathBuf> = outcome.failed.iter().cloned().collect();
+        let base = if failed.is_empty() {
+            None
         } else {
-            let base = state::load(&self.state_file, &self.a, &self.b)?;
-            merge_state(&base.unwrap_or_default(), planned, &outcome.failed)
+            state::load(&self.state_file, &self.a, &self.b)?
+        };
+        let records = || to_record(&planned, afters, base.as_ref(), &failed);
+        let count = if failed.is_empty() {
+            planned.len()
+        } else {
+            records().count()
         };
         // (An error names the state file and what failed.)
-        if !state::save(&self.state_file, &self.a, &self.b, &new_state)? {
+        if !state::save_records(&self.state_file, &self.a, &self.b, count, records)? {
             log::debug!("sync state unchanged");
         }
         Ok(())
@@ -497,32 +504,78 @@ impl Tracker for Progress<'_> {
     }
 }
 
-/// The planned state, except that failed paths (and everything under them) keep what the
-/// base said.
-fn merge_state(
-    base: &engine::tree::Entries,
-    mut planned: engine::tree::Entries,
-    failed: &[PathBuf],
-) -> engine::tree::Entries {
-    let kept = failed
-        .iter()
-        .flat_map(|f| base.at_and_under(f))
-        .map(|(p, e)| (p.to_path_buf(), e.clone()))
-        .collect();
-    planned.merge(failed, kept);
-    planned
+/// The records of the state a pass records: `planned`'s, where a file's unknown hash
+/// is taken from the replicas after the pass (a file synced without being compared was
+/// hashed by its copy or after the pass; only from an entry of the planned size and
+/// mtime), except at and under each `failed` path, which keeps what `base` said there.
+fn to_record<'a>(
+    planned: &'a Packed,
+    afters: &'a [Tree; 2],
+    base: Option<&'a Packed>,
+    failed: &'a BTreeSet<PathBuf>,
+) -> impl Iterator<Item = state::Record<'a>> + 'a {
+    let kept = base
+        .into_iter()
+        .flat_map(|b| b.records())
+        .filter(|(r, _)| engine::tree::under_any(failed, r.path));
+    let mut sides = afters.each_ref().map(|t| t.entries.iter().peekable());
+    engine::tree::zip_sorted_by(planned.records(), kept, |(r, _)| r.path, |(r, _)| r.path)
+        .filter_map(move |(new, old)| {
+            if let Some((_, bytes)) = old {
+                return Some(state::Record::Raw(bytes));
+            }
+            let (mut r, bytes) = new?;
+            if engine::tree::under_any(failed, r.path) {
+                return None;
+            }
+            if r.kind != engine::tree::Kind::File || r.sha256.is_some() {
+                return Some(state::Record::Raw(bytes));
+            }
+            for side in &mut sides {
+                while side
+                    .next_if(|(q, _)| engine::tree::path_order(q, r.path).is_lt())
+                    .is_some()
+                {}
+                let known = side.peek().and_then(|(q, e)| {
+                    let alike = *q == r.path
+                        && e.kind == r.kind
+                        && e.size == r.size
+                        && e.mtime == r.mtime();
+                    alike.then_some(e.hash).flatten()
+                });
+                if r.sha256.is_none() {
+                    r.sha256 = known;
+                }
+            }
+            Some(state::Record::Made(r))
+        })
 }
 
 /// For each side, the files (in path order) whose content the planner compares: a file
 /// with a file of the same size at its path on the other side or in the state, and no
 /// hash from the stat cache.
-fn files_to_compare(a: &Tree, b: &Tree, base: &engine::tree::Entries) -> [Vec<PathBuf>; 2] {
+fn files_to_compare(a: &Tree, b: &Tree, base: &Packed) -> [Vec<PathBuf>; 2] {
     fn file(e: Option<&Entry>) -> Option<&Entry> {
         e.filter(|e| e.kind == engine::tree::Kind::File)
     }
     let mut out = [Vec::new(), Vec::new()];
-    for (p, x, y, s) in engine::tree::zip3_paths(&a.entries, &b.entries, base) {
-        let (x, y, s) = (file(x), file(y), file(s));
+    let unhashed = |t: &Tree| {
+        t.entries
+            .values()
+            .any(|e| file(Some(e)).is_some_and(|e| e.hash.is_none()))
+    };
+    if !unhashed(a) && !unhashed(b) {
+        // Every file's hash is known (from the stat caches): the state need not be read.
+        return out;
+    }
+    let mut rows = base.iter().peekable();
+    for (p, x, y) in engine::tree::zip_paths(&a.entries, &b.entries) {
+        while rows
+            .next_if(|(q, _)| engine::tree::path_order(q, p).is_lt())
+            .is_some()
+        {}
+        let s = rows.next_if(|(q, _)| *q == p).map(|(_, e)| e);
+        let (x, y, s) = (file(x), file(y), file(s.as_ref()));
         let meets = |e: &Entry, others: [Option<&Entry>; 2]| {
             e.hash.is_none() && others.iter().flatten().any(|o| o.size == e.size)
         };
@@ -536,28 +589,85 @@ fn files_to_compare(a: &Tree, b: &Tree, base: &engine::tree::Entries) -> [Vec<Pa
     out
 }
 
-/// The planned state takes its files' hashes from the replicas after the pass (a file
-/// synced without being compared was hashed by its copy or after the pass). A hash is
-/// taken only from an entry with the state's size and mtime.
-fn fill_state_hashes(state: &mut engine::tree::Entries, afters: &[Tree]) {
-    for t in afters {
-        let zipped = engine::tree::zip_sorted(state.iter_mut(), t.entries.iter());
-        for (_, s, e) in zipped {
-            if let (Some(s), Some(e)) = (s, e) {
-                if s.kind == engine::tree::Kind::File
-                    && s.hash.is_none()
-                    && e.kind == s.kind
-                    && e.size == s.size
-                    && e.mtime == s.mtime
-                {
-                    s.hash = e.hash;
-                }
-            }
-        }
-    }
-}
-
 fn sha_text(d: Option<Digest>) -> String {
     d.map(|d| d.to_hex())
         .unwrap_or_else(|| "incomplete".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::tree::{Entries, MTime};
+
+    fn file(size: u64, hash: Option<u8>) -> Entry {
+        Entry::file(size, 0o644, MTime::new(10, 0), hash.map(|h| Digest([h; 32])))
+    }
+
+    fn tree(entries: &[(&str, Entry)]) -> Tree {
+        Tree {
+            entries: entries
+                .iter()
+                .map(|(p, e)| (PathBuf::from(p), e.clone()))
+                .collect(),
+            ..Tree::default()
+        }
+    }
+
+    /// The state recorded: a copied file's hash comes from the replica that has it at the
+    /// planned size and mtime (A's first), and at and under a failed path the state keeps
+    /// what the last sync recorded there, whatever was planned.
+    #[test]
+    fn the_state_recorded_learns_hashes_and_keeps_failed_paths() {
+        let planned: Entries = [
+            ("a", file(1, None)),
+            ("b", file(2, None)),
+            ("c", file(3, None)),
+            ("d", Entry::dir(0o755, MTime::new(1, 0))),
+            ("d/new", file(4, Some(4))),
+            ("d/x", file(5, Some(5))),
+            ("e", file(6, Some(6))),
+        ]
+        .into_iter()
+        .map(|(p, e)| (PathBuf::from(p), e))
+        .collect();
+        let base: Entries = [
+            ("d", Entry::dir(0o700, MTime::new(1, 0))),
+            ("d/old", file(7, Some(7))),
+            ("d/x", file(8, Some(8))),
+            ("e", file(9, Some(9))),
+        ]
+        .into_iter()
+        .map(|(p, e)| (PathBuf::from(p), e))
+        .collect();
+        let afters = [
+            tree(&[("a", file(1, Some(1))), ("b", file(99, Some(2)))]),
+            tree(&[("a", file(1, Some(11))), ("b", file(2, Some(22)))]),
+        ];
+        let (planned, base) = (Packed::from_entries(&planned), Packed::from_entries(&base));
+        let failed: BTreeSet<PathBuf> = [PathBuf::from("d")].into();
+        let mut bytes = Vec::new();
+        for r in to_record(&planned, &afters, Some(&base), &failed) {
+            match r {
+                state::Record::Raw(b) => bytes.extend_from_slice(b),
+                state::Record::Made(r) => bytes = postcard::to_extend(&r, bytes).unwrap(),
+            }
+        }
+        let got = Packed::from_bytes(bytes, 7).unwrap().to_entries();
+        let want: Entries = [
+            ("a", file(1, Some(1))),
+            ("b", file(2, Some(22))),
+            ("c", file(3, None)),
+            ("d", Entry::dir(0o700, MTime::new(1, 0))),
+            ("d/old", file(7, Some(7))),
+            ("d/x", file(8, Some(8))),
+            ("e", file(6, Some(6))),
+        ]
+        .into_iter()
+        .map(|(p, e)| (PathBuf::from(p), e))
+        .collect();
+        assert_eq!(got, want);
+        // Without failures, only the hashes change.
+        let none = BTreeSet::new();
+        assert_eq!(to_record(&planned, &afters, None, &none).count(), 7);
+    }
 }

@@ -8,7 +8,7 @@
 //! still holds something is never deleted. Paths unknown on either side are left alone.
 //! Nothing here touches a disk.
 
-use std::borrow::Borrow;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -18,7 +18,9 @@ use chrono::TimeZone;
 
 use engine::plan::mirror::{Action, Op, Plan};
 use engine::run::config::ConflictPolicy;
-use engine::tree::{path_order, zip3_paths, zip_paths, Entry, Kind, Tree};
+use engine::tree::{path_order, zip_paths, Entry, Kind, Tree};
+
+use crate::packed::{self, Packed};
 
 /// One of the two replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,7 +77,7 @@ pub struct SyncPlan {
     pub to_b: Plan,
     pub conflicts: Vec<Conflict>,
     /// The state to record for each path, if its actions succeed.
-    pub state: engine::tree::Entries,
+    pub state: Packed,
     /// Nothing changed since the last sync: no actions, and the state to record is the
     /// base itself (`state` is left empty rather than rebuilt).
     pub state_unchanged: bool,
@@ -182,19 +184,21 @@ struct Final<'a> {
     /// The entry as scanned on `from`'s side (borrowed: a plan over 50,000 paths would
     /// otherwise hold a copy of each).
     entry: &'a Entry,
-    /// For a conflict copy: the path of the original on `from`'s side (boxed: a
-    /// `Final` is made for every path, and a copy is rare).
-    copy_of: Option<Box<Path>>,
+    /// For a conflict copy: the path of the original on `from`'s side (behind one thin
+    /// pointer: a `Final` is made for every path, and a copy is rare).
+    copy_of: Option<Box<PathBuf>>,
 }
 
-/// Plans one two-way pass.
-pub fn plan_sync<B: Borrow<engine::tree::Entries>>(
-    base: B,
+/// Plans one two-way pass against `base`, the state of the last sync (handed over, it is
+/// dropped as soon as every path is decided).
+pub fn plan_sync<'s>(
+    base: impl Into<Cow<'s, Packed>>,
     a: &Tree,
     b: &Tree,
     opts: &SyncOptions,
 ) -> SyncPlan {
-    if unchanged_since(base.borrow(), a, b, opts.keep_owners) {
+    let base = base.into();
+    if unchanged_since(&base, a, b, opts.keep_owners) {
         return SyncPlan {
             state_unchanged: true,
             ..SyncPlan::default()
@@ -227,12 +231,7 @@ pub fn already_equal(a: &Tree, b: &Tree, opts: &SyncOptions) -> engine::tree::En
 /// is unknown or left over: the full planner would then plan nothing and record the base
 /// again (the tests check that it does). One walk over the three trees, where the full
 /// planner builds the final state of every path.
-pub(crate) fn unchanged_since(
-    base: &engine::tree::Entries,
-    a: &Tree,
-    b: &Tree,
-    owners: bool,
-) -> bool {
+pub(crate) fn unchanged_since(base: &Packed, a: &Tree, b: &Tree, owners: bool) -> bool {
     let quiet = |t: &Tree| {
         t.unknown.is_empty()
             && t.leftovers.is_empty()
@@ -253,26 +252,34 @@ pub(crate) fn unchanged_since(
             && s.hash == x.hash
             && (!owners || s.owner == x.owner)
     };
-    zip3_paths(&a.entries, &b.entries, base).all(|(_, x, y, s)| match (x, y, s) {
-        (Some(x), Some(y), Some(s)) => {
-            recorded(s, x)
-                && same(Some(x), Some(y), 0, owners)
-                && (x.kind != Kind::Dir || x.mtime == y.mtime)
+    // Three lists of one length: the same paths if each step meets the same path in all.
+    let mut rows = base.iter();
+    zip_paths(&a.entries, &b.entries).all(|(p, x, y)| {
+        let Some((q, s)) = rows.next() else {
+            return false;
+        };
+        match (x, y) {
+            (Some(x), Some(y)) => {
+                q == p
+                    && recorded(&s, x)
+                    && same(Some(x), Some(y), 0, owners)
+                    && (x.kind != Kind::Dir || x.mtime == y.mtime)
+            }
+            _ => false,
         }
-        _ => false,
     })
 }
 
 /// [`plan_sync`] without the shortcut for an unchanged pair. A state handed over (not
 /// borrowed) is dropped once every path is decided, before the new state is built: the
 /// two are not held at once.
-pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
-    base: B,
+pub(crate) fn plan_sync_full<'a>(
+    base: Cow<'_, Packed>,
     a: &'a Tree,
     b: &'a Tree,
     opts: &SyncOptions,
 ) -> SyncPlan {
-    let base_ref: &engine::tree::Entries = base.borrow();
+    let base_ref: &Packed = &base;
     let w = opts.modify_window;
     let side_tree = |s: Side| if s == Side::A { a } else { b };
     let unknown = |p: &Path| a.is_unknown(p) || b.is_unknown(p);
@@ -313,7 +320,7 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
             Some(Final {
                 from: loser,
                 entry: e,
-                copy_of: Some(p.into()),
+                copy_of: Some(Box::new(p.to_path_buf())),
             }),
         );
         conflicts.push(Conflict {
@@ -333,6 +340,7 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
             .is_some()
         {}
         let s = base_rows.next_if(|(q, _)| *q == p).map(|(_, e)| e);
+        let s = s.as_ref();
         if unknown(p) {
             continue;
         }
@@ -451,20 +459,14 @@ pub(crate) fn plan_sync_full<'a, B: Borrow<engine::tree::Entries>>(
     let finals = &finals;
     let owners = opts.keep_owners;
     let state = || {
-        // In path order already: taken as it is, after a check; sized first.
-        let (entries, names) = finals
-            .iter()
-            .filter(|(_, f)| f.is_some())
-            .fold((0, 0), |(n, b), (p, _)| (n + 1, b + p.as_os_str().len()));
-        let mut state = engine::tree::entries::ChunkList::with_capacity(entries, names);
+        // In path order already.
+        let mut state = packed::Writer::default();
         for (p, f) in finals.iter() {
             if let Some(f) = f {
-                let mut e = f.entry.clone();
-                e.ino = 0;
-                state.push(p, e);
+                state.push(&packed::record(p, f.entry));
             }
         }
-        state.into_entries()
+        state.finish()
     };
     let ((on_a, on_b), state) = engine::parallel::join(
         || {
@@ -568,7 +570,7 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree, owners: bool) -> (Plan, 
             Some(f) if f.from == side => {
                 if let Some(orig) = &f.copy_of {
                     let op = Op::Preserve {
-                        from: orig.as_ref().into(),
+                        from: orig.as_path().into(),
                     };
                     keep.actions
                         .push(Action::new(op, p, Some(f.entry.clone()), None));

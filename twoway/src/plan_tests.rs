@@ -140,6 +140,11 @@ fn norm(m: &Map) -> BTreeMap<PathBuf, Seen> {
         .collect()
 }
 
+/// The state `m` holds, as a planner takes it.
+fn packed(m: &Map) -> crate::packed::Packed {
+    crate::packed::Packed::from_entries(m)
+}
+
 fn contents(m: &Map) -> BTreeSet<(Option<Digest>, Option<Box<PathBuf>>)> {
     m.values()
         .filter(|e| e.kind != Kind::Dir)
@@ -151,15 +156,16 @@ fn contents(m: &Map) -> BTreeSet<(Option<Digest>, Option<Box<PathBuf>>)> {
 /// `plan_sync`, checking that whenever it takes the shortcut for an unchanged pair the
 /// full planner would have planned nothing and recorded the base again.
 fn plan_checked(base: &Map, a: &Tree, b: &Tree, opts: &SyncOptions) -> SyncPlan {
-    let plan = plan_sync(base, a, b, opts);
+    let plan = plan_sync(packed(base), a, b, opts);
     if plan.state_unchanged {
-        let full = plan_sync_full(base, a, b, opts);
+        let full = plan_sync_full(packed(base).into(), a, b, opts);
         assert!(
             full.is_noop() && full.conflicts.is_empty(),
             "shortcut taken, but the full planner acts: {full:?}"
         );
         assert_eq!(
-            &full.state, base,
+            &full.state.to_entries(),
+            base,
             "shortcut taken, but the state would change"
         );
     }
@@ -171,7 +177,7 @@ fn recorded(plan: &SyncPlan, base: &Map) -> Map {
     if plan.state_unchanged {
         base.clone()
     } else {
-        plan.state.clone()
+        plan.state.to_entries()
     }
 }
 
@@ -404,7 +410,7 @@ fn case_collisions_are_left_alone_on_both_sides() {
         ("x", file(3, 100)),
     ]));
     let b = tree(&Map::new());
-    let (plan, collided, [a, _]) = plan_sync_folding(&base, [a, b], &opts, [false, true]);
+    let (plan, collided, [a, _]) = plan_sync_folding(packed(&base), [a, b], &opts, [false, true]);
     assert_eq!(collided, [(Side::B, "foo".into(), "Foo".into())]);
     let mut on_b = Map::new();
     run(&plan.to_b, &mut on_b, Some(&a.entries));
@@ -416,7 +422,7 @@ fn case_collisions_are_left_alone_on_both_sides() {
     assert!(!plan.state.contains_key(Path::new("foo")));
     // Without folding, both are synced.
     let (plan, collided, _) = plan_sync_folding(
-        &base,
+        packed(&base),
         [tree(&a.entries), tree(&Map::new())],
         &opts,
         [false, false],
@@ -432,7 +438,7 @@ fn case_collisions_are_left_alone_on_both_sides() {
         ("docs/b", file(2, 100)),
     ]));
     let b = tree(&map(&[("docs", dir(0o755, 100))]));
-    let (plan, collided, [a, b]) = plan_sync_folding(&base, [a, b], &opts, [false, true]);
+    let (plan, collided, [a, b]) = plan_sync_folding(packed(&base), [a, b], &opts, [false, true]);
     assert_eq!(collided, [(Side::B, "Docs".into(), "docs".into())]);
     let mut on_b = b.entries.clone();
     run(&plan.to_b, &mut on_b, Some(&a.entries));
@@ -446,7 +452,7 @@ fn case_collisions_are_left_alone_on_both_sides() {
     let base = map(&[("report.txt", file(1, 100))]);
     let a = tree(&map(&[("Report.txt", file(1, 100))]));
     let b = tree(&base);
-    let (plan, collided, [a, b]) = plan_sync_folding(&base, [a, b], &opts, [false, true]);
+    let (plan, collided, [a, b]) = plan_sync_folding(packed(&base), [a, b], &opts, [false, true]);
     assert!(collided.is_empty());
     let mut on_b = b.entries.clone();
     run(&plan.to_b, &mut on_b, Some(&a.entries));
@@ -483,7 +489,7 @@ fn the_unchanged_shortcut_is_taken_only_when_nothing_differs() {
     both.get_mut(Path::new("d/f")).unwrap().hash = Some(Digest([9; 32]));
     let plan = plan_checked(&base, &tree(&both), &tree(&both), &opts);
     assert!(!plan.state_unchanged && plan.is_noop());
-    assert_eq!(plan.state, both);
+    assert_eq!(plan.state.to_entries(), both);
     let mut leftover = tree(&base);
     leftover.leftovers.push(".twoway-tmp-1".into());
     let plan = plan_checked(&base, &tree(&base), &leftover, &opts);
@@ -602,12 +608,17 @@ fn deleted_on_a_and_modified_on_b_names_the_undone_deletion() {
     let mut b = Map::new();
     b.insert(PathBuf::from("f"), file(2, 20));
     b.insert(PathBuf::from("g"), file(3, 10));
-    let plan = plan_sync(&base, &tree(&a), &tree(&b), &SyncOptions::default());
+    let plan = plan_sync(packed(&base), &tree(&a), &tree(&b), &SyncOptions::default());
     assert_eq!(plan.undone_deletions, vec![(PathBuf::from("f"), Side::A)]);
     // And the other way round; a plain one-sided deletion is no undone one.
-    let plan = plan_sync(&base, &tree(&b), &tree(&a), &SyncOptions::default());
+    let plan = plan_sync(packed(&base), &tree(&b), &tree(&a), &SyncOptions::default());
     assert_eq!(plan.undone_deletions, vec![(PathBuf::from("f"), Side::B)]);
-    let plan = plan_sync(&base, &tree(&base), &tree(&a), &SyncOptions::default());
+    let plan = plan_sync(
+        packed(&base),
+        &tree(&base),
+        &tree(&a),
+        &SyncOptions::default(),
+    );
     assert!(plan.undone_deletions.is_empty());
 }
 
@@ -629,18 +640,18 @@ fn an_owner_changed_on_one_side_is_synced_only_where_owners_are_kept() {
         keep_owners: true,
         ..SyncOptions::default()
     };
-    let plan = plan_sync(&base, &tree(&a), &tree(&b), &root);
+    let plan = plan_sync(packed(&base), &tree(&a), &tree(&b), &root);
     assert_eq!(plan.to_b.actions.len(), 1, "{:?}", plan.to_b.actions);
     assert_eq!(plan.to_b.actions[0].op, Op::SetFileMeta);
     assert!(plan.to_a.actions.is_empty());
 
     let user = SyncOptions::default();
-    assert!(plan_sync(&base, &tree(&a), &tree(&b), &user).is_noop());
+    assert!(plan_sync(packed(&base), &tree(&a), &tree(&b), &user).is_noop());
     // B's copy lost its setuid bit (its owner could not be kept): no change to carry.
     let mut stripped = Map::new();
     stripped.insert(PathBuf::from("f"), owned(1000, 0o755));
-    assert!(plan_sync(&base, &tree(&base), &tree(&stripped), &user).is_noop());
-    assert!(!plan_sync(&base, &tree(&base), &tree(&stripped), &root).is_noop());
+    assert!(plan_sync(packed(&base), &tree(&base), &tree(&stripped), &user).is_noop());
+    assert!(!plan_sync(packed(&base), &tree(&base), &tree(&stripped), &root).is_noop());
 }
 
 #[test]

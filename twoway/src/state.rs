@@ -11,8 +11,9 @@ use serde::Deserialize;
 use engine::error::Error;
 use engine::fs;
 use engine::tree::encoding::EntryRef;
-use engine::tree::entries::ChunkList;
 use engine::tree::{Digest, Entries, Entry, MTime};
+
+use crate::packed::{record, Packed, Writer};
 
 /// The format written: 4, records in the encoding every file of entries uses
 /// ([`EntryRef`]); 3 (records of the state's own, with owners) and 2 (before owners were
@@ -89,15 +90,6 @@ impl<'a> RecordRef<'a> {
     }
 }
 
-/// The record of `e` at `p`: a state records no inode (one replica's inode says
-/// nothing of the other's).
-fn record<'e>(p: &'e Path, e: &'e Entry) -> EntryRef<'e> {
-    EntryRef {
-        ino: None,
-        ..EntryRef::new(p, e)
-    }
-}
-
 /// [`record`], with `digest` as the hash where the entry has none (a copy's, known only
 /// once it was made).
 fn record_with<'e>(p: &'e Path, e: &'e Entry, digest: Option<Digest>) -> EntryRef<'e> {
@@ -113,15 +105,15 @@ fn record_with<'e>(p: &'e Path, e: &'e Entry, digest: Option<Digest>) -> EntryRe
 /// an I/O error, a directory in its place) is an error: taking it for no state would
 /// make a first sync, a union that undoes every deletion since. A damaged or foreign
 /// state file is treated as none, which loses nothing (a first sync deletes nothing)
-/// and is logged. The file is read a block at a time, and its records are decoded one
-/// at a time, straight into the tree.
-pub fn load(file: &Path, a: &Path, b: &Path) -> Result<Option<Entries>, Error> {
-    let f = match std::fs::File::open(file) {
-        Ok(f) => f,
+/// and is logged. The state is held as its records (see [`Packed`]), every one of them
+/// checked here.
+pub fn load(file: &Path, a: &Path, b: &Path) -> Result<Option<Packed>, Error> {
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("read the sync state", file, e)),
     };
-    match decode(f, a, b) {
+    match decode(bytes, a, b) {
         Ok(state) => Ok(state),
         Err(e)
             if matches!(
@@ -148,73 +140,46 @@ fn pair<'p>(a: &'p Path, b: &'p Path) -> (&'p Path, &'p Path) {
     }
 }
 
-/// The state of the pair (a, b) in `f`, read from where `f` stands to its end; `None`
-/// if it belongs to another pair.
-fn decode(f: std::fs::File, a: &Path, b: &Path) -> std::io::Result<Option<Entries>> {
+/// The state of the pair (a, b) that `bytes` (a state file) hold; `None` if it belongs
+/// to another pair. A state of an older format is encoded anew.
+fn decode(mut bytes: Vec<u8>, a: &Path, b: &Path) -> std::io::Result<Option<Packed>> {
+    let invalid = |e: postcard::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
     let (a, b) = pair(a, b);
-    let file_len = f.metadata().map_or(0, |m| m.len() as usize);
-    let mut seq = engine::tree::encoding::SeqReader::new(f);
-    let head = seq.take_with(|raw| {
-        let ((format, fa, fb, count), rest) = postcard::take_from_bytes::<Head>(raw)?;
-        let ours = [FORMAT, FORMAT_3, FORMAT_2].contains(&format)
-            && fa == a.as_os_str().as_bytes()
-            && fb == b.as_os_str().as_bytes();
-        Ok((ours.then_some((count, format)), rest.len()))
-    })?;
-    let Some((count, format)) = head else {
+    let ((format, fa, fb, count), rest) =
+        postcard::take_from_bytes::<Head>(&bytes).map_err(invalid)?;
+    let ours = [FORMAT, FORMAT_3, FORMAT_2].contains(&format)
+        && fa == a.as_os_str().as_bytes()
+        && fb == b.as_os_str().as_bytes();
+    if !ours {
         return Ok(None);
-    };
-    // The count is the file's word: room for no more than the file could hold.
-    let entries = count.min(file_len / 8);
-    let mut list = ChunkList::with_capacity(entries, 0);
-    for _ in 0..count {
-        seq.take_with(|raw| {
-            let rest = match format {
-                FORMAT => {
-                    let (r, rest) = postcard::take_from_bytes::<EntryRef>(raw)?;
-                    list.push(r.path, r.to_entry());
-                    rest
-                }
-                FORMAT_3 => {
-                    let (r, rest) = postcard::take_from_bytes::<RecordRef>(raw)?;
-                    list.push(r.path(), r.entry());
-                    rest
-                }
-                _ => {
-                    let (r, rest) = postcard::take_from_bytes::<LegacyRecordRef>(raw)?;
-                    let r = RecordRef::from(r);
-                    list.push(r.path(), r.entry());
-                    rest
-                }
-            };
-            Ok(((), rest.len()))
-        })?;
     }
-    if !seq.at_end()? {
+    let head_len = bytes.len() - rest.len();
+    if format == FORMAT {
+        // The records are the packed state's own bytes.
+        bytes.drain(..head_len);
+        return Packed::from_bytes(bytes, count).map(Some);
+    }
+    let mut rest = &bytes[head_len..];
+    let mut w = Writer::default();
+    for _ in 0..count {
+        let (r, after) = if format == FORMAT_3 {
+            postcard::take_from_bytes::<RecordRef>(rest).map_err(invalid)?
+        } else {
+            let (r, after) = postcard::take_from_bytes::<LegacyRecordRef>(rest).map_err(invalid)?;
+            (RecordRef::from(r), after)
+        };
+        w.push(&record(r.path(), &r.entry()));
+        rest = after;
+    }
+    if !rest.is_empty() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "bytes after the last record",
         ));
     }
-    Ok(Some(list.into_entries()))
-}
-
-/// Writes the state of the pair (a, b) to `w`.
-fn encode<'e>(
-    mut w: impl std::io::Write,
-    (a, b): (&Path, &Path),
-    count: usize,
-    records: impl Iterator<Item = (&'e Path, &'e Entry)>,
-) -> std::io::Result<()> {
-    let (a, b) = pair(a, b);
-    let head = (
-        FORMAT,
-        a.as_os_str().as_bytes(),
-        b.as_os_str().as_bytes(),
-        count,
-    );
-    let records = records.map(|(p, e)| record(p, e));
-    engine::tree::encoding::write_seq(&mut w, &head, records)
+    let packed = w.finish();
+    // Checked as a state of the current format is (path order).
+    Packed::from_bytes(packed.bytes().to_vec(), packed.len()).map(Some)
 }
 
 /// Where a pass sets a planned state aside while it runs, instead of holding it in
@@ -232,31 +197,91 @@ pub struct Aside<'a> {
 pub struct Spilled(std::fs::File);
 
 impl Aside<'_> {
-    /// Writes the `count` records of a state, in path order, to an unnamed file.
-    pub fn put<'e>(
-        &self,
-        count: usize,
-        records: impl Iterator<Item = (&'e Path, &'e Entry)>,
-    ) -> std::io::Result<Spilled> {
+    /// Writes `state` to an unnamed file, as its state file would hold it.
+    pub fn put(&self, state: &Packed) -> std::io::Result<Spilled> {
         std::fs::create_dir_all(self.dir)?;
-        let f = tempfile::tempfile_in(self.dir)?;
-        let mut w = std::io::BufWriter::with_capacity(64 * 1024, f);
-        encode(&mut w, (self.a, self.b), count, records)?;
-        Ok(Spilled(w.into_inner().map_err(|e| e.into_error())?))
+        let mut f = tempfile::tempfile_in(self.dir)?;
+        write_packed(&mut f, (self.a, self.b), state.len(), || {
+            std::iter::once(Record::Raw(state.bytes()))
+        })?;
+        Ok(Spilled(f))
     }
 }
 
 /// The state set aside by [`Aside::put`] with the same pair.
-pub fn unspill(s: Spilled, a: &Path, b: &Path) -> std::io::Result<Entries> {
-    use std::io::Seek;
+pub fn unspill(s: Spilled, a: &Path, b: &Path) -> std::io::Result<Packed> {
+    use std::io::{Read, Seek};
     let mut f = s.0;
     f.rewind()?;
-    decode(f, a, b)?.ok_or_else(|| {
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)?;
+    decode(bytes, a, b)?.ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "set aside for another pair",
         )
     })
+}
+
+/// What [`save_records`] writes, in path order: records already encoded (one or
+/// several, back to back), or one to encode.
+pub enum Record<'a> {
+    Raw(&'a [u8]),
+    Made(EntryRef<'a>),
+}
+
+/// Writes the head of the pair (a, b)'s state of `count` records, then `records()`.
+fn write_packed<'r, I>(
+    w: &mut dyn std::io::Write,
+    (a, b): (&Path, &Path),
+    count: usize,
+    records: impl Fn() -> I,
+) -> std::io::Result<()>
+where
+    I: Iterator<Item = Record<'r>>,
+{
+    const BLOCK: usize = 64 * 1024;
+    let enc = |e: postcard::Error| std::io::Error::other(e);
+    let (a, b) = pair(a, b);
+    let head = (
+        FORMAT,
+        a.as_os_str().as_bytes(),
+        b.as_os_str().as_bytes(),
+        count,
+    );
+    let mut buf = postcard::to_extend(&head, Vec::with_capacity(BLOCK + 1024)).map_err(enc)?;
+    for r in records() {
+        match r {
+            Record::Raw(bytes) if bytes.len() >= BLOCK => {
+                w.write_all(&buf)?;
+                buf.clear();
+                w.write_all(bytes)?;
+            }
+            Record::Raw(bytes) => buf.extend_from_slice(bytes),
+            Record::Made(r) => buf = postcard::to_extend(&r, buf).map_err(enc)?,
+        }
+        if buf.len() >= BLOCK {
+            w.write_all(&buf)?;
+            buf.clear();
+        }
+    }
+    w.write_all(&buf)
+}
+
+/// Writes the pair (a, b)'s state of the `count` records `records()` gives, in path
+/// order, atomically, unless the file already holds this very state (`records` may be
+/// called twice). Returns whether the file was written.
+pub fn save_records<'r, I>(
+    file: &Path,
+    a: &Path,
+    b: &Path,
+    count: usize,
+    records: impl Fn() -> I,
+) -> Result<bool, Error>
+where
+    I: Iterator<Item = Record<'r>>,
+{
+    fs::write_atomic_unless_same(file, |w| write_packed(w, (a, b), count, &records))
 }
 
 /// Adds `new` to the state of the pair (a, b) in `file`: records in path order, each a
@@ -325,13 +350,20 @@ where
 /// Writes the state atomically, encoded a block at a time, unless the file already holds
 /// this very state. Returns whether the file was written.
 pub fn save(file: &Path, a: &Path, b: &Path, state: &Entries) -> Result<bool, Error> {
-    fs::write_atomic_unless_same(file, |w| encode(w, (a, b), state.len(), state.iter()))
+    save_records(file, a, b, state.len(), || {
+        state.iter().map(|(p, e)| Record::Made(record(p, e)))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::PathBuf;
+
+    /// [`load`], as entries.
+    fn load_entries(f: &Path, a: &Path, b: &Path) -> Result<Option<Entries>, Error> {
+        load(f, a, b).map(|s| s.map(|p| p.to_entries()))
+    }
 
     /// A state written by the release before the shared entry encoding (format 3, its
     /// own records) still reads, as the same entries.
@@ -383,12 +415,14 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let got = load(&f, Path::new("/a"), Path::new("/b")).unwrap().unwrap();
+        let got = load_entries(&f, Path::new("/a"), Path::new("/b"))
+            .unwrap()
+            .unwrap();
         assert_eq!(got, want);
         // Saved again, it takes the current format and reads back the same.
         assert!(save(&f, Path::new("/a"), Path::new("/b"), &got).unwrap());
         assert_eq!(
-            load(&f, Path::new("/a"), Path::new("/b")).unwrap(),
+            load_entries(&f, Path::new("/a"), Path::new("/b")).unwrap(),
             Some(want)
         );
     }
@@ -414,7 +448,7 @@ mod tests {
             (Path::new("c"), &x, None),
         ];
         merge_into(&f, b, a, || new.iter().copied()).unwrap();
-        let got = load(&f, a, b).unwrap().unwrap();
+        let got = load_entries(&f, a, b).unwrap().unwrap();
         let mut x_hashed = x.clone();
         x_hashed.hash = digest;
         let want: Entries = [
@@ -450,25 +484,35 @@ mod tests {
             postcard::to_allocvec(&whole).unwrap()
         );
         assert_eq!(
-            load(&f, Path::new("/a"), Path::new("/b")).unwrap().as_ref(),
+            load_entries(&f, Path::new("/a"), Path::new("/b"))
+                .unwrap()
+                .as_ref(),
             Some(&s)
         );
-        assert_eq!(load(&f, Path::new("/a"), Path::new("/c")).unwrap(), None);
+        assert_eq!(
+            load_entries(&f, Path::new("/a"), Path::new("/c")).unwrap(),
+            None
+        );
         // The pair named the other way round is the same pair.
         assert_eq!(
-            load(&f, Path::new("/b"), Path::new("/a")).unwrap().as_ref(),
+            load_entries(&f, Path::new("/b"), Path::new("/a"))
+                .unwrap()
+                .as_ref(),
             Some(&s)
         );
         // A state that exists but cannot be read is an error, never a first sync.
         let unreadable = d.path().join("a-directory");
         std::fs::create_dir(&unreadable).unwrap();
-        assert!(load(&unreadable, Path::new("/a"), Path::new("/b")).is_err());
+        assert!(load_entries(&unreadable, Path::new("/a"), Path::new("/b")).is_err());
         // A cut or padded file is no state at all (a first sync deletes nothing).
         let whole = std::fs::read(&f).unwrap();
         for damaged in [&whole[..whole.len() - 3], &[&whole[..], b"x"].concat()[..]] {
             let g = d.path().join("damaged");
             std::fs::write(&g, damaged).unwrap();
-            assert_eq!(load(&g, Path::new("/a"), Path::new("/b")).unwrap(), None);
+            assert_eq!(
+                load_entries(&g, Path::new("/a"), Path::new("/b")).unwrap(),
+                None
+            );
         }
         // A state of many blocks reads back whole.
         let mut big = s.clone();
@@ -488,7 +532,9 @@ mod tests {
         assert!(save(&g, Path::new("/a"), Path::new("/b"), &big).unwrap());
         assert!(std::fs::metadata(&g).unwrap().len() > 4 * 64 * 1024);
         assert_eq!(
-            load(&g, Path::new("/a"), Path::new("/b")).unwrap().as_ref(),
+            load_entries(&g, Path::new("/a"), Path::new("/b"))
+                .unwrap()
+                .as_ref(),
             Some(&big)
         );
         // The same state again leaves the file alone; a changed one replaces it, also
@@ -503,7 +549,9 @@ mod tests {
         for t in [&longer, &s] {
             assert!(save(&f, Path::new("/a"), Path::new("/b"), t).unwrap());
             assert_eq!(
-                load(&f, Path::new("/a"), Path::new("/b")).unwrap().as_ref(),
+                load_entries(&f, Path::new("/a"), Path::new("/b"))
+                    .unwrap()
+                    .as_ref(),
                 Some(t)
             );
             if std::ptr::eq(t, &longer) {
@@ -537,10 +585,11 @@ mod tests {
             a,
             b,
         };
-        let spilled = aside.put(s.len(), s.iter()).unwrap();
+        let packed = Packed::from_entries(&s);
+        let spilled = aside.put(&packed).unwrap();
         assert_eq!(std::fs::read_dir(aside.dir).unwrap().count(), 0);
-        assert_eq!(unspill(spilled, a, b).unwrap(), s);
-        let spilled = aside.put(s.len(), s.iter()).unwrap();
+        assert_eq!(unspill(spilled, a, b).unwrap().to_entries(), s);
+        let spilled = aside.put(&packed).unwrap();
         assert!(unspill(spilled, a, Path::new("/c")).is_err());
     }
 }
