@@ -206,9 +206,11 @@ impl Tool for Job {
         // since the last pass are compared with BACKUP's, and a difference marks
         // BACKUP's entry for the planner.
         mark_attribute_changes(scanned, parts.as_ref());
+        // The part to plan, as the trees now are (hashed, marked).
+        scanned.parts = parts.is_some().then(|| part_to_plan(scanned)).flatten();
     }
 
-    fn plan(&self, scanned: &mut Scanned, _: ()) -> Result<Planned<usize>, Refusal> {
+    fn plan<'s>(&self, scanned: &'s Scanned, _: ()) -> Result<Planned<'s, usize>, Refusal> {
         let fs = scanned.fs;
         let opts = MirrorOptions {
             checksum: self.settings.checksum,
@@ -217,9 +219,8 @@ impl Tool for Job {
             ignore_modes: fs[1].no_modes,
             keep_owners: engine::fs::keeps_owners(),
         };
-        let parts = part_to_plan(scanned);
         let [src, dst] = &scanned.trees;
-        let [part_src, part_dst] = parts.as_ref().unwrap_or(&scanned.trees);
+        let [part_src, part_dst] = scanned.parts.as_ref().unwrap_or(&scanned.trees);
         let mut plan = mirror::plan_mirror(part_src, part_dst, &opts);
         let mut left_alone = 0;
         if self.additive {

@@ -272,8 +272,8 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
 
     // The plan, made once: the dry run prints it, the real run carries it out.
     log::debug!("target checked: {:.3}s", t0.elapsed().as_secs_f64());
-    let (plan, scanned, unhashed) =
-        plan_restore(&target, &vd, req.subpath.as_deref(), &vtree, occupied)?;
+    let (scanned, unhashed) = read_target(&target, &vd, req.subpath.as_deref(), occupied)?;
+    let plan = mirror::plan_mirror(&vtree, &scanned, &restore_options(occupied));
     for e in &unhashed {
         log::warn!("{e}");
     }
@@ -297,12 +297,14 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
 
     if occupied {
         // The whole target as the plan read it, hashed; only a part of it with --path.
-        let (mut current, unhashed) = if req.subpath.is_none() {
-            (scanned, unhashed)
+        let whole;
+        let (current, unhashed) = if req.subpath.is_none() {
+            (&scanned, unhashed)
         } else {
             let mut t = scan_target(&target, &vd, None)?;
             let hashed = cache::hash_missing(&target, &mut t);
-            (t, hashed.errors)
+            whole = t;
+            (&whole, hashed.errors)
         };
         if let Some(e) = unhashed.first() {
             return Err(Refusal::new(format!(
@@ -311,10 +313,10 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
             )));
         }
         let lost: Vec<(PathBuf, Option<engine::tree::Digest>)> = plan
-            .files_lost(&current)
+            .files_lost(current)
             .map(|(p, e)| (p.to_path_buf(), e.hash))
             .collect();
-        vd.keep_files(home, &target, &mut current, None, &lost, Some(Why::BeforeRestore))
+        vd.keep_files(home, &target, current, None, &lost, Some(Why::BeforeRestore))
             .map_err(|e| {
                 Refusal::new(format!(
                     "cannot save the current contents of {} before restoring, so nothing was changed: {e}",
@@ -465,18 +467,15 @@ fn open_content(
     ))
 }
 
-/// What a restore of `vtree` onto `target` does: the target as it is (hashed where it
-/// is occupied, so that a file that already holds the version's bytes is left alone)
-/// against the version. It only reads.
-/// Gives the plan, the target's tree it was made from, and the files of that tree that
-/// could not be hashed.
-fn plan_restore(
+/// The target of a restore as a plan compares it with the version: as it is (hashed
+/// where it is occupied, so that a file that already holds the version's bytes is left
+/// alone). It only reads. Gives the tree, and the files of it that could not be hashed.
+fn read_target(
     target: &Path,
     vd: &VersionedDir,
     sub: Option<&Path>,
-    vtree: &Tree,
     occupied: bool,
-) -> Result<(mirror::Plan, Tree, Vec<Error>), Refusal> {
+) -> Result<(Tree, Vec<Error>), Refusal> {
     let mut unhashed = Vec::new();
     let ttree = if std::fs::symlink_metadata(target).is_ok() {
         let mut t = scan_target(target, vd, sub)?;
@@ -493,8 +492,7 @@ fn plan_restore(
             ..Tree::default()
         }
     };
-    let plan = mirror::plan_mirror(vtree, &ttree, &restore_options(occupied));
-    Ok((plan, ttree, unhashed))
+    Ok((ttree, unhashed))
 }
 
 /// Refuses a `--to` path that is, or sits directly in, a symlink: a restore writes only

@@ -1,6 +1,6 @@
 //! Case-folding filesystems (FAT, exFAT, SMB): names a plan would give a replica that
-//! ignores case, and which collide there, are left alone on both sides. Pure, like the
-//! planner it wraps.
+//! ignores case, and which collide there, are left alone on both sides (made unknown
+//! before the pass is planned). Pure, like the planner it calls.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use crate::plan::{plan_sync, Side, SyncOptions, SyncPlan};
 /// already holds keeps its place, else the first in byte order; paths under a listed
 /// one are not listed again. Leaving the others alone on both sides (unknown to the
 /// planner) keeps one file from replacing the other there.
-pub fn case_collisions(plan: &SyncPlan, side: &Tree) -> Vec<(PathBuf, PathBuf)> {
+pub fn case_collisions(plan: &SyncPlan<'_>, side: &Tree) -> Vec<(PathBuf, PathBuf)> {
     if plan.state_unchanged {
         // Nothing changes: every name is where it already was.
         return Vec::new();
@@ -47,24 +47,23 @@ pub fn case_collisions(plan: &SyncPlan, side: &Tree) -> Vec<(PathBuf, PathBuf)> 
     found
 }
 
-/// [`plan_sync`] where `folds` says which replicas (A, B) ignore case in names: a path
-/// that [`case_collisions`] finds is made unknown on both sides, and the pass planned
-/// again without it. Takes the trees and gives them back (with those paths unknown):
-/// the plan, the paths left alone, each with the side it would have collided on and
-/// the path it collides with, and the trees.
-pub fn plan_sync_folding(
-    base: Packed,
-    [mut a, mut b]: [Tree; 2],
+/// Where `folds` says which replicas (A, B) ignore case in names: the paths that
+/// [`case_collisions`] finds in a plan of the pass are made unknown on both sides of
+/// `trees`, so that the pass, planned again, leaves them alone. Gives each with the side
+/// it would have collided on and the path it collides with.
+pub fn leave_collisions(
+    base: &Packed,
+    trees: &mut [Tree; 2],
     opts: &SyncOptions,
     folds: [bool; 2],
-) -> (SyncPlan, Vec<(Side, PathBuf, PathBuf)>, [Tree; 2]) {
+) -> Vec<(Side, PathBuf, PathBuf)> {
     if folds == [false, false] {
-        let plan = plan_sync(base, &a, &b, opts);
-        return (plan, Vec::new(), [a, b]);
+        return Vec::new();
     }
-    let plan = plan_sync(&base, &a, &b, opts);
+    let [a, b] = &*trees;
+    let plan = plan_sync(base, a, b, opts);
     let mut collided = Vec::new();
-    for ((side, tree), folds) in [(Side::A, &a), (Side::B, &b)].into_iter().zip(folds) {
+    for ((side, tree), folds) in [(Side::A, a), (Side::B, b)].into_iter().zip(folds) {
         if folds {
             collided.extend(
                 case_collisions(&plan, tree)
@@ -73,14 +72,11 @@ pub fn plan_sync_folding(
             );
         }
     }
-    if collided.is_empty() {
-        return (plan, collided, [a, b]);
-    }
     drop(plan);
     for (_, p, _) in &collided {
-        a.unknown.insert(p.clone());
-        b.unknown.insert(p.clone());
+        for t in trees.iter_mut() {
+            t.unknown.insert(p.clone());
+        }
     }
-    let plan = plan_sync(base, &a, &b, opts);
-    (plan, collided, [a, b])
+    collided
 }

@@ -143,6 +143,21 @@ impl Job {
         self.state_file.parent().unwrap_or(Path::new("."))
     }
 
+    /// How the planner compares, on replicas whose filesystems are as `fs` says.
+    fn sync_options(&self, fs: [engine::fs::FsTraits; 2]) -> SyncOptions {
+        SyncOptions {
+            keep_owners: engine::fs::keeps_owners(),
+            policy: self.settings.conflict,
+            modify_window: self.settings.modify_window.unwrap_or(
+                if fs.iter().any(|t| t.coarse_times) {
+                    2
+                } else {
+                    0
+                },
+            ),
+        }
+    }
+
     /// Refuses a pass that would delete more than `--max-delete` percent of a replica.
     fn check_max_delete(&self, plan: &SyncPlan, trees: &[Tree; 2]) -> Result<(), Refusal> {
         for (label, deletes, tree) in [
@@ -230,46 +245,27 @@ impl Tool for Job {
     }
 
     fn prepare(&self, scanned: &mut Scanned, base: &Option<Packed>) {
+        let empty = Packed::default();
+        let base = base.as_ref().unwrap_or(&empty);
         // The planner compares contents only where a file meets a file of the same size
         // (on the other side or in the state); only those need a hash now (every file,
         // with `--checksum`: the pipeline hashed them). Every other file is hashed
         // while it is copied, or after the pass.
-        if self.settings.checksum {
-            return;
+        if !self.settings.checksum {
+            let [ta, tb] = &scanned.trees;
+            let needed = files_to_compare(ta, tb, base);
+            for (side, n) in needed.iter().enumerate() {
+                scanned.hash_where(side, |p| {
+                    n.binary_search_by(|q| engine::tree::path_order(q, p))
+                        .is_ok()
+                });
+            }
         }
-        let empty = Packed::default();
-        let [ta, tb] = &scanned.trees;
-        let needed = files_to_compare(ta, tb, base.as_ref().unwrap_or(&empty));
-        for (side, n) in needed.iter().enumerate() {
-            scanned.hash_where(side, |p| {
-                n.binary_search_by(|q| engine::tree::path_order(q, p))
-                    .is_ok()
-            });
-        }
-    }
-
-    fn plan(&self, scanned: &mut Scanned, base: Option<Packed>) -> Result<Planned<Sync>, Refusal> {
-        let fs = scanned.fs;
-        let first = base.is_none();
-        let opts = SyncOptions {
-            keep_owners: engine::fs::keeps_owners(),
-            policy: self.settings.conflict,
-            modify_window: self.settings.modify_window.unwrap_or(
-                if fs.iter().any(|t| t.coarse_times) {
-                    2
-                } else {
-                    0
-                },
-            ),
-        };
-        let trees = std::mem::take(&mut scanned.trees);
-        let (plan, collided, trees) = crate::fold::plan_sync_folding(
-            base.unwrap_or_default(),
-            trees,
-            &opts,
-            fs.map(|t| t.folds_case),
-        );
-        scanned.trees = trees;
+        // On a filesystem that ignores case, names that would collide there are left
+        // alone on both sides.
+        let opts = self.sync_options(scanned.fs);
+        let folds = scanned.fs.map(|t| t.folds_case);
+        let collided = crate::fold::leave_collisions(base, &mut scanned.trees, &opts, folds);
         for (side, p, with) in collided {
             let e = engine::Error::entry(
                 p,
@@ -282,6 +278,17 @@ impl Tool for Job {
             log::error!(target: engine::error::FILE_ERROR, "{e}");
             scanned.errors.push(e);
         }
+    }
+
+    fn plan<'s>(
+        &self,
+        scanned: &'s Scanned,
+        base: Option<Packed>,
+    ) -> Result<Planned<'s, Sync>, Refusal> {
+        let first = base.is_none();
+        let opts = self.sync_options(scanned.fs);
+        let [a, b] = &scanned.trees;
+        let plan = plan::plan_sync(base.unwrap_or_default(), a, b, &opts);
         self.check_max_delete(&plan, &scanned.trees)?;
         for (p, side) in &plan.undone_deletions {
             log::warn!(
@@ -600,7 +607,12 @@ mod tests {
     use engine::tree::{Entries, MTime};
 
     fn file(size: u64, hash: Option<u8>) -> Entry {
-        Entry::file(size, 0o644, MTime::new(10, 0), hash.map(|h| Digest([h; 32])))
+        Entry::file(
+            size,
+            0o644,
+            MTime::new(10, 0),
+            hash.map(|h| Digest([h; 32])),
+        )
     }
 
     fn tree(entries: &[(&str, Entry)]) -> Tree {

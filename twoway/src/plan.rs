@@ -66,15 +66,15 @@ pub struct Conflict {
     pub copy: PathBuf,
 }
 
-/// What a pass does.
+/// What a pass does (its actions' entries borrowed from the trees it was planned from).
 #[derive(Debug, Default)]
-pub struct SyncPlan {
+pub struct SyncPlan<'t> {
     /// Conflict copies made on the loser's own side first (before anything is replaced).
-    pub keep_a: Plan,
-    pub keep_b: Plan,
+    pub keep_a: Plan<'t>,
+    pub keep_b: Plan<'t>,
     /// Actions on A (bytes read from B) and on B (bytes read from A).
-    pub to_a: Plan,
-    pub to_b: Plan,
+    pub to_a: Plan<'t>,
+    pub to_b: Plan<'t>,
     pub conflicts: Vec<Conflict>,
     /// The state to record for each path, if its actions succeed.
     pub state: Packed,
@@ -89,7 +89,7 @@ pub struct SyncPlan {
     pub undone_deletions: Vec<(PathBuf, Side)>,
 }
 
-impl SyncPlan {
+impl SyncPlan<'_> {
     pub fn is_noop(&self) -> bool {
         self.keep_a.actions.is_empty()
             && self.keep_b.actions.is_empty()
@@ -191,12 +191,12 @@ struct Final<'a> {
 
 /// Plans one two-way pass against `base`, the state of the last sync (handed over, it is
 /// dropped as soon as every path is decided).
-pub fn plan_sync<'s>(
+pub fn plan_sync<'s, 't>(
     base: impl Into<Cow<'s, Packed>>,
-    a: &Tree,
-    b: &Tree,
+    a: &'t Tree,
+    b: &'t Tree,
     opts: &SyncOptions,
-) -> SyncPlan {
+) -> SyncPlan<'t> {
     let base = base.into();
     if unchanged_since(&base, a, b, opts.keep_owners) {
         return SyncPlan {
@@ -278,7 +278,7 @@ pub(crate) fn plan_sync_full<'a>(
     a: &'a Tree,
     b: &'a Tree,
     opts: &SyncOptions,
-) -> SyncPlan {
+) -> SyncPlan<'a> {
     let base_ref: &Packed = &base;
     let w = opts.modify_window;
     let side_tree = |s: Side| if s == Side::A { a } else { b };
@@ -523,10 +523,15 @@ impl<'a> Finals<'a> {
 }
 
 /// The actions that bring `side` (scanned as `cur`) to the final state.
-fn actions_for(side: Side, finals: &Finals, cur: &Tree, owners: bool) -> (Plan, Plan, usize) {
+fn actions_for<'t>(
+    side: Side,
+    finals: &Finals<'t>,
+    cur: &'t Tree,
+    owners: bool,
+) -> (Plan<'t>, Plan<'t>, usize) {
     let mut keep = Plan::default();
     let mut to = Plan::default();
-    let mut rmdirs: Vec<Action> = Vec::new();
+    let mut rmdirs: Vec<Action<'t>> = Vec::new();
     // Directories whose mode and mtime are set after their contents: listed as met
     // (neighbours share a parent, listed once), sorted at the end.
     let mut dir_meta: Vec<PathBuf> = Vec::new();
@@ -545,7 +550,9 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree, owners: bool) -> (Plan, 
         touched(l, &mut dir_meta);
     }
 
-    for (p, f, c) in engine::tree::zip_sorted(finals.iter(), cur.entries.iter()) {
+    for (p, f, c) in
+        engine::tree::zip_sorted(finals.iter(), cur.entries.iter().map(|(p, e)| (p, e)))
+    {
         let Some(f) = f else { continue };
         if cleared.as_ref().is_some_and(|c| p.starts_with(c) && p != c) {
             continue;
@@ -554,15 +561,11 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree, owners: bool) -> (Plan, 
             None => {
                 if let Some(c) = c {
                     if c.kind == Kind::Dir {
-                        rmdirs.push(Action::new(Op::Rmdir, p, None, Some(c.clone())));
+                        rmdirs.push(Action::new(Op::Rmdir, p, None, Some(c)));
                     } else {
                         deletes += usize::from(c.kind == Kind::File);
-                        to.actions.push(Action::new(
-                            Op::Remove { kind: c.kind },
-                            p,
-                            None,
-                            Some(c.clone()),
-                        ));
+                        to.actions
+                            .push(Action::new(Op::Remove { kind: c.kind }, p, None, Some(c)));
                     }
                     touched(p, &mut dir_meta);
                 }
@@ -572,8 +575,7 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree, owners: bool) -> (Plan, 
                     let op = Op::Preserve {
                         from: orig.as_path().into(),
                     };
-                    keep.actions
-                        .push(Action::new(op, p, Some(f.entry.clone()), None));
+                    keep.actions.push(Action::new(op, p, Some(f.entry), None));
                     touched(p, &mut dir_meta);
                 }
             }
@@ -596,8 +598,7 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree, owners: bool) -> (Plan, 
                                 deletes += usize::from(qe.kind == Kind::File);
                                 Op::Remove { kind: qe.kind }
                             };
-                            to.actions
-                                .push(Action::new(op, *q, None, Some((*qe).clone())));
+                            to.actions.push(Action::new(op, *q, None, Some(*qe)));
                         }
                         cleared = Some(p.to_path_buf());
                     } else {
@@ -606,7 +607,7 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree, owners: bool) -> (Plan, 
                             Op::Remove { kind: cv.kind },
                             p,
                             None,
-                            Some(cv.clone()),
+                            Some(cv),
                         ));
                     }
                 }
@@ -627,8 +628,7 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree, owners: bool) -> (Plan, 
                 if op == Op::Mkdir {
                     dir_meta.push(p.to_path_buf());
                 }
-                to.actions
-                    .push(Action::new(op, p, Some(e.clone()), c.cloned()));
+                to.actions.push(Action::new(op, p, Some(e), c));
                 touched(p, &mut dir_meta);
             }
         }
@@ -644,7 +644,7 @@ fn actions_for(side: Side, finals: &Finals, cur: &Tree, owners: bool) -> (Plan, 
                 to.actions.push(Action::new(
                     Op::SetDirMeta,
                     d.as_path(),
-                    Some(f.entry.clone()),
+                    Some(f.entry),
                     None,
                 ));
             }

@@ -9,7 +9,7 @@ use engine::tree::{Digest, Entry, Kind, MTime, Tree};
 use proptest::prelude::*;
 
 use super::*;
-use crate::fold::plan_sync_folding;
+use crate::fold::leave_collisions;
 
 type Map = engine::tree::Entries;
 
@@ -59,7 +59,7 @@ fn run(plan: &Plan, dst: &mut Map, src: Option<&Map>) {
                 dst.insert(p.clone(), e);
             }
             Op::Copy { .. } | Op::Symlink { .. } => {
-                let want = act.src.clone().unwrap();
+                let want = act.src.cloned().unwrap();
                 let from = p.clone();
                 let have = src
                     .unwrap()
@@ -76,10 +76,10 @@ fn run(plan: &Plan, dst: &mut Map, src: Option<&Map>) {
             Op::Mkdir => {
                 assert!(parent_ok(dst, p), "mkdir in missing parent {p:?}");
                 assert!(!dst.contains_key(p), "mkdir over {p:?}");
-                dst.insert(p.clone(), act.src.clone().unwrap());
+                dst.insert(p.clone(), act.src.cloned().unwrap());
             }
             Op::SetFileMeta | Op::SetDirMeta => {
-                let s = act.src.clone().unwrap();
+                let s = act.src.cloned().unwrap();
                 let e = dst
                     .get_mut(p)
                     .unwrap_or_else(|| panic!("meta of missing {p:?}"));
@@ -106,7 +106,7 @@ fn run(plan: &Plan, dst: &mut Map, src: Option<&Map>) {
                 let had = dst
                     .remove(from)
                     .unwrap_or_else(|| panic!("move: {from:?} missing"));
-                let want = act.src.clone().unwrap();
+                let want = act.src.cloned().unwrap();
                 assert_eq!(had.hash, want.hash, "move to {p:?} takes other bytes");
                 assert!(!dst.contains_key(p), "move over {p:?}");
                 assert!(parent_ok(dst, p), "move into missing parent: {p:?}");
@@ -140,6 +140,11 @@ fn norm(m: &Map) -> BTreeMap<PathBuf, Seen> {
         .collect()
 }
 
+/// The tree of `m`, for as long as the test runs (a plan borrows its trees).
+fn held(m: &Map) -> &'static Tree {
+    Box::leak(Box::new(tree(m)))
+}
+
 /// The state `m` holds, as a planner takes it.
 fn packed(m: &Map) -> crate::packed::Packed {
     crate::packed::Packed::from_entries(m)
@@ -155,7 +160,7 @@ fn contents(m: &Map) -> BTreeSet<(Option<Digest>, Option<Box<PathBuf>>)> {
 /// One pass, checked: equal replicas, no content lost, and a second pass that does nothing.
 /// `plan_sync`, checking that whenever it takes the shortcut for an unchanged pair the
 /// full planner would have planned nothing and recorded the base again.
-fn plan_checked(base: &Map, a: &Tree, b: &Tree, opts: &SyncOptions) -> SyncPlan {
+fn plan_checked<'t>(base: &Map, a: &'t Tree, b: &'t Tree, opts: &SyncOptions) -> SyncPlan<'t> {
     let plan = plan_sync(packed(base), a, b, opts);
     if plan.state_unchanged {
         let full = plan_sync_full(packed(base).into(), a, b, opts);
@@ -181,13 +186,15 @@ fn recorded(plan: &SyncPlan, base: &Map) -> Map {
     }
 }
 
-fn check_pass(base: &Map, a: &Map, b: &Map, policy: ConflictPolicy) -> (SyncPlan, Map) {
+fn check_pass(base: &Map, a: &Map, b: &Map, policy: ConflictPolicy) -> (SyncPlan<'static>, Map) {
     let opts = SyncOptions {
         policy,
         modify_window: 0,
         keep_owners: true,
     };
-    let plan = plan_checked(base, &tree(a), &tree(b), &opts);
+    // The plan borrows the trees, and the caller reads it: they live as long as the test.
+    let trees: &'static [Tree; 2] = Box::leak(Box::new([tree(a), tree(b)]));
+    let plan = plan_checked(base, &trees[0], &trees[1], &opts);
     let (na, nb) = simulate(&plan, a, b);
     assert_eq!(norm(&na), norm(&nb), "replicas differ after the pass");
     let after: BTreeSet<_> = contents(&na);
@@ -196,7 +203,7 @@ fn check_pass(base: &Map, a: &Map, b: &Map, policy: ConflictPolicy) -> (SyncPlan
         assert!(kept.contains(c), "content {c:?} was lost");
     }
     let state = recorded(&plan, base);
-    let again = plan_checked(&state, &tree(&na), &tree(&nb), &opts);
+    let again = plan_checked(&state, held(&na), held(&nb), &opts);
     assert!(again.is_noop(), "second pass is not a no-op: {again:?}");
     assert!(
         again.state_unchanged,
@@ -410,7 +417,10 @@ fn case_collisions_are_left_alone_on_both_sides() {
         ("x", file(3, 100)),
     ]));
     let b = tree(&Map::new());
-    let (plan, collided, [a, _]) = plan_sync_folding(packed(&base), [a, b], &opts, [false, true]);
+    let mut trees = [a, b];
+    let collided = leave_collisions(&packed(&base), &mut trees, &opts, [false, true]);
+    let [a, b] = &trees;
+    let plan = plan_sync(packed(&base), a, b, &opts);
     assert_eq!(collided, [(Side::B, "foo".into(), "Foo".into())]);
     let mut on_b = Map::new();
     run(&plan.to_b, &mut on_b, Some(&a.entries));
@@ -421,12 +431,9 @@ fn case_collisions_are_left_alone_on_both_sides() {
     assert!(plan.to_a.actions.is_empty(), "{:?}", plan.to_a);
     assert!(!plan.state.contains_key(Path::new("foo")));
     // Without folding, both are synced.
-    let (plan, collided, _) = plan_sync_folding(
-        packed(&base),
-        [tree(&a.entries), tree(&Map::new())],
-        &opts,
-        [false, false],
-    );
+    let mut trees = [tree(&a.entries), tree(&Map::new())];
+    let collided = leave_collisions(&packed(&base), &mut trees, &opts, [false, false]);
+    let plan = plan_sync(packed(&base), &trees[0], &trees[1], &opts);
     assert!(collided.is_empty());
     assert_eq!(plan.to_b.actions.len(), 3);
 
@@ -438,7 +445,10 @@ fn case_collisions_are_left_alone_on_both_sides() {
         ("docs/b", file(2, 100)),
     ]));
     let b = tree(&map(&[("docs", dir(0o755, 100))]));
-    let (plan, collided, [a, b]) = plan_sync_folding(packed(&base), [a, b], &opts, [false, true]);
+    let mut trees = [a, b];
+    let collided = leave_collisions(&packed(&base), &mut trees, &opts, [false, true]);
+    let [a, b] = &trees;
+    let plan = plan_sync(packed(&base), a, b, &opts);
     assert_eq!(collided, [(Side::B, "Docs".into(), "docs".into())]);
     let mut on_b = b.entries.clone();
     run(&plan.to_b, &mut on_b, Some(&a.entries));
@@ -452,7 +462,10 @@ fn case_collisions_are_left_alone_on_both_sides() {
     let base = map(&[("report.txt", file(1, 100))]);
     let a = tree(&map(&[("Report.txt", file(1, 100))]));
     let b = tree(&base);
-    let (plan, collided, [a, b]) = plan_sync_folding(packed(&base), [a, b], &opts, [false, true]);
+    let mut trees = [a, b];
+    let collided = leave_collisions(&packed(&base), &mut trees, &opts, [false, true]);
+    let [a, b] = &trees;
+    let plan = plan_sync(packed(&base), a, b, &opts);
     assert!(collided.is_empty());
     let mut on_b = b.entries.clone();
     run(&plan.to_b, &mut on_b, Some(&a.entries));
@@ -466,7 +479,7 @@ fn the_unchanged_shortcut_is_taken_only_when_nothing_differs() {
     base.insert("d/f".into(), file(1, 100));
     base.insert("l".into(), link("t", 100));
     let opts = SyncOptions::default();
-    let same = plan_checked(&base, &tree(&base), &tree(&base), &opts);
+    let same = plan_checked(&base, held(&base), held(&base), &opts);
     assert!(same.state_unchanged && same.is_noop());
 
     // A directory mtime, a mode, a missing hash or a leftover: the full planner runs.
@@ -481,25 +494,25 @@ fn the_unchanged_shortcut_is_taken_only_when_nothing_differs() {
         ("mode", &mode),
         ("hash", &unhashed),
     ] {
-        let plan = plan_checked(&base, &tree(&base), &tree(b), &opts);
+        let plan = plan_checked(&base, held(&base), held(b), &opts);
         assert!(!plan.state_unchanged, "{name}: shortcut taken");
     }
     // Both sides hold the same new bytes (same size and mtime): the state must learn them.
     let mut both = base.clone();
     both.get_mut(Path::new("d/f")).unwrap().hash = Some(Digest([9; 32]));
-    let plan = plan_checked(&base, &tree(&both), &tree(&both), &opts);
+    let plan = plan_checked(&base, held(&both), held(&both), &opts);
     assert!(!plan.state_unchanged && plan.is_noop());
     assert_eq!(plan.state.to_entries(), both);
     let mut leftover = tree(&base);
     leftover.leftovers.push(".twoway-tmp-1".into());
-    let plan = plan_checked(&base, &tree(&base), &leftover, &opts);
+    let plan = plan_checked(&base, held(&base), &leftover, &opts);
     assert!(
         !plan.state_unchanged && !plan.is_noop(),
         "leftover: {plan:?}"
     );
     let mut excluded = tree(&base);
     excluded.excluded.insert("d/skip.tmp".into());
-    assert!(plan_checked(&base, &excluded, &tree(&base), &opts).state_unchanged);
+    assert!(plan_checked(&base, &excluded, held(&base), &opts).state_unchanged);
 }
 
 #[test]
@@ -608,15 +621,15 @@ fn deleted_on_a_and_modified_on_b_names_the_undone_deletion() {
     let mut b = Map::new();
     b.insert(PathBuf::from("f"), file(2, 20));
     b.insert(PathBuf::from("g"), file(3, 10));
-    let plan = plan_sync(packed(&base), &tree(&a), &tree(&b), &SyncOptions::default());
+    let plan = plan_sync(packed(&base), held(&a), held(&b), &SyncOptions::default());
     assert_eq!(plan.undone_deletions, vec![(PathBuf::from("f"), Side::A)]);
     // And the other way round; a plain one-sided deletion is no undone one.
-    let plan = plan_sync(packed(&base), &tree(&b), &tree(&a), &SyncOptions::default());
+    let plan = plan_sync(packed(&base), held(&b), held(&a), &SyncOptions::default());
     assert_eq!(plan.undone_deletions, vec![(PathBuf::from("f"), Side::B)]);
     let plan = plan_sync(
         packed(&base),
-        &tree(&base),
-        &tree(&a),
+        held(&base),
+        held(&a),
         &SyncOptions::default(),
     );
     assert!(plan.undone_deletions.is_empty());
@@ -640,18 +653,18 @@ fn an_owner_changed_on_one_side_is_synced_only_where_owners_are_kept() {
         keep_owners: true,
         ..SyncOptions::default()
     };
-    let plan = plan_sync(packed(&base), &tree(&a), &tree(&b), &root);
+    let plan = plan_sync(packed(&base), held(&a), held(&b), &root);
     assert_eq!(plan.to_b.actions.len(), 1, "{:?}", plan.to_b.actions);
     assert_eq!(plan.to_b.actions[0].op, Op::SetFileMeta);
     assert!(plan.to_a.actions.is_empty());
 
     let user = SyncOptions::default();
-    assert!(plan_sync(packed(&base), &tree(&a), &tree(&b), &user).is_noop());
+    assert!(plan_sync(packed(&base), held(&a), held(&b), &user).is_noop());
     // B's copy lost its setuid bit (its owner could not be kept): no change to carry.
     let mut stripped = Map::new();
     stripped.insert(PathBuf::from("f"), owned(1000, 0o755));
-    assert!(plan_sync(packed(&base), &tree(&base), &tree(&stripped), &user).is_noop());
-    assert!(!plan_sync(packed(&base), &tree(&base), &tree(&stripped), &root).is_noop());
+    assert!(plan_sync(packed(&base), held(&base), held(&stripped), &user).is_noop());
+    assert!(!plan_sync(packed(&base), held(&base), held(&stripped), &root).is_noop());
 }
 
 #[test]

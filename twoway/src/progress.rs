@@ -32,7 +32,7 @@ pub struct Progress<'a> {
     file: &'a Path,
     /// The replicas, which are also the pair the state belongs to.
     pair: (&'a Path, &'a Path),
-    plans: [&'a Plan; 4],
+    plans: [&'a Plan<'a>; 4],
     inner: Mutex<Inner<'a>>,
 }
 
@@ -55,7 +55,7 @@ impl<'a> Progress<'a> {
         file: &'a Path,
         pair: (&'a Path, &'a Path),
         equal: Entries,
-        plans: [&'a Plan; 4],
+        plans: [&'a Plan<'a>; 4],
     ) -> Result<Progress<'a>, engine::Error> {
         // Counted without a map of every path (a first sync has an action per file):
         // a path with several actions has at least one that is not the plain creation
@@ -166,7 +166,7 @@ impl<'a> Progress<'a> {
         let made = || {
             done.iter().filter_map(|d| {
                 let a = entry(d)?;
-                Some((&*a.path, a.src.as_ref()?, d.2))
+                Some((&*a.path, a.src?, d.2))
             })
         };
         if let Err(e) = state::merge_into(self.file, self.pair.0, self.pair.1, made) {

@@ -81,8 +81,8 @@ fn holds_failed(failed: &BTreeSet<PathBuf>, dir: &Path) -> bool {
         .is_some_and(|p| p.starts_with(dir))
 }
 
-pub(super) fn src_of(action: &Action) -> Result<&Entry, Error> {
-    action.src.as_ref().ok_or_else(|| {
+pub(super) fn src_of<'t>(action: &Action<'t>) -> Result<&'t Entry, Error> {
+    action.src.ok_or_else(|| {
         Error::entry(
             action.path.to_path_buf(),
             "BUG: action without a source entry",
@@ -93,7 +93,7 @@ pub(super) fn src_of(action: &Action) -> Result<&Entry, Error> {
 /// The destination still looks as it did when it was scanned.
 pub(super) fn unchanged_since_scan(dst: &mut Root, action: &Action) -> Result<(), Error> {
     let now = dst.stat(&action.path)?;
-    let same = match (action.dst.as_deref(), now) {
+    let same = match (action.dst, now) {
         (None, None) => true,
         (Some(e), Some(st)) => {
             st.kind == Some(e.kind)
@@ -181,7 +181,7 @@ pub(super) fn run(
             };
             let attrs = from.as_ref().map(|(f, _)| f.as_fd());
             if dst.set_file_meta_if_unshared(path, (s.mode, s.mtime, s.owner), attrs)? {
-                let mut e = action.dst.as_deref().cloned().unwrap_or_else(|| s.clone());
+                let mut e = action.dst.unwrap_or(s).clone();
                 e.mode = s.mode;
                 e.mtime = s.mtime;
                 if s.owner.is_known() && fs::keeps_owners() {
@@ -289,7 +289,7 @@ fn move_file(
             display(path)
         );
         out.failed.insert(from.to_path_buf());
-        let as_copy = Action::new(Op::Copy { replace: false }, &**path, Some(s.clone()), None);
+        let as_copy = Action::new(Op::Copy { replace: false }, &**path, Some(s), None);
         copy((at, &as_copy), dst, src, opts, out)
     };
     if !dst.stat(from)?.as_ref().is_some_and(as_scanned) {
@@ -309,12 +309,7 @@ fn move_file(
         let attrs = from_src.as_ref().map(|(f, _)| f.as_fd());
         if !dst.set_file_meta_if_unshared(path, (s.mode, s.mtime, s.owner), attrs)? {
             // Other names share the file: replace it with a copy rather than change them.
-            let over = Action::new(
-                Op::Copy { replace: true },
-                &**path,
-                Some(s.clone()),
-                Some(e),
-            );
+            let over = Action::new(Op::Copy { replace: true }, &**path, Some(s), Some(&e));
             return copy((at, &over), dst, src, opts, out);
         }
         e.mode = s.mode;

@@ -13,12 +13,12 @@ use crate::plan::mirror::Action;
 use super::*;
 
 /// An action with its place in its plan.
-pub(super) type Numbered<'a> = (u32, &'a Action);
+pub(super) type Numbered<'a> = (u32, &'a Action<'a>);
 
 /// What copy workers share: the plan's actions, the places of the copies among them,
 /// the next copy not taken, and where records go (see [`copy_worker`]).
 pub(super) type CopyWork<'a> = (
-    &'a [Action],
+    &'a [Action<'a>],
     &'a [u32],
     &'a AtomicUsize,
     Option<&'a Mutex<Vec<Copied>>>,

@@ -34,9 +34,10 @@ fn a_source_rewritten_during_its_copy_with_its_mtime_put_back_is_not_installed()
     let old = filetime::FileTime::from_unix_time(1_600_000_000, 0);
     filetime::set_file_mtime(&f, old).unwrap();
     let scan = |p: &Path| crate::scan::scan(p, &crate::scan::ScanOptions::default()).unwrap();
+    let (src_tree, dst_tree) = (scan(&src), scan(&dst));
     let plan = crate::plan::mirror::plan_mirror(
-        &scan(&src),
-        &scan(&dst),
+        &src_tree,
+        &dst_tree,
         &crate::plan::mirror::MirrorOptions::default(),
     );
     let rewritten = AtomicBool::new(false);
@@ -152,9 +153,9 @@ fn a_move_whose_file_changed_since_the_scan_copies_instead_and_keeps_it() {
         crate::scan::cache::hash_missing(p, &mut t);
         t
     };
-    let dst_tree = scan(&dst);
+    let (src_tree, dst_tree) = (scan(&src), scan(&dst));
     let mut plan = crate::plan::mirror::plan_mirror(
-        &scan(&src),
+        &src_tree,
         &dst_tree,
         &crate::plan::mirror::MirrorOptions::default(),
     );

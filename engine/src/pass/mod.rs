@@ -31,10 +31,11 @@ use crate::tree::{Digest, MTime, Tree};
 
 pub use stages::{Applied, Scanned};
 
-/// One of the plans of a pass: what it does to one replica, reading from another.
+/// One of the plans of a pass: what it does to one replica, reading from another (its
+/// entries borrowed from the trees it was planned from, `'t`).
 #[derive(Debug)]
-pub struct Step {
-    pub plan: Plan,
+pub struct Step<'t> {
+    pub plan: Plan<'t>,
     /// The replica written (0 or 1).
     pub target: usize,
     /// The replica the bytes are read from (the target itself for a copy made beside
@@ -71,10 +72,12 @@ impl KeepFirst {
 }
 
 /// A tool's plan as the pipeline carries it out: steps, and what the tool will record
-/// afterwards (`extra`: the new sync state, for twoway).
+/// afterwards (`extra`: the new sync state, for twoway). Its actions borrow their
+/// entries from the scanned trees (`'t`), which therefore stay as they are until the
+/// steps have run.
 #[derive(Debug)]
-pub struct Planned<X> {
-    pub steps: Vec<Step>,
+pub struct Planned<'t, X> {
+    pub steps: Vec<Step<'t>>,
     pub extra: X,
     /// Per replica, what its versions need before the pass changes anything, when
     /// versions are on.
@@ -85,10 +88,10 @@ pub struct Planned<X> {
     pub skipped: Vec<PathBuf>,
 }
 
-impl<X> Planned<X> {
+impl<'t, X> Planned<'t, X> {
     /// A plan of `steps`; what each replica loses is listed by the pipeline, for the
     /// replicas whose versions are kept.
-    pub fn new(mut steps: Vec<Step>, extra: X) -> Planned<X> {
+    pub fn new(mut steps: Vec<Step<'t>>, extra: X) -> Planned<'t, X> {
         let mut errors = Vec::new();
         for s in &mut steps {
             errors.append(&mut s.plan.errors);
@@ -105,7 +108,7 @@ impl<X> Planned<X> {
     /// What replica `side` (scanned as `tree`) needs kept before the steps run: the
     /// files they overwrite or delete, in path order, each once, and where they move
     /// files to.
-    fn keep_first(&self, side: usize, tree: &Tree) -> KeepFirst {
+    fn keep_first(&self, side: usize, tree: &'t Tree) -> KeepFirst {
         let steps = || self.steps.iter().filter(move |s| s.target == side);
         let mut lost: Vec<(PathBuf, Option<Digest>)> = steps()
             .flat_map(|s| s.plan.files_lost(tree))
@@ -136,15 +139,17 @@ pub trait Versions: Sync {
     /// Keeps the files `first` lists of the replica at `root` (scanned as `tree`, whose
     /// directory SHA-256 is `sha` when the stat cache vouches for every file) in the
     /// store, and the replica as a version first if no version holds them; notes the
-    /// moves it lists.
+    /// moves it lists. Gives back the entries of the replica's files whose hash it had
+    /// to work out, with it, for the pipeline to put in the tree once the steps have
+    /// run (the plan borrows the tree until then).
     fn keep(
         &self,
         home: &DataHome,
         root: &Path,
-        tree: &mut Tree,
+        tree: &Tree,
         sha: Option<Digest>,
         first: &KeepFirst,
-    ) -> Result<(), Error>;
+    ) -> Result<Vec<(PathBuf, crate::tree::Entry)>, Error>;
     /// Records the replica after a pass; returns a note on the version made, if any.
     fn record(
         &self,
@@ -208,21 +213,24 @@ pub trait Tool: Sync {
     /// Loads the base (read only).
     fn load_base(&self) -> Result<Self::Base, Refusal>;
     /// Reads what the planner compares that the scan and the stat caches did not give
-    /// (hashes of the files it compares, extended attributes). Reads only.
+    /// (hashes of the files it compares, extended attributes), and sets the trees as the
+    /// planner is to see them (paths it must leave alone made unknown, the part to plan
+    /// in [`Scanned::parts`]). Reads only.
     fn prepare(&self, scanned: &mut Scanned, base: &Self::Base);
-    /// Plans the pass: a pure planner, and the tool's refusals (too many deletions).
-    fn plan(
+    /// Plans the pass: a pure planner, and the tool's refusals (too many deletions). The
+    /// plan borrows the scanned trees' entries.
+    fn plan<'s>(
         &self,
-        scanned: &mut Scanned,
+        scanned: &'s Scanned,
         base: Self::Base,
-    ) -> Result<Planned<Self::Extra>, Refusal>;
+    ) -> Result<Planned<'s, Self::Extra>, Refusal>;
     /// Makes room for the apply, after the plan is made: a tool may set aside on disk
     /// what it records only at the end (a first sync's state, as large as the tree).
     fn make_room(&self, _extra: &mut Self::Extra) {}
     /// Before the first change: a tracker of the actions done, if the tool keeps one.
     fn track<'p>(
         &'p self,
-        planned: &'p Planned<Self::Extra>,
+        planned: &'p Planned<'_, Self::Extra>,
         trees: &[Tree; 2],
     ) -> Result<Option<Box<dyn Tracker + 'p>>, Refusal>;
     /// Records what the tool keeps besides the replicas (sync state, scan time), once
@@ -424,45 +432,49 @@ pub fn run_watched<T: Tool>(
     };
     let (mut scanned, base) = Scanned::read(tool, scope)?;
     tool.prepare(&mut scanned, &base);
-    let mut planned = tool.plan(&mut scanned, base)?;
-    // --approve: the person at the terminal says, folder by folder, what is done.
-    if tool.settings().approve && !tool.settings().dry_run {
-        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            return Err(Refusal::new(
-                "--approve asks at a terminal, and there is none; --dry-run shows the plan",
+    // The plan borrows the trees: what the steps did is folded into them once it is gone.
+    let ran = {
+        let mut planned = tool.plan(&scanned, base)?;
+        // --approve: the person at the terminal says, folder by folder, what is done.
+        if tool.settings().approve && !tool.settings().dry_run {
+            if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                return Err(Refusal::new(
+                    "--approve asks at a terminal, and there is none; --dry-run shows the plan",
+                ));
+            }
+            planned.skipped = review::review(&mut planned.steps, &mut std::io::stdin().lock())?;
+        }
+        for (side, v) in tool.versions().into_iter().enumerate() {
+            if v.is_some() {
+                planned.keep_first[side] = planned.keep_first(side, &scanned.trees[side]);
+            }
+        }
+        for e in &planned.errors {
+            log::error!(target: crate::error::FILE_ERROR, "{e}");
+        }
+        log::debug!("planned: {:.3}s", started.elapsed().as_secs_f64());
+        // --on-error fail: an entry the scan or the plan could not take stops the pass
+        // before anything changes.
+        let found = scanned.errors.len() + planned.errors.len();
+        if tool.settings().on_error == OnError::Fail && found > 0 && !tool.settings().dry_run {
+            log::error!(
+                "pass {n} stopped before changing anything: {found} error{} (--on-error fail)",
+                if found == 1 { "" } else { "s" }
+            );
+            return Ok(PassOutcome {
+                operations: 0,
+                errors: found,
+                interrupted: false,
+            });
+        }
+        if tool.settings().dry_run {
+            return Ok(stages::dry_run(
+                tool, n, &scanned, planned, scanned_at, started,
             ));
         }
-        planned.skipped = review::review(&mut planned.steps, &mut std::io::stdin().lock())?;
-    }
-    for (side, v) in tool.versions().into_iter().enumerate() {
-        if v.is_some() {
-            planned.keep_first[side] = planned.keep_first(side, &scanned.trees[side]);
-        }
-    }
-    for e in &planned.errors {
-        log::error!(target: crate::error::FILE_ERROR, "{e}");
-    }
-    log::debug!("planned: {:.3}s", started.elapsed().as_secs_f64());
-    // --on-error fail: an entry the scan or the plan could not take stops the pass
-    // before anything changes.
-    let found = scanned.errors.len() + planned.errors.len();
-    if tool.settings().on_error == OnError::Fail && found > 0 && !tool.settings().dry_run {
-        log::error!(
-            "pass {n} stopped before changing anything: {found} error{} (--on-error fail)",
-            if found == 1 { "" } else { "s" }
-        );
-        return Ok(PassOutcome {
-            operations: 0,
-            errors: found,
-            interrupted: false,
-        });
-    }
-    if tool.settings().dry_run {
-        return Ok(stages::dry_run(
-            tool, n, scanned, planned, scanned_at, started,
-        ));
-    }
-    let applied = stages::apply(tool, scanned, planned, started)?;
+        stages::apply(tool, &scanned, planned, started)?
+    };
+    let applied = stages::settle(scanned, ran, started);
     let (outcome, afters) = stages::record(tool, n, applied, scanned_at, started);
     if crate::run::watch::watching() {
         memo.held = afters;

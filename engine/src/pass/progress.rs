@@ -24,7 +24,7 @@ const LARGE: u64 = 16 << 20;
 /// The progress of a pass's steps (or of a restore's plan), drawn on stderr.
 pub struct Progress<'p> {
     bar: ProgressBar,
-    plans: Vec<&'p Plan>,
+    plans: Vec<&'p Plan<'p>>,
     files: u64,
     state: Mutex<State>,
 }
@@ -37,7 +37,7 @@ struct State {
 impl<'p> Progress<'p> {
     /// A progress line for `plans` (a pass's steps in order), if a person is watching
     /// (`show`: see [`shown`]) and there is something to copy.
-    pub fn new(plans: Vec<&'p Plan>, show: bool) -> Option<Progress<'p>> {
+    pub fn new(plans: Vec<&'p Plan<'p>>, show: bool) -> Option<Progress<'p>> {
         if !show {
             return None;
         }
@@ -60,7 +60,7 @@ impl<'p> Progress<'p> {
         Progress::with_totals(Vec::new(), files, bytes)
     }
 
-    fn with_totals(plans: Vec<&'p Plan>, files: u64, bytes: u64) -> Option<Progress<'p>> {
+    fn with_totals(plans: Vec<&'p Plan<'p>>, files: u64, bytes: u64) -> Option<Progress<'p>> {
         if files == 0 {
             return None;
         }

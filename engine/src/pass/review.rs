@@ -35,7 +35,7 @@ fn folder(a: &Action) -> PathBuf {
 /// Asks about each folder of `steps` (on stderr, answers read from `input`) and drops
 /// the actions of the folders not approved. Returns the paths whose actions were
 /// dropped.
-pub fn review(steps: &mut [Step], input: &mut dyn BufRead) -> Result<Vec<PathBuf>, Refusal> {
+pub fn review(steps: &mut [Step<'_>], input: &mut dyn BufRead) -> Result<Vec<PathBuf>, Refusal> {
     let mut folders: BTreeMap<PathBuf, Counts> = BTreeMap::new();
     for a in steps
         .iter()

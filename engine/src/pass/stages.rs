@@ -14,7 +14,7 @@ use crate::run::runner::PassOutcome;
 use crate::run::signal;
 use crate::scan::cache::Hashed;
 use crate::scan::replica::{self, Replica};
-use crate::tree::{Digest, MTime, Tree};
+use crate::tree::{Digest, Entry, MTime, Tree};
 
 /// Both replicas read: scanned, their known hashes taken from their stat caches (every
 /// file hashed with `--checksum`), their roots open.
@@ -33,6 +33,9 @@ pub struct Scanned {
     /// (`--watch`): what was read on either replica. Outside it both trees are what the
     /// pass before left, made the same, so a planner may look only at this part.
     pub region: Option<crate::scan::rescan::Region>,
+    /// The part of both trees a tool's planner looks at, when it looks at less than
+    /// the whole (oneway under `--watch`: the part read); set by the tool's `prepare`.
+    pub parts: Option<[Tree; 2]>,
 }
 
 impl Scanned {
@@ -98,6 +101,7 @@ impl Scanned {
             hashed_files: 0,
             replicas,
             region,
+            parts: None,
         };
         for t in &mut scanned.trees {
             scanned.errors.append(&mut t.errors);
@@ -130,8 +134,8 @@ impl Scanned {
 pub(super) fn dry_run<T: Tool>(
     tool: &T,
     n: u64,
-    scanned: Scanned,
-    planned: Planned<T::Extra>,
+    scanned: &Scanned,
+    planned: Planned<'_, T::Extra>,
     scanned_at: MTime,
     started: Instant,
 ) -> PassOutcome {
@@ -194,30 +198,40 @@ pub struct Applied<X> {
     halted: bool,
 }
 
+/// What the steps did, once their plans are gone (see [`apply`]).
+pub(super) struct Ran<X> {
+    extra: X,
+    /// Each step that ran: its target and source, and what it did (copies named).
+    done: Vec<(usize, usize, apply::Applied)>,
+    /// Entries of each replica's files whose hash its store worked out before the
+    /// steps ran.
+    learned: [Vec<(PathBuf, Entry)>; 2],
+    wrote: [bool; 2],
+    counts: Counts,
+    failed: Vec<PathBuf>,
+    /// The planner's errors and the steps'.
+    errors: Vec<Error>,
+    /// Stopped before the end: by a signal, or (`halted`) at a failed action.
+    interrupted: bool,
+    halted: bool,
+}
+
 /// Keeps what each replica is about to lose in its versions, then runs the steps, a
-/// round at a time, and folds what they did into the trees.
+/// round at a time. The plan borrows the scanned trees, which stay as they are: what
+/// the steps did is folded into them by [`settle`], once the plan is gone.
 pub(super) fn apply<T: Tool>(
     tool: &T,
-    scanned: Scanned,
-    planned: Planned<T::Extra>,
+    scanned: &Scanned,
+    planned: Planned<'_, T::Extra>,
     started: Instant,
-) -> Result<Applied<T::Extra>, Refusal> {
-    let Scanned {
-        mut trees,
-        cached_sha,
-        roots,
-        mut errors,
-        hashed_files,
-        replicas,
-        region,
-        ..
-    } = scanned;
-    let rescanned = region.is_some();
+) -> Result<Ran<T::Extra>, Refusal> {
+    let (trees, replicas, roots) = (&scanned.trees, &scanned.replicas, &scanned.roots);
     let mut planned = planned;
-    errors.append(&mut planned.errors);
+    let mut errors = std::mem::take(&mut planned.errors);
     // No data loss: what a replica is about to lose must be in one of its versions
     // first. The store exists before the replica's own mtime is set, so making it does
     // not leave the replica's root looking changed.
+    let mut learned: [Vec<(PathBuf, Entry)>; 2] = Default::default();
     for (side, v) in tool.versions().into_iter().enumerate() {
         let Some(v) = v else { continue };
         let r = &replicas[side];
@@ -225,20 +239,16 @@ pub(super) fn apply<T: Tool>(
             .map_err(|e| Refusal::new(format!("cannot create the store: {e}")))?;
         let keep = &planned.keep_first[side];
         if !keep.is_empty() {
-            v.keep(
-                tool.home(),
-                &r.root,
-                &mut trees[side],
-                cached_sha[side],
-                keep,
-            )
-            .map_err(|e| {
-                Refusal::new(format!(
-                    "cannot save {} {} before changing it, so nothing was changed: {e}",
-                    r.label,
-                    display(&r.root)
-                ))
-            })?;
+            let sha = scanned.cached_sha[side];
+            learned[side] = v
+                .keep(tool.home(), &r.root, &trees[side], sha, keep)
+                .map_err(|e| {
+                    Refusal::new(format!(
+                        "cannot save {} {} before changing it, so nothing was changed: {e}",
+                        r.label,
+                        display(&r.root)
+                    ))
+                })?;
         }
     }
     planned.keep_first = Default::default();
@@ -248,7 +258,7 @@ pub(super) fn apply<T: Tool>(
     );
     tool.make_room(&mut planned.extra);
     let wrote = [planned.writes(0), planned.writes(1)];
-    let tracker = tool.track(&planned, &trees)?;
+    let tracker = tool.track(&planned, trees)?;
     // A live progress line when a person is watching (see `progress`).
     let plans = planned.steps.iter().map(|s| &s.plan).collect();
     let show = super::progress::shown(tool.settings().verbosity);
@@ -257,9 +267,9 @@ pub(super) fn apply<T: Tool>(
     let told = (tracker.is_some() || progress.is_some()).then_some(&both as &dyn super::Tracker);
     let fail = tool.settings().on_error == crate::run::config::OnError::Fail;
     let halted = AtomicBool::new(false);
-    let (mut done, interrupted) = run_steps(
+    let (done, interrupted) = run_steps(
         &planned.steps,
-        &roots,
+        roots,
         (told, progress.as_ref(), tracker.is_some()),
         fail.then_some(&halted),
     );
@@ -279,41 +289,78 @@ pub(super) fn apply<T: Tool>(
     let mut counts = Counts::default();
     // What --approve left out is not done: recorded as such, as a failed action is.
     let mut failed = std::mem::take(&mut planned.skipped);
-    for d in done.iter_mut().flatten() {
+    // The copies' records take their paths from the plans, which go next.
+    let mut ran = Vec::new();
+    for (mut s, d) in std::mem::take(&mut planned.steps).into_iter().zip(done) {
+        let Some(mut d) = d else { continue };
         counts.merge(&d.counts);
         failed.extend(std::mem::take(&mut d.failed));
         errors.append(&mut d.errors);
-    }
-    // The copies' records take their paths from the plans, and the plans go (their
-    // actions hold a copy of every entry they act on) before anything else is made.
-    // Then what a copy read from another replica was hashed on the way: those files
-    // are not hashed again (a file a step copies from is not written in the same pass).
-    let mut steps = std::mem::take(&mut planned.steps);
-    for (s, d) in steps.iter_mut().zip(done.iter_mut()) {
-        if let Some(d) = d {
-            d.name_copies(&mut s.plan);
-        }
-        s.plan = Default::default();
+        d.name_copies(&mut s.plan);
+        ran.push((s.target, s.source, d));
     }
     // --watch: what this pass wrote is no change for the watcher to react to.
     if crate::run::watch::watching() {
-        for (s, d) in steps.iter().zip(done.iter()) {
-            if let Some(d) = d {
-                crate::run::watch::note_own(roots[s.target].path(), d.paths_touched());
+        for (target, _, d) in &ran {
+            crate::run::watch::note_own(roots[*target].path(), d.paths_touched());
+        }
+    }
+    Ok(Ran {
+        extra: planned.extra,
+        done: ran,
+        learned,
+        wrote,
+        counts,
+        failed,
+        errors,
+        interrupted,
+        halted,
+    })
+}
+
+/// Folds what the steps did into the trees: the replicas after the pass.
+pub(super) fn settle<X>(scanned: Scanned, ran: Ran<X>, started: Instant) -> Applied<X> {
+    let Scanned {
+        mut trees,
+        cached_sha,
+        roots,
+        mut errors,
+        hashed_files,
+        replicas,
+        region,
+        ..
+    } = scanned;
+    let Ran {
+        extra,
+        done,
+        learned,
+        wrote,
+        counts,
+        failed,
+        errors: mut ran_errors,
+        interrupted,
+        halted,
+    } = ran;
+    errors.append(&mut ran_errors);
+    for (tree, learned) in trees.iter_mut().zip(learned) {
+        for (p, learned) in learned {
+            if let Some(e) = tree.entries.get_mut(&p) {
+                *e = learned;
             }
         }
     }
-    for (s, d) in steps.iter().zip(done.iter_mut()) {
-        if let (Some(d), true) = (d, s.source != s.target) {
-            apply::note_reads(&mut trees[s.source].entries, &mut d.copied);
+    // What a copy read from another replica was hashed on the way: those files are not
+    // hashed again (a file a step copies from is not written in the same pass).
+    let mut done = done;
+    for (target, source, d) in &mut done {
+        if source != target {
+            apply::note_reads(&mut trees[*source].entries, &mut d.copied);
         }
     }
     let mut afters = trees;
-    for (s, d) in steps.iter().zip(done) {
-        if let Some(mut d) = d {
-            let t = std::mem::take(&mut afters[s.target]);
-            afters[s.target] = apply::tree_after(t, &mut d);
-        }
+    for (target, _, mut d) in done {
+        let t = std::mem::take(&mut afters[target]);
+        afters[target] = apply::tree_after(t, &mut d);
     }
     // A root's mtime moves with every entry made or removed at the top, and only a
     // mirror sets it back: the tree after holds each root written as it is now (else
@@ -333,28 +380,28 @@ pub(super) fn apply<T: Tool>(
     );
     // A replica nothing was written to is the tree its stat cache was read with.
     let proven = [0, 1].map(|i| cached_sha[i].filter(|_| !wrote[i] && !interrupted));
-    Ok(Applied {
+    Applied {
         afters,
-        extra: planned.extra,
+        extra,
         proven,
         wrote,
         roots,
         replicas,
-        rescanned,
+        rescanned: region.is_some(),
         counts,
         failed,
         errors,
         hashed_files,
         interrupted,
         halted,
-    })
+    }
 }
 
 /// Runs `steps`, a round at a time, the steps of a round at once;
 /// stops after a round that was interrupted. One result per step (`None`: no action,
 /// or not reached).
 fn run_steps(
-    steps: &[super::Step],
+    steps: &[super::Step<'_>],
     roots: &[Root; 2],
     (tracker, progress, tool_ticks): (
         Option<&(dyn super::Tracker + '_)>,

@@ -4,12 +4,11 @@
 //! Used by `oneway` (SOURCE → BACKUP) and by restore (version → directory). It never
 //! touches a disk; `apply` carries the plan out and `--dry-run` prints it.
 
-use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::tree::{under_any, zip_paths, Entry, Kind, Tree};
+use crate::tree::{under_any, Entry, Kind, Tree};
 
 /// How the planner compares entries.
 #[derive(Debug, Clone, Copy, Default)]
@@ -81,62 +80,62 @@ impl Op {
     }
 }
 
-/// An action: what to do at which relative path ("" is the root itself).
+/// An action: what to do at which relative path ("" is the root itself). Its entries
+/// are the scanned trees' own, borrowed for as long as the plan lives (`'t`): a first
+/// sync plans an action per file, and a copy of each entry would be most of its size.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Action {
+pub struct Action<'t> {
     pub op: Op,
     /// Boxed, at its exact length: a first sync plans an action per file.
     pub path: Box<Path>,
     /// The source entry to reproduce (for creations, copies and metadata).
-    pub src: Option<Entry>,
-    /// The destination entry as scanned (what a replace or remove expects to find);
-    /// boxed, since most actions (copies into an empty destination) have none.
-    pub dst: Option<Box<Entry>>,
+    pub src: Option<&'t Entry>,
+    /// The destination entry as scanned (what a replace or remove expects to find).
+    pub dst: Option<&'t Entry>,
 }
 
-impl Action {
+impl<'t> Action<'t> {
     /// An action at `path`.
     pub fn new(
         op: Op,
         path: impl Into<Box<Path>>,
-        src: Option<Entry>,
-        dst: Option<Entry>,
-    ) -> Action {
+        src: Option<&'t Entry>,
+        dst: Option<&'t Entry>,
+    ) -> Action<'t> {
         Action {
             op,
             path: path.into(),
             src,
-            dst: dst.map(Box::new),
+            dst,
         }
     }
 }
 
-/// The ordered actions of a pass, and the entries it could not plan.
+/// The ordered actions of a pass, and the entries it could not plan; its entries are
+/// borrowed from the trees it was planned from (`'t`).
 #[derive(Debug, Default)]
-pub struct Plan {
-    pub actions: Vec<Action>,
+pub struct Plan<'t> {
+    pub actions: Vec<Action<'t>>,
     pub errors: Vec<Error>,
 }
 
-impl Plan {
+impl<'t> Plan<'t> {
     /// Destination files this plan overwrites or deletes, with their scanned entries.
-    pub fn displaced_files(&self) -> impl Iterator<Item = (&Path, &Entry)> {
-        self.actions
-            .iter()
-            .filter_map(|a| match (&a.op, a.dst.as_deref()) {
-                (Op::Copy { replace: true }, Some(d))
-                | (Op::Remove { .. }, Some(d))
-                | (Op::Link { .. }, Some(d))
-                    if d.kind == Kind::File =>
-                {
-                    Some((&*a.path, d))
-                }
-                _ => None,
-            })
+    pub fn displaced_files(&self) -> impl Iterator<Item = (&Path, &'t Entry)> {
+        self.actions.iter().filter_map(|a| match (&a.op, a.dst) {
+            (Op::Copy { replace: true }, Some(d))
+            | (Op::Remove { .. }, Some(d))
+            | (Op::Link { .. }, Some(d))
+                if d.kind == Kind::File =>
+            {
+                Some((&*a.path, d))
+            }
+            _ => None,
+        })
     }
 }
 
-impl Plan {
+impl<'t> Plan<'t> {
     /// Files of `dst` (the tree this plan was made against) that the plan overwrites or
     /// deletes: [`displaced_files`](Self::displaced_files), and every file under a
     /// directory it removes.
@@ -166,12 +165,12 @@ impl Plan {
 }
 
 /// Plans the removal of `d` at `p`; a directory's subtree goes with it (`removed`).
-fn remove(plan: &mut Plan, p: &Path, d: &Entry, removed: &mut Option<PathBuf>) {
+fn remove<'t>(plan: &mut Plan<'t>, p: &Path, d: &'t Entry, removed: &mut Option<PathBuf>) {
     plan.actions.push(Action {
         op: Op::Remove { kind: d.kind },
         path: p.into(),
         src: None,
-        dst: Some(Box::new(d.clone())),
+        dst: Some(d),
     });
     if d.kind == Kind::Dir {
         *removed = Some(p.to_path_buf());
@@ -185,11 +184,13 @@ pub fn fold_case(p: &Path) -> String {
 }
 
 /// Plans the actions that make `dst` a mirror of `src`.
-pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
+pub fn plan_mirror<'t>(src: &'t Tree, dst: &'t Tree, opts: &MirrorOptions) -> Plan<'t> {
     let mut plan = Plan::default();
-    let mut src_entries: Cow<'_, crate::tree::Entries> = Cow::Borrowed(&src.entries);
-    let mut dst_entries: Cow<'_, crate::tree::Entries> = Cow::Borrowed(&dst.entries);
     let mut skipped: BTreeSet<PathBuf> = BTreeSet::new();
+    // On a destination that ignores case, its entry whose name differs from the
+    // source's only in case is seen at the source's name (the destination's "README" is
+    // the source's "readme" there): the destination as the planner sees it, when any is.
+    let mut seen_as: Option<Vec<(PathBuf, &'t Entry)>> = None;
 
     if opts.case_insensitive {
         let mut seen: HashMap<String, PathBuf> = HashMap::new();
@@ -211,28 +212,44 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                 seen.insert(f, p.to_path_buf());
             }
         }
-        if !skipped.is_empty() {
-            src_entries.to_mut().retain(|p, _| !under_any(&skipped, p));
-        }
-        // The destination's "README" is the source's "readme" there: match them up.
-        let renamed: Vec<(PathBuf, PathBuf)> = dst
+        let in_source = |p: &Path| src.entries.contains_key(p) && !under_any(&skipped, p);
+        let renamed: HashMap<&Path, &PathBuf> = dst
             .entries
             .keys()
-            .filter(|p| !src_entries.contains_key(p))
+            .filter(|p| !in_source(p))
             .filter_map(|p| {
                 let s = seen.get(&fold_case(p))?;
-                (s != p && !dst.entries.contains_key(s)).then(|| (p.to_path_buf(), s.clone()))
+                (s != p && !dst.entries.contains_key(s)).then_some((p, s))
             })
             .collect();
         if !renamed.is_empty() {
-            let d = dst_entries.to_mut();
-            for (from, to) in renamed {
-                if let Some(e) = d.remove(&from) {
-                    d.insert(to, e);
-                }
-            }
+            let mut view: Vec<(PathBuf, &'t Entry)> = dst
+                .entries
+                .iter()
+                .map(|(p, e)| (renamed.get(p).map_or(p, |s| s.as_path()).to_path_buf(), e))
+                .collect();
+            // Of two entries seen at one name, the later in the destination's order.
+            crate::tree::sort_by_path(&mut view);
+            view.reverse();
+            view.dedup_by(|later, kept| later.0 == kept.0);
+            view.reverse();
+            seen_as = Some(view);
         }
     }
+    let dst_rows: Box<dyn Iterator<Item = (&Path, &'t Entry)> + '_> = match &seen_as {
+        Some(view) => Box::new(view.iter().map(|(p, e)| (p.as_path(), *e))),
+        // (Mapped: the paths need only live as long as the view's.)
+        None => Box::new(dst.entries.iter().map(|(p, e)| (p, e))),
+    };
+    let dst_at = |p: &Path| -> Option<&'t Entry> {
+        match &seen_as {
+            Some(view) => view
+                .binary_search_by(|(q, _)| crate::tree::path_order(q, p))
+                .ok()
+                .map(|i| view[i].1),
+            None => dst.entries.get(p),
+        }
+    };
 
     // Directories of the destination that hold excluded entries are never removed whole.
     let mut pinned: BTreeSet<PathBuf> = BTreeSet::new();
@@ -279,7 +296,8 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
         touched(leftover, &mut dir_meta);
     }
 
-    for (p, s, mut d) in zip_paths(&src_entries, &dst_entries) {
+    let src_rows = src.entries.iter().map(|(p, e)| (p, e));
+    for (p, s, mut d) in crate::tree::zip_sorted(src_rows, dst_rows) {
         if src.is_unknown(p) || under_any(&skipped, p) {
             continue;
         }
@@ -332,16 +350,16 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                         plan.actions.push(Action {
                             op: Op::Copy { replace: true },
                             path: p.into(),
-                            src: Some(s.clone()),
-                            dst: Some(Box::new(d.clone())),
+                            src: Some(s),
+                            dst: Some(d),
                         });
                         touched(p, &mut dir_meta);
                     } else if meta_differs(s, d, opts) {
                         plan.actions.push(Action {
                             op: Op::SetFileMeta,
                             path: p.into(),
-                            src: Some(s.clone()),
-                            dst: Some(Box::new(d.clone())),
+                            src: Some(s),
+                            dst: Some(d),
                         });
                         touched(p, &mut dir_meta);
                     }
@@ -354,8 +372,8 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
                         plan.actions.push(Action {
                             op: Op::Symlink { replace: true },
                             path: p.into(),
-                            src: Some(s.clone()),
-                            dst: Some(Box::new(d.clone())),
+                            src: Some(s),
+                            dst: Some(d),
                         });
                         touched(p, &mut dir_meta);
                     }
@@ -364,7 +382,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
         }
     }
 
-    plan_hard_links(&mut plan, src, &src_entries, &dst_entries, &skipped);
+    plan_hard_links(&mut plan, src, &dst_at, &skipped);
     if let (Some(sr), Some(dr)) = (&src.root, &dst.root) {
         if meta_differs(sr, dr, opts) {
             dir_meta.push(PathBuf::new());
@@ -377,7 +395,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
         let s = if p.as_os_str().is_empty() {
             src.root.as_ref()
         } else {
-            src_entries.get(&p)
+            src.entries.get(&p)
         };
         if let Some(s) = s.filter(|s| s.kind == Kind::Dir) {
             // A directory whose contents could not all be read (one readable but not
@@ -389,7 +407,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
             plan.actions.push(Action {
                 op: Op::SetDirMeta,
                 path: p.into(),
-                src: Some(s.clone()),
+                src: Some(s),
                 dst: None,
             });
         }
@@ -399,7 +417,7 @@ pub fn plan_mirror(src: &Tree, dst: &Tree, opts: &MirrorOptions) -> Plan {
     plan
 }
 
-fn create(plan: &mut Plan, p: &Path, s: &Entry, replace: bool) {
+fn create<'t>(plan: &mut Plan<'t>, p: &Path, s: &'t Entry, replace: bool) {
     let op = match s.kind {
         Kind::Dir => Op::Mkdir,
         Kind::File => Op::Copy { replace },
@@ -408,7 +426,7 @@ fn create(plan: &mut Plan, p: &Path, s: &Entry, replace: bool) {
     plan.actions.push(Action {
         op,
         path: p.into(),
-        src: Some(s.clone()),
+        src: Some(s),
         dst: None,
     });
 }
@@ -418,13 +436,13 @@ fn create(plan: &mut Plan, p: &Path, s: &Entry, replace: bool) {
 /// file in the destination: the first name in path order is copied as any file, and
 /// every other name becomes a link to it, unless it is one already. Their copies and
 /// metadata changes planned above give way to the link.
-fn plan_hard_links(
-    plan: &mut Plan,
-    src: &Tree,
-    src_entries: &crate::tree::Entries,
-    dst_entries: &crate::tree::Entries,
+fn plan_hard_links<'t>(
+    plan: &mut Plan<'t>,
+    src: &'t Tree,
+    dst_entries: &impl Fn(&Path) -> Option<&'t Entry>,
     skipped: &BTreeSet<PathBuf>,
 ) {
+    let src_entries = &src.entries;
     let mut groups: std::collections::HashMap<u64, Vec<&Path>> = Default::default();
     for (p, e) in src_entries.iter() {
         if e.linked && e.kind == Kind::File && !src.is_unknown(p) && !under_any(skipped, p) {
@@ -440,12 +458,11 @@ fn plan_hard_links(
     let mut links = Vec::new();
     for names in groups.values().filter(|g| g.len() > 1) {
         let leader = names[0];
-        let leader_ino = dst_entries
-            .get(leader)
+        let leader_ino = dst_entries(leader)
             .filter(|d| d.kind == Kind::File && !copied.contains(leader))
             .map(|d| d.ino);
         for &follower in &names[1..] {
-            let d = dst_entries.get(follower);
+            let d = dst_entries(follower);
             let linked_already = leader_ino.is_some()
                 && d.is_some_and(|d| d.kind == Kind::File && Some(d.ino) == leader_ino);
             if linked_already {
@@ -459,8 +476,8 @@ fn plan_hard_links(
                     from: leader.into(),
                 },
                 path: follower.into(),
-                src: Some(s.clone()),
-                dst: d.filter(|d| d.kind == Kind::File).cloned().map(Box::new),
+                src: Some(s),
+                dst: d.filter(|d| d.kind == Kind::File),
             });
         }
     }

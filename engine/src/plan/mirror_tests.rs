@@ -109,7 +109,8 @@ fn same_size_and_mtime_without_hashes_is_unchanged_unless_checksum() {
         checksum: true,
         ..Default::default()
     };
-    let p = plan_mirror(&tree(&[("f", a)]), &tree(&[("f", b)]), &opts);
+    let (src, dst) = (tree(&[("f", a)]), tree(&[("f", b)]));
+    let p = plan_mirror(&src, &dst, &opts);
     assert_eq!(ops(&p)[0], ("replace".into(), "f".into()));
 }
 
@@ -189,15 +190,13 @@ fn case_collisions_are_errors_on_case_insensitive_destinations() {
         ..Default::default()
     };
     let src = tree(&[("A.txt", file(1)), ("a.txt", file(2))]);
-    let p = plan_mirror(&src, &tree(&[]), &opts);
+    let empty = tree(&[]);
+    let p = plan_mirror(&src, &empty, &opts);
     assert_eq!(p.errors.len(), 1);
     assert_eq!(ops(&p), v(&[("copy", "A.txt"), ("dirmeta", "")]));
     // An existing "readme" on the destination is the source's "README".
-    let p = plan_mirror(
-        &tree(&[("README", file(1))]),
-        &tree(&[("readme", file(1))]),
-        &opts,
-    );
+    let (src, dst) = (tree(&[("README", file(1))]), tree(&[("readme", file(1))]));
+    let p = plan_mirror(&src, &dst, &opts);
     assert!(ops(&p).is_empty(), "{:?}", ops(&p));
 }
 

@@ -14,9 +14,9 @@ use super::mirror::{Action, Op, Plan};
 use crate::tree::{Digest, Entry, Kind, Tree};
 
 /// A destination file the plan removes, which a move may take instead.
-struct Candidate {
+struct Candidate<'t> {
     path: Box<Path>,
-    entry: Entry,
+    entry: &'t Entry,
     /// The place of its own removal in the plan (`None`: under a removed directory).
     removal: Option<usize>,
 }
@@ -29,7 +29,7 @@ struct Candidate {
 /// A file the plan removes is taken only when nothing is created at its path or above it
 /// (a directory replaced by a file must be gone before the file comes). Empty files and
 /// files the source links to others (hard links) are copied as before.
-pub fn find_moves(plan: &mut Plan, dst: &Tree) -> usize {
+pub fn find_moves<'t>(plan: &mut Plan<'t>, dst: &'t Tree) -> usize {
     let is_target = |a: &Action| {
         a.op == Op::Copy { replace: false }
             && a.dst.is_none()
@@ -54,12 +54,12 @@ pub fn find_moves(plan: &mut Plan, dst: &Tree) -> usize {
     // path order).
     let mut found: Vec<(Digest, Candidate)> = Vec::new();
     for (i, a) in plan.actions.iter().enumerate() {
-        let mut add = |path: &Path, e: &Entry, removal| {
+        let mut add = |path: &Path, e: &'t Entry, removal| {
             if let Some(h) = e
                 .hash
                 .filter(|h| e.kind == Kind::File && wanted.contains(h))
             {
-                let entry = e.clone();
+                let entry = e;
                 let path = path.into();
                 found.push((
                     h,
@@ -71,7 +71,7 @@ pub fn find_moves(plan: &mut Plan, dst: &Tree) -> usize {
                 ));
             }
         };
-        match (&a.op, a.dst.as_deref()) {
+        match (&a.op, a.dst) {
             (Op::Remove { kind: Kind::File }, Some(d)) => add(&a.path, d, Some(i)),
             (Op::Remove { kind: Kind::Dir }, Some(_)) => {
                 for (q, e) in dst.entries.at_and_under(&a.path) {
@@ -129,7 +129,7 @@ pub fn find_moves(plan: &mut Plan, dst: &Tree) -> usize {
         a.op = Op::Move {
             from: c.path.clone(),
         };
-        a.dst = Some(Box::new(c.entry));
+        a.dst = Some(c.entry);
         dropped.extend(c.removal);
         left.push(c.path);
         moved.push(i);

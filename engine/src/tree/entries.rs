@@ -553,10 +553,10 @@ impl Entries {
     }
 
     /// The entries at `path` and under it, in path order.
-    pub fn at_and_under<'a>(
+    pub fn at_and_under<'a, 'p>(
         &'a self,
-        path: &'a Path,
-    ) -> impl Iterator<Item = (&'a Path, &'a Entry)> {
+        path: &'p Path,
+    ) -> impl Iterator<Item = (&'a Path, &'a Entry)> + use<'a, 'p> {
         let (c, i) = self.find(path).unwrap_or_else(|slot| slot);
         let first = self
             .chunks

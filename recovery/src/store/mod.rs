@@ -25,7 +25,7 @@ use engine::hash;
 use engine::names::display;
 use engine::run::config::{Keep, VersionMode};
 use engine::run::home::{path_key, DataHome};
-use engine::tree::{Digest, Kind, Tree};
+use engine::tree::{Digest, Entry, Kind, Tree};
 
 use crate::history::{self, History, VersionHead, Why};
 use crate::manifest::{self, Manifest};
@@ -475,16 +475,18 @@ impl VersionedDir {
     /// Before a pass (or a restore) overwrites or deletes `files` of `replica` (scanned
     /// as `tree`): records the replica's state as a version first when it holds content
     /// the latest version does not (or always, with `before` set to a restore's reason),
-    /// then keeps each file in the store.
+    /// then keeps each file in the store. Gives back the entries of `tree` whose hash it
+    /// had to work out, with it (the tree itself is left as it is: a pass's plan borrows
+    /// it while this runs).
     pub fn keep_files(
         &self,
         home: &DataHome,
         replica: &Path,
-        tree: &mut Tree,
+        tree: &Tree,
         sha: Option<Digest>,
         files: &[(PathBuf, Option<Digest>)],
         before: Option<Why>,
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<(PathBuf, Entry)>, Error> {
         let t0 = std::time::Instant::now();
         let _lock = self.lock(home)?;
         self.repair()?;
@@ -493,13 +495,16 @@ impl VersionedDir {
         let mut live = Root::open(replica)?;
         // Every file kept needs its SHA-256 (its name in the store).
         let mut shas: Vec<(&Path, Digest)> = Vec::with_capacity(files.len());
+        let mut learned: Vec<(PathBuf, Entry)> = Vec::new();
         for (p, h) in files {
             let sha = match h.or_else(|| tree.entries.get(p).and_then(|e| e.hash)) {
                 Some(h) => h,
                 None => {
                     let (d, _) = hash::hash_in(&mut live, p)?;
-                    if let Some(e) = tree.entries.get_mut(p) {
+                    if let Some(e) = tree.entries.get(p) {
+                        let mut e = e.clone();
                         e.hash = Some(d);
+                        learned.push((p.clone(), e));
                     }
                     d
                 }
@@ -523,12 +528,49 @@ impl VersionedDir {
         };
         let checked = t0.elapsed().as_secs_f64();
         if let Some(why) = why {
-            let hashed = engine::scan::cache::hash_missing(replica, tree);
-            if let Some(e) = hashed.errors.into_iter().next() {
-                return Err(e);
-            }
+            // The version needs every file's hash: worked out in a copy of the tree
+            // (this costs a second tree, and only here: a replica holding content that
+            // no version has).
+            let unhashed = |t: &Tree| {
+                t.entries.iter().any(|(p, e)| {
+                    e.kind == Kind::File && e.hash.is_none() && !t.unknown.contains(p)
+                })
+            };
+            let hashed_copy;
+            let whole = if unhashed(tree) {
+                // (Its scan's errors stay with the tree: `complete` below reads them.)
+                let mut t = Tree {
+                    root: tree.root.clone(),
+                    entries: tree.entries.clone(),
+                    unknown: tree.unknown.clone(),
+                    excluded: tree.excluded.clone(),
+                    leftovers: tree.leftovers.clone(),
+                    specials: tree.specials.clone(),
+                    errors: Vec::new(),
+                };
+                for (p, e) in &learned {
+                    if let Some(slot) = t.entries.get_mut(p) {
+                        *slot = e.clone();
+                    }
+                }
+                let hashed = engine::scan::cache::hash_missing(replica, &mut t);
+                if let Some(e) = hashed.errors.into_iter().next() {
+                    return Err(e);
+                }
+                learned = engine::tree::zip_paths(&tree.entries, &t.entries)
+                    .filter_map(|(p, before, after)| {
+                        let after = after?;
+                        (before?.hash.is_none() && after.hash.is_some())
+                            .then(|| (p.to_path_buf(), after.clone()))
+                    })
+                    .collect();
+                hashed_copy = t;
+                &hashed_copy
+            } else {
+                tree
+            };
             let complete = tree.errors.is_empty();
-            if let Some(made) = self.record_locked(home, replica, tree, None, complete, why)? {
+            if let Some(made) = self.record_locked(home, replica, whole, None, complete, why)? {
                 log::info!(
                     "saved {} as version {} first ({}): it holds content no version had",
                     display(replica),
@@ -560,7 +602,7 @@ impl VersionedDir {
             checked - repaired,
             t0.elapsed().as_secs_f64() - checked
         );
-        Ok(())
+        Ok(learned)
     }
 
     /// After a restore: what it replaced goes from `pending/` into the store.
@@ -640,16 +682,16 @@ impl engine::pass::Versions for VersionedDir {
         &self,
         home: &DataHome,
         root: &Path,
-        tree: &mut Tree,
+        tree: &Tree,
         sha: Option<Digest>,
         first: &engine::pass::KeepFirst,
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<(PathBuf, Entry)>, Error> {
         if !first.moved.is_empty() {
             let _lock = self.lock(home)?;
             self.history().note_moves(&first.moved)?;
         }
         if first.lost.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.keep_files(home, root, tree, sha, &first.lost, None)
     }
