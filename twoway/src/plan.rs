@@ -516,9 +516,36 @@ impl<'a> Finals<'a> {
 
     /// Every path once, in path order.
     fn iter(&self) -> impl Iterator<Item = (&Path, &Option<Final<'a>>)> {
-        let decided = self.decided.iter().map(|(p, f)| (p, f));
-        engine::tree::zip_sorted(decided, self.added.iter())
-            .map(|(p, d, a)| (p, a.or(d).expect("BUG: a path comes from one list or both")))
+        self.rows().map(|(d, a)| match (d, a) {
+            (Some((p, _)), Some((_, f))) | (Some((p, f)), None) => (p, f),
+            (None, Some((p, f))) => (p.as_path(), f),
+            (None, None) => unreachable!("BUG: a path comes from one list or both"),
+        })
+    }
+
+    /// [`iter`](Self::iter), each path as a plan takes it: a tree's own (borrowed for
+    /// `'a`), or one decided here (copied).
+    fn paths(&self) -> impl Iterator<Item = (Cow<'a, Path>, &Option<Final<'a>>)> {
+        self.rows().map(|(d, a)| match (d, a) {
+            (Some((p, _)), Some((_, f))) | (Some((p, f)), None) => (Cow::Borrowed(p), f),
+            (None, Some((p, f))) => (Cow::Owned(p.clone()), f),
+            (None, None) => unreachable!("BUG: a path comes from one list or both"),
+        })
+    }
+
+    /// The decided paths and the added ones side by side, in path order (an added path
+    /// takes precedence).
+    #[allow(clippy::type_complexity)]
+    fn rows(
+        &self,
+    ) -> impl Iterator<
+        Item = (
+            Option<(&'a Path, &Option<Final<'a>>)>,
+            Option<(&PathBuf, &Option<Final<'a>>)>,
+        ),
+    > {
+        let decided = self.decided.iter().map(|(p, f)| (*p, f));
+        engine::tree::zip_sorted_by(decided, self.added.iter(), |d| d.0, |a| a.0.as_path())
     }
 }
 
@@ -550,10 +577,11 @@ fn actions_for<'t>(
         touched(l, &mut dir_meta);
     }
 
-    for (p, f, c) in
-        engine::tree::zip_sorted(finals.iter(), cur.entries.iter().map(|(p, e)| (p, e)))
-    {
-        let Some(f) = f else { continue };
+    let rows = engine::tree::zip_sorted_by(finals.paths(), cur.entries.iter(), |f| &f.0, |c| c.0);
+    for (f, c) in rows {
+        // Only the paths decided: a path only the replica has is one left alone.
+        let Some((path, f)) = f else { continue };
+        let (p, c): (&Path, _) = (&path, c.map(|c| c.1));
         if cleared.as_ref().is_some_and(|c| p.starts_with(c) && p != c) {
             continue;
         }
@@ -561,11 +589,15 @@ fn actions_for<'t>(
             None => {
                 if let Some(c) = c {
                     if c.kind == Kind::Dir {
-                        rmdirs.push(Action::new(Op::Rmdir, p, None, Some(c)));
+                        rmdirs.push(Action::new(Op::Rmdir, path.clone(), None, Some(c)));
                     } else {
                         deletes += usize::from(c.kind == Kind::File);
-                        to.actions
-                            .push(Action::new(Op::Remove { kind: c.kind }, p, None, Some(c)));
+                        to.actions.push(Action::new(
+                            Op::Remove { kind: c.kind },
+                            path.clone(),
+                            None,
+                            Some(c),
+                        ));
                     }
                     touched(p, &mut dir_meta);
                 }
@@ -575,7 +607,8 @@ fn actions_for<'t>(
                     let op = Op::Preserve {
                         from: orig.as_path().into(),
                     };
-                    keep.actions.push(Action::new(op, p, Some(f.entry), None));
+                    keep.actions
+                        .push(Action::new(op, path.clone(), Some(f.entry), None));
                     touched(p, &mut dir_meta);
                 }
             }
@@ -605,7 +638,7 @@ fn actions_for<'t>(
                         deletes += usize::from(cv.kind == Kind::File);
                         to.actions.push(Action::new(
                             Op::Remove { kind: cv.kind },
-                            p,
+                            path.clone(),
                             None,
                             Some(cv),
                         ));
@@ -628,7 +661,7 @@ fn actions_for<'t>(
                 if op == Op::Mkdir {
                     dir_meta.push(p.to_path_buf());
                 }
-                to.actions.push(Action::new(op, p, Some(e), c));
+                to.actions.push(Action::new(op, path.clone(), Some(e), c));
                 touched(p, &mut dir_meta);
             }
         }
@@ -641,12 +674,8 @@ fn actions_for<'t>(
     for d in dir_meta.into_iter().rev() {
         if let Some(Some(f)) = finals.get(&d) {
             if f.entry.kind == Kind::Dir {
-                to.actions.push(Action::new(
-                    Op::SetDirMeta,
-                    d.as_path(),
-                    Some(f.entry),
-                    None,
-                ));
+                to.actions
+                    .push(Action::new(Op::SetDirMeta, d, Some(f.entry), None));
             }
         }
     }

@@ -274,7 +274,6 @@ fn move_file(
     let path = &action.path;
     let scanned = action
         .dst
-        .as_deref()
         .ok_or_else(|| Error::entry(from, "BUG: a move without the file it takes"))?;
     let as_scanned = |st: &fs::Stat| {
         st.kind == Some(Kind::File)

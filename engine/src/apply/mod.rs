@@ -383,17 +383,26 @@ impl Applied {
             )
     }
 
-    /// Gives each copy's record its path, moved out of `plan` (the plan this applied):
-    /// the records go without one while the copies run, as the plan holds them all. The
-    /// plan's paths of copies are empty after.
-    pub fn name_copies(&mut self, plan: &mut Plan) {
-        for c in &mut self.copied {
-            let action = &mut plan.actions[c.action as usize];
-            debug_assert!(matches!(
-                action.op,
-                Op::Copy { .. } | Op::SetFileMeta | Op::Move { .. }
-            ));
-            c.path = Some(std::mem::replace(&mut action.path, Path::new("").into()));
+    /// Gives each copy's record its path, from `plan` (the plan this applied), which
+    /// goes: the records go without one while the copies run, as the plan holds them all.
+    /// The paths are taken out of the plan first (most of them the trees' own), and made
+    /// the records' own once its actions are gone (a first sync holds one per file).
+    pub fn name_copies(&mut self, mut plan: Plan<'_>) {
+        let paths: Vec<_> = self
+            .copied
+            .iter()
+            .map(|c| {
+                let action = &mut plan.actions[c.action as usize];
+                debug_assert!(matches!(
+                    action.op,
+                    Op::Copy { .. } | Op::SetFileMeta | Op::Move { .. }
+                ));
+                std::mem::take(&mut action.path)
+            })
+            .collect();
+        drop(plan);
+        for (c, path) in self.copied.iter_mut().zip(paths) {
+            c.path = Some(path.into_owned().into_boxed_path());
         }
     }
 
@@ -438,16 +447,12 @@ pub fn tree_after(before: crate::tree::Tree, applied: &mut Applied) -> crate::tr
             .expect("BUG: a copy's record is used before Applied::name_copies");
         (path.into_path_buf(), written)
     };
-    let mut changes = if applied.written.is_empty() && applied.meta.is_empty() {
-        // Made in the copies' own memory (the collect reuses it): a first sync copies
-        // every file.
-        copied.into_iter().map(change).collect()
-    } else {
-        let mut changes = std::mem::take(&mut applied.written);
-        changes.append(&mut applied.meta);
-        changes.extend(copied.into_iter().map(change));
-        changes
-    };
+    // Made in the copies' own memory (the collect reuses it: a first sync copies every
+    // file), the other changes added after (a path has one action in a plan, so their
+    // order does not matter).
+    let mut changes: Vec<(PathBuf, Entry)> = copied.into_iter().map(change).collect();
+    changes.append(&mut applied.written);
+    changes.append(&mut applied.meta);
     // A directory's entry comes from its source: it keeps the inode the destination's
     // directory had, if it was one already (a rescan under --watch compares them), else
     // none is known.

@@ -291,12 +291,12 @@ pub(super) fn apply<T: Tool>(
     let mut failed = std::mem::take(&mut planned.skipped);
     // The copies' records take their paths from the plans, which go next.
     let mut ran = Vec::new();
-    for (mut s, d) in std::mem::take(&mut planned.steps).into_iter().zip(done) {
+    for (s, d) in std::mem::take(&mut planned.steps).into_iter().zip(done) {
         let Some(mut d) = d else { continue };
         counts.merge(&d.counts);
         failed.extend(std::mem::take(&mut d.failed));
         errors.append(&mut d.errors);
-        d.name_copies(&mut s.plan);
+        d.name_copies(s.plan);
         ran.push((s.target, s.source, d));
     }
     // --watch: what this pass wrote is no change for the watcher to react to.

@@ -4,6 +4,7 @@
 //! Used by `oneway` (SOURCE → BACKUP) and by restore (version → directory). It never
 //! touches a disk; `apply` carries the plan out and `--dry-run` prints it.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -80,14 +81,15 @@ impl Op {
     }
 }
 
-/// An action: what to do at which relative path ("" is the root itself). Its entries
-/// are the scanned trees' own, borrowed for as long as the plan lives (`'t`): a first
-/// sync plans an action per file, and a copy of each entry would be most of its size.
+/// An action: what to do at which relative path ("" is the root itself). Its path and
+/// entries are the scanned trees' own where it can, borrowed for as long as the plan
+/// lives (`'t`): a first sync plans an action per file, and a copy of each entry and
+/// path would be most of its size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action<'t> {
     pub op: Op,
-    /// Boxed, at its exact length: a first sync plans an action per file.
-    pub path: Box<Path>,
+    /// A tree's own path, or one made for the action (a conflict copy's name).
+    pub path: Cow<'t, Path>,
     /// The source entry to reproduce (for creations, copies and metadata).
     pub src: Option<&'t Entry>,
     /// The destination entry as scanned (what a replace or remove expects to find).
@@ -98,7 +100,7 @@ impl<'t> Action<'t> {
     /// An action at `path`.
     pub fn new(
         op: Op,
-        path: impl Into<Box<Path>>,
+        path: impl Into<Cow<'t, Path>>,
         src: Option<&'t Entry>,
         dst: Option<&'t Entry>,
     ) -> Action<'t> {
@@ -165,16 +167,16 @@ impl<'t> Plan<'t> {
 }
 
 /// Plans the removal of `d` at `p`; a directory's subtree goes with it (`removed`).
-fn remove<'t>(plan: &mut Plan<'t>, p: &Path, d: &'t Entry, removed: &mut Option<PathBuf>) {
-    plan.actions.push(Action {
-        op: Op::Remove { kind: d.kind },
-        path: p.into(),
-        src: None,
-        dst: Some(d),
-    });
+fn remove<'t>(plan: &mut Plan<'t>, p: Cow<'t, Path>, d: &'t Entry, removed: &mut Option<PathBuf>) {
     if d.kind == Kind::Dir {
         *removed = Some(p.to_path_buf());
     }
+    plan.actions.push(Action {
+        op: Op::Remove { kind: d.kind },
+        path: p,
+        src: None,
+        dst: Some(d),
+    });
 }
 
 /// `p` as a case-insensitive filesystem compares names (lower case; close enough for
@@ -190,7 +192,7 @@ pub fn plan_mirror<'t>(src: &'t Tree, dst: &'t Tree, opts: &MirrorOptions) -> Pl
     // On a destination that ignores case, its entry whose name differs from the
     // source's only in case is seen at the source's name (the destination's "README" is
     // the source's "readme" there): the destination as the planner sees it, when any is.
-    let mut seen_as: Option<Vec<(PathBuf, &'t Entry)>> = None;
+    let mut seen_as: Option<Vec<(Cow<'t, Path>, &'t Entry)>> = None;
 
     if opts.case_insensitive {
         let mut seen: HashMap<String, PathBuf> = HashMap::new();
@@ -223,23 +225,25 @@ pub fn plan_mirror<'t>(src: &'t Tree, dst: &'t Tree, opts: &MirrorOptions) -> Pl
             })
             .collect();
         if !renamed.is_empty() {
-            let mut view: Vec<(PathBuf, &'t Entry)> = dst
+            let mut view: Vec<(Cow<'t, Path>, &'t Entry)> = dst
                 .entries
                 .iter()
-                .map(|(p, e)| (renamed.get(p).map_or(p, |s| s.as_path()).to_path_buf(), e))
+                .map(|(p, e)| match renamed.get(p) {
+                    Some(s) => (Cow::Owned(s.to_path_buf()), e),
+                    None => (Cow::Borrowed(p), e),
+                })
                 .collect();
             // Of two entries seen at one name, the later in the destination's order.
-            crate::tree::sort_by_path(&mut view);
+            crate::tree::sort_by_path_of(&mut view, |x| &x.0);
             view.reverse();
             view.dedup_by(|later, kept| later.0 == kept.0);
             view.reverse();
             seen_as = Some(view);
         }
     }
-    let dst_rows: Box<dyn Iterator<Item = (&Path, &'t Entry)> + '_> = match &seen_as {
-        Some(view) => Box::new(view.iter().map(|(p, e)| (p.as_path(), *e))),
-        // (Mapped: the paths need only live as long as the view's.)
-        None => Box::new(dst.entries.iter().map(|(p, e)| (p, e))),
+    let dst_rows: Box<dyn Iterator<Item = (Cow<'t, Path>, &'t Entry)> + '_> = match &seen_as {
+        Some(view) => Box::new(view.iter().map(|(p, e)| (p.clone(), *e))),
+        None => Box::new(dst.entries.iter().map(|(p, e)| (Cow::Borrowed(p), e))),
     };
     let dst_at = |p: &Path| -> Option<&'t Entry> {
         match &seen_as {
@@ -296,8 +300,16 @@ pub fn plan_mirror<'t>(src: &'t Tree, dst: &'t Tree, opts: &MirrorOptions) -> Pl
         touched(leftover, &mut dir_meta);
     }
 
-    let src_rows = src.entries.iter().map(|(p, e)| (p, e));
-    for (p, s, mut d) in crate::tree::zip_sorted(src_rows, dst_rows) {
+    let rows = crate::tree::zip_sorted_by(src.entries.iter(), dst_rows, |r| r.0, |r| &r.0);
+    for (s, d) in rows {
+        // The path as the tree holds it (a source path, else the destination's).
+        let path: Cow<'t, Path> = match (&s, &d) {
+            (Some((p, _)), _) => Cow::Borrowed(*p),
+            (None, Some((p, _))) => p.clone(),
+            (None, None) => unreachable!("BUG: a step has an item"),
+        };
+        let (s, mut d) = (s.map(|r| r.1), d.map(|r| r.1));
+        let p: &Path = &path;
         if src.is_unknown(p) || under_any(&skipped, p) {
             continue;
         }
@@ -314,11 +326,11 @@ pub fn plan_mirror<'t>(src: &'t Tree, dst: &'t Tree, opts: &MirrorOptions) -> Pl
                 if d.kind == Kind::Dir && pinned.contains(p) {
                     continue;
                 }
-                remove(&mut plan, p, d, &mut removed_subtree);
+                remove(&mut plan, path.clone(), d, &mut removed_subtree);
                 touched(p, &mut dir_meta);
             }
             (Some(s), None) => {
-                create(&mut plan, p, s, false);
+                create(&mut plan, path.clone(), s, false);
                 if s.kind == Kind::Dir {
                     dir_meta.push(p.to_path_buf());
                 }
@@ -332,8 +344,8 @@ pub fn plan_mirror<'t>(src: &'t Tree, dst: &'t Tree, opts: &MirrorOptions) -> Pl
                     ));
                     continue;
                 }
-                remove(&mut plan, p, d, &mut removed_subtree);
-                create(&mut plan, p, s, false);
+                remove(&mut plan, path.clone(), d, &mut removed_subtree);
+                create(&mut plan, path.clone(), s, false);
                 if s.kind == Kind::Dir {
                     dir_meta.push(p.to_path_buf());
                 }
@@ -349,7 +361,7 @@ pub fn plan_mirror<'t>(src: &'t Tree, dst: &'t Tree, opts: &MirrorOptions) -> Pl
                     if content_differs(s, d, opts) {
                         plan.actions.push(Action {
                             op: Op::Copy { replace: true },
-                            path: p.into(),
+                            path: path.clone(),
                             src: Some(s),
                             dst: Some(d),
                         });
@@ -357,7 +369,7 @@ pub fn plan_mirror<'t>(src: &'t Tree, dst: &'t Tree, opts: &MirrorOptions) -> Pl
                     } else if meta_differs(s, d, opts) {
                         plan.actions.push(Action {
                             op: Op::SetFileMeta,
-                            path: p.into(),
+                            path: path.clone(),
                             src: Some(s),
                             dst: Some(d),
                         });
@@ -371,7 +383,7 @@ pub fn plan_mirror<'t>(src: &'t Tree, dst: &'t Tree, opts: &MirrorOptions) -> Pl
                     {
                         plan.actions.push(Action {
                             op: Op::Symlink { replace: true },
-                            path: p.into(),
+                            path: path.clone(),
                             src: Some(s),
                             dst: Some(d),
                         });
@@ -417,7 +429,7 @@ pub fn plan_mirror<'t>(src: &'t Tree, dst: &'t Tree, opts: &MirrorOptions) -> Pl
     plan
 }
 
-fn create<'t>(plan: &mut Plan<'t>, p: &Path, s: &'t Entry, replace: bool) {
+fn create<'t>(plan: &mut Plan<'t>, p: Cow<'t, Path>, s: &'t Entry, replace: bool) {
     let op = match s.kind {
         Kind::Dir => Op::Mkdir,
         Kind::File => Op::Copy { replace },
@@ -425,7 +437,7 @@ fn create<'t>(plan: &mut Plan<'t>, p: &Path, s: &'t Entry, replace: bool) {
     };
     plan.actions.push(Action {
         op,
-        path: p.into(),
+        path: p,
         src: Some(s),
         dst: None,
     });
@@ -484,10 +496,10 @@ fn plan_hard_links<'t>(
     if links.is_empty() {
         return;
     }
-    let linked: std::collections::HashSet<Box<Path>> =
-        links.iter().map(|a| a.path.clone()).collect();
+    let linked: std::collections::HashSet<PathBuf> =
+        links.iter().map(|a| a.path.to_path_buf()).collect();
     plan.actions.retain(|a| {
-        !(matches!(a.op, Op::Copy { .. } | Op::SetFileMeta) && linked.contains(&a.path))
+        !(matches!(a.op, Op::Copy { .. } | Op::SetFileMeta) && linked.contains(&*a.path))
     });
     links.sort_by(|a, b| crate::tree::path_order(&a.path, &b.path));
     plan.actions.extend(links);

@@ -218,11 +218,7 @@ mod tests {
         assert_eq!(find_moves(&mut plan, &dst), 1);
         assert_eq!(ops(&plan), [pair("move from a.jpg", "b.jpg")]);
         let m = &plan.actions[0];
-        assert_eq!(
-            m.dst.as_deref().map(|d| d.ino),
-            Some(70),
-            "expects BACKUP's file"
-        );
+        assert_eq!(m.dst.map(|d| d.ino), Some(70), "expects BACKUP's file");
         assert_eq!(plan.files_lost(&dst).count(), 0, "nothing is lost");
     }
 

@@ -530,8 +530,17 @@ impl Entries {
                 }
             }
         }
-        for (q, ne) in news {
+        // What is left comes after every entry there was (all of it, into an empty tree:
+        // a first sync's copies). It is taken from the end of the list turned round,
+        // which gives its memory back as it goes: the entries made and the list are not
+        // both held whole.
+        let mut left: Vec<(PathBuf, Entry)> = news.collect();
+        left.reverse();
+        while let Some((q, ne)) = left.pop() {
             out.push_last_wins(&q, ne);
+            if left.len().is_multiple_of(CHUNK) {
+                left.shrink_to_fit();
+            }
         }
         *self = out.into_sorted_entries();
     }

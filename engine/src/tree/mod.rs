@@ -335,7 +335,37 @@ pub fn parent_of(p: &Path) -> &Path {
 
 /// Sorts `(path, item)` pairs into path order.
 pub fn sort_by_path<P: AsRef<Path>, T>(v: &mut [(P, T)]) {
-    v.sort_by(|x, y| path_order(x.0.as_ref(), y.0.as_ref()));
+    sort_by_path_of(v, |x| x.0.as_ref());
+}
+
+/// Sorts `v` into the path order of `path_of` of its items, stably (items of one path
+/// keep their order), and without a copy of `v` beside it, which the standard library's
+/// stable sort makes: a first sync's lists hold a record per file. Sorts the items'
+/// places, then moves the items into their order in place.
+pub fn sort_by_path_of<T>(v: &mut [T], path_of: impl Fn(&T) -> &Path) {
+    let before = |x: &T, y: &T| path_order(path_of(x), path_of(y)).is_le();
+    if v.is_sorted_by(before) {
+        return;
+    }
+    let n = u32::try_from(v.len()).expect("BUG: fewer than 2^32 items to sort");
+    let mut order: Vec<u32> = (0..n).collect();
+    order.sort_unstable_by(|&a, &b| {
+        path_order(path_of(&v[a as usize]), path_of(&v[b as usize])).then(a.cmp(&b))
+    });
+    // Place i takes the item at order[i]: each cycle of the permutation is followed
+    // once, every place it passes marked done.
+    for i in 0..order.len() {
+        let mut j = i;
+        loop {
+            let k = order[j] as usize;
+            order[j] = j as u32;
+            if k == i {
+                break;
+            }
+            v.swap(j, k);
+            j = k;
+        }
+    }
 }
 
 /// Sorts paths into path order.
@@ -360,7 +390,7 @@ pub fn update_each<U>(
         }
         return;
     }
-    updates.sort_by(|x, y| path_order(path_of(x), path_of(y)));
+    sort_by_path_of(updates, &path_of);
     let mut ups = updates.iter().peekable();
     for (p, v) in entries.iter_mut() {
         while ups
@@ -545,6 +575,30 @@ mod tests {
                 Path::new(p).parent().unwrap(),
                 "{p}"
             );
+        }
+    }
+
+    /// Sorted in place, the items come out as the standard library's stable sort puts
+    /// them: in path order, those of one path in the order they had.
+    #[test]
+    fn the_in_place_sort_is_stable() {
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        for len in [0, 1, 2, 3, 17, 300, 2000] {
+            let names = ["a", "a/b", "a-b", "a/b/c", "b", "ab", "a/c"];
+            let v: Vec<(PathBuf, usize)> = (0..len)
+                .map(|i| (PathBuf::from(names[next() % names.len()]), i))
+                .collect();
+            let mut want = v.clone();
+            want.sort_by(|x, y| path_order(&x.0, &y.0));
+            let mut got = v;
+            sort_by_path(&mut got);
+            assert_eq!(got, want, "{len} items");
         }
     }
 

@@ -57,12 +57,12 @@ fn no_store_file_shares_an_inode_with_a_live_file_after_a_pass() {
         .unwrap()
         .unwrap();
     // A pass replaces "a" and deletes "d/b": kept first, then changed.
-    let mut before = hashed_tree(&replica);
+    let before = hashed_tree(&replica);
     let lost: Vec<(PathBuf, Option<Digest>)> = ["a", "d/b"]
         .iter()
         .map(|p| (PathBuf::from(p), before.entries[Path::new(p)].hash))
         .collect();
-    v.keep_files(&home, &replica, &mut before, None, &lost, None)
+    v.keep_files(&home, &replica, &before, None, &lost, None)
         .unwrap();
     replace(&replica.join("a"), b"a2");
     std::fs::remove_file(replica.join("d/b")).unwrap();
@@ -92,17 +92,17 @@ fn a_hand_edit_that_no_version_holds_is_saved_as_a_version_before_it_goes() {
         .unwrap()
         .unwrap();
     replace(&replica.join("a"), b"hand edit");
-    let mut before = hashed_tree(&replica);
+    let before = hashed_tree(&replica);
     let lost = vec![(PathBuf::from("a"), before.entries[Path::new("a")].hash)];
-    v.keep_files(&home, &replica, &mut before, None, &lost, None)
+    v.keep_files(&home, &replica, &before, None, &lost, None)
         .unwrap();
     let listed = v.history().list().unwrap();
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[1].head.why, Why::BeforePass);
     // Content the latest version holds needs no version of its own.
-    let mut again = hashed_tree(&replica);
+    let again = hashed_tree(&replica);
     let lost = vec![(PathBuf::from("d/b"), again.entries[Path::new("d/b")].hash)];
-    v.keep_files(&home, &replica, &mut again, None, &lost, None)
+    v.keep_files(&home, &replica, &again, None, &lost, None)
         .unwrap();
     assert_eq!(v.history().list().unwrap().len(), 2);
 }
@@ -119,9 +119,9 @@ fn the_retention_policy_drops_old_versions_and_keeps_tagged_ones() {
     let v = v.with_policy((keep, None), Some("first".into()));
     for i in 0..5 {
         replace(&replica.join("a"), format!("a{i}").as_bytes());
-        let mut before = hashed_tree(&replica);
+        let before = hashed_tree(&replica);
         let lost = vec![(PathBuf::from("a"), before.entries[Path::new("a")].hash)];
-        v.keep_files(&home, &replica, &mut before, None, &lost, None)
+        v.keep_files(&home, &replica, &before, None, &lost, None)
             .unwrap();
         replace(&replica.join("a"), format!("after {i}").as_bytes());
         v.record_pass(&home, &replica, &hashed_tree(&replica), None, true)
@@ -173,9 +173,9 @@ fn a_size_budget_drops_the_oldest_versions_but_never_the_latest_two() {
     let (_d, replica, home, v) = setup();
     let v = v.with_policy((Keep::default(), Some(1)), None);
     for i in 0..4 {
-        let mut before = hashed_tree(&replica);
+        let before = hashed_tree(&replica);
         let lost = vec![(PathBuf::from("a"), before.entries[Path::new("a")].hash)];
-        v.keep_files(&home, &replica, &mut before, None, &lost, None)
+        v.keep_files(&home, &replica, &before, None, &lost, None)
             .unwrap();
         replace(&replica.join("a"), vec![b'x'; 1000 + i].as_slice());
         v.record_pass(&home, &replica, &hashed_tree(&replica), None, true)
@@ -280,7 +280,7 @@ fn a_migration_cut_short_goes_on_where_it_stopped() {
 fn content_a_pass_cut_short_moved_is_found_where_the_note_says() {
     use engine::pass::{KeepFirst, Versions};
     let (_d, replica, home, v) = setup();
-    let mut tree = hashed_tree(&replica);
+    let tree = hashed_tree(&replica);
     v.record(&home, &replica, &tree).unwrap().unwrap();
     let b = tree.entries[Path::new("d/b")].hash.unwrap();
     let live = |v: &VersionedDir| live::LiveCopies::of(v, &home);
@@ -290,7 +290,7 @@ fn content_a_pass_cut_short_moved_is_found_where_the_note_says() {
         lost: Vec::new(),
         moved: vec![(PathBuf::from("e/b"), b)],
     };
-    v.keep(&home, &replica, &mut tree, None, &first).unwrap();
+    v.keep(&home, &replica, &tree, None, &first).unwrap();
     std::fs::create_dir(replica.join("e")).unwrap();
     std::fs::rename(replica.join("d/b"), replica.join("e/b")).unwrap();
     let (_, _, found) = live(&v).find(Path::new("d/b"), &b, 2).unwrap();
