@@ -10,19 +10,20 @@ use engine::tree::Tree;
 use crate::packed::Packed;
 use crate::plan::{plan_sync, Side, SyncOptions, SyncPlan};
 
-/// Paths `plan` would give `side`, a replica whose filesystem folds case, under a name
+/// Paths `plan` (made against `base`) would give `side`, a replica whose filesystem
+/// folds case, under a name
 /// that another planned path already takes there (`Photo.jpg` and `photo.jpg` are one
 /// file on FAT): each with the path it collides with. Of such names the one `side`
 /// already holds keeps its place, else the first in byte order; paths under a listed
 /// one are not listed again. Leaving the others alone on both sides (unknown to the
 /// planner) keeps one file from replacing the other there.
-pub fn case_collisions(plan: &SyncPlan<'_>, side: &Tree) -> Vec<(PathBuf, PathBuf)> {
+pub fn case_collisions(plan: &SyncPlan<'_>, base: &Packed, side: &Tree) -> Vec<(PathBuf, PathBuf)> {
     if plan.state_unchanged {
         // Nothing changes: every name is where it already was.
         return Vec::new();
     }
     let mut names: HashMap<String, Vec<&Path>> = HashMap::new();
-    for p in plan.state.keys() {
+    for p in plan.state.paths_after(base) {
         names
             .entry(engine::plan::mirror::fold_case(p))
             .or_default()
@@ -66,7 +67,7 @@ pub fn leave_collisions(
     for ((side, tree), folds) in [(Side::A, a), (Side::B, b)].into_iter().zip(folds) {
         if folds {
             collided.extend(
-                case_collisions(&plan, tree)
+                case_collisions(&plan, base, tree)
                     .into_iter()
                     .map(|(p, with)| (side, p, with)),
             );

@@ -8,7 +8,7 @@
 //! records that decode (they were checked when read, or encoded here), in path order,
 //! each path once.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use engine::tree::encoding::EntryRef;
 use engine::tree::{path_order, Entries, Entry};
@@ -213,6 +213,44 @@ impl Writer {
         p.bytes.shrink_to_fit();
         p.marks.shrink_to_fit();
         p
+    }
+}
+
+/// The state a pass plans to record, as what it changes in the state of the last sync
+/// (a first sync's base is empty): most paths of a pass that changed 1% keep their
+/// record, and the state is not held twice to say so.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// The records of paths whose record is new or differs, in path order.
+    pub put: Packed,
+    /// Paths of the base that the state no longer holds, in path order.
+    pub gone: Vec<PathBuf>,
+}
+
+impl StateChange {
+    /// Nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.put.is_empty() && self.gone.is_empty()
+    }
+
+    /// The paths of the state after the change, made to `base`, in path order.
+    pub fn paths_after<'a>(&'a self, base: &'a Packed) -> impl Iterator<Item = &'a Path> + 'a {
+        let mut gone = self.gone.iter().peekable();
+        let kept = base.keys().filter(move |p| {
+            while gone.next_if(|g| path_order(g, p).is_lt()).is_some() {}
+            gone.next_if(|g| g.as_path() == *p).is_none()
+        });
+        engine::tree::zip_sorted_by(kept, self.put.keys(), |p| p, |p| p)
+            .map(|(k, p)| p.or(k).expect("BUG: a path comes from one list or both"))
+    }
+
+    /// The state after the change, made to `base` (tests compare states so).
+    pub fn applied_to(&self, base: &Entries) -> Entries {
+        // As a state records it (no inode, nothing only a scan knows).
+        let mut after = Packed::from_entries(base).to_entries();
+        let put = self.put.iter().map(|(p, e)| (p.to_path_buf(), e)).collect();
+        after.merge(&self.gone, put);
+        after
     }
 }
 

@@ -17,11 +17,12 @@ use engine::run::home::{DataHome, Lock};
 use engine::run::runner::PassOutcome;
 use engine::scan::replica::Replica;
 use engine::scan::{self, ScanOptions};
+use engine::tree::encoding::EntryRef;
 use engine::tree::{Digest, Entry, Tree};
 
 use recovery::store::VersionedDir;
 
-use crate::packed::Packed;
+use crate::packed::{Packed, StateChange};
 use crate::plan::{self, Side, SyncOptions, SyncPlan};
 use crate::progress::Progress;
 use crate::state;
@@ -183,9 +184,10 @@ pub struct Sync {
 enum StateToRecord {
     /// Nothing changed since the last sync: the state on disk stays.
     Unchanged,
-    Held(Packed),
-    /// Set aside on disk while the pass runs (a first sync of a large tree).
-    Aside(state::Spilled),
+    Held(StateChange),
+    /// The records put set aside on disk while the pass runs (a first sync of a large
+    /// tree puts a record per path).
+    Aside(state::Spilled, Vec<PathBuf>),
     /// Taken by the record step.
     Taken,
 }
@@ -351,10 +353,10 @@ impl Tool for Job {
     }
 
     fn make_room(&self, sync: &mut Sync) {
-        let StateToRecord::Held(state) = &sync.state else {
+        let StateToRecord::Held(change) = &mut sync.state else {
             return;
         };
-        if !sync.first || state.len() < SET_ASIDE_MIN {
+        if change.put.len() < SET_ASIDE_MIN {
             return;
         }
         let aside = state::Aside {
@@ -362,8 +364,11 @@ impl Tool for Job {
             a: &self.a,
             b: &self.b,
         };
-        match aside.put(state) {
-            Ok(spilled) => sync.state = StateToRecord::Aside(spilled),
+        match aside.put(&change.put) {
+            Ok(spilled) => {
+                let gone = std::mem::take(&mut change.gone);
+                sync.state = StateToRecord::Aside(spilled, gone);
+            }
             Err(e) => log::debug!("planned sync state kept in memory: {e}"),
         }
     }
@@ -405,35 +410,28 @@ impl Tool for Job {
             log::error!("the sync state is not updated: what the pass wrote may not be on disk");
             return Ok(());
         }
-        let planned = match std::mem::replace(&mut sync.state, StateToRecord::Taken) {
+        let change = match std::mem::replace(&mut sync.state, StateToRecord::Taken) {
             StateToRecord::Unchanged => {
                 log::debug!("sync state unchanged (nothing changed since the last sync)");
                 return Ok(());
             }
-            StateToRecord::Held(s) => s,
-            StateToRecord::Aside(s) => state::unspill(s, &self.a, &self.b).map_err(|e| {
-                engine::Error::io(
-                    "read the planned sync state set aside in",
-                    self.state_dir(),
-                    e,
-                )
-            })?,
+            StateToRecord::Held(change) => change,
+            StateToRecord::Aside(put, gone) => {
+                let put = state::unspill(put, &self.a, &self.b).map_err(|e| {
+                    engine::Error::io(
+                        "read the planned sync state set aside in",
+                        self.state_dir(),
+                        e,
+                    )
+                })?;
+                StateChange { put, gone }
+            }
             StateToRecord::Taken => unreachable!("BUG: the state is recorded once"),
         };
         let failed: BTreeSet<PathBuf> = outcome.failed.iter().cloned().collect();
-        let base = if failed.is_empty() {
-            None
-        } else {
-            state::load(&self.state_file, &self.a, &self.b)?
-        };
-        let records = || to_record(&planned, afters, base.as_ref(), &failed);
-        let count = if failed.is_empty() {
-            planned.len()
-        } else {
-            records().count()
-        };
         // (An error names the state file and what failed.)
-        if !state::save_records(&self.state_file, &self.a, &self.b, count, records)? {
+        let hashes = learned_hashes(afters);
+        if !state::save_changed(&self.state_file, &self.a, &self.b, &change, &failed, hashes)? {
             log::debug!("sync state unchanged");
         }
         Ok(())
@@ -511,51 +509,31 @@ impl Tracker for Progress<'_> {
     }
 }
 
-/// The records of the state a pass records: `planned`'s, where a file's unknown hash
-/// is taken from the replicas after the pass (a file synced without being compared was
-/// hashed by its copy or after the pass; only from an entry of the planned size and
-/// mtime), except at and under each `failed` path, which keeps what `base` said there.
-fn to_record<'a>(
-    planned: &'a Packed,
-    afters: &'a [Tree; 2],
-    base: Option<&'a Packed>,
-    failed: &'a BTreeSet<PathBuf>,
-) -> impl Iterator<Item = state::Record<'a>> + 'a {
-    let kept = base
-        .into_iter()
-        .flat_map(|b| b.records())
-        .filter(|(r, _)| engine::tree::under_any(failed, r.path));
+/// The hash a file's record of the new state takes where it has none, asked in path
+/// order: the one of the replicas after the pass (A's first) at its path, with its size
+/// and mtime (a file synced without being compared was hashed by its copy or after the
+/// pass).
+fn learned_hashes(afters: &[Tree; 2]) -> impl FnMut(&EntryRef<'_>) -> Option<Digest> + '_ {
     let mut sides = afters.each_ref().map(|t| t.entries.iter().peekable());
-    engine::tree::zip_sorted_by(planned.records(), kept, |(r, _)| r.path, |(r, _)| r.path)
-        .filter_map(move |(new, old)| {
-            if let Some((_, bytes)) = old {
-                return Some(state::Record::Raw(bytes));
-            }
-            let (mut r, bytes) = new?;
-            if engine::tree::under_any(failed, r.path) {
-                return None;
-            }
-            if r.kind != engine::tree::Kind::File || r.sha256.is_some() {
-                return Some(state::Record::Raw(bytes));
-            }
-            for side in &mut sides {
-                while side
-                    .next_if(|(q, _)| engine::tree::path_order(q, r.path).is_lt())
-                    .is_some()
-                {}
-                let known = side.peek().and_then(|(q, e)| {
+    move |r| {
+        let mut known = None;
+        for side in &mut sides {
+            while side
+                .next_if(|(q, _)| engine::tree::path_order(q, r.path).is_lt())
+                .is_some()
+            {}
+            known = known.or_else(|| {
+                side.peek().and_then(|(q, e)| {
                     let alike = *q == r.path
                         && e.kind == r.kind
                         && e.size == r.size
                         && e.mtime == r.mtime();
                     alike.then_some(e.hash).flatten()
-                });
-                if r.sha256.is_none() {
-                    r.sha256 = known;
-                }
-            }
-            Some(state::Record::Made(r))
-        })
+                })
+            });
+        }
+        known
+    }
 }
 
 /// For each side, the files (in path order) whose content the planner compares: a file
@@ -599,87 +577,4 @@ fn files_to_compare(a: &Tree, b: &Tree, base: &Packed) -> [Vec<PathBuf>; 2] {
 fn sha_text(d: Option<Digest>) -> String {
     d.map(|d| d.to_hex())
         .unwrap_or_else(|| "incomplete".to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use engine::tree::{Entries, MTime};
-
-    fn file(size: u64, hash: Option<u8>) -> Entry {
-        Entry::file(
-            size,
-            0o644,
-            MTime::new(10, 0),
-            hash.map(|h| Digest([h; 32])),
-        )
-    }
-
-    fn tree(entries: &[(&str, Entry)]) -> Tree {
-        Tree {
-            entries: entries
-                .iter()
-                .map(|(p, e)| (PathBuf::from(p), e.clone()))
-                .collect(),
-            ..Tree::default()
-        }
-    }
-
-    /// The state recorded: a copied file's hash comes from the replica that has it at the
-    /// planned size and mtime (A's first), and at and under a failed path the state keeps
-    /// what the last sync recorded there, whatever was planned.
-    #[test]
-    fn the_state_recorded_learns_hashes_and_keeps_failed_paths() {
-        let planned: Entries = [
-            ("a", file(1, None)),
-            ("b", file(2, None)),
-            ("c", file(3, None)),
-            ("d", Entry::dir(0o755, MTime::new(1, 0))),
-            ("d/new", file(4, Some(4))),
-            ("d/x", file(5, Some(5))),
-            ("e", file(6, Some(6))),
-        ]
-        .into_iter()
-        .map(|(p, e)| (PathBuf::from(p), e))
-        .collect();
-        let base: Entries = [
-            ("d", Entry::dir(0o700, MTime::new(1, 0))),
-            ("d/old", file(7, Some(7))),
-            ("d/x", file(8, Some(8))),
-            ("e", file(9, Some(9))),
-        ]
-        .into_iter()
-        .map(|(p, e)| (PathBuf::from(p), e))
-        .collect();
-        let afters = [
-            tree(&[("a", file(1, Some(1))), ("b", file(99, Some(2)))]),
-            tree(&[("a", file(1, Some(11))), ("b", file(2, Some(22)))]),
-        ];
-        let (planned, base) = (Packed::from_entries(&planned), Packed::from_entries(&base));
-        let failed: BTreeSet<PathBuf> = [PathBuf::from("d")].into();
-        let mut bytes = Vec::new();
-        for r in to_record(&planned, &afters, Some(&base), &failed) {
-            match r {
-                state::Record::Raw(b) => bytes.extend_from_slice(b),
-                state::Record::Made(r) => bytes = postcard::to_extend(&r, bytes).unwrap(),
-            }
-        }
-        let got = Packed::from_bytes(bytes, 7).unwrap().to_entries();
-        let want: Entries = [
-            ("a", file(1, Some(1))),
-            ("b", file(2, Some(22))),
-            ("c", file(3, None)),
-            ("d", Entry::dir(0o700, MTime::new(1, 0))),
-            ("d/old", file(7, Some(7))),
-            ("d/x", file(8, Some(8))),
-            ("e", file(6, Some(6))),
-        ]
-        .into_iter()
-        .map(|(p, e)| (PathBuf::from(p), e))
-        .collect();
-        assert_eq!(got, want);
-        // Without failures, only the hashes change.
-        let none = BTreeSet::new();
-        assert_eq!(to_record(&planned, &afters, None, &none).count(), 7);
-    }
 }

@@ -76,10 +76,10 @@ pub struct SyncPlan<'t> {
     pub to_a: Plan<'t>,
     pub to_b: Plan<'t>,
     pub conflicts: Vec<Conflict>,
-    /// The state to record for each path, if its actions succeed.
-    pub state: Packed,
+    /// The state to record if every action succeeds, as its change to the base.
+    pub state: packed::StateChange,
     /// Nothing changed since the last sync: no actions, and the state to record is the
-    /// base itself (`state` is left empty rather than rebuilt).
+    /// base itself (`state` is left empty rather than worked out).
     pub state_unchanged: bool,
     /// Files each side would lose (removed or replaced by a directory).
     pub deletes_a: usize,
@@ -332,60 +332,67 @@ pub(crate) fn plan_sync_full<'a>(
 
     // The walk goes over the paths either side has, and takes the state's entry for
     // each: a path only the state has is gone from both sides, and nothing is decided
-    // for it (so no decision borrows from the state).
+    // for it (so no decision borrows from the state). What the decisions change in the
+    // state is noted on the way.
+    let mut put = packed::Writer::default();
+    let mut gone: Vec<PathBuf> = Vec::new();
     let mut base_rows = base_ref.iter().peekable();
     for (p, x, y) in zip_paths(&a.entries, &b.entries) {
-        while base_rows
-            .next_if(|(q, _)| path_order(q, p) == std::cmp::Ordering::Less)
-            .is_some()
-        {}
+        while let Some((q, _)) = base_rows.next_if(|(q, _)| path_order(q, p).is_lt()) {
+            gone.push(q.to_path_buf());
+        }
         let s = base_rows.next_if(|(q, _)| *q == p).map(|(_, e)| e);
         let s = s.as_ref();
         if unknown(p) {
+            // Left alone, and forgotten by the state.
+            gone.extend(s.map(|_| p.to_path_buf()));
             continue;
         }
         let owners = opts.keep_owners;
-        if same(x, y, w, owners) {
-            decided.push((p, x.and_then(|e| keep(Side::A, e))));
-            continue;
-        }
-        let (ca, cb) = (!same(s, x, w, owners), !same(s, y, w, owners));
-        let f = match (ca, cb, x, y) {
-            (true, false, _, _) => x.and_then(|e| keep(Side::A, e)),
-            (false, true, _, _) => y.and_then(|e| keep(Side::B, e)),
-            // Changed on both sides (or no common base): a modification beats a deletion.
-            (_, _, None, Some(e)) => {
-                if s.is_some() && e.kind != Kind::Dir {
-                    undone_deletions.push((p.to_path_buf(), Side::A));
-                }
-                keep(Side::B, e)
-            }
-            (_, _, Some(e), None) => {
-                if s.is_some() && e.kind != Kind::Dir {
-                    undone_deletions.push((p.to_path_buf(), Side::B));
-                }
-                keep(Side::A, e)
-            }
-            (_, _, Some(ex), Some(ey)) => {
-                if ex.kind == Kind::Dir && ey.kind != Kind::Dir {
-                    add_copy(p, Side::B, ey, Side::A, &mut new_names, &mut copies);
-                    keep(Side::A, ex)
-                } else if ey.kind == Kind::Dir && ex.kind != Kind::Dir {
-                    add_copy(p, Side::A, ex, Side::B, &mut new_names, &mut copies);
-                    keep(Side::B, ey)
-                } else {
-                    let win = winner(opts.policy, ex, ey);
-                    let (we, le) = if win == Side::A { (ex, ey) } else { (ey, ex) };
-                    if !same_content(ex, ey) {
-                        add_copy(p, win.other(), le, win, &mut new_names, &mut copies);
+        let f = if same(x, y, w, owners) {
+            x.and_then(|e| keep(Side::A, e))
+        } else {
+            let (ca, cb) = (!same(s, x, w, owners), !same(s, y, w, owners));
+            match (ca, cb, x, y) {
+                (true, false, _, _) => x.and_then(|e| keep(Side::A, e)),
+                (false, true, _, _) => y.and_then(|e| keep(Side::B, e)),
+                // Changed on both sides (or no common base): a modification beats a
+                // deletion.
+                (_, _, None, Some(e)) => {
+                    if s.is_some() && e.kind != Kind::Dir {
+                        undone_deletions.push((p.to_path_buf(), Side::A));
                     }
-                    keep(win, we)
+                    keep(Side::B, e)
                 }
+                (_, _, Some(e), None) => {
+                    if s.is_some() && e.kind != Kind::Dir {
+                        undone_deletions.push((p.to_path_buf(), Side::B));
+                    }
+                    keep(Side::A, e)
+                }
+                (_, _, Some(ex), Some(ey)) => {
+                    if ex.kind == Kind::Dir && ey.kind != Kind::Dir {
+                        add_copy(p, Side::B, ey, Side::A, &mut new_names, &mut copies);
+                        keep(Side::A, ex)
+                    } else if ey.kind == Kind::Dir && ex.kind != Kind::Dir {
+                        add_copy(p, Side::A, ex, Side::B, &mut new_names, &mut copies);
+                        keep(Side::B, ey)
+                    } else {
+                        let win = winner(opts.policy, ex, ey);
+                        let (we, le) = if win == Side::A { (ex, ey) } else { (ey, ex) };
+                        if !same_content(ex, ey) {
+                            add_copy(p, win.other(), le, win, &mut new_names, &mut copies);
+                        }
+                        keep(win, we)
+                    }
+                }
+                (_, _, None, None) => None,
             }
-            (_, _, None, None) => None,
         };
+        note_change(&mut put, &mut gone, p, s, f.as_ref().map(|f| f.entry));
         decided.push((p, f));
     }
+    gone.extend(base_rows.map(|(q, _)| q.to_path_buf()));
     // Conflict copies have names no path had.
     let mut finals = Finals {
         decided,
@@ -452,30 +459,15 @@ pub(crate) fn plan_sync_full<'a>(
         finals.added.insert(d.clone(), keep(ds, dir_entry));
     }
 
-    // Each side's actions and the final state read the decisions only: made at once,
-    // and without the old state.
-    drop(base_rows);
+    // The paths decided again take their change to the state over.
+    let state = with_added(put.finish(), gone, &finals.added, base_ref);
     drop(base);
+    // Each side's actions read the decisions only: made at once.
     let finals = &finals;
     let owners = opts.keep_owners;
-    let state = || {
-        // In path order already.
-        let mut state = packed::Writer::default();
-        for (p, f) in finals.iter() {
-            if let Some(f) = f {
-                state.push(&packed::record(p, f.entry));
-            }
-        }
-        state.finish()
-    };
-    let ((on_a, on_b), state) = engine::parallel::join(
-        || {
-            engine::parallel::join(
-                || actions_for(Side::A, finals, a, owners),
-                || actions_for(Side::B, finals, b, owners),
-            )
-        },
-        state,
+    let (on_a, on_b) = engine::parallel::join(
+        || actions_for(Side::A, finals, a, owners),
+        || actions_for(Side::B, finals, b, owners),
     );
     let actions = [on_a, on_b];
     let [(keep_a, to_a, deletes_a), (keep_b, to_b, deletes_b)] = actions;
@@ -490,6 +482,72 @@ pub(crate) fn plan_sync_full<'a>(
         state,
         state_unchanged: false,
         undone_deletions,
+    }
+}
+
+/// Notes the change to the state at `p`: the record of `new` (the entry decided there,
+/// if any) where it differs from `old`'s (the state's), or the path gone.
+fn note_change(
+    put: &mut packed::Writer,
+    gone: &mut Vec<PathBuf>,
+    p: &Path,
+    old: Option<&Entry>,
+    new: Option<&Entry>,
+) {
+    match new {
+        Some(new) => {
+            let new = packed::record(p, new);
+            if old.map(|old| packed::record(p, old)) != Some(new) {
+                put.push(&new);
+            }
+        }
+        None if old.is_some() => gone.push(p.to_path_buf()),
+        None => {}
+    }
+}
+
+/// The change to `base` that `put` and `gone` note, with the paths decided again after
+/// the walk (`added`: conflict copies, directories that must stay) noted instead of
+/// what the walk noted for them.
+fn with_added(
+    put: Packed,
+    gone: Vec<PathBuf>,
+    added: &BTreeMap<PathBuf, Option<Final<'_>>>,
+    base: &Packed,
+) -> packed::StateChange {
+    if added.is_empty() {
+        return packed::StateChange { put, gone };
+    }
+    let mut new_put = packed::Writer::default();
+    let mut new_gone: Vec<PathBuf> = gone
+        .into_iter()
+        .filter(|g| !added.contains_key(g))
+        .collect();
+    let rows = engine::tree::zip_sorted_by(put.records(), added.iter(), |r| r.0.path, |a| a.0);
+    for (noted, again) in rows {
+        match (noted, again) {
+            (Some((_, raw)), None) => new_put.push_bytes(raw),
+            (_, Some((p, f))) => {
+                let old = base.at_and_under(p).next().filter(|(q, _)| q == p);
+                let mut one = packed::Writer::default();
+                note_change(
+                    &mut one,
+                    &mut new_gone,
+                    p,
+                    old.as_ref().map(|(_, e)| e),
+                    f.as_ref().map(|f| f.entry),
+                );
+                for (_, raw) in one.finish().records() {
+                    new_put.push_bytes(raw);
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    engine::tree::sort_paths(&mut new_gone);
+    packed::StateChange {
+        put: new_put.finish(),
+        gone: new_gone,
     }
 }
 

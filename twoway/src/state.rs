@@ -2,18 +2,19 @@
 //! (kind, size, mtime, mode, SHA-256, link target). Kept in the data home per replica
 //! pair and rewritten atomically only after a pass, so a killed pass leaves the old one.
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use engine::error::Error;
 use engine::fs;
 use engine::tree::encoding::EntryRef;
-use engine::tree::{Digest, Entries, Entry, MTime};
+use engine::tree::{path_order, Digest, Entries, Entry, MTime};
 
-use crate::packed::{record, Packed, Writer};
+use crate::packed::{record, Packed, StateChange, Writer};
 
 /// The format written: 4, records in the encoding every file of entries uses
 /// ([`EntryRef`]); 3 (records of the state's own, with owners) and 2 (before owners were
@@ -347,6 +348,182 @@ where
     })
 }
 
+/// Records the pair (a, b)'s new state: the state in `file` (the one the pass planned
+/// against; a first sync's is its progress, or none) with `change` made to it, except at
+/// and under each `failed` path, which keeps what the file holds there. A file's record
+/// whose hash is unknown takes the one `hash_of` gives (asked in path order). The file
+/// is streamed through twice, counted and then written, and never held whole; nothing
+/// is written if nothing changes. Returns whether the file was written.
+pub fn save_changed(
+    file: &Path,
+    a: &Path,
+    b: &Path,
+    change: &StateChange,
+    failed: &BTreeSet<PathBuf>,
+    hash_of: impl FnMut(&EntryRef<'_>) -> Option<Digest>,
+) -> Result<bool, Error> {
+    let kept = |p: &Path| !engine::tree::under_any(failed, p);
+    if !change.put.keys().any(kept) && !change.gone.iter().any(|g| kept(g)) {
+        return Ok(false);
+    }
+    let read_error = |e| Error::io("read the sync state", file, e);
+    let mut count = 0;
+    merge_change(file, (a, b), change, failed, &mut |_| count += 1).map_err(read_error)?;
+    let mut hash_of = hash_of;
+    fs::write_atomic_with(file, |w| {
+        use std::io::Write;
+        write_packed(w, (a, b), count, std::iter::empty)?;
+        let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024 + 1024);
+        let mut failed_write: Option<std::io::Error> = None;
+        {
+            let mut emit = |r: Out<'_, '_>| {
+                match r {
+                    Out::Raw(r, raw) if !unhashed(&r) => buf.extend_from_slice(raw),
+                    Out::Raw(mut r, _) | Out::Made(mut r) => {
+                        if unhashed(&r) {
+                            r.sha256 = hash_of(&r);
+                        }
+                        buf = postcard::to_extend(&r, std::mem::take(&mut buf))
+                            .expect("BUG: a record encodes into memory");
+                    }
+                }
+                if buf.len() >= 64 * 1024 && failed_write.is_none() {
+                    failed_write = w.write_all(&buf).err();
+                    buf.clear();
+                }
+            };
+            merge_change(file, (a, b), change, failed, &mut emit)?;
+        }
+        if let Some(e) = failed_write {
+            return Err(e);
+        }
+        w.write_all(&buf)
+    })?;
+    Ok(true)
+}
+
+/// A file's record whose hash is not known.
+fn unhashed(r: &EntryRef<'_>) -> bool {
+    r.kind == engine::tree::Kind::File && r.sha256.is_none()
+}
+
+/// A record of the state [`merge_change`] makes: as encoded (and where), or to encode.
+enum Out<'r, 'b> {
+    Raw(EntryRef<'r>, &'b [u8]),
+    Made(EntryRef<'r>),
+}
+
+/// Where [`merge_change`] is in a change: the records to put and the paths gone that
+/// are still to come.
+struct Merge<'c, P: Iterator<Item = (EntryRef<'c>, &'c [u8])>, G: Iterator<Item = &'c PathBuf>> {
+    puts: std::iter::Peekable<P>,
+    gones: std::iter::Peekable<G>,
+}
+
+impl<'c, P, G> Merge<'c, P, G>
+where
+    P: Iterator<Item = (EntryRef<'c>, &'c [u8])>,
+    G: Iterator<Item = &'c PathBuf>,
+{
+    /// Gives `out` the records put before `p` (all that are left, without one).
+    fn before(&mut self, p: Option<&Path>, out: &mut dyn FnMut(Out<'_, '_>)) {
+        while let Some((r, raw)) = self
+            .puts
+            .next_if(|(r, _)| p.is_none_or(|p| path_order(r.path, p).is_lt()))
+        {
+            out(Out::Raw(r, raw));
+        }
+    }
+
+    /// The base's record at `p`, after what comes before it: gone, replaced by the one
+    /// put there, or kept (`keep` gives it).
+    fn base(
+        &mut self,
+        p: &Path,
+        out: &mut dyn FnMut(Out<'_, '_>),
+        keep: impl FnOnce(&mut dyn FnMut(Out<'_, '_>)),
+    ) {
+        self.before(Some(p), out);
+        while self.gones.next_if(|g| path_order(g, p).is_lt()).is_some() {}
+        if self.gones.next_if(|g| g.as_path() == p).is_some() {
+            return;
+        }
+        match self.puts.next_if(|(r, _)| r.path == p) {
+            Some((r, raw)) => out(Out::Raw(r, raw)),
+            None => keep(out),
+        }
+    }
+}
+
+/// Hands each record of the state in `file` with `change` made to it (see
+/// [`save_changed`]) to `out`, in path order.
+fn merge_change(
+    file: &Path,
+    pair_of: (&Path, &Path),
+    change: &StateChange,
+    failed: &BTreeSet<PathBuf>,
+    out: &mut dyn FnMut(Out<'_, '_>),
+) -> std::io::Result<()> {
+    let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
+    let kept = |p: &Path| !engine::tree::under_any(failed, p);
+    let mut merge = Merge {
+        puts: change
+            .put
+            .records()
+            .filter(|(r, _)| kept(r.path))
+            .peekable(),
+        gones: change.gone.iter().filter(|g| kept(g)).peekable(),
+    };
+    let base = match std::fs::File::open(file) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(f) = base {
+        let (a, b) = pair(pair_of.0, pair_of.1);
+        let mut seq = engine::tree::encoding::SeqReader::new(f);
+        let head = seq.take_with(|raw| {
+            let ((format, fa, fb, count), rest) = postcard::take_from_bytes::<Head>(raw)?;
+            let ours = [FORMAT, FORMAT_3, FORMAT_2].contains(&format)
+                && fa == a.as_os_str().as_bytes()
+                && fb == b.as_os_str().as_bytes();
+            Ok((ours.then_some((format, count)), rest.len()))
+        })?;
+        let (format, count) = head.ok_or_else(|| invalid("not this pair's state"))?;
+        for _ in 0..count {
+            // Each record is decoded whole before anything is done with it (one cut by
+            // the end of the buffer is decoded again).
+            seq.take_with(|raw| {
+                let rest = match format {
+                    FORMAT => {
+                        let (r, rest) = postcard::take_from_bytes::<EntryRef>(raw)?;
+                        let own = &raw[..raw.len() - rest.len()];
+                        merge.base(r.path, out, |out| out(Out::Raw(r, own)));
+                        rest
+                    }
+                    _ => {
+                        let (r, rest) = if format == FORMAT_3 {
+                            postcard::take_from_bytes::<RecordRef>(raw)?
+                        } else {
+                            let (r, rest) = postcard::take_from_bytes::<LegacyRecordRef>(raw)?;
+                            (RecordRef::from(r), rest)
+                        };
+                        let (p, e) = (r.path(), r.entry());
+                        merge.base(p, out, |out| out(Out::Made(record(p, &e))));
+                        rest
+                    }
+                };
+                Ok(((), rest.len()))
+            })?;
+        }
+        if !seq.at_end()? {
+            return Err(invalid("bytes after the last record"));
+        }
+    }
+    merge.before(None, out);
+    Ok(())
+}
+
 /// Writes the state atomically, encoded a block at a time, unless the file already holds
 /// this very state. Returns whether the file was written.
 pub fn save(file: &Path, a: &Path, b: &Path, state: &Entries) -> Result<bool, Error> {
@@ -591,5 +768,80 @@ mod tests {
         assert_eq!(unspill(spilled, a, b).unwrap().to_entries(), s);
         let spilled = aside.put(&packed).unwrap();
         assert!(unspill(spilled, a, Path::new("/c")).is_err());
+    }
+
+    /// A change is made to the state in the file, streamed through: new and changed
+    /// records put in their places, paths gone taken out, a copied file's hash learned,
+    /// and at and under a failed path the file's records kept whatever the change says.
+    #[test]
+    fn a_change_is_made_to_the_state_in_its_file() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("s");
+        let (a, b) = (Path::new("/a"), Path::new("/b"));
+        let file = |n: u8, hash: Option<u8>| {
+            Entry::file(
+                u64::from(n),
+                0o644,
+                MTime::new(i64::from(n), 0),
+                hash.map(|h| Digest([h; 32])),
+            )
+        };
+        let entries = |v: &[(&str, Entry)]| -> Entries {
+            v.iter()
+                .map(|(p, e)| (PathBuf::from(p), e.clone()))
+                .collect()
+        };
+        let base = entries(&[
+            ("a", file(1, Some(1))),
+            ("d", Entry::dir(0o755, MTime::new(1, 0))),
+            ("d/old", file(2, Some(2))),
+            ("d/x", file(3, Some(3))),
+            ("e", file(4, Some(4))),
+            ("g", file(5, Some(5))),
+        ]);
+        assert!(save(&f, a, b, &base).unwrap());
+        let change = StateChange {
+            put: Packed::from_entries(&entries(&[
+                ("b", file(6, None)),
+                ("d/new", file(7, Some(7))),
+                ("d/x", file(8, Some(8))),
+                ("e", file(9, None)),
+            ])),
+            gone: vec![PathBuf::from("d/old"), PathBuf::from("g")],
+        };
+        // The hashes asked for, in path order.
+        let mut asked = Vec::new();
+        let hash_of = |r: &EntryRef<'_>| {
+            asked.push(r.path.to_path_buf());
+            (r.path == Path::new("b")).then_some(Digest([66; 32]))
+        };
+        let failed: BTreeSet<PathBuf> = [PathBuf::from("d")].into();
+        assert!(save_changed(&f, b, a, &change, &failed, hash_of).unwrap());
+        assert_eq!(asked, [PathBuf::from("b"), PathBuf::from("e")]);
+        let want = entries(&[
+            ("a", file(1, Some(1))),
+            ("b", file(6, Some(66))),
+            ("d", Entry::dir(0o755, MTime::new(1, 0))),
+            ("d/old", file(2, Some(2))),
+            ("d/x", file(3, Some(3))),
+            ("e", file(9, None)),
+        ]);
+        assert_eq!(load_entries(&f, a, b).unwrap(), Some(want.clone()));
+        // A change all under failed paths changes nothing: the file is not written.
+        let under: StateChange = StateChange {
+            put: Packed::from_entries(&entries(&[("d/y", file(1, Some(1)))])),
+            gone: vec![PathBuf::from("d/x")],
+        };
+        assert!(!save_changed(&f, a, b, &under, &failed, |_| None).unwrap());
+        assert_eq!(load_entries(&f, a, b).unwrap(), Some(want));
+        // Without a file (a first sync's progress never saved), the change is the state.
+        let g = d.path().join("none");
+        assert!(save_changed(&g, a, b, &under, &BTreeSet::new(), |_| None).unwrap());
+        assert_eq!(
+            load_entries(&g, a, b).unwrap(),
+            Some(entries(&[("d/y", file(1, Some(1)))]))
+        );
+        // Another pair's state is not changed into this pair's.
+        assert!(save_changed(&g, a, Path::new("/c"), &under, &BTreeSet::new(), |_| None).is_err());
     }
 }
