@@ -14,8 +14,8 @@ use engine::tree::encoding::EntryRef;
 use engine::tree::{path_order, Entries, Entry};
 
 /// One record in every this many is marked with where it starts: a lookup by path
-/// decodes no more than that many.
-const MARK_EVERY: usize = 64;
+/// decodes no more than that many (and the marked ones a binary search meets).
+const MARK_EVERY: usize = 16;
 
 /// The records of a sync state, back to back, in path order.
 #[derive(Default, Clone, PartialEq, Eq)]
@@ -142,6 +142,15 @@ impl Packed {
             .skip_while(move |r| path_order(r.path, path).is_lt())
             .take_while(move |r| r.path.starts_with(path))
             .map(|r| (r.path, r.to_entry()))
+    }
+
+    /// The entry at `path`, if the state has it.
+    pub fn get(&self, path: &Path) -> Option<Entry> {
+        records_from(&self.bytes[self.mark_before(path)..])
+            .map(|(r, _)| r)
+            .find(|r| path_order(r.path, path).is_ge())
+            .filter(|r| r.path == path)
+            .map(|r| r.to_entry())
     }
 
     pub fn contains_key(&self, path: &Path) -> bool {
@@ -292,11 +301,13 @@ mod tests {
         assert_eq!(packed.to_entries(), entries);
         let again = Packed::from_bytes(packed.bytes().to_vec(), packed.len()).unwrap();
         assert_eq!(again, packed);
-        for (p, _) in entries.iter() {
+        for (p, e) in entries.iter() {
             assert!(packed.contains_key(p), "{p:?}");
+            assert_eq!(packed.get(p).as_ref(), Some(e), "{p:?}");
         }
         for p in ["", "a", "d/f", "d/f0300", "d/f00071", "d-w", "f"] {
             assert!(!packed.contains_key(Path::new(p)), "{p:?}");
+            assert_eq!(packed.get(Path::new(p)), None, "{p:?}");
         }
         let under: Vec<PathBuf> = packed
             .at_and_under(Path::new("d"))

@@ -547,20 +547,36 @@ fn files_to_compare(a: &Tree, b: &Tree, base: &Packed) -> [Vec<PathBuf>; 2] {
     let unhashed = |t: &Tree| {
         t.entries
             .values()
-            .any(|e| file(Some(e)).is_some_and(|e| e.hash.is_none()))
+            .filter(|e| file(Some(e)).is_some_and(|e| e.hash.is_none()))
+            .count()
     };
-    if !unhashed(a) && !unhashed(b) {
+    let unhashed = unhashed(a) + unhashed(b);
+    if unhashed == 0 {
         // Every file's hash is known (from the stat caches): the state need not be read.
         return out;
     }
+    // The state's entry of each path both sides have: looked up where few files are
+    // unhashed (a pass after a small change), else read in one walk with them.
+    let few = unhashed < base.len() / 32;
     let mut rows = base.iter().peekable();
-    for (p, x, y) in engine::tree::zip_paths(&a.entries, &b.entries) {
+    let mut state_at = |p: &Path| -> Option<Entry> {
+        if few {
+            return base.get(p);
+        }
         while rows
             .next_if(|(q, _)| engine::tree::path_order(q, p).is_lt())
             .is_some()
         {}
-        let s = rows.next_if(|(q, _)| *q == p).map(|(_, e)| e);
-        let (x, y, s) = (file(x), file(y), file(s.as_ref()));
+        rows.next_if(|(q, _)| *q == p).map(|(_, e)| e)
+    };
+    for (p, x, y) in engine::tree::zip_paths(&a.entries, &b.entries) {
+        let (x, y) = (file(x), file(y));
+        let unknown = |e: Option<&Entry>| e.is_some_and(|e| e.hash.is_none());
+        if !unknown(x) && !unknown(y) {
+            continue;
+        }
+        let s = state_at(p);
+        let s = file(s.as_ref());
         let meets = |e: &Entry, others: [Option<&Entry>; 2]| {
             e.hash.is_none() && others.iter().flatten().any(|o| o.size == e.size)
         };
