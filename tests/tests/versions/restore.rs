@@ -1,0 +1,250 @@
+//! Restores: over a directory that changed, one path, after a kill; what verify and a
+//! wrong name say.
+
+use super::*;
+
+#[test]
+fn restore_into_non_empty_dir_needs_force_and_can_be_undone() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    write(&src.join("f"), "synced");
+    env.oneway(&src, &dst, &[]).expect(0);
+    let synced = snapshot(&src);
+    write(&src.join("f"), "edited after the sync");
+    write(&src.join("new"), "also new");
+    let edited = snapshot(&src);
+
+    let refused = env.run("oneway", [src.as_os_str(), "--restore".as_ref()]);
+    refused.expect(2);
+    assert!(refused.all().contains("--force"), "{}", refused.all());
+    assert_eq!(snapshot(&src), edited);
+
+    env.run(
+        "oneway",
+        [src.as_os_str(), "--restore".as_ref(), "--force".as_ref()],
+    )
+    .expect(0);
+    let strip_root = |m: BTreeMap<PathBuf, Snap>| -> BTreeMap<PathBuf, Snap> {
+        m.into_iter()
+            .filter(|(p, _)| !p.as_os_str().is_empty())
+            .collect()
+    };
+    assert_eq!(strip_root(snapshot(&src)), strip_root(synced));
+    // The replaced contents are the latest version now: restore them back.
+    env.run(
+        "recovery",
+        ["restore".as_ref(), src.as_os_str(), "--force".as_ref()],
+    )
+    .expect(0);
+    assert_eq!(strip_root(snapshot(&src)), strip_root(edited));
+}
+
+#[test]
+fn path_restores_one_deep_file_over_its_edited_self_with_force() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    write(&src.join("a/b/deep.txt"), "as synced");
+    write(&src.join("a/other.txt"), "other");
+    env.oneway(&src, &dst, &[]).expect(0);
+    write(&src.join("a/b/deep.txt"), "edited since");
+    write(&src.join("a/other.txt"), "other, edited");
+    let path = ["restore", "--path", "a/b/deep.txt"].map(std::ffi::OsStr::new);
+    let args = |force: bool| {
+        let mut v = vec![path[0], src.as_os_str(), path[1], path[2]];
+        if force {
+            v.push("--force".as_ref());
+        }
+        v
+    };
+    env.run("recovery", args(false)).expect(2);
+    env.run("recovery", args(true)).expect(0);
+    assert_eq!(
+        fs::read_to_string(src.join("a/b/deep.txt")).unwrap(),
+        "as synced"
+    );
+    assert_eq!(
+        fs::read_to_string(src.join("a/other.txt")).unwrap(),
+        "other, edited",
+        "only the path asked for is restored"
+    );
+}
+
+#[test]
+fn killed_during_versioning_leaves_a_verifiable_restorable_store() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    let mut rng = Rng::new(5);
+    make_many(&src, 3000, 2000, &mut rng);
+    env.oneway(&src, &dst, &[]).expect(0);
+    // A second version (so that every round recycles `_0`), timed: the kills below are
+    // spread over the length of such a pass, versioning included.
+    write(&src.join("second"), "2");
+    let started = Instant::now();
+    env.oneway(&src, &dst, &[]).expect(0);
+    let mut pass = started.elapsed();
+    let mut killed = 0;
+    let mut latest_before = version(&env, &src, "latest").1;
+    // Ten rounds, and more until three runs were cut short: a run that ends before its
+    // kill makes the next kills come sooner (a busy machine times that pass slow).
+    let mut rounds = 0u64;
+    while rounds < 10 || (killed < 3 && rounds < 40) {
+        let round = rounds;
+        rounds += 1;
+        write(&src.join(format!("round-{round}")), format!("{round}"));
+        let now = coreutils_dir_sha(&src);
+        let mut cmd = env.cmd("oneway");
+        cmd.arg(&src).arg(&dst).arg("--once");
+        let at = pass.mul_f64(0.2 + rng.below(100) as f64 / 100.0);
+        if kill_after(cmd, at) {
+            killed += 1;
+        } else {
+            pass = pass.mul_f64(0.7);
+        }
+        let verify = env.run("recovery", ["verify"]);
+        assert_eq!(verify.code(), 0, "round {round}: {}", verify.all());
+        // The latest version is the new state or, cut short before it was made, the
+        // latest before: never an older one (each round's state is new).
+        let listed = versions(&env, &src);
+        let latest = &listed[0].2;
+        assert!(
+            *latest == now || *latest == latest_before,
+            "round {round}: latest is neither this round's state nor the last one"
+        );
+        if *latest == now && listed.len() > 1 {
+            assert_eq!(listed[1].2, latest_before, "round {round}: previous");
+        }
+        latest_before = latest.clone();
+        let to = env.path(&format!("restored-{round}"));
+        env.run(
+            "recovery",
+            [
+                "restore".as_ref(),
+                src.as_os_str(),
+                "--to".as_ref(),
+                to.as_os_str(),
+            ],
+        )
+        .expect(0);
+        let (_, sha) = version(&env, &src, "latest");
+        assert_eq!(coreutils_dir_sha(&to), sha, "round {round}");
+        fs::remove_dir_all(&to).unwrap();
+    }
+    assert!(killed >= 3, "only {killed} runs were cut short");
+    env.oneway(&src, &dst, &[]).expect(0);
+    env.run("recovery", ["verify"]).expect(0);
+}
+
+#[test]
+fn verify_names_a_damaged_stored_file() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    write(&src.join("good"), "fine");
+    write(&src.join("sub/bad"), "will rot");
+    env.oneway(&src, &dst, &[]).expect(0);
+    write(
+        &src.join("sub/bad"),
+        "replaced: the old bytes go into the store",
+    );
+    env.oneway(&src, &dst, &[]).expect(0);
+    env.run("recovery", ["verify"]).expect(0);
+    let store = dst.join("__versions__");
+    let object = files_of(&store)
+        .into_iter()
+        .map(|(p, _)| store.join(p))
+        .find(|p| fs::read(p).unwrap() == b"will rot")
+        .expect("the replaced file in the store");
+    chmod(&object, 0o644);
+    fs::write(&object, "has rot!").unwrap();
+    let run = env.run("recovery", ["verify".as_ref(), src.as_os_str()]);
+    run.expect(1);
+    assert!(run.stdout().contains("sub/bad"), "{}", run.stdout());
+    assert!(!run.stdout().contains("good"), "{}", run.stdout());
+}
+
+#[test]
+fn path_restores_one_file_and_to_leaves_dir_alone() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    write(&src.join("docs/keep.txt"), "kept");
+    write(&src.join("docs/lost.txt"), "lost then found");
+    env.oneway(&src, &dst, &[]).expect(0);
+    fs::remove_file(src.join("docs/lost.txt")).unwrap();
+    write(&src.join("docs/keep.txt"), "edited, not restored");
+    env.run(
+        "recovery",
+        [
+            "restore".as_ref(),
+            src.as_os_str(),
+            "--path".as_ref(),
+            "docs/lost.txt".as_ref(),
+        ],
+    )
+    .expect(0);
+    assert_eq!(
+        fs::read_to_string(src.join("docs/lost.txt")).unwrap(),
+        "lost then found"
+    );
+    assert_eq!(
+        fs::read_to_string(src.join("docs/keep.txt")).unwrap(),
+        "edited, not restored"
+    );
+
+    let before = snapshot(&src);
+    let elsewhere = env.path("elsewhere");
+    env.run(
+        "recovery",
+        [
+            "restore".as_ref(),
+            src.as_os_str(),
+            "--to".as_ref(),
+            elsewhere.as_os_str(),
+        ],
+    )
+    .expect(0);
+    assert_eq!(snapshot(&src), before, "--to changed DIR");
+    assert_eq!(
+        fs::read_to_string(elsewhere.join("docs/keep.txt")).unwrap(),
+        "kept"
+    );
+    // --to into a non-empty directory is refused.
+    env.run(
+        "recovery",
+        [
+            "restore".as_ref(),
+            src.as_os_str(),
+            "--to".as_ref(),
+            elsewhere.as_os_str(),
+        ],
+    )
+    .expect(2);
+}
+
+#[test]
+fn unknown_dir_or_missing_version_is_refused_with_a_hint() {
+    let env = Env::new();
+    let run = env.run("recovery", ["restore", "/no/such/dir"]);
+    run.expect(2);
+    assert!(run.all().contains("recovery list"), "{}", run.all());
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    fs::create_dir(&dst).unwrap();
+    write(&src.join("f"), "one version only");
+    env.oneway(&src, &dst, &[]).expect(0);
+    let run = env.run(
+        "recovery",
+        [
+            "restore".as_ref(),
+            src.as_os_str(),
+            "--version".as_ref(),
+            "previous".as_ref(),
+            "--to".as_ref(),
+            env.path("x").as_os_str(),
+        ],
+    );
+    run.expect(2);
+    assert!(run.all().contains("recovery list"), "{}", run.all());
+}
