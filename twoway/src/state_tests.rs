@@ -9,7 +9,7 @@ fn load_entries(f: &Path, a: &Path, b: &Path) -> Result<Option<Entries>, Error> 
 }
 
 /// A state written by the release before the shared entry encoding (format 3, its
-/// own records) still reads, as the same entries.
+/// own records) still reads, as the same entries, and a pass's change is made to it.
 #[test]
 fn a_state_of_format_3_still_reads() {
     let d = tempfile::tempdir().unwrap();
@@ -61,6 +61,32 @@ fn a_state_of_format_3_still_reads() {
         .unwrap()
         .unwrap();
     assert_eq!(got, want);
+    // A pass's change made to it streams its records through in the current format.
+    let g = d.path().join("changed");
+    std::fs::copy(&f, &g).unwrap();
+    let change = StateChange {
+        put: Packed::from_entries(
+            &[(PathBuf::from("e"), Entry::dir(0o700, MTime::new(9, 0)))]
+                .into_iter()
+                .collect(),
+        ),
+        gone: vec![PathBuf::from("l")],
+    };
+    let none = BTreeSet::new();
+    assert!(
+        save_changed(&g, Path::new("/a"), Path::new("/b"), &change, &none, |_| {
+            None
+        })
+        .unwrap()
+    );
+    let mut changed = want.clone();
+    changed.remove(Path::new("l"));
+    changed.insert(PathBuf::from("e"), Entry::dir(0o700, MTime::new(9, 0)));
+    assert_eq!(
+        load_entries(&g, Path::new("/a"), Path::new("/b")).unwrap(),
+        Some(changed)
+    );
+    assert_eq!(std::fs::read(&g).unwrap()[0], 4, "the current format");
     // Saved again, it takes the current format and reads back the same.
     assert!(save(&f, Path::new("/a"), Path::new("/b"), &got).unwrap());
     assert_eq!(
