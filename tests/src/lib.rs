@@ -76,6 +76,21 @@ impl Env {
         self.dir.path().join(rel)
     }
 
+    /// SOURCE (`src`, not made yet) and an empty BACKUP (`dst`) for a mirror.
+    pub fn src_and_dst(&self) -> (PathBuf, PathBuf) {
+        let (src, dst) = (self.path("src"), self.path("dst"));
+        std::fs::create_dir_all(&dst).unwrap();
+        (src, dst)
+    }
+
+    /// The versions of `dir` as `recovery list --json` gives them, newest first.
+    pub fn versions_of(&self, dir: &Path) -> Vec<serde_json::Value> {
+        let run = self.run("recovery", [Path::new("list"), dir, Path::new("--json")]);
+        run.expect(0);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap();
+        v["dirs"][0]["versions"].as_array().unwrap().clone()
+    }
+
     /// The data home the binaries use.
     pub fn home(&self) -> PathBuf {
         self.path("home")

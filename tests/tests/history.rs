@@ -4,7 +4,7 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use integration_tests::*;
 
@@ -18,15 +18,7 @@ fn recovery<S: AsRef<OsStr>>(env: &Env, args: &[S]) -> Run {
 
 /// (id, made) of every version of `dir`, newest first.
 fn listed(env: &Env, dir: &Path) -> Vec<(String, String)> {
-    let run = recovery(
-        env,
-        &[OsStr::new("list"), dir.as_os_str(), OsStr::new("--json")],
-    );
-    run.expect(0);
-    let v: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap();
-    v["dirs"][0]["versions"]
-        .as_array()
-        .unwrap()
+    env.versions_of(dir)
         .iter()
         .map(|x| (x["id"].to_string(), x["made"].as_str().unwrap().to_string()))
         .collect()
@@ -36,16 +28,10 @@ fn restore_to(env: &Env, dir: &Path, version: &str, to: &Path, extra: &[&str]) -
     env.restore_to(dir, version, to, extra)
 }
 
-fn setup(env: &Env) -> (PathBuf, PathBuf) {
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir_all(&dst).unwrap();
-    (src, dst)
-}
-
 #[test]
 fn a_folder_deleted_several_passes_ago_is_found_and_restored() {
     let env = Env::new();
-    let (src, dst) = setup(&env);
+    let (src, dst) = env.src_and_dst();
     write(&src.join("docs/report.txt"), "the report");
     write(&src.join("docs/notes/a.txt"), "notes");
     write(&src.join("other.txt"), "0");
@@ -105,7 +91,7 @@ fn a_folder_deleted_several_passes_ago_is_found_and_restored() {
 #[test]
 fn a_version_is_chosen_by_id_tag_or_time() {
     let env = Env::new();
-    let (src, dst) = setup(&env);
+    let (src, dst) = env.src_and_dst();
     // (Versions are timed to the millisecond: each pass is a process of its own.)
     for tag in ["one", "two", "three"] {
         write(&src.join("f"), tag);
@@ -144,7 +130,7 @@ fn a_version_is_chosen_by_id_tag_or_time() {
 #[test]
 fn the_retention_policy_keeps_tagged_versions_and_forget_says_what_it_frees() {
     let env = Env::new();
-    let (src, dst) = setup(&env);
+    let (src, dst) = env.src_and_dst();
     let cfg = env.path("keep.json");
     write(
         &cfg,
@@ -237,7 +223,7 @@ fn each_twoway_replica_restores_its_versions_without_the_other() {
 #[test]
 fn what_a_forced_restore_replaces_is_kept_and_can_be_restored() {
     let env = Env::new();
-    let (src, dst) = setup(&env);
+    let (src, dst) = env.src_and_dst();
     write(&src.join("f"), "synced");
     env.oneway(&src, &dst, &[]).expect(0);
     write(&src.join("f"), "edited after the sync");
@@ -267,7 +253,7 @@ fn what_a_forced_restore_replaces_is_kept_and_can_be_restored() {
 #[test]
 fn ls_diff_and_duplicates_read_the_history() {
     let env = Env::new();
-    let (src, dst) = setup(&env);
+    let (src, dst) = env.src_and_dst();
     write(&src.join("a.txt"), "same bytes");
     write(&src.join("sub/b.txt"), "same bytes");
     write(&src.join("c.txt"), "c");

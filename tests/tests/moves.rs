@@ -29,8 +29,7 @@ fn recovery(env: &Env, args: &[&OsStr]) -> Run {
 #[test]
 fn a_renamed_directory_and_a_moved_file_are_renamed_in_backup() {
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir_all(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     let mut rng = Rng::new(7);
     let big = rng.bytes(8 << 20);
     settled(&src.join("photos/2019/a.jpg"), &big, 1);
@@ -89,8 +88,7 @@ fn a_renamed_directory_and_a_moved_file_are_renamed_in_backup() {
 #[test]
 fn a_backup_file_edited_by_hand_is_not_taken_for_a_move_and_is_kept() {
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir_all(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     settled(&src.join("a.txt"), b"original text", 1);
     settled(&src.join("other.txt"), b"other", 2);
     env.oneway(&src, &dst, &[]).expect(0);

@@ -11,7 +11,9 @@
 use std::path::{Path, PathBuf};
 
 use engine::tree::encoding::EntryRef;
-use engine::tree::{path_order, Entries, Entry};
+#[cfg(test)]
+use engine::tree::Entries;
+use engine::tree::{path_order, Entry};
 
 /// One record in every this many is marked with where it starts: a lookup by path
 /// decodes no more than that many (and the marked ones a binary search meets).
@@ -61,7 +63,8 @@ fn take(bytes: &[u8]) -> postcard::Result<(EntryRef<'_>, &[u8])> {
 }
 
 impl Packed {
-    /// The state of `records`, in path order, each path once.
+    /// The state of `records`, in path order, each path once (tests build states so).
+    #[cfg(test)]
     pub fn from_sorted<'e>(records: impl IntoIterator<Item = (&'e Path, &'e Entry)>) -> Packed {
         let mut w = Writer::default();
         for (p, e) in records {
@@ -71,6 +74,7 @@ impl Packed {
     }
 
     /// The state `entries` hold.
+    #[cfg(test)]
     pub fn from_entries(entries: &Entries) -> Packed {
         Packed::from_sorted(entries.iter())
     }
@@ -135,15 +139,6 @@ impl Packed {
         self.records().map(|(r, _)| r.path)
     }
 
-    /// The entries at `path` and under it, in path order.
-    pub fn at_and_under<'a>(&'a self, path: &'a Path) -> impl Iterator<Item = (&'a Path, Entry)> {
-        records_from(&self.bytes[self.mark_before(path)..])
-            .map(|(r, _)| r)
-            .skip_while(move |r| path_order(r.path, path).is_lt())
-            .take_while(move |r| r.path.starts_with(path))
-            .map(|r| (r.path, r.to_entry()))
-    }
-
     /// The entry at `path`, if the state has it.
     pub fn get(&self, path: &Path) -> Option<Entry> {
         records_from(&self.bytes[self.mark_before(path)..])
@@ -161,6 +156,7 @@ impl Packed {
     }
 
     /// The same state as entries (tests compare states so).
+    #[cfg(test)]
     pub fn to_entries(&self) -> Entries {
         Entries::from_sorted(self.iter().map(|(p, e)| (p.to_path_buf(), e)).collect())
     }
@@ -237,11 +233,6 @@ pub struct StateChange {
 }
 
 impl StateChange {
-    /// Nothing changes.
-    pub fn is_empty(&self) -> bool {
-        self.put.is_empty() && self.gone.is_empty()
-    }
-
     /// The paths of the state after the change, made to `base`, in path order.
     pub fn paths_after<'a>(&'a self, base: &'a Packed) -> impl Iterator<Item = &'a Path> + 'a {
         let mut gone = self.gone.iter().peekable();
@@ -254,6 +245,7 @@ impl StateChange {
     }
 
     /// The state after the change, made to `base` (tests compare states so).
+    #[cfg(test)]
     pub fn applied_to(&self, base: &Entries) -> Entries {
         // As a state records it (no inode, nothing only a scan knows).
         let mut after = Packed::from_entries(base).to_entries();
@@ -309,14 +301,6 @@ mod tests {
             assert!(!packed.contains_key(Path::new(p)), "{p:?}");
             assert_eq!(packed.get(Path::new(p)), None, "{p:?}");
         }
-        let under: Vec<PathBuf> = packed
-            .at_and_under(Path::new("d"))
-            .map(|(p, _)| p.to_path_buf())
-            .collect();
-        assert_eq!(under.len(), 301);
-        assert_eq!(under.last().unwrap(), Path::new("d/f0299"));
-        assert_eq!(packed.at_and_under(Path::new("d/f0150")).count(), 1);
-        assert_eq!(packed.at_and_under(Path::new("x")).count(), 0);
     }
 
     /// Bytes that are not a state of the count given are refused, not taken for one.

@@ -528,18 +528,9 @@ fn with_added(
         match (noted, again) {
             (Some((_, raw)), None) => new_put.push_bytes(raw),
             (_, Some((p, f))) => {
-                let old = base.at_and_under(p).next().filter(|(q, _)| q == p);
-                let mut one = packed::Writer::default();
-                note_change(
-                    &mut one,
-                    &mut new_gone,
-                    p,
-                    old.as_ref().map(|(_, e)| e),
-                    f.as_ref().map(|f| f.entry),
-                );
-                for (_, raw) in one.finish().records() {
-                    new_put.push_bytes(raw);
-                }
+                let old = base.get(p);
+                let new = f.as_ref().map(|f| f.entry);
+                note_change(&mut new_put, &mut new_gone, p, old.as_ref(), new);
             }
             (None, None) => {}
         }

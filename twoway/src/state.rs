@@ -202,9 +202,9 @@ impl Aside<'_> {
     pub fn put(&self, state: &Packed) -> std::io::Result<Spilled> {
         std::fs::create_dir_all(self.dir)?;
         let mut f = tempfile::tempfile_in(self.dir)?;
-        write_packed(&mut f, (self.a, self.b), state.len(), || {
-            std::iter::once(Record::Raw(state.bytes()))
-        })?;
+        let mut out = Blocks::start(&mut f, (self.a, self.b), state.len());
+        out.raw(state.bytes());
+        out.finish()?;
         Ok(Spilled(f))
     }
 }
@@ -224,65 +224,72 @@ pub fn unspill(s: Spilled, a: &Path, b: &Path) -> std::io::Result<Packed> {
     })
 }
 
-/// What [`save_records`] writes, in path order: records already encoded (one or
-/// several, back to back), or one to encode.
-pub enum Record<'a> {
-    Raw(&'a [u8]),
-    Made(EntryRef<'a>),
+/// A state file being written, a block at a time: its head, then its records, in path
+/// order, encoded already or encoded here. A write that fails is told by `finish`.
+struct Blocks<'w> {
+    w: &'w mut dyn std::io::Write,
+    buf: Vec<u8>,
+    failed: Option<std::io::Error>,
 }
 
-/// Writes the head of the pair (a, b)'s state of `count` records, then `records()`.
-fn write_packed<'r, I>(
-    w: &mut dyn std::io::Write,
-    (a, b): (&Path, &Path),
-    count: usize,
-    records: impl Fn() -> I,
-) -> std::io::Result<()>
-where
-    I: Iterator<Item = Record<'r>>,
-{
+impl<'w> Blocks<'w> {
     const BLOCK: usize = 64 * 1024;
-    let enc = |e: postcard::Error| std::io::Error::other(e);
-    let (a, b) = pair(a, b);
-    let head = (
-        FORMAT,
-        a.as_os_str().as_bytes(),
-        b.as_os_str().as_bytes(),
-        count,
-    );
-    let mut buf = postcard::to_extend(&head, Vec::with_capacity(BLOCK + 1024)).map_err(enc)?;
-    for r in records() {
-        match r {
-            Record::Raw(bytes) if bytes.len() >= BLOCK => {
-                w.write_all(&buf)?;
-                buf.clear();
-                w.write_all(bytes)?;
-            }
-            Record::Raw(bytes) => buf.extend_from_slice(bytes),
-            Record::Made(r) => buf = postcard::to_extend(&r, buf).map_err(enc)?,
-        }
-        if buf.len() >= BLOCK {
-            w.write_all(&buf)?;
-            buf.clear();
+
+    /// Starts the state of the pair (a, b), of `count` records.
+    fn start(w: &'w mut dyn std::io::Write, (a, b): (&Path, &Path), count: usize) -> Self {
+        let (a, b) = pair(a, b);
+        let head = (
+            FORMAT,
+            a.as_os_str().as_bytes(),
+            b.as_os_str().as_bytes(),
+            count,
+        );
+        let buf = postcard::to_extend(&head, Vec::with_capacity(Self::BLOCK + 1024))
+            .expect("BUG: a head encodes into memory");
+        Blocks {
+            w,
+            buf,
+            failed: None,
         }
     }
-    w.write_all(&buf)
-}
 
-/// Writes the pair (a, b)'s state of the `count` records `records()` gives, in path
-/// order, atomically, unless the file already holds this very state (`records` may be
-/// called twice). Returns whether the file was written.
-pub fn save_records<'r, I>(
-    file: &Path,
-    a: &Path,
-    b: &Path,
-    count: usize,
-    records: impl Fn() -> I,
-) -> Result<bool, Error>
-where
-    I: Iterator<Item = Record<'r>>,
-{
-    fs::write_atomic_unless_same(file, |w| write_packed(w, (a, b), count, &records))
+    /// Records encoded already (one or several, back to back).
+    fn raw(&mut self, bytes: &[u8]) {
+        if bytes.len() >= Self::BLOCK {
+            self.flush();
+            if self.failed.is_none() {
+                self.failed = self.w.write_all(bytes).err();
+            }
+        } else {
+            self.buf.extend_from_slice(bytes);
+            self.flush_full();
+        }
+    }
+
+    /// A record to encode.
+    fn record(&mut self, r: &EntryRef<'_>) {
+        self.buf = postcard::to_extend(r, std::mem::take(&mut self.buf))
+            .expect("BUG: a record encodes into memory");
+        self.flush_full();
+    }
+
+    fn flush_full(&mut self) {
+        if self.buf.len() >= Self::BLOCK {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.failed.is_none() {
+            self.failed = self.w.write_all(&self.buf).err();
+        }
+        self.buf.clear();
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        self.flush();
+        self.failed.map_or(Ok(()), Err)
+    }
 }
 
 /// Adds `new` to the state of the pair (a, b) in `file`: records in path order, each a
@@ -337,13 +344,11 @@ where
     // New records always change the file: written without comparing it first.
     fs::write_atomic_with(file, |w| {
         let (_, records) = merged()?;
-        let head = (
-            FORMAT,
-            a.as_os_str().as_bytes(),
-            b.as_os_str().as_bytes(),
-            count,
-        );
-        engine::tree::encoding::write_seq(w, &head, records)?;
+        let mut out = Blocks::start(w, (a, b), count);
+        for r in records {
+            out.record(&r.as_ref());
+        }
+        out.finish()?;
         failed.take().map_or(Ok(()), Err)
     })
 }
@@ -371,33 +376,17 @@ pub fn save_changed(
     merge_change(file, (a, b), change, failed, &mut |_| count += 1).map_err(read_error)?;
     let mut hash_of = hash_of;
     fs::write_atomic_with(file, |w| {
-        use std::io::Write;
-        write_packed(w, (a, b), count, std::iter::empty)?;
-        let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024 + 1024);
-        let mut failed_write: Option<std::io::Error> = None;
-        {
-            let mut emit = |r: Out<'_, '_>| {
-                match r {
-                    Out::Raw(r, raw) if !unhashed(&r) => buf.extend_from_slice(raw),
-                    Out::Raw(mut r, _) | Out::Made(mut r) => {
-                        if unhashed(&r) {
-                            r.sha256 = hash_of(&r);
-                        }
-                        buf = postcard::to_extend(&r, std::mem::take(&mut buf))
-                            .expect("BUG: a record encodes into memory");
-                    }
+        let mut out = Blocks::start(w, (a, b), count);
+        merge_change(file, (a, b), change, failed, &mut |r| match r {
+            Out::Raw(r, raw) if !unhashed(&r) => out.raw(raw),
+            Out::Raw(mut r, _) | Out::Made(mut r) => {
+                if unhashed(&r) {
+                    r.sha256 = hash_of(&r);
                 }
-                if buf.len() >= 64 * 1024 && failed_write.is_none() {
-                    failed_write = w.write_all(&buf).err();
-                    buf.clear();
-                }
-            };
-            merge_change(file, (a, b), change, failed, &mut emit)?;
-        }
-        if let Some(e) = failed_write {
-            return Err(e);
-        }
-        w.write_all(&buf)
+                out.record(&r);
+            }
+        })?;
+        out.finish()
     })?;
     Ok(true)
 }
@@ -527,8 +516,12 @@ fn merge_change(
 /// Writes the state atomically, encoded a block at a time, unless the file already holds
 /// this very state. Returns whether the file was written.
 pub fn save(file: &Path, a: &Path, b: &Path, state: &Entries) -> Result<bool, Error> {
-    save_records(file, a, b, state.len(), || {
-        state.iter().map(|(p, e)| Record::Made(record(p, e)))
+    fs::write_atomic_unless_same(file, |w| {
+        let mut out = Blocks::start(w, (a, b), state.len());
+        for (p, e) in state.iter() {
+            out.record(&record(p, e));
+        }
+        out.finish()
     })
 }
 

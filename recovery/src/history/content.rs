@@ -80,7 +80,14 @@ impl History {
                     continue;
                 }
                 if st.nlink == 1 {
-                    root.link_within(&rel, &obj)?;
+                    match root.link_within(&rel, &obj) {
+                        Ok(()) => {}
+                        // The twin's store gave it meanwhile (it settles on its own lock):
+                        // the object is there, named by its content.
+                        Err(Error::Io { source, .. })
+                            if source.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(e),
+                    }
                 } else {
                     // Still a live file's other name: the object gets its own copy.
                     let mut same_root = root.try_clone()?;

@@ -94,8 +94,7 @@ fn json_names_a_two_way_conflict() {
 #[test]
 fn recovery_commands_print_json_events() {
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    std::fs::create_dir_all(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     write(&src.join("docs/a.txt"), "same");
     write(&src.join("docs/b.txt"), "same");
     write(&src.join("gone.txt"), "to be deleted");

@@ -72,8 +72,7 @@ fn an_unknown_kind_is_a_usage_error() {
 #[test]
 fn without_config_the_default_config_file_is_read_and_named_with_v() {
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    std::fs::create_dir_all(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     write(&src.join("keep.txt"), "k");
     write(&src.join("scratch.tmp"), "t");
     // XDG_CONFIG_HOME first.
@@ -152,8 +151,7 @@ fn every_help_has_examples() {
 fn under_systemd_lines_carry_the_journal_priority_instead_of_a_stamp() {
     use std::os::unix::fs::MetadataExt;
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    std::fs::create_dir_all(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     write(&src.join("a.txt"), "a");
     // The journal's stream, as systemd names it: this file, both outputs going to it.
     let journal = env.path("journal");

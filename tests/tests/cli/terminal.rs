@@ -43,8 +43,7 @@ fn in_terminal_typing(env: &Env, tool: &str, args: &[&std::path::Path], typed: &
 #[test]
 fn on_a_terminal_the_summary_is_short_and_readable() {
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    std::fs::create_dir_all(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     let mut rng = Rng::new(3);
     write_random(&src.join("photo.jpg"), 3 << 20, &mut rng);
     write(&src.join("notes.txt"), "notes");

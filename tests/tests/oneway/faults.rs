@@ -366,8 +366,7 @@ fn read_only_directories_are_mirrored_and_still_updated_as_a_user() {
 #[test]
 fn a_rewrite_within_the_same_timestamp_tick_is_not_missed() {
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     let f = src.join("f");
     write(&f, "first version");
     // An mtime within the tick the pass runs in. The kernel would give a rewrite made
@@ -422,8 +421,7 @@ fn a_file_rewritten_while_it_is_copied_is_never_installed_torn() {
     use std::os::unix::fs::FileExt;
     use std::sync::atomic::{AtomicBool, Ordering};
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     const LEN: usize = 8 << 20;
     write(&src.join("big"), vec![0u8; LEN]);
     write(&src.join("calm"), "calm");

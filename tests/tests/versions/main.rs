@@ -15,12 +15,7 @@ const OLD: i64 = 1_600_000_000;
 /// (which, id, directory SHA-256) of every version of `dir`, newest first; `which` is
 /// "latest", "previous" or empty.
 fn versions(env: &Env, dir: &Path) -> Vec<(String, String, String)> {
-    let run = env.run("recovery", [Path::new("list"), dir, Path::new("--json")]);
-    run.expect(0);
-    let v: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap();
-    v["dirs"][0]["versions"]
-        .as_array()
-        .unwrap()
+    env.versions_of(dir)
         .iter()
         .map(|x| {
             (
@@ -127,8 +122,7 @@ fn deleted_source_is_restored_identically() {
 #[test]
 fn latest_and_previous_follow_the_last_two_changes() {
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     write(&src.join("f"), "state one");
     env.oneway(&src, &dst, &[]).expect(0);
     let first = version(&env, &src, "latest").1;
@@ -200,8 +194,7 @@ fn latest_and_previous_follow_the_last_two_changes() {
 #[test]
 fn edits_in_place_of_any_live_file_leave_every_version_restorable() {
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     let store = dst.join("__versions__");
     write(&src.join("same"), "unchanged");
     write(&src.join("changes"), "v1");
@@ -276,8 +269,7 @@ fn store_checks(env: &Env, src: &Path, dst: &Path, extra: &[&str], store: &Path)
 #[test]
 fn copy_mode_is_read_as_on_and_still_restores() {
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     let cfg = env.path("copy.json");
     write(&cfg, r#"{"versions": "copy"}"#);
     let store = dst.join("__versions__");
@@ -303,8 +295,7 @@ fn store_on_another_filesystem_is_copied() {
         return;
     }
     let store = tempfile::tempdir_in(shm).unwrap();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     store_checks(
         &env,
         &src,
@@ -317,8 +308,7 @@ fn store_on_another_filesystem_is_copied() {
 #[test]
 fn metadata_only_change_keeps_the_old_metadata_in_the_version() {
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     for f in ["chmodded", "touched"] {
         write(&src.join(f), "same bytes");
         chmod(&src.join(f), 0o644);
@@ -368,8 +358,7 @@ fn disk_usage(root: &Path) -> u64 {
 #[test]
 fn a_version_after_a_small_change_costs_the_changed_bytes_plus_directories() {
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     let mut rng = Rng::new(9);
     for i in 0..2000 {
         write_random(&src.join(format!("d{}/f{i}", i % 40)), 8192, &mut rng);
@@ -436,8 +425,7 @@ fn concurrent_runs_sharing_a_data_home_keep_both_registry_entries() {
 #[test]
 fn no_versions_writes_no_store() {
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     write(&src.join("f"), "x");
     env.oneway(&src, &dst, &["--no-versions"]).expect(0);
     assert!(!dst.join("__versions__").exists());
@@ -447,8 +435,7 @@ fn no_versions_writes_no_store() {
 #[test]
 fn content_found_only_in_backup_is_versioned_before_a_pass_replaces_or_deletes_it() {
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     write(&src.join("f"), "one");
     write(&src.join("g"), "g one");
     env.oneway(&src, &dst, &[]).expect(0);

@@ -6,8 +6,7 @@ use super::*;
 #[test]
 fn restore_into_non_empty_dir_needs_force_and_can_be_undone() {
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     write(&src.join("f"), "synced");
     env.oneway(&src, &dst, &[]).expect(0);
     let synced = snapshot(&src);
@@ -43,8 +42,7 @@ fn restore_into_non_empty_dir_needs_force_and_can_be_undone() {
 #[test]
 fn path_restores_one_deep_file_over_its_edited_self_with_force() {
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     write(&src.join("a/b/deep.txt"), "as synced");
     write(&src.join("a/other.txt"), "other");
     env.oneway(&src, &dst, &[]).expect(0);
@@ -74,8 +72,7 @@ fn path_restores_one_deep_file_over_its_edited_self_with_force() {
 #[test]
 fn killed_during_versioning_leaves_a_verifiable_restorable_store() {
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     let mut rng = Rng::new(5);
     make_many(&src, 3000, 2000, &mut rng);
     env.oneway(&src, &dst, &[]).expect(0);
@@ -140,8 +137,7 @@ fn killed_during_versioning_leaves_a_verifiable_restorable_store() {
 #[test]
 fn verify_names_a_damaged_stored_file() {
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     write(&src.join("good"), "fine");
     write(&src.join("sub/bad"), "will rot");
     env.oneway(&src, &dst, &[]).expect(0);
@@ -168,8 +164,7 @@ fn verify_names_a_damaged_stored_file() {
 #[test]
 fn path_restores_one_file_and_to_leaves_dir_alone() {
     let env = Env::new();
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     write(&src.join("docs/keep.txt"), "kept");
     write(&src.join("docs/lost.txt"), "lost then found");
     env.oneway(&src, &dst, &[]).expect(0);
@@ -230,8 +225,7 @@ fn unknown_dir_or_missing_version_is_refused_with_a_hint() {
     let run = env.run("recovery", ["restore", "/no/such/dir"]);
     run.expect(2);
     assert!(run.all().contains("recovery list"), "{}", run.all());
-    let (src, dst) = (env.path("src"), env.path("dst"));
-    fs::create_dir(&dst).unwrap();
+    let (src, dst) = env.src_and_dst();
     write(&src.join("f"), "one version only");
     env.oneway(&src, &dst, &[]).expect(0);
     let run = env.run(
