@@ -160,18 +160,7 @@ fn latest_and_previous_follow_the_last_two_changes() {
     );
 
     let (prev_to, latest_to) = (env.path("prev"), env.path("latest"));
-    env.run(
-        "recovery",
-        [
-            "restore".as_ref(),
-            src.as_os_str(),
-            "--version".as_ref(),
-            "previous".as_ref(),
-            "--to".as_ref(),
-            prev_to.as_os_str(),
-        ],
-    )
-    .expect(0);
+    env.restore_to(&src, "previous", &prev_to, &[]).expect(0);
     env.run(
         "recovery",
         [

@@ -228,17 +228,7 @@ fn unknown_dir_or_missing_version_is_refused_with_a_hint() {
     let (src, dst) = env.src_and_dst();
     write(&src.join("f"), "one version only");
     env.oneway(&src, &dst, &[]).expect(0);
-    let run = env.run(
-        "recovery",
-        [
-            "restore".as_ref(),
-            src.as_os_str(),
-            "--version".as_ref(),
-            "previous".as_ref(),
-            "--to".as_ref(),
-            env.path("x").as_os_str(),
-        ],
-    );
+    let run = env.restore_to(&src, "previous", &env.path("x"), &[]);
     run.expect(2);
     assert!(run.all().contains("recovery list"), "{}", run.all());
 }
