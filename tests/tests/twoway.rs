@@ -684,3 +684,31 @@ fn filters_leave_paths_alone_on_both_sides() {
         "b's scratch"
     );
 }
+
+/// A pass that changes nothing makes no version. The first pass makes each replica's
+/// store inside it, which changes that replica's own mtime: that is the tool's doing,
+/// not a change to keep (A below is only read by the first pass, so nothing else sets
+/// its mtime again).
+#[test]
+fn a_second_pass_with_nothing_changed_makes_no_version() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    write(&a.join("d/f"), "x");
+    write(&a.join("top"), "y");
+    sync(&env, &a, &b, &[]).expect(0);
+    let made = |d: &Path| env.versions_of(d).len();
+    assert_eq!((made(&a), made(&b)), (1, 1));
+    for _ in 0..2 {
+        sync(&env, &a, &b, &[]).expect(0);
+        assert_eq!(
+            (made(&a), made(&b)),
+            (1, 1),
+            "a pass that changed nothing made a version"
+        );
+    }
+    let (src, dst) = env.src_and_dst();
+    write(&src.join("d/f"), "x");
+    env.oneway(&src, &dst, &[]).expect(0);
+    env.oneway(&src, &dst, &[]).expect(0);
+    assert_eq!(made(&dst), 1, "a pass that changed nothing made a version");
+}

@@ -430,6 +430,15 @@ pub fn run_watched<T: Tool>(
         }
         _ => None,
     };
+    if !tool.settings().dry_run {
+        // Each store exists before its replica is read: making one inside a replica
+        // changes the replica's own mtime, and a version recorded from a scan made
+        // before would differ from the replica for no change of the person's.
+        for v in tool.versions().into_iter().flatten() {
+            v.ensure()
+                .map_err(|e| Refusal::new(format!("cannot create the store: {e}")))?;
+        }
+    }
     let (mut scanned, base) = Scanned::read(tool, scope)?;
     tool.prepare(&mut scanned, &base);
     // The plan borrows the trees: what the steps did is folded into them once it is gone.
