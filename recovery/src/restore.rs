@@ -152,6 +152,22 @@ pub fn select(vd: &VersionedDir, spec: &str) -> Result<VersionHead, Refusal> {
     })
 }
 
+/// The newest version of `vd` that holds `sub`, if any.
+fn newest_holding(vd: &VersionedDir, sub: &Path) -> Result<Option<VersionHead>, Refusal> {
+    let mut found = None;
+    vd.history()
+        .walk(
+            |p| p == sub,
+            |head, hits| {
+                if found.is_none() && hits.contains_key(sub) {
+                    found = Some(head.clone());
+                }
+            },
+        )
+        .map_err(Refusal::from)?;
+    Ok(found)
+}
+
 /// A point in time: RFC 3339, or a date (the end of that day, UTC).
 pub fn parse_point(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
@@ -184,7 +200,7 @@ fn is_empty_dir(p: &Path, store: &Path) -> Result<bool, Refusal> {
 pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, Refusal> {
     let dir = absolute(&req.dir)?;
     let vd = find_versioned(home, &dir, req.store.as_deref())?;
-    let head = select(&vd, &req.version)?;
+    let mut head = select(&vd, &req.version)?;
     let t0 = std::time::Instant::now();
     let state = vd.history().state(head.id).map_err(Refusal::from)?;
     log::debug!(
@@ -194,7 +210,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
     );
     // Kept while the restore runs if it is the latest version: where its content is
     // still live is looked up in it (see `LiveCopies`).
-    let known = state.clone();
+    let mut known = state.clone();
     let mut vtree = state.into_tree();
 
     if let Some(sub) = &req.subpath {
@@ -205,6 +221,22 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
                 "--path {} must be a relative path inside the directory",
                 display(sub)
             )));
+        }
+        // A path that a pass removed is not in the latest version: with no version
+        // named, it comes back from the newest version that holds it.
+        if !vtree.entries.contains_key(sub) && req.version.is_empty() {
+            if let Some(h) = newest_holding(&vd, sub)? {
+                log::info!(
+                    "{} is not in the latest version of {}; restoring it from {}, the newest that holds it",
+                    display(sub),
+                    display(&dir),
+                    describe(&h)
+                );
+                let state = vd.history().state(h.id).map_err(Refusal::from)?;
+                known = state.clone();
+                vtree = state.into_tree();
+                head = h;
+            }
         }
         if !vtree.entries.contains_key(sub) {
             return Err(Refusal::new(format!(

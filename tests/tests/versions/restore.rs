@@ -232,3 +232,59 @@ fn unknown_dir_or_missing_version_is_refused_with_a_hint() {
     run.expect(2);
     assert!(run.all().contains("recovery list"), "{}", run.all());
 }
+
+/// A folder a pass removed is in no later version: `--path` with no `--version` brings
+/// it back from the newest version that holds it (its last state, not an older one),
+/// through `oneway DIR --restore` as through `recovery restore`. A version named
+/// explicitly is taken at its word.
+#[test]
+fn path_removed_by_a_pass_comes_back_from_the_newest_version_holding_it() {
+    let env = Env::new();
+    let (src, dst) = env.src_and_dst();
+    write(&src.join("docs/a.txt"), "first");
+    write(&src.join("other.txt"), "other");
+    env.oneway(&src, &dst, &[]).expect(0);
+    write(&src.join("docs/a.txt"), "last before the folder went");
+    env.oneway(&src, &dst, &[]).expect(0);
+    fs::remove_dir_all(src.join("docs")).unwrap();
+    env.oneway(&src, &dst, &[]).expect(0);
+    write(&src.join("other.txt"), "a later change");
+    env.oneway(&src, &dst, &[]).expect(0);
+
+    let latest = ["--version", "latest", "--path", "docs"];
+    let run = env.run(
+        "recovery",
+        [
+            ["restore".as_ref(), src.as_os_str()].as_slice(),
+            &latest.map(std::ffi::OsStr::new),
+        ]
+        .concat(),
+    );
+    run.expect(2);
+    assert!(run.all().contains("recovery find"), "{}", run.all());
+    assert!(!src.join("docs").exists());
+
+    let run = env.run(
+        "oneway",
+        [
+            src.as_os_str(),
+            "--restore".as_ref(),
+            "--path".as_ref(),
+            "docs".as_ref(),
+        ],
+    );
+    run.expect(0);
+    assert!(
+        run.all().contains("the newest that holds it"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(
+        fs::read_to_string(src.join("docs/a.txt")).unwrap(),
+        "last before the folder went"
+    );
+    assert_eq!(
+        fs::read_to_string(src.join("other.txt")).unwrap(),
+        "a later change"
+    );
+}
