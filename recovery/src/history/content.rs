@@ -11,6 +11,14 @@ use engine::tree::{Digest, Kind};
 
 use super::{object_path, pending_path, version_file, Form, History, OBJECTS, PENDING};
 
+#[cfg(test)]
+thread_local! {
+    /// Run between the check that an object is missing and the link that settles it:
+    /// where a test makes the twin's store give the object first.
+    pub(super) static BEFORE_SETTLING_LINK: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 impl History {
     /// Whether the history holds the object `sha` (settled or pending).
     pub fn holds(root: &mut Root, sha: &Digest) -> Result<bool, Error> {
@@ -80,6 +88,8 @@ impl History {
                     continue;
                 }
                 if st.nlink == 1 {
+                    #[cfg(test)]
+                    BEFORE_SETTLING_LINK.with(|f| f.borrow_mut().as_mut().map(|f| f()));
                     match root.link_within(&rel, &obj) {
                         Ok(()) => {}
                         // The twin's store gave it meanwhile (it settles on its own lock):

@@ -295,6 +295,42 @@ fn kept_content_reaches_the_twin_even_after_a_kill_in_between() {
     );
 }
 
+/// Each store settles its pending files under its own lock, and its twin gives it
+/// objects under the twin's: the twin's object can appear between the check that it is
+/// missing and the link that settles it. The file is then settled, not an error.
+#[test]
+fn an_object_the_twin_gave_meanwhile_settles_the_pending_file() {
+    let (d, h) = new_history();
+    let twin = History::at(d.path().join("store/y-2"));
+    let live = d.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    std::fs::write(live.join("f"), b"old").unwrap();
+    let sha = engine::hash::hash_reader(&mut &b"old"[..]).unwrap().0;
+    let mut root = h.open_made().unwrap();
+    History::keep_file(
+        &mut root,
+        &mut Root::open(&live).unwrap(),
+        Path::new("f"),
+        &sha,
+    )
+    .unwrap();
+    std::fs::remove_file(live.join("f")).unwrap();
+    let obj = h.path().join(object_path(&sha));
+    let given = obj.clone();
+    super::content::BEFORE_SETTLING_LINK.with(|f| {
+        *f.borrow_mut() = Some(Box::new(move || std::fs::write(&given, b"old").unwrap()))
+    });
+    let settled = h.settle_pending(std::slice::from_ref(&twin));
+    super::content::BEFORE_SETTLING_LINK.with(|f| *f.borrow_mut() = None);
+    settled.unwrap();
+    assert_eq!(std::fs::read(&obj).unwrap(), b"old");
+    assert!(!h.path().join(pending_path(&sha)).exists());
+    assert_eq!(
+        std::fs::read(twin.path().join(object_path(&sha))).unwrap(),
+        b"old"
+    );
+}
+
 #[test]
 fn a_new_whole_version_is_byte_for_byte_its_entries_encoded() {
     // Entries copied from the version before (the same in every field, inode included)
