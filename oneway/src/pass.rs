@@ -178,7 +178,7 @@ impl Tool for Job {
 
     fn prepare(&self, scanned: &mut Scanned, _: &()) {
         // What to look at: the part read, under --watch (its hashes are not needed).
-        let parts = part_to_plan(scanned);
+        let parts = scanned.part_read();
         if !self.settings.checksum {
             // Size and mtime alone are not proof when either side's hash is not cached
             // (a file written in the same timestamp tick as its last hashing keeps
@@ -207,7 +207,8 @@ impl Tool for Job {
         // BACKUP's entry for the planner.
         mark_attribute_changes(scanned, parts.as_ref());
         // The part to plan, as the trees now are (hashed, marked).
-        scanned.parts = parts.is_some().then(|| part_to_plan(scanned)).flatten();
+        let parts = parts.is_some().then(|| scanned.part_read()).flatten();
+        scanned.plan_only(parts);
     }
 
     fn plan<'s>(&self, scanned: &'s Scanned, _: ()) -> Result<Planned<'s, usize>, Refusal> {
@@ -402,17 +403,6 @@ fn mark_attribute_changes(scanned: &mut Scanned, parts: Option<&[engine::tree::T
             }
         }
     }
-}
-
-/// Under `--watch`, after a pass that read only the folders that changed: that part of
-/// SOURCE and BACKUP, which is all a plan needs to look at (elsewhere the two are as
-/// the pass before made them). None (plan the whole) otherwise, or when the part holds a
-/// hard-linked file (links pair paths anywhere in the tree).
-fn part_to_plan(scanned: &Scanned) -> Option<[engine::tree::Tree; 2]> {
-    let region = scanned.region.as_ref()?;
-    let parts = scanned.trees.each_ref().map(|t| region.part_of(t));
-    let linked = parts.iter().any(|t| t.entries.values().any(|e| e.linked));
-    (!linked).then_some(parts)
 }
 
 fn sha_text(d: Option<Digest>) -> String {

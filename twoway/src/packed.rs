@@ -10,10 +10,11 @@
 
 use std::path::{Path, PathBuf};
 
+use engine::scan::rescan::Region;
 use engine::tree::encoding::EntryRef;
 #[cfg(test)]
 use engine::tree::Entries;
-use engine::tree::{path_order, Entry};
+use engine::tree::{parent_of, path_order, Entry};
 
 /// One record in every this many is marked with where it starts: a lookup by path
 /// decodes no more than that many (and the marked ones a binary search meets).
@@ -153,6 +154,42 @@ impl Packed {
             .map(|(r, _)| r.path)
             .find(|p| path_order(p, path).is_ge())
             .is_some_and(|p| p == path)
+    }
+
+    /// The records in `region`: those of the part of a tree that
+    /// [`Region::part_of`] takes (the folders read, and what is directly in them; the
+    /// folders walked whole, and everything under them).
+    pub fn part(&self, region: &Region) -> Packed {
+        let mut picked: Vec<(&Path, &[u8])> = Vec::new();
+        for d in &region.dirs {
+            for (r, own) in self.at_and_under(d) {
+                let itself = r.path == d.as_path() && !d.as_os_str().is_empty();
+                if itself || (r.path != d.as_path() && parent_of(r.path) == d.as_path()) {
+                    picked.push((r.path, own));
+                }
+            }
+        }
+        for w in &region.whole {
+            picked.extend(self.at_and_under(w).map(|(r, own)| (r.path, own)));
+        }
+        picked.sort_by(|x, y| path_order(x.0, y.0));
+        picked.dedup_by(|x, y| x.0 == y.0);
+        let mut w = Writer::default();
+        for (_, own) in picked {
+            w.push_bytes(own);
+        }
+        w.finish()
+    }
+
+    /// The records at and under `dir`, each with its own bytes, in path order (every
+    /// path under a folder comes right after it in path order).
+    fn at_and_under<'a>(
+        &'a self,
+        dir: &'a Path,
+    ) -> impl Iterator<Item = (EntryRef<'a>, &'a [u8])> + 'a {
+        records_from(&self.bytes[self.mark_before(dir)..])
+            .skip_while(move |(r, _)| path_order(r.path, dir).is_lt())
+            .take_while(move |(r, _)| r.path.starts_with(dir))
     }
 
     /// The same state as entries (tests compare states so).

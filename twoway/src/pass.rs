@@ -247,6 +247,7 @@ impl Tool for Job {
     }
 
     fn prepare(&self, scanned: &mut Scanned, base: &Option<Packed>) {
+        let base_given = base.as_ref();
         let empty = Packed::default();
         let base = base.as_ref().unwrap_or(&empty);
         // The planner compares contents only where a file meets a file of the same size
@@ -280,6 +281,20 @@ impl Tool for Job {
             log::error!(target: engine::error::FILE_ERROR, "{e}");
             scanned.errors.push(e);
         }
+        // Under --watch, the part read again is all the planner looks at: outside it
+        // both replicas and the state are as the pass before left them. Not where names
+        // fold case (collisions are looked for in the whole), nor where a folder the
+        // state knows is gone or no longer a folder on either side: the state's records
+        // under it are outside the part, and must go.
+        if folds == [false, false] {
+            let parts = match (scanned.part_read(), base_given, &scanned.region) {
+                (Some(parts), Some(base), Some(region)) => {
+                    plan::folders_stay(&parts, base, region).then_some(parts)
+                }
+                _ => None,
+            };
+            scanned.plan_only(parts);
+        }
     }
 
     fn plan<'s>(
@@ -289,7 +304,12 @@ impl Tool for Job {
     ) -> Result<Planned<'s, Sync>, Refusal> {
         let first = base.is_none();
         let opts = self.sync_options(scanned.fs);
-        let [a, b] = &scanned.trees;
+        // The part read again under --watch (see `prepare`), with the state's part.
+        let [a, b] = scanned.parts.as_ref().unwrap_or(&scanned.trees);
+        let base = match (&scanned.parts, &scanned.region) {
+            (Some(_), Some(region)) => base.map(|s| s.part(region)),
+            _ => base,
+        };
         let plan = plan::plan_sync(base.unwrap_or_default(), a, b, &opts);
         self.check_max_delete(&plan, &scanned.trees)?;
         for (p, side) in &plan.undone_deletions {

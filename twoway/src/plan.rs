@@ -18,6 +18,7 @@ use chrono::TimeZone;
 
 use engine::plan::mirror::{Action, Op, Plan};
 use engine::run::config::ConflictPolicy;
+use engine::scan::rescan::Region;
 use engine::tree::{path_order, zip_paths, Entry, Kind, Tree};
 
 use crate::packed::{self, Packed};
@@ -205,6 +206,17 @@ pub fn plan_sync<'s, 't>(
         };
     }
     plan_sync_full(base, a, b, opts)
+}
+
+/// Whether every folder the state records in `region` is still a folder in both
+/// `parts` (the part of each replica read again under `--watch`). Then a plan of the
+/// parts, with the state's part, is the plan of the whole; otherwise the records under
+/// a folder that went are outside the part, and only a plan of the whole drops them.
+pub fn folders_stay(parts: &[Tree; 2], base: &Packed, region: &Region) -> bool {
+    let is_dir = |t: &Tree, p: &Path| t.entries.get(p).is_some_and(|e| e.kind == Kind::Dir);
+    base.part(region)
+        .records()
+        .all(|(r, _)| r.kind != Kind::Dir || parts.iter().all(|t| is_dir(t, r.path)))
 }
 
 /// The paths both replicas already hold alike, with the entries a sync state records

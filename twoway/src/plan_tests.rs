@@ -703,3 +703,112 @@ fn a_directory_renamed_on_one_side_is_moved_on_the_other() {
     );
     assert_eq!(plan.deletes_b, 0, "a move is no deletion");
 }
+
+/// The region a watched rescan reads after `sides` changed from `base` (each side as the
+/// watcher sees it): the folder of every changed path, or where that folder is gone, the
+/// nearest one above it that is still a folder; and every folder that is new, whole.
+fn region_read(base: &Map, sides: [&Map; 2]) -> Region {
+    let mut region = Region::default();
+    for side in sides {
+        let is_dir =
+            |p: &Path| p.as_os_str().is_empty() || side.get(p).is_some_and(|e| e.kind == Kind::Dir);
+        for (p, was, now) in engine::tree::zip_paths(base, side) {
+            if was == now {
+                continue;
+            }
+            let mut d = engine::tree::parent_of(p);
+            while !is_dir(d) {
+                d = engine::tree::parent_of(d);
+            }
+            region.dirs.insert(d.to_path_buf());
+            let new_dir = now.is_some_and(|e| e.kind == Kind::Dir)
+                && !was.is_some_and(|e| e.kind == Kind::Dir);
+            if new_dir {
+                region.whole.insert(p.to_path_buf());
+            }
+        }
+    }
+    region
+}
+
+/// Each step's actions, as (verb, path) pairs.
+fn actions_of(plan: &SyncPlan) -> Vec<Vec<String>> {
+    [&plan.keep_a, &plan.keep_b, &plan.to_a, &plan.to_b]
+        .iter()
+        .map(|p| {
+            p.actions
+                .iter()
+                .map(|a| format!("{:?} {}", a.op, a.path.display()))
+                .collect()
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(600))]
+
+    /// Under --watch, a pass plans only the part read again (with the state's part of
+    /// it) when every folder the state knows there is still a folder on both sides:
+    /// it then plans what the whole would, and records the same state.
+    #[test]
+    fn a_plan_of_the_part_read_again_is_the_plan_of_the_whole(
+        base in proptest::collection::vec(0u8..7, 12),
+        ea in proptest::collection::vec((0usize..12, 0u8..7), 0..4),
+        eb in proptest::collection::vec((0usize..12, 0u8..7), 0..4),
+        policy in prop_oneof![Just(ConflictPolicy::Newer), Just(ConflictPolicy::PreferA), Just(ConflictPolicy::PreferB)],
+    ) {
+        let base_map = build(&base, 100);
+        let a = build(&mutate(&base, &ea), 150);
+        let b = build(&mutate(&base, &eb), 160);
+        // Unchanged entries keep their times (so only what was edited differs).
+        let keep = |m: Map| -> Map {
+            m.into_iter()
+                .map(|(p, e)| {
+                    let same = base_map.get(&p).is_some_and(|o| {
+                        o.kind == e.kind && o.hash == e.hash && o.target == e.target && o.mode == e.mode
+                    });
+                    let e = if same { base_map[&p].clone() } else { e };
+                    (p, e)
+                })
+                .collect()
+        };
+        let (a, b) = (keep(a), keep(b));
+        let region = region_read(&base_map, [&a, &b]);
+        let opts = SyncOptions { policy, modify_window: 0, keep_owners: true };
+        let trees: &'static [Tree; 2] = Box::leak(Box::new([tree(&a), tree(&b)]));
+        let parts: &'static [Tree; 2] =
+            Box::leak(Box::new(trees.each_ref().map(|t| region.part_of(t))));
+        let state = packed(&base_map);
+        prop_assume!(folders_stay(parts, &state, &region));
+        let whole = plan_sync(packed(&base_map), &trees[0], &trees[1], &opts);
+        let part = plan_sync(state.part(&region), &parts[0], &parts[1], &opts);
+        prop_assert_eq!(actions_of(&part), actions_of(&whole));
+        prop_assert_eq!(
+            part.conflicts.iter().map(|c| (&c.path, &c.copy)).collect::<Vec<_>>(),
+            whole.conflicts.iter().map(|c| (&c.path, &c.copy)).collect::<Vec<_>>()
+        );
+        prop_assert_eq!(recorded(&part, &base_map), recorded(&whole, &base_map));
+    }
+}
+
+/// A folder removed on one side: the state's records under it are outside the part
+/// read again, so the whole is planned.
+#[test]
+fn a_folder_gone_on_one_side_is_planned_whole() {
+    let mut base = Map::new();
+    base.insert("d".into(), dir(0o755, 100));
+    base.insert("d/f".into(), file(1, 100));
+    base.insert("g".into(), file(2, 100));
+    let mut a = base.clone();
+    a.remove(Path::new("d/f"));
+    a.remove(Path::new("d"));
+    let region = region_read(&base, [&a, &base]);
+    let parts = [tree(&a), tree(&base)].map(|t| region.part_of(&t));
+    assert!(!folders_stay(&parts, &packed(&base), &region));
+    // An edit beside it alone is planned as a part.
+    let mut a = base.clone();
+    a.insert("g".into(), file(3, 150));
+    let region = region_read(&base, [&a, &base]);
+    let parts = [tree(&a), tree(&base)].map(|t| region.part_of(&t));
+    assert!(folders_stay(&parts, &packed(&base), &region));
+}

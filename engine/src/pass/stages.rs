@@ -118,6 +118,29 @@ impl Scanned {
         Ok((scanned, base))
     }
 
+    /// Under `--watch`, after a pass that read only the folders that changed: that part
+    /// of both replicas, which is all a plan needs to look at (elsewhere the two are as
+    /// the pass before made them). None (plan the whole) otherwise, or when the part
+    /// holds a hard-linked file (links pair paths anywhere in the tree).
+    pub fn part_read(&self) -> Option<[Tree; 2]> {
+        let region = self.region.as_ref()?;
+        let parts = self.trees.each_ref().map(|t| region.part_of(t));
+        let linked = parts.iter().any(|t| t.entries.values().any(|e| e.linked));
+        (!linked).then_some(parts)
+    }
+
+    /// Takes `parts` as what the planner looks at (see [`Scanned::parts`]), and says so.
+    pub fn plan_only(&mut self, parts: Option<[Tree; 2]>) {
+        if let Some([a, b]) = &parts {
+            log::debug!(
+                "planning the part read again: {} and {} entries",
+                a.entries.len(),
+                b.entries.len()
+            );
+        }
+        self.parts = parts;
+    }
+
     /// Hashes the files of replica `side` that `wanted` picks and whose hash is unknown.
     pub fn hash_where(&mut self, side: usize, wanted: impl Fn(&std::path::Path) -> bool) {
         let h = self.replicas[side].hash_where(&mut self.trees[side], wanted);

@@ -142,6 +142,12 @@ fn watch_mode_reads_only_what_changed_and_leaves_what_a_whole_pass_would() {
         // The passes after the first read only the folders that changed (one that
         // ended with an error, which a busy machine might cause, makes the next whole).
         assert!(text.matches("folders again").count() >= 3, "{tool}: {text}");
+        // ... and plan only that part (a folder removed or replaced makes its pass
+        // plan the whole; the edits are planned as parts).
+        assert!(
+            text.matches("planning the part read again").count() >= 2,
+            "{tool}: {text}"
+        );
         // A whole pass finds nothing left to do, and the trees are the same.
         let again = env
             .cmd(tool)
