@@ -721,8 +721,8 @@ fn region_read(base: &Map, sides: [&Map; 2]) -> Region {
                 d = engine::tree::parent_of(d);
             }
             region.dirs.insert(d.to_path_buf());
-            let new_dir = now.is_some_and(|e| e.kind == Kind::Dir)
-                && !was.is_some_and(|e| e.kind == Kind::Dir);
+            let new_dir =
+                now.is_some_and(|e| e.kind == Kind::Dir) && was.is_none_or(|e| e.kind != Kind::Dir);
             if new_dir {
                 region.whole.insert(p.to_path_buf());
             }
