@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import random
 import resource
 import shutil
@@ -431,11 +432,14 @@ def rename_case(R, base, runs, work, have, quick):
 
 
 def watch_case(R, tree, runs, work):
-    """oneway --watch on W1: the time from a file written in SOURCE to that file in
-    BACKUP, with the default debounce (1 s) and with --debounce 100; and what the pass
+    """--watch on W1: the time from a file written in SOURCE to that file in BACKUP
+    (oneway), with the default debounce (1 s) and with --debounce 100; and what the pass
     such a change starts costs (its own seconds, from its --json summary), with versions
-    on and off, against a whole pass that finds nothing to do."""
-    for debounce, versions in ((None, True), (100, True), (100, False)):
+    on and off, against a whole pass that finds nothing to do (oneway and twoway)."""
+    configs = [("oneway", None, True), ("oneway", 100, True), ("oneway", 100, False),
+               ("twoway", 100, True), ("twoway", 100, False)]
+    for tool, debounce, versions in configs:
+        name = "W1 watch" if tool == "oneway" else "W1 two-way watch"
         home = os.path.join(work, "home-watch")
         fresh(home)
         src, dst = os.path.join(work, "src"), os.path.join(work, "dst")
@@ -444,7 +448,7 @@ def watch_case(R, tree, runs, work):
         log = os.path.join(work, "watch.log")
         if os.path.exists(log):
             os.remove(log)
-        cmd = [ours("oneway"), src, dst, "--watch", "--interval", "3600", "-q", "--log", log, "--json"]
+        cmd = [ours(tool), src, dst, "--watch", "--interval", "3600", "-q", "--log", log, "--json"]
         if debounce:
             cmd += ["--debounce", str(debounce)]
         if not versions:
@@ -462,13 +466,14 @@ def watch_case(R, tree, runs, work):
                 return time.perf_counter() - t0
             # The first pass copies the tree: its summary in the log says it is over.
             t0 = time.perf_counter()
-            while not (os.path.exists(log) and " pass 1:" in open(log, errors="replace").read()):
+            # (twoway's first sync says "pass 1 (first sync):").
+            while not (os.path.exists(log) and re.search(r" pass 1\b", open(log, errors="replace").read())):
                 if time.perf_counter() - t0 > 300:
                     raise RuntimeError("watch: the first pass never ended")
                 time.sleep(0.05)
-            label = "W1 watch: a write in SOURCE to BACKUP" + (f" (--debounce {debounce})" if debounce else " (debounce 1 s)")
+            label = f"{name}: a write in SOURCE to BACKUP" + (f" (--debounce {debounce})" if debounce else " (debounce 1 s)")
             vlabel = "" if versions else ", --no-versions"
-            if versions:
+            if versions and tool == "oneway":
                 for i in range(max(5, runs * 3)):
                     p = os.path.join(src, f"watched-{i}.txt")
                     t0 = time.perf_counter()
@@ -506,11 +511,11 @@ def watch_case(R, tree, runs, work):
                 if e.get("type") == "summary" and e.get("pass", 0) > 1 and e.get("operations", 0) > 0:
                     seconds.append(e["seconds"])
             for sec in seconds:
-                R.add(f"W1 watch: the pass a one-file change starts{vlabel}", "oneway", sec, float("nan"))
+                R.add(f"{name}: the pass a one-file change starts{vlabel}", tool, sec, float("nan"))
             # A whole pass that finds nothing to do, as a run of its own.
             for _ in range(max(3, runs)):
-                w, m = run([ours("oneway"), src, dst, "--once", "-q"] + ([] if versions else ["--no-versions"]), env_for(home))
-                R.add(f"W1 watch: a whole pass, nothing to do{vlabel}", "oneway", w, m)
+                w, m = run([ours(tool), src, dst, "--once", "-q"] + ([] if versions else ["--no-versions"]), env_for(home))
+                R.add(f"{name}: a whole pass, nothing to do{vlabel}", tool, w, m)
 
 
 def w4_cases(R, base, work, runs, have, scale):

@@ -383,9 +383,11 @@ pub fn diff(home: &DataHome, dir: &Path, v1: &str, v2: Option<&str>) -> Result<i
                 if x.kind != y.kind || x.sha256 != y.sha256 || x.target != y.target {
                     changed += 1;
                     change("M", &y.path);
-                } else if x.mode != y.mode || x.mtime != y.mtime || x.owner != y.owner {
-                    // A directory's mtime moves with what is in it: not worth a line.
-                    if y.kind != Kind::Dir {
+                } else if x.mode != y.mode || x.owner != y.owner || x.mtime != y.mtime {
+                    // A directory's mtime moves with what is in it: not worth a line
+                    // alone (its mode or owner is).
+                    let mtime_only = x.mode == y.mode && x.owner == y.owner;
+                    if y.kind != Kind::Dir || !mtime_only {
                         meta += 1;
                         change("m", &y.path);
                     }

@@ -261,6 +261,8 @@ fn ls_diff_and_duplicates_read_the_history() {
     write(&src.join("c.txt"), "c changed");
     write(&src.join("new.txt"), "n");
     fs::remove_file(src.join("a.txt")).unwrap();
+    // A folder's mode changed (its mtime alone would not be worth a line).
+    chmod(&src.join("sub"), 0o700);
     env.oneway(&src, &dst, &[]).expect(0);
 
     let ls = recovery(
@@ -300,9 +302,10 @@ fn ls_diff_and_duplicates_read_the_history() {
     );
     diff.expect(0);
     let out = diff.stdout();
-    for want in ["+ new.txt", "- a.txt", "M c.txt"] {
+    for want in ["+ new.txt", "- a.txt", "M c.txt", "m sub\n"] {
         assert!(out.contains(want), "{want}: {out}");
     }
+    assert!(out.contains("1 with metadata changed"), "{out}");
     // Against the live directory.
     write(&src.join("live-only.txt"), "l");
     let live = recovery(
