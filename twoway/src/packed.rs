@@ -14,7 +14,7 @@ use engine::scan::rescan::Region;
 use engine::tree::encoding::EntryRef;
 #[cfg(test)]
 use engine::tree::Entries;
-use engine::tree::{parent_of, path_order, Entry};
+use engine::tree::{parent_of, path_order, same_path, Entry};
 
 /// One record in every this many is marked with where it starts: a lookup by path
 /// decodes no more than that many (and the marked ones a binary search meets).
@@ -145,7 +145,7 @@ impl Packed {
         records_from(&self.bytes[self.mark_before(path)..])
             .map(|(r, _)| r)
             .find(|r| path_order(r.path, path).is_ge())
-            .filter(|r| r.path == path)
+            .filter(|r| same_path(r.path, path))
             .map(|r| r.to_entry())
     }
 
@@ -153,7 +153,7 @@ impl Packed {
         records_from(&self.bytes[self.mark_before(path)..])
             .map(|(r, _)| r.path)
             .find(|p| path_order(p, path).is_ge())
-            .is_some_and(|p| p == path)
+            .is_some_and(|p| same_path(p, path))
     }
 
     /// The records in `region`: those of the part of a tree that
@@ -163,8 +163,8 @@ impl Packed {
         let mut picked: Vec<(&Path, &[u8])> = Vec::new();
         for d in &region.dirs {
             for (r, own) in self.at_and_under(d) {
-                let itself = r.path == d.as_path() && !d.as_os_str().is_empty();
-                if itself || (r.path != d.as_path() && parent_of(r.path) == d.as_path()) {
+                let itself = same_path(r.path, d) && !d.as_os_str().is_empty();
+                if itself || (!same_path(r.path, d) && same_path(parent_of(r.path), d)) {
                     picked.push((r.path, own));
                 }
             }

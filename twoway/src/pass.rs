@@ -587,7 +587,8 @@ fn files_to_compare(a: &Tree, b: &Tree, base: &Packed) -> [Vec<PathBuf>; 2] {
             .next_if(|(q, _)| engine::tree::path_order(q, p).is_lt())
             .is_some()
         {}
-        rows.next_if(|(q, _)| *q == p).map(|(_, e)| e)
+        rows.next_if(|(q, _)| engine::tree::same_path(q, p))
+            .map(|(_, e)| e)
     };
     for (p, x, y) in engine::tree::zip_paths(&a.entries, &b.entries) {
         let (x, y) = (file(x), file(y));

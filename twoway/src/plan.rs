@@ -19,7 +19,7 @@ use chrono::TimeZone;
 use engine::plan::mirror::{Action, Op, Plan};
 use engine::run::config::ConflictPolicy;
 use engine::scan::rescan::Region;
-use engine::tree::{path_order, zip_paths, Entry, Kind, Tree};
+use engine::tree::{path_order, same_path, zip_paths, Entry, Kind, Tree};
 
 use crate::packed::{self, Packed};
 
@@ -272,7 +272,7 @@ pub(crate) fn unchanged_since(base: &Packed, a: &Tree, b: &Tree, owners: bool) -
         };
         match (x, y) {
             (Some(x), Some(y)) => {
-                q == p
+                same_path(q, p)
                     && recorded(&s, x)
                     && same(Some(x), Some(y), 0, owners)
                     && (x.kind != Kind::Dir || x.mtime == y.mtime)
@@ -353,7 +353,7 @@ pub(crate) fn plan_sync_full<'a>(
         while let Some((q, _)) = base_rows.next_if(|(q, _)| path_order(q, p).is_lt()) {
             gone.push(q.to_path_buf());
         }
-        let s = base_rows.next_if(|(q, _)| *q == p).map(|(_, e)| e);
+        let s = base_rows.next_if(|(q, _)| same_path(q, p)).map(|(_, e)| e);
         let s = s.as_ref();
         if unknown(p) {
             // Left alone, and forgotten by the state.

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use engine::error::Error;
 use engine::fs;
 use engine::tree::encoding::EntryRef;
-use engine::tree::{path_order, Digest, Entries, Entry, MTime};
+use engine::tree::{path_order, same_path, Digest, Entries, Entry, MTime};
 
 use crate::packed::{record, Packed, StateChange, Writer};
 
@@ -434,10 +434,10 @@ where
     ) {
         self.before(Some(p), out);
         while self.gones.next_if(|g| path_order(g, p).is_lt()).is_some() {}
-        if self.gones.next_if(|g| g.as_path() == p).is_some() {
+        if self.gones.next_if(|g| same_path(g, p)).is_some() {
             return;
         }
-        match self.puts.next_if(|(r, _)| r.path == p) {
+        match self.puts.next_if(|(r, _)| same_path(r.path, p)) {
             Some((r, raw)) => out(Out::Raw(r, raw)),
             None => keep(out),
         }

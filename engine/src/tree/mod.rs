@@ -323,6 +323,13 @@ pub fn path_order(a: &Path, b: &Path) -> std::cmp::Ordering {
     }
 }
 
+/// The same path, byte for byte. `Path`'s own `==` compares components, from the back,
+/// whenever the bytes differ: the planners and the state's merge ask at every path.
+pub fn same_path(a: &Path, b: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    a.as_os_str().as_bytes() == b.as_os_str().as_bytes()
+}
+
 /// The parent of a tree's relative path (`""` for a top-level name), found from the
 /// bytes: `Path::parent` parses components from the back, and planners ask for the
 /// parent of every path.
@@ -400,7 +407,7 @@ pub fn update_each<U>(
             ups.next();
         }
         match ups.peek() {
-            Some(u) if path_of(u) == p => update(v, u),
+            Some(u) if same_path(path_of(u), p) => update(v, u),
             Some(_) => {}
             None => break,
         }

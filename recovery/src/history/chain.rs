@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use engine::error::Error;
 use engine::fs::Root;
 use engine::tree::encoding::{EntryRecord, EntryRef};
-use engine::tree::{path_order, Digest};
+use engine::tree::{path_order, same_path, Digest};
 
-use super::format::{same, same_path, Read, Run};
+use super::format::{same, Read, Run};
 use super::{damaged, version_file, Form, History, VersionHead, DIFF, VERSIONS};
 
 impl History {

@@ -86,11 +86,6 @@ pub(super) fn same(a: &EntryRef<'_>, b: &EntryRef<'_>) -> bool {
         && a.target.map(Path::as_os_str) == b.target.map(Path::as_os_str)
 }
 
-/// The same path, byte for byte (cheaper than comparing components).
-pub(super) fn same_path(a: &Path, b: &Path) -> bool {
-    a.as_os_str().as_bytes() == b.as_os_str().as_bytes()
-}
-
 /// The metadata digest of a version's entries and root: what the directory SHA-256 does
 /// not cover (each entry's kind, mode, mtime and owner; the path and target of
 /// everything that is not a file). Two versions with the same directory SHA-256 list the

@@ -35,7 +35,7 @@ mod content;
 mod format;
 
 pub use content::{cannot_link, copy_verified};
-use format::same_path;
+use engine::tree::same_path;
 pub use format::{diff_files, diff_shas, meta_digest};
 
 const FULL: u32 = 10;
