@@ -267,6 +267,10 @@ pub struct StateChange {
     pub put: Packed,
     /// Paths of the base that the state no longer holds, in path order.
     pub gone: Vec<PathBuf>,
+    /// How many of `put`'s paths the base lacks, where the planner counted them (a
+    /// small change): the state's size after the change is then known before it is
+    /// written (see `state::save_changed`).
+    pub new_paths: Option<usize>,
 }
 
 impl StateChange {

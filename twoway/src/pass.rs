@@ -444,7 +444,11 @@ impl Tool for Job {
                         e,
                     )
                 })?;
-                StateChange { put, gone }
+                StateChange {
+                    put,
+                    gone,
+                    new_paths: None,
+                }
             }
             StateToRecord::Taken => unreachable!("BUG: the state is recorded once"),
         };

@@ -528,7 +528,7 @@ fn with_added(
     base: &Packed,
 ) -> packed::StateChange {
     if added.is_empty() {
-        return packed::StateChange { put, gone };
+        return counted(put, gone, base);
     }
     let mut new_put = packed::Writer::default();
     let mut new_gone: Vec<PathBuf> = gone
@@ -548,9 +548,21 @@ fn with_added(
         }
     }
     engine::tree::sort_paths(&mut new_gone);
+    counted(new_put.finish(), new_gone, base)
+}
+
+/// A change that puts at most this many records has its new paths counted.
+const COUNTED_MAX: usize = 4096;
+
+/// The change `put` and `gone` make to `base`, with the paths it adds counted when it
+/// puts few records (a lookup each).
+fn counted(put: Packed, gone: Vec<PathBuf>, base: &Packed) -> packed::StateChange {
+    let new_paths =
+        (put.len() <= COUNTED_MAX).then(|| put.keys().filter(|p| !base.contains_key(p)).count());
     packed::StateChange {
-        put: new_put.finish(),
-        gone: new_gone,
+        put,
+        gone,
+        new_paths,
     }
 }
 

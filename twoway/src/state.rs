@@ -372,23 +372,92 @@ pub fn save_changed(
         return Ok(false);
     }
     let read_error = |e| Error::io("read the sync state", file, e);
+    let mut hash_of = hash_of;
+    // The size after the change, known beforehand where the planner counted the new
+    // paths (and no failed path holds a change back): the file is streamed through
+    // once. Written records are counted all the same; a file that would not hold the
+    // number its head says is not put in place, and the state is written the long way.
+    let known = match (change.new_paths, failed.is_empty()) {
+        (Some(new_paths), true) => records_in(file, (a, b))
+            .map_err(read_error)?
+            .map(|n| (n + new_paths).checked_sub(change.gone.len())),
+        _ => None,
+    };
+    if let Some(Some(count)) = known {
+        match write_changed(file, (a, b), change, failed, count, &mut hash_of) {
+            Ok(()) => return Ok(true),
+            Err(e) => log::debug!("sync state written again, counted first: {e}"),
+        }
+    }
     let mut count = 0;
     merge_change(file, (a, b), change, failed, &mut |_| count += 1).map_err(read_error)?;
-    let mut hash_of = hash_of;
+    write_changed(file, (a, b), change, failed, count, &mut hash_of)?;
+    Ok(true)
+}
+
+/// Writes the state in `file` with `change` made to it (see [`save_changed`]) under a
+/// head that says `count` records; fails, leaving the file as it was, if it would
+/// hold another number.
+fn write_changed(
+    file: &Path,
+    (a, b): (&Path, &Path),
+    change: &StateChange,
+    failed: &BTreeSet<PathBuf>,
+    count: usize,
+    hash_of: &mut impl FnMut(&EntryRef<'_>) -> Option<Digest>,
+) -> Result<(), Error> {
     fs::write_atomic_with(file, |w| {
         let mut out = Blocks::start(w, (a, b), count);
-        merge_change(file, (a, b), change, failed, &mut |r| match r {
-            Out::Raw(r, raw) if !unhashed(&r) => out.raw(raw),
-            Out::Raw(mut r, _) | Out::Made(mut r) => {
-                if unhashed(&r) {
-                    r.sha256 = hash_of(&r);
+        let mut written = 0;
+        merge_change(file, (a, b), change, failed, &mut |r| {
+            written += 1;
+            match r {
+                Out::Raw(r, raw) if !unhashed(&r) => out.raw(raw),
+                Out::Raw(mut r, _) | Out::Made(mut r) => {
+                    if unhashed(&r) {
+                        r.sha256 = hash_of(&r);
+                    }
+                    out.record(&r);
                 }
-                out.record(&r);
             }
         })?;
+        if written != count {
+            return Err(std::io::Error::other(format!(
+                "{written} records, where {count} were counted"
+            )));
+        }
         out.finish()
+    })
+}
+
+/// How many records the state in `file` holds, as its head says (None: no file).
+fn records_in(file: &Path, (a, b): (&Path, &Path)) -> std::io::Result<Option<usize>> {
+    let f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut seq = engine::tree::encoding::SeqReader::new(f);
+    read_head(&mut seq, (a, b)).map(|(_, count)| Some(count))
+}
+
+/// Reads the head of a state file of the pair `(a, b)`: its format and how many records
+/// follow. A file of another pair, or of a format this build does not read, is damage.
+fn read_head(
+    seq: &mut engine::tree::encoding::SeqReader<std::fs::File>,
+    (a, b): (&Path, &Path),
+) -> std::io::Result<(u32, usize)> {
+    let (a, b) = pair(a, b);
+    let head = seq.take_with(|raw| {
+        let ((format, fa, fb, count), rest) = postcard::take_from_bytes::<Head>(raw)?;
+        let ours = [FORMAT, FORMAT_3, FORMAT_2].contains(&format)
+            && fa == a.as_os_str().as_bytes()
+            && fb == b.as_os_str().as_bytes();
+        Ok((ours.then_some((format, count)), rest.len()))
     })?;
-    Ok(true)
+    head.ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "not this pair's state")
+    })
 }
 
 /// A file's record whose hash is not known.
@@ -469,16 +538,8 @@ fn merge_change(
         Err(e) => return Err(e),
     };
     if let Some(f) = base {
-        let (a, b) = pair(pair_of.0, pair_of.1);
         let mut seq = engine::tree::encoding::SeqReader::new(f);
-        let head = seq.take_with(|raw| {
-            let ((format, fa, fb, count), rest) = postcard::take_from_bytes::<Head>(raw)?;
-            let ours = [FORMAT, FORMAT_3, FORMAT_2].contains(&format)
-                && fa == a.as_os_str().as_bytes()
-                && fb == b.as_os_str().as_bytes();
-            Ok((ours.then_some((format, count)), rest.len()))
-        })?;
-        let (format, count) = head.ok_or_else(|| invalid("not this pair's state"))?;
+        let (format, count) = read_head(&mut seq, pair_of)?;
         for _ in 0..count {
             // Each record is decoded whole before anything is done with it (one cut by
             // the end of the buffer is decoded again).

@@ -71,6 +71,7 @@ fn a_state_of_format_3_still_reads() {
                 .collect(),
         ),
         gone: vec![PathBuf::from("l")],
+        new_paths: None,
     };
     let none = BTreeSet::new();
     assert!(
@@ -299,6 +300,7 @@ fn a_change_is_made_to_the_state_in_its_file() {
             ("e", file(9, None)),
         ])),
         gone: vec![PathBuf::from("d/old"), PathBuf::from("g")],
+        new_paths: None,
     };
     // The hashes asked for, in path order.
     let mut asked = Vec::new();
@@ -322,6 +324,7 @@ fn a_change_is_made_to_the_state_in_its_file() {
     let under: StateChange = StateChange {
         put: Packed::from_entries(&entries(&[("d/y", file(1, Some(1)))])),
         gone: vec![PathBuf::from("d/x")],
+        new_paths: None,
     };
     assert!(!save_changed(&f, a, b, &under, &failed, |_| None).unwrap());
     assert_eq!(load_entries(&f, a, b).unwrap(), Some(want));
@@ -334,4 +337,44 @@ fn a_change_is_made_to_the_state_in_its_file() {
     );
     // Another pair's state is not changed into this pair's.
     assert!(save_changed(&g, a, Path::new("/c"), &under, &BTreeSet::new(), |_| None).is_err());
+}
+
+/// A change whose new paths the planner counted is written in one stream, under a head
+/// that says the size it will have; a count that is wrong (it cannot be, but the file
+/// must never say another number than it holds) is caught, and the state is written
+/// the long way, counted first.
+#[test]
+fn a_counted_change_is_written_once_and_a_wrong_count_never_lands() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (Path::new("/a"), Path::new("/b"));
+    let file = |n: u8| {
+        Entry::file(
+            u64::from(n),
+            0o644,
+            MTime::new(i64::from(n), 0),
+            Some(Digest([n; 32])),
+        )
+    };
+    let entries = |v: &[(&str, u8)]| -> Entries {
+        v.iter()
+            .map(|(p, n)| (PathBuf::from(p), file(*n)))
+            .collect()
+    };
+    let base = entries(&[("a", 1), ("c", 2), ("e", 3)]);
+    let want = entries(&[("a", 1), ("b", 4), ("c", 5), ("d", 6)]);
+    for new_paths in [Some(2), Some(1), Some(3), Some(9), None] {
+        let f = d.path().join(format!("s{new_paths:?}"));
+        assert!(save(&f, a, b, &base).unwrap());
+        let change = StateChange {
+            put: Packed::from_entries(&entries(&[("b", 4), ("c", 5), ("d", 6)])),
+            gone: vec![PathBuf::from("e")],
+            new_paths,
+        };
+        assert!(save_changed(&f, a, b, &change, &BTreeSet::new(), |_| None).unwrap());
+        assert_eq!(
+            load_entries(&f, a, b).unwrap(),
+            Some(want.clone()),
+            "{new_paths:?}"
+        );
+    }
 }
