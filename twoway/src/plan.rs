@@ -557,8 +557,9 @@ const COUNTED_MAX: usize = 4096;
 /// The change `put` and `gone` make to `base`, with the paths it adds counted when it
 /// puts few records (a lookup each).
 fn counted(put: Packed, gone: Vec<PathBuf>, base: &Packed) -> packed::StateChange {
-    let new_paths =
-        (put.len() <= COUNTED_MAX).then(|| put.keys().filter(|p| !base.contains_key(p)).count());
+    // (Not for a first sync: its progress may be in the file already.)
+    let new_paths = (!base.is_empty() && put.len() <= COUNTED_MAX)
+        .then(|| put.keys().filter(|p| !base.contains_key(p)).count());
     packed::StateChange {
         put,
         gone,

@@ -384,20 +384,47 @@ pub fn save_changed(
         _ => None,
     };
     if let Some(Some(count)) = known {
-        match write_changed(file, (a, b), change, failed, count, &mut hash_of) {
-            Ok(()) => return Ok(true),
-            Err(e) => log::debug!("sync state written again, counted first: {e}"),
+        // The hashes given, kept to be given again in the same order if the file must
+        // be written again (`hash_of` answers in path order, once).
+        let mut given: Vec<Option<Digest>> = Vec::new();
+        let mut asking = |r: &EntryRef<'_>| {
+            let h = hash_of(r);
+            given.push(h);
+            h
+        };
+        let written = write_changed(file, (a, b), change, failed, count, &mut asking)?;
+        if written == count {
+            return Ok(true);
         }
+        log::debug!("sync state written again: {written} records, where {count} were counted");
+        let mut again = given.into_iter();
+        let rewritten = write_changed(file, (a, b), change, failed, written, &mut |_| {
+            again.next().flatten()
+        })?;
+        return if rewritten == written {
+            Ok(true)
+        } else {
+            Err(Error::entry(
+                file,
+                "BUG: a sync state's records changed between two writes",
+            ))
+        };
     }
     let mut count = 0;
     merge_change(file, (a, b), change, failed, &mut |_| count += 1).map_err(read_error)?;
-    write_changed(file, (a, b), change, failed, count, &mut hash_of)?;
+    let written = write_changed(file, (a, b), change, failed, count, &mut hash_of)?;
+    if written != count {
+        return Err(Error::entry(
+            file,
+            "BUG: a sync state's records changed between two readings",
+        ));
+    }
     Ok(true)
 }
 
 /// Writes the state in `file` with `change` made to it (see [`save_changed`]) under a
-/// head that says `count` records; fails, leaving the file as it was, if it would
-/// hold another number.
+/// head that says `count` records, and gives how many it made. If that is another
+/// number, nothing is written: the file stays as it was.
 fn write_changed(
     file: &Path,
     (a, b): (&Path, &Path),
@@ -405,12 +432,12 @@ fn write_changed(
     failed: &BTreeSet<PathBuf>,
     count: usize,
     hash_of: &mut impl FnMut(&EntryRef<'_>) -> Option<Digest>,
-) -> Result<(), Error> {
-    fs::write_atomic_with(file, |w| {
+) -> Result<usize, Error> {
+    let (mut made, mut miscounted) = (0, false);
+    let done = fs::write_atomic_with(file, |w| {
         let mut out = Blocks::start(w, (a, b), count);
-        let mut written = 0;
         merge_change(file, (a, b), change, failed, &mut |r| {
-            written += 1;
+            made += 1;
             match r {
                 Out::Raw(r, raw) if !unhashed(&r) => out.raw(raw),
                 Out::Raw(mut r, _) | Out::Made(mut r) => {
@@ -421,13 +448,17 @@ fn write_changed(
                 }
             }
         })?;
-        if written != count {
-            return Err(std::io::Error::other(format!(
-                "{written} records, where {count} were counted"
-            )));
+        if made != count {
+            // Not put in place (the temporary file goes).
+            miscounted = true;
+            return Err(std::io::Error::other("miscounted"));
         }
         out.finish()
-    })
+    });
+    match done {
+        Err(_) if miscounted => Ok(made),
+        other => other.map(|()| made),
+    }
 }
 
 /// How many records the state in `file` holds, as its head says (None: no file).
