@@ -264,8 +264,10 @@ fn garbage_is_the_content_no_version_needs() {
     assert!(h.objects().unwrap().is_empty());
 }
 
-#[test]
-fn kept_content_reaches_the_twin_even_after_a_kill_in_between() {
+/// A history that kept a live file `f` ("old") before a pass removed it, so the file is
+/// pending and alone; and the history of the twin replica's store. Gives the temporary
+/// directory, both histories, the content's SHA-256 and the history opened.
+fn kept_before_removal() -> (tempfile::TempDir, History, History, Digest, Root) {
     let (d, h) = new_history();
     let twin = History::at(d.path().join("store/y-2"));
     let live = d.path().join("live");
@@ -281,6 +283,12 @@ fn kept_content_reaches_the_twin_even_after_a_kill_in_between() {
     )
     .unwrap();
     std::fs::remove_file(live.join("f")).unwrap();
+    (d, h, twin, sha, root)
+}
+
+#[test]
+fn kept_content_reaches_the_twin_even_after_a_kill_in_between() {
+    let (_d, h, twin, sha, mut root) = kept_before_removal();
     // Killed after the object was made, before the twin got it.
     let obj = object_path(&sha);
     root.mkdir_unfinished(obj.parent().unwrap()).unwrap();
@@ -300,21 +308,7 @@ fn kept_content_reaches_the_twin_even_after_a_kill_in_between() {
 /// missing and the link that settles it. The file is then settled, not an error.
 #[test]
 fn an_object_the_twin_gave_meanwhile_settles_the_pending_file() {
-    let (d, h) = new_history();
-    let twin = History::at(d.path().join("store/y-2"));
-    let live = d.path().join("live");
-    std::fs::create_dir(&live).unwrap();
-    std::fs::write(live.join("f"), b"old").unwrap();
-    let sha = engine::hash::hash_reader(&mut &b"old"[..]).unwrap().0;
-    let mut root = h.open_made().unwrap();
-    History::keep_file(
-        &mut root,
-        &mut Root::open(&live).unwrap(),
-        Path::new("f"),
-        &sha,
-    )
-    .unwrap();
-    std::fs::remove_file(live.join("f")).unwrap();
+    let (_d, h, twin, sha, _) = kept_before_removal();
     let obj = h.path().join(object_path(&sha));
     let given = obj.clone();
     super::content::BEFORE_SETTLING_LINK.with(|f| {
