@@ -551,10 +551,19 @@ fn restore_options(compare_hashes: bool) -> MirrorOptions {
     }
 }
 
-/// Scans the restore target, leaving out the store if it lives inside.
+/// Scans the restore target, leaving out the store and every other directory of the
+/// versioned one that lives inside it (oneway's BACKUP inside SOURCE, with the store in
+/// it): a restore neither compares them with the version nor removes them (the scan
+/// records them as excluded, so no folder that holds one is removed whole).
 fn scan_target(target: &Path, vd: &VersionedDir, sub: Option<&Path>) -> Result<Tree, Refusal> {
+    let mut skip = vec![vd.store().to_path_buf()];
+    skip.extend(
+        vd.live_dirs()
+            .into_iter()
+            .filter(|d| d != target && d.starts_with(target)),
+    );
     let opts = ScanOptions {
-        skip: vec![vd.store().to_path_buf()],
+        skip,
         ..ScanOptions::default()
     };
     let mut t = scan::scan(target, &opts).map_err(Refusal::from)?;

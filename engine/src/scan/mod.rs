@@ -275,6 +275,9 @@ impl Walker<'_> {
             && !self.opts.skip.is_empty()
             && self.opts.skip.iter().any(|s| *s == self.root.join(&child))
         {
+            // Left alone as an excluded path is: a planner never removes a folder that
+            // holds one (a store inside BACKUP, BACKUP inside SOURCE).
+            out.excluded.push(child);
             return None;
         }
         if self.opts.filter.is_excluded(&child, is_dir) {

@@ -472,3 +472,27 @@ fn content_found_only_in_backup_is_versioned_before_a_pass_replaces_or_deletes_i
     let by_hand = [sha(b"one"), sha(b"g one")].into_iter().collect();
     assert_verified_but(&env, &by_hand, "after the hand edits");
 }
+
+/// A store inside BACKUP, in a folder SOURCE does not have (`--store BACKUP/sub/vers`):
+/// the pass leaves the folder that holds it, so the history lasts from pass to pass.
+#[test]
+fn a_store_in_a_folder_of_backup_is_never_removed_by_a_pass() {
+    let env = Env::new();
+    let (src, dst) = env.src_and_dst();
+    let store = dst.join("sub/vers");
+    let store_arg = store.to_str().unwrap();
+    write(&src.join("a.txt"), "first");
+    for i in 0..4 {
+        write(&src.join(format!("other-{i}")), "o");
+    }
+    env.oneway(&src, &dst, &["--store", store_arg]).expect(0);
+    write(&src.join("a.txt"), "second");
+    env.oneway(&src, &dst, &["--store", store_arg]).expect(0);
+    write(&src.join("a.txt"), "third");
+    env.oneway(&src, &dst, &["--store", store_arg]).expect(0);
+    assert!(store.is_dir(), "the pass removed the store");
+    assert_eq!(env.versions_of(&src).len(), 3, "the history did not last");
+    let to = env.path("first");
+    restore_version(&env, &src, "1", &to);
+    assert_eq!(fs::read_to_string(to.join("a.txt")).unwrap(), "first");
+}

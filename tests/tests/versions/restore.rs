@@ -288,3 +288,38 @@ fn path_removed_by_a_pass_comes_back_from_the_newest_version_holding_it() {
         "a later change"
     );
 }
+
+/// BACKUP inside SOURCE (allowed: a pass leaves it out of SOURCE): a restore of SOURCE
+/// leaves BACKUP, and the store in it, alone; it neither removes them nor saves them as
+/// part of SOURCE's version.
+#[test]
+fn a_restore_of_source_leaves_a_backup_inside_it_alone() {
+    let env = Env::new();
+    let src = env.path("src");
+    let dst = src.join("backup");
+    write(&src.join("a.txt"), "one");
+    write(&src.join("sub/b.txt"), "two");
+    fs::create_dir_all(&dst).unwrap();
+    env.oneway(&src, &dst, &[]).expect(0);
+    write(&src.join("a.txt"), "one and more");
+    env.oneway(&src, &dst, &[]).expect(0);
+    write(&src.join("a.txt"), "changed after the last pass");
+    let run = env.run(
+        "recovery",
+        ["restore".as_ref(), src.as_os_str(), "--force".as_ref()],
+    );
+    run.expect(0);
+    assert_eq!(
+        fs::read_to_string(src.join("a.txt")).unwrap(),
+        "one and more"
+    );
+    assert_eq!(
+        fs::read_to_string(dst.join("a.txt")).unwrap(),
+        "one and more"
+    );
+    assert_eq!(fs::read_to_string(dst.join("sub/b.txt")).unwrap(), "two");
+    // Both pass versions are still there, and the one the restore saved first.
+    let versions = env.versions_of(&src);
+    assert_eq!(versions.len(), 3, "{versions:?}");
+    assert_eq!(versions[0]["files"], 2, "{versions:?}");
+}
