@@ -812,3 +812,35 @@ fn a_folder_gone_on_one_side_is_planned_whole() {
     let parts = [tree(&a), tree(&base)].map(|t| region.part_of(&t));
     assert!(folders_stay(&parts, &packed(&base), &region));
 }
+
+/// A folder that holds an excluded path on one side (a store inside it, say) stays on
+/// both sides when the other side deletes it: what is in it besides goes.
+#[test]
+fn a_folder_holding_an_excluded_path_is_never_removed() {
+    let mut base = Map::new();
+    base.insert("sub".into(), dir(0o755, 100));
+    base.insert("sub/y".into(), file(1, 100));
+    let a = base.clone();
+    let b = Map::new();
+    let mut ta = tree(&a);
+    ta.excluded.insert("sub/vers".into());
+    let trees: &'static [Tree; 2] = Box::leak(Box::new([ta, tree(&b)]));
+    let opts = SyncOptions {
+        policy: ConflictPolicy::Newer,
+        modify_window: 0,
+        keep_owners: true,
+    };
+    let plan = plan_sync(packed(&base), &trees[0], &trees[1], &opts);
+    let (na, nb) = simulate(&plan, &a, &b);
+    assert!(
+        na.get(Path::new("sub"))
+            .is_some_and(|e| e.kind == Kind::Dir),
+        "{plan:?}"
+    );
+    assert!(
+        nb.get(Path::new("sub"))
+            .is_some_and(|e| e.kind == Kind::Dir),
+        "{plan:?}"
+    );
+    assert!(!na.contains_key(Path::new("sub/y")));
+}
