@@ -298,7 +298,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
             None => display(&target),
         };
         return Err(Refusal::new(format!(
-            "{what} is not empty; add --force to replace it (its current contents are saved as a new version first), or --to PATH to restore elsewhere"
+            "{what} is not empty; add --force to replace it (its current contents are saved as a new version first; this also finishes a restore that was cut short), or --to PATH to restore elsewhere"
         )));
     }
 
