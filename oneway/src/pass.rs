@@ -155,8 +155,9 @@ impl Tool for Job {
             touched_since: None,
         };
         if let Some(v) = &self.versioned {
-            src.skip.push(v.store().to_path_buf());
-            dst.skip.push(v.store().to_path_buf());
+            let skips = scan::store_skips(v.store(), &[&self.source, &self.backup]);
+            src.skip.extend(skips.iter().cloned());
+            dst.skip.extend(skips);
         }
         [src, dst]
     }

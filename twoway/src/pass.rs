@@ -215,7 +215,9 @@ impl Tool for Job {
     fn scan_options(&self) -> [ScanOptions; 2] {
         let mut skip = Vec::new();
         if let Some(vs) = &self.versions {
-            skip.extend(vs.iter().map(|v| v.store().to_path_buf()));
+            for v in vs {
+                skip.extend(engine::scan::store_skips(v.store(), &[&self.a, &self.b]));
+            }
         }
         let opts = ScanOptions {
             filter: self.settings.filter.clone(),

@@ -34,6 +34,29 @@ pub struct ScanOptions {
     pub touched_since: Option<crate::tree::MTime>,
 }
 
+/// What a pass over `roots` leaves out for the store at `store`: the store, and where it
+/// lies inside one of the roots, the same place in every root. The other side's folder
+/// of that name is left alone there as an excluded path is: nothing is copied into the
+/// store from it, nor is it removed.
+pub fn store_skips(store: &Path, roots: &[&Path]) -> Vec<PathBuf> {
+    let mut out = vec![store.to_path_buf()];
+    for r in roots {
+        let Ok(rel) = store.strip_prefix(r) else {
+            continue;
+        };
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        for q in roots {
+            let mirrored = q.join(rel);
+            if !out.contains(&mirrored) {
+                out.push(mirrored);
+            }
+        }
+    }
+    out
+}
+
 /// Checks that `root` is a readable directory and returns its canonical path.
 pub fn check_root(root: &Path, role: &str) -> Result<PathBuf, Refusal> {
     let canon = std::fs::canonicalize(root).map_err(|e| {

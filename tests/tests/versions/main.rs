@@ -496,3 +496,47 @@ fn a_store_in_a_folder_of_backup_is_never_removed_by_a_pass() {
     restore_version(&env, &src, "1", &to);
     assert_eq!(fs::read_to_string(to.join("a.txt")).unwrap(), "first");
 }
+
+/// A store inside one directory of a pair (`--store A/vers`), where the other directory
+/// has a folder of that name: that folder is left alone on both sides, as an excluded
+/// path is. Nothing is copied into the store from it, and it is not removed.
+#[test]
+fn the_place_of_a_store_is_left_alone_on_the_other_side() {
+    let env = Env::new();
+    // twoway: B's own `vers` is not synced into A's store.
+    let (a, b) = (env.path("a"), env.path("b"));
+    write(&a.join("a.txt"), "a");
+    write(&b.join("vers/user.txt"), "b's own");
+    let store = a.join("vers");
+    let args = [
+        a.as_os_str(),
+        b.as_os_str(),
+        "--once".as_ref(),
+        "--store".as_ref(),
+        store.as_os_str(),
+    ];
+    env.run("twoway", args).expect(0);
+    env.run("twoway", args).expect(0);
+    assert!(!store.join("user.txt").exists(), "copied into the store");
+    assert_eq!(
+        fs::read_to_string(b.join("vers/user.txt")).unwrap(),
+        "b's own"
+    );
+    assert_eq!(fs::read_to_string(b.join("a.txt")).unwrap(), "a");
+    assert_eq!(env.versions_of(&a).len(), 1);
+    // oneway: SOURCE's `vers` is not mirrored into BACKUP's store.
+    let (src, dst) = env.src_and_dst();
+    write(&src.join("f.txt"), "f");
+    write(&src.join("vers/s.txt"), "source's own");
+    let store = dst.join("vers");
+    let store_arg = store.to_str().unwrap();
+    env.oneway(&src, &dst, &["--store", store_arg]).expect(0);
+    write(&src.join("f.txt"), "changed");
+    env.oneway(&src, &dst, &["--store", store_arg]).expect(0);
+    assert!(!store.join("s.txt").exists(), "mirrored into the store");
+    assert_eq!(
+        fs::read_to_string(src.join("vers/s.txt")).unwrap(),
+        "source's own"
+    );
+    assert_eq!(env.versions_of(&src).len(), 2);
+}
