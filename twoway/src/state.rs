@@ -374,49 +374,44 @@ pub fn save_changed(
     let read_error = |e| Error::io("read the sync state", file, e);
     let mut hash_of = hash_of;
     // The size after the change, known beforehand where the planner counted the new
-    // paths (and no failed path holds a change back): the file is streamed through
-    // once. Written records are counted all the same; a file that would not hold the
-    // number its head says is not put in place, and the state is written the long way.
+    // paths (and no failed path holds a change back): the file is then streamed through
+    // once. Otherwise its records are counted first.
     let known = match (change.new_paths, failed.is_empty()) {
         (Some(new_paths), true) => records_in(file, (a, b))
             .map_err(read_error)?
-            .map(|n| (n + new_paths).checked_sub(change.gone.len())),
+            .and_then(|n| (n + new_paths).checked_sub(change.gone.len())),
         _ => None,
     };
-    if let Some(Some(count)) = known {
-        // The hashes given, kept to be given again in the same order if the file must
-        // be written again (`hash_of` answers in path order, once).
-        let mut given: Vec<Option<Digest>> = Vec::new();
-        let mut asking = |r: &EntryRef<'_>| {
-            let h = hash_of(r);
-            given.push(h);
-            h
-        };
-        let written = write_changed(file, (a, b), change, failed, count, &mut asking)?;
-        if written == count {
-            return Ok(true);
+    let count = match known {
+        Some(count) => count,
+        None => {
+            let mut count = 0;
+            merge_change(file, (a, b), change, failed, &mut |_| count += 1).map_err(read_error)?;
+            count
         }
-        log::debug!("sync state written again: {written} records, where {count} were counted");
-        let mut again = given.into_iter();
-        let rewritten = write_changed(file, (a, b), change, failed, written, &mut |_| {
-            again.next().flatten()
-        })?;
-        return if rewritten == written {
-            Ok(true)
-        } else {
-            Err(Error::entry(
-                file,
-                "BUG: a sync state's records changed between two writes",
-            ))
-        };
+    };
+    // The records written are counted all the same: a file that would not hold the
+    // number its head says is not put in place, and is written again with the number
+    // made, given the same hashes (`hash_of` answers in path order, once).
+    let mut given: Vec<Option<Digest>> = Vec::new();
+    let mut asking = |r: &EntryRef<'_>| {
+        let h = hash_of(r);
+        given.push(h);
+        h
+    };
+    let written = write_changed(file, (a, b), change, failed, count, &mut asking)?;
+    if written == count {
+        return Ok(true);
     }
-    let mut count = 0;
-    merge_change(file, (a, b), change, failed, &mut |_| count += 1).map_err(read_error)?;
-    let written = write_changed(file, (a, b), change, failed, count, &mut hash_of)?;
-    if written != count {
+    log::debug!("sync state written again: {written} records, where {count} were counted");
+    let mut again = given.into_iter();
+    let rewritten = write_changed(file, (a, b), change, failed, written, &mut |_| {
+        again.next().flatten()
+    })?;
+    if rewritten != written {
         return Err(Error::entry(
             file,
-            "BUG: a sync state's records changed between two readings",
+            "BUG: a sync state's records changed between two writes",
         ));
     }
     Ok(true)

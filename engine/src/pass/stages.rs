@@ -252,14 +252,11 @@ pub(super) fn apply<T: Tool>(
     let mut planned = planned;
     let mut errors = std::mem::take(&mut planned.errors);
     // No data loss: what a replica is about to lose must be in one of its versions
-    // first. The store exists before the replica's own mtime is set, so making it does
-    // not leave the replica's root looking changed.
+    // first (each store was made before its replica was read; see `run_watched`).
     let mut learned: [Vec<(PathBuf, Entry)>; 2] = Default::default();
     for (side, v) in tool.versions().into_iter().enumerate() {
         let Some(v) = v else { continue };
         let r = &replicas[side];
-        v.ensure()
-            .map_err(|e| Refusal::new(format!("cannot create the store: {e}")))?;
         let keep = &planned.keep_first[side];
         if !keep.is_empty() {
             let sha = scanned.cached_sha[side];

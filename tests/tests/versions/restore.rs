@@ -251,14 +251,16 @@ fn path_removed_by_a_pass_comes_back_from_the_newest_version_holding_it() {
     write(&src.join("other.txt"), "a later change");
     env.oneway(&src, &dst, &[]).expect(0);
 
-    let latest = ["--version", "latest", "--path", "docs"];
     let run = env.run(
         "recovery",
         [
-            ["restore".as_ref(), src.as_os_str()].as_slice(),
-            &latest.map(std::ffi::OsStr::new),
-        ]
-        .concat(),
+            "restore".as_ref(),
+            src.as_os_str(),
+            "--version".as_ref(),
+            "latest".as_ref(),
+            "--path".as_ref(),
+            "docs".as_ref(),
+        ],
     );
     run.expect(2);
     assert!(run.all().contains("recovery find"), "{}", run.all());
