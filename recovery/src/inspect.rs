@@ -36,7 +36,7 @@ struct VersionRow {
     /// newest version to need.
     store_bytes: u64,
     dir_sha256: String,
-    /// Made by a pass that could not read everything.
+    /// Made by a pass that ended with errors (something not read, or not written).
     incomplete: bool,
 }
 
@@ -186,7 +186,7 @@ pub fn list(home: &DataHome, dir: Option<&Path>, json: bool) -> Result<i32, Refu
                 v.which.map(|w| format!("  ({w})")).unwrap_or_default(),
                 tags,
                 if v.incomplete {
-                    "  (incomplete: the pass could not read everything)"
+                    "  (incomplete: the pass that made it had errors)"
                 } else {
                     ""
                 }

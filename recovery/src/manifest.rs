@@ -44,7 +44,7 @@ pub struct Header {
     pub bytes: u64,
     pub root_mode: u32,
     pub root_mtime: (i64, u32),
-    /// The pass that made it could not read everything (format 3 on): the version
+    /// The pass that made it ended with errors (format 3 on): the version
     /// lacks what it could not read, and never pushes a complete one out of the store.
     pub incomplete: bool,
 }

@@ -35,7 +35,7 @@ pub struct RegEntry {
     /// When the latest version was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated: Option<String>,
-    /// The latest version was made by a pass that could not read everything.
+    /// The latest version was made by a pass that ended with errors.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub incomplete: bool,
     /// Every other store that holds versions of this directory (a source backed up to

@@ -88,7 +88,7 @@ pub fn find_versioned(
         .unwrap_or(0);
     if stores.len() > 1 {
         log::info!(
-            "{} has versions in {} stores; restoring from {} (newest; --store picks another)",
+            "{} has versions in {} stores; using {}, the one with the newest version (--store picks another)",
             display(dir),
             stores.len(),
             display(stores[chosen].store())

@@ -652,3 +652,120 @@ pub fn files_of(root: &Path) -> std::collections::BTreeSet<(PathBuf, String)> {
         })
         .collect()
 }
+
+/// A filesystem of its own (`ext4`, `xfs` or `btrfs`) in a sparse image file, loop-mounted
+/// at `dir`: for a store on another filesystem, a second drive, reflinks, and a disk that
+/// fills up. Unmounted, its loop device detached and its image removed when dropped,
+/// whatever the test did. Needs root, as CI runs.
+pub struct Mounted {
+    pub dir: PathBuf,
+    image: PathBuf,
+    device: String,
+}
+
+impl Mounted {
+    /// A new `kind` filesystem of `mib` MiB (xfs needs 300 at least, btrfs 114), its
+    /// image at `at.img`, mounted at `at` (made here).
+    pub fn new(kind: &str, mib: u64, at: &Path) -> Mounted {
+        require_root();
+        // Loop devices are set up one at a time in this process, and a busy one (another
+        // test binary took it first) is tried again.
+        static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = SETUP.lock().unwrap_or_else(|e| e.into_inner());
+        let image = at.with_extension("img");
+        fs::File::create(&image)
+            .unwrap()
+            .set_len(mib << 20)
+            .unwrap();
+        let quiet: &[&str] = match kind {
+            "ext4" => &["-q", "-F"],
+            "xfs" => &["-q", "-f"],
+            "btrfs" => &["-q", "-f"],
+            other => panic!("no filesystem {other} in the test kit"),
+        };
+        let mkfs = format!("mkfs.{kind}");
+        let made = Command::new(&mkfs).args(quiet).arg(&image).output();
+        let made = made.unwrap_or_else(|e| {
+            panic!("{mkfs}: {e} (.ci/run installs e2fsprogs, xfsprogs and btrfs-progs)")
+        });
+        assert!(
+            made.status.success(),
+            "{mkfs}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let mut device = String::new();
+        for _ in 0..10 {
+            let out = Command::new("losetup")
+                .args(["-f", "--show"])
+                .arg(&image)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                device = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(
+            !device.is_empty(),
+            "no free loop device for {}",
+            image.display()
+        );
+        let mounted = Mounted {
+            dir: at.to_path_buf(),
+            image,
+            device,
+        };
+        // A new loop device may start read-only here.
+        let rw = Command::new("blockdev")
+            .args(["--setrw", &mounted.device])
+            .status()
+            .unwrap();
+        assert!(rw.success(), "blockdev --setrw {}", mounted.device);
+        fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .arg(&mounted.device)
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount {} on {}: {}",
+            mounted.device,
+            at.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        mounted
+    }
+
+    /// A path inside the mounted filesystem.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Free bytes on the filesystem.
+    pub fn free_bytes(&self) -> u64 {
+        let s = rustix::fs::statvfs(&self.dir).unwrap();
+        s.f_bavail * s.f_frsize
+    }
+
+    /// Unmounts now (a drive unplugged); dropping it afterwards does nothing more.
+    pub fn unmount(&mut self) {
+        if self.device.is_empty() {
+            return;
+        }
+        let done = Command::new("umount").arg(&self.dir).status();
+        if !done.is_ok_and(|s| s.success()) {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+        let _ = fs::remove_file(&self.image);
+        self.device.clear();
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}

@@ -88,7 +88,7 @@ pub struct VersionHead {
     pub bytes: u64,
     pub root_mode: u32,
     pub root_mtime: (i64, u32),
-    /// Made by a pass that could not read everything.
+    /// Made by a pass that ended with errors (something not read, or not written).
     pub incomplete: bool,
     /// Entries added, changed and removed since the version before it.
     pub added: u64,

@@ -249,7 +249,7 @@ impl VersionedDir {
     }
 
     /// [`record`](Self::record) after a pass: the tree's directory SHA-256 may be known
-    /// already, and a pass that could not read everything (`complete` false) makes an
+    /// already, and a pass that ended with errors (`complete` false) makes an
     /// incomplete version.
     pub fn record_pass(
         &self,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use integration_tests::*;
 
+mod disks;
 mod first_sync;
 mod guards;
 mod metadata;

@@ -1,0 +1,208 @@
+//! Other filesystems, loop-mounted: a BACKUP drive that fills up, a store on another
+//! filesystem than its directory, and a twoway replica on a drive that is then unplugged.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+/// Fills the filesystem holding `dir` with one file of zeros, up to its last free byte.
+fn fill_up(file: &Path) {
+    let mut f = fs::File::create(file).unwrap();
+    let block = vec![0u8; 64 << 10];
+    loop {
+        use std::io::Write;
+        match f.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("filling {}: {e}", file.display()),
+        }
+    }
+    // The last partial block too.
+    let mut f = std::io::BufWriter::with_capacity(1, f);
+    while std::io::Write::write(&mut f, &[0]).is_ok_and(|n| n == 1) {}
+}
+
+/// Every file BACKUP holds is whole: the same bytes as SOURCE's file of that path (or,
+/// for a path in `either`, one of the two contents given); no temporary file is left on
+/// the drive.
+fn assert_whole(src: &Path, dst: &Path, drive: &Path, either: &[(&str, &[String])]) {
+    let source: BTreeMap<PathBuf, String> = files_of(src).into_iter().collect();
+    for (p, sha) in files_of(dst) {
+        if let Some((_, allowed)) = either.iter().find(|(q, _)| p == Path::new(q)) {
+            assert!(allowed.contains(&sha), "{} is neither version", p.display());
+            continue;
+        }
+        assert_eq!(
+            source.get(&p),
+            Some(&sha),
+            "{} in BACKUP is not SOURCE's file",
+            p.display()
+        );
+    }
+    assert_eq!(temp_leftovers(drive), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_backup_drive_that_fills_up_loses_nothing_and_the_next_pass_converges() {
+    let env = Env::new();
+    let disk = Mounted::new("ext4", 32, &env.path("usb"));
+    let (src, dst) = (env.path("src"), disk.path("backup"));
+    fs::create_dir_all(&dst).unwrap();
+    let mut rng = Rng::new(41);
+    for i in 0..30 {
+        write_random(&src.join(format!("photos/p{i:02}.jpg")), 1 << 20, &mut rng);
+    }
+    write(&src.join("notes.txt"), "notes");
+
+    // More than the drive holds: what fits is copied whole, the rest is an error each.
+    let run = env.oneway(&src, &dst, &[]);
+    run.expect(1);
+    assert!(
+        run.all().contains("No space left on device"),
+        "{}",
+        run.all()
+    );
+    assert!(dst.join("notes.txt").exists());
+    assert_whole(&src, &dst, &disk.dir, &[]);
+    let first = files_of(&dst);
+    assert!(first.len() > 10, "only {} files fitted", first.len());
+    let first_id = env.versions_of(&src)[0]["id"].to_string();
+
+    // SOURCE changes while the drive is full to the last byte: the replaced and removed
+    // files must stay whole in BACKUP or in the store, whatever could not be written.
+    let old = sha256_file(&dst.join("photos/p00.jpg"));
+    write_random(&src.join("photos/p00.jpg"), 1 << 20, &mut rng);
+    let new = sha256_file(&src.join("photos/p00.jpg"));
+    for i in 1..13 {
+        fs::remove_file(src.join(format!("photos/p{i:02}.jpg"))).unwrap();
+    }
+    fill_up(&disk.path("filler"));
+    env.oneway(&src, &dst, &[]).expect(1);
+    assert_whole(&src, &dst, &disk.dir, &[("photos/p00.jpg", &[old, new])]);
+    let back = env.path("first");
+    env.restore_to(&src, &first_id, &back, &[]).expect(0);
+    assert_eq!(
+        files_of(&back),
+        first,
+        "the first version no longer restores"
+    );
+
+    // Room again: a pass, the history cut to the last version, and the next pass
+    // converges.
+    fs::remove_file(disk.path("filler")).unwrap();
+    let code = env.oneway(&src, &dst, &[]).code();
+    assert!(code == 0 || code == 1, "exit {code}");
+    env.run(
+        "recovery",
+        [
+            "forget".as_ref(),
+            dst.as_os_str(),
+            "--keep-last".as_ref(),
+            "1".as_ref(),
+        ],
+    )
+    .expect(0);
+    env.oneway(&src, &dst, &[]).expect(0);
+    assert_same_tree(&src, &dst);
+    assert_eq!(temp_leftovers(&disk.dir), Vec::<PathBuf>::new());
+    let verify = env.run("recovery", ["verify"]);
+    verify.expect(0);
+    assert!(
+        verify.stdout().contains(" 0 problems"),
+        "{}",
+        verify.stdout()
+    );
+}
+
+#[test]
+fn a_store_on_another_filesystem_keeps_copies_no_edit_in_place_reaches() {
+    let env = Env::new();
+    let disk = Mounted::new("ext4", 64, &env.path("usb"));
+    let store = disk.path("store");
+    let (src, dst) = env.src_and_dst();
+    let mut rng = Rng::new(5);
+    write(&src.join("a.txt"), "one");
+    write(&src.join("docs/b.txt"), "two");
+    write_random(&src.join("big.bin"), 3 << 20, &mut rng);
+    let pass = |want: i32| {
+        env.oneway(&src, &dst, &["--store".as_ref(), store.to_str().unwrap()])
+            .expect(want);
+        (env.versions_of(&src)[0]["id"].to_string(), files_of(&dst))
+    };
+    let mut made = vec![pass(0)];
+
+    // Edits in place in SOURCE (append, truncate) and a deletion: BACKUP's old files go
+    // to a store on another filesystem, so they are copied there.
+    fs::OpenOptions::new()
+        .append(true)
+        .open(src.join("a.txt"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b" more"))
+        .unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("big.bin"))
+        .and_then(|f| f.set_len(1 << 20))
+        .unwrap();
+    fs::remove_file(src.join("docs/b.txt")).unwrap();
+    made.push(pass(0));
+
+    // A hand edit in place in BACKUP, then the pass puts SOURCE's file back. Afterwards
+    // live files are written in place again, each in one directory: the newest version's
+    // files are the live ones, so its content is still in the other.
+    write(&dst.join("a.txt"), "by hand");
+    made.push(pass(0));
+    for live in [dst.join("a.txt"), src.join("big.bin")] {
+        write_random(&live, 4096, &mut rng);
+    }
+    let by_hand = env
+        .versions_of(&src)
+        .iter()
+        .any(|v| v["why"] == "before a pass");
+    assert!(by_hand, "the hand edit in BACKUP was not kept first");
+
+    for (i, (id, files)) in made.iter().enumerate() {
+        let to = env.path(&format!("restored-{i}"));
+        env.restore_to(&src, id, &to, &[]).expect(0);
+        assert_eq!(&files_of(&to), files, "version {id} changed");
+    }
+    let verify = env.run("recovery", ["verify"]);
+    verify.expect(0);
+    assert!(
+        verify.stdout().contains(" 0 problems"),
+        "{}",
+        verify.stdout()
+    );
+}
+
+#[test]
+fn a_replica_restores_its_versions_with_the_other_drive_unplugged() {
+    let env = Env::new();
+    let mut disk = Mounted::new("ext4", 64, &env.path("usb"));
+    let (a, b) = (env.path("a"), disk.path("b"));
+    fs::create_dir_all(&b).unwrap();
+    let mut rng = Rng::new(9);
+    write(&a.join("notes.txt"), "v1");
+    write_random(&a.join("photos/p1.jpg"), 1 << 20, &mut rng);
+    let sync = || {
+        env.run("twoway", [a.as_os_str(), b.as_os_str(), "--once".as_ref()])
+            .expect(0);
+        (env.versions_of(&a)[0]["id"].to_string(), files_of(&a))
+    };
+    let mut made = vec![sync()];
+    // Edited in place on the drive, then on the laptop: each replaces the other side's
+    // file, whose old content only the other side's store then has, on another drive.
+    write(&b.join("notes.txt"), "v2 from the drive");
+    made.push(sync());
+    write_random(&a.join("photos/p1.jpg"), 1 << 20, &mut rng);
+    made.push(sync());
+    fs::remove_file(a.join("notes.txt")).unwrap();
+    made.push(sync());
+
+    disk.unmount();
+    for (i, (id, files)) in made.iter().enumerate() {
+        let to = env.path(&format!("restored-{i}"));
+        env.restore_to(&a, id, &to, &[]).expect(0);
+        assert_eq!(&files_of(&to), files, "version {id} of A without B's drive");
+    }
+}
