@@ -126,7 +126,7 @@ fn a_store_on_another_filesystem_keeps_copies_no_edit_in_place_reaches() {
     write(&src.join("docs/b.txt"), "two");
     write_random(&src.join("big.bin"), 3 << 20, &mut rng);
     let pass = |want: i32| {
-        env.oneway(&src, &dst, &["--store".as_ref(), store.to_str().unwrap()])
+        env.oneway(&src, &dst, &["--store", store.to_str().unwrap()])
             .expect(want);
         (env.versions_of(&src)[0]["id"].to_string(), files_of(&dst))
     };
