@@ -49,6 +49,12 @@ impl Error {
         }
     }
 
+    /// Whether the filesystem was full (`ENOSPC`).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Error::Io { source, .. }
+            if source.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()))
+    }
+
     /// The path this error concerns, if any.
     pub fn path(&self) -> Option<&Path> {
         match self {

@@ -677,6 +677,8 @@ impl Mounted {
             .unwrap()
             .set_len(mib << 20)
             .unwrap();
+        // As the kernel names a loop device's backing file.
+        let image = fs::canonicalize(&image).unwrap();
         let quiet: &[&str] = match kind {
             "ext4" => &["-q", "-F"],
             "xfs" => &["-q", "-f"],
@@ -758,7 +760,12 @@ impl Mounted {
         if !done.is_ok_and(|s| s.success()) {
             let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         }
-        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+        // Only the device that still holds this image: never another test's.
+        let name = self.device.trim_start_matches("/dev/");
+        let backing = fs::read_to_string(format!("/sys/block/{name}/loop/backing_file"));
+        if backing.is_ok_and(|b| Path::new(b.trim()) == self.image) {
+            let _ = Command::new("losetup").args(["-d", &self.device]).status();
+        }
         let _ = fs::remove_file(&self.image);
         self.device.clear();
     }

@@ -237,6 +237,7 @@ pub(super) fn run(
                             new_file: true,
                             sparse: st.is_sparse(),
                             xattrs_from: Some(file.as_fd()),
+                            blocks_of: Some(file.as_fd()),
                         };
                         let (temp, _, _, _) = dst.write_temp(
                             path,

@@ -209,6 +209,7 @@ pub(super) fn prepare_copy(
         new_file: action.dst.is_none(),
         sparse: before.is_sparse(),
         xattrs_from: Some(file.as_fd()),
+        blocks_of: Some(file.as_fd()),
     };
     let (temp, digest, n, new) =
         dst.write_temp(path, &mut limited, (mode, mtime, owner), opts.stop, how)?;

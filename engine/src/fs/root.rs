@@ -59,6 +59,8 @@ pub struct Root {
     pub(super) dirs: HashMap<OsString, Arc<OwnedFd>>,
     /// Unnamed files may be tried on this root's filesystem (see [`ANON_LINK`]).
     pub(super) anon: bool,
+    /// A copy into this root may share its source's blocks (until a reflink fails).
+    pub(super) reflink: bool,
 }
 
 impl Root {
@@ -99,6 +101,7 @@ impl Root {
             fd: Arc::new(fd),
             dirs: HashMap::new(),
             anon: open_file_limit() >= DESCRIPTORS,
+            reflink: true,
         })
     }
 
@@ -106,13 +109,17 @@ impl Root {
     /// symlink followed on the way).
     pub fn subroot(&mut self, rel: &Path) -> Result<Root, Error> {
         let abs = self.abs(rel);
-        let anon = self.anon;
-        Root::on_copy_of(self.dir(rel)?, abs, anon)
+        let (anon, reflink) = (self.anon, self.reflink);
+        let mut sub = Root::on_copy_of(self.dir(rel)?, abs, anon)?;
+        sub.reflink = reflink;
+        Ok(sub)
     }
 
     /// Another root on the same directory handle (for another thread).
     pub fn try_clone(&self) -> Result<Root, Error> {
-        Root::on_copy_of(self.fd.as_fd(), self.path.clone(), self.anon)
+        let mut copy = Root::on_copy_of(self.fd.as_fd(), self.path.clone(), self.anon)?;
+        copy.reflink = self.reflink;
+        Ok(copy)
     }
 
     /// A root on a duplicate of the directory handle `fd` (at `path`).
@@ -123,6 +130,7 @@ impl Root {
             fd: Arc::new(fd),
             dirs: HashMap::new(),
             anon,
+            reflink: true,
         })
     }
 

@@ -60,7 +60,7 @@ impl Root {
             match rfs::openat(
                 &*dir,
                 ".",
-                OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
+                OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC,
                 mode,
             ) {
                 Ok(fd) => {
@@ -111,7 +111,7 @@ impl Root {
             rfs::openat(
                 &*dir,
                 &temp,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 mode,
             )
         })
@@ -141,9 +141,10 @@ impl Root {
             new_file,
             sparse,
             xattrs_from,
+            blocks_of,
         } = how;
         let mut temp = self.create_temp_mode(rel, mode, new_file)?;
-        let (digest, n) = temp.fill_hashing(reader, sparse, stop, &self.abs(rel))?;
+        let (digest, n) = self.fill(&mut temp, reader, blocks_of, sparse, stop, &self.abs(rel))?;
         // Created with the wanted permission bits, the file usually has them already
         // (the umask or a default ACL may have taken some): the one stat a copy needs
         // anyway (for its inode) tells whether the `fchmod` is needed.
@@ -169,6 +170,42 @@ impl Root {
     }
 }
 
+impl Root {
+    /// Fills `temp` with what `reader` yields, hashing it: by sharing the blocks of
+    /// `blocks_of` (the same file, read from its start) where this root's filesystem can
+    /// (a reflink, as `cp --reflink=auto`: btrfs, xfs), else by copying the bytes. A
+    /// reflink is hashed as the new file reads back, so the digest is always that of
+    /// what was written.
+    pub fn fill(
+        &mut self,
+        temp: &mut TempFile,
+        reader: &mut dyn Read,
+        blocks_of: Option<BorrowedFd<'_>>,
+        sparse: bool,
+        stop: &dyn Fn() -> bool,
+        read_from: &Path,
+    ) -> Result<(Digest, u64), Error> {
+        if let (Some(src), true) = (blocks_of, self.reflink) {
+            match rfs::ioctl_ficlone(temp.file_mut(), src) {
+                Ok(()) => return temp.hash_back(stop),
+                // Not on this filesystem, or not between these two: copied, and not
+                // tried again through this root.
+                Err(rustix::io::Errno::OPNOTSUPP)
+                | Err(rustix::io::Errno::NOTTY)
+                | Err(rustix::io::Errno::INVAL)
+                | Err(rustix::io::Errno::XDEV)
+                | Err(rustix::io::Errno::BADF)
+                | Err(rustix::io::Errno::PERM)
+                | Err(rustix::io::Errno::NOSYS) => self.reflink = false,
+                // Anything else (no space for the new extent records, say) is the
+                // copy's own error.
+                Err(e) => return Err(Error::io("write", temp.abs.clone(), e.into())),
+            }
+        }
+        temp.fill_hashing(reader, sparse, stop, read_from)
+    }
+}
+
 /// How [`Root::write_temp`] writes a file.
 #[derive(Debug, Clone, Copy)]
 pub struct TempWrite<'a> {
@@ -181,6 +218,9 @@ pub struct TempWrite<'a> {
     pub sparse: bool,
     /// The source file, whose extended attributes (and ACLs) the copy gets.
     pub xattrs_from: Option<BorrowedFd<'a>>,
+    /// The source file, whose blocks the copy shares where the filesystem can (see
+    /// [`Root::fill`]); the reader must then read it from its start.
+    pub blocks_of: Option<BorrowedFd<'a>>,
 }
 
 /// A writer into a file that leaves a hole where a whole block of zeros would go (as
@@ -278,6 +318,18 @@ impl TempFile {
         } else {
             super::copy_hashing(reader, self.file_mut(), stop).map_err(copy_error)
         }
+    }
+
+    /// Hashes the file as it reads back from its start (after a reflink).
+    fn hash_back(&mut self, stop: &dyn Fn() -> bool) -> Result<(Digest, u64), Error> {
+        use std::io::{Seek, SeekFrom};
+        let abs = self.abs.clone();
+        let mut f: &File = self.file_mut();
+        f.seek(SeekFrom::Start(0)).ctx("read", &abs)?;
+        super::copy_hashing(&mut f, &mut io::sink(), stop).map_err(|e| match e {
+            super::CopyError::Read(e) | super::CopyError::Write(e) => Error::io("read", &abs, e),
+            super::CopyError::Stopped => Error::Interrupted { path: abs.clone() },
+        })
     }
 
     pub fn file_mut(&mut self) -> &mut File {

@@ -110,6 +110,7 @@ fn temp_file_is_removed_unless_committed() {
                     new_file: false,
                     sparse: false,
                     xattrs_from: None,
+                    blocks_of: None,
                 },
             )
             .unwrap();
@@ -136,6 +137,7 @@ fn a_new_file_never_replaces_one_that_appeared_meanwhile() {
                 new_file: true,
                 sparse: false,
                 xattrs_from: None,
+                blocks_of: None,
             },
         )
         .unwrap();
@@ -171,6 +173,7 @@ fn new_files_are_unnamed_until_committed_and_behave_as_named_ones() {
                 new_file: true,
                 sparse: false,
                 xattrs_from: None,
+                blocks_of: None,
             },
         )
         .unwrap()

@@ -629,6 +629,7 @@ pub(super) fn record<T: Tool>(
             }
         }
     }
+    warn_if_full(&errors, &replicas);
     outcome.errors = errors.len();
     outcome.seconds = started.elapsed().as_secs_f64();
     super::log_summary(tool, &extra, &outcome);
@@ -658,4 +659,30 @@ pub(super) fn record<T: Tool>(
         },
         afters,
     )
+}
+
+/// One line that says what to do when writes failed because a disk is full (each
+/// failed write has its own error line already).
+fn warn_if_full(errors: &[Error], replicas: &[Replica; 2]) {
+    let full: Vec<&Error> = errors.iter().filter(|e| e.is_no_space()).collect();
+    if full.is_empty() {
+        return;
+    }
+    let on = |r: &Replica| {
+        full.iter()
+            .any(|e| e.path().is_some_and(|p| p.starts_with(&r.root)))
+    };
+    let mut where_: Vec<&str> = replicas.iter().filter(|r| on(r)).map(|r| r.label).collect();
+    if where_.is_empty() {
+        where_.push("the store");
+    }
+    log::warn!(
+        "{} write{} failed because the disk holding {} is full: make room there and run \
+         again (what is already there is whole). With versions on, what passes replaced \
+         or removed stays in the store until a version no longer needs it: `recovery list` \
+         shows what each version keeps, `recovery forget` drops old ones",
+        full.len(),
+        if full.len() == 1 { "" } else { "s" },
+        where_.join(" and ")
+    );
 }

@@ -14,10 +14,11 @@ use crate::names::display;
 pub enum VersionMode {
     /// No store is written.
     Off,
-    /// Hard-link snapshots where the store shares the replica's filesystem (default).
+    /// Versions are kept (the default; `true`, or `"link"` from earlier builds).
     #[default]
     Link,
-    /// Always copies (reflinked where the filesystem can).
+    /// `"copy"`, from earlier builds: the same as [`Link`](Self::Link) now, since no
+    /// version shares a file with a replica in any case.
     Copy,
 }
 

@@ -436,8 +436,11 @@ fn write_checked(
     to: &Path,
     c: &Checked<'_>,
 ) -> Result<engine::fs::TempFile, Error> {
+    use std::os::fd::AsFd;
     let mut temp = dst.create_temp(to)?;
-    let (digest, _) = temp.fill_hashing(file, c.sparse, &|| false, c.from)?;
+    let blocks_of = file.try_clone().ok();
+    let blocks_of = blocks_of.as_ref().map(|f| f.as_fd());
+    let (digest, _) = dst.fill(&mut temp, file, blocks_of, c.sparse, &|| false, c.from)?;
     if digest != *c.sha {
         return Err(Error::entry(c.from, c.mismatch));
     }

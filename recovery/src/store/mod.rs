@@ -275,7 +275,17 @@ impl VersionedDir {
             || self.record_locked(home, replica, tree, sha, complete, Why::Pass),
         );
         settled?;
-        let made = made?;
+        let made = match made {
+            // The drive filled up, perhaps while a kept file was copied in beside the
+            // version (a copy that failed, whose space comes back once the filesystem
+            // is flushed): the version is tried once more. Until it is written the one
+            // before stays the latest, and the kept files stay in `pending/`.
+            Err(e) if e.is_no_space() => {
+                history.open_made()?.sync_fs()?;
+                self.record_locked(home, replica, tree, sha, complete, Why::Pass)?
+            }
+            made => made?,
+        };
         if let (Some(m), true) = (&made, engine::run::events::enabled()) {
             engine::run::events::version(&self.dir, m.id, m.files, m.bytes, &m.dir_sha256);
         }
