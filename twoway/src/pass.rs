@@ -214,9 +214,14 @@ impl Tool for Job {
 
     fn scan_options(&self) -> [ScanOptions; 2] {
         let mut skip = Vec::new();
-        if let Some(vs) = &self.versions {
-            for v in vs {
-                skip.extend(engine::scan::store_skips(v.store(), &[&self.a, &self.b]));
+        if let Some([va, vb]) = &self.versions {
+            let stores = if va.store() == vb.store() {
+                vec![va.store()]
+            } else {
+                vec![va.store(), vb.store()]
+            };
+            for s in stores {
+                skip.extend(engine::scan::store_skips(s, &[&self.a, &self.b]));
             }
         }
         let opts = ScanOptions {

@@ -49,6 +49,20 @@ pub fn store_skips(store: &Path, roots: &[&Path]) -> Vec<PathBuf> {
         }
         for q in roots {
             let mirrored = q.join(rel);
+            // The other directory's folder there is not backed up, nor synced: said each
+            // pass, since a user may not know.
+            // (`__versions__` at the top is reserved on both sides: the other's own store.)
+            let reserved =
+                rel.parent() == Some(Path::new("")) && names::is_reserved_top(rel.as_os_str());
+            if q != r && !reserved && std::fs::symlink_metadata(&mirrored).is_ok() {
+                log::warn!(
+                    "{} is left out: the store of versions is at the same place in {} ({}); \
+                     move the store elsewhere (--store) to copy it",
+                    names::display(&mirrored),
+                    names::display(r),
+                    names::display(store)
+                );
+            }
             if !out.contains(&mirrored) {
                 out.push(mirrored);
             }

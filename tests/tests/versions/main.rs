@@ -516,7 +516,11 @@ fn the_place_of_a_store_is_left_alone_on_the_other_side() {
         store.as_os_str(),
     ];
     env.run("twoway", args).expect(0);
-    env.run("twoway", args).expect(0);
+    let run = env.run("twoway", args);
+    run.expect(0);
+    // Said, once a pass: B's folder is not synced.
+    let said = run.stderr().matches("vers is left out: the store").count();
+    assert_eq!(said, 1, "{}", run.all());
     assert!(!store.join("user.txt").exists(), "copied into the store");
     assert_eq!(
         fs::read_to_string(b.join("vers/user.txt")).unwrap(),
@@ -530,7 +534,13 @@ fn the_place_of_a_store_is_left_alone_on_the_other_side() {
     write(&src.join("vers/s.txt"), "source's own");
     let store = dst.join("vers");
     let store_arg = store.to_str().unwrap();
-    env.oneway(&src, &dst, &["--store", store_arg]).expect(0);
+    let run = env.oneway(&src, &dst, &["--store", store_arg]);
+    run.expect(0);
+    assert!(
+        run.all().contains("vers is left out: the store"),
+        "{}",
+        run.all()
+    );
     write(&src.join("f.txt"), "changed");
     env.oneway(&src, &dst, &["--store", store_arg]).expect(0);
     assert!(!store.join("s.txt").exists(), "mirrored into the store");
