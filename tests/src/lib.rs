@@ -309,6 +309,18 @@ pub fn assert_verified_but(
     );
 }
 
+/// Runs `recovery verify` over every store the data home knows and checks that it found
+/// nothing damaged or missing.
+pub fn assert_verified(env: &Env) {
+    let verify = env.run("recovery", ["verify"]);
+    verify.expect(0);
+    assert!(
+        verify.stdout().contains(" 0 problems"),
+        "{}",
+        verify.stdout()
+    );
+}
+
 /// SHA-256 of a file, hex.
 pub fn sha256_file(p: &Path) -> String {
     let bytes = fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));

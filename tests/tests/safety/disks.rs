@@ -120,13 +120,7 @@ fn a_backup_drive_that_fills_up_loses_nothing_and_the_next_pass_converges() {
     assert_eq!(codes.last(), Some(&0), "no pass converged: {codes:?}");
     assert_same_tree(&src, &dst);
     assert_eq!(temp_leftovers(&disk.dir), Vec::<PathBuf>::new());
-    let verify = env.run("recovery", ["verify"]);
-    verify.expect(0);
-    assert!(
-        verify.stdout().contains(" 0 problems"),
-        "{}",
-        verify.stdout()
-    );
+    assert_verified(&env);
 }
 
 #[test]
@@ -180,13 +174,7 @@ fn a_store_on_another_filesystem_keeps_copies_no_edit_in_place_reaches() {
         env.restore_to(&src, id, &to, &[]).expect(0);
         assert_eq!(&files_of(&to), files, "version {id} changed");
     }
-    let verify = env.run("recovery", ["verify"]);
-    verify.expect(0);
-    assert!(
-        verify.stdout().contains(" 0 problems"),
-        "{}",
-        verify.stdout()
-    );
+    assert_verified(&env);
 }
 
 #[test]
@@ -264,13 +252,7 @@ fn copies_share_blocks_and_edits_stay_apart(kind: &str, mib: u64) {
     let back = disk.path("restored");
     env.restore_to(&src, &first, &back, &[]).expect(0);
     assert_eq!(sha256_file(&back.join("videos/v.mp4")), original);
-    let verify = env.run("recovery", ["verify"]);
-    verify.expect(0);
-    assert!(
-        verify.stdout().contains(" 0 problems"),
-        "{}",
-        verify.stdout()
-    );
+    assert_verified(&env);
 }
 
 #[test]

@@ -360,13 +360,7 @@ fn paths_longer_than_the_kernel_takes_at_once_are_backed_up_verified_and_restore
         "{}",
         again.stdout()
     );
-    let verify = env.run("recovery", ["verify"]);
-    verify.expect(0);
-    assert!(
-        verify.stdout().contains("0 problems"),
-        "{}",
-        verify.stdout()
-    );
+    assert_verified(&env);
     let to = env.path("r");
     restore_to(&env, &src, &to, &[]).expect(0);
     let b = env.path("b");
