@@ -47,6 +47,8 @@ impl Job {
     ) -> Result<Job, Refusal> {
         let source_c = scan::check_root(source, "SOURCE")?;
         let backup_c = check_backup(backup)?;
+        home.check_mounted(&source_c, "SOURCE", !settings.dry_run)?;
+        home.check_mounted(&backup_c, "BACKUP", !settings.dry_run)?;
         if source_c == backup_c {
             return Err(Refusal::new(format!(
                 "SOURCE and BACKUP are the same directory ({})",
@@ -170,6 +172,9 @@ impl Tool for Job {
         // The roots may have gone since the last pass (an unplugged drive).
         scan::check_root(&self.source, "SOURCE")?;
         check_backup(&self.backup)?;
+        let remember = !self.settings.dry_run;
+        self.home.check_mounted(&self.source, "SOURCE", remember)?;
+        self.home.check_mounted(&self.backup, "BACKUP", remember)?;
         Ok(())
     }
 

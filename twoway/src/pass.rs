@@ -58,6 +58,8 @@ impl Job {
     pub fn new(a: &Path, b: &Path, settings: Settings, home: DataHome) -> Result<Job, Refusal> {
         let a = check_replica(a, "DIR_A")?;
         let b = check_replica(b, "DIR_B")?;
+        home.check_mounted(&a, "DIR_A", !settings.dry_run)?;
+        home.check_mounted(&b, "DIR_B", !settings.dry_run)?;
         if a == b {
             return Err(Refusal::new(format!(
                 "DIR_A and DIR_B are the same directory ({})",
@@ -242,6 +244,9 @@ impl Tool for Job {
     fn check_roots(&self) -> Result<(), Refusal> {
         check_replica(&self.a, "DIR_A")?;
         check_replica(&self.b, "DIR_B")?;
+        let remember = !self.settings.dry_run;
+        self.home.check_mounted(&self.a, "DIR_A", remember)?;
+        self.home.check_mounted(&self.b, "DIR_B", remember)?;
         Ok(())
     }
 

@@ -11,6 +11,24 @@ use sha2::{Digest as _, Sha256};
 use crate::error::{Error, IoContext, Refusal};
 use crate::names::display;
 
+/// Whether `dir` is the top of a mounted filesystem (`None`: it cannot be told).
+pub fn is_mount_root(dir: &Path) -> Option<bool> {
+    use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags, CWD};
+    match statx(CWD, dir, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS) {
+        Ok(r) if r.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) => {
+            Some(r.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
+        }
+        // An older kernel: another device than its parent's (a bind mount of a folder
+        // of the same filesystem does not show this way).
+        _ => {
+            use std::os::unix::fs::MetadataExt;
+            let own = std::fs::symlink_metadata(dir).ok()?;
+            let parent = std::fs::metadata(dir.join("..")).ok()?;
+            Some(own.dev() != parent.dev() || own.ino() == parent.ino())
+        }
+    }
+}
+
 /// The data home directory.
 #[derive(Debug, Clone)]
 pub struct DataHome {
@@ -73,6 +91,42 @@ impl DataHome {
         self.path
             .join("cache")
             .join(format!("{}.scanned", path_key(root)))
+    }
+
+    /// The guard against a drive that is not mounted while its mount point is left
+    /// as an empty directory, which a pass would take for a replica whose every file
+    /// was deleted (or fill, for a BACKUP): a directory `root` (canonical) seen as the
+    /// top of a mounted filesystem is remembered (`remember`: not on a dry run), and
+    /// while it is no longer one, every pass is refused.
+    pub fn check_mounted(&self, root: &Path, label: &str, remember: bool) -> Result<(), Refusal> {
+        let Some(mounted) = is_mount_root(root) else {
+            return Ok(());
+        };
+        let marker = self.path.join("mounts").join(path_key(root));
+        if mounted {
+            if remember && !marker.exists() {
+                let made = marker
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::write(&marker, root.as_os_str().as_bytes()));
+                if let Err(e) = made {
+                    log::debug!("{}: {e}", display(&marker));
+                }
+            }
+            return Ok(());
+        }
+        if !marker.exists() {
+            return Ok(());
+        }
+        Err(Refusal::new(format!(
+            "{label} {} was the top of a mounted drive at an earlier pass and is not one now: \
+             the drive is probably not mounted, and its empty mount point would look as if \
+             everything had been deleted. Nothing was changed. Mount it and run again (if {} \
+             is no longer a drive of its own, remove {})",
+            display(root),
+            display(root),
+            display(&marker)
+        )))
     }
 
     /// The sync state of a pair of replicas: one file whatever the order they are named

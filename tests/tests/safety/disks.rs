@@ -264,3 +264,65 @@ fn on_btrfs_a_copy_shares_blocks_and_edits_stay_apart() {
 fn on_xfs_a_copy_shares_blocks_and_edits_stay_apart() {
     copies_share_blocks_and_edits_stay_apart("xfs", 512);
 }
+
+/// Files named `notes/0.txt` … `notes/9.txt` in `dir`.
+fn ten_notes(dir: &Path) {
+    for i in 0..10 {
+        write(&dir.join(format!("notes/{i}.txt")), format!("note {i}"));
+    }
+}
+
+fn notes_in(dir: &Path) -> usize {
+    fs::read_dir(dir.join("notes")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn a_drive_that_is_not_mounted_is_never_taken_for_a_directory_emptied() {
+    let env = Env::new();
+    let refused = |run: Run, what: &str| {
+        run.expect(2);
+        assert!(
+            run.stderr().contains("probably not mounted"),
+            "{what}: {}",
+            run.all()
+        );
+    };
+    let empty = |dir: &Path| fs::read_dir(dir).unwrap().count() == 0;
+
+    // twoway, DIR_B the top of a drive: unplugged, its mount point is an empty folder.
+    // Even with deletions allowed, nothing in A goes and nothing is written there.
+    let mut usb = Mounted::new("ext4", 32, &env.path("usb"));
+    let (a, b) = (env.path("a"), usb.dir.clone());
+    ten_notes(&a);
+    let twoway = |extra: &[&str]| {
+        let mut args = vec![a.as_os_str(), b.as_os_str(), "--once".as_ref()];
+        args.extend(extra.iter().map(OsStr::new));
+        env.run("twoway", args)
+    };
+    twoway(&[]).expect(0);
+    assert_eq!(notes_in(&b), 10);
+    usb.unmount();
+    assert!(empty(&b));
+    refused(twoway(&["--max-delete", "100"]), "twoway");
+    assert_eq!(notes_in(&a), 10);
+    assert!(empty(&b), "written into the mount point");
+
+    // oneway, SOURCE the top of a drive.
+    let mut card = Mounted::new("ext4", 32, &env.path("card"));
+    let (src, dst) = (card.dir.clone(), env.path("dst"));
+    ten_notes(&src);
+    fs::create_dir_all(&dst).unwrap();
+    env.oneway(&src, &dst, &[]).expect(0);
+    card.unmount();
+    refused(env.oneway(&src, &dst, &["--max-delete", "100"]), "SOURCE");
+    assert_eq!(notes_in(&dst), 10);
+
+    // oneway, BACKUP the top of a drive: nothing is copied into its mount point.
+    let mut disk = Mounted::new("ext4", 32, &env.path("disk"));
+    let (src, dst) = (env.path("photos"), disk.dir.clone());
+    ten_notes(&src);
+    env.oneway(&src, &dst, &[]).expect(0);
+    disk.unmount();
+    refused(env.oneway(&src, &dst, &[]), "BACKUP");
+    assert!(empty(&dst), "copied into the mount point");
+}
