@@ -69,7 +69,14 @@ impl Job {
                 "{e}; nothing was changed (the registry tells which directories are backups)"
             ))
         })?;
-        if let Some(of) = registry.backup_of(&source_c) {
+        // The same from SOURCE's own store, when this data home does not know it.
+        let backup_of_backup = recovery::store::versioned_in(&source_c)
+            .into_iter()
+            .find(|d| *d == backup_c);
+        if let Some(of) = registry
+            .backup_of(&source_c)
+            .or(backup_of_backup.as_deref())
+        {
             return Err(Refusal::new(format!(
                 "SOURCE {} is the BACKUP of {}: were the arguments swapped? The order is \
                  oneway SOURCE BACKUP (to bring a backup back, use: recovery restore {})",

@@ -49,19 +49,18 @@ struct DirRow {
 }
 
 fn selected(home: &DataHome, dir: Option<&Path>) -> Result<Vec<RegEntry>, Refusal> {
-    let reg = Registry::load(home).map_err(Refusal::from)?;
     match dir {
         Some(d) => {
             let d = absolute(d)?;
-            let e = reg.find(&d).ok_or_else(|| {
-                Refusal::new(format!(
-                    "no versions are known for {}; run `recovery list` to see the directories that have versions",
-                    display(&d)
-                ))
-            })?;
+            let e = Registry::find_or_discover(home, &d, None)
+                .map_err(Refusal::from)?
+                .ok_or_else(|| crate::restore::unknown(&d))?;
             Ok(e.per_store())
         }
-        None => Ok(reg.versioned().flat_map(|e| e.per_store()).collect()),
+        None => {
+            let reg = Registry::load(home).map_err(Refusal::from)?;
+            Ok(reg.versioned().flat_map(|e| e.per_store()).collect())
+        }
     }
 }
 

@@ -143,6 +143,54 @@ impl Registry {
         reordered.dirs.into_values().next()
     }
 
+    /// The entry for `dir` as [`find`](Self::find) gives it; where this data home does
+    /// not know `dir` (a new machine after the old one's disk died, a new home), or not
+    /// with the store named, one found on disk: in `store` if named, else in the store
+    /// at the top of `dir` (a BACKUP's, or a twoway replica's), whose histories' latest
+    /// versions name the directory each keeps. What is found is added to the registry,
+    /// so that every later command knows it too.
+    pub fn find_or_discover(
+        home: &DataHome,
+        dir: &Path,
+        store: Option<&Path>,
+    ) -> Result<Option<RegEntry>, Error> {
+        let known = Registry::load(home)?.find(dir);
+        let knows_store =
+            |e: &RegEntry| store.is_none_or(|s| e.per_store().iter().any(|x| x.store == s));
+        if let Some(e) = known.as_ref().filter(|e| knows_store(e)) {
+            return Ok(Some(e.clone()));
+        }
+        let own_store = dir.join(engine::names::VERSIONS_DIR);
+        let Some(found) = discover(dir, store.unwrap_or(&own_store)) else {
+            return Ok(known);
+        };
+        // A warning, so that it goes to stderr (never into `list --json`'s document).
+        log::warn!(
+            "found the versions of {} in the store {} (this data home did not know them; now it does)",
+            engine::names::display(&found.path),
+            engine::names::display(&found.store)
+        );
+        let alias = (found.path != dir).then(|| RegEntry {
+            path: dir.to_path_buf(),
+            alias_of: Some(found.path.clone()),
+            ..found.clone()
+        });
+        let noted = Registry::update(home, |r| {
+            r.insert(found.clone());
+            if let Some(a) = alias {
+                r.insert(a);
+            }
+        });
+        match noted {
+            Ok(()) => Ok(Registry::load(home)?.find(dir).or(Some(found))),
+            // A data home that cannot be written: this command still has what it found.
+            Err(e) => {
+                log::warn!("{e}");
+                Ok(Some(found))
+            }
+        }
+    }
+
     /// The directory `dir` is the BACKUP of (by oneway), if the registry knows it as one.
     pub fn backup_of(&self, dir: &Path) -> Option<&Path> {
         self.dirs
@@ -286,4 +334,40 @@ mod more_tests {
         assert_eq!(e.per_store().len(), 2);
         assert_eq!(e.store, PathBuf::from("/usb1/__versions__"));
     }
+}
+
+/// The history of `dir` in `store`, read from the store itself: the one whose latest
+/// version names `dir`, else, in the store at the top of `dir` (a BACKUP's), the newest
+/// history there (the directory `dir` backs up). Nothing that cannot be read counts.
+fn discover(dir: &Path, store: &Path) -> Option<RegEntry> {
+    crate::slots::check_store(store).ok()?;
+    let mut found: Vec<(String, crate::history::VersionHead)> = std::fs::read_dir(store)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let head = crate::history::History::at(e.path())
+                .latest()
+                .ok()
+                .flatten()?;
+            Some((name, head))
+        })
+        .collect();
+    found.sort_by(|x, y| y.1.made.cmp(&x.1.made));
+    let own = found.iter().find(|(_, h)| h.dir == dir);
+    let backed_up = found
+        .first()
+        .filter(|_| store == dir.join(engine::names::VERSIONS_DIR));
+    let (name, head) = own.or(backed_up)?;
+    Some(RegEntry {
+        path: head.dir.clone(),
+        store: store.to_path_buf(),
+        name: name.clone(),
+        alias_of: None,
+        updated: Some(head.made.clone()),
+        incomplete: head.incomplete,
+        other_stores: Vec::new(),
+        twins: Vec::new(),
+    })
 }

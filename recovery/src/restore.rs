@@ -45,6 +45,17 @@ pub struct RestoreOutcome {
     pub interrupted: bool,
 }
 
+/// The refusal for a directory without versions that this data home or its own store
+/// knows of.
+pub(crate) fn unknown(dir: &Path) -> Refusal {
+    Refusal::new(format!(
+        "no versions are known for {}; run `recovery list` to see the directories that have \
+         versions (on another machine, or with another data home, name the backup or \
+         replica that holds them, or its store with --store)",
+        display(dir)
+    ))
+}
+
 /// Finds the versioned directory `dir` is registered under, in the store that holds its
 /// newest version (a directory backed up to several drives has a store on each), or in
 /// `store` when one is named.
@@ -53,16 +64,12 @@ pub fn find_versioned(
     dir: &Path,
     store: Option<&Path>,
 ) -> Result<VersionedDir, Refusal> {
-    let reg = Registry::load(home).map_err(Refusal::from)?;
-    let entry = reg.find(dir).ok_or_else(|| {
-        Refusal::new(format!(
-            "no versions are known for {}; run `recovery list` to see the directories that have versions",
-            display(dir)
-        ))
-    })?;
+    let store = store.map(absolute).transpose()?;
+    let entry = Registry::find_or_discover(home, dir, store.as_deref())
+        .map_err(Refusal::from)?
+        .ok_or_else(|| unknown(dir))?;
     let mut candidates = entry.per_store();
     if let Some(s) = store {
-        let s = absolute(s)?;
         candidates.retain(|e| e.store == s);
         if candidates.is_empty() {
             return Err(Refusal::new(format!(

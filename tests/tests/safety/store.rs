@@ -108,6 +108,13 @@ fn swapped_oneway_arguments_are_refused() {
         fs::read(src.join("newer.txt")).unwrap(),
         b"only in SOURCE so far"
     );
+    // From a data home that has never seen either (another machine, a service with
+    // other folders): BACKUP's own store says whose backup it is.
+    let other = Env::new();
+    let run = other.oneway(&dst, &src, &[]);
+    run.expect(2);
+    assert!(run.stderr().contains("swapped"), "{}", run.stderr());
+    assert!(src.join("newer.txt").exists());
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Restores: over a directory that changed, one path, after a kill; what verify and a
 //! wrong name say.
 
+use std::ffi::OsStr;
+
 use super::*;
 
 #[test]
@@ -324,4 +326,93 @@ fn a_restore_of_source_leaves_a_backup_inside_it_alone() {
     let versions = env.versions_of(&src);
     assert_eq!(versions.len(), 3, "{versions:?}");
     assert_eq!(versions[0]["files"], 2, "{versions:?}");
+}
+
+#[test]
+fn a_new_data_home_finds_the_versions_on_the_backup_drive() {
+    // The old machine's disk died with its data home: on the new one, the backup drive
+    // and each twoway replica still know, in their stores, whose versions they hold.
+    let env = Env::new();
+    let (src, dst) = env.src_and_dst();
+    write(&src.join("photos/a.jpg"), "first");
+    env.oneway(&src, &dst, &[]).expect(0);
+    write(&src.join("photos/a.jpg"), "second");
+    env.oneway(&src, &dst, &[]).expect(0);
+    let (a, b) = (env.path("a"), env.path("b"));
+    write(&a.join("notes.txt"), "synced");
+    fs::create_dir_all(&b).unwrap();
+    env.run("twoway", [a.as_os_str(), b.as_os_str(), "--once".as_ref()])
+        .expect(0);
+    let homes = std::cell::Cell::new(0);
+    // `recovery ARGS` with a data home of its own, new each call unless `same`.
+    let new_home = |args: &[&OsStr], same: bool| {
+        if !same {
+            homes.set(homes.get() + 1);
+        }
+        let mut c = env.cmd("recovery");
+        c.env("TWOWAY_HOME", env.path(&format!("home-{}", homes.get())));
+        Run(c.args(args).output().unwrap())
+    };
+    let s = OsStr::new;
+
+    // Naming nothing but SOURCE, which has no store of its own: refused, with the hint.
+    let run = new_home(
+        &[
+            s("restore"),
+            src.as_os_str(),
+            s("--to"),
+            env.path("r0").as_os_str(),
+        ],
+        false,
+    );
+    run.expect(2);
+    assert!(run.stderr().contains("--store"), "{}", run.all());
+
+    // The backup drive named: its versions are listed (SOURCE's), and from then on
+    // that data home restores SOURCE by its own name.
+    let run = new_home(&[s("list"), dst.as_os_str(), s("--json")], false);
+    run.expect(0);
+    let listed: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap();
+    assert_eq!(listed["dirs"][0]["dir"], src.to_str().unwrap());
+    assert_eq!(listed["dirs"][0]["versions"].as_array().unwrap().len(), 2);
+    let to = env.path("r1");
+    let args = [
+        s("restore"),
+        src.as_os_str(),
+        s("--version"),
+        s("1"),
+        s("--to"),
+        to.as_os_str(),
+    ];
+    new_home(&args, true).expect(0);
+    assert_eq!(
+        fs::read_to_string(to.join("photos/a.jpg")).unwrap(),
+        "first"
+    );
+
+    // Or its store named, in one command.
+    let to = env.path("r2");
+    let store = dst.join("__versions__");
+    let args = [
+        s("restore"),
+        src.as_os_str(),
+        s("--store"),
+        store.as_os_str(),
+        s("--to"),
+        to.as_os_str(),
+    ];
+    new_home(&args, false).expect(0);
+    assert_eq!(
+        fs::read_to_string(to.join("photos/a.jpg")).unwrap(),
+        "second"
+    );
+
+    // A twoway replica keeps its own versions at its top.
+    let to = env.path("r3");
+    new_home(
+        &[s("restore"), b.as_os_str(), s("--to"), to.as_os_str()],
+        false,
+    )
+    .expect(0);
+    assert_eq!(fs::read_to_string(to.join("notes.txt")).unwrap(), "synced");
 }
