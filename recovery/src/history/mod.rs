@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use engine::error::Error;
 use engine::fs::Root;
 use engine::tree::encoding::EntryRecord;
-use engine::tree::{path_order, pathser, Digest, Entry, MTime, Tree};
+use engine::tree::{path_order, pathser, Digest, Entry, Kind, MTime, Tree};
 
 mod chain;
 mod content;
@@ -146,8 +146,21 @@ pub struct State {
 }
 
 impl State {
-    /// The version as a tree the mirror planner restores from.
+    /// The version as a tree the mirror planner restores from. Files that were one file
+    /// when the version was made (hard links: one inode, the same content and metadata)
+    /// are marked linked, so that the planner makes them one file again.
     pub fn into_tree(self) -> Tree {
+        type Same = (u64, Digest, u32, (i64, u32), Option<(u32, u32)>);
+        let same = |e: &EntryRecord| -> Option<Same> {
+            (e.kind == Kind::File).then_some(())?;
+            Some((e.ino?, e.sha256?, e.mode, e.mtime, e.owner))
+        };
+        let mut names: std::collections::HashMap<Same, usize> = Default::default();
+        for e in &self.entries {
+            if let Some(k) = same(e) {
+                *names.entry(k).or_default() += 1;
+            }
+        }
         Tree {
             root: Some(Entry::dir(
                 self.head.root_mode,
@@ -157,7 +170,11 @@ impl State {
                 .entries
                 .into_iter()
                 .map(|e| {
-                    let entry = e.to_entry();
+                    let mut entry = e.to_entry();
+                    if let Some(k) = same(&e).filter(|k| names.get(k).is_some_and(|n| *n > 1)) {
+                        entry.ino = k.0;
+                        entry.linked = true;
+                    }
                     (e.path, entry)
                 })
                 .collect(),

@@ -416,3 +416,28 @@ fn a_new_data_home_finds_the_versions_on_the_backup_drive() {
     .expect(0);
     assert_eq!(fs::read_to_string(to.join("notes.txt")).unwrap(), "synced");
 }
+
+#[test]
+fn files_that_were_one_file_are_restored_as_one_file() {
+    let env = Env::new();
+    let (src, dst) = env.src_and_dst();
+    write(&src.join("a.txt"), "one file, three names");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::hard_link(src.join("a.txt"), src.join("b.txt")).unwrap();
+    fs::hard_link(src.join("a.txt"), src.join("d/c.txt")).unwrap();
+    write(&src.join("same.txt"), "one file, three names");
+    env.oneway(&src, &dst, &[]).expect(0);
+    fs::remove_dir_all(&src).unwrap();
+    env.run("recovery", ["restore".as_ref(), src.as_os_str()])
+        .expect(0);
+    let ino = |p: &str| fs::metadata(src.join(p)).unwrap().ino();
+    assert_eq!(ino("a.txt"), ino("b.txt"));
+    assert_eq!(ino("a.txt"), ino("d/c.txt"));
+    assert_eq!(fs::metadata(src.join("a.txt")).unwrap().nlink(), 3);
+    // The same content under another inode stays a file of its own.
+    assert_ne!(ino("a.txt"), ino("same.txt"));
+    assert_eq!(
+        fs::read_to_string(src.join("d/c.txt")).unwrap(),
+        "one file, three names"
+    );
+}
