@@ -763,6 +763,38 @@ impl Mounted {
         s.f_bavail * s.f_frsize
     }
 
+    /// Unmounts it, keeping its device (a drive unplugged): [`plug_at`](Self::plug_at)
+    /// mounts it again.
+    /// (A process still working there keeps it busy a moment: tried again meanwhile.)
+    pub fn unplug(&self) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !Command::new("umount")
+            .arg(&self.dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+        {
+            assert!(
+                std::time::Instant::now() < until,
+                "umount {}",
+                self.dir.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Mounts it (unplugged) at `dir`, which must exist.
+    pub fn plug_at(&mut self, dir: &Path) {
+        let done = Command::new("mount")
+            .arg(&self.device)
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(done.success(), "mount {} on {}", self.device, dir.display());
+        self.dir = dir.to_path_buf();
+    }
+
     /// Unmounts now (a drive unplugged); dropping it afterwards does nothing more.
     pub fn unmount(&mut self) {
         if self.device.is_empty() {

@@ -19,7 +19,11 @@ use crate::error::Refusal;
 
 /// Watches directories for changes worth a pass.
 pub struct Watch {
-    watcher: notify::RecommendedWatcher,
+    watcher: std::cell::RefCell<notify::RecommendedWatcher>,
+    /// Each directory watched, and which directory it was when watched (its device and
+    /// inode): a drive unmounted and mounted again is another directory at the same
+    /// path, whose changes the old watch no longer sees.
+    roots: std::cell::RefCell<Vec<(PathBuf, Identity)>>,
     events: Receiver<notify::Result<notify::Event>>,
     debounce: Duration,
     /// Paths whose changes are the tool's own (a store inside a replica, BACKUP
@@ -127,8 +131,13 @@ impl Watch {
         if let Ok(mut own) = OWN.lock() {
             *own = Some(Own::default());
         }
+        let roots = dirs
+            .iter()
+            .map(|d| (d.to_path_buf(), identity(d)))
+            .collect();
         Ok(Watch {
-            watcher,
+            watcher: std::cell::RefCell::new(watcher),
+            roots: std::cell::RefCell::new(roots),
             events,
             debounce,
             ignore,
@@ -163,12 +172,61 @@ impl Watch {
     /// Watches `dir` too, if it can: a directory that cannot be watched (the kernel's
     /// watches run out) is said in a warning, and its changes wait for `--interval`.
     fn watch_also(&mut self, dir: &Path) {
-        if let Err(e) = self.watcher.watch(dir, RecursiveMode::Recursive) {
-            log::warn!(
+        match self.watcher.get_mut().watch(dir, RecursiveMode::Recursive) {
+            Ok(()) => self.roots.get_mut().push((dir.to_path_buf(), identity(dir))),
+            Err(e) => log::warn!(
                 "cannot watch {} for changes ({e}): changes there wait for the next --interval pass",
                 crate::names::display(dir)
-            );
+            ),
         }
+    }
+
+    /// Watches every root anew.
+    fn watch_all_again(&self) {
+        let mut watcher = self.watcher.borrow_mut();
+        for (root, was) in self.roots.borrow_mut().iter_mut() {
+            let _ = watcher.unwatch(root);
+            *was = identity(root);
+            if was.is_some() {
+                if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
+                    log::warn!(
+                        "cannot watch {} for changes again ({e}): changes there wait for the next --interval pass",
+                        crate::names::display(root)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Watches again each root that is another directory than when it was watched (its
+    /// drive unmounted, or mounted again): what changed there is unknown, so the next
+    /// pass reads everything. Says whether any was.
+    fn watch_again(&self) -> bool {
+        let mut any = false;
+        for (root, was) in self.roots.borrow_mut().iter_mut() {
+            let now = identity(root);
+            if now == *was {
+                continue;
+            }
+            let mut watcher = self.watcher.borrow_mut();
+            let _ = watcher.unwatch(root);
+            if now.is_some() {
+                if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
+                    log::warn!(
+                        "cannot watch {} for changes again ({e}): changes there wait for the next --interval pass",
+                        crate::names::display(root)
+                    );
+                }
+            }
+            log::info!(
+                "{} is another directory than when it was watched (a drive unmounted or mounted again): watched anew, and read whole",
+                crate::names::display(root)
+            );
+            *was = now;
+            self.changed.borrow_mut().missed = true;
+            any = true;
+        }
+        any
     }
 
     /// Leaves out changes of what `filter` leaves out of the passes (`--exclude`) under
@@ -240,11 +298,20 @@ impl Watch {
         let seen = !self.changed.borrow().is_empty();
         let mut changed: Option<Instant> = seen.then(Instant::now);
         let mut first: Option<Instant> = changed;
+        let mut looked = Instant::now();
         loop {
             if stop() {
                 return Wake::Stop;
             }
             let now = Instant::now();
+            // Once a second, whether a root is still the directory watched.
+            if now - looked >= Duration::from_secs(1) {
+                looked = now;
+                if self.watch_again() {
+                    changed = Some(now);
+                    first.get_or_insert(now);
+                }
+            }
             if let Some(last) = changed {
                 // Quiet for the debounce time, or changing for ten times it.
                 let since_first = first.map_or(Duration::ZERO, |f| now - f);
@@ -252,6 +319,10 @@ impl Watch {
                     return Wake::Changed;
                 }
             } else if now >= until {
+                // A drive unmounted and mounted again within a second is the same
+                // directory as before, and its watch is gone: the whole pass due now
+                // starts from every root watched anew.
+                self.watch_all_again();
                 return Wake::Due;
             }
             match self.events.recv_timeout(tick) {
@@ -286,6 +357,18 @@ impl Watch {
             }
         }
     }
+}
+
+/// Which directory a path is (device and inode); `None`: none.
+type Identity = Option<(u64, u64)>;
+
+/// Which directory `p` is now.
+fn identity(p: &Path) -> Identity {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// An unnamed file being written (`O_TMPFILE`, as copies are made before they get their

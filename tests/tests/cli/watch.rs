@@ -164,3 +164,35 @@ fn watch_mode_reads_only_what_changed_and_leaves_what_a_whole_pass_would() {
         }
     }
 }
+
+/// SOURCE is the top of a drive, swapped for another with the same files and one more
+/// (or the same one unmounted and mounted again): the watch on the old one sees nothing
+/// any more, so the root is watched anew and read whole, and what is new comes across
+/// long before the interval.
+#[test]
+fn watch_mode_watches_a_drive_mounted_again_anew() {
+    let env = Env::new();
+    let first = Mounted::new("ext4", 32, &env.path("usb"));
+    let mut second = Mounted::new("ext4", 32, &env.path("spare"));
+    let (src, dst) = (first.dir.clone(), env.path("dst"));
+    for d in [&first.dir, &second.dir] {
+        write(&d.join("photos/a.jpg"), "a");
+        write(&d.join("photos/b.jpg"), "b");
+    }
+    write(
+        &second.dir.join("photos/new.jpg"),
+        "only on the second drive",
+    );
+    std::fs::create_dir_all(&dst).unwrap();
+    let running = start_watching(&env, "oneway", &src, &dst, &[]);
+    eventually("the first pass", || dst.join("photos/b.jpg").exists());
+    first.unplug();
+    second.unplug();
+    second.plug_at(&src);
+    eventually("the second drive's new file is copied", || {
+        dst.join("photos/new.jpg").exists()
+    });
+    let text = stop_watching("oneway", running);
+    assert!(text.contains("watched anew"), "{text}");
+    drop(first);
+}
