@@ -181,10 +181,14 @@ impl Watch {
         }
     }
 
-    /// Watches every root anew.
+    /// Watches anew every root that is the top of a mounted filesystem (what a drive
+    /// plugged back is; watching a big tree costs a walk of it).
     fn watch_all_again(&self) {
         let mut watcher = self.watcher.borrow_mut();
         for (root, was) in self.roots.borrow_mut().iter_mut() {
+            if crate::run::home::is_mount_root(root) != Some(true) {
+                continue;
+            }
             let _ = watcher.unwatch(root);
             *was = identity(root);
             if was.is_some() {
