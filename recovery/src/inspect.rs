@@ -156,7 +156,8 @@ pub fn list(home: &DataHome, dir: Option<&Path>, json: bool) -> Result<i32, Refu
     }
     if out.is_empty() {
         println!(
-            "no versioned directories yet (data home {})",
+            "no versioned directories yet (data home {}); versions another data home made \
+             are found by naming the backup or replica that holds them: recovery list /media/usb/photos",
             display(home.path())
         );
     }
@@ -257,7 +258,17 @@ fn heal(
 pub fn verify(home: &DataHome, dir: Option<&Path>, repair: bool) -> Result<i32, Refusal> {
     let mut problems = 0usize;
     let (mut objects_n, mut versions_n) = (0usize, 0usize);
-    for e in selected(home, dir)? {
+    let selected = selected(home, dir)?;
+    if selected.is_empty() {
+        // Not "0 problems" for stores it never looked at.
+        println!(
+            "no versioned directories are known to this data home ({}): name the backup or \
+             replica whose store to verify (recovery verify /media/usb/photos)",
+            display(home.path())
+        );
+        return Ok(0);
+    }
+    for e in selected {
         let vd = VersionedDir::from_registry(&e);
         let history = vd.history();
         let listed = match history.list() {

@@ -355,6 +355,15 @@ fn a_new_data_home_finds_the_versions_on_the_backup_drive() {
     };
     let s = OsStr::new;
 
+    // A new home knows nothing, and says so rather than "0 problems".
+    let run = new_home(&[s("verify")], false);
+    run.expect(0);
+    assert!(
+        run.stdout().contains("no versioned directories are known"),
+        "{}",
+        run.all()
+    );
+
     // Naming nothing but SOURCE, which has no store of its own: refused, with the hint.
     let run = new_home(
         &[
