@@ -189,16 +189,8 @@ impl Watch {
             if crate::run::home::is_mount_root(root) != Some(true) {
                 continue;
             }
-            let _ = watcher.unwatch(root);
             *was = identity(root);
-            if was.is_some() {
-                if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
-                    log::warn!(
-                        "cannot watch {} for changes again ({e}): changes there wait for the next --interval pass",
-                        crate::names::display(root)
-                    );
-                }
-            }
+            watch_anew(&mut watcher, root, *was);
         }
     }
 
@@ -212,16 +204,7 @@ impl Watch {
             if now == *was {
                 continue;
             }
-            let mut watcher = self.watcher.borrow_mut();
-            let _ = watcher.unwatch(root);
-            if now.is_some() {
-                if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
-                    log::warn!(
-                        "cannot watch {} for changes again ({e}): changes there wait for the next --interval pass",
-                        crate::names::display(root)
-                    );
-                }
-            }
+            watch_anew(&mut self.watcher.borrow_mut(), root, now);
             log::info!(
                 "{} is another directory than when it was watched (a drive unmounted or mounted again): watched anew, and read whole",
                 crate::names::display(root)
@@ -360,6 +343,21 @@ impl Watch {
                 log::debug!("changed while the pass ran: {e:?}");
             }
         }
+    }
+}
+
+/// Drops the watch of `root` (if the kernel has not already) and watches it again if it
+/// is a directory now (`now`).
+fn watch_anew(watcher: &mut notify::RecommendedWatcher, root: &Path, now: Identity) {
+    let _ = watcher.unwatch(root);
+    if now.is_none() {
+        return;
+    }
+    if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
+        log::warn!(
+            "cannot watch {} for changes again ({e}): changes there wait for the next --interval pass",
+            crate::names::display(root)
+        );
     }
 }
 
