@@ -338,22 +338,9 @@ mod more_tests {
 
 /// The history of `dir` in `store`, read from the store itself: the one whose latest
 /// version names `dir`, else, in the store at the top of `dir` (a BACKUP's), the newest
-/// history there (the directory `dir` backs up). Nothing that cannot be read counts.
+/// history there (the directory `dir` backs up).
 fn discover(dir: &Path, store: &Path) -> Option<RegEntry> {
-    crate::slots::check_store(store).ok()?;
-    let mut found: Vec<(String, crate::history::VersionHead)> = std::fs::read_dir(store)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let head = crate::history::History::at(e.path())
-                .latest()
-                .ok()
-                .flatten()?;
-            Some((name, head))
-        })
-        .collect();
+    let mut found = crate::store::histories_in(store);
     found.sort_by(|x, y| y.1.made.cmp(&x.1.made));
     let own = found.iter().find(|(_, h)| h.dir == dir);
     let backed_up = found

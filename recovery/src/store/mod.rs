@@ -33,23 +33,35 @@ use crate::registry::{RegEntry, Registry};
 
 pub use crate::slots::{check_store, remove_tree, resolve_store};
 
-/// The directories whose versions the default store at the top of `dir`
-/// (`dir/__versions__`) keeps, read from the store itself: a data home that does not
-/// know `dir` (another machine, a new home, a service with other XDG folders) still
-/// tells a BACKUP from its SOURCE this way. Nothing that cannot be read counts.
-pub fn versioned_in(dir: &Path) -> Vec<PathBuf> {
-    let store = dir.join(engine::names::VERSIONS_DIR);
-    if check_store(&store).is_err() {
+/// The histories in `store` with their latest versions' heads (which name the
+/// directory each keeps), read from the store itself. Nothing that cannot be read
+/// counts.
+pub fn histories_in(store: &Path) -> Vec<(String, VersionHead)> {
+    if check_store(store).is_err() {
         return Vec::new();
     }
-    let Ok(histories) = std::fs::read_dir(&store) else {
+    let Ok(histories) = std::fs::read_dir(store) else {
         return Vec::new();
     };
     histories
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| History::at(e.path()).latest().ok().flatten())
-        .map(|head| head.dir)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let head = History::at(e.path()).latest().ok().flatten()?;
+            Some((name, head))
+        })
+        .collect()
+}
+
+/// The directories whose versions the default store at the top of `dir`
+/// (`dir/__versions__`) keeps: a data home that does not know `dir` (another machine, a
+/// new home, a service with other XDG folders) still tells a BACKUP from its SOURCE
+/// this way.
+pub fn versioned_in(dir: &Path) -> Vec<PathBuf> {
+    histories_in(&dir.join(engine::names::VERSIONS_DIR))
+        .into_iter()
+        .map(|(_, head)| head.dir)
         .collect()
 }
 
