@@ -168,6 +168,9 @@ impl Tool for Job {
             src.skip.extend(skips.iter().cloned());
             dst.skip.extend(skips);
         }
+        let own = scan::filesystem_skips(&[&self.source, &self.backup]);
+        src.skip.extend(own.iter().cloned());
+        dst.skip.extend(own);
         [src, dst]
     }
 

@@ -226,6 +226,7 @@ impl Tool for Job {
                 skip.extend(engine::scan::store_skips(s, &[&self.a, &self.b]));
             }
         }
+        skip.extend(engine::scan::filesystem_skips(&[&self.a, &self.b]));
         let opts = ScanOptions {
             filter: self.settings.filter.clone(),
             skip,

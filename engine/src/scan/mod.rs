@@ -71,6 +71,21 @@ pub fn store_skips(store: &Path, roots: &[&Path]) -> Vec<PathBuf> {
     out
 }
 
+/// What a pass over `roots` leaves out because it is the filesystem's own: `lost+found`
+/// at the top of a root that is the top of a mounted filesystem (where `fsck` puts what
+/// it finds; root's alone, unreadable to a user, who would see an error at every pass,
+/// and no part of a backup). Left out, it is neither copied nor removed, and neither is
+/// the same place in the other root (an earlier copy there).
+pub fn filesystem_skips(roots: &[&Path]) -> Vec<PathBuf> {
+    if !roots
+        .iter()
+        .any(|r| crate::run::home::is_mount_root(r) == Some(true))
+    {
+        return Vec::new();
+    }
+    roots.iter().map(|r| r.join("lost+found")).collect()
+}
+
 /// Checks that `root` is a readable directory and returns its canonical path.
 pub fn check_root(root: &Path, role: &str) -> Result<PathBuf, Refusal> {
     let canon = std::fs::canonicalize(root).map_err(|e| {

@@ -326,3 +326,37 @@ fn a_drive_that_is_not_mounted_is_never_taken_for_a_directory_emptied() {
     refused(env.oneway(&src, &dst, &[]), "BACKUP");
     assert!(empty(&dst), "copied into the mount point");
 }
+
+#[test]
+fn lost_and_found_at_the_top_of_a_drive_is_the_filesystems_own() {
+    // BACKUP is the top of an ext4 drive, its `lost+found` root's and unreadable to the
+    // user who runs the backup: no error at every pass, and it is never removed.
+    let env = Env::new();
+    let usb = Mounted::new("ext4", 32, &env.path("usb"));
+    let (src, dst) = (env.path("src"), usb.dir.clone());
+    write(&src.join("photos/a.jpg"), "a");
+    env.hand_to_nobody();
+    let status = std::process::Command::new("chown")
+        .arg("65534:65534")
+        .arg(&dst)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(dst.join("lost+found").is_dir());
+    let run = pass_as_nobody(&env, "oneway", &src, &dst);
+    run.expect(0);
+    assert!(dst.join("lost+found").is_dir(), "{}", run.all());
+    assert!(dst.join("photos/a.jpg").exists());
+
+    // As root too: SOURCE the top of a drive, its `lost+found` is not backed up, and a
+    // copy an earlier build made in BACKUP stays.
+    let card = Mounted::new("ext4", 32, &env.path("card"));
+    let (src, dst) = (card.dir.clone(), env.path("dst"));
+    write(&src.join("lost+found/#12345"), "what fsck found");
+    write(&src.join("photos/b.jpg"), "b");
+    write(&dst.join("lost+found/old"), "an earlier copy");
+    env.oneway(&src, &dst, &[]).expect(0);
+    assert!(dst.join("photos/b.jpg").exists());
+    assert!(!dst.join("lost+found/#12345").exists());
+    assert!(dst.join("lost+found/old").exists());
+}
