@@ -77,9 +77,25 @@ impl Job {
             .backup_of(&source_c)
             .or(backup_of_backup.as_deref())
         {
+            // Each the other's backup: a run had the arguments swapped before.
+            let both = of == backup_c
+                && recovery::store::versioned_in(&backup_c)
+                    .iter()
+                    .any(|d| *d == source_c);
+            let hint = if both {
+                format!(
+                    ". Each holds versions of the other, so one earlier run had them swapped: \
+                     `recovery list` on each shows what it keeps; once what you need is \
+                     restored, move the store of the one that is not the backup \
+                     ({}/{VERSIONS_DIR}, say) out of the way",
+                    display(&source_c)
+                )
+            } else {
+                String::new()
+            };
             return Err(Refusal::new(format!(
                 "SOURCE {} is the BACKUP of {}: were the arguments swapped? The order is \
-                 oneway SOURCE BACKUP (to bring a backup back, use: recovery restore {})",
+                 oneway SOURCE BACKUP (to bring a backup back, use: recovery restore {}){hint}",
                 display(&source_c),
                 display(of),
                 display(of)
