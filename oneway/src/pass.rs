@@ -78,10 +78,8 @@ impl Job {
             .or(backup_of_backup.as_deref())
         {
             // Each the other's backup: a run had the arguments swapped before.
-            let both = of == backup_c
-                && recovery::store::versioned_in(&backup_c)
-                    .iter()
-                    .any(|d| *d == source_c);
+            let both =
+                of == backup_c && recovery::store::versioned_in(&backup_c).contains(&source_c);
             let hint = if both {
                 format!(
                     ". Each holds versions of the other, so one earlier run had them swapped: \
