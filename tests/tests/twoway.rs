@@ -601,64 +601,93 @@ fn random_rounds_of_edits_on_both_sides_converge_and_lose_nothing() {
     for seed in 1..=3u64 {
         let env = Env::new();
         let (a, b) = pair(&env);
-        write(&a.join("x.txt"), "first");
-        write(&a.join("d_d/y.md"), "second");
-        write(&b.join("z"), "third");
-        let mut rng = Rng::new(seed);
-        let mut serial = 0;
-        // Content of the newest versions that both sides changed or deleted by hand
-        // before a pass: the newest version's files are the live ones, so that content
-        // is gone, and `verify` says so. Nothing else may be missing.
-        let mut taken_by_hand: BTreeSet<String> = BTreeSet::new();
-        let everything = |a: &Path, b: &Path| -> BTreeSet<String> {
-            let mut all = contents(a);
-            all.extend(contents(b));
-            for r in [a, b] {
-                if r.join("__versions__").exists() {
-                    all.extend(contents(&r.join("__versions__")));
-                }
+        random_rounds(&env, &a, &b, seed);
+    }
+}
+
+/// The same with both replicas on one btrfs (copies between them are reflinks, and the
+/// stores share kept files by links), and with the replicas on two filesystems (each
+/// store gets its own copy of what the other side replaced).
+#[test]
+fn random_rounds_converge_on_btrfs_and_across_two_filesystems() {
+    let env = Env::new();
+    let disk = Mounted::new("btrfs", 512, &env.path("btrfs"));
+    let (a, b) = (disk.path("a"), disk.path("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    random_rounds(&env, &a, &b, 4);
+
+    let env = Env::new();
+    let usb = Mounted::new("ext4", 64, &env.path("usb"));
+    let (a, b) = (env.path("a"), usb.path("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    random_rounds(&env, &a, &b, 5);
+}
+
+/// Twelve rounds of random edits on both sides of `a` and `b` (in place too), a sync
+/// after each: the replicas end equal, nothing either held is lost (it is on a side, in
+/// a version or in a conflict copy), each replica's latest version restores it, and the
+/// stores verify.
+fn random_rounds(env: &Env, a: &Path, b: &Path, seed: u64) {
+    let (a, b) = (a.to_path_buf(), b.to_path_buf());
+    write(&a.join("x.txt"), "first");
+    write(&a.join("d_d/y.md"), "second");
+    write(&b.join("z"), "third");
+    let mut rng = Rng::new(seed);
+    let mut serial = 0;
+    // Content of the newest versions that both sides changed or deleted by hand
+    // before a pass: the newest version's files are the live ones, so that content
+    // is gone, and `verify` says so. Nothing else may be missing.
+    let mut taken_by_hand: BTreeSet<String> = BTreeSet::new();
+    let everything = |a: &Path, b: &Path| -> BTreeSet<String> {
+        let mut all = contents(a);
+        all.extend(contents(b));
+        for r in [a, b] {
+            if r.join("__versions__").exists() {
+                all.extend(contents(&r.join("__versions__")));
             }
-            all
-        };
-        for round in 0..12 {
-            let latest = contents(&a);
-            if round > 0 {
-                random_edits(&a, &mut rng, &mut serial);
-                random_edits(&b, &mut rng, &mut serial);
-            }
-            let before: BTreeSet<String> = contents(&a).union(&contents(&b)).cloned().collect();
-            let held = everything(&a, &b);
-            taken_by_hand.extend(latest.difference(&held).cloned());
-            let what = format!("seed {seed}, round {round}");
-            let run = sync(&env, &a, &b, &["--max-delete", "100"]);
-            assert_eq!(run.code(), 0, "{what}: {}", run.all());
-            assert_in_sync(&a, &b);
-            // Everything either side held is still on a side, in a version or a
-            // conflict copy.
-            let after = everything(&a, &b);
-            let lost: Vec<&String> = before.difference(&after).collect();
-            assert!(lost.is_empty(), "{what}: lost {lost:?}");
-            // Each replica's latest version restores its files as they are now (a
-            // pass that changes a file always makes a version).
-            for (i, r) in [&a, &b].into_iter().enumerate() {
-                let to = env.path(&format!("restored-{round}-{i}"));
-                env.run(
-                    "recovery",
-                    [Path::new("restore"), r.as_path(), Path::new("--to"), &to],
-                )
-                .expect(0);
-                assert_eq!(
-                    files_of(&to),
-                    files_of(r)
-                        .into_iter()
-                        .filter(|(p, _)| !p.starts_with("__versions__"))
-                        .collect(),
-                    "{what}: latest version of {}",
-                    r.display()
-                );
-            }
-            assert_verified_but(&env, &taken_by_hand, &what);
         }
+        all
+    };
+    for round in 0..12 {
+        let latest = contents(&a);
+        if round > 0 {
+            random_edits(&a, &mut rng, &mut serial);
+            random_edits(&b, &mut rng, &mut serial);
+        }
+        let before: BTreeSet<String> = contents(&a).union(&contents(&b)).cloned().collect();
+        let held = everything(&a, &b);
+        taken_by_hand.extend(latest.difference(&held).cloned());
+        let what = format!("seed {seed}, round {round}");
+        let run = sync(env, &a, &b, &["--max-delete", "100"]);
+        assert_eq!(run.code(), 0, "{what}: {}", run.all());
+        assert_in_sync(&a, &b);
+        // Everything either side held is still on a side, in a version or a
+        // conflict copy.
+        let after = everything(&a, &b);
+        let lost: Vec<&String> = before.difference(&after).collect();
+        assert!(lost.is_empty(), "{what}: lost {lost:?}");
+        // Each replica's latest version restores its files as they are now (a
+        // pass that changes a file always makes a version).
+        for (i, r) in [&a, &b].into_iter().enumerate() {
+            let to = env.path(&format!("restored-{round}-{i}"));
+            env.run(
+                "recovery",
+                [Path::new("restore"), r.as_path(), Path::new("--to"), &to],
+            )
+            .expect(0);
+            assert_eq!(
+                files_of(&to),
+                files_of(r)
+                    .into_iter()
+                    .filter(|(p, _)| !p.starts_with("__versions__"))
+                    .collect(),
+                "{what}: latest version of {}",
+                r.display()
+            );
+        }
+        assert_verified_but(env, &taken_by_hand, &what);
     }
 }
 
