@@ -433,6 +433,16 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
         + plan.errors.len()
         + usize::from(flushed.is_err())
         + usize::from(settled.is_err());
+    let full = applied.errors.iter().filter(|e| e.is_no_space()).count();
+    if full > 0 {
+        log::warn!(
+            "{full} file{} could not be restored because the disk holding {} is full: make \
+             room there (or restore elsewhere with --to) and run again with --force, which \
+             finishes what was restored",
+            if full == 1 { "" } else { "s" },
+            display(&target)
+        );
+    }
     if engine::run::events::enabled() {
         let actions: serde_json::Map<String, serde_json::Value> = applied
             .counts

@@ -85,6 +85,31 @@ fn a_backup_drive_that_fills_up_loses_nothing_and_the_next_pass_converges() {
     fill_up(&disk.path("filler"));
     env.oneway(&src, &dst, &[]).expect(1);
     assert_whole(&src, &dst, &disk.dir, &[("photos/p00.jpg", &[old, new])]);
+    // A restore onto the drive with 2 MiB left: what fits, whole, and a line that says
+    // why not all.
+    let filler = fs::OpenOptions::new()
+        .write(true)
+        .open(disk.path("filler"))
+        .unwrap();
+    let len = filler.metadata().unwrap().len();
+    filler.set_len(len.saturating_sub(2 << 20)).unwrap();
+    drop(filler);
+    rustix::fs::sync();
+    let onto = disk.path("restored");
+    let run = env.restore_to(&src, &first_id, &onto, &[]);
+    run.expect(1);
+    assert!(run.all().contains("is full"), "{}", run.all());
+    assert_eq!(temp_leftovers(&disk.dir), Vec::<PathBuf>::new());
+    let first_files: BTreeMap<PathBuf, String> = first.iter().cloned().collect();
+    for (p, sha) in files_of(&onto) {
+        assert_eq!(
+            first_files.get(&p),
+            Some(&sha),
+            "{} is not whole",
+            p.display()
+        );
+    }
+    fs::remove_dir_all(&onto).unwrap();
     let back = env.path("first");
     env.restore_to(&src, &first_id, &back, &[]).expect(0);
     assert_eq!(
