@@ -12,7 +12,7 @@ use super::*;
 #[test]
 fn killed_repeatedly_never_leaves_a_partial_file_and_converges() {
     let env = Env::new();
-    killed_repeatedly(&env, &env.path("src"), &env.path("dst"));
+    killed_repeatedly(&env, &env.path("src"), &env.path("dst"), &[]);
 }
 
 /// The same where SOURCE and BACKUP share a btrfs filesystem, and every copy is a
@@ -21,13 +21,30 @@ fn killed_repeatedly_never_leaves_a_partial_file_and_converges() {
 fn killed_repeatedly_where_copies_are_reflinks_never_leaves_a_partial_file() {
     let env = Env::new();
     let disk = Mounted::new("btrfs", 512, &env.path("disk"));
-    killed_repeatedly(&env, &disk.path("src"), &disk.path("dst"));
+    killed_repeatedly(&env, &disk.path("src"), &disk.path("dst"), &[]);
 }
 
-/// Passes of `oneway src dst` killed at random moments while SOURCE changes between
-/// them: every file at a final path in BACKUP is one SOURCE had, and the last pass
-/// converges.
-fn killed_repeatedly(env: &Env, src: &Path, dst: &Path) {
+/// The same with the store on another filesystem than BACKUP, where what a pass replaces
+/// is copied into the store before it goes.
+#[test]
+fn killed_repeatedly_with_the_store_on_another_filesystem_converges() {
+    let env = Env::new();
+    // Room for the history of ten changes of a 20 MiB file, and more.
+    let usb = Mounted::new("ext4", 1024, &env.path("usb"));
+    let store = usb.path("store");
+    let store = store.to_str().unwrap();
+    killed_repeatedly(
+        &env,
+        &env.path("src"),
+        &env.path("dst"),
+        &["--store", store],
+    );
+}
+
+/// Passes of `oneway src dst` (with `extra` flags) killed at random moments while SOURCE
+/// changes between them: every file at a final path in BACKUP is one SOURCE had, the
+/// last pass converges, and the store verifies.
+fn killed_repeatedly(env: &Env, src: &Path, dst: &Path, extra: &[&str]) {
     let (src, dst) = (src.to_path_buf(), dst.to_path_buf());
     let mut rng = Rng::new(42);
     make_many(&src, 300, 200_000, &mut rng);
@@ -61,7 +78,7 @@ fn killed_repeatedly(env: &Env, src: &Path, dst: &Path) {
             }
         }
         let mut cmd = env.cmd("oneway");
-        cmd.arg(&src).arg(&dst).arg("--once");
+        cmd.arg(&src).arg(&dst).arg("--once").args(extra);
         if kill_after(cmd, Duration::from_millis(5 + rng.below(late))) {
             killed += 1;
         } else {
@@ -88,7 +105,7 @@ fn killed_repeatedly(env: &Env, src: &Path, dst: &Path) {
         killed >= 3,
         "only {killed} of 10 passes were cut short; the test did not test kills"
     );
-    env.oneway(&src, &dst, &[]).expect(0);
+    env.oneway(&src, &dst, extra).expect(0);
     assert_same_tree(&src, &dst);
     assert!(
         temp_leftovers(&dst).is_empty(),
