@@ -177,14 +177,10 @@ impl Tool for Job {
             skip: Vec::new(),
             touched_since: None,
         };
-        if let Some(v) = &self.versioned {
-            let skips = scan::store_skips(v.store(), &[&self.source, &self.backup]);
-            src.skip.extend(skips.iter().cloned());
-            dst.skip.extend(skips);
-        }
-        let own = scan::filesystem_skips(&[&self.source, &self.backup]);
-        src.skip.extend(own.iter().cloned());
-        dst.skip.extend(own);
+        let stores: Vec<&Path> = self.versioned.iter().map(|v| v.store()).collect();
+        let skips = scan::left_out(&stores, &[&self.source, &self.backup]);
+        src.skip.extend(skips.iter().cloned());
+        dst.skip.extend(skips);
         [src, dst]
     }
 

@@ -29,7 +29,11 @@ fn sync_as_nobody(env: &Env, a: &Path, b: &Path, extra: &[&str]) -> Run {
 }
 
 fn pair(env: &Env) -> (PathBuf, PathBuf) {
-    let (a, b) = (env.path("a"), env.path("b"));
+    made(env.path("a"), env.path("b"))
+}
+
+/// Replicas `a` and `b`, made (empty) if missing.
+fn made(a: PathBuf, b: PathBuf) -> (PathBuf, PathBuf) {
     fs::create_dir_all(&a).unwrap();
     fs::create_dir_all(&b).unwrap();
     (a, b)
@@ -612,16 +616,12 @@ fn random_rounds_of_edits_on_both_sides_converge_and_lose_nothing() {
 fn random_rounds_converge_on_btrfs_and_across_two_filesystems() {
     let env = Env::new();
     let disk = Mounted::new("btrfs", 512, &env.path("btrfs"));
-    let (a, b) = (disk.path("a"), disk.path("b"));
-    fs::create_dir_all(&a).unwrap();
-    fs::create_dir_all(&b).unwrap();
+    let (a, b) = made(disk.path("a"), disk.path("b"));
     random_rounds(&env, &a, &b, 4);
 
     let env = Env::new();
     let usb = Mounted::new("ext4", 64, &env.path("usb"));
-    let (a, b) = (env.path("a"), usb.path("b"));
-    fs::create_dir_all(&a).unwrap();
-    fs::create_dir_all(&b).unwrap();
+    let (a, b) = made(env.path("a"), usb.path("b"));
     random_rounds(&env, &a, &b, 5);
 }
 

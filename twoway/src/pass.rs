@@ -215,18 +215,8 @@ impl Tool for Job {
     }
 
     fn scan_options(&self) -> [ScanOptions; 2] {
-        let mut skip = Vec::new();
-        if let Some([va, vb]) = &self.versions {
-            let stores = if va.store() == vb.store() {
-                vec![va.store()]
-            } else {
-                vec![va.store(), vb.store()]
-            };
-            for s in stores {
-                skip.extend(engine::scan::store_skips(s, &[&self.a, &self.b]));
-            }
-        }
-        skip.extend(engine::scan::filesystem_skips(&[&self.a, &self.b]));
+        let stores: Vec<&Path> = self.versions.iter().flatten().map(|v| v.store()).collect();
+        let skip = engine::scan::left_out(&stores, &[&self.a, &self.b]);
         let opts = ScanOptions {
             filter: self.settings.filter.clone(),
             skip,

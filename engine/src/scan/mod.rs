@@ -34,11 +34,24 @@ pub struct ScanOptions {
     pub touched_since: Option<crate::tree::MTime>,
 }
 
+/// What a pass over `roots` leaves out, each side alike: the `stores` of versions
+/// ([`store_skips`]) and what is the filesystem's own ([`filesystem_skips`]).
+pub fn left_out(stores: &[&Path], roots: &[&Path]) -> Vec<PathBuf> {
+    let mut out = filesystem_skips(roots);
+    for (i, s) in stores.iter().enumerate() {
+        // Both replicas of a pair may keep their versions in one store.
+        if !stores[..i].contains(s) {
+            out.extend(store_skips(s, roots));
+        }
+    }
+    out
+}
+
 /// What a pass over `roots` leaves out for the store at `store`: the store, and where it
 /// lies inside one of the roots, the same place in every root. The other side's folder
 /// of that name is left alone there as an excluded path is: nothing is copied into the
 /// store from it, nor is it removed.
-pub fn store_skips(store: &Path, roots: &[&Path]) -> Vec<PathBuf> {
+fn store_skips(store: &Path, roots: &[&Path]) -> Vec<PathBuf> {
     let mut out = vec![store.to_path_buf()];
     for r in roots {
         let Ok(rel) = store.strip_prefix(r) else {
@@ -76,7 +89,7 @@ pub fn store_skips(store: &Path, roots: &[&Path]) -> Vec<PathBuf> {
 /// it finds; root's alone, unreadable to a user, who would see an error at every pass,
 /// and no part of a backup). Left out, it is neither copied nor removed, and neither is
 /// the same place in the other root (an earlier copy there).
-pub fn filesystem_skips(roots: &[&Path]) -> Vec<PathBuf> {
+fn filesystem_skips(roots: &[&Path]) -> Vec<PathBuf> {
     if !roots
         .iter()
         .any(|r| crate::run::home::is_mount_root(r) == Some(true))

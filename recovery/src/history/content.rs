@@ -438,9 +438,16 @@ fn write_checked(
 ) -> Result<engine::fs::TempFile, Error> {
     use std::os::fd::AsFd;
     let mut temp = dst.create_temp(to)?;
-    let blocks_of = file.try_clone().ok();
-    let blocks_of = blocks_of.as_ref().map(|f| f.as_fd());
-    let (digest, _) = dst.fill(&mut temp, file, blocks_of, c.sparse, &|| false, c.from)?;
+    let mut reader: &std::fs::File = file;
+    let blocks_of = Some(file.as_fd());
+    let (digest, _) = dst.fill(
+        &mut temp,
+        &mut reader,
+        blocks_of,
+        c.sparse,
+        &|| false,
+        c.from,
+    )?;
     if digest != *c.sha {
         return Err(Error::entry(c.from, c.mismatch));
     }
