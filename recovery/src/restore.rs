@@ -568,12 +568,13 @@ fn restore_options(compare_hashes: bool) -> MirrorOptions {
     }
 }
 
-/// Scans the restore target, leaving out the store and every other directory of the
+/// Scans the restore target, leaving out what a pass there would (the store, and
+/// `lost+found` when the target is the top of a drive) and every other directory of the
 /// versioned one that lives inside it (oneway's BACKUP inside SOURCE, with the store in
 /// it): a restore neither compares them with the version nor removes them (the scan
 /// records them as excluded, so no folder that holds one is removed whole).
 fn scan_target(target: &Path, vd: &VersionedDir, sub: Option<&Path>) -> Result<Tree, Refusal> {
-    let mut skip = vec![vd.store().to_path_buf()];
+    let mut skip = engine::scan::left_out(&[vd.store()], &[target]);
     skip.extend(
         vd.live_dirs()
             .into_iter()

@@ -384,4 +384,14 @@ fn lost_and_found_at_the_top_of_a_drive_is_the_filesystems_own() {
     assert!(dst.join("photos/b.jpg").exists());
     assert!(!dst.join("lost+found/#12345").exists());
     assert!(dst.join("lost+found/old").exists());
+
+    // A restore over the top of the drive leaves it too.
+    write(&src.join("photos/b.jpg"), "edited");
+    env.run(
+        "recovery",
+        ["restore".as_ref(), src.as_os_str(), "--force".as_ref()],
+    )
+    .expect(0);
+    assert_eq!(fs::read_to_string(src.join("photos/b.jpg")).unwrap(), "b");
+    assert!(src.join("lost+found/#12345").exists());
 }
