@@ -16,6 +16,16 @@ pub(super) fn actions_for<'t>(
     // (neighbours share a parent, listed once), sorted at the end.
     let mut dir_meta: Vec<PathBuf> = Vec::new();
     let mut deletes = 0usize;
+    // Files of this side kept as conflict copies before they go: their removal loses
+    // nothing, and is no deletion for `--max-delete`.
+    let preserved: std::collections::HashSet<&Path> = finals
+        .added
+        .values()
+        .flatten()
+        .filter(|f| f.from == side)
+        .filter_map(|f| f.copy_of.as_deref().map(PathBuf::as_path))
+        .collect();
+    let counts = |p: &Path, kind: Kind| usize::from(kind == Kind::File && !preserved.contains(p));
     let mut cleared: Option<PathBuf> = None;
     let touched = |p: &Path, dir_meta: &mut Vec<PathBuf>| {
         let parent = engine::tree::parent_of(p);
@@ -44,7 +54,7 @@ pub(super) fn actions_for<'t>(
                     if c.kind == Kind::Dir {
                         rmdirs.push(Action::new(Op::Rmdir, path.clone(), None, Some(c)));
                     } else {
-                        deletes += usize::from(c.kind == Kind::File);
+                        deletes += counts(p, c.kind);
                         to.actions.push(Action::new(
                             Op::Remove { kind: c.kind },
                             path.clone(),
@@ -81,14 +91,14 @@ pub(super) fn actions_for<'t>(
                             let op = if qe.kind == Kind::Dir {
                                 Op::Rmdir
                             } else {
-                                deletes += usize::from(qe.kind == Kind::File);
+                                deletes += counts(q, qe.kind);
                                 Op::Remove { kind: qe.kind }
                             };
                             to.actions.push(Action::new(op, *q, None, Some(*qe)));
                         }
                         cleared = Some(p.to_path_buf());
                     } else {
-                        deletes += usize::from(cv.kind == Kind::File);
+                        deletes += counts(p, cv.kind);
                         to.actions.push(Action::new(
                             Op::Remove { kind: cv.kind },
                             path.clone(),

@@ -844,3 +844,46 @@ fn a_folder_holding_an_excluded_path_is_never_removed() {
     );
     assert!(!na.contains_key(Path::new("sub/y")));
 }
+
+#[test]
+fn a_conflict_loser_kept_as_a_copy_is_no_deletion() {
+    // f: a file on both sides at the last sync; A made it a directory, B edited it.
+    // d: a directory; A edited a file in it, B made it a file. A's side wins both (newer);
+    // B's file at each path is kept as a conflict copy before it goes.
+    let base: Map = [
+        ("d".into(), dir(0o755, 100)),
+        ("d/x".into(), file(1, 100)),
+        ("f".into(), file(2, 100)),
+    ]
+    .into();
+    let a: Map = [
+        ("d".into(), dir(0o755, 100)),
+        ("d/x".into(), file(3, 300)),
+        ("f".into(), dir(0o755, 300)),
+        ("f/inner".into(), file(4, 300)),
+    ]
+    .into();
+    let b: Map = [("d".into(), file(5, 200)), ("f".into(), file(6, 200))].into();
+    let (plan, after) = check_pass(&base, &a, &b, ConflictPolicy::Newer);
+    assert_eq!(plan.conflicts.len(), 2);
+    let kept: Vec<_> = after
+        .values()
+        .filter_map(|e| e.hash)
+        .filter(|h| *h == Digest([5; 32]) || *h == Digest([6; 32]))
+        .collect();
+    assert_eq!(
+        kept.len(),
+        2,
+        "both of B's files are kept as conflict copies"
+    );
+    assert_eq!(
+        (plan.deletes_a, plan.deletes_b),
+        (0, 0),
+        "a file kept as a conflict copy is not counted against --max-delete"
+    );
+    // A file that goes without a copy still counts.
+    let b2: Map = [("d".into(), dir(0o755, 100)), ("d/x".into(), file(1, 100))].into();
+    let a2: Map = [("d".into(), dir(0o755, 100))].into();
+    let (plan, _) = check_pass(&base, &a2, &b2, ConflictPolicy::Newer);
+    assert_eq!(plan.deletes_b, 1);
+}
