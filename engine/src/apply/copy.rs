@@ -213,24 +213,34 @@ pub(super) fn prepare_copy(
     };
     let (temp, digest, n, new) =
         dst.write_temp(path, &mut limited, (mode, mtime, owner), opts.stop, how)?;
-    let after = fs::fstat(&file, &src_abs)?;
-    let changed = || {
-        Error::entry(
-            &src_abs,
-            "changed while being copied; left for the next pass",
-        )
-    };
-    if n != before.size
-        || !crate::hash::unchanged_while_read(&mut &file, &before, &after, before.size, digest)
-            .map_err(|e| Error::io("read", &src_abs, e))?
-    {
-        return Err(changed());
-    }
-    if opts.verify_hash && s.hash.is_some_and(|h| h != digest) {
-        return Err(Error::entry(
-            src_abs,
-            "does not match the SHA-256 it was planned with (changed since the scan, or damaged); left as it was",
-        ));
+    match s.hash.filter(|_| opts.verify_hash) {
+        // The bytes written are the planned ones, whole: whatever the source did while
+        // it was read, the copy is what the plan wants (no stat after the read needed).
+        Some(planned) if planned == digest && n == before.size => {}
+        Some(_) => {
+            return Err(Error::entry(
+                src_abs,
+                "does not match the SHA-256 it was planned with (changed since the scan, or damaged); left as it was",
+            ));
+        }
+        None => {
+            let after = fs::fstat(&file, &src_abs)?;
+            if n != before.size
+                || !crate::hash::unchanged_while_read(
+                    &mut &file,
+                    &before,
+                    &after,
+                    before.size,
+                    digest,
+                )
+                .map_err(|e| Error::io("read", &src_abs, e))?
+            {
+                return Err(Error::entry(
+                    &src_abs,
+                    "changed while being copied; left for the next pass",
+                ));
+            }
+        }
     }
     Ok(Prepared {
         temp,

@@ -22,6 +22,17 @@ fn mirror_options<'a>(src: &'a Path, stop: &'a (dyn Fn() -> bool + Sync)) -> App
 /// change time is not.
 #[test]
 fn a_source_rewritten_during_its_copy_with_its_mtime_put_back_is_not_installed() {
+    rewritten_during_its_copy(false);
+}
+
+/// The same where the plan knows the bytes it wants (a restore, a two-way copy): the
+/// copy is checked against the planned SHA-256 instead of a stat after the read.
+#[test]
+fn a_source_rewritten_during_a_copy_checked_against_its_planned_hash_is_not_installed() {
+    rewritten_during_its_copy(true);
+}
+
+fn rewritten_during_its_copy(planned_hash: bool) {
     use std::io::{Seek, Write};
     use std::sync::atomic::{AtomicBool, Ordering};
     let d = tempfile::tempdir().unwrap();
@@ -34,7 +45,11 @@ fn a_source_rewritten_during_its_copy_with_its_mtime_put_back_is_not_installed()
     let old = filetime::FileTime::from_unix_time(1_600_000_000, 0);
     filetime::set_file_mtime(&f, old).unwrap();
     let scan = |p: &Path| crate::scan::scan(p, &crate::scan::ScanOptions::default()).unwrap();
-    let (src_tree, dst_tree) = (scan(&src), scan(&dst));
+    let (mut src_tree, dst_tree) = (scan(&src), scan(&dst));
+    if planned_hash {
+        let e = src_tree.entries.get_mut(Path::new("big")).unwrap();
+        e.hash = Some(crate::hash::hash_file(&f).unwrap().0);
+    }
     let plan = crate::plan::mirror::plan_mirror(
         &src_tree,
         &dst_tree,
@@ -55,13 +70,24 @@ fn a_source_rewritten_during_its_copy_with_its_mtime_put_back_is_not_installed()
         false
     };
     let mut root = Root::open(&dst).unwrap();
-    let out = apply(&plan, &mut root, &mirror_options(&src, &stop));
+    let opts = ApplyOptions {
+        verify_hash: planned_hash,
+        ..mirror_options(&src, &stop)
+    };
+    let out = apply(&plan, &mut root, &opts);
     assert!(rewritten.load(Ordering::SeqCst), "the writer ran mid-copy");
     assert!(!dst.join("big").exists(), "a torn copy was installed");
     assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
-    assert!(out.errors[0]
-        .to_string()
-        .contains("changed while being copied"));
+    let want = if planned_hash {
+        "does not match the SHA-256 it was planned with"
+    } else {
+        "changed while being copied"
+    };
+    assert!(
+        out.errors[0].to_string().contains(want),
+        "{}",
+        out.errors[0]
+    );
 }
 use crate::tree::{MTime, Tree};
 
