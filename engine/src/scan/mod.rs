@@ -62,12 +62,17 @@ fn store_skips(store: &Path, roots: &[&Path]) -> Vec<PathBuf> {
         }
         for q in roots {
             let mirrored = q.join(rel);
-            // The other directory's folder there is not backed up, nor synced: said each
-            // pass, since a user may not know.
+            // The other directory's folder there is not backed up, nor synced: said once
+            // a run (not at every pass of an interval or watch run), since a user may
+            // not know.
             // (`__versions__` at the top is reserved on both sides: the other's own store.)
             let reserved =
                 rel.parent() == Some(Path::new("")) && names::is_reserved_top(rel.as_os_str());
-            if q != r && !reserved && std::fs::symlink_metadata(&mirrored).is_ok() {
+            if q != r
+                && !reserved
+                && std::fs::symlink_metadata(&mirrored).is_ok()
+                && first_time_said(&mirrored)
+            {
                 log::warn!(
                     "{} is left out: the store of versions is at the same place in {} ({}); \
                      move the store elsewhere (--store) to copy it",
@@ -82,6 +87,17 @@ fn store_skips(store: &Path, roots: &[&Path]) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Whether `path` is named for the first time in this run by the warning above.
+fn first_time_said(path: &Path) -> bool {
+    static SAID: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if said.iter().any(|p| p == path) {
+        return false;
+    }
+    said.push(path.to_path_buf());
+    true
 }
 
 /// What a pass over `roots` leaves out because it is the filesystem's own: `lost+found`

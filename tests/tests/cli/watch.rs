@@ -196,3 +196,32 @@ fn watch_mode_watches_a_drive_mounted_again_anew() {
     assert!(text.contains("watched anew"), "{text}");
     drop(first);
 }
+
+/// A warning about the place of a store (SOURCE's own folder there is not backed up) is
+/// said once a run, not at every pass of an interval run.
+#[test]
+fn the_store_place_warning_is_said_once_a_run() {
+    let env = Env::new();
+    let (src, dst) = env.src_and_dst();
+    write(&src.join("f.txt"), "f");
+    write(&src.join("vers/s.txt"), "source's own");
+    let log = env.path("run.log");
+    let child = env
+        .cmd("oneway")
+        .arg(&src)
+        .arg(&dst)
+        .args(["--interval", "1", "--store"])
+        .arg(dst.join("vers"))
+        .arg("--log")
+        .arg(&log)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = Running::new(child);
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("three passes", || read().contains(" pass 3"));
+    stop_watching("oneway", running);
+    let said = read().matches("vers is left out: the store").count();
+    assert_eq!(said, 1, "{}", read());
+}
