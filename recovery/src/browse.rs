@@ -204,7 +204,9 @@ pub fn deleted(home: &DataHome, dir: &Path, since: Option<&str>) -> Result<i32, 
         if since.is_some_and(|t| removed_at < t) {
             break;
         }
-        let (_, entries) = history.diff_of(l.head.id).map_err(Refusal::from)?;
+        let entries = history
+            .held_before(l, &listed[i + 1])
+            .map_err(Refusal::from)?;
         for e in entries {
             if !now.contains(&e.path) && !gone.contains_key(&e.path) {
                 let id = l.head.id;

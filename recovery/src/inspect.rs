@@ -13,7 +13,7 @@ use engine::run::events;
 use engine::run::home::{absolute, DataHome};
 use engine::tree::{Digest, Kind};
 
-use crate::history::{self, Form, History};
+use crate::history::{self, History};
 use crate::registry::{RegEntry, Registry};
 use crate::retention::Keep;
 use crate::store::VersionedDir;
@@ -77,12 +77,14 @@ fn rows(vd: &VersionedDir) -> Result<Vec<VersionRow>, engine::Error> {
     let mut counted: BTreeSet<Digest> = BTreeSet::new();
     let mut store_bytes: BTreeMap<u64, u64> = BTreeMap::new();
     let mut root = history.open().ok();
-    for l in listed.iter().rev() {
+    for (i, l) in listed.iter().enumerate().rev() {
         let mut b = l.file_bytes;
-        if let (Form::Diff { .. }, Some(r)) = (l.form, root.as_mut()) {
-            for (sha, size) in history::diff_files(&history, r, l.head.id)? {
-                if objects.contains(&sha) && counted.insert(sha) {
-                    b += size;
+        if let Some(newer) = listed.get(i + 1) {
+            for e in history.held_before(l, newer)? {
+                if let Some(sha) = e.sha256 {
+                    if objects.contains(&sha) && counted.insert(sha) {
+                        b += e.size;
+                    }
                 }
             }
         }

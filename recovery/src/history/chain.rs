@@ -1,9 +1,17 @@
-//! A history's chain of versions: a new version recorded whole with the one before
-//! turned into its difference, every version read back through the chain, and versions
-//! dropped with the chain mended around them.
+//! A history's chain of versions. One version is whole; every other is a difference from
+//! its neighbour toward the whole one: older versions from the next newer (`backward`),
+//! newer ones from the one before (`forward`). A pass records its version as a small
+//! forward difference; once the forward differences add up to a share of the whole
+//! version, the new version is written whole and the run of forward differences before
+//! it is turned around. Versions are read back through the chain, and dropped with the
+//! chain mended around them.
+//!
+//! Every step is one file written whole and renamed into place, or one removal, in an
+//! order that leaves every version readable after each: [`History::repair_versions`]
+//! finishes or undoes what a kill left (a version with both a whole file and a
+//! difference).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::os::unix::ffi::OsStrExt;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use engine::error::Error;
@@ -11,8 +19,40 @@ use engine::fs::Root;
 use engine::tree::encoding::{EntryRecord, EntryRef};
 use engine::tree::{path_order, same_path, Digest};
 
-use super::format::{same, Read, Run};
-use super::{damaged, version_file, Form, History, VersionHead, DIFF, VERSIONS};
+use super::format::{same, Delta};
+use super::{damaged, version_file, Form, History, Listed, VersionHead, VERSIONS};
+
+/// The forward differences after a whole version may add up to this share of its file
+/// (1/4) before the next version is written whole.
+const FORWARD_SHARE: u64 = 4;
+/// And at most this many of them (each is read to read the latest version).
+const FORWARD_MAX: usize = 64;
+
+#[cfg(test)]
+thread_local! {
+    /// Steps (version files written or removed) left before a test's simulated kill:
+    /// the step that finds it at zero fails, as if the process had died before it.
+    pub(super) static STEPS_LEFT: std::cell::Cell<Option<usize>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Called before every version file is written or removed: where a test kills the run.
+fn step() -> Result<(), Error> {
+    #[cfg(test)]
+    if let Some(n) = STEPS_LEFT.get() {
+        if n == 0 {
+            return Err(Error::entry("/", "killed (test)"));
+        }
+        STEPS_LEFT.set(Some(n - 1));
+    }
+    Ok(())
+}
+
+/// Whether two entries at one path are recorded alike, inode included (a version's
+/// inodes say which files were one file).
+fn alike(a: &EntryRef<'_>, b: &EntryRef<'_>) -> bool {
+    same(a, b) && a.ino == b.ino
+}
 
 impl History {
     /// Hands every entry of version `id` to `f`, in path order: the whole version its
@@ -25,6 +65,8 @@ impl History {
         id: u64,
         mut f: impl FnMut(EntryRef<'_>),
     ) -> Result<VersionHead, Error> {
+        // A version with a whole file and a difference (a kill between two steps) is
+        // read whole.
         let files: BTreeMap<u64, bool> = self.files(root)?.into_iter().collect();
         let mut chain = Vec::new();
         let mut at = id;
@@ -38,9 +80,15 @@ impl History {
             if full {
                 break at;
             }
+            if chain.len() > files.len() {
+                return Err(damaged(
+                    &self.path.join(VERSIONS),
+                    format!("the chain of differences from version {id} never ends"),
+                ));
+            }
             let r = self.read(root, at, false, true)?;
             match r.form {
-                Form::Diff { base } if base > at => at = base,
+                Form::Diff { base } if base != at => at = base,
                 _ => {
                     return Err(damaged(
                         &self.path.join(version_file(at, r.form)),
@@ -92,14 +140,15 @@ impl History {
     }
 
     /// Records a new version whose entries `news` gives (in path order, afresh each call)
-    /// and whose head is `head` (its id and change counts are filled here). It is
-    /// written whole; the latest version becomes the difference from it (written first,
-    /// so that a kill leaves both readable). Returns the new id.
+    /// and whose head is `head` (its id and change counts are filled here). Returns the
+    /// new id.
     ///
-    /// The new version's file is the latest's with what changed put in: the bytes of
-    /// every entry recorded alike in both (inode included) are copied from the latest's
-    /// file, not encoded again; the file is byte for byte what encoding every entry
-    /// would give.
+    /// The new version is the difference from the latest (what changed, both ways), one
+    /// small file. Once the differences since the whole version would pass a share of
+    /// it, the new version is written whole instead, and the versions from the whole one
+    /// to the latest are turned into differences from the version after each (the
+    /// latest's from the new one): newest first, so that every version reads at every
+    /// point.
     pub fn record<'n, I: Iterator<Item = EntryRef<'n>>>(
         &self,
         mut head: VersionHead,
@@ -109,166 +158,480 @@ impl History {
         let files = self.files(&mut root)?;
         let next = files.last().map_or(1, |(id, _)| id + 1);
         head.id = next;
-        let latest = files.iter().rev().find(|(_, f)| *f).map(|(id, _)| *id);
+        let Some(&(latest, _)) = files.last() else {
+            let count = news().count();
+            head.added = count as u64;
+            step()?;
+            self.write_full(&mut root, &head, count, |f| {
+                news().for_each(f);
+                Ok(())
+            })?;
+            return Ok(next);
+        };
+        let Some(whole) = files.iter().rev().find(|(_, f)| *f).map(|(id, _)| *id) else {
+            return Err(damaged(&self.path.join(VERSIONS), "no whole version"));
+        };
+        // The versions from the whole one to the latest: the whole, then forward
+        // differences.
+        let segment: Vec<u64> = files
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| *id >= whole)
+            .collect::<BTreeSet<u64>>()
+            .into_iter()
+            .collect();
+        let size = |root: &mut Root, id: u64, full: bool| -> Result<u64, Error> {
+            let form = if full {
+                Form::Full
+            } else {
+                Form::Diff { base: 0 }
+            };
+            Ok(root.stat(&version_file(id, form))?.map_or(0, |s| s.size))
+        };
+        let whole_bytes = size(&mut root, whole, true)?;
+        let mut forward_bytes = 0;
+        for &id in &segment[1..] {
+            forward_bytes += size(&mut root, id, false)?;
+        }
+        // What the new difference may take before the version is written whole instead.
+        let budget = (whole_bytes / FORWARD_SHARE).saturating_sub(forward_bytes);
+        let estimate = |e: &EntryRef<'_>| e.path.as_os_str().len() as u64 + 48;
+
+        // The latest version and the new one side by side, in path order.
         let (mut added, mut modified, mut removed) = (0u64, 0u64, 0u64);
-        // The runs of entries of the new version recorded alike in the latest, one after
-        // another in both: (the place of the first in `news`, how many, where their bytes
-        // are in the latest's file and how many). As many as the changes that part them.
-        let mut alike: Vec<Run> = Vec::new();
-        if let Some(old_id) = latest {
-            let mut old = self.reader(&mut root, old_id, true)?;
-            let old_head = old.head.clone();
-            // What the old version holds that the new one does not hold the same, and
-            // the paths the new one has that it lacks: a merge of the two in path order,
-            // the old entries borrowed as they are read.
-            let mut back: Vec<EntryRecord> = Vec::new();
-            let mut gone: Vec<Vec<u8>> = Vec::new();
-            let mut news_it = news().enumerate().peekable();
-            loop {
-                let at = old.offset();
-                let same_bytes = old.next_with(|o| {
-                    while let Some((_, n)) =
-                        news_it.next_if(|(_, n)| path_order(n.path, o.path).is_lt())
-                    {
-                        added += 1;
-                        gone.push(n.path.as_os_str().as_bytes().to_vec());
-                    }
-                    match news_it.next_if(|(_, n)| same_path(n.path, o.path)) {
-                        Some((i, n)) if same(&o, &n) => (o.ino == n.ino).then_some(i),
-                        Some(_) => {
-                            modified += 1;
-                            back.push(o.to_owned());
-                            None
-                        }
-                        None => {
-                            removed += 1;
-                            back.push(o.to_owned());
-                            None
-                        }
-                    }
-                })?;
-                let Some(same_bytes) = same_bytes else { break };
-                if let Some(i) = same_bytes {
-                    let i = i as u64;
-                    let len = old.offset() - at;
-                    match alike.last_mut() {
-                        Some(r) if r.first + r.count == i && r.at + r.bytes == at => {
-                            r.count += 1;
-                            r.bytes += len;
-                        }
-                        _ => alike.push(Run {
-                            first: i,
-                            count: 1,
-                            at,
-                            bytes: len,
-                        }),
+        let mut put: Vec<EntryRecord> = Vec::new();
+        let mut was: Vec<EntryRecord> = Vec::new();
+        let mut gone: Vec<PathBuf> = Vec::new();
+        // Paths the new version has that the latest lacks (the latest's difference from
+        // the new one removes them, if it comes to that).
+        let mut new_paths: Vec<PathBuf> = Vec::new();
+        let mut bytes = 0u64;
+        let mut small = segment.len() <= FORWARD_MAX;
+        {
+            let mut news_it = news().peekable();
+            let mut add = |n: EntryRef<'_>,
+                           old: Option<EntryRef<'_>>,
+                           put: &mut Vec<EntryRecord>,
+                           small: &mut bool| {
+                if *small {
+                    bytes += estimate(&n) + old.as_ref().map_or(0, estimate);
+                    put.push(n.to_owned());
+                    if bytes > budget {
+                        // Written whole: only the latest's side is needed.
+                        *small = false;
+                        *put = Vec::new();
                     }
                 }
-            }
-            for (_, n) in news_it {
-                added += 1;
-                gone.push(n.path.as_os_str().as_bytes().to_vec());
-            }
-            root.write_atomic_with(&version_file(old_id, Form::Diff { base: next }), |w| {
-                engine::tree::encoding::write_seq(
-                    w,
-                    &(DIFF, &old_head, next, &gone, back.len()),
-                    back.iter().map(|e| e.as_ref()),
-                )
+            };
+            self.for_each_in(&mut root, latest, |o| {
+                while let Some(n) = news_it.next_if(|n| path_order(n.path, o.path).is_lt()) {
+                    added += 1;
+                    new_paths.push(n.path.to_path_buf());
+                    add(n, None, &mut put, &mut small);
+                }
+                match news_it.next_if(|n| same_path(n.path, o.path)) {
+                    Some(n) if alike(&o, &n) => {}
+                    Some(n) => {
+                        // An inode alone is no change to count, but the version records it.
+                        modified += u64::from(!same(&o, &n));
+                        was.push(o.to_owned());
+                        add(n, Some(o), &mut put, &mut small);
+                    }
+                    None => {
+                        removed += 1;
+                        gone.push(o.path.to_path_buf());
+                        was.push(o.to_owned());
+                    }
+                }
             })?;
-        } else {
-            added = news().count() as u64;
+            for n in news_it {
+                added += 1;
+                new_paths.push(n.path.to_path_buf());
+                add(n, None, &mut put, &mut small);
+            }
         }
         head.added = added;
         head.changed = modified;
         head.removed = removed;
-        let from = latest
-            .filter(|_| !alike.is_empty())
-            .map(|id| (id, &alike[..]));
-        self.write_full(&mut root, &head, news, from)?;
-        if let Some(old_id) = latest {
-            // Its difference is on disk: the old whole file is no longer needed.
-            root.remove(&version_file(old_id, Form::Full))?;
+        if small {
+            let delta = Delta {
+                gone,
+                put,
+                was: Some(was),
+            };
+            step()?;
+            self.write_diff(&mut root, &head, latest, &delta)?;
+            return Ok(next);
         }
+        // Written whole. The forward differences are read before any is rewritten.
+        let mut forward: HashMap<u64, Delta> = HashMap::new();
+        for &id in &segment[1..] {
+            forward.insert(id, self.read(&mut root, id, false, true)?.delta());
+        }
+        let count = news().count();
+        step()?;
+        self.write_full(&mut root, &head, count, |f| {
+            news().for_each(f);
+            Ok(())
+        })?;
+        let back = Delta {
+            gone: new_paths,
+            put: was,
+            was: None,
+        };
+        self.turn_around(&mut root, &segment, next, back, &forward)?;
         Ok(next)
+    }
+
+    /// Turns the versions of `segment` (a whole version, then forward differences, in
+    /// order) into differences toward the whole version `to` that follows them: the last
+    /// gets `back` (its difference from `to`), each one before it the inverse of the
+    /// forward difference after it (`forward`, read before any was rewritten). The old
+    /// whole file goes last. Where a forward difference does not know its base's entries,
+    /// the turn stops there: the versions before it stay forward differences from the
+    /// old whole version, which stays.
+    fn turn_around(
+        &self,
+        root: &mut Root,
+        segment: &[u64],
+        to: u64,
+        back: Delta,
+        forward: &HashMap<u64, Delta>,
+    ) -> Result<(), Error> {
+        let mut back = Some(back);
+        let mut newer = to;
+        for (i, &id) in segment.iter().enumerate().rev() {
+            let Some(delta) = back.take() else {
+                return Ok(());
+            };
+            let whole = i == 0;
+            let head = self.read(root, id, whole, false)?.head;
+            step()?;
+            self.write_diff(root, &head, newer, &delta)?;
+            if whole {
+                step()?;
+                root.remove(&version_file(id, Form::Full))?;
+            } else {
+                back = forward.get(&id).and_then(Delta::inverse);
+            }
+            newer = id;
+        }
+        Ok(())
+    }
+
+    /// Makes the latest version (`to`, a forward difference, as is every version between
+    /// it and the whole version `whole`) whole, and turns the versions from `whole` on
+    /// into differences toward it: what dropping the whole version needs, done so that
+    /// the versions dropped after it (older ones, as a policy drops them) are cheap.
+    fn move_whole(&self, root: &mut Root, whole: u64, to: u64) -> Result<(), Error> {
+        let files = self.files(root)?;
+        let segment: Vec<u64> = files
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| *id >= whole && *id < to)
+            .collect::<BTreeSet<u64>>()
+            .into_iter()
+            .collect();
+        let mut forward: HashMap<u64, Delta> = HashMap::new();
+        for &id in &segment[1..] {
+            forward.insert(id, self.read(root, id, false, true)?.delta());
+        }
+        let last = *segment.last().expect("BUG: holds the whole version");
+        let generic = |h: &History| -> Result<Delta, Error> {
+            Ok(delta(&h.state(last)?.entries, &h.state(to)?.entries))
+        };
+        let back = if files.contains(&(to, true)) {
+            // Made whole already by a run cut short.
+            generic(self)?
+        } else {
+            let fwd = self.read(root, to, false, true)?;
+            if fwd.form != (Form::Diff { base: last }) {
+                return Err(damaged(
+                    &self.path.join(version_file(to, fwd.form)),
+                    format!("not the difference from version {last}"),
+                ));
+            }
+            let head = fwd.head.clone();
+            let fwd = fwd.delta();
+            let mut count = 0usize;
+            let mut reading = self.open()?;
+            self.for_each_in(&mut reading, to, |_| count += 1)?;
+            step()?;
+            self.write_full(root, &head, count, |f| {
+                self.for_each_in(&mut reading, to, f).map(|_| ())
+            })?;
+            step()?;
+            root.remove(&version_file(to, Form::Diff { base: last }))?;
+            match fwd.inverse() {
+                Some(back) => back,
+                None => generic(self)?,
+            }
+        };
+        self.turn_around(root, &segment, to, back, &forward)
     }
 
     /// Drops the versions `ids` (never the latest): a version that is the difference
     /// from a dropped one is first rewritten as the difference from that one's base, so
-    /// every version left reads at every point. Gives the content the dropped versions
-    /// held of their own: what may now be garbage.
+    /// every version left reads at every point; a dropped whole version first hands its
+    /// wholeness to the latest. Gives the content the dropped versions held of
+    /// their own: what may now be garbage.
     pub fn forget(&self, ids: &BTreeSet<u64>) -> Result<HashSet<Digest>, Error> {
         let mut root = self.open_made()?;
         let mut candidates = HashSet::new();
-        // Newest first: the version below a dropped one already refers to a kept one.
+        // Newest first: the version beside a dropped one already refers to a kept one.
         for &id in ids.iter().rev() {
             let files = self.files(&mut root)?;
-            let Some(&(_, full)) = files.iter().find(|(i, _)| *i == id) else {
-                continue;
-            };
-            if full {
+            let all: BTreeSet<u64> = files.iter().map(|(i, _)| *i).collect();
+            if !all.contains(&id) || all.last() == Some(&id) {
                 continue;
             }
+            if files.contains(&(id, true)) {
+                let newest_whole = files.iter().rev().find(|(_, f)| *f).map(|(i, _)| *i);
+                if newest_whole == Some(id) {
+                    let latest = *all.last().expect("BUG: holds this one");
+                    self.move_whole(&mut root, id, latest)?;
+                } else {
+                    // An older whole version (a turn cut short): turned first; kept if
+                    // it cannot be (an extra version rather than a broken chain).
+                    self.finish_turn(&mut root)?;
+                    if self.files(&mut root)?.contains(&(id, true)) {
+                        continue;
+                    }
+                }
+            }
+            let files = self.files(&mut root)?;
             let dropped = self.read(&mut root, id, false, true)?;
             let Form::Diff { base } = dropped.form else {
                 continue;
             };
             candidates.extend(dropped.entries.iter().filter_map(|e| e.sha256));
-            for &(older, _) in files.iter().filter(|(i, f)| *i < id && !*f) {
+            let dropped = dropped.delta();
+            for &(other, full) in &files {
+                if full || other == id {
+                    continue;
+                }
                 // Its head says its base: only a dependant is read whole.
-                let o = self.read(&mut root, older, false, false)?;
+                let o = self.read(&mut root, other, false, false)?;
                 if o.form != (Form::Diff { base: id }) {
                     continue;
                 }
-                let o = self.read(&mut root, older, false, true)?;
-                let (removed, entries) = compose(&dropped, &o);
-                let gone: Vec<Vec<u8>> = removed
-                    .iter()
-                    .map(|p| p.as_os_str().as_bytes().to_vec())
-                    .collect();
-                root.write_atomic_with(&version_file(older, o.form), |w| {
-                    engine::tree::encoding::write_seq(
-                        w,
-                        &(DIFF, &o.head, base, &gone, entries.len()),
-                        entries.iter().map(|e| e.as_ref()),
-                    )
-                })?;
+                let o = self.read(&mut root, other, false, true)?;
+                let head = o.head.clone();
+                step()?;
+                self.write_diff(&mut root, &head, base, &compose(&dropped, &o.delta()))?;
             }
-            root.remove(&version_file(id, dropped.form))?;
+            step()?;
+            root.remove(&version_file(id, Form::Diff { base }))?;
         }
         Ok(candidates)
     }
+
+    /// Finishes a turn cut short by a kill: where an older whole version is followed by
+    /// forward differences and then by differences toward the newest whole version,
+    /// the forward ones are turned around too (the last of them from the two states),
+    /// so that one version is whole again. Anything else is left as it is: it reads.
+    pub(super) fn finish_turn(&self, root: &mut Root) -> Result<(), Error> {
+        let files = self.files(root)?;
+        let wholes: Vec<u64> = files
+            .iter()
+            .filter(|(_, f)| *f)
+            .map(|(id, _)| *id)
+            .collect();
+        let [.., older, newest] = wholes[..] else {
+            return Ok(());
+        };
+        let between: Vec<u64> = files
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| *id > older && *id < newest)
+            .collect();
+        let mut segment = vec![older];
+        let mut forward: HashMap<u64, Delta> = HashMap::new();
+        let mut rest = between.iter().peekable();
+        while let Some(&&id) = rest.peek() {
+            let r = self.read(root, id, false, true)?;
+            if r.form
+                != (Form::Diff {
+                    base: *segment.last().expect("BUG: starts with one"),
+                })
+            {
+                break;
+            }
+            forward.insert(id, r.delta());
+            segment.push(id);
+            rest.next();
+        }
+        // What follows must lead to the newest whole version, each from the next.
+        let ahead: Vec<u64> = rest.copied().chain([newest]).collect();
+        for pair in ahead.windows(2) {
+            if self.read(root, pair[0], false, false)?.form != (Form::Diff { base: pair[1] }) {
+                return Ok(());
+            }
+        }
+        let last = *segment.last().expect("BUG: starts with one");
+        let to = ahead[0];
+        let back = delta(&self.state(last)?.entries, &self.state(to)?.entries);
+        self.turn_around(root, &segment, to, back, &forward)
+    }
+
+    /// Whether version `id`'s difference leads to a whole version without coming back
+    /// to `id` (whole files preferred along the way, as reading does).
+    pub(super) fn diff_reaches_whole(
+        &self,
+        root: &mut Root,
+        id: u64,
+        files: &[(u64, bool)],
+    ) -> Result<bool, Error> {
+        let mut at = id;
+        for _ in 0..=files.len() {
+            let form = self.read(root, at, false, false)?.form;
+            let Form::Diff { base } = form else {
+                return Ok(false);
+            };
+            if base == id {
+                return Ok(false);
+            }
+            if files.contains(&(base, true)) {
+                return Ok(true);
+            }
+            if !files.contains(&(base, false)) {
+                return Ok(false);
+            }
+            at = base;
+        }
+        Ok(false)
+    }
+}
+
+/// `of` as the difference from `base` (both whole, in path order).
+fn delta(of: &[EntryRecord], base: &[EntryRecord]) -> Delta {
+    let mut out = Delta {
+        was: Some(Vec::new()),
+        ..Delta::default()
+    };
+    let was = out.was.as_mut().expect("BUG: made above");
+    for row in engine::tree::zip_sorted_by(of.iter(), base.iter(), |e| &e.path, |e| &e.path) {
+        match row {
+            (Some(n), Some(o)) if alike(&n.as_ref(), &o.as_ref()) => {}
+            (Some(n), Some(o)) => {
+                out.put.push(n.clone());
+                was.push(o.clone());
+            }
+            (Some(n), None) => out.put.push(n.clone()),
+            (None, Some(o)) => {
+                out.gone.push(o.path.clone());
+                was.push(o.clone());
+            }
+            (None, None) => {}
+        }
+    }
+    out
 }
 
 /// `later` (the difference from `dropped`) as the difference from `dropped`'s base:
-/// `dropped` applied first, then `later`.
-fn compose(dropped: &Read, later: &Read) -> (Vec<PathBuf>, Vec<EntryRecord>) {
-    let older = later;
-    let older_removed: HashSet<&Path> = older.removed.iter().map(PathBuf::as_path).collect();
-    let mut map: BTreeMap<&Path, &EntryRecord> = dropped
-        .entries
-        .iter()
-        .filter(|e| !older_removed.contains(e.path.as_path()))
-        .map(|e| (e.path.as_path(), e))
-        .collect();
-    for e in &older.entries {
-        map.insert(e.path.as_path(), e);
+/// `dropped` applied first, then `later`. The base's entries are known where both
+/// differences know theirs.
+fn compose(dropped: &Delta, later: &Delta) -> Delta {
+    // What the later version holds at each path either names.
+    let mut now: BTreeMap<&Path, Option<&EntryRecord>> = BTreeMap::new();
+    for p in &dropped.gone {
+        now.insert(p, None);
     }
-    let removed: BTreeSet<PathBuf> = dropped
-        .removed
+    for e in &dropped.put {
+        now.insert(&e.path, Some(e));
+    }
+    for p in &later.gone {
+        now.insert(p, None);
+    }
+    for e in &later.put {
+        now.insert(&e.path, Some(e));
+    }
+    let in_dropped: HashSet<&Path> = dropped
+        .gone
         .iter()
-        .chain(older.removed.iter())
-        .filter(|p| !map.contains_key(p.as_path()))
-        .cloned()
+        .map(PathBuf::as_path)
+        .chain(dropped.put.iter().map(|e| e.path.as_path()))
         .collect();
-    let mut entries: Vec<EntryRecord> = map.into_values().cloned().collect();
-    entries.sort_by(|x, y| path_order(&x.path, &y.path));
-    (removed.into_iter().collect(), entries)
+    let index = |w: &Option<Vec<EntryRecord>>| -> Option<HashMap<PathBuf, EntryRecord>> {
+        w.as_ref()
+            .map(|w| w.iter().map(|e| (e.path.clone(), e.clone())).collect())
+    };
+    let (was_dropped, was_later) = (index(&dropped.was), index(&later.was));
+    let known = was_dropped.is_some() && was_later.is_some();
+    let mut out = Delta::default();
+    let mut was = Vec::new();
+    for (p, x) in now {
+        // What the base holds there, where known.
+        let b: Option<Option<&EntryRecord>> = if in_dropped.contains(p) {
+            was_dropped.as_ref().map(|w| w.get(p))
+        } else {
+            was_later.as_ref().map(|w| w.get(p))
+        };
+        match (x, b) {
+            (Some(e), Some(Some(w))) if alike(&e.as_ref(), &w.as_ref()) => {}
+            (Some(e), b) => {
+                out.put.push(e.clone());
+                if let Some(Some(w)) = b {
+                    was.push(w.clone());
+                }
+            }
+            (None, Some(None)) => {}
+            (None, b) => {
+                out.gone.push(p.to_path_buf());
+                if let Some(Some(w)) = b {
+                    was.push(w.clone());
+                }
+            }
+        }
+    }
+    out.put.sort_by(|x, y| path_order(&x.path, &y.path));
+    out.gone.sort_by(|x, y| path_order(x, y));
+    if known {
+        was.sort_by(|x, y| path_order(&x.path, &y.path));
+        out.was = Some(was);
+    }
+    out
 }
 
 impl History {
+    /// What takes the state of `newer` to that of `older` (the version listed just
+    /// before it): read from either one's difference where it is the difference from the
+    /// other, else from the two states.
+    pub(super) fn step_back(&self, older: &Listed, newer: &Listed) -> Result<Delta, Error> {
+        let mut root = self.open()?;
+        if older.form
+            == (Form::Diff {
+                base: newer.head.id,
+            })
+        {
+            return Ok(self.read(&mut root, older.head.id, false, true)?.delta());
+        }
+        if newer.form
+            == (Form::Diff {
+                base: older.head.id,
+            })
+        {
+            let d = self.read(&mut root, newer.head.id, false, true)?.delta();
+            if let Some(back) = d.inverse() {
+                return Ok(back);
+            }
+        }
+        let (o, n) = (
+            self.state(older.head.id)?.entries,
+            self.state(newer.head.id)?.entries,
+        );
+        Ok(delta(&o, &n))
+    }
+
+    /// The entries version `older` holds that `newer` (listed just after it) does not
+    /// hold the same: what the pass that made `newer` changed or removed.
+    pub fn held_before(&self, older: &Listed, newer: &Listed) -> Result<Vec<EntryRecord>, Error> {
+        Ok(self.step_back(older, newer)?.put)
+    }
+
     /// Walks every version, newest first, with the entries `keep` selects: the newest
-    /// version read whole, each older one by applying its difference to the one after it.
+    /// version read whole, each older one from the one after it and the difference
+    /// between the two.
     pub fn walk(
         &self,
         keep: impl Fn(&Path) -> bool,
@@ -286,15 +649,15 @@ impl History {
             .map(|e| (e.path.clone(), e))
             .collect();
         f(&newest.head, &state);
-        for l in listed.iter().rev().skip(1) {
-            let (removed, entries) = self.diff_of(l.head.id)?;
-            for p in removed {
+        for i in (0..listed.len() - 1).rev() {
+            let d = self.step_back(&listed[i], &listed[i + 1])?;
+            for p in d.gone {
                 state.remove(&p);
             }
-            for e in entries.into_iter().filter(|e| keep(&e.path)) {
+            for e in d.put.into_iter().filter(|e| keep(&e.path)) {
                 state.insert(e.path.clone(), e);
             }
-            f(&l.head, &state);
+            f(&listed[i].head, &state);
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use engine::error::Error;
 use engine::fs::Root;
+use engine::tree::encoding::EntryRef;
 use engine::tree::{Digest, Kind};
 
 use super::{object_path, pending_path, version_file, Form, History, OBJECTS, PENDING};
@@ -221,12 +222,24 @@ impl History {
         newest_checked: bool,
     ) -> Result<Vec<Digest>, Error> {
         let mut left = candidates.clone();
-        // The differences first: they are small, and the whole file may then be spared.
         let mut files = self.files(root)?;
+        let latest = files.last().map(|(id, _)| *id);
+        let newest_whole = files.iter().rev().find(|(_, f)| *f).map(|(id, _)| *id);
+        // The differences first: they are small, and the whole file may then be spared.
+        // Every version from the newest whole one to the latest is the latest's entries
+        // or entries a forward difference names as its own or its base's: with the
+        // latest checked and every such difference knowing its base's, the whole file
+        // holds nothing more.
+        let mut forward_known = true;
         files.sort_by_key(|&(_, full)| full);
         for (id, full) in files {
-            if left.is_empty() || (full && newest_checked) {
+            if left.is_empty() {
                 break;
+            }
+            let spared = newest_checked
+                && (Some(id) == latest || (Some(id) == newest_whole && forward_known));
+            if full && spared {
+                continue;
             }
             let form = if full {
                 Form::Full
@@ -234,14 +247,16 @@ impl History {
                 Form::Diff { base: 0 }
             };
             let mut r = self.reader_at(root, &version_file(id, form), id, full)?;
-            while r
-                .next_with(|e| {
-                    if let Some(sha) = e.sha256 {
-                        left.remove(&sha);
-                    }
-                })?
-                .is_some()
-            {}
+            let mut seen = |e: EntryRef<'_>| {
+                if let Some(sha) = e.sha256 {
+                    left.remove(&sha);
+                }
+            };
+            while r.next_with(&mut seen)?.is_some() {}
+            let knows_base = r.take_was(&mut seen)?;
+            if !full && !knows_base && newest_whole.is_some_and(|w| id > w) {
+                forward_known = false;
+            }
         }
         Ok(left.into_iter().collect())
     }

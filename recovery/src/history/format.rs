@@ -10,18 +10,7 @@ use engine::fs::Root;
 use engine::tree::encoding::{EntryRecord, EntryRef, SeqReader};
 use engine::tree::{Digest, Kind};
 
-use super::{damaged, version_file, Form, History, VersionHead, DIFF, FULL, VERSIONS};
-
-/// Entries recorded alike in two versions, one after another in both: the place of the
-/// first among the new version's entries, how many, and where their bytes are in the
-/// older version's file and how many.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Run {
-    pub(super) first: u64,
-    pub(super) count: u64,
-    pub(super) at: u64,
-    pub(super) bytes: u64,
-}
+use super::{damaged, version_file, Form, History, VersionHead, DIFF, DIFF2, FULL, VERSIONS};
 
 /// A version's file read whole: its head, and for a difference what it removes.
 pub(super) struct Read {
@@ -29,6 +18,52 @@ pub(super) struct Read {
     pub(super) form: Form,
     pub(super) removed: Vec<PathBuf>,
     pub(super) entries: Vec<EntryRecord>,
+    /// For a difference: the base's entries it does not hold the same (`None` in a
+    /// difference of the format before, which did not keep them).
+    pub(super) was: Option<Vec<EntryRecord>>,
+}
+
+impl Read {
+    /// The difference this file holds (empty for a whole version).
+    pub(super) fn delta(self) -> Delta {
+        Delta {
+            gone: self.removed,
+            put: self.entries,
+            was: self.was,
+        }
+    }
+}
+
+/// A difference between a version and its base: what takes the base's state to the
+/// version's.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Delta {
+    /// Paths the base has that the version lacks.
+    pub(super) gone: Vec<PathBuf>,
+    /// The version's entries that the base does not hold the same (inode included).
+    pub(super) put: Vec<EntryRecord>,
+    /// The base's entries that the version does not hold the same; `None` where they
+    /// are not known (a difference of the earlier format).
+    pub(super) was: Option<Vec<EntryRecord>>,
+}
+
+impl Delta {
+    /// The same difference the other way (the base's state from the version's), where
+    /// the base's entries are known.
+    pub(super) fn inverse(&self) -> Option<Delta> {
+        let was = self.was.as_ref()?;
+        let had: std::collections::HashSet<&Path> = was.iter().map(|e| e.path.as_path()).collect();
+        Some(Delta {
+            gone: self
+                .put
+                .iter()
+                .filter(|e| !had.contains(e.path.as_path()))
+                .map(|e| e.path.clone())
+                .collect(),
+            put: was.clone(),
+            was: Some(self.put.clone()),
+        })
+    }
 }
 
 /// A version's file being read: its head, then its entries one at a time (a full
@@ -39,6 +74,8 @@ pub(super) struct VersionReader {
     pub(super) form: Form,
     pub(super) removed: Vec<PathBuf>,
     pub(super) left: usize,
+    /// The base's entries follow the version's (a difference of the current format).
+    pub(super) more: bool,
     pub(super) seq: SeqReader<std::fs::File>,
 }
 
@@ -50,6 +87,10 @@ impl VersionReader {
         f: impl FnOnce(EntryRef<'_>) -> O,
     ) -> Result<Option<O>, Error> {
         if self.left == 0 {
+            if self.more {
+                // The base's entries follow: read by `take_was`.
+                return Ok(None);
+            }
             return match self.seq.at_end() {
                 Ok(true) => Ok(None),
                 Ok(false) => Err(damaged(&self.abs, "bytes after the end")),
@@ -63,14 +104,33 @@ impl VersionReader {
             .map_err(|e| damaged(&self.abs, e))
     }
 
-    /// Where the next entry's bytes start in the file.
-    pub(super) fn offset(&self) -> u64 {
-        self.seq.offset()
-    }
-
     /// The next entry, in path order; `None` after the last, once no byte follows it.
     pub(super) fn next_entry(&mut self) -> Result<Option<EntryRecord>, Error> {
         self.next_with(|e| e.to_owned())
+    }
+
+    /// After the last entry: hands each of the base's entries that a difference keeps to
+    /// `f`, and says whether it keeps them (a whole version, or a difference of the
+    /// earlier format, does not).
+    pub(super) fn take_was(&mut self, mut f: impl FnMut(EntryRef<'_>)) -> Result<bool, Error> {
+        while self.left > 0 {
+            self.next_with(|_| ())?;
+        }
+        if !self.more {
+            return Ok(false);
+        }
+        self.more = false;
+        let n: usize = self.seq.take().map_err(|e| damaged(&self.abs, e))?;
+        for _ in 0..n {
+            self.seq
+                .take_entry(false, &mut f)
+                .map_err(|e| damaged(&self.abs, e))?;
+        }
+        match self.seq.at_end() {
+            Ok(true) => Ok(true),
+            Ok(false) => Err(damaged(&self.abs, "bytes after the end")),
+            Err(e) => Err(damaged(&self.abs, e)),
+        }
     }
 }
 
@@ -169,10 +229,15 @@ impl History {
     ) -> Result<Read, Error> {
         let mut r = self.reader(root, id, full)?;
         let mut list = Vec::new();
+        let mut was = None;
         if entries {
             list.reserve(r.left.min(1 << 20));
             while let Some(e) = r.next_entry()? {
                 list.push(e);
+            }
+            let mut w = Vec::new();
+            if r.take_was(|e| w.push(e.to_owned()))? {
+                was = Some(w);
             }
         }
         Ok(Read {
@@ -180,6 +245,7 @@ impl History {
             form: r.form,
             removed: r.removed,
             entries: list,
+            was,
         })
     }
 
@@ -213,7 +279,7 @@ impl History {
         let head: VersionHead = seq.take().map_err(|e| damaged(&abs, e))?;
         let (form, removed) = match format {
             FULL => (Form::Full, Vec::new()),
-            DIFF => {
+            DIFF | DIFF2 => {
                 let base: u64 = seq.take().map_err(|e| damaged(&abs, e))?;
                 let removed: Vec<Vec<u8>> = seq.take().map_err(|e| damaged(&abs, e))?;
                 let removed = removed
@@ -229,7 +295,8 @@ impl History {
                 ))
             }
         };
-        if head.id != id || (format == FULL) != full {
+        if head.id != id || (format == FULL) != full || (!full && form == (Form::Diff { base: id }))
+        {
             return Err(damaged(&abs, "its head does not match its name"));
         }
         let left: usize = seq.take().map_err(|e| damaged(&abs, e))?;
@@ -239,82 +306,86 @@ impl History {
             form,
             removed,
             left,
+            more: format == DIFF2,
             seq,
         })
     }
 
-    /// Writes version `head.id` whole: its head, then the entries `news` gives. With
-    /// `from` (a whole version's id, and the runs of entries recorded alike there), those
-    /// runs' bytes are copied from that version's file rather than encoded again: the
-    /// file is the same byte for byte.
-    pub(super) fn write_full<'n, I: Iterator<Item = EntryRef<'n>>>(
+    /// Writes version `head.id` whole: its head, then the `count` entries `each` hands
+    /// out (in path order).
+    pub(super) fn write_full(
         &self,
         root: &mut Root,
         head: &VersionHead,
-        news: impl Fn() -> I,
-        from: Option<(u64, &[Run])>,
+        count: usize,
+        each: impl FnOnce(&mut dyn FnMut(EntryRef<'_>)) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        use std::io::{Read as _, Write as _};
-        let count = news().count();
-        let (mut src, alike): (Box<dyn std::io::Read>, &[Run]) = match from {
-            Some((id, alike)) => {
-                let (file, _) = root.open_read(&version_file(id, Form::Full))?;
-                (
-                    Box::new(std::io::BufReader::with_capacity(1 << 16, file)),
-                    alike,
-                )
-            }
-            None => (Box::new(std::io::empty()), &[]),
-        };
+        use std::io::Write as _;
         root.write_atomic_with(&version_file(head.id, Form::Full), |w| {
             let enc = |e: postcard::Error| std::io::Error::other(e);
             let mut buf = postcard::to_extend(&(FULL, head, count), Vec::with_capacity(1 << 16))
                 .map_err(enc)?;
-            let mut pos = 0u64;
-            let mut next = alike.iter().peekable();
-            let mut skip = 0u64;
-            for (i, n) in news().enumerate() {
-                if skip > 0 {
-                    // Within a run already copied.
-                    skip -= 1;
-                    continue;
+            let mut failed: Option<std::io::Error> = None;
+            let mut written = 0usize;
+            each(&mut |n| {
+                if failed.is_some() {
+                    return;
                 }
-                match next.next_if(|r| r.first as usize == i) {
-                    Some(r) => {
-                        // The bytes between the last run copied and this one (entries
-                        // that changed) are passed over.
-                        if r.at < pos {
-                            return Err(std::io::Error::other("runs out of order"));
-                        }
-                        std::io::copy(&mut (&mut src).take(r.at - pos), &mut std::io::sink())?;
-                        w.write_all(&buf)?;
-                        buf.clear();
-                        let copied = std::io::copy(&mut (&mut src).take(r.bytes), w)?;
-                        if copied != r.bytes {
-                            return Err(std::io::ErrorKind::UnexpectedEof.into());
-                        }
-                        pos = r.at + r.bytes;
-                        skip = r.count - 1;
-                    }
-                    None => buf = postcard::to_extend(&n, buf).map_err(enc)?,
+                written += 1;
+                match postcard::to_extend(&n, std::mem::take(&mut buf)) {
+                    Ok(b) => buf = b,
+                    Err(e) => failed = Some(enc(e)),
                 }
                 if buf.len() >= 1 << 16 {
-                    w.write_all(&buf)?;
+                    if let Err(e) = w.write_all(&buf) {
+                        failed = Some(e);
+                    }
                     buf.clear();
                 }
+            })
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if written != count {
+                return Err(std::io::Error::other("the entries changed while written"));
             }
             w.write_all(&buf)
         })
     }
-}
 
-impl History {
-    /// The difference `id`: the paths its newer base has that it lacks, and its entries
-    /// that the base does not hold the same.
-    pub fn diff_of(&self, id: u64) -> Result<(Vec<PathBuf>, Vec<EntryRecord>), Error> {
-        let mut root = self.open()?;
-        let r = self.read(&mut root, id, false, true)?;
-        Ok((r.removed, r.entries))
+    /// Writes version `id` (head `head`) as the difference `delta` from `base`, replacing
+    /// any difference it had; with the base's entries where they are known.
+    pub(super) fn write_diff(
+        &self,
+        root: &mut Root,
+        head: &VersionHead,
+        base: u64,
+        delta: &Delta,
+    ) -> Result<(), Error> {
+        let gone: Vec<&[u8]> = delta
+            .gone
+            .iter()
+            .map(|p| p.as_os_str().as_bytes())
+            .collect();
+        root.write_atomic_with(&version_file(head.id, Form::Diff { base }), |w| {
+            let puts = delta.put.iter().map(|e| e.as_ref());
+            match &delta.was {
+                Some(was) => {
+                    engine::tree::encoding::write_seq(
+                        w,
+                        &(DIFF2, head, base, &gone, delta.put.len()),
+                        puts,
+                    )?;
+                    engine::tree::encoding::write_seq(w, &was.len(), was.iter().map(|e| e.as_ref()))
+                }
+                None => engine::tree::encoding::write_seq(
+                    w,
+                    &(DIFF, head, base, &gone, delta.put.len()),
+                    puts,
+                ),
+            }
+        })
     }
 }
 

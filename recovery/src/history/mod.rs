@@ -1,10 +1,12 @@
 //! One versioned directory's history in a store, `<store>/<name>/`:
 //!
-//! - `versions/<id>.full`: the newest version, every entry (paths, kinds, SHA-256,
+//! - `versions/<id>.full`: one version whole, every entry (paths, kinds, SHA-256,
 //!   sizes, modes, owners, mtimes, link targets, empty directories) after its head;
-//! - `versions/<id>.diff`: an older version, as what differs from a newer one (`base`):
-//!   the entries it holds that the base does not hold the same, and the paths the base
-//!   has that it lacks. A pass that changes 1% of a tree stores about 1% of a manifest;
+//! - `versions/<id>.diff`: every other version, as what differs from its neighbour
+//!   toward the whole one (`base`): the entries it holds that the base does not hold the
+//!   same, the paths the base has that it lacks, and the base's entries it does not hold
+//!   the same. A pass that changes 1% of a tree writes about 2% of a manifest; the
+//!   version is written whole only every few dozen passes (see [`chain`]);
 //! - `objects/<aa>/<sha256>`: content that a version needs and the live directory no
 //!   longer has, named by its SHA-256. No object shares its inode with a live file;
 //! - `pending/<sha256>`: files a pass is about to replace or delete, linked here before
@@ -39,7 +41,10 @@ use engine::tree::same_path;
 pub use format::{diff_files, diff_shas, meta_digest};
 
 const FULL: u32 = 10;
+/// A difference of the earlier format: without its base's entries.
 const DIFF: u32 = 11;
+/// A difference with its base's entries (so that it reads both ways).
+const DIFF2: u32 = 12;
 const VERSIONS: &str = "versions";
 const OBJECTS: &str = "objects";
 const PENDING: &str = "pending";
@@ -253,16 +258,10 @@ impl History {
         let mut root = self.open()?;
         let mut out = Vec::new();
         let files = self.files(&mut root)?;
-        let newest = files.iter().rev().find(|(_, f)| *f).map(|(id, _)| *id);
         for &(id, full) in &files {
-            // What a killed run left, not a version (`repair` removes it): a whole
-            // version superseded by a newer one, a difference from one that never came.
-            let stray = match newest {
-                Some(n) if full => id != n && files.contains(&(id, false)),
-                Some(n) => id >= n,
-                None => true,
-            };
-            if stray {
+            // A version with a whole file and a difference (a kill between two steps,
+            // which `repair` settles) is listed once, as read: whole.
+            if !full && files.contains(&(id, true)) {
                 continue;
             }
             let r = self.read(&mut root, id, full, false)?;
@@ -282,9 +281,11 @@ impl History {
             return Ok(None);
         }
         let mut root = self.open()?;
-        let latest = self.files(&mut root)?.into_iter().rev().find(|(_, f)| *f);
+        // Sorted by id, then whole after difference: the last is the latest, read whole
+        // where it has both.
+        let latest = self.files(&mut root)?.last().copied();
         latest
-            .map(|(id, _)| self.read(&mut root, id, true, false).map(|r| r.head))
+            .map(|(id, full)| self.read(&mut root, id, full, false).map(|r| r.head))
             .transpose()
     }
 
@@ -320,9 +321,8 @@ impl History {
         Ok(State { head, entries })
     }
 
-    /// Finishes or undoes what a killed run left: a whole version superseded by a newer
-    /// one (its difference written) goes; a difference from a newer version that never
-    /// came goes; pending files are settled.
+    /// Finishes or undoes what a killed run left (a version with both a whole file and a
+    /// difference keeps one of them); pending files are settled.
     pub fn repair(&self, to: &[History]) -> Result<(), Error> {
         if !self.exists() {
             return Ok(());
@@ -336,19 +336,25 @@ impl History {
     pub fn repair_versions(&self) -> Result<Root, Error> {
         let mut root = self.open_made()?;
         let files = self.files(&mut root)?;
-        let newest_full = files.iter().rev().find(|(_, f)| *f).map(|(id, _)| *id);
+        let latest = files.last().map(|(id, _)| *id);
         for &(id, full) in &files {
-            let has_diff = files.contains(&(id, false));
-            if full && has_diff {
-                if Some(id) == newest_full {
-                    root.remove(&version_file(id, Form::Diff { base: 0 }))?;
-                } else {
-                    root.remove(&version_file(id, Form::Full))?;
-                }
-            } else if !full && !files.contains(&(id, true)) && newest_full.is_some_and(|n| id > n) {
-                root.remove(&version_file(id, Form::Diff { base: 0 }))?;
+            if !full || !files.contains(&(id, false)) {
+                continue;
             }
+            // Both: the difference was being written from the whole file or the other
+            // way round. The difference stays only where it reads without this version
+            // (it leads to another whole one) and a newer version exists (a difference
+            // of the latest from a version that never came is what a kill left of the
+            // earlier layout's record).
+            let keep_diff = latest != Some(id) && self.diff_reaches_whole(&mut root, id, &files)?;
+            let form = if keep_diff {
+                Form::Full
+            } else {
+                Form::Diff { base: 0 }
+            };
+            root.remove(&version_file(id, form))?;
         }
+        self.finish_turn(&mut root)?;
         Ok(root)
     }
 

@@ -1,6 +1,6 @@
 use super::*;
 use engine::tree::Kind;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 
 /// A version's entries from `(path, content byte)` pairs: files, and their directory.
@@ -67,7 +67,7 @@ fn record_all(h: &History, states: &[Vec<EntryRecord>]) -> Vec<u64> {
 }
 
 #[test]
-fn every_version_reads_back_exactly_and_only_the_newest_is_whole() {
+fn every_version_reads_back_exactly_and_one_is_whole() {
     let (_d, h) = new_history();
     let s = states();
     let ids = record_all(&h, &s);
@@ -76,16 +76,12 @@ fn every_version_reads_back_exactly_and_only_the_newest_is_whole() {
         assert_eq!(&h.state(*id).unwrap().entries, want, "version {id}");
     }
     let listed = h.list().unwrap();
-    let forms: Vec<Form> = listed.iter().map(|l| l.form).collect();
+    let whole = listed.iter().filter(|l| l.form == Form::Full).count();
     assert_eq!(
-        forms,
-        [
-            Form::Diff { base: 2 },
-            Form::Diff { base: 3 },
-            Form::Diff { base: 4 },
-            Form::Diff { base: 5 },
-            Form::Full
-        ]
+        whole,
+        1,
+        "{:?}",
+        listed.iter().map(|l| l.form).collect::<Vec<_>>()
     );
     // The counts of what changed, against the version before.
     let l = &listed[2].head;
@@ -108,9 +104,16 @@ fn a_small_change_of_a_big_tree_is_stored_as_a_small_difference() {
     }
     record_all(&h, &states);
     let listed = h.list().unwrap();
-    let full = listed.last().unwrap().file_bytes;
-    for l in &listed[..listed.len() - 1] {
-        assert!(matches!(l.form, Form::Diff { .. }));
+    // The first version is whole; each after it the difference from the one before.
+    assert_eq!(listed[0].form, Form::Full);
+    let full = listed[0].file_bytes;
+    for l in &listed[1..] {
+        assert_eq!(
+            l.form,
+            Form::Diff {
+                base: l.head.id - 1
+            }
+        );
         assert!(
             l.file_bytes * 20 < full,
             "{} bytes for one change, whole {full}",
@@ -122,10 +125,11 @@ fn a_small_change_of_a_big_tree_is_stored_as_a_small_difference() {
     }
     // The content a difference holds is what changed.
     let mut root = h.open().unwrap();
-    // (Version 2 had f000 changed; version 3 has f000 back and f001 changed.)
+    // (Version 2 has f000 changed; version 3 has f000 back and f001 changed.)
+    assert_eq!(diff_shas(&h, &mut root, 2).unwrap(), [Digest([250; 32])]);
     assert_eq!(
-        diff_shas(&h, &mut root, 2).unwrap(),
-        [Digest([250; 32]), Digest([1; 32])]
+        diff_shas(&h, &mut root, 3).unwrap(),
+        [Digest([0; 32]), Digest([249; 32])]
     );
 }
 
@@ -325,35 +329,276 @@ fn an_object_the_twin_gave_meanwhile_settles_the_pending_file() {
     );
 }
 
-#[test]
-fn a_new_whole_version_is_byte_for_byte_its_entries_encoded() {
-    // Entries copied from the version before (the same in every field, inode included)
-    // and entries encoded afresh (changed, new, or alike but for the inode) make the
-    // file that encoding them all makes.
-    let (_d, h) = new_history();
-    let (_d2, fresh) = new_history();
-    let mut s = states();
-    let mut moved_inode = s[3].clone();
-    for e in moved_inode.iter_mut().filter(|e| e.path == Path::new("c")) {
-        e.ino = Some(99);
+/// A long history of a tree of a few hundred entries, each version a small random
+/// change of the one before (content, new and removed files, an inode alone, now and
+/// then a large change): `(states, ids)`.
+fn long_history(h: &History, seed: u64, versions: usize) -> BTreeMap<u64, Vec<EntryRecord>> {
+    let mut rng = seed;
+    let mut rand = move |n: u64| {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) % n
+    };
+    let file = |i: u64, b: u8, ino: u64| EntryRecord {
+        path: PathBuf::from(format!("d{}/file {i:04}", i % 7)),
+        kind: Kind::File,
+        size: u64::from(b),
+        mode: 0o644,
+        mtime: (i64::from(b), 0),
+        sha256: Some(Digest([b; 32])),
+        target: None,
+        ino: Some(ino),
+        owner: None,
+    };
+    let mut now: BTreeMap<u64, (u8, u64)> = (0..300).map(|i| (i, ((i % 250) as u8, i))).collect();
+    let mut out = BTreeMap::new();
+    for _ in 0..versions {
+        let changes = if rand(10) == 0 { 120 } else { 1 + rand(6) };
+        for _ in 0..changes {
+            let i = rand(400);
+            match rand(4) {
+                0 => {
+                    now.remove(&i);
+                }
+                1 => {
+                    // The same content and metadata in a new inode.
+                    if let Some(e) = now.get_mut(&i) {
+                        e.1 += 1000;
+                    }
+                }
+                _ => {
+                    now.insert(i, (rand(256) as u8, i + 5000));
+                }
+            }
+        }
+        let mut v: Vec<EntryRecord> = now.iter().map(|(i, (b, ino))| file(*i, *b, *ino)).collect();
+        for d in 0..7 {
+            v.push(EntryRecord {
+                path: PathBuf::from(format!("d{d}")),
+                kind: Kind::Dir,
+                size: 0,
+                mode: 0o755,
+                mtime: (1, 0),
+                sha256: None,
+                target: None,
+                ino: None,
+                owner: None,
+            });
+        }
+        v.sort_by(|x, y| path_order(&x.path, &y.path));
+        let id = h.record(head(), || v.iter().map(|e| e.as_ref())).unwrap();
+        out.insert(id, v);
     }
-    s.insert(4, moved_inode);
-    let ids = record_all(&h, &s);
+    out
+}
+
+/// Every version listed reads back as `want` says, one by one and walked newest first,
+/// and exactly one is whole.
+fn assert_reads(h: &History, want: &BTreeMap<u64, Vec<EntryRecord>>, what: &str) {
+    let listed = h.list().unwrap();
+    let ids: Vec<u64> = listed.iter().map(|l| l.head.id).collect();
+    let wanted: Vec<u64> = want.keys().copied().collect();
+    assert_eq!(ids, wanted, "{what}: the versions listed");
+    for id in &ids {
+        assert_eq!(
+            &h.state(*id).unwrap().entries,
+            &want[id],
+            "{what}: version {id}"
+        );
+    }
+    let mut walked = Vec::new();
+    h.walk(
+        |_| true,
+        |head, state| walked.push((head.id, state.values().cloned().collect::<Vec<_>>())),
+    )
+    .unwrap();
+    for (id, mut state) in walked {
+        state.sort_by(|x, y| path_order(&x.path, &y.path));
+        assert_eq!(&state, &want[&id], "{what}: version {id} walked");
+    }
+}
+
+fn whole_files(h: &History) -> usize {
+    h.list()
+        .unwrap()
+        .iter()
+        .filter(|l| l.form == Form::Full)
+        .count()
+}
+
+#[test]
+fn forward_differences_read_back_and_turn_around_once_they_add_up() {
+    let (_d, h) = new_history();
+    let want = long_history(&h, 7, 80);
+    assert_reads(&h, &want, "recorded");
+    let listed = h.list().unwrap();
+    assert_eq!(whole_files(&h), 1);
+    let forward = listed
+        .iter()
+        .filter(|l| matches!(l.form, Form::Diff { base } if base < l.head.id))
+        .count();
+    let backward = listed
+        .iter()
+        .filter(|l| matches!(l.form, Form::Diff { base } if base > l.head.id))
+        .count();
+    assert!(
+        forward > 0 && backward > 0,
+        "{forward} forward, {backward} backward"
+    );
+    // The whole version is neither the first nor (always) the latest: it moved.
+    let whole = listed
+        .iter()
+        .find(|l| l.form == Form::Full)
+        .unwrap()
+        .head
+        .id;
+    assert!(whole > 1, "never written whole again");
+}
+
+#[test]
+fn forgetting_any_versions_of_a_long_history_leaves_the_others_reading_the_same() {
+    for seed in 0..6u64 {
+        let (_d, h) = new_history();
+        let mut want = long_history(&h, seed, 40);
+        let latest = *want.keys().last().unwrap();
+        let whole = h
+            .list()
+            .unwrap()
+            .iter()
+            .find(|l| l.form == Form::Full)
+            .unwrap()
+            .head
+            .id;
+        // The whole version, its neighbours, and a scattering of others.
+        let mut drop: BTreeSet<u64> = [whole, whole.saturating_sub(1), whole + 1].into();
+        drop.extend(want.keys().filter(|id| (*id * 7 + seed) % 3 == 0));
+        drop.remove(&latest);
+        drop.retain(|id| want.contains_key(id));
+        h.forget(&drop).unwrap();
+        want.retain(|id, _| !drop.contains(id));
+        assert_reads(&h, &want, &format!("seed {seed}, dropped {drop:?}"));
+        assert_eq!(whole_files(&h), 1);
+        // And the history goes on.
+        let more = long_history(&h, seed + 100, 10);
+        want.extend(more);
+        assert_reads(&h, &want, &format!("seed {seed}, after more passes"));
+    }
+}
+
+/// Runs `op` with a kill before its `n`th step; gives whether it finished.
+fn killed_at(n: usize, op: impl FnOnce() -> Result<(), engine::Error>) -> bool {
+    super::chain::STEPS_LEFT.set(Some(n));
+    let r = op();
+    super::chain::STEPS_LEFT.set(None);
+    r.is_ok()
+}
+
+#[test]
+fn a_kill_at_any_step_of_a_record_or_a_forget_leaves_every_version_readable() {
+    // Recording: a small difference (one step), and a version written whole with the
+    // forward differences before it turned around (many).
+    for big in [false, true] {
+        for n in 0.. {
+            let (_d, h) = new_history();
+            let want = long_history(&h, 3, 12);
+            let before = whole_files(&h);
+            let mut next = want.values().last().unwrap().clone();
+            let changed = if big { next.len() / 2 } else { 1 };
+            for e in next
+                .iter_mut()
+                .filter(|e| e.kind == Kind::File)
+                .take(changed)
+            {
+                e.sha256 = Some(Digest([0xEE; 32]));
+            }
+            let done = killed_at(n, || {
+                h.record(head(), || next.iter().map(|e| e.as_ref()))
+                    .map(|_| ())
+            });
+            let mut after = want.clone();
+            if h.list().unwrap().len() > want.len() {
+                after.insert(*want.keys().last().unwrap() + 1, next.clone());
+            }
+            assert_reads(&h, &after, &format!("record killed at step {n}"));
+            h.repair_versions().unwrap();
+            assert_reads(&h, &after, &format!("record killed at step {n}, repaired"));
+            assert_eq!(whole_files(&h), 1, "repaired at step {n}");
+            if done {
+                assert_eq!(after.len(), want.len() + 1);
+                if big {
+                    assert!(n > 2 && before == 1, "never turned around");
+                }
+                break;
+            }
+        }
+    }
+    // Forgetting the whole version and those around it.
+    for n in 0.. {
+        let (_d, h) = new_history();
+        let want = long_history(&h, 5, 12);
+        let whole = h
+            .list()
+            .unwrap()
+            .iter()
+            .find(|l| l.form == Form::Full)
+            .unwrap()
+            .head
+            .id;
+        let latest = *want.keys().last().unwrap();
+        let mut drop: BTreeSet<u64> = [whole.saturating_sub(1), whole, whole + 1, 2].into();
+        drop.retain(|id| *id != latest && want.contains_key(id));
+        let done = killed_at(n, || h.forget(&drop).map(|_| ()));
+        // Each version is either gone or reads as it did.
+        let left: Vec<u64> = h.list().unwrap().iter().map(|l| l.head.id).collect();
+        let mut after = want.clone();
+        after.retain(|id, _| left.contains(id));
+        assert!(
+            want.keys().all(|id| drop.contains(id) || left.contains(id)),
+            "a kept version was lost at step {n}"
+        );
+        assert_reads(&h, &after, &format!("forget killed at step {n}"));
+        h.repair_versions().unwrap();
+        assert_reads(&h, &after, &format!("forget killed at step {n}, repaired"));
+        // The forget run again finishes it.
+        h.forget(&drop).unwrap();
+        let mut rest = want.clone();
+        rest.retain(|id, _| !drop.contains(id));
+        assert_reads(&h, &rest, &format!("forget killed at step {n}, run again"));
+        assert_eq!(whole_files(&h), 1);
+        if done {
+            break;
+        }
+    }
+}
+
+#[test]
+fn content_a_forward_difference_replaced_stays_while_the_whole_version_needs_it() {
+    let (d, h) = new_history();
+    let files: Vec<(String, u8)> = (0..100).map(|i| (format!("d/f{i:03}"), 50)).collect();
+    let as_entries =
+        |v: &[(String, u8)]| entries(&v.iter().map(|(p, b)| (p.as_str(), *b)).collect::<Vec<_>>());
+    let mut v1 = files.clone();
+    v1[0].1 = 1;
+    let mut v2 = files.clone();
+    v2[0].1 = 2;
+    record_all(&h, &[as_entries(&v1), as_entries(&v2)]);
+    assert_eq!(h.list().unwrap()[1].form, Form::Diff { base: 1 });
+    // Content 1 (version 1's, replaced in version 2) is kept in the store.
+    let live = d.path().join("live");
+    std::fs::create_dir(&live).unwrap();
     let mut root = h.open_made().unwrap();
-    let mut fresh_root = fresh.open_made().unwrap();
-    let newest = *ids.last().unwrap();
-    let head = h.read(&mut root, newest, true, false).unwrap().head;
-    let last = s.last().unwrap();
-    fresh
-        .write_full(
-            &mut fresh_root,
-            &head,
-            || last.iter().map(|e| e.as_ref()),
-            None,
-        )
-        .unwrap();
-    let file =
-        |hist: &History| std::fs::read(hist.path().join(version_file(newest, Form::Full))).unwrap();
-    assert_eq!(file(&h), file(&fresh));
-    assert_eq!(&h.state(newest).unwrap().entries, last);
+    let mut lroot = Root::open(&live).unwrap();
+    std::fs::write(live.join("f"), [1u8]).unwrap();
+    History::keep_file(&mut root, &mut lroot, Path::new("f"), &Digest([1; 32])).unwrap();
+    std::fs::remove_file(live.join("f")).unwrap();
+    h.settle_pending(&[]).unwrap();
+    // Checked against the latest (which does not hold it), it is still needed.
+    let one = std::collections::HashSet::from([Digest([1; 32])]);
+    assert_eq!(h.collect_garbage_but(Some(&one), true).unwrap().0, 0);
+    assert_eq!(h.objects().unwrap().len(), 1);
+    let candidates = h.forget(&BTreeSet::from([1])).unwrap();
+    assert!(candidates.contains(&Digest([1; 32])), "{candidates:?}");
+    assert_eq!(h.collect_garbage_but(Some(&candidates), true).unwrap().0, 1);
+    assert!(h.objects().unwrap().is_empty());
 }
