@@ -204,15 +204,17 @@ pub fn deleted(home: &DataHome, dir: &Path, since: Option<&str>) -> Result<i32, 
         if since.is_some_and(|t| removed_at < t) {
             break;
         }
-        let entries = history
-            .held_before(l, &listed[i + 1])
+        history
+            .held_before(l, &listed[i + 1], |e| {
+                if !now.contains(e.path) && !gone.contains_key(e.path) {
+                    let id = l.head.id;
+                    gone.insert(
+                        e.path.to_path_buf(),
+                        (e.to_owned(), id, l.head.made.clone()),
+                    );
+                }
+            })
             .map_err(Refusal::from)?;
-        for e in entries {
-            if !now.contains(&e.path) && !gone.contains_key(&e.path) {
-                let id = l.head.id;
-                gone.insert(e.path.clone(), (e, id, l.head.made.clone()));
-            }
-        }
     }
     let mut shown = 0;
     let paths: Vec<&PathBuf> = gone.keys().collect();

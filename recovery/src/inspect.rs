@@ -80,13 +80,13 @@ fn rows(vd: &VersionedDir) -> Result<Vec<VersionRow>, engine::Error> {
     for (i, l) in listed.iter().enumerate().rev() {
         let mut b = l.file_bytes;
         if let Some(newer) = listed.get(i + 1) {
-            for e in history.held_before(l, newer)? {
+            history.held_before(l, newer, |e| {
                 if let Some(sha) = e.sha256 {
                     if objects.contains(&sha) && counted.insert(sha) {
                         b += e.size;
                     }
                 }
-            }
+            })?;
         }
         store_bytes.insert(l.head.id, b);
     }

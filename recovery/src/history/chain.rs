@@ -301,9 +301,12 @@ impl History {
         let mut back = Some(back);
         let mut newer = to;
         for (i, &id) in segment.iter().enumerate().rev() {
-            let Some(delta) = back.take() else {
+            let Some(mut delta) = back.take() else {
                 return Ok(());
             };
+            // A difference toward the newer whole version is only ever read that way:
+            // its base's entries are not kept.
+            delta.was = None;
             let whole = i == 0;
             let head = self.read(root, id, whole, false)?.head;
             step()?;
@@ -623,10 +626,43 @@ impl History {
         Ok(delta(&o, &n))
     }
 
-    /// The entries version `older` holds that `newer` (listed just after it) does not
-    /// hold the same: what the pass that made `newer` changed or removed.
-    pub fn held_before(&self, older: &Listed, newer: &Listed) -> Result<Vec<EntryRecord>, Error> {
-        Ok(self.step_back(older, newer)?.put)
+    /// Hands `f` the entries version `older` holds that `newer` (listed just after it)
+    /// does not hold the same: what the pass that made `newer` changed or removed. Read
+    /// entry by entry from the difference between the two where there is one.
+    pub fn held_before(
+        &self,
+        older: &Listed,
+        newer: &Listed,
+        mut f: impl FnMut(EntryRef<'_>),
+    ) -> Result<(), Error> {
+        let mut root = self.open()?;
+        if older.form
+            == (Form::Diff {
+                base: newer.head.id,
+            })
+        {
+            let mut r = self.reader(&mut root, older.head.id, false)?;
+            while r.next_with(&mut f)?.is_some() {}
+            return Ok(());
+        }
+        if newer.form
+            == (Form::Diff {
+                base: older.head.id,
+            })
+        {
+            let mut r = self.reader(&mut root, newer.head.id, false)?;
+            // The base's entries follow the difference's own.
+            while r.next_with(|_| ())?.is_some() {}
+            // (Without them, `f` is not called and the two states tell.)
+            if r.take_was(&mut f)? {
+                return Ok(());
+            }
+        }
+        self.step_back(older, newer)?
+            .put
+            .iter()
+            .for_each(|e| f(e.as_ref()));
+        Ok(())
     }
 
     /// Walks every version, newest first, with the entries `keep` selects: the newest

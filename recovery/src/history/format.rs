@@ -18,8 +18,8 @@ pub(super) struct Read {
     pub(super) form: Form,
     pub(super) removed: Vec<PathBuf>,
     pub(super) entries: Vec<EntryRecord>,
-    /// For a difference: the base's entries it does not hold the same (`None` in a
-    /// difference of the format before, which did not keep them).
+    /// For a difference: the base's entries it does not hold the same, where it keeps
+    /// them (see [`Delta::was`]).
     pub(super) was: Option<Vec<EntryRecord>>,
 }
 
@@ -43,7 +43,8 @@ pub(super) struct Delta {
     /// The version's entries that the base does not hold the same (inode included).
     pub(super) put: Vec<EntryRecord>,
     /// The base's entries that the version does not hold the same; `None` where they
-    /// are not known (a difference of the earlier format).
+    /// are not kept: a difference toward a newer version (only ever read that way), or
+    /// one of the earlier format.
     pub(super) was: Option<Vec<EntryRecord>>,
 }
 

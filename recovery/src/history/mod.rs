@@ -4,9 +4,10 @@
 //!   sizes, modes, owners, mtimes, link targets, empty directories) after its head;
 //! - `versions/<id>.diff`: every other version, as what differs from its neighbour
 //!   toward the whole one (`base`): the entries it holds that the base does not hold the
-//!   same, the paths the base has that it lacks, and the base's entries it does not hold
-//!   the same. A pass that changes 1% of a tree writes about 2% of a manifest; the
-//!   version is written whole only every few dozen passes (see [`chain`]);
+//!   same, the paths the base has that it lacks, and for a newer version than the whole
+//!   one, the base's entries it does not hold the same. A pass that changes 1% of a tree
+//!   writes about 2% of a manifest; a version is written whole again only once those
+//!   add up to a quarter of the whole one (see [`chain`]);
 //! - `objects/<aa>/<sha256>`: content that a version needs and the live directory no
 //!   longer has, named by its SHA-256. No object shares its inode with a live file;
 //! - `pending/<sha256>`: files a pass is about to replace or delete, linked here before
@@ -41,9 +42,10 @@ use engine::tree::same_path;
 pub use format::{diff_files, diff_shas, meta_digest};
 
 const FULL: u32 = 10;
-/// A difference of the earlier format: without its base's entries.
+/// A difference without its base's entries: toward a newer version (read only that
+/// way), as the earlier format wrote every difference.
 const DIFF: u32 = 11;
-/// A difference with its base's entries (so that it reads both ways).
+/// A difference with its base's entries, so that it reads both ways: a forward one.
 const DIFF2: u32 = 12;
 const VERSIONS: &str = "versions";
 const OBJECTS: &str = "objects";
