@@ -160,7 +160,7 @@ impl DataHome {
     pub fn try_lock(&self, name: &str, what: &Path) -> Result<Lock, Refusal> {
         let (file, path) = self.lock_file(name).map_err(Refusal::from)?;
         match file.try_lock() {
-            Ok(()) => Ok(Lock { _file: file }),
+            Ok(()) => Ok(Lock::holding(file)),
             Err(std::fs::TryLockError::WouldBlock) => Err(busy(what)),
             Err(std::fs::TryLockError::Error(e)) => {
                 Err(Refusal::new(format!("lock {}: {e}", display(&path))))
@@ -172,25 +172,58 @@ impl DataHome {
     pub fn lock_wait(&self, name: &str) -> Result<Lock, Error> {
         let (file, path) = self.lock_file(name)?;
         file.lock().ctx("lock", &path)?;
-        Ok(Lock { _file: file })
+        Ok(Lock::holding(file))
     }
 }
 
-/// Takes the lock of a directory a pass writes (BACKUP, a replica, a store): a file
+/// Takes the lock of a directory a pass writes (BACKUP, a replica): a file
 /// `.twoway-lock` at its top, locked with `flock`, so that no other run — whatever its
-/// data home — writes there at the same time. A run that was killed holds nothing (the
-/// kernel releases its lock), so its successor simply takes it over. Where the
-/// filesystem has no locks (some network shares) the data home's lock for `dir` is
-/// taken instead, which still keeps out runs of the same data home.
+/// data home — writes there at the same time, and removed when the run lets go of it
+/// (the user's directory keeps no file of the tool's between runs). A run that was
+/// killed holds nothing (the kernel releases its lock), so its successor simply takes
+/// it over. Where the filesystem has no locks (some network shares) the data home's
+/// lock for `dir` is taken instead, which still keeps out runs of the same data home.
 pub fn lock_dir(dir: &Path, home: &DataHome) -> Result<Lock, Refusal> {
     let refuse =
         |e: &dyn std::fmt::Display| Refusal::new(format!("cannot lock {}: {e}", display(dir)));
-    let root = crate::fs::Root::open(dir).map_err(|e| refuse(&e))?;
-    let file = root
-        .open_lock_file(crate::names::LOCK_NAME)
-        .map_err(|e| refuse(&e))?;
+    let mut root = crate::fs::Root::open(dir).map_err(|e| refuse(&e))?;
+    let name = Path::new(crate::names::LOCK_NAME);
+    // A holder removes the file as it lets go: a lock taken on a file that is no longer
+    // the one by that name (removed meanwhile) is taken again on the new one.
+    for _ in 0..16 {
+        let file = root
+            .open_lock_file(crate::names::LOCK_NAME)
+            .map_err(|e| refuse(&e))?;
+        let locked = try_lock_or_fall_back(&file, dir, home)?;
+        if let Some(held) = locked {
+            return Ok(held);
+        }
+        let ours = crate::fs::fstat(&file, &dir.join(name)).map_err(|e| refuse(&e))?;
+        match root.stat(name).map_err(|e| refuse(&e))? {
+            Some(now) if (now.dev, now.ino) == (ours.dev, ours.ino) => {
+                return Ok(Lock {
+                    _file: file,
+                    remove: Some(root),
+                });
+            }
+            _ => continue,
+        }
+    }
+    Err(busy(dir))
+}
+
+/// Locks `file` (the lock file of `dir`): `None` once it is locked; the data home's
+/// lock for `dir` where the filesystem has no locks; a refusal where another run holds
+/// it.
+fn try_lock_or_fall_back(
+    file: &File,
+    dir: &Path,
+    home: &DataHome,
+) -> Result<Option<Lock>, Refusal> {
+    let refuse =
+        |e: &dyn std::fmt::Display| Refusal::new(format!("cannot lock {}: {e}", display(dir)));
     match file.try_lock() {
-        Ok(()) => Ok(Lock { _file: file }),
+        Ok(()) => Ok(None),
         Err(std::fs::TryLockError::WouldBlock) => Err(busy(dir)),
         Err(std::fs::TryLockError::Error(e)) if matches!(e.raw_os_error(), Some(code) if code == rustix::io::Errno::NOLCK.raw_os_error() || code == rustix::io::Errno::OPNOTSUPP.raw_os_error()) =>
         {
@@ -198,7 +231,7 @@ pub fn lock_dir(dir: &Path, home: &DataHome) -> Result<Lock, Refusal> {
                 "{} cannot be locked ({e}); only runs with this data home are kept out",
                 display(dir)
             );
-            home.try_lock(&path_key(dir), dir)
+            home.try_lock(&path_key(dir), dir).map(Some)
         }
         Err(std::fs::TryLockError::Error(e)) => Err(refuse(&e)),
     }
@@ -215,12 +248,29 @@ fn busy(what: &Path) -> Refusal {
 #[derive(Debug)]
 pub struct Lock {
     _file: File,
+    /// The directory whose lock file goes as the lock is let go.
+    remove: Option<crate::fs::Root>,
 }
 
 impl Lock {
     /// A lock held through `file` (already locked by the caller).
     pub fn holding(file: File) -> Lock {
-        Lock { _file: file }
+        Lock {
+            _file: file,
+            remove: None,
+        }
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Removed while still held: a run that opened it meanwhile finds, once it has
+        // the lock, that the name is no longer its file, and takes the lock again.
+        if let Some(mut root) = self.remove.take() {
+            if let Err(e) = root.remove(Path::new(crate::names::LOCK_NAME)) {
+                log::debug!("{e}");
+            }
+        }
     }
 }
 

@@ -179,9 +179,11 @@ fn a_directory_being_written_is_locked_whatever_the_data_home() {
     write(&src.join("f"), "x");
     write(&a.join("g"), "y");
     fs::create_dir_all(&dst).unwrap();
-    // Another run (of another data home) holds BACKUP's lock.
+    // A run leaves no lock file behind.
     env.oneway(&src, &dst, &[]).expect(0);
-    let lock = fs::File::open(dst.join(".twoway-lock")).unwrap();
+    assert!(!dst.join(".twoway-lock").exists(), "a lock file was left");
+    // Another run (of another data home) holds BACKUP's lock.
+    let lock = fs::File::create(dst.join(".twoway-lock")).unwrap();
     lock.try_lock().unwrap();
     let mut other_home = env.cmd("oneway");
     other_home.env("TWOWAY_HOME", env.path("home2"));
@@ -199,8 +201,12 @@ fn a_directory_being_written_is_locked_whatever_the_data_home() {
         run.expect(2);
     }
     drop(lock);
-    // A lock left by a run that died is no lock: the kernel released it.
+    // A lock left by a run that died is no lock: the kernel released it, and the file
+    // goes with the next run.
     env.oneway(&src, &dst, &[]).expect(0);
+    assert!(!dst.join(".twoway-lock").exists());
+    env.run("twoway", [&a, &dst, Path::new("--once")]).expect(0);
+    assert!(!a.join(".twoway-lock").exists() && !dst.join(".twoway-lock").exists());
 }
 
 #[test]
