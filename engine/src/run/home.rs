@@ -191,9 +191,27 @@ pub fn lock_dir(dir: &Path, home: &DataHome) -> Result<Lock, Refusal> {
     // A holder removes the file as it lets go: a lock taken on a file that is no longer
     // the one by that name (removed meanwhile) is taken again on the new one.
     for _ in 0..16 {
+        // Made afresh, the file leaves the directory's mtime as it was (a pass compares
+        // it with SOURCE's, and a version records it).
+        let made = match root.stat(name).map_err(|e| refuse(&e))? {
+            Some(_) => None,
+            None => root.stat_root().map_err(|e| refuse(&e))?,
+        };
         let file = root
             .open_lock_file(crate::names::LOCK_NAME)
             .map_err(|e| refuse(&e))?;
+        if let Some(st) = made {
+            // (Only its owner may set it: elsewhere a pass sets what it can.)
+            let kept = root.set_dir_meta(
+                Path::new(""),
+                st.mode,
+                st.mtime,
+                crate::tree::Owner::UNKNOWN,
+            );
+            if let Err(e) = kept {
+                log::debug!("{e}");
+            }
+        }
         let locked = try_lock_or_fall_back(&file, dir, home)?;
         if let Some(held) = locked {
             return Ok(held);
@@ -267,7 +285,21 @@ impl Drop for Lock {
         // Removed while still held: a run that opened it meanwhile finds, once it has
         // the lock, that the name is no longer its file, and takes the lock again.
         if let Some(mut root) = self.remove.take() {
-            if let Err(e) = root.remove(Path::new(crate::names::LOCK_NAME)) {
+            // The directory's mtime is the one the pass gave it (SOURCE's, say): the
+            // removal leaves it as it was.
+            let before = root.stat_root().ok().flatten();
+            let gone = root
+                .remove(Path::new(crate::names::LOCK_NAME))
+                .and_then(|()| {
+                    let Some(st) = before else { return Ok(()) };
+                    root.set_dir_meta(
+                        Path::new(""),
+                        st.mode,
+                        st.mtime,
+                        crate::tree::Owner::UNKNOWN,
+                    )
+                });
+            if let Err(e) = gone {
                 log::debug!("{e}");
             }
         }
