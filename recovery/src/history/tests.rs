@@ -602,3 +602,50 @@ fn content_a_forward_difference_replaced_stays_while_the_whole_version_needs_it(
     assert_eq!(h.collect_garbage_but(Some(&candidates), true).unwrap().0, 1);
     assert!(h.objects().unwrap().is_empty());
 }
+
+#[test]
+fn what_a_pass_replaced_reads_from_the_difference_either_way() {
+    let (_d, h) = new_history();
+    let mut want = long_history(&h, 11, 40);
+    // Two small changes after it: forward differences, whatever came last.
+    for b in [0xA1u8, 0xA2] {
+        let mut next = want.values().last().unwrap().clone();
+        let f = next.iter_mut().find(|e| e.kind == Kind::File).unwrap();
+        f.sha256 = Some(Digest([b; 32]));
+        let id = h
+            .record(head(), || next.iter().map(|e| e.as_ref()))
+            .unwrap();
+        want.insert(id, next);
+    }
+    let listed = h.list().unwrap();
+    let forms: BTreeSet<&str> = listed
+        .iter()
+        .map(|l| match l.form {
+            Form::Full => "whole",
+            Form::Diff { base } if base > l.head.id => "backward",
+            Form::Diff { .. } => "forward",
+        })
+        .collect();
+    assert_eq!(forms.len(), 3, "{forms:?}");
+    for pair in listed.windows(2) {
+        let (older, newer) = (&pair[0], &pair[1]);
+        let mut got = Vec::new();
+        h.held_before(older, newer, |e| got.push(e.to_owned()))
+            .unwrap();
+        got.sort_by(|x, y| path_order(&x.path, &y.path));
+        let after: BTreeMap<&Path, &EntryRecord> = want[&newer.head.id]
+            .iter()
+            .map(|e| (e.path.as_path(), e))
+            .collect();
+        let expected: Vec<EntryRecord> = want[&older.head.id]
+            .iter()
+            .filter(|e| after.get(e.path.as_path()) != Some(e))
+            .cloned()
+            .collect();
+        assert_eq!(
+            got, expected,
+            "versions {} and {}",
+            older.head.id, newer.head.id
+        );
+    }
+}
