@@ -459,11 +459,31 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
         f.insert("interrupted".into(), applied.interrupted.into());
         engine::run::events::emit("summary", f);
     }
+    // Cut short: what was done is said as done, and how to finish it.
+    let (what, then) = if applied.interrupted {
+        (
+            "restore cut short:",
+            format!(
+                " · the files restored are whole; run the same command again{} to finish",
+                if occupied || !applied.counts.by_verb.is_empty() {
+                    " with --force"
+                } else {
+                    ""
+                }
+            ),
+        )
+    } else {
+        ("restored", String::new())
+    };
     log::info!(
-        "restored {} from {}: {} · {} bytes · {errors} errors · version sha256 {}",
+        "{what} {} from {}: {} · {} bytes · {errors} errors · version sha256 {}{then}",
         display(&target),
         describe(&head),
-        applied.counts.summary(),
+        if applied.interrupted && applied.counts.by_verb.is_empty() {
+            "nothing restored yet".to_string()
+        } else {
+            applied.counts.summary()
+        },
         applied.counts.bytes,
         match &req.subpath {
             Some(_) => hash::tree_sha256(&vtree)

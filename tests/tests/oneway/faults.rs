@@ -361,6 +361,63 @@ fn sigint_mid_pass_exits_130_without_partial_files() {
     assert_same_tree(&src, &dst);
 }
 
+/// A restore stopped with Ctrl+C mid-copy leaves whole files only, says it was cut
+/// short and how to finish, exits 130; run again with --force, it finishes.
+#[test]
+fn sigint_mid_restore_exits_130_says_so_and_the_restore_finishes_after() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    let mut rng = Rng::new(4);
+    make_many(&src, 400, 100_000, &mut rng);
+    write_random(&src.join("zz-large.bin"), 200 << 20, &mut rng);
+    fs::create_dir(&dst).unwrap();
+    env.oneway(&src, &dst, &[]).expect(0);
+    fs::remove_dir_all(&src).unwrap();
+    // (recovery logs its lines to its standard output.)
+    let log = env.path("restore.log");
+    let child = Running::new(
+        env.cmd("recovery")
+            .arg("restore")
+            .arg(&src)
+            .stdout(fs::File::create(&log).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_for(&log, "copy", Duration::from_secs(30)));
+    sigint(&child);
+    let out = Run(child.wait_with_output().unwrap());
+    out.expect(130);
+    let logged = fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("restore cut short")
+            && logged.contains("run the same command again with --force to finish"),
+        "{logged}"
+    );
+    assert!(!logged.contains("nothing to do"), "{logged}");
+    assert!(temp_leftovers(&src).is_empty(), "a partial file was left");
+    // Every file restored is whole: its bytes are BACKUP's.
+    let backup = snapshot(&dst);
+    for (rel, snap) in snapshot(&src) {
+        if let Snap::File { sha256, .. } = snap {
+            match &backup[&rel] {
+                Snap::File { sha256: b, .. } => assert_eq!(&sha256, b, "{rel:?}"),
+                other => panic!("{rel:?}: {other:?}"),
+            }
+        }
+    }
+    env.run(
+        "recovery",
+        [
+            std::ffi::OsStr::new("restore"),
+            src.as_os_str(),
+            std::ffi::OsStr::new("--force"),
+        ],
+    )
+    .expect(0);
+    assert_same_tree(&dst, &src);
+}
+
 #[test]
 fn read_only_directories_are_mirrored_and_still_updated_as_a_user() {
     let env = Env::new();
