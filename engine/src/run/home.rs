@@ -200,18 +200,7 @@ pub fn lock_dir(dir: &Path, home: &DataHome) -> Result<Lock, Refusal> {
         let file = root
             .open_lock_file(crate::names::LOCK_NAME)
             .map_err(|e| refuse(&e))?;
-        if let Some(st) = made {
-            // (Only its owner may set it: elsewhere a pass sets what it can.)
-            let kept = root.set_dir_meta(
-                Path::new(""),
-                st.mode,
-                st.mtime,
-                crate::tree::Owner::UNKNOWN,
-            );
-            if let Err(e) = kept {
-                log::debug!("{e}");
-            }
-        }
+        keep_top_as(&mut root, made);
         let locked = try_lock_or_fall_back(&file, dir, home)?;
         if let Some(held) = locked {
             return Ok(held);
@@ -228,6 +217,22 @@ pub fn lock_dir(dir: &Path, home: &DataHome) -> Result<Lock, Refusal> {
         }
     }
     Err(busy(dir))
+}
+
+/// Puts the top of `root` back to the mode and mtime of `before` (the lock file came
+/// or went): what a pass compares and a version records stays as it was. Only the
+/// directory's owner may: elsewhere a pass sets what it can, as before.
+fn keep_top_as(root: &mut crate::fs::Root, before: Option<crate::fs::Stat>) {
+    let Some(st) = before else { return };
+    let kept = root.set_dir_meta(
+        Path::new(""),
+        st.mode,
+        st.mtime,
+        crate::tree::Owner::UNKNOWN,
+    );
+    if let Err(e) = kept {
+        log::debug!("{e}");
+    }
 }
 
 /// Locks `file` (the lock file of `dir`): `None` once it is locked; the data home's
@@ -288,19 +293,9 @@ impl Drop for Lock {
             // The directory's mtime is the one the pass gave it (SOURCE's, say): the
             // removal leaves it as it was.
             let before = root.stat_root().ok().flatten();
-            let gone = root
-                .remove(Path::new(crate::names::LOCK_NAME))
-                .and_then(|()| {
-                    let Some(st) = before else { return Ok(()) };
-                    root.set_dir_meta(
-                        Path::new(""),
-                        st.mode,
-                        st.mtime,
-                        crate::tree::Owner::UNKNOWN,
-                    )
-                });
-            if let Err(e) = gone {
-                log::debug!("{e}");
+            match root.remove(Path::new(crate::names::LOCK_NAME)) {
+                Ok(()) => keep_top_as(&mut root, before),
+                Err(e) => log::debug!("{e}"),
             }
         }
     }

@@ -19,19 +19,24 @@ fn entries(files: &[(&str, u8)]) -> Vec<EntryRecord> {
             owner: None,
         })
         .collect();
-    v.push(EntryRecord {
-        path: PathBuf::from("d"),
+    v.push(dir_record("d", 2));
+    v.sort_by(|x, y| path_order(&x.path, &y.path));
+    v
+}
+
+/// A directory's entry.
+fn dir_record(path: &str, mtime: i64) -> EntryRecord {
+    EntryRecord {
+        path: PathBuf::from(path),
         kind: Kind::Dir,
         size: 0,
         mode: 0o755,
-        mtime: (2, 0),
+        mtime: (mtime, 0),
         sha256: None,
         target: None,
         ino: None,
         owner: None,
-    });
-    v.sort_by(|x, y| path_order(&x.path, &y.path));
-    v
+    }
 }
 
 fn head() -> VersionHead {
@@ -373,19 +378,7 @@ fn long_history(h: &History, seed: u64, versions: usize) -> BTreeMap<u64, Vec<En
             }
         }
         let mut v: Vec<EntryRecord> = now.iter().map(|(i, (b, ino))| file(*i, *b, *ino)).collect();
-        for d in 0..7 {
-            v.push(EntryRecord {
-                path: PathBuf::from(format!("d{d}")),
-                kind: Kind::Dir,
-                size: 0,
-                mode: 0o755,
-                mtime: (1, 0),
-                sha256: None,
-                target: None,
-                ino: None,
-                owner: None,
-            });
-        }
+        v.extend((0..7).map(|d| dir_record(&format!("d{d}"), 1)));
         v.sort_by(|x, y| path_order(&x.path, &y.path));
         let id = h.record(head(), || v.iter().map(|e| e.as_ref())).unwrap();
         out.insert(id, v);

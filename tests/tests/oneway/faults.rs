@@ -323,29 +323,38 @@ fn sigint_between_passes_exits_0_with_the_total_line() {
         .contains("operations in total"));
 }
 
+/// 400 small files and one of 200 MiB (copied last, so that a run is still at it once
+/// the small ones are in place) in `src`.
+fn small_files_and_a_large_one(src: &Path, seed: u64) {
+    let mut rng = Rng::new(seed);
+    make_many(src, 400, 100_000, &mut rng);
+    write_random(&src.join("zz-large.bin"), 200 << 20, &mut rng);
+}
+
+/// Runs `cmd` (its lines going to `log`) until it has logged a copy, then sends it
+/// SIGINT; gives how it ended.
+fn interrupted_once_copying(mut cmd: std::process::Command, log: &Path) -> Run {
+    let child = Running::new(cmd.spawn().unwrap());
+    assert!(wait_for(log, "copy", Duration::from_secs(30)));
+    sigint(&child);
+    Run(child.wait_with_output().unwrap())
+}
+
 #[test]
 fn sigint_mid_pass_exits_130_without_partial_files() {
     let env = Env::new();
     let (src, dst) = (env.path("src"), env.path("dst"));
-    let mut rng = Rng::new(3);
-    make_many(&src, 400, 100_000, &mut rng);
-    write_random(&src.join("zz-large.bin"), 200 << 20, &mut rng);
+    small_files_and_a_large_one(&src, 3);
     fs::create_dir(&dst).unwrap();
     let log = env.path("pass.log");
-    let child = Running::new(
-        env.cmd("oneway")
-            .arg(&src)
-            .arg(&dst)
-            .args(["--once", "--log"])
-            .arg(&log)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(wait_for(&log, "copy", Duration::from_secs(30)));
-    sigint(&child);
-    let out = Run(child.wait_with_output().unwrap());
+    let mut cmd = env.cmd("oneway");
+    cmd.arg(&src)
+        .arg(&dst)
+        .args(["--once", "--log"])
+        .arg(&log)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let out = interrupted_once_copying(cmd, &log);
     out.expect(130);
     let logged = fs::read_to_string(&log).unwrap();
     assert!(logged.contains("interrupted"), "{logged}");
@@ -367,26 +376,18 @@ fn sigint_mid_pass_exits_130_without_partial_files() {
 fn sigint_mid_restore_exits_130_says_so_and_the_restore_finishes_after() {
     let env = Env::new();
     let (src, dst) = (env.path("src"), env.path("dst"));
-    let mut rng = Rng::new(4);
-    make_many(&src, 400, 100_000, &mut rng);
-    write_random(&src.join("zz-large.bin"), 200 << 20, &mut rng);
+    small_files_and_a_large_one(&src, 4);
     fs::create_dir(&dst).unwrap();
     env.oneway(&src, &dst, &[]).expect(0);
     fs::remove_dir_all(&src).unwrap();
     // (recovery logs its lines to its standard output.)
     let log = env.path("restore.log");
-    let child = Running::new(
-        env.cmd("recovery")
-            .arg("restore")
-            .arg(&src)
-            .stdout(fs::File::create(&log).unwrap())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(wait_for(&log, "copy", Duration::from_secs(30)));
-    sigint(&child);
-    let out = Run(child.wait_with_output().unwrap());
+    let mut cmd = env.cmd("recovery");
+    cmd.arg("restore")
+        .arg(&src)
+        .stdout(fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null());
+    let out = interrupted_once_copying(cmd, &log);
     out.expect(130);
     let logged = fs::read_to_string(&log).unwrap();
     assert!(
