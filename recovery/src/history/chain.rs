@@ -23,8 +23,11 @@ use super::format::{same, Delta};
 use super::{damaged, version_file, Form, History, Listed, VersionHead, VERSIONS};
 
 /// The forward differences after a whole version may add up to this share of its file
-/// (1/4) before the next version is written whole.
+/// (1/4) before the next version is written whole...
 const FORWARD_SHARE: u64 = 4;
+/// ...or to this many bytes, for a small tree (whose whole file costs little either
+/// way: a pass that changes a few files of it writes a few hundred bytes).
+const FORWARD_FLOOR: u64 = 64 << 10;
 /// And at most this many of them (each is read to read the latest version).
 const FORWARD_MAX: usize = 64;
 
@@ -34,6 +37,16 @@ thread_local! {
     /// the step that finds it at zero fails, as if the process had died before it.
     pub(super) static STEPS_LEFT: std::cell::Cell<Option<usize>> =
         const { std::cell::Cell::new(None) };
+    /// [`FORWARD_FLOOR`] as a test sets it (0: the share alone decides, so that a small
+    /// tree's history turns around as a big one's does).
+    pub(super) static FLOOR: std::cell::Cell<u64> = const { std::cell::Cell::new(FORWARD_FLOOR) };
+}
+
+fn forward_floor() -> u64 {
+    #[cfg(test)]
+    return FLOOR.get();
+    #[cfg(not(test))]
+    FORWARD_FLOOR
 }
 
 /// Called before every version file is written or removed: where a test kills the run.
@@ -194,7 +207,9 @@ impl History {
             forward_bytes += size(&mut root, id, false)?;
         }
         // What the new difference may take before the version is written whole instead.
-        let budget = (whole_bytes / FORWARD_SHARE).saturating_sub(forward_bytes);
+        let budget = (whole_bytes / FORWARD_SHARE)
+            .max(forward_floor())
+            .saturating_sub(forward_bytes);
         let estimate = |e: &EntryRef<'_>| e.path.as_os_str().len() as u64 + 48;
 
         // The latest version and the new one side by side, in path order.

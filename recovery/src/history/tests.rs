@@ -175,6 +175,8 @@ fn the_latest_version_is_never_forgotten() {
 
 #[test]
 fn a_version_cut_short_by_a_kill_is_undone_and_a_finished_one_completed() {
+    // Written whole at every record, as the earlier layout was: its kills' leftovers.
+    super::chain::FLOOR.set(0);
     let (_d, h) = new_history();
     let s = states();
     record_all(&h, &s[..2]);
@@ -200,14 +202,26 @@ fn a_version_cut_short_by_a_kill_is_undone_and_a_finished_one_completed() {
 
 #[test]
 fn a_damaged_version_file_is_an_error_not_a_different_version() {
-    let (_d, h) = new_history();
-    record_all(&h, &states()[..3]);
-    let p = h.path().join("versions/000000000002.diff");
-    let bytes = std::fs::read(&p).unwrap();
-    std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
-    assert!(h.state(1).is_err());
-    assert!(h.state(2).is_err());
-    assert_eq!(h.state(3).unwrap().entries, states()[2]);
+    for floor in [0, 64 << 10] {
+        // Version 2 a difference toward version 3 (turned around), then from version 1.
+        super::chain::FLOOR.set(floor);
+        let (_d, h) = new_history();
+        record_all(&h, &states()[..3]);
+        super::chain::FLOOR.set(64 << 10);
+        let p = h.path().join("versions/000000000002.diff");
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(h.state(2).is_err());
+        // Each other version reads as it was, or is an error where it needs version 2.
+        let mut errors = 0;
+        for id in [1u64, 3] {
+            match h.state(id) {
+                Ok(s) => assert_eq!(s.entries, states()[id as usize - 1], "version {id}"),
+                Err(_) => errors += 1,
+            }
+        }
+        assert_eq!(errors, 1, "floor {floor}");
+    }
 }
 
 #[test]
@@ -422,6 +436,8 @@ fn whole_files(h: &History) -> usize {
 
 #[test]
 fn forward_differences_read_back_and_turn_around_once_they_add_up() {
+    // The share of the whole version alone decides when to turn around.
+    super::chain::FLOOR.set(0);
     let (_d, h) = new_history();
     let want = long_history(&h, 7, 80);
     assert_reads(&h, &want, "recorded");
@@ -451,6 +467,8 @@ fn forward_differences_read_back_and_turn_around_once_they_add_up() {
 
 #[test]
 fn forgetting_any_versions_of_a_long_history_leaves_the_others_reading_the_same() {
+    // The share of the whole version alone decides when to turn around.
+    super::chain::FLOOR.set(0);
     for seed in 0..6u64 {
         let (_d, h) = new_history();
         let mut want = long_history(&h, seed, 40);
@@ -489,6 +507,8 @@ fn killed_at(n: usize, op: impl FnOnce() -> Result<(), engine::Error>) -> bool {
 
 #[test]
 fn a_kill_at_any_step_of_a_record_or_a_forget_leaves_every_version_readable() {
+    // The share of the whole version alone decides when to turn around.
+    super::chain::FLOOR.set(0);
     // Recording: a small difference (one step), and a version written whole with the
     // forward differences before it turned around (many).
     for big in [false, true] {
@@ -598,6 +618,8 @@ fn content_a_forward_difference_replaced_stays_while_the_whole_version_needs_it(
 
 #[test]
 fn what_a_pass_replaced_reads_from_the_difference_either_way() {
+    // The share of the whole version alone decides when to turn around.
+    super::chain::FLOOR.set(0);
     let (_d, h) = new_history();
     let mut want = long_history(&h, 11, 40);
     // Two small changes after it: forward differences, whatever came last.
