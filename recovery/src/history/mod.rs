@@ -7,7 +7,7 @@
 //!   same, the paths the base has that it lacks, and for a newer version than the whole
 //!   one, the base's entries it does not hold the same. A pass that changes 1% of a tree
 //!   writes about 2% of a manifest; a version is written whole again only once those
-//!   add up to a quarter of the whole one (see [`chain`]);
+//!   add up to a quarter of the whole one, or 64 KiB (see [`chain`]);
 //! - `objects/<aa>/<sha256>`: content that a version needs and the live directory no
 //!   longer has, named by its SHA-256. No object shares its inode with a live file;
 //! - `pending/<sha256>`: files a pass is about to replace or delete, linked here before
