@@ -741,3 +741,46 @@ fn a_second_pass_with_nothing_changed_makes_no_version() {
     env.oneway(&src, &dst, &[]).expect(0);
     assert_eq!(made(&dst), 1, "a pass that changed nothing made a version");
 }
+
+/// A replica whose top belongs to someone else (a shared folder the user may write):
+/// its mtime cannot be put back, so the lock file stays there, and a pass with nothing
+/// to do makes no version; in a replica of the user's own, the lock file goes.
+#[test]
+fn a_shared_replica_top_keeps_the_lock_file_and_makes_no_version_for_nothing() {
+    require_root();
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    write(&a.join("f.txt"), "x");
+    env.hand_to_nobody();
+    // B's top: root's, writable by all.
+    let status = std::process::Command::new("chown")
+        .args(["0:0"])
+        .arg(&b)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    chmod(&b, 0o777);
+    let run_once = || sync_as_nobody(&env, &a, &b, &[]);
+    run_once().expect(0);
+    write(&a.join("g.txt"), "y");
+    give_to_nobody(&a.join("g.txt"));
+    run_once().expect(0);
+    let counts = || (env.versions_of(&a).len(), env.versions_of(&b).len());
+    let before = counts();
+    let again = run_once();
+    again.expect(0);
+    assert!(
+        again.stdout().contains("nothing to do"),
+        "{}",
+        again.stdout()
+    );
+    assert_eq!(counts(), before, "{}", again.stdout());
+    assert!(
+        !a.join(".twoway-lock").exists(),
+        "left in the user's own replica"
+    );
+    assert!(
+        b.join(".twoway-lock").exists(),
+        "removed where the mtime changes with it"
+    );
+}

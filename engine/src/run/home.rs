@@ -208,9 +208,15 @@ pub fn lock_dir(dir: &Path, home: &DataHome) -> Result<Lock, Refusal> {
         let ours = crate::fs::fstat(&file, &dir.join(name)).map_err(|e| refuse(&e))?;
         match root.stat(name).map_err(|e| refuse(&e))? {
             Some(now) if (now.dev, now.ino) == (ours.dev, ours.ino) => {
+                // Removed as the run ends only where the directory's mtime can be put
+                // back (its owner, or root): elsewhere each run would change it twice,
+                // and a replica's version records it. There the file stays, as before.
+                let euid = rustix::process::geteuid();
+                let owner = root.stat_root().ok().flatten().map(|st| st.uid);
+                let restorable = euid.is_root() || owner == Some(euid.as_raw());
                 return Ok(Lock {
                     _file: file,
-                    remove: Some(root),
+                    remove: restorable.then_some(root),
                 });
             }
             _ => continue,
