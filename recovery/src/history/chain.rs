@@ -172,13 +172,8 @@ impl History {
         let next = files.last().map_or(1, |(id, _)| id + 1);
         head.id = next;
         let Some(&(latest, _)) = files.last() else {
-            let count = news().count();
-            head.added = count as u64;
-            step()?;
-            self.write_full(&mut root, &head, count, |f| {
-                news().for_each(f);
-                Ok(())
-            })?;
+            head.added = news().count() as u64;
+            self.write_full_of(&mut root, &head, news)?;
             return Ok(next);
         };
         let Some(whole) = files.iter().rev().find(|(_, f)| *f).map(|(id, _)| *id) else {
@@ -186,20 +181,11 @@ impl History {
         };
         // The versions from the whole one to the latest: the whole, then forward
         // differences.
-        let segment: Vec<u64> = files
-            .iter()
-            .map(|(id, _)| *id)
-            .filter(|id| *id >= whole)
-            .collect::<BTreeSet<u64>>()
-            .into_iter()
-            .collect();
+        let segment = ids_in(&files, whole..=latest);
         let size = |root: &mut Root, id: u64, full: bool| -> Result<u64, Error> {
-            let form = if full {
-                Form::Full
-            } else {
-                Form::Diff { base: 0 }
-            };
-            Ok(root.stat(&version_file(id, form))?.map_or(0, |s| s.size))
+            Ok(root
+                .stat(&version_file(id, Form::of(full)))?
+                .map_or(0, |s| s.size))
         };
         let whole_bytes = size(&mut root, whole, true)?;
         let mut forward_bytes = 0;
@@ -279,16 +265,8 @@ impl History {
             return Ok(next);
         }
         // Written whole. The forward differences are read before any is rewritten.
-        let mut forward: HashMap<u64, Delta> = HashMap::new();
-        for &id in &segment[1..] {
-            forward.insert(id, self.read(&mut root, id, false, true)?.delta());
-        }
-        let count = news().count();
-        step()?;
-        self.write_full(&mut root, &head, count, |f| {
-            news().for_each(f);
-            Ok(())
-        })?;
+        let forward = self.deltas_of(&mut root, &segment[1..])?;
+        self.write_full_of(&mut root, &head, news)?;
         let back = Delta {
             gone: new_paths,
             put: was,
@@ -296,6 +274,28 @@ impl History {
         };
         self.turn_around(&mut root, &segment, next, back, &forward)?;
         Ok(next)
+    }
+
+    /// Writes version `head.id` whole, its entries those `news` gives.
+    fn write_full_of<'n, I: Iterator<Item = EntryRef<'n>>>(
+        &self,
+        root: &mut Root,
+        head: &VersionHead,
+        news: impl Fn() -> I,
+    ) -> Result<(), Error> {
+        let count = news().count();
+        step()?;
+        self.write_full(root, head, count, |f| {
+            news().for_each(f);
+            Ok(())
+        })
+    }
+
+    /// The differences of versions `ids`, each read whole.
+    fn deltas_of(&self, root: &mut Root, ids: &[u64]) -> Result<HashMap<u64, Delta>, Error> {
+        ids.iter()
+            .map(|&id| Ok((id, self.read(root, id, false, true)?.delta())))
+            .collect()
     }
 
     /// Turns the versions of `segment` (a whole version, then forward differences, in
@@ -343,17 +343,8 @@ impl History {
     /// the versions dropped after it (older ones, as a policy drops them) are cheap.
     fn move_whole(&self, root: &mut Root, whole: u64, to: u64) -> Result<(), Error> {
         let files = self.files(root)?;
-        let segment: Vec<u64> = files
-            .iter()
-            .map(|(id, _)| *id)
-            .filter(|id| *id >= whole && *id < to)
-            .collect::<BTreeSet<u64>>()
-            .into_iter()
-            .collect();
-        let mut forward: HashMap<u64, Delta> = HashMap::new();
-        for &id in &segment[1..] {
-            forward.insert(id, self.read(root, id, false, true)?.delta());
-        }
+        let segment = ids_in(&files, whole..to);
+        let forward = self.deltas_of(root, &segment[1..])?;
         let last = *segment.last().expect("BUG: holds the whole version");
         let generic = |h: &History| -> Result<Delta, Error> {
             Ok(delta(&h.state(last)?.entries, &h.state(to)?.entries))
@@ -458,11 +449,7 @@ impl History {
         let [.., older, newest] = wholes[..] else {
             return Ok(());
         };
-        let between: Vec<u64> = files
-            .iter()
-            .map(|(id, _)| *id)
-            .filter(|id| *id > older && *id < newest)
-            .collect();
+        let between = ids_in(&files, older + 1..newest);
         let mut segment = vec![older];
         let mut forward: HashMap<u64, Delta> = HashMap::new();
         let mut rest = between.iter().peekable();
@@ -519,6 +506,17 @@ impl History {
         }
         Ok(false)
     }
+}
+
+/// The ids of the versions in `range`, once each (a version may have two files), in
+/// order.
+fn ids_in(files: &[(u64, bool)], range: impl std::ops::RangeBounds<u64>) -> Vec<u64> {
+    let ids: BTreeSet<u64> = files
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| range.contains(id))
+        .collect();
+    ids.into_iter().collect()
 }
 
 /// `of` as the difference from `base` (both whole, in path order).

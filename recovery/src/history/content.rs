@@ -10,7 +10,7 @@ use engine::fs::Root;
 use engine::tree::encoding::EntryRef;
 use engine::tree::{Digest, Kind};
 
-use super::{object_path, pending_path, version_file, Form, History, OBJECTS, PENDING};
+use super::{object_path, pending_path, History, OBJECTS, PENDING};
 
 #[cfg(test)]
 thread_local! {
@@ -241,12 +241,7 @@ impl History {
             if full && spared {
                 continue;
             }
-            let form = if full {
-                Form::Full
-            } else {
-                Form::Diff { base: 0 }
-            };
-            let mut r = self.reader_at(root, &version_file(id, form), id, full)?;
+            let mut r = self.reader(root, id, full)?;
             let mut seen = |e: EntryRef<'_>| {
                 if let Some(sha) = e.sha256 {
                     left.remove(&sha);
@@ -263,23 +258,8 @@ impl History {
 
     pub(super) fn needed(&self, root: &mut Root) -> Result<HashSet<Digest>, Error> {
         let mut need = HashSet::new();
-        let mut readers = Vec::new();
         for (id, full) in self.files(root)? {
-            readers.push((
-                version_file(
-                    id,
-                    if full {
-                        Form::Full
-                    } else {
-                        Form::Diff { base: 0 }
-                    },
-                ),
-                id,
-                full,
-            ));
-        }
-        for (rel, id, full) in readers {
-            let mut r = self.reader_at(root, &rel, id, full)?;
+            let mut r = self.reader(root, id, full)?;
             while r
                 .next_with(|e| {
                     if let Some(sha) = e.sha256 {

@@ -257,12 +257,7 @@ impl History {
         id: u64,
         full: bool,
     ) -> Result<VersionReader, Error> {
-        let form = if full {
-            Form::Full
-        } else {
-            Form::Diff { base: 0 }
-        };
-        self.reader_at(root, &version_file(id, form), id, full)
+        self.reader_at(root, &version_file(id, Form::of(full)), id, full)
     }
 
     /// Opens the file `rel` of version `id` (whole when `full`) and reads its head.

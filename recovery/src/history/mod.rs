@@ -130,10 +130,21 @@ impl VersionHead {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Form {
     Full,
-    /// The difference from the version `base` (a newer one).
+    /// The difference from the version `base` (older or newer).
     Diff {
         base: u64,
     },
+}
+
+impl Form {
+    /// Whole, or a difference (from a base not known yet): all a file's name says.
+    pub(crate) fn of(full: bool) -> Form {
+        if full {
+            Form::Full
+        } else {
+            Form::Diff { base: 0 }
+        }
+    }
 }
 
 /// A version as its file says, without its entries.
@@ -349,12 +360,7 @@ impl History {
             // of the latest from a version that never came is what a kill left of the
             // earlier layout's record).
             let keep_diff = latest != Some(id) && self.diff_reaches_whole(&mut root, id, &files)?;
-            let form = if keep_diff {
-                Form::Full
-            } else {
-                Form::Diff { base: 0 }
-            };
-            root.remove(&version_file(id, form))?;
+            root.remove(&version_file(id, Form::of(keep_diff)))?;
         }
         self.finish_turn(&mut root)?;
         Ok(root)

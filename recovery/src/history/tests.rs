@@ -426,6 +426,17 @@ fn assert_reads(h: &History, want: &BTreeMap<u64, Vec<EntryRecord>>, what: &str)
     }
 }
 
+/// The id of the version kept whole (the first, if there are two).
+fn whole_id(h: &History) -> u64 {
+    let listed = h.list().unwrap();
+    listed
+        .iter()
+        .find(|l| l.form == Form::Full)
+        .unwrap()
+        .head
+        .id
+}
+
 fn whole_files(h: &History) -> usize {
     h.list()
         .unwrap()
@@ -456,13 +467,7 @@ fn forward_differences_read_back_and_turn_around_once_they_add_up() {
         "{forward} forward, {backward} backward"
     );
     // The whole version is neither the first nor (always) the latest: it moved.
-    let whole = listed
-        .iter()
-        .find(|l| l.form == Form::Full)
-        .unwrap()
-        .head
-        .id;
-    assert!(whole > 1, "never written whole again");
+    assert!(whole_id(&h) > 1, "never written whole again");
 }
 
 #[test]
@@ -473,14 +478,7 @@ fn forgetting_any_versions_of_a_long_history_leaves_the_others_reading_the_same(
         let (_d, h) = new_history();
         let mut want = long_history(&h, seed, 40);
         let latest = *want.keys().last().unwrap();
-        let whole = h
-            .list()
-            .unwrap()
-            .iter()
-            .find(|l| l.form == Form::Full)
-            .unwrap()
-            .head
-            .id;
+        let whole = whole_id(&h);
         // The whole version, its neighbours, and a scattering of others.
         let mut drop: BTreeSet<u64> = [whole, whole.saturating_sub(1), whole + 1].into();
         drop.extend(want.keys().filter(|id| (*id * 7 + seed) % 3 == 0));
@@ -550,14 +548,7 @@ fn a_kill_at_any_step_of_a_record_or_a_forget_leaves_every_version_readable() {
     for n in 0.. {
         let (_d, h) = new_history();
         let want = long_history(&h, 5, 12);
-        let whole = h
-            .list()
-            .unwrap()
-            .iter()
-            .find(|l| l.form == Form::Full)
-            .unwrap()
-            .head
-            .id;
+        let whole = whole_id(&h);
         let latest = *want.keys().last().unwrap();
         let mut drop: BTreeSet<u64> = [whole.saturating_sub(1), whole, whole + 1, 2].into();
         drop.retain(|id| *id != latest && want.contains_key(id));
