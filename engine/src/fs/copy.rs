@@ -32,6 +32,15 @@ pub fn copy_hashing(
     BUFFER.with(|b| copy_with(reader, writer, stop, &mut b.borrow_mut()))
 }
 
+/// The test suite's `TWOWAY_INJECT_FAULT=copy-waits-for-stop`: a copy larger than one
+/// buffer waits there until the run is told to stop, so that a test's Ctrl+C always
+/// meets a copy in flight, however fast the machine (the copy then stops, as it would).
+fn wait_for_stop(stop: &dyn Fn() -> bool) {
+    while !stop() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 fn copy_with(
     reader: &mut dyn Read,
     writer: &mut dyn Write,
@@ -53,6 +62,9 @@ fn copy_with(
         hasher.update(&buf[..n]);
         writer.write_all(&buf[..n]).map_err(CopyError::Write)?;
         total += n as u64;
+        if n == buf.len() && crate::fs::injected_fault("copy-waits-for-stop") {
+            wait_for_stop(stop);
+        }
     }
     Ok((Digest(hasher.finalize().into()), total))
 }

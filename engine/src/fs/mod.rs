@@ -30,8 +30,10 @@ pub use xattr::{copy_dir_xattrs, copy_xattrs, same_attributes};
 
 /// Whether the test suite asked for `what` to fail (`TWOWAY_INJECT_FAULT=syncfs`, or
 /// `first-sync-flush` for the flush before a first sync records its progress): the only
-/// way to make a flush fail on demand, since no filesystem here fails one at will. It
-/// makes operations fail, never succeed, so it cannot hide a real error.
+/// way to make a flush fail on demand, since no filesystem here fails one at will; or
+/// (`copy-waits-for-stop`) for a large copy to wait until the run is stopped, so that a
+/// test's Ctrl+C meets it in flight on any machine. It makes operations fail or wait,
+/// never succeed, so it cannot hide a real error.
 pub fn injected_fault(what: &str) -> bool {
     static FAULT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     FAULT
