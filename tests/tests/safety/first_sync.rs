@@ -23,29 +23,37 @@ fn a_first_sync_records_no_progress_it_could_not_flush() {
     let env = Env::new();
     let (a, b) = (env.path("a"), env.path("b"));
     slow_first_sync(&a, &b);
+    let log = env.path("first.log");
     let mut child = Running::new(
         env.cmd("twoway")
             .args([&a, &b])
-            .args(["--once", "--no-versions"])
+            .args(["--once", "--no-versions", "--log"])
+            .arg(&log)
             .env("TWOWAY_INJECT_FAULT", "first-sync-flush")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap(),
     );
-    // The first batches of small files are in B; a couple of seconds of progress
-    // saves are tried (each a second apart), with their flushes failing.
+    // Copies are in B, and two progress saves (a second apart) were tried, their
+    // flushes failing.
+    let tried = || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("progress of the first sync not recorded")
+            .count()
+    };
     let mut waited = 0;
-    while !b.join("small/100.txt").exists() {
+    while tried() < 2 {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the pass ended too soon"
         );
-        assert!(waited < 6000, "no copy seen in 60 s");
+        assert!(waited < 6000, "no progress save tried in 60 s");
         std::thread::sleep(std::time::Duration::from_millis(10));
         waited += 1;
     }
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(b.join("small/100.txt").exists());
     let still_running = child.try_wait().unwrap().is_none();
     child.kill().unwrap();
     child.wait().unwrap();
