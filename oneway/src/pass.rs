@@ -188,6 +188,12 @@ impl Tool for Job {
         [None, self.versioned.as_ref().map(|v| v as &dyn Versions)]
     }
 
+    /// One history, kept with BACKUP: it is SOURCE's (`recovery list SOURCE`), and
+    /// BACKUP's path finds it too.
+    fn versioned_by(&self, _side: usize) -> Option<usize> {
+        Some(1)
+    }
+
     fn check_roots(&self) -> Result<(), Refusal> {
         // The roots may have gone since the last pass (an unplugged drive).
         scan::check_root(&self.source, "SOURCE")?;

@@ -247,6 +247,12 @@ pub trait Tool: Sync {
     fn notes(&self, _extra: &Self::Extra, _outcome: &Outcome) -> Vec<String> {
         Vec::new()
     }
+    /// The side whose store keeps the versions of replica `side` (the `--json` summary
+    /// gives each replica's version under its label): itself, unless the tool says
+    /// otherwise (oneway's one history, kept with BACKUP, is SOURCE's as well).
+    fn versioned_by(&self, side: usize) -> Option<usize> {
+        Some(side)
+    }
     /// The tool's own counts in the `--json` summary (twoway's conflicts).
     fn json_counts(&self, _extra: &Self::Extra) -> Vec<(&'static str, serde_json::Value)> {
         Vec::new()
@@ -277,7 +283,10 @@ fn json_summary<T: Tool>(tool: &T, extra: &T::Extra, o: &Outcome) {
         "errors": o.errors,
         "seconds": o.seconds,
         "sha256": per_side(&|i| o.shas[i].map_or(Value::Null, |d| d.to_hex().into())),
-        "version": per_side(&|i| version_id(o, i).map_or(Value::Null, |v| json!(v.parse::<u64>().ok()))),
+        "version": per_side(&|i| {
+            let id = tool.versioned_by(i).and_then(|side| version_id(o, side));
+            id.map_or(Value::Null, |v| json!(v.parse::<u64>().ok()))
+        }),
     }));
     for (k, v) in tool.json_counts(extra) {
         fields.insert(k.to_string(), v);

@@ -45,6 +45,12 @@ fn json_prints_one_event_per_line_and_a_summary_with_every_count() {
     assert_eq!(summary["errors"], 0);
     assert_eq!(summary["sha256"]["SOURCE"], summary["sha256"]["BACKUP"]);
     assert_eq!(summary["sha256"]["SOURCE"].as_str().unwrap().len(), 64);
+    // The version made is SOURCE's (the version event's `dir`), found under BACKUP's
+    // path too: the summary gives its id under both labels.
+    let made = of("version").last().unwrap();
+    assert_eq!(made["dir"].as_str(), src.to_str());
+    assert_eq!(summary["version"]["SOURCE"], made["id"]);
+    assert_eq!(summary["version"]["BACKUP"], made["id"]);
     // An error is an event too, and nothing but events is on stdout.
     let run = env.oneway(&src, &env.path("missing"), &["--json"]);
     run.expect(2);
