@@ -471,6 +471,11 @@ impl Tool for Job {
         ]
     }
 
+    /// `A` and `B`, as its conflict events (`kept`) and actions (`direction`) say.
+    fn side_names(&self) -> [&'static str; 2] {
+        ["A", "B"]
+    }
+
     fn notes(&self, sync: &Sync, o: &Outcome) -> Vec<String> {
         let mut notes = Vec::new();
         if sync.first {

@@ -247,6 +247,11 @@ pub trait Tool: Sync {
     fn notes(&self, _extra: &Self::Extra, _outcome: &Outcome) -> Vec<String> {
         Vec::new()
     }
+    /// Each replica's name in the `--json` summary's per-replica members: its label,
+    /// unless the tool names its sides otherwise in its other events.
+    fn side_names(&self) -> [&'static str; 2] {
+        self.replicas().each_ref().map(|r| r.label)
+    }
     /// The side whose store keeps the versions of replica `side` (the `--json` summary
     /// gives each replica's version under its label): itself, unless the tool says
     /// otherwise (oneway's one history, kept with BACKUP, is SOURCE's as well).
@@ -268,7 +273,7 @@ fn json_summary<T: Tool>(tool: &T, extra: &T::Extra, o: &Outcome) {
         .iter()
         .map(|(v, n)| (v.to_string(), json!(n)))
         .collect();
-    let labels = tool.replicas().each_ref().map(|r| r.label);
+    let labels = tool.side_names();
     let per_side = |f: &dyn Fn(usize) -> Value| -> Map<String, Value> {
         (0..2).map(|i| (labels[i].to_string(), f(i))).collect()
     };

@@ -95,6 +95,11 @@ fn json_names_a_two_way_conflict() {
         (s["type"].as_str(), s["conflicts"].as_u64()),
         (Some("summary"), Some(1))
     );
+    // The summary names the sides as the conflict does: the winner's version is there.
+    let kept = c["kept"].as_str().unwrap();
+    assert!(s["sha256"][kept].is_string(), "{s}");
+    assert!(s["version"][kept].is_u64(), "{s}");
+    assert_eq!(s["sha256"]["A"], s["sha256"]["B"]);
 }
 
 #[test]
