@@ -273,6 +273,41 @@ pub fn verify(home: &DataHome, dir: Option<&Path>, repair: bool) -> Result<i32, 
     for e in selected {
         let vd = VersionedDir::from_registry(&e);
         let history = vd.history();
+        if repair && history.exists() {
+            // What cannot be read is set aside first (kept): the rest of the history
+            // then reads, and passes can record versions again. The versions lost are
+            // problems still.
+            let _lock = vd.lock(home).map_err(Refusal::from)?;
+            match history.set_aside_unreadable() {
+                Ok(aside) => {
+                    for f in &aside {
+                        problems += 1;
+                        report(
+                            "error",
+                            format!(
+                                "SET ASIDE {}: a version that cannot be read (its file is kept there; \
+                                 the other versions read)",
+                                display(f)
+                            ),
+                        );
+                    }
+                }
+                Err(err) => {
+                    report("error", format!("NOT REPAIRED  {err}"));
+                    problems += 1;
+                    continue;
+                }
+            }
+        } else if history.exists() && history.holds_damaged().unwrap_or(false) {
+            report(
+                "warning",
+                format!(
+                    "{}: version files set aside by an earlier repair are kept in damaged/; \
+                     no stored content is collected until that folder is deleted",
+                    display(history.path())
+                ),
+            );
+        }
         let listed = match history.list() {
             Ok(l) => l,
             Err(err) => {

@@ -395,6 +395,72 @@ fn verify_repair_heals_damaged_content_from_another_store_and_says_what_it_canno
     assert!(damaged.iter().all(|l| !l.contains(&one)), "{out}");
 }
 
+/// A version file that rots (or that someone edits) stops every pass with a reason that
+/// says what to run; `verify --repair` sets the versions that cannot be read aside (kept)
+/// and passes, lists and restores of the others work again.
+#[test]
+fn a_damaged_version_file_is_set_aside_by_repair_and_passes_go_on() {
+    let env = Env::new();
+    let (src, dst) = env.src_and_dst();
+    write(&src.join("a.txt"), "one");
+    env.oneway(&src, &dst, &[]).expect(0);
+    write(&src.join("a.txt"), "two");
+    env.oneway(&src, &dst, &[]).expect(0);
+    write(&src.join("b.txt"), "new");
+    env.oneway(&src, &dst, &[]).expect(0);
+    // The latest version's file (3) rots.
+    let versions = files_of(&dst.join("__versions__"))
+        .into_iter()
+        .map(|(p, _)| dst.join("__versions__").join(p))
+        .filter(|p| p.parent().unwrap().ends_with("versions"))
+        .collect::<Vec<_>>();
+    let latest = versions
+        .iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("000000000003")
+        })
+        .unwrap_or_else(|| panic!("{versions:?}"));
+    chmod(latest, 0o644);
+    let mut bytes = fs::read(latest).unwrap();
+    let n = bytes.len();
+    bytes[n / 2..].iter_mut().for_each(|b| *b = 0xff);
+    fs::write(latest, &bytes).unwrap();
+    fs::remove_file(src.join("a.txt")).unwrap();
+    let refused = env.oneway(&src, &dst, &[]);
+    refused.expect(2);
+    assert!(
+        refused.stderr().contains("recovery verify --repair"),
+        "{}",
+        refused.all()
+    );
+    assert!(dst.join("a.txt").exists(), "a refused pass changed BACKUP");
+    let repair = recovery(
+        &env,
+        &[
+            OsStr::new("verify"),
+            src.as_os_str(),
+            OsStr::new("--repair"),
+        ],
+    );
+    repair.expect(1);
+    assert!(repair.stdout().contains("SET ASIDE"), "{}", repair.all());
+    // The pass runs; what it removes is kept, and the versions left restore.
+    env.oneway(&src, &dst, &[]).expect(0);
+    assert!(!dst.join("a.txt").exists());
+    let ids: Vec<String> = listed(&env, &src).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["4", "2", "1"], "a version id was given twice");
+    let to = env.path("restored");
+    restore_to(&env, &src, "2", &to, &[]).expect(0);
+    assert_eq!(fs::read_to_string(to.join("a.txt")).unwrap(), "two");
+    assert!(!to.join("b.txt").exists());
+    let verify = recovery(&env, &[OsStr::new("verify"), src.as_os_str()]);
+    verify.expect(0);
+    assert!(verify.stdout().contains("damaged/"), "{}", verify.all());
+}
+
 #[test]
 fn a_pass_with_nothing_to_do_after_a_two_way_pass_makes_no_version() {
     let env = Env::new();

@@ -85,8 +85,8 @@ impl History {
         let mut at = id;
         let whole = loop {
             let Some(&full) = files.get(&at) else {
-                return Err(Error::entry(
-                    self.path.join(VERSIONS),
+                return Err(damaged(
+                    &self.path.join(VERSIONS),
                     format!("version {at} is missing (needed by version {id})"),
                 ));
             };
@@ -169,7 +169,7 @@ impl History {
     ) -> Result<u64, Error> {
         let mut root = self.open_made()?;
         let files = self.files(&mut root)?;
-        let next = files.last().map_or(1, |(id, _)| id + 1);
+        let next = self.next_id(&mut root, &files)?;
         head.id = next;
         let Some(&(latest, _)) = files.last() else {
             head.added = news().count() as u64;

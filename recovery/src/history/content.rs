@@ -364,6 +364,15 @@ impl History {
         if !self.exists() {
             return Ok((0, 0));
         }
+        if self.holds_damaged()? {
+            log::warn!(
+                "{}: no stored content is collected while damaged/ holds version files \
+                 set aside (what they need cannot be told); delete that folder once it is \
+                 no longer wanted",
+                engine::names::display(self.path())
+            );
+            return Ok((0, 0));
+        }
         let mut root = self.open_made()?;
         let (mut n, mut bytes) = (0, 0);
         let garbage: Vec<Digest> = match candidates {

@@ -14,6 +14,9 @@
 //!   the pass changes them, and settled into `objects/` after it: moved when the pass
 //!   unlinked the live name (nothing to copy), copied when the file is still live;
 //! - `tags.json`: names given to versions;
+//! - `damaged/`: version files that could not be read, set aside by `recovery verify
+//!   --repair` with the versions that cannot be read without them (kept, not deleted;
+//!   while it holds anything, no content is collected as garbage);
 //! - `moved.json`: where a pass moves files of the live directory, noted before it does
 //!   (see [`History::note_moves`]).
 //!
@@ -52,6 +55,9 @@ const OBJECTS: &str = "objects";
 const PENDING: &str = "pending";
 const TAGS: &str = "tags.json";
 const MOVED: &str = "moved.json";
+const DAMAGED: &str = "damaged";
+/// How every error that a version file's bytes (or a version's chain) cause begins.
+const DAMAGED_FILE: &str = "damaged version file";
 
 /// Why a version was made.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +232,19 @@ pub(crate) fn pending_path(sha: &Digest) -> PathBuf {
 }
 
 fn damaged(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::entry(path, format!("damaged version file: {e}"))
+    Error::entry(
+        path,
+        format!(
+            "{DAMAGED_FILE}: {e} (`recovery verify --repair` sets aside the versions that \
+             cannot be read)"
+        ),
+    )
+}
+
+/// Whether `e` says a version cannot be read for its files' bytes (not for a version
+/// format of a later build, nor for an error of the system).
+fn is_damage(e: &Error) -> bool {
+    matches!(e, Error::Entry { reason, .. } if reason.starts_with(DAMAGED_FILE))
 }
 
 impl History {
@@ -364,6 +382,77 @@ impl History {
         }
         self.finish_turn(&mut root)?;
         Ok(root)
+    }
+
+    /// Sets aside into `damaged/` every version file that does not read, then every
+    /// version that cannot be read without one (a difference whose chain leads through
+    /// a version set aside), until every version left reads. Nothing is deleted. Gives
+    /// the files set aside, oldest first. An error of the system (not of a file's
+    /// bytes) stops it, as does a file of a later build's format.
+    pub fn set_aside_unreadable(&self) -> Result<Vec<PathBuf>, Error> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
+        let mut root = self.open_made()?;
+        let mut aside = Vec::new();
+        loop {
+            let files = self.files(&mut root)?;
+            let mut bad = Vec::new();
+            for &(id, full) in &files {
+                match self.read(&mut root, id, full, true) {
+                    Ok(_) => {}
+                    Err(e) if is_damage(&e) => bad.push((id, full)),
+                    Err(e) => return Err(e),
+                }
+            }
+            if bad.is_empty() {
+                // Each file reads: now each version, through its chain.
+                for &(id, full) in &files {
+                    if !full && files.contains(&(id, true)) {
+                        continue;
+                    }
+                    match self.for_each_in(&mut root, id, |_| ()) {
+                        Ok(_) => {}
+                        Err(e) if is_damage(&e) => bad.push((id, full)),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            if bad.is_empty() {
+                return Ok(aside);
+            }
+            root.mkdir_unfinished(Path::new(DAMAGED))?;
+            for (id, full) in bad {
+                let from = version_file(id, Form::of(full));
+                let to = Path::new(DAMAGED).join(from.file_name().expect("BUG: a file name"));
+                root.rename_new(&from, &to)?;
+                aside.push(self.path.join(to));
+            }
+            root.sync_dir_of(&Path::new(DAMAGED).join("x"))?;
+            root.sync_dir_of(&Path::new(VERSIONS).join("x"))?;
+        }
+    }
+
+    /// Whether `damaged/` holds anything: what a version set aside there needs cannot
+    /// be told, so no content is collected as garbage meanwhile.
+    pub fn holds_damaged(&self) -> Result<bool, Error> {
+        let mut root = self.open()?;
+        Ok(root.stat(Path::new(DAMAGED))?.is_some() && !root.list(Path::new(DAMAGED))?.is_empty())
+    }
+
+    /// The id after every version this history has had: its files', and those set
+    /// aside (an id is never given twice: a tag or a note may name it).
+    fn next_id(&self, root: &mut Root, files: &[(u64, bool)]) -> Result<u64, Error> {
+        let mut last = files.last().map_or(0, |(id, _)| *id);
+        if root.stat(Path::new(DAMAGED))?.is_some() {
+            for n in root.list(Path::new(DAMAGED))? {
+                let n = n.to_string_lossy();
+                if let Some(id) = n.split('.').next().and_then(|id| id.parse::<u64>().ok()) {
+                    last = last.max(id);
+                }
+            }
+        }
+        Ok(last + 1)
     }
 
     /// The tags: name → version id.

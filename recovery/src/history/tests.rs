@@ -224,6 +224,87 @@ fn a_damaged_version_file_is_an_error_not_a_different_version() {
     }
 }
 
+/// `verify --repair`: a version file that does not read is set aside with the versions
+/// that need it, the rest read as recorded, the next version takes a new id, and no
+/// content is collected while the files set aside are kept.
+#[test]
+fn versions_that_cannot_be_read_are_set_aside_and_the_rest_read() {
+    for (floor, damaged, lost) in [
+        // Forward differences from version 1: damaging 2 loses 2 and the later ones.
+        (64 << 10, 2u64, vec![2u64, 3, 4, 5]),
+        // Turned around at each version (5 whole): damaging 3 loses it and 1 and 2,
+        // which read through it.
+        (0, 3, vec![1, 2, 3]),
+        // The latest alone.
+        (64 << 10, 5, vec![5]),
+    ] {
+        super::chain::FLOOR.set(floor);
+        let (_d, h) = new_history();
+        let s = states();
+        record_all(&h, &s);
+        super::chain::FLOOR.set(64 << 10);
+        let mut root = h.open().unwrap();
+        let (id, full) = h
+            .files(&mut root)
+            .unwrap()
+            .into_iter()
+            .find(|(id, _)| *id == damaged)
+            .unwrap();
+        let p = h.path().join(version_file(id, Form::of(full)));
+        let mut bytes = std::fs::read(&p).unwrap();
+        let n = bytes.len();
+        bytes[n / 2..].iter_mut().for_each(|b| *b = 0xff);
+        std::fs::write(&p, &bytes).unwrap();
+        let what = format!("floor {floor}, version {damaged} damaged");
+        let err = h.list().and_then(|_| h.state(damaged).map(|_| ()));
+        assert!(
+            err.is_err_and(|e| e.to_string().contains("recovery verify --repair")),
+            "{what}"
+        );
+        let aside = h.set_aside_unreadable().unwrap();
+        let mut aside_ids: Vec<u64> = aside
+            .iter()
+            .map(|p| {
+                p.file_name().unwrap().to_string_lossy()[..12]
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        aside_ids.sort();
+        assert_eq!(aside_ids, lost, "{what}");
+        assert!(
+            aside.iter().all(|p| p.exists()),
+            "{what}: a file was deleted"
+        );
+        let listed: Vec<u64> = h.list().unwrap().iter().map(|l| l.head.id).collect();
+        let kept: Vec<u64> = (1..=5).filter(|i| !lost.contains(i)).collect();
+        assert_eq!(listed, kept, "{what}");
+        for id in &kept {
+            assert_eq!(
+                &h.state(*id).unwrap().entries,
+                &s[*id as usize - 1],
+                "{what}"
+            );
+        }
+        assert!(h.set_aside_unreadable().unwrap().is_empty(), "{what}");
+        // A new version never takes an id that was given.
+        let next = h
+            .record(head(), || s[0].iter().map(|e| e.as_ref()))
+            .unwrap();
+        assert_eq!(next, 6, "{what}");
+        assert_eq!(h.state(6).unwrap().entries, s[0], "{what}");
+        // An object no version left needs stays while damaged/ holds anything.
+        let mut root = h.open_made().unwrap();
+        root.mkdir_all(Path::new("objects/ab")).unwrap();
+        let orphan = object_path(&Digest([0xab; 32]));
+        std::fs::write(h.path().join(&orphan), b"x").unwrap();
+        assert_eq!(h.collect_garbage(None).unwrap(), (0, 0), "{what}");
+        assert!(h.path().join(&orphan).exists(), "{what}");
+        std::fs::remove_dir_all(h.path().join("damaged")).unwrap();
+        assert_eq!(h.collect_garbage(None).unwrap().0, 1, "{what}");
+    }
+}
+
 #[test]
 fn a_kept_file_is_moved_when_the_live_name_goes_and_copied_when_it_stays() {
     let (d, h) = new_history();

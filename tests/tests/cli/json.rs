@@ -47,7 +47,7 @@ fn json_prints_one_event_per_line_and_a_summary_with_every_count() {
     assert_eq!(summary["sha256"]["SOURCE"].as_str().unwrap().len(), 64);
     // The version made is SOURCE's (the version event's `dir`), found under BACKUP's
     // path too: the summary gives its id under both labels.
-    let made = of("version").last().unwrap();
+    let made = of("version").next_back().unwrap();
     assert_eq!(made["dir"].as_str(), src.to_str());
     assert_eq!(summary["version"]["SOURCE"], made["id"]);
     assert_eq!(summary["version"]["BACKUP"], made["id"]);
