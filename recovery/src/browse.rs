@@ -137,18 +137,18 @@ pub fn find(home: &DataHome, dir: &Path, what: &Path) -> Result<i32, Refusal> {
                     events::emit("version", f);
                     return;
                 }
-                println!(
+                engine::run::events::line(format_args!(
                     "version {} ({}): {} entries, {} files, {bytes} bytes",
                     head.id,
                     head.made,
                     hits.len(),
                     files.len()
-                );
+                ));
                 for e in shown.iter().take(5) {
-                    println!("  {}", line(e));
+                    engine::run::events::line(format_args!("  {}", line(e)));
                 }
                 if shown.len() > 5 {
-                    println!("  … and {} more", shown.len() - 5);
+                    engine::run::events::line(format_args!("  … and {} more", shown.len() - 5));
                 }
             },
         )
@@ -186,7 +186,7 @@ pub fn deleted(home: &DataHome, dir: &Path, since: Option<&str>) -> Result<i32, 
     let history = vd.history();
     let listed = history.list().map_err(Refusal::from)?;
     let Some(newest) = listed.last() else {
-        println!("{} has no versions", display(vd.dir()));
+        engine::run::events::line(format_args!("{} has no versions", display(vd.dir())));
         return Ok(0);
     };
     let now: HashSet<PathBuf> = history
@@ -270,10 +270,10 @@ pub fn deleted(home: &DataHome, dir: &Path, since: Option<&str>) -> Result<i32, 
         }
     }
     if shown == 0 && !events::enabled() {
-        println!(
+        engine::run::events::line(format_args!(
             "nothing was deleted{}",
             if since.is_some() { " since then" } else { "" }
-        );
+        ));
     }
     if events::enabled() {
         events::emit(
@@ -353,7 +353,10 @@ pub fn diff(home: &DataHome, dir: &Path, v1: &str, v2: Option<&str>) -> Result<i
     let (a_name, a) = side(&vd, home, Some(v1))?;
     let (b_name, b) = side(&vd, home, v2)?;
     if !events::enabled() {
-        println!("from {a_name} to {b_name} of {}:", display(vd.dir()));
+        engine::run::events::line(format_args!(
+            "from {a_name} to {b_name} of {}:",
+            display(vd.dir())
+        ));
     }
     let change = |sign: &str, p: &Path| {
         say(
@@ -461,13 +464,13 @@ pub fn duplicates(home: &DataHome, dir: &Path) -> Result<i32, Refusal> {
             events::emit("entry", f);
             continue;
         }
-        println!(
+        engine::run::events::line(format_args!(
             "{} copies of {} bytes ({w} bytes more than one):",
             g.len(),
             g[0].size
-        );
+        ));
         for e in g {
-            println!("  {}", display(&e.path));
+            engine::run::events::line(format_args!("  {}", display(&e.path)));
         }
     }
     say(

@@ -153,20 +153,20 @@ pub fn list(home: &DataHome, dir: Option<&Path>, json: bool) -> Result<i32, Refu
     if json {
         let text = serde_json::to_string_pretty(&serde_json::json!({ "dirs": out }))
             .map_err(|e| Refusal::new(format!("cannot encode the list as JSON: {e}")))?;
-        println!("{text}");
+        engine::run::events::line(format_args!("{text}"));
         return Ok(0);
     }
     if out.is_empty() {
-        println!(
+        engine::run::events::line(format_args!(
             "no versioned directories yet (data home {}); versions another data home made \
              are found by naming the backup or replica that holds them: recovery list /media/usb/photos",
             display(home.path())
-        );
+        ));
     }
     for r in out {
-        println!("{}  (store {})", r.dir, r.store);
+        engine::run::events::line(format_args!("{}  (store {})", r.dir, r.store));
         if r.versions.is_empty() {
-            println!("  no versions");
+            engine::run::events::line(format_args!("  no versions"));
         }
         for v in r.versions {
             let tags = if v.tags.is_empty() {
@@ -174,7 +174,7 @@ pub fn list(home: &DataHome, dir: Option<&Path>, json: bool) -> Result<i32, Refu
             } else {
                 format!("  tag {}", v.tags.join(","))
             };
-            println!(
+            engine::run::events::line(format_args!(
                 "  {:>5}  {}  {:<16}  {} files  {} bytes  +{} ~{} -{}  store {} bytes{}{}{}",
                 v.id,
                 v.made,
@@ -192,7 +192,7 @@ pub fn list(home: &DataHome, dir: Option<&Path>, json: bool) -> Result<i32, Refu
                 } else {
                     ""
                 }
-            );
+            ));
         }
     }
     Ok(0)
@@ -263,11 +263,11 @@ pub fn verify(home: &DataHome, dir: Option<&Path>, repair: bool) -> Result<i32, 
     let selected = selected(home, dir)?;
     if selected.is_empty() {
         // Not "0 problems" for stores it never looked at.
-        println!(
+        engine::run::events::line(format_args!(
             "no versioned directories are known to this data home ({}): name the backup or \
              replica whose store to verify (recovery verify /media/usb/photos)",
             display(home.path())
-        );
+        ));
         return Ok(0);
     }
     for e in selected {
@@ -475,9 +475,9 @@ pub fn verify(home: &DataHome, dir: Option<&Path>, repair: bool) -> Result<i32, 
             serde_json::json!({"files": objects_n, "versions": versions_n, "problems": problems});
         events::emit("summary", events::fields(f));
     } else {
-        println!(
+        engine::run::events::line(format_args!(
             "verified {objects_n} stored files and {versions_n} versions: {problems} problems"
-        );
+        ));
     }
     Ok(if problems > 0 { 1 } else { 0 })
 }
@@ -522,13 +522,13 @@ pub fn forget(home: &DataHome, dir: &Path, keep: Keep, dry_run: bool) -> Result<
             f.insert("dry_run".into(), dry_run.into());
             events::emit("version", f);
         } else {
-            println!(
+            engine::run::events::line(format_args!(
                 "{} version {} (made {}, {} files)",
                 if dry_run { "would drop" } else { "dropped" },
                 l.head.id,
                 l.head.made,
                 l.head.files
-            );
+            ));
         }
     }
     if dry_run {

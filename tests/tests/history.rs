@@ -461,6 +461,34 @@ fn a_damaged_version_file_is_set_aside_by_repair_and_passes_go_on() {
     assert!(verify.stdout().contains("damaged/"), "{}", verify.all());
 }
 
+/// `recovery find … | head`: a reader that went away is no error (it panicked).
+#[test]
+fn listings_into_a_closed_pipe_end_quietly() {
+    let env = Env::new();
+    let (src, dst) = env.src_and_dst();
+    write(&src.join("a.txt"), "one");
+    env.oneway(&src, &dst, &[]).expect(0);
+    for args in [
+        vec![OsStr::new("find"), src.as_os_str(), OsStr::new("*")],
+        vec![OsStr::new("list"), src.as_os_str()],
+        vec![OsStr::new("ls"), src.as_os_str()],
+        vec![OsStr::new("deleted"), src.as_os_str()],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = env
+            .cmd("recovery")
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn a_pass_with_nothing_to_do_after_a_two_way_pass_makes_no_version() {
     let env = Env::new();

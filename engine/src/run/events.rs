@@ -77,6 +77,12 @@ pub fn say(text: impl FnOnce() -> String, kind: &str, fields: impl FnOnce() -> M
     }
 }
 
+/// Prints a line for a person on stdout; a closed stdout (`recovery find … | head`) is
+/// not an error, as for every event.
+pub fn line(text: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
 /// A warning or an error line, as the text says it.
 pub fn message(kind: &str, text: &str) {
     emit(kind, message_fields(text));
