@@ -78,7 +78,7 @@ fn run(plan: &Plan, dst: &mut Map, src: Option<&Map>) {
                 assert!(!dst.contains_key(p), "mkdir over {p:?}");
                 dst.insert(p.clone(), act.src.cloned().unwrap());
             }
-            Op::SetFileMeta | Op::SetDirMeta => {
+            Op::SetFileMeta { .. } | Op::SetDirMeta => {
                 let s = act.src.cloned().unwrap();
                 let e = dst
                     .get_mut(p)
@@ -658,7 +658,7 @@ fn an_owner_changed_on_one_side_is_synced_only_where_owners_are_kept() {
     };
     let plan = plan_sync(packed(&base), held(&a), held(&b), &root);
     assert_eq!(plan.to_b.actions.len(), 1, "{:?}", plan.to_b.actions);
-    assert_eq!(plan.to_b.actions[0].op, Op::SetFileMeta);
+    assert_eq!(plan.to_b.actions[0].op, Op::SetFileMeta { names: 1 });
     assert!(plan.to_a.actions.is_empty());
 
     let user = SyncOptions::default();

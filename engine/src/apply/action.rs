@@ -112,6 +112,19 @@ pub(super) fn unchanged_since_scan(dst: &mut Root, action: &Action) -> Result<()
     }
 }
 
+/// A name of a hard-linked group whose file took the source's mode and mtime already,
+/// through another of its names: the file the scan saw (inode and size), with them now.
+fn took_meta_with_its_group(dst: &mut Root, action: &Action, s: &Entry) -> Result<bool, Error> {
+    let (Some(d), Some(now)) = (action.dst, dst.stat(&action.path)?) else {
+        return Ok(false);
+    };
+    Ok(now.kind == Some(Kind::File)
+        && now.ino == d.ino
+        && now.size == d.size
+        && now.mtime == s.mtime
+        && now.mode & 0o7777 == s.mode)
+}
+
 pub(super) fn run(
     (at, action): Numbered,
     dst: &mut Root,
@@ -171,8 +184,17 @@ pub(super) fn run(
             out.written.push((path.to_path_buf(), s.clone()));
             Ok(())
         }
-        Op::SetFileMeta => {
+        Op::SetFileMeta { names } => {
             let s = src_of(action)?;
+            if *names > 1 && took_meta_with_its_group(dst, action, s)? {
+                let mut e = action.dst.unwrap_or(s).clone();
+                (e.mode, e.mtime) = (s.mode, s.mtime);
+                if s.owner.is_known() && fs::keeps_owners() {
+                    e.owner = s.owner;
+                }
+                out.meta.push((path.to_path_buf(), e));
+                return Ok(());
+            }
             unchanged_since_scan(dst, action)?;
             // A mirror's file takes the source's attributes too.
             let from = match (opts.attrs_from_source, src.as_mut()) {
@@ -180,7 +202,7 @@ pub(super) fn run(
                 _ => None,
             };
             let attrs = from.as_ref().map(|(f, _)| f.as_fd());
-            if dst.set_file_meta_if_unshared(path, (s.mode, s.mtime, s.owner), attrs)? {
+            if dst.set_file_meta_if_unshared(path, (s.mode, s.mtime, s.owner), attrs, *names)? {
                 let mut e = action.dst.unwrap_or(s).clone();
                 e.mode = s.mode;
                 e.mtime = s.mtime;
@@ -307,7 +329,7 @@ fn move_file(
             _ => None,
         };
         let attrs = from_src.as_ref().map(|(f, _)| f.as_fd());
-        if !dst.set_file_meta_if_unshared(path, (s.mode, s.mtime, s.owner), attrs)? {
+        if !dst.set_file_meta_if_unshared(path, (s.mode, s.mtime, s.owner), attrs, 1)? {
             // Other names share the file: replace it with a copy rather than change them.
             let over = Action::new(Op::Copy { replace: true }, &**path, Some(s), Some(&e));
             return copy((at, &over), dst, src, opts, out);

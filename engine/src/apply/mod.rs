@@ -395,7 +395,7 @@ impl Applied {
                 let action = &mut plan.actions[c.action as usize];
                 debug_assert!(matches!(
                     action.op,
-                    Op::Copy { .. } | Op::SetFileMeta | Op::Move { .. }
+                    Op::Copy { .. } | Op::SetFileMeta { .. } | Op::Move { .. }
                 ));
                 std::mem::take(&mut action.path)
             })

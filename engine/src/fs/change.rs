@@ -169,14 +169,16 @@ impl Root {
         rfs::futimens(dir, &times(mtime)).ctx("set times", &abs)
     }
 
-    /// Changes a file's mode and mtime in place, but only if no other name (such as a
-    /// version in the store) shares its inode; returns false if it is shared, and then the
+    /// Changes a file's mode and mtime in place, but only if no other name than the
+    /// `names` expected (1; or a hard-linked group's, all of which take them) shares its
+    /// inode (such as a version in the store); returns false if one does, and then the
     /// caller must replace the file instead.
     pub fn set_file_meta_if_unshared(
         &mut self,
         rel: &Path,
         (mode, mtime, owner): (u32, MTime, crate::tree::Owner),
         xattrs_from: Option<BorrowedFd<'_>>,
+        names: u32,
     ) -> Result<bool, Error> {
         let (parent, name) = split(rel)?;
         let abs = self.abs(rel);
@@ -192,7 +194,7 @@ impl Root {
             Err(e) => return Err(Error::io("open", abs, e.into())),
         };
         let mut st = Stat::from_raw(&rfs::fstat(&fd).ctx("stat", &abs)?);
-        if st.kind != Some(Kind::File) || st.nlink > 1 {
+        if st.kind != Some(Kind::File) || st.nlink > u64::from(names.max(1)) {
             return Ok(false);
         }
         let mode = settle_owner(fd.as_fd(), &mut st, owner, mode);

@@ -242,20 +242,22 @@ fn shared_inode_is_not_changed_in_place() {
     std::fs::write(root.path().join("a"), b"x").unwrap();
     std::fs::hard_link(root.path().join("a"), root.path().join("b")).unwrap();
     let mut r = Root::open(root.path()).unwrap();
+    let meta = (0o600, MTime::new(5, 0), crate::tree::Owner::UNKNOWN);
     assert!(!r
-        .set_file_meta_if_unshared(
-            Path::new("a"),
-            (0o600, MTime::new(5, 0), crate::tree::Owner::UNKNOWN),
-            None
-        )
+        .set_file_meta_if_unshared(Path::new("a"), meta, None, 1)
+        .unwrap());
+    // Both names are the group that takes the change.
+    assert!(r
+        .set_file_meta_if_unshared(Path::new("a"), meta, None, 2)
+        .unwrap());
+    std::fs::hard_link(root.path().join("a"), root.path().join("c")).unwrap();
+    assert!(!r
+        .set_file_meta_if_unshared(Path::new("a"), meta, None, 2)
         .unwrap());
     std::fs::remove_file(root.path().join("b")).unwrap();
+    std::fs::remove_file(root.path().join("c")).unwrap();
     assert!(r
-        .set_file_meta_if_unshared(
-            Path::new("a"),
-            (0o600, MTime::new(5, 0), crate::tree::Owner::UNKNOWN),
-            None
-        )
+        .set_file_meta_if_unshared(Path::new("a"), meta, None, 1)
         .unwrap());
 }
 

@@ -43,7 +43,7 @@ pub fn additive(plan: Plan) -> (Plan, Vec<LeftAlone>) {
             Op::Remove { .. } | Op::Rmdir => "not in the source",
             Op::Copy { replace: true } => "content differs from the source",
             Op::Symlink { replace: true } => "link target differs from the source",
-            Op::SetFileMeta => "mode or mtime differs from the source",
+            Op::SetFileMeta { .. } => "mode or mtime differs from the source",
             Op::Link { .. } if a.dst.is_some() => "another file than the source's link",
             Op::Move { .. } => "BUG: an additive plan has no moves",
             // The destination's own directories keep their mode and mtime; what would

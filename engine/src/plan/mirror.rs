@@ -37,8 +37,10 @@ pub enum Op {
     Copy { replace: bool },
     /// Create or replace a symlink.
     Symlink { replace: bool },
-    /// The file's content is the same; set mode and mtime.
-    SetFileMeta,
+    /// The file's content is the same; set mode and mtime. `names`: how many names the
+    /// destination's file has that all take them (1, or a hard-linked group's, whose
+    /// file is changed once, in place, for all of its names).
+    SetFileMeta { names: u32 },
     /// Remove an entry (a whole subtree for a directory) the source does not have.
     Remove { kind: Kind },
     /// Remove a temporary file left by an interrupted pass.
@@ -69,7 +71,7 @@ impl Op {
             Op::Copy { replace: true } => "replace",
             Op::Symlink { replace: false } => "symlink",
             Op::Symlink { replace: true } => "relink",
-            Op::SetFileMeta => "meta",
+            Op::SetFileMeta { .. } => "meta",
             Op::Remove { .. } => "remove",
             Op::RemoveLeftover => "cleanup",
             Op::SetDirMeta => "dirmeta",
@@ -368,7 +370,7 @@ pub fn plan_mirror<'t>(src: &'t Tree, dst: &'t Tree, opts: &MirrorOptions) -> Pl
                         touched(p, &mut dir_meta);
                     } else if meta_differs(s, d, opts) {
                         plan.actions.push(Action {
-                            op: Op::SetFileMeta,
+                            op: Op::SetFileMeta { names: 1 },
                             path: path.clone(),
                             src: Some(s),
                             dst: Some(d),
@@ -468,11 +470,15 @@ fn plan_hard_links<'t>(
         .map(|a| &*a.path)
         .collect();
     let mut links = Vec::new();
+    // Groups whose names are one file in the destination already: a change of mode or
+    // mtime is made once, in place, for all of them (a copy would split the group).
+    let mut whole: std::collections::HashMap<&Path, u32> = Default::default();
     for names in groups.values().filter(|g| g.len() > 1) {
         let leader = names[0];
         let leader_ino = dst_entries(leader)
             .filter(|d| d.kind == Kind::File && !copied.contains(leader))
             .map(|d| d.ino);
+        let mut intact = leader_ino.is_some();
         for &follower in &names[1..] {
             let d = dst_entries(follower);
             let linked_already = leader_ino.is_some()
@@ -480,6 +486,7 @@ fn plan_hard_links<'t>(
             if linked_already {
                 continue;
             }
+            intact = false;
             let s = src_entries
                 .get(follower)
                 .expect("BUG: grouped from the source");
@@ -492,6 +499,14 @@ fn plan_hard_links<'t>(
                 dst: d.filter(|d| d.kind == Kind::File),
             });
         }
+        if intact {
+            whole.extend(names.iter().map(|p| (*p, names.len() as u32)));
+        }
+    }
+    for a in &mut plan.actions {
+        if let (Op::SetFileMeta { names }, Some(n)) = (&mut a.op, whole.get(&*a.path)) {
+            *names = *n;
+        }
     }
     if links.is_empty() {
         return;
@@ -499,7 +514,7 @@ fn plan_hard_links<'t>(
     let linked: std::collections::HashSet<PathBuf> =
         links.iter().map(|a| a.path.to_path_buf()).collect();
     plan.actions.retain(|a| {
-        !(matches!(a.op, Op::Copy { .. } | Op::SetFileMeta) && linked.contains(&*a.path))
+        !(matches!(a.op, Op::Copy { .. } | Op::SetFileMeta { .. }) && linked.contains(&*a.path))
     });
     links.sort_by(|a, b| crate::tree::path_order(&a.path, &b.path));
     plan.actions.extend(links);
