@@ -210,9 +210,12 @@ fn hash_lines<'a>(files: impl Iterator<Item = (&'a [u8], Option<Digest>)>) -> Li
 }
 
 /// Directory SHA-256 of a scanned tree; `None` if a file's hash is unknown or the tree
-/// has unreadable parts.
+/// has unreadable parts (a fifo, socket or device is no part of it: it is no regular
+/// file, and is left unknown only so that nothing at its path is touched).
 pub fn tree_sha256(tree: &Tree) -> Option<Digest> {
-    if !tree.unknown.is_empty() {
+    let specials: std::collections::HashSet<&Path> =
+        tree.specials.iter().map(PathBuf::as_path).collect();
+    if tree.unknown.iter().any(|u| !specials.contains(u.as_path())) {
         return None;
     }
     dir_sha256(

@@ -225,6 +225,14 @@ fn special_files_are_skipped_with_a_warning() {
     assert!(run.stderr().contains("pipe"), "{}", run.all());
     assert!(!dst.join("pipe").exists());
     assert!(dst.join("a").exists());
+    // The directory SHA-256 is over regular files: a fifo leaves SOURCE's whole (it
+    // said "incomplete"), the coreutils pipeline's, at this pass and the next.
+    let sha = coreutils_dir_sha(&src);
+    for run in [run, env.oneway(&src, &dst, &[])] {
+        let out = run.all();
+        assert!(out.contains(&format!("SOURCE sha256 {sha}")), "{out}");
+        assert!(out.contains(&format!("BACKUP sha256 {sha}")), "{out}");
+    }
     // Special files in BACKUP are extras like any other: removed, or replaced.
     for name in ["stray-fifo", "a"] {
         let p = dst.join(name);
