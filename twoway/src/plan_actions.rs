@@ -115,7 +115,9 @@ pub(super) fn actions_for<'t>(
                         continue;
                     }
                     (Kind::File, None) => Op::Copy { replace: false },
-                    (Kind::File, Some(cv)) if same_content(cv, e) => Op::SetFileMeta { names: 1 },
+                    (Kind::File, Some(cv)) if same_content(cv, e) => {
+                        Op::SetFileMeta { also: Box::new([]) }
+                    }
                     (Kind::File, Some(_)) => Op::Copy { replace: true },
                     (Kind::Symlink, c) => Op::Symlink {
                         replace: c.is_some(),

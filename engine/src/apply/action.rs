@@ -112,19 +112,6 @@ pub(super) fn unchanged_since_scan(dst: &mut Root, action: &Action) -> Result<()
     }
 }
 
-/// A name of a hard-linked group whose file took the source's mode and mtime already,
-/// through another of its names: the file the scan saw (inode and size), with them now.
-fn took_meta_with_its_group(dst: &mut Root, action: &Action, s: &Entry) -> Result<bool, Error> {
-    let (Some(d), Some(now)) = (action.dst, dst.stat(&action.path)?) else {
-        return Ok(false);
-    };
-    Ok(now.kind == Some(Kind::File)
-        && now.ino == d.ino
-        && now.size == d.size
-        && now.mtime == s.mtime
-        && now.mode & 0o7777 == s.mode)
-}
-
 pub(super) fn run(
     (at, action): Numbered,
     dst: &mut Root,
@@ -184,17 +171,8 @@ pub(super) fn run(
             out.written.push((path.to_path_buf(), s.clone()));
             Ok(())
         }
-        Op::SetFileMeta { names } => {
+        Op::SetFileMeta { also } => {
             let s = src_of(action)?;
-            if *names > 1 && took_meta_with_its_group(dst, action, s)? {
-                let mut e = action.dst.unwrap_or(s).clone();
-                (e.mode, e.mtime) = (s.mode, s.mtime);
-                if s.owner.is_known() && fs::keeps_owners() {
-                    e.owner = s.owner;
-                }
-                out.meta.push((path.to_path_buf(), e));
-                return Ok(());
-            }
             unchanged_since_scan(dst, action)?;
             // A mirror's file takes the source's attributes too.
             let from = match (opts.attrs_from_source, src.as_mut()) {
@@ -202,12 +180,17 @@ pub(super) fn run(
                 _ => None,
             };
             let attrs = from.as_ref().map(|(f, _)| f.as_fd());
-            if dst.set_file_meta_if_unshared(path, (s.mode, s.mtime, s.owner), attrs, *names)? {
+            let names = 1 + also.len() as u32;
+            if dst.set_file_meta_if_unshared(path, (s.mode, s.mtime, s.owner), attrs, names)? {
                 let mut e = action.dst.unwrap_or(s).clone();
                 e.mode = s.mode;
                 e.mtime = s.mtime;
                 if s.owner.is_known() && fs::keeps_owners() {
                     e.owner = s.owner;
+                }
+                // The group's other names are this file: they took the change with it.
+                for other in also.iter() {
+                    out.meta.push((other.to_path_buf(), e.clone()));
                 }
                 out.meta.push((path.to_path_buf(), e));
                 Ok(())
@@ -323,7 +306,9 @@ fn move_file(
     let keep_owners = fs::keeps_owners() && s.owner.is_known();
     let meta_differs =
         e.mode != s.mode || e.mtime != s.mtime || (keep_owners && e.owner != s.owner);
-    if meta_differs {
+    // A source file whose inode changed since the last pass (a rename does that) may
+    // have new extended attributes: the file moved takes them too.
+    if meta_differs || (opts.attrs_from_source && s.touched) {
         let from_src = match (opts.attrs_from_source, src.as_mut()) {
             (true, Some(src)) => src.open_read(path).ok(),
             _ => None,

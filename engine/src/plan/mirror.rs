@@ -37,10 +37,10 @@ pub enum Op {
     Copy { replace: bool },
     /// Create or replace a symlink.
     Symlink { replace: bool },
-    /// The file's content is the same; set mode and mtime. `names`: how many names the
-    /// destination's file has that all take them (1, or a hard-linked group's, whose
-    /// file is changed once, in place, for all of its names).
-    SetFileMeta { names: u32 },
+    /// The file's content is the same; set mode and mtime (and extended attributes). `also`:
+    /// the other names of a hard-linked group that is one file in the destination
+    /// already, which take them with it (the file is changed once, in place).
+    SetFileMeta { also: Box<[Box<Path>]> },
     /// Remove an entry (a whole subtree for a directory) the source does not have.
     Remove { kind: Kind },
     /// Remove a temporary file left by an interrupted pass.
@@ -370,7 +370,7 @@ pub fn plan_mirror<'t>(src: &'t Tree, dst: &'t Tree, opts: &MirrorOptions) -> Pl
                         touched(p, &mut dir_meta);
                     } else if meta_differs(s, d, opts) {
                         plan.actions.push(Action {
-                            op: Op::SetFileMeta { names: 1 },
+                            op: Op::SetFileMeta { also: Box::new([]) },
                             path: path.clone(),
                             src: Some(s),
                             dst: Some(d),
@@ -396,7 +396,7 @@ pub fn plan_mirror<'t>(src: &'t Tree, dst: &'t Tree, opts: &MirrorOptions) -> Pl
         }
     }
 
-    plan_hard_links(&mut plan, src, &dst_at, &skipped);
+    plan_hard_links(&mut plan, src, dst, &dst_at, &skipped);
     if let (Some(sr), Some(dr)) = (&src.root, &dst.root) {
         if meta_differs(sr, dr, opts) {
             dir_meta.push(PathBuf::new());
@@ -453,6 +453,7 @@ fn create<'t>(plan: &mut Plan<'t>, p: Cow<'t, Path>, s: &'t Entry, replace: bool
 fn plan_hard_links<'t>(
     plan: &mut Plan<'t>,
     src: &'t Tree,
+    dst: &'t Tree,
     dst_entries: &impl Fn(&Path) -> Option<&'t Entry>,
     skipped: &BTreeSet<PathBuf>,
 ) {
@@ -461,6 +462,30 @@ fn plan_hard_links<'t>(
     for (p, e) in src_entries.iter() {
         if e.linked && e.kind == Kind::File && !src.is_unknown(p) && !under_any(skipped, p) {
             groups.entry(e.ino).or_default().push(p);
+        }
+    }
+    if groups.values().all(|g| g.len() < 2) {
+        return;
+    }
+    // How many names each destination file has there: a file with names beyond its
+    // group's (which go, or are files of their own in the source) is not changed in
+    // place for the group; its first name is copied afresh and the others linked to it.
+    let mut dst_names: std::collections::HashMap<u64, usize> = Default::default();
+    for (_, e) in dst.entries.iter() {
+        if e.linked && e.kind == Kind::File {
+            *dst_names.entry(e.ino).or_default() += 1;
+        }
+    }
+    for names in groups.values().filter(|g| g.len() > 1) {
+        let Some(d) = dst_entries(names[0]).filter(|d| d.kind == Kind::File) else {
+            continue;
+        };
+        if dst_names.get(&d.ino).copied().unwrap_or(1) > names.len() {
+            for a in plan.actions.iter_mut() {
+                if matches!(a.op, Op::SetFileMeta { .. }) && *a.path == *names[0] {
+                    a.op = Op::Copy { replace: true };
+                }
+            }
         }
     }
     let copied: std::collections::HashSet<&Path> = plan
@@ -472,7 +497,7 @@ fn plan_hard_links<'t>(
     let mut links = Vec::new();
     // Groups whose names are one file in the destination already: a change of mode or
     // mtime is made once, in place, for all of them (a copy would split the group).
-    let mut whole: std::collections::HashMap<&Path, u32> = Default::default();
+    let mut whole: Vec<&[&Path]> = Vec::new();
     for names in groups.values().filter(|g| g.len() > 1) {
         let leader = names[0];
         let leader_ino = dst_entries(leader)
@@ -500,13 +525,11 @@ fn plan_hard_links<'t>(
             });
         }
         if intact {
-            whole.extend(names.iter().map(|p| (*p, names.len() as u32)));
+            whole.push(names);
         }
     }
-    for a in &mut plan.actions {
-        if let (Op::SetFileMeta { names }, Some(n)) = (&mut a.op, whole.get(&*a.path)) {
-            *names = *n;
-        }
+    if !whole.is_empty() {
+        one_change_a_group(plan, &whole);
     }
     if links.is_empty() {
         return;
@@ -518,6 +541,47 @@ fn plan_hard_links<'t>(
     });
     links.sort_by(|a, b| crate::tree::path_order(&a.path, &b.path));
     plan.actions.extend(links);
+}
+
+/// The metadata changes of each group in `groups` (its names one file in the
+/// destination): the first name's action makes it for the others too (`also`), whose own
+/// go.
+fn one_change_a_group(plan: &mut Plan<'_>, groups: &[&[&Path]]) {
+    let group_of: std::collections::HashMap<&Path, usize> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(i, g)| g.iter().map(move |p| (*p, i)))
+        .collect();
+    let mut first: Vec<Option<usize>> = vec![None; groups.len()];
+    let mut also: Vec<Vec<Box<Path>>> = vec![Vec::new(); groups.len()];
+    let mut drop = vec![false; plan.actions.len()];
+    for (i, a) in plan.actions.iter().enumerate() {
+        if !matches!(a.op, Op::SetFileMeta { .. }) {
+            continue;
+        }
+        let Some(&g) = group_of.get(&*a.path) else {
+            continue;
+        };
+        match first[g] {
+            None => first[g] = Some(i),
+            Some(_) => {
+                also[g].push(a.path.as_ref().into());
+                drop[i] = true;
+            }
+        }
+    }
+    for (g, at) in first.iter().enumerate() {
+        if let Some(at) = *at {
+            plan.actions[at].op = Op::SetFileMeta {
+                also: std::mem::take(&mut also[g]).into_boxed_slice(),
+            };
+        }
+    }
+    let mut i = 0;
+    plan.actions.retain(|_| {
+        i += 1;
+        !drop[i - 1]
+    });
 }
 
 pub fn content_differs(s: &Entry, d: &Entry, opts: &MirrorOptions) -> bool {

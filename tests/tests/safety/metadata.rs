@@ -323,6 +323,24 @@ fn hard_links_within_source_stay_hard_links_in_backup() {
         "{}",
         again.stdout()
     );
+    // So is a change of extended attributes alone: it reaches every name.
+    let set = std::process::Command::new("setfattr")
+        .args(["-n", "user.rating", "-v", "5"])
+        .arg(src.join("photos/a.jpg"))
+        .status()
+        .expect("setfattr (package attr) is needed");
+    assert!(set.success());
+    let changed = env.oneway(&src, &dst, &[]);
+    changed.expect(0);
+    for name in ["albums/a.jpg", "photos/a.jpg", "z.jpg"] {
+        let out = std::process::Command::new("getfattr")
+            .args(["--absolute-names", "--only-values", "-n", "user.rating"])
+            .arg(dst.join(name))
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"5", "{name}: {}", changed.all());
+        assert_eq!(ino(&dst.join(name)), leader, "{name}: {}", changed.all());
+    }
 
     // Names that stop being links stop being links.
     fs::remove_file(src.join("z.jpg")).unwrap();
@@ -480,4 +498,22 @@ fn a_change_of_attributes_alone_reaches_backup() {
         again.stdout()
     );
     assert_eq!(fs::read(dst.join("photo.jpg")).unwrap(), b"pixels");
+    // A file renamed with new attributes: moved in BACKUP, and given them (they were
+    // never looked at again once the move was done).
+    let set = std::process::Command::new("setfattr")
+        .args(["-n", "user.rating", "-v", "4"])
+        .arg(&f)
+        .status()
+        .unwrap();
+    assert!(set.success());
+    fs::rename(&f, src.join("album/photo.jpg")).unwrap();
+    let moved = env.oneway(&src, &dst, &[]);
+    moved.expect(0);
+    assert!(moved.stdout().contains("move"), "{}", moved.all());
+    assert_eq!(
+        attr(&dst.join("album/photo.jpg"), "user.rating"),
+        "4",
+        "{}",
+        moved.all()
+    );
 }
