@@ -467,9 +467,10 @@ fn plan_hard_links<'t>(
     if groups.values().all(|g| g.len() < 2) {
         return;
     }
-    // How many names each destination file has there: a file with names beyond its
-    // group's (which go, or are files of their own in the source) is not changed in
-    // place for the group; its first name is copied afresh and the others linked to it.
+    // A group whose names are not exactly one file in the destination (a name missing or
+    // another file there, or the file with names beyond the group's: which go, or are
+    // files of their own in the source) is not changed in place: its first name is
+    // copied afresh, and the others linked to it.
     let mut dst_names: std::collections::HashMap<u64, usize> = Default::default();
     for (_, e) in dst.entries.iter() {
         if e.linked && e.kind == Kind::File {
@@ -477,10 +478,17 @@ fn plan_hard_links<'t>(
         }
     }
     for names in groups.values().filter(|g| g.len() > 1) {
-        let Some(d) = dst_entries(names[0]).filter(|d| d.kind == Kind::File) else {
-            continue;
+        let file = |p: &Path| {
+            dst_entries(p)
+                .filter(|d| d.kind == Kind::File)
+                .map(|d| d.ino)
         };
-        if dst_names.get(&d.ino).copied().unwrap_or(1) > names.len() {
+        let leader = file(names[0]);
+        let one_file = leader.is_some_and(|ino| {
+            names[1..].iter().all(|p| file(p) == Some(ino))
+                && dst_names.get(&ino).copied().unwrap_or(1) == names.len()
+        });
+        if !one_file {
             for a in plan.actions.iter_mut() {
                 if matches!(a.op, Op::SetFileMeta { .. }) && *a.path == *names[0] {
                     a.op = Op::Copy { replace: true };

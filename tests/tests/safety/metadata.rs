@@ -341,6 +341,16 @@ fn hard_links_within_source_stay_hard_links_in_backup() {
         assert_eq!(out.stdout, b"5", "{name}: {}", changed.all());
         assert_eq!(ino(&dst.join(name)), leader, "{name}: {}", changed.all());
     }
+    // A new name for the group, and a new mode, in one pass: one file still.
+    fs::hard_link(src.join("z.jpg"), src.join("photos/b.jpg")).unwrap();
+    chmod(&src.join("z.jpg"), 0o640);
+    let changed = env.oneway(&src, &dst, &[]);
+    changed.expect(0);
+    let leader = ino(&dst.join("albums/a.jpg"));
+    for name in ["photos/a.jpg", "photos/b.jpg", "z.jpg"] {
+        assert_eq!(ino(&dst.join(name)), leader, "{name}: {}", changed.all());
+    }
+    assert_same_tree(&src, &dst);
 
     // Names that stop being links stop being links.
     fs::remove_file(src.join("z.jpg")).unwrap();
