@@ -169,14 +169,8 @@ impl Tool for Job {
         let mut src = ScanOptions {
             filter: self.settings.filter.clone(),
             skip: vec![self.backup.clone()],
-            // Since the last pass's scan (from the start, the first time), less the
-            // coarsest step of an inode's change time: the kernel stamps it from a
-            // clock that lags the one the scan's time was read from by up to a tick
-            // (and some filesystems keep whole seconds), so a change made just after
-            // that scan may carry an earlier time. Those few are compared again.
-            touched_since: Some(self.last_scan().map_or_else(Default::default, |t| {
-                engine::tree::MTime::new(t.sec - CTIME_STEP_SECS, t.nsec)
-            })),
+            // Since the last pass's scan (from the start, the first time).
+            touched_since: Some(self.last_scan().unwrap_or_default()),
         };
         let mut dst = ScanOptions {
             filter: self.settings.filter.clone(),
@@ -420,10 +414,6 @@ impl Job {
         }
     }
 }
-
-/// How far before the last scan an inode's change time may read and still be a change
-/// made after it (see `scan_options`).
-const CTIME_STEP_SECS: i64 = 2;
 
 /// Marks BACKUP's entries whose extended attributes differ from SOURCE's, among the
 /// files and directories SOURCE's scan found touched (see `ScanOptions::touched_since`).

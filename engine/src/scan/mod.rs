@@ -30,7 +30,11 @@ pub struct ScanOptions {
     pub skip: Vec<PathBuf>,
     /// Entries whose inode changed (ctime) at or after this time are marked
     /// [`Entry::touched`]: their extended attributes may have changed, which no other
-    /// part of a stat shows.
+    /// part of a stat shows. So are those whose change time is within a timestamp tick
+    /// before it (see [`crate::tree::MTime::is_racy_at`]): the kernel stamps change
+    /// times from a coarse clock that lags the one this time was read from (and some
+    /// filesystems keep whole seconds), so a change made just after it may carry an
+    /// earlier time.
     pub touched_since: Option<crate::tree::MTime>,
 }
 
@@ -385,7 +389,10 @@ impl Walker<'_> {
         };
         // A file with other names on the root's own filesystem: its inode groups them.
         entry.linked = st.nlink > 1 && st.dev == self.dev && entry.kind == Kind::File;
-        entry.touched = self.opts.touched_since.is_some_and(|t| st.ctime >= t);
+        entry.touched = self
+            .opts
+            .touched_since
+            .is_some_and(|t| st.ctime.is_racy_at(t));
         out.entries.push(&child, entry);
         if !is_dir {
             return None;

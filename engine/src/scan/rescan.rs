@@ -140,7 +140,7 @@ pub fn rescan(
             if let Ok(st) = rfs::fstat(&fd) {
                 let st = fs::Stat::from_raw(&st);
                 if let Some(mut e) = fs::entry_from_stat(&st, None) {
-                    e.touched = opts.touched_since.is_some_and(|t| st.ctime >= t);
+                    e.touched = opts.touched_since.is_some_and(|t| st.ctime.is_racy_at(t));
                     changes.push((rel.clone(), e));
                 }
             }
