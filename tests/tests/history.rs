@@ -24,6 +24,13 @@ fn listed(env: &Env, dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `recovery verify DIR EXTRA…`.
+fn run_verify(env: &Env, dir: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![OsStr::new("verify"), dir.as_os_str()];
+    args.extend(extra.iter().map(OsStr::new));
+    recovery(env, &args)
+}
+
 fn restore_to(env: &Env, dir: &Path, version: &str, to: &Path, extra: &[&str]) -> Run {
     env.restore_to(dir, version, to, extra)
 }
@@ -367,24 +374,17 @@ fn verify_repair_heals_damaged_content_from_another_store_and_says_what_it_canno
     rot(&object(&s1, b"one"));
     rot(&object(&s1, b"only in usb1's history"));
     rot(&object(&s2, b"only in usb1's history"));
-    let verify = recovery(&env, &[OsStr::new("verify"), src.as_os_str()]);
+    let verify = run_verify(&env, &src, &[]);
     verify.expect(1);
     assert!(verify.stdout().contains("DAMAGED"), "{}", verify.stdout());
-    let repair = recovery(
-        &env,
-        &[
-            OsStr::new("verify"),
-            src.as_os_str(),
-            OsStr::new("--repair"),
-        ],
-    );
+    let repair = run_verify(&env, &src, &["--repair"]);
     repair.expect(1);
     let out = repair.stdout();
     assert!(out.contains("REPAIRED") && out.contains("usb2"), "{out}");
     assert!(out.contains("NOT REPAIRED"), "{out}");
     assert!(store_holds(&s1, b"one"), "healed from usb2's store");
     // What could be healed stays healed; the rest is still reported.
-    let again = recovery(&env, &[OsStr::new("verify"), src.as_os_str()]);
+    let again = run_verify(&env, &src, &[]);
     let one = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(b"one"))
@@ -437,14 +437,7 @@ fn a_damaged_version_file_is_set_aside_by_repair_and_passes_go_on() {
         refused.all()
     );
     assert!(dst.join("a.txt").exists(), "a refused pass changed BACKUP");
-    let repair = recovery(
-        &env,
-        &[
-            OsStr::new("verify"),
-            src.as_os_str(),
-            OsStr::new("--repair"),
-        ],
-    );
+    let repair = run_verify(&env, &src, &["--repair"]);
     repair.expect(1);
     assert!(repair.stdout().contains("SET ASIDE"), "{}", repair.all());
     // The pass runs; what it removes is kept, and the versions left restore.
@@ -456,7 +449,7 @@ fn a_damaged_version_file_is_set_aside_by_repair_and_passes_go_on() {
     restore_to(&env, &src, "2", &to, &[]).expect(0);
     assert_eq!(fs::read_to_string(to.join("a.txt")).unwrap(), "two");
     assert!(!to.join("b.txt").exists());
-    let verify = recovery(&env, &[OsStr::new("verify"), src.as_os_str()]);
+    let verify = run_verify(&env, &src, &[]);
     verify.expect(0);
     assert!(verify.stdout().contains("damaged/"), "{}", verify.all());
 }
