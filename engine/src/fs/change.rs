@@ -12,7 +12,7 @@ use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
 
 use super::root::{split, Root};
 use super::stat::Stat;
-use super::xattr::copy_xattrs;
+use super::xattr::copy_xattrs_onto;
 use super::{injected_fault, keeps_owners};
 use crate::error::{Error, IoContext};
 use crate::names;
@@ -199,7 +199,7 @@ impl Root {
         }
         let mode = settle_owner(fd.as_fd(), &mut st, owner, mode);
         if let Some(from) = xattrs_from {
-            copy_xattrs(from, fd.as_fd(), &abs)?;
+            copy_xattrs_onto(from, fd.as_fd(), &abs)?;
         }
         rfs::fchmod(&fd, Mode::from_raw_mode(mode)).ctx("chmod", &abs)?;
         rfs::futimens(&fd, &times(mtime)).ctx("set times", &abs)?;

@@ -56,8 +56,24 @@ pub(super) fn xattr_value(fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<Vec<u8
 /// allow: an attribute that cannot be set here (another namespace, no support) is left
 /// out, never an error. A source without any costs one `flistxattr`.
 pub fn copy_xattrs(from: BorrowedFd<'_>, to: BorrowedFd<'_>, abs: &Path) -> Result<(), Error> {
+    give_xattrs(from, to, abs, true)
+}
+
+/// [`copy_xattrs`] onto a file that was there before (its metadata changed in place, or
+/// moved): it ends with exactly the source's attributes, none where the source has none
+/// (an attribute it kept from before would never be looked at again).
+pub fn copy_xattrs_onto(from: BorrowedFd<'_>, to: BorrowedFd<'_>, abs: &Path) -> Result<(), Error> {
+    give_xattrs(from, to, abs, false)
+}
+
+fn give_xattrs(
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    abs: &Path,
+    fresh: bool,
+) -> Result<(), Error> {
     let wanted = xattr_names(from).ctx("list attributes of the source of", abs)?;
-    if wanted.is_empty() {
+    if wanted.is_empty() && fresh {
         // As usual: one call, and the copy keeps what it was made with (an ACL from
         // its directory's default ACL, say, as `cp -a` leaves it).
         return Ok(());

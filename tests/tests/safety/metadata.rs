@@ -529,4 +529,20 @@ fn a_change_of_attributes_alone_reaches_backup() {
         "{}",
         moved.all()
     );
+    // Its last attribute removed: BACKUP's goes too (a source without any used to
+    // leave the destination's as they were).
+    let removed = std::process::Command::new("setfattr")
+        .args(["-x", "user.rating"])
+        .arg(src.join("album/photo.jpg"))
+        .status()
+        .unwrap();
+    assert!(removed.success());
+    let run = env.oneway(&src, &dst, &[]);
+    run.expect(0);
+    assert_eq!(
+        attr(&dst.join("album/photo.jpg"), "user.rating"),
+        "",
+        "{}",
+        run.all()
+    );
 }
