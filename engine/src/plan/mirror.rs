@@ -467,10 +467,23 @@ fn plan_hard_links<'t>(
     if groups.values().all(|g| g.len() < 2) {
         return;
     }
-    // A group whose names are not exactly one file in the destination (a name missing or
-    // another file there, or the file with names beyond the group's: which go, or are
-    // files of their own in the source) is not changed in place: its first name is
-    // copied afresh, and the others linked to it.
+    // A group whose names are exactly one file in the destination already takes a change
+    // of mode or mtime once, in place, for all of them (`whole`). Any other (a name
+    // missing or another file there, its first name's content copied, or the file with
+    // names beyond the group's: which go, or are files of their own in the source) is
+    // not changed in place: its first name is copied afresh, and the others linked to it.
+    let leaders: std::collections::HashSet<&Path> = groups
+        .values()
+        .filter(|g| g.len() > 1)
+        .map(|g| g[0])
+        .collect();
+    let copied_content: std::collections::HashSet<PathBuf> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a.op, Op::Copy { .. }) && leaders.contains(&*a.path))
+        .map(|a| a.path.to_path_buf())
+        .collect();
+    let mut whole: Vec<&[&Path]> = Vec::new();
     let mut dst_names: std::collections::HashMap<u64, usize> = Default::default();
     for (_, e) in dst.entries.iter() {
         if e.linked && e.kind == Kind::File {
@@ -483,12 +496,14 @@ fn plan_hard_links<'t>(
                 .filter(|d| d.kind == Kind::File)
                 .map(|d| d.ino)
         };
-        let leader = file(names[0]);
+        let leader = file(names[0]).filter(|_| !copied_content.contains(names[0]));
         let one_file = leader.is_some_and(|ino| {
             names[1..].iter().all(|p| file(p) == Some(ino))
                 && dst_names.get(&ino).copied().unwrap_or(1) == names.len()
         });
-        if !one_file {
+        if one_file {
+            whole.push(names);
+        } else {
             for a in plan.actions.iter_mut() {
                 if matches!(a.op, Op::SetFileMeta { .. }) && *a.path == *names[0] {
                     a.op = Op::Copy { replace: true };
@@ -503,15 +518,11 @@ fn plan_hard_links<'t>(
         .map(|a| &*a.path)
         .collect();
     let mut links = Vec::new();
-    // Groups whose names are one file in the destination already: a change of mode or
-    // mtime is made once, in place, for all of them (a copy would split the group).
-    let mut whole: Vec<&[&Path]> = Vec::new();
     for names in groups.values().filter(|g| g.len() > 1) {
         let leader = names[0];
         let leader_ino = dst_entries(leader)
             .filter(|d| d.kind == Kind::File && !copied.contains(leader))
             .map(|d| d.ino);
-        let mut intact = leader_ino.is_some();
         for &follower in &names[1..] {
             let d = dst_entries(follower);
             let linked_already = leader_ino.is_some()
@@ -519,7 +530,6 @@ fn plan_hard_links<'t>(
             if linked_already {
                 continue;
             }
-            intact = false;
             let s = src_entries
                 .get(follower)
                 .expect("BUG: grouped from the source");
@@ -531,9 +541,6 @@ fn plan_hard_links<'t>(
                 src: Some(s),
                 dst: d.filter(|d| d.kind == Kind::File),
             });
-        }
-        if intact {
-            whole.push(names);
         }
     }
     if !whole.is_empty() {
