@@ -44,7 +44,7 @@ impl Scanned {
     /// named, read again into those trees.
     pub(super) fn read<T: Tool>(
         tool: &T,
-        scope: Option<(super::Held, std::collections::BTreeSet<PathBuf>)>,
+        scope: Option<(super::Left, std::collections::BTreeSet<PathBuf>)>,
     ) -> Result<(Scanned, T::Base), Refusal> {
         let started = Instant::now();
         let replicas = tool.replicas().clone();
@@ -52,7 +52,7 @@ impl Scanned {
         let checksum = tool.settings().checksum;
         let read = || match scope {
             Some((held, dirs)) if !checksum => {
-                let super::Held {
+                let super::Left {
                     trees: [ta, tb],
                     at,
                     shas,
@@ -519,7 +519,7 @@ pub(super) fn record<T: Tool>(
     applied: Applied<T::Extra>,
     scanned_at: MTime,
     started: Instant,
-) -> (PassOutcome, Option<super::Held>) {
+) -> (PassOutcome, Option<super::Left>) {
     let Applied {
         mut afters,
         mut extra,
@@ -642,7 +642,7 @@ pub(super) fn record<T: Tool>(
     };
     let whole = !interrupted && errors.is_empty() && outcome.failed.is_empty() && flushed;
     let afters = if whole {
-        Some(super::Held {
+        Some(super::Left {
             trees: afters,
             at: scanned_at,
             shas: outcome.shas,

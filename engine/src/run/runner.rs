@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{exit, Refusal};
 use crate::run::signal;
-use crate::run::watch::{Changed, Wake};
+use crate::run::watch::{Between, Changed, Wake};
 
 /// What one pass reports to the loop.
 #[derive(Debug, Default)]
@@ -25,16 +25,18 @@ pub fn run_passes(
     interval: Option<Duration>,
     mut pass: impl FnMut(u64) -> Result<PassOutcome, Refusal>,
 ) -> i32 {
-    run_passes_watching(interval, None, |n, _| pass(n))
+    run_passes_watching(interval, None, |n, _| pass(n), |_| {})
 }
 
 /// [`run_passes`], woken early by `watch` (see [`crate::run::watch`]) when files change:
 /// `pass` is then told what changed (else, at the first pass and every interval, it is
-/// a whole pass).
+/// a whole pass). `between` is told where each wait for a change is (see
+/// [`crate::run::watch::Watch::wait`]).
 pub fn run_passes_watching(
     interval: Option<Duration>,
     watch: Option<&crate::run::watch::Watch>,
     mut pass: impl FnMut(u64, Option<Changed>) -> Result<PassOutcome, Refusal>,
+    mut between: impl FnMut(Between),
 ) -> i32 {
     let mut total_ops = 0u64;
     let mut n = 0u64;
@@ -75,7 +77,7 @@ pub fn run_passes_watching(
         if let Some(w) = watch {
             // What the pass itself wrote is no change to react to.
             w.settle();
-            match w.wait(until, signal::stop_requested) {
+            match w.wait(until, signal::stop_requested, &mut between) {
                 Wake::Stop => return finish(n, total_ops, exit::OK),
                 Wake::Changed => changed = Some(w.take_changed()),
                 // The interval's whole pass reads everything.

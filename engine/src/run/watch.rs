@@ -103,6 +103,15 @@ pub fn watching() -> bool {
     OWN.lock().is_ok_and(|o| o.is_some())
 }
 
+/// Where a wait of [`Watch::wait`] is, for what a run does between passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Between {
+    /// The wait begins, and nothing has changed yet.
+    Waiting,
+    /// The first change came; a pass follows the debounce time.
+    Woken,
+}
+
 /// Why [`Watch::wait`] returned.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Wake {
@@ -278,13 +287,37 @@ impl Watch {
         any
     }
 
-    /// Waits for a change worth a pass, debounced, or until `until`.
-    pub fn wait(&self, until: Instant, stop: impl Fn() -> bool) -> Wake {
+    /// Waits for a change worth a pass, debounced, or until `until`. `between` is told
+    /// when the wait begins with nothing to do (`Waiting`) and when the first change
+    /// comes (`Woken`): the debounce time is then still to come.
+    pub fn wait(
+        &self,
+        until: Instant,
+        stop: impl Fn() -> bool,
+        between: &mut dyn FnMut(Between),
+    ) -> Wake {
         let tick = Duration::from_millis(50);
         // A change seen while the last pass ran (and not its own) is news already.
         let seen = !self.changed.borrow().is_empty();
+        if !seen {
+            between(Between::Waiting);
+        }
         let mut changed: Option<Instant> = seen.then(Instant::now);
         let mut first: Option<Instant> = changed;
+        // What `between` does when woken takes part of the debounce time: it counts
+        // from the change, and the events that came meanwhile (one write makes a few)
+        // count as the change's.
+        let mut woke = |changed: &mut Option<Instant>, first: &mut Option<Instant>| {
+            let now = Instant::now();
+            if changed.is_none() {
+                between(Between::Woken);
+                while let Ok(e) = self.events.try_recv() {
+                    self.take(&e, &Own::default());
+                }
+            }
+            *changed = Some(now);
+            first.get_or_insert(now);
+        };
         let mut looked = Instant::now();
         loop {
             if stop() {
@@ -295,8 +328,7 @@ impl Watch {
             if now - looked >= Duration::from_secs(1) {
                 looked = now;
                 if self.watch_again() {
-                    changed = Some(now);
-                    first.get_or_insert(now);
+                    woke(&mut changed, &mut first);
                 }
             }
             if let Some(last) = changed {
@@ -312,11 +344,16 @@ impl Watch {
                 self.watch_all_again();
                 return Wake::Due;
             }
-            match self.events.recv_timeout(tick) {
+            // No later than the debounce time's end.
+            let wait = changed.map_or(tick, |last| {
+                (last + self.debounce)
+                    .saturating_duration_since(now)
+                    .min(tick)
+            });
+            match self.events.recv_timeout(wait) {
                 Ok(e) => {
                     if self.take(&e, &Own::default()) {
-                        changed = Some(Instant::now());
-                        first.get_or_insert(Instant::now());
+                        woke(&mut changed, &mut first);
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -419,6 +456,38 @@ mod tests {
             w.take_changed().missed,
             "an error of the watcher calls for a whole pass"
         );
+    }
+
+    /// A wait tells the run when it begins with nothing to do, and when the first change
+    /// comes, once, before the pass the change starts.
+    #[test]
+    fn a_wait_says_when_it_begins_and_when_a_change_comes() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().canonicalize().unwrap();
+        let w = Watch::new(&[&root], Vec::new(), Duration::from_millis(10)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let writer = {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                rx.recv().unwrap();
+                for i in 0..3 {
+                    std::fs::write(root.join(format!("f{i}")), "x").unwrap();
+                }
+            })
+        };
+        let mut told = Vec::new();
+        let mut between = |b: Between| {
+            if b == Between::Waiting {
+                tx.send(()).unwrap();
+            }
+            told.push(b);
+        };
+        let until = Instant::now() + Duration::from_secs(600);
+        let wake = w.wait(until, || false, &mut between);
+        writer.join().unwrap();
+        assert_eq!(wake, Wake::Changed);
+        assert_eq!(told, [Between::Waiting, Between::Woken]);
+        assert!(w.take_changed().dirs.contains(&root));
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl Chunk {
             .binary_search_by(|(s, l, _)| path_order(path_in(&self.names, *s, *l), path))
     }
 
-    fn iter(&self) -> impl DoubleEndedIterator<Item = (&Path, &Entry)> + Clone {
+    pub(super) fn iter(&self) -> impl DoubleEndedIterator<Item = (&Path, &Entry)> + Clone {
         self.items
             .iter()
             .map(|(s, l, e)| (path_in(&self.names, *s, *l), e))
@@ -146,6 +146,12 @@ impl ChunkList {
             cap,
             first: (0, 0),
         }
+    }
+
+    /// A list of chunks of a merge's size: what a tree that changes in places is made
+    /// of (an insert moves the entries after it in its chunk).
+    pub fn chunked() -> Self {
+        ChunkList::with_cap(CHUNK)
     }
 
     /// A list whose first chunk has room for `entries` entries and `names` bytes of
@@ -305,6 +311,11 @@ impl Entries {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The chunks, in order: to be read one after the other, each freed once read.
+    pub fn into_chunks(self) -> Vec<Chunk> {
+        self.chunks
     }
 
     fn find(&self, path: &Path) -> Slot {

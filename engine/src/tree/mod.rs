@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub mod compact;
 pub mod encoding;
 pub mod entries;
 pub mod pathser;
