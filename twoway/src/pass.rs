@@ -406,7 +406,9 @@ impl Tool for Job {
         if !planned.extra.first {
             return Ok(None);
         }
-        let equal = plan::already_equal(&trees[0], &trees[1], &planned.extra.opts);
+        // Walked twice (counted, then written), never held: a first sync of two copies
+        // alike names every path of the tree.
+        let equal = || plan::already_equal(&trees[0], &trees[1], &planned.extra.opts);
         let plans = [0, 1, 2, 3].map(|i| &planned.steps[i].plan);
         let progress = Progress::start(&self.state_file, (&self.a, &self.b), equal, plans)
             .map_err(|e| {

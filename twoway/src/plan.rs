@@ -219,24 +219,21 @@ pub fn folders_stay(parts: &[Tree; 2], base: &Packed, region: &Region) -> bool {
         .all(|(r, _)| r.kind != Kind::Dir || parts.iter().all(|t| is_dir(t, r.path)))
 }
 
-/// The paths both replicas already hold alike, with the entries a sync state records
-/// for them: what a first sync need not touch, and may call synced before it starts.
-pub fn already_equal(a: &Tree, b: &Tree, opts: &SyncOptions) -> engine::tree::Entries {
-    let mut equal = Vec::new();
-    for (p, x, y) in zip_paths(&a.entries, &b.entries) {
+/// The paths both replicas already hold alike, with A's entry (what a sync state records
+/// of it): what a first sync need not touch, and may call synced before it starts.
+pub fn already_equal<'t>(
+    a: &'t Tree,
+    b: &'t Tree,
+    opts: &'t SyncOptions,
+) -> impl Iterator<Item = (&'t Path, &'t Entry)> + 't {
+    zip_paths(&a.entries, &b.entries).filter_map(move |(p, x, y)| {
         if a.is_unknown(p) || b.is_unknown(p) {
-            continue;
+            return None;
         }
-        if let (Some(x), Some(_)) = (x, y) {
-            if same(Some(x), y, opts.modify_window, opts.keep_owners) {
-                let mut e = x.clone();
-                e.ino = 0;
-                e.linked = false;
-                equal.push((p.to_path_buf(), e));
-            }
-        }
-    }
-    engine::tree::Entries::from_sorted(equal)
+        let x = x?;
+        y?;
+        same(Some(x), y, opts.modify_window, opts.keep_owners).then_some((p, x))
+    })
 }
 
 /// True if both replicas hold exactly what the base records, path for path, and nothing

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use engine::plan::mirror::{Action, Op, Plan};
-use engine::tree::{path_order, Digest, Entries};
+use engine::tree::{path_order, Digest, Entry};
 
 use crate::state;
 
@@ -51,12 +51,15 @@ struct Inner<'a> {
 impl<'a> Progress<'a> {
     /// Starts recording: `equal` (paths that need nothing) is written as the state at
     /// once; the actions of `plans` are what is left to do.
-    pub fn start(
+    pub fn start<'e, I>(
         file: &'a Path,
         pair: (&'a Path, &'a Path),
-        equal: Entries,
+        equal: impl Fn() -> I,
         plans: [&'a Plan<'a>; 4],
-    ) -> Result<Progress<'a>, engine::Error> {
+    ) -> Result<Progress<'a>, engine::Error>
+    where
+        I: Iterator<Item = (&'e Path, &'e Entry)>,
+    {
         // Counted without a map of every path (a first sync has an action per file):
         // a path with several actions has at least one that is not the plain creation
         // of a file or a link (a directory's mkdir and metadata, a conflict's copy, a
@@ -82,8 +85,7 @@ impl<'a> Progress<'a> {
         // them all in less), rather than a list grown by doubling.
         let actions: usize = plans.iter().map(|p| p.actions.len()).sum();
         // Written now, and then only streamed through (see `state::merge_into`).
-        state::save(file, pair.0, pair.1, &equal)?;
-        drop(equal);
+        state::save_records(file, pair.0, pair.1, equal)?;
         Ok(Progress {
             file,
             pair,

@@ -603,11 +603,29 @@ fn merge_change(
 /// Writes the state atomically, encoded a block at a time, unless the file already holds
 /// this very state. Returns whether the file was written.
 pub fn save(file: &Path, a: &Path, b: &Path, state: &Entries) -> Result<bool, Error> {
+    save_records(file, a, b, || state.iter())
+}
+
+/// [`save`] of the records `records` gives, in path order, each path once: walked twice
+/// (once to count them for the head), never held.
+pub fn save_records<'e, I>(
+    file: &Path,
+    a: &Path,
+    b: &Path,
+    records: impl Fn() -> I,
+) -> Result<bool, Error>
+where
+    I: Iterator<Item = (&'e Path, &'e Entry)>,
+{
+    let count = records().count();
     fs::write_atomic_unless_same(file, |w| {
-        let mut out = Blocks::start(w, (a, b), state.len());
-        for (p, e) in state.iter() {
+        let mut out = Blocks::start(w, (a, b), count);
+        let mut written = 0;
+        for (p, e) in records() {
             out.record(&record(p, e));
+            written += 1;
         }
+        assert_eq!(written, count, "BUG: the same records twice");
         out.finish()
     })
 }
