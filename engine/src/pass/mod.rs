@@ -451,7 +451,7 @@ struct Left {
     shas: [Option<Digest>; 2],
 }
 
-/// [`Left`] as a watch holds it between passes: each tree compact (about 60 bytes an
+/// [`Left`] as a watch holds it between passes: each tree compact (about 55 bytes an
 /// entry with its SHA-256, where a tree's entry and path take about 130), so that a
 /// watch that waits holds less than half of what a pass needs while it runs.
 struct Held {

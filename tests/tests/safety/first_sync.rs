@@ -134,9 +134,11 @@ fn a_killed_first_sync_keeps_what_it_made_equal() {
         "the first sync was killed before its end (else this tests nothing)"
     );
 
-    // One-sided changes since: an edit on A, a deletion on B.
+    // One-sided changes since: an edit on A, deletions on B (of a file the sync
+    // copied, and of one both sides held alike before it began).
     write(&a.join("small/001.txt"), "edited on A after the kill");
     fs::remove_file(b.join("small/002.txt")).unwrap();
+    fs::remove_file(b.join("both/same.txt")).unwrap();
     fs::remove_file(&big).unwrap();
     let run = env.run(
         "twoway",
@@ -150,5 +152,9 @@ fn a_killed_first_sync_keeps_what_it_made_equal() {
         b"edited on A after the kill"
     );
     assert!(!a.join("small/002.txt").exists(), "the deletion was undone");
+    assert!(
+        !a.join("both/same.txt").exists(),
+        "a file both sides held alike was not in the state the first sync began with"
+    );
     assert!(!b.join("zz-big.img").exists());
 }
