@@ -642,6 +642,10 @@ def main():
         work = os.path.join(base, "work")
         os.makedirs(work)
         have = {t: shutil.which(t) is not None for t in ("rsync", "rclone", "unison", "cp")}
+        missing = [t for t, there in have.items() if not there]
+        if missing:
+            # bench/run.sh installs them; run alone, say which rows will be missing.
+            print(f"not installed, left out of every case: {', '.join(missing)}", file=sys.stderr)
         R = Results()
         notes = []
         if "mirror" in cases:

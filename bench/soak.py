@@ -36,6 +36,7 @@ ap.add_argument("--passes", type=int, default=200)
 ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "target", "release"))
 ap.add_argument("--dir", default="/dev/shm", help="where the trees go")
 ap.add_argument("--store", default=None, help="oneway: --store DIR (another filesystem, say)")
+ap.add_argument("--keep", action="store_true", help="leave the trees and the data home for a look")
 args = ap.parse_args()
 BIN = os.path.abspath(args.bin)
 rng = random.Random(args.seed)
@@ -246,5 +247,8 @@ print(f"{args.tool} seed {args.seed}: {args.passes} passes, {len(versions)} vers
       f"{restores} restores compared, {len(problems)} problems")
 for p in problems[:20]:
     print("  ", p)
-shutil.rmtree(base, ignore_errors=True)
+if args.keep:
+    print(f"kept: {base} (TWOWAY_HOME={home})")
+else:
+    shutil.rmtree(base, ignore_errors=True)
 sys.exit(1 if problems else 0)
