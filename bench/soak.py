@@ -37,6 +37,7 @@ ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "
 ap.add_argument("--dir", default="/dev/shm", help="where the trees go")
 ap.add_argument("--store", default=None, help="oneway: --store DIR (another filesystem, say)")
 ap.add_argument("--keep", action="store_true", help="leave the trees and the data home for a look")
+ap.add_argument("--stop", action="store_true", help="stop after the first pass with a problem (and keep)")
 args = ap.parse_args()
 BIN = os.path.abspath(args.bin)
 rng = random.Random(args.seed)
@@ -172,6 +173,10 @@ def run(*cmd):
 versions, taken, tagged, problems = {}, set(), set(), []
 restores = 0
 for i in range(args.passes):
+    if args.stop and problems:
+        args.keep = True
+        print(f"stopped after pass {i - 1}")
+        break
     before = live_content()
     edit(a, oneway)
     if not oneway and rng.random() < 0.6:
