@@ -227,6 +227,60 @@ fn each_twoway_replica_restores_its_versions_without_the_other() {
     assert!(store_holds(&a.join("__versions__"), b"v1"));
 }
 
+/// A file deleted on A whose content B's store already holds (kept from an earlier
+/// copy, after A's store had let it go): the pass deletes B's copy and B keeps nothing
+/// new, yet A's store must get the content, which A's latest version names.
+#[test]
+fn content_a_twin_store_held_already_reaches_the_other_store_too() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    let sync = || {
+        let args = [
+            a.as_path(),
+            &b,
+            Path::new("--once"),
+            Path::new("--max-delete"),
+        ];
+        env.run("twoway", args.into_iter().chain([Path::new("100")]))
+            .expect(0);
+    };
+    write(&a.join("p.bin"), "the same content");
+    fs::create_dir_all(&b).unwrap();
+    sync();
+    // Deleted on A: the pass deletes B's copy, which B's store keeps (and gives A's).
+    fs::remove_file(a.join("p.bin")).unwrap();
+    sync();
+    // A's store lets it go: no version of A that is left names it.
+    let forget = [
+        "--keep-last",
+        "1",
+        "--keep-hourly",
+        "0",
+        "--keep-daily",
+        "0",
+    ];
+    let mut args = vec![OsStr::new("forget"), a.as_os_str()];
+    args.extend(forget.iter().map(OsStr::new));
+    args.extend(["--keep-weekly", "0"].iter().map(OsStr::new));
+    recovery(&env, &args).expect(0);
+    assert!(!store_holds(&a.join("__versions__"), b"the same content"));
+    assert!(store_holds(&b.join("__versions__"), b"the same content"));
+    // The same content again on A, synced, then deleted on A once more.
+    write(&a.join("q.bin"), "the same content");
+    sync();
+    fs::remove_file(a.join("q.bin")).unwrap();
+    sync();
+    assert!(!b.join("q.bin").exists());
+    // A's version before the deletion names q.bin: its content is in A's store.
+    run_verify(&env, &a, &[]).expect(0);
+    let to = env.path("restored");
+    restore_to(&env, &a, "previous", &to, &[]).expect(0);
+    assert_eq!(
+        fs::read_to_string(to.join("q.bin")).unwrap(),
+        "the same content"
+    );
+}
+
 #[test]
 fn what_a_forced_restore_replaces_is_kept_and_can_be_restored() {
     let env = Env::new();

@@ -636,6 +636,19 @@ impl VersionedDir {
             });
             kept.into_iter().collect::<Result<(), Error>>()?;
             root.sync_dir_of(&Path::new("pending").join("x"))?;
+            // Content this store held already was kept without a pending file, which is
+            // what gives a twin's store its share when it settles: given now, so that a
+            // twin whose latest version names it (a file deleted on its side, whose
+            // content its store had let go) still holds it.
+            let held: Vec<Digest> = shas.iter().map(|(_, sha)| *sha).collect();
+            for twin in self.twin_histories() {
+                if let Err(e) = history.share_objects(&held, &twin) {
+                    log::warn!(
+                        "could not give {} the content it kept: {e}",
+                        display(twin.path())
+                    );
+                }
+            }
         }
         log::debug!(
             "kept {} files of {}: settled {repaired:.3}s, checked {:.3}s, kept {:.3}s",
