@@ -31,6 +31,27 @@ fn run_verify(env: &Env, dir: &Path, extra: &[&str]) -> Run {
     recovery(env, &args)
 }
 
+/// `recovery forget DIR` keeping only the last `n` versions (and tagged ones).
+fn forget_all_but_last<'a>(dir: &'a Path, n: &'a str) -> Vec<&'a OsStr> {
+    let keep = [
+        "--keep-hourly",
+        "0",
+        "--keep-daily",
+        "0",
+        "--keep-weekly",
+        "0",
+    ];
+    [
+        OsStr::new("forget"),
+        dir.as_os_str(),
+        OsStr::new("--keep-last"),
+        OsStr::new(n),
+    ]
+    .into_iter()
+    .chain(keep.into_iter().map(OsStr::new))
+    .collect()
+}
+
 fn restore_to(env: &Env, dir: &Path, version: &str, to: &Path, extra: &[&str]) -> Run {
     env.restore_to(dir, version, to, extra)
 }
@@ -170,18 +191,7 @@ fn the_retention_policy_keeps_tagged_versions_and_forget_says_what_it_frees() {
         &[OsStr::new("untag"), src.as_os_str(), OsStr::new("precious")],
     )
     .expect(0);
-    let keep = [
-        "--keep-last",
-        "2",
-        "--keep-hourly",
-        "0",
-        "--keep-daily",
-        "0",
-        "--keep-weekly",
-        "0",
-    ];
-    let mut args = vec![OsStr::new("forget"), src.as_os_str()];
-    args.extend(keep.iter().map(OsStr::new));
+    let args = forget_all_but_last(&src, "2");
     let mut dry = args.clone();
     dry.push(OsStr::new("--dry-run"));
     let run = recovery(&env, &dry);
@@ -251,18 +261,7 @@ fn content_a_twin_store_held_already_reaches_the_other_store_too() {
     fs::remove_file(a.join("p.bin")).unwrap();
     sync();
     // A's store lets it go: no version of A that is left names it.
-    let forget = [
-        "--keep-last",
-        "1",
-        "--keep-hourly",
-        "0",
-        "--keep-daily",
-        "0",
-    ];
-    let mut args = vec![OsStr::new("forget"), a.as_os_str()];
-    args.extend(forget.iter().map(OsStr::new));
-    args.extend(["--keep-weekly", "0"].iter().map(OsStr::new));
-    recovery(&env, &args).expect(0);
+    recovery(&env, &forget_all_but_last(&a, "1")).expect(0);
     assert!(!store_holds(&a.join("__versions__"), b"the same content"));
     assert!(store_holds(&b.join("__versions__"), b"the same content"));
     // The same content again on A, synced, then deleted on A once more.

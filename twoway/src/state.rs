@@ -12,7 +12,9 @@ use serde::Deserialize;
 use engine::error::Error;
 use engine::fs;
 use engine::tree::encoding::EntryRef;
-use engine::tree::{path_order, same_path, Digest, Entries, Entry, MTime};
+#[cfg(test)]
+use engine::tree::Entries;
+use engine::tree::{path_order, same_path, Digest, Entry, MTime};
 
 use crate::packed::{record, Packed, StateChange, Writer};
 
@@ -601,7 +603,9 @@ fn merge_change(
 }
 
 /// Writes the state atomically, encoded a block at a time, unless the file already holds
-/// this very state. Returns whether the file was written.
+/// this very state. Returns whether the file was written. (Tests write states so; a pass
+/// writes what changed, or a first sync's records, through [`save_records`].)
+#[cfg(test)]
 pub fn save(file: &Path, a: &Path, b: &Path, state: &Entries) -> Result<bool, Error> {
     save_records(file, a, b, || state.iter())
 }

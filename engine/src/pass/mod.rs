@@ -416,19 +416,15 @@ impl Memo {
     /// time is over, which hides the time this takes (8 ms for two trees of 50,000
     /// entries).
     fn loosen(&mut self) {
-        self.held = self.held.take().map(|kept| match kept {
-            Kept::Compact(held) => Kept::Loose(held.into_left()),
-            left => left,
-        });
+        self.held = self.take().map(Kept::Loose);
     }
 
     /// The trees the pass before left, whole.
     fn take(&mut self) -> Option<Left> {
-        self.loosen();
-        match self.held.take()? {
-            Kept::Loose(left) => Some(left),
-            Kept::Compact(_) => unreachable!("BUG: loosened just above"),
-        }
+        Some(match self.held.take()? {
+            Kept::Loose(left) => left,
+            Kept::Compact(held) => held.into_left(),
+        })
     }
 
     /// Saves the stat caches of the trees held (passes that read only what changed

@@ -394,11 +394,6 @@ impl CompactTree {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-
-    /// The bytes its entries take.
-    pub fn heap_bytes(&self) -> usize {
-        self.entries.heap_bytes()
-    }
 }
 
 #[cfg(test)]
