@@ -199,7 +199,7 @@ enum StateToRecord {
 const SET_ASIDE_MIN: usize = 4096;
 
 impl Tool for Job {
-    type Base = Option<Packed>;
+    type Base = Option<state::Stored>;
     type Extra = Sync;
 
     fn settings(&self) -> &Settings {
@@ -241,25 +241,23 @@ impl Tool for Job {
         Ok(())
     }
 
-    fn load_base(&self) -> Result<Option<Packed>, Refusal> {
-        state::load(&self.state_file, &self.a, &self.b).map_err(|e| {
-            Refusal::new(format!(
-                "{e}; nothing was changed (a sync state that cannot be read is not taken for a first sync, which would undo every deletion since the last one)"
-            ))
-        })
+    fn load_base(&self) -> Result<Option<state::Stored>, Refusal> {
+        state::open(&self.state_file, &self.a, &self.b).map_err(unreadable_state)
     }
 
-    fn prepare(&self, scanned: &mut Scanned, base: &Option<Packed>) {
-        let base_given = base.as_ref();
+    fn prepare(&self, scanned: &mut Scanned, base: &Option<state::Stored>) {
+        // The state whole, read where it is needed (see `state::Stored`). One that
+        // cannot be read is taken for none here: the plan then refuses the pass.
         let empty = Packed::default();
-        let base = base.as_ref().unwrap_or(&empty);
+        let base_given = || base.as_ref().and_then(|s| s.held().ok().flatten());
+        let whole = || base_given().unwrap_or(&empty);
         // The planner compares contents only where a file meets a file of the same size
         // (on the other side or in the state); only those need a hash now (every file,
         // with `--checksum`: the pipeline hashed them). Every other file is hashed
         // while it is copied, or after the pass.
         if !self.settings.checksum {
             let [ta, tb] = &scanned.trees;
-            let needed = files_to_compare(ta, tb, base);
+            let needed = files_to_compare(ta, tb, whole);
             for (side, n) in needed.iter().enumerate() {
                 scanned.hash_where(side, |p| {
                     n.binary_search_by(|q| engine::tree::path_order(q, p))
@@ -271,7 +269,11 @@ impl Tool for Job {
         // alone on both sides.
         let opts = self.sync_options(scanned.fs);
         let folds = scanned.fs.map(|t| t.folds_case);
-        let collided = crate::fold::leave_collisions(base, &mut scanned.trees, &opts, folds);
+        let collided = if folds == [false, false] {
+            Vec::new()
+        } else {
+            crate::fold::leave_collisions(whole(), &mut scanned.trees, &opts, folds)
+        };
         for (side, p, with) in collided {
             let e = engine::Error::entry(
                 p,
@@ -290,12 +292,14 @@ impl Tool for Job {
         // state knows is gone or no longer a folder on either side: the state's records
         // under it are outside the part, and must go.
         if folds == [false, false] {
-            let parts = match (scanned.part_read(), base_given, &scanned.region) {
-                (Some(parts), Some(base), Some(region)) => {
-                    plan::folders_stay(&parts, base, region).then_some(parts)
-                }
-                _ => None,
-            };
+            let parts =
+                scanned
+                    .part_read()
+                    .zip(scanned.region.as_ref())
+                    .and_then(|(parts, region)| {
+                        let base = base_given()?;
+                        plan::folders_stay(&parts, base, region).then_some(parts)
+                    });
             scanned.plan_only(parts);
         }
     }
@@ -303,17 +307,35 @@ impl Tool for Job {
     fn plan<'s>(
         &self,
         scanned: &'s Scanned,
-        base: Option<Packed>,
+        base: Option<state::Stored>,
     ) -> Result<Planned<'s, Sync>, Refusal> {
-        let first = base.is_none();
         let opts = self.sync_options(scanned.fs);
         // The part read again under --watch (see `prepare`), with the state's part.
         let [a, b] = scanned.parts.as_ref().unwrap_or(&scanned.trees);
-        let base = match (&scanned.parts, &scanned.region) {
-            (Some(_), Some(region)) => base.map(|s| s.part(region)),
-            _ => base,
+        // Both replicas as the state records them: nothing to plan, and the state is
+        // read as it is compared, never held.
+        let unchanged = scanned.parts.is_none()
+            && base
+                .as_ref()
+                .is_some_and(|s| s.unchanged(a, b, opts.keep_owners));
+        let (plan, first) = if unchanged {
+            (SyncPlan::unchanged(), false)
+        } else {
+            let base = base
+                .map(state::Stored::into_held)
+                .transpose()
+                .map_err(unreadable_state)?
+                .flatten();
+            let first = base.is_none();
+            let base = match (&scanned.parts, &scanned.region) {
+                (Some(_), Some(region)) => base.map(|s| s.part(region)),
+                _ => base,
+            };
+            (
+                plan::plan_sync(base.unwrap_or_default(), a, b, &opts),
+                first,
+            )
         };
-        let plan = plan::plan_sync(base.unwrap_or_default(), a, b, &opts);
         self.check_max_delete(&plan, &scanned.trees)?;
         for (p, side) in &plan.undone_deletions {
             log::warn!(
@@ -573,7 +595,11 @@ fn learned_hashes(afters: &[Tree; 2]) -> impl FnMut(&EntryRef<'_>) -> Option<Dig
 /// For each side, the files (in path order) whose content the planner compares: a file
 /// with a file of the same size at its path on the other side or in the state, and no
 /// hash from the stat cache.
-fn files_to_compare(a: &Tree, b: &Tree, base: &Packed) -> [Vec<PathBuf>; 2] {
+fn files_to_compare<'s>(
+    a: &Tree,
+    b: &Tree,
+    base: impl FnOnce() -> &'s Packed,
+) -> [Vec<PathBuf>; 2] {
     fn file(e: Option<&Entry>) -> Option<&Entry> {
         e.filter(|e| e.kind == engine::tree::Kind::File)
     }
@@ -589,6 +615,7 @@ fn files_to_compare(a: &Tree, b: &Tree, base: &Packed) -> [Vec<PathBuf>; 2] {
         // Every file's hash is known (from the stat caches): the state need not be read.
         return out;
     }
+    let base = base();
     // The state's entry of each path both sides have: looked up where few files are
     // unhashed (a pass after a small change), else read in one walk with them.
     let few = unhashed < base.len() / 32;
@@ -628,4 +655,11 @@ fn files_to_compare(a: &Tree, b: &Tree, base: &Packed) -> [Vec<PathBuf>; 2] {
 fn sha_text(d: Option<Digest>) -> String {
     d.map(|d| d.to_hex())
         .unwrap_or_else(|| "incomplete".to_string())
+}
+
+/// Why a pass refuses when its sync state cannot be read.
+fn unreadable_state(e: engine::Error) -> Refusal {
+    Refusal::new(format!(
+        "{e}; nothing was changed (a sync state that cannot be read is not taken for a first sync, which would undo every deletion since the last one)"
+    ))
 }

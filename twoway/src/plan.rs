@@ -190,6 +190,17 @@ struct Final<'a> {
     copy_of: Option<Box<PathBuf>>,
 }
 
+impl SyncPlan<'_> {
+    /// The plan of a pass that finds both replicas as the state records them: nothing
+    /// to do, and the state stays.
+    pub fn unchanged() -> Self {
+        SyncPlan {
+            state_unchanged: true,
+            ..SyncPlan::default()
+        }
+    }
+}
+
 /// Plans one two-way pass against `base`, the state of the last sync (handed over, it is
 /// dropped as soon as every path is decided).
 pub fn plan_sync<'s, 't>(
@@ -200,10 +211,7 @@ pub fn plan_sync<'s, 't>(
 ) -> SyncPlan<'t> {
     let base = base.into();
     if unchanged_since(&base, a, b, opts.keep_owners) {
-        return SyncPlan {
-            state_unchanged: true,
-            ..SyncPlan::default()
-        };
+        return SyncPlan::unchanged();
     }
     plan_sync_full(base, a, b, opts)
 }
@@ -241,6 +249,26 @@ pub fn already_equal<'t>(
 /// again (the tests check that it does). One walk over the three trees, where the full
 /// planner builds the final state of every path.
 pub(crate) fn unchanged_since(base: &Packed, a: &Tree, b: &Tree, owners: bool) -> bool {
+    let mut rows = base.iter();
+    unchanged_as_read(base.len(), a, b, owners, &mut |check| {
+        rows.next().map(|(q, s)| check(q, &s))
+    })
+}
+
+/// One record of a state read in order, handed to the check it is given (whose answer
+/// it gives back); `None` when no record is left or the next does not read.
+pub(crate) type NextRecord<'r> =
+    dyn FnMut(&mut dyn FnMut(&Path, &Entry) -> bool) -> Option<bool> + 'r;
+
+/// [`unchanged_since`] of a state of `count` records that `next` reads one at a time, in
+/// path order (from its file: the state need not be held).
+pub(crate) fn unchanged_as_read(
+    count: usize,
+    a: &Tree,
+    b: &Tree,
+    owners: bool,
+    next: &mut NextRecord<'_>,
+) -> bool {
     let quiet = |t: &Tree| {
         t.unknown.is_empty()
             && t.leftovers.is_empty()
@@ -249,7 +277,7 @@ pub(crate) fn unchanged_since(base: &Packed, a: &Tree, b: &Tree, owners: bool) -
                 q.as_os_str().is_empty() || t.entries.get(q).is_some_and(|e| e.kind == Kind::Dir)
             })
     };
-    if base.len() != a.entries.len() || base.len() != b.entries.len() || !quiet(a) || !quiet(b) {
+    if count != a.entries.len() || count != b.entries.len() || !quiet(a) || !quiet(b) {
         return false;
     }
     let recorded = |s: &Entry, x: &Entry| {
@@ -262,20 +290,16 @@ pub(crate) fn unchanged_since(base: &Packed, a: &Tree, b: &Tree, owners: bool) -
             && (!owners || s.owner == x.owner)
     };
     // Three lists of one length: the same paths if each step meets the same path in all.
-    let mut rows = base.iter();
-    zip_paths(&a.entries, &b.entries).all(|(p, x, y)| {
-        let Some((q, s)) = rows.next() else {
-            return false;
-        };
-        match (x, y) {
-            (Some(x), Some(y)) => {
+    zip_paths(&a.entries, &b.entries).all(|(p, x, y)| match (x, y) {
+        (Some(x), Some(y)) => {
+            next(&mut |q, s| {
                 same_path(q, p)
-                    && recorded(&s, x)
+                    && recorded(s, x)
                     && same(Some(x), Some(y), 0, owners)
                     && (x.kind != Kind::Dir || x.mtime == y.mtime)
-            }
-            _ => false,
+            }) == Some(true)
         }
+        _ => false,
     })
 }
 

@@ -134,6 +134,125 @@ pub fn load(file: &Path, a: &Path, b: &Path) -> Result<Option<Packed>, Error> {
     }
 }
 
+/// A sync state as a pass first opens it: its file and its head. A pass that finds both
+/// replicas as the state records them (every pass with nothing to do) reads the records
+/// once, in order, as it compares ([`Stored::unchanged`]); any other holds them whole
+/// ([`Stored::held`], about 75 bytes a path), read when first asked for. At a million
+/// paths, a pass with nothing to do no longer holds 76 MB of state.
+#[derive(Debug)]
+pub struct Stored {
+    file: PathBuf,
+    a: PathBuf,
+    b: PathBuf,
+    count: usize,
+    held: std::sync::OnceLock<Option<Packed>>,
+}
+
+/// The largest state file [`open`] reads whole at once (about 110,000 paths).
+const HELD_MAX: u64 = 8 << 20;
+
+/// Opens the state of the pair (a, b) as [`load`] reads it, reading only its head where
+/// it is large (a small one, or one of an older format, is read whole now). `Ok(None)` where [`load`]
+/// gives it: no state yet, another pair's, or a head that is damaged (logged); an error
+/// where the file cannot be read.
+pub fn open(file: &Path, a: &Path, b: &Path) -> Result<Option<Stored>, Error> {
+    open_holding(file, a, b, HELD_MAX)
+}
+
+/// [`open`], reading whole a state file of at most `held_max` bytes.
+fn open_holding(file: &Path, a: &Path, b: &Path, held_max: u64) -> Result<Option<Stored>, Error> {
+    let f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read the sync state", file, e)),
+    };
+    // Its length (0 if unknown: read whole).
+    let len = f.metadata().map_or(0, |m| m.len());
+    let mut seq = engine::tree::encoding::SeqReader::new(f);
+    let (pa, pb) = pair(a, b);
+    let head = seq.take_with(|raw| {
+        let ((format, fa, fb, count), rest) = postcard::take_from_bytes::<Head>(raw)?;
+        let ours = fa == pa.as_os_str().as_bytes() && fb == pb.as_os_str().as_bytes();
+        Ok(((format, ours, count), rest.len()))
+    });
+    let stored = |held: Option<Packed>, count: usize| Stored {
+        file: file.to_path_buf(),
+        a: a.to_path_buf(),
+        b: b.to_path_buf(),
+        count,
+        held: held
+            .map(|h| std::sync::OnceLock::from(Some(h)))
+            .unwrap_or_default(),
+    };
+    match head {
+        Ok((FORMAT, true, count)) if len > held_max => Ok(Some(stored(None, count))),
+        // A small state is read whole at once (while the replicas are scanned): it costs
+        // little memory, and the planner of a pass with changes needs it whole.
+        Ok((FORMAT | FORMAT_3 | FORMAT_2, true, _)) => Ok(load(file, a, b)?.map(|p| {
+            let count = p.len();
+            stored(Some(p), count)
+        })),
+        Ok(_) => Ok(None),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            log::warn!(
+                "sync state {} is damaged ({e}); syncing as a first sync (nothing is deleted)",
+                file.display()
+            );
+            Ok(None)
+        }
+        Err(e) => Err(Error::io("read the sync state", file, e)),
+    }
+}
+
+impl Stored {
+    /// Whether both replicas hold exactly what the state records (see
+    /// [`crate::plan::unchanged_since`]), its records read in order from the file unless
+    /// they are held. A record that does not read gives `false`: the planner then reads
+    /// the state whole, and finds the damage.
+    pub fn unchanged(&self, a: &engine::tree::Tree, b: &engine::tree::Tree, owners: bool) -> bool {
+        if let Some(held) = self.held.get() {
+            return held
+                .as_ref()
+                .is_some_and(|p| crate::plan::unchanged_since(p, a, b, owners));
+        }
+        let Ok(f) = std::fs::File::open(&self.file) else {
+            return false;
+        };
+        let mut seq = engine::tree::encoding::SeqReader::new(f);
+        match read_head(&mut seq, (&self.a, &self.b)) {
+            Ok((FORMAT, count)) if count == self.count => {}
+            _ => return false,
+        }
+        let same = crate::plan::unchanged_as_read(self.count, a, b, owners, &mut |check| {
+            seq.take_entry(false, |r| check(r.path, &r.to_entry())).ok()
+        });
+        same && seq.at_end().unwrap_or(false)
+    }
+
+    /// The state whole, read now unless it was; `None` if it turns out to be damaged
+    /// (logged: synced as a first sync, as [`load`] does).
+    pub fn held(&self) -> Result<Option<&Packed>, Error> {
+        if let Some(held) = self.held.get() {
+            return Ok(held.as_ref());
+        }
+        let loaded = load(&self.file, &self.a, &self.b)?;
+        Ok(self.held.get_or_init(|| loaded).as_ref())
+    }
+
+    /// [`Stored::held`], handed over.
+    pub fn into_held(self) -> Result<Option<Packed>, Error> {
+        match self.held.into_inner() {
+            Some(held) => Ok(held),
+            None => load(&self.file, &self.a, &self.b),
+        }
+    }
+}
+
 /// The pair in the order its state is kept: the same for `twoway A B` and `twoway B A`.
 fn pair<'p>(a: &'p Path, b: &'p Path) -> (&'p Path, &'p Path) {
     if a <= b {

@@ -387,3 +387,112 @@ fn a_counted_change_is_written_once_and_a_wrong_count_never_lands() {
         );
     }
 }
+
+/// A state opened by its head answers "are both replicas as it records?" from its file
+/// as the state loaded whole does, and gives the same state when asked for it whole;
+/// what `load` calls no state, or an error, `open` does too.
+#[test]
+fn a_state_opened_by_its_head_answers_as_the_state_loaded_whole() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (Path::new("/a"), Path::new("/b"));
+    let mut s = Entries::new();
+    for i in 0..3000u32 {
+        let dir = format!("dir {}", i % 7);
+        s.insert(PathBuf::from(&dir), Entry::dir(0o755, MTime::new(1, 0)));
+        s.insert(
+            PathBuf::from(format!("{dir}/file {i} {}", "n".repeat(i as usize % 40))),
+            Entry::file(
+                i as u64,
+                0o644,
+                MTime::new(7, i),
+                Some(Digest([i as u8; 32])),
+            )
+            .owned_by(engine::Owner { uid: 1, gid: 2 }),
+        );
+    }
+    s.insert(
+        PathBuf::from("l"),
+        Entry::symlink("dir 1", MTime::new(2, 3)),
+    );
+    let f = d.path().join("state");
+    assert!(save(&f, a, b, &s).unwrap());
+    assert!(std::fs::metadata(&f).unwrap().len() > 2 * 64 * 1024);
+    let tree = |e: &Entries| engine::tree::Tree {
+        entries: e.clone(),
+        ..Default::default()
+    };
+    let whole = load(&f, a, b).unwrap().unwrap();
+    // What each pair of replicas gives, read from the file and from the state held.
+    let answers = |x: &engine::tree::Tree, y: &engine::tree::Tree| {
+        let stored = open_holding(&f, a, b, 0).unwrap().unwrap();
+        let read = stored.unchanged(x, y, true);
+        assert!(stored.held.get().is_none(), "the state was held");
+        stored.held().unwrap();
+        assert_eq!(stored.unchanged(x, y, true), read);
+        assert_eq!(crate::plan::unchanged_since(&whole, x, y, true), read);
+        read
+    };
+    assert!(answers(&tree(&s), &tree(&s)));
+    // A path changed on one side, at the start, in the middle or at the end; a path
+    // more or fewer on both.
+    let files: Vec<PathBuf> = s
+        .iter()
+        .filter(|(_, e)| e.kind == engine::tree::Kind::File)
+        .map(|(p, _)| p.to_path_buf())
+        .collect();
+    for p in [&files[0], &files[1500], &files[files.len() - 1]] {
+        let mut changed = s.clone();
+        changed.get_mut(p).unwrap().mode = 0o700;
+        assert!(!answers(&tree(&s), &tree(&changed)), "{p:?}");
+        assert!(!answers(&tree(&changed), &tree(&changed)), "{p:?}");
+        let mut fewer = s.clone();
+        fewer.remove(p);
+        assert!(!answers(&tree(&fewer), &tree(&fewer)), "{p:?}");
+    }
+    let mut more = s.clone();
+    more.insert(PathBuf::from("zz"), Entry::dir(0o700, MTime::new(9, 0)));
+    assert!(!answers(&tree(&more), &tree(&more)));
+    // Handed over whole, it is the state `load` reads.
+    let stored = open_holding(&f, a, b, 0).unwrap().unwrap();
+    assert_eq!(stored.into_held().unwrap().unwrap().to_entries(), s);
+
+    // Cut or padded after its head: opened, never unchanged, no state when read whole.
+    let bytes = std::fs::read(&f).unwrap();
+    for damaged in [&bytes[..bytes.len() - 3], &[&bytes[..], b"x"].concat()[..]] {
+        let g = d.path().join("damaged");
+        std::fs::write(&g, damaged).unwrap();
+        let stored = open_holding(&g, a, b, 0).unwrap().unwrap();
+        assert!(!stored.unchanged(&tree(&s), &tree(&s), true));
+        assert!(stored.held().unwrap().is_none());
+        assert!(open_holding(&g, a, b, 0)
+            .unwrap()
+            .unwrap()
+            .into_held()
+            .unwrap()
+            .is_none());
+    }
+    // No state, another pair's, a damaged head: none. A directory in its place: an
+    // error, as `load` gives.
+    assert!(open_holding(&d.path().join("none"), a, b, 0)
+        .unwrap()
+        .is_none());
+    assert!(open_holding(&f, a, Path::new("/c"), 0).unwrap().is_none());
+    let g = d.path().join("head");
+    std::fs::write(&g, &bytes[..2]).unwrap();
+    assert!(open_holding(&g, a, b, 0).unwrap().is_none());
+    let dir = d.path().join("a-directory");
+    std::fs::create_dir(&dir).unwrap();
+    assert!(open_holding(&dir, a, b, 0).is_err());
+    assert!(open(&dir, a, b).is_err());
+    assert!(load(&dir, a, b).is_err());
+    // The pair named the other way round is the same pair.
+    assert!(open_holding(&f, b, a, 0)
+        .unwrap()
+        .unwrap()
+        .unchanged(&tree(&s), &tree(&s), true));
+    // A state this small is read whole as it is opened, and answers alike.
+    let small = open(&f, a, b).unwrap().unwrap();
+    assert!(small.held.get().is_some());
+    assert!(small.unchanged(&tree(&s), &tree(&s), true));
+    assert_eq!(small.into_held().unwrap().unwrap().to_entries(), s);
+}

@@ -235,6 +235,46 @@ fn a_sync_state_that_cannot_be_read_refuses_the_pass() {
     assert!(!a.join("gone.txt").exists(), "the deletion was not undone");
 }
 
+/// A state whose head reads but whose records are cut short is no state: the pass is a
+/// first sync (it deletes nothing, says so), whether the replicas changed or not, and
+/// the state it records reads again.
+#[test]
+fn a_sync_state_cut_after_its_head_makes_a_first_sync() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    for i in 0..50 {
+        write(&a.join(format!("d/f{i}.txt")), &format!("{i}"));
+    }
+    fs::create_dir_all(&b).unwrap();
+    env.run("twoway", [&a, &b, Path::new("--once")]).expect(0);
+    let state = fs::read_dir(env.home().join("state"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let cut = |state: &Path| {
+        let bytes = fs::read(state).unwrap();
+        fs::write(state, &bytes[..bytes.len() - 10]).unwrap();
+    };
+    // Nothing changed on either side.
+    cut(&state);
+    let run = env.run("twoway", [&a, &b, Path::new("--once")]);
+    run.expect(0);
+    assert!(run.stderr().contains("is damaged"), "{}", run.stderr());
+    let again = env.run("twoway", [&a, &b, Path::new("--once")]);
+    again.expect(0);
+    assert!(!again.stderr().contains("damaged"), "{}", again.stderr());
+    // A file deleted on A: a first sync brings it back rather than deleting B's.
+    fs::remove_file(a.join("d/f7.txt")).unwrap();
+    cut(&state);
+    let run = env.run("twoway", [&a, &b, Path::new("--once")]);
+    run.expect(0);
+    assert!(run.stderr().contains("is damaged"), "{}", run.stderr());
+    assert!(b.join("d/f7.txt").exists(), "nothing deleted");
+    assert!(a.join("d/f7.txt").exists(), "brought back");
+}
+
 #[test]
 fn a_failed_flush_is_an_error_everywhere_and_the_state_does_not_record_it() {
     let env = Env::new();
