@@ -243,7 +243,7 @@ fn a_sync_state_cut_after_its_head_makes_a_first_sync() {
     let env = Env::new();
     let (a, b) = (env.path("a"), env.path("b"));
     for i in 0..50 {
-        write(&a.join(format!("d/f{i}.txt")), &format!("{i}"));
+        write(&a.join(format!("d/f{i}.txt")), format!("{i}"));
     }
     fs::create_dir_all(&b).unwrap();
     env.run("twoway", [&a, &b, Path::new("--once")]).expect(0);
