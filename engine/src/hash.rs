@@ -101,20 +101,21 @@ pub type FileHash = Result<(Digest, fs::Stat), Error>;
 /// Hashes the files `rels` under `root` in parallel; results in input order. Every file
 /// is opened through directory handles on the way from `root`, never following a
 /// symlink (a version's tree in a store may hold one somebody planted).
-pub fn hash_many(root: &Path, rels: &[PathBuf]) -> Vec<FileHash> {
+pub fn hash_many<P: AsRef<Path> + Sync>(root: &Path, rels: &[P]) -> Vec<FileHash> {
     hash_many_noting(root, rels, &|_| {})
 }
 
 /// [`hash_many`], telling `noted` the size of each file hashed (a progress line).
-pub fn hash_many_noting(
+pub fn hash_many_noting<P: AsRef<Path> + Sync>(
     root: &Path,
-    rels: &[PathBuf],
+    rels: &[P],
     noted: &(dyn Fn(u64) + Sync),
 ) -> Vec<FileHash> {
     crate::parallel::map(
         rels,
         || fs::Root::open(root),
         |r, rel| {
+            let rel = rel.as_ref();
             let h = match r {
                 Ok(r) => hash_in(r, rel),
                 // Opened again for this file's own error (a missing root is a missing

@@ -18,7 +18,7 @@ use engine::run::home::{DataHome, Lock};
 use engine::run::runner::PassOutcome;
 use engine::scan::replica::Replica;
 use engine::scan::{self, ScanOptions};
-use engine::tree::{zip_paths, Digest, Kind, Tree};
+use engine::tree::{zip_paths, Along, Digest, Entry, Kind, Tree};
 
 use recovery::store::VersionedDir;
 
@@ -217,22 +217,29 @@ impl Tool for Job {
             // both): such pairs are hashed now. Each would be hashed after the pass
             // anyway.
             let window = self.modify_window(scanned.fs[1]);
-            let [src, dst] = parts.as_ref().unwrap_or(&scanned.trees);
-            let unsure: HashSet<PathBuf> = zip_paths(&src.entries, &dst.entries)
-                .filter_map(|(p, s, d)| {
-                    let (s, d) = (s?, d?);
-                    let stat_equal = s.kind == Kind::File
-                        && d.kind == Kind::File
-                        && s.size == d.size
-                        && s.mtime.same_as(d.mtime, window);
-                    (stat_equal && (s.hash.is_none() || d.hash.is_none())).then(|| p.to_path_buf())
-                })
-                .collect();
-            if !unsure.is_empty() {
-                for side in 0..2 {
-                    scanned.hash_where(side, |p| unsure.contains(p));
-                }
+            let unsure = |s: &Entry, d: &Entry| {
+                let stat_equal = s.kind == Kind::File
+                    && d.kind == Kind::File
+                    && s.size == d.size
+                    && s.mtime.same_as(d.mtime, window);
+                stat_equal && (s.hash.is_none() || d.hash.is_none())
+            };
+            // Each file whose hash is unknown is looked up in the other replica (its part
+            // read, under --watch), walked alongside.
+            let [mut src, mut dst] = std::mem::take(&mut scanned.trees);
+            {
+                let mut other = Along::new(parts.as_ref().map_or(&dst, |p| &p[1]).entries.iter());
+                scanned.hash_in(0, &mut src, |p, s| {
+                    other.at(p).is_some_and(|d| unsure(s, d))
+                });
             }
+            {
+                let mut other = Along::new(parts.as_ref().map_or(&src, |p| &p[0]).entries.iter());
+                scanned.hash_in(1, &mut dst, |p, d| {
+                    other.at(p).is_some_and(|s| unsure(s, d))
+                });
+            }
+            scanned.trees = [src, dst];
         }
         // Extended attributes are not in a stat: those of an entry whose inode changed
         // since the last pass are compared with BACKUP's, and a difference marks

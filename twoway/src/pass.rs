@@ -18,7 +18,7 @@ use engine::run::runner::PassOutcome;
 use engine::scan::replica::Replica;
 use engine::scan::{self, ScanOptions};
 use engine::tree::encoding::EntryRef;
-use engine::tree::{Digest, Entry, Tree};
+use engine::tree::{Along, Digest, Entry, Tree};
 
 use recovery::store::VersionedDir;
 
@@ -256,14 +256,7 @@ impl Tool for Job {
         // with `--checksum`: the pipeline hashed them). Every other file is hashed
         // while it is copied, or after the pass.
         if !self.settings.checksum {
-            let [ta, tb] = &scanned.trees;
-            let needed = files_to_compare(ta, tb, whole);
-            for (side, n) in needed.iter().enumerate() {
-                scanned.hash_where(side, |p| {
-                    n.binary_search_by(|q| engine::tree::path_order(q, p))
-                        .is_ok()
-                });
-            }
+            hash_compared(scanned, whole);
         }
         // On a filesystem that ignores case, names that would collide there are left
         // alone on both sides.
@@ -592,64 +585,50 @@ fn learned_hashes(afters: &[Tree; 2]) -> impl FnMut(&EntryRef<'_>) -> Option<Dig
     }
 }
 
-/// For each side, the files (in path order) whose content the planner compares: a file
-/// with a file of the same size at its path on the other side or in the state, and no
-/// hash from the stat cache.
-fn files_to_compare<'s>(
-    a: &Tree,
-    b: &Tree,
-    base: impl FnOnce() -> &'s Packed,
-) -> [Vec<PathBuf>; 2] {
+/// Hashes the files the planner compares (see [`Tool::prepare`]): each file whose hash
+/// is unknown and that meets a file of the same size at its path, on the other side or
+/// in the state (`base`, read only if some file's hash is unknown). The other tree and
+/// the state are walked alongside each side's files, or the state looked up where few
+/// files are unhashed (a pass after a small change).
+fn hash_compared<'s>(scanned: &mut Scanned, base: impl FnOnce() -> &'s Packed) {
     fn file(e: Option<&Entry>) -> Option<&Entry> {
         e.filter(|e| e.kind == engine::tree::Kind::File)
     }
-    let mut out = [Vec::new(), Vec::new()];
     let unhashed = |t: &Tree| {
         t.entries
             .values()
             .filter(|e| file(Some(e)).is_some_and(|e| e.hash.is_none()))
             .count()
     };
-    let unhashed = unhashed(a) + unhashed(b);
+    let unhashed = unhashed(&scanned.trees[0]) + unhashed(&scanned.trees[1]);
     if unhashed == 0 {
         // Every file's hash is known (from the stat caches): the state need not be read.
-        return out;
+        return;
     }
     let base = base();
-    // The state's entry of each path both sides have: looked up where few files are
-    // unhashed (a pass after a small change), else read in one walk with them.
     let few = unhashed < base.len() / 32;
-    let mut rows = base.iter().peekable();
-    let mut state_at = |p: &Path| -> Option<Entry> {
-        if few {
-            return base.get(p);
-        }
-        while rows
-            .next_if(|(q, _)| engine::tree::path_order(q, p).is_lt())
-            .is_some()
-        {}
-        rows.next_if(|(q, _)| engine::tree::same_path(q, p))
-            .map(|(_, e)| e)
-    };
-    for (p, x, y) in engine::tree::zip_paths(&a.entries, &b.entries) {
-        let (x, y) = (file(x), file(y));
-        let unknown = |e: Option<&Entry>| e.is_some_and(|e| e.hash.is_none());
-        if !unknown(x) && !unknown(y) {
-            continue;
-        }
-        let s = state_at(p);
-        let s = file(s.as_ref());
-        let meets = |e: &Entry, others: [Option<&Entry>; 2]| {
-            e.hash.is_none() && others.iter().flatten().any(|o| o.size == e.size)
+    let [mut a, mut b] = std::mem::take(&mut scanned.trees);
+    for side in 0..2 {
+        let (this, other) = if side == 0 {
+            (&mut a, &b)
+        } else {
+            (&mut b, &a)
         };
-        if x.is_some_and(|x| meets(x, [y, s])) {
-            out[0].push(p.to_path_buf());
-        }
-        if y.is_some_and(|y| meets(y, [x, s])) {
-            out[1].push(p.to_path_buf());
-        }
+        let mut other = Along::new(other.entries.iter());
+        let mut rows = Along::new(base.iter());
+        scanned.hash_in(side, this, |p, x| {
+            let y = file(other.at(p).copied());
+            let looked_up;
+            let s = if few {
+                looked_up = base.get(p);
+                file(looked_up.as_ref())
+            } else {
+                file(rows.at(p))
+            };
+            [y, s].iter().flatten().any(|o| o.size == x.size)
+        });
     }
-    out
+    scanned.trees = [a, b];
 }
 
 fn sha_text(d: Option<Digest>) -> String {

@@ -108,7 +108,9 @@ impl Scanned {
         }
         if checksum {
             for side in 0..2 {
-                scanned.hash_where(side, |_| true);
+                let mut tree = std::mem::take(&mut scanned.trees[side]);
+                scanned.hash_in(side, &mut tree, |_, _| true);
+                scanned.trees[side] = tree;
             }
         }
         log::debug!(
@@ -142,8 +144,17 @@ impl Scanned {
     }
 
     /// Hashes the files of replica `side` that `wanted` picks and whose hash is unknown.
-    pub fn hash_where(&mut self, side: usize, wanted: impl Fn(&std::path::Path) -> bool) {
-        let h = self.replicas[side].hash_where(&mut self.trees[side], wanted);
+    /// Hashes the files of `tree`, replica `side`'s tree taken out of [`Scanned::trees`]
+    /// for the while (so that `wanted` may look at the other's), whose hash is unknown
+    /// and that `wanted` picks. `wanted` is asked once about each such file, in path
+    /// order, so it may walk the other tree alongside.
+    pub fn hash_in(
+        &mut self,
+        side: usize,
+        tree: &mut Tree,
+        wanted: impl FnMut(&std::path::Path, &Entry) -> bool,
+    ) {
+        let h = self.replicas[side].hash_where(tree, wanted);
         self.note(h);
     }
 

@@ -343,36 +343,56 @@ pub struct Hashed {
 /// Hashes every file of `tree` whose hash is still unknown (reading from `root`), in
 /// parallel; a file that fails becomes unknown and its error is returned.
 pub fn hash_missing(root: &Path, tree: &mut Tree) -> Hashed {
-    hash_missing_where(root, tree, |_| true)
+    hash_missing_where(root, tree, |_, _| true)
 }
 
-/// [`hash_missing`] for the files `wanted` picks.
-pub fn hash_missing_where(root: &Path, tree: &mut Tree, wanted: impl Fn(&Path) -> bool) -> Hashed {
-    let todo: Vec<PathBuf> = tree
-        .entries
-        .iter()
-        .filter(|(p, e)| {
-            e.kind == Kind::File && e.hash.is_none() && !tree.unknown.contains(*p) && wanted(p)
-        })
-        .map(|(p, _)| p.to_path_buf())
-        .collect();
-    let results = crate::hash::hash_many(root, &todo);
+/// Files hashed at once by [`hash_missing_where`]: enough to keep every core busy, few
+/// enough that their list and their results stay small (a pass may hash a million files:
+/// listed whole, with their results, they took about 185 bytes each).
+const HASH_BATCH: usize = 4096;
+
+/// [`hash_missing`] for the files `wanted` picks, a batch at a time in path order:
+/// `wanted` is asked once about each file whose hash is unknown, in path order (so it
+/// may walk a list of its own alongside).
+pub fn hash_missing_where(
+    root: &Path,
+    tree: &mut Tree,
+    mut wanted: impl FnMut(&Path, &Entry) -> bool,
+) -> Hashed {
+    let Tree {
+        entries, unknown, ..
+    } = tree;
     let mut out = Hashed::default();
-    for (rel, r) in todo.into_iter().zip(results) {
-        match r {
-            Ok((digest, st)) => {
-                out.files += 1;
-                out.bytes += st.size;
-                if let Some(e) = tree.entries.get_mut(&rel) {
-                    note_hashed(e, digest, Stamp::from(&st));
-                }
+    let mut failed: Vec<PathBuf> = Vec::new();
+    {
+        let mut todo = entries.iter_mut().filter(|(p, e)| {
+            e.kind == Kind::File && e.hash.is_none() && !unknown.contains(*p) && wanted(p, e)
+        });
+        let mut batch: Vec<(&Path, &mut Entry)> = Vec::with_capacity(HASH_BATCH);
+        loop {
+            batch.extend(todo.by_ref().take(HASH_BATCH));
+            if batch.is_empty() {
+                break;
             }
-            Err(err) => {
-                out.errors.push(err);
-                tree.unknown.insert(rel);
+            let rels: Vec<&Path> = batch.iter().map(|(p, _)| *p).collect();
+            let results = crate::hash::hash_many(root, &rels);
+            drop(rels);
+            for ((rel, e), r) in batch.drain(..).zip(results) {
+                match r {
+                    Ok((digest, st)) => {
+                        out.files += 1;
+                        out.bytes += st.size;
+                        note_hashed(e, digest, Stamp::from(&st));
+                    }
+                    Err(err) => {
+                        out.errors.push(err);
+                        failed.push(rel.to_path_buf());
+                    }
+                }
             }
         }
     }
+    unknown.extend(failed);
     out
 }
 
@@ -564,5 +584,64 @@ mod tests {
         // Whole seconds (FAT, ext3): within 2 s is not settled.
         assert_eq!(entry(MTime::new(9_999, 0)), 0);
         assert_eq!(entry(MTime::new(9_998, 0)), 1);
+    }
+
+    /// More files than a batch: each file `wanted` picks is hashed (the hash of its bytes,
+    /// its stat noted), the others are left alone, `wanted` is asked once about each file
+    /// whose hash is unknown, in path order, and a file that cannot be read becomes
+    /// unknown with an error.
+    #[test]
+    fn files_are_hashed_a_batch_at_a_time_in_path_order() {
+        use sha2::{Digest as _, Sha256};
+        let d = tempfile::tempdir().unwrap();
+        let n = 2 * HASH_BATCH + 5;
+        let mut tree = Tree::default();
+        for i in 0..n {
+            let rel = PathBuf::from(format!("d{}/f{i}", i % 3));
+            std::fs::create_dir_all(d.path().join(rel.parent().unwrap())).unwrap();
+            std::fs::write(d.path().join(&rel), format!("content {i}")).unwrap();
+            let mut e = Entry::file(0, 0o644, MTime::new(1, 0), None);
+            if i % 11 == 0 {
+                e.hash = Some(Digest([1; 32]));
+            }
+            tree.entries.insert(rel, e);
+        }
+        // Listed, but gone from the disk: unreadable when its turn comes.
+        tree.entries.insert(
+            PathBuf::from("d0/gone"),
+            Entry::file(0, 0o644, MTime::new(1, 0), None),
+        );
+        let unhashed: Vec<PathBuf> = tree
+            .entries
+            .iter()
+            .filter(|(_, e)| e.hash.is_none())
+            .map(|(p, _)| p.to_path_buf())
+            .collect();
+        let picked = |p: &Path| !p.to_str().unwrap().ends_with('3');
+        let mut asked: Vec<PathBuf> = Vec::new();
+        let hashed = hash_missing_where(d.path(), &mut tree, |p, e| {
+            assert!(e.hash.is_none());
+            asked.push(p.to_path_buf());
+            picked(p)
+        });
+        assert_eq!(asked, unhashed, "asked once each, in path order");
+        let want = unhashed.iter().filter(|p| picked(p)).count();
+        assert!(want > HASH_BATCH, "{want}");
+        assert_eq!(hashed.files as usize, want - 1);
+        assert_eq!(hashed.errors.len(), 1);
+        assert!(tree.unknown.contains(Path::new("d0/gone")));
+        for (p, e) in tree.entries.iter() {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            let i: Option<usize> = name.strip_prefix('f').map(|i| i.parse().unwrap());
+            match i {
+                Some(i) if i % 11 == 0 => assert_eq!(e.hash, Some(Digest([1; 32]))),
+                Some(i) if picked(p) => {
+                    let bytes = format!("content {i}");
+                    assert_eq!(e.hash, Some(Digest(Sha256::digest(&bytes).into())), "{p:?}");
+                    assert_eq!(e.size, bytes.len() as u64);
+                }
+                _ => assert_eq!(e.hash, None, "{p:?}"),
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@ use crate::error::Refusal;
 use crate::run::home::DataHome;
 use crate::scan::cache::{self, Hashed, StatCache};
 use crate::scan::{self, ScanOptions};
-use crate::tree::{Digest, Tree};
+use crate::tree::{Digest, Entry, Tree};
 
 /// One replica root and its stat cache.
 #[derive(Debug, Clone)]
@@ -91,7 +91,7 @@ impl Replica {
     }
 
     /// Hashes the files `wanted` picks whose hash is still unknown.
-    pub fn hash_where(&self, tree: &mut Tree, wanted: impl Fn(&Path) -> bool) -> Hashed {
+    pub fn hash_where(&self, tree: &mut Tree, wanted: impl FnMut(&Path, &Entry) -> bool) -> Hashed {
         let hashed = cache::hash_missing_where(&self.root, tree, wanted);
         for e in &hashed.errors {
             log::error!(target: crate::error::FILE_ERROR, "{e}");

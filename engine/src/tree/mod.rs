@@ -424,6 +424,34 @@ pub fn zip_paths<'a>(
     zip_sorted(x.iter(), y.iter())
 }
 
+/// What a sequence of `(path, item)` in path order holds at each path asked about, when
+/// the paths are asked in path order: one walk alongside, where a lookup per path would
+/// search.
+pub struct Along<K, V, I: Iterator<Item = (K, V)>> {
+    items: std::iter::Peekable<I>,
+}
+
+impl<K: AsRef<Path>, V, I: Iterator<Item = (K, V)>> Along<K, V, I> {
+    pub fn new(items: I) -> Self {
+        Along {
+            items: items.peekable(),
+        }
+    }
+
+    /// The item at `p`, if the sequence has one; `p` comes after every path asked before.
+    pub fn at(&mut self, p: &Path) -> Option<&V> {
+        while self
+            .items
+            .next_if(|(q, _)| path_order(q.as_ref(), p).is_lt())
+            .is_some()
+        {}
+        self.items
+            .peek()
+            .filter(|(q, _)| same_path(q.as_ref(), p))
+            .map(|(_, v)| v)
+    }
+}
+
 /// [`zip_paths`] for any two sequences of `(path, item)` already in path order.
 pub fn zip_sorted<'a, P, Q, V, W>(
     x: impl Iterator<Item = (&'a P, V)>,
