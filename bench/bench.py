@@ -521,8 +521,9 @@ def watch_case(R, tree, runs, work):
 def w4_cases(R, base, work, runs, have, scale):
     """Issue 21's scale: W4 = 1,000,000 files of about 1 KB in 20,000 folders. The mirror
     initially, with no change and with 1% changed (oneway with versions on and off,
-    rsync), and the two-way sync initially and with no change (twoway; Unison is left
-    out: it takes many minutes at this size). Wall time and peak RSS."""
+    rsync), and the two-way sync initially, with no change and with 1% changed on both
+    sides (twoway; Unison is left out: its first sync of W4 took ten minutes here).
+    Wall time and peak RSS."""
     w4 = os.path.join(base, "W4")
     t0 = time.time()
     gen_tree(w4, int(1_000_000 * scale), max(30, int(20_000 * scale)), 1024, seed=4, links=False)
@@ -558,6 +559,10 @@ def w4_cases(R, base, work, runs, have, scale):
         R.add(f"{label} two-way initial", "twoway", w, m)
         w, m = run(sync_cmd("twoway", a, b), env_for(home))
         R.add(f"{label} two-way no change", "twoway", w, m)
+        mutate(a, seed=70 + r)
+        mutate(b, seed=80 + r)
+        w, m = run(sync_cmd("twoway", a, b), env_for(home))
+        R.add(f"{label} two-way 1% both sides", "twoway", w, m)
         fresh(b)
     subprocess.run(["rm", "-rf", w4], check=True)
 

@@ -224,20 +224,34 @@ impl Tool for Job {
                     && s.mtime.same_as(d.mtime, window);
                 stat_equal && (s.hash.is_none() || d.hash.is_none())
             };
-            // Each file whose hash is unknown is looked up in the other replica (its part
-            // read, under --watch), walked alongside.
             let [mut src, mut dst] = std::mem::take(&mut scanned.trees);
-            {
-                let mut other = Along::new(parts.as_ref().map_or(&dst, |p| &p[1]).entries.iter());
-                scanned.hash_in(0, &mut src, |p, s| {
-                    other.at(p).is_some_and(|d| unsure(s, d))
-                });
-            }
-            {
-                let mut other = Along::new(parts.as_ref().map_or(&src, |p| &p[0]).entries.iter());
-                scanned.hash_in(1, &mut dst, |p, d| {
-                    other.at(p).is_some_and(|s| unsure(s, d))
-                });
+            match &parts {
+                // Under --watch, the part read is small: its pairs are listed, and the
+                // trees walked only if one is unsure.
+                Some([ps, pd]) => {
+                    let listed: HashSet<PathBuf> = zip_paths(&ps.entries, &pd.entries)
+                        .filter(|(_, s, d)| s.zip(*d).is_some_and(|(s, d)| unsure(s, d)))
+                        .map(|(p, _, _)| p.to_path_buf())
+                        .collect();
+                    if !listed.is_empty() {
+                        scanned.hash_in(0, &mut src, |p, _| listed.contains(p));
+                        scanned.hash_in(1, &mut dst, |p, _| listed.contains(p));
+                    }
+                }
+                // Each file whose hash is unknown is looked up in the other replica,
+                // walked alongside.
+                None => {
+                    {
+                        let mut other = Along::new(dst.entries.iter());
+                        scanned.hash_in(0, &mut src, |p, s| {
+                            other.at(p).is_some_and(|d| unsure(s, d))
+                        });
+                    }
+                    let mut other = Along::new(src.entries.iter());
+                    scanned.hash_in(1, &mut dst, |p, d| {
+                        other.at(p).is_some_and(|s| unsure(s, d))
+                    });
+                }
             }
             scanned.trees = [src, dst];
         }
