@@ -96,6 +96,16 @@ impl Env {
         self.path("home")
     }
 
+    /// The sync state file of the one pair this environment's twoway has synced.
+    pub fn sync_state(&self) -> PathBuf {
+        fs::read_dir(self.home().join("state"))
+            .expect("a sync state directory")
+            .next()
+            .expect("a sync state")
+            .expect("a sync state")
+            .path()
+    }
+
     /// A command for binary `name` with `TWOWAY_HOME` set to this environment's home.
     pub fn cmd(&self, name: &str) -> Command {
         let mut c = Command::new(bin(name));

@@ -118,19 +118,7 @@ pub fn load(file: &Path, a: &Path, b: &Path) -> Result<Option<Packed>, Error> {
     };
     match decode(bytes, a, b) {
         Ok(state) => Ok(state),
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-            ) =>
-        {
-            log::warn!(
-                "sync state {} is damaged ({e}); syncing as a first sync (nothing is deleted)",
-                file.display()
-            );
-            Ok(None)
-        }
-        Err(e) => Err(Error::io("read the sync state", file, e)),
+        Err(e) => unless_damaged(file, e),
     }
 }
 
@@ -146,6 +134,20 @@ pub struct Stored {
     b: PathBuf,
     count: usize,
     held: std::sync::OnceLock<Option<Packed>>,
+}
+
+/// A state file that does not read: no state if it is damaged (logged; a first sync,
+/// which deletes nothing), else an error (never taken for a first sync).
+fn unless_damaged<T>(file: &Path, e: std::io::Error) -> Result<Option<T>, Error> {
+    use std::io::ErrorKind::{InvalidData, UnexpectedEof};
+    if !matches!(e.kind(), InvalidData | UnexpectedEof) {
+        return Err(Error::io("read the sync state", file, e));
+    }
+    log::warn!(
+        "sync state {} is damaged ({e}); syncing as a first sync (nothing is deleted)",
+        file.display()
+    );
+    Ok(None)
 }
 
 /// The largest state file [`open`] reads whole at once (about 110,000 paths).
@@ -193,19 +195,7 @@ fn open_holding(file: &Path, a: &Path, b: &Path, held_max: u64) -> Result<Option
             stored(Some(p), count)
         })),
         Ok(_) => Ok(None),
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-            ) =>
-        {
-            log::warn!(
-                "sync state {} is damaged ({e}); syncing as a first sync (nothing is deleted)",
-                file.display()
-            );
-            Ok(None)
-        }
-        Err(e) => Err(Error::io("read the sync state", file, e)),
+        Err(e) => unless_damaged(file, e),
     }
 }
 

@@ -63,12 +63,7 @@ fn a_first_sync_records_no_progress_it_could_not_flush() {
     );
     // Only the state written before anything changed (nothing was equal): no record of
     // copies whose names may not be on disk.
-    let state = fs::read_dir(env.home().join("state"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let state = env.sync_state();
     let len = fs::metadata(&state).unwrap().len();
     assert!(
         len < 200,

@@ -218,13 +218,7 @@ fn a_sync_state_that_cannot_be_read_refuses_the_pass() {
     fs::create_dir_all(&b).unwrap();
     env.run("twoway", [&a, &b, Path::new("--once")]).expect(0);
     fs::remove_file(a.join("gone.txt")).unwrap();
-    let state_dir = env.home().join("state");
-    let state = fs::read_dir(&state_dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let state = env.sync_state();
     // A directory where the state file should be: it exists and cannot be read.
     fs::remove_file(&state).unwrap();
     fs::create_dir(&state).unwrap();
@@ -247,12 +241,7 @@ fn a_sync_state_cut_after_its_head_makes_a_first_sync() {
     }
     fs::create_dir_all(&b).unwrap();
     env.run("twoway", [&a, &b, Path::new("--once")]).expect(0);
-    let state = fs::read_dir(env.home().join("state"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let state = env.sync_state();
     let cut = |state: &Path| {
         let bytes = fs::read(state).unwrap();
         fs::write(state, &bytes[..bytes.len() - 10]).unwrap();
@@ -282,11 +271,7 @@ fn a_failed_flush_is_an_error_everywhere_and_the_state_does_not_record_it() {
     write(&a.join("f.txt"), "v1");
     fs::create_dir_all(&b).unwrap();
     env.run("twoway", [&a, &b, Path::new("--once")]).expect(0);
-    let state = || {
-        let dir = env.home().join("state");
-        let p = fs::read_dir(dir).unwrap().next().unwrap().unwrap().path();
-        fs::read(p).unwrap()
-    };
+    let state = || fs::read(env.sync_state()).unwrap();
     let before = state();
     write(&a.join("f.txt"), "v2");
     let failing = |tool: &str, args: &[&OsStr]| {
