@@ -300,7 +300,7 @@ impl Tool for Job {
     fn plan<'s>(
         &self,
         scanned: &'s Scanned,
-        base: Option<state::Stored>,
+        mut base: Option<state::Stored>,
     ) -> Result<Planned<'s, Sync>, Refusal> {
         let opts = self.sync_options(scanned.fs);
         // The part read again under --watch (see `prepare`), with the state's part.
@@ -309,7 +309,7 @@ impl Tool for Job {
         // read as it is compared, never held.
         let unchanged = scanned.parts.is_none()
             && base
-                .as_ref()
+                .as_mut()
                 .is_some_and(|s| s.unchanged(a, b, opts.keep_owners));
         let (plan, first) = if unchanged {
             (SyncPlan::unchanged(), false)
@@ -563,25 +563,13 @@ impl Tracker for Progress<'_> {
 /// and mtime (a file synced without being compared was hashed by its copy or after the
 /// pass).
 fn learned_hashes(afters: &[Tree; 2]) -> impl FnMut(&EntryRef<'_>) -> Option<Digest> + '_ {
-    let mut sides = afters.each_ref().map(|t| t.entries.iter().peekable());
+    let mut sides = afters.each_ref().map(|t| Along::new(t.entries.iter()));
     move |r| {
-        let mut known = None;
-        for side in &mut sides {
-            while side
-                .next_if(|(q, _)| engine::tree::path_order(q, r.path).is_lt())
-                .is_some()
-            {}
-            known = known.or_else(|| {
-                side.peek().and_then(|(q, e)| {
-                    let alike = *q == r.path
-                        && e.kind == r.kind
-                        && e.size == r.size
-                        && e.mtime == r.mtime();
-                    alike.then_some(e.hash).flatten()
-                })
-            });
-        }
-        known
+        sides.iter_mut().find_map(|side| {
+            side.at(r.path)
+                .filter(|e| e.kind == r.kind && e.size == r.size && e.mtime == r.mtime())
+                .and_then(|e| e.hash)
+        })
     }
 }
 

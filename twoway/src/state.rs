@@ -127,12 +127,13 @@ pub fn load(file: &Path, a: &Path, b: &Path) -> Result<Option<Packed>, Error> {
 /// once, in order, as it compares ([`Stored::unchanged`]); any other holds them whole
 /// ([`Stored::held`], about 75 bytes a path), read when first asked for. At a million
 /// paths, a pass with nothing to do no longer holds 76 MB of state.
-#[derive(Debug)]
 pub struct Stored {
     file: PathBuf,
     a: PathBuf,
     b: PathBuf,
     count: usize,
+    /// For a state not read whole: its file, read up to its first record.
+    records: Option<engine::tree::encoding::SeqReader<std::fs::File>>,
     held: std::sync::OnceLock<Option<Packed>>,
 }
 
@@ -171,53 +172,49 @@ fn open_holding(file: &Path, a: &Path, b: &Path, held_max: u64) -> Result<Option
     // Its length (0 if unknown: read whole).
     let len = f.metadata().map_or(0, |m| m.len());
     let mut seq = engine::tree::encoding::SeqReader::new(f);
-    let (pa, pb) = pair(a, b);
-    let head = seq.take_with(|raw| {
-        let ((format, fa, fb, count), rest) = postcard::take_from_bytes::<Head>(raw)?;
-        let ours = fa == pa.as_os_str().as_bytes() && fb == pb.as_os_str().as_bytes();
-        Ok(((format, ours, count), rest.len()))
-    });
-    let stored = |held: Option<Packed>, count: usize| Stored {
+    let head = take_head(&mut seq, (a, b));
+    let stored = |records, held: Option<Packed>, count| Stored {
         file: file.to_path_buf(),
         a: a.to_path_buf(),
         b: b.to_path_buf(),
         count,
+        records,
         held: held
             .map(|h| std::sync::OnceLock::from(Some(h)))
             .unwrap_or_default(),
     };
     match head {
-        Ok((FORMAT, true, count)) if len > held_max => Ok(Some(stored(None, count))),
+        Ok(Some((FORMAT, count))) if len > held_max => Ok(Some(stored(Some(seq), None, count))),
         // A small state is read whole at once (while the replicas are scanned): it costs
         // little memory, and the planner of a pass with changes needs it whole.
-        Ok((FORMAT | FORMAT_3 | FORMAT_2, true, _)) => Ok(load(file, a, b)?.map(|p| {
+        Ok(Some(_)) => Ok(load(file, a, b)?.map(|p| {
             let count = p.len();
-            stored(Some(p), count)
+            stored(None, Some(p), count)
         })),
-        Ok(_) => Ok(None),
+        Ok(None) => Ok(None),
         Err(e) => unless_damaged(file, e),
     }
 }
 
 impl Stored {
     /// Whether both replicas hold exactly what the state records (see
-    /// [`crate::plan::unchanged_since`]), its records read in order from the file unless
-    /// they are held. A record that does not read gives `false`: the planner then reads
-    /// the state whole, and finds the damage.
-    pub fn unchanged(&self, a: &engine::tree::Tree, b: &engine::tree::Tree, owners: bool) -> bool {
+    /// [`crate::plan::unchanged_since`]), its records read in order from the file (once:
+    /// the file as `open` left it) unless they are held. A record that does not read
+    /// gives `false`: the planner then reads the state whole, and finds the damage.
+    pub fn unchanged(
+        &mut self,
+        a: &engine::tree::Tree,
+        b: &engine::tree::Tree,
+        owners: bool,
+    ) -> bool {
         if let Some(held) = self.held.get() {
             return held
                 .as_ref()
                 .is_some_and(|p| crate::plan::unchanged_since(p, a, b, owners));
         }
-        let Ok(f) = std::fs::File::open(&self.file) else {
+        let Some(mut seq) = self.records.take() else {
             return false;
         };
-        let mut seq = engine::tree::encoding::SeqReader::new(f);
-        match read_head(&mut seq, (&self.a, &self.b)) {
-            Ok((FORMAT, count)) if count == self.count => {}
-            _ => return false,
-        }
         let same = crate::plan::unchanged_as_read(self.count, a, b, owners, &mut |check| {
             seq.take_entry(false, |r| check(r.path, &r.to_entry())).ok()
         });
@@ -582,18 +579,26 @@ fn records_in(file: &Path, (a, b): (&Path, &Path)) -> std::io::Result<Option<usi
 /// follow. A file of another pair, or of a format this build does not read, is damage.
 fn read_head(
     seq: &mut engine::tree::encoding::SeqReader<std::fs::File>,
-    (a, b): (&Path, &Path),
+    pair_of: (&Path, &Path),
 ) -> std::io::Result<(u32, usize)> {
+    take_head(seq, pair_of)?.ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "not this pair's state")
+    })
+}
+
+/// Reads the head of a state file: its format and how many records follow, or `None`
+/// for a file of another pair or of a format this build does not read.
+fn take_head(
+    seq: &mut engine::tree::encoding::SeqReader<std::fs::File>,
+    (a, b): (&Path, &Path),
+) -> std::io::Result<Option<(u32, usize)>> {
     let (a, b) = pair(a, b);
-    let head = seq.take_with(|raw| {
+    seq.take_with(|raw| {
         let ((format, fa, fb, count), rest) = postcard::take_from_bytes::<Head>(raw)?;
         let ours = [FORMAT, FORMAT_3, FORMAT_2].contains(&format)
             && fa == a.as_os_str().as_bytes()
             && fb == b.as_os_str().as_bytes();
         Ok((ours.then_some((format, count)), rest.len()))
-    })?;
-    head.ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, "not this pair's state")
     })
 }
 

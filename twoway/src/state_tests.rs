@@ -424,7 +424,7 @@ fn a_state_opened_by_its_head_answers_as_the_state_loaded_whole() {
     let whole = load(&f, a, b).unwrap().unwrap();
     // What each pair of replicas gives, read from the file and from the state held.
     let answers = |x: &engine::tree::Tree, y: &engine::tree::Tree| {
-        let stored = open_holding(&f, a, b, 0).unwrap().unwrap();
+        let mut stored = open_holding(&f, a, b, 0).unwrap().unwrap();
         let read = stored.unchanged(x, y, true);
         assert!(stored.held.get().is_none(), "the state was held");
         stored.held().unwrap();
@@ -461,7 +461,7 @@ fn a_state_opened_by_its_head_answers_as_the_state_loaded_whole() {
     for damaged in [&bytes[..bytes.len() - 3], &[&bytes[..], b"x"].concat()[..]] {
         let g = d.path().join("damaged");
         std::fs::write(&g, damaged).unwrap();
-        let stored = open_holding(&g, a, b, 0).unwrap().unwrap();
+        let mut stored = open_holding(&g, a, b, 0).unwrap().unwrap();
         assert!(!stored.unchanged(&tree(&s), &tree(&s), true));
         assert!(stored.held().unwrap().is_none());
         assert!(open_holding(&g, a, b, 0)
@@ -491,7 +491,7 @@ fn a_state_opened_by_its_head_answers_as_the_state_loaded_whole() {
         .unwrap()
         .unchanged(&tree(&s), &tree(&s), true));
     // A state this small is read whole as it is opened, and answers alike.
-    let small = open(&f, a, b).unwrap().unwrap();
+    let mut small = open(&f, a, b).unwrap().unwrap();
     assert!(small.held.get().is_some());
     assert!(small.unchanged(&tree(&s), &tree(&s), true));
     assert_eq!(small.into_held().unwrap().unwrap().to_entries(), s);
