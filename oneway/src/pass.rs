@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use engine::error::Refusal;
 use engine::fs::FsTraits;
 use engine::names::{display, VERSIONS_DIR};
+use engine::pass::quiet::Quiet;
 use engine::pass::{Outcome, Planned, Scanned, Step, Tool, Tracker, Versions};
 use engine::plan::mirror::{self, MirrorOptions};
 use engine::run::cli::Settings;
@@ -265,14 +266,7 @@ impl Tool for Job {
     }
 
     fn plan<'s>(&self, scanned: &'s Scanned, _: ()) -> Result<Planned<'s, usize>, Refusal> {
-        let fs = scanned.fs;
-        let opts = MirrorOptions {
-            checksum: self.settings.checksum,
-            modify_window: self.modify_window(fs[1]),
-            case_insensitive: fs[1].folds_case,
-            ignore_modes: fs[1].no_modes,
-            keep_owners: engine::fs::keeps_owners(),
-        };
+        let opts = self.mirror_options(scanned.fs);
         let [src, dst] = &scanned.trees;
         let [part_src, part_dst] = scanned.parts.as_ref().unwrap_or(&scanned.trees);
         let mut plan = mirror::plan_mirror(part_src, part_dst, &opts);
@@ -310,7 +304,43 @@ impl Tool for Job {
         Ok(None)
     }
 
-    fn record(&self, _: &mut usize, _: &[Tree; 2], outcome: &Outcome) -> Result<(), engine::Error> {
+    /// Each window planned as a whole pass plans it, after its attributes are
+    /// compared: nothing to do in any. Not asked where BACKUP folds case (names that
+    /// collide there may lie in two windows), nor of hard-linked files (a group's names
+    /// may too).
+    fn quiet(&self, q: &mut Quiet<'_>, _: &mut ()) -> Option<usize> {
+        let fs = q.fs();
+        if fs[1].folds_case {
+            return None;
+        }
+        let opts = self.mirror_options(fs);
+        while let Some(w) = q.next_window() {
+            let [src, dst] = w.trees;
+            if [&*src, &*dst]
+                .iter()
+                .any(|t| t.entries.values().any(|e| e.linked))
+            {
+                return None;
+            }
+            for p in attribute_changes(w.roots, src, dst) {
+                if let Some(d) = dst.entries.get_mut(&p) {
+                    d.touched = true;
+                }
+            }
+            let plan = mirror::plan_mirror(src, dst, &opts);
+            if !plan.actions.is_empty() || !plan.errors.is_empty() {
+                return None;
+            }
+        }
+        Some(0)
+    }
+
+    fn record(
+        &self,
+        _: &mut usize,
+        _: Option<&[Tree; 2]>,
+        outcome: &Outcome,
+    ) -> Result<(), engine::Error> {
         if !outcome.interrupted {
             self.note_scan(outcome.scanned_at);
         }
@@ -382,6 +412,17 @@ impl Job {
             .unwrap_or(if fs.coarse_times { 2 } else { 0 })
     }
 
+    /// How the mirror is planned onto a BACKUP whose filesystem is `fs[1]`.
+    fn mirror_options(&self, fs: [FsTraits; 2]) -> MirrorOptions {
+        MirrorOptions {
+            checksum: self.settings.checksum,
+            modify_window: self.modify_window(fs[1]),
+            case_insensitive: fs[1].folds_case,
+            ignore_modes: fs[1].no_modes,
+            keep_owners: engine::fs::keeps_owners(),
+        }
+    }
+
     fn check_max_delete(
         &self,
         plan: &mirror::Plan,
@@ -441,21 +482,26 @@ impl Job {
 /// Reads only.
 fn mark_attribute_changes(scanned: &mut Scanned, parts: Option<&[engine::tree::Tree; 2]>) {
     let [src, dst] = parts.unwrap_or(&scanned.trees);
-    let touched: Vec<PathBuf> = zip_paths(&src.entries, &dst.entries)
+    let changed = attribute_changes(&mut scanned.roots, src, dst);
+    let dst = &mut scanned.trees[1];
+    for p in changed {
+        if let Some(d) = dst.entries.get_mut(&p) {
+            d.touched = true;
+        }
+    }
+}
+
+/// The paths, among the files and directories of `src` (SOURCE's) its scan found
+/// touched, whose extended attributes in BACKUP (`dst`) differ. Reads only.
+fn attribute_changes(roots: &mut [engine::fs::Root; 2], src: &Tree, dst: &Tree) -> Vec<PathBuf> {
+    let [source, backup] = roots;
+    zip_paths(&src.entries, &dst.entries)
         .filter_map(|(p, s, d)| {
             let (s, d) = (s?, d?);
             (s.touched && s.kind == d.kind && s.kind != Kind::Symlink).then(|| p.to_path_buf())
         })
-        .collect();
-    let dst = &mut scanned.trees[1];
-    let [source, backup] = &mut scanned.roots;
-    for p in touched {
-        if !engine::fs::same_attributes(source, backup, &p) {
-            if let Some(d) = dst.entries.get_mut(&p) {
-                d.touched = true;
-            }
-        }
-    }
+        .filter(|p| !engine::fs::same_attributes(source, backup, p))
+        .collect()
 }
 
 fn sha_text(d: Option<Digest>) -> String {

@@ -189,3 +189,127 @@ fn a_two_way_pass_plans_applies_keeps_and_records() {
     assert!(again.stdout().contains("nothing to do"), "{}", again.all());
     assert!(again.stdout().contains(" 0 conflicts"), "{}", again.all());
 }
+
+/// A pass of `tool` (`oneway` or `twoway`) over `a` and `b`, with the pipeline's debug
+/// lines (which say whether the pass was found to have nothing to do before its trees
+/// were made whole).
+fn debug_pass(env: &Env, tool: &str, a: &Path, b: &Path, extra: &[&str]) -> Run {
+    let mut c = env.cmd(tool);
+    c.env("RUST_LOG", "debug")
+        .args([a, b])
+        .args(["--once", "-v"]);
+    c.args(extra);
+    let run = Run(c.output().expect("run binary"));
+    run.expect(0);
+    run
+}
+
+const ENDED_EARLY: &str = "nothing to do, found before the trees were made whole";
+
+#[test]
+fn a_pass_ends_before_its_trees_are_whole_only_where_the_whole_pass_does_nothing() {
+    let env = Env::new();
+    let (src, dst) = env.src_and_dst();
+    put(&src.join("a.txt"), "a", 0);
+    put(&src.join("dir/b.txt"), "b", 1);
+    put(&src.join("dir/sub/c.txt"), "c", 2);
+    symlink("a.txt", src.join("link")).unwrap();
+    let first = debug_pass(&env, "oneway", &src, &dst, &[]);
+    assert!(!first.all().contains(ENDED_EARLY), "{}", first.all());
+    let sha = first
+        .value_after("BACKUP sha256 ")
+        .expect("a directory SHA-256");
+
+    // Nothing changed: the pass ends early, with the whole pass's summary, and records
+    // nothing.
+    let quiet = debug_pass(&env, "oneway", &src, &dst, &[]);
+    quiet.expect_hashed_nothing();
+    assert!(quiet.all().contains(ENDED_EARLY), "{}", quiet.all());
+    assert!(quiet.all().contains("nothing to do"), "{}", quiet.all());
+    assert_eq!(quiet.value_after("SOURCE sha256 "), Some(sha.clone()));
+    assert_eq!(quiet.value_after("BACKUP sha256 "), Some(sha.clone()));
+    assert_eq!(env.versions_of(&src).len(), 1);
+
+    // A change mirrored with versions off: the replicas are alike again, but the
+    // store's latest version is not BACKUP as it is, so the pass goes on whole and
+    // records one.
+    put(&src.join("dir/b.txt"), "b, edited", 3);
+    env.oneway(&src, &dst, &["--no-versions"]).expect(0);
+    let whole = debug_pass(&env, "oneway", &src, &dst, &[]);
+    assert!(!whole.all().contains(ENDED_EARLY), "{}", whole.all());
+    assert_eq!(env.versions_of(&src).len(), 2, "{}", whole.all());
+    let quiet = debug_pass(&env, "oneway", &src, &dst, &[]);
+    assert!(quiet.all().contains(ENDED_EARLY), "{}", quiet.all());
+    assert_eq!(env.versions_of(&src).len(), 2);
+
+    // A hand edit in BACKUP that keeps the size and mtime: its stat changed (inode, or
+    // the stat cache no longer vouches for it), so the pass goes on whole and puts the
+    // file back.
+    let victim = dst.join("dir/sub/c.txt");
+    let mtime = fs::metadata(&victim).unwrap().modified().unwrap();
+    fs::remove_file(&victim).unwrap();
+    write(&victim, "x");
+    filetime::set_file_mtime(&victim, filetime::FileTime::from_system_time(mtime)).unwrap();
+    let mended = debug_pass(&env, "oneway", &src, &dst, &[]);
+    assert!(!mended.all().contains(ENDED_EARLY), "{}", mended.all());
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "c");
+
+    // No stat cache: every file is hashed by a whole pass, which finds nothing to do.
+    fs::remove_dir_all(env.home().join("cache")).unwrap();
+    let rehashed = debug_pass(&env, "oneway", &src, &dst, &[]);
+    assert!(!rehashed.all().contains(ENDED_EARLY), "{}", rehashed.all());
+    assert!(
+        !rehashed.all().contains("hashed 0 files"),
+        "{}",
+        rehashed.all()
+    );
+    assert!(
+        rehashed.all().contains("nothing to do"),
+        "{}",
+        rehashed.all()
+    );
+    let quiet = debug_pass(&env, "oneway", &src, &dst, &[]);
+    assert!(quiet.all().contains(ENDED_EARLY), "{}", quiet.all());
+    assert_same_tree(&src, &dst);
+}
+
+#[test]
+fn a_two_way_pass_ends_early_only_where_both_replicas_are_as_the_state_records() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    put(&a.join("one.txt"), "one", 0);
+    put(&a.join("dir/two.txt"), "two", 1);
+    fs::create_dir_all(&b).unwrap();
+    debug_pass(&env, "twoway", &a, &b, &[]);
+    // The first pass after a first sync hashes what the copies wrote; then nothing.
+    debug_pass(&env, "twoway", &a, &b, &[]);
+    let quiet = debug_pass(&env, "twoway", &a, &b, &[]);
+    assert!(quiet.all().contains(ENDED_EARLY), "{}", quiet.all());
+    let state = fs::read(env.sync_state()).unwrap();
+
+    // A file's mode changed on one side only: not as the state records it.
+    chmod(&b.join("dir/two.txt"), 0o600);
+    let whole = debug_pass(&env, "twoway", &a, &b, &[]);
+    assert!(!whole.all().contains(ENDED_EARLY), "{}", whole.all());
+    let mode = fs::metadata(a.join("dir/two.txt")).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    assert_ne!(
+        fs::read(env.sync_state()).unwrap(),
+        state,
+        "the state records the change"
+    );
+
+    // A file new on B, in a folder of its own, after every path A has.
+    put(&b.join("zz/new.txt"), "new", 5);
+    let synced = debug_pass(&env, "twoway", &a, &b, &[]);
+    assert!(!synced.all().contains(ENDED_EARLY), "{}", synced.all());
+    assert_eq!(fs::read_to_string(a.join("zz/new.txt")).unwrap(), "new");
+    debug_pass(&env, "twoway", &a, &b, &[]);
+    let quiet = debug_pass(&env, "twoway", &a, &b, &[]);
+    assert!(quiet.all().contains(ENDED_EARLY), "{}", quiet.all());
+    // (Folders' mtimes are not synced by twoway.)
+    assert_eq!(snapshot_with(&a, false), snapshot_with(&b, false));
+}

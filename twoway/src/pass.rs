@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use engine::error::Refusal;
 use engine::names::{display, VERSIONS_DIR};
+use engine::pass::quiet::Quiet;
 use engine::pass::{Outcome, Planned, Scanned, Step, Tool, Tracker, Versions};
 use engine::run::cli::Settings;
 use engine::run::config::VersionMode;
@@ -437,10 +438,31 @@ impl Tool for Job {
     /// The new state: what both sides now agree on, where a path whose action failed
     /// keeps its old state so the next pass looks at it again. An interrupted pass, or
     /// one whose writes may not be on disk, keeps the old state.
+    /// Both replicas as the state records them, compared a window at a time, the state
+    /// read from its file as they are (or as held): nothing to do, and the state stays.
+    /// Not asked where a filesystem folds case (names that collide there are left
+    /// alone, which the whole pass works out).
+    fn quiet(&self, q: &mut Quiet<'_>, base: &mut Option<state::Stored>) -> Option<Sync> {
+        let fs = q.fs();
+        if fs.iter().any(|t| t.folds_case) {
+            return None;
+        }
+        let opts = self.sync_options(fs);
+        let stored = base.as_mut()?;
+        stored
+            .unchanged_in_windows(q, opts.keep_owners)
+            .then_some(Sync {
+                state: StateToRecord::Unchanged,
+                opts,
+                first: false,
+                conflicts: 0,
+            })
+    }
+
     fn record(
         &self,
         sync: &mut Sync,
-        afters: &[Tree; 2],
+        afters: Option<&[Tree; 2]>,
         outcome: &Outcome,
     ) -> Result<(), engine::Error> {
         if outcome.interrupted {
@@ -472,6 +494,7 @@ impl Tool for Job {
             }
             StateToRecord::Taken => unreachable!("BUG: the state is recorded once"),
         };
+        let afters = afters.expect("BUG: a pass that changes the state held its trees whole");
         let failed: BTreeSet<PathBuf> = outcome.failed.iter().cloned().collect();
         // (An error names the state file and what failed.)
         let hashes = learned_hashes(afters);

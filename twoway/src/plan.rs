@@ -270,16 +270,38 @@ pub(crate) fn unchanged_as_read(
     next: &mut NextRecord<'_>,
 ) -> bool {
     let quiet = |t: &Tree| {
-        t.unknown.is_empty()
-            && t.leftovers.is_empty()
-            && t.excluded.iter().all(|p| {
-                let q = engine::tree::parent_of(p);
-                q.as_os_str().is_empty() || t.entries.get(q).is_some_and(|e| e.kind == Kind::Dir)
-            })
+        quiet_apart(
+            t.unknown.is_empty() && t.leftovers.is_empty(),
+            &t.excluded,
+            |q| t.entries.get(q).is_some_and(|e| e.kind == Kind::Dir),
+        )
     };
-    if count != a.entries.len() || count != b.entries.len() || !quiet(a) || !quiet(b) {
-        return false;
-    }
+    count == a.entries.len()
+        && count == b.entries.len()
+        && quiet(a)
+        && quiet(b)
+        && rows_unchanged(a, b, owners, next)
+}
+
+/// What a replica holds besides its entries is as a state records it: nothing unknown
+/// or left over (`clean`), and each path excluded lies in a folder the replica holds
+/// (`is_dir`), or at its top.
+pub(crate) fn quiet_apart(
+    clean: bool,
+    excluded: &std::collections::BTreeSet<PathBuf>,
+    is_dir: impl Fn(&Path) -> bool,
+) -> bool {
+    clean
+        && excluded.iter().all(|p| {
+            let q = engine::tree::parent_of(p);
+            q.as_os_str().is_empty() || is_dir(q)
+        })
+}
+
+/// Whether the entries of `a` and `b` (the same part of both replicas: the whole, or
+/// a window of paths) are, path for path, the records `next` reads in order, as
+/// [`unchanged_since`] compares them.
+pub(crate) fn rows_unchanged(a: &Tree, b: &Tree, owners: bool, next: &mut NextRecord<'_>) -> bool {
     let recorded = |s: &Entry, x: &Entry| {
         s.kind == x.kind
             && s.size == x.size

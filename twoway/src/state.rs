@@ -11,10 +11,12 @@ use serde::Deserialize;
 
 use engine::error::Error;
 use engine::fs;
+use engine::pass::quiet::Quiet;
+use engine::tree::compact::CompactTree;
 use engine::tree::encoding::EntryRef;
 #[cfg(test)]
 use engine::tree::Entries;
-use engine::tree::{path_order, same_path, Digest, Entry, MTime};
+use engine::tree::{path_order, same_path, Digest, Entry, Kind, MTime};
 
 use crate::packed::{record, Packed, StateChange, Writer};
 
@@ -218,6 +220,41 @@ impl Stored {
         let same = crate::plan::unchanged_as_read(self.count, a, b, owners, &mut |check| {
             seq.take_entry(false, |r| check(r.path, &r.to_entry())).ok()
         });
+        same && seq.at_end().unwrap_or(false)
+    }
+
+    /// [`Stored::unchanged`] of both replicas read compact, asked a window of paths at a
+    /// time as `q` hands them out (see `engine::pass::quiet`).
+    pub fn unchanged_in_windows(&mut self, q: &mut Quiet<'_>, owners: bool) -> bool {
+        let trees = q.trees();
+        let quiet = |t: &CompactTree| {
+            let clean = t.unknown.is_empty() && t.leftovers.is_empty();
+            crate::plan::quiet_apart(clean, &t.excluded, |p| {
+                t.entries.get(p).is_some_and(|e| e.kind == Kind::Dir)
+            })
+        };
+        if trees.iter().any(|t| t.len() != self.count || !quiet(t)) {
+            return false;
+        }
+        let mut windows = |next: &mut crate::plan::NextRecord<'_>| {
+            while let Some(w) = q.next_window() {
+                let [a, b] = &*w.trees;
+                if !crate::plan::rows_unchanged(a, b, owners, next) {
+                    return false;
+                }
+            }
+            true
+        };
+        if let Some(held) = self.held.get() {
+            let Some(p) = held else { return false };
+            let mut rows = p.iter();
+            return windows(&mut |check| rows.next().map(|(q, s)| check(q, &s)));
+        }
+        let Some(mut seq) = self.records.take() else {
+            return false;
+        };
+        let same =
+            windows(&mut |check| seq.take_entry(false, |r| check(r.path, &r.to_entry())).ok());
         same && seq.at_end().unwrap_or(false)
     }
 

@@ -12,6 +12,7 @@
 //! [`crate::fs`].
 
 pub mod progress;
+pub mod quiet;
 mod review;
 mod stages;
 
@@ -152,6 +153,18 @@ pub trait Versions: Sync {
         sha: Option<Digest>,
         first: &KeepFirst,
     ) -> Result<Vec<(PathBuf, crate::tree::Entry)>, Error>;
+    /// Whether the latest version of the replica at `root` is `tree` (read compact,
+    /// without hashes; `sha`, its directory SHA-256, proven by its stat cache), so
+    /// that a pass that changed nothing has no version to record (see
+    /// [`quiet`]). Repairs and registers the store as [`Versions::record`] does.
+    /// `false`: `record` is to be called with the tree whole.
+    fn is_latest(
+        &self,
+        home: &DataHome,
+        root: &Path,
+        tree: &CompactTree,
+        sha: Digest,
+    ) -> Result<bool, Error>;
     /// Records the replica after a pass; returns a note on the version made, if any.
     fn record(
         &self,
@@ -235,12 +248,22 @@ pub trait Tool: Sync {
         planned: &'p Planned<'_, Self::Extra>,
         trees: &[Tree; 2],
     ) -> Result<Option<Box<dyn Tracker + 'p>>, Refusal>;
+    /// Whether a whole pass would find nothing to do, asked before the trees are made
+    /// whole: of both trees a window of paths at a time, as `q` hands them out (each
+    /// file's hash known). `Some(extra)`: nothing to do in any window, `extra` being
+    /// what the planner would have given; the pipeline then checks the rest (see
+    /// [`quiet`]) and records what such a pass records. `None` (what a tool that does
+    /// not ask says): the pass goes on whole.
+    fn quiet(&self, _q: &mut quiet::Quiet<'_>, _base: &mut Self::Base) -> Option<Self::Extra> {
+        None
+    }
     /// Records what the tool keeps besides the replicas (sync state, scan time), once
-    /// the replicas are flushed. `afters`: the replicas after the pass.
+    /// the replicas are flushed. `afters`: the replicas after the pass; `None` after a
+    /// pass that found nothing to do before its trees were made whole (see [`quiet`]).
     fn record(
         &self,
         extra: &mut Self::Extra,
-        afters: &[Tree; 2],
+        afters: Option<&[Tree; 2]>,
         outcome: &Outcome,
     ) -> Result<(), Error>;
     /// The pass's summary line (of a dry run too), whole: for logs, pipes and `-v`.
@@ -521,7 +544,11 @@ pub fn run_watched<T: Tool>(
                 .map_err(|e| Refusal::new(format!("cannot create the store: {e}")))?;
         }
     }
-    let (mut scanned, base) = Scanned::read(tool, scope)?;
+    let (mut scanned, mut base) = Scanned::read(tool, scope)?;
+    if let Some(outcome) = quiet::pass(tool, n, &mut scanned, &mut base, scanned_at, started) {
+        return Ok(outcome);
+    }
+    scanned.make_whole(tool.settings().checksum);
     tool.prepare(&mut scanned, &base);
     // The plan borrows the trees: what the steps did is folded into them once it is gone.
     let ran = {

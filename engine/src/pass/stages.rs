@@ -14,12 +14,18 @@ use crate::run::runner::PassOutcome;
 use crate::run::signal;
 use crate::scan::cache::Hashed;
 use crate::scan::replica::{self, Replica};
+use crate::tree::compact::CompactTree;
 use crate::tree::{Digest, Entry, MTime, Tree};
 
 /// Both replicas read: scanned, their known hashes taken from their stat caches (every
-/// file hashed with `--checksum`), their roots open.
+/// file hashed with `--checksum`), their roots open. A whole pass reads them compact
+/// first (see [`Scanned::compact`]).
 pub struct Scanned {
     pub trees: [Tree; 2],
+    /// Both replicas as a whole pass read them, held compact and without hashes until
+    /// [`Scanned::make_whole`] makes them the trees: a pass that finds nothing to do
+    /// never holds them whole (see [`super::quiet`]).
+    pub(super) compact: Option<[CompactTree; 2]>,
     /// The directory SHA-256 each stat cache proves: valid only while that tree is
     /// unchanged (see [`crate::scan::cache::Filled::sha`]).
     pub cached_sha: [Option<Digest>; 2],
@@ -28,7 +34,7 @@ pub struct Scanned {
     pub fs: [FsTraits; 2],
     pub errors: Vec<Error>,
     pub hashed_files: u64,
-    replicas: [Replica; 2],
+    pub(super) replicas: [Replica; 2],
     /// When only some folders were read, into the trees the pass before left
     /// (`--watch`): what was read on either replica. Outside it both trees are what the
     /// pass before left, made the same, so a planner may look only at this part.
@@ -38,10 +44,20 @@ pub struct Scanned {
     pub parts: Option<[Tree; 2]>,
 }
 
+/// Both replicas as [`Scanned::read`] read them.
+enum Read {
+    /// Only the folders named, into the trees a pass left: the trees, the directory
+    /// SHA-256 of each replica where nothing read differs, and what was read.
+    Again([Tree; 2], [Option<Digest>; 2], crate::scan::rescan::Region),
+    /// Everything, compact.
+    Whole([CompactTree; 2]),
+}
+
 impl Scanned {
-    /// Reads both replicas of `tool` and, at the same time, its base: whole, or (with
-    /// `scope`: the trees a pass left, when it read them, and folders) only the folders
-    /// named, read again into those trees.
+    /// Reads both replicas of `tool` and, at the same time, its base: whole (held
+    /// compact, see [`Scanned::make_whole`]), or (with `scope`: the trees a pass left,
+    /// when it read them, and folders) only the folders named, read again into those
+    /// trees.
     pub(super) fn read<T: Tool>(
         tool: &T,
         scope: Option<(super::Left, std::collections::BTreeSet<PathBuf>)>,
@@ -69,44 +85,46 @@ impl Scanned {
                     shas[1].filter(|_| !read_b.changed),
                 ];
                 let region = read_a.region.join(read_b.region);
-                Ok((
-                    replica::ReadBoth {
-                        trees: (ta, tb),
-                        cached_sha,
-                    },
-                    Some(region),
-                ))
+                Ok(Read::Again([ta, tb], cached_sha, region))
             }
-            _ => replica::read_both((&replicas[0], &opts[0]), (&replicas[1], &opts[1]), checksum)
-                .map(|r| (r, None)),
+            _ => replica::read_both((&replicas[0], &opts[0]), (&replicas[1], &opts[1]))
+                .map(Read::Whole),
         };
         let (read, base) = parallel::join(read, || tool.load_base());
-        let (read, region) = match read {
-            Ok((r, region)) => (Ok(r), region),
-            Err(e) => (Err(e), None),
-        };
-        let replica::ReadBoth {
-            trees: (ta, tb),
-            cached_sha,
-        } = read?;
+        let read = read?;
         let base = base?;
         let roots = open_roots(&replicas)?;
         let fs = [roots[0].fs_traits(), roots[1].fs_traits()];
         let mut scanned = Scanned {
-            trees: [ta, tb],
-            cached_sha,
+            trees: Default::default(),
+            compact: None,
+            cached_sha: [None, None],
             roots,
             fs,
             errors: Vec::new(),
             hashed_files: 0,
             replicas,
-            region,
+            region: None,
             parts: None,
         };
-        for t in &mut scanned.trees {
-            scanned.errors.append(&mut t.errors);
+        match read {
+            Read::Again(mut trees, cached_sha, region) => {
+                for t in &mut trees {
+                    scanned.errors.append(&mut t.errors);
+                }
+                scanned.trees = trees;
+                scanned.cached_sha = cached_sha;
+                scanned.region = Some(region);
+            }
+            Read::Whole(mut trees) => {
+                for t in &mut trees {
+                    scanned.errors.append(&mut t.errors);
+                }
+                scanned.compact = Some(trees);
+            }
         }
         if checksum {
+            scanned.make_whole(true);
             for side in 0..2 {
                 let mut tree = std::mem::take(&mut scanned.trees[side]);
                 scanned.hash_in(side, &mut tree, |_, _| true);
@@ -118,6 +136,25 @@ impl Scanned {
             started.elapsed().as_secs_f64()
         );
         Ok((scanned, base))
+    }
+
+    /// Makes the trees of a whole pass, read compact, whole, each with the hashes its
+    /// stat cache knows (none with `checksum`). Nothing to do for a pass that read only
+    /// some folders, or once done.
+    pub(super) fn make_whole(&mut self, checksum: bool) {
+        let Some([a, b]) = self.compact.take() else {
+            return;
+        };
+        let t0 = Instant::now();
+        let r = &self.replicas;
+        let ((ta, sa), (tb, sb)) =
+            parallel::join(|| r[0].whole(a, checksum), || r[1].whole(b, checksum));
+        self.trees = [ta, tb];
+        self.cached_sha = [sa, sb];
+        log::debug!(
+            "trees made whole, hashes from the stat caches: {:.3}s",
+            t0.elapsed().as_secs_f64()
+        );
     }
 
     /// Under `--watch`, after a pass that read only the folders that changed: that part
@@ -620,7 +657,7 @@ pub(super) fn record<T: Tool>(
                 ))
             })
             .collect();
-        let recorded = tool.record(&mut extra, &afters, &outcome);
+        let recorded = tool.record(&mut extra, Some(&afters), &outcome);
         let notes: Vec<(usize, Result<Option<String>, Error>)> = made
             .into_iter()
             .map(|(side, h)| (side, h.join().expect("BUG: recording does not panic")))

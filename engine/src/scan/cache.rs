@@ -112,57 +112,123 @@ fn records<R: Read>(src: R, root: &Path) -> Option<(Option<Digest>, Records<R>)>
     }
 }
 
+/// A cache's records met in path order with the files of a tree walked in path order:
+/// gives each file the hash its record holds when the size, mtime and inode match, and
+/// tells at the end whether the cache proves the tree's directory SHA-256.
+pub struct Matcher<R> {
+    sha: Option<Digest>,
+    records: Records<R>,
+    rec: Rec,
+    have: bool,
+    /// Files whose hash did not come from a record (or was known before).
+    others: usize,
+    /// Records of paths the tree does not hold.
+    skipped: usize,
+    /// The records of paths that are gone, by inode (see [`fill_from`]); `None`: not kept.
+    gone: Option<Gone>,
+}
+
+/// Records of paths that are gone, by inode: size, mtime and hash.
+type Gone = HashMap<u64, (u64, MTime, [u8; 32])>;
+
+impl Matcher<std::fs::File> {
+    /// The records of the cache file `file` of `root`; `None` if there is none of this
+    /// root in this format (then nothing is cached).
+    pub fn open(file: &Path, root: &Path) -> Option<Self> {
+        Matcher::new(std::fs::File::open(file).ok()?, root, false)
+    }
+}
+
+impl<R: Read> Matcher<R> {
+    fn new(src: R, root: &Path, keep_gone: bool) -> Option<Self> {
+        let (sha, mut records) = records(src, root)?;
+        let mut rec = Rec::default();
+        let have = records.read(&mut rec);
+        Some(Matcher {
+            sha,
+            records,
+            rec,
+            have,
+            others: 0,
+            skipped: 0,
+            gone: keep_gone.then(HashMap::new),
+        })
+    }
+
+    /// The hash cached for the file `e` at `rel`, if its record's size, mtime and inode
+    /// are its own. Files are given in path order, each once.
+    pub fn hash_of(&mut self, rel: &Path, e: &Entry) -> Option<Digest> {
+        // Records follow the tree's order; skip those of paths that are gone.
+        while self.have && path_order(Path::new(OsStr::from_bytes(&self.rec.path)), rel).is_lt() {
+            if let Some(gone) = &mut self.gone {
+                let r = &self.rec;
+                gone.insert(r.ino, (r.size, r.mtime, r.hash));
+            }
+            self.have = self.records.read(&mut self.rec);
+            self.skipped += 1;
+        }
+        let matched = self.have && self.rec.path == rel.as_os_str().as_bytes();
+        let r = &self.rec;
+        let hash = (matched && r.size == e.size && r.mtime == e.mtime && r.ino == e.ino)
+            .then_some(Digest(r.hash));
+        if matched {
+            self.have = self.records.read(&mut self.rec);
+        }
+        self.others += usize::from(hash.is_none());
+        hash
+    }
+
+    /// After the last file: the records left are of paths that are gone. Gives the
+    /// directory SHA-256 the cache proves for a tree with nothing unknown (`unknown`:
+    /// whether it has something unknown): every file of the tree took its hash from
+    /// the cache, every record was used, and the cache was whole, so the tree's files
+    /// and hashes are the very ones the cache was saved from.
+    pub fn finish(mut self, unknown: bool) -> Option<Digest> {
+        self.drain();
+        let proves = self.others == 0 && self.skipped == 0 && self.records.whole() && !unknown;
+        self.sha.filter(|_| proves)
+    }
+
+    fn drain(&mut self) {
+        while self.have {
+            if let Some(gone) = &mut self.gone {
+                let r = &self.rec;
+                gone.insert(r.ino, (r.size, r.mtime, r.hash));
+            }
+            self.skipped += 1;
+            self.have = self.records.read(&mut self.rec);
+        }
+    }
+}
+
 /// Fills in the hash of every file of `tree` whose size, mtime and inode match its
 /// record in the cache `src`.
 fn fill_from(src: impl Read, root: &Path, tree: &mut Tree) -> Filled {
     let mut out = Filled::default();
-    let Some((sha, mut records)) = records(src, root) else {
+    // The records of paths that are gone are held by inode: a file renamed or moved
+    // since keeps its inode, size and mtime (`mv` keeps them), so its hash is still
+    // known. Only what went away is held.
+    let Some(mut m) = Matcher::new(src, root, true) else {
         return out;
     };
-    let mut rec = Rec::default();
-    let mut have = records.read(&mut rec);
-    // Files whose hash did not come from a record (or was known before).
-    let mut others = 0usize;
-    let mut skipped = 0usize;
-    // The records of paths that are gone, by inode: a file renamed or moved since keeps
-    // its inode, size and mtime (`mv` keeps them), so its hash is still known. Only what
-    // went away is held here.
-    let mut gone: HashMap<u64, (u64, MTime, [u8; 32])> = HashMap::new();
-    let mut hold_gone = |rec: &Rec| {
-        gone.insert(rec.ino, (rec.size, rec.mtime, rec.hash));
-    };
-    // Files of new paths, without a hash: looked up in `gone` at the end.
+    // Files of new paths, without a hash: looked up among the gone at the end.
     let mut unmatched = 0usize;
     for (rel, e) in tree.entries.iter_mut() {
         if e.kind != Kind::File {
             continue;
         }
-        // Records follow the tree's order; skip those of paths that are gone.
-        while have && path_order(Path::new(OsStr::from_bytes(&rec.path)), rel).is_lt() {
-            hold_gone(&rec);
-            have = records.read(&mut rec);
-            skipped += 1;
-        }
-        let matched = have && rec.path == rel.as_os_str().as_bytes();
-        if matched {
-            let same =
-                e.hash.is_none() && rec.size == e.size && rec.mtime == e.mtime && rec.ino == e.ino;
-            if same {
-                e.hash = Some(Digest(rec.hash));
+        match m.hash_of(rel, e) {
+            Some(h) if e.hash.is_none() => {
+                e.hash = Some(h);
                 out.filled += 1;
             }
-            have = records.read(&mut rec);
-            others += usize::from(!same);
-        } else {
-            others += 1;
-            unmatched += usize::from(e.hash.is_none());
+            // Known before: not the cache's.
+            Some(_) => m.others += 1,
+            None => unmatched += usize::from(e.hash.is_none()),
         }
     }
-    while have {
-        hold_gone(&rec);
-        skipped += 1;
-        have = records.read(&mut rec);
-    }
+    m.drain();
+    let gone = m.gone.take().unwrap_or_default();
     if unmatched > 0 && !gone.is_empty() {
         for (_, e) in tree.entries.iter_mut() {
             if e.kind != Kind::File || e.hash.is_some() {
@@ -177,12 +243,7 @@ fn fill_from(src: impl Read, root: &Path, tree: &mut Tree) -> Filled {
             }
         }
     }
-    // Every file of the tree took its hash from a record, every record was used,
-    // and the cache was whole: the tree's files and hashes are the very ones the
-    // cache was saved from.
-    if others == 0 && skipped == 0 && records.whole() && tree.unknown.is_empty() {
-        out.sha = sha;
-    }
+    out.sha = m.finish(!tree.unknown.is_empty());
     out
 }
 

@@ -1,6 +1,10 @@
 //! Reading a replica into a [`Tree`]: one `lstat` per entry, symlinks never followed,
 //! special files reported and skipped, reserved names and paths the filter (`--exclude`, `--include`) leaves out.
 //!
+//! A pass reads both replicas compact ([`scan_many`]: each entry encoded as it is found,
+//! about 22 bytes where a tree's entry takes about 130), so that one that finds nothing
+//! to do never holds them whole (see `crate::pass::quiet`).
+//!
 //! The scan only reads. A failure on one entry is a value in `Tree::errors`, and the
 //! path is marked unknown so no planner deletes anything at or under it.
 
@@ -18,7 +22,8 @@ use rustix::fs as rfs;
 use crate::error::{Error, Refusal};
 use crate::fs::{self, Stat};
 use crate::names;
-use crate::tree::entries::{Chunk, ChunkList};
+use crate::tree::compact::{Compact, CompactTree};
+use crate::tree::entries::ChunkList;
 use crate::tree::{Entry, Kind, Tree};
 
 /// What to leave out of a scan.
@@ -154,6 +159,7 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Tree, Error> {
     scan_many(&[(root, opts)])
         .pop()
         .expect("BUG: one result per root")
+        .map(CompactTree::into_tree)
 }
 
 /// The top level of one root, read on the calling thread; its directories become units
@@ -161,7 +167,7 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Tree, Error> {
 struct Started<'a> {
     walker: Walker<'a>,
     root_stat: Stat,
-    top: Partial,
+    top: Partial<ChunkList>,
     /// (entries of `top` before it, its path, its handle)
     units: Vec<(usize, PathBuf, OwnedFd)>,
 }
@@ -176,11 +182,11 @@ fn start<'a>(root: &'a Path, opts: &'a ScanOptions) -> Result<Started<'a>, Error
         opts,
         dev: root_stat.dev,
     };
-    let mut top = Partial::default();
+    let mut top = Partial::<ChunkList>::default();
     let mut units = Vec::new();
     for name in names.iter() {
         if let Some((rel, fd)) = walker.visit(&root_fd, Path::new(""), name, 0, &mut top) {
-            units.push((top.entries.len(), rel, fd));
+            units.push((top.entries.count(), rel, fd));
         }
     }
     Ok(Started {
@@ -193,8 +199,9 @@ fn start<'a>(root: &'a Path, opts: &'a ScanOptions) -> Result<Started<'a>, Error
 
 /// [`scan`] of several roots at once: the directories of all of them are shared out
 /// between one set of threads, as many as there are cores (a thread per root and per
-/// core would only add malloc arenas, and with them peak memory). One result per root.
-pub fn scan_many(roots: &[(&Path, &ScanOptions)]) -> Vec<Result<Tree, Error>> {
+/// core would only add malloc arenas, and with them peak memory). One result per root,
+/// held compact: each thread encodes what it finds as it goes.
+pub fn scan_many(roots: &[(&Path, &ScanOptions)]) -> Vec<Result<CompactTree, Error>> {
     let started: Vec<Result<Started, Error>> =
         roots.iter().map(|(root, opts)| start(root, opts)).collect();
     let work: Vec<(usize, usize)> = started
@@ -203,7 +210,7 @@ pub fn scan_many(roots: &[(&Path, &ScanOptions)]) -> Vec<Result<Tree, Error>> {
         .filter_map(|(r, s)| s.as_ref().ok().map(|s| (r, s.units.len())))
         .flat_map(|(r, n)| (0..n).map(move |u| (r, u)))
         .collect();
-    let done: Vec<Partial> = crate::parallel::map(
+    let done: Vec<Partial<Compact>> = crate::parallel::map(
         &work,
         || (),
         |(), &(r, u)| {
@@ -216,7 +223,7 @@ pub fn scan_many(roots: &[(&Path, &ScanOptions)]) -> Vec<Result<Tree, Error>> {
             part
         },
     );
-    let mut parts: Vec<Vec<(usize, Partial)>> = roots.iter().map(|_| Vec::new()).collect();
+    let mut parts: Vec<Vec<(usize, Partial<Compact>)>> = roots.iter().map(|_| Vec::new()).collect();
     for (&(r, u), part) in work.iter().zip(done) {
         parts[r].push((u, part));
     }
@@ -226,7 +233,7 @@ pub fn scan_many(roots: &[(&Path, &ScanOptions)]) -> Vec<Result<Tree, Error>> {
 }
 
 /// One root's tree from its top level and its units' parts.
-fn assemble(st: Started, mut parts: Vec<(usize, Partial)>) -> Tree {
+fn assemble(st: Started, mut parts: Vec<(usize, Partial<Compact>)>) -> CompactTree {
     let Started {
         root_stat,
         mut top,
@@ -234,32 +241,29 @@ fn assemble(st: Started, mut parts: Vec<(usize, Partial)>) -> Tree {
         ..
     } = st;
     parts.sort_by_key(|(i, _)| *i);
-    // Each subtree goes right after its directory's own entry. The parts are kept as
-    // they are, as chunks of the tree: joining them would hold every entry twice.
-    let mut chunks: Vec<Chunk> = Vec::with_capacity(2 * parts.len() + 1);
+    // Each subtree goes right after its directory's own entry; the parts' blocks are
+    // taken as they are.
+    let mut entries = Compact::new();
     let mut top_entries = std::mem::take(&mut top.entries)
         .into_chunks()
         .into_iter()
-        .flat_map(Chunk::into_entries);
+        .flat_map(crate::tree::entries::Chunk::into_entries);
     let mut taken = 0usize;
-    let piece = |n: usize, top_entries: &mut dyn Iterator<Item = (PathBuf, Entry)>| {
-        let mut c = ChunkList::default();
-        for (p, e) in top_entries.take(n) {
-            c.push(&p, e);
-        }
-        c.into_chunks()
-    };
     for (i, part) in parts {
         let upto = units[i].0;
-        chunks.extend(piece(upto - taken, &mut top_entries));
+        for (p, e) in top_entries.by_ref().take(upto - taken) {
+            entries.push(&p, &e);
+        }
         taken = upto;
-        chunks.extend(top.absorb(part).into_chunks());
+        entries.append(top.absorb(part));
     }
-    chunks.extend(piece(usize::MAX, &mut top_entries));
-    Tree {
+    for (p, e) in top_entries {
+        entries.push(&p, &e);
+    }
+    entries.shrink();
+    CompactTree {
         root: fs::entry_from_stat(&root_stat, None),
-        // In path order already: taken as it is, after a check.
-        entries: crate::tree::Entries::from_chunks(chunks),
+        entries,
         unknown: top.unknown.into_iter().collect(),
         excluded: top.excluded.into_iter().collect(),
         leftovers: top.leftovers,
@@ -268,10 +272,37 @@ fn assemble(st: Started, mut parts: Vec<(usize, Partial)>) -> Tree {
     }
 }
 
+/// Where a walk puts the entries it finds, in path order: chunks (a tree's own form),
+/// or compact.
+pub(crate) trait Sink: Default {
+    fn put(&mut self, path: &Path, e: Entry);
+    fn count(&self) -> usize;
+}
+
+impl Sink for ChunkList {
+    fn put(&mut self, path: &Path, e: Entry) {
+        self.push(path, e);
+    }
+
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
+impl Sink for Compact {
+    fn put(&mut self, path: &Path, e: Entry) {
+        self.push(path, &e);
+    }
+
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
 /// What one thread found under one directory.
 #[derive(Default)]
-struct Partial {
-    entries: ChunkList,
+struct Partial<S> {
+    entries: S,
     unknown: Vec<PathBuf>,
     excluded: Vec<PathBuf>,
     leftovers: Vec<PathBuf>,
@@ -279,9 +310,9 @@ struct Partial {
     errors: Vec<Error>,
 }
 
-impl Partial {
+impl<S> Partial<S> {
     /// Takes everything but the entries from `other`, and returns its entries.
-    fn absorb(&mut self, other: Partial) -> ChunkList {
+    fn absorb<T>(&mut self, other: Partial<T>) -> T {
         self.unknown.extend(other.unknown);
         self.excluded.extend(other.excluded);
         self.leftovers.extend(other.leftovers);
@@ -300,7 +331,7 @@ struct Walker<'a> {
 
 impl Walker<'_> {
     /// Every entry below the directory `fd` (at `rel`), depth first, in path order.
-    fn walk(&self, fd: &OwnedFd, rel: &Path, depth: usize, out: &mut Partial) {
+    fn walk<S: Sink>(&self, fd: &OwnedFd, rel: &Path, depth: usize, out: &mut Partial<S>) {
         let Some(names) = self.names_of(fd, rel, out) else {
             return;
         };
@@ -313,7 +344,7 @@ impl Walker<'_> {
 
     /// The names in the directory `fd` (at `rel`); one that cannot be read is an error,
     /// and its path unknown.
-    fn names_of(&self, fd: &OwnedFd, rel: &Path, out: &mut Partial) -> Option<Names> {
+    fn names_of<S>(&self, fd: &OwnedFd, rel: &Path, out: &mut Partial<S>) -> Option<Names> {
         match read_names(fd) {
             Ok(n) => Some(n),
             Err(e) => {
@@ -327,13 +358,13 @@ impl Walker<'_> {
 
     /// Records the entry `name` of the directory `fd`; returns the handle of a directory
     /// to descend into.
-    fn visit(
+    fn visit<S: Sink>(
         &self,
         fd: &OwnedFd,
         rel: &Path,
         name: &OsStr,
         depth: usize,
-        out: &mut Partial,
+        out: &mut Partial<S>,
     ) -> Option<(PathBuf, OwnedFd)> {
         // Sized exactly: a tree keeps one of these per entry (`join` leaves slack).
         let mut child = PathBuf::with_capacity(rel.as_os_str().len() + 1 + name.len());
@@ -393,7 +424,7 @@ impl Walker<'_> {
             .opts
             .touched_since
             .is_some_and(|t| st.ctime.is_racy_at(t));
-        out.entries.push(&child, entry);
+        out.entries.put(&child, entry);
         if !is_dir {
             return None;
         }
@@ -466,6 +497,8 @@ fn read_names(fd: &OwnedFd) -> rustix::io::Result<Names> {
     })?;
     let mut spans = std::mem::take(&mut names.spans);
     spans.sort_unstable_by(|&a, &b| names.name(a).cmp(names.name(b)));
+    // A directory changed while it was read may give a name twice: it is one entry.
+    spans.dedup_by(|a, b| names.name(*a) == names.name(*b));
     names.spans = spans;
     Ok(names)
 }

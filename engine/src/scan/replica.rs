@@ -8,6 +8,7 @@ use crate::error::Refusal;
 use crate::run::home::DataHome;
 use crate::scan::cache::{self, Hashed, StatCache};
 use crate::scan::{self, ScanOptions};
+use crate::tree::compact::CompactTree;
 use crate::tree::{Digest, Entry, Tree};
 
 /// One replica root and its stat cache.
@@ -29,12 +30,13 @@ impl Replica {
 
     /// What a scan of this replica found, with its errors and skipped special files
     /// logged; a root that cannot be read refuses the pass.
-    fn scanned(&self, tree: Result<Tree, crate::error::Error>) -> Result<Tree, Refusal> {
+    fn scanned<T: Found>(&self, tree: Result<T, crate::error::Error>) -> Result<T, Refusal> {
         let tree = tree.map_err(|e| Refusal::new(format!("{} cannot be read: {e}", self.label)))?;
-        for e in &tree.errors {
+        let (errors, specials) = tree.found();
+        for e in errors {
             log::error!(target: crate::error::FILE_ERROR, "{e}");
         }
-        for p in &tree.specials {
+        for p in specials {
             log::warn!(
                 "skipping special file {} in {} (fifo, socket or device)",
                 crate::names::display(p),
@@ -42,6 +44,20 @@ impl Replica {
             );
         }
         Ok(tree)
+    }
+
+    /// `tree`, read compact by [`read_both`], whole, with the hashes its stat cache
+    /// knows (none with `checksum`); and the directory SHA-256 the cache proves.
+    pub fn whole(&self, tree: CompactTree, checksum: bool) -> (Tree, Option<Digest>) {
+        let mut tree = tree.into_tree();
+        let sha = self.load_hashes(&mut tree, checksum);
+        (tree, sha)
+    }
+
+    /// The stat cache's records, to be met with the files of a tree read in path
+    /// order; `None` if there is no cache of this replica.
+    pub fn cache_matcher(&self) -> Option<cache::Matcher<std::fs::File>> {
+        cache::Matcher::open(&self.cache_file, &self.root)
     }
 
     /// Reads `dirs` of this replica again into `held`, the tree a pass left (read at
@@ -121,43 +137,41 @@ impl Replica {
     }
 }
 
-/// Two replicas as [`read_both`] read them.
-pub struct ReadBoth {
-    pub trees: (Tree, Tree),
-    /// For each, the directory SHA-256 its stat cache proves: valid only as long as
-    /// that tree is not changed (see [`cache::Filled::sha`]).
-    pub cached_sha: [Option<Digest>; 2],
+/// What a scan found besides the entries: its errors and skipped special files.
+trait Found {
+    fn found(&self) -> (&[crate::error::Error], &[PathBuf]);
 }
 
-/// Reads two replicas at once: both scanned by one set of threads, then each takes
-/// its known hashes from its stat cache (none with `checksum`), the two side by side.
+impl Found for Tree {
+    fn found(&self) -> (&[crate::error::Error], &[PathBuf]) {
+        (&self.errors, &self.specials)
+    }
+}
+
+impl Found for CompactTree {
+    fn found(&self) -> (&[crate::error::Error], &[PathBuf]) {
+        (&self.errors, &self.specials)
+    }
+}
+
+/// Reads two replicas at once, compact: both scanned by one set of threads. Their
+/// hashes are not taken yet (see [`Replica::whole`] and [`Replica::cache_matcher`]).
 pub fn read_both(
     a: (&Replica, &ScanOptions),
     b: (&Replica, &ScanOptions),
-    checksum: bool,
-) -> Result<ReadBoth, Refusal> {
+) -> Result<[CompactTree; 2], Refusal> {
     let t0 = std::time::Instant::now();
     let mut trees = scan::scan_many(&[(&a.0.root, a.1), (&b.0.root, b.1)]).into_iter();
     let (ta, tb) = (
         trees.next().expect("BUG: one tree per root"),
         trees.next().expect("BUG: one tree per root"),
     );
-    let (mut ta, mut tb) = (a.0.scanned(ta)?, b.0.scanned(tb)?);
-    let scanned = t0.elapsed();
-    let (sa, sb) = crate::parallel::join(
-        || a.0.load_hashes(&mut ta, checksum),
-        || b.0.load_hashes(&mut tb, checksum),
-    );
-    let cached_sha = [sa, sb];
+    let (ta, tb) = (a.0.scanned(ta)?, b.0.scanned(tb)?);
     log::debug!(
-        "scanned {} and {} entries in {:.3}s, stat caches {:.3}s",
-        ta.entries.len(),
-        tb.entries.len(),
-        scanned.as_secs_f64(),
-        (t0.elapsed() - scanned).as_secs_f64()
+        "scanned {} and {} entries in {:.3}s",
+        ta.len(),
+        tb.len(),
+        t0.elapsed().as_secs_f64(),
     );
-    Ok(ReadBoth {
-        trees: (ta, tb),
-        cached_sha,
-    })
+    Ok([ta, tb])
 }

@@ -23,7 +23,7 @@ use rustix::fs as rfs;
 use super::{open_dir_at, Partial, ScanOptions, Walker};
 use crate::error::Error;
 use crate::fs;
-use crate::tree::entries::Chunk;
+use crate::tree::entries::{Chunk, ChunkList};
 use crate::tree::{parent_of, Digest, Entry, Kind, MTime, Tree};
 
 /// What a rescan read.
@@ -118,7 +118,7 @@ pub fn rescan(
     }
     let mut stats = Rescanned::default();
     let mut removed: Vec<PathBuf> = Vec::new();
-    let mut part = Partial::default();
+    let mut part = Partial::<ChunkList>::default();
     let mut changes: Vec<(PathBuf, Entry)> = Vec::new();
     let mut read: BTreeSet<PathBuf> = BTreeSet::new();
     let mut queue: Vec<(PathBuf, Option<OwnedFd>)> =
@@ -145,7 +145,7 @@ pub fn rescan(
                 }
             }
         }
-        let mut this = Partial::default();
+        let mut this = Partial::<ChunkList>::default();
         let (changed, gone) = read_dir(
             &walker,
             &held,
@@ -285,7 +285,7 @@ fn read_dir(
     walker: &Walker,
     held: &Tree,
     (rel, fd): (&Path, &OwnedFd),
-    part: &mut Partial,
+    part: &mut Partial<ChunkList>,
     removed: &mut Vec<PathBuf>,
     walked: &mut BTreeSet<PathBuf>,
 ) -> (Vec<(PathBuf, OwnedFd)>, bool) {

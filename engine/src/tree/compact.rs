@@ -290,6 +290,28 @@ impl Compact {
         c
     }
 
+    /// Appends `other`'s entries, which all sort after every entry already held (a
+    /// scan's parts, one after the other). Its blocks are taken as they are.
+    pub fn append(&mut self, mut other: Compact) {
+        self.close_block();
+        other.close_block();
+        self.len += other.len;
+        self.blocks.append(&mut other.blocks);
+    }
+
+    /// Gives back what the blocks' list holds spare.
+    pub fn shrink(&mut self) {
+        self.close_block();
+        self.blocks.shrink_to_fit();
+    }
+
+    /// The entry at `path`, if there is one.
+    pub fn get(&self, path: &Path) -> Option<Entry> {
+        let mut c = self.cursor_from(path);
+        let (p, e) = c.next_entry()?;
+        crate::tree::same_path(p, path).then_some(e)
+    }
+
     /// Every entry, as a tree's entries (in chunks of the size a tree's merges make:
     /// the tree may change in places), each block freed once it is read.
     pub fn into_entries(mut self) -> Entries {
@@ -340,16 +362,18 @@ impl Cursor<'_> {
     }
 }
 
-/// A [`Tree`] held compact: its entries as a [`Compact`], the rest as it is (its
-/// errors are not held: a tree is held only when nothing went wrong).
+/// A [`Tree`] held compact: its entries as a [`Compact`], the rest as it is. What a
+/// scan reads a replica into (see [`crate::scan::scan_many`]), and what a watch holds
+/// between passes.
 #[derive(Default)]
 pub struct CompactTree {
-    root: Option<Entry>,
-    entries: Compact,
-    unknown: BTreeSet<PathBuf>,
-    excluded: BTreeSet<PathBuf>,
-    leftovers: Vec<PathBuf>,
-    specials: Vec<PathBuf>,
+    pub root: Option<Entry>,
+    pub entries: Compact,
+    pub unknown: BTreeSet<PathBuf>,
+    pub excluded: BTreeSet<PathBuf>,
+    pub leftovers: Vec<PathBuf>,
+    pub specials: Vec<PathBuf>,
+    pub errors: Vec<crate::error::Error>,
 }
 
 impl CompactTree {
@@ -362,7 +386,7 @@ impl CompactTree {
             excluded,
             leftovers,
             specials,
-            errors: _,
+            errors,
         } = tree;
         CompactTree {
             root,
@@ -371,6 +395,7 @@ impl CompactTree {
             excluded,
             leftovers,
             specials,
+            errors,
         }
     }
 
@@ -383,8 +408,16 @@ impl CompactTree {
             excluded: self.excluded,
             leftovers: self.leftovers,
             specials: self.specials,
-            errors: Vec::new(),
+            errors: self.errors,
         }
+    }
+
+    /// How many of its entries are files.
+    pub fn file_count(&self) -> usize {
+        let mut c = self.entries.cursor();
+        std::iter::from_fn(|| c.next_entry().map(|(_, e)| e.kind))
+            .filter(|k| *k == Kind::File)
+            .count()
     }
 
     pub fn len(&self) -> usize {

@@ -155,18 +155,42 @@ pub fn meta_digest<'a>(
     entries: impl Iterator<Item = EntryRef<'a>>,
     root: (u32, (i64, u32)),
 ) -> String {
-    use sha2::Digest as _;
-    let mut h = sha2::Sha256::new();
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let put = |buf: &mut Vec<u8>, mode: u32, mtime: (i64, u32)| {
-        buf.extend_from_slice(&mode.to_le_bytes());
-        buf.extend_from_slice(&mtime.0.to_le_bytes());
-        buf.extend_from_slice(&mtime.1.to_le_bytes());
-    };
-    put(&mut buf, root.0, root.1);
+    let mut d = MetaDigest::new(root);
     for e in entries {
-        buf.push(e.kind as u8);
-        put(&mut buf, e.mode, e.mtime);
+        d.add(&e);
+    }
+    d.finish()
+}
+
+/// [`meta_digest`] taken an entry at a time, from entries that are not at hand as an
+/// iterator (a tree read compact gives one entry at a time).
+pub struct MetaDigest {
+    h: sha2::Sha256,
+    buf: Vec<u8>,
+}
+
+impl MetaDigest {
+    pub fn new(root: (u32, (i64, u32))) -> MetaDigest {
+        use sha2::Digest as _;
+        let mut d = MetaDigest {
+            h: sha2::Sha256::new(),
+            buf: Vec::with_capacity(64 * 1024),
+        };
+        d.put(root.0, root.1);
+        d
+    }
+
+    fn put(&mut self, mode: u32, mtime: (i64, u32)) {
+        self.buf.extend_from_slice(&mode.to_le_bytes());
+        self.buf.extend_from_slice(&mtime.0.to_le_bytes());
+        self.buf.extend_from_slice(&mtime.1.to_le_bytes());
+    }
+
+    pub fn add(&mut self, e: &EntryRef<'_>) {
+        use sha2::Digest as _;
+        self.buf.push(e.kind as u8);
+        self.put(e.mode, e.mtime);
+        let buf = &mut self.buf;
         match e.owner {
             Some((u, g)) => {
                 buf.push(1);
@@ -187,12 +211,16 @@ pub fn meta_digest<'a>(
             buf.extend_from_slice(t);
         }
         if buf.len() >= 60 * 1024 {
-            h.update(&buf);
+            self.h.update(&*buf);
             buf.clear();
         }
     }
-    h.update(&buf);
-    Digest(h.finalize().into()).to_hex()
+
+    pub fn finish(mut self) -> String {
+        use sha2::Digest as _;
+        self.h.update(&self.buf);
+        Digest(self.h.finalize().into()).to_hex()
+    }
 }
 
 impl History {

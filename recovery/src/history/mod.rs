@@ -42,7 +42,7 @@ mod format;
 
 pub use content::{cannot_link, copy_verified};
 use engine::tree::same_path;
-pub use format::{diff_files, diff_shas, meta_digest};
+pub use format::{diff_files, diff_shas, meta_digest, MetaDigest};
 
 const FULL: u32 = 10;
 /// A difference without its base's entries: toward a newer version (read only that
@@ -521,6 +521,22 @@ impl History {
         read().unwrap_or_else(|e| {
             log::warn!("{e}");
             Vec::new()
+        })
+    }
+
+    /// Nothing is left of a pass cut short: no kept file waits in `pending/` to be
+    /// settled, and no moves are noted.
+    pub fn is_settled(&self) -> Result<bool, Error> {
+        if !self.exists() {
+            return Ok(true);
+        }
+        let mut root = self.open()?;
+        if root.stat(Path::new(MOVED))?.is_some() {
+            return Ok(false);
+        }
+        Ok(match root.stat(Path::new(PENDING))? {
+            Some(_) => root.list(Path::new(PENDING))?.is_empty(),
+            None => true,
         })
     }
 

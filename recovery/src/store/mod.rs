@@ -337,6 +337,46 @@ impl VersionedDir {
         Ok(made)
     }
 
+    /// Whether the latest version is `tree`, read compact by a pass that found
+    /// nothing to do (`sha`: its directory SHA-256, proven by the stat cache; every
+    /// file hashed): then [`Self::record_pass`] would make no version. The store is
+    /// repaired and registered as that does; a store that holds what a pass cut short
+    /// left (kept files to settle, moves noted) answers `false`, for `record_pass` to
+    /// settle.
+    pub fn is_latest(
+        &self,
+        home: &DataHome,
+        tree: &engine::tree::compact::CompactTree,
+        sha: Digest,
+    ) -> Result<bool, Error> {
+        let _lock = self.lock(home)?;
+        self.ensure_store()?;
+        self.migrate()?;
+        let history = self.history();
+        history.repair_versions()?;
+        if !history.is_settled()? {
+            return Ok(false);
+        }
+        let Some(latest) = history.latest()? else {
+            return Ok(false);
+        };
+        if latest.dir_sha256 != sha.to_hex() {
+            return Ok(false);
+        }
+        // The metadata digest of every entry: a pass that found nothing to do has
+        // nothing unknown, and a hash for every file (see `manifest::entries_of`).
+        let mut meta = history::MetaDigest::new(root_meta(tree.root.as_ref()));
+        let mut c = tree.entries.cursor();
+        while let Some((p, e)) = c.next_entry() {
+            meta.add(&engine::tree::encoding::EntryRef::new(p, &e));
+        }
+        if latest.meta_sha256 != meta.finish() {
+            return Ok(false);
+        }
+        self.register_if_missing(home)?;
+        Ok(true)
+    }
+
     fn record_locked(
         &self,
         home: &DataHome,
@@ -349,7 +389,7 @@ impl VersionedDir {
         let history = self.history();
         let latest = history.latest()?;
         let sha = known_sha.unwrap_or_else(|| Manifest::dir_sha256_of(tree));
-        let root_meta = root_meta(tree);
+        let root_meta = root_meta(tree.root.as_ref());
         let news = || manifest::entries_of(tree);
         let t0 = std::time::Instant::now();
         let meta = history::meta_digest(news(), root_meta);
@@ -711,13 +751,9 @@ impl VersionedDir {
     }
 }
 
-/// The mode and mtime of a tree's root, as a version records them.
-fn root_meta(tree: &Tree) -> (u32, (i64, u32)) {
-    let root = tree
-        .root
-        .clone()
-        .unwrap_or_else(|| engine::tree::Entry::dir(0o755, engine::tree::MTime::default()));
-    (root.mode, (root.mtime.sec, root.mtime.nsec))
+/// The mode and mtime of a tree's root (its entry `root`), as a version records them.
+fn root_meta(root: Option<&Entry>) -> (u32, (i64, u32)) {
+    root.map_or((0o755, (0, 0)), |r| (r.mode, (r.mtime.sec, r.mtime.nsec)))
 }
 
 /// A version's time; an unreadable one counts as the oldest.
@@ -749,6 +785,16 @@ impl engine::pass::Versions for VersionedDir {
             return Ok(Vec::new());
         }
         self.keep_files(home, root, tree, sha, &first.lost, None)
+    }
+
+    fn is_latest(
+        &self,
+        home: &DataHome,
+        _root: &Path,
+        tree: &engine::tree::compact::CompactTree,
+        sha: Digest,
+    ) -> Result<bool, Error> {
+        VersionedDir::is_latest(self, home, tree, sha)
     }
 
     fn record(
