@@ -21,6 +21,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
 use std::time::Instant;
 
 use super::{Outcome, Tool};
@@ -33,21 +34,71 @@ use crate::tree::{path_order, Entry, Kind, MTime, Tree};
 
 use super::stages::Scanned;
 
-/// Paths a window holds on the two sides together: a few megabytes whole.
-const WINDOW: usize = if cfg!(test) { 3 } else { 32 * 1024 };
+/// Paths a window holds on the two sides together, at the least: about 100 KiB whole.
+/// A window's lists stay below the size from which the allocator maps each block on its
+/// own (128 KiB, see `run::alloc_tune`): a window of 32,768 paths mapped and gave back
+/// megabytes each time, and the page faults took a third of the walk at a million files.
+const WINDOW: usize = if cfg!(test) { 3 } else { 1024 };
 
 /// Both trees of a whole pass, read compact, handed to the tool's planner a window of
-/// paths at a time ([`Quiet::next_window`]).
+/// paths at a time ([`Quiet::next_window`]). The windows are cut on a thread of their
+/// own ([`Walk`]); each takes its hashes ([`Cached`]) and is planned on this one.
 pub struct Quiet<'s> {
     trees: &'s [CompactTree; 2],
     roots: [Root; 2],
     fs: [FsTraits; 2],
-    sides: [Side<'s>; 2],
+    windows: Receiver<[Tree; 2]>,
+    cached: Cached,
     window: [Tree; 2],
+}
+
+/// A window of both trees (see [`Quiet::next_window`]), and the roots of both
+/// replicas, open (to read what a stat does not show).
+pub struct Window<'q> {
+    pub trees: &'q mut [Tree; 2],
+    pub roots: &'q mut [Root; 2],
+}
+
+impl<'s> Quiet<'s> {
+    /// Both trees, read compact.
+    pub fn trees(&self) -> &'s [CompactTree; 2] {
+        self.trees
+    }
+
+    /// What each replica's filesystem can keep.
+    pub fn fs(&self) -> [FsTraits; 2] {
+        self.fs
+    }
+
+    /// The next window: both trees' entries from where the last window ended up to a
+    /// path (the same on both sides), each file with the hash its stat cache holds,
+    /// and everything else of both trees (root, excluded paths). `None` at the end, and
+    /// from the first file whose hash is not cached (the pass then goes on whole).
+    pub fn next_window(&mut self) -> Option<Window<'_>> {
+        if self.cached.unhashed {
+            return None;
+        }
+        self.window = self.windows.recv().ok()?;
+        if !self.cached.fill(&mut self.window) {
+            return None;
+        }
+        Some(Window {
+            trees: &mut self.window,
+            roots: &mut self.roots,
+        })
+    }
+}
+
+/// Cuts the windows [`Quiet`] hands out from both trees, without their hashes.
+struct Walk<'s> {
+    trees: &'s [CompactTree; 2],
+    sides: [Side<'s>; 2],
+    /// Paths a window holds on the two sides together: [`WINDOW`], or more where the
+    /// trees have many paths excluded (each window holds them all), so that copying
+    /// them is a small part of a window's work.
+    size: usize,
     /// Every entry of both trees was handed out.
     done: bool,
-    /// A file met has no hash in its stat cache: the walk stopped there.
-    unhashed: bool,
 }
 
 /// One tree as the windows walk it.
@@ -56,7 +107,6 @@ struct Side<'s> {
     /// The next entry, not yet in a window, and its path.
     next: Option<Entry>,
     path: PathBuf,
-    matcher: Option<Matcher<File>>,
 }
 
 impl Side<'_> {
@@ -73,67 +123,31 @@ impl Side<'_> {
     }
 }
 
-/// A window of both trees (see [`Quiet::next_window`]), and the roots of both
-/// replicas, open (to read what a stat does not show).
-pub struct Window<'q> {
-    pub trees: &'q mut [Tree; 2],
-    pub roots: &'q mut [Root; 2],
-}
-
-impl<'s> Quiet<'s> {
-    fn new(scanned: &'s Scanned, trees: &'s [CompactTree; 2]) -> Option<Quiet<'s>> {
-        let [a, b] = &scanned.roots;
-        let roots = [a.try_clone().ok()?, b.try_clone().ok()?];
-        let matchers = scanned.replicas.each_ref().map(|r| r.cache_matcher());
-        Some(Quiet::over(trees, matchers, roots, scanned.fs))
-    }
-
-    /// Both trees, walked beside the records of their stat caches.
-    fn over(
-        trees: &'s [CompactTree; 2],
-        matchers: [Option<Matcher<File>>; 2],
-        roots: [Root; 2],
-        fs: [FsTraits; 2],
-    ) -> Quiet<'s> {
-        let [ma, mb] = matchers;
-        let side = |i: usize, matcher| Side {
+impl<'s> Walk<'s> {
+    fn new(trees: &'s [CompactTree; 2]) -> Walk<'s> {
+        let side = |i: usize| Side {
             cursor: trees[i].entries.cursor(),
             next: None,
             path: PathBuf::new(),
-            matcher,
         };
-        Quiet {
+        let excluded: usize = trees.iter().map(|t| t.excluded.len()).sum();
+        Walk {
             trees,
-            roots,
-            fs,
-            sides: [side(0, ma), side(1, mb)],
-            window: Default::default(),
+            sides: [side(0), side(1)],
+            size: WINDOW.max(8 * excluded),
             done: false,
-            unhashed: false,
         }
     }
 
-    /// Both trees, read compact.
-    pub fn trees(&self) -> &'s [CompactTree; 2] {
-        self.trees
-    }
-
-    /// What each replica's filesystem can keep.
-    pub fn fs(&self) -> [FsTraits; 2] {
-        self.fs
-    }
-
-    /// The next window: both trees' entries from where the last window ended up to a
-    /// path (the same on both sides), each file with the hash its stat cache holds,
-    /// and everything else of both trees (root, excluded paths). `None` at the end, and
-    /// from the first file whose hash is not cached (the pass then goes on whole).
-    pub fn next_window(&mut self) -> Option<Window<'_>> {
-        if self.done || self.unhashed {
+    /// The next window (see [`Quiet::next_window`]), without hashes: its paths taken
+    /// from both trees in order.
+    fn next_window(&mut self) -> Option<[Tree; 2]> {
+        if self.done {
             return None;
         }
         let mut lists: [ChunkList; 2] = Default::default();
         let mut n = 0;
-        while n < WINDOW {
+        while n < self.size {
             for s in &mut self.sides {
                 s.fill();
             }
@@ -152,51 +166,65 @@ impl<'s> Quiet<'s> {
                 }
             };
             for (side, s) in self.sides.iter_mut().enumerate() {
-                if !take[side] {
-                    continue;
+                if take[side] {
+                    let e = s.next.take().expect("BUG: a side taken has an entry");
+                    lists[side].push(&s.path, e);
+                    n += 1;
                 }
-                let mut e = s.next.take().expect("BUG: a side taken has an entry");
-                if e.kind == Kind::File {
-                    e.hash = s.matcher.as_mut().and_then(|m| m.hash_of(&s.path, &e));
-                    if e.hash.is_none() {
-                        self.unhashed = true;
-                        return None;
-                    }
-                }
-                lists[side].push(&s.path, e);
-                n += 1;
             }
         }
         if n == 0 {
             return None;
         }
-        for (side, list) in lists.into_iter().enumerate() {
-            let t = &self.trees[side];
-            self.window[side] = Tree {
-                root: t.root.clone(),
-                entries: list.into_entries(),
-                unknown: t.unknown.clone(),
-                excluded: t.excluded.clone(),
-                leftovers: t.leftovers.clone(),
-                specials: Vec::new(),
-                errors: Vec::new(),
-            };
+        let [la, lb] = lists;
+        let window = |t: &CompactTree, list: ChunkList| Tree {
+            root: t.root.clone(),
+            entries: list.into_entries(),
+            unknown: t.unknown.clone(),
+            excluded: t.excluded.clone(),
+            leftovers: t.leftovers.clone(),
+            specials: Vec::new(),
+            errors: Vec::new(),
+        };
+        Some([window(&self.trees[0], la), window(&self.trees[1], lb)])
+    }
+}
+
+/// Both stat caches' records, met with the files of both trees window by window.
+struct Cached {
+    matchers: [Option<Matcher<File>>; 2],
+    /// A file met has no hash in its stat cache.
+    unhashed: bool,
+}
+
+impl Cached {
+    /// Gives each file of the window `w` the hash its stat cache holds; false (and
+    /// from then on) if one is not cached.
+    fn fill(&mut self, w: &mut [Tree; 2]) -> bool {
+        for (t, m) in w.iter_mut().zip(&mut self.matchers) {
+            for (p, e) in t.entries.iter_mut() {
+                if e.kind != Kind::File {
+                    continue;
+                }
+                e.hash = m.as_mut().and_then(|m| m.hash_of(p, e));
+                if e.hash.is_none() {
+                    self.unhashed = true;
+                    return false;
+                }
+            }
         }
-        Some(Window {
-            trees: &mut self.window,
-            roots: &mut self.roots,
-        })
+        true
     }
 
-    /// The directory SHA-256 of both replicas, each proven by its stat cache, once
-    /// every window was handed out and every file's hash found; else `None`.
-    fn proven(self) -> Option<[crate::tree::Digest; 2]> {
-        if !self.done || self.unhashed {
+    /// The directory SHA-256 of both `trees`, each proven by its stat cache, once
+    /// every window was walked (`walked`) and every file's hash found; else `None`.
+    fn proven(self, trees: &[CompactTree; 2], walked: bool) -> Option<[crate::tree::Digest; 2]> {
+        if !walked || self.unhashed {
             return None;
         }
-        let [a, b] = self.sides;
-        let proof = |s: Side, t: &CompactTree| s.matcher?.finish(!t.unknown.is_empty());
-        Some([proof(a, &self.trees[0])?, proof(b, &self.trees[1])?])
+        let [a, b] = self.matchers;
+        let proof = |m: Option<Matcher<File>>, t: &CompactTree| m?.finish(!t.unknown.is_empty());
+        Some([proof(a, &trees[0])?, proof(b, &trees[1])?])
     }
 }
 
@@ -241,9 +269,45 @@ fn quiet_pass<T: Tool>(
     started: Instant,
 ) -> Option<PassOutcome> {
     let t0 = Instant::now();
-    let mut q = Quiet::new(scanned, trees)?;
-    let extra = tool.quiet(&mut q, base);
-    let shas = q.proven();
+    let [ra, rb] = &scanned.roots;
+    let roots = [ra.try_clone().ok()?, rb.try_clone().ok()?];
+    let matchers = scanned.replicas.each_ref().map(|r| r.cache_matcher());
+    let (extra, shas) = std::thread::scope(|s| {
+        // A few windows ahead at most.
+        let (put, windows) = sync_channel(4);
+        let mut walk = Walk::new(trees);
+        let walking = std::thread::Builder::new()
+            .name("windows".into())
+            .spawn_scoped(s, move || {
+                while let Some(w) = walk.next_window() {
+                    // The planner found something to do, and stopped asking.
+                    if put.send(w).is_err() {
+                        return false;
+                    }
+                }
+                walk.done
+            })
+            .expect("a thread for the windows");
+        let mut q = Quiet {
+            trees,
+            roots,
+            fs: scanned.fs,
+            windows,
+            cached: Cached {
+                matchers,
+                unhashed: false,
+            },
+            window: Default::default(),
+        };
+        let extra = tool.quiet(&mut q, base);
+        let Quiet {
+            windows, cached, ..
+        } = q;
+        // Stops the walk if the planner stopped first.
+        drop(windows);
+        let walked = walking.join().expect("BUG: the walk does not panic");
+        (extra, cached.proven(trees, walked))
+    });
     log::debug!(
         "planned a window at a time: {} ({:.3}s)",
         if extra.is_none() {
@@ -377,14 +441,20 @@ mod tests {
         root: &Path,
     ) -> (Vec<[Tree; 2]>, Option<[Digest; 2]>) {
         let trees = [CompactTree::new(copy(a)), CompactTree::new(copy(b))];
-        let matchers = caches.map(|c| Matcher::open(c, root));
-        let roots = [Root::open(root).unwrap(), Root::open(root).unwrap()];
-        let mut q = Quiet::over(&trees, matchers, roots, Default::default());
+        let mut cached = Cached {
+            matchers: caches.map(|c| Matcher::open(c, root)),
+            unhashed: false,
+        };
+        let mut walk = Walk::new(&trees);
         let mut out = Vec::new();
-        while let Some(w) = q.next_window() {
-            out.push(w.trees.each_ref().map(copy));
+        while let Some(mut w) = walk.next_window() {
+            if !cached.fill(&mut w) {
+                break;
+            }
+            out.push(w);
         }
-        (out, q.proven())
+        let proven = cached.proven(&trees, walk.done);
+        (out, proven)
     }
 
     fn paths(t: &Tree) -> Vec<PathBuf> {
@@ -396,10 +466,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let (ca, cb) = (root.join("a.cache"), root.join("b.cache"));
-        let a = tree(&["d/", "d/1", "d/2", "d/3", "e", "f/", "f/1", "g", "h", "x/"]);
-        let b = tree(&[
-            "d/", "d/0", "d/2", "d-1", "e", "f/", "g", "i", "j", "k", "x/",
-        ]);
+        // Windows hold 16 paths here (8 for each path excluded): many paths, some on
+        // one side only.
+        let many: Vec<String> = (0..60).map(|i| format!("m/{i:02}")).collect();
+        let mut pa = vec![
+            "d/", "d/1", "d/2", "d/3", "e", "f/", "f/1", "g", "h", "m/", "x/",
+        ];
+        let mut pb = vec![
+            "d/", "d/0", "d/2", "d-1", "e", "f/", "g", "i", "j", "k", "m/", "x/",
+        ];
+        pa.extend(
+            many.iter()
+                .filter(|m| !m.ends_with('3'))
+                .map(String::as_str),
+        );
+        pb.extend(
+            many.iter()
+                .filter(|m| !m.ends_with('7'))
+                .map(String::as_str),
+        );
+        let (a, b) = (tree(&pa), tree(&pb));
         let (sa, sb) = (cached(&a, &ca, root), cached(&b, &cb, root));
         let (ws, proven) = windows(&a, &b, [&ca, &cb], root);
         assert!(ws.len() > 3, "windows of a few paths: {}", ws.len());
