@@ -310,12 +310,11 @@ fn quiet_pass<T: Tool>(
     });
     log::debug!(
         "planned a window at a time: {} ({:.3}s)",
-        if extra.is_none() {
-            "something to do"
-        } else if shas.is_none() {
-            "nothing to do, but a stat cache does not prove its replica"
-        } else {
-            "nothing to do"
+        match (&extra, &shas) {
+            (None, _) => "something to do",
+            (Some(_), None) =>
+                "not sure (a file's hash is not cached, or a cache does not prove its replica)",
+            (Some(_), Some(_)) => "nothing to do",
         },
         t0.elapsed().as_secs_f64()
     );

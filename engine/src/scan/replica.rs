@@ -168,10 +168,12 @@ pub fn read_both(
     );
     let (ta, tb) = (a.0.scanned(ta)?, b.0.scanned(tb)?);
     log::debug!(
-        "scanned {} and {} entries in {:.3}s",
+        "scanned {} and {} entries in {:.3}s, held compact in {:.1} and {:.1} MB",
         ta.len(),
         tb.len(),
         t0.elapsed().as_secs_f64(),
+        ta.entries.heap_bytes() as f64 / 1e6,
+        tb.entries.heap_bytes() as f64 / 1e6,
     );
     Ok([ta, tb])
 }

@@ -412,14 +412,6 @@ impl CompactTree {
         }
     }
 
-    /// How many of its entries are files.
-    pub fn file_count(&self) -> usize {
-        let mut c = self.entries.cursor();
-        std::iter::from_fn(|| c.next_entry().map(|(_, e)| e.kind))
-            .filter(|k| *k == Kind::File)
-            .count()
-    }
-
     pub fn len(&self) -> usize {
         self.entries.len()
     }
