@@ -286,8 +286,11 @@ fn quiet_pass<T: Tool>(
                     }
                 }
                 walk.done
-            })
-            .expect("a thread for the windows");
+            });
+        // No thread to be had: the pass goes on whole.
+        let Ok(walking) = walking else {
+            return (None, None);
+        };
         let mut q = Quiet {
             trees,
             roots,
