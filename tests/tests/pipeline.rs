@@ -242,13 +242,14 @@ fn a_pass_ends_before_its_trees_are_whole_only_where_the_whole_pass_does_nothing
     assert!(quiet.all().contains(ENDED_EARLY), "{}", quiet.all());
     assert_eq!(env.versions_of(&src).len(), 2);
 
-    // A hand edit in BACKUP that keeps the size and mtime: its stat changed (inode, or
-    // the stat cache no longer vouches for it), so the pass goes on whole and puts the
-    // file back.
+    // A hand edit in BACKUP that keeps the mtime: the stat cache no longer vouches for
+    // the file, so the pass goes on whole and puts it back. (One that kept the size too
+    // could get the inode the file had, and then neither pass would see it: the stat
+    // cache knows a file by its size, mtime and inode.)
     let victim = dst.join("dir/sub/c.txt");
     let mtime = fs::metadata(&victim).unwrap().modified().unwrap();
     fs::remove_file(&victim).unwrap();
-    write(&victim, "x");
+    write(&victim, "edited by hand");
     filetime::set_file_mtime(&victim, filetime::FileTime::from_system_time(mtime)).unwrap();
     let mended = debug_pass(&env, "oneway", &src, &dst, &[]);
     assert!(!mended.all().contains(ENDED_EARLY), "{}", mended.all());
