@@ -209,34 +209,23 @@ impl Stored {
         b: &engine::tree::Tree,
         owners: bool,
     ) -> bool {
-        if let Some(held) = self.held.get() {
-            return held
-                .as_ref()
-                .is_some_and(|p| crate::plan::unchanged_since(p, a, b, owners));
-        }
-        let Some(mut seq) = self.records.take() else {
-            return false;
-        };
-        let same = crate::plan::unchanged_as_read(self.count, a, b, owners, &mut |check| {
-            seq.take_entry(false, |r| check(r.path, &r.to_entry())).ok()
-        });
-        same && seq.at_end().unwrap_or(false)
+        self.compare(|count, next| crate::plan::unchanged_as_read(count, a, b, owners, next))
     }
 
     /// [`Stored::unchanged`] of both replicas read compact, asked a window of paths at a
     /// time as `q` hands them out (see `engine::pass::quiet`).
     pub fn unchanged_in_windows(&mut self, q: &mut Quiet<'_>, owners: bool) -> bool {
-        let trees = q.trees();
         let quiet = |t: &CompactTree| {
             let clean = t.unknown.is_empty() && t.leftovers.is_empty();
             crate::plan::quiet_apart(clean, &t.excluded, |p| {
                 t.entries.get(p).is_some_and(|e| e.kind == Kind::Dir)
             })
         };
-        if trees.iter().any(|t| t.len() != self.count || !quiet(t)) {
-            return false;
-        }
-        let mut windows = |next: &mut crate::plan::NextRecord<'_>| {
+        let trees = q.trees();
+        self.compare(|count, next| {
+            if trees.iter().any(|t| t.len() != count || !quiet(t)) {
+                return false;
+            }
             while let Some(w) = q.next_window() {
                 let [a, b] = &*w.trees;
                 if !crate::plan::rows_unchanged(a, b, owners, next) {
@@ -244,18 +233,28 @@ impl Stored {
                 }
             }
             true
-        };
+        })
+    }
+
+    /// What `same` says of the state's records, given how many there are and read in
+    /// order: from the state held, or from its file (once), where the last record must
+    /// end the file. `false` without a state.
+    fn compare(
+        &mut self,
+        same: impl FnOnce(usize, &mut crate::plan::NextRecord<'_>) -> bool,
+    ) -> bool {
         if let Some(held) = self.held.get() {
             let Some(p) = held else { return false };
             let mut rows = p.iter();
-            return windows(&mut |check| rows.next().map(|(q, s)| check(q, &s)));
+            return same(p.len(), &mut |check| rows.next().map(|(q, s)| check(q, &s)));
         }
         let Some(mut seq) = self.records.take() else {
             return false;
         };
-        let same =
-            windows(&mut |check| seq.take_entry(false, |r| check(r.path, &r.to_entry())).ok());
-        same && seq.at_end().unwrap_or(false)
+        let mut read = |check: &mut dyn FnMut(&Path, &Entry) -> bool| {
+            seq.take_entry(false, |r| check(r.path, &r.to_entry())).ok()
+        };
+        same(self.count, &mut read) && seq.at_end().unwrap_or(false)
     }
 
     /// The state whole, read now unless it was; `None` if it turns out to be damaged

@@ -177,16 +177,8 @@ impl<'s> Walk<'s> {
             return None;
         }
         let [la, lb] = lists;
-        let window = |t: &CompactTree, list: ChunkList| Tree {
-            root: t.root.clone(),
-            entries: list.into_entries(),
-            unknown: t.unknown.clone(),
-            excluded: t.excluded.clone(),
-            leftovers: t.leftovers.clone(),
-            specials: Vec::new(),
-            errors: Vec::new(),
-        };
-        Some([window(&self.trees[0], la), window(&self.trees[1], lb)])
+        let [ta, tb] = self.trees;
+        Some([ta.part(la.into_entries()), tb.part(lb.into_entries())])
     }
 }
 

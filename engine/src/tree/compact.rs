@@ -412,6 +412,20 @@ impl CompactTree {
         }
     }
 
+    /// A part of the tree: `entries` (some of its own), with a copy of everything else
+    /// it holds but its errors and special files (what a planner looks at).
+    pub fn part(&self, entries: Entries) -> Tree {
+        Tree {
+            root: self.root.clone(),
+            entries,
+            unknown: self.unknown.clone(),
+            excluded: self.excluded.clone(),
+            leftovers: self.leftovers.clone(),
+            specials: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
