@@ -274,6 +274,69 @@ fn a_pass_ends_before_its_trees_are_whole_only_where_the_whole_pass_does_nothing
     assert_same_tree(&src, &dst);
 }
 
+/// What the scan's debug line says, compact or whole.
+const SCANNED: &str = " entries in ";
+
+/// Whether pass `run` read both replicas compact (else whole).
+fn read_compact(run: &Run) -> bool {
+    let all = run.all();
+    let scanned = all
+        .lines()
+        .find(|l| l.contains(" scanned ") && l.contains(SCANNED))
+        .unwrap_or_else(|| panic!("a scan's debug line: {all}"));
+    assert!(
+        scanned.contains("held compact") != scanned.ends_with(", whole"),
+        "{scanned}"
+    );
+    scanned.contains("held compact")
+}
+
+#[test]
+fn a_pass_reads_compact_only_where_both_stat_caches_prove_enough_files() {
+    let env = Env::new();
+    let (src, dst) = env.src_and_dst();
+    put(&src.join("a.txt"), "a", 0);
+    put(&src.join("dir/b.txt"), "b", 1);
+    put(&src.join("dir/c.txt"), "c", 2);
+    let pass = |from: Option<&str>| {
+        let mut c = env.cmd("oneway");
+        match from {
+            Some(n) => c.env("TWOWAY_COMPACT_FROM", n),
+            None => c.env_remove("TWOWAY_COMPACT_FROM"),
+        };
+        c.env("RUST_LOG", "debug")
+            .args([&src, &dst])
+            .args(["--once", "-v"]);
+        let run = Run(c.output().expect("run binary"));
+        run.expect(0);
+        run
+    };
+    // No stat cache yet: nothing can prove the replicas unchanged.
+    let first = pass(Some("0"));
+    assert!(!read_compact(&first), "{}", first.all());
+    // Both caches prove their replicas, of 3 files each.
+    let compact = pass(Some("3"));
+    assert!(read_compact(&compact), "{}", compact.all());
+    assert!(compact.all().contains(ENDED_EARLY), "{}", compact.all());
+    for small in [pass(Some("4")), pass(None)] {
+        assert!(!read_compact(&small), "{}", small.all());
+        assert!(!small.all().contains(ENDED_EARLY), "{}", small.all());
+        assert!(small.stdout().contains("nothing to do"), "{}", small.all());
+        small.expect_hashed_nothing();
+    }
+    // A dry run prints its plan: whole.
+    let dry = {
+        let mut c = env.cmd("oneway");
+        c.env("RUST_LOG", "debug")
+            .args([&src, &dst])
+            .args(["--once", "-v", "--dry-run"]);
+        Run(c.output().expect("run binary"))
+    };
+    dry.expect(0);
+    assert!(!read_compact(&dry), "{}", dry.all());
+    assert_same_tree(&src, &dst);
+}
+
 #[test]
 fn a_two_way_pass_ends_early_only_where_both_replicas_are_as_the_state_records() {
     let env = Env::new();

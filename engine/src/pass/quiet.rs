@@ -18,6 +18,11 @@
 //!
 //! Anything else, and the pass goes on whole from the trees read compact: what this
 //! walk did is only lost time, and no decision of it is kept.
+//!
+//! A pass reads its replicas compact only where it may end here ([`may_end_early`]):
+//! where a stat cache is missing or proves nothing the pass cannot, and where both are
+//! small (fewer than [`COMPACT_FROM`] files) the trees are small too, and a scan
+//! straight into trees is faster than one that decodes them afterwards.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -33,6 +38,29 @@ use crate::tree::entries::ChunkList;
 use crate::tree::{path_order, Entry, Kind, MTime, Tree};
 
 use super::stages::Scanned;
+
+/// The fewest files a stat cache holds for its replica to be read compact (see
+/// [`may_end_early`]): below it both trees whole take a few tens of megabytes.
+/// `TWOWAY_COMPACT_FROM` sets another number (the tests read small trees compact).
+pub const COMPACT_FROM: usize = 100_000;
+
+/// Whether a whole pass of `tool` may end before its trees are made whole, as far as
+/// can be told before the replicas are read: not a dry run (it prints its plan), not
+/// `--approve` (it asks about the plan), not under `--watch` (it keeps the trees whole
+/// for the next pass), not `--checksum` (no hash is taken from a cache), and each stat
+/// cache holds a directory SHA-256 and at least [`COMPACT_FROM`] files.
+pub(super) fn may_end_early<T: Tool>(tool: &T) -> bool {
+    let settings = tool.settings();
+    let from = std::env::var("TWOWAY_COMPACT_FROM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(COMPACT_FROM);
+    !(settings.dry_run || settings.approve || settings.checksum || crate::run::watch::watching())
+        && tool
+            .replicas()
+            .iter()
+            .all(|r| r.cache_proves_at_least(from))
+}
 
 /// Paths a window holds on the two sides together, at the least: about 100 KiB whole.
 /// A window's lists stay below the size from which the allocator maps each block on its
@@ -231,12 +259,7 @@ pub(super) fn pass<T: Tool>(
     scanned_at: MTime,
     started: Instant,
 ) -> Option<PassOutcome> {
-    let settings = tool.settings();
-    // A dry run prints its plan; --approve asks about it; a watch keeps the trees
-    // whole for the next pass.
-    if settings.dry_run || settings.approve || crate::run::watch::watching() {
-        return None;
-    }
+    // Read compact only where it may end here (see `may_end_early`).
     let trees = scanned.compact.take()?;
     let clean =
         |t: &CompactTree| t.errors.is_empty() && t.unknown.is_empty() && t.leftovers.is_empty();

@@ -49,8 +49,10 @@ enum Read {
     /// Only the folders named, into the trees a pass left: the trees, the directory
     /// SHA-256 of each replica where nothing read differs, and what was read.
     Again([Tree; 2], [Option<Digest>; 2], crate::scan::rescan::Region),
-    /// Everything, compact.
-    Whole([CompactTree; 2]),
+    /// Everything, compact: a pass that may end before its trees are whole.
+    Compact([CompactTree; 2]),
+    /// Everything, whole, without hashes yet.
+    Whole([Tree; 2]),
 }
 
 impl Scanned {
@@ -87,7 +89,11 @@ impl Scanned {
                 let region = read_a.region.join(read_b.region);
                 Ok(Read::Again([ta, tb], cached_sha, region))
             }
-            _ => replica::read_both((&replicas[0], &opts[0]), (&replicas[1], &opts[1]))
+            _ if super::quiet::may_end_early(tool) => {
+                replica::read_both((&replicas[0], &opts[0]), (&replicas[1], &opts[1]))
+                    .map(Read::Compact)
+            }
+            _ => replica::read_both_whole((&replicas[0], &opts[0]), (&replicas[1], &opts[1]))
                 .map(Read::Whole),
         };
         let (read, base) = parallel::join(read, || tool.load_base());
@@ -116,15 +122,32 @@ impl Scanned {
                 scanned.cached_sha = cached_sha;
                 scanned.region = Some(region);
             }
-            Read::Whole(mut trees) => {
+            Read::Compact(mut trees) => {
                 for t in &mut trees {
                     scanned.errors.append(&mut t.errors);
                 }
                 scanned.compact = Some(trees);
             }
+            Read::Whole(mut trees) => {
+                let t0 = Instant::now();
+                for t in &mut trees {
+                    scanned.errors.append(&mut t.errors);
+                }
+                let [ta, tb] = &mut trees;
+                let r = &scanned.replicas;
+                let (sa, sb) = parallel::join(
+                    || r[0].load_hashes(ta, checksum),
+                    || r[1].load_hashes(tb, checksum),
+                );
+                scanned.trees = trees;
+                scanned.cached_sha = [sa, sb];
+                log::debug!(
+                    "hashes from the stat caches: {:.3}s",
+                    t0.elapsed().as_secs_f64()
+                );
+            }
         }
         if checksum {
-            scanned.make_whole(true);
             for side in 0..2 {
                 let mut tree = std::mem::take(&mut scanned.trees[side]);
                 scanned.hash_in(side, &mut tree, |_, _| true);

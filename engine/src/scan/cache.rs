@@ -248,6 +248,14 @@ fn fill_from(src: impl Read, root: &Path, tree: &mut Tree) -> Filled {
 }
 
 impl StatCache {
+    /// How many files the cache file `file` of `root` holds, if it holds a directory
+    /// SHA-256 (it was saved from a wholly readable tree with every file hashed): only
+    /// such a cache can prove that a replica is as it was. Reads only the file's head.
+    pub fn proving_count(file: &Path, root: &Path) -> Option<usize> {
+        let (sha, records) = records(std::fs::File::open(file).ok()?, root)?;
+        sha.map(|_| records.left)
+    }
+
     /// Loads the cache at `file`; empty if it is missing.
     #[cfg(test)]
     pub fn load(file: &Path) -> StatCache {

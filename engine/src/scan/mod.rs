@@ -23,7 +23,7 @@ use crate::error::{Error, Refusal};
 use crate::fs::{self, Stat};
 use crate::names;
 use crate::tree::compact::{Compact, CompactTree};
-use crate::tree::entries::ChunkList;
+use crate::tree::entries::{Chunk, ChunkList};
 use crate::tree::{Entry, Kind, Tree};
 
 /// What to leave out of a scan.
@@ -156,10 +156,9 @@ pub fn check_root(root: &Path, role: &str) -> Result<PathBuf, Refusal> {
 /// byte order, depth first: entries come out in path order without sorting. The
 /// top-level directories are shared out between threads.
 pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Tree, Error> {
-    scan_many(&[(root, opts)])
+    scan_many_whole(&[(root, opts)])
         .pop()
         .expect("BUG: one result per root")
-        .map(CompactTree::into_tree)
 }
 
 /// The top level of one root, read on the calling thread; its directories become units
@@ -202,6 +201,26 @@ fn start<'a>(root: &'a Path, opts: &'a ScanOptions) -> Result<Started<'a>, Error
 /// core would only add malloc arenas, and with them peak memory). One result per root,
 /// held compact: each thread encodes what it finds as it goes.
 pub fn scan_many(roots: &[(&Path, &ScanOptions)]) -> Vec<Result<CompactTree, Error>> {
+    walk_many(roots, assemble)
+}
+
+/// [`scan_many`], each tree whole: what a pass that cannot end before its trees are
+/// whole reads (see `crate::pass::quiet`), as do [`scan`] and the tools that read one
+/// directory.
+pub fn scan_many_whole(roots: &[(&Path, &ScanOptions)]) -> Vec<Result<Tree, Error>> {
+    walk_many(roots, assemble_whole)
+}
+
+/// The parts of one root's tree, each with the number of the unit of work it is.
+type Parts<S> = Vec<(usize, Partial<S>)>;
+
+/// Walks `roots` at once, each thread putting what it finds into a sink of kind `S`;
+/// each root's tree is then made of its parts by `assemble` (its order checked), the
+/// roots in parallel.
+fn walk_many<S: Sink + Send, T: Send>(
+    roots: &[(&Path, &ScanOptions)],
+    assemble: fn(Started, Parts<S>) -> T,
+) -> Vec<Result<T, Error>> {
     let started: Vec<Result<Started, Error>> =
         roots.iter().map(|(root, opts)| start(root, opts)).collect();
     let work: Vec<(usize, usize)> = started
@@ -210,7 +229,7 @@ pub fn scan_many(roots: &[(&Path, &ScanOptions)]) -> Vec<Result<CompactTree, Err
         .filter_map(|(r, s)| s.as_ref().ok().map(|s| (r, s.units.len())))
         .flat_map(|(r, n)| (0..n).map(move |u| (r, u)))
         .collect();
-    let done: Vec<Partial<Compact>> = crate::parallel::map(
+    let done: Vec<Partial<S>> = crate::parallel::map(
         &work,
         || (),
         |(), &(r, u)| {
@@ -223,17 +242,59 @@ pub fn scan_many(roots: &[(&Path, &ScanOptions)]) -> Vec<Result<CompactTree, Err
             part
         },
     );
-    let mut parts: Vec<Vec<(usize, Partial<Compact>)>> = roots.iter().map(|_| Vec::new()).collect();
+    let mut parts: Vec<Parts<S>> = roots.iter().map(|_| Vec::new()).collect();
     for (&(r, u), part) in work.iter().zip(done) {
         parts[r].push((u, part));
     }
-    // Each root's tree is assembled (its order checked) in parallel.
     let jobs: Vec<_> = started.into_iter().zip(parts).collect();
     crate::parallel::map_owned(jobs, |(st, parts)| Ok(assemble(st?, parts)))
 }
 
+/// One root's tree, whole, from its top level and its units' parts. The parts are kept
+/// as they are, as chunks of the tree: joining them would hold every entry twice.
+fn assemble_whole(st: Started, mut parts: Parts<ChunkList>) -> Tree {
+    let Started {
+        root_stat,
+        mut top,
+        units,
+        ..
+    } = st;
+    parts.sort_by_key(|(i, _)| *i);
+    // Each subtree goes right after its directory's own entry.
+    let mut chunks: Vec<Chunk> = Vec::with_capacity(2 * parts.len() + 1);
+    let mut top_entries = std::mem::take(&mut top.entries)
+        .into_chunks()
+        .into_iter()
+        .flat_map(Chunk::into_entries);
+    let mut taken = 0usize;
+    let piece = |n: usize, top_entries: &mut dyn Iterator<Item = (PathBuf, Entry)>| {
+        let mut c = ChunkList::default();
+        for (p, e) in top_entries.take(n) {
+            c.push(&p, e);
+        }
+        c.into_chunks()
+    };
+    for (i, part) in parts {
+        let upto = units[i].0;
+        chunks.extend(piece(upto - taken, &mut top_entries));
+        taken = upto;
+        chunks.extend(top.absorb(part).into_chunks());
+    }
+    chunks.extend(piece(usize::MAX, &mut top_entries));
+    Tree {
+        root: fs::entry_from_stat(&root_stat, None),
+        // In path order already: taken as it is, after a check.
+        entries: crate::tree::Entries::from_chunks(chunks),
+        unknown: top.unknown.into_iter().collect(),
+        excluded: top.excluded.into_iter().collect(),
+        leftovers: top.leftovers,
+        specials: top.specials,
+        errors: top.errors,
+    }
+}
+
 /// One root's tree from its top level and its units' parts.
-fn assemble(st: Started, mut parts: Vec<(usize, Partial<Compact>)>) -> CompactTree {
+fn assemble(st: Started, mut parts: Parts<Compact>) -> CompactTree {
     let Started {
         root_stat,
         mut top,
@@ -532,5 +593,60 @@ mod tests {
         assert_eq!(t.leftovers, [PathBuf::from("a/.twoway-tmp-1")]);
         assert_eq!(t.specials, [PathBuf::from("fifo")]);
         assert!(t.is_unknown(Path::new("fifo")));
+    }
+
+    #[test]
+    fn a_tree_read_compact_and_made_whole_is_the_tree_read_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for dir in ["a/b/c", "a/d", "e", "left/out", "z"] {
+            std::fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        for (i, f) in ["a/f", "a/b/g", "a/b/c/h", "e/i", "left/out/j", "top", "z/k"]
+            .iter()
+            .enumerate()
+        {
+            std::fs::write(r.join(f), "x".repeat(i)).unwrap();
+        }
+        std::os::unix::fs::symlink("a/f", r.join("link")).unwrap();
+        std::fs::write(r.join("e/.twoway-tmp-9"), b"partial").unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            r.join("a/fifo"),
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let opts = ScanOptions {
+            skip: vec![r.join("left")],
+            ..Default::default()
+        };
+        let compact = scan_many(&[(r, &opts)]).pop().unwrap().unwrap().into_tree();
+        let whole = scan_many_whole(&[(r, &opts)]).pop().unwrap().unwrap();
+        let listed = |t: &Tree| -> Vec<(PathBuf, Entry)> {
+            t.entries
+                .iter()
+                .map(|(p, e)| (p.to_path_buf(), e.clone()))
+                .collect()
+        };
+        assert_eq!(listed(&compact), listed(&whole));
+        assert_eq!(whole.entries.len(), 13);
+        assert_eq!(compact.root, whole.root);
+        assert_eq!(
+            (
+                &compact.unknown,
+                &compact.excluded,
+                &compact.leftovers,
+                &compact.specials
+            ),
+            (
+                &whole.unknown,
+                &whole.excluded,
+                &whole.leftovers,
+                &whole.specials
+            )
+        );
+        assert_eq!(whole.excluded.len(), 1);
+        assert_eq!(whole.leftovers, [PathBuf::from("e/.twoway-tmp-9")]);
+        assert_eq!(whole.specials, [PathBuf::from("a/fifo")]);
     }
 }

@@ -54,6 +54,13 @@ impl Replica {
         (tree, sha)
     }
 
+    /// Whether this replica's stat cache holds a directory SHA-256 and at least `files`
+    /// files: only then may a whole pass that reads the replica compact end before
+    /// its trees are whole (see `crate::pass::quiet`).
+    pub fn cache_proves_at_least(&self, files: usize) -> bool {
+        StatCache::proving_count(&self.cache_file, &self.root).is_some_and(|n| n >= files)
+    }
+
     /// The stat cache's records, to be met with the files of a tree read in path
     /// order; `None` if there is no cache of this replica.
     pub fn cache_matcher(&self) -> Option<cache::Matcher<std::fs::File>> {
@@ -161,11 +168,7 @@ pub fn read_both(
     b: (&Replica, &ScanOptions),
 ) -> Result<[CompactTree; 2], Refusal> {
     let t0 = std::time::Instant::now();
-    let mut trees = scan::scan_many(&[(&a.0.root, a.1), (&b.0.root, b.1)]).into_iter();
-    let (ta, tb) = (
-        trees.next().expect("BUG: one tree per root"),
-        trees.next().expect("BUG: one tree per root"),
-    );
+    let [ta, tb] = both(scan::scan_many(&[(&a.0.root, a.1), (&b.0.root, b.1)]));
     let (ta, tb) = (a.0.scanned(ta)?, b.0.scanned(tb)?);
     log::debug!(
         "scanned {} and {} entries in {:.3}s, held compact in {:.1} and {:.1} MB",
@@ -176,4 +179,29 @@ pub fn read_both(
         tb.entries.heap_bytes() as f64 / 1e6,
     );
     Ok([ta, tb])
+}
+
+/// [`read_both`], whole: for a pass that cannot end before its trees are whole. Their
+/// hashes are not taken yet (see [`Replica::load_hashes`]).
+pub fn read_both_whole(
+    a: (&Replica, &ScanOptions),
+    b: (&Replica, &ScanOptions),
+) -> Result<[Tree; 2], Refusal> {
+    let t0 = std::time::Instant::now();
+    let [ta, tb] = both(scan::scan_many_whole(&[(&a.0.root, a.1), (&b.0.root, b.1)]));
+    let (ta, tb) = (a.0.scanned(ta)?, b.0.scanned(tb)?);
+    log::debug!(
+        "scanned {} and {} entries in {:.3}s, whole",
+        ta.entries.len(),
+        tb.entries.len(),
+        t0.elapsed().as_secs_f64(),
+    );
+    Ok([ta, tb])
+}
+
+/// The two results of a scan of two roots.
+fn both<T>(scanned: Vec<T>) -> [T; 2] {
+    scanned
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("BUG: one tree per root"))
 }
