@@ -570,7 +570,11 @@ pub fn run_watched<T: Tool>(
         for e in &planned.errors {
             log::error!(target: crate::error::FILE_ERROR, "{e}");
         }
-        log::debug!("planned: {:.3}s", started.elapsed().as_secs_f64());
+        log::debug!(
+            "planned: {:.3}s ({})",
+            started.elapsed().as_secs_f64(),
+            crate::run::alloc_tune::resident()
+        );
         // --on-error fail: an entry the scan or the plan could not take stops the pass
         // before anything changes.
         let found = scanned.errors.len() + planned.errors.len();

@@ -18,11 +18,12 @@ use crate::tree::compact::CompactTree;
 use crate::tree::{Digest, Entry, MTime, Tree};
 
 /// Both replicas read: scanned, their known hashes taken from their stat caches (every
-/// file hashed with `--checksum`), their roots open. A whole pass reads them compact
-/// first (see [`Scanned::compact`]).
+/// file hashed with `--checksum`), their roots open. A whole pass that may end before
+/// its trees are whole reads them compact first (see [`Scanned::compact`]).
 pub struct Scanned {
     pub trees: [Tree; 2],
-    /// Both replicas as a whole pass read them, held compact and without hashes until
+    /// Both replicas as a whole pass that may end early read them (see
+    /// [`super::quiet::may_end_early`]), held compact and without hashes until
     /// [`Scanned::make_whole`] makes them the trees: a pass that finds nothing to do
     /// never holds them whole (see [`super::quiet`]).
     pub(super) compact: Option<[CompactTree; 2]>,
@@ -155,8 +156,9 @@ impl Scanned {
             }
         }
         log::debug!(
-            "read both replicas: {:.3}s",
-            started.elapsed().as_secs_f64()
+            "read both replicas: {:.3}s ({})",
+            started.elapsed().as_secs_f64(),
+            crate::run::alloc_tune::resident()
         );
         Ok((scanned, base))
     }
@@ -175,8 +177,9 @@ impl Scanned {
         self.trees = [ta, tb];
         self.cached_sha = [sa, sb];
         log::debug!(
-            "trees made whole, hashes from the stat caches: {:.3}s",
-            t0.elapsed().as_secs_f64()
+            "trees made whole, hashes from the stat caches: {:.3}s ({})",
+            t0.elapsed().as_secs_f64(),
+            crate::run::alloc_tune::resident()
         );
     }
 
@@ -375,7 +378,11 @@ pub(super) fn apply<T: Tool>(
     }
     drop(progress);
     drop(tracker);
-    log::debug!("applied: {:.3}s", started.elapsed().as_secs_f64());
+    log::debug!(
+        "applied: {:.3}s ({})",
+        started.elapsed().as_secs_f64(),
+        crate::run::alloc_tune::resident()
+    );
 
     let mut counts = Counts::default();
     // What --approve left out is not done: recorded as such, as a failed action is.
@@ -466,8 +473,9 @@ pub(super) fn settle<X>(scanned: Scanned, ran: Ran<X>, started: Instant) -> Appl
         }
     }
     log::debug!(
-        "trees after the pass: {:.3}s",
-        started.elapsed().as_secs_f64()
+        "trees after the pass: {:.3}s ({})",
+        started.elapsed().as_secs_f64(),
+        crate::run::alloc_tune::resident()
     );
     // A replica nothing was written to is the tree its stat cache was read with.
     let proven = [0, 1].map(|i| cached_sha[i].filter(|_| !wrote[i] && !interrupted));
@@ -641,8 +649,9 @@ pub(super) fn record<T: Tool>(
         }
     }
     log::debug!(
-        "flushed and hashed: {:.3}s",
-        started.elapsed().as_secs_f64()
+        "flushed and hashed: {:.3}s ({})",
+        started.elapsed().as_secs_f64(),
+        crate::run::alloc_tune::resident()
     );
     let mut outcome = Outcome {
         n,
@@ -701,6 +710,11 @@ pub(super) fn record<T: Tool>(
         }
     }
     warn_if_full(&errors, &replicas);
+    log::debug!(
+        "recorded: {:.3}s ({})",
+        started.elapsed().as_secs_f64(),
+        crate::run::alloc_tune::resident()
+    );
     outcome.errors = errors.len();
     outcome.seconds = started.elapsed().as_secs_f64();
     super::log_summary(tool, &extra, &outcome);

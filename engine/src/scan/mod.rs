@@ -1,9 +1,10 @@
 //! Reading a replica into a [`Tree`]: one `lstat` per entry, symlinks never followed,
 //! special files reported and skipped, reserved names and paths the filter (`--exclude`, `--include`) leaves out.
 //!
-//! A pass reads both replicas compact ([`scan_many`]: each entry encoded as it is found,
-//! about 22 bytes where a tree's entry takes about 130), so that one that finds nothing
-//! to do never holds them whole (see `crate::pass::quiet`).
+//! A pass that may find nothing to do reads both replicas compact ([`scan_many`]: each
+//! entry encoded as it is found, about 22 bytes where a tree's entry takes about 130),
+//! so that if it does it never holds them whole (see `crate::pass::quiet`); any other
+//! reads them straight into trees ([`scan_many_whole`]).
 //!
 //! The scan only reads. A failure on one entry is a value in `Tree::errors`, and the
 //! path is marked unknown so no planner deletes anything at or under it.
