@@ -251,41 +251,14 @@ fn walk_many<S: Sink + Send, T: Send>(
     crate::parallel::map_owned(jobs, |(st, parts)| Ok(assemble(st?, parts)))
 }
 
-/// One root's tree, whole, from its top level and its units' parts. The parts are kept
-/// as they are, as chunks of the tree: joining them would hold every entry twice.
-fn assemble_whole(st: Started, mut parts: Parts<ChunkList>) -> Tree {
-    let Started {
-        root_stat,
-        mut top,
-        units,
-        ..
-    } = st;
-    parts.sort_by_key(|(i, _)| *i);
-    // Each subtree goes right after its directory's own entry.
-    let mut chunks: Vec<Chunk> = Vec::with_capacity(2 * parts.len() + 1);
-    let mut top_entries = std::mem::take(&mut top.entries)
-        .into_chunks()
-        .into_iter()
-        .flat_map(Chunk::into_entries);
-    let mut taken = 0usize;
-    let piece = |n: usize, top_entries: &mut dyn Iterator<Item = (PathBuf, Entry)>| {
-        let mut c = ChunkList::default();
-        for (p, e) in top_entries.take(n) {
-            c.push(&p, e);
-        }
-        c.into_chunks()
-    };
-    for (i, part) in parts {
-        let upto = units[i].0;
-        chunks.extend(piece(upto - taken, &mut top_entries));
-        taken = upto;
-        chunks.extend(top.absorb(part).into_chunks());
-    }
-    chunks.extend(piece(usize::MAX, &mut top_entries));
+/// One root's tree, whole, from its top level and its units' parts (see [`join`]):
+/// the parts' chunks are taken as they are.
+fn assemble_whole(st: Started, parts: Parts<ChunkList>) -> Tree {
+    let (root, entries, top) = join(st, parts);
     Tree {
-        root: fs::entry_from_stat(&root_stat, None),
+        root,
         // In path order already: taken as it is, after a check.
-        entries: crate::tree::Entries::from_chunks(chunks),
+        entries: entries.into_entries(),
         unknown: top.unknown.into_iter().collect(),
         excluded: top.excluded.into_iter().collect(),
         leftovers: top.leftovers,
@@ -294,37 +267,13 @@ fn assemble_whole(st: Started, mut parts: Parts<ChunkList>) -> Tree {
     }
 }
 
-/// One root's tree from its top level and its units' parts.
-fn assemble(st: Started, mut parts: Parts<Compact>) -> CompactTree {
-    let Started {
-        root_stat,
-        mut top,
-        units,
-        ..
-    } = st;
-    parts.sort_by_key(|(i, _)| *i);
-    // Each subtree goes right after its directory's own entry; the parts' blocks are
-    // taken as they are.
-    let mut entries = Compact::new();
-    let mut top_entries = std::mem::take(&mut top.entries)
-        .into_chunks()
-        .into_iter()
-        .flat_map(crate::tree::entries::Chunk::into_entries);
-    let mut taken = 0usize;
-    for (i, part) in parts {
-        let upto = units[i].0;
-        for (p, e) in top_entries.by_ref().take(upto - taken) {
-            entries.push(&p, &e);
-        }
-        taken = upto;
-        entries.append(top.absorb(part));
-    }
-    for (p, e) in top_entries {
-        entries.push(&p, &e);
-    }
+/// One root's tree, compact, from its top level and its units' parts (see [`join`]):
+/// the parts' blocks are taken as they are.
+fn assemble(st: Started, parts: Parts<Compact>) -> CompactTree {
+    let (root, mut entries, top) = join(st, parts);
     entries.shrink();
     CompactTree {
-        root: fs::entry_from_stat(&root_stat, None),
+        root,
         entries,
         unknown: top.unknown.into_iter().collect(),
         excluded: top.excluded.into_iter().collect(),
@@ -334,11 +283,44 @@ fn assemble(st: Started, mut parts: Parts<Compact>) -> CompactTree {
     }
 }
 
+/// One root's entries from its top level and its units' parts, each subtree right after
+/// its directory's own entry; with the root's entry, and everything else the walk found
+/// (in what is left of the top level).
+fn join<S: Sink>(st: Started, mut parts: Parts<S>) -> (Option<Entry>, S, Partial<ChunkList>) {
+    let Started {
+        root_stat,
+        mut top,
+        units,
+        ..
+    } = st;
+    parts.sort_by_key(|(i, _)| *i);
+    let mut entries = S::default();
+    let mut top_entries = std::mem::take(&mut top.entries)
+        .into_chunks()
+        .into_iter()
+        .flat_map(Chunk::into_entries);
+    let mut taken = 0usize;
+    for (i, part) in parts {
+        let upto = units[i].0;
+        for (p, e) in top_entries.by_ref().take(upto - taken) {
+            entries.put(&p, e);
+        }
+        taken = upto;
+        entries.append(top.absorb(part));
+    }
+    for (p, e) in top_entries {
+        entries.put(&p, e);
+    }
+    (fs::entry_from_stat(&root_stat, None), entries, top)
+}
+
 /// Where a walk puts the entries it finds, in path order: chunks (a tree's own form),
 /// or compact.
 pub(crate) trait Sink: Default {
     fn put(&mut self, path: &Path, e: Entry);
     fn count(&self) -> usize;
+    /// Takes the entries of `other`, which sort after every entry here, as they are.
+    fn append(&mut self, other: Self);
 }
 
 impl Sink for ChunkList {
@@ -349,6 +331,10 @@ impl Sink for ChunkList {
     fn count(&self) -> usize {
         self.len()
     }
+
+    fn append(&mut self, other: Self) {
+        ChunkList::append(self, other);
+    }
 }
 
 impl Sink for Compact {
@@ -358,6 +344,10 @@ impl Sink for Compact {
 
     fn count(&self) -> usize {
         self.len()
+    }
+
+    fn append(&mut self, other: Self) {
+        Compact::append(self, other);
     }
 }
 

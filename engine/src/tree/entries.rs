@@ -220,6 +220,16 @@ impl ChunkList {
         self.chunks.push(c);
     }
 
+    /// Appends the chunks of `other`, whose entries must sort after every entry already
+    /// there, as they are; what is pushed next starts a chunk of its own (a part's
+    /// chunk, full, would otherwise grow to twice its size for one more entry).
+    pub fn append(&mut self, other: ChunkList) {
+        for c in other.chunks {
+            self.push_chunk(c);
+        }
+        self.chunks.push(Chunk::new());
+    }
+
     /// The chunks, in order.
     pub fn into_chunks(self) -> Vec<Chunk> {
         self.chunks
