@@ -194,7 +194,24 @@ fn a_two_way_pass_plans_applies_keeps_and_records() {
 /// lines (which say whether the pass was found to have nothing to do before its trees
 /// were made whole).
 fn debug_pass(env: &Env, tool: &str, a: &Path, b: &Path, extra: &[&str]) -> Run {
+    debug_pass_from(env, tool, a, b, extra, Some("0"))
+}
+
+/// [`debug_pass`] with `TWOWAY_COMPACT_FROM` set to `from` (`None`: not set, the
+/// tools' own threshold).
+fn debug_pass_from(
+    env: &Env,
+    tool: &str,
+    a: &Path,
+    b: &Path,
+    extra: &[&str],
+    from: Option<&str>,
+) -> Run {
     let mut c = env.cmd(tool);
+    match from {
+        Some(n) => c.env("TWOWAY_COMPACT_FROM", n),
+        None => c.env_remove("TWOWAY_COMPACT_FROM"),
+    };
     c.env("RUST_LOG", "debug")
         .args([a, b])
         .args(["--once", "-v"]);
@@ -298,19 +315,7 @@ fn a_pass_reads_compact_only_where_both_stat_caches_prove_enough_files() {
     put(&src.join("a.txt"), "a", 0);
     put(&src.join("dir/b.txt"), "b", 1);
     put(&src.join("dir/c.txt"), "c", 2);
-    let pass = |from: Option<&str>| {
-        let mut c = env.cmd("oneway");
-        match from {
-            Some(n) => c.env("TWOWAY_COMPACT_FROM", n),
-            None => c.env_remove("TWOWAY_COMPACT_FROM"),
-        };
-        c.env("RUST_LOG", "debug")
-            .args([&src, &dst])
-            .args(["--once", "-v"]);
-        let run = Run(c.output().expect("run binary"));
-        run.expect(0);
-        run
-    };
+    let pass = |from: Option<&str>| debug_pass_from(&env, "oneway", &src, &dst, &[], from);
     // No stat cache yet: nothing can prove the replicas unchanged.
     let first = pass(Some("0"));
     assert!(!read_compact(&first), "{}", first.all());
@@ -325,14 +330,7 @@ fn a_pass_reads_compact_only_where_both_stat_caches_prove_enough_files() {
         small.expect_hashed_nothing();
     }
     // A dry run prints its plan: whole.
-    let dry = {
-        let mut c = env.cmd("oneway");
-        c.env("RUST_LOG", "debug")
-            .args([&src, &dst])
-            .args(["--once", "-v", "--dry-run"]);
-        Run(c.output().expect("run binary"))
-    };
-    dry.expect(0);
+    let dry = debug_pass(&env, "oneway", &src, &dst, &["--dry-run"]);
     assert!(!read_compact(&dry), "{}", dry.all());
     assert_same_tree(&src, &dst);
 }

@@ -144,20 +144,44 @@ impl Replica {
     }
 }
 
-/// What a scan found besides the entries: its errors and skipped special files.
+/// What a scan found besides the entries (its errors and skipped special files), and
+/// how it holds them.
 trait Found {
     fn found(&self) -> (&[crate::error::Error], &[PathBuf]);
+    fn count(&self) -> usize;
+    /// How two trees of this form hold their entries, for a debug line.
+    fn held(a: &Self, b: &Self) -> String;
 }
 
 impl Found for Tree {
     fn found(&self) -> (&[crate::error::Error], &[PathBuf]) {
         (&self.errors, &self.specials)
     }
+
+    fn count(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn held(_: &Self, _: &Self) -> String {
+        "whole".to_string()
+    }
 }
 
 impl Found for CompactTree {
     fn found(&self) -> (&[crate::error::Error], &[PathBuf]) {
         (&self.errors, &self.specials)
+    }
+
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn held(a: &Self, b: &Self) -> String {
+        format!(
+            "held compact in {:.1} and {:.1} MB",
+            a.entries.heap_bytes() as f64 / 1e6,
+            b.entries.heap_bytes() as f64 / 1e6
+        )
     }
 }
 
@@ -167,18 +191,7 @@ pub fn read_both(
     a: (&Replica, &ScanOptions),
     b: (&Replica, &ScanOptions),
 ) -> Result<[CompactTree; 2], Refusal> {
-    let t0 = std::time::Instant::now();
-    let [ta, tb] = both(scan::scan_many(&[(&a.0.root, a.1), (&b.0.root, b.1)]));
-    let (ta, tb) = (a.0.scanned(ta)?, b.0.scanned(tb)?);
-    log::debug!(
-        "scanned {} and {} entries in {:.3}s, held compact in {:.1} and {:.1} MB",
-        ta.len(),
-        tb.len(),
-        t0.elapsed().as_secs_f64(),
-        ta.entries.heap_bytes() as f64 / 1e6,
-        tb.entries.heap_bytes() as f64 / 1e6,
-    );
-    Ok([ta, tb])
+    read_two(a, b, scan::scan_many)
 }
 
 /// [`read_both`], whole: for a pass that cannot end before its trees are whole. Their
@@ -187,14 +200,27 @@ pub fn read_both_whole(
     a: (&Replica, &ScanOptions),
     b: (&Replica, &ScanOptions),
 ) -> Result<[Tree; 2], Refusal> {
+    read_two(a, b, scan::scan_many_whole)
+}
+
+/// A scan of several roots at once: [`scan::scan_many`] or [`scan::scan_many_whole`].
+type ScanMany<T> = fn(&[(&Path, &ScanOptions)]) -> Vec<Result<T, crate::error::Error>>;
+
+/// Two replicas read at once by `scan`, what each found logged.
+fn read_two<T: Found>(
+    a: (&Replica, &ScanOptions),
+    b: (&Replica, &ScanOptions),
+    scan: ScanMany<T>,
+) -> Result<[T; 2], Refusal> {
     let t0 = std::time::Instant::now();
-    let [ta, tb] = both(scan::scan_many_whole(&[(&a.0.root, a.1), (&b.0.root, b.1)]));
+    let [ta, tb] = both(scan(&[(&a.0.root, a.1), (&b.0.root, b.1)]));
     let (ta, tb) = (a.0.scanned(ta)?, b.0.scanned(tb)?);
     log::debug!(
-        "scanned {} and {} entries in {:.3}s, whole",
-        ta.entries.len(),
-        tb.entries.len(),
+        "scanned {} and {} entries in {:.3}s, {}",
+        ta.count(),
+        tb.count(),
         t0.elapsed().as_secs_f64(),
+        T::held(&ta, &tb)
     );
     Ok([ta, tb])
 }
