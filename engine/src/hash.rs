@@ -191,23 +191,83 @@ enum Lines {
 
 /// The SHA-256 of the `sha256sum` lines of `files`, if they are in byte order.
 fn hash_lines<'a>(files: impl Iterator<Item = (&'a [u8], Option<Digest>)>) -> Lines {
-    let mut hasher = Sha256::new();
-    let mut text = Vec::with_capacity(64 * 1024);
-    let mut prev: Option<&[u8]> = None;
+    let mut lines = DirLines::default();
     for (rel, d) in files {
-        let Some(d) = d else { return Lines::Unknown };
-        if prev.is_some_and(|p| p > rel) {
-            return Lines::OutOfOrder;
-        }
-        prev = Some(rel);
-        sha256sum_line(&mut text, &d, Path::new(OsStr::from_bytes(rel)));
-        if text.len() >= 60 * 1024 {
-            hasher.update(&text);
-            text.clear();
+        if !lines.add(rel, d) {
+            break;
         }
     }
-    hasher.update(&text);
-    Lines::Hashed(Digest(hasher.finalize().into()))
+    lines.finish()
+}
+
+/// [`hash_lines`] fed a file at a time, for files that are not at hand as an iterator
+/// of borrowed paths (a tree after a narrowed pass, merged as it is read).
+#[derive(Default)]
+struct DirLines {
+    hasher: Sha256,
+    text: Vec<u8>,
+    prev: Vec<u8>,
+    /// What stopped it, if anything did.
+    stopped: Option<Lines>,
+}
+
+impl DirLines {
+    /// Adds a file's line; false once the answer is known to be no digest in order.
+    fn add(&mut self, rel: &[u8], d: Option<Digest>) -> bool {
+        if self.stopped.is_some() {
+            return false;
+        }
+        let Some(d) = d else {
+            self.stopped = Some(Lines::Unknown);
+            return false;
+        };
+        if !self.prev.is_empty() && self.prev.as_slice() > rel {
+            self.stopped = Some(Lines::OutOfOrder);
+            return false;
+        }
+        self.prev.clear();
+        self.prev.extend_from_slice(rel);
+        sha256sum_line(&mut self.text, &d, Path::new(OsStr::from_bytes(rel)));
+        if self.text.len() >= 60 * 1024 {
+            self.hasher.update(&self.text);
+            self.text.clear();
+        }
+        true
+    }
+
+    fn finish(mut self) -> Lines {
+        if let Some(s) = self.stopped {
+            return s;
+        }
+        self.hasher.update(&self.text);
+        Lines::Hashed(Digest(self.hasher.finalize().into()))
+    }
+}
+
+/// Directory SHA-256 over `(relative path, file digest)` pairs given owned, in path
+/// order, by `files` (called afresh, a second time only where a name holds a byte
+/// below `/`): what [`dir_sha256`] gives for the same pairs.
+pub fn dir_sha256_owned<I: Iterator<Item = (Vec<u8>, Option<Digest>)>>(
+    files: impl Fn() -> I,
+) -> Option<Digest> {
+    let mut lines = DirLines::default();
+    for (rel, d) in files() {
+        if !lines.add(&rel, d) {
+            break;
+        }
+    }
+    match lines.finish() {
+        Lines::Hashed(d) => Some(d),
+        Lines::Unknown => None,
+        Lines::OutOfOrder => {
+            let mut sorted: Vec<(Vec<u8>, Option<Digest>)> = files().collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            match hash_lines(sorted.iter().map(|(p, d)| (p.as_slice(), *d))) {
+                Lines::Hashed(d) => Some(d),
+                _ => None,
+            }
+        }
+    }
 }
 
 /// Directory SHA-256 of a scanned tree; `None` if a file's hash is unknown or the tree

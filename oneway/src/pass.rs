@@ -283,7 +283,7 @@ impl Tool for Job {
             // deleted.
             engine::plan::moves::find_moves(&mut plan, dst);
         }
-        self.check_max_delete(&plan, src, dst)?;
+        self.check_max_delete(&plan, src, dst, scanned.files(1))?;
         let step = Step {
             plan,
             target: 1,
@@ -305,9 +305,10 @@ impl Tool for Job {
     }
 
     /// Each window planned as a whole pass plans it, after its attributes are
-    /// compared: nothing to do in any. Not asked where BACKUP folds case (names that
-    /// collide there may lie in two windows), nor of hard-linked files (a group's names
-    /// may too).
+    /// compared: nothing to do in any, or (the pipeline gathering the part to plan)
+    /// each window with something to do told. Not asked where BACKUP folds case (names
+    /// that collide there may lie in two windows), nor of hard-linked files (a group's
+    /// names may too).
     fn quiet(&self, q: &mut Quiet<'_>, _: &mut ()) -> Option<usize> {
         let fs = q.fs();
         if fs[1].folds_case {
@@ -328,11 +329,30 @@ impl Tool for Job {
                 }
             }
             let plan = mirror::plan_mirror(src, dst, &opts);
-            if !plan.actions.is_empty() || !plan.errors.is_empty() {
+            if plan.actions.is_empty() && plan.errors.is_empty() {
+                continue;
+            }
+            // Every window holds the root: a change of its own metadata alone leaves
+            // the window out of the part.
+            let root_only = plan.errors.is_empty()
+                && plan.actions.iter().all(|a| a.path.as_os_str().is_empty());
+            let going_on = if root_only {
+                q.root_differs()
+            } else {
+                q.something_to_do()
+            };
+            if !going_on {
                 return None;
             }
         }
         Some(0)
+    }
+
+    /// The mirror planner acts on a path from what SOURCE and BACKUP hold there, above
+    /// and under it (moves pair a copy and a removal, both planned); hard-linked files
+    /// and a BACKUP that folds case make `quiet` give up first.
+    fn plans_parts(&self) -> bool {
+        true
     }
 
     fn record(
@@ -428,6 +448,7 @@ impl Job {
         plan: &mirror::Plan,
         src: &engine::tree::Tree,
         dst: &engine::tree::Tree,
+        dst_files: usize,
     ) -> Result<(), Refusal> {
         let moved: HashSet<&Path> = plan.moved_from().collect();
         let deletes: usize = plan
@@ -448,7 +469,7 @@ impl Job {
             display(&self.source)
         );
         self.settings
-            .check_max_delete("BACKUP", deletes, dst.file_count(), &why)
+            .check_max_delete("BACKUP", deletes, dst_files, &why)
     }
 
     /// Where the time of the last pass's scan of SOURCE is kept.

@@ -16,9 +16,11 @@ use serde::{Deserialize, Serialize};
 use engine::error::Error;
 use engine::fs;
 use engine::hash;
-use engine::tree::encoding::EntryRef;
+use engine::scan::after::Merged;
+use engine::tree::encoding::{EntryRecord, EntryRef};
 use engine::tree::pathser;
 use engine::tree::{Digest, Entry, Kind, MTime, Tree};
+use std::os::unix::ffi::OsStringExt;
 
 /// The manifest's file name inside a version directory.
 pub const MANIFEST: &str = engine::names::MANIFEST_NAME;
@@ -130,6 +132,26 @@ pub fn entries_of(tree: &Tree) -> impl Iterator<Item = EntryRef<'_>> + Clone {
         .iter()
         .filter(|(p, e)| !tree.is_unknown(p) && (e.kind != Kind::File || e.hash.is_some()))
         .map(|(p, e)| EntryRef::new(p, e))
+}
+
+/// The entries a version of the replica `m` lists (see [`entries_of`]), owned: the
+/// replica is merged from its parts as they are read.
+pub fn records_of(m: &Merged) -> impl Iterator<Item = EntryRecord> + '_ {
+    m.entries()
+        .filter(|(p, e)| {
+            !engine::tree::under_any(&m.part.unknown, p)
+                && (e.kind != Kind::File || e.hash.is_some())
+        })
+        .map(|(p, e)| EntryRecord::of(p, &e))
+}
+
+/// [`sha_of`] of entries given owned (see [`records_of`]).
+pub fn sha_of_records<I: Iterator<Item = EntryRecord>>(news: impl Fn() -> I) -> Option<Digest> {
+    hash::dir_sha256_owned(|| {
+        news()
+            .filter(|e| e.kind == Kind::File)
+            .map(|e| (e.path.into_os_string().into_vec(), e.sha256))
+    })
 }
 
 /// The directory SHA-256 of a version's entries (`None` if a file has no hash).

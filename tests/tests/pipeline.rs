@@ -375,3 +375,114 @@ fn a_two_way_pass_ends_early_only_where_both_replicas_are_as_the_state_records()
     // (Folders' mtimes are not synced by twoway.)
     assert_eq!(snapshot_with(&a, false), snapshot_with(&b, false));
 }
+
+/// Whether a pass planned only the part of both trees where it had something to do.
+fn planned_in_part(run: &Run) -> bool {
+    run.all()
+        .contains("planned a window at a time: something to do in ")
+}
+
+/// A tree of folders, files and a symlink under `root`, every mtime in the past.
+fn a_tree_of_many_windows(root: &Path) {
+    for d in ["a", "b", "c", "d", "e"] {
+        for i in 0..4 {
+            put(&root.join(format!("{d}/f{i}")), &format!("{d} {i}"), i);
+            put(
+                &root.join(format!("{d}/sub/g{i}")),
+                &format!("{d} sub {i}"),
+                10 + i,
+            );
+        }
+    }
+    symlink("a/f0", root.join("link")).unwrap();
+}
+
+#[test]
+fn a_mirror_pass_with_changes_plans_only_their_part_and_leaves_what_a_whole_pass_leaves() {
+    let env = Env::new();
+    // The same tree, the same changes: one mirror planned in part (read compact from
+    // 0 files in the caches), the other whole (compact only from a million).
+    let pairs = [
+        (env.path("src1"), env.path("dst1"), "0"),
+        (env.path("src2"), env.path("dst2"), "1000000"),
+    ];
+    for (src, dst, from) in &pairs {
+        a_tree_of_many_windows(src);
+        fs::create_dir_all(dst).unwrap();
+        debug_pass_from(&env, "oneway", src, dst, &[], Some(from));
+        let quiet = debug_pass_from(&env, "oneway", src, dst, &[], Some("0"));
+        assert!(quiet.all().contains(ENDED_EARLY), "{}", quiet.all());
+        // What a person does between two passes: an edit, a folder removed, one made,
+        // a file renamed, a mode changed, a symlink pointed elsewhere, a file that
+        // became a folder.
+        put(&src.join("b/f2"), "b 2, edited", 30);
+        fs::remove_dir_all(src.join("c/sub")).unwrap();
+        put(&src.join("f/new"), "new", 31);
+        fs::rename(src.join("a/f1"), src.join("a/f1-renamed")).unwrap();
+        chmod(&src.join("d/f3"), 0o600);
+        fs::remove_file(src.join("link")).unwrap();
+        symlink("b/f0", src.join("link")).unwrap();
+        fs::remove_file(src.join("e/f3")).unwrap();
+        put(&src.join("e/f3/inside"), "inside", 32);
+    }
+    let runs: Vec<Run> = pairs
+        .iter()
+        .map(|(src, dst, from)| debug_pass_from(&env, "oneway", src, dst, &[], Some(from)))
+        .collect();
+    let (part, whole) = (&runs[0], &runs[1]);
+    assert!(planned_in_part(part), "{}", part.all());
+    assert!(!planned_in_part(whole), "{}", whole.all());
+    // It held only a part of each tree.
+    let planning = part.value_after("planning ").expect("the part's size");
+    let entries: usize = planning.parse().expect("a count");
+    assert!(entries < 30, "planned {entries} of SOURCE's 47 entries");
+    // The same plan, carried out alike (copies are logged as they end), the same
+    // version recorded.
+    let sorted = |r: &Run| {
+        let mut a = actions(r);
+        a.sort();
+        a
+    };
+    assert_eq!(sorted(part), sorted(whole));
+    assert!(
+        actions(part).iter().any(|a| a.starts_with("move")),
+        "{:?}",
+        actions(part)
+    );
+    for key in ["SOURCE sha256 ", "BACKUP sha256 ", "new version "] {
+        assert_eq!(part.value_after(key), whole.value_after(key), "{key}");
+    }
+    for (src, dst, _) in &pairs {
+        assert_same_tree(src, dst);
+        // What it recorded is the replicas as they are: the next pass ends early.
+        let next = debug_pass_from(&env, "oneway", src, dst, &[], Some("0"));
+        assert!(next.all().contains(ENDED_EARLY), "{}", next.all());
+    }
+}
+
+#[test]
+fn a_mirror_planned_in_part_counts_deletions_against_the_whole_backup() {
+    let env = Env::new();
+    let (src, dst) = env.src_and_dst();
+    a_tree_of_many_windows(&src);
+    debug_pass(&env, "oneway", &src, &dst, &[]);
+    debug_pass(&env, "oneway", &src, &dst, &[]);
+    // 4 of BACKUP's 40 files: 10%, though most of the part planned.
+    fs::remove_dir_all(src.join("c/sub")).unwrap();
+    let run = debug_pass(&env, "oneway", &src, &dst, &["--max-delete", "15"]);
+    assert!(planned_in_part(&run), "{}", run.all());
+    assert!(!dst.join("c/sub").exists());
+    assert_same_tree(&src, &dst);
+    // 8 of 36 (22%): refused, nothing changed.
+    fs::remove_dir_all(src.join("d")).unwrap();
+    let mut c = env.cmd("oneway");
+    c.args([&src, &dst]).args(["--once", "--max-delete", "15"]);
+    let refused = Run(c.output().expect("run binary"));
+    refused.expect(2);
+    assert!(
+        refused.all().contains("8 of the 36 files"),
+        "{}",
+        refused.all()
+    );
+    assert!(dst.join("d/f0").exists());
+}

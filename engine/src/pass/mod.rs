@@ -11,6 +11,7 @@
 //! This module writes nothing itself: [`crate::apply`] and the tool's store do, through
 //! [`crate::fs`].
 
+mod narrow;
 pub mod progress;
 pub mod quiet;
 mod review;
@@ -27,6 +28,7 @@ use crate::run::config::OnError;
 use crate::run::home::DataHome;
 use crate::run::runner::PassOutcome;
 use crate::run::watch::Between;
+use crate::scan::after::After;
 use crate::scan::replica::Replica;
 use crate::scan::ScanOptions;
 use crate::tree::compact::CompactTree;
@@ -170,7 +172,7 @@ pub trait Versions: Sync {
         &self,
         home: &DataHome,
         root: &Path,
-        tree: &Tree,
+        tree: After<'_>,
         sha: Option<Digest>,
         complete: bool,
     ) -> Result<Option<String>, Error>;
@@ -253,13 +255,23 @@ pub trait Tool: Sync {
     /// file's hash known). `Some(extra)`: nothing to do in any window, `extra` being
     /// what the planner would have given; the pipeline then checks the rest (see
     /// [`quiet`]) and records what such a pass records. `None` (what a tool that does
-    /// not ask says): the pass goes on whole.
+    /// not ask says): the pass goes on whole. A tool that plans parts
+    /// ([`Tool::plans_parts`]) tells `q` of each window with something to do
+    /// ([`quiet::Quiet::something_to_do`]) and goes on while it says so.
     fn quiet(&self, _q: &mut quiet::Quiet<'_>, _base: &mut Self::Base) -> Option<Self::Extra> {
         None
     }
+    /// Whether the tool's planner may be given only the part of both trees where its
+    /// `quiet` found something to do (see [`narrow`]): it acts on a path only from what
+    /// both trees hold at the path, above and under it, and its `record` needs no
+    /// `afters`.
+    fn plans_parts(&self) -> bool {
+        false
+    }
     /// Records what the tool keeps besides the replicas (sync state, scan time), once
     /// the replicas are flushed. `afters`: the replicas after the pass; `None` after a
-    /// pass that found nothing to do before its trees were made whole (see [`quiet`]).
+    /// pass that found nothing to do before its trees were made whole (see [`quiet`]),
+    /// or that planned only a part of them (see [`narrow`]).
     fn record(
         &self,
         extra: &mut Self::Extra,
@@ -456,7 +468,7 @@ impl Memo {
     fn save_caches<T: Tool>(&mut self, tool: &T) {
         if let Some(h) = self.take() {
             for (side, r) in tool.replicas().iter().enumerate() {
-                r.keep_cache(&h.trees[side], h.at, None, h.shas[side]);
+                r.keep_cache(After::Whole(&h.trees[side]), h.at, None, h.shas[side]);
             }
         }
     }
@@ -545,10 +557,11 @@ pub fn run_watched<T: Tool>(
         }
     }
     let (mut scanned, mut base) = Scanned::read(tool, scope)?;
-    if let Some(outcome) = quiet::pass(tool, n, &mut scanned, &mut base, scanned_at, started) {
-        return Ok(outcome);
+    match quiet::pass(tool, n, &mut scanned, &mut base, scanned_at, started) {
+        quiet::Found::Ended(outcome) => return Ok(outcome),
+        quiet::Found::Narrowed => {}
+        quiet::Found::Whole => scanned.make_whole(tool.settings().checksum),
     }
-    scanned.make_whole(tool.settings().checksum);
     tool.prepare(&mut scanned, &base);
     // The plan borrows the trees: what the steps did is folded into them once it is gone.
     let ran = {

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::time::Instant;
 
+use super::narrow::Collect;
 use super::{Outcome, Tool};
 use crate::fs::{FsTraits, Root};
 use crate::run::runner::PassOutcome;
@@ -68,6 +69,16 @@ pub(super) fn may_end_early<T: Tool>(tool: &T) -> bool {
 /// megabytes each time, and the page faults took a third of the walk at a million files.
 const WINDOW: usize = if cfg!(test) { 3 } else { 1024 };
 
+/// [`WINDOW`], or the number `TWOWAY_WINDOW` gives (the tests' trees are a few
+/// entries: they set 4, so that their passes walk many windows).
+fn window_size() -> usize {
+    std::env::var("TWOWAY_WINDOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(WINDOW)
+}
+
 /// Both trees of a whole pass, read compact, handed to the tool's planner a window of
 /// paths at a time ([`Quiet::next_window`]). The windows are cut on a thread of their
 /// own ([`Walk`]); each takes its hashes ([`Cached`]) and is planned on this one.
@@ -78,6 +89,13 @@ pub struct Quiet<'s> {
     windows: Receiver<[Tree; 2]>,
     cached: Cached,
     window: [Tree; 2],
+    /// The part with something to do, gathered as the windows go by, for a tool that
+    /// plans parts (see [`super::narrow`]); `None` once it is too big.
+    collect: Option<Collect>,
+    /// The tool found something to do in the window handed out last.
+    dirty: bool,
+    /// The tool found something to do in a window.
+    found: bool,
 }
 
 /// A window of both trees (see [`Quiet::next_window`]), and the roots of both
@@ -103,17 +121,55 @@ impl<'s> Quiet<'s> {
     /// and everything else of both trees (root, excluded paths). `None` at the end, and
     /// from the first file whose hash is not cached (the pass then goes on whole).
     pub fn next_window(&mut self) -> Option<Window<'_>> {
-        if self.cached.unhashed {
-            return None;
-        }
-        self.window = self.windows.recv().ok()?;
-        if !self.cached.fill(&mut self.window) {
-            return None;
+        self.settle();
+        loop {
+            if self.cached.unhashed && self.collect.is_none() {
+                return None;
+            }
+            self.window = self.windows.recv().ok()?;
+            let all = self.collect.is_some();
+            if self.cached.fill(&mut self.window, all) {
+                break;
+            }
+            // A file's hash is not cached: there is something to do (hash it), unless
+            // the pass goes on whole.
+            self.dirty = true;
+            self.found = true;
+            self.settle();
+            self.collect.as_ref()?;
         }
         Some(Window {
             trees: &mut self.window,
             roots: &mut self.roots,
         })
+    }
+
+    /// The tool found something to do in the window handed out last. True if the walk
+    /// goes on, gathering the part to plan (see [`super::narrow`]); false if the pass
+    /// is to go on whole (the tool does not plan parts, or the part grew too big), and
+    /// the tool's `quiet` gives `None`.
+    pub fn something_to_do(&mut self) -> bool {
+        self.dirty = true;
+        self.found = true;
+        self.collect.is_some()
+    }
+
+    /// The tool found something to do at the root itself (its metadata), which every
+    /// window holds: the part planned holds the root whatever it is, so this window
+    /// need not be in it. True if the walk goes on, as [`Quiet::something_to_do`].
+    pub fn root_differs(&mut self) -> bool {
+        self.found = true;
+        self.collect.is_some()
+    }
+
+    /// Hands the window walked last to the part being gathered.
+    fn settle(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        if let Some(c) = &mut self.collect {
+            if !c.take(&self.window, dirty) {
+                self.collect = None;
+            }
+        }
     }
 }
 
@@ -162,7 +218,7 @@ impl<'s> Walk<'s> {
         Walk {
             trees,
             sides: [side(0), side(1)],
-            size: WINDOW.max(8 * excluded),
+            size: window_size().max(8 * excluded),
             done: false,
         }
     }
@@ -219,8 +275,10 @@ struct Cached {
 
 impl Cached {
     /// Gives each file of the window `w` the hash its stat cache holds; false (and
-    /// from then on) if one is not cached.
-    fn fill(&mut self, w: &mut [Tree; 2]) -> bool {
+    /// from then on) if one is not cached. With `all`, every file is given its hash
+    /// even after one was not (the walk goes on).
+    fn fill(&mut self, w: &mut [Tree; 2], all: bool) -> bool {
+        let mut hashed = true;
         for (t, m) in w.iter_mut().zip(&mut self.matchers) {
             for (p, e) in t.entries.iter_mut() {
                 if e.kind != Kind::File {
@@ -229,28 +287,56 @@ impl Cached {
                 e.hash = m.as_mut().and_then(|m| m.hash_of(p, e));
                 if e.hash.is_none() {
                     self.unhashed = true;
-                    return false;
+                    hashed = false;
+                    if !all {
+                        return false;
+                    }
                 }
             }
         }
-        true
+        hashed
     }
 
-    /// The directory SHA-256 of both `trees`, each proven by its stat cache, once
-    /// every window was walked (`walked`) and every file's hash found; else `None`.
-    fn proven(self, trees: &[CompactTree; 2], walked: bool) -> Option<[crate::tree::Digest; 2]> {
-        if !walked || self.unhashed {
-            return None;
+    /// The directory SHA-256 of each of `trees` its stat cache proves, once every
+    /// window was walked (`walked`); before, each file of `parts` (the part gathered to
+    /// plan, if any) without a hash takes that of a path gone with its inode, size and
+    /// mtime (a file renamed: see [`Matcher::fill_moved`]).
+    fn proofs(
+        self,
+        trees: &[CompactTree; 2],
+        walked: bool,
+        parts: Option<&mut [Tree; 2]>,
+    ) -> [Option<crate::tree::Digest>; 2] {
+        if !walked {
+            return [None, None];
         }
-        let [a, b] = self.matchers;
+        let [mut a, mut b] = self.matchers;
+        if let Some([pa, pb]) = parts {
+            for (m, t) in [(&mut a, pa), (&mut b, pb)] {
+                if let Some(m) = m {
+                    m.fill_moved(t);
+                }
+            }
+        }
         let proof = |m: Option<Matcher<File>>, t: &CompactTree| m?.finish(!t.unknown.is_empty());
-        Some([proof(a, &trees[0])?, proof(b, &trees[1])?])
+        [proof(a, &trees[0]), proof(b, &trees[1])]
     }
+}
+
+/// What [`pass`] made of a pass read compact.
+pub(super) enum Found {
+    /// Nothing to do: the pass ended here.
+    Ended(PassOutcome),
+    /// Something to do in a part only: [`Scanned::trees`] are that part, and
+    /// [`Scanned::narrow`] holds the rest (see [`super::narrow`]).
+    Narrowed,
+    /// The pass goes on whole (the trees read compact are left as they were).
+    Whole,
 }
 
 /// Ends pass `n` here if it is a whole pass that finds nothing to do (see the module's
 /// text): records what such a pass records, logs its summary and gives its outcome.
-/// `None`: the pass goes on (the trees read compact are left as they were).
+/// Or narrows it to the part with something to do, where the tool plans parts.
 pub(super) fn pass<T: Tool>(
     tool: &T,
     n: u64,
@@ -258,20 +344,59 @@ pub(super) fn pass<T: Tool>(
     base: &mut T::Base,
     scanned_at: MTime,
     started: Instant,
-) -> Option<PassOutcome> {
+) -> Found {
     // Read compact only where it may end here (see `may_end_early`).
-    let trees = scanned.compact.take()?;
+    let Some(trees) = scanned.compact.take() else {
+        return Found::Whole;
+    };
     let clean =
         |t: &CompactTree| t.errors.is_empty() && t.unknown.is_empty() && t.leftovers.is_empty();
-    let found = if scanned.errors.is_empty() && trees.iter().all(clean) {
+    let walked = if scanned.errors.is_empty() && trees.iter().all(clean) {
         quiet_pass(tool, n, scanned, &trees, base, scanned_at, started)
     } else {
-        None
+        Walked::Whole
     };
-    if found.is_none() {
-        scanned.compact = Some(trees);
+    match walked {
+        Walked::Ended(outcome) => Found::Ended(outcome),
+        Walked::Part(part) => {
+            let Part {
+                trees: parts,
+                covered,
+                shas,
+                files,
+            } = *part;
+            scanned.trees = parts;
+            scanned.cached_sha = shas;
+            let caches = scanned.replicas.each_ref().map(|r| r.open_cache());
+            scanned.narrow = Some(super::narrow::Narrow {
+                compact: trees,
+                covered,
+                caches,
+                files,
+            });
+            Found::Narrowed
+        }
+        Walked::Whole => {
+            scanned.compact = Some(trees);
+            Found::Whole
+        }
     }
-    found
+}
+
+/// The part of both trees to plan, the paths it holds, the directory SHA-256 each
+/// stat cache proves, the files of each replica.
+struct Part {
+    trees: [Tree; 2],
+    covered: [crate::tree::compact::Compact; 2],
+    shas: [Option<crate::tree::Digest>; 2],
+    files: [usize; 2],
+}
+
+/// What the walk of [`quiet_pass`] found.
+enum Walked {
+    Ended(PassOutcome),
+    Part(Box<Part>),
+    Whole,
 }
 
 fn quiet_pass<T: Tool>(
@@ -282,12 +407,19 @@ fn quiet_pass<T: Tool>(
     base: &mut T::Base,
     scanned_at: MTime,
     started: Instant,
-) -> Option<PassOutcome> {
+) -> Walked {
     let t0 = Instant::now();
     let [ra, rb] = &scanned.roots;
-    let roots = [ra.try_clone().ok()?, rb.try_clone().ok()?];
-    let matchers = scanned.replicas.each_ref().map(|r| r.cache_matcher());
-    let (extra, shas) = std::thread::scope(|s| {
+    let (Ok(a), Ok(b)) = (ra.try_clone(), rb.try_clone()) else {
+        return Walked::Whole;
+    };
+    let roots = [a, b];
+    let narrows = tool.plans_parts();
+    let matchers = scanned
+        .replicas
+        .each_ref()
+        .map(|r| r.cache_matcher(narrows));
+    let (extra, found, walked, cached, collect) = std::thread::scope(|s| {
         // A few windows ahead at most.
         let (put, windows) = sync_channel(4);
         let mut walk = Walk::new(trees);
@@ -302,30 +434,47 @@ fn quiet_pass<T: Tool>(
                 }
                 walk.done
             });
+        let cached = Cached {
+            matchers,
+            unhashed: false,
+        };
         // No thread to be had: the pass goes on whole.
         let Ok(walking) = walking else {
-            return (None, None);
+            return (None, true, false, cached, None);
         };
+        let entries = trees.iter().map(CompactTree::len).sum();
         let mut q = Quiet {
             trees,
             roots,
             fs: scanned.fs,
             windows,
-            cached: Cached {
-                matchers,
-                unhashed: false,
-            },
+            cached,
             window: Default::default(),
+            collect: narrows.then(|| Collect::new(entries)),
+            dirty: false,
+            found: false,
         };
         let extra = tool.quiet(&mut q, base);
         let Quiet {
-            windows, cached, ..
+            windows,
+            cached,
+            collect,
+            found,
+            ..
         } = q;
         // Stops the walk if the planner stopped first.
         drop(windows);
         let walked = walking.join().expect("BUG: the walk does not panic");
-        (extra, cached.proven(trees, walked))
+        (extra, found, walked, cached, collect)
     });
+    let found = found || cached.unhashed;
+    if let (Some(_), true, true, Some(c)) = (&extra, found, walked, collect) {
+        return narrowed(tool, scanned, trees, cached, c, t0);
+    }
+    let shas = match cached.proofs(trees, walked, None) {
+        [Some(a), Some(b)] if !found => Some([a, b]),
+        _ => None,
+    };
     log::debug!(
         "planned a window at a time: {} ({:.3}s)",
         match (&extra, &shas) {
@@ -336,24 +485,11 @@ fn quiet_pass<T: Tool>(
         },
         t0.elapsed().as_secs_f64()
     );
-    let (mut extra, shas) = (extra?, shas?);
-    if crate::run::signal::stop_requested() {
-        return None;
-    }
-    // Each store's latest version must be the replica as it is.
-    for (side, v) in tool.versions().into_iter().enumerate() {
-        let Some(v) = v else { continue };
-        let root: &Path = &scanned.replicas[side].root;
-        match v.is_latest(tool.home(), root, &trees[side], shas[side]) {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                // The whole pass records a version, and says what went wrong if it
-                // cannot.
-                log::debug!("store of {}: {e}", crate::names::display(root));
-                return None;
-            }
-        }
+    let (Some(mut extra), Some(shas)) = (extra, shas) else {
+        return Walked::Whole;
+    };
+    if crate::run::signal::stop_requested() || !stores_hold(tool, scanned, trees, shas.map(Some)) {
+        return Walked::Whole;
     }
     log::debug!("nothing to do, found before the trees were made whole");
     let mut outcome = Outcome {
@@ -378,11 +514,75 @@ fn quiet_pass<T: Tool>(
     outcome.errors = errors;
     outcome.seconds = started.elapsed().as_secs_f64();
     super::log_summary(tool, &extra, &outcome);
-    Some(PassOutcome {
+    Walked::Ended(PassOutcome {
         operations: 0,
         errors,
         interrupted: false,
     })
+}
+
+/// Whether each store's latest version is its replica as read (`trees`), proven by
+/// its stat cache (`shas`).
+fn stores_hold<T: Tool>(
+    tool: &T,
+    scanned: &Scanned,
+    trees: &[CompactTree; 2],
+    shas: [Option<crate::tree::Digest>; 2],
+) -> bool {
+    for (side, v) in tool.versions().into_iter().enumerate() {
+        let Some(v) = v else { continue };
+        let root: &Path = &scanned.replicas[side].root;
+        let Some(sha) = shas[side] else { return false };
+        match v.is_latest(tool.home(), root, &trees[side], sha) {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => {
+                // The whole pass records a version, and says what went wrong if it
+                // cannot.
+                log::debug!("store of {}: {e}", crate::names::display(root));
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// The part of both trees with something to do, gathered by the walk (`collect`), as
+/// the pass is to plan it (see [`super::narrow`]); or the pass goes on whole, where a
+/// replica with versions is not its store's latest version.
+fn narrowed<T: Tool>(
+    tool: &T,
+    scanned: &Scanned,
+    trees: &[CompactTree; 2],
+    cached: Cached,
+    collect: Collect,
+    t0: Instant,
+) -> Walked {
+    let (files, windows) = (collect.files, collect.windows);
+    let (mut parts, covered) = collect.into_parts(trees);
+    let shas = cached.proofs(trees, true, Some(&mut parts));
+    if crate::run::signal::stop_requested() || !stores_hold(tool, scanned, trees, shas) {
+        log::debug!(
+            "planned a window at a time: something to do, and a replica with versions is \
+             not its latest ({:.3}s)",
+            t0.elapsed().as_secs_f64()
+        );
+        return Walked::Whole;
+    }
+    log::debug!(
+        "planned a window at a time: something to do in {windows} windows, planning {} and \
+         {} entries ({:.3}s, {})",
+        parts[0].entries.len(),
+        parts[1].entries.len(),
+        t0.elapsed().as_secs_f64(),
+        crate::run::alloc_tune::resident()
+    );
+    Walked::Part(Box::new(Part {
+        trees: parts,
+        covered,
+        shas,
+        files,
+    }))
 }
 
 #[cfg(test)]
@@ -465,12 +665,16 @@ mod tests {
         let mut walk = Walk::new(&trees);
         let mut out = Vec::new();
         while let Some(mut w) = walk.next_window() {
-            if !cached.fill(&mut w) {
+            if !cached.fill(&mut w, false) {
                 break;
             }
             out.push(w);
         }
-        let proven = cached.proven(&trees, walk.done);
+        let unhashed = cached.unhashed;
+        let proven = match cached.proofs(&trees, walk.done, None) {
+            [Some(a), Some(b)] if !unhashed => Some([a, b]),
+            _ => None,
+        };
         (out, proven)
     }
 
@@ -563,5 +767,74 @@ mod tests {
         assert_eq!(proven, None, "a record of a path gone proves nothing");
         // The same trees and caches: proven.
         assert!(windows(&a, &a, [&ca, &cb], root).1.is_some());
+    }
+
+    #[test]
+    fn the_part_gathered_is_the_windows_with_something_to_do_and_the_folders_above() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (ca, cb) = (root.join("a.cache"), root.join("b.cache"));
+        let many: Vec<String> = (0..40).map(|i| format!("m/n/{i:02}")).collect();
+        let mut pa = vec!["d/", "d/1", "m/", "m/n/", "z"];
+        let mut pb = vec!["d/", "d/1", "m/", "m/n/", "y/", "y/1", "z"];
+        pa.extend(many.iter().map(String::as_str));
+        // B lacks one file deep in the folder, which is walked over several windows.
+        pb.extend(
+            many.iter()
+                .filter(|m| m.as_str() != "m/n/27")
+                .map(String::as_str),
+        );
+        let (a, b) = (tree(&pa), tree(&pb));
+        cached(&a, &ca, root);
+        cached(&b, &cb, root);
+        let (ws, _) = windows(&a, &b, [&ca, &cb], root);
+        let holds = |w: &[Tree; 2], p: &str| w.iter().any(|t| t.entries.contains_key(Path::new(p)));
+        let dirty = |w: &[Tree; 2]| holds(w, "m/n/27") || holds(w, "y/1");
+        assert!(
+            ws.iter().filter(|w| dirty(w)).all(|w| !holds(w, "m/n")),
+            "the folders above m/n/27 lie in a window with nothing to do"
+        );
+        let mut c = Collect::new(0);
+        for w in &ws {
+            assert!(c.take(w, dirty(w)));
+        }
+        assert_eq!(c.files, [a.file_count(), b.file_count()]);
+        let trees = [CompactTree::new(copy(&a)), CompactTree::new(copy(&b))];
+        let (parts, covered) = c.into_parts(&trees);
+        for side in 0..2 {
+            let mut want: Vec<PathBuf> = ws
+                .iter()
+                .filter(|w| dirty(w))
+                .flat_map(|w| paths(&w[side]))
+                .collect();
+            // The folders above an entry of the part on either side, where this side
+            // has them.
+            let mut above: Vec<PathBuf> = ws
+                .iter()
+                .filter(|w| dirty(w))
+                .flat_map(|w| w.iter().flat_map(paths))
+                .flat_map(|p| {
+                    p.ancestors()
+                        .skip(1)
+                        .map(Path::to_path_buf)
+                        .collect::<Vec<_>>()
+                })
+                .filter(|p| [&a, &b][side].entries.contains_key(p))
+                .collect();
+            assert!(above.contains(&PathBuf::from("m/n")));
+            want.append(&mut above);
+            crate::tree::sort_by_path_of(&mut want, |p| p.as_path());
+            want.dedup();
+            assert_eq!(paths(&parts[side]), want, "side {side}");
+            let mut held = Vec::new();
+            let mut cur = covered[side].cursor();
+            while let Some((p, _)) = cur.next_entry() {
+                held.push(p.to_path_buf());
+            }
+            assert_eq!(held, want, "side {side}: the paths covered");
+            assert_eq!(parts[side].root, trees[side].root);
+        }
+        // B's y/1 window is in the part, and A, which has no y, holds its neighbours.
+        assert!(paths(&parts[1]).contains(&PathBuf::from("y/1")));
     }
 }

@@ -12,6 +12,7 @@ use crate::names::display;
 use crate::parallel;
 use crate::run::runner::PassOutcome;
 use crate::run::signal;
+use crate::scan::after::{After, Merged};
 use crate::scan::cache::Hashed;
 use crate::scan::replica::{self, Replica};
 use crate::tree::compact::CompactTree;
@@ -43,6 +44,9 @@ pub struct Scanned {
     /// The part of both trees a tool's planner looks at, when it looks at less than
     /// the whole (oneway under `--watch`: the part read); set by the tool's `prepare`.
     pub parts: Option<[Tree; 2]>,
+    /// A pass planned only where it has something to do: `trees` are that part, and
+    /// this the rest (see [`super::narrow`]).
+    pub(super) narrow: Option<super::narrow::Narrow>,
 }
 
 /// Both replicas as [`Scanned::read`] read them.
@@ -113,6 +117,7 @@ impl Scanned {
             replicas,
             region: None,
             parts: None,
+            narrow: None,
         };
         match read {
             Read::Again(mut trees, cached_sha, region) => {
@@ -221,6 +226,14 @@ impl Scanned {
         self.note(h);
     }
 
+    /// The files replica `side` holds (in all, where only a part of it is planned).
+    pub fn files(&self, side: usize) -> usize {
+        match &self.narrow {
+            Some(n) => n.files[side],
+            None => self.trees[side].file_count(),
+        }
+    }
+
     fn note(&mut self, h: Hashed) {
         self.hashed_files += h.files;
         self.errors.extend(h.errors);
@@ -286,6 +299,9 @@ pub struct Applied<X> {
     replicas: [Replica; 2],
     /// Only some folders were read (see [`Scanned::region`]).
     rescanned: bool,
+    /// Only a part was planned: `afters` are that part after the pass, and this the
+    /// rest (see [`super::narrow`]).
+    narrow: Option<super::narrow::Narrow>,
     counts: Counts,
     failed: Vec<PathBuf>,
     errors: Vec<Error>,
@@ -426,6 +442,7 @@ pub(super) fn settle<X>(scanned: Scanned, ran: Ran<X>, started: Instant) -> Appl
         hashed_files,
         replicas,
         region,
+        narrow,
         ..
     } = scanned;
     let Ran {
@@ -487,6 +504,7 @@ pub(super) fn settle<X>(scanned: Scanned, ran: Ran<X>, started: Instant) -> Appl
         roots,
         replicas,
         rescanned: region.is_some(),
+        narrow,
         counts,
         failed,
         errors,
@@ -607,6 +625,7 @@ pub(super) fn record<T: Tool>(
         roots,
         replicas,
         rescanned,
+        narrow,
         counts,
         failed,
         mut errors,
@@ -614,6 +633,7 @@ pub(super) fn record<T: Tool>(
         interrupted,
         halted,
     } = applied;
+    let narrowed = narrow.is_some();
     // What the pass wrote is on disk before anything records it; a replica the pass
     // did not write has nothing to flush (on a shared disk, `syncfs` also waits for
     // everyone else's writes). Both replicas at once.
@@ -629,10 +649,29 @@ pub(super) fn record<T: Tool>(
         } else {
             replicas[side].hash_rest(t)
         };
-        let sha = proven[side].or_else(|| crate::hash::tree_sha256(t));
+        // (Of a part, once it is merged with the rest.)
+        let sha = proven[side].or_else(|| (!narrowed).then(|| crate::hash::tree_sha256(t))?);
         (flush_error, hashed, sha)
     };
     let (fa, fb) = parallel::join(|| finish(0, ta), || finish(1, tb));
+    // A part after the pass, merged with the rest as each replica is read.
+    let merged = narrow.map(|n| {
+        let super::narrow::Narrow {
+            compact: [ca, cb],
+            covered: [va, vb],
+            caches: [fa, fb],
+            ..
+        } = n;
+        let [pa, pb] = std::mem::take(&mut afters);
+        [
+            Merged::new(ca, va, pa, fa, &replicas[0].root),
+            Merged::new(cb, vb, pb, fb, &replicas[1].root),
+        ]
+    });
+    let after = |side: usize| match &merged {
+        Some(m) => After::Merged(&m[side]),
+        None => After::Whole(&afters[side]),
+    };
     let mut shas = [None, None];
     let mut flushed = true;
     // Every error so far is a file's (scanned, planned, applied, hashed).
@@ -641,7 +680,7 @@ pub(super) fn record<T: Tool>(
         hashed_files += hashed.files;
         file_errors += hashed.errors.len();
         errors.extend(hashed.errors);
-        shas[side] = sha;
+        shas[side] = sha.or_else(|| merged.as_ref().and_then(|m| m[side].sha256()));
         if let Some(e) = flush_error {
             log::error!("{e}");
             errors.push(e);
@@ -675,21 +714,21 @@ pub(super) fn record<T: Tool>(
         // for the next one: the caches, read only when a run starts, are saved by the
         // next whole pass (one left behind only costs hashing the files changed since).
         for side in (0..2).filter(|_| !rescanned) {
-            let (r, t) = (&replicas[side], &afters[side]);
+            let (r, t) = (&replicas[side], after(side));
             let (proven, sha) = (proven[side], shas[side]);
             s.spawn(move || r.keep_cache(t, scanned_at, proven, sha));
         }
         let made: Vec<_> = (0..2)
             .filter_map(|side| {
                 let v = versions[side].filter(|_| !interrupted)?;
-                let (r, t, sha) = (&replicas[side], &afters[side], shas[side]);
+                let (r, t, sha) = (&replicas[side], after(side), shas[side]);
                 Some((
                     side,
                     s.spawn(move || v.record(tool.home(), &r.root, t, sha, complete)),
                 ))
             })
             .collect();
-        let recorded = tool.record(&mut extra, Some(&afters), &outcome);
+        let recorded = tool.record(&mut extra, (!narrowed).then_some(&afters), &outcome);
         let notes: Vec<(usize, Result<Option<String>, Error>)> = made
             .into_iter()
             .map(|(side, h)| (side, h.join().expect("BUG: recording does not panic")))
@@ -699,6 +738,22 @@ pub(super) fn record<T: Tool>(
     if let Err(e) = recorded {
         log::error!("{e}");
         errors.push(e);
+    }
+    // Every file outside the part had its hash in the stat cache it was read with (the
+    // walk found them there): one that had not would be missing from what was recorded.
+    for m in merged.iter().flatten() {
+        if m.missed() > 0 {
+            let e = Error::entry(
+                &m.root,
+                format!(
+                    "{} files outside the part of the pass had no hash in the stat cache; \
+                     run the pass again",
+                    m.missed()
+                ),
+            );
+            log::error!("{e}");
+            errors.push(e);
+        }
     }
     for (side, note) in notes {
         match note {
@@ -725,7 +780,8 @@ pub(super) fn record<T: Tool>(
     } else {
         errors.len()
     };
-    let whole = !interrupted && errors.is_empty() && outcome.failed.is_empty() && flushed;
+    let whole =
+        !interrupted && errors.is_empty() && outcome.failed.is_empty() && flushed && !narrowed;
     let afters = if whole {
         Some(super::Left {
             trees: afters,

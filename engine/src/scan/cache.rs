@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 use crate::fs;
+use crate::scan::after::After;
 use crate::tree::encoding::SeqReader;
 use crate::tree::{path_order, Digest, Entry, Kind, MTime, Tree};
 
@@ -140,6 +141,39 @@ impl Matcher<std::fs::File> {
 }
 
 impl<R: Read> Matcher<R> {
+    /// The records of the cache read from `src`, if it is a cache of `root` in this
+    /// format.
+    pub fn from_reader(src: R, root: &Path) -> Option<Self> {
+        Matcher::new(src, root, false)
+    }
+
+    /// The records of the cache read from `src`, with those of paths that are
+    /// gone held by inode, for [`Matcher::fill_moved`].
+    pub fn keeping_gone(src: R, root: &Path) -> Option<Self> {
+        Matcher::new(src, root, true)
+    }
+
+    /// After the last file: gives each file of `tree` without a hash the hash of a path
+    /// now gone with its inode, size and mtime (renamed or moved since the cache was
+    /// saved; see [`fill_from`]). Returns how many it filled.
+    pub fn fill_moved(&mut self, tree: &mut Tree) -> usize {
+        self.drain();
+        let Some(gone) = &self.gone else { return 0 };
+        let mut filled = 0;
+        for (_, e) in tree.entries.iter_mut() {
+            if e.kind != Kind::File || e.hash.is_some() {
+                continue;
+            }
+            if let Some(&(size, mtime, hash)) = gone.get(&e.ino) {
+                if size == e.size && mtime == e.mtime {
+                    e.hash = Some(Digest(hash));
+                    filled += 1;
+                }
+            }
+        }
+        filled
+    }
+
     fn new(src: R, root: &Path, keep_gone: bool) -> Option<Self> {
         let (sha, mut records) = records(src, root)?;
         let mut rec = Rec::default();
@@ -227,21 +261,10 @@ fn fill_from(src: impl Read, root: &Path, tree: &mut Tree) -> Filled {
             None => unmatched += usize::from(e.hash.is_none()),
         }
     }
-    m.drain();
-    let gone = m.gone.take().unwrap_or_default();
-    if unmatched > 0 && !gone.is_empty() {
-        for (_, e) in tree.entries.iter_mut() {
-            if e.kind != Kind::File || e.hash.is_some() {
-                continue;
-            }
-            if let Some(&(size, mtime, hash)) = gone.get(&e.ino) {
-                if size == e.size && mtime == e.mtime {
-                    e.hash = Some(Digest(hash));
-                    out.filled += 1;
-                    out.moved += 1;
-                }
-            }
-        }
+    if unmatched > 0 {
+        let moved = m.fill_moved(tree);
+        out.filled += moved;
+        out.moved += moved;
     }
     out.sha = m.finish(!tree.unknown.is_empty());
     out
@@ -288,8 +311,15 @@ impl StatCache {
     pub fn from_tree(root: &Path, tree: &Tree, scanned_at: MTime) -> StatCache {
         let mut bytes = Vec::new();
         let sha = crate::hash::tree_sha256(tree);
-        encode(root, tree, scanned_at, sha, &mut bytes)
-            .expect("BUG: writing to memory cannot fail");
+        encode(
+            root,
+            || tree.entries.iter(),
+            &tree.unknown,
+            scanned_at,
+            sha,
+            &mut bytes,
+        )
+        .expect("BUG: writing to memory cannot fail");
         StatCache { bytes }
     }
 
@@ -320,41 +350,92 @@ impl StatCache {
         scanned_at: MTime,
         sha: Option<Digest>,
     ) -> Result<bool, Error> {
-        fs::write_atomic_unless_same(file, |mut w| encode(root, tree, scanned_at, sha, &mut w))
+        StatCache::save_after(file, root, After::Whole(tree), scanned_at, sha)
+    }
+
+    /// [`StatCache::save_tree`] of a replica after a pass, held whole or not.
+    pub fn save_after(
+        file: &Path,
+        root: &Path,
+        after: After<'_>,
+        scanned_at: MTime,
+        sha: Option<Digest>,
+    ) -> Result<bool, Error> {
+        fs::write_atomic_unless_same(file, |mut w| match after {
+            After::Whole(t) => encode(
+                root,
+                || t.entries.iter(),
+                &t.unknown,
+                scanned_at,
+                sha,
+                &mut w,
+            ),
+            After::Merged(m) => encode(
+                root,
+                || m.entries(),
+                after.unknown(),
+                scanned_at,
+                sha,
+                &mut w,
+            ),
+        })
     }
 }
 
-/// The cache of `tree` in the layout [`StatCache::records`] reads: every hashed file not
-/// modified within the racy window before `scanned_at`, and `sha` (the tree's directory
-/// SHA-256) if those are all the files of a wholly readable tree.
-fn encode(
+/// A cache record to be written, its path given owned or borrowed.
+struct Out<P>(P, u64, MTime, u64, [u8; 32]);
+
+impl<P: AsRef<Path>> serde::Serialize for Out<P> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r: Record = (
+            self.0.as_ref().as_os_str().as_bytes(),
+            self.1,
+            self.2.sec,
+            self.2.nsec,
+            self.3,
+            self.4,
+        );
+        r.serialize(s)
+    }
+}
+
+/// The cache of the entries `entries` gives (in path order, afresh each call; the
+/// tree's paths whose state is unknown are `unknown`) in the layout
+/// [`StatCache::records`] reads: every hashed file not modified within the racy window
+/// before `scanned_at`, and `sha` (the tree's directory SHA-256) if those are all the
+/// files of a wholly readable tree.
+fn encode<P, E, I>(
     root: &Path,
-    tree: &Tree,
+    entries: impl Fn() -> I,
+    unknown: &std::collections::BTreeSet<PathBuf>,
     scanned_at: MTime,
     sha: Option<Digest>,
     out: &mut impl Write,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    P: AsRef<Path>,
+    E: std::borrow::Borrow<Entry>,
+    I: Iterator<Item = (P, E)>,
+{
     // A file modified that close to the scan may still change unseen: not cached.
     let settled = |m: MTime| !m.is_racy_at(scanned_at);
     let records = || {
-        tree.entries
-            .iter()
-            .filter(move |(_, e)| e.kind == Kind::File && settled(e.mtime))
+        entries()
+            .filter(move |(_, e)| e.borrow().kind == Kind::File && settled(e.borrow().mtime))
             .filter_map(|(p, e)| {
-                let h = e.hash?;
-                let r: Record = (
-                    p.as_os_str().as_bytes(),
-                    e.size,
-                    e.mtime.sec,
-                    e.mtime.nsec,
-                    e.ino,
-                    h.0,
-                );
-                Some(r)
+                let e = e.borrow();
+                Some(Out(p, e.size, e.mtime, e.ino, e.hash?.0))
             })
     };
-    let count = records().count();
-    let whole = tree.unknown.is_empty() && count == tree.file_count();
+    let (mut count, mut files) = (0, 0);
+    for (_, e) in entries() {
+        let e = e.borrow();
+        if e.kind == Kind::File {
+            files += 1;
+            count += usize::from(settled(e.mtime) && e.hash.is_some());
+        }
+    }
+    let whole = unknown.is_empty() && count == files;
     let sha = sha.filter(|_| whole).map(|d| d.0);
     let header: Header = (FORMAT, root.as_os_str().as_bytes(), sha, count);
     crate::tree::encoding::write_seq(out, &header, records())

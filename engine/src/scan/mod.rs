@@ -9,6 +9,7 @@
 //! The scan only reads. A failure on one entry is a value in `Tree::errors`, and the
 //! path is marked unknown so no planner deletes anything at or under it.
 
+pub mod after;
 pub mod cache;
 pub mod replica;
 pub mod rescan;

@@ -62,9 +62,20 @@ impl Replica {
     }
 
     /// The stat cache's records, to be met with the files of a tree read in path
-    /// order; `None` if there is no cache of this replica.
-    pub fn cache_matcher(&self) -> Option<cache::Matcher<std::fs::File>> {
-        cache::Matcher::open(&self.cache_file, &self.root)
+    /// order (with `gone`, those of paths that are gone held by inode); `None` if there
+    /// is no cache of this replica.
+    pub fn cache_matcher(&self, gone: bool) -> Option<cache::Matcher<std::fs::File>> {
+        if gone {
+            cache::Matcher::keeping_gone(self.open_cache()?, &self.root)
+        } else {
+            cache::Matcher::open(&self.cache_file, &self.root)
+        }
+    }
+
+    /// The stat cache's file, open: read as it is now even once a new cache replaces
+    /// it.
+    pub fn open_cache(&self) -> Option<std::fs::File> {
+        std::fs::File::open(&self.cache_file).ok()
     }
 
     /// Reads `dirs` of this replica again into `held`, the tree a pass left (read at
@@ -122,13 +133,13 @@ impl Replica {
         hashed
     }
 
-    /// Saves the stat cache of `tree`, the replica after the pass, whose directory
+    /// Saves the stat cache of `tree`, the replica after the pass (held whole or not), whose directory
     /// SHA-256 is `sha` (`None` if a file's hash is unknown). `proven`: the SHA-256 the
     /// stat cache proved when the tree was read, passed only if the tree has not changed
     /// since; the cache then holds this very tree and is left as it is.
     pub fn keep_cache(
         &self,
-        tree: &Tree,
+        tree: crate::scan::after::After<'_>,
         scanned_at: crate::tree::MTime,
         proven: Option<Digest>,
         sha: Option<Digest>,
@@ -138,7 +149,7 @@ impl Replica {
         }
         // An unchanged cache is not written again: what would be written is compared
         // with the file, a block at a time.
-        if let Err(e) = StatCache::save_tree(&self.cache_file, &self.root, tree, scanned_at, sha) {
+        if let Err(e) = StatCache::save_after(&self.cache_file, &self.root, tree, scanned_at, sha) {
             log::warn!("stat cache of {} not saved: {e}", self.label);
         }
     }

@@ -36,6 +36,32 @@ impl EntryRecord {
     pub fn to_entry(&self) -> Entry {
         self.as_ref().to_entry()
     }
+
+    /// The record of `e` at `path`.
+    pub fn of(path: PathBuf, e: &Entry) -> EntryRecord {
+        let mut r = EntryRef::new(Path::new(""), e).to_owned();
+        r.path = path;
+        r
+    }
+}
+
+/// An entry's record, borrowed or owned: what a version's writer reads (the entries of
+/// a tree held whole are borrowed from it, those of a replica merged as it is read are
+/// owned).
+pub trait AsEntryRef {
+    fn entry_ref(&self) -> EntryRef<'_>;
+}
+
+impl AsEntryRef for EntryRef<'_> {
+    fn entry_ref(&self) -> EntryRef<'_> {
+        *self
+    }
+}
+
+impl AsEntryRef for EntryRecord {
+    fn entry_ref(&self) -> EntryRef<'_> {
+        self.as_ref()
+    }
 }
 
 /// [`EntryRecord`] with its paths borrowed (from a tree, or from the bytes of a manifest

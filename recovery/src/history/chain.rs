@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use engine::error::Error;
 use engine::fs::Root;
-use engine::tree::encoding::{EntryRecord, EntryRef};
+use engine::tree::encoding::{AsEntryRef, EntryRecord, EntryRef};
 use engine::tree::{path_order, same_path, Digest};
 
 use super::format::{same, Delta};
@@ -162,7 +162,7 @@ impl History {
     /// to the latest are turned into differences from the version after each (the
     /// latest's from the new one): newest first, so that every version reads at every
     /// point.
-    pub fn record<'n, I: Iterator<Item = EntryRef<'n>>>(
+    pub fn record<I: Iterator<Item: AsEntryRef>>(
         &self,
         mut head: VersionHead,
         news: impl Fn() -> I,
@@ -225,14 +225,18 @@ impl History {
                 }
             };
             self.for_each_in(&mut root, latest, |o| {
-                while let Some(n) = news_it.next_if(|n| path_order(n.path, o.path).is_lt()) {
+                while let Some(n) =
+                    news_it.next_if(|n| path_order(n.entry_ref().path, o.path).is_lt())
+                {
+                    let n = n.entry_ref();
                     added += 1;
                     new_paths.push(n.path.to_path_buf());
                     add(n, None, &mut put, &mut small);
                 }
-                match news_it.next_if(|n| same_path(n.path, o.path)) {
-                    Some(n) if alike(&o, &n) => {}
+                match news_it.next_if(|n| same_path(n.entry_ref().path, o.path)) {
+                    Some(n) if alike(&o, &n.entry_ref()) => {}
                     Some(n) => {
+                        let n = n.entry_ref();
                         // An inode alone is no change to count, but the version records it.
                         modified += u64::from(!same(&o, &n));
                         was.push(o.to_owned());
@@ -246,6 +250,7 @@ impl History {
                 }
             })?;
             for n in news_it {
+                let n = n.entry_ref();
                 added += 1;
                 new_paths.push(n.path.to_path_buf());
                 add(n, None, &mut put, &mut small);
@@ -277,7 +282,7 @@ impl History {
     }
 
     /// Writes version `head.id` whole, its entries those `news` gives.
-    fn write_full_of<'n, I: Iterator<Item = EntryRef<'n>>>(
+    fn write_full_of<I: Iterator<Item: AsEntryRef>>(
         &self,
         root: &mut Root,
         head: &VersionHead,
@@ -286,7 +291,7 @@ impl History {
         let count = news().count();
         step()?;
         self.write_full(root, head, count, |f| {
-            news().for_each(f);
+            news().for_each(|n| f(n.entry_ref()));
             Ok(())
         })
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use engine::error::Error;
 use engine::fs::Root;
-use engine::tree::encoding::{EntryRecord, EntryRef, SeqReader};
+use engine::tree::encoding::{AsEntryRef, EntryRecord, EntryRef, SeqReader};
 use engine::tree::{Digest, Kind};
 
 use super::{damaged, version_file, Form, History, VersionHead, DIFF, DIFF2, FULL, VERSIONS};
@@ -151,13 +151,10 @@ pub(super) fn same(a: &EntryRef<'_>, b: &EntryRef<'_>) -> bool {
 /// not cover (each entry's kind, mode, mtime and owner; the path and target of
 /// everything that is not a file). Two versions with the same directory SHA-256 list the
 /// same files in the same order, so together the two tell every change.
-pub fn meta_digest<'a>(
-    entries: impl Iterator<Item = EntryRef<'a>>,
-    root: (u32, (i64, u32)),
-) -> String {
+pub fn meta_digest(entries: impl Iterator<Item: AsEntryRef>, root: (u32, (i64, u32))) -> String {
     let mut d = MetaDigest::new(root);
     for e in entries {
-        d.add(&e);
+        d.add(&e.entry_ref());
     }
     d.finish()
 }

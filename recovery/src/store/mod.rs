@@ -25,6 +25,8 @@ use engine::hash;
 use engine::names::display;
 use engine::run::config::{Keep, VersionMode};
 use engine::run::home::{path_key, DataHome};
+use engine::scan::after::After;
+use engine::tree::encoding::AsEntryRef;
 use engine::tree::{Digest, Entry, Kind, Tree};
 
 use crate::history::{self, History, VersionHead, Why};
@@ -277,7 +279,7 @@ impl VersionedDir {
     ) -> Result<Option<Made>, Error> {
         let _lock = self.lock(home)?;
         self.repair()?;
-        self.record_locked(home, replica, tree, None, true, Why::Pass)
+        self.record_locked(home, replica, After::Whole(tree), None, true, Why::Pass)
     }
 
     /// [`record`](Self::record) after a pass: the tree's directory SHA-256 may be known
@@ -287,7 +289,7 @@ impl VersionedDir {
         &self,
         home: &DataHome,
         replica: &Path,
-        tree: &Tree,
+        tree: After<'_>,
         sha: Option<Digest>,
         complete: bool,
     ) -> Result<Option<Made>, Error> {
@@ -325,8 +327,13 @@ impl VersionedDir {
         history.clear_moves()?;
         let recorded = t0.elapsed().as_secs_f64();
         if made.is_some() {
-            // The version just made is `tree`: the content it holds is checked in memory.
-            self.apply_retention(Some(tree))?;
+            // The version just made is `tree`: the content it holds is checked in memory
+            // where the tree is held whole.
+            let newest = match tree {
+                After::Whole(t) => Some(t),
+                After::Merged(_) => None,
+            };
+            self.apply_retention(newest)?;
         }
         log::debug!(
             "store of {}: repaired {repaired:.3}s, settled and recorded {:.3}s, retention {:.3}s",
@@ -381,16 +388,49 @@ impl VersionedDir {
         &self,
         home: &DataHome,
         _replica: &Path,
-        tree: &Tree,
+        tree: After<'_>,
         known_sha: Option<Digest>,
+        complete: bool,
+        why: Why,
+    ) -> Result<Option<Made>, Error> {
+        let root = tree.root();
+        match tree {
+            After::Whole(t) => self.record_entries(
+                home,
+                root,
+                || manifest::entries_of(t),
+                known_sha.unwrap_or_else(|| Manifest::dir_sha256_of(t)),
+                complete,
+                why,
+            ),
+            After::Merged(m) => {
+                let news = || manifest::records_of(m);
+                let sha = match known_sha {
+                    Some(s) => s,
+                    None => {
+                        manifest::sha_of_records(news).expect("BUG: only hashed files are listed")
+                    }
+                };
+                self.record_entries(home, root, news, sha, complete, why)
+            }
+        }
+    }
+
+    /// Records the entries `news` gives (in path order, afresh each call; every file
+    /// hashed), whose directory SHA-256 is `sha`, as a version if they differ from the
+    /// latest.
+    fn record_entries<I: Iterator<Item: AsEntryRef>>(
+        &self,
+        home: &DataHome,
+        root: Option<&Entry>,
+        news: impl Fn() -> I,
+        sha: Digest,
         complete: bool,
         why: Why,
     ) -> Result<Option<Made>, Error> {
         let history = self.history();
         let latest = history.latest()?;
-        let sha = known_sha.unwrap_or_else(|| Manifest::dir_sha256_of(tree));
-        let root_meta = root_meta(tree.root.as_ref());
-        let news = || manifest::entries_of(tree);
+        let root_meta = root_meta(root);
         let t0 = std::time::Instant::now();
         let meta = history::meta_digest(news(), root_meta);
         log::debug!("metadata digest: {:.3}s", t0.elapsed().as_secs_f64());
@@ -402,7 +442,11 @@ impl VersionedDir {
             return Ok(None);
         }
         let (mut files, mut bytes) = (0u64, 0u64);
-        for e in news().filter(|e| e.kind == Kind::File) {
+        for e in news() {
+            let e = e.entry_ref();
+            if e.kind != Kind::File {
+                continue;
+            }
             files += 1;
             bytes += e.size;
         }
@@ -652,7 +696,9 @@ impl VersionedDir {
                 tree
             };
             let complete = tree.errors.is_empty();
-            if let Some(made) = self.record_locked(home, replica, whole, None, complete, why)? {
+            if let Some(made) =
+                self.record_locked(home, replica, After::Whole(whole), None, complete, why)?
+            {
                 log::info!(
                     "saved {} as version {} first ({}): it holds content no version had",
                     display(replica),
@@ -801,7 +847,7 @@ impl engine::pass::Versions for VersionedDir {
         &self,
         home: &DataHome,
         root: &Path,
-        tree: &Tree,
+        tree: After<'_>,
         sha: Option<Digest>,
         complete: bool,
     ) -> Result<Option<String>, Error> {

@@ -124,8 +124,14 @@ fn the_retention_policy_drops_old_versions_and_keeps_tagged_ones() {
         v.keep_files(&home, &replica, &before, None, &lost, None)
             .unwrap();
         replace(&replica.join("a"), format!("after {i}").as_bytes());
-        v.record_pass(&home, &replica, &hashed_tree(&replica), None, true)
-            .unwrap();
+        v.record_pass(
+            &home,
+            &replica,
+            After::Whole(&hashed_tree(&replica)),
+            None,
+            true,
+        )
+        .unwrap();
     }
     let ids: Vec<u64> = v
         .history()
@@ -178,8 +184,14 @@ fn a_size_budget_drops_the_oldest_versions_but_never_the_latest_two() {
         v.keep_files(&home, &replica, &before, None, &lost, None)
             .unwrap();
         replace(&replica.join("a"), vec![b'x'; 1000 + i].as_slice());
-        v.record_pass(&home, &replica, &hashed_tree(&replica), None, true)
-            .unwrap();
+        v.record_pass(
+            &home,
+            &replica,
+            After::Whole(&hashed_tree(&replica)),
+            None,
+            true,
+        )
+        .unwrap();
     }
     let listed = v.history().list().unwrap();
     assert_eq!(listed.len(), 2);
@@ -297,9 +309,15 @@ fn content_a_pass_cut_short_moved_is_found_where_the_note_says() {
     assert_eq!(found, replica.join("e/b"));
     // Once a version after the move is recorded, the note goes (that version names
     // the new path).
-    v.record_pass(&home, &replica, &hashed_tree(&replica), None, true)
-        .unwrap()
-        .unwrap();
+    v.record_pass(
+        &home,
+        &replica,
+        After::Whole(&hashed_tree(&replica)),
+        None,
+        true,
+    )
+    .unwrap()
+    .unwrap();
     assert!(v.history().moves_noted().is_empty());
     let (_, _, found) = live(&v).find(Path::new("d/b"), &b, 2).unwrap();
     assert_eq!(found, replica.join("e/b"));

@@ -1,0 +1,161 @@
+//! A whole pass with something to do, planned only where there is something to do.
+//!
+//! A pass read compact walks both trees a window of paths at a time (see
+//! [`super::quiet`]). A tool that plans parts ([`super::Tool::plans_parts`]) says of
+//! each window whether its planner finds something to do there; a window holding a
+//! file whose hash is not cached has something to do too. Those windows are kept
+//! whole, each entry of them with every folder above it on either side ([`Collect`]):
+//! the part of both replicas the pass plans, applies and settles, as a pass under
+//! `--watch` plans the folders it read again. Everything else is the same on both
+//! sides, and stays as it was read: compact, its hashes in the stat caches. The record
+//! stage reads each replica after the pass as both merged in path order
+//! ([`crate::scan::after::Merged`]), so that neither tree is ever held whole.
+//!
+//! It is taken only where that gives what the whole pass would give:
+//!
+//! - the tool's planner acts on a path only from what both trees hold at that path,
+//!   above it and under it (not where names fold case, nor for hard-linked files, whose
+//!   names pair paths anywhere: the tool's `quiet` returns `None` there);
+//! - a window with nothing to do holds nothing the whole plan would act on (what lets a
+//!   quiet pass end early), so a folder removed has every entry under it in the part;
+//! - each replica with versions is its store's latest version, proven by its stat
+//!   cache: what the pass replaces is held there already, and no version of the whole
+//!   replica has to be made before the pass;
+//! - the part is at most an eighth of both trees (else the pass is made whole: a first
+//!   pass or a big change gains nothing from it).
+
+use std::path::PathBuf;
+
+use crate::tree::compact::{Compact, CompactTree};
+use crate::tree::entries::ChunkList;
+use crate::tree::{path_order, Entry, Kind, Tree};
+
+/// The part is at most this share of both trees' entries (1/8)…
+const SHARE: usize = 8;
+/// …or this many entries, in a tree too small for a share to mean much.
+const AT_LEAST: usize = 4096;
+
+/// The windows of both trees walked in order, the part to plan gathered from them.
+pub(super) struct Collect {
+    parts: [ChunkList; 2],
+    /// The folders above the walk's place, outermost first, each side's own, and
+    /// whether each is in the part already.
+    above: [Vec<(PathBuf, Entry, bool)>; 2],
+    held: usize,
+    cap: usize,
+    /// Files met on each side, in every window.
+    pub files: [usize; 2],
+    /// Windows with something to do.
+    pub windows: usize,
+}
+
+impl Collect {
+    /// A walk of trees of `entries` entries in all.
+    pub(super) fn new(entries: usize) -> Collect {
+        Collect {
+            parts: Default::default(),
+            above: Default::default(),
+            held: 0,
+            cap: (entries / SHARE).max(AT_LEAST),
+            files: [0, 0],
+            windows: 0,
+        }
+    }
+
+    /// Takes the next window `w`, kept in the part if it has something to do (`dirty`).
+    /// False once the part has grown past its share: nothing is kept from then on.
+    pub(super) fn take(&mut self, w: &[Tree; 2], dirty: bool) -> bool {
+        self.windows += usize::from(dirty);
+
+        let [a, b] = w;
+        let (mut ia, mut ib) = (a.entries.iter().peekable(), b.entries.iter().peekable());
+        loop {
+            // The side or sides whose next path comes first.
+            let take = match (ia.peek(), ib.peek()) {
+                (None, None) => break,
+                (Some(_), None) => [true, false],
+                (None, Some(_)) => [false, true],
+                (Some((pa, _)), Some((pb, _))) => {
+                    let o = path_order(pa, pb);
+                    [o.is_le(), o.is_ge()]
+                }
+            };
+            let here = [
+                take[0].then(|| ia.next()).flatten(),
+                take[1].then(|| ib.next()).flatten(),
+            ];
+            let p = here
+                .iter()
+                .flatten()
+                .map(|(p, _)| *p)
+                .next()
+                .expect("BUG: a side was taken");
+            for above in &mut self.above {
+                while above
+                    .last()
+                    .is_some_and(|(d, _, _)| !(p.starts_with(d) && p != d.as_path()))
+                {
+                    above.pop();
+                }
+            }
+            if dirty {
+                for (side, above) in self.above.iter_mut().enumerate() {
+                    for (d, e, kept) in above.iter_mut().filter(|x| !x.2) {
+                        self.parts[side].push(d, e.clone());
+                        *kept = true;
+                        self.held += 1;
+                    }
+                }
+            }
+            for (side, found) in here.into_iter().enumerate() {
+                let Some((p, e)) = found else { continue };
+                self.files[side] += usize::from(e.kind == Kind::File);
+                if dirty {
+                    self.parts[side].push(p, e.clone());
+                    self.held += 1;
+                }
+                if e.kind == Kind::Dir {
+                    self.above[side].push((p.to_path_buf(), e.clone(), dirty));
+                }
+            }
+        }
+        if self.held > self.cap {
+            self.parts = Default::default();
+            return false;
+        }
+        true
+    }
+
+    /// The part of each tree (`trees`, read compact) to plan, and the paths it holds
+    /// (every path of the part as read, to be left out of the tree read compact when
+    /// the two are merged after the pass).
+    pub(super) fn into_parts(self, trees: &[CompactTree; 2]) -> ([Tree; 2], [Compact; 2]) {
+        let [a, b] = self.parts;
+        let parts = [
+            trees[0].part(a.into_entries()),
+            trees[1].part(b.into_entries()),
+        ];
+        let covered = parts.each_ref().map(|t| {
+            let mut c = Compact::new();
+            for (p, e) in t.entries.iter() {
+                c.push(p, e);
+            }
+            c.shrink();
+            c
+        });
+        (parts, covered)
+    }
+}
+
+/// What a pass planned only in part keeps for its record stage.
+pub struct Narrow {
+    /// Both trees as read, compact, without hashes.
+    pub(super) compact: [CompactTree; 2],
+    /// The paths of the part of each, as read.
+    pub(super) covered: [Compact; 2],
+    /// Each replica's stat cache, as it was read: it holds the hash of every file
+    /// outside the part.
+    pub(super) caches: [Option<std::fs::File>; 2],
+    /// The files each replica holds in all.
+    pub files: [usize; 2],
+}
