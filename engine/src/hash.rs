@@ -246,15 +246,14 @@ impl DirLines {
 
 /// Directory SHA-256 over `(relative path, file digest)` pairs given owned, in path
 /// order, by `files` (called afresh, a second time only where a name holds a byte
-/// below `/`): what [`dir_sha256`] gives for the same pairs.
+/// below `/`; each read to its end): what [`dir_sha256`] gives for the same pairs.
 pub fn dir_sha256_owned<I: Iterator<Item = (Vec<u8>, Option<Digest>)>>(
     files: impl Fn() -> I,
 ) -> Option<Digest> {
+    // Read to the end even once the answer is known: a caller may count on the way.
     let mut lines = DirLines::default();
     for (rel, d) in files() {
-        if !lines.add(&rel, d) {
-            break;
-        }
+        lines.add(&rel, d);
     }
     match lines.finish() {
         Lines::Hashed(d) => Some(d),

@@ -4,7 +4,7 @@
 //!
 //! It writes nothing itself: the pipeline's apply and the recovery store do.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use engine::error::Refusal;
@@ -333,13 +333,27 @@ impl Tool for Job {
                 continue;
             }
             // Every window holds the root: a change of its own metadata alone leaves
-            // the window out of the part.
-            let root_only = plan.errors.is_empty()
-                && plan.actions.iter().all(|a| a.path.as_os_str().is_empty());
-            let going_on = if root_only {
+            // the window out of the part; else the part holds the paths the plan
+            // acts on (and all a folder it removes holds), or the whole window where
+            // it could not plan a path.
+            let (mut at, mut under) = (BTreeSet::new(), BTreeSet::new());
+            for a in plan
+                .actions
+                .iter()
+                .filter(|a| !a.path.as_os_str().is_empty())
+            {
+                let paths = match a.op {
+                    mirror::Op::Remove { .. } => &mut under,
+                    _ => &mut at,
+                };
+                paths.insert(a.path.to_path_buf());
+            }
+            let going_on = if !plan.errors.is_empty() {
+                q.something_to_do()
+            } else if at.is_empty() && under.is_empty() {
                 q.root_differs()
             } else {
-                q.something_to_do()
+                q.something_to_do_at(engine::pass::quiet::Keep::Paths { at, under })
             };
             if !going_on {
                 return None;

@@ -2,9 +2,10 @@
 //!
 //! A pass read compact walks both trees a window of paths at a time (see
 //! [`super::quiet`]). A tool that plans parts ([`super::Tool::plans_parts`]) says of
-//! each window whether its planner finds something to do there; a window holding a
-//! file whose hash is not cached has something to do too. Those windows are kept
-//! whole, each entry of them with every folder above it on either side ([`Collect`]):
+//! each window where its planner finds something to do there: the entries at and under
+//! those paths are kept whole (a window holding a file whose hash is not cached, or a
+//! path the planner could not plan, is kept whole), each with every folder above it on
+//! either side ([`Collect`]):
 //! the part of both replicas the pass plans, applies and settles, as a pass under
 //! `--watch` plans the folders it read again. Everything else is the same on both
 //! sides, and stays as it was read: compact, its hashes in the stat caches. The record
@@ -16,14 +17,17 @@
 //! - the tool's planner acts on a path only from what both trees hold at that path,
 //!   above it and under it (not where names fold case, nor for hard-linked files, whose
 //!   names pair paths anywhere: the tool's `quiet` returns `None` there);
-//! - a window with nothing to do holds nothing the whole plan would act on (what lets a
-//!   quiet pass end early), so a folder removed has every entry under it in the part;
+//! - the planner acts on the same paths in a window as in the whole (what lets a quiet
+//!   pass end early where no window has anything to do), so the part holds every path
+//!   the whole plan acts on, and a folder removed has every entry under it there (each
+//!   is removed, in whichever window it lies);
 //! - each replica with versions is its store's latest version, proven by its stat
 //!   cache: what the pass replaces is held there already, and no version of the whole
 //!   replica has to be made before the pass;
 //! - the part is at most an eighth of both trees (else the pass is made whole: a first
 //!   pass or a big change gains nothing from it).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use crate::tree::compact::{Compact, CompactTree};
@@ -34,6 +38,51 @@ use crate::tree::{path_order, Entry, Kind, Tree};
 const SHARE: usize = 8;
 /// …or this many entries, in a tree too small for a share to mean much.
 const AT_LEAST: usize = 4096;
+
+/// What of a window goes into the part.
+#[derive(Debug, Default)]
+pub enum Keep {
+    /// Nothing: the tool found nothing to do there.
+    #[default]
+    Nothing,
+    /// Every entry (a file whose hash is not cached, a path the planner could not plan).
+    All,
+    /// The entries at these paths (where the planner acts), and at or under those of
+    /// `under` (where it removes a folder, and with it all it holds).
+    Paths {
+        at: BTreeSet<PathBuf>,
+        under: BTreeSet<PathBuf>,
+    },
+}
+
+impl Keep {
+    fn keeps(&self, p: &std::path::Path) -> bool {
+        match self {
+            Keep::Nothing => false,
+            Keep::All => true,
+            Keep::Paths { at, under } => at.contains(p) || crate::tree::under_any(under, p),
+        }
+    }
+
+    /// Adds `more` to what is kept.
+    pub(super) fn add(&mut self, more: Keep) {
+        match (std::mem::take(self), more) {
+            (Keep::All, _) | (_, Keep::All) => *self = Keep::All,
+            (Keep::Nothing, k) | (k, Keep::Nothing) => *self = k,
+            (
+                Keep::Paths { mut at, mut under },
+                Keep::Paths {
+                    at: mut at2,
+                    under: mut under2,
+                },
+            ) => {
+                at.append(&mut at2);
+                under.append(&mut under2);
+                *self = Keep::Paths { at, under };
+            }
+        }
+    }
+}
 
 /// The windows of both trees walked in order, the part to plan gathered from them.
 pub(super) struct Collect {
@@ -62,10 +111,10 @@ impl Collect {
         }
     }
 
-    /// Takes the next window `w`, kept in the part if it has something to do (`dirty`).
-    /// False once the part has grown past its share: nothing is kept from then on.
-    pub(super) fn take(&mut self, w: &[Tree; 2], dirty: bool) -> bool {
-        self.windows += usize::from(dirty);
+    /// Takes the next window `w`, what `keep` says of it kept in the part. False once
+    /// the part has grown past its share: nothing is kept from then on.
+    pub(super) fn take(&mut self, w: &[Tree; 2], keep: &Keep) -> bool {
+        self.windows += usize::from(!matches!(keep, Keep::Nothing));
 
         let [a, b] = w;
         let (mut ia, mut ib) = (a.entries.iter().peekable(), b.entries.iter().peekable());
@@ -98,7 +147,8 @@ impl Collect {
                     above.pop();
                 }
             }
-            if dirty {
+            let kept = keep.keeps(p);
+            if kept {
                 for (side, above) in self.above.iter_mut().enumerate() {
                     for (d, e, kept) in above.iter_mut().filter(|x| !x.2) {
                         self.parts[side].push(d, e.clone());
@@ -110,12 +160,12 @@ impl Collect {
             for (side, found) in here.into_iter().enumerate() {
                 let Some((p, e)) = found else { continue };
                 self.files[side] += usize::from(e.kind == Kind::File);
-                if dirty {
+                if kept {
                     self.parts[side].push(p, e.clone());
                     self.held += 1;
                 }
                 if e.kind == Kind::Dir {
-                    self.above[side].push((p.to_path_buf(), e.clone(), dirty));
+                    self.above[side].push((p.to_path_buf(), e.clone(), kept));
                 }
             }
         }

@@ -24,12 +24,14 @@
 //! small (fewer than [`COMPACT_FROM`] files) the trees are small too, and a scan
 //! straight into trees is faster than one that decodes them afterwards.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::time::Instant;
 
 use super::narrow::Collect;
+pub use super::narrow::Keep;
 use super::{Outcome, Tool};
 use crate::fs::{FsTraits, Root};
 use crate::run::runner::PassOutcome;
@@ -92,8 +94,8 @@ pub struct Quiet<'s> {
     /// The part with something to do, gathered as the windows go by, for a tool that
     /// plans parts (see [`super::narrow`]); `None` once it is too big.
     collect: Option<Collect>,
-    /// The tool found something to do in the window handed out last.
-    dirty: bool,
+    /// What the tool found something to do at in the window handed out last.
+    keep: Keep,
     /// The tool found something to do in a window.
     found: bool,
 }
@@ -122,21 +124,22 @@ impl<'s> Quiet<'s> {
     /// from the first file whose hash is not cached (the pass then goes on whole).
     pub fn next_window(&mut self) -> Option<Window<'_>> {
         self.settle();
-        loop {
-            if self.cached.unhashed && self.collect.is_none() {
-                return None;
+        if self.cached.unhashed && self.collect.is_none() {
+            return None;
+        }
+        self.window = self.windows.recv().ok()?;
+        if self.collect.is_some() {
+            // A file whose hash is not cached is to be hashed: it goes into the part
+            // to plan (on both sides), and the window is planned without its hash.
+            let mut unhashed = BTreeSet::new();
+            if !self.cached.fill(&mut self.window, Some(&mut unhashed)) {
+                self.something_to_do_at(Keep::Paths {
+                    at: unhashed,
+                    under: BTreeSet::new(),
+                });
             }
-            self.window = self.windows.recv().ok()?;
-            let all = self.collect.is_some();
-            if self.cached.fill(&mut self.window, all) {
-                break;
-            }
-            // A file's hash is not cached: there is something to do (hash it), unless
-            // the pass goes on whole.
-            self.dirty = true;
-            self.found = true;
-            self.settle();
-            self.collect.as_ref()?;
+        } else if !self.cached.fill(&mut self.window, None) {
+            return None;
         }
         Some(Window {
             trees: &mut self.window,
@@ -144,12 +147,19 @@ impl<'s> Quiet<'s> {
         })
     }
 
-    /// The tool found something to do in the window handed out last. True if the walk
-    /// goes on, gathering the part to plan (see [`super::narrow`]); false if the pass
-    /// is to go on whole (the tool does not plan parts, or the part grew too big), and
-    /// the tool's `quiet` gives `None`.
+    /// The tool found something to do in the window handed out last, at paths it
+    /// cannot tell: the whole window goes into the part to plan. True if the walk goes
+    /// on, gathering that part (see [`super::narrow`]); false if the pass is to go on
+    /// whole (the tool does not plan parts, or the part grew too big), and the tool's
+    /// `quiet` gives `None`.
     pub fn something_to_do(&mut self) -> bool {
-        self.dirty = true;
+        self.something_to_do_at(Keep::All)
+    }
+
+    /// [`Quiet::something_to_do`] at `paths` of the window handed out last: the
+    /// entries at and under them go into the part to plan.
+    pub fn something_to_do_at(&mut self, paths: Keep) -> bool {
+        self.keep.add(paths);
         self.found = true;
         self.collect.is_some()
     }
@@ -164,9 +174,9 @@ impl<'s> Quiet<'s> {
 
     /// Hands the window walked last to the part being gathered.
     fn settle(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
+        let keep = std::mem::take(&mut self.keep);
         if let Some(c) = &mut self.collect {
-            if !c.take(&self.window, dirty) {
+            if !c.take(&self.window, &keep) {
                 self.collect = None;
             }
         }
@@ -275,9 +285,10 @@ struct Cached {
 
 impl Cached {
     /// Gives each file of the window `w` the hash its stat cache holds; false (and
-    /// from then on) if one is not cached. With `all`, every file is given its hash
-    /// even after one was not (the walk goes on).
-    fn fill(&mut self, w: &mut [Tree; 2], all: bool) -> bool {
+    /// from then on) if one is not cached. With `unhashed`, every file is given its
+    /// hash even after one was not (the walk goes on), and those without are listed
+    /// there.
+    fn fill(&mut self, w: &mut [Tree; 2], mut unhashed: Option<&mut BTreeSet<PathBuf>>) -> bool {
         let mut hashed = true;
         for (t, m) in w.iter_mut().zip(&mut self.matchers) {
             for (p, e) in t.entries.iter_mut() {
@@ -288,8 +299,11 @@ impl Cached {
                 if e.hash.is_none() {
                     self.unhashed = true;
                     hashed = false;
-                    if !all {
-                        return false;
+                    match &mut unhashed {
+                        Some(u) => {
+                            u.insert(p.to_path_buf());
+                        }
+                        None => return false,
                     }
                 }
             }
@@ -451,7 +465,7 @@ fn quiet_pass<T: Tool>(
             cached,
             window: Default::default(),
             collect: narrows.then(|| Collect::new(entries)),
-            dirty: false,
+            keep: Keep::Nothing,
             found: false,
         };
         let extra = tool.quiet(&mut q, base);
@@ -665,7 +679,7 @@ mod tests {
         let mut walk = Walk::new(&trees);
         let mut out = Vec::new();
         while let Some(mut w) = walk.next_window() {
-            if !cached.fill(&mut w, false) {
+            if !cached.fill(&mut w, None) {
                 break;
             }
             out.push(w);
@@ -794,25 +808,38 @@ mod tests {
             ws.iter().filter(|w| dirty(w)).all(|w| !holds(w, "m/n")),
             "the folders above m/n/27 lie in a window with nothing to do"
         );
+        // The window of y/1 kept whole, that of m/n/27 only where it lacks a file.
+        let keep = |w: &[Tree; 2]| match (holds(w, "y/1"), holds(w, "m/n/27")) {
+            (true, _) => Keep::All,
+            (false, true) => Keep::Paths {
+                at: [PathBuf::from("m/n/27")].into_iter().collect(),
+                under: Default::default(),
+            },
+            (false, false) => Keep::Nothing,
+        };
+        let kept = |w: &[Tree; 2], side: usize| match keep(w) {
+            Keep::All => paths(&w[side]),
+            Keep::Paths { .. } => paths(&w[side])
+                .into_iter()
+                .filter(|p| p == Path::new("m/n/27"))
+                .collect(),
+            Keep::Nothing => Vec::new(),
+        };
+        assert!(!ws.iter().any(|w| holds(w, "y/1") && holds(w, "m/n/27")));
         let mut c = Collect::new(0);
         for w in &ws {
-            assert!(c.take(w, dirty(w)));
+            assert!(c.take(w, &keep(w)));
         }
         assert_eq!(c.files, [a.file_count(), b.file_count()]);
         let trees = [CompactTree::new(copy(&a)), CompactTree::new(copy(&b))];
         let (parts, covered) = c.into_parts(&trees);
         for side in 0..2 {
-            let mut want: Vec<PathBuf> = ws
-                .iter()
-                .filter(|w| dirty(w))
-                .flat_map(|w| paths(&w[side]))
-                .collect();
+            let mut want: Vec<PathBuf> = ws.iter().flat_map(|w| kept(w, side)).collect();
             // The folders above an entry of the part on either side, where this side
             // has them.
             let mut above: Vec<PathBuf> = ws
                 .iter()
-                .filter(|w| dirty(w))
-                .flat_map(|w| w.iter().flat_map(paths))
+                .flat_map(|w| [kept(w, 0), kept(w, 1)].concat())
                 .flat_map(|p| {
                     p.ancestors()
                         .skip(1)

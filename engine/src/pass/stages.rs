@@ -680,12 +680,18 @@ pub(super) fn record<T: Tool>(
         hashed_files += hashed.files;
         file_errors += hashed.errors.len();
         errors.extend(hashed.errors);
-        shas[side] = sha.or_else(|| merged.as_ref().and_then(|m| m[side].sha256()));
+        shas[side] = sha;
         if let Some(e) = flush_error {
             log::error!("{e}");
             errors.push(e);
             flushed = false;
         }
+    }
+    // The SHA-256 of a replica planned in part, read merged (both at once).
+    if let Some([ma, mb]) = &merged {
+        let sha = |side: usize, m: &Merged| shas[side].or_else(|| m.sha256_at(scanned_at));
+        let (a, b) = parallel::join(|| sha(0, ma), || sha(1, mb));
+        shas = [a, b];
     }
     log::debug!(
         "flushed and hashed: {:.3}s ({})",

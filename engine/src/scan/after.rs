@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::scan::cache::Matcher;
 use crate::tree::compact::{Compact, CompactTree, Cursor};
-use crate::tree::{path_order, Digest, Entry, Kind, Tree};
+use crate::tree::{path_order, Digest, Entry, Kind, MTime, Tree};
 
 /// A replica after a pass, for the stat cache, the directory SHA-256 and the version.
 #[derive(Clone, Copy)]
@@ -70,6 +70,9 @@ pub struct Merged {
     /// Files outside the part the cache held no hash for (none, unless the cache was
     /// changed by something else while the pass ran).
     missed: AtomicUsize,
+    /// What [`Merged::sha256_at`] counted on its way: the files a stat cache saved at
+    /// that time holds, and all the files.
+    counted: std::sync::OnceLock<(MTime, usize, usize)>,
 }
 
 impl Merged {
@@ -87,6 +90,7 @@ impl Merged {
             cache,
             root: root.to_path_buf(),
             missed: AtomicUsize::new(0),
+            counted: std::sync::OnceLock::new(),
         }
     }
 
@@ -116,6 +120,12 @@ impl Merged {
 
     /// The directory SHA-256 (see [`crate::hash::tree_sha256`]).
     pub fn sha256(&self) -> Option<Digest> {
+        self.sha256_at(MTime::default())
+    }
+
+    /// [`Merged::sha256`], counting on the way what a stat cache saved at `scanned_at`
+    /// holds (see [`Merged::counted`]), so that saving it reads the entries once less.
+    pub fn sha256_at(&self, scanned_at: MTime) -> Option<Digest> {
         let specials: std::collections::HashSet<&Path> =
             self.compact.specials.iter().map(PathBuf::as_path).collect();
         if self
@@ -127,11 +137,28 @@ impl Merged {
         {
             return None;
         }
-        crate::hash::dir_sha256_owned(|| {
+        let counts = std::cell::Cell::new((0, 0));
+        let sha = crate::hash::dir_sha256_owned(|| {
+            counts.set((0, 0));
             self.entries()
                 .filter(|(_, e)| e.kind == Kind::File)
+                .inspect(|(_, e)| {
+                    let (cached, files) = counts.get();
+                    let kept = usize::from(e.hash.is_some() && !e.mtime.is_racy_at(scanned_at));
+                    counts.set((cached + kept, files + 1));
+                })
                 .map(|(p, e)| (p.into_os_string().into_vec(), e.hash))
-        })
+        });
+        let (cached, files) = counts.get();
+        let _ = self.counted.set((scanned_at, cached, files));
+        sha
+    }
+
+    /// The files a stat cache saved at `scanned_at` holds, and all the files, if
+    /// [`Merged::sha256_at`] counted them at that time.
+    pub fn counted(&self, scanned_at: MTime) -> Option<(usize, usize)> {
+        let &(at, cached, files) = self.counted.get()?;
+        (at == scanned_at).then_some((cached, files))
     }
 }
 
@@ -166,43 +193,47 @@ pub struct Entries<'m> {
     missed: &'m AtomicUsize,
 }
 
-impl Entries<'_> {
-    /// Whether `p` (given in path order) was in the part as read.
-    fn is_covered(&mut self, p: &Path) -> bool {
-        if !self.started {
-            self.started = true;
-            self.next_covered = self.covered.next_entry().map(|(c, _)| c.to_path_buf());
-        }
-        while let Some(c) = &self.next_covered {
-            match path_order(c, p) {
-                std::cmp::Ordering::Less => {
-                    self.next_covered = self.covered.next_entry().map(|(c, _)| c.to_path_buf())
-                }
-                std::cmp::Ordering::Equal => return true,
-                std::cmp::Ordering::Greater => return false,
-            }
-        }
-        false
+/// Whether `p` (given in path order) was in the part as read: `covered` walked
+/// alongside, `next` its next path (read first when `started` is false).
+fn is_covered(
+    covered: &mut Cursor<'_>,
+    next: &mut Option<PathBuf>,
+    started: &mut bool,
+    p: &Path,
+) -> bool {
+    if !*started {
+        *started = true;
+        *next = covered.next_entry().map(|(c, _)| c.to_path_buf());
     }
+    while let Some(c) = next {
+        match path_order(c, p) {
+            std::cmp::Ordering::Less => *next = covered.next_entry().map(|(c, _)| c.to_path_buf()),
+            std::cmp::Ordering::Equal => return true,
+            std::cmp::Ordering::Greater => return false,
+        }
+    }
+    false
+}
 
+impl Entries<'_> {
     /// The next entry of the replica outside the part, with its cached hash.
     fn fill_outside(&mut self) {
         if self.next_outside.is_some() {
             return;
         }
-        while let Some((p, e)) = self.outside.next_entry() {
-            let p = p.to_path_buf();
-            if self.is_covered(&p) {
+        while let Some((p, mut e)) = self.outside.next_entry() {
+            let (covered, next, started) =
+                (&mut self.covered, &mut self.next_covered, &mut self.started);
+            if is_covered(covered, next, started, p) {
                 continue;
             }
-            let mut e = e;
             if e.kind == Kind::File {
-                e.hash = self.matcher.as_mut().and_then(|m| m.hash_of(&p, &e));
+                e.hash = self.matcher.as_mut().and_then(|m| m.hash_of(p, &e));
                 if e.hash.is_none() {
                     self.missed.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            self.next_outside = Some((p, e));
+            self.next_outside = Some((p.to_path_buf(), e));
             return;
         }
     }

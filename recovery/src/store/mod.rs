@@ -431,8 +431,19 @@ impl VersionedDir {
         let history = self.history();
         let latest = history.latest()?;
         let root_meta = root_meta(root);
+        // The metadata digest and the files counted in one reading of the entries.
         let t0 = std::time::Instant::now();
-        let meta = history::meta_digest(news(), root_meta);
+        let mut digest = history::MetaDigest::new(root_meta);
+        let (mut files, mut bytes) = (0u64, 0u64);
+        for e in news() {
+            let e = e.entry_ref();
+            digest.add(&e);
+            if e.kind == Kind::File {
+                files += 1;
+                bytes += e.size;
+            }
+        }
+        let meta = digest.finish();
         log::debug!("metadata digest: {:.3}s", t0.elapsed().as_secs_f64());
         if latest
             .as_ref()
@@ -440,15 +451,6 @@ impl VersionedDir {
         {
             self.register_if_missing(home)?;
             return Ok(None);
-        }
-        let (mut files, mut bytes) = (0u64, 0u64);
-        for e in news() {
-            let e = e.entry_ref();
-            if e.kind != Kind::File {
-                continue;
-            }
-            files += 1;
-            bytes += e.size;
         }
         let head = VersionHead {
             id: 0,
