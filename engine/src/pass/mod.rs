@@ -167,7 +167,9 @@ pub trait Versions: Sync {
         tree: &CompactTree,
         sha: Digest,
     ) -> Result<bool, Error>;
-    /// Records the replica after a pass; returns a note on the version made, if any.
+    /// Records the replica after a pass (`tree`: held whole, or merged from the part
+    /// a pass planned and the rest, see [`narrow`]); returns a note on the version
+    /// made, if any.
     fn record(
         &self,
         home: &DataHome,

@@ -205,7 +205,7 @@ pub struct Narrow {
     pub(super) covered: [Compact; 2],
     /// Each replica's stat cache, as it was read: it holds the hash of every file
     /// outside the part.
-    pub(super) caches: [Option<std::fs::File>; 2],
+    pub(super) caches: [std::fs::File; 2],
     /// The files each replica holds in all.
     pub files: [usize; 2],
 }

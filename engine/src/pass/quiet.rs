@@ -373,6 +373,13 @@ pub(super) fn pass<T: Tool>(
     match walked {
         Walked::Ended(outcome) => Found::Ended(outcome),
         Walked::Part(part) => {
+            // The caches hold the hashes of everything outside the part: opened now,
+            // they are read as they are even once the pass saves new ones.
+            let [ca, cb] = scanned.replicas.each_ref().map(|r| r.open_cache());
+            let (Some(ca), Some(cb)) = (ca, cb) else {
+                scanned.compact = Some(trees);
+                return Found::Whole;
+            };
             let Part {
                 trees: parts,
                 covered,
@@ -381,11 +388,10 @@ pub(super) fn pass<T: Tool>(
             } = *part;
             scanned.trees = parts;
             scanned.cached_sha = shas;
-            let caches = scanned.replicas.each_ref().map(|r| r.open_cache());
             scanned.narrow = Some(super::narrow::Narrow {
                 compact: trees,
                 covered,
-                caches,
+                caches: [ca, cb],
                 files,
             });
             Found::Narrowed

@@ -664,8 +664,8 @@ pub(super) fn record<T: Tool>(
         } = n;
         let [pa, pb] = std::mem::take(&mut afters);
         [
-            Merged::new(ca, va, pa, fa, &replicas[0].root),
-            Merged::new(cb, vb, pb, fb, &replicas[1].root),
+            Merged::new(ca, va, pa, Some(fa), &replicas[0].root),
+            Merged::new(cb, vb, pb, Some(fb), &replicas[1].root),
         ]
     });
     let after = |side: usize| match &merged {
@@ -713,7 +713,10 @@ pub(super) fn record<T: Tool>(
         versions: [None, None],
     };
     // A pass with errors may have left a replica short of what it should hold.
-    let complete = errors.is_empty() && outcome.failed.is_empty();
+    // (A file outside the part without its cached hash, found while the SHA-256 was
+    // worked out, would be missing from the version: see below.)
+    let missed = merged.iter().flatten().any(|m| m.missed() > 0);
+    let complete = errors.is_empty() && outcome.failed.is_empty() && !missed;
     let versions = tool.versions();
     let (notes, recorded) = std::thread::scope(|s| {
         // A pass that read only what changed keeps its hashes in the trees it leaves
