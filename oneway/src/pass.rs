@@ -4,7 +4,7 @@
 //!
 //! It writes nothing itself: the pipeline's apply and the recovery store do.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use engine::error::Refusal;
@@ -336,17 +336,17 @@ impl Tool for Job {
             // the window out of the part; else the part holds the paths the plan
             // acts on (and all a folder it removes holds), or the whole window where
             // it could not plan a path.
-            let (mut at, mut under) = (BTreeSet::new(), BTreeSet::new());
+            let (mut at, mut under) = (Vec::new(), Vec::new());
             for a in plan
                 .actions
                 .iter()
                 .filter(|a| !a.path.as_os_str().is_empty())
             {
                 let paths = match a.op {
-                    mirror::Op::Remove { .. } => &mut under,
+                    mirror::Op::Remove { kind: Kind::Dir } => &mut under,
                     _ => &mut at,
                 };
-                paths.insert(a.path.to_path_buf());
+                paths.push(a.path.to_path_buf());
             }
             let going_on = if !plan.errors.is_empty() {
                 q.something_to_do()

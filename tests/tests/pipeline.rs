@@ -486,3 +486,27 @@ fn a_mirror_planned_in_part_counts_deletions_against_the_whole_backup() {
     );
     assert!(dst.join("d/f0").exists());
 }
+
+#[test]
+fn a_mirror_goes_whole_where_backup_is_not_its_latest_version() {
+    let env = Env::new();
+    let (src, dst) = env.src_and_dst();
+    a_tree_of_many_windows(&src);
+    debug_pass(&env, "oneway", &src, &dst, &[]);
+    debug_pass(&env, "oneway", &src, &dst, &[]);
+    // A hand edit in BACKUP (no version holds it), and a change in SOURCE elsewhere.
+    put(&dst.join("e/f1"), "edited in BACKUP", 40);
+    put(&src.join("a/f2"), "a 2, edited", 41);
+    let run = debug_pass(&env, "oneway", &src, &dst, &[]);
+    assert!(!planned_in_part(&run), "{}", run.all());
+    // The whole pass saves BACKUP as it was before putting SOURCE's file back.
+    assert!(run.all().contains("as version 2 first"), "{}", run.all());
+    assert_same_tree(&src, &dst);
+    let listed = env.run("recovery", [Path::new("list"), &dst]);
+    listed.expect(0);
+    assert!(
+        listed.stdout().contains("before a pass"),
+        "{}",
+        listed.all()
+    );
+}

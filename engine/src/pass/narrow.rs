@@ -27,8 +27,8 @@
 //! - the part is at most an eighth of both trees (else the pass is made whole: a first
 //!   pass or a big change gains nothing from it).
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use crate::tree::compact::{Compact, CompactTree};
 use crate::tree::entries::ChunkList;
@@ -48,22 +48,14 @@ pub enum Keep {
     /// Every entry (a file whose hash is not cached, a path the planner could not plan).
     All,
     /// The entries at these paths (where the planner acts), and at or under those of
-    /// `under` (where it removes a folder, and with it all it holds).
+    /// `under` (folders it removes, and with them all they hold). In any order.
     Paths {
-        at: BTreeSet<PathBuf>,
-        under: BTreeSet<PathBuf>,
+        at: Vec<PathBuf>,
+        under: Vec<PathBuf>,
     },
 }
 
 impl Keep {
-    fn keeps(&self, p: &std::path::Path) -> bool {
-        match self {
-            Keep::Nothing => false,
-            Keep::All => true,
-            Keep::Paths { at, under } => at.contains(p) || crate::tree::under_any(under, p),
-        }
-    }
-
     /// Adds `more` to what is kept.
     pub(super) fn add(&mut self, more: Keep) {
         match (std::mem::take(self), more) {
@@ -82,6 +74,67 @@ impl Keep {
             }
         }
     }
+}
+
+/// A [`Keep`] asked about paths in path order: each list walked once, alongside.
+struct Keeper {
+    all: bool,
+    at: Vec<PathBuf>,
+    under: Vec<PathBuf>,
+    /// Where the walk is in each list.
+    i: usize,
+    j: usize,
+}
+
+impl Keeper {
+    fn new(keep: Keep) -> Keeper {
+        let (all, mut at, mut under) = match keep {
+            Keep::Nothing => (false, Vec::new(), Vec::new()),
+            Keep::All => (true, Vec::new(), Vec::new()),
+            Keep::Paths { at, under } => (false, at, under),
+        };
+        for v in [&mut at, &mut under] {
+            crate::tree::sort_by_path_of(v, |p| p.as_path());
+            v.dedup();
+        }
+        Keeper {
+            all,
+            at,
+            under,
+            i: 0,
+            j: 0,
+        }
+    }
+
+    fn nothing(&self) -> bool {
+        !self.all && self.at.is_empty() && self.under.is_empty()
+    }
+
+    /// Whether the entry at `p` is kept; `p` comes after every path asked before.
+    fn keeps(&mut self, p: &Path) -> bool {
+        if self.all {
+            return true;
+        }
+        while self.i < self.at.len() && path_order(&self.at[self.i], p).is_lt() {
+            self.i += 1;
+        }
+        // A folder's entries follow it in path order: past a folder's last one, the
+        // next folder is the one to ask about.
+        while self.j < self.under.len()
+            && path_order(&self.under[self.j], p).is_lt()
+            && !is_at_or_under(p, &self.under[self.j])
+        {
+            self.j += 1;
+        }
+        self.at.get(self.i).is_some_and(|a| a == p)
+            || self.under.get(self.j).is_some_and(|d| is_at_or_under(p, d))
+    }
+}
+
+/// Whether `p` is `d` or lies under it (both relative paths as a scan gives them).
+fn is_at_or_under(p: &Path, d: &Path) -> bool {
+    let (p, d) = (p.as_os_str().as_bytes(), d.as_os_str().as_bytes());
+    p.starts_with(d) && (p.len() == d.len() || p[d.len()] == b'/')
 }
 
 /// The windows of both trees walked in order, the part to plan gathered from them.
@@ -113,9 +166,9 @@ impl Collect {
 
     /// Takes the next window `w`, what `keep` says of it kept in the part. False once
     /// the part has grown past its share: nothing is kept from then on.
-    pub(super) fn take(&mut self, w: &[Tree; 2], keep: &Keep) -> bool {
-        self.windows += usize::from(!matches!(keep, Keep::Nothing));
-
+    pub(super) fn take(&mut self, w: &[Tree; 2], keep: Keep) -> bool {
+        let mut keep = Keeper::new(keep);
+        self.windows += usize::from(!keep.nothing());
         let [a, b] = w;
         let (mut ia, mut ib) = (a.entries.iter().peekable(), b.entries.iter().peekable());
         loop {
@@ -142,7 +195,7 @@ impl Collect {
             for above in &mut self.above {
                 while above
                     .last()
-                    .is_some_and(|(d, _, _)| !(p.starts_with(d) && p != d.as_path()))
+                    .is_some_and(|(d, _, _)| !(is_at_or_under(p, d) && p != d.as_path()))
                 {
                     above.pop();
                 }

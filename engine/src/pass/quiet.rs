@@ -24,7 +24,6 @@
 //! small (fewer than [`COMPACT_FROM`] files) the trees are small too, and a scan
 //! straight into trees is faster than one that decodes them afterwards.
 
-use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -131,11 +130,11 @@ impl<'s> Quiet<'s> {
         if self.collect.is_some() {
             // A file whose hash is not cached is to be hashed: it goes into the part
             // to plan (on both sides), and the window is planned without its hash.
-            let mut unhashed = BTreeSet::new();
+            let mut unhashed = Vec::new();
             if !self.cached.fill(&mut self.window, Some(&mut unhashed)) {
                 self.something_to_do_at(Keep::Paths {
                     at: unhashed,
-                    under: BTreeSet::new(),
+                    under: Vec::new(),
                 });
             }
         } else if !self.cached.fill(&mut self.window, None) {
@@ -176,7 +175,7 @@ impl<'s> Quiet<'s> {
     fn settle(&mut self) {
         let keep = std::mem::take(&mut self.keep);
         if let Some(c) = &mut self.collect {
-            if !c.take(&self.window, &keep) {
+            if !c.take(&self.window, keep) {
                 self.collect = None;
             }
         }
@@ -288,7 +287,7 @@ impl Cached {
     /// from then on) if one is not cached. With `unhashed`, every file is given its
     /// hash even after one was not (the walk goes on), and those without are listed
     /// there.
-    fn fill(&mut self, w: &mut [Tree; 2], mut unhashed: Option<&mut BTreeSet<PathBuf>>) -> bool {
+    fn fill(&mut self, w: &mut [Tree; 2], mut unhashed: Option<&mut Vec<PathBuf>>) -> bool {
         let mut hashed = true;
         for (t, m) in w.iter_mut().zip(&mut self.matchers) {
             for (p, e) in t.entries.iter_mut() {
@@ -300,9 +299,7 @@ impl Cached {
                     self.unhashed = true;
                     hashed = false;
                     match &mut unhashed {
-                        Some(u) => {
-                            u.insert(p.to_path_buf());
-                        }
+                        Some(u) => u.push(p.to_path_buf()),
                         None => return false,
                     }
                 }
@@ -818,8 +815,8 @@ mod tests {
         let keep = |w: &[Tree; 2]| match (holds(w, "y/1"), holds(w, "m/n/27")) {
             (true, _) => Keep::All,
             (false, true) => Keep::Paths {
-                at: [PathBuf::from("m/n/27")].into_iter().collect(),
-                under: Default::default(),
+                at: vec![PathBuf::from("m/n/27")],
+                under: Vec::new(),
             },
             (false, false) => Keep::Nothing,
         };
@@ -834,7 +831,7 @@ mod tests {
         assert!(!ws.iter().any(|w| holds(w, "y/1") && holds(w, "m/n/27")));
         let mut c = Collect::new(0);
         for w in &ws {
-            assert!(c.take(w, &keep(w)));
+            assert!(c.take(w, keep(w)));
         }
         assert_eq!(c.files, [a.file_count(), b.file_count()]);
         let trees = [CompactTree::new(copy(&a)), CompactTree::new(copy(&b))];

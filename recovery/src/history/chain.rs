@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use engine::error::Error;
 use engine::fs::Root;
 use engine::tree::encoding::{AsEntryRef, EntryRecord, EntryRef};
-use engine::tree::{path_order, same_path, Digest};
+use engine::tree::{path_order, same_path, Digest, Kind};
 
-use super::format::{same, Delta};
+use super::format::{same, Delta, MetaDigest};
 use super::{damaged, version_file, Form, History, Listed, VersionHead, VERSIONS};
 
 /// The forward differences after a whole version may add up to this share of its file
@@ -63,6 +63,15 @@ fn step() -> Result<(), Error> {
 
 /// Whether two entries at one path are recorded alike, inode included (a version's
 /// inodes say which files were one file).
+/// Puts what [`History::record_filling`] worked out in the head, if it did.
+fn fill_head(head: &mut VersionHead, filled: Option<(MetaDigest, u64, u64)>) {
+    if let Some((digest, files, bytes)) = filled {
+        head.meta_sha256 = digest.finish();
+        head.files = files;
+        head.bytes = bytes;
+    }
+}
+
 fn alike(a: &EntryRef<'_>, b: &EntryRef<'_>) -> bool {
     same(a, b) && a.ino == b.ino
 }
@@ -164,17 +173,43 @@ impl History {
     /// point.
     pub fn record<I: Iterator<Item: AsEntryRef>>(
         &self,
-        mut head: VersionHead,
+        head: VersionHead,
         news: impl Fn() -> I,
     ) -> Result<u64, Error> {
+        Ok(self.record_filling(head, news, None)?.id)
+    }
+
+    /// [`History::record`], the head's metadata digest and its files and bytes worked
+    /// out from the entries as they are read (with `fill`: the root's mode and mtime),
+    /// not read once more beforehand. Returns the head written.
+    pub fn record_filling<I: Iterator<Item: AsEntryRef>>(
+        &self,
+        mut head: VersionHead,
+        news: impl Fn() -> I,
+        fill: Option<(u32, (i64, u32))>,
+    ) -> Result<VersionHead, Error> {
         let mut root = self.open_made()?;
         let files = self.files(&mut root)?;
         let next = self.next_id(&mut root, &files)?;
         head.id = next;
+        let mut filling = fill.map(|root| (MetaDigest::new(root), 0u64, 0u64));
+        let mut fill_from = |e: &EntryRef<'_>| {
+            if let Some((digest, files, bytes)) = &mut filling {
+                digest.add(e);
+                if e.kind == Kind::File {
+                    *files += 1;
+                    *bytes += e.size;
+                }
+            }
+        };
         let Some(&(latest, _)) = files.last() else {
-            head.added = news().count() as u64;
+            for n in news() {
+                head.added += 1;
+                fill_from(&n.entry_ref());
+            }
+            fill_head(&mut head, filling);
             self.write_full_of(&mut root, &head, news)?;
-            return Ok(next);
+            return Ok(head);
         };
         let Some(whole) = files.iter().rev().find(|(_, f)| *f).map(|(id, _)| *id) else {
             return Err(damaged(&self.path.join(VERSIONS), "no whole version"));
@@ -209,7 +244,7 @@ impl History {
         let mut bytes = 0u64;
         let mut small = segment.len() <= FORWARD_MAX;
         {
-            let mut news_it = news().peekable();
+            let mut news_it = news().inspect(|n| fill_from(&n.entry_ref())).peekable();
             let mut add = |n: EntryRef<'_>,
                            old: Option<EntryRef<'_>>,
                            put: &mut Vec<EntryRecord>,
@@ -259,6 +294,7 @@ impl History {
         head.added = added;
         head.changed = modified;
         head.removed = removed;
+        fill_head(&mut head, filling);
         if small {
             let delta = Delta {
                 gone,
@@ -267,7 +303,7 @@ impl History {
             };
             step()?;
             self.write_diff(&mut root, &head, latest, &delta)?;
-            return Ok(next);
+            return Ok(head);
         }
         // Written whole. The forward differences are read before any is rewritten.
         let forward = self.deltas_of(&mut root, &segment[1..])?;
@@ -278,7 +314,7 @@ impl History {
             was: None,
         };
         self.turn_around(&mut root, &segment, next, back, &forward)?;
-        Ok(next)
+        Ok(head)
     }
 
     /// Writes version `head.id` whole, its entries those `news` gives.

@@ -431,36 +431,15 @@ impl VersionedDir {
         let history = self.history();
         let latest = history.latest()?;
         let root_meta = root_meta(root);
-        // The metadata digest and the files counted in one reading of the entries.
-        let t0 = std::time::Instant::now();
-        let mut digest = history::MetaDigest::new(root_meta);
-        let (mut files, mut bytes) = (0u64, 0u64);
-        for e in news() {
-            let e = e.entry_ref();
-            digest.add(&e);
-            if e.kind == Kind::File {
-                files += 1;
-                bytes += e.size;
-            }
-        }
-        let meta = digest.finish();
-        log::debug!("metadata digest: {:.3}s", t0.elapsed().as_secs_f64());
-        if latest
-            .as_ref()
-            .is_some_and(|l| l.dir_sha256 == sha.to_hex() && l.meta_sha256 == meta)
-        {
-            self.register_if_missing(home)?;
-            return Ok(None);
-        }
-        let head = VersionHead {
+        let mut head = VersionHead {
             id: 0,
             dir: self.dir.clone(),
             made: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             why,
             dir_sha256: sha.to_hex(),
-            meta_sha256: meta,
-            files,
-            bytes,
+            meta_sha256: String::new(),
+            files: 0,
+            bytes: 0,
             root_mode: root_meta.0,
             root_mtime: root_meta.1,
             incomplete: !complete,
@@ -468,8 +447,39 @@ impl VersionedDir {
             changed: 0,
             removed: 0,
         };
+        // Content that differs from the latest version's makes a version: its metadata
+        // digest and counts are worked out as it is written. Else they tell whether
+        // anything changed, in one reading of the entries first.
+        let fill = if latest
+            .as_ref()
+            .is_none_or(|l| l.dir_sha256 != head.dir_sha256)
+        {
+            Some(root_meta)
+        } else {
+            let t0 = std::time::Instant::now();
+            let mut digest = history::MetaDigest::new(root_meta);
+            for e in news() {
+                let e = e.entry_ref();
+                digest.add(&e);
+                if e.kind == Kind::File {
+                    head.files += 1;
+                    head.bytes += e.size;
+                }
+            }
+            head.meta_sha256 = digest.finish();
+            log::debug!("metadata digest: {:.3}s", t0.elapsed().as_secs_f64());
+            if latest
+                .as_ref()
+                .is_some_and(|l| l.meta_sha256 == head.meta_sha256)
+            {
+                self.register_if_missing(home)?;
+                return Ok(None);
+            }
+            None
+        };
         let t0 = std::time::Instant::now();
-        let id = history.record(head.clone(), news)?;
+        let head = history.record_filling(head, news, fill)?;
+        let id = head.id;
         log::debug!(
             "version {id} of {}: manifest {:.3}s",
             display(&self.dir),
@@ -485,8 +495,8 @@ impl VersionedDir {
         self.register(home, Some(head.made.clone()), head.incomplete)?;
         Ok(Some(Made {
             id,
-            files,
-            bytes,
+            files: head.files,
+            bytes: head.bytes,
             dir_sha256: head.dir_sha256,
         }))
     }
