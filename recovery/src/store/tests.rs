@@ -9,6 +9,18 @@ fn hashed_tree(root: &Path) -> Tree {
     t
 }
 
+/// Records `replica` as a pass would, every file hashed.
+fn record_now(v: &VersionedDir, home: &DataHome, replica: &Path) {
+    v.record_pass(
+        home,
+        replica,
+        After::Whole(&hashed_tree(replica)),
+        None,
+        true,
+    )
+    .unwrap();
+}
+
 /// Writes `bytes` at `p` as a new file (a new inode, as the tool itself writes).
 fn replace(p: &Path, bytes: &[u8]) {
     let tmp = p.with_extension("tmp");
@@ -124,14 +136,7 @@ fn the_retention_policy_drops_old_versions_and_keeps_tagged_ones() {
         v.keep_files(&home, &replica, &before, None, &lost, None)
             .unwrap();
         replace(&replica.join("a"), format!("after {i}").as_bytes());
-        v.record_pass(
-            &home,
-            &replica,
-            After::Whole(&hashed_tree(&replica)),
-            None,
-            true,
-        )
-        .unwrap();
+        record_now(&v, &home, &replica);
     }
     let ids: Vec<u64> = v
         .history()
@@ -184,14 +189,7 @@ fn a_size_budget_drops_the_oldest_versions_but_never_the_latest_two() {
         v.keep_files(&home, &replica, &before, None, &lost, None)
             .unwrap();
         replace(&replica.join("a"), vec![b'x'; 1000 + i].as_slice());
-        v.record_pass(
-            &home,
-            &replica,
-            After::Whole(&hashed_tree(&replica)),
-            None,
-            true,
-        )
-        .unwrap();
+        record_now(&v, &home, &replica);
     }
     let listed = v.history().list().unwrap();
     assert_eq!(listed.len(), 2);
