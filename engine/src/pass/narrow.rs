@@ -2,12 +2,12 @@
 //!
 //! A pass read compact walks both trees a window of paths at a time (see
 //! [`super::quiet`]). A tool that plans parts ([`super::Tool::plans_parts`]) says of
-//! each window where its planner finds something to do there: the entries at and under
-//! those paths are kept whole (a window holding a file whose hash is not cached, or a
-//! path the planner could not plan, is kept whole), each with every folder above it on
-//! either side ([`Collect`]):
-//! the part of both replicas the pass plans, applies and settles, as a pass under
-//! `--watch` plans the folders it read again. Everything else is the same on both
+//! each window where its planner finds something to do there ([`Keep`]): the entries at
+//! those paths are kept whole, with all a folder it removes holds, and files whose hash
+//! is not cached (on both sides); a window with a path the planner could not plan is
+//! kept whole. Each kept entry comes with every folder above it on either side
+//! ([`Collect`]): the part of both replicas the pass plans, applies and settles, as a
+//! pass under `--watch` plans the folders it read again. Everything else is the same on both
 //! sides, and stays as it was read: compact, its hashes in the stat caches. The record
 //! stage reads each replica after the pass as both merged in path order
 //! ([`crate::scan::after::Merged`]), so that neither tree is ever held whole.

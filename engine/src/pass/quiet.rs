@@ -17,7 +17,9 @@
 //! - each store's latest version is the replica as it is (no version to make).
 //!
 //! Anything else, and the pass goes on whole from the trees read compact: what this
-//! walk did is only lost time, and no decision of it is kept.
+//! walk did is only lost time, and no decision of it is kept. Where the tool plans
+//! parts, the walk goes on past what there is to do, and gathers the part of both
+//! trees the pass then plans (see [`super::narrow`]).
 //!
 //! A pass reads its replicas compact only where it may end here ([`may_end_early`]):
 //! where a stat cache is missing or proves nothing the pass cannot, and where both are
