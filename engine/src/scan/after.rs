@@ -37,22 +37,6 @@ impl After<'_> {
             After::Merged(m) => &m.part.unknown,
         }
     }
-
-    /// The directory SHA-256 (see [`crate::hash::tree_sha256`]).
-    pub fn sha256(&self) -> Option<Digest> {
-        match self {
-            After::Whole(t) => crate::hash::tree_sha256(t),
-            After::Merged(m) => m.sha256(),
-        }
-    }
-
-    /// Calls `f` with every entry in path order.
-    pub fn each(&self, mut f: impl FnMut(&Path, &Entry)) {
-        match self {
-            After::Whole(t) => t.entries.iter().for_each(|(p, e)| f(p, e)),
-            After::Merged(m) => m.entries().for_each(|(p, e)| f(&p, &e)),
-        }
-    }
 }
 
 /// A replica after a pass that planned only a part of it: the replica as read
