@@ -269,13 +269,23 @@ pub fn dir_sha256_owned<I: Iterator<Item = (Vec<u8>, Option<Digest>)>>(
     }
 }
 
+/// Whether any of the `unknown` paths of a tree is unreadable: one that is not a special
+/// file (a fifo, socket or device is no part of a directory SHA-256, see
+/// [`tree_sha256`]).
+pub fn unreadable<'a>(
+    mut unknown: impl Iterator<Item = &'a PathBuf>,
+    specials: &[PathBuf],
+) -> bool {
+    let specials: std::collections::HashSet<&Path> =
+        specials.iter().map(PathBuf::as_path).collect();
+    unknown.any(|u| !specials.contains(u.as_path()))
+}
+
 /// Directory SHA-256 of a scanned tree; `None` if a file's hash is unknown or the tree
 /// has unreadable parts (a fifo, socket or device is no part of it: it is no regular
 /// file, and is left unknown only so that nothing at its path is touched).
 pub fn tree_sha256(tree: &Tree) -> Option<Digest> {
-    let specials: std::collections::HashSet<&Path> =
-        tree.specials.iter().map(PathBuf::as_path).collect();
-    if tree.unknown.iter().any(|u| !specials.contains(u.as_path())) {
+    if unreadable(tree.unknown.iter(), &tree.specials) {
         return None;
     }
     dir_sha256(

@@ -110,15 +110,8 @@ impl Merged {
     /// [`Merged::sha256`], counting on the way what a stat cache saved at `scanned_at`
     /// holds (see [`Merged::counted`]), so that saving it reads the entries once less.
     pub fn sha256_at(&self, scanned_at: MTime) -> Option<Digest> {
-        let specials: std::collections::HashSet<&Path> =
-            self.compact.specials.iter().map(PathBuf::as_path).collect();
-        if self
-            .part
-            .unknown
-            .iter()
-            .chain(&self.compact.unknown)
-            .any(|u| !specials.contains(u.as_path()))
-        {
+        let unknown = self.part.unknown.iter().chain(&self.compact.unknown);
+        if crate::hash::unreadable(unknown, &self.compact.specials) {
             return None;
         }
         let counts = std::cell::Cell::new((0, 0));
