@@ -311,10 +311,12 @@ impl StatCache {
     pub fn from_tree(root: &Path, tree: &Tree, scanned_at: MTime) -> StatCache {
         let mut bytes = Vec::new();
         let sha = crate::hash::tree_sha256(tree);
+        let counts = count(tree.entries.iter(), scanned_at);
         encode(
             root,
             || tree.entries.iter(),
             &tree.unknown,
+            counts,
             scanned_at,
             sha,
             &mut bytes,
@@ -362,22 +364,27 @@ impl StatCache {
         sha: Option<Digest>,
     ) -> Result<bool, Error> {
         fs::write_atomic_unless_same(file, |mut w| match after {
-            After::Whole(t) => encode(
-                root,
-                || t.entries.iter(),
-                &t.unknown,
-                scanned_at,
-                sha,
-                &mut w,
-            ),
-            After::Merged(m) => encode(
-                root,
-                || m.entries(),
-                after.unknown(),
-                scanned_at,
-                sha,
-                &mut w,
-            ),
+            After::Whole(t) => {
+                let entries = || t.entries.iter();
+                let counts = count(entries(), scanned_at);
+                encode(root, entries, &t.unknown, counts, scanned_at, sha, &mut w)
+            }
+            // Counted already where its SHA-256 was worked out: one reading less.
+            After::Merged(m) => {
+                let entries = || m.entries();
+                let counts = m
+                    .counted(scanned_at)
+                    .unwrap_or_else(|| count(entries(), scanned_at));
+                encode(
+                    root,
+                    entries,
+                    after.unknown(),
+                    counts,
+                    scanned_at,
+                    sha,
+                    &mut w,
+                )
+            }
         })
     }
 }
@@ -399,15 +406,33 @@ impl<P: AsRef<Path>> serde::Serialize for Out<P> {
     }
 }
 
+/// The files of `entries` a cache saved at `scanned_at` holds (every hashed file not
+/// modified within the racy window before it), and all the files.
+fn count<P, E: std::borrow::Borrow<Entry>>(
+    entries: impl Iterator<Item = (P, E)>,
+    scanned_at: MTime,
+) -> (usize, usize) {
+    let (mut cached, mut files) = (0, 0);
+    for (_, e) in entries {
+        let e = e.borrow();
+        if e.kind == Kind::File {
+            files += 1;
+            cached += usize::from(!e.mtime.is_racy_at(scanned_at) && e.hash.is_some());
+        }
+    }
+    (cached, files)
+}
+
 /// The cache of the entries `entries` gives (in path order, afresh each call; the
-/// tree's paths whose state is unknown are `unknown`) in the layout
-/// [`StatCache::records`] reads: every hashed file not modified within the racy window
-/// before `scanned_at`, and `sha` (the tree's directory SHA-256) if those are all the
-/// files of a wholly readable tree.
+/// tree's paths whose state is unknown are `unknown`; `(count, files)`: what [`count`]
+/// gives of them) in the layout [`StatCache::records`] reads: every hashed file not
+/// modified within the racy window before `scanned_at`, and `sha` (the tree's directory
+/// SHA-256) if those are all the files of a wholly readable tree.
 fn encode<P, E, I>(
     root: &Path,
     entries: impl Fn() -> I,
     unknown: &std::collections::BTreeSet<PathBuf>,
+    (count, files): (usize, usize),
     scanned_at: MTime,
     sha: Option<Digest>,
     out: &mut impl Write,
@@ -427,14 +452,6 @@ where
                 Some(Out(p, e.size, e.mtime, e.ino, e.hash?.0))
             })
     };
-    let (mut count, mut files) = (0, 0);
-    for (_, e) in entries() {
-        let e = e.borrow();
-        if e.kind == Kind::File {
-            files += 1;
-            count += usize::from(settled(e.mtime) && e.hash.is_some());
-        }
-    }
     let whole = unknown.is_empty() && count == files;
     let sha = sha.filter(|_| whole).map(|d| d.0);
     let header: Header = (FORMAT, root.as_os_str().as_bytes(), sha, count);
