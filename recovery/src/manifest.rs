@@ -136,7 +136,7 @@ pub fn entries_of(tree: &Tree) -> impl Iterator<Item = EntryRef<'_>> + Clone {
 
 /// The entries a version of the replica `m` lists (see [`entries_of`]), owned: the
 /// replica is merged from its parts as they are read.
-pub fn records_of(m: &Merged) -> impl Iterator<Item = EntryRecord> + '_ {
+pub fn records_of<'m>(m: &'m Merged<'_>) -> impl Iterator<Item = EntryRecord> + 'm {
     m.entries()
         .filter(|(p, e)| {
             !engine::tree::under_any(&m.part.unknown, p)

@@ -355,7 +355,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
             .files_lost(current)
             .map(|(p, e)| (p.to_path_buf(), e.hash))
             .collect();
-        vd.keep_files(home, &target, current, None, &lost, Some(Why::BeforeRestore))
+        vd.keep_files(home, &target, current, None, None, &lost, Some(Why::BeforeRestore))
             .map_err(|e| {
                 Refusal::new(format!(
                     "cannot save the current contents of {} before restoring, so nothing was changed: {e}",

@@ -488,7 +488,7 @@ fn a_mirror_planned_in_part_counts_deletions_against_the_whole_backup() {
 }
 
 #[test]
-fn a_mirror_goes_whole_where_backup_is_not_its_latest_version() {
+fn a_mirror_planned_in_part_saves_backup_whole_first_where_no_version_holds_it() {
     let env = Env::new();
     let (src, dst) = env.src_and_dst();
     a_tree_of_many_windows(&src);
@@ -496,10 +496,12 @@ fn a_mirror_goes_whole_where_backup_is_not_its_latest_version() {
     debug_pass(&env, "oneway", &src, &dst, &[]);
     // A hand edit in BACKUP (no version holds it), and a change in SOURCE elsewhere.
     put(&dst.join("e/f1"), "edited in BACKUP", 40);
+    let before = snapshot_with(&dst, false);
     put(&src.join("a/f2"), "a 2, edited", 41);
     let run = debug_pass(&env, "oneway", &src, &dst, &[]);
-    assert!(!planned_in_part(&run), "{}", run.all());
-    // The whole pass saves BACKUP as it was before putting SOURCE's file back.
+    assert!(planned_in_part(&run), "{}", run.all());
+    // The pass saves BACKUP as it was before putting SOURCE's file back: the whole
+    // of it, though the pass held only its part.
     assert!(run.all().contains("as version 2 first"), "{}", run.all());
     assert_same_tree(&src, &dst);
     let listed = env.run("recovery", [Path::new("list"), &dst]);
@@ -509,4 +511,24 @@ fn a_mirror_goes_whole_where_backup_is_not_its_latest_version() {
         "{}",
         listed.all()
     );
+    let to = env.path("restored");
+    let restored = env.run(
+        "recovery",
+        [
+            Path::new("restore"),
+            &dst,
+            Path::new("--version"),
+            Path::new("2"),
+            Path::new("--to"),
+            &to,
+        ],
+    );
+    restored.expect(0);
+    assert_eq!(
+        snapshot_with(&to, false),
+        before,
+        "version 2 is BACKUP as it was"
+    );
+    let verified = env.run("recovery", [Path::new("verify"), &dst]);
+    verified.expect(0);
 }

@@ -146,12 +146,15 @@ pub trait Versions: Sync {
     /// store, and the replica as a version first if no version holds them; notes the
     /// moves it lists. Gives back the entries of the replica's files whose hash it had
     /// to work out, with it, for the pipeline to put in the tree once the steps have
-    /// run (the plan borrows the tree until then).
+    /// run (the plan borrows the tree until then). After a walk that gathered the part
+    /// to plan (see [`narrow`]), `tree` is that part, and `rest` the rest of the
+    /// replica as read: the version made first is both merged.
     fn keep(
         &self,
         home: &DataHome,
         root: &Path,
         tree: &Tree,
+        rest: Option<crate::scan::after::Rest<'_>>,
         sha: Option<Digest>,
         first: &KeepFirst,
     ) -> Result<Vec<(PathBuf, crate::tree::Entry)>, Error>;

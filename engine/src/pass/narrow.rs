@@ -30,6 +30,7 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::scan::after::Rest;
 use crate::tree::compact::{Compact, CompactTree};
 use crate::tree::entries::ChunkList;
 use crate::tree::{path_order, Entry, Kind, Tree};
@@ -261,4 +262,16 @@ pub struct Narrow {
     pub(super) caches: [std::fs::File; 2],
     /// The files each replica holds in all.
     pub files: [usize; 2],
+}
+
+impl Narrow {
+    /// Replica `side` as read but for the part (whose root is `root`).
+    pub(super) fn rest<'a>(&'a self, side: usize, root: &'a std::path::Path) -> Rest<'a> {
+        Rest {
+            compact: &self.compact[side],
+            covered: &self.covered[side],
+            cache: &self.caches[side],
+            root,
+        }
+    }
 }

@@ -488,7 +488,7 @@ fn quiet_pass<T: Tool>(
     });
     let found = found || cached.unhashed;
     if let (Some(_), true, true, Some(c)) = (&extra, found, walked, collect) {
-        return narrowed(tool, scanned, trees, cached, c, t0);
+        return narrowed(trees, cached, c, t0);
     }
     let shas = match cached.proofs(trees, walked, None) {
         [Some(a), Some(b)] if !found => Some([a, b]),
@@ -567,25 +567,13 @@ fn stores_hold<T: Tool>(
 }
 
 /// The part of both trees with something to do, gathered by the walk (`collect`), as
-/// the pass is to plan it (see [`super::narrow`]); or the pass goes on whole, where a
-/// replica with versions is not its store's latest version.
-fn narrowed<T: Tool>(
-    tool: &T,
-    scanned: &Scanned,
-    trees: &[CompactTree; 2],
-    cached: Cached,
-    collect: Collect,
-    t0: Instant,
-) -> Walked {
+/// the pass is to plan it (see [`super::narrow`]); or the pass goes on whole, when it
+/// is to stop.
+fn narrowed(trees: &[CompactTree; 2], cached: Cached, collect: Collect, t0: Instant) -> Walked {
     let (files, windows) = (collect.files, collect.windows);
     let (mut parts, covered) = collect.into_parts(trees);
     let shas = cached.proofs(trees, true, Some(&mut parts));
-    if crate::run::signal::stop_requested() || !stores_hold(tool, scanned, trees, shas) {
-        log::debug!(
-            "planned a window at a time: something to do, and a replica with versions is \
-             not its latest ({:.3}s)",
-            t0.elapsed().as_secs_f64()
-        );
+    if crate::run::signal::stop_requested() {
         return Walked::Whole;
     }
     log::debug!(

@@ -350,8 +350,9 @@ pub(super) fn apply<T: Tool>(
         let keep = &planned.keep_first[side];
         if !keep.is_empty() {
             let sha = scanned.cached_sha[side];
+            let rest = scanned.narrow.as_ref().map(|n| n.rest(side, &r.root));
             learned[side] = v
-                .keep(tool.home(), &r.root, &trees[side], sha, keep)
+                .keep(tool.home(), &r.root, &trees[side], rest, sha, keep)
                 .map_err(|e| {
                     Refusal::new(format!(
                         "cannot save {} {} before changing it, so nothing was changed: {e}",
@@ -655,18 +656,16 @@ pub(super) fn record<T: Tool>(
     };
     let (fa, fb) = parallel::join(|| finish(0, ta), || finish(1, tb));
     // A part after the pass, merged with the rest as each replica is read.
-    let merged = narrow.map(|n| {
-        let super::narrow::Narrow {
-            compact: [ca, cb],
-            covered: [va, vb],
-            caches: [fa, fb],
-            ..
-        } = n;
-        let [pa, pb] = std::mem::take(&mut afters);
-        [
-            Merged::new(ca, va, pa, Some(fa), &replicas[0].root),
-            Merged::new(cb, vb, pb, Some(fb), &replicas[1].root),
-        ]
+    let merged = narrow.as_ref().map(|n| {
+        [0, 1].map(|side| {
+            Merged::new(
+                &n.compact[side],
+                &n.covered[side],
+                &afters[side],
+                Some(&n.caches[side]),
+                &replicas[side].root,
+            )
+        })
     });
     let after = |side: usize| match &merged {
         Some(m) => After::Merged(&m[side]),
@@ -737,7 +736,7 @@ pub(super) fn record<T: Tool>(
                 ))
             })
             .collect();
-        let recorded = tool.record(&mut extra, (!narrowed).then_some(&afters), &outcome);
+        let recorded = tool.record(&mut extra, Some(&afters), &outcome);
         let notes: Vec<(usize, Result<Option<String>, Error>)> = made
             .into_iter()
             .map(|(side, h)| (side, h.join().expect("BUG: recording does not panic")))

@@ -18,7 +18,7 @@ use crate::tree::{path_order, Digest, Entry, Kind, MTime, Tree};
 #[derive(Clone, Copy)]
 pub enum After<'a> {
     Whole(&'a Tree),
-    Merged(&'a Merged),
+    Merged(&'a Merged<'a>),
 }
 
 impl After<'_> {
@@ -43,14 +43,16 @@ impl After<'_> {
 /// (compact, without hashes), the paths of the part as read (`covered`), the part as
 /// the pass left it (whole), and the stat cache the replica was read with, open (it
 /// holds the hash of every file outside the part; a new cache may replace its name
-/// while this is read).
-pub struct Merged {
-    pub compact: CompactTree,
-    pub covered: Compact,
-    pub part: Tree,
-    pub cache: Option<File>,
+/// while this is read). With the part as read (every file hashed), it is the replica
+/// before the pass: what a store records first when the pass would replace content
+/// no version holds.
+pub struct Merged<'a> {
+    pub compact: &'a CompactTree,
+    pub covered: &'a Compact,
+    pub part: &'a Tree,
+    pub cache: Option<&'a File>,
     /// The replica's root, which the cache names.
-    pub root: PathBuf,
+    pub root: &'a Path,
     /// Files outside the part the cache held no hash for (none, unless the cache was
     /// changed by something else while the pass ran).
     missed: AtomicUsize,
@@ -59,20 +61,20 @@ pub struct Merged {
     counted: std::sync::OnceLock<(MTime, usize, usize)>,
 }
 
-impl Merged {
+impl<'a> Merged<'a> {
     pub fn new(
-        compact: CompactTree,
-        covered: Compact,
-        part: Tree,
-        cache: Option<File>,
-        root: &Path,
-    ) -> Merged {
+        compact: &'a CompactTree,
+        covered: &'a Compact,
+        part: &'a Tree,
+        cache: Option<&'a File>,
+        root: &'a Path,
+    ) -> Merged<'a> {
         Merged {
             compact,
             covered,
             part,
             cache,
-            root: root.to_path_buf(),
+            root,
             missed: AtomicUsize::new(0),
             counted: std::sync::OnceLock::new(),
         }
@@ -83,8 +85,7 @@ impl Merged {
     pub fn entries(&self) -> Entries<'_> {
         let matcher = self
             .cache
-            .as_ref()
-            .and_then(|f| Matcher::from_reader(At { file: f, pos: 0 }, &self.root));
+            .and_then(|f| Matcher::from_reader(At { file: f, pos: 0 }, self.root));
         Entries {
             outside: self.compact.entries.cursor(),
             covered: self.covered.cursor(),
@@ -136,6 +137,31 @@ impl Merged {
     pub fn counted(&self, scanned_at: MTime) -> Option<(usize, usize)> {
         let &(at, cached, files) = self.counted.get()?;
         (at == scanned_at).then_some((cached, files))
+    }
+}
+
+/// A replica as a pass planned in part read it, but for the part: both trees as read
+/// (compact, without hashes), the paths of the part, and the stat cache the replica
+/// was read with (see [`Merged`]). With the part as read, every file hashed, it gives
+/// the replica before the pass ([`Rest::with`]).
+#[derive(Clone, Copy)]
+pub struct Rest<'a> {
+    pub compact: &'a CompactTree,
+    pub covered: &'a Compact,
+    pub cache: &'a File,
+    pub root: &'a Path,
+}
+
+impl<'a> Rest<'a> {
+    /// The replica: this, with `part` (whole) in its place.
+    pub fn with(self, part: &'a Tree) -> Merged<'a> {
+        Merged::new(
+            self.compact,
+            self.covered,
+            part,
+            Some(self.cache),
+            self.root,
+        )
     }
 }
 
@@ -336,13 +362,8 @@ mod tests {
             ],
             7,
         );
-        let m = Merged::new(
-            without_hashes(&before),
-            covered,
-            part,
-            Some(File::open(&cache).unwrap()),
-            root,
-        );
+        let (compact, opened) = (without_hashes(&before), File::open(&cache).unwrap());
+        let m = Merged::new(&compact, &covered, &part, Some(&opened), root);
         let want: Vec<(PathBuf, Entry)> = after
             .entries
             .iter()

@@ -621,6 +621,7 @@ impl VersionedDir {
         home: &DataHome,
         replica: &Path,
         tree: &Tree,
+        rest: Option<engine::scan::after::Rest<'_>>,
         sha: Option<Digest>,
         files: &[(PathBuf, Option<Digest>)],
         before: Option<Why>,
@@ -708,9 +709,13 @@ impl VersionedDir {
                 tree
             };
             let complete = tree.errors.is_empty();
-            if let Some(made) =
-                self.record_locked(home, replica, After::Whole(whole), None, complete, why)?
-            {
+            // Only the part a pass planned is held: the rest as read, merged with it.
+            let merged = rest.map(|r| r.with(whole));
+            let before = match &merged {
+                Some(m) => After::Merged(m),
+                None => After::Whole(whole),
+            };
+            if let Some(made) = self.record_locked(home, replica, before, None, complete, why)? {
                 log::info!(
                     "saved {} as version {} first ({}): it holds content no version had",
                     display(replica),
@@ -832,6 +837,7 @@ impl engine::pass::Versions for VersionedDir {
         home: &DataHome,
         root: &Path,
         tree: &Tree,
+        rest: Option<engine::scan::after::Rest<'_>>,
         sha: Option<Digest>,
         first: &engine::pass::KeepFirst,
     ) -> Result<Vec<(PathBuf, Entry)>, Error> {
@@ -842,7 +848,7 @@ impl engine::pass::Versions for VersionedDir {
         if first.lost.is_empty() {
             return Ok(Vec::new());
         }
-        self.keep_files(home, root, tree, sha, &first.lost, None)
+        self.keep_files(home, root, tree, rest, sha, &first.lost, None)
     }
 
     fn is_latest(
