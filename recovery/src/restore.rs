@@ -16,6 +16,7 @@ use engine::names::display;
 use engine::plan::mirror::{self, MirrorOptions};
 use engine::run::home::{absolute, DataHome};
 use engine::run::signal;
+use engine::scan::after::Before;
 use engine::scan::cache;
 use engine::scan::{self, ScanOptions};
 use engine::tree::{Entry, Tree};
@@ -355,7 +356,7 @@ pub fn restore(home: &DataHome, req: &RestoreRequest) -> Result<RestoreOutcome, 
             .files_lost(current)
             .map(|(p, e)| (p.to_path_buf(), e.hash))
             .collect();
-        vd.keep_files(home, &target, current, None, None, &lost, Some(Why::BeforeRestore))
+        vd.keep_files(home, &target, Before::whole(current), None, &lost, Some(Why::BeforeRestore))
             .map_err(|e| {
                 Refusal::new(format!(
                     "cannot save the current contents of {} before restoring, so nothing was changed: {e}",

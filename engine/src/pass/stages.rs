@@ -752,7 +752,7 @@ pub(super) fn record<T: Tool>(
     for m in merged.iter().flatten() {
         if m.missed() > 0 {
             let e = Error::entry(
-                &m.root,
+                m.root,
                 format!(
                     "{} files outside the part of the pass had no hash in the stat cache; \
                      run the pass again",

@@ -165,6 +165,23 @@ impl<'a> Rest<'a> {
     }
 }
 
+/// A replica as a pass read it: a tree held whole, or the part a pass planned (`held`)
+/// and the rest.
+#[derive(Clone, Copy)]
+pub struct Before<'a> {
+    pub held: &'a Tree,
+    pub rest: Option<Rest<'a>>,
+}
+
+impl<'a> Before<'a> {
+    pub fn whole(tree: &'a Tree) -> Before<'a> {
+        Before {
+            held: tree,
+            rest: None,
+        }
+    }
+}
+
 /// A reader of an open file from its start that does not move the file's own offset,
 /// so that each of several readers reads it whole.
 struct At<'f> {

@@ -25,7 +25,7 @@ use engine::hash;
 use engine::names::display;
 use engine::run::config::{Keep, VersionMode};
 use engine::run::home::{path_key, DataHome};
-use engine::scan::after::After;
+use engine::scan::after::{After, Before};
 use engine::tree::encoding::AsEntryRef;
 use engine::tree::{Digest, Entry, Kind, Tree};
 
@@ -620,12 +620,12 @@ impl VersionedDir {
         &self,
         home: &DataHome,
         replica: &Path,
-        tree: &Tree,
-        rest: Option<engine::scan::after::Rest<'_>>,
+        scanned: Before<'_>,
         sha: Option<Digest>,
         files: &[(PathBuf, Option<Digest>)],
         before: Option<Why>,
     ) -> Result<Vec<(PathBuf, Entry)>, Error> {
+        let Before { held: tree, rest } = scanned;
         let t0 = std::time::Instant::now();
         let _lock = self.lock(home)?;
         self.repair()?;
@@ -848,7 +848,14 @@ impl engine::pass::Versions for VersionedDir {
         if first.lost.is_empty() {
             return Ok(Vec::new());
         }
-        self.keep_files(home, root, tree, rest, sha, &first.lost, None)
+        self.keep_files(
+            home,
+            root,
+            Before { held: tree, rest },
+            sha,
+            &first.lost,
+            None,
+        )
     }
 
     fn is_latest(

@@ -1,4 +1,5 @@
 use super::*;
+use engine::scan::after::Before;
 use engine::scan::{self, ScanOptions};
 use std::os::unix::fs::MetadataExt;
 
@@ -74,7 +75,7 @@ fn no_store_file_shares_an_inode_with_a_live_file_after_a_pass() {
         .iter()
         .map(|p| (PathBuf::from(p), before.entries[Path::new(p)].hash))
         .collect();
-    v.keep_files(&home, &replica, &before, None, None, &lost, None)
+    v.keep_files(&home, &replica, Before::whole(&before), None, &lost, None)
         .unwrap();
     replace(&replica.join("a"), b"a2");
     std::fs::remove_file(replica.join("d/b")).unwrap();
@@ -106,7 +107,7 @@ fn a_hand_edit_that_no_version_holds_is_saved_as_a_version_before_it_goes() {
     replace(&replica.join("a"), b"hand edit");
     let before = hashed_tree(&replica);
     let lost = vec![(PathBuf::from("a"), before.entries[Path::new("a")].hash)];
-    v.keep_files(&home, &replica, &before, None, None, &lost, None)
+    v.keep_files(&home, &replica, Before::whole(&before), None, &lost, None)
         .unwrap();
     let listed = v.history().list().unwrap();
     assert_eq!(listed.len(), 2);
@@ -114,7 +115,7 @@ fn a_hand_edit_that_no_version_holds_is_saved_as_a_version_before_it_goes() {
     // Content the latest version holds needs no version of its own.
     let again = hashed_tree(&replica);
     let lost = vec![(PathBuf::from("d/b"), again.entries[Path::new("d/b")].hash)];
-    v.keep_files(&home, &replica, &again, None, None, &lost, None)
+    v.keep_files(&home, &replica, Before::whole(&again), None, &lost, None)
         .unwrap();
     assert_eq!(v.history().list().unwrap().len(), 2);
 }
@@ -133,7 +134,7 @@ fn the_retention_policy_drops_old_versions_and_keeps_tagged_ones() {
         replace(&replica.join("a"), format!("a{i}").as_bytes());
         let before = hashed_tree(&replica);
         let lost = vec![(PathBuf::from("a"), before.entries[Path::new("a")].hash)];
-        v.keep_files(&home, &replica, &before, None, None, &lost, None)
+        v.keep_files(&home, &replica, Before::whole(&before), None, &lost, None)
             .unwrap();
         replace(&replica.join("a"), format!("after {i}").as_bytes());
         record_now(&v, &home, &replica);
@@ -186,7 +187,7 @@ fn a_size_budget_drops_the_oldest_versions_but_never_the_latest_two() {
     for i in 0..4 {
         let before = hashed_tree(&replica);
         let lost = vec![(PathBuf::from("a"), before.entries[Path::new("a")].hash)];
-        v.keep_files(&home, &replica, &before, None, None, &lost, None)
+        v.keep_files(&home, &replica, Before::whole(&before), None, &lost, None)
             .unwrap();
         replace(&replica.join("a"), vec![b'x'; 1000 + i].as_slice());
         record_now(&v, &home, &replica);
