@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""A mirror planned in part against one planned whole, on the same random changes (not
-part of CI).
+"""A mirror (or, with --tool twoway, a two-way sync) planned in part against one planned
+whole, on the same random changes (not part of CI).
 
     python3 bench/narrow_check.py --seed 7 --rounds 25
+    python3 bench/narrow_check.py --tool twoway --seed 7 --rounds 25
 
 Two copies of one small tree, old mtimes; each round makes the same random changes to
 both SOURCEs (edits, removals, new folders, modes, renames, a file that becomes a folder
@@ -10,7 +11,9 @@ and back, folder mtimes), then runs oneway on one pair read compact and walked f
 a window (TWOWAY_COMPACT_FROM=0, TWOWAY_WINDOW=4: the pass plans only its part) and on
 the other read whole. Checks: the same actions, the same SHA-256s and version, BACKUP
 equal to SOURCE, and the next pass on each ends before its trees are whole (what was
-recorded is the replica). Exits 1 at the first difference.
+recorded is the replica). With twoway, both replicas of each pair change (the same
+changes in both pairs), and each pair's replicas must end equal, and equal to the other
+pair's. Exits 1 at the first difference.
 """
 import argparse
 import os, random, shutil, subprocess, sys, re
@@ -19,6 +22,7 @@ ap.add_argument("--seed", type=int, default=1)
 ap.add_argument("--rounds", type=int, default=25)
 ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release"))
 ap.add_argument("--dir", default="/tmp/narrow-check")
+ap.add_argument("--tool", choices=["oneway", "twoway"], default="oneway")
 args = ap.parse_args()
 B=args.bin
 R=args.dir
@@ -71,18 +75,18 @@ def mutate(root, r):
             t=tick(); os.utime(p,(t,t))
 def run(src,dst,frm,home,extra=()):
     env=dict(os.environ, TWOWAY_HOME=home, TWOWAY_COMPACT_FROM=frm, TWOWAY_WINDOW="4", RUST_LOG="debug")
-    p=subprocess.run([f"{B}/oneway","--once","-v",src,dst,*extra],env=env,capture_output=True,text=True)
+    p=subprocess.run([f"{B}/{args.tool}","--once","-v",src,dst,*extra],env=env,capture_output=True,text=True)
     return p.returncode, p.stdout+p.stderr
 def acts(out):
     a=[]
     for l in out.splitlines():
-        if l.endswith("(SOURCE -> BACKUP)"):
+        if re.search(r"\((SOURCE -> BACKUP|A -> B|B -> A|A|B)\)$", l):
             a.append(l.split(" ",1)[1])
     return sorted(a)
 pairs=[(f"{R}/s1",f"{R}/b1","0",f"{R}/h1"),(f"{R}/s2",f"{R}/b2","1000000",f"{R}/h2")]
 for s,b,f,h in pairs:
     clock[0]=T0
-    build(s); os.makedirs(b); run(s,b,f,h); rc,o=run(s,b,"0",h)
+    build(s); os.makedirs(b); run(s,b,f,h); run(s,b,f,h); rc,o=run(s,b,"0",h)
     assert "nothing to do, found before" in o, o
 narrowed=0
 for rnd_i in range(args.rounds):
@@ -90,20 +94,25 @@ for rnd_i in range(args.rounds):
     c0=clock[0]
     for s,b,f,h in pairs:
         clock[0]=c0
-        try: mutate(s, random.Random(seed))
-        except (IsADirectoryError, NotADirectoryError, FileExistsError, FileNotFoundError): pass
+        for root, k in [(s, 0)] + ([(b, 1)] if args.tool == "twoway" else []):
+            try: mutate(root, random.Random(seed + k))
+            except (IsADirectoryError, NotADirectoryError, FileExistsError, FileNotFoundError): pass
     outs=[run(s,b,f,h) for s,b,f,h in pairs]
     (r1,o1),(r2,o2)=outs
     n="something to do in" in o1
     narrowed+=n
     assert r1==r2==0, (r1,r2,o1[-2000:],o2[-2000:])
     assert acts(o1)==acts(o2), (acts(o1),acts(o2))
-    for key in ["SOURCE sha256 ","BACKUP sha256 ","new version "]:
+    keys = ["SOURCE sha256 ","BACKUP sha256 ","new version "] if args.tool == "oneway" else ["A sha256 ","B sha256 ","new version of A ","new version of B "]
+    for key in keys:
         v1=re.search(re.escape(key)+r"(\S+)",o1); v2=re.search(re.escape(key)+r"(\S+)",o2)
         assert (v1 and v1.group(1))==(v2 and v2.group(1)), key
     for s,b,f,h in pairs:
         d=subprocess.run(["diff","-r","--no-dereference","-x","__versions__",s,b],capture_output=True,text=True)
         assert d.returncode==0, d.stdout
+    d=subprocess.run(["diff","-r","--no-dereference","-x","__versions__",pairs[0][0],pairs[1][0]],capture_output=True,text=True)
+    assert d.returncode==0, d.stdout
+    for s,b,f,h in pairs:
         rc,o=run(s,b,"0",h)
         assert "nothing to do, found before" in o, o[-3000:]
 shutil.rmtree(R, ignore_errors=True)

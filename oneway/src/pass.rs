@@ -351,7 +351,7 @@ impl Tool for Job {
             let going_on = if !plan.errors.is_empty() {
                 q.something_to_do()
             } else if at.is_empty() && under.is_empty() {
-                q.root_differs()
+                q.something_to_do_elsewhere()
             } else {
                 q.something_to_do_at(engine::pass::quiet::Keep::Paths { at, under })
             };

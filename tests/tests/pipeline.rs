@@ -532,3 +532,145 @@ fn a_mirror_planned_in_part_saves_backup_whole_first_where_no_version_holds_it()
     let verified = env.run("recovery", [Path::new("verify"), &dst]);
     verified.expect(0);
 }
+
+/// The paths of `root` as `snapshot_with` reads them, folders' mtimes left out
+/// (twoway does not sync them).
+fn contents(root: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Snap> {
+    snapshot_with(root, false)
+}
+
+#[test]
+fn a_two_way_pass_with_changes_plans_only_their_part_and_leaves_what_a_whole_pass_leaves() {
+    let env = Env::new();
+    // The same trees, the same changes: one pair planned in part (read compact from 0
+    // files in the caches), the other whole (compact only from a million).
+    let pairs = [
+        (env.path("a1"), env.path("b1"), "0"),
+        (env.path("a2"), env.path("b2"), "1000000"),
+    ];
+    for (a, b, from) in &pairs {
+        a_tree_of_many_windows(a);
+        fs::create_dir_all(b).unwrap();
+        debug_pass_from(&env, "twoway", a, b, &[], Some(from));
+        debug_pass_from(&env, "twoway", a, b, &[], Some(from));
+        let quiet = debug_pass_from(&env, "twoway", a, b, &[], Some("0"));
+        assert!(quiet.all().contains(ENDED_EARLY), "{}", quiet.all());
+        // On A: an edit, a folder removed, one made, a file renamed, a mode.
+        put(&a.join("b/f2"), "b 2, edited in A", 30);
+        fs::remove_dir_all(a.join("c/sub")).unwrap();
+        put(&a.join("f/new"), "new in A", 31);
+        fs::rename(a.join("a/f1"), a.join("a/f1-renamed")).unwrap();
+        chmod(&a.join("d/f3"), 0o600);
+        // On B: an edit, a file removed, a folder made, a symlink pointed elsewhere.
+        put(&b.join("e/f0"), "e 0, edited in B", 32);
+        fs::remove_file(b.join("d/f1")).unwrap();
+        put(&b.join("g/new"), "new in B", 33);
+        fs::remove_file(b.join("link")).unwrap();
+        symlink("b/f1", b.join("link")).unwrap();
+        // Removed on both sides (only the state has it now), and removed on A while
+        // B edited it (the edit wins).
+        fs::remove_file(a.join("a/f3")).unwrap();
+        fs::remove_file(b.join("a/f3")).unwrap();
+        fs::remove_file(a.join("b/f3")).unwrap();
+        put(&b.join("b/f3"), "b 3, edited in B", 34);
+    }
+    let runs: Vec<Run> = pairs
+        .iter()
+        .map(|(a, b, from)| debug_pass_from(&env, "twoway", a, b, &[], Some(from)))
+        .collect();
+    let (part, whole) = (&runs[0], &runs[1]);
+    assert!(planned_in_part(part), "{}", part.all());
+    assert!(!planned_in_part(whole), "{}", whole.all());
+    let planning = part.value_after("planning ").expect("the part's size");
+    let entries: usize = planning.parse().expect("a count");
+    assert!(entries < 30, "planned {entries} of A's 47 entries");
+    let sorted = |r: &Run| {
+        let mut a = actions(r);
+        a.sort();
+        a
+    };
+    assert_eq!(sorted(part), sorted(whole));
+    assert!(
+        actions(part).iter().any(|a| a.starts_with("move")),
+        "{:?}",
+        actions(part)
+    );
+    for key in [
+        "A sha256 ",
+        "B sha256 ",
+        "new version of A ",
+        "new version of B ",
+    ] {
+        assert_eq!(part.value_after(key), whole.value_after(key), "{key}");
+    }
+    assert!(!pairs[0].0.join("a/f3").exists() && pairs[0].0.join("b/f3").exists());
+    // (The symlinks were made at different times.)
+    let made_alike = |root: &Path| {
+        let mut c = contents(root);
+        c.remove(Path::new("link"));
+        c
+    };
+    assert_eq!(made_alike(&pairs[0].0), made_alike(&pairs[1].0));
+    for (a, b, _) in &pairs {
+        assert_eq!(contents(a), contents(b));
+        // What it recorded (the sync state, the caches, the versions) is the replicas
+        // as they are: the next pass ends early.
+        let next = debug_pass_from(&env, "twoway", a, b, &[], Some("0"));
+        assert!(next.all().contains(ENDED_EARLY), "{}", next.all());
+    }
+}
+
+#[test]
+fn a_two_way_conflict_is_planned_whole() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    a_tree_of_many_windows(&a);
+    fs::create_dir_all(&b).unwrap();
+    for _ in 0..3 {
+        debug_pass(&env, "twoway", &a, &b, &[]);
+    }
+    // Changed on both sides, differently: the conflict's copy takes a name no path has
+    // anywhere, which only the whole trees tell.
+    put(&a.join("c/f1"), "c 1, edited in A", 40);
+    put(&b.join("c/f1"), "c 1, edited in B", 41);
+    let run = debug_pass(&env, "twoway", &a, &b, &[]);
+    assert!(!planned_in_part(&run), "{}", run.all());
+    assert!(run.stdout().contains(" 1 conflicts"), "{}", run.all());
+    assert_eq!(contents(&a), contents(&b));
+    let copies = fs::read_dir(a.join("c"))
+        .unwrap()
+        .filter(|e| {
+            let e = e.as_ref().unwrap();
+            e.file_name().to_string_lossy().contains(".conflict-")
+        })
+        .count();
+    assert_eq!(copies, 1);
+}
+
+#[test]
+fn a_two_way_pass_planned_in_part_counts_deletions_against_the_whole_replica() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    a_tree_of_many_windows(&a);
+    fs::create_dir_all(&b).unwrap();
+    for _ in 0..3 {
+        debug_pass(&env, "twoway", &a, &b, &[]);
+    }
+    // 4 of B's 40 files: 10%.
+    fs::remove_dir_all(a.join("c/sub")).unwrap();
+    let run = debug_pass(&env, "twoway", &a, &b, &["--max-delete", "15"]);
+    assert!(planned_in_part(&run), "{}", run.all());
+    assert!(!b.join("c/sub").exists());
+    // 8 of 36 (22%): refused, nothing changed.
+    fs::remove_dir_all(a.join("d")).unwrap();
+    let mut c = env.cmd("twoway");
+    c.args([&a, &b]).args(["--once", "--max-delete", "15"]);
+    let refused = Run(c.output().expect("run binary"));
+    refused.expect(2);
+    assert!(
+        refused.all().contains("8 of the 36 files"),
+        "{}",
+        refused.all()
+    );
+    assert!(b.join("d/f0").exists());
+}

@@ -163,13 +163,13 @@ impl Job {
     }
 
     /// Refuses a pass that would delete more than `--max-delete` percent of a replica.
-    fn check_max_delete(&self, plan: &SyncPlan, trees: &[Tree; 2]) -> Result<(), Refusal> {
-        for (label, deletes, tree) in [
-            ("DIR_A", plan.deletes_a, &trees[0]),
-            ("DIR_B", plan.deletes_b, &trees[1]),
+    /// (`files`: how many each replica holds, in all.)
+    fn check_max_delete(&self, plan: &SyncPlan, files: [usize; 2]) -> Result<(), Refusal> {
+        for (label, deletes, files) in [
+            ("DIR_A", plan.deletes_a, files[0]),
+            ("DIR_B", plan.deletes_b, files[1]),
         ] {
-            self.settings
-                .check_max_delete(label, deletes, tree.file_count(), "")?;
+            self.settings.check_max_delete(label, deletes, files, "")?;
         }
         Ok(())
     }
@@ -250,7 +250,16 @@ impl Tool for Job {
         // The state whole, read where it is needed (see `state::Stored`). One that
         // cannot be read is taken for none here: the plan then refuses the pass.
         let empty = Packed::default();
-        let base_given = || base.as_ref().and_then(|s| s.held().ok().flatten());
+        // Only the part with something to do is planned: its records.
+        let narrowed = scanned.narrowed();
+        let base_given = || {
+            let s = base.as_ref()?;
+            if narrowed {
+                s.part()
+            } else {
+                s.held().ok().flatten()
+            }
+        };
         let whole = || base_given().unwrap_or(&empty);
         // The planner compares contents only where a file meets a file of the same size
         // (on the other side or in the state); only those need a hash now (every file,
@@ -308,12 +317,23 @@ impl Tool for Job {
         let [a, b] = scanned.parts.as_ref().unwrap_or(&scanned.trees);
         // Both replicas as the state records them: nothing to plan, and the state is
         // read as it is compared, never held.
+        let narrowed = scanned.narrowed();
         let unchanged = scanned.parts.is_none()
+            && !narrowed
             && base
                 .as_mut()
                 .is_some_and(|s| s.unchanged(a, b, opts.keep_owners));
         let (plan, first) = if unchanged {
             (SyncPlan::unchanged(), false)
+        } else if narrowed {
+            // The part with something to do, with the state's records of it.
+            let part = base
+                .as_mut()
+                .and_then(state::Stored::take_part)
+                .ok_or_else(|| {
+                    Refusal::new("BUG: a pass planned in part has the state's records of it")
+                })?;
+            (plan::plan_sync(part, a, b, &opts), false)
         } else {
             let base = base
                 .map(state::Stored::into_held)
@@ -330,7 +350,7 @@ impl Tool for Job {
                 first,
             )
         };
-        self.check_max_delete(&plan, &scanned.trees)?;
+        self.check_max_delete(&plan, [scanned.files(0), scanned.files(1)])?;
         for (p, side) in &plan.undone_deletions {
             log::warn!(
                 "{} was deleted in {} but changed in {} since the last sync: the change wins, so the deletion is undone",
@@ -435,13 +455,12 @@ impl Tool for Job {
         Ok(Some(Box::new(progress)))
     }
 
-    /// The new state: what both sides now agree on, where a path whose action failed
-    /// keeps its old state so the next pass looks at it again. An interrupted pass, or
-    /// one whose writes may not be on disk, keeps the old state.
-    /// Both replicas as the state records them, compared a window at a time, the state
-    /// read from its file as they are (or as held): nothing to do, and the state stays.
-    /// Not asked where a filesystem folds case (names that collide there are left
-    /// alone, which the whole pass works out).
+    /// Both replicas compared with the state a window at a time, the state read from
+    /// its file as they are (or as held): nothing to do, and the state stays; or the
+    /// paths where the planner acts told to `q`, and the state's records of that part
+    /// kept for the plan (see [`state::Stored::narrow_in_windows`]). Not asked where a
+    /// filesystem folds case (names that collide there are left alone, which the whole
+    /// pass works out), nor for a first sync.
     fn quiet(&self, q: &mut Quiet<'_>, base: &mut Option<state::Stored>) -> Option<Sync> {
         let fs = q.fs();
         if fs.iter().any(|t| t.folds_case) {
@@ -449,16 +468,24 @@ impl Tool for Job {
         }
         let opts = self.sync_options(fs);
         let stored = base.as_mut()?;
-        stored
-            .unchanged_in_windows(q, opts.keep_owners)
-            .then_some(Sync {
-                state: StateToRecord::Unchanged,
-                opts,
-                first: false,
-                conflicts: 0,
-            })
+        stored.narrow_in_windows(q, &opts).then_some(Sync {
+            state: StateToRecord::Unchanged,
+            opts,
+            first: false,
+            conflicts: 0,
+        })
     }
 
+    /// The planner decides a path from what both replicas and the state hold at it,
+    /// above it and under it; where it would depend on paths anywhere (a conflict's
+    /// copy, a folder on one side only, hard links), `quiet` gives up first.
+    fn plans_parts(&self) -> bool {
+        true
+    }
+
+    /// The new state: what both sides now agree on, where a path whose action failed
+    /// keeps its old state so the next pass looks at it again. An interrupted pass, or
+    /// one whose writes may not be on disk, keeps the old state.
     fn record(
         &self,
         sync: &mut Sync,
@@ -494,7 +521,9 @@ impl Tool for Job {
             }
             StateToRecord::Taken => unreachable!("BUG: the state is recorded once"),
         };
-        let afters = afters.expect("BUG: a pass that changes the state held its trees whole");
+        // (Only the part planned, after a pass planned in part: the state's change
+        // lies in it.)
+        let afters = afters.expect("BUG: a pass that changes the state holds its trees");
         let failed: BTreeSet<PathBuf> = outcome.failed.iter().cloned().collect();
         // (An error names the state file and what failed.)
         let hashes = learned_hashes(afters);

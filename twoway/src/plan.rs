@@ -302,27 +302,68 @@ pub(crate) fn quiet_apart(
 /// a window of paths) are, path for path, the records `next` reads in order, as
 /// [`unchanged_since`] compares them.
 pub(crate) fn rows_unchanged(a: &Tree, b: &Tree, owners: bool, next: &mut NextRecord<'_>) -> bool {
-    let recorded = |s: &Entry, x: &Entry| {
-        s.kind == x.kind
-            && s.size == x.size
-            && s.mode == x.mode
-            && s.mtime == x.mtime
-            && s.target == x.target
-            && s.hash == x.hash
-            && (!owners || s.owner == x.owner)
-    };
     // Three lists of one length: the same paths if each step meets the same path in all.
     zip_paths(&a.entries, &b.entries).all(|(p, x, y)| match (x, y) {
         (Some(x), Some(y)) => {
-            next(&mut |q, s| {
-                same_path(q, p)
-                    && recorded(s, x)
-                    && same(Some(x), Some(y), 0, owners)
-                    && (x.kind != Kind::Dir || x.mtime == y.mtime)
-            }) == Some(true)
+            next(&mut |q, s| same_path(q, p) && row_unchanged(s, x, y, owners)) == Some(true)
         }
         _ => false,
     })
+}
+
+/// Whether A's entry `x` and B's `y` at a path are what the state records there (`s`),
+/// as [`unchanged_since`] compares them: the record alike in everything a scan reads
+/// (folders' mtimes too), and both sides the same.
+fn row_unchanged(s: &Entry, x: &Entry, y: &Entry, owners: bool) -> bool {
+    let recorded = s.kind == x.kind
+        && s.size == x.size
+        && s.mode == x.mode
+        && s.mtime == x.mtime
+        && s.target == x.target
+        && s.hash == x.hash
+        && (!owners || s.owner == x.owner);
+    recorded && same(Some(x), Some(y), 0, owners) && (x.kind != Kind::Dir || x.mtime == y.mtime)
+}
+
+/// What the planner does at a path where A holds `x`, B `y` and the state records
+/// `s`, as a pass that plans only where there is something to do needs to know.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AtPath {
+    /// Nothing: all three are alike, as [`unchanged_since`] compares them.
+    Nothing,
+    /// Something, decided from this path, the folders above it and what it holds: the
+    /// path is planned with the others where something changed.
+    Acts,
+    /// Something that depends on paths anywhere: a conflict (its copy takes a name no
+    /// path of either tree has), a path that is a folder on one side and not on the
+    /// other (a copy may be made there too), a hard-linked file (its names pair paths
+    /// anywhere). The pass is planned whole.
+    Whole,
+}
+
+/// [`AtPath`] of a path where A holds `x`, B `y` and the state records `s`.
+pub(crate) fn acts_at(
+    s: Option<&Entry>,
+    x: Option<&Entry>,
+    y: Option<&Entry>,
+    opts: &SyncOptions,
+) -> AtPath {
+    let (w, owners) = (opts.modify_window, opts.keep_owners);
+    if let (Some(s), Some(x), Some(y)) = (s, x, y) {
+        if row_unchanged(s, x, y, owners) {
+            return AtPath::Nothing;
+        }
+    }
+    if [x, y].into_iter().flatten().any(|e| e.linked) {
+        return AtPath::Whole;
+    }
+    if let (Some(ex), Some(ey)) = (x, y) {
+        let both_changed = !same(s, x, w, owners) && !same(s, y, w, owners);
+        if ex.kind != ey.kind || (both_changed && !same(x, y, w, owners)) {
+            return AtPath::Whole;
+        }
+    }
+    AtPath::Acts
 }
 
 /// [`plan_sync`] without the shortcut for an unchanged pair. A state handed over (not

@@ -137,6 +137,9 @@ pub struct Stored {
     /// For a state not read whole: its file, read up to its first record.
     records: Option<engine::tree::encoding::SeqReader<std::fs::File>>,
     held: std::sync::OnceLock<Option<Packed>>,
+    /// The records of the part of both replicas a pass plans, where it plans only the
+    /// part with something to do (see [`Stored::narrow_in_windows`]).
+    part: Option<Packed>,
 }
 
 /// A state file that does not read: no state if it is damaged (logged; a first sync,
@@ -184,6 +187,7 @@ fn open_holding(file: &Path, a: &Path, b: &Path, held_max: u64) -> Result<Option
         held: held
             .map(|h| std::sync::OnceLock::from(Some(h)))
             .unwrap_or_default(),
+        part: None,
     };
     match head {
         Ok(Some((FORMAT, count))) if len > held_max => Ok(Some(stored(Some(seq), None, count))),
@@ -212,9 +216,20 @@ impl Stored {
         self.compare(|count, next| crate::plan::unchanged_as_read(count, a, b, owners, next))
     }
 
-    /// [`Stored::unchanged`] of both replicas read compact, asked a window of paths at a
-    /// time as `q` hands them out (see `engine::pass::quiet`).
-    pub fn unchanged_in_windows(&mut self, q: &mut Quiet<'_>, owners: bool) -> bool {
+    /// Both replicas read compact, compared with the state a window of paths at a time
+    /// as `q` hands them out (see `engine::pass::quiet`), the state's records read in
+    /// order as they are: each window's paths where the planner acts
+    /// ([`crate::plan::acts_at`]) are told to `q`, which gathers the part of both
+    /// replicas to plan, and the state's records of that part are kept
+    /// ([`Stored::take_part`]): those at the paths told, at every folder above them,
+    /// and at paths that only the state holds. Nothing told: both replicas are as the
+    /// state records them. False where the pass is to be planned whole (something
+    /// depends on paths anywhere, the part grew too big, a record does not read).
+    pub fn narrow_in_windows(
+        &mut self,
+        q: &mut Quiet<'_>,
+        opts: &crate::plan::SyncOptions,
+    ) -> bool {
         let quiet = |t: &CompactTree| {
             let clean = t.unknown.is_empty() && t.leftovers.is_empty();
             crate::plan::quiet_apart(clean, &t.excluded, |p| {
@@ -222,18 +237,69 @@ impl Stored {
             })
         };
         let trees = q.trees();
-        self.compare(|count, next| {
-            if trees.iter().any(|t| t.len() != count || !quiet(t)) {
+        let mut part = Writer::default();
+        let walked = self.compare(|_, next| {
+            if !trees.iter().all(quiet) {
                 return false;
             }
+            let mut rows = Rows {
+                next,
+                ahead: None,
+                above: Vec::new(),
+                part: &mut part,
+            };
             while let Some(w) = q.next_window() {
                 let [a, b] = &*w.trees;
-                if !crate::plan::rows_unchanged(a, b, owners, next) {
+                let mut at = Vec::new();
+                let mut elsewhere = false;
+                let mut last: Option<&Path> = None;
+                for (p, x, y) in engine::tree::zip_paths(&a.entries, &b.entries) {
+                    elsewhere |= rows.only_before(Some(p));
+                    let s = rows.at(p);
+                    match crate::plan::acts_at(s.as_ref(), x, y, opts) {
+                        crate::plan::AtPath::Nothing => rows.pass(p, s),
+                        crate::plan::AtPath::Acts => {
+                            rows.keep(p, s);
+                            at.push(p.to_path_buf());
+                        }
+                        crate::plan::AtPath::Whole => return false,
+                    }
+                    last = Some(p);
+                }
+                // Records up to the window's end that neither replica holds.
+                if let Some(last) = last {
+                    elsewhere |= rows.only_through(last);
+                }
+                if !at.is_empty()
+                    && !q.something_to_do_at(engine::pass::quiet::Keep::Paths {
+                        at,
+                        under: Vec::new(),
+                    })
+                {
+                    return false;
+                }
+                if elsewhere && !q.something_to_do_elsewhere() {
                     return false;
                 }
             }
+            if rows.only_before(None) && !q.something_to_do_elsewhere() {
+                return false;
+            }
             true
-        })
+        });
+        self.part = walked.then(|| part.finish());
+        walked
+    }
+
+    /// The state's records of the part of both replicas that [`Stored::narrow_in_windows`]
+    /// gathered.
+    pub fn take_part(&mut self) -> Option<Packed> {
+        self.part.take()
+    }
+
+    /// The state's records of that part, where it was gathered.
+    pub fn part(&self) -> Option<&Packed> {
+        self.part.as_ref()
     }
 
     /// What `same` says of the state's records, given how many there are and read in
@@ -272,6 +338,107 @@ impl Stored {
         match self.held.into_inner() {
             Some(held) => Ok(held),
             None => load(&self.file, &self.a, &self.b),
+        }
+    }
+}
+
+/// The records of a state read in order, met with both replicas' paths (see
+/// [`Stored::narrow_in_windows`]): those of the part to plan kept, each with the
+/// folders above it that the state records.
+struct Rows<'n, 'r, 'w> {
+    next: &'n mut crate::plan::NextRecord<'r>,
+    /// The next record, read and not yet met.
+    ahead: Option<(PathBuf, Entry)>,
+    /// The state's folders above the place met last, outermost first, and whether each
+    /// is kept.
+    above: Vec<(PathBuf, Entry, bool)>,
+    part: &'w mut Writer,
+}
+
+impl Rows<'_, '_, '_> {
+    /// Reads the next record, unless one is waiting.
+    fn fill(&mut self) {
+        if self.ahead.is_none() {
+            let mut read = None;
+            (self.next)(&mut |q, s| {
+                read = Some((q.to_path_buf(), s.clone()));
+                true
+            });
+            self.ahead = read;
+        }
+    }
+
+    /// Leaves the folders above that `p` is not in.
+    fn leave(&mut self, p: &Path) {
+        while self
+            .above
+            .last()
+            .is_some_and(|(d, _, _)| !(p.starts_with(d) && p != d.as_path()))
+        {
+            self.above.pop();
+        }
+    }
+
+    /// Keeps each record before `p` (every one left, with `None`): paths only the state
+    /// holds, gone from both replicas. True if there was one.
+    fn only_before(&mut self, p: Option<&Path>) -> bool {
+        self.only_while(|q| p.is_none_or(|p| path_order(q, p).is_lt()))
+    }
+
+    /// [`Rows::only_before`] the path after `p`.
+    fn only_through(&mut self, p: &Path) -> bool {
+        self.only_while(|q| path_order(q, p).is_le())
+    }
+
+    fn only_while(&mut self, before: impl Fn(&Path) -> bool) -> bool {
+        let mut any = false;
+        loop {
+            self.fill();
+            match self.ahead.take() {
+                Some((q, s)) if before(&q) => {
+                    self.keep(&q, Some(s));
+                    any = true;
+                }
+                ahead => {
+                    self.ahead = ahead;
+                    return any;
+                }
+            }
+        }
+    }
+
+    /// The record at `p`, if the state has one (every record before it was met).
+    fn at(&mut self, p: &Path) -> Option<Entry> {
+        self.fill();
+        match self.ahead.take() {
+            Some((q, s)) if same_path(&q, p) => Some(s),
+            ahead => {
+                self.ahead = ahead;
+                None
+            }
+        }
+    }
+
+    /// Passes `p` (whose record is `s`): not kept.
+    fn pass(&mut self, p: &Path, s: Option<Entry>) {
+        self.leave(p);
+        if let Some(s) = s.filter(|s| s.kind == Kind::Dir) {
+            self.above.push((p.to_path_buf(), s, false));
+        }
+    }
+
+    /// Keeps `p`'s record `s`, if any, with every folder above it not kept yet.
+    fn keep(&mut self, p: &Path, s: Option<Entry>) {
+        self.leave(p);
+        for (d, e, kept) in self.above.iter_mut().filter(|x| !x.2) {
+            self.part.push(&record(d, e));
+            *kept = true;
+        }
+        if let Some(s) = s {
+            self.part.push(&record(p, &s));
+            if s.kind == Kind::Dir {
+                self.above.push((p.to_path_buf(), s, true));
+            }
         }
     }
 }

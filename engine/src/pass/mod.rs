@@ -268,15 +268,15 @@ pub trait Tool: Sync {
     }
     /// Whether the tool's planner may be given only the part of both trees where its
     /// `quiet` found something to do (see [`narrow`]): it acts on a path only from what
-    /// both trees hold at the path, above and under it, and its `record` needs no
-    /// `afters`.
+    /// both trees (and its base) hold at the path, above and under it, and its `record`
+    /// needs no more of the replicas after the pass than that part.
     fn plans_parts(&self) -> bool {
         false
     }
     /// Records what the tool keeps besides the replicas (sync state, scan time), once
-    /// the replicas are flushed. `afters`: the replicas after the pass; `None` after a
-    /// pass that found nothing to do before its trees were made whole (see [`quiet`]),
-    /// or that planned only a part of them (see [`narrow`]).
+    /// the replicas are flushed. `afters`: the replicas after the pass (only the part
+    /// planned, after a pass that planned a part: see [`narrow`]); `None` after a pass
+    /// that found nothing to do before its trees were made whole (see [`quiet`]).
     fn record(
         &self,
         extra: &mut Self::Extra,

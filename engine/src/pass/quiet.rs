@@ -165,10 +165,12 @@ impl<'s> Quiet<'s> {
         self.collect.is_some()
     }
 
-    /// The tool found something to do at the root itself (its metadata), which every
-    /// window holds: the part planned holds the root whatever it is, so this window
-    /// need not be in it. True if the walk goes on, as [`Quiet::something_to_do`].
-    pub fn root_differs(&mut self) -> bool {
+    /// The tool found something to do at no entry of the window handed out last: at
+    /// the root itself (its metadata), which every window holds and the part planned
+    /// holds whatever it is, or at a path only the tool's own record holds (twoway's
+    /// sync state: a path gone from both replicas), which the tool keeps itself. True
+    /// if the walk goes on, as [`Quiet::something_to_do`].
+    pub fn something_to_do_elsewhere(&mut self) -> bool {
         self.found = true;
         self.collect.is_some()
     }

@@ -226,6 +226,12 @@ impl Scanned {
         self.note(h);
     }
 
+    /// Whether only the part of both trees where the tool's planner acts is planned
+    /// (see [`super::narrow`]): the trees are that part.
+    pub fn narrowed(&self) -> bool {
+        self.narrow.is_some()
+    }
+
     /// The files replica `side` holds (in all, where only a part of it is planned).
     pub fn files(&self, side: usize) -> usize {
         match &self.narrow {
