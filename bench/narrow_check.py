@@ -89,6 +89,7 @@ for s,b,f,h in pairs:
     build(s); os.makedirs(b); run(s,b,f,h); run(s,b,f,h); rc,o=run(s,b,"0",h)
     assert "nothing to do, found before" in o, o
 narrowed=0
+conflicted=0
 for rnd_i in range(args.rounds):
     seed=rnd.randint(0,10**9)
     c0=clock[0]
@@ -97,10 +98,19 @@ for rnd_i in range(args.rounds):
         for root, k in [(s, 0)] + ([(b, 1)] if args.tool == "twoway" else []):
             try: mutate(root, random.Random(seed + k))
             except (IsADirectoryError, NotADirectoryError, FileExistsError, FileNotFoundError): pass
+        if args.tool == "twoway" and seed % 2:
+            # A file edited on both sides, differently: a conflict.
+            both = [e for e in entries(s) if os.path.isfile(os.path.join(s, e)) and not os.path.islink(os.path.join(s, e))
+                    and os.path.isfile(os.path.join(b, e)) and not os.path.islink(os.path.join(b, e))]
+            if both:
+                e = random.Random(seed).choice(both)
+                put(os.path.join(s, e), "edited in A " + str(seed))
+                put(os.path.join(b, e), "edited in B " + str(seed))
     outs=[run(s,b,f,h) for s,b,f,h in pairs]
     (r1,o1),(r2,o2)=outs
     n="something to do in" in o1
     narrowed+=n
+    conflicted+=n and "conflict:" in o1
     assert r1==r2==0, (r1,r2,o1[-2000:],o2[-2000:])
     assert acts(o1)==acts(o2), (acts(o1),acts(o2))
     keys = ["SOURCE sha256 ","BACKUP sha256 ","new version "] if args.tool == "oneway" else ["A sha256 ","B sha256 ","new version of A ","new version of B "]
@@ -116,4 +126,4 @@ for rnd_i in range(args.rounds):
         rc,o=run(s,b,"0",h)
         assert "nothing to do, found before" in o, o[-3000:]
 shutil.rmtree(R, ignore_errors=True)
-print(f"seed {args.seed}: {args.rounds} rounds alike, {narrowed} of them planned in part")
+print(f"seed {args.seed}: {args.rounds} rounds alike, {narrowed} of them planned in part ({conflicted} with a conflict)")

@@ -620,8 +620,23 @@ fn a_two_way_pass_with_changes_plans_only_their_part_and_leaves_what_a_whole_pas
     }
 }
 
+/// The names in `dir` with a conflict copy's mark, and what each holds.
+fn conflict_copies(dir: &Path) -> Vec<(String, String)> {
+    let mut copies: Vec<(String, String)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".conflict-"))
+        .map(|n| {
+            let text = fs::read_to_string(dir.join(&n)).unwrap();
+            (n, text)
+        })
+        .collect();
+    copies.sort();
+    copies
+}
+
 #[test]
-fn a_two_way_conflict_is_planned_whole() {
+fn a_two_way_conflict_planned_in_part_takes_a_name_no_path_has() {
     let env = Env::new();
     let (a, b) = (env.path("a"), env.path("b"));
     a_tree_of_many_windows(&a);
@@ -629,22 +644,58 @@ fn a_two_way_conflict_is_planned_whole() {
     for _ in 0..3 {
         debug_pass(&env, "twoway", &a, &b, &[]);
     }
-    // Changed on both sides, differently: the conflict's copy takes a name no path has
-    // anywhere, which only the whole trees tell.
+    // Changed on both sides, differently: B's is newer and wins, A's is kept beside it
+    // under a name made from its mtime.
     put(&a.join("c/f1"), "c 1, edited in A", 40);
     put(&b.join("c/f1"), "c 1, edited in B", 41);
-    let run = debug_pass(&env, "twoway", &a, &b, &[]);
-    assert!(!planned_in_part(&run), "{}", run.all());
-    assert!(run.stdout().contains(" 1 conflicts"), "{}", run.all());
+    let first = debug_pass(&env, "twoway", &a, &b, &[]);
+    assert!(planned_in_part(&first), "{}", first.all());
+    assert!(first.stdout().contains(" 1 conflicts"), "{}", first.all());
+    let copies = conflict_copies(&a.join("c"));
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(copies[0].1, "c 1, edited in A");
+    debug_pass(&env, "twoway", &a, &b, &[]);
+    // The same again, with the same mtimes: the name the first copy took is taken now,
+    // though it lies outside the part planned (unchanged on both sides).
+    put(&a.join("c/f1"), "c 1, edited in A again", 40);
+    put(&b.join("c/f1"), "c 1, edited in B again", 41);
+    let second = debug_pass(&env, "twoway", &a, &b, &[]);
+    assert!(planned_in_part(&second), "{}", second.all());
+    let copies = conflict_copies(&a.join("c"));
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    assert_eq!(copies[0].1, "c 1, edited in A", "the first copy is kept");
+    assert!(copies[1].0.ends_with("-2"), "{copies:?}");
+    assert_eq!(copies[1].1, "c 1, edited in A again");
     assert_eq!(contents(&a), contents(&b));
-    let copies = fs::read_dir(a.join("c"))
-        .unwrap()
-        .filter(|e| {
-            let e = e.as_ref().unwrap();
-            e.file_name().to_string_lossy().contains(".conflict-")
-        })
-        .count();
-    assert_eq!(copies, 1);
+    assert_eq!(
+        fs::read_to_string(a.join("c/f1")).unwrap(),
+        "c 1, edited in B again"
+    );
+    // A's edit was in no version: A was saved whole first, and that version restores
+    // it (and the rest of A as it was).
+    let id = second.value_after("as version ").expect("A saved first");
+    let to = env.path("restored");
+    let restored = env.run(
+        "recovery",
+        [
+            Path::new("restore"),
+            &a,
+            Path::new("--version"),
+            Path::new(&id),
+            Path::new("--to"),
+            &to,
+        ],
+    );
+    restored.expect(0);
+    assert_eq!(
+        fs::read_to_string(to.join("c/f1")).unwrap(),
+        "c 1, edited in A again"
+    );
+    assert_eq!(fs::read_to_string(to.join("e/sub/g2")).unwrap(), "e sub 2");
+    assert_eq!(conflict_copies(&to.join("c")).len(), 1);
+    debug_pass(&env, "twoway", &a, &b, &[]);
+    let quiet = debug_pass(&env, "twoway", &a, &b, &[]);
+    assert!(quiet.all().contains(ENDED_EARLY), "{}", quiet.all());
 }
 
 #[test]

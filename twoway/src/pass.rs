@@ -333,7 +333,13 @@ impl Tool for Job {
                 .ok_or_else(|| {
                     Refusal::new("BUG: a pass planned in part has the state's records of it")
                 })?;
-            (plan::plan_sync(part, a, b, &opts), false)
+            // A conflict's copy takes a name that no path has, in the part or not.
+            let outside = |p: &Path| {
+                scanned
+                    .as_read()
+                    .is_some_and(|t| t.iter().any(|t| t.entries.get(p).is_some()))
+            };
+            (plan::plan_sync_part(part, a, b, &opts, &outside), false)
         } else {
             let base = base
                 .map(state::Stored::into_held)

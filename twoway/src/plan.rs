@@ -213,7 +213,21 @@ pub fn plan_sync<'s, 't>(
     if unchanged_since(&base, a, b, opts.keep_owners) {
         return SyncPlan::unchanged();
     }
-    plan_sync_full(base, a, b, opts)
+    plan_sync_full(base, a, b, opts, &|_| false)
+}
+
+/// [`plan_sync`] of the part of both replicas where something changed, with the
+/// state's records of it (see `state::Stored::narrow_in_windows`): `outside` says
+/// whether a path outside the part is taken on either side (a conflict's copy takes a
+/// name no path has).
+pub fn plan_sync_part<'s, 't>(
+    base: impl Into<Cow<'s, Packed>>,
+    a: &'t Tree,
+    b: &'t Tree,
+    opts: &SyncOptions,
+    outside: &dyn Fn(&Path) -> bool,
+) -> SyncPlan<'t> {
+    plan_sync_full(base.into(), a, b, opts, outside)
 }
 
 /// Whether every folder the state records in `region` is still a folder in both
@@ -334,10 +348,9 @@ pub(crate) enum AtPath {
     /// Something, decided from this path, the folders above it and what it holds: the
     /// path is planned with the others where something changed.
     Acts,
-    /// Something that depends on paths anywhere: a conflict (its copy takes a name no
-    /// path of either tree has), a path that is a folder on one side and not on the
-    /// other (a copy may be made there too), a hard-linked file (its names pair paths
-    /// anywhere). The pass is planned whole.
+    /// Something that depends on paths anywhere: a hard-linked file (its names pair
+    /// paths anywhere). The pass is planned whole. (A conflict's copy takes a name no
+    /// path has, outside the part too: [`plan_sync_part`] is told of those.)
     Whole,
 }
 
@@ -348,20 +361,13 @@ pub(crate) fn acts_at(
     y: Option<&Entry>,
     opts: &SyncOptions,
 ) -> AtPath {
-    let (w, owners) = (opts.modify_window, opts.keep_owners);
     if let (Some(s), Some(x), Some(y)) = (s, x, y) {
-        if row_unchanged(s, x, y, owners) {
+        if row_unchanged(s, x, y, opts.keep_owners) {
             return AtPath::Nothing;
         }
     }
     if [x, y].into_iter().flatten().any(|e| e.linked) {
         return AtPath::Whole;
-    }
-    if let (Some(ex), Some(ey)) = (x, y) {
-        let both_changed = !same(s, x, w, owners) && !same(s, y, w, owners);
-        if ex.kind != ey.kind || (both_changed && !same(x, y, w, owners)) {
-            return AtPath::Whole;
-        }
     }
     AtPath::Acts
 }
@@ -374,17 +380,21 @@ pub(crate) fn plan_sync_full<'a>(
     a: &'a Tree,
     b: &'a Tree,
     opts: &SyncOptions,
+    outside: &dyn Fn(&Path) -> bool,
 ) -> SyncPlan<'a> {
     let base_ref: &Packed = &base;
     let w = opts.modify_window;
     let side_tree = |s: Side| if s == Side::A { a } else { b };
     let unknown = |p: &Path| a.is_unknown(p) || b.is_unknown(p);
 
-    // Names a conflict copy may not take: every path either side or the base has, and
-    // the copies named so far.
+    // Names a conflict copy may not take: every path either side or the base has
+    // (outside the part planned too), and the copies named so far.
     let mut new_names: HashSet<PathBuf> = HashSet::new();
     let exists = |c: &Path| {
-        base_ref.contains_key(c) || a.entries.contains_key(c) || b.entries.contains_key(c)
+        base_ref.contains_key(c)
+            || a.entries.contains_key(c)
+            || b.entries.contains_key(c)
+            || outside(c)
     };
     let mut decided: Vec<(&Path, Option<Final>)> = Vec::with_capacity({
         // Every path of the larger side, and room for what only the other has: a

@@ -163,7 +163,7 @@ fn contents(m: &Map) -> BTreeSet<(Option<Digest>, Option<Box<PathBuf>>)> {
 fn plan_checked<'t>(base: &Map, a: &'t Tree, b: &'t Tree, opts: &SyncOptions) -> SyncPlan<'t> {
     let plan = plan_sync(packed(base), a, b, opts);
     if plan.state_unchanged {
-        let full = plan_sync_full(packed(base).into(), a, b, opts);
+        let full = plan_sync_full(packed(base).into(), a, b, opts, &|_| false);
         assert!(
             full.is_noop() && full.conflicts.is_empty(),
             "shortcut taken, but the full planner acts: {full:?}"

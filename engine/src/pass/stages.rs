@@ -232,6 +232,12 @@ impl Scanned {
         self.narrow.is_some()
     }
 
+    /// Both replicas as read, compact, where only a part of them is planned (see
+    /// [`Scanned::narrowed`]).
+    pub fn as_read(&self) -> Option<&[CompactTree; 2]> {
+        self.narrow.as_ref().map(|n| &n.compact)
+    }
+
     /// The files replica `side` holds (in all, where only a part of it is planned).
     pub fn files(&self, side: usize) -> usize {
         match &self.narrow {
