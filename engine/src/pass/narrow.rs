@@ -14,18 +14,21 @@
 //!
 //! It is taken only where that gives what the whole pass would give:
 //!
-//! - the tool's planner acts on a path only from what both trees hold at that path,
-//!   above it and under it (not where names fold case, nor for hard-linked files, whose
-//!   names pair paths anywhere: the tool's `quiet` returns `None` there);
+//! - the tool's planner acts on a path only from what both trees (and its own base:
+//!   twoway's sync state, whose records of the part it keeps) hold at that path, above
+//!   it and under it (not where names fold case, nor for hard-linked files, whose names
+//!   pair paths anywhere: the tool's `quiet` returns `None` there; twoway's conflict
+//!   copies are named with the paths outside the part known);
 //! - the planner acts on the same paths in a window as in the whole (what lets a quiet
 //!   pass end early where no window has anything to do), so the part holds every path
 //!   the whole plan acts on, and a folder removed has every entry under it there (each
 //!   is removed, in whichever window it lies);
-//! - each replica with versions is its store's latest version, proven by its stat
-//!   cache: what the pass replaces is held there already, and no version of the whole
-//!   replica has to be made before the pass;
 //! - the part is at most an eighth of both trees (else the pass is made whole: a first
 //!   pass or a big change gains nothing from it).
+//!
+//! Where a replica's store must save the replica before the pass (it replaces content
+//! no version holds), the store saves the part as read merged with the rest
+//! ([`crate::scan::after::Rest`]): the replica as it was, never held whole.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
