@@ -791,6 +791,98 @@ proptest! {
     }
 }
 
+/// The part a pass planned in part plans (see `state::Stored::narrow_in_windows`): the
+/// entries at every path where [`acts_at`] says the planner acts, with the folders above
+/// them on either side, and the state's records of those paths and folders.
+fn narrowed_part(base: &Map, a: &Map, b: &Map, opts: &SyncOptions) -> (Map, Map, Map) {
+    let mut paths: BTreeSet<PathBuf> = BTreeSet::new();
+    paths.extend(base.keys().map(Path::to_path_buf));
+    paths.extend(a.keys().map(Path::to_path_buf));
+    paths.extend(b.keys().map(Path::to_path_buf));
+    let acts: Vec<PathBuf> = paths
+        .into_iter()
+        .filter(|p| acts_at(base.get(p), a.get(p), b.get(p), opts) != AtPath::Nothing)
+        .collect();
+    let kept = |p: &Path| acts.iter().any(|q| q.starts_with(p));
+    let part = |m: &Map| -> Map {
+        m.iter()
+            .filter(|(p, _)| kept(p))
+            .map(|(p, e)| (p.to_path_buf(), e.clone()))
+            .collect()
+    };
+    // The state's records above a path kept are its folders (parents are folders).
+    (part(base), part(a), part(b))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(600))]
+
+    /// A pass read compact plans only the part where the planner acts at a path (and
+    /// the folders above), with the state's records of it, told which paths lie outside
+    /// it: it plans what the whole would, names conflict copies alike, and records the
+    /// same state. Where no path acts, the whole plans nothing.
+    #[test]
+    fn a_plan_of_the_part_where_the_planner_acts_is_the_plan_of_the_whole(
+        base in proptest::collection::vec(0u8..7, 12),
+        ea in proptest::collection::vec((0usize..12, 0u8..7), 0..4),
+        eb in proptest::collection::vec((0usize..12, 0u8..7), 0..4),
+        ta in 150i64..153,
+        tb in 150i64..153,
+        with_base in any::<bool>(),
+        taken in any::<bool>(),
+        policy in prop_oneof![Just(ConflictPolicy::Newer), Just(ConflictPolicy::PreferA), Just(ConflictPolicy::PreferB)],
+    ) {
+        let mut base_map = if with_base { build(&base, 100) } else { Map::new() };
+        let orig = build(&base, 100);
+        // Unchanged entries keep their times (so only what was edited differs).
+        let keep = |m: Map| -> Map {
+            m.into_iter()
+                .map(|(p, e)| {
+                    let same = orig.get(&p).is_some_and(|o| {
+                        o.kind == e.kind && o.hash == e.hash && o.target == e.target && o.mode == e.mode
+                    });
+                    let e = if same { orig[&p].clone() } else { e };
+                    (p, e)
+                })
+                .collect()
+        };
+        let mut a = keep(build(&mutate(&base, &ea), ta));
+        let mut b = keep(build(&mutate(&base, &eb), tb));
+        // The first name a conflict copy would take, taken by a file that is the same
+        // on both sides and in the state: outside the part.
+        if taken {
+            for p in a.keys().map(Path::to_path_buf).collect::<Vec<_>>() {
+                for t in [ta, tb, 100] {
+                    let c = conflict_name(&p, t, &|_| false);
+                    let fits = parent_ok(&a, &c) && parent_ok(&b, &c);
+                    if fits && !a.contains_key(&c) && !b.contains_key(&c) {
+                        for m in [&mut a, &mut b, &mut base_map] {
+                            m.insert(c.clone(), file(6, 90));
+                        }
+                    }
+                }
+            }
+        }
+        let opts = SyncOptions { policy, modify_window: 0, keep_owners: true };
+        let trees: &'static [Tree; 2] = Box::leak(Box::new([tree(&a), tree(&b)]));
+        let (pbase, pa, pb) = narrowed_part(&base_map, &a, &b, &opts);
+        let parts: &'static [Tree; 2] = Box::leak(Box::new([tree(&pa), tree(&pb)]));
+        let whole = plan_sync(packed(&base_map), &trees[0], &trees[1], &opts);
+        if pa.is_empty() && pb.is_empty() && pbase.is_empty() {
+            prop_assert!(whole.is_noop() && whole.state_unchanged);
+            return Ok(());
+        }
+        let outside = |p: &Path| a.contains_key(p) || b.contains_key(p);
+        let part = plan_sync_part(packed(&pbase), &parts[0], &parts[1], &opts, &outside);
+        prop_assert_eq!(actions_of(&part), actions_of(&whole));
+        prop_assert_eq!(
+            part.conflicts.iter().map(|c| (&c.path, &c.copy)).collect::<Vec<_>>(),
+            whole.conflicts.iter().map(|c| (&c.path, &c.copy)).collect::<Vec<_>>()
+        );
+        prop_assert_eq!(recorded(&part, &base_map), recorded(&whole, &base_map));
+    }
+}
+
 /// A folder removed on one side: the state's records under it are outside the part
 /// read again, so the whole is planned.
 #[test]
