@@ -397,6 +397,32 @@ fn a_tree_of_many_windows(root: &Path) {
     symlink("a/f0", root.join("link")).unwrap();
 }
 
+/// Two passes of the same changes on the same trees of 47 entries each, one planned in
+/// part (`part`) and one whole: the part held less than 30 entries of each tree, and
+/// both did the same (copies are logged as they end, so in any order), a move among
+/// it, and gave the same values after each of `keys` (SHA-256s, versions).
+fn assert_planned_alike(part: &Run, whole: &Run, keys: &[&str]) {
+    assert!(planned_in_part(part), "{}", part.all());
+    assert!(!planned_in_part(whole), "{}", whole.all());
+    let planning = part.value_after("planning ").expect("the part's size");
+    let entries: usize = planning.parse().expect("a count");
+    assert!(entries < 30, "planned {entries} of 47 entries");
+    let sorted = |r: &Run| {
+        let mut a = actions(r);
+        a.sort();
+        a
+    };
+    assert_eq!(sorted(part), sorted(whole));
+    assert!(
+        actions(part).iter().any(|a| a.starts_with("move")),
+        "{:?}",
+        actions(part)
+    );
+    for key in keys {
+        assert_eq!(part.value_after(key), whole.value_after(key), "{key}");
+    }
+}
+
 #[test]
 fn a_mirror_pass_with_changes_plans_only_their_part_and_leaves_what_a_whole_pass_leaves() {
     let env = Env::new();
@@ -429,29 +455,8 @@ fn a_mirror_pass_with_changes_plans_only_their_part_and_leaves_what_a_whole_pass
         .iter()
         .map(|(src, dst, from)| debug_pass_from(&env, "oneway", src, dst, &[], Some(from)))
         .collect();
-    let (part, whole) = (&runs[0], &runs[1]);
-    assert!(planned_in_part(part), "{}", part.all());
-    assert!(!planned_in_part(whole), "{}", whole.all());
-    // It held only a part of each tree.
-    let planning = part.value_after("planning ").expect("the part's size");
-    let entries: usize = planning.parse().expect("a count");
-    assert!(entries < 30, "planned {entries} of SOURCE's 47 entries");
-    // The same plan, carried out alike (copies are logged as they end), the same
-    // version recorded.
-    let sorted = |r: &Run| {
-        let mut a = actions(r);
-        a.sort();
-        a
-    };
-    assert_eq!(sorted(part), sorted(whole));
-    assert!(
-        actions(part).iter().any(|a| a.starts_with("move")),
-        "{:?}",
-        actions(part)
-    );
-    for key in ["SOURCE sha256 ", "BACKUP sha256 ", "new version "] {
-        assert_eq!(part.value_after(key), whole.value_after(key), "{key}");
-    }
+    let keys = ["SOURCE sha256 ", "BACKUP sha256 ", "new version "];
+    assert_planned_alike(&runs[0], &runs[1], &keys);
     for (src, dst, _) in &pairs {
         assert_same_tree(src, dst);
         // What it recorded is the replicas as they are: the next pass ends early.
@@ -578,31 +583,13 @@ fn a_two_way_pass_with_changes_plans_only_their_part_and_leaves_what_a_whole_pas
         .iter()
         .map(|(a, b, from)| debug_pass_from(&env, "twoway", a, b, &[], Some(from)))
         .collect();
-    let (part, whole) = (&runs[0], &runs[1]);
-    assert!(planned_in_part(part), "{}", part.all());
-    assert!(!planned_in_part(whole), "{}", whole.all());
-    let planning = part.value_after("planning ").expect("the part's size");
-    let entries: usize = planning.parse().expect("a count");
-    assert!(entries < 30, "planned {entries} of A's 47 entries");
-    let sorted = |r: &Run| {
-        let mut a = actions(r);
-        a.sort();
-        a
-    };
-    assert_eq!(sorted(part), sorted(whole));
-    assert!(
-        actions(part).iter().any(|a| a.starts_with("move")),
-        "{:?}",
-        actions(part)
-    );
-    for key in [
+    let keys = [
         "A sha256 ",
         "B sha256 ",
         "new version of A ",
         "new version of B ",
-    ] {
-        assert_eq!(part.value_after(key), whole.value_after(key), "{key}");
-    }
+    ];
+    assert_planned_alike(&runs[0], &runs[1], &keys);
     assert!(!pairs[0].0.join("a/f3").exists() && pairs[0].0.join("b/f3").exists());
     // (The symlinks were made at different times.)
     let made_alike = |root: &Path| {
