@@ -245,8 +245,10 @@ impl Stored {
             let mut rows = Rows {
                 next,
                 ahead: None,
-                above: Vec::new(),
-                part: &mut part,
+                above: Above {
+                    dirs: Vec::new(),
+                    part: &mut part,
+                },
             };
             while let Some(w) = q.next_window() {
                 let [a, b] = &*w.trees;
@@ -254,21 +256,16 @@ impl Stored {
                 let mut elsewhere = false;
                 let mut last: Option<&Path> = None;
                 for (p, x, y) in engine::tree::zip_paths(&a.entries, &b.entries) {
-                    elsewhere |= rows.only_before(Some(p));
-                    let s = rows.at(p);
-                    match crate::plan::acts_at(s.as_ref(), x, y, opts) {
-                        crate::plan::AtPath::Nothing => rows.pass(p, s),
-                        crate::plan::AtPath::Acts => {
-                            rows.keep(p, s);
-                            at.push(p.to_path_buf());
-                        }
+                    match rows.meet(p, x, y, opts, &mut elsewhere) {
+                        crate::plan::AtPath::Nothing => {}
+                        crate::plan::AtPath::Acts => at.push(p.to_path_buf()),
                         crate::plan::AtPath::Whole => return false,
                     }
                     last = Some(p);
                 }
                 // Records up to the window's end that neither replica holds.
                 if let Some(last) = last {
-                    elsewhere |= rows.only_through(last);
+                    elsewhere |= rows.only_through(Some(last));
                 }
                 if !at.is_empty()
                     && !q.something_to_do_at(engine::pass::quiet::Keep::Paths {
@@ -282,7 +279,7 @@ impl Stored {
                     return false;
                 }
             }
-            if rows.only_before(None) && !q.something_to_do_elsewhere() {
+            if rows.only_through(None) && !q.something_to_do_elsewhere() {
                 return false;
             }
             true
@@ -343,101 +340,166 @@ impl Stored {
 }
 
 /// The records of a state read in order, met with both replicas' paths (see
-/// [`Stored::narrow_in_windows`]): those of the part to plan kept, each with the
-/// folders above it that the state records.
+/// [`Stored::narrow_in_windows`]): each compared where it is read, and those of the part
+/// to plan kept, each with the folders above it that the state records. Only what is
+/// kept is copied (a pass with nothing to do copies the folders' records alone).
 struct Rows<'n, 'r, 'w> {
     next: &'n mut crate::plan::NextRecord<'r>,
-    /// The next record, read and not yet met.
+    /// A record read past the path met last, not yet met.
     ahead: Option<(PathBuf, Entry)>,
-    /// The state's folders above the place met last, outermost first, and whether each
-    /// is kept.
-    above: Vec<(PathBuf, Entry, bool)>,
+    above: Above<'w>,
+}
+
+/// The state's folders above the place met last (outermost first, and whether each is
+/// kept), and the records kept.
+struct Above<'w> {
+    dirs: Vec<(PathBuf, Entry, bool)>,
     part: &'w mut Writer,
 }
 
-impl Rows<'_, '_, '_> {
-    /// Reads the next record, unless one is waiting.
-    fn fill(&mut self) {
-        if self.ahead.is_none() {
-            let mut read = None;
-            (self.next)(&mut |q, s| {
-                read = Some((q.to_path_buf(), s.clone()));
-                true
-            });
-            self.ahead = read;
-        }
-    }
+/// What a record read says of the path met.
+enum Read {
+    /// It comes before: a path only the state holds (kept).
+    Before,
+    /// It is the path's: what the planner does there.
+    At(crate::plan::AtPath),
+    /// It comes after (held for the next path).
+    After,
+}
 
-    /// Leaves the folders above that `p` is not in.
+impl Above<'_> {
+    /// Leaves the folders that `p` (met after every path before) is not in.
     fn leave(&mut self, p: &Path) {
-        while self
-            .above
-            .last()
-            .is_some_and(|(d, _, _)| !(p.starts_with(d) && p != d.as_path()))
-        {
-            self.above.pop();
-        }
-    }
-
-    /// Keeps each record before `p` (every one left, with `None`): paths only the state
-    /// holds, gone from both replicas. True if there was one.
-    fn only_before(&mut self, p: Option<&Path>) -> bool {
-        self.only_while(|q| p.is_none_or(|p| path_order(q, p).is_lt()))
-    }
-
-    /// [`Rows::only_before`] the path after `p`.
-    fn only_through(&mut self, p: &Path) -> bool {
-        self.only_while(|q| path_order(q, p).is_le())
-    }
-
-    fn only_while(&mut self, before: impl Fn(&Path) -> bool) -> bool {
-        let mut any = false;
-        loop {
-            self.fill();
-            match self.ahead.take() {
-                Some((q, s)) if before(&q) => {
-                    self.keep(&q, Some(s));
-                    any = true;
-                }
-                ahead => {
-                    self.ahead = ahead;
-                    return any;
-                }
-            }
-        }
-    }
-
-    /// The record at `p`, if the state has one (every record before it was met).
-    fn at(&mut self, p: &Path) -> Option<Entry> {
-        self.fill();
-        match self.ahead.take() {
-            Some((q, s)) if same_path(&q, p) => Some(s),
-            ahead => {
-                self.ahead = ahead;
-                None
-            }
-        }
-    }
-
-    /// Passes `p` (whose record is `s`): not kept.
-    fn pass(&mut self, p: &Path, s: Option<Entry>) {
-        self.leave(p);
-        if let Some(s) = s.filter(|s| s.kind == Kind::Dir) {
-            self.above.push((p.to_path_buf(), s, false));
+        let under = |d: &Path| {
+            let (p, d) = (p.as_os_str().as_bytes(), d.as_os_str().as_bytes());
+            p.len() > d.len() && p.starts_with(d) && p[d.len()] == b'/'
+        };
+        while self.dirs.last().is_some_and(|(d, _, _)| !under(d)) {
+            self.dirs.pop();
         }
     }
 
     /// Keeps `p`'s record `s`, if any, with every folder above it not kept yet.
-    fn keep(&mut self, p: &Path, s: Option<Entry>) {
+    fn keep(&mut self, p: &Path, s: Option<&Entry>) {
         self.leave(p);
-        for (d, e, kept) in self.above.iter_mut().filter(|x| !x.2) {
+        for (d, e, kept) in self.dirs.iter_mut().filter(|x| !x.2) {
             self.part.push(&record(d, e));
             *kept = true;
         }
         if let Some(s) = s {
-            self.part.push(&record(p, &s));
+            self.part.push(&record(p, s));
             if s.kind == Kind::Dir {
-                self.above.push((p.to_path_buf(), s, true));
+                self.dirs.push((p.to_path_buf(), s.clone(), true));
+            }
+        }
+    }
+
+    /// What the planner does at `p`, whose record is `s` (A's entry `x`, B's `y`): the
+    /// record kept where it acts, and a folder's noted where it does not.
+    fn decide(
+        &mut self,
+        p: &Path,
+        s: Option<&Entry>,
+        (x, y): (Option<&Entry>, Option<&Entry>),
+        opts: &crate::plan::SyncOptions,
+    ) -> crate::plan::AtPath {
+        let at = crate::plan::acts_at(s, x, y, opts);
+        match (&at, s) {
+            (crate::plan::AtPath::Acts, _) => self.keep(p, s),
+            (crate::plan::AtPath::Nothing, Some(s)) if s.kind == Kind::Dir => {
+                self.leave(p);
+                self.dirs.push((p.to_path_buf(), s.clone(), false));
+            }
+            _ => {}
+        }
+        at
+    }
+}
+
+impl Rows<'_, '_, '_> {
+    /// What the planner does at `p` (A's entry `x`, B's `y`), its record read if the
+    /// state has one; records before it, of paths only the state holds, are kept (and
+    /// `elsewhere` set).
+    fn meet(
+        &mut self,
+        p: &Path,
+        x: Option<&Entry>,
+        y: Option<&Entry>,
+        opts: &crate::plan::SyncOptions,
+        elsewhere: &mut bool,
+    ) -> crate::plan::AtPath {
+        if let Some((q, s)) = self.ahead.take() {
+            match path_order(&q, p) {
+                std::cmp::Ordering::Less => {
+                    self.above.keep(&q, Some(&s));
+                    *elsewhere = true;
+                }
+                std::cmp::Ordering::Equal => return self.above.decide(p, Some(&s), (x, y), opts),
+                std::cmp::Ordering::Greater => {
+                    self.ahead = Some((q, s));
+                    return self.above.decide(p, None, (x, y), opts);
+                }
+            }
+        }
+        loop {
+            let Rows { next, ahead, above } = self;
+            let mut read = None;
+            next(&mut |q, s| {
+                // (Most records are the path's: equal bytes, told first.)
+                let order = if same_path(q, p) {
+                    std::cmp::Ordering::Equal
+                } else {
+                    path_order(q, p)
+                };
+                read = Some(match order {
+                    std::cmp::Ordering::Less => {
+                        above.keep(q, Some(s));
+                        Read::Before
+                    }
+                    std::cmp::Ordering::Equal => Read::At(above.decide(p, Some(s), (x, y), opts)),
+                    std::cmp::Ordering::Greater => {
+                        *ahead = Some((q.to_path_buf(), s.clone()));
+                        Read::After
+                    }
+                });
+                true
+            });
+            match read {
+                Some(Read::Before) => *elsewhere = true,
+                Some(Read::At(at)) => return at,
+                Some(Read::After) | None => return above.decide(p, None, (x, y), opts),
+            }
+        }
+    }
+
+    /// Keeps each record up to `p` (every one left, with `None`): paths only the state
+    /// holds, gone from both replicas. True if there was one.
+    fn only_through(&mut self, p: Option<&Path>) -> bool {
+        let mut any = false;
+        let through = |q: &Path| p.is_none_or(|p| path_order(q, p).is_le());
+        if let Some((q, s)) = self.ahead.take() {
+            if !through(&q) {
+                self.ahead = Some((q, s));
+                return false;
+            }
+            self.above.keep(&q, Some(&s));
+            any = true;
+        }
+        loop {
+            let Rows { next, ahead, above } = self;
+            let mut kept = None;
+            next(&mut |q, s| {
+                kept = Some(through(q));
+                if through(q) {
+                    above.keep(q, Some(s));
+                } else {
+                    *ahead = Some((q.to_path_buf(), s.clone()));
+                }
+                true
+            });
+            match kept {
+                Some(true) => any = true,
+                _ => return any,
             }
         }
     }

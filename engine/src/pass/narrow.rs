@@ -172,7 +172,11 @@ impl Collect {
     /// the part has grown past its share: nothing is kept from then on.
     pub(super) fn take(&mut self, w: &[Tree; 2], keep: Keep) -> bool {
         let mut keep = Keeper::new(keep);
-        self.windows += usize::from(!keep.nothing());
+        if keep.nothing() {
+            self.pass(w);
+            return true;
+        }
+        self.windows += 1;
         let [a, b] = w;
         let (mut ia, mut ib) = (a.entries.iter().peekable(), b.entries.iter().peekable());
         loop {
@@ -231,6 +235,39 @@ impl Collect {
             return false;
         }
         true
+    }
+
+    /// Takes window `w`, of which nothing is kept: each side's files counted, and its
+    /// folders noted as the folders above the walk's place. (What [`Collect::take`]
+    /// does, each side on its own: the folders above the last path of the window are
+    /// those above it, or at it, of the folders met, whichever side's path came last.)
+    fn pass(&mut self, w: &[Tree; 2]) {
+        let last = w
+            .iter()
+            .filter_map(|t| t.entries.iter().next_back().map(|(p, _)| p))
+            .max_by(|x, y| path_order(x, y));
+        let Some(last) = last else { return };
+        for (side, t) in w.iter().enumerate() {
+            let above = &mut self.above[side];
+            for (p, e) in t.entries.iter() {
+                match e.kind {
+                    Kind::File => self.files[side] += 1,
+                    Kind::Dir => {
+                        while above.last().is_some_and(|(d, _, _)| !is_at_or_under(p, d)) {
+                            above.pop();
+                        }
+                        above.push((p.to_path_buf(), e.clone(), false));
+                    }
+                    Kind::Symlink => {}
+                }
+            }
+            while above
+                .last()
+                .is_some_and(|(d, _, _)| !is_at_or_under(last, d))
+            {
+                above.pop();
+            }
+        }
     }
 
     /// The part of each tree (`trees`, read compact) to plan, and the paths it holds
