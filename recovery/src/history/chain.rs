@@ -72,6 +72,25 @@ fn fill_head(head: &mut VersionHead, filled: Option<(MetaDigest, u64, u64)>) {
     }
 }
 
+/// Two lists in path order (by `path`, no path in both) merged into one, moved.
+fn merge_sorted<T>(a: Vec<T>, b: Vec<T>, path: impl Fn(&T) -> &Path) -> Vec<T> {
+    if a.is_empty() {
+        return b;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(x), Some(y)) => path_order(path(x), path(y)).is_lt(),
+        };
+        out.extend(if take_a { a.next() } else { b.next() });
+    }
+    out
+}
+
 fn alike(a: &EntryRef<'_>, b: &EntryRef<'_>) -> bool {
     same(a, b) && a.ino == b.ino
 }
@@ -108,7 +127,9 @@ impl History {
                     format!("the chain of differences from version {id} never ends"),
                 ));
             }
-            let r = self.read(root, at, false, true)?;
+            let mut r = self.read(root, at, false, true)?;
+            // (What the base held where the difference changed it: not needed here.)
+            r.was = None;
             match r.form {
                 Form::Diff { base } if base != at => at = base,
                 _ => {
@@ -120,36 +141,43 @@ impl History {
             }
             chain.push(r);
         };
-        let mut removed: HashSet<PathBuf> = HashSet::new();
-        let mut put: BTreeMap<PathBuf, EntryRecord> = BTreeMap::new();
-        for d in chain.iter().rev() {
-            for p in &d.removed {
-                put.remove(p);
-                removed.insert(p.clone());
-            }
-            for e in &d.entries {
-                removed.remove(&e.path);
-                put.insert(e.path.clone(), e.clone());
-            }
+        let newest = chain.first().map(|d| d.head.clone());
+        // The differences folded into one, oldest first, each moved (not copied) into
+        // what the ones before made: what a path is put as, and the paths removed, each
+        // list in path order.
+        let mut put: Vec<EntryRecord> = Vec::new();
+        let mut removed: Vec<PathBuf> = Vec::new();
+        for d in chain.into_iter().rev() {
+            let (mut d_put, mut d_removed) = (d.entries, d.removed);
+            engine::tree::sort_by_path_of(&mut d_put, |e| e.path.as_path());
+            engine::tree::sort_paths(&mut d_removed);
+            // What the difference puts or removes, it decides.
+            let decided = |p: &Path, put: &[EntryRecord], gone: &[PathBuf]| {
+                let in_put = put.binary_search_by(|e| path_order(&e.path, p)).is_ok();
+                in_put || gone.binary_search_by(|g| path_order(g, p)).is_ok()
+            };
+            put.retain(|e| !decided(&e.path, &d_put, &d_removed));
+            removed.retain(|p| !decided(p, &d_put, &d_removed));
+            d_removed.retain(|p| !decided(p, &d_put, &[]));
+            put = merge_sorted(put, d_put, |e| e.path.as_path());
+            removed = merge_sorted(removed, d_removed, |p| p.as_path());
         }
-        let mut put: Vec<EntryRecord> = put.into_values().collect();
-        put.sort_by(|x, y| path_order(&x.path, &y.path));
         let mut r = self.reader(root, whole, true)?;
-        let head = match chain.first() {
-            Some(d) => d.head.clone(),
-            None => r.head.clone(),
-        };
-        let mut next = 0;
+        let head = newest.unwrap_or_else(|| r.head.clone());
+        let (mut next, mut gone) = (0, 0);
         while r
             .next_with(|o| {
                 while next < put.len() && path_order(&put[next].path, o.path).is_lt() {
                     f(put[next].as_ref());
                     next += 1;
                 }
+                while gone < removed.len() && path_order(&removed[gone], o.path).is_lt() {
+                    gone += 1;
+                }
                 if next < put.len() && same_path(&put[next].path, o.path) {
                     f(put[next].as_ref());
                     next += 1;
-                } else if removed.is_empty() || !removed.contains(o.path) {
+                } else if !removed.get(gone).is_some_and(|g| same_path(g, o.path)) {
                     f(o);
                 }
             })?
