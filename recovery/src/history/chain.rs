@@ -333,15 +333,14 @@ impl History {
             self.write_diff(&mut root, &head, latest, &delta)?;
             return Ok(head);
         }
-        // Written whole. The forward differences are read before any is rewritten.
-        let forward = self.deltas_of(&mut root, &segment[1..])?;
+        // Written whole, and the forward differences before it turned around.
         self.write_full_of(&mut root, &head, news)?;
         let back = Delta {
             gone: new_paths,
             put: was,
             was: None,
         };
-        self.turn_around(&mut root, &segment, next, back, &forward)?;
+        self.turn_around(&mut root, &segment, next, back)?;
         Ok(head)
     }
 
@@ -361,26 +360,21 @@ impl History {
     }
 
     /// The differences of versions `ids`, each read whole.
-    fn deltas_of(&self, root: &mut Root, ids: &[u64]) -> Result<HashMap<u64, Delta>, Error> {
-        ids.iter()
-            .map(|&id| Ok((id, self.read(root, id, false, true)?.delta())))
-            .collect()
-    }
-
     /// Turns the versions of `segment` (a whole version, then forward differences, in
     /// order) into differences toward the whole version `to` that follows them: the last
     /// gets `back` (its difference from `to`), each one before it the inverse of the
-    /// forward difference after it (`forward`, read before any was rewritten). The old
-    /// whole file goes last. Where a forward difference does not know its base's entries,
-    /// the turn stops there: the versions before it stay forward differences from the
-    /// old whole version, which stays.
+    /// forward difference after it, read from that version's file just before the file
+    /// is rewritten (so that one difference is held at a time, not all of them). The old
+    /// whole file goes last. Where a forward difference does not know its base's entries
+    /// (or is not the difference from the version before), the turn stops there: the
+    /// versions before it stay forward differences from the old whole version, which
+    /// stays.
     fn turn_around(
         &self,
         root: &mut Root,
         segment: &[u64],
         to: u64,
         back: Delta,
-        forward: &HashMap<u64, Delta>,
     ) -> Result<(), Error> {
         let mut back = Some(back);
         let mut newer = to;
@@ -392,14 +386,26 @@ impl History {
             // its base's entries are not kept.
             delta.was = None;
             let whole = i == 0;
-            let head = self.read(root, id, whole, false)?.head;
+            let (head, before) = if whole {
+                (self.read(root, id, true, false)?.head, None)
+            } else {
+                // The version before is the inverse of this one's forward difference,
+                // read before its file is rewritten.
+                let r = self.read(root, id, false, true)?;
+                let forward = r.form
+                    == Form::Diff {
+                        base: segment[i - 1],
+                    };
+                let head = r.head.clone();
+                (head, forward.then(|| r.delta().inverse()).flatten())
+            };
             step()?;
             self.write_diff(root, &head, newer, &delta)?;
             if whole {
                 step()?;
                 root.remove(&version_file(id, Form::Full))?;
             } else {
-                back = forward.get(&id).and_then(Delta::inverse);
+                back = before;
             }
             newer = id;
         }
@@ -413,7 +419,6 @@ impl History {
     fn move_whole(&self, root: &mut Root, whole: u64, to: u64) -> Result<(), Error> {
         let files = self.files(root)?;
         let segment = ids_in(&files, whole..to);
-        let forward = self.deltas_of(root, &segment[1..])?;
         let last = *segment.last().expect("BUG: holds the whole version");
         let generic = |h: &History| -> Result<Delta, Error> {
             Ok(delta(&h.state(last)?.entries, &h.state(to)?.entries))
@@ -445,7 +450,7 @@ impl History {
                 None => generic(self)?,
             }
         };
-        self.turn_around(root, &segment, to, back, &forward)
+        self.turn_around(root, &segment, to, back)
     }
 
     /// Drops the versions `ids` (never the latest): a version that is the difference
@@ -520,10 +525,9 @@ impl History {
         };
         let between = ids_in(&files, older + 1..newest);
         let mut segment = vec![older];
-        let mut forward: HashMap<u64, Delta> = HashMap::new();
         let mut rest = between.iter().peekable();
         while let Some(&&id) = rest.peek() {
-            let r = self.read(root, id, false, true)?;
+            let r = self.read(root, id, false, false)?;
             if r.form
                 != (Form::Diff {
                     base: *segment.last().expect("BUG: starts with one"),
@@ -531,7 +535,6 @@ impl History {
             {
                 break;
             }
-            forward.insert(id, r.delta());
             segment.push(id);
             rest.next();
         }
@@ -545,7 +548,7 @@ impl History {
         let last = *segment.last().expect("BUG: starts with one");
         let to = ahead[0];
         let back = delta(&self.state(last)?.entries, &self.state(to)?.entries);
-        self.turn_around(root, &segment, to, back, &forward)
+        self.turn_around(root, &segment, to, back)
     }
 
     /// Whether version `id`'s difference leads to a whole version without coming back
