@@ -397,6 +397,31 @@ fn a_tree_of_many_windows(root: &Path) {
     symlink("a/f0", root.join("link")).unwrap();
 }
 
+/// Two pairs of replicas for `tool`, the same tree synced into each, to make the same
+/// changes in: the first pair's passes read compact from 0 files in the caches (so a
+/// pass with changes is planned in part), the second's only from a million (so it is
+/// planned whole); each pair's last pass ended early. Each with its
+/// `TWOWAY_COMPACT_FROM`.
+fn settled_pairs(
+    env: &Env,
+    tool: &str,
+) -> [(std::path::PathBuf, std::path::PathBuf, &'static str); 2] {
+    let pairs = [
+        (env.path("a1"), env.path("b1"), "0"),
+        (env.path("a2"), env.path("b2"), "1000000"),
+    ];
+    for (a, b, from) in &pairs {
+        a_tree_of_many_windows(a);
+        fs::create_dir_all(b).unwrap();
+        // (A two-way pass after a first sync hashes what its copies wrote.)
+        debug_pass_from(env, tool, a, b, &[], Some(from));
+        debug_pass_from(env, tool, a, b, &[], Some(from));
+        let quiet = debug_pass_from(env, tool, a, b, &[], Some("0"));
+        assert!(quiet.all().contains(ENDED_EARLY), "{}", quiet.all());
+    }
+    pairs
+}
+
 /// Two passes of the same changes on the same trees of 47 entries each, one planned in
 /// part (`part`) and one whole: the part held less than 30 entries of each tree, and
 /// both did the same (copies are logged as they end, so in any order), a move among
@@ -426,18 +451,8 @@ fn assert_planned_alike(part: &Run, whole: &Run, keys: &[&str]) {
 #[test]
 fn a_mirror_pass_with_changes_plans_only_their_part_and_leaves_what_a_whole_pass_leaves() {
     let env = Env::new();
-    // The same tree, the same changes: one mirror planned in part (read compact from
-    // 0 files in the caches), the other whole (compact only from a million).
-    let pairs = [
-        (env.path("src1"), env.path("dst1"), "0"),
-        (env.path("src2"), env.path("dst2"), "1000000"),
-    ];
-    for (src, dst, from) in &pairs {
-        a_tree_of_many_windows(src);
-        fs::create_dir_all(dst).unwrap();
-        debug_pass_from(&env, "oneway", src, dst, &[], Some(from));
-        let quiet = debug_pass_from(&env, "oneway", src, dst, &[], Some("0"));
-        assert!(quiet.all().contains(ENDED_EARLY), "{}", quiet.all());
+    let pairs = settled_pairs(&env, "oneway");
+    for (src, _, _) in &pairs {
         // What a person does between two passes: an edit, a folder removed, one made,
         // a file renamed, a mode changed, a symlink pointed elsewhere, a file that
         // became a folder.
@@ -547,19 +562,8 @@ fn contents(root: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Snap>
 #[test]
 fn a_two_way_pass_with_changes_plans_only_their_part_and_leaves_what_a_whole_pass_leaves() {
     let env = Env::new();
-    // The same trees, the same changes: one pair planned in part (read compact from 0
-    // files in the caches), the other whole (compact only from a million).
-    let pairs = [
-        (env.path("a1"), env.path("b1"), "0"),
-        (env.path("a2"), env.path("b2"), "1000000"),
-    ];
-    for (a, b, from) in &pairs {
-        a_tree_of_many_windows(a);
-        fs::create_dir_all(b).unwrap();
-        debug_pass_from(&env, "twoway", a, b, &[], Some(from));
-        debug_pass_from(&env, "twoway", a, b, &[], Some(from));
-        let quiet = debug_pass_from(&env, "twoway", a, b, &[], Some("0"));
-        assert!(quiet.all().contains(ENDED_EARLY), "{}", quiet.all());
+    let pairs = settled_pairs(&env, "twoway");
+    for (a, b, _) in &pairs {
         // On A: an edit, a folder removed, one made, a file renamed, a mode.
         put(&a.join("b/f2"), "b 2, edited in A", 30);
         fs::remove_dir_all(a.join("c/sub")).unwrap();
