@@ -72,23 +72,112 @@ fn fill_head(head: &mut VersionHead, filled: Option<(MetaDigest, u64, u64)>) {
     }
 }
 
-/// Two lists in path order (by `path`, no path in both) merged into one, moved.
-fn merge_sorted<T>(a: Vec<T>, b: Vec<T>, path: impl Fn(&T) -> &Path) -> Vec<T> {
-    if a.is_empty() {
-        return b;
+/// The differences of a chain (newest first) read at once, entry by entry, as
+/// [`History::for_each_in`] merges them with the whole version.
+struct Merge {
+    diffs: Vec<super::format::VersionReader>,
+    /// Each difference's next entry.
+    next: Vec<Option<EntryRecord>>,
+    /// Where each difference's removed paths (in path order) are met up to.
+    gone_at: Vec<usize>,
+    /// Which difference's entry was handed out last (at the path asked last), moved
+    /// out of `next` until the path is passed.
+    taken: Option<EntryRecord>,
+}
+
+impl Merge {
+    fn new(mut diffs: Vec<super::format::VersionReader>) -> Result<Merge, Error> {
+        let next = diffs
+            .iter_mut()
+            .map(|d| d.next_entry())
+            .collect::<Result<Vec<_>, Error>>()?;
+        let n = diffs.len();
+        Ok(Merge {
+            diffs,
+            next,
+            gone_at: vec![0; n],
+            taken: None,
+        })
     }
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
-    loop {
-        let take_a = match (a.peek(), b.peek()) {
-            (None, None) => break,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (Some(x), Some(y)) => path_order(path(x), path(y)).is_lt(),
-        };
-        out.extend(if take_a { a.next() } else { b.next() });
+
+    /// The first path any difference puts next.
+    fn first_put(&self) -> Option<&Path> {
+        self.next
+            .iter()
+            .flatten()
+            .map(|e| e.path.as_path())
+            .min_by(|x, y| path_order(x, y))
     }
-    out
+
+    /// Whether difference `i` removes `p` (asked in path order).
+    fn removes(&mut self, i: usize, p: &Path) -> bool {
+        let gone = &self.diffs[i].removed;
+        let at = &mut self.gone_at[i];
+        while *at < gone.len() && path_order(&gone[*at], p).is_lt() {
+            *at += 1;
+        }
+        gone.get(*at).is_some_and(|g| same_path(g, p))
+    }
+
+    /// Whether the newest difference that names `p` puts an entry there (then handed
+    /// out by [`Merge::entry`]); false if it removes it or none names it (see
+    /// [`Merge::removed`]). Every difference's entry at `p` is passed.
+    fn at(&mut self, p: &Path) -> Result<bool, Error> {
+        self.taken = None;
+        let mut winner: Option<Option<usize>> = None;
+        for i in 0..self.diffs.len() {
+            let puts = self.next[i].as_ref().is_some_and(|e| same_path(&e.path, p));
+            if winner.is_none() {
+                if puts {
+                    winner = Some(Some(i));
+                } else if self.removes(i, p) {
+                    winner = Some(None);
+                }
+            }
+            if puts {
+                let e = std::mem::replace(&mut self.next[i], self.diffs[i].next_entry()?);
+                if winner == Some(Some(i)) {
+                    self.taken = e;
+                }
+            }
+        }
+        Ok(winner.flatten().is_some())
+    }
+
+    /// The entry [`Merge::at`] found.
+    fn entry(&self) -> EntryRef<'_> {
+        self.taken
+            .as_ref()
+            .expect("BUG: asked after a difference put the path")
+            .as_ref()
+    }
+
+    /// Whether the newest difference that names `p` removes it (asked after
+    /// [`Merge::at`] of `p` found no entry).
+    fn removed(&mut self, p: &Path) -> bool {
+        (0..self.diffs.len()).any(|i| self.removes(i, p))
+    }
+
+    /// Hands `f` each entry the differences put at a path before `limit` (every one
+    /// left, with `None`) that the whole version does not have, as the newest says.
+    fn before(
+        &mut self,
+        limit: Option<&Path>,
+        f: &mut impl FnMut(EntryRef<'_>),
+    ) -> Result<(), Error> {
+        loop {
+            let Some(p) = self.first_put() else {
+                return Ok(());
+            };
+            if limit.is_some_and(|l| !path_order(p, l).is_lt()) {
+                return Ok(());
+            }
+            let p = p.to_path_buf();
+            if self.at(&p)? {
+                f(self.entry());
+            }
+        }
+    }
 }
 
 fn alike(a: &EntryRef<'_>, b: &EntryRef<'_>) -> bool {
@@ -97,9 +186,11 @@ fn alike(a: &EntryRef<'_>, b: &EntryRef<'_>) -> bool {
 
 impl History {
     /// Hands every entry of version `id` to `f`, in path order: the whole version its
-    /// chain of differences starts from, read entry by entry (borrowed), with the
-    /// differences up to `id` (each small) folded into one and merged in. Gives the
-    /// version's head.
+    /// chain of differences starts from, and each difference up to `id`, all read
+    /// entry by entry at once and merged, where a path is what the newest difference
+    /// that names it says (put or removed), else what the whole version holds. A
+    /// difference's removed paths are held; its entries are not (a long chain of
+    /// differences costs a reader each, not their entries). Gives the version's head.
     pub(super) fn for_each_in(
         &self,
         root: &mut Root,
@@ -109,7 +200,8 @@ impl History {
         // A version with a whole file and a difference (a kill between two steps) is
         // read whole.
         let files: BTreeMap<u64, bool> = self.files(root)?.into_iter().collect();
-        let mut chain = Vec::new();
+        // The differences from `id` back to the whole version, newest first.
+        let mut chain: Vec<super::format::VersionReader> = Vec::new();
         let mut at = id;
         let whole = loop {
             let Some(&full) = files.get(&at) else {
@@ -127,9 +219,7 @@ impl History {
                     format!("the chain of differences from version {id} never ends"),
                 ));
             }
-            let mut r = self.read(root, at, false, true)?;
-            // (What the base held where the difference changed it: not needed here.)
-            r.was = None;
+            let mut r = self.reader(root, at, false)?;
             match r.form {
                 Form::Diff { base } if base != at => at = base,
                 _ => {
@@ -139,52 +229,42 @@ impl History {
                     ))
                 }
             }
+            engine::tree::sort_paths(&mut r.removed);
             chain.push(r);
         };
-        let newest = chain.first().map(|d| d.head.clone());
-        // The differences folded into one, oldest first, each moved (not copied) into
-        // what the ones before made: what a path is put as, and the paths removed, each
-        // list in path order.
-        let mut put: Vec<EntryRecord> = Vec::new();
-        let mut removed: Vec<PathBuf> = Vec::new();
-        for d in chain.into_iter().rev() {
-            let (mut d_put, mut d_removed) = (d.entries, d.removed);
-            engine::tree::sort_by_path_of(&mut d_put, |e| e.path.as_path());
-            engine::tree::sort_paths(&mut d_removed);
-            // What the difference puts or removes, it decides.
-            let decided = |p: &Path, put: &[EntryRecord], gone: &[PathBuf]| {
-                let in_put = put.binary_search_by(|e| path_order(&e.path, p)).is_ok();
-                in_put || gone.binary_search_by(|g| path_order(g, p)).is_ok()
-            };
-            put.retain(|e| !decided(&e.path, &d_put, &d_removed));
-            removed.retain(|p| !decided(p, &d_put, &d_removed));
-            d_removed.retain(|p| !decided(p, &d_put, &[]));
-            put = merge_sorted(put, d_put, |e| e.path.as_path());
-            removed = merge_sorted(removed, d_removed, |p| p.as_path());
-        }
-        let mut r = self.reader(root, whole, true)?;
-        let head = newest.unwrap_or_else(|| r.head.clone());
-        let (mut next, mut gone) = (0, 0);
-        while r
+        let mut w = self.reader(root, whole, true)?;
+        let head = match chain.first() {
+            Some(d) => d.head.clone(),
+            None => w.head.clone(),
+        };
+        let mut merge = Merge::new(chain)?;
+        let mut failed = None;
+        while w
             .next_with(|o| {
-                while next < put.len() && path_order(&put[next].path, o.path).is_lt() {
-                    f(put[next].as_ref());
-                    next += 1;
+                if let Err(e) = merge.before(Some(o.path), &mut f) {
+                    failed.get_or_insert(e);
+                    return;
                 }
-                while gone < removed.len() && path_order(&removed[gone], o.path).is_lt() {
-                    gone += 1;
-                }
-                if next < put.len() && same_path(&put[next].path, o.path) {
-                    f(put[next].as_ref());
-                    next += 1;
-                } else if !removed.get(gone).is_some_and(|g| same_path(g, o.path)) {
-                    f(o);
+                match merge.at(o.path) {
+                    Ok(true) => f(merge.entry()),
+                    Ok(false) if !merge.removed(o.path) => f(o),
+                    Ok(false) => {}
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
                 }
             })?
             .is_some()
-        {}
-        for e in &put[next..] {
-            f(e.as_ref());
+        {
+            if let Some(e) = failed.take() {
+                return Err(e);
+            }
+        }
+        merge.before(None, &mut f)?;
+        // Each difference read to its end (what its base held where it changed, which
+        // is not held here): a damaged one is an error, never a different version.
+        for d in &mut merge.diffs {
+            d.take_was(|_| ())?;
         }
         Ok(head)
     }
