@@ -72,6 +72,15 @@ fn fill_head(head: &mut VersionHead, filled: Option<(MetaDigest, u64, u64)>) {
     }
 }
 
+/// What the newest difference that names a path says of it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Named {
+    Put,
+    Removed,
+    /// No difference names it: the whole version's entry stands.
+    Not,
+}
+
 /// The differences of a chain (newest first) read at once, entry by entry, as
 /// [`History::for_each_in`] merges them with the whole version.
 struct Merge {
@@ -119,29 +128,26 @@ impl Merge {
         gone.get(*at).is_some_and(|g| same_path(g, p))
     }
 
-    /// Whether the newest difference that names `p` puts an entry there (then handed
-    /// out by [`Merge::entry`]); false if it removes it or none names it (see
-    /// [`Merge::removed`]). Every difference's entry at `p` is passed.
-    fn at(&mut self, p: &Path) -> Result<bool, Error> {
+    /// What the newest difference that names `p` says of it (a path it puts is handed
+    /// out by [`Merge::entry`]). Every difference's entry at `p` is passed.
+    fn at(&mut self, p: &Path) -> Result<Named, Error> {
         self.taken = None;
-        let mut winner: Option<Option<usize>> = None;
+        let mut named = Named::Not;
         for i in 0..self.diffs.len() {
             let puts = self.next[i].as_ref().is_some_and(|e| same_path(&e.path, p));
-            if winner.is_none() {
-                if puts {
-                    winner = Some(Some(i));
-                } else if self.removes(i, p) {
-                    winner = Some(None);
-                }
+            let first = named == Named::Not;
+            if first && !puts && self.removes(i, p) {
+                named = Named::Removed;
             }
             if puts {
                 let e = std::mem::replace(&mut self.next[i], self.diffs[i].next_entry()?);
-                if winner == Some(Some(i)) {
+                if first {
+                    named = Named::Put;
                     self.taken = e;
                 }
             }
         }
-        Ok(winner.flatten().is_some())
+        Ok(named)
     }
 
     /// The entry [`Merge::at`] found.
@@ -150,12 +156,6 @@ impl Merge {
             .as_ref()
             .expect("BUG: asked after a difference put the path")
             .as_ref()
-    }
-
-    /// Whether the newest difference that names `p` removes it (asked after
-    /// [`Merge::at`] of `p` found no entry).
-    fn removed(&mut self, p: &Path) -> bool {
-        (0..self.diffs.len()).any(|i| self.removes(i, p))
     }
 
     /// Hands `f` each entry the differences put at a path before `limit` (every one
@@ -173,7 +173,7 @@ impl Merge {
                 return Ok(());
             }
             let p = p.to_path_buf();
-            if self.at(&p)? {
+            if self.at(&p)? == Named::Put {
                 f(self.entry());
             }
         }
@@ -246,9 +246,9 @@ impl History {
                     return;
                 }
                 match merge.at(o.path) {
-                    Ok(true) => f(merge.entry()),
-                    Ok(false) if !merge.removed(o.path) => f(o),
-                    Ok(false) => {}
+                    Ok(Named::Put) => f(merge.entry()),
+                    Ok(Named::Not) => f(o),
+                    Ok(Named::Removed) => {}
                     Err(e) => {
                         failed.get_or_insert(e);
                     }
