@@ -744,6 +744,20 @@ fn actions_of(plan: &SyncPlan) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// `m`, each entry the same as `orig`'s at its path (kind, content, mode) given
+/// `orig`'s times: only what was edited differs.
+fn keeping_times(orig: &Map, m: Map) -> Map {
+    m.into_iter()
+        .map(|(p, e)| {
+            let same = orig.get(&p).is_some_and(|o| {
+                o.kind == e.kind && o.hash == e.hash && o.target == e.target && o.mode == e.mode
+            });
+            let e = if same { orig[&p].clone() } else { e };
+            (p, e)
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(600))]
 
@@ -761,17 +775,7 @@ proptest! {
         let a = build(&mutate(&base, &ea), 150);
         let b = build(&mutate(&base, &eb), 160);
         // Unchanged entries keep their times (so only what was edited differs).
-        let keep = |m: Map| -> Map {
-            m.into_iter()
-                .map(|(p, e)| {
-                    let same = base_map.get(&p).is_some_and(|o| {
-                        o.kind == e.kind && o.hash == e.hash && o.target == e.target && o.mode == e.mode
-                    });
-                    let e = if same { base_map[&p].clone() } else { e };
-                    (p, e)
-                })
-                .collect()
-        };
+        let keep = |m: Map| keeping_times(&base_map, m);
         let (a, b) = (keep(a), keep(b));
         let region = region_read(&base_map, [&a, &b]);
         let opts = SyncOptions { policy, modify_window: 0, keep_owners: true };
@@ -835,17 +839,7 @@ proptest! {
         let mut base_map = if with_base { build(&base, 100) } else { Map::new() };
         let orig = build(&base, 100);
         // Unchanged entries keep their times (so only what was edited differs).
-        let keep = |m: Map| -> Map {
-            m.into_iter()
-                .map(|(p, e)| {
-                    let same = orig.get(&p).is_some_and(|o| {
-                        o.kind == e.kind && o.hash == e.hash && o.target == e.target && o.mode == e.mode
-                    });
-                    let e = if same { orig[&p].clone() } else { e };
-                    (p, e)
-                })
-                .collect()
-        };
+        let keep = |m: Map| keeping_times(&orig, m);
         let mut a = keep(build(&mutate(&base, &ea), ta));
         let mut b = keep(build(&mutate(&base, &eb), tb));
         // The first name a conflict copy would take, taken by a file that is the same
