@@ -668,17 +668,9 @@ pub(super) fn record<T: Tool>(
     };
     let (fa, fb) = parallel::join(|| finish(0, ta), || finish(1, tb));
     // A part after the pass, merged with the rest as each replica is read.
-    let merged = narrow.as_ref().map(|n| {
-        [0, 1].map(|side| {
-            Merged::new(
-                &n.compact[side],
-                &n.covered[side],
-                &afters[side],
-                Some(&n.caches[side]),
-                &replicas[side].root,
-            )
-        })
-    });
+    let merged = narrow
+        .as_ref()
+        .map(|n| [0, 1].map(|side| n.rest(side, &replicas[side].root).with(&afters[side])));
     let after = |side: usize| match &merged {
         Some(m) => After::Merged(&m[side]),
         None => After::Whole(&afters[side]),
