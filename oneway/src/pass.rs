@@ -369,6 +369,11 @@ impl Tool for Job {
         true
     }
 
+    /// A first mirror into an empty BACKUP only copies.
+    fn fills(&self) -> Option<usize> {
+        Some(1)
+    }
+
     fn record(
         &self,
         _: &mut usize,

@@ -109,13 +109,15 @@ impl Env {
     /// A command for binary `name` with `TWOWAY_HOME` set to this environment's home.
     /// A pass reads its replicas compact wherever it may end before its trees are
     /// whole, as it does for trees of 100,000 files and more, and walks them four paths
-    /// at a time: the tests' trees are small, and would otherwise never take the path
-    /// large trees take, nor span more than one window.
+    /// at a time; a first pass into an empty replica fills it three paths a turn: the
+    /// tests' trees are small, and would otherwise never take the path large trees
+    /// take, nor span more than one window or turn.
     pub fn cmd(&self, name: &str) -> Command {
         let mut c = Command::new(bin(name));
         c.env("TWOWAY_HOME", self.home())
             .env("TWOWAY_COMPACT_FROM", "0")
             .env("TWOWAY_WINDOW", "4")
+            .env("TWOWAY_TURN", "3")
             .env_remove("XDG_DATA_HOME")
             .env_remove("XDG_CONFIG_HOME")
             .env("HOME", self.path("no-home"));

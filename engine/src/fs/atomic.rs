@@ -139,3 +139,10 @@ impl super::Root {
         self.sync_dir_of(rel)
     }
 }
+
+/// An unnamed file under `dir` (`O_TMPFILE` where the filesystem has it, else a file
+/// unlinked at once): scratch data of the tool's own that no one else sees, gone when
+/// it is closed, even after a kill.
+pub fn scratch_file(dir: &Path) -> Result<std::fs::File, Error> {
+    tempfile::tempfile_in(dir).map_err(|e| Error::io("create a scratch file in", dir, e))
+}

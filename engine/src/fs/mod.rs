@@ -18,7 +18,9 @@ mod stat;
 mod temp;
 mod xattr;
 
-pub use atomic::{replace_unflushed, write_atomic, write_atomic_unless_same, write_atomic_with};
+pub use atomic::{
+    replace_unflushed, scratch_file, write_atomic, write_atomic_unless_same, write_atomic_with,
+};
 pub use change::make_dir_all;
 pub use copy::{copy_hashing, CopyError};
 pub use detect::FsTraits;

@@ -16,6 +16,7 @@ pub mod progress;
 pub mod quiet;
 mod review;
 mod stages;
+mod turns;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -272,6 +273,13 @@ pub trait Tool: Sync {
     /// needs no more of the replicas after the pass than that part.
     fn plans_parts(&self) -> bool {
         false
+    }
+    /// The replica a first pass may fill a stretch of paths at a time, when it is empty
+    /// (see [`turns`]): given that replica empty, the tool's planner only adds to it
+    /// what the other holds, each path from that path and the folders above it, and
+    /// writes nothing else; its `extra` is then the last turn's. `None`: never.
+    fn fills(&self) -> Option<usize> {
+        None
     }
     /// Records what the tool keeps besides the replicas (sync state, scan time), once
     /// the replicas are flushed. `afters`: the replicas after the pass (only the part
@@ -562,6 +570,9 @@ pub fn run_watched<T: Tool>(
         }
     }
     let (mut scanned, mut base) = Scanned::read(tool, scope)?;
+    if let Some(fill) = turns::filled(tool, &scanned) {
+        return turns::run(tool, n, scanned, base, fill, scanned_at, started);
+    }
     match quiet::pass(tool, n, &mut scanned, &mut base, scanned_at, started) {
         quiet::Found::Ended(outcome) => return Ok(outcome),
         quiet::Found::Narrowed => {}

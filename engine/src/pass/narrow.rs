@@ -300,6 +300,9 @@ pub struct Narrow {
     /// Each replica's stat cache, as it was read: it holds the hash of every file
     /// outside the part.
     pub(super) caches: [std::fs::File; 2],
+    /// What goes before each cache's file when it is read (see
+    /// [`crate::scan::after::Merged::head`]).
+    pub(super) heads: [Vec<u8>; 2],
     /// The files each replica holds in all.
     pub files: [usize; 2],
 }
@@ -311,6 +314,7 @@ impl Narrow {
             compact: &self.compact[side],
             covered: &self.covered[side],
             cache: &self.caches[side],
+            head: &self.heads[side],
             root,
         }
     }

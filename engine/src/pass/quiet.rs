@@ -361,6 +361,10 @@ pub(super) fn pass<T: Tool>(
     started: Instant,
 ) -> Found {
     // Read compact only where it may end here (see `may_end_early`).
+    // (Or read compact to fill a replica in turns: a replica without a stat cache.)
+    if scanned.fills {
+        return Found::Whole;
+    }
     let Some(trees) = scanned.compact.take() else {
         return Found::Whole;
     };
@@ -393,6 +397,7 @@ pub(super) fn pass<T: Tool>(
                 compact: trees,
                 covered,
                 caches: [ca, cb],
+                heads: Default::default(),
                 files,
             });
             Found::Narrowed

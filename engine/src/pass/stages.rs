@@ -28,6 +28,9 @@ pub struct Scanned {
     /// [`Scanned::make_whole`] makes them the trees: a pass that finds nothing to do
     /// never holds them whole (see [`super::quiet`]).
     pub(super) compact: Option<[CompactTree; 2]>,
+    /// The trees were read compact for a pass that may fill a replica a turn at a time
+    /// (see [`super::turns::may_fill`]), not for one that may end early.
+    pub(super) fills: bool,
     /// The directory SHA-256 each stat cache proves: valid only while that tree is
     /// unchanged (see [`crate::scan::cache::Filled::sha`]).
     pub cached_sha: [Option<Digest>; 2],
@@ -73,6 +76,7 @@ impl Scanned {
         let replicas = tool.replicas().clone();
         let opts = tool.scan_options();
         let checksum = tool.settings().checksum;
+        let fills = scope.is_none() && super::turns::may_fill(tool);
         let read = || match scope {
             Some((held, dirs)) if !checksum => {
                 let super::Left {
@@ -94,7 +98,7 @@ impl Scanned {
                 let region = read_a.region.join(read_b.region);
                 Ok(Read::Again([ta, tb], cached_sha, region))
             }
-            _ if super::quiet::may_end_early(tool) => {
+            _ if super::quiet::may_end_early(tool) || fills => {
                 replica::read_both((&replicas[0], &opts[0]), (&replicas[1], &opts[1]))
                     .map(Read::Compact)
             }
@@ -109,6 +113,7 @@ impl Scanned {
         let mut scanned = Scanned {
             trees: Default::default(),
             compact: None,
+            fills,
             cached_sha: [None, None],
             roots,
             fs,
@@ -305,22 +310,22 @@ pub struct Applied<X> {
     pub afters: [Tree; 2],
     pub extra: X,
     /// The directory SHA-256 a stat cache proved, for a replica the pass did not write.
-    proven: [Option<Digest>; 2],
-    wrote: [bool; 2],
-    roots: [Root; 2],
-    replicas: [Replica; 2],
+    pub(super) proven: [Option<Digest>; 2],
+    pub(super) wrote: [bool; 2],
+    pub(super) roots: [Root; 2],
+    pub(super) replicas: [Replica; 2],
     /// Only some folders were read (see [`Scanned::region`]).
-    rescanned: bool,
+    pub(super) rescanned: bool,
     /// Only a part was planned: `afters` are that part after the pass, and this the
     /// rest (see [`super::narrow`]).
-    narrow: Option<super::narrow::Narrow>,
-    counts: Counts,
-    failed: Vec<PathBuf>,
-    errors: Vec<Error>,
-    hashed_files: u64,
+    pub(super) narrow: Option<super::narrow::Narrow>,
+    pub(super) counts: Counts,
+    pub(super) failed: Vec<PathBuf>,
+    pub(super) errors: Vec<Error>,
+    pub(super) hashed_files: u64,
     /// Stopped before the end: by a signal, or (`halted`) at a failed action.
-    interrupted: bool,
-    halted: bool,
+    pub(super) interrupted: bool,
+    pub(super) halted: bool,
 }
 
 /// What the steps did, once their plans are gone (see [`apply`]).
@@ -753,7 +758,8 @@ pub(super) fn record<T: Tool>(
     }
     // Every file outside the part had its hash in the stat cache it was read with (the
     // walk found them there): one that had not would be missing from what was recorded.
-    for m in merged.iter().flatten() {
+    // (An interrupted pass hashed only what it did.)
+    for m in merged.iter().flatten().filter(|_| !interrupted) {
         if m.missed() > 0 {
             let e = Error::entry(
                 m.root,

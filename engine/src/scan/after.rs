@@ -51,6 +51,9 @@ pub struct Merged<'a> {
     pub covered: &'a Compact,
     pub part: &'a Tree,
     pub cache: Option<&'a File>,
+    /// What goes before the cache's file when it is read: the head of a cache written
+    /// as a pass went (see [`crate::scan::cache::Spill`]), else nothing.
+    pub head: &'a [u8],
     /// The replica's root, which the cache names.
     pub root: &'a Path,
     /// Files outside the part the cache held no hash for (none, unless the cache was
@@ -74,6 +77,7 @@ impl<'a> Merged<'a> {
             covered,
             part,
             cache,
+            head: &[],
             root,
             missed: AtomicUsize::new(0),
             counted: std::sync::OnceLock::new(),
@@ -85,7 +89,7 @@ impl<'a> Merged<'a> {
     pub fn entries(&self) -> Entries<'_> {
         let matcher = self
             .cache
-            .and_then(|f| Matcher::from_reader(At { file: f, pos: 0 }, self.root));
+            .and_then(|f| Matcher::from_reader(self.head.chain(At { file: f, pos: 0 }), self.root));
         Entries {
             outside: self.compact.entries.cursor(),
             covered: self.covered.cursor(),
@@ -149,19 +153,24 @@ pub struct Rest<'a> {
     pub compact: &'a CompactTree,
     pub covered: &'a Compact,
     pub cache: &'a File,
+    /// See [`Merged::head`].
+    pub head: &'a [u8],
     pub root: &'a Path,
 }
 
 impl<'a> Rest<'a> {
     /// The replica: this, with `part` (whole) in its place.
     pub fn with(self, part: &'a Tree) -> Merged<'a> {
-        Merged::new(
-            self.compact,
-            self.covered,
-            part,
-            Some(self.cache),
-            self.root,
-        )
+        Merged {
+            head: self.head,
+            ..Merged::new(
+                self.compact,
+                self.covered,
+                part,
+                Some(self.cache),
+                self.root,
+            )
+        }
     }
 }
 
@@ -209,7 +218,7 @@ pub struct Entries<'m> {
     part: std::iter::Peekable<Part<'m>>,
     /// The next entry of the replica outside the part, not yet given.
     next_outside: Option<(PathBuf, Entry)>,
-    matcher: Option<Matcher<At<'m>>>,
+    matcher: Option<Matcher<std::io::Chain<&'m [u8], At<'m>>>>,
     missed: &'m AtomicUsize,
 }
 

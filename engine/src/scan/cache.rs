@@ -389,6 +389,51 @@ impl StatCache {
     }
 }
 
+/// A stat cache written as a pass goes, to an unnamed file, its head known only at the
+/// end: what a pass that fills a replica a stretch of paths at a time knows of the
+/// files it read and wrote, so that it holds none of their hashes (see
+/// `crate::pass::turns`). Read back with [`Spill::finish`]'s head before the file.
+pub struct Spill {
+    out: std::io::BufWriter<std::fs::File>,
+    buf: Vec<u8>,
+    count: usize,
+}
+
+impl Spill {
+    /// A spill in an unnamed file under `dir` (gone when it is closed).
+    pub fn new(dir: &Path) -> Result<Spill, Error> {
+        let file = fs::scratch_file(dir)?;
+        Ok(Spill {
+            out: std::io::BufWriter::with_capacity(64 * 1024, file),
+            buf: Vec::new(),
+            count: 0,
+        })
+    }
+
+    /// Adds the file `e` at `p` if its hash is known; paths come in path order.
+    pub fn push(&mut self, p: &Path, e: &Entry) -> io::Result<()> {
+        let Some(hash) = e.hash.filter(|_| e.kind == Kind::File) else {
+            return Ok(());
+        };
+        self.buf.clear();
+        let r = Out(p, e.size, e.mtime, e.ino, hash.0);
+        self.buf =
+            postcard::to_extend(&r, std::mem::take(&mut self.buf)).map_err(io::Error::other)?;
+        self.out.write_all(&self.buf)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The file, and the head of a cache of `root` (without a directory SHA-256) that
+    /// goes before it: the two read as one are a stat cache ([`Matcher::from_reader`]).
+    pub fn finish(self, root: &Path) -> io::Result<(std::fs::File, Vec<u8>)> {
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        let header: Header = (FORMAT, root.as_os_str().as_bytes(), None, self.count);
+        let head = postcard::to_stdvec(&header).map_err(io::Error::other)?;
+        Ok((file, head))
+    }
+}
+
 /// A cache record to be written, its path given owned or borrowed.
 struct Out<P>(P, u64, MTime, u64, [u8; 32]);
 
