@@ -720,3 +720,89 @@ fn a_two_way_pass_planned_in_part_counts_deletions_against_the_whole_replica() {
     );
     assert!(b.join("d/f0").exists());
 }
+
+/// `tree` (see [`a_tree_of_many_windows`]) with every folder's mode and mtime set, the
+/// deepest first, the root's last: a folder whose metadata is set before its last entry
+/// is written shows it.
+fn with_folders_set(root: &Path) {
+    a_tree_of_many_windows(root);
+    fs::create_dir_all(root.join("e/sub/deeper/deepest")).unwrap();
+    put(&root.join("e/sub/deeper/deepest/last"), "last", 3);
+    let mut dirs: Vec<std::path::PathBuf> = snapshot_with(root, true)
+        .into_iter()
+        .filter(|(_, s)| matches!(s, Snap::Dir { .. }))
+        .map(|(p, _)| p)
+        .collect();
+    dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for (i, d) in dirs.iter().enumerate() {
+        let p = root.join(d);
+        if d.as_os_str().is_empty() {
+            continue;
+        }
+        chmod(&p, if i % 2 == 0 { 0o750 } else { 0o755 });
+        set_mtime(&p, 1_000_000 + i as i64, 7);
+    }
+    chmod(root, 0o751);
+    set_mtime(root, 999_999, 0);
+}
+
+#[test]
+fn a_first_mirror_filled_a_few_paths_at_a_time_leaves_what_a_whole_pass_leaves() {
+    let env = Env::new();
+    // The same tree mirrored into two empty BACKUPs: three paths a turn (the test kit's
+    // `TWOWAY_TURN`), and in one turn.
+    let pairs = [
+        (env.path("a1"), env.path("b1"), "3"),
+        (env.path("a2"), env.path("b2"), "1000000"),
+    ];
+    let mut runs = Vec::new();
+    for (src, dst, turn) in &pairs {
+        with_folders_set(src);
+        fs::create_dir_all(dst).unwrap();
+        let mut c = env.cmd("oneway");
+        c.env("RUST_LOG", "debug")
+            .env("TWOWAY_TURN", turn)
+            .args([src, dst])
+            .args(["--once", "-v"]);
+        let run = Run(c.output().expect("run binary"));
+        run.expect(0);
+        runs.push(run);
+    }
+    let (turns, whole) = (&runs[0], &runs[1]);
+    assert!(turns.all().contains(FILLED_IN_TURNS), "{}", turns.all());
+    assert!(turns.all().contains("turn 16:"), "{}", turns.all());
+    assert!(!whole.all().contains(FILLED_IN_TURNS), "{}", whole.all());
+    let sorted = |r: &Run| {
+        let mut a = actions(r);
+        a.sort();
+        a
+    };
+    assert_eq!(sorted(turns), sorted(whole));
+    for key in ["SOURCE sha256 ", "BACKUP sha256 ", "new version "] {
+        assert_eq!(turns.value_after(key), whole.value_after(key), "{key}");
+    }
+    for (src, dst, _) in &pairs {
+        // Every folder's mode and mtime too, the root's included.
+        assert_eq!(snapshot_with(dst, true), snapshot_with(src, true));
+        // What it recorded (stat caches, SHA-256s, the version) is the replicas as
+        // they are: the next pass ends before its trees are whole.
+        let next = debug_pass(&env, "oneway", src, dst, &[]);
+        assert!(next.all().contains(ENDED_EARLY), "{}", next.all());
+        env.run("recovery", [Path::new("verify"), dst]).expect(0);
+        let to = env.path(&format!("restored-{}", dst.display().to_string().len()));
+        let _ = fs::remove_dir_all(&to);
+        env.run(
+            "recovery",
+            [
+                Path::new("restore"),
+                dst,
+                Path::new("--version"),
+                Path::new("1"),
+                Path::new("--to"),
+                &to,
+            ],
+        )
+        .expect(0);
+        assert_eq!(snapshot_with(&to, false), snapshot_with(src, false));
+    }
+}
