@@ -26,7 +26,8 @@ pub struct Progress<'p> {
     bar: ProgressBar,
     plans: Vec<&'p Plan<'p>>,
     files: u64,
-    state: Mutex<State>,
+    /// Shared by the progress lines of one pass's turns (see [`Progress::along`]).
+    state: std::sync::Arc<Mutex<State>>,
 }
 
 #[derive(Default)]
@@ -75,7 +76,7 @@ impl<'p> Progress<'p> {
             bar,
             plans,
             files,
-            state: Mutex::new(State::default()),
+            state: Default::default(),
         };
         p.show_files(0, None);
         p.bar.tick();
@@ -84,6 +85,18 @@ impl<'p> Progress<'p> {
             .enable_steady_tick(std::time::Duration::from_millis(200));
         crate::run::logging::set_progress(Some(p.bar.clone()));
         Some(p)
+    }
+
+    /// The line `line` draws, going on with `plans` (the steps of a pass's next turn,
+    /// see `super::turns`): its totals, and what it counted so far, are the whole
+    /// pass's.
+    pub fn along(plans: Vec<&'p Plan<'p>>, line: &Progress<'_>) -> Progress<'p> {
+        Progress {
+            bar: line.bar.clone(),
+            plans,
+            files: line.files,
+            state: line.state.clone(),
+        }
     }
 
     fn show_files(&self, done: u64, in_flight: Option<&Path>) {

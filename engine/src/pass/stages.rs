@@ -50,6 +50,9 @@ pub struct Scanned {
     /// A pass planned only where it has something to do: `trees` are that part, and
     /// this the rest (see [`super::narrow`]).
     pub(super) narrow: Option<super::narrow::Narrow>,
+    /// A turn of a pass in turns: the progress line the whole pass draws, if any (see
+    /// [`super::turns`]).
+    pub(super) line: Option<super::progress::Progress<'static>>,
 }
 
 /// Both replicas as [`Scanned::read`] read them.
@@ -123,6 +126,7 @@ impl Scanned {
             region: None,
             parts: None,
             narrow: None,
+            line: None,
         };
         match read {
             Read::Again(mut trees, cached_sha, region) => {
@@ -390,7 +394,10 @@ pub(super) fn apply<T: Tool>(
     // A live progress line when a person is watching (see `progress`).
     let plans = planned.steps.iter().map(|s| &s.plan).collect();
     let show = super::progress::shown(tool.settings().verbosity);
-    let progress = super::progress::Progress::new(plans, show);
+    let progress = match &scanned.line {
+        Some(line) => Some(super::progress::Progress::along(plans, line)),
+        None => super::progress::Progress::new(plans, show),
+    };
     let both = super::progress::Both(tracker.as_deref(), progress.as_ref());
     let told = (tracker.is_some() || progress.is_some()).then_some(&both as &dyn super::Tracker);
     let fail = tool.settings().on_error == crate::run::config::OnError::Fail;
@@ -407,7 +414,8 @@ pub(super) fn apply<T: Tool>(
     if halted {
         log::error!("the pass stopped at its first failed action (--on-error fail)");
     }
-    if let Some(p) = &progress {
+    // (A pass in turns clears its line once, at the end.)
+    if let (Some(p), None) = (&progress, &scanned.line) {
         p.finish();
     }
     drop(progress);

@@ -85,8 +85,8 @@ pub(super) fn may_fill<T: Tool>(tool: &T) -> bool {
 
 /// The replica this pass fills in turns, read as [`may_fill`] reads it, if it does (see
 /// the module's text): it holds nothing, the other holds more than a turn of entries
-/// and no hard-linked file. With the other's files counted.
-pub(super) fn filled<T: Tool>(tool: &T, scanned: &Scanned) -> Option<(usize, usize)> {
+/// and no hard-linked file. With the other's files counted, and their bytes.
+pub(super) fn filled<T: Tool>(tool: &T, scanned: &Scanned) -> Option<(usize, usize, u64)> {
     let side = tool.fills()?;
     let trees = scanned.compact.as_ref().filter(|_| scanned.fills)?;
     let (into, from) = (&trees[side], &trees[1 - side]);
@@ -97,15 +97,18 @@ pub(super) fn filled<T: Tool>(tool: &T, scanned: &Scanned) -> Option<(usize, usi
     if !empty || scanned.fs[side].folds_case || from.len() <= turn_size() {
         return None;
     }
-    let mut files = 0;
+    let (mut files, mut bytes) = (0, 0);
     let mut c = from.entries.cursor();
     while let Some((_, e)) = c.next_entry() {
         if e.linked {
             return None;
         }
-        files += usize::from(e.kind == Kind::File);
+        if e.kind == Kind::File {
+            files += 1;
+            bytes += e.size;
+        }
     }
-    Some((side, files))
+    Some((side, files, bytes))
 }
 
 /// Whether the folder at `dir` holds `next`, the first path of the next turn: its last
@@ -238,13 +241,14 @@ fn spill_error(p: &Path, e: std::io::Error) -> Error {
 }
 
 /// Runs pass `n` of `tool`, read compact (`scanned`), filling replica `fill` from the
-/// other (which holds `files` files) a turn at a time: see the module's text.
+/// other (which holds `files` files, of `bytes` bytes) a turn at a time: see the
+/// module's text.
 pub(super) fn run<T: Tool>(
     tool: &T,
     n: u64,
     scanned: Scanned,
     base: T::Base,
-    (fill, files): (usize, usize),
+    (fill, files, bytes): (usize, usize, u64),
     scanned_at: MTime,
     started: Instant,
 ) -> Result<PassOutcome, Refusal> {
@@ -302,6 +306,19 @@ pub(super) fn run<T: Tool>(
     let mut base = Some(base);
     let mut extra = None;
     let mut turn = 0;
+    // One progress line for all the turns.
+    let show = super::progress::shown(tool.settings().verbosity);
+    let line = super::progress::Progress::counting(files as u64, bytes, show);
+    // Cleared however the turns end.
+    struct Clear<'l>(Option<&'l super::progress::Progress<'static>>);
+    impl Drop for Clear<'_> {
+        fn drop(&mut self) {
+            if let Some(l) = self.0 {
+                l.finish();
+            }
+        }
+    }
+    let clear = Clear(line.as_ref());
     while next.is_some() && !filling.interrupted {
         if crate::run::signal::stop_requested() {
             filling.interrupted = true;
@@ -345,6 +362,9 @@ pub(super) fn run<T: Tool>(
             region: None,
             parts: None,
             narrow: None,
+            line: line
+                .as_ref()
+                .map(|l| super::progress::Progress::along(Vec::new(), l)),
         };
         let base = match base.take() {
             Some(b) => b,
@@ -404,6 +424,7 @@ pub(super) fn run<T: Tool>(
             filling.waiting.len(),
         );
     }
+    drop(clear);
     let Some(extra) = extra else {
         // Stopped before the first turn: nothing was changed.
         return Ok(PassOutcome {
