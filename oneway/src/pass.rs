@@ -300,6 +300,7 @@ impl Tool for Job {
         &'p self,
         _: &'p Planned<usize>,
         _: &[Tree; 2],
+        _: bool,
     ) -> Result<Option<Box<dyn Tracker + 'p>>, Refusal> {
         Ok(None)
     }
@@ -370,8 +371,8 @@ impl Tool for Job {
     }
 
     /// A first mirror into an empty BACKUP only copies.
-    fn fills(&self) -> Option<usize> {
-        Some(1)
+    fn fills(&self) -> [bool; 2] {
+        [false, true]
     }
 
     fn record(

@@ -806,3 +806,73 @@ fn a_first_mirror_filled_a_few_paths_at_a_time_leaves_what_a_whole_pass_leaves()
         assert_eq!(snapshot_with(&to, false), snapshot_with(src, false));
     }
 }
+
+#[test]
+fn a_first_sync_filled_a_few_paths_at_a_time_leaves_what_a_whole_sync_leaves() {
+    let env = Env::new();
+    // The same tree synced into two empty replicas: three paths a turn (the test kit's
+    // `TWOWAY_TURN`), and in one turn.
+    let pairs = [
+        (env.path("a1"), env.path("b1"), "3"),
+        (env.path("a2"), env.path("b2"), "1000000"),
+    ];
+    let mut runs = Vec::new();
+    for (a, b, turn) in &pairs {
+        with_folders_set(a);
+        fs::create_dir_all(b).unwrap();
+        let mut c = env.cmd("twoway");
+        c.env("RUST_LOG", "debug")
+            .env("TWOWAY_TURN", turn)
+            .args([a, b])
+            .args(["--once", "-v"]);
+        let run = Run(c.output().expect("run binary"));
+        run.expect(0);
+        runs.push(run);
+    }
+    let (turns, whole) = (&runs[0], &runs[1]);
+    assert!(turns.all().contains("turn 16:"), "{}", turns.all());
+    assert!(!whole.all().contains("turn 1:"), "{}", whole.all());
+    let sorted = |r: &Run| {
+        let mut a = actions(r);
+        a.sort();
+        a
+    };
+    assert_eq!(sorted(turns), sorted(whole));
+    for key in [
+        "A sha256 ",
+        "B sha256 ",
+        "new version of A ",
+        "new version of B ",
+    ] {
+        assert_eq!(turns.value_after(key), whole.value_after(key), "{key}");
+    }
+    for (a, b, _) in &pairs {
+        // Every folder's mode and mtime too (a two-way sync leaves each root's own).
+        let below = |root: &Path| {
+            let mut s = snapshot_with(root, true);
+            s.remove(Path::new(""));
+            s
+        };
+        assert_eq!(below(b), below(a));
+        // The state records every path as synced: the next pass ends early, and a
+        // one-sided deletion and a one-sided edit are carried over (a path the state
+        // did not hold would come back, or make a conflict).
+        let next = debug_pass(&env, "twoway", a, b, &[]);
+        assert!(next.all().contains(ENDED_EARLY), "{}", next.all());
+        fs::remove_file(b.join("e/sub/g2")).unwrap();
+        put(&a.join("c/f1"), "c 1, edited on A", 50);
+        let run = debug_pass(&env, "twoway", a, b, &[]);
+        assert!(run.stdout().contains(" 0 conflicts"), "{}", run.all());
+        assert!(
+            !a.join("e/sub/g2").exists(),
+            "the deletion was carried over"
+        );
+        assert_eq!(
+            fs::read_to_string(b.join("c/f1")).unwrap(),
+            "c 1, edited on A"
+        );
+        for side in [a, b] {
+            env.run("recovery", [Path::new("verify"), side]).expect(0);
+        }
+    }
+}

@@ -442,6 +442,7 @@ impl Tool for Job {
         &'p self,
         planned: &'p Planned<Sync>,
         trees: &[Tree; 2],
+        later_turn: bool,
     ) -> Result<Option<Box<dyn Tracker + 'p>>, Refusal> {
         // A first sync records what it has made equal as it goes: killed, it leaves a
         // state the next pass can trust for those paths.
@@ -452,12 +453,17 @@ impl Tool for Job {
         // alike names every path of the tree.
         let equal = || plan::already_equal(&trees[0], &trees[1], &planned.extra.opts);
         let plans = [0, 1, 2, 3].map(|i| &planned.steps[i].plan);
-        let progress = Progress::start(&self.state_file, (&self.a, &self.b), equal, plans)
-            .map_err(|e| {
-                Refusal::new(format!(
-                    "cannot write the sync state, so nothing was changed: {e}"
-                ))
-            })?;
+        let progress = Progress::start(
+            &self.state_file,
+            (&self.a, &self.b),
+            (!later_turn).then_some(equal),
+            plans,
+        )
+        .map_err(|e| {
+            Refusal::new(format!(
+                "cannot write the sync state, so nothing was changed: {e}"
+            ))
+        })?;
         Ok(Some(Box::new(progress)))
     }
 
@@ -487,6 +493,17 @@ impl Tool for Job {
     /// copy, a folder on one side only, hard links), `quiet` gives up first.
     fn plans_parts(&self) -> bool {
         true
+    }
+
+    /// A first sync (no state) into an empty replica only copies the other into it;
+    /// each turn's state is recorded after it, and a first sync's progress (see
+    /// `progress`) adds to what the turns before recorded.
+    fn fills(&self) -> [bool; 2] {
+        let first = matches!(
+            std::fs::symlink_metadata(&self.state_file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound
+        );
+        [first, first]
     }
 
     /// The new state: what both sides now agree on, where a path whose action failed

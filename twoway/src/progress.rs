@@ -50,11 +50,12 @@ struct Inner<'a> {
 
 impl<'a> Progress<'a> {
     /// Starts recording: `equal` (paths that need nothing) is written as the state at
-    /// once; the actions of `plans` are what is left to do.
+    /// once (`None`: the state in the file goes on); the actions of `plans` are what is
+    /// left to do.
     pub fn start<'e, I>(
         file: &'a Path,
         pair: (&'a Path, &'a Path),
-        equal: impl Fn() -> I,
+        equal: Option<impl Fn() -> I>,
         plans: [&'a Plan<'a>; 4],
     ) -> Result<Progress<'a>, engine::Error>
     where
@@ -84,8 +85,13 @@ impl<'a> Progress<'a> {
         // Room for a second's work, up to 65,536 actions (a first sync on a fast disk does
         // them all in less), rather than a list grown by doubling.
         let actions: usize = plans.iter().map(|p| p.actions.len()).sum();
-        // Written now, and then only streamed through (see `state::merge_into`).
-        state::save_records(file, pair.0, pair.1, equal)?;
+        // Written now, and then only streamed through (see `state::merge_into`). None:
+        // a turn after the first of a first sync that fills a replica a turn at a time
+        // (see `engine::pass::Tool::fills`); what is equal then are the folders above
+        // the turn, which the turns before recorded.
+        if let Some(equal) = equal {
+            state::save_records(file, pair.0, pair.1, equal)?;
+        }
         Ok(Progress {
             file,
             pair,

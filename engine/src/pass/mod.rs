@@ -219,8 +219,10 @@ pub struct Outcome {
 
 /// What a pass tool brings to the pipeline.
 pub trait Tool: Sync {
-    /// What the planner needs besides the trees, loaded while they are scanned.
-    type Base: Send;
+    /// What the planner needs besides the trees, loaded while they are scanned. Its
+    /// default is what a pass that fills a replica in turns plans each turn after the
+    /// first from (see [`Tool::fills`]).
+    type Base: Send + Default;
     /// What the tool records after the pass, besides the replicas (the new sync state).
     type Extra: Send + Sync + 'static;
 
@@ -251,10 +253,13 @@ pub trait Tool: Sync {
     /// what it records only at the end (a first sync's state, as large as the tree).
     fn make_room(&self, _extra: &mut Self::Extra) {}
     /// Before the first change: a tracker of the actions done, if the tool keeps one.
+    /// `later_turn`: this is a turn after the first of a pass in turns (see
+    /// [`Tool::fills`]), whose turns before recorded what they did.
     fn track<'p>(
         &'p self,
         planned: &'p Planned<'_, Self::Extra>,
         trees: &[Tree; 2],
+        later_turn: bool,
     ) -> Result<Option<Box<dyn Tracker + 'p>>, Refusal>;
     /// Whether a whole pass would find nothing to do, asked before the trees are made
     /// whole: of both trees a window of paths at a time, as `q` hands them out (each
@@ -274,12 +279,14 @@ pub trait Tool: Sync {
     fn plans_parts(&self) -> bool {
         false
     }
-    /// The replica a first pass may fill a stretch of paths at a time, when it is empty
-    /// (see [`turns`]): given that replica empty, the tool's planner only adds to it
-    /// what the other holds, each path from that path and the folders above it, and
-    /// writes nothing else; its `extra` is then the last turn's. `None`: never.
-    fn fills(&self) -> Option<usize> {
-        None
+    /// The replicas this pass may fill a stretch of paths at a time, where one is empty
+    /// (see [`turns`]): given that replica empty and the base it loads now (which is
+    /// then the default one), the tool's planner only adds to it what the other holds,
+    /// each path from that path and the folders above it, and writes nothing else. Its
+    /// `record` is then called after each turn, with that turn's trees; `summary` and
+    /// `notes` get the last turn's `extra`.
+    fn fills(&self) -> [bool; 2] {
+        [false, false]
     }
     /// Records what the tool keeps besides the replicas (sync state, scan time), once
     /// the replicas are flushed. `afters`: the replicas after the pass (only the part

@@ -305,6 +305,9 @@ pub struct Narrow {
     pub(super) heads: [Vec<u8>; 2],
     /// The files each replica holds in all.
     pub files: [usize; 2],
+    /// Every file outside the part has its hash in the cache (false for a pass in turns
+    /// that stopped before its last turn: the files of the turns not taken have none).
+    pub(super) hashed: bool,
 }
 
 impl Narrow {

@@ -399,6 +399,7 @@ pub(super) fn pass<T: Tool>(
                 caches: [ca, cb],
                 heads: Default::default(),
                 files,
+                hashed: true,
             });
             Found::Narrowed
         }

@@ -53,6 +53,8 @@ pub struct Scanned {
     /// A turn of a pass in turns: the progress line the whole pass draws, if any (see
     /// [`super::turns`]).
     pub(super) line: Option<super::progress::Progress<'static>>,
+    /// Which turn of a pass in turns this is (0: the first, or a pass not in turns).
+    pub(super) turn: usize,
 }
 
 /// Both replicas as [`Scanned::read`] read them.
@@ -127,6 +129,7 @@ impl Scanned {
             parts: None,
             narrow: None,
             line: None,
+            turn: 0,
         };
         match read {
             Read::Again(mut trees, cached_sha, region) => {
@@ -330,6 +333,8 @@ pub struct Applied<X> {
     /// Stopped before the end: by a signal, or (`halted`) at a failed action.
     pub(super) interrupted: bool,
     pub(super) halted: bool,
+    /// The tool recorded what it keeps already (after each turn of a pass in turns).
+    pub(super) recorded: bool,
 }
 
 /// What the steps did, once their plans are gone (see [`apply`]).
@@ -390,7 +395,7 @@ pub(super) fn apply<T: Tool>(
     );
     tool.make_room(&mut planned.extra);
     let wrote = [planned.writes(0), planned.writes(1)];
-    let tracker = tool.track(&planned, trees)?;
+    let tracker = tool.track(&planned, trees, scanned.turn > 0)?;
     // A live progress line when a person is watching (see `progress`).
     let plans = planned.steps.iter().map(|s| &s.plan).collect();
     let show = super::progress::shown(tool.settings().verbosity);
@@ -537,6 +542,7 @@ pub(super) fn settle<X>(scanned: Scanned, ran: Ran<X>, started: Instant) -> Appl
         hashed_files,
         interrupted,
         halted,
+        recorded: false,
     }
 }
 
@@ -658,6 +664,7 @@ pub(super) fn record<T: Tool>(
         mut hashed_files,
         interrupted,
         halted,
+        recorded: tool_recorded,
     } = applied;
     let narrowed = narrow.is_some();
     // What the pass wrote is on disk before anything records it; a replica the pass
@@ -731,7 +738,8 @@ pub(super) fn record<T: Tool>(
     // A pass with errors may have left a replica short of what it should hold.
     // (A file outside the part without its cached hash, found while the SHA-256 was
     // worked out, would be missing from the version: see below.)
-    let missed = merged.iter().flatten().any(|m| m.missed() > 0);
+    let hashed = narrow.as_ref().is_none_or(|n| n.hashed);
+    let missed = merged.iter().flatten().any(|m| m.missed() > 0) && hashed;
     let complete = errors.is_empty() && outcome.failed.is_empty() && !missed;
     let versions = tool.versions();
     let (notes, recorded) = std::thread::scope(|s| {
@@ -753,7 +761,11 @@ pub(super) fn record<T: Tool>(
                 ))
             })
             .collect();
-        let recorded = tool.record(&mut extra, Some(&afters), &outcome);
+        let recorded = if tool_recorded {
+            Ok(())
+        } else {
+            tool.record(&mut extra, Some(&afters), &outcome)
+        };
         let notes: Vec<(usize, Result<Option<String>, Error>)> = made
             .into_iter()
             .map(|(side, h)| (side, h.join().expect("BUG: recording does not panic")))
@@ -767,7 +779,7 @@ pub(super) fn record<T: Tool>(
     // Every file outside the part had its hash in the stat cache it was read with (the
     // walk found them there): one that had not would be missing from what was recorded.
     // (An interrupted pass hashed only what it did.)
-    for m in merged.iter().flatten().filter(|_| !interrupted) {
+    for m in merged.iter().flatten().filter(|_| !interrupted && hashed) {
         if m.missed() > 0 {
             let e = Error::entry(
                 m.root,

@@ -3,11 +3,14 @@
 //!
 //! A pass that cannot end early holds both trees whole, its plan, and what the steps
 //! did: at a million files, a first mirror took over 300 MB. Where a tool fills an empty
-//! replica from the other (oneway's first pass into an empty BACKUP:
-//! [`super::Tool::fills`]), the pass reads both compact, then takes the other's entries
-//! in path order, [`TURN`] at a time, with every folder above them on both sides as the
-//! turns before left them; and plans, applies and settles each turn as a pass would
-//! its whole trees. What each turn leaves goes where the record stage reads it:
+//! replica from the other (oneway's first pass into an empty BACKUP, twoway's first
+//! sync into an empty replica: [`super::Tool::fills`]), the pass reads both compact,
+//! then takes the other's entries in path order, [`TURN`] at a time, with every folder
+//! above them on both sides as the turns before left them; and plans, applies and
+//! settles each turn as a pass would its whole trees. Each turn is then flushed, and the
+//! tool records it (twoway: the turn's part of the sync state, added to what the turns
+//! before recorded; a first sync's progress within a turn adds to it too). What each
+//! turn leaves goes where the record stage reads it:
 //!
 //! - the replica filled, as the turns left it, compact (about 22 bytes an entry);
 //! - the hashes of both replicas' files, in a stat cache written to an unnamed file in
@@ -34,7 +37,8 @@
 //! A turn is planned and applied before the next is read, so `--on-error fail` (which
 //! stops a pass before anything changes when one path cannot be planned) goes whole.
 //! Interrupted, the pass stops after the turn under way, and records the stat caches of
-//! what the turns did, as an interrupted pass does.
+//! what the turns did, as an interrupted pass does; where a turn's flush fails, the
+//! tool records nothing of it, and no turn follows.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -72,29 +76,31 @@ fn turn_size() -> usize {
 /// pass reads both replicas compact.
 pub(super) fn may_fill<T: Tool>(tool: &T) -> bool {
     let s = tool.settings();
-    let Some(side) = tool.fills() else {
-        return false;
-    };
-    !(s.dry_run
-        || s.approve
-        || s.checksum
-        || crate::run::watch::watching()
-        || s.on_error == crate::run::config::OnError::Fail)
-        && tool.replicas()[side].open_cache().is_none()
+    let fills = tool.fills();
+    let no_cache = (0..2).any(|side| fills[side] && tool.replicas()[side].open_cache().is_none());
+    no_cache
+        && !(s.dry_run
+            || s.approve
+            || s.checksum
+            || crate::run::watch::watching()
+            || s.on_error == crate::run::config::OnError::Fail)
 }
 
 /// The replica this pass fills in turns, read as [`may_fill`] reads it, if it does (see
 /// the module's text): it holds nothing, the other holds more than a turn of entries
 /// and no hard-linked file. With the other's files counted, and their bytes.
 pub(super) fn filled<T: Tool>(tool: &T, scanned: &Scanned) -> Option<(usize, usize, u64)> {
-    let side = tool.fills()?;
     let trees = scanned.compact.as_ref().filter(|_| scanned.fills)?;
-    let (into, from) = (&trees[side], &trees[1 - side]);
-    let empty = into.entries.is_empty()
-        && into.leftovers.is_empty()
-        && into.unknown.is_empty()
-        && into.errors.is_empty();
-    if !empty || scanned.fs[side].folds_case || from.len() <= turn_size() {
+    let empty = |t: &CompactTree| {
+        t.entries.is_empty()
+            && t.leftovers.is_empty()
+            && t.unknown.is_empty()
+            && t.errors.is_empty()
+    };
+    let fills = tool.fills();
+    let side = (0..2).find(|&s| fills[s] && empty(&trees[s]))?;
+    let from = &trees[1 - side];
+    if scanned.fs.iter().any(|f| f.folds_case) || from.len() <= turn_size() {
         return None;
     }
     let (mut files, mut bytes) = (0, 0);
@@ -147,14 +153,23 @@ struct Filling<'t> {
     hashed_files: u64,
     interrupted: bool,
     halted: bool,
+    /// A flush failed: no turn follows.
+    unflushed: bool,
 }
 
 impl Filling<'_> {
-    /// Takes what a turn did (`applied`; `next`: the first path of the turn to come).
-    fn take<X>(&mut self, applied: Applied<X>, next: Option<&Path>) -> Result<X, Error> {
+    /// Takes what a turn did (`applied`; `next`: the first path of the turn to come),
+    /// once it is flushed and the tool recorded it (`record`, told how the turn ended).
+    fn take<X>(
+        &mut self,
+        applied: Applied<X>,
+        next: Option<&Path>,
+        record: impl FnOnce(&mut X, &[Tree; 2], &super::Outcome) -> Result<(), Error>,
+        (n, scanned_at): (u64, MTime),
+    ) -> Result<X, Error> {
         let Applied {
             mut afters,
-            extra,
+            mut extra,
             wrote,
             counts,
             failed,
@@ -163,14 +178,15 @@ impl Filling<'_> {
             interrupted,
             halted,
             replicas,
+            roots,
             ..
         } = applied;
-        self.counts.merge(&counts);
-        self.failed.extend(failed);
+        let errors_before = self.errors.len();
         self.errors.extend(errors);
         self.hashed_files += hashed_files;
         self.interrupted |= interrupted;
         self.halted |= halted;
+        let mut flushed = true;
         for side in 0..2 {
             self.wrote[side] |= wrote[side];
             // What the record stage hashes of a pass held whole, each turn hashes of its
@@ -180,7 +196,44 @@ impl Filling<'_> {
                 self.hashed_files += h.files;
                 self.errors.extend(h.errors);
             }
+            // What the turn wrote is on disk before the tool records it.
+            if wrote[side] {
+                let synced = match crate::fs::injected_fault("turn-flush") {
+                    true => Err(Error::io(
+                        "sync",
+                        roots[side].path(),
+                        std::io::Error::from_raw_os_error(5),
+                    )),
+                    false => roots[side].sync_fs(),
+                };
+                if let Err(e) = synced {
+                    log::error!("{e}");
+                    self.errors.push(e);
+                    flushed = false;
+                }
+            }
         }
+        self.unflushed |= !flushed;
+        let outcome = super::Outcome {
+            n,
+            scanned_at,
+            dry_run: false,
+            interrupted,
+            flushed,
+            failed,
+            counts,
+            hashed_files: 0,
+            errors: self.errors.len() - errors_before,
+            seconds: 0.0,
+            shas: [None, None],
+            versions: [None, None],
+        };
+        if let Err(e) = record(&mut extra, &afters, &outcome) {
+            log::error!("{e}");
+            self.errors.push(e);
+        }
+        self.counts.merge(&outcome.counts);
+        self.failed.extend(outcome.failed);
         let (fill, from) = (self.fill, self.from);
         let new = |last: &Option<PathBuf>, p: &Path| {
             last.as_ref().is_none_or(|l| path_order(l, p).is_lt())
@@ -300,6 +353,7 @@ pub(super) fn run<T: Tool>(
         hashed_files,
         interrupted: false,
         halted: false,
+        unflushed: false,
     };
     let mut reading = trees[from].entries.cursor();
     let mut next = reading.next_entry().map(|(p, e)| (p.to_path_buf(), e));
@@ -319,7 +373,7 @@ pub(super) fn run<T: Tool>(
         }
     }
     let clear = Clear(line.as_ref());
-    while next.is_some() && !filling.interrupted {
+    while next.is_some() && !filling.interrupted && !filling.unflushed {
         if crate::run::signal::stop_requested() {
             filling.interrupted = true;
             break;
@@ -365,11 +419,10 @@ pub(super) fn run<T: Tool>(
             line: line
                 .as_ref()
                 .map(|l| super::progress::Progress::along(Vec::new(), l)),
+            turn,
         };
-        let base = match base.take() {
-            Some(b) => b,
-            None => tool.load_base()?,
-        };
+        // (What the first turn planned from is the default base: see `Tool::fills`.)
+        let base = base.take().unwrap_or_default();
         tool.prepare(&mut scanned, &base);
         // Folders whose last entry this turn writes, their metadata left by turns before.
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut filling.waiting)
@@ -378,7 +431,11 @@ pub(super) fn run<T: Tool>(
         filling.waiting = waiting;
         let ran = {
             let mut planned = tool.plan(&scanned, base)?;
-            for step in planned.steps.iter_mut().filter(|s| s.target == fill) {
+            for step in planned
+                .steps
+                .iter_mut()
+                .filter(|s| s.target == fill && s.source == from)
+            {
                 let actions = &mut step.plan.actions;
                 let waiting = &mut filling.waiting;
                 actions.retain(|a| {
@@ -413,7 +470,11 @@ pub(super) fn run<T: Tool>(
             stages::apply(tool, &scanned, planned, started)?
         };
         let applied = stages::settle(scanned, ran, started);
-        extra = Some(filling.take(applied, coming).map_err(cannot)?);
+        let record = |x: &mut T::Extra, afters: &[Tree; 2], o: &super::Outcome| {
+            tool.record(x, Some(afters), o)
+        };
+        let took = filling.take(applied, coming, record, (n, scanned_at));
+        extra = Some(took.map_err(cannot)?);
         turn += 1;
         log::debug!(
             "turn {turn}: {:.3}s ({}; filled {:.1} MB, {} learned, {} waiting)",
@@ -447,6 +508,7 @@ pub(super) fn run<T: Tool>(
         hashed_files,
         interrupted,
         halted,
+        unflushed,
         ..
     } = filling;
     after.shrink();
@@ -486,6 +548,7 @@ pub(super) fn run<T: Tool>(
             caches: [ca, cb],
             heads: [ha, hb],
             files: counted,
+            hashed: !unflushed,
         }),
         counts,
         failed,
@@ -493,6 +556,7 @@ pub(super) fn run<T: Tool>(
         hashed_files,
         interrupted,
         halted,
+        recorded: true,
     };
     let (outcome, _) = stages::record(tool, n, applied, scanned_at, started);
     Ok(outcome)
