@@ -746,42 +746,54 @@ fn with_folders_set(root: &Path) {
     set_mtime(root, 999_999, 0);
 }
 
-#[test]
-fn a_first_mirror_filled_a_few_paths_at_a_time_leaves_what_a_whole_pass_leaves() {
-    let env = Env::new();
-    // The same tree mirrored into two empty BACKUPs: three paths a turn (the test kit's
-    // `TWOWAY_TURN`), and in one turn.
+/// The same tree (see [`with_folders_set`]) passed by `tool` into two empty replicas:
+/// three paths a turn (the test kit's `TWOWAY_TURN`), and in one turn. Both pairs, and
+/// the two runs, whose actions (in any order) and `keys` (SHA-256s, versions) are the
+/// same; the first took 16 turns.
+fn filled_and_whole(
+    env: &Env,
+    tool: &str,
+    keys: &[&str],
+) -> ([(std::path::PathBuf, std::path::PathBuf); 2], [Run; 2]) {
     let pairs = [
-        (env.path("a1"), env.path("b1"), "3"),
-        (env.path("a2"), env.path("b2"), "1000000"),
+        (env.path("a1"), env.path("b1")),
+        (env.path("a2"), env.path("b2")),
     ];
-    let mut runs = Vec::new();
-    for (src, dst, turn) in &pairs {
-        with_folders_set(src);
-        fs::create_dir_all(dst).unwrap();
-        let mut c = env.cmd("oneway");
+    let runs = [(&pairs[0], "3"), (&pairs[1], "1000000")].map(|((a, b), turn)| {
+        with_folders_set(a);
+        fs::create_dir_all(b).unwrap();
+        let mut c = env.cmd(tool);
         c.env("RUST_LOG", "debug")
             .env("TWOWAY_TURN", turn)
-            .args([src, dst])
+            .args([a, b])
             .args(["--once", "-v"]);
         let run = Run(c.output().expect("run binary"));
         run.expect(0);
-        runs.push(run);
-    }
-    let (turns, whole) = (&runs[0], &runs[1]);
-    assert!(turns.all().contains(FILLED_IN_TURNS), "{}", turns.all());
+        run
+    });
+    let [turns, whole] = &runs;
     assert!(turns.all().contains("turn 16:"), "{}", turns.all());
-    assert!(!whole.all().contains(FILLED_IN_TURNS), "{}", whole.all());
+    assert!(!whole.all().contains("turn 1:"), "{}", whole.all());
     let sorted = |r: &Run| {
         let mut a = actions(r);
         a.sort();
         a
     };
     assert_eq!(sorted(turns), sorted(whole));
-    for key in ["SOURCE sha256 ", "BACKUP sha256 ", "new version "] {
+    for key in keys {
         assert_eq!(turns.value_after(key), whole.value_after(key), "{key}");
     }
-    for (src, dst, _) in &pairs {
+    (pairs, runs)
+}
+
+#[test]
+fn a_first_mirror_filled_a_few_paths_at_a_time_leaves_what_a_whole_pass_leaves() {
+    let env = Env::new();
+    let keys = ["SOURCE sha256 ", "BACKUP sha256 ", "new version "];
+    let (pairs, [turns, whole]) = filled_and_whole(&env, "oneway", &keys);
+    assert!(turns.all().contains(FILLED_IN_TURNS), "{}", turns.all());
+    assert!(!whole.all().contains(FILLED_IN_TURNS), "{}", whole.all());
+    for (src, dst) in &pairs {
         // Every folder's mode and mtime too, the root's included.
         assert_eq!(snapshot_with(dst, true), snapshot_with(src, true));
         // What it recorded (stat caches, SHA-256s, the version) is the replicas as
@@ -810,43 +822,14 @@ fn a_first_mirror_filled_a_few_paths_at_a_time_leaves_what_a_whole_pass_leaves()
 #[test]
 fn a_first_sync_filled_a_few_paths_at_a_time_leaves_what_a_whole_sync_leaves() {
     let env = Env::new();
-    // The same tree synced into two empty replicas: three paths a turn (the test kit's
-    // `TWOWAY_TURN`), and in one turn.
-    let pairs = [
-        (env.path("a1"), env.path("b1"), "3"),
-        (env.path("a2"), env.path("b2"), "1000000"),
-    ];
-    let mut runs = Vec::new();
-    for (a, b, turn) in &pairs {
-        with_folders_set(a);
-        fs::create_dir_all(b).unwrap();
-        let mut c = env.cmd("twoway");
-        c.env("RUST_LOG", "debug")
-            .env("TWOWAY_TURN", turn)
-            .args([a, b])
-            .args(["--once", "-v"]);
-        let run = Run(c.output().expect("run binary"));
-        run.expect(0);
-        runs.push(run);
-    }
-    let (turns, whole) = (&runs[0], &runs[1]);
-    assert!(turns.all().contains("turn 16:"), "{}", turns.all());
-    assert!(!whole.all().contains("turn 1:"), "{}", whole.all());
-    let sorted = |r: &Run| {
-        let mut a = actions(r);
-        a.sort();
-        a
-    };
-    assert_eq!(sorted(turns), sorted(whole));
-    for key in [
+    let keys = [
         "A sha256 ",
         "B sha256 ",
         "new version of A ",
         "new version of B ",
-    ] {
-        assert_eq!(turns.value_after(key), whole.value_after(key), "{key}");
-    }
-    for (a, b, _) in &pairs {
+    ];
+    let (pairs, _) = filled_and_whole(&env, "twoway", &keys);
+    for (a, b) in &pairs {
         // Every folder's mode and mtime too (a two-way sync leaves each root's own).
         let below = |root: &Path| {
             let mut s = snapshot_with(root, true);
