@@ -28,8 +28,11 @@
 //!   the planner only adds to it, and a path's actions come from the path and the
 //!   folders above it; nothing is lost, so nothing is kept first, there is nothing to
 //!   move and `--max-delete` has nothing to count;
-//! - no file of the other is hard-linked (a group's names may lie in two turns), and the
-//!   replica filled does not fold case (names that collide may too);
+//! - no file of the other is hard-linked (a group's names may lie in two turns), and
+//!   neither replica folds case (names that collide may too);
+//! - every turn is planned from the base the first loaded, which for a pass that fills
+//!   is the default one (twoway: no sync state), not from what the turns before
+//!   recorded;
 //! - a folder's metadata is set after its last entry is written: where a folder holds
 //!   paths of the next turn (the root holds them all), the turn leaves its metadata to
 //!   the turn that writes its last entry.
@@ -39,6 +42,10 @@
 //! Interrupted, the pass stops after the turn under way, and records the stat caches of
 //! what the turns did, as an interrupted pass does; where a turn's flush fails, the
 //! tool records nothing of it, and no turn follows.
+//!
+//! Cost: twoway adds each turn to its state by streaming the state file through, so a
+//! first sync of n paths streams about n²/(2 × [`TURN`]) records in all (16 times a file
+//! that grows to 75 MB at a million files: about a sixth of that pass's time).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
