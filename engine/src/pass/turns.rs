@@ -495,6 +495,7 @@ pub(super) fn run<T: Tool>(
     drop(clear);
     let Some(extra) = extra else {
         // Stopped before the first turn: nothing was changed.
+        log::warn!("pass {n} (interrupted) before it changed anything");
         return Ok(PassOutcome {
             operations: 0,
             errors: filling.errors.len(),
