@@ -136,7 +136,7 @@ impl Keeper {
 }
 
 /// Whether `p` is `d` or lies under it (both relative paths as a scan gives them).
-fn is_at_or_under(p: &Path, d: &Path) -> bool {
+pub(super) fn is_at_or_under(p: &Path, d: &Path) -> bool {
     let (p, d) = (p.as_os_str().as_bytes(), d.as_os_str().as_bytes());
     p.starts_with(d) && (p.len() == d.len() || p[d.len()] == b'/')
 }

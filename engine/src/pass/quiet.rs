@@ -55,10 +55,7 @@ pub const COMPACT_FROM: usize = 100_000;
 /// cache holds a directory SHA-256 and at least [`COMPACT_FROM`] files.
 pub(super) fn may_end_early<T: Tool>(tool: &T) -> bool {
     let settings = tool.settings();
-    let from = std::env::var("TWOWAY_COMPACT_FROM")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(COMPACT_FROM);
+    let from = count_from_env("TWOWAY_COMPACT_FROM", 0).unwrap_or(COMPACT_FROM);
     !(settings.dry_run || settings.approve || settings.checksum || crate::run::watch::watching())
         && tool
             .replicas()
@@ -75,11 +72,16 @@ const WINDOW: usize = if cfg!(test) { 3 } else { 1024 };
 /// [`WINDOW`], or the number `TWOWAY_WINDOW` gives (the tests' trees are a few
 /// entries: they set 4, so that their passes walk many windows).
 fn window_size() -> usize {
-    std::env::var("TWOWAY_WINDOW")
+    count_from_env("TWOWAY_WINDOW", 1).unwrap_or(WINDOW)
+}
+
+/// The number the environment variable `var` gives, if it gives one of at least `min`
+/// (the tests' settings of the pipeline's sizes).
+pub(super) fn count_from_env(var: &str, min: usize) -> Option<usize> {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(WINDOW)
+        .filter(|&n| n >= min)
 }
 
 /// Both trees of a whole pass, read compact, handed to the tool's planner a window of

@@ -51,7 +51,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::narrow::Narrow;
+use super::narrow::{is_at_or_under, Narrow};
 use super::stages::{self, Applied, Scanned};
 use super::Tool;
 use crate::apply::Counts;
@@ -69,11 +69,7 @@ pub const TURN: usize = 65_536;
 /// [`TURN`], or the number `TWOWAY_TURN` gives (the tests set a few, so that their
 /// small first passes take many turns).
 fn turn_size() -> usize {
-    std::env::var("TWOWAY_TURN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(TURN)
+    super::quiet::count_from_env("TWOWAY_TURN", 1).unwrap_or(TURN)
 }
 
 /// Whether a pass of `tool` may fill a replica in turns, as far as can be told before
@@ -127,7 +123,7 @@ pub(super) fn filled<T: Tool>(tool: &T, scanned: &Scanned) -> Option<(usize, usi
 /// Whether the folder at `dir` holds `next`, the first path of the next turn: its last
 /// entry is yet to come. The root holds every path.
 fn holds(dir: &Path, next: Option<&Path>) -> bool {
-    next.is_some_and(|n| dir.as_os_str().is_empty() || (n.starts_with(dir) && n != dir))
+    next.is_some_and(|n| dir.as_os_str().is_empty() || (is_at_or_under(n, dir) && n != dir))
 }
 
 /// What the turns so far left, for the next turn and for the record stage.
